@@ -1,0 +1,15 @@
+import { port, readConfig, tenantServiceEnv, type TenantServiceConfig } from "../mesh/index.ts";
+
+/** Backend's settings, by environment variable. */
+export const backendEnv = {
+  ...tenantServiceEnv,
+  /** gRPC listener port. */
+  TENANTRY_GRPC_PORT: port.default(50053),
+  /** HTTP listener port (Connect, gRPC-Web, gRPC; health checks). */
+  TENANTRY_HTTP_PORT: port.default(8083),
+};
+
+/** Reads Backend's configuration; throws a ConfigError naming the variable at fault. */
+export function readBackendConfig(env: NodeJS.ProcessEnv = process.env): TenantServiceConfig {
+  return readConfig(backendEnv, env);
+}

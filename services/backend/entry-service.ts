@@ -1,0 +1,62 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { EntryService, type EntrySchema } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
+import { entityManagerOf } from "../mesh/index.ts";
+import type { Entry } from "./entities/entry.ts";
+import { createEntry, deleteEntry, etagOf, getEntry, listEntries, updateEntry, type EntryChange } from "./entries.ts";
+
+export { EntryService };
+
+/** `tenantry.backend.v1.EntryService`: each call runs on the tenant's own EntityManager. */
+export const entryService: ServiceImpl<typeof EntryService> = {
+  async createEntry(req, ctx) {
+    return { entry: toMessage(await createEntry(entityManagerOf(ctx), req)) };
+  },
+  async getEntry(req, ctx) {
+    return { entry: toMessage(await getEntry(entityManagerOf(ctx), req.id)) };
+  },
+  async listEntries(req, ctx) {
+    const page = await listEntries(entityManagerOf(ctx), req);
+    return { entries: page.entries.map(toMessage), nextPageToken: page.nextPageToken };
+  },
+  async updateEntry(req, ctx) {
+    const paths = req.updateMask?.paths ?? [];
+    if (paths.length === 0) {
+      throw new ConnectError('update_mask is empty: name the fields to change, any of "title", "body", "tags"', Code.InvalidArgument);
+    }
+    const change: EntryChange = { etag: req.etag };
+    for (const path of paths) {
+      switch (path) {
+        case "title":
+          change.title = req.title;
+          break;
+        case "body":
+          change.body = req.body;
+          break;
+        case "tags":
+          change.tags = req.tags;
+          break;
+        default:
+          throw new ConnectError(`update_mask names "${path}": only "title", "body" and "tags" can change`, Code.InvalidArgument);
+      }
+    }
+    return { entry: toMessage(await updateEntry(entityManagerOf(ctx), req.id, change)) };
+  },
+  async deleteEntry(req, ctx) {
+    await deleteEntry(entityManagerOf(ctx), req.id);
+    return {};
+  },
+};
+
+function toMessage(entry: Entry): MessageInitShape<typeof EntrySchema> {
+  return {
+    id: entry.id,
+    title: entry.title,
+    body: entry.body,
+    tags: entry.tags,
+    etag: etagOf(entry),
+    createTime: timestampFromDate(entry.createdAt),
+    updateTime: timestampFromDate(entry.updatedAt),
+  };
+}

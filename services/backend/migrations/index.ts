@@ -1,0 +1,5 @@
+import type { MigrationObject } from "@mikro-orm/core";
+import { CreateEntries } from "./create-entries.ts";
+
+/** Backend's migrations of schema `backend`, oldest first. Names never change once released. */
+export const migrations: MigrationObject[] = [{ name: "0001-create-entries", class: CreateEntries }];

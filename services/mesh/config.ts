@@ -1,0 +1,84 @@
+import { z } from "zod";
+
+/** A TCP port number; 0 asks the system for a free one. */
+export const port = z.coerce.number().int().min(0).max(65535);
+
+/** A positive integer read from a string. */
+export const positiveInt = z.coerce.number().int().positive();
+
+/** A comma-separated list, trimmed, empty items dropped. */
+export const commaList = z
+  .string()
+  .transform((s) => s.split(",").map((item) => item.trim()).filter((item) => item !== ""));
+
+/** `name=host:port,name=host:port`, as a map from name to address. */
+export const addressMap = z.string().transform((s, ctx) => {
+  const map = new Map<string, string>();
+  for (const item of s.split(",").map((i) => i.trim()).filter((i) => i !== "")) {
+    const m = /^([a-z][a-z0-9-]*)=([^\s=]+:\d+)$/.exec(item);
+    if (m === null) {
+      ctx.addIssue({ code: "custom", message: `expected name=host:port, got "${item}"` });
+      return z.NEVER;
+    }
+    map.set(m[1]!, m[2]!);
+  }
+  return map;
+});
+
+/** The settings every Tenantry service reads, by environment variable. */
+export const commonEnv = {
+  /** Address the listeners bind to. */
+  TENANTRY_BIND_HOST: z.string().min(1).default("127.0.0.1"),
+  /** Browser origins allowed to call the HTTP port (CORS), comma-separated. */
+  TENANTRY_CORS_ORIGINS: commaList.default([]),
+  /** How long in-flight calls may run after SIGTERM before they are cut. */
+  TENANTRY_SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
+};
+
+/**
+ * Reads and validates a service's configuration from the environment. The
+ * shape's keys are the variable names, so an error names the variable and
+ * what is wrong with its value.
+ */
+export function readConfig<S extends z.ZodRawShape>(
+  shape: S,
+  env: NodeJS.ProcessEnv = process.env,
+): z.infer<z.ZodObject<S>> {
+  const defined = Object.fromEntries(
+    Object.keys(shape).flatMap((key) => (env[key] === undefined || env[key] === "" ? [] : [[key, env[key]]])),
+  );
+  const result = z.object(shape).safeParse(defined);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? "environment");
+      const value = defined[name];
+      return `${name}: ${issue.message}${value === undefined ? " (not set)" : ` (got "${value}")`}`;
+    });
+    throw new ConfigError(lines.join("\n"));
+  }
+  return result.data;
+}
+
+/** A configuration value is missing or invalid; the message names the variable. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** The settings of a service that serves tenants' data (Auth, Backend). */
+export const tenantServiceEnv = {
+  ...commonEnv,
+  /** gRPC address (`host:port`) of Platform, which resolves tenants. */
+  TENANTRY_PLATFORM_ADDRESS: z.string().regex(/^[^\s:]+:\d+$/, "expected host:port").default("127.0.0.1:50051"),
+  /** Most database connections the process opens, all tenants together. */
+  TENANTRY_DB_MAX_CONNECTIONS: positiveInt.default(40),
+  /** Most database connections one tenant may hold in this process. */
+  TENANTRY_DB_MAX_CONNECTIONS_PER_TENANT: positiveInt.default(5),
+  /** How long a call waits for a database connection before failing with UNAVAILABLE. */
+  TENANTRY_DB_ACQUIRE_TIMEOUT_MS: positiveInt.default(5000),
+  /** An idle database connection is closed after this long. */
+  TENANTRY_DB_IDLE_TIMEOUT_MS: positiveInt.default(10_000),
+  /** How many tenants' routes the process keeps. */
+  TENANTRY_TENANT_CACHE_SIZE: positiveInt.default(10_000),
+  /** How long a tenant's route is trusted before Platform is asked again. */
+  TENANTRY_TENANT_CACHE_TTL_MS: positiveInt.default(30_000),
+};

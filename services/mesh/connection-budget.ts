@@ -1,0 +1,377 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import pg from "pg";
+
+/** Where a tenant's database is and whom to connect as. */
+export interface TenantEndpoint {
+  tenantId: string;
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string;
+}
+
+/** Options of a {@link ConnectionBudget}. */
+export interface ConnectionBudgetOptions {
+  /** Most connections open at once across all tenants (the ceiling). */
+  maxConnections: number;
+  /** Most connections one tenant may hold at once. */
+  maxConnectionsPerTenant: number;
+  /** How long a call waits for a connection before it fails with UNAVAILABLE. */
+  acquireTimeoutMs: number;
+  /** An idle connection is closed after this long. */
+  idleTimeoutMs: number;
+  /** `application_name` of every connection, so they can be told apart in `pg_stat_activity`. */
+  applicationName: string;
+  /** Type parsers installed on every connection. */
+  types?: pg.CustomTypesConfig;
+  /** Reports a connection that failed, with the detail that is not returned to callers. */
+  onError?: (error: unknown, tenantId: string) => void;
+}
+
+/** A connection leased from the budget; `release()` returns it (`release(true)` closes it). */
+export type LeasedClient = pg.Client & { release(destroy?: boolean | Error): void };
+
+/** Counters of a {@link ConnectionBudget}, for metrics and tests. */
+export interface ConnectionBudgetStats {
+  /** Connections open or opening, including those being closed. */
+  open: number;
+  /** Connections leased to calls. */
+  inUse: number;
+  /** Calls waiting for a connection. */
+  waiting: number;
+  /** Tenants holding at least one connection. */
+  tenants: number;
+  /** Connections opened since start (cold tenant opens included). */
+  opened: number;
+}
+
+class TenantPool {
+  readonly idle: pg.Client[] = [];
+  readonly idleTimers = new Map<pg.Client, NodeJS.Timeout>();
+  inUse = 0;
+  /** Connections of this tenant counted in the budget: opening, idle, leased or closing. */
+  live = 0;
+  retired = false;
+  readonly tenantId: string;
+  readonly fingerprint: string;
+  readonly config: pg.ClientConfig;
+  constructor(tenantId: string, fingerprint: string, config: pg.ClientConfig) {
+    this.tenantId = tenantId;
+    this.fingerprint = fingerprint;
+    this.config = config;
+  }
+}
+
+interface Waiter {
+  pool: TenantPool;
+  resolve: (client: LeasedClient) => void;
+  reject: (error: unknown) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * The database connections of one service process, across all tenants. It
+ * keeps one small pool per tenant and a ceiling over all of them: a call
+ * gets an idle connection of its tenant, or a new one while the process is
+ * under its ceiling; otherwise it waits in line, idle connections of other
+ * tenants are closed to make room, and every waiter is reconsidered, in
+ * order, whenever capacity frees. A call that waits longer than
+ * `acquireTimeoutMs` fails with UNAVAILABLE instead of hanging.
+ *
+ * pg-pool cannot share a ceiling between pools or close one idle connection
+ * of a pool on demand, which is why the connections are kept here.
+ */
+export class ConnectionBudget {
+  readonly #options: ConnectionBudgetOptions;
+  /** Tenant pools in least-recently-used order (oldest first). */
+  readonly #pools = new Map<string, TenantPool>();
+  readonly #waiters: Waiter[] = [];
+  #open = 0;
+  #closing = 0;
+  #opened = 0;
+  #closed = false;
+  readonly #drained = new Set<() => void>();
+
+  constructor(options: ConnectionBudgetOptions) {
+    if (options.maxConnectionsPerTenant > options.maxConnections) {
+      throw new Error("maxConnectionsPerTenant cannot exceed maxConnections");
+    }
+    this.#options = options;
+  }
+
+  /**
+   * Leases a connection to a tenant's database. Rejects with UNAVAILABLE when
+   * none frees up within `acquireTimeoutMs` or the database cannot be reached.
+   */
+  acquire(endpoint: TenantEndpoint): Promise<LeasedClient> {
+    if (this.#closed) {
+      return Promise.reject(new ConnectError("the service is shutting down; retry on another instance", Code.Unavailable));
+    }
+    const pool = this.#poolFor(endpoint);
+    if (this.#waiters.length === 0) {
+      const granted = this.#tryGrant(pool);
+      if (granted !== undefined) {
+        return granted;
+      }
+    }
+    return new Promise<LeasedClient>((resolve, reject) => {
+      const waiter: Waiter = {
+        pool,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.#removeWaiter(waiter);
+          reject(
+            new ConnectError(
+              `no database connection for tenant "${endpoint.tenantId}" within ${this.#options.acquireTimeoutMs} ms: the service is at its connection limit; retry later`,
+              Code.Unavailable,
+            ),
+          );
+        }, this.#options.acquireTimeoutMs),
+      };
+      this.#waiters.push(waiter);
+      this.#pump();
+    });
+  }
+
+  /** Current counters. */
+  stats(): ConnectionBudgetStats {
+    let inUse = 0;
+    for (const pool of this.#pools.values()) {
+      inUse += pool.inUse;
+    }
+    return { open: this.#open, inUse, waiting: this.#waiters.length, tenants: this.#pools.size, opened: this.#opened };
+  }
+
+  /**
+   * Stops leasing, fails the waiters with UNAVAILABLE, closes idle
+   * connections, and resolves once every leased connection has come back and
+   * been closed, or after `timeoutMs`.
+   */
+  async close(timeoutMs = 5000): Promise<void> {
+    this.#closed = true;
+    for (const waiter of this.#waiters.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(new ConnectError("the service is shutting down; retry on another instance", Code.Unavailable));
+    }
+    for (const pool of this.#pools.values()) {
+      pool.retired = true;
+      for (const client of pool.idle.splice(0)) {
+        this.#closeClient(pool, client);
+      }
+    }
+    if (this.#open === 0) {
+      return;
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.#drained.delete(done);
+        resolve();
+      }
+      this.#drained.add(done);
+    });
+  }
+
+  #poolFor(endpoint: TenantEndpoint): TenantPool {
+    const fingerprint = `${endpoint.host}\0${endpoint.port}\0${endpoint.database}\0${endpoint.user}\0${endpoint.password}`;
+    let pool = this.#pools.get(endpoint.tenantId);
+    if (pool !== undefined && pool.fingerprint !== fingerprint) {
+      // The tenant moved or its credentials changed: the old connections go as they come back.
+      pool.retired = true;
+      for (const client of pool.idle.splice(0)) {
+        this.#closeClient(pool, client);
+      }
+      pool = undefined;
+    }
+    if (pool === undefined) {
+      pool = new TenantPool(endpoint.tenantId, fingerprint, {
+        host: endpoint.host,
+        port: endpoint.port,
+        database: endpoint.database,
+        user: endpoint.user,
+        password: endpoint.password,
+        application_name: this.#options.applicationName,
+        connectionTimeoutMillis: this.#options.acquireTimeoutMs,
+        ...(this.#options.types === undefined ? {} : { types: this.#options.types }),
+      });
+    } else {
+      this.#pools.delete(endpoint.tenantId);
+    }
+    // Re-inserted so that the map stays in least-recently-used order.
+    this.#pools.set(endpoint.tenantId, pool);
+    return pool;
+  }
+
+  #tryGrant(pool: TenantPool): Promise<LeasedClient> | undefined {
+    if (pool.inUse >= this.#options.maxConnectionsPerTenant) {
+      return undefined;
+    }
+    const idle = pool.idle.pop();
+    if (idle !== undefined) {
+      clearTimeout(pool.idleTimers.get(idle));
+      pool.idleTimers.delete(idle);
+      pool.inUse++;
+      return Promise.resolve(this.#lease(pool, idle));
+    }
+    if (this.#open >= this.#options.maxConnections) {
+      return undefined;
+    }
+    pool.inUse++;
+    pool.live++;
+    this.#open++;
+    this.#opened++;
+    return this.#connect(pool);
+  }
+
+  async #connect(pool: TenantPool): Promise<LeasedClient> {
+    const client = new pg.Client(pool.config);
+    client.on("error", (error) => {
+      broken.add(client);
+      const at = pool.idle.indexOf(client);
+      if (at !== -1) {
+        pool.idle.splice(at, 1);
+        clearTimeout(pool.idleTimers.get(client));
+        pool.idleTimers.delete(client);
+        this.#closeClient(pool, client);
+      }
+      this.#options.onError?.(error, pool.tenantId);
+    });
+    try {
+      await client.connect();
+    } catch (error) {
+      pool.inUse--;
+      pool.live--;
+      this.#open--;
+      this.#forgetIfEmpty(pool);
+      this.#options.onError?.(error, pool.tenantId);
+      this.#pump();
+      throw new ConnectError(
+        `the database of tenant "${pool.tenantId}" cannot be reached; retry later`,
+        Code.Unavailable,
+      );
+    }
+    return this.#lease(pool, client);
+  }
+
+  #lease(pool: TenantPool, client: pg.Client): LeasedClient {
+    const leased = client as LeasedClient;
+    let released = false;
+    leased.release = (destroy?: boolean | Error) => {
+      if (released) {
+        return;
+      }
+      released = true;
+      pool.inUse--;
+      if (destroy || broken.has(client) || pool.retired || this.#closed) {
+        this.#closeClient(pool, client);
+      } else {
+        pool.idle.push(client);
+        const timer = setTimeout(() => {
+          const at = pool.idle.indexOf(client);
+          if (at !== -1) {
+            pool.idle.splice(at, 1);
+            pool.idleTimers.delete(client);
+            this.#closeClient(pool, client);
+          }
+        }, this.#options.idleTimeoutMs);
+        timer.unref();
+        pool.idleTimers.set(client, timer);
+      }
+      this.#pump();
+    };
+    return leased;
+  }
+
+  #closeClient(pool: TenantPool, client: pg.Client): void {
+    this.#closing++;
+    client
+      .end()
+      .catch(() => undefined)
+      .finally(() => {
+        this.#closing--;
+        this.#open--;
+        pool.live--;
+        this.#forgetIfEmpty(pool);
+        this.#pump();
+        if (this.#open === 0) {
+          for (const done of this.#drained) {
+            done();
+          }
+        }
+      });
+  }
+
+  #forgetIfEmpty(pool: TenantPool): void {
+    if (pool.live === 0 && pool.inUse === 0 && this.#pools.get(pool.tenantId) === pool && !this.#waiters.some((w) => w.pool === pool)) {
+      this.#pools.delete(pool.tenantId);
+    }
+  }
+
+  #removeWaiter(waiter: Waiter): void {
+    const at = this.#waiters.indexOf(waiter);
+    if (at !== -1) {
+      this.#waiters.splice(at, 1);
+    }
+    this.#forgetIfEmpty(waiter.pool);
+  }
+
+  /** Serves waiters in order, as far as capacity allows, then makes room for the rest. */
+  #pump(): void {
+    for (let i = 0; i < this.#waiters.length; ) {
+      const waiter = this.#waiters[i]!;
+      const granted = this.#tryGrant(waiter.pool);
+      if (granted === undefined) {
+        i++;
+        continue;
+      }
+      this.#waiters.splice(i, 1);
+      clearTimeout(waiter.timer);
+      granted.then(waiter.resolve, waiter.reject);
+    }
+    if (this.#waiters.length > 0) {
+      this.#reclaim();
+    }
+  }
+
+  /**
+   * Closes idle connections of tenants nobody waits for, least recently used
+   * first, as many as the waiters held back by the ceiling need beyond those
+   * already closing.
+   */
+  #reclaim(): void {
+    const wanted = new Set<TenantPool>();
+    let blocked = 0;
+    for (const waiter of this.#waiters) {
+      if (waiter.pool.inUse < this.#options.maxConnectionsPerTenant && waiter.pool.idle.length === 0) {
+        blocked++;
+      }
+      wanted.add(waiter.pool);
+    }
+    let needed = blocked - this.#closing;
+    for (const pool of this.#pools.values()) {
+      if (needed <= 0) {
+        return;
+      }
+      if (wanted.has(pool)) {
+        continue;
+      }
+      while (needed > 0) {
+        const client = pool.idle.shift();
+        if (client === undefined) {
+          break;
+        }
+        clearTimeout(pool.idleTimers.get(client));
+        pool.idleTimers.delete(client);
+        this.#closeClient(pool, client);
+        needed--;
+      }
+    }
+  }
+}
+
+/** Connections that reported an error; they are closed instead of reused. */
+const broken = new WeakSet<pg.Client>();

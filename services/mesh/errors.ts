@@ -1,0 +1,48 @@
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
+import type { Logger } from "./logger.ts";
+
+/**
+ * Turns every error a handler throws into one a client may see. A
+ * ConnectError passes as it is; anything else is logged with its detail and
+ * returned as INTERNAL (or UNAVAILABLE for a lost database connection) with
+ * an incident id, never with SQL or a stack trace.
+ */
+export function errorInterceptor(log: Logger): Interceptor {
+  return (next) => async (req) => {
+    const publicError = (error: unknown) => toPublicError(error, `${req.service.typeName}/${req.method.name}`, log);
+    let res;
+    try {
+      res = await next(req);
+    } catch (error) {
+      throw publicError(error);
+    }
+    if (!res.stream) {
+      return res;
+    }
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } catch (error) {
+          throw publicError(error);
+        }
+      })(),
+    };
+  };
+}
+
+function toPublicError(error: unknown, procedure: string, log: Logger): ConnectError {
+  if (error instanceof ConnectError) {
+    return error;
+  }
+  const incident = randomUUID().slice(0, 8);
+  log.error({ err: error, procedure, incident }, "call failed");
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" && (code.startsWith("08") || code.startsWith("57P") || code === "ECONNREFUSED" || code === "ECONNRESET")) {
+    return new ConnectError(`the database is unavailable (incident ${incident}); retry later`, Code.Unavailable);
+  }
+  return new ConnectError(`internal error (incident ${incident}); the service log has the detail`, Code.Internal);
+}

@@ -1,0 +1,185 @@
+import { fromBinary, toBinary, type DescMessage, type DescMethodStreaming, type DescMethodUnary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createContextValues, type Interceptor, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
+import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
+import * as grpc from "@grpc/grpc-js";
+import { headersFromMetadata, metadataFromHeaders } from "./metadata.ts";
+
+type HeadersInit = ConstructorParameters<typeof Headers>[0];
+
+/** Options of {@link createGrpcJsTransport}. */
+export interface GrpcJsTransportOptions {
+  /** `host:port` of the service's gRPC listener. */
+  address: string;
+  /** Client interceptors (Connect kind), run on every call. */
+  interceptors?: Interceptor[];
+  /** grpc-js channel options. */
+  channelOptions?: grpc.ChannelOptions;
+}
+
+/** A Connect transport over a grpc-js channel; `close()` releases the channel. */
+export interface GrpcJsTransport extends Transport {
+  close(): void;
+}
+
+/**
+ * Creates a Connect transport that speaks gRPC through `@grpc/grpc-js`, for
+ * typed mesh clients: `createClient(Service, transport)`. Calls get Connect
+ * client interceptors; the wire is grpc-js's HTTP/2 channel.
+ */
+export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTransport {
+  const client = new grpc.Client(options.address, grpc.credentials.createInsecure(), options.channelOptions);
+  const interceptors = options.interceptors ?? [];
+
+  function callOptions(timeoutMs: number | undefined): grpc.CallOptions {
+    return timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
+  }
+
+  return {
+    close: () => client.close(),
+    unary<I extends DescMessage, O extends DescMessage>(
+      method: DescMethodUnary<I, O>,
+      signal: AbortSignal | undefined,
+      timeoutMs: number | undefined,
+      header: HeadersInit | undefined,
+      input: unknown,
+      contextValues?: ReturnType<typeof createContextValues>,
+    ): Promise<UnaryResponse<I, O>> {
+      return runUnaryCall<I, O>({
+        interceptors,
+        signal,
+        timeoutMs,
+        req: {
+          stream: false,
+          service: method.parent,
+          method,
+          requestMethod: "POST",
+          url: `grpc://${options.address}/${method.parent.typeName}/${method.name}`,
+          header: new Headers(header),
+          contextValues: contextValues ?? createContextValues(),
+          message: input as never,
+        },
+        next: (req) =>
+          new Promise<UnaryResponse<I, O>>((resolve, reject) => {
+            let responseHeader = new Headers();
+            let output: unknown;
+            const call = client.makeUnaryRequest(
+              `/${method.parent.typeName}/${method.name}`,
+              (m: unknown) => Buffer.from(toBinary(method.input, m as never)),
+              (b: Buffer) => fromBinary(method.output, b),
+              req.message,
+              metadataFromHeaders(req.header),
+              callOptions(timeoutMs),
+              (error, value) => {
+                output = value;
+                if (error) {
+                  reject(connectErrorOf(error));
+                }
+              },
+            );
+            call.on("metadata", (md) => (responseHeader = headersFromMetadata(md)));
+            call.on("status", (status) => {
+              if (status.code === grpc.status.OK) {
+                resolve({
+                  stream: false,
+                  service: method.parent,
+                  method,
+                  header: responseHeader,
+                  trailer: headersFromMetadata(status.metadata),
+                  message: output as never,
+                });
+              }
+            });
+            req.signal.addEventListener("abort", () => call.cancel(), { once: true });
+          }),
+      });
+    },
+    stream<I extends DescMessage, O extends DescMessage>(
+      method: DescMethodStreaming<I, O>,
+      signal: AbortSignal | undefined,
+      timeoutMs: number | undefined,
+      header: HeadersInit | undefined,
+      input: AsyncIterable<unknown>,
+      contextValues?: ReturnType<typeof createContextValues>,
+    ): Promise<StreamResponse<I, O>> {
+      return runStreamingCall<I, O>({
+        interceptors,
+        signal,
+        timeoutMs,
+        req: {
+          stream: true,
+          service: method.parent,
+          method,
+          requestMethod: "POST",
+          url: `grpc://${options.address}/${method.parent.typeName}/${method.name}`,
+          header: new Headers(header),
+          contextValues: contextValues ?? createContextValues(),
+          message: input as never,
+        },
+        next: async (req) => {
+          const path = `/${method.parent.typeName}/${method.name}`;
+          const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
+          const deserialize = (b: Buffer) => fromBinary(method.output, b);
+          const metadata = metadataFromHeaders(req.header);
+          let call: grpc.ClientReadableStream<unknown> | grpc.ClientDuplexStream<unknown, unknown>;
+          if (method.methodKind === "server_streaming") {
+            let single: unknown;
+            for await (const m of req.message) {
+              single = m;
+            }
+            call = client.makeServerStreamRequest(path, serialize, deserialize, single, metadata, callOptions(timeoutMs));
+          } else {
+            const duplex = client.makeBidiStreamRequest(path, serialize, deserialize, metadata, callOptions(timeoutMs));
+            call = duplex;
+            void (async () => {
+              try {
+                for await (const m of req.message) {
+                  if (!duplex.write(m)) {
+                    await new Promise((resolve) => duplex.once("drain", resolve));
+                  }
+                }
+                duplex.end();
+              } catch {
+                duplex.cancel();
+              }
+            })();
+          }
+          req.signal.addEventListener("abort", () => call.cancel(), { once: true });
+          const trailer = new Headers();
+          call.on("status", (status: grpc.StatusObject) => {
+            headersFromMetadata(status.metadata).forEach((value, key) => trailer.append(key, value));
+          });
+          const responseHeader = await new Promise<Headers>((resolve, reject) => {
+            call.once("metadata", (md: grpc.Metadata) => resolve(headersFromMetadata(md)));
+            call.once("error", (error: grpc.ServiceError) => reject(connectErrorOf(error)));
+            call.once("status", () => resolve(new Headers()));
+          });
+          async function* messages() {
+            try {
+              for await (const message of call) {
+                yield message;
+              }
+            } catch (error) {
+              throw connectErrorOf(error as grpc.ServiceError);
+            }
+          }
+          return {
+            stream: true,
+            service: method.parent,
+            method,
+            header: responseHeader,
+            trailer,
+            message: messages() as never,
+          };
+        },
+      });
+    },
+  };
+}
+
+function connectErrorOf(error: grpc.ServiceError): ConnectError {
+  if (error instanceof ConnectError) {
+    return error;
+  }
+  const code = typeof error.code === "number" && error.code in Code ? (error.code as number as Code) : Code.Unknown;
+  return new ConnectError(error.details ?? error.message, code, error.metadata ? headersFromMetadata(error.metadata) : undefined);
+}

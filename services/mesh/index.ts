@@ -1,0 +1,17 @@
+export { accessOf, AccessKind } from "./access.ts";
+export { commonEnv, ConfigError, readConfig, addressMap, commaList, port, positiveInt } from "./config.ts";
+export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./connection-budget.ts";
+export { entityManagerOf, kEntityManager, kTenant, tenantOf } from "./context.ts";
+export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts";
+export { createLogger, type Logger } from "./logger.ts";
+export { startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
+export { Tenancy, type MigrationOutcome, type SchemaState } from "./tenancy.ts";
+export { TenantDirectory, TenantStatus, type TenantRoute } from "./tenant-directory.ts";
+export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from "./tenant-id.ts";
+export { tenantInterceptor } from "./tenant-interceptor.ts";
+export { tenantSchemaService, TenantSchemaService } from "./tenant-schema-service.ts";
+export { TenantScope } from "./tenant-scope.ts";
+export { tenantServiceEnv } from "./config.ts";
+export { startTenantService, type TenantService, type TenantServiceConfig } from "./tenant-service.ts";
+export { runMain } from "./run-main.ts";
+export { startEmbeddedDatabase, type EmbeddedDatabase } from "./embedded-database.ts";

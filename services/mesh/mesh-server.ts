@@ -1,0 +1,161 @@
+import type { DescService } from "@bufbuild/protobuf";
+import { createServiceImplSpec, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import type { AddressInfo } from "node:net";
+import { errorInterceptor } from "./errors.ts";
+import { createGrpcServer } from "./grpc-server.ts";
+import { Health, HealthStatus, healthService, ServingStatus } from "./health-service.ts";
+import { createHttpServer } from "./http-server.ts";
+import type { Logger } from "./logger.ts";
+import { reflectionService, ServerReflection, ServerReflectionAlpha } from "./reflection-service.ts";
+
+/** A service and its implementation. */
+export interface ServiceRegistration {
+  service: DescService;
+  impl: Partial<ServiceImpl<any>>;
+}
+
+/** Options of {@link startMeshServer}. */
+export interface MeshServerOptions {
+  /** The service's name, such as "backend", for logs. */
+  name: string;
+  /** The RPC services to serve; health and reflection are added. */
+  services: ServiceRegistration[];
+  /** Interceptors after the mesh's own (errors, shutdown tracking), outermost first. */
+  interceptors: Interceptor[];
+  /** Address to bind both listeners to. */
+  host: string;
+  /** gRPC listener port; 0 picks a free one. */
+  grpcPort: number;
+  /** HTTP listener port; 0 picks a free one. */
+  httpPort: number;
+  /** Browser origins allowed on the HTTP port. */
+  corsOrigins: string[];
+  /** How long in-flight calls may run once shutdown starts. */
+  shutdownGraceMs: number;
+  /** Runs after the listeners have stopped and the calls have finished: close pools here. */
+  onShutdown?: () => Promise<void>;
+  log: Logger;
+}
+
+/** A running service process's listeners. */
+export interface MeshServer {
+  /** The bound gRPC port. */
+  grpcPort: number;
+  /** The bound HTTP port. */
+  httpPort: number;
+  /** Calls running now. */
+  inFlight(): number;
+  /**
+   * Stops taking calls, lets those in flight finish for up to the grace
+   * period, cuts the rest, then runs `onShutdown`. Safe to call twice.
+   */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Starts a service's two listeners over one set of implementations and one
+ * interceptor chain: gRPC on grpc-js, and Connect, gRPC-Web and gRPC on the
+ * HTTP port. Both serve health and reflection.
+ */
+export async function startMeshServer(options: MeshServerOptions): Promise<MeshServer> {
+  const { log } = options;
+  const shutdownController = new AbortController();
+  const health = new HealthStatus(options.services.map((s) => s.service.typeName));
+  const reflection = reflectionService([...options.services.map((s) => s.service), Health, ServerReflection, ServerReflectionAlpha]);
+  const specs = [
+    ...options.services.map((s) => createServiceImplSpec(s.service, s.impl)),
+    createServiceImplSpec<typeof Health>(Health, healthService(health)),
+    createServiceImplSpec<typeof ServerReflection>(ServerReflection, reflection.v1),
+    createServiceImplSpec<typeof ServerReflectionAlpha>(ServerReflectionAlpha, reflection.v1alpha),
+  ];
+  let running = 0;
+  let idle: (() => void) | undefined;
+  const callEnded = () => {
+    running--;
+    if (running === 0) {
+      idle?.();
+    }
+  };
+  const inFlightInterceptor: Interceptor = (next) => async (req) => {
+    running++;
+    let res;
+    try {
+      res = await next(req);
+    } catch (error) {
+      callEnded();
+      throw error;
+    }
+    if (!res.stream) {
+      callEnded();
+      return res;
+    }
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } finally {
+          callEnded();
+        }
+      })(),
+    };
+  };
+  const interceptors = [errorInterceptor(log), inFlightInterceptor, ...options.interceptors];
+
+  const grpcServer = createGrpcServer({ services: specs, interceptors, shutdownSignal: shutdownController.signal });
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    grpcServer.bindAsync(`${options.host}:${options.grpcPort}`, grpc.ServerCredentials.createInsecure(), (error, port) =>
+      error ? reject(error) : resolve(port),
+    ),
+  );
+  let draining = false;
+  const http = createHttpServer({
+    services: specs,
+    interceptors,
+    corsOrigins: options.corsOrigins,
+    shutdownSignal: shutdownController.signal,
+    ready: () => !draining,
+  });
+  await new Promise<void>((resolve, reject) => {
+    http.server.once("error", reject);
+    http.server.listen(options.httpPort, options.host, () => {
+      http.server.off("error", reject);
+      resolve();
+    });
+  });
+  const httpPort = (http.server.address() as AddressInfo).port;
+  log.info({ grpcPort, httpPort, host: options.host }, `${options.name} listening`);
+
+  let stopping: Promise<void> | undefined;
+  async function stop(): Promise<void> {
+    draining = true;
+    health.setAll(ServingStatus.NOT_SERVING);
+    const started = Date.now();
+    log.info({ inFlight: running }, `${options.name} shutting down`);
+    const grpcDone = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
+    http.drain();
+    const callsDone = running === 0 ? Promise.resolve() : new Promise<void>((resolve) => (idle = resolve));
+    const timer = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), options.shutdownGraceMs).unref());
+    const outcome = await Promise.race([Promise.all([grpcDone, callsDone]), timer]);
+    if (outcome === "timeout") {
+      log.warn({ inFlight: running }, "grace period over; cutting the calls still running");
+      shutdownController.abort();
+      grpcServer.forceShutdown();
+    }
+    http.destroy();
+    await options.onShutdown?.();
+    log.info({ ms: Date.now() - started }, `${options.name} stopped`);
+  }
+
+  return {
+    grpcPort,
+    httpPort,
+    inFlight: () => running,
+    shutdown() {
+      stopping ??= stop();
+      return stopping;
+    },
+  };
+}

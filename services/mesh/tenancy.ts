@@ -1,0 +1,168 @@
+import { Migrator } from "@mikro-orm/migrations";
+import { MikroORM, type EntityManager, type EntitySchema, type MigrationObject } from "@mikro-orm/postgresql";
+import { createPostgreSqlTypeParsers } from "@mikro-orm/sql";
+import { PostgresDialect } from "kysely";
+import pg from "pg";
+import Cursor from "pg-cursor";
+import array from "postgres-array";
+import { ConnectionBudget, type ConnectionBudgetOptions, type TenantEndpoint } from "./connection-budget.ts";
+import type { TenantDirectory, TenantRoute } from "./tenant-directory.ts";
+import { TenantScope } from "./tenant-scope.ts";
+
+/** Options of a {@link Tenancy}. */
+export interface TenancyOptions {
+  /** The schema this service owns in every tenant database, such as "backend". */
+  schema: string;
+  /** The service's entities, all in `schema`. */
+  entities: EntitySchema[];
+  /** The service's migrations, oldest first. */
+  migrations: MigrationObject[];
+  /** Where tenants' routes come from. */
+  directory: TenantDirectory;
+  /** Limits on the process's database connections. */
+  connections: Omit<ConnectionBudgetOptions, "types">;
+}
+
+/** What one migration run did to one tenant's schema. */
+export interface MigrationOutcome {
+  /** Migrations applied by this run, in order. */
+  applied: string[];
+  /** The newest migration applied now; empty when none is. */
+  version: string;
+}
+
+/** A tenant's schema state, read without changing it. */
+export interface SchemaState {
+  /** The newest migration applied; empty when none is. */
+  version: string;
+  /** The newest migration the service knows. */
+  latestVersion: string;
+  /** Migrations not applied yet, in order. */
+  pending: string[];
+}
+
+/**
+ * Everything a service needs to reach its tenants' databases: one MikroORM
+ * instance for the process (metadata discovered once) whose queries go
+ * through a routing dialect to the current tenant's connections, the
+ * connection budget behind it, and the tenant directory.
+ */
+export class Tenancy {
+  readonly directory: TenantDirectory;
+  readonly budget: ConnectionBudget;
+  readonly scope = new TenantScope();
+  readonly orm: MikroORM;
+  readonly #schema: string;
+  readonly #migrations: MigrationObject[];
+  readonly #migrating = new Map<string, Promise<MigrationOutcome>>();
+
+  constructor(options: TenancyOptions) {
+    this.directory = options.directory;
+    this.#schema = options.schema;
+    this.#migrations = options.migrations;
+    const types = new pg.TypeOverrides();
+    for (const [oid, parser] of Object.entries(createPostgreSqlTypeParsers((s) => array.parse(s)))) {
+      types.setTypeParser(Number(oid), parser);
+    }
+    this.budget = new ConnectionBudget({ ...options.connections, types });
+    const budget = this.budget;
+    const scope = this.scope;
+    this.orm = new MikroORM({
+      entities: options.entities,
+      // The routed connection always points at an existing tenant database.
+      // MikroORM's Migrator still checks that `dbName` exists on the server
+      // (and would create it otherwise), so name one every server has.
+      dbName: "template1",
+      schema: options.schema,
+      ensureDatabase: false,
+      allowGlobalContext: false,
+      discovery: { warnWhenNoEntities: false },
+      driverOptions: new PostgresDialect({
+        pool: {
+          connect: () => budget.acquire(scope.current()),
+          end: async () => {},
+          options: {},
+        },
+        cursor: Cursor,
+      }),
+      extensions: [Migrator],
+      migrations: {
+        migrationsList: options.migrations,
+        tableName: `${options.schema}.mikro_orm_migrations`,
+        snapshot: false,
+        silent: true,
+        transactional: true,
+        allOrNothing: true,
+      },
+    });
+  }
+
+  /** The connection target of a tenant's route. */
+  endpointOf(route: TenantRoute): TenantEndpoint {
+    return {
+      tenantId: route.tenantId,
+      host: route.host,
+      port: route.port,
+      database: route.database,
+      user: route.user,
+      password: route.password,
+    };
+  }
+
+  /** An EntityManager of its own for one call. Use it inside the tenant's scope. */
+  fork(): EntityManager {
+    return this.orm.em.fork();
+  }
+
+  /**
+   * Applies this service's pending migrations to a tenant's database. Runs
+   * for the same tenant are serialised in this process.
+   */
+  migrate(route: TenantRoute): Promise<MigrationOutcome> {
+    const running = this.#migrating.get(route.tenantId);
+    const next = (running ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() =>
+        this.scope.run(this.endpointOf(route), async () => {
+          // A Migrator per run: one remembers its tracking table per schema name, not per database.
+          const migrator = new Migrator(this.fork());
+          const applied = await migrator.up();
+          const executed = await migrator.getExecuted();
+          return { applied: applied.map((m) => m.name), version: executed.at(-1)?.name ?? "" };
+        }),
+      )
+      .finally(() => {
+        if (this.#migrating.get(route.tenantId) === next) {
+          this.#migrating.delete(route.tenantId);
+        }
+      });
+    this.#migrating.set(route.tenantId, next);
+    return next;
+  }
+
+  /** Reads a tenant's schema state without creating or changing anything. */
+  schemaState(route: TenantRoute): Promise<SchemaState> {
+    return this.scope.run(this.endpointOf(route), async () => {
+      const em = this.fork();
+      const [row] = await em.execute<{ present: boolean }[]>(
+        "select to_regclass(?) is not null as present",
+        [`${this.#schema}.mikro_orm_migrations`],
+      );
+      const executed = row?.present
+        ? (await em.execute<{ name: string }[]>(`select name from ${em.getPlatform().quoteIdentifier(this.#schema)}.mikro_orm_migrations order by id`)).map((r) => r.name)
+        : [];
+      const done = new Set(executed);
+      return {
+        version: executed.at(-1) ?? "",
+        latestVersion: this.#migrations.at(-1)?.name ?? "",
+        pending: this.#migrations.map((m) => m.name).filter((name) => !done.has(name)),
+      };
+    });
+  }
+
+  /** Closes the ORM and every connection. */
+  async close(timeoutMs?: number): Promise<void> {
+    await this.orm.close();
+    await this.budget.close(timeoutMs);
+  }
+}

@@ -1,0 +1,31 @@
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
+import { TenantStatus } from "./tenant-directory.ts";
+import type { Tenancy } from "./tenancy.ts";
+
+export { TenantSchemaService };
+
+/**
+ * Implements `tenantry.schema.v1.TenantSchemaService` for the schema a
+ * service owns: Platform calls it to migrate each tenant, and the service
+ * runs its own migrations there.
+ */
+export function tenantSchemaService(service: string, tenancy: Tenancy): ServiceImpl<typeof TenantSchemaService> {
+  async function routeOf(tenantId: string) {
+    const route = await tenancy.directory.lookup(tenantId, "tenant_id");
+    if (route.status === TenantStatus.DELETED || route.status === TenantStatus.OFFBOARDING) {
+      throw new ConnectError(`tenant "${tenantId}" is being removed; its schema is not migrated`, Code.FailedPrecondition);
+    }
+    return route;
+  }
+  return {
+    async migrate(req) {
+      const outcome = await tenancy.migrate(await routeOf(req.tenantId));
+      return { service, applied: outcome.applied, version: outcome.version };
+    },
+    async getSchemaStatus(req) {
+      const state = await tenancy.schemaState(await routeOf(req.tenantId));
+      return { service, ...state };
+    },
+  };
+}

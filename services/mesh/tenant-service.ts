@@ -1,0 +1,94 @@
+import { createClient, type Interceptor } from "@connectrpc/connect";
+import type { EntitySchema, MigrationObject } from "@mikro-orm/postgresql";
+import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import type { tenantServiceEnv } from "./config.ts";
+import { createGrpcJsTransport } from "./grpc-transport.ts";
+import type { Logger } from "./logger.ts";
+import { startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
+import { Tenancy } from "./tenancy.ts";
+import { TenantDirectory } from "./tenant-directory.ts";
+import { tenantInterceptor } from "./tenant-interceptor.ts";
+import { TenantSchemaService, tenantSchemaService } from "./tenant-schema-service.ts";
+import type { z } from "zod";
+
+/** The configuration a tenant service reads (see `tenantServiceEnv`). */
+export type TenantServiceConfig = z.infer<z.ZodObject<typeof tenantServiceEnv>> & {
+  TENANTRY_GRPC_PORT: number;
+  TENANTRY_HTTP_PORT: number;
+};
+
+/** Options of {@link startTenantService}. */
+export interface TenantServiceOptions {
+  /** The service's name, also the schema it owns in every tenant database. */
+  name: string;
+  /** The service's entities. */
+  entities: EntitySchema[];
+  /** The service's migrations, oldest first. */
+  migrations: MigrationObject[];
+  /** The RPC services it serves, given its tenancy. TenantSchemaService is added. */
+  services: (tenancy: Tenancy) => ServiceRegistration[];
+  /** Interceptors run between the tenant's resolution and the handler. */
+  interceptors?: Interceptor[];
+  config: TenantServiceConfig;
+  log: Logger;
+}
+
+/** A running tenant service. */
+export interface TenantService extends MeshServer {
+  tenancy: Tenancy;
+}
+
+/**
+ * Starts a service that serves tenants' data: it resolves tenants through
+ * Platform, routes each call to its tenant's database, serves its own
+ * schema's migrations to Platform, and listens on both ports.
+ */
+export async function startTenantService(options: TenantServiceOptions): Promise<TenantService> {
+  const { config, log } = options;
+  const transport = createGrpcJsTransport({ address: config.TENANTRY_PLATFORM_ADDRESS });
+  const platform = createClient(PlatformService, transport);
+  const directory = new TenantDirectory({
+    maxEntries: config.TENANTRY_TENANT_CACHE_SIZE,
+    ttlMs: config.TENANTRY_TENANT_CACHE_TTL_MS,
+    resolve: async (tenantId, signal) => {
+      const { route } = await platform.resolveTenant({ tenantId }, { signal, timeoutMs: 5000 });
+      if (route === undefined) {
+        throw new Error(`Platform answered ResolveTenant for "${tenantId}" without a route`);
+      }
+      return route;
+    },
+  });
+  const tenancy = new Tenancy({
+    schema: options.name,
+    entities: options.entities,
+    migrations: options.migrations,
+    directory,
+    connections: {
+      maxConnections: config.TENANTRY_DB_MAX_CONNECTIONS,
+      maxConnectionsPerTenant: Math.min(config.TENANTRY_DB_MAX_CONNECTIONS_PER_TENANT, config.TENANTRY_DB_MAX_CONNECTIONS),
+      acquireTimeoutMs: config.TENANTRY_DB_ACQUIRE_TIMEOUT_MS,
+      idleTimeoutMs: config.TENANTRY_DB_IDLE_TIMEOUT_MS,
+      applicationName: `tenantry-${options.name}`,
+      onError: (error, tenantId) => log.warn({ err: error, tenantId }, "tenant database connection failed"),
+    },
+  });
+  const server = await startMeshServer({
+    name: options.name,
+    services: [
+      ...options.services(tenancy),
+      { service: TenantSchemaService, impl: tenantSchemaService(options.name, tenancy) },
+    ],
+    interceptors: [tenantInterceptor(tenancy), ...(options.interceptors ?? [])],
+    host: config.TENANTRY_BIND_HOST,
+    grpcPort: config.TENANTRY_GRPC_PORT,
+    httpPort: config.TENANTRY_HTTP_PORT,
+    corsOrigins: config.TENANTRY_CORS_ORIGINS,
+    shutdownGraceMs: config.TENANTRY_SHUTDOWN_GRACE_MS,
+    log,
+    onShutdown: async () => {
+      await tenancy.close();
+      transport.close();
+    },
+  });
+  return Object.assign(server, { tenancy });
+}

@@ -1,0 +1,19 @@
+import { defineEntity, p, type InferEntity } from "@mikro-orm/core";
+
+/** A tenant in the registry (`platform.tenants`). Tier and status are the enum names, lower-case. */
+export const Tenant = defineEntity({
+  name: "Tenant",
+  tableName: "tenants",
+  properties: {
+    id: p.string().primary().length(40),
+    displayName: p.string().length(200),
+    tier: p.string().length(20),
+    status: p.string().length(20),
+    database: p.string().length(63),
+    error: p.text().nullable(),
+    createdAt: p.datetime(3),
+    updatedAt: p.datetime(3),
+  },
+});
+
+export type Tenant = InferEntity<typeof Tenant>;

@@ -1,0 +1,71 @@
+import { Migrator } from "@mikro-orm/migrations";
+import { MikroORM } from "@mikro-orm/postgresql";
+import pg from "pg";
+import { Tenant } from "./entities/tenant.ts";
+import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
+import { migrations } from "./migrations/index.ts";
+
+/** The PostgreSQL server that holds the platform database and the tenant databases. */
+export interface Cluster {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+}
+
+/** The server, credentials and database named by a postgres:// URL. */
+export function parseDatabaseUrl(url: string): Cluster & { database: string } {
+  const parsed = new URL(url);
+  return {
+    host: decodeURIComponent(parsed.hostname) || "localhost",
+    port: parsed.port === "" ? 5432 : Number(parsed.port),
+    user: decodeURIComponent(parsed.username),
+    password: decodeURIComponent(parsed.password),
+    database: decodeURIComponent(parsed.pathname.slice(1)) || "postgres",
+  };
+}
+
+/** Creates the platform database if the server does not have it yet. */
+export async function ensurePlatformDatabase(url: string): Promise<void> {
+  const { database, ...cluster } = parseDatabaseUrl(url);
+  const client = new pg.Client({ ...cluster, database: "postgres" });
+  await client.connect();
+  try {
+    const { rowCount } = await client.query("select 1 from pg_database where datname = $1", [database]);
+    if (rowCount === 0) {
+      await client.query(`create database ${pg.escapeIdentifier(database)}`).catch((error: { code?: string }) => {
+        // Another Platform instance created it first.
+        if (error.code !== "42P04") {
+          throw error;
+        }
+      });
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+/** Platform's ORM over its own database, with its entities and migrations. */
+export function createPlatformOrm(url: string): MikroORM {
+  return new MikroORM({
+    clientUrl: url,
+    entities: [Tenant, TenantSchemaVersion],
+    schema: "platform",
+    ensureDatabase: false,
+    allowGlobalContext: false,
+    pool: { min: 0, max: 10 },
+    extensions: [Migrator],
+    migrations: {
+      migrationsList: migrations,
+      tableName: "platform.mikro_orm_migrations",
+      snapshot: false,
+      silent: true,
+    },
+  });
+}
+
+/** Brings the platform database to the newest schema; returns the migrations applied. */
+export async function migratePlatformDatabase(orm: MikroORM): Promise<string[]> {
+  const applied = await new Migrator(orm.em.fork()).up();
+  return applied.map((m) => m.name);
+}

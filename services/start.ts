@@ -1,0 +1,109 @@
+// `npm start`: PostgreSQL (embedded unless TENANTRY_DATABASE_URL is set), then
+// Platform, Auth and Backend, each its own process, on the default ports.
+// Ctrl-C stops everything.
+import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { z } from "zod";
+import { commonEnv, port, readConfig, startEmbeddedDatabase, type EmbeddedDatabase } from "./mesh/index.ts";
+
+const config = readConfig({
+  TENANTRY_DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: "expected a postgres:// URL" }).optional(),
+  TENANTRY_DATA_DIR: z.string().default(".tenantry"),
+  TENANTRY_EMBEDDED_POSTGRES_PORT: port.default(54329),
+  TENANTRY_BIND_HOST: commonEnv.TENANTRY_BIND_HOST,
+});
+const here = path.dirname(new URL(import.meta.url).pathname);
+const host = config.TENANTRY_BIND_HOST;
+
+const services = [
+  { name: "platform", grpc: 50051, http: 8081 },
+  { name: "auth", grpc: 50052, http: 8082 },
+  { name: "backend", grpc: 50053, http: 8083 },
+] as const;
+
+let database: EmbeddedDatabase | undefined;
+let databaseUrl = config.TENANTRY_DATABASE_URL;
+if (databaseUrl === undefined) {
+  const dir = path.resolve(config.TENANTRY_DATA_DIR, "postgres");
+  process.stdout.write(`starting embedded PostgreSQL on 127.0.0.1:${config.TENANTRY_EMBEDDED_POSTGRES_PORT} (data in ${dir})\n`);
+  database = await startEmbeddedDatabase({ dir, port: config.TENANTRY_EMBEDDED_POSTGRES_PORT });
+  databaseUrl = database.urlFor("tenantry_platform");
+}
+
+const children: ChildProcess[] = [];
+let stopping = false;
+
+async function stopAll(code: number): Promise<never> {
+  stopping = true;
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) {
+            return resolve();
+          }
+          child.once("exit", () => resolve());
+          child.kill("SIGTERM");
+        }),
+    ),
+  );
+  await database?.stop();
+  process.exit(code);
+}
+process.once("SIGINT", () => void stopAll(0));
+process.once("SIGTERM", () => void stopAll(0));
+
+for (const service of services) {
+  const child = spawn(process.execPath, [path.join(here, service.name, "main.ts")], {
+    stdio: ["ignore", "inherit", "inherit"],
+    env: {
+      ...process.env,
+      TENANTRY_GRPC_PORT: String(service.grpc),
+      TENANTRY_HTTP_PORT: String(service.http),
+      TENANTRY_PLATFORM_ADDRESS: `${host}:50051`,
+      TENANTRY_SCHEMA_SERVICES: `auth=${host}:50052,backend=${host}:50053`,
+      ...(service.name === "platform" ? { TENANTRY_DATABASE_URL: databaseUrl } : {}),
+    },
+  });
+  children.push(child);
+  child.once("exit", (code, signal) => {
+    if (!stopping) {
+      process.stderr.write(`${service.name} exited (${signal ?? code}); stopping the mesh\n`);
+      void stopAll(1);
+    }
+  });
+}
+
+for (const service of services) {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ready = await fetch(`http://${host}:${service.http}/readyz`).then((r) => r.ok, () => false);
+    if (ready) {
+      break;
+    }
+    if (Date.now() > deadline) {
+      process.stderr.write(`${service.name} did not become ready within 60 s\n`);
+      await stopAll(1);
+    }
+    await sleep(200);
+  }
+}
+
+const platform = `http://${host}:50051`;
+const backend = `http://${host}:50053`;
+process.stdout.write(`
+Tenantry is running.
+  platform  gRPC ${host}:50051   HTTP http://${host}:8081
+  auth      gRPC ${host}:50052   HTTP http://${host}:8082
+  backend   gRPC ${host}:50053   HTTP http://${host}:8083
+  database  ${database ? `embedded PostgreSQL on 127.0.0.1:${database.port}` : "TENANTRY_DATABASE_URL"}
+
+Try it (in another terminal):
+  npx buf curl --protocol grpc --http2-prior-knowledge -d '{"tenantId":"acme","displayName":"Acme"}' ${platform}/tenantry.platform.v1.PlatformService/CreateTenant
+  npx buf curl --protocol grpc --http2-prior-knowledge -H 'x-tenant-id: acme' -d '{"title":"hello","tags":["demo"]}' ${backend}/tenantry.backend.v1.EntryService/CreateEntry
+  npx buf curl --protocol grpc --http2-prior-knowledge -H 'x-tenant-id: acme' -d '{}' ${backend}/tenantry.backend.v1.EntryService/ListEntries
+  npx buf curl --protocol grpc --http2-prior-knowledge --list-methods ${backend}
+
+Ctrl-C stops everything.
+`);
