@@ -157,8 +157,8 @@ export class ConnectionBudget {
     }
     for (const pool of this.#pools.values()) {
       pool.retired = true;
-      for (const client of pool.idle.splice(0)) {
-        this.#closeClient(pool, client);
+      while (pool.idle.length > 0) {
+        this.#closeIdle(pool, pool.idle[0]!);
       }
     }
     if (this.#open === 0) {
@@ -182,8 +182,8 @@ export class ConnectionBudget {
     if (pool !== undefined && pool.fingerprint !== fingerprint) {
       // The tenant moved or its credentials changed: the old connections go as they come back.
       pool.retired = true;
-      for (const client of pool.idle.splice(0)) {
-        this.#closeClient(pool, client);
+      while (pool.idle.length > 0) {
+        this.#closeIdle(pool, pool.idle[0]!);
       }
       pool = undefined;
     }
@@ -231,13 +231,7 @@ export class ConnectionBudget {
     const client = new pg.Client(pool.config);
     client.on("error", (error) => {
       broken.add(client);
-      const at = pool.idle.indexOf(client);
-      if (at !== -1) {
-        pool.idle.splice(at, 1);
-        clearTimeout(pool.idleTimers.get(client));
-        pool.idleTimers.delete(client);
-        this.#closeClient(pool, client);
-      }
+      this.#closeIdle(pool, client);
       this.#options.onError?.(error, pool.tenantId);
     });
     try {
@@ -270,14 +264,7 @@ export class ConnectionBudget {
         this.#closeClient(pool, client);
       } else {
         pool.idle.push(client);
-        const timer = setTimeout(() => {
-          const at = pool.idle.indexOf(client);
-          if (at !== -1) {
-            pool.idle.splice(at, 1);
-            pool.idleTimers.delete(client);
-            this.#closeClient(pool, client);
-          }
-        }, this.#options.idleTimeoutMs);
+        const timer = setTimeout(() => this.#closeIdle(pool, client), this.#options.idleTimeoutMs);
         timer.unref();
         pool.idleTimers.set(client, timer);
       }
@@ -319,12 +306,30 @@ export class ConnectionBudget {
     this.#forgetIfEmpty(waiter.pool);
   }
 
-  /** Serves waiters in order, as far as capacity allows, then makes room for the rest. */
+  /**
+   * Serves waiters in order, as far as capacity allows. A waiter that could
+   * take an idle connection of its own tenant does not jump ahead of an
+   * earlier one held back by the ceiling: that idle connection is closed to
+   * make room for the earlier one instead. Then, for waiters still held back,
+   * idle connections of tenants nobody waits for are closed.
+   */
   #pump(): void {
+    let blocked = 0;
     for (let i = 0; i < this.#waiters.length; ) {
       const waiter = this.#waiters[i]!;
-      const granted = this.#tryGrant(waiter.pool);
+      const pool = waiter.pool;
+      if (pool.inUse >= this.#options.maxConnectionsPerTenant) {
+        i++;
+        continue;
+      }
+      if (blocked > this.#closing && pool.idle.length > 0) {
+        this.#closeIdle(pool, pool.idle[0]!);
+        i++;
+        continue;
+      }
+      const granted = this.#tryGrant(pool);
       if (granted === undefined) {
+        blocked++;
         i++;
         continue;
       }
@@ -332,44 +337,37 @@ export class ConnectionBudget {
       clearTimeout(waiter.timer);
       granted.then(waiter.resolve, waiter.reject);
     }
-    if (this.#waiters.length > 0) {
-      this.#reclaim();
+    if (blocked > this.#closing) {
+      this.#reclaim(blocked - this.#closing);
     }
   }
 
-  /**
-   * Closes idle connections of tenants nobody waits for, least recently used
-   * first, as many as the waiters held back by the ceiling need beyond those
-   * already closing.
-   */
-  #reclaim(): void {
-    const wanted = new Set<TenantPool>();
-    let blocked = 0;
-    for (const waiter of this.#waiters) {
-      if (waiter.pool.inUse < this.#options.maxConnectionsPerTenant && waiter.pool.idle.length === 0) {
-        blocked++;
-      }
-      wanted.add(waiter.pool);
-    }
-    let needed = blocked - this.#closing;
+  /** Closes up to `needed` idle connections of tenants nobody waits for, least recently used first. */
+  #reclaim(needed: number): void {
+    const wanted = new Set(this.#waiters.map((w) => w.pool));
     for (const pool of this.#pools.values()) {
-      if (needed <= 0) {
-        return;
-      }
       if (wanted.has(pool)) {
         continue;
       }
-      while (needed > 0) {
-        const client = pool.idle.shift();
-        if (client === undefined) {
-          break;
-        }
-        clearTimeout(pool.idleTimers.get(client));
-        pool.idleTimers.delete(client);
-        this.#closeClient(pool, client);
+      while (needed > 0 && pool.idle.length > 0) {
+        this.#closeIdle(pool, pool.idle[0]!);
         needed--;
       }
+      if (needed === 0) {
+        return;
+      }
     }
+  }
+
+  #closeIdle(pool: TenantPool, client: pg.Client): void {
+    const at = pool.idle.indexOf(client);
+    if (at === -1) {
+      return;
+    }
+    pool.idle.splice(at, 1);
+    clearTimeout(pool.idleTimers.get(client));
+    pool.idleTimers.delete(client);
+    this.#closeClient(pool, client);
   }
 }
 
