@@ -43,6 +43,12 @@ export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
   return server;
 }
 
+/**
+ * The reason a call's signal is aborted with once the call has ended. Shared,
+ * because aborting without a reason builds a DOMException on every call.
+ */
+const completed = new ConnectError("the call has ended", Code.Canceled);
+
 function methodDefinition(spec: MethodImplSpec): grpc.MethodDefinition<unknown, unknown> {
   const { method } = spec;
   return {
@@ -116,11 +122,11 @@ function methodHandler(spec: MethodImplSpec, options: GrpcServerOptions): grpc.U
           (output) => {
             sendHeader(call, ctx.responseHeader);
             callback(null, output, metadataFromHeaders(ctx.responseTrailer));
-            ctx.abort();
+            ctx.abort(completed);
           },
           (reason: unknown) => {
             callback(statusOf(reason, ctx.responseTrailer));
-            ctx.abort();
+            ctx.abort(completed);
           },
         );
       };
@@ -142,10 +148,10 @@ function methodHandler(spec: MethodImplSpec, options: GrpcServerOptions): grpc.U
             sendHeader(call, ctx.responseHeader);
             callback(null, result ?? create(spec.method.output), metadataFromHeaders(ctx.responseTrailer));
           })().then(
-            () => ctx.abort(),
+            () => ctx.abort(completed),
             (reason: unknown) => {
               callback(statusOf(reason, ctx.responseTrailer));
-              ctx.abort();
+              ctx.abort(completed);
             },
           );
         };
@@ -170,12 +176,12 @@ function methodHandler(spec: MethodImplSpec, options: GrpcServerOptions): grpc.U
           }
           call.end(metadataFromHeaders(ctx.responseTrailer));
         })().then(
-          () => ctx.abort(),
+          () => ctx.abort(completed),
           (reason: unknown) => {
             if (!call.cancelled) {
               call.emit("error", statusOf(reason, ctx.responseTrailer));
             }
-            ctx.abort();
+            ctx.abort(completed);
           },
         );
       };

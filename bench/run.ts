@@ -1,0 +1,255 @@
+// npm run bench: Backend GetEntry over gRPC spread over 100 tenants, against
+// a bare grpc-js + pg baseline on one database, measured in the same run.
+// BENCH_SECONDS (default 8) per round, BENCH_CONCURRENCY (default 32),
+// BENCH_TENANTS (default 100), BENCH_PROFILE=1 to profile Backend's CPU.
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import * as grpc from "@grpc/grpc-js";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import pg from "pg";
+import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
+import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { createGrpcJsTransport } from "../services/mesh/grpc-transport.ts";
+import { startEmbeddedDatabase } from "../services/mesh/embedded-database.ts";
+import { freePort } from "../services/testing/free-port.ts";
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 8);
+const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const tenantCount = Number(process.env.BENCH_TENANTS ?? 100);
+const profile = process.env.BENCH_PROFILE === "1";
+const poolMax = 20;
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+
+const dir = await mkdtemp(path.join(os.tmpdir(), "tenantry-bench-"));
+const database = await startEmbeddedDatabase({ dir, port: await freePort(), ephemeral: true });
+const children: ChildProcess[] = [];
+
+async function startProcess(name: string, file: string, env: Record<string, string>, args: string[] = []): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...args, file], { env: { PATH: process.env.PATH, TENANTRY_LOG_LEVEL: "warn", ...env }, stdio: ["ignore", "pipe", "inherit"] });
+  children.push(child);
+  let out = "";
+  child.stdout!.on("data", (chunk) => (out += chunk));
+  const deadline = Date.now() + 30_000;
+  const probe = env.TENANTRY_HTTP_PORT;
+  for (;;) {
+    const ready = probe ? await fetch(`http://127.0.0.1:${probe}/readyz`).then((r) => r.ok, () => false) : out.includes("ready");
+    if (ready) {
+      return child;
+    }
+    if (child.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`${name} did not start`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort(), tightBackend: await freePort(), baseline: await freePort() };
+const common = { TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}` };
+await startProcess("platform", path.join(root, "services/platform/main.ts"), {
+  TENANTRY_GRPC_PORT: String(ports.platform),
+  TENANTRY_HTTP_PORT: String(await freePort()),
+  TENANTRY_DATABASE_URL: database.urlFor("tenantry_platform"),
+  TENANTRY_SCHEMA_SERVICES: `auth=127.0.0.1:${ports.auth},backend=127.0.0.1:${ports.backend}`,
+});
+await startProcess("auth", path.join(root, "services/auth/main.ts"), { ...common, TENANTRY_GRPC_PORT: String(ports.auth), TENANTRY_HTTP_PORT: String(await freePort()) });
+const profileDir = path.join(dir, "profile");
+// Backend with a connection ceiling that fits the working set (one or more per tenant)…
+const backend = await startProcess(
+  "backend",
+  path.join(root, "services/backend/main.ts"),
+  { ...common, TENANTRY_GRPC_PORT: String(ports.backend), TENANTRY_HTTP_PORT: String(await freePort()), TENANTRY_DB_MAX_CONNECTIONS: String(tenantCount + 28) },
+  profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
+);
+// …and one held to the baseline's pool size, so that most calls find their tenant without a connection.
+const tightBackend = await startProcess("backend (tight)", path.join(root, "services/backend/main.ts"), {
+  ...common,
+  TENANTRY_GRPC_PORT: String(ports.tightBackend),
+  TENANTRY_HTTP_PORT: String(await freePort()),
+  TENANTRY_DB_MAX_CONNECTIONS: String(poolMax),
+});
+
+process.stdout.write(`provisioning ${tenantCount} tenants…\n`);
+const platform = createClient(PlatformService, createGrpcJsTransport({ address: `127.0.0.1:${ports.platform}` }));
+const entries = createClient(EntryService, createGrpcJsTransport({ address: `127.0.0.1:${ports.backend}` }));
+const targets: { tenantId: string; id: string; title: string; body: string; tags: string[] }[] = [];
+for (let i = 0; i < tenantCount; i += 4) {
+  await Promise.all(
+    Array.from({ length: Math.min(4, tenantCount - i) }, async (_, j) => {
+      const tenantId = `bench-${i + j}`;
+      await platform.createTenant({ tenantId });
+      const { entry } = await entries.createEntry({ title: `entry of ${tenantId}`, body: "x".repeat(200), tags: ["bench", "entry"] }, { headers: { "x-tenant-id": tenantId } });
+      targets.push({ tenantId, id: entry!.id, title: entry!.title, body: entry!.body, tags: entry!.tags });
+    }),
+  );
+}
+
+// The baseline's one database holds the same rows.
+const admin = new pg.Client({ connectionString: database.url });
+await admin.connect();
+await admin.query("create database bench_baseline");
+await admin.end();
+const baselineDb = new pg.Client({ connectionString: database.urlFor("bench_baseline") });
+await baselineDb.connect();
+await baselineDb.query(`create schema backend`);
+await baselineDb.query(`create table backend.entries (id uuid primary key, title varchar(200) not null, body text not null default '', tags text[] not null default '{}', version integer not null default 1, created_at timestamptz(3) not null default now(), updated_at timestamptz(3) not null default now())`);
+for (const t of targets) {
+  await baselineDb.query("insert into backend.entries (id, title, body, tags) values ($1, $2, $3, $4)", [t.id, t.title, t.body, t.tags]);
+}
+await baselineDb.end();
+const baseline = await startProcess("baseline", path.join(root, "bench/baseline-server.ts"), {
+  BASELINE_PORT: String(ports.baseline),
+  BASELINE_DATABASE_URL: database.urlFor("bench_baseline"),
+  BASELINE_POOL_MAX: String(poolMax),
+});
+
+interface Round {
+  calls: number;
+  errors: number;
+  latencies: number[];
+  seconds: number;
+}
+
+/** Drives GetEntry at `address` with `concurrency` callers for `duration` s, round-robin over the targets. */
+async function drive(address: string, duration: number): Promise<Round> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  const method = EntryService.method.getEntry;
+  const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
+  const deserialize = (b: Buffer) => fromBinary(method.output, b);
+  const metadata = targets.map((t) => {
+    const md = new grpc.Metadata();
+    md.set("x-tenant-id", t.tenantId);
+    return md;
+  });
+  const requests = targets.map((t) => create(method.input, { id: t.id }));
+  let next = 0;
+  let errors = 0;
+  const latencies: number[] = [];
+  const stopAt = performance.now() + duration * 1000;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < stopAt) {
+        const i = next++ % targets.length;
+        const t0 = performance.now();
+        await new Promise<void>((resolve) =>
+          client.makeUnaryRequest(`/${EntryService.typeName}/GetEntry`, serialize, deserialize, requests[i]!, metadata[i]!, (error, value) => {
+            if (error || (value as { entry?: { id: string } })?.entry?.id !== targets[i]!.id) {
+              if (errors++ === 0) {
+                process.stderr.write(`first failure from ${address}: ${error?.message ?? JSON.stringify(value)}\n`);
+              }
+            }
+            resolve();
+          }),
+        );
+        latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  client.close();
+  return { calls: latencies.length, errors, latencies, seconds: elapsed };
+}
+
+function summary(rounds: Round[]) {
+  const latencies = rounds.flatMap((r) => r.latencies).sort((a, b) => a - b);
+  const calls = rounds.reduce((n, r) => n + r.calls, 0);
+  const secs = rounds.reduce((n, r) => n + r.seconds, 0);
+  const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
+  return { rps: calls / secs, p50: q(0.5), p99: q(0.99), errors: rounds.reduce((n, r) => n + r.errors, 0), calls };
+}
+
+function rssOf(pid: number): Promise<{ rss: number; peak: number }> {
+  return readFile(`/proc/${pid}/status`, "utf8").then((status) => ({
+    rss: Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024,
+    peak: Number(/VmHWM:\s+(\d+)/.exec(status)![1]) / 1024,
+  }));
+}
+
+const baselineAddress = `127.0.0.1:${ports.baseline}`;
+const backendAddress = `127.0.0.1:${ports.backend}`;
+process.stdout.write(`warming up…\n`);
+await drive(baselineAddress, 2);
+await drive(backendAddress, 2);
+const tightAddress = `127.0.0.1:${ports.tightBackend}`;
+await drive(tightAddress, 2);
+const rounds = { baseline: [] as Round[], tenantry: [] as Round[], tight: [] as Round[] };
+/** Monotonic-clock windows (µs) of the measured Tenantry rounds, to cut the profile to them. */
+const windows: [number, number][] = [];
+const nowUs = () => Number(process.hrtime.bigint() / 1000n);
+for (let round = 0; round < 2; round++) {
+  process.stdout.write(`round ${round + 1}/2…\n`);
+  rounds.baseline.push(await drive(baselineAddress, seconds / 2));
+  const start = nowUs();
+  rounds.tenantry.push(await drive(backendAddress, seconds / 2));
+  windows.push([start, nowUs()]);
+  rounds.tight.push(await drive(tightAddress, seconds / 2));
+}
+const b = summary(rounds.baseline);
+const t = summary(rounds.tenantry);
+const tight = summary(rounds.tight);
+const backendMemory = await rssOf(backend.pid!);
+const tightMemory = await rssOf(tightBackend.pid!);
+const baselineMemory = await rssOf(baseline.pid!);
+
+const row = (name: string, s: ReturnType<typeof summary>, mem: { rss: number; peak: number }) =>
+  `| ${name.padEnd(36)} | ${s.rps.toFixed(0).padStart(8)} | ${s.p50.toFixed(2).padStart(7)} | ${s.p99.toFixed(2).padStart(7)} | ${String(s.errors).padStart(6)} | ${mem.rss.toFixed(0).padStart(5)} / ${mem.peak.toFixed(0).padStart(4)} |`;
+process.stdout.write(`
+GetEntry over gRPC, ${concurrency} concurrent callers, ${seconds} s each, ${targets.length} tenants (baseline: one database)
+| server                               |    req/s | p50 ms  | p99 ms  | errors | RSS / peak MB |
+|--------------------------------------|----------|---------|---------|--------|---------------|
+${row("baseline: bare grpc-js + one pg Pool", b, baselineMemory)}
+${row(`tenantry, ceiling ${tenantCount + 28} connections`, t, backendMemory)}
+${row(`tenantry, ceiling ${poolMax} connections`, tight, tightMemory)}
+
+throughput ratio, tenantry / baseline: ${(t.rps / b.rps).toFixed(2)} with a ceiling that fits ${targets.length} tenants, ${(tight.rps / b.rps).toFixed(2)} with ${poolMax} connections for ${targets.length} tenants   (goal: at least 0.80)
+`);
+
+for (const child of children.reverse()) {
+  if (child.exitCode === null) {
+    child.kill("SIGTERM");
+    await once(child, "exit");
+  }
+}
+if (profile) {
+  const [file] = await readdir(profileDir);
+  const cpu = JSON.parse(await readFile(path.join(profileDir, file!), "utf8")) as {
+    nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[];
+    samples: number[];
+    timeDeltas: number[];
+    startTime: number;
+  };
+  // Only the samples taken while Tenantry was being measured.
+  const hits = new Map<number, number>();
+  let at = cpu.startTime;
+  let total = 0;
+  cpu.samples.forEach((id, i) => {
+    at += cpu.timeDeltas[i]!;
+    if (windows.some(([from, to]) => at >= from && at <= to)) {
+      hits.set(id, (hits.get(id) ?? 0) + 1);
+      total++;
+    }
+  });
+  const byPackage = new Map<string, number>();
+  const byFunction = new Map<string, number>();
+  for (const node of cpu.nodes) {
+    const count = hits.get(node.id) ?? 0;
+    if (count === 0) {
+      continue;
+    }
+    const url = node.callFrame.url;
+    const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1] ?? (url.startsWith("node:") || url === "" ? `(node ${node.callFrame.functionName || "internals"})` : url.includes("/services/") ? "tenantry services" : url.includes("/gen/") ? "tenantry gen" : url);
+    byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + count);
+    const fn = `${node.callFrame.functionName || "(anonymous)"} ${url.replace(/.*node_modules\//, "").replace(root, "")}:${node.callFrame.lineNumber + 1}`;
+    byFunction.set(fn, (byFunction.get(fn) ?? 0) + count);
+  }
+  const top = (map: Map<string, number>, n: number) =>
+    [...map].sort((x, y) => y[1] - x[1]).slice(0, n).map(([k, v]) => `  ${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`).join("\n");
+  process.stdout.write(`\nBackend CPU profile while measured (${total} samples), self time by package:\n${top(byPackage, 15)}\n\nby function:\n${top(byFunction, 20)}\n`);
+}
+await database.stop();
+await rm(dir, { recursive: true, force: true });
+process.exit(0);
