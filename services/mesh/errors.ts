@@ -1,6 +1,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "./logger.ts";
+import { guardStream } from "./stream-response.ts";
 
 /**
  * Turns every error a handler throws into one a client may see. A
@@ -17,20 +18,7 @@ export function errorInterceptor(log: Logger): Interceptor {
     } catch (error) {
       throw publicError(error);
     }
-    if (!res.stream) {
-      return res;
-    }
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-        } catch (error) {
-          throw publicError(error);
-        }
-      })(),
-    };
+    return res.stream ? guardStream(res, { mapError: publicError }) : res;
   };
 }
 

@@ -1,5 +1,5 @@
-import { fromBinary, toBinary, type DescMessage, type DescMethodStreaming, type DescMethodUnary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type Interceptor, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
+import { fromBinary, toBinary, type DescMessage, type DescMethod, type DescMethodStreaming, type DescMethodUnary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createContextValues, type ContextValues, type Interceptor, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
 import * as grpc from "@grpc/grpc-js";
 import { headersFromMetadata, metadataFromHeaders } from "./metadata.ts";
@@ -34,6 +34,17 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
     return timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
   }
 
+  /** What unary and streaming requests share. */
+  function common(method: DescMethod, header: HeadersInit | undefined, contextValues: ContextValues | undefined) {
+    return {
+      service: method.parent,
+      requestMethod: "POST",
+      url: `grpc://${options.address}/${method.parent.typeName}/${method.name}`,
+      header: new Headers(header),
+      contextValues: contextValues ?? createContextValues(),
+    };
+  }
+
   return {
     close: () => client.close(),
     unary<I extends DescMessage, O extends DescMessage>(
@@ -42,22 +53,13 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
       timeoutMs: number | undefined,
       header: HeadersInit | undefined,
       input: unknown,
-      contextValues?: ReturnType<typeof createContextValues>,
+      contextValues?: ContextValues,
     ): Promise<UnaryResponse<I, O>> {
       return runUnaryCall<I, O>({
         interceptors,
         signal,
         timeoutMs,
-        req: {
-          stream: false,
-          service: method.parent,
-          method,
-          requestMethod: "POST",
-          url: `grpc://${options.address}/${method.parent.typeName}/${method.name}`,
-          header: new Headers(header),
-          contextValues: contextValues ?? createContextValues(),
-          message: input as never,
-        },
+        req: { ...common(method, header, contextValues), stream: false, method, message: input as never },
         next: (req) =>
           new Promise<UnaryResponse<I, O>>((resolve, reject) => {
             let responseHeader = new Headers();
@@ -99,22 +101,13 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
       timeoutMs: number | undefined,
       header: HeadersInit | undefined,
       input: AsyncIterable<unknown>,
-      contextValues?: ReturnType<typeof createContextValues>,
+      contextValues?: ContextValues,
     ): Promise<StreamResponse<I, O>> {
       return runStreamingCall<I, O>({
         interceptors,
         signal,
         timeoutMs,
-        req: {
-          stream: true,
-          service: method.parent,
-          method,
-          requestMethod: "POST",
-          url: `grpc://${options.address}/${method.parent.typeName}/${method.name}`,
-          header: new Headers(header),
-          contextValues: contextValues ?? createContextValues(),
-          message: input as never,
-        },
+        req: { ...common(method, header, contextValues), stream: true, method, message: input as never },
         next: async (req) => {
           const path = `/${method.parent.typeName}/${method.name}`;
           const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));

@@ -4,7 +4,7 @@ export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetSt
 export { entityManagerOf, kEntityManager, kTenant, tenantOf } from "./context.ts";
 export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts";
 export { createLogger, type Logger } from "./logger.ts";
-export { startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
+export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
 export { Tenancy, type MigrationOutcome, type SchemaState } from "./tenancy.ts";
 export { TenantDirectory, TenantStatus, type TenantRoute } from "./tenant-directory.ts";
 export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from "./tenant-id.ts";

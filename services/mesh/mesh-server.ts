@@ -8,6 +8,7 @@ import { Health, HealthStatus, healthService, ServingStatus } from "./health-ser
 import { createHttpServer } from "./http-server.ts";
 import type { Logger } from "./logger.ts";
 import { reflectionService, ServerReflection, ServerReflectionAlpha } from "./reflection-service.ts";
+import { guardStream } from "./stream-response.ts";
 
 /** A service and its implementation. */
 export interface ServiceRegistration {
@@ -36,6 +37,23 @@ export interface MeshServerOptions {
   /** Runs after the listeners have stopped and the calls have finished: close pools here. */
   onShutdown?: () => Promise<void>;
   log: Logger;
+}
+
+/** The listener settings every service reads (see `commonEnv`), as {@link MeshServerOptions}. */
+export function listenerOptions(config: {
+  TENANTRY_BIND_HOST: string;
+  TENANTRY_GRPC_PORT: number;
+  TENANTRY_HTTP_PORT: number;
+  TENANTRY_CORS_ORIGINS: string[];
+  TENANTRY_SHUTDOWN_GRACE_MS: number;
+}): Pick<MeshServerOptions, "host" | "grpcPort" | "httpPort" | "corsOrigins" | "shutdownGraceMs"> {
+  return {
+    host: config.TENANTRY_BIND_HOST,
+    grpcPort: config.TENANTRY_GRPC_PORT,
+    httpPort: config.TENANTRY_HTTP_PORT,
+    corsOrigins: config.TENANTRY_CORS_ORIGINS,
+    shutdownGraceMs: config.TENANTRY_SHUTDOWN_GRACE_MS,
+  };
 }
 
 /** A running service process's listeners. */
@@ -90,17 +108,7 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
       callEnded();
       return res;
     }
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-        } finally {
-          callEnded();
-        }
-      })(),
-    };
+    return guardStream(res, { finally: callEnded });
   };
   const interceptors = [errorInterceptor(log), inFlightInterceptor, ...options.interceptors];
 

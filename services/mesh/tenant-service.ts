@@ -4,7 +4,7 @@ import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service
 import type { tenantServiceEnv } from "./config.ts";
 import { createGrpcJsTransport } from "./grpc-transport.ts";
 import type { Logger } from "./logger.ts";
-import { startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
+import { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
 import { Tenancy } from "./tenancy.ts";
 import { TenantDirectory } from "./tenant-directory.ts";
 import { tenantInterceptor } from "./tenant-interceptor.ts";
@@ -79,11 +79,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       { service: TenantSchemaService, impl: tenantSchemaService(options.name, tenancy) },
     ],
     interceptors: [tenantInterceptor(tenancy), ...(options.interceptors ?? [])],
-    host: config.TENANTRY_BIND_HOST,
-    grpcPort: config.TENANTRY_GRPC_PORT,
-    httpPort: config.TENANTRY_HTTP_PORT,
-    corsOrigins: config.TENANTRY_CORS_ORIGINS,
-    shutdownGraceMs: config.TENANTRY_SHUTDOWN_GRACE_MS,
+    ...listenerOptions(config),
     log,
     onShutdown: async () => {
       await tenancy.close();

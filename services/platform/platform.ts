@@ -1,6 +1,6 @@
 import { createClient } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
-import { createGrpcJsTransport, startMeshServer, type Logger, type MeshServer } from "../mesh/index.ts";
+import { createGrpcJsTransport, listenerOptions, startMeshServer, type Logger, type MeshServer } from "../mesh/index.ts";
 import type { PlatformConfig } from "./config.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
@@ -31,11 +31,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger): Promis
     name: "platform",
     services: [{ service: PlatformService, impl: platformService(orm, cluster, { schemaServices, migrateTimeoutMs: 60_000, log }) }],
     interceptors: [],
-    host: config.TENANTRY_BIND_HOST,
-    grpcPort: config.TENANTRY_GRPC_PORT,
-    httpPort: config.TENANTRY_HTTP_PORT,
-    corsOrigins: config.TENANTRY_CORS_ORIGINS,
-    shutdownGraceMs: config.TENANTRY_SHUTDOWN_GRACE_MS,
+    ...listenerOptions(config),
     log,
     onShutdown: async () => {
       transports.forEach(({ transport }) => transport.close());
