@@ -111,10 +111,19 @@ interface Round {
   errors: number;
   latencies: number[];
   seconds: number;
+  /** CPU seconds the server process used during the round. */
+  cpu: number;
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** Drives GetEntry at `address` with `concurrency` callers for `duration` s, round-robin over the targets. */
-async function drive(address: string, duration: number): Promise<Round> {
+async function drive(address: string, duration: number, serverPid: number): Promise<Round> {
+  const cpuBefore = await cpuSeconds(serverPid);
   const client = new grpc.Client(address, grpc.credentials.createInsecure());
   const method = EntryService.method.getEntry;
   const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
@@ -151,7 +160,7 @@ async function drive(address: string, duration: number): Promise<Round> {
   );
   const elapsed = (performance.now() - started) / 1000;
   client.close();
-  return { calls: latencies.length, errors, latencies, seconds: elapsed };
+  return { calls: latencies.length, errors, latencies, seconds: elapsed, cpu: (await cpuSeconds(serverPid)) - cpuBefore };
 }
 
 function summary(rounds: Round[]) {
@@ -159,7 +168,8 @@ function summary(rounds: Round[]) {
   const calls = rounds.reduce((n, r) => n + r.calls, 0);
   const secs = rounds.reduce((n, r) => n + r.seconds, 0);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  return { rps: calls / secs, p50: q(0.5), p99: q(0.99), errors: rounds.reduce((n, r) => n + r.errors, 0), calls };
+  const cpu = rounds.reduce((n, r) => n + r.cpu, 0);
+  return { rps: calls / secs, p50: q(0.5), p99: q(0.99), errors: rounds.reduce((n, r) => n + r.errors, 0), calls, cpuPerCall: (cpu * 1000) / calls };
 }
 
 function rssOf(pid: number): Promise<{ rss: number; peak: number }> {
@@ -172,21 +182,21 @@ function rssOf(pid: number): Promise<{ rss: number; peak: number }> {
 const baselineAddress = `127.0.0.1:${ports.baseline}`;
 const backendAddress = `127.0.0.1:${ports.backend}`;
 process.stdout.write(`warming up…\n`);
-await drive(baselineAddress, 2);
-await drive(backendAddress, 2);
+await drive(baselineAddress, 2, baseline.pid!);
+await drive(backendAddress, 2, backend.pid!);
 const tightAddress = `127.0.0.1:${ports.tightBackend}`;
-await drive(tightAddress, 2);
+await drive(tightAddress, 2, tightBackend.pid!);
 const rounds = { baseline: [] as Round[], tenantry: [] as Round[], tight: [] as Round[] };
 /** Monotonic-clock windows (µs) of the measured Tenantry rounds, to cut the profile to them. */
 const windows: [number, number][] = [];
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 for (let round = 0; round < 2; round++) {
   process.stdout.write(`round ${round + 1}/2…\n`);
-  rounds.baseline.push(await drive(baselineAddress, seconds / 2));
+  rounds.baseline.push(await drive(baselineAddress, seconds / 2, baseline.pid!));
   const start = nowUs();
-  rounds.tenantry.push(await drive(backendAddress, seconds / 2));
+  rounds.tenantry.push(await drive(backendAddress, seconds / 2, backend.pid!));
   windows.push([start, nowUs()]);
-  rounds.tight.push(await drive(tightAddress, seconds / 2));
+  rounds.tight.push(await drive(tightAddress, seconds / 2, tightBackend.pid!));
 }
 const b = summary(rounds.baseline);
 const t = summary(rounds.tenantry);
@@ -196,11 +206,11 @@ const tightMemory = await rssOf(tightBackend.pid!);
 const baselineMemory = await rssOf(baseline.pid!);
 
 const row = (name: string, s: ReturnType<typeof summary>, mem: { rss: number; peak: number }) =>
-  `| ${name.padEnd(36)} | ${s.rps.toFixed(0).padStart(8)} | ${s.p50.toFixed(2).padStart(7)} | ${s.p99.toFixed(2).padStart(7)} | ${String(s.errors).padStart(6)} | ${mem.rss.toFixed(0).padStart(5)} / ${mem.peak.toFixed(0).padStart(4)} |`;
+  `| ${name.padEnd(36)} | ${s.rps.toFixed(0).padStart(8)} | ${s.p50.toFixed(2).padStart(7)} | ${s.p99.toFixed(2).padStart(7)} | ${String(s.errors).padStart(6)} | ${s.cpuPerCall.toFixed(3).padStart(11)} | ${mem.rss.toFixed(0).padStart(5)} / ${mem.peak.toFixed(0).padStart(4)} |`;
 process.stdout.write(`
 GetEntry over gRPC, ${concurrency} concurrent callers, ${seconds} s each, ${targets.length} tenants (baseline: one database)
-| server                               |    req/s | p50 ms  | p99 ms  | errors | RSS / peak MB |
-|--------------------------------------|----------|---------|---------|--------|---------------|
+| server                               |    req/s | p50 ms  | p99 ms  | errors | CPU ms/call | RSS / peak MB |
+|--------------------------------------|----------|---------|---------|--------|-------------|---------------|
 ${row("baseline: bare grpc-js + one pg Pool", b, baselineMemory)}
 ${row(`tenantry, ceiling ${tenantCount + 28} connections`, t, backendMemory)}
 ${row(`tenantry, ceiling ${poolMax} connections`, tight, tightMemory)}
