@@ -177,7 +177,11 @@ export class ConnectionBudget {
   }
 
   #poolFor(endpoint: TenantEndpoint): TenantPool {
-    const fingerprint = `${endpoint.host}\0${endpoint.port}\0${endpoint.database}\0${endpoint.user}\0${endpoint.password}`;
+    let fingerprint = fingerprints.get(endpoint);
+    if (fingerprint === undefined) {
+      fingerprint = `${endpoint.host}\0${endpoint.port}\0${endpoint.database}\0${endpoint.user}\0${endpoint.password}`;
+      fingerprints.set(endpoint, fingerprint);
+    }
     let pool = this.#pools.get(endpoint.tenantId);
     if (pool !== undefined && pool.fingerprint !== fingerprint) {
       // The tenant moved or its credentials changed: the old connections go as they come back.
@@ -370,6 +374,9 @@ export class ConnectionBudget {
     this.#closeClient(pool, client);
   }
 }
+
+/** What identifies an endpoint's pool, computed once per endpoint object rather than per lease. */
+const fingerprints = new WeakMap<TenantEndpoint, string>();
 
 /** Connections that reported an error; they are closed instead of reused. */
 const broken = new WeakSet<pg.Client>();

@@ -55,6 +55,8 @@ export class Tenancy {
   readonly #schema: string;
   readonly #migrations: MigrationObject[];
   readonly #migrating = new Map<string, Promise<MigrationOutcome>>();
+  /** Endpoints by route: routes are cached by the directory, so each call need not build one. */
+  readonly #endpoints = new WeakMap<TenantRoute, TenantEndpoint>();
 
   constructor(options: TenancyOptions) {
     this.directory = options.directory;
@@ -99,14 +101,19 @@ export class Tenancy {
 
   /** The connection target of a tenant's route. */
   endpointOf(route: TenantRoute): TenantEndpoint {
-    return {
-      tenantId: route.tenantId,
-      host: route.host,
-      port: route.port,
-      database: route.database,
-      user: route.user,
-      password: route.password,
-    };
+    let endpoint = this.#endpoints.get(route);
+    if (endpoint === undefined) {
+      endpoint = {
+        tenantId: route.tenantId,
+        host: route.host,
+        port: route.port,
+        database: route.database,
+        user: route.user,
+        password: route.password,
+      };
+      this.#endpoints.set(route, endpoint);
+    }
+    return endpoint;
   }
 
   /** An EntityManager of its own for one call. Use it inside the tenant's scope. */
