@@ -6,6 +6,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
@@ -14,6 +15,7 @@ import pg from "pg";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
 import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport } from "../services/mesh/grpc-transport.ts";
+import { operatorCredentialInterceptor } from "../services/mesh/credentials.ts";
 import { startEmbeddedDatabase } from "../services/mesh/embedded-database.ts";
 import { freePort } from "../services/testing/free-port.ts";
 
@@ -48,8 +50,11 @@ async function startProcess(name: string, file: string, env: Record<string, stri
 }
 
 const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort(), tightBackend: await freePort(), baseline: await freePort() };
-const common = { TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}` };
+const operatorToken = randomBytes(32).toString("base64url");
+const shared = { TENANTRY_DATA_DIR: dir, TENANTRY_MESH_KEY: randomBytes(32).toString("base64url"), TENANTRY_OPERATOR_TOKEN: operatorToken };
+const common = { ...shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}` };
 await startProcess("platform", path.join(root, "services/platform/main.ts"), {
+  ...shared,
   TENANTRY_GRPC_PORT: String(ports.platform),
   TENANTRY_HTTP_PORT: String(await freePort()),
   TENANTRY_DATABASE_URL: database.urlFor("tenantry_platform"),
@@ -73,7 +78,10 @@ const tightBackend = await startProcess("backend (tight)", path.join(root, "serv
 });
 
 process.stdout.write(`provisioning ${tenantCount} tenants…\n`);
-const platform = createClient(PlatformService, createGrpcJsTransport({ address: `127.0.0.1:${ports.platform}` }));
+const platform = createClient(
+  PlatformService,
+  createGrpcJsTransport({ address: `127.0.0.1:${ports.platform}`, interceptors: [operatorCredentialInterceptor(operatorToken)] }),
+);
 const entries = createClient(EntryService, createGrpcJsTransport({ address: `127.0.0.1:${ports.backend}` }));
 const targets: { tenantId: string; id: string; title: string; body: string; tags: string[] }[] = [];
 for (let i = 0; i < tenantCount; i += 4) {

@@ -5,16 +5,22 @@ import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
-import { commonEnv, port, readConfig, startEmbeddedDatabase, type EmbeddedDatabase } from "./mesh/index.ts";
+import { commonEnv, loadSecret, port, readConfig, startEmbeddedDatabase, type EmbeddedDatabase } from "./mesh/index.ts";
 
 const config = readConfig({
   TENANTRY_DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: "expected a postgres:// URL" }).optional(),
   TENANTRY_DATA_DIR: z.string().default(".tenantry"),
   TENANTRY_EMBEDDED_POSTGRES_PORT: port.default(54329),
   TENANTRY_BIND_HOST: commonEnv.TENANTRY_BIND_HOST,
+  TENANTRY_MESH_KEY: commonEnv.TENANTRY_MESH_KEY,
+  TENANTRY_OPERATOR_TOKEN: commonEnv.TENANTRY_OPERATOR_TOKEN,
 });
 const here = path.dirname(new URL(import.meta.url).pathname);
 const host = config.TENANTRY_BIND_HOST;
+const dataDir = path.resolve(config.TENANTRY_DATA_DIR);
+// Generated here, before the services start, so that the path can be printed.
+const operatorToken = await loadSecret({ value: config.TENANTRY_OPERATOR_TOKEN, dataDir, file: "operator.token" });
+await loadSecret({ value: config.TENANTRY_MESH_KEY, dataDir, file: "mesh.key" });
 
 const services = [
   { name: "platform", grpc: 50051, http: 8081 },
@@ -25,7 +31,7 @@ const services = [
 let database: EmbeddedDatabase | undefined;
 let databaseUrl = config.TENANTRY_DATABASE_URL;
 if (databaseUrl === undefined) {
-  const dir = path.resolve(config.TENANTRY_DATA_DIR, "postgres");
+  const dir = path.join(dataDir, "postgres");
   process.stdout.write(`starting embedded PostgreSQL on 127.0.0.1:${config.TENANTRY_EMBEDDED_POSTGRES_PORT} (data in ${dir})\n`);
   database = await startEmbeddedDatabase({ dir, port: config.TENANTRY_EMBEDDED_POSTGRES_PORT });
   databaseUrl = database.urlFor("tenantry_platform");
@@ -59,6 +65,7 @@ for (const service of services) {
     stdio: ["ignore", "inherit", "inherit"],
     env: {
       ...process.env,
+      TENANTRY_DATA_DIR: dataDir,
       TENANTRY_GRPC_PORT: String(service.grpc),
       TENANTRY_HTTP_PORT: String(service.http),
       TENANTRY_PLATFORM_ADDRESS: `${host}:50051`,
@@ -91,6 +98,7 @@ for (const service of services) {
 }
 
 const platform = `http://${host}:50051`;
+const token = operatorToken.path === undefined ? "$TENANTRY_OPERATOR_TOKEN" : `$(cat ${path.relative(process.cwd(), operatorToken.path)})`;
 const backend = `http://${host}:50053`;
 process.stdout.write(`
 Tenantry is running.
@@ -99,8 +107,10 @@ Tenantry is running.
   backend   gRPC ${host}:50053   HTTP http://${host}:8083
   database  ${database ? `embedded PostgreSQL on 127.0.0.1:${database.port}` : "TENANTRY_DATABASE_URL"}
 
+Operator token (for Platform's operator methods): ${operatorToken.path ?? "TENANTRY_OPERATOR_TOKEN"}
+
 Try it (in another terminal):
-  npx buf curl --protocol grpc --http2-prior-knowledge -d '{"tenantId":"acme","displayName":"Acme"}' ${platform}/tenantry.platform.v1.PlatformService/CreateTenant
+  npx buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer ${token}" -d '{"tenantId":"acme","displayName":"Acme"}' ${platform}/tenantry.platform.v1.PlatformService/CreateTenant
   npx buf curl --protocol grpc --http2-prior-knowledge -H 'x-tenant-id: acme' -d '{"title":"hello","tags":["demo"]}' ${backend}/tenantry.backend.v1.EntryService/CreateEntry
   npx buf curl --protocol grpc --http2-prior-knowledge -H 'x-tenant-id: acme' -d '{}' ${backend}/tenantry.backend.v1.EntryService/ListEntries
   npx buf curl --protocol grpc --http2-prior-knowledge --list-methods ${backend}

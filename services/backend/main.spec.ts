@@ -24,6 +24,7 @@ async function startBackendProcess(env: Record<string, string>): Promise<{ child
       TENANTRY_GRPC_PORT: String(grpcPort),
       TENANTRY_HTTP_PORT: String(httpPort),
       TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${mesh.platform.grpcPort}`,
+      ...mesh.sharedEnv,
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,6 +1,7 @@
 export { accessOf, AccessKind } from "./access.ts";
 export { addressMap, commaList, commonEnv, ConfigError, port, positiveInt, readConfig, tenantServiceEnv } from "./config.ts";
 export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./connection-budget.ts";
+export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./credentials.ts";
 export { entityManagerOf, kEntityManager, kTenant, tenantOf } from "./context.ts";
 export { startEmbeddedDatabase, type EmbeddedDatabase } from "./embedded-database.ts";
 export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts";
@@ -14,3 +15,4 @@ export { tenantInterceptor } from "./tenant-interceptor.ts";
 export { tenantSchemaService, TenantSchemaService } from "./tenant-schema-service.ts";
 export { TenantScope } from "./tenant-scope.ts";
 export { startTenantService, type TenantService, type TenantServiceConfig } from "./tenant-service.ts";
+export { loadSecret, type Secret } from "./secret-file.ts";

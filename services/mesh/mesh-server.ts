@@ -2,6 +2,8 @@ import type { DescService } from "@bufbuild/protobuf";
 import { createServiceImplSpec, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import type { AddressInfo } from "node:net";
+import { accessInterceptor } from "./access-interceptor.ts";
+import type { MeshCredentials } from "./credentials.ts";
 import { errorInterceptor } from "./errors.ts";
 import { createGrpcServer } from "./grpc-server.ts";
 import { Health, HealthStatus, healthService, ServingStatus } from "./health-service.ts";
@@ -22,8 +24,10 @@ export interface MeshServerOptions {
   name: string;
   /** The RPC services to serve; health and reflection are added. */
   services: ServiceRegistration[];
-  /** Interceptors after the mesh's own (errors, shutdown tracking), outermost first. */
+  /** Interceptors after the mesh's own (errors, shutdown tracking, access), outermost first. */
   interceptors: Interceptor[];
+  /** Checks each call's credential against the method's declared access. */
+  credentials: MeshCredentials;
   /** Address to bind both listeners to. */
   host: string;
   /** gRPC listener port; 0 picks a free one. */
@@ -110,7 +114,7 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
     }
     return guardStream(res, { finally: callEnded });
   };
-  const interceptors = [errorInterceptor(log), inFlightInterceptor, ...options.interceptors];
+  const interceptors = [errorInterceptor(log), inFlightInterceptor, accessInterceptor(options.credentials), ...options.interceptors];
 
   const grpcServer = createGrpcServer({ services: specs, interceptors, shutdownSignal: shutdownController.signal });
   const grpcPort = await new Promise<number>((resolve, reject) =>

@@ -2,6 +2,7 @@ import { createClient, type Interceptor } from "@connectrpc/connect";
 import type { EntitySchema, MigrationObject } from "@mikro-orm/postgresql";
 import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { tenantServiceEnv } from "./config.ts";
+import { loadMeshCredentials } from "./credentials.ts";
 import { createGrpcJsTransport } from "./grpc-transport.ts";
 import type { Logger } from "./logger.ts";
 import { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
@@ -45,7 +46,8 @@ export interface TenantService extends MeshServer {
  */
 export async function startTenantService(options: TenantServiceOptions): Promise<TenantService> {
   const { config, log } = options;
-  const transport = createGrpcJsTransport({ address: config.TENANTRY_PLATFORM_ADDRESS });
+  const credentials = await loadMeshCredentials(config, options.name);
+  const transport = createGrpcJsTransport({ address: config.TENANTRY_PLATFORM_ADDRESS, interceptors: [credentials.clientInterceptor()] });
   const platform = createClient(PlatformService, transport);
   const directory = new TenantDirectory({
     maxEntries: config.TENANTRY_TENANT_CACHE_SIZE,
@@ -79,6 +81,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       { service: TenantSchemaService, impl: tenantSchemaService(options.name, tenancy) },
     ],
     interceptors: [tenantInterceptor(tenancy), ...(options.interceptors ?? [])],
+    credentials,
     ...listenerOptions(config),
     log,
     onShutdown: async () => {

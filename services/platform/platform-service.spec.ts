@@ -35,7 +35,7 @@ describe("platform service", () => {
       { service: "auth", version: "0001-create-auth-schema" },
       { service: "backend", version: "0001-create-entries" },
     ]);
-    const { route } = await mesh.platformClient.resolveTenant({ tenantId });
+    const { route } = await mesh.platformMeshClient.resolveTenant({ tenantId });
     expect(route).toMatchObject({ tenantId, status: TenantStatus.ACTIVE, database: tenant!.database });
   });
 
@@ -53,7 +53,7 @@ describe("platform service", () => {
     expect((await failure(mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId(), tier: 99 as Tier }))).code).toBe(Code.InvalidArgument);
     expect((await failure(mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId(), displayName: "x".repeat(201) }))).code).toBe(Code.InvalidArgument);
     expect((await failure(mesh.platformClient.getTenant({ tenantId: mesh.uniqueTenantId("ghost") }))).code).toBe(Code.NotFound);
-    expect((await failure(mesh.platformClient.resolveTenant({ tenantId: mesh.uniqueTenantId("ghost") }))).code).toBe(Code.NotFound);
+    expect((await failure(mesh.platformMeshClient.resolveTenant({ tenantId: mesh.uniqueTenantId("ghost") }))).code).toBe(Code.NotFound);
   });
 
   it("lists tenants by id, page by page", async () => {

@@ -1,6 +1,6 @@
 import { createClient } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
-import { createGrpcJsTransport, listenerOptions, startMeshServer, type Logger, type MeshServer } from "../mesh/index.ts";
+import { createGrpcJsTransport, listenerOptions, loadMeshCredentials, startMeshServer, type Logger, type MeshServer } from "../mesh/index.ts";
 import type { PlatformConfig } from "./config.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
@@ -21,16 +21,18 @@ export async function startPlatform(config: PlatformConfig, log: Logger): Promis
     await orm.close();
     throw error;
   }
+  const credentials = await loadMeshCredentials(config, "platform");
   const { database: _, ...cluster } = parseDatabaseUrl(config.TENANTRY_DATABASE_URL);
   const transports = [...config.TENANTRY_SCHEMA_SERVICES].map(([name, address]) => ({
     name,
-    transport: createGrpcJsTransport({ address }),
+    transport: createGrpcJsTransport({ address, interceptors: [credentials.clientInterceptor()] }),
   }));
   const schemaServices = new Map(transports.map(({ name, transport }) => [name, createClient(TenantSchemaService, transport)]));
   return startMeshServer({
     name: "platform",
     services: [{ service: PlatformService, impl: platformService(orm, cluster, { schemaServices, migrateTimeoutMs: 60_000, log }) }],
     interceptors: [],
+    credentials,
     ...listenerOptions(config),
     log,
     onShutdown: async () => {

@@ -1,6 +1,9 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import pg from "pg";
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { inject } from "vitest";
 import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { PlatformService, type Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
@@ -8,7 +11,15 @@ import { startAuth } from "../auth/auth.ts";
 import { readAuthConfig } from "../auth/config.ts";
 import { startBackend } from "../backend/backend.ts";
 import { readBackendConfig } from "../backend/config.ts";
-import { createGrpcJsTransport, createLogger, type GrpcJsTransport, type MeshServer, type TenantService } from "../mesh/index.ts";
+import {
+  createGrpcJsTransport,
+  createLogger,
+  MeshCredentials,
+  operatorCredentialInterceptor,
+  type GrpcJsTransport,
+  type MeshServer,
+  type TenantService,
+} from "../mesh/index.ts";
 import { readPlatformConfig } from "../platform/config.ts";
 import { startPlatform } from "../platform/platform.ts";
 import { freePort } from "./free-port.ts";
@@ -32,8 +43,16 @@ export interface TestMesh {
   databaseUrl(database: string): string;
   /** The name of this mesh's platform database. */
   platformDatabase: string;
-  /** A PlatformService client over grpc-js. */
+  /** A PlatformService client over grpc-js, with the operator token. */
   platformClient: Client<typeof PlatformService>;
+  /** A PlatformService client over grpc-js, with a service token (for MESH methods). */
+  platformMeshClient: Client<typeof PlatformService>;
+  /** The settings every service of this mesh shares: data dir, mesh key, operator token. */
+  sharedEnv: Record<string, string>;
+  /** The operator token. */
+  operatorToken: string;
+  /** Credentials of a service of this mesh named "test", for mesh calls from tests. */
+  meshCredentials: MeshCredentials;
   /** An EntryService client over grpc-js on Backend's gRPC port. */
   entries: Client<typeof EntryService>;
   /** A tenant id no other test uses. */
@@ -57,7 +76,16 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   const platformDatabase = `tenantry_platform_${suffix}`;
   const log = createLogger("test", process.env.TENANTRY_LOG_LEVEL ?? "silent");
   const platformPort = await freePort();
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), "tenantry-mesh-"));
+  const operatorToken = randomBytes(32).toString("base64url");
+  const sharedEnv = {
+    TENANTRY_DATA_DIR: dataDir,
+    TENANTRY_MESH_KEY: randomBytes(32).toString("base64url"),
+    TENANTRY_OPERATOR_TOKEN: operatorToken,
+  };
+  const meshCredentials = new MeshCredentials({ meshKey: sharedEnv.TENANTRY_MESH_KEY, operatorToken, service: "test" });
   const tenantEnv = {
+    ...sharedEnv,
     TENANTRY_GRPC_PORT: "0",
     TENANTRY_HTTP_PORT: "0",
     TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${platformPort}`,
@@ -69,6 +97,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   const schemaServices = [`auth=127.0.0.1:${auth.grpcPort}`, `backend=127.0.0.1:${backend.grpcPort}`, ...(options.extraSchemaServices ? [options.extraSchemaServices] : [])];
   const platform = await startPlatform(
     readPlatformConfig({
+      ...sharedEnv,
       TENANTRY_GRPC_PORT: String(platformPort),
       TENANTRY_HTTP_PORT: "0",
       TENANTRY_DATABASE_URL: databaseUrl(platformDatabase),
@@ -78,13 +107,14 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     log.child({ service: "platform" }),
   );
   const transports: GrpcJsTransport[] = [];
-  const transport = (port: number) => {
-    const t = createGrpcJsTransport({ address: `127.0.0.1:${port}` });
+  const transport = (port: number, interceptors = [operatorCredentialInterceptor(operatorToken)]) => {
+    const t = createGrpcJsTransport({ address: `127.0.0.1:${port}`, interceptors });
     transports.push(t);
     return t;
   };
   const platformClient = createClient(PlatformService, transport(platform.grpcPort));
-  const entries = createClient(EntryService, transport(backend.grpcPort));
+  const platformMeshClient = createClient(PlatformService, transport(platform.grpcPort, [meshCredentials.clientInterceptor()]));
+  const entries = createClient(EntryService, transport(backend.grpcPort, []));
   const admin = new pg.Pool({ connectionString: serverUrl.toString(), max: 2 });
   const pools = new Map<string, pg.Pool>();
   let counter = 0;
@@ -97,6 +127,10 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     databaseUrl,
     platformDatabase,
     platformClient,
+    platformMeshClient,
+    sharedEnv,
+    operatorToken,
+    meshCredentials,
     entries,
     uniqueTenantId,
     async createTenant(tenantId = uniqueTenantId()) {
@@ -116,6 +150,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       await Promise.all([...pools.values()].filter((p) => p !== admin).map((p) => p.end()));
       await Promise.all([backend.shutdown(), auth.shutdown(), platform.shutdown()]);
       await admin.end();
+      await rm(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,60 @@
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { AccessKind, accessOf } from "./access.ts";
+import type { Caller, MeshCredentials } from "./credentials.ts";
+
+const kindNames: Record<AccessKind, string> = {
+  [AccessKind.UNSPECIFIED]: "undeclared",
+  [AccessKind.PUBLIC]: "public",
+  [AccessKind.TENANT]: "tenant",
+  [AccessKind.OPERATOR]: "operator",
+  [AccessKind.MESH]: "mesh",
+};
+
+/**
+ * Enforces every method's declared access (`tenantry.options.v1.access`)
+ * against the call's `authorization` metadata: OPERATOR methods take the
+ * operator token, MESH methods a service token, PUBLIC methods anything.
+ * No credential, or one that is not valid, is UNAUTHENTICATED; a valid
+ * credential of the wrong kind is PERMISSION_DENIED. Methods outside the
+ * `tenantry.` packages (health, reflection) are public; a Tenantry method
+ * without a declaration is refused.
+ *
+ * TENANT methods refuse operator and service tokens; the user tokens they
+ * will require are checked further in.
+ */
+export function accessInterceptor(credentials: MeshCredentials): Interceptor {
+  return (next) => async (req) => {
+    if (!req.service.typeName.startsWith("tenantry.")) {
+      return next(req);
+    }
+    const { kind } = accessOf(req.method);
+    if (kind === AccessKind.PUBLIC) {
+      return next(req);
+    }
+    const procedure = `${req.service.typeName}/${req.method.name}`;
+    if (kind === AccessKind.UNSPECIFIED) {
+      throw new ConnectError(`${procedure} declares no access rule and is refused`, Code.PermissionDenied);
+    }
+    const caller = await credentials.identify(req.header.get("authorization"));
+    if (kind === AccessKind.TENANT) {
+      if (caller.kind === "operator" || caller.kind === "mesh") {
+        throw wrongKind(procedure, kind, caller);
+      }
+      return next(req);
+    }
+    if (caller.kind === "none") {
+      throw new ConnectError(`${procedure} needs ${kindNames[kind]} credentials: send "authorization: Bearer <token>"`, Code.Unauthenticated);
+    }
+    if (caller.kind === "unknown") {
+      throw new ConnectError(`${procedure}: the authorization credential is not valid (malformed, expired or signed with another key)`, Code.Unauthenticated);
+    }
+    if ((kind === AccessKind.OPERATOR && caller.kind !== "operator") || (kind === AccessKind.MESH && caller.kind !== "mesh")) {
+      throw wrongKind(procedure, kind, caller);
+    }
+    return next(req);
+  };
+}
+
+function wrongKind(procedure: string, kind: AccessKind, caller: Caller): ConnectError {
+  return new ConnectError(`${procedure} is for ${kindNames[kind]} callers; a ${caller.kind} credential is not accepted`, Code.PermissionDenied);
+}
