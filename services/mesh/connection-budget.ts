@@ -53,6 +53,8 @@ class TenantPool {
   /** Connections of this tenant counted in the budget: opening, idle, leased or closing. */
   live = 0;
   retired = false;
+  /** Called once every connection of the pool has closed (see `retire`). */
+  readonly emptied = new Set<() => void>();
   readonly tenantId: string;
   readonly fingerprint: string;
   readonly config: pg.ClientConfig;
@@ -142,6 +144,25 @@ export class ConnectionBudget {
       inUse += pool.inUse;
     }
     return { open: this.#open, inUse, waiting: this.#waiters.length, tenants: this.#pools.size, opened: this.#opened };
+  }
+
+  /**
+   * Closes a tenant's connections: idle ones at once, leased ones as they
+   * come back; resolves when none is open. Later calls open new ones.
+   */
+  async retire(tenantId: string): Promise<void> {
+    const pool = this.#pools.get(tenantId);
+    if (pool === undefined) {
+      return;
+    }
+    pool.retired = true;
+    this.#pools.delete(tenantId);
+    while (pool.idle.length > 0) {
+      this.#closeIdle(pool, pool.idle[0]!);
+    }
+    if (pool.live > 0) {
+      await new Promise<void>((resolve) => pool.emptied.add(resolve));
+    }
   }
 
   /**
@@ -244,6 +265,9 @@ export class ConnectionBudget {
       pool.inUse--;
       pool.live--;
       this.#open--;
+      if (pool.live === 0) {
+        pool.emptied.forEach((done) => done());
+      }
       this.#forgetIfEmpty(pool);
       this.#options.onError?.(error, pool.tenantId);
       this.#pump();
@@ -286,6 +310,9 @@ export class ConnectionBudget {
         this.#closing--;
         this.#open--;
         pool.live--;
+        if (pool.live === 0) {
+          pool.emptied.forEach((done) => done());
+        }
         this.#forgetIfEmpty(pool);
         this.#pump();
         if (this.#open === 0) {

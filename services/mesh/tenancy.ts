@@ -122,15 +122,17 @@ export class Tenancy {
   }
 
   /**
-   * Applies this service's pending migrations to a tenant's database. Runs
-   * for the same tenant are serialised in this process.
+   * Applies this service's pending migrations to a tenant's database (or to
+   * any database named by an endpoint). Runs for the same endpoint are
+   * serialised in this process.
    */
-  migrate(route: TenantRoute): Promise<MigrationOutcome> {
-    const running = this.#migrating.get(route.tenantId);
+  migrate(target: TenantRoute | TenantEndpoint): Promise<MigrationOutcome> {
+    const endpoint = "status" in target ? this.endpointOf(target) : target;
+    const running = this.#migrating.get(endpoint.tenantId);
     const next = (running ?? Promise.resolve())
       .catch(() => undefined)
       .then(() =>
-        this.scope.run(this.endpointOf(route), async () => {
+        this.scope.run(endpoint, async () => {
           // A Migrator per run: one remembers its tracking table per schema name, not per database.
           const migrator = new Migrator(this.fork());
           const applied = await migrator.up();
@@ -139,12 +141,17 @@ export class Tenancy {
         }),
       )
       .finally(() => {
-        if (this.#migrating.get(route.tenantId) === next) {
-          this.#migrating.delete(route.tenantId);
+        if (this.#migrating.get(endpoint.tenantId) === next) {
+          this.#migrating.delete(endpoint.tenantId);
         }
       });
-    this.#migrating.set(route.tenantId, next);
+    this.#migrating.set(endpoint.tenantId, next);
     return next;
+  }
+
+  /** The migrations this service knows, oldest first. */
+  migrationNames(): string[] {
+    return this.#migrations.map((m) => m.name);
   }
 
   /** Reads a tenant's schema state without creating or changing anything. */

@@ -73,8 +73,9 @@ describe("tenant interceptor", () => {
   });
 
   it("refuses a tenant that is not ACTIVE with FAILED_PRECONDITION", async () => {
-    const failed = mesh.uniqueTenantId("failed");
-    await mesh.sql(mesh.platformDatabase, "insert into platform.tenants (id, display_name, tier, status, database) values ($1, $1, 'standard', 'suspended', $2)", [failed, `tenant_${failed.replaceAll("-", "_")}`]);
+    const { tenantId: failed } = await mesh.createTenant();
+    await mesh.sql(mesh.platformDatabase, "update platform.tenants set status = 'suspended' where id = $1", [failed]);
+    mesh.backend.tenancy.directory.invalidate(failed);
     const error = await tenantInterceptor(mesh.backend.tenancy)(streamingHandler as never)(streamRequest(failed)).then(() => undefined, (e: unknown) => e);
     expect(error).toBeInstanceOf(ConnectError);
     expect((error as ConnectError).code).toBe(Code.FailedPrecondition);

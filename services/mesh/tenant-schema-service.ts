@@ -20,8 +20,26 @@ export function tenantSchemaService(service: string, tenancy: Tenancy): ServiceI
   }
   return {
     async migrate(req) {
+      if (req.target !== undefined) {
+        const { target } = req;
+        if (target.host === "" || target.database === "" || target.user === "" || target.port === 0 || target.port > 65535) {
+          throw new ConnectError("target needs host, port, database and user", Code.InvalidArgument);
+        }
+        const endpoint = { ...target, tenantId: `database:${target.host}:${target.port}/${target.database}` };
+        try {
+          const outcome = await tenancy.migrate(endpoint);
+          return { service, applied: outcome.applied, version: outcome.version };
+        } finally {
+          // Such targets are templates: a copy needs them without connections.
+          await tenancy.budget.retire(endpoint.tenantId);
+        }
+      }
       const outcome = await tenancy.migrate(await routeOf(req.tenantId));
       return { service, applied: outcome.applied, version: outcome.version };
+    },
+    describeSchema() {
+      const migrations = tenancy.migrationNames();
+      return { service, migrations, latestVersion: migrations.at(-1) ?? "" };
     },
     async getSchemaStatus(req) {
       const state = await tenancy.schemaState(await routeOf(req.tenantId));

@@ -1,5 +1,35 @@
 import { z } from "zod";
-import { addressMap, commonEnv, port, readConfig } from "../mesh/index.ts";
+import { addressMap, commonEnv, port, positiveInt, readConfig } from "../mesh/index.ts";
+import type { TierLimit } from "./tenant-records.ts";
+
+const units: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
+
+/** Each tier's limits unless configured otherwise. */
+const defaultTierLimits = new Map<string, TierLimit>([
+  ["standard", { maxUsers: 50, maxStorageBytes: 10 * 1024 ** 3 }],
+  ["premium", { maxUsers: 200, maxStorageBytes: 50 * 1024 ** 3 }],
+  ["enterprise", { maxUsers: 0, maxStorageBytes: 0 }],
+]);
+
+/**
+ * `tier=users/storage,…` such as `standard=50/10GB`; `unlimited` (or 0) for
+ * no limit. Tiers not named keep their defaults.
+ */
+const tierLimits = z.string().transform((s, ctx) => {
+  const limits = new Map(defaultTierLimits);
+  for (const item of s.split(",").map((i) => i.trim()).filter((i) => i !== "")) {
+    const m = /^(standard|premium|enterprise)=(\d+|unlimited)\/(?:(\d+(?:\.\d+)?)\s*([kmgt]?b)|(unlimited|0))$/i.exec(item);
+    if (m === null) {
+      ctx.addIssue({ code: "custom", message: `expected tier=users/size such as standard=50/10GB, got "${item}"` });
+      return z.NEVER;
+    }
+    limits.set(m[1]!.toLowerCase(), {
+      maxUsers: m[2] === "unlimited" ? 0 : Number(m[2]),
+      maxStorageBytes: m[3] === undefined ? 0 : Math.round(Number(m[3]) * units[m[4]!.toLowerCase()]!),
+    });
+  }
+  return limits;
+});
 
 /** Platform's settings, by environment variable. */
 export const platformEnv = {
@@ -15,6 +45,22 @@ export const platformEnv = {
    */
   TENANTRY_DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: "expected a postgres:// URL" }),
   /** The services that own a schema in every tenant database, as name=host:port (their gRPC ports). */
+  /**
+   * The key that encrypts credentials at rest: 32 bytes, base64 or
+   * base64url. Else generated into `<data dir>/master.key`.
+   */
+  TENANTRY_MASTER_KEY: z
+    .string()
+    .refine((s) => Buffer.from(s, "base64url").length === 32, "expected 32 bytes, base64 or base64url encoded")
+    .optional(),
+  /** Tenants the first cluster (the server of TENANTRY_DATABASE_URL) may hold, when it is registered. */
+  TENANTRY_DEFAULT_CLUSTER_CAPACITY: positiveInt.default(1000),
+  /** Region label of the first cluster, when it is registered. */
+  TENANTRY_DEFAULT_CLUSTER_REGION: z.string().regex(/^[a-z0-9-]{0,40}$/, "lower-case letters, digits and hyphens").default("local"),
+  /** Copy new tenant databases from a per-cluster template ("true") or migrate each one ("false"). */
+  TENANTRY_TEMPLATE_DATABASES: z.enum(["true", "false"]).default("true").transform((v) => v === "true"),
+  /** Users and storage each tier allows, carried in every tenant's route. */
+  TENANTRY_TIER_LIMITS: tierLimits.default(defaultTierLimits),
   TENANTRY_SCHEMA_SERVICES: addressMap.default(new Map([
     ["auth", "127.0.0.1:50052"],
     ["backend", "127.0.0.1:50053"],

@@ -1,12 +1,13 @@
 import { Migrator } from "@mikro-orm/migrations";
 import { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
+import { Cluster } from "./entities/cluster.ts";
 import { Tenant } from "./entities/tenant.ts";
 import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
 import { migrations } from "./migrations/index.ts";
 
-/** The PostgreSQL server that holds the platform database and the tenant databases. */
-export interface Cluster {
+/** A PostgreSQL server and the superuser to reach it as. */
+export interface ServerAccess {
   host: string;
   port: number;
   user: string;
@@ -14,7 +15,7 @@ export interface Cluster {
 }
 
 /** The server, credentials and database named by a postgres:// URL. */
-export function parseDatabaseUrl(url: string): Cluster & { database: string } {
+export function parseDatabaseUrl(url: string): ServerAccess & { database: string } {
   const parsed = new URL(url);
   return {
     host: decodeURIComponent(parsed.hostname) || "localhost",
@@ -49,7 +50,7 @@ export async function ensurePlatformDatabase(url: string): Promise<void> {
 export function createPlatformOrm(url: string): MikroORM {
   return new MikroORM({
     clientUrl: url,
-    entities: [Tenant, TenantSchemaVersion],
+    entities: [Cluster, Tenant, TenantSchemaVersion],
     schema: "platform",
     ensureDatabase: false,
     allowGlobalContext: false,

@@ -1,20 +1,49 @@
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import { UniqueConstraintViolationException, type EntityManager } from "@mikro-orm/postgresql";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { UniqueConstraintViolationException, type EntityManager, type MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
+import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { TenantStatus, type Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import type { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
 import { checkTenantId, tenantDatabaseName, type Logger } from "../mesh/index.ts";
+import type { AdvisoryLocks } from "./advisory-locks.ts";
+import type { ClusterRegistry } from "./cluster-registry.ts";
 import { Tenant } from "./entities/tenant.ts";
 import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
-import { checkTier, statusName, tierName } from "./tenant-records.ts";
+import type { SchemaServices } from "./schema-services.ts";
+import type { SecretBox } from "./secret-box.ts";
+import type { TemplateDatabases } from "./template-databases.ts";
+import { checkTier, rolePasswordContext, statusName, tierName } from "./tenant-records.ts";
 
-/** What provisioning needs besides the registry. */
-export interface ProvisioningDeps {
-  /** Clients of the services that own a schema in every tenant database, by service name. */
-  schemaServices: Map<string, Client<typeof TenantSchemaService>>;
+/**
+ * The steps of provisioning a tenant, in order. Each is idempotent, and the
+ * last one done is recorded on the tenant, so that a Platform that stops
+ * anywhere resumes from there.
+ */
+export const provisioningSteps = ["register", "create-role", "create-database", "secure-database", "migrate-schemas", "activate"] as const;
+
+/** The steps of undoing a provisioning that failed. */
+export const rollbackSteps = ["drop-database", "drop-role"] as const;
+
+export type ProvisioningStep = (typeof provisioningSteps)[number];
+export type RollbackStep = (typeof rollbackSteps)[number];
+
+/** Options of a {@link TenantProvisioner}. */
+export interface TenantProvisionerOptions {
+  orm: MikroORM;
+  clusters: ClusterRegistry;
+  schemas: SchemaServices;
+  /** The clusters' template databases; undefined to always migrate new databases directly. */
+  templates: TemplateDatabases | undefined;
+  locks: AdvisoryLocks;
+  box: SecretBox;
   /** How long one service may take to migrate one tenant. */
   migrateTimeoutMs: number;
   log: Logger;
+  /**
+   * Called when a step's work is done, before it is recorded (`register`
+   * is recorded with its work). Lets a test stop the process at any step.
+   */
+  afterStep?: (tenantId: string, step: ProvisioningStep | RollbackStep) => void | Promise<void>;
 }
 
 /** A request for a new tenant. */
@@ -22,85 +51,405 @@ export interface NewTenant {
   tenantId: string;
   displayName: string;
   tier: Tier;
+  /** The cluster asked for; empty lets placement choose. */
+  cluster: string;
+  /** The region asked for when no cluster is; empty means any. */
+  region: string;
 }
+
+const provisioning = statusName(TenantStatus.PROVISIONING);
+const failed = statusName(TenantStatus.FAILED);
 
 /**
- * Provisions a tenant: records it PROVISIONING, creates its database, has
- * every schema-owning service migrate it (recording the versions they
- * report), and only then marks it ACTIVE. On any failure the database it
- * created is dropped and the tenant is left FAILED with the error.
+ * Provisions tenants as a resumable state machine: the tenant is recorded
+ * with its cluster and sealed role password, then its login role, its
+ * database (a copy of the cluster's template, or empty), the database locked
+ * to that role, every service's schema at its newest version with the
+ * versions in the ledger, and only then ACTIVE. A failure undoes what was
+ * made (database, role) and leaves the tenant FAILED with the reason.
  */
-export async function provisionTenant(em: EntityManager, deps: ProvisioningDeps, request: NewTenant): Promise<Tenant> {
-  const tenantId = checkTenantId(request.tenantId);
-  const displayName = request.displayName.trim() === "" ? tenantId : request.displayName.trim();
-  if ([...displayName].length > 200) {
-    throw new ConnectError("display_name is longer than 200 characters", Code.InvalidArgument);
-  }
-  const tier = checkTier(request.tier);
-  const database = tenantDatabaseName(tenantId);
-  const now = new Date();
-  const tenant = em.create(Tenant, {
-    id: tenantId,
-    displayName,
-    tier: tierName(tier),
-    status: statusName(TenantStatus.PROVISIONING),
-    database,
-    error: null,
-    createdAt: now,
-    updatedAt: now,
-  });
-  try {
-    await em.persist(tenant).flush();
-  } catch (error) {
-    if (error instanceof UniqueConstraintViolationException) {
-      const existing = await em.fork().findOne(Tenant, { id: tenantId });
-      throw new ConnectError(
-        `tenant "${tenantId}" already exists${existing ? ` (status ${existing.status})` : ""}; choose another id`,
-        Code.AlreadyExists,
-      );
-    }
-    throw error;
+export class TenantProvisioner {
+  readonly #options: TenantProvisionerOptions;
+  readonly #running = new Map<string, Promise<Tenant>>();
+
+  constructor(options: TenantProvisionerOptions) {
+    this.#options = options;
   }
 
-  let created = false;
-  try {
-    await em.execute(`create database ${pg.escapeIdentifier(database)}`);
-    created = true;
-    for (const [service, client] of deps.schemaServices) {
-      const result = await client
-        .migrate({ tenantId }, { timeoutMs: deps.migrateTimeoutMs })
-        .catch((error: unknown) => {
-          throw new ProvisioningError(`${service} could not migrate the tenant's schema: ${ConnectError.from(error).rawMessage}`, ConnectError.from(error).code);
-        });
-      em.create(TenantSchemaVersion, { tenantId, service, version: result.version, updatedAt: new Date() });
+  /**
+   * Provisions a new tenant. The same request for an existing tenant returns
+   * it (resuming or retrying it if needed); a different one is ALREADY_EXISTS.
+   */
+  async create(request: NewTenant): Promise<Tenant> {
+    const tenantId = checkTenantId(request.tenantId);
+    const wanted = { ...request, tenantId, displayName: checkDisplayName(request.displayName, tenantId), tier: checkTier(request.tier) };
+    const em = this.#options.orm.em.fork();
+    const existing = await em.findOne(Tenant, { id: tenantId });
+    if (existing !== null) {
+      return this.#again(existing, wanted);
     }
-    tenant.status = statusName(TenantStatus.ACTIVE);
+    try {
+      await em.transactional(async (tx) => {
+        // One placement at a time, so that two tenants never take a cluster's last place.
+        await tx.execute("select pg_advisory_xact_lock(7351, hashtext('placement'))");
+        const cluster = await place(tx, wanted);
+        const now = new Date();
+        tx.create(Tenant, {
+          id: tenantId,
+          displayName: wanted.displayName,
+          tier: tierName(wanted.tier),
+          status: provisioning,
+          database: tenantDatabaseName(tenantId),
+          error: null,
+          cluster,
+          role: tenantDatabaseName(tenantId),
+          rolePassword: this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
+          provisioningStep: "register",
+          attempts: 1,
+          createdAt: now,
+          updatedAt: now,
+        });
+      });
+    } catch (error) {
+      if (error instanceof UniqueConstraintViolationException) {
+        const raced = await this.#options.orm.em.fork().findOneOrFail(Tenant, { id: tenantId });
+        return this.#again(raced, wanted);
+      }
+      throw error;
+    }
+    await this.#options.afterStep?.(tenantId, "register");
+    return this.#run(tenantId);
+  }
+
+  /** Provisions a FAILED tenant again from the start; FAILED_PRECONDITION for any other status. */
+  async retry(tenantId: string): Promise<Tenant> {
+    const id = checkTenantId(tenantId);
+    const em = this.#options.orm.em.fork();
+    const restarted = await em.execute<{ id: string }[]>(
+      `update platform.tenants set status = ?, provisioning_step = 'register', error = null, attempts = attempts + 1, updated_at = now()
+       where id = ? and status = ? returning id`,
+      [provisioning, id, failed],
+    );
+    if (restarted.length === 0) {
+      const tenant = await em.findOne(Tenant, { id });
+      if (tenant === null) {
+        throw new ConnectError(`tenant "${id}" not found`, Code.NotFound);
+      }
+      if (tenant.status !== provisioning) {
+        throw new ConnectError(`tenant "${id}" is ${tenant.status}, not failed: only a FAILED tenant can be retried`, Code.FailedPrecondition);
+      }
+    }
+    return this.#run(id);
+  }
+
+  /**
+   * Resumes every tenant left PROVISIONING by a Platform that stopped
+   * half-way (and not being worked on by another instance). Failures are
+   * logged; the tenants end ACTIVE or FAILED.
+   */
+  async resumeUnfinished(): Promise<void> {
+    const unfinished = await this.#options.orm.em.fork().find(Tenant, { status: provisioning }, { orderBy: { createdAt: "asc" } });
+    for (const tenant of unfinished) {
+      this.#options.log.info({ tenantId: tenant.id, step: tenant.provisioningStep }, "resuming provisioning");
+      await this.#run(tenant.id).catch((error: unknown) =>
+        this.#options.log.warn({ tenantId: tenant.id, reason: ConnectError.from(error).rawMessage }, "resumed provisioning did not succeed"),
+      );
+    }
+  }
+
+  /** The same request again: answer with the tenant, or refuse a different one. */
+  async #again(existing: Tenant, wanted: NewTenant): Promise<Tenant> {
+    const same =
+      existing.displayName === wanted.displayName &&
+      existing.tier === tierName(wanted.tier) &&
+      (wanted.cluster === "" || wanted.cluster === existing.cluster) &&
+      (wanted.region === "" || (existing.cluster != null && (await this.#options.clusters.access(existing.cluster)).region === wanted.region));
+    if (!same || existing.status === statusName(TenantStatus.DELETED) || existing.status === statusName(TenantStatus.OFFBOARDING)) {
+      throw new ConnectError(`tenant "${existing.id}" already exists (status ${existing.status}); choose another id`, Code.AlreadyExists);
+    }
+    if (existing.status === failed) {
+      return this.retry(existing.id);
+    }
+    if (existing.status === provisioning) {
+      return this.#run(existing.id);
+    }
+    return existing;
+  }
+
+  /** Drives a tenant to its end, once per process, and once across Platform instances. */
+  #run(tenantId: string): Promise<Tenant> {
+    let running = this.#running.get(tenantId);
+    if (running === undefined) {
+      running = (async () => {
+        const key = `tenant:${tenantId}`;
+        if (!(await this.#options.locks.tryLock(key))) {
+          return this.#awaitOther(tenantId);
+        }
+        try {
+          return await this.#advance(tenantId);
+        } finally {
+          await this.#options.locks.unlock(key).catch(() => undefined);
+        }
+      })().finally(() => this.#running.delete(tenantId));
+      this.#running.set(tenantId, running);
+    }
+    return running;
+  }
+
+  /** Another Platform instance holds the tenant: wait for it to finish. */
+  async #awaitOther(tenantId: string): Promise<Tenant> {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const tenant = await this.#options.orm.em.fork().findOneOrFail(Tenant, { id: tenantId });
+      if (tenant.status === failed) {
+        throw failure(tenant, Code.FailedPrecondition);
+      }
+      if (tenant.status !== provisioning) {
+        return tenant;
+      }
+      if (Date.now() > deadline) {
+        throw new ConnectError(`tenant "${tenantId}" is still being provisioned by another Platform instance; retry later`, Code.Unavailable);
+      }
+      await sleep(250);
+    }
+  }
+
+  async #advance(tenantId: string): Promise<Tenant> {
+    const em = this.#options.orm.em.fork();
+    const tenant = await em.findOneOrFail(Tenant, { id: tenantId });
+    if (tenant.status === failed) {
+      throw failure(tenant, Code.FailedPrecondition);
+    }
+    if (tenant.status !== provisioning) {
+      return tenant;
+    }
+    if (tenant.provisioningStep === "rollback") {
+      await this.#rollback(em, tenant, tenant.error ?? "provisioning was interrupted");
+      throw failure(tenant, Code.Internal);
+    }
+    const run: RunState = {};
+    const done = provisioningSteps.indexOf((tenant.provisioningStep ?? "register") as ProvisioningStep);
+    for (const step of provisioningSteps.slice(done + 1)) {
+      try {
+        await this.#perform(step, em, tenant, run);
+      } catch (error) {
+        const cause = error instanceof ConnectError ? error : undefined;
+        const reason = cause?.rawMessage ?? describe(error);
+        this.#options.log.error({ err: error, tenantId, step }, "provisioning failed");
+        await this.#rollback(em, tenant, reason);
+        const code =
+          cause === undefined || cause.code === Code.Unknown || cause.code === Code.Internal
+            ? Code.Internal
+            : cause.code === Code.DeadlineExceeded
+              ? Code.Unavailable
+              : cause.code;
+        throw failure(tenant, code);
+      }
+      await this.#options.afterStep?.(tenantId, step);
+      if (step !== "activate") {
+        tenant.provisioningStep = step;
+        tenant.updatedAt = new Date();
+        await em.flush();
+      }
+    }
+    this.#options.log.info({ tenantId, cluster: tenant.cluster, database: tenant.database }, "tenant provisioned");
+    return tenant;
+  }
+
+  async #perform(step: ProvisioningStep, em: EntityManager, tenant: Tenant, run: RunState): Promise<void> {
+    const { clusters, box, templates, schemas } = this.#options;
+    const cluster = tenant.cluster!;
+    const role = pg.escapeIdentifier(tenant.role!);
+    const database = pg.escapeIdentifier(tenant.database);
+    switch (step) {
+      case "register":
+        return;
+      case "create-role": {
+        const password = pg.escapeLiteral(box.open(tenant.rolePassword!, rolePasswordContext(tenant.id)));
+        await clusters.admin(cluster, async (admin) => {
+          const exists = await admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]);
+          await admin.query(`${exists.rowCount === 0 ? "create" : "alter"} role ${role} login password ${password}`);
+        });
+        return;
+      }
+      case "create-database": {
+        const owner = await databaseOwner(clusters, cluster, tenant.database);
+        if (owner === tenant.role) {
+          // Made by an earlier run that stopped before recording it.
+          return;
+        }
+        if (owner !== undefined) {
+          throw new ConnectError(
+            `a database named "${tenant.database}" already exists on cluster "${cluster}" and belongs to "${owner}", not to the tenant; drop or rename it, then retry`,
+            Code.FailedPrecondition,
+          );
+        }
+        const create = (template: string | undefined) =>
+          clusters.admin(cluster, (admin) =>
+            admin.query(`create database ${database} owner ${role}${template === undefined ? "" : ` template ${pg.escapeIdentifier(template)}`}`),
+          );
+        if (templates === undefined) {
+          await create(undefined);
+          return;
+        }
+        run.latest = await schemas.latestVersions();
+        await templates.withTemplate(cluster, run.latest, async (template) => {
+          if (template === undefined) {
+            return create(undefined);
+          }
+          try {
+            await create(template);
+          } catch (error) {
+            this.#options.log.warn({ err: error, tenantId: tenant.id }, "copying the template failed; migrating the new database directly");
+            await create(undefined);
+          }
+        });
+        return;
+      }
+      case "secure-database": {
+        run.versions = await clusters.inDatabase(cluster, tenant.database, async (client) => {
+          await client.query(`revoke connect, temporary on database ${database} from public`);
+          await client.query(`alter database ${database} owner to ${role}`);
+          if (templates !== undefined) {
+            const copied = await client.query("select 1 from pg_roles where rolname = $1", [templates.name]);
+            if (copied.rowCount !== 0) {
+              // A copy of the template: what the template's role made becomes the tenant's.
+              await client.query(`reassign owned by ${pg.escapeIdentifier(templates.name)} to ${role}`);
+            }
+          }
+          return readVersions(client, schemas.entries.map((e) => e.name));
+        });
+        return;
+      }
+      case "migrate-schemas": {
+        const latest = run.latest ?? (await schemas.latestVersions());
+        const versions =
+          run.versions ?? (await clusters.inDatabase(cluster, tenant.database, (client) => readVersions(client, schemas.entries.map((e) => e.name))));
+        const reported = await Promise.all(
+          schemas.entries.map(async ({ name, client }) => {
+            if (versions.get(name) === latest.get(name) && latest.get(name) !== undefined) {
+              return [name, versions.get(name)!] as const;
+            }
+            try {
+              const result = await client.migrate({ tenantId: tenant.id }, { timeoutMs: this.#options.migrateTimeoutMs });
+              return [name, result.version] as const;
+            } catch (error) {
+              const cause = ConnectError.from(error);
+              throw new ConnectError(`${name} could not migrate the tenant's schema: ${cause.rawMessage}`, cause.code);
+            }
+          }),
+        );
+        const now = new Date();
+        for (const [service, version] of reported) {
+          await em.upsert(TenantSchemaVersion, { tenantId: tenant.id, service, version, updatedAt: now });
+        }
+        return;
+      }
+      case "activate":
+        tenant.status = statusName(TenantStatus.ACTIVE);
+        tenant.provisioningStep = null;
+        tenant.error = null;
+        tenant.updatedAt = new Date();
+        await em.flush();
+        return;
+    }
+  }
+
+  /** Undoes a provisioning: drops the database and the role, clears the ledger, leaves the tenant FAILED. */
+  async #rollback(em: EntityManager, tenant: Tenant, reason: string): Promise<void> {
+    const { clusters, afterStep } = this.#options;
+    tenant.provisioningStep = "rollback";
+    tenant.error = reason;
     tenant.updatedAt = new Date();
     await em.flush();
-    deps.log.info({ tenantId, database }, "tenant provisioned");
-    return tenant;
-  } catch (error) {
-    const reason = error instanceof ProvisioningError ? error.message : describe(error);
-    deps.log.error({ err: error, tenantId }, "provisioning failed");
-    em.clear();
-    if (created) {
-      await em
-        .execute(`drop database if exists ${pg.escapeIdentifier(database)} with (force)`)
-        .catch((dropError: unknown) => deps.log.error({ err: dropError, tenantId }, "could not drop the failed tenant's database"));
+    const { cluster, role } = tenant;
+    if (cluster != null) {
+      // Only what provisioning made: the database it created is owned by the tenant's role.
+      if (role != null && (await databaseOwner(clusters, cluster, tenant.database)) === role) {
+        await clusters.admin(cluster, (admin) => admin.query(`drop database if exists ${pg.escapeIdentifier(tenant.database)} with (force)`));
+      }
+      await afterStep?.(tenant.id, "drop-database");
+      if (role != null) {
+        await clusters.admin(cluster, (admin) => admin.query(`drop role if exists ${pg.escapeIdentifier(role)}`));
+        await afterStep?.(tenant.id, "drop-role");
+      }
     }
-    await em.nativeDelete(TenantSchemaVersion, { tenantId });
-    await em.nativeUpdate(Tenant, { id: tenantId }, { status: statusName(TenantStatus.FAILED), error: reason, updatedAt: new Date() });
-    const code = error instanceof ProvisioningError && (error.code === Code.Unavailable || error.code === Code.DeadlineExceeded) ? Code.Unavailable : Code.Internal;
-    throw new ConnectError(`provisioning tenant "${tenantId}" failed and it is left FAILED: ${reason}`, code);
+    await em.nativeDelete(TenantSchemaVersion, { tenantId: tenant.id });
+    tenant.status = failed;
+    tenant.provisioningStep = null;
+    tenant.updatedAt = new Date();
+    await em.flush();
   }
 }
 
-class ProvisioningError extends Error {
-  readonly code: Code;
-  constructor(message: string, code: Code) {
-    super(message);
-    this.code = code;
+/** What one run of the state machine learned, so later steps need not ask again. */
+interface RunState {
+  latest?: Map<string, string>;
+  versions?: Map<string, string>;
+}
+
+/** Chooses the tenant's cluster: the one asked for, else the accepting one (in the region asked for) with the most room. */
+async function place(em: EntityManager, wanted: NewTenant): Promise<string> {
+  const rows = await em.execute<{ name: string; state: string; room: number }[]>(
+    `select c.name, c.state, c.capacity - (select count(*) from platform.tenants t
+       where t.cluster = c.name and t.status not in ('deleted', 'failed'))::int as room
+     from platform.clusters c
+     where ${wanted.cluster === "" ? "c.state = 'accepting' and (? = '' or c.region = ?)" : "c.name = ?"}
+     order by room desc, c.name limit 1`,
+    wanted.cluster === "" ? [wanted.region, wanted.region] : [wanted.cluster],
+  );
+  const chosen = rows[0];
+  if (wanted.cluster !== "") {
+    if (chosen === undefined) {
+      throw new ConnectError(`cluster "${wanted.cluster}" is not registered; see ListClusters`, Code.InvalidArgument);
+    }
+    if (chosen.state !== "accepting") {
+      throw new ConnectError(`cluster "${wanted.cluster}" is ${chosen.state} and takes no new tenants`, Code.FailedPrecondition);
+    }
+  } else if (chosen === undefined) {
+    throw new ConnectError(
+      `no cluster${wanted.region === "" ? "" : ` in region "${wanted.region}"`} accepts new tenants; register one or set one to accepting`,
+      Code.FailedPrecondition,
+    );
   }
+  if (chosen.room <= 0) {
+    throw new ConnectError(`cluster "${chosen.name}" is full; raise its capacity or register another cluster`, Code.ResourceExhausted);
+  }
+  return chosen.name;
+}
+
+/** The owner of a database on a cluster, or undefined when there is no such database. */
+async function databaseOwner(clusters: ClusterRegistry, cluster: string, database: string): Promise<string | undefined> {
+  const { rows } = await clusters.admin(cluster, (admin) =>
+    admin.query<{ owner: string }>("select pg_get_userbyid(datdba) as owner from pg_database where datname = $1", [database]),
+  );
+  return rows[0]?.owner;
+}
+
+/** The newest migration of each service's schema in a database, read from the services' own tracking tables. */
+async function readVersions(client: pg.Client, services: string[]): Promise<Map<string, string>> {
+  const versions = new Map<string, string>();
+  for (const service of services) {
+    const table = `${pg.escapeIdentifier(service)}.mikro_orm_migrations`;
+    const { rows } = await client.query<{ present: boolean }>("select to_regclass($1) is not null as present", [table]);
+    if (rows[0]?.present) {
+      const last = await client.query<{ name: string }>(`select name from ${table} order by id desc limit 1`);
+      versions.set(service, last.rows[0]?.name ?? "");
+    }
+  }
+  return versions;
+}
+
+function checkDisplayName(displayName: string, tenantId: string): string {
+  const name = displayName.trim() === "" ? tenantId : displayName.trim();
+  if ([...name].length > 200) {
+    throw new ConnectError("display_name is longer than 200 characters", Code.InvalidArgument);
+  }
+  return name;
+}
+
+function failure(tenant: Tenant, code: Code): ConnectError {
+  return new ConnectError(`provisioning tenant "${tenant.id}" failed and it is left FAILED: ${tenant.error ?? "unknown reason"}; fix the cause and call RetryProvisioning`, code);
 }
 
 function describe(error: unknown): string {

@@ -7,8 +7,8 @@ import {
   type TenantRouteSchema,
   type TenantSchema,
 } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import type { Cluster } from "./platform-database.ts";
 import type { Tenant } from "./entities/tenant.ts";
+import type { ClusterAccess } from "./cluster-registry.ts";
 
 /** The registry's spelling of a tier: the enum name without prefix, lower-case. */
 export function tierName(tier: Tier): string {
@@ -37,12 +37,26 @@ export function tenantMessage(tenant: Tenant): MessageInitShape<typeof TenantSch
     status: statusOf(tenant.status),
     database: tenant.database,
     createTime: timestampFromDate(tenant.createdAt),
+    updateTime: timestampFromDate(tenant.updatedAt),
     error: tenant.error ?? "",
+    cluster: tenant.cluster ?? "",
   };
 }
 
-/** The route services use to reach a tenant's database. */
-export function routeMessage(tenant: Tenant, cluster: Cluster): MessageInitShape<typeof TenantRouteSchema> {
+/** What a tier allows; 0 means no limit. */
+export interface TierLimit {
+  maxUsers: number;
+  maxStorageBytes: number;
+}
+
+/** The route services use to reach a tenant's database, as its own role. */
+export function routeMessage(
+  tenant: Tenant,
+  cluster: ClusterAccess,
+  password: string,
+  limits: Map<string, TierLimit>,
+): MessageInitShape<typeof TenantRouteSchema> {
+  const limit = limits.get(tenant.tier);
   return {
     tenantId: tenant.id,
     status: statusOf(tenant.status),
@@ -50,9 +64,16 @@ export function routeMessage(tenant: Tenant, cluster: Cluster): MessageInitShape
     host: cluster.host,
     port: cluster.port,
     database: tenant.database,
-    user: cluster.user,
-    password: cluster.password,
+    user: tenant.role ?? "",
+    password,
+    maxUsers: limit?.maxUsers ?? 0,
+    maxStorageBytes: BigInt(limit?.maxStorageBytes ?? 0),
   };
+}
+
+/** The context a tenant's role password is sealed for. */
+export function rolePasswordContext(tenantId: string): string {
+  return `tenant:${tenantId}:role`;
 }
 
 /** Checks a tier from a request; UNSPECIFIED means STANDARD. */

@@ -11,6 +11,15 @@ export const Tenant = defineEntity({
     status: p.string().length(20),
     database: p.string().length(63),
     error: p.text().nullable(),
+    cluster: p.string().length(40).nullable(),
+    /** The tenant's login role; it owns the database and everything in it. */
+    role: p.string().length(63).nullable(),
+    /** The role's password, sealed with the master key. */
+    rolePassword: p.blob().nullable(),
+    /** The last provisioning step done, while PROVISIONING; "rollback" once undoing. */
+    provisioningStep: p.string().length(30).nullable(),
+    /** How many times provisioning was started. */
+    attempts: p.integer().default(0),
     createdAt: p.datetime(3),
     updatedAt: p.datetime(3),
   },

@@ -1,5 +1,9 @@
 import type { MigrationObject } from "@mikro-orm/core";
+import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
 import { CreateRegistry } from "./create-registry.ts";
 
 /** Platform's migrations of its own database, oldest first. Names never change once released. */
-export const migrations: MigrationObject[] = [{ name: "0001-create-registry", class: CreateRegistry }];
+export const migrations: MigrationObject[] = [
+  { name: "0001-create-registry", class: CreateRegistry },
+  { name: "0002-add-clusters-and-credentials", class: AddClustersAndCredentials },
+];

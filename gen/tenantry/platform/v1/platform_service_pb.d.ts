@@ -66,6 +66,20 @@ export declare type Tenant = Message<"tenantry.platform.v1.Tenant"> & {
    * @generated from field: string error = 7;
    */
   error: string;
+
+  /**
+   * The cluster holding the tenant's database.
+   *
+   * @generated from field: string cluster = 8;
+   */
+  cluster: string;
+
+  /**
+   * When the tenant last changed.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 9;
+   */
+  updateTime?: Timestamp | undefined;
 };
 
 /**
@@ -135,6 +149,21 @@ export declare type TenantRoute = Message<"tenantry.platform.v1.TenantRoute"> & 
    * @generated from field: string password = 8;
    */
   password: string;
+
+  /**
+   * Most users the tenant may have under its tier; 0 means no limit.
+   *
+   * @generated from field: int32 max_users = 9;
+   */
+  maxUsers: number;
+
+  /**
+   * Most bytes the tenant's database may hold under its tier; 0 means no
+   * limit. Writes beyond it fail with RESOURCE_EXHAUSTED.
+   *
+   * @generated from field: int64 max_storage_bytes = 10;
+   */
+  maxStorageBytes: bigint;
 };
 
 /**
@@ -169,6 +198,21 @@ export declare type CreateTenantRequest = Message<"tenantry.platform.v1.CreateTe
    * @generated from field: tenantry.platform.v1.Tier tier = 3;
    */
   tier: Tier;
+
+  /**
+   * The cluster to place the tenant on; empty lets Platform choose.
+   *
+   * @generated from field: string cluster = 4;
+   */
+  cluster: string;
+
+  /**
+   * When cluster is empty: place the tenant on an accepting cluster in
+   * this region (the one with the most room). Empty means any region.
+   *
+   * @generated from field: string region = 5;
+   */
+  region: string;
 };
 
 /**
@@ -196,6 +240,46 @@ export declare type CreateTenantResponse = Message<"tenantry.platform.v1.CreateT
  * Use `create(CreateTenantResponseSchema)` to create a new message.
  */
 export declare const CreateTenantResponseSchema: GenMessage<CreateTenantResponse>;
+
+/**
+ * RetryProvisioningRequest names a FAILED tenant.
+ *
+ * @generated from message tenantry.platform.v1.RetryProvisioningRequest
+ */
+export declare type RetryProvisioningRequest = Message<"tenantry.platform.v1.RetryProvisioningRequest"> & {
+  /**
+   * The tenant's id.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.RetryProvisioningRequest.
+ * Use `create(RetryProvisioningRequestSchema)` to create a new message.
+ */
+export declare const RetryProvisioningRequestSchema: GenMessage<RetryProvisioningRequest>;
+
+/**
+ * RetryProvisioningResponse carries the tenant, ACTIVE.
+ *
+ * @generated from message tenantry.platform.v1.RetryProvisioningResponse
+ */
+export declare type RetryProvisioningResponse = Message<"tenantry.platform.v1.RetryProvisioningResponse"> & {
+  /**
+   * The tenant.
+   *
+   * @generated from field: tenantry.platform.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.RetryProvisioningResponse.
+ * Use `create(RetryProvisioningResponseSchema)` to create a new message.
+ */
+export declare const RetryProvisioningResponseSchema: GenMessage<RetryProvisioningResponse>;
 
 /**
  * GetTenantRequest names a tenant.
@@ -444,8 +528,12 @@ export declare const PlatformService: GenService<{
    * every data-owning service migrate its schema there, records the versions
    * they report, and only then marks the tenant ACTIVE. A tenant whose
    * provisioning fails is left FAILED with the error, never ACTIVE.
+   * Every step is recorded, so a Platform that stops half-way resumes the
+   * tenant when it starts again. Repeating the same request returns the
+   * same tenant (and retries it if it FAILED).
    * Errors: INVALID_ARGUMENT for a malformed tenant_id, display_name or tier;
-   * ALREADY_EXISTS when the id is taken.
+   * ALREADY_EXISTS when the id is taken by a different request;
+   * FAILED_PRECONDITION or RESOURCE_EXHAUSTED when no cluster can take it.
    *
    * @generated from rpc tenantry.platform.v1.PlatformService.CreateTenant
    */
@@ -453,6 +541,18 @@ export declare const PlatformService: GenService<{
     methodKind: "unary";
     input: typeof CreateTenantRequestSchema;
     output: typeof CreateTenantResponseSchema;
+  },
+  /**
+   * RetryProvisioning provisions a FAILED tenant again, from the start.
+   * Errors: NOT_FOUND for an unknown id; FAILED_PRECONDITION when the
+   * tenant is not FAILED.
+   *
+   * @generated from rpc tenantry.platform.v1.PlatformService.RetryProvisioning
+   */
+  retryProvisioning: {
+    methodKind: "unary";
+    input: typeof RetryProvisioningRequestSchema;
+    output: typeof RetryProvisioningResponseSchema;
   },
   /**
    * GetTenant returns one tenant. Errors: NOT_FOUND for an unknown id.

@@ -11,17 +11,74 @@ import type { Message } from "@bufbuild/protobuf";
 export declare const file_tenantry_schema_v1_tenant_schema_service: GenFile;
 
 /**
+ * DatabaseTarget names a database directly, with the role to connect as.
+ *
+ * @generated from message tenantry.schema.v1.DatabaseTarget
+ */
+export declare type DatabaseTarget = Message<"tenantry.schema.v1.DatabaseTarget"> & {
+  /**
+   * Host of the PostgreSQL server.
+   *
+   * @generated from field: string host = 1;
+   */
+  host: string;
+
+  /**
+   * Port of that server.
+   *
+   * @generated from field: uint32 port = 2;
+   */
+  port: number;
+
+  /**
+   * The database's name.
+   *
+   * @generated from field: string database = 3;
+   */
+  database: string;
+
+  /**
+   * The login role to connect as; it becomes the owner of what the
+   * migrations create.
+   *
+   * @generated from field: string user = 4;
+   */
+  user: string;
+
+  /**
+   * The login role's password.
+   *
+   * @generated from field: string password = 5;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message tenantry.schema.v1.DatabaseTarget.
+ * Use `create(DatabaseTargetSchema)` to create a new message.
+ */
+export declare const DatabaseTargetSchema: GenMessage<DatabaseTarget>;
+
+/**
  * MigrateRequest names the tenant to migrate.
  *
  * @generated from message tenantry.schema.v1.MigrateRequest
  */
 export declare type MigrateRequest = Message<"tenantry.schema.v1.MigrateRequest"> & {
   /**
-   * The tenant's id.
+   * The tenant's id. Ignored when target is set.
    *
    * @generated from field: string tenant_id = 1;
    */
   tenantId: string;
+
+  /**
+   * A database to migrate instead of a tenant's, such as a cluster's
+   * template database; the service closes its connections to it when done.
+   *
+   * @generated from field: tenantry.schema.v1.DatabaseTarget target = 2;
+   */
+  target?: DatabaseTarget | undefined;
 };
 
 /**
@@ -127,6 +184,54 @@ export declare type GetSchemaStatusResponse = Message<"tenantry.schema.v1.GetSch
 export declare const GetSchemaStatusResponseSchema: GenMessage<GetSchemaStatusResponse>;
 
 /**
+ * DescribeSchemaRequest is empty.
+ *
+ * @generated from message tenantry.schema.v1.DescribeSchemaRequest
+ */
+export declare type DescribeSchemaRequest = Message<"tenantry.schema.v1.DescribeSchemaRequest"> & {
+};
+
+/**
+ * Describes the message tenantry.schema.v1.DescribeSchemaRequest.
+ * Use `create(DescribeSchemaRequestSchema)` to create a new message.
+ */
+export declare const DescribeSchemaRequestSchema: GenMessage<DescribeSchemaRequest>;
+
+/**
+ * DescribeSchemaResponse describes a service's schema.
+ *
+ * @generated from message tenantry.schema.v1.DescribeSchemaResponse
+ */
+export declare type DescribeSchemaResponse = Message<"tenantry.schema.v1.DescribeSchemaResponse"> & {
+  /**
+   * The service that owns the schema.
+   *
+   * @generated from field: string service = 1;
+   */
+  service: string;
+
+  /**
+   * The migrations the service knows, oldest first.
+   *
+   * @generated from field: repeated string migrations = 2;
+   */
+  migrations: string[];
+
+  /**
+   * The newest of them; empty when the service has none.
+   *
+   * @generated from field: string latest_version = 3;
+   */
+  latestVersion: string;
+};
+
+/**
+ * Describes the message tenantry.schema.v1.DescribeSchemaResponse.
+ * Use `create(DescribeSchemaResponseSchema)` to create a new message.
+ */
+export declare const DescribeSchemaResponseSchema: GenMessage<DescribeSchemaResponse>;
+
+/**
  * TenantSchemaService is implemented by every service that owns a schema in
  * the tenant databases. Platform calls it to bring a tenant's schema to the
  * service's latest version; the service runs its own migrations.
@@ -156,6 +261,18 @@ export declare const TenantSchemaService: GenService<{
     methodKind: "unary";
     input: typeof GetSchemaStatusRequestSchema;
     output: typeof GetSchemaStatusResponseSchema;
+  },
+  /**
+   * DescribeSchema names the service's schema and lists the migrations it
+   * knows, without touching any database. Platform keeps its registry of
+   * data-owning services from it.
+   *
+   * @generated from rpc tenantry.schema.v1.TenantSchemaService.DescribeSchema
+   */
+  describeSchema: {
+    methodKind: "unary";
+    input: typeof DescribeSchemaRequestSchema;
+    output: typeof DescribeSchemaResponseSchema;
   },
 }>;
 

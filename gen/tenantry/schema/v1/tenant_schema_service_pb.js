@@ -9,35 +9,56 @@ import { file_tenantry_options_v1_access } from "../../options/v1/access_pb.js";
  * Describes the file tenantry/schema/v1/tenant_schema_service.proto.
  */
 export const file_tenantry_schema_v1_tenant_schema_service = /*@__PURE__*/
-  fileDesc("Ci50ZW5hbnRyeS9zY2hlbWEvdjEvdGVuYW50X3NjaGVtYV9zZXJ2aWNlLnByb3RvEhJ0ZW5hbnRyeS5zY2hlbWEudjEiIwoOTWlncmF0ZVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJIkQKD01pZ3JhdGVSZXNwb25zZRIPCgdzZXJ2aWNlGAEgASgJEg8KB2FwcGxpZWQYAiADKAkSDwoHdmVyc2lvbhgDIAEoCSIrChZHZXRTY2hlbWFTdGF0dXNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSJkChdHZXRTY2hlbWFTdGF0dXNSZXNwb25zZRIPCgdzZXJ2aWNlGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFgoObGF0ZXN0X3ZlcnNpb24YAyABKAkSDwoHcGVuZGluZxgEIAMoCTLlAQoTVGVuYW50U2NoZW1hU2VydmljZRJaCgdNaWdyYXRlEiIudGVuYW50cnkuc2NoZW1hLnYxLk1pZ3JhdGVSZXF1ZXN0GiMudGVuYW50cnkuc2NoZW1hLnYxLk1pZ3JhdGVSZXNwb25zZSIGyvMYAggEEnIKD0dldFNjaGVtYVN0YXR1cxIqLnRlbmFudHJ5LnNjaGVtYS52MS5HZXRTY2hlbWFTdGF0dXNSZXF1ZXN0GisudGVuYW50cnkuc2NoZW1hLnYxLkdldFNjaGVtYVN0YXR1c1Jlc3BvbnNlIgbK8xgCCARiBnByb3RvMw", [file_tenantry_options_v1_access]);
+  fileDesc("Ci50ZW5hbnRyeS9zY2hlbWEvdjEvdGVuYW50X3NjaGVtYV9zZXJ2aWNlLnByb3RvEhJ0ZW5hbnRyeS5zY2hlbWEudjEiXgoORGF0YWJhc2VUYXJnZXQSDAoEaG9zdBgBIAEoCRIMCgRwb3J0GAIgASgNEhAKCGRhdGFiYXNlGAMgASgJEgwKBHVzZXIYBCABKAkSEAoIcGFzc3dvcmQYBSABKAkiVwoOTWlncmF0ZVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEjIKBnRhcmdldBgCIAEoCzIiLnRlbmFudHJ5LnNjaGVtYS52MS5EYXRhYmFzZVRhcmdldCJECg9NaWdyYXRlUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIPCgdhcHBsaWVkGAIgAygJEg8KB3ZlcnNpb24YAyABKAkiKwoWR2V0U2NoZW1hU3RhdHVzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkiZAoXR2V0U2NoZW1hU3RhdHVzUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhYKDmxhdGVzdF92ZXJzaW9uGAMgASgJEg8KB3BlbmRpbmcYBCADKAkiFwoVRGVzY3JpYmVTY2hlbWFSZXF1ZXN0IlUKFkRlc2NyaWJlU2NoZW1hUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRISCgptaWdyYXRpb25zGAIgAygJEhYKDmxhdGVzdF92ZXJzaW9uGAMgASgJMtYCChNUZW5hbnRTY2hlbWFTZXJ2aWNlEloKB01pZ3JhdGUSIi50ZW5hbnRyeS5zY2hlbWEudjEuTWlncmF0ZVJlcXVlc3QaIy50ZW5hbnRyeS5zY2hlbWEudjEuTWlncmF0ZVJlc3BvbnNlIgbK8xgCCAQScgoPR2V0U2NoZW1hU3RhdHVzEioudGVuYW50cnkuc2NoZW1hLnYxLkdldFNjaGVtYVN0YXR1c1JlcXVlc3QaKy50ZW5hbnRyeS5zY2hlbWEudjEuR2V0U2NoZW1hU3RhdHVzUmVzcG9uc2UiBsrzGAIIBBJvCg5EZXNjcmliZVNjaGVtYRIpLnRlbmFudHJ5LnNjaGVtYS52MS5EZXNjcmliZVNjaGVtYVJlcXVlc3QaKi50ZW5hbnRyeS5zY2hlbWEudjEuRGVzY3JpYmVTY2hlbWFSZXNwb25zZSIGyvMYAggEYgZwcm90bzM", [file_tenantry_options_v1_access]);
+
+/**
+ * Describes the message tenantry.schema.v1.DatabaseTarget.
+ * Use `create(DatabaseTargetSchema)` to create a new message.
+ */
+export const DatabaseTargetSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 0);
 
 /**
  * Describes the message tenantry.schema.v1.MigrateRequest.
  * Use `create(MigrateRequestSchema)` to create a new message.
  */
 export const MigrateRequestSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 0);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 1);
 
 /**
  * Describes the message tenantry.schema.v1.MigrateResponse.
  * Use `create(MigrateResponseSchema)` to create a new message.
  */
 export const MigrateResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 1);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 2);
 
 /**
  * Describes the message tenantry.schema.v1.GetSchemaStatusRequest.
  * Use `create(GetSchemaStatusRequestSchema)` to create a new message.
  */
 export const GetSchemaStatusRequestSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 2);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 3);
 
 /**
  * Describes the message tenantry.schema.v1.GetSchemaStatusResponse.
  * Use `create(GetSchemaStatusResponseSchema)` to create a new message.
  */
 export const GetSchemaStatusResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 3);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 4);
+
+/**
+ * Describes the message tenantry.schema.v1.DescribeSchemaRequest.
+ * Use `create(DescribeSchemaRequestSchema)` to create a new message.
+ */
+export const DescribeSchemaRequestSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 5);
+
+/**
+ * Describes the message tenantry.schema.v1.DescribeSchemaResponse.
+ * Use `create(DescribeSchemaResponseSchema)` to create a new message.
+ */
+export const DescribeSchemaResponseSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 6);
 
 /**
  * TenantSchemaService is implemented by every service that owns a schema in

@@ -1,0 +1,59 @@
+import pg from "pg";
+import type { Logger } from "../mesh/index.ts";
+
+/**
+ * PostgreSQL session advisory locks on the platform database, held on one
+ * connection of this process: two Platform instances never work on the same
+ * tenant at once, and a process that dies (even by `kill -9`) frees its
+ * locks with its session.
+ */
+export class AdvisoryLocks {
+  readonly #config: pg.ClientConfig;
+  readonly #log: Logger;
+  #client: Promise<pg.Client> | undefined;
+
+  constructor(options: { connectionString: string; log: Logger }) {
+    this.#config = { connectionString: options.connectionString, application_name: "tenantry-platform-locks" };
+    this.#log = options.log;
+  }
+
+  /** Takes the lock named `key` if no other session holds it; returns whether it did. */
+  async tryLock(key: string): Promise<boolean> {
+    const client = await this.#connection();
+    const { rows } = await client.query<{ locked: boolean }>("select pg_try_advisory_lock(7351, hashtext($1)) as locked", [key]);
+    return rows[0]!.locked;
+  }
+
+  /** Releases a lock this process holds. */
+  async unlock(key: string): Promise<void> {
+    const client = await this.#connection();
+    await client.query("select pg_advisory_unlock(7351, hashtext($1))", [key]);
+  }
+
+  /** Closes the connection, releasing every lock. */
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    await client?.then((c) => c.end()).catch(() => undefined);
+  }
+
+  #connection(): Promise<pg.Client> {
+    if (this.#client === undefined) {
+      const client = new pg.Client(this.#config);
+      const connecting = client.connect().then(() => client);
+      this.#client = connecting;
+      client.on("error", (error) => {
+        this.#log.error({ err: error }, "the advisory lock connection failed; the locks it held are gone");
+        if (this.#client === connecting) {
+          this.#client = undefined;
+        }
+      });
+      connecting.catch(() => {
+        if (this.#client === connecting) {
+          this.#client = undefined;
+        }
+      });
+    }
+    return this.#client;
+  }
+}

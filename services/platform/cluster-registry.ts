@@ -1,0 +1,238 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
+import pg from "pg";
+import type { Logger } from "../mesh/index.ts";
+import { Cluster } from "./entities/cluster.ts";
+import type { SecretBox } from "./secret-box.ts";
+
+/** A cluster's settings with its admin password opened, for Platform's own connections. */
+export interface ClusterAccess {
+  name: string;
+  host: string;
+  port: number;
+  adminUser: string;
+  adminPassword: string;
+  capacity: number;
+  region: string;
+  state: ClusterStateName;
+}
+
+/** How the registry spells a cluster's state. */
+export type ClusterStateName = "accepting" | "draining";
+
+/** What registering a cluster takes. */
+export interface ClusterSettings {
+  name: string;
+  host: string;
+  port: number;
+  adminUser: string;
+  adminPassword: string;
+  capacity: number;
+  region: string;
+  state: ClusterStateName;
+}
+
+const clusterName = /^[a-z][a-z0-9-]{0,39}$/;
+const region = /^[a-z0-9-]{0,40}$/;
+
+/** The context a cluster's admin password is sealed for. */
+export function adminPasswordContext(name: string): string {
+  return `cluster:${name}:admin`;
+}
+
+/**
+ * The clusters (PostgreSQL servers holding tenant databases): their records
+ * in the platform database, and Platform's admin connections to them.
+ */
+export class ClusterRegistry {
+  readonly #orm: MikroORM;
+  readonly #box: SecretBox;
+  readonly #log: Logger;
+  readonly #pools = new Map<string, { pool: pg.Pool; access: ClusterAccess }>();
+
+  constructor(options: { orm: MikroORM; box: SecretBox; log: Logger }) {
+    this.#orm = options.orm;
+    this.#box = options.box;
+    this.#log = options.log;
+  }
+
+  /**
+   * Registers a cluster, or gives a registered one new settings, after
+   * checking that its admin role can reach it and create databases and roles.
+   */
+  async register(settings: ClusterSettings): Promise<Cluster> {
+    checkSettings(settings);
+    await checkAdminAccess(settings);
+    const em = this.#orm.em.fork();
+    const now = new Date();
+    const sealed = this.#box.seal(settings.adminPassword, adminPasswordContext(settings.name));
+    await em.execute(
+      `insert into platform.clusters (name, host, port, admin_user, admin_password, capacity, region, state, created_at, updated_at)
+       values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       on conflict (name) do update set host = excluded.host, port = excluded.port, admin_user = excluded.admin_user,
+         admin_password = excluded.admin_password, capacity = excluded.capacity, region = excluded.region,
+         state = excluded.state, updated_at = excluded.updated_at`,
+      [settings.name, settings.host, settings.port, settings.adminUser, sealed, settings.capacity, settings.region, settings.state, now, now],
+    );
+    await this.#forget(settings.name);
+    return (await em.findOne(Cluster, { name: settings.name }))!;
+  }
+
+  /**
+   * Registers the server named by a superuser URL as cluster `name` when it
+   * is not registered yet; when it is, refreshes its address and credential
+   * (they may have changed) and keeps the rest.
+   */
+  async registerServer(name: string, server: { host: string; port: number; user: string; password: string }, defaults: { capacity: number; region: string }): Promise<void> {
+    const existing = await this.#orm.em.fork().findOne(Cluster, { name });
+    await this.register({
+      name,
+      host: server.host,
+      port: server.port,
+      adminUser: server.user,
+      adminPassword: server.password,
+      capacity: existing?.capacity ?? defaults.capacity,
+      region: existing?.region ?? defaults.region,
+      state: (existing?.state as ClusterStateName | undefined) ?? "accepting",
+    });
+  }
+
+  /** Every cluster with the number of its tenants that are not deleted or failed, by name. */
+  async list(em: EntityManager): Promise<{ cluster: Cluster; tenantCount: number }[]> {
+    const clusters = await em.find(Cluster, {}, { orderBy: { name: "asc" } });
+    const counts = await em.execute<{ cluster: string; n: string }[]>(
+      "select cluster, count(*) as n from platform.tenants where status not in ('deleted', 'failed') and cluster is not null group by cluster",
+    );
+    const byName = new Map(counts.map((row) => [row.cluster, Number(row.n)]));
+    return clusters.map((cluster) => ({ cluster, tenantCount: byName.get(cluster.name) ?? 0 }));
+  }
+
+  /** A cluster's settings with the admin password opened; NOT_FOUND for an unknown name. */
+  async access(name: string): Promise<ClusterAccess> {
+    const cached = this.#pools.get(name);
+    if (cached !== undefined) {
+      return cached.access;
+    }
+    const cluster = await this.#orm.em.fork().findOne(Cluster, { name });
+    if (cluster === null) {
+      throw new ConnectError(`cluster "${name}" is not registered`, Code.NotFound);
+    }
+    return {
+      name: cluster.name,
+      host: cluster.host,
+      port: cluster.port,
+      adminUser: cluster.adminUser,
+      adminPassword: this.#box.open(cluster.adminPassword, adminPasswordContext(cluster.name)),
+      capacity: cluster.capacity,
+      region: cluster.region,
+      state: cluster.state as ClusterStateName,
+    };
+  }
+
+  /** Runs `fn` on an admin connection to the cluster's `postgres` database. */
+  async admin<T>(name: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    let entry = this.#pools.get(name);
+    if (entry === undefined) {
+      const access = await this.access(name);
+      entry = this.#pools.get(name);
+      if (entry === undefined) {
+        const pool = new pg.Pool({ ...connectionOf(access), database: "postgres", max: 4, idleTimeoutMillis: 10_000 });
+        pool.on("error", (error) => this.#log.warn({ err: error, cluster: name }, "cluster admin connection failed"));
+        entry = { pool, access };
+        this.#pools.set(name, entry);
+      }
+    }
+    const client = await entry.pool.connect();
+    try {
+      return await fn(client);
+    } finally {
+      client.release();
+    }
+  }
+
+  /** Runs `fn` on an admin connection to one database of the cluster, closed afterwards. */
+  async inDatabase<T>(name: string, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    const access = await this.access(name);
+    const client = new pg.Client({ ...connectionOf(access), database });
+    await client.connect();
+    try {
+      return await fn(client);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  /** Closes the admin connections. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#pools.keys()].map((name) => this.#forget(name)));
+  }
+
+  async #forget(name: string): Promise<void> {
+    const entry = this.#pools.get(name);
+    this.#pools.delete(name);
+    await entry?.pool.end().catch(() => undefined);
+  }
+}
+
+function connectionOf(access: ClusterAccess): pg.ClientConfig {
+  return {
+    host: access.host,
+    port: access.port,
+    user: access.adminUser,
+    password: access.adminPassword,
+    application_name: "tenantry-platform",
+    connectionTimeoutMillis: 5000,
+  };
+}
+
+function checkSettings(settings: ClusterSettings): void {
+  if (!clusterName.test(settings.name)) {
+    throw new ConnectError(`malformed cluster name "${settings.name}": use 1 to 40 lower-case letters, digits and hyphens, starting with a letter`, Code.InvalidArgument);
+  }
+  if (settings.host === "" || /\s/.test(settings.host)) {
+    throw new ConnectError("host is required", Code.InvalidArgument);
+  }
+  if (!Number.isInteger(settings.port) || settings.port < 1 || settings.port > 65535) {
+    throw new ConnectError(`port ${settings.port} is out of range`, Code.InvalidArgument);
+  }
+  if (settings.adminUser === "") {
+    throw new ConnectError("admin_user is required", Code.InvalidArgument);
+  }
+  if (!Number.isInteger(settings.capacity) || settings.capacity < 1) {
+    throw new ConnectError("capacity must be a positive number of tenants", Code.InvalidArgument);
+  }
+  if (!region.test(settings.region)) {
+    throw new ConnectError(`malformed region "${settings.region}": use up to 40 lower-case letters, digits and hyphens`, Code.InvalidArgument);
+  }
+}
+
+async function checkAdminAccess(settings: ClusterSettings): Promise<void> {
+  const client = new pg.Client({
+    host: settings.host,
+    port: settings.port,
+    user: settings.adminUser,
+    password: settings.adminPassword,
+    database: "postgres",
+    connectionTimeoutMillis: 5000,
+    application_name: "tenantry-platform",
+  });
+  try {
+    await client.connect();
+  } catch (error) {
+    throw new ConnectError(
+      `cannot connect to ${settings.host}:${settings.port} as "${settings.adminUser}": ${(error as Error).message}`,
+      Code.FailedPrecondition,
+    );
+  }
+  try {
+    const { rows } = await client.query<{ rolsuper: boolean; rolcreatedb: boolean; rolcreaterole: boolean }>(
+      "select rolsuper, rolcreatedb, rolcreaterole from pg_roles where rolname = current_user",
+    );
+    const role = rows[0];
+    if (role === undefined || !(role.rolsuper || (role.rolcreatedb && role.rolcreaterole))) {
+      throw new ConnectError(`role "${settings.adminUser}" may not create databases and roles: grant it CREATEDB and CREATEROLE`, Code.FailedPrecondition);
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

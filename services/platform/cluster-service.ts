@@ -1,0 +1,46 @@
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { ClusterService, ClusterState } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
+import type { ClusterRegistry } from "./cluster-registry.ts";
+import type { Cluster } from "./entities/cluster.ts";
+
+export { ClusterService };
+
+function clusterMessage(cluster: Cluster, tenantCount: number) {
+  return {
+    name: cluster.name,
+    host: cluster.host,
+    port: cluster.port,
+    adminUser: cluster.adminUser,
+    capacity: cluster.capacity,
+    region: cluster.region,
+    state: cluster.state === "draining" ? ClusterState.DRAINING : ClusterState.ACCEPTING,
+    tenantCount,
+    createTime: timestampFromDate(cluster.createdAt),
+  };
+}
+
+/** `tenantry.platform.v1.ClusterService` over the cluster registry. */
+export function clusterService(orm: MikroORM, clusters: ClusterRegistry): ServiceImpl<typeof ClusterService> {
+  return {
+    async registerCluster(req) {
+      const cluster = await clusters.register({
+        name: req.name,
+        host: req.host,
+        port: req.port === 0 ? 5432 : req.port,
+        adminUser: req.adminUser,
+        adminPassword: req.adminPassword,
+        capacity: req.capacity,
+        region: req.region,
+        state: req.state === ClusterState.DRAINING ? "draining" : "accepting",
+      });
+      const listed = await clusters.list(orm.em.fork());
+      return { cluster: clusterMessage(cluster, listed.find((c) => c.cluster.name === cluster.name)?.tenantCount ?? 0) };
+    },
+    async listClusters() {
+      const listed = await clusters.list(orm.em.fork());
+      return { clusters: listed.map(({ cluster, tenantCount }) => clusterMessage(cluster, tenantCount)) };
+    },
+  };
+}

@@ -1,0 +1,65 @@
+import { ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
+import { createGrpcJsTransport, type GrpcJsTransport, type MeshCredentials } from "../mesh/index.ts";
+
+/** A data-owning service as the registry knows it. */
+export interface SchemaServiceEntry {
+  name: string;
+  address: string;
+  client: Client<typeof TenantSchemaService>;
+}
+
+/**
+ * The services that own a schema in every tenant database: their clients,
+ * and the newest migration each knows (asked with DescribeSchema and kept
+ * for a few seconds, so provisioning does not ask on every tenant).
+ */
+export class SchemaServices {
+  readonly entries: SchemaServiceEntry[];
+  readonly #transports: GrpcJsTransport[] = [];
+  readonly #ttlMs: number;
+  #latest: { at: number; versions: Promise<Map<string, string>> } | undefined;
+
+  constructor(options: { addresses: Map<string, string>; credentials: MeshCredentials; ttlMs?: number }) {
+    this.#ttlMs = options.ttlMs ?? 5000;
+    this.entries = [...options.addresses].map(([name, address]) => {
+      const transport = createGrpcJsTransport({ address, interceptors: [options.credentials.clientInterceptor()] });
+      this.#transports.push(transport);
+      return { name, address, client: createClient(TenantSchemaService, transport) };
+    });
+  }
+
+  /**
+   * The newest migration of every service, by service name. Rejects with the
+   * service's error when one cannot be asked.
+   */
+  latestVersions(): Promise<Map<string, string>> {
+    const now = Date.now();
+    if (this.#latest === undefined || now - this.#latest.at > this.#ttlMs) {
+      const versions = Promise.all(
+        this.entries.map(async ({ name, client }) => {
+          try {
+            const described = await client.describeSchema({}, { timeoutMs: 5000 });
+            return [name, described.latestVersion] as const;
+          } catch (error) {
+            const cause = ConnectError.from(error);
+            throw new ConnectError(`${name} cannot be asked for its schema: ${cause.rawMessage}`, cause.code);
+          }
+        }),
+      ).then((pairs) => new Map(pairs));
+      const entry = { at: now, versions };
+      this.#latest = entry;
+      versions.catch(() => {
+        if (this.#latest === entry) {
+          this.#latest = undefined;
+        }
+      });
+    }
+    return this.#latest.versions;
+  }
+
+  /** Closes the clients' channels. */
+  close(): void {
+    this.#transports.forEach((t) => t.close());
+  }
+}
