@@ -27,7 +27,12 @@ export interface GrpcJsTransport extends Transport {
  * client interceptors; the wire is grpc-js's HTTP/2 channel.
  */
 export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTransport {
-  const client = new grpc.Client(options.address, grpc.credentials.createInsecure(), options.channelOptions);
+  const client = new grpc.Client(options.address, grpc.credentials.createInsecure(), {
+    // A mesh peer that restarts is back within seconds: do not wait minutes to try again.
+    "grpc.initial_reconnect_backoff_ms": 250,
+    "grpc.max_reconnect_backoff_ms": 5000,
+    ...options.channelOptions,
+  });
   const interceptors = options.interceptors ?? [];
 
   function callOptions(timeoutMs: number | undefined): grpc.CallOptions {

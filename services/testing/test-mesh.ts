@@ -21,7 +21,7 @@ import {
   type TenantService,
 } from "../mesh/index.ts";
 import { readPlatformConfig } from "../platform/config.ts";
-import { startPlatform } from "../platform/platform.ts";
+import { startPlatform, type PlatformHooks } from "../platform/platform.ts";
 import { freePort } from "./free-port.ts";
 
 /** Options of {@link startTestMesh}; values are environment variables of the services. */
@@ -36,7 +36,14 @@ export interface TestMeshOptions {
 
 /** Platform, Auth and Backend running in this process on free ports, against the tests' PostgreSQL. */
 export interface TestMesh {
+  /** Platform as started last (see `restartPlatform`). */
   platform: MeshServer;
+  /** The environment Platform runs with, for running it as a process of its own. */
+  platformProcessEnv: Record<string, string>;
+  /** Stops the in-process Platform (if running) and starts it again, with extra settings. */
+  restartPlatform(env?: Record<string, string>, hooks?: PlatformHooks): Promise<void>;
+  /** Stops the in-process Platform, so that another may take its port. */
+  stopPlatform(): Promise<void>;
   auth: TenantService;
   backend: TenantService;
   /** Superuser URL of a database on the tests' server. */
@@ -95,33 +102,48 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   const auth = await startAuth(readAuthConfig(tenantEnv), log.child({ service: "auth" }));
   const backend = await startBackend(readBackendConfig(tenantEnv), log.child({ service: "backend" }));
   const schemaServices = [`auth=127.0.0.1:${auth.grpcPort}`, `backend=127.0.0.1:${backend.grpcPort}`, ...(options.extraSchemaServices ? [options.extraSchemaServices] : [])];
-  const platform = await startPlatform(
-    readPlatformConfig({
-      ...sharedEnv,
-      TENANTRY_GRPC_PORT: String(platformPort),
-      TENANTRY_HTTP_PORT: "0",
-      TENANTRY_DATABASE_URL: databaseUrl(platformDatabase),
-      TENANTRY_SCHEMA_SERVICES: schemaServices.join(","),
-      ...options.platformEnv,
-    }),
-    log.child({ service: "platform" }),
-  );
+  const platformProcessEnv: Record<string, string> = {
+    ...sharedEnv,
+    TENANTRY_GRPC_PORT: String(platformPort),
+    TENANTRY_HTTP_PORT: "0",
+    TENANTRY_DATABASE_URL: databaseUrl(platformDatabase),
+    TENANTRY_SCHEMA_SERVICES: schemaServices.join(","),
+    ...options.platformEnv,
+  };
+  const launchPlatform = (env: Record<string, string> = {}, hooks: PlatformHooks = {}) =>
+    startPlatform(readPlatformConfig({ ...platformProcessEnv, ...env }), log.child({ service: "platform" }), hooks);
+  let platform: MeshServer | undefined = await launchPlatform();
   const transports: GrpcJsTransport[] = [];
   const transport = (port: number, interceptors = [operatorCredentialInterceptor(operatorToken)]) => {
     const t = createGrpcJsTransport({ address: `127.0.0.1:${port}`, interceptors });
     transports.push(t);
     return t;
   };
-  const platformClient = createClient(PlatformService, transport(platform.grpcPort));
-  const platformMeshClient = createClient(PlatformService, transport(platform.grpcPort, [meshCredentials.clientInterceptor()]));
+  const platformClient = createClient(PlatformService, transport(platformPort));
+  const platformMeshClient = createClient(PlatformService, transport(platformPort, [meshCredentials.clientInterceptor()]));
   const entries = createClient(EntryService, transport(backend.grpcPort, []));
   const admin = new pg.Pool({ connectionString: serverUrl.toString(), max: 2 });
   const pools = new Map<string, pg.Pool>();
   let counter = 0;
   const uniqueTenantId = (prefix = "t") => `${prefix}-${suffix}-${++counter}`;
 
+  const stopPlatform = async () => {
+    await platform?.shutdown();
+    platform = undefined;
+  };
   return {
-    platform,
+    get platform() {
+      if (platform === undefined) {
+        throw new Error("Platform is stopped");
+      }
+      return platform;
+    },
+    platformProcessEnv,
+    stopPlatform,
+    async restartPlatform(env, hooks) {
+      await stopPlatform();
+      platform = await launchPlatform(env, hooks);
+    },
     auth,
     backend,
     databaseUrl,
@@ -148,7 +170,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     async stop() {
       transports.forEach((t) => t.close());
       await Promise.all([...pools.values()].filter((p) => p !== admin).map((p) => p.end()));
-      await Promise.all([backend.shutdown(), auth.shutdown(), platform.shutdown()]);
+      await Promise.all([backend.shutdown(), auth.shutdown(), stopPlatform()]);
       await admin.end();
       await rm(dataDir, { recursive: true, force: true });
     },

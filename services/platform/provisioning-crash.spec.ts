@@ -1,0 +1,120 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PlatformService, TenantStatus, type Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { createGrpcJsTransport, operatorCredentialInterceptor } from "../mesh/index.ts";
+import { freePort } from "../testing/free-port.ts";
+import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { provisioningSteps, rollbackSteps } from "./tenant-provisioning.ts";
+
+let mesh: TestMesh;
+beforeAll(async () => {
+  mesh = await startTestMesh();
+  // Build the template first, so that the runs below take the fast path.
+  await mesh.createTenant();
+});
+afterAll(() => mesh?.stop());
+
+/**
+ * Runs Platform as its own process that kills itself with SIGKILL right
+ * after `step`, asks it for `tenantId`, and waits until it is dead.
+ */
+async function createTenantAndCrash(tenantId: string, step: string, env: Record<string, string> = {}): Promise<void> {
+  await mesh.stopPlatform();
+  const httpPort = await freePort();
+  const child = spawn(process.execPath, [path.resolve("services/testing/crashing-platform.ts")], {
+    env: { PATH: process.env.PATH, ...mesh.platformProcessEnv, TENANTRY_HTTP_PORT: String(httpPort), TENANTRY_LOG_LEVEL: "silent", TENANTRY_TEST_CRASH_AFTER: step, ...env },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (chunk) => (stderr += chunk));
+  const exited = once(child, "exit");
+  const deadline = Date.now() + 20_000;
+  while (!(await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false))) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`crashing Platform did not start:\n${stderr}`);
+    }
+    await sleep(100);
+  }
+  const transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.platformProcessEnv.TENANTRY_GRPC_PORT}`, interceptors: [operatorCredentialInterceptor(mesh.operatorToken)] });
+  const error = await createClient(PlatformService, transport)
+    .createTenant({ tenantId }, { timeoutMs: 20_000 })
+    .then(() => undefined, (e: unknown) => ConnectError.from(e));
+  transport.close();
+  const [, signal] = await exited;
+  expect(signal, `Platform should have been killed after ${step}`).toBe("SIGKILL");
+  // The activate step is recorded with its work, so the call may have been answered already.
+  if (step !== "activate") {
+    expect(error?.code).toBe(Code.Unavailable);
+  }
+}
+
+/** Waits until the restarted Platform has finished with the tenant. */
+async function settled(tenantId: string): Promise<Tenant> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const { tenant } = await mesh.platformClient.getTenant({ tenantId });
+    if (tenant!.status !== TenantStatus.PROVISIONING) {
+      return tenant!;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`tenant ${tenantId} is still provisioning`);
+    }
+    await sleep(100);
+  }
+}
+
+async function leftovers(tenantId: string): Promise<{ databases: number; roles: number }> {
+  const name = `tenant_${tenantId.replaceAll("-", "_")}`;
+  const [databases] = await mesh.sql<{ n: number }>("postgres", "select count(*)::int as n from pg_database where datname = $1", [name]);
+  const [roles] = await mesh.sql<{ n: number }>("postgres", "select count(*)::int as n from pg_roles where rolname = $1", [name]);
+  return { databases: databases!.n, roles: roles!.n };
+}
+
+describe("provisioning after a kill -9", () => {
+  for (const step of provisioningSteps) {
+    it(`ends ACTIVE, with its role, database, schemas and ledger, when Platform dies after "${step}" and starts again`, async () => {
+      const tenantId = mesh.uniqueTenantId(step);
+      await createTenantAndCrash(tenantId, step);
+      await mesh.restartPlatform();
+      const tenant = await settled(tenantId);
+      expect(tenant.status).toBe(TenantStatus.ACTIVE);
+      expect(await leftovers(tenantId)).toEqual({ databases: 1, roles: 1 });
+      const schemas = await mesh.sql(tenant.database, "select nspname from pg_namespace where nspname in ('auth', 'backend') order by 1");
+      expect(schemas).toEqual([{ nspname: "auth" }, { nspname: "backend" }]);
+      const ledger = await mesh.sql(mesh.platformDatabase, "select service from platform.tenant_schema_versions where tenant_id = $1 order by 1", [tenantId]);
+      expect(ledger).toEqual([{ service: "auth" }, { service: "backend" }]);
+      const { entry } = await mesh.entries.createEntry({ title: `survived ${step}` }, { headers: { "x-tenant-id": tenantId } });
+      expect(entry?.title).toBe(`survived ${step}`);
+    });
+  }
+
+  for (const step of rollbackSteps) {
+    it(`ends FAILED with nothing left behind when Platform dies after rollback step "${step}"`, async () => {
+      // A schema service that cannot be reached makes provisioning fail once the
+      // role and the database exist (without a template, at migrate-schemas), and roll back.
+      const broken = {
+        TENANTRY_SCHEMA_SERVICES: `${mesh.platformProcessEnv.TENANTRY_SCHEMA_SERVICES},ledger=127.0.0.1:1`,
+        TENANTRY_TEMPLATE_DATABASES: "false",
+      };
+      const tenantId = mesh.uniqueTenantId(step);
+      await createTenantAndCrash(tenantId, step, broken);
+      await mesh.restartPlatform(broken);
+      const tenant = await settled(tenantId);
+      expect(tenant.status).toBe(TenantStatus.FAILED);
+      expect(tenant.error).toMatch(/ledger/);
+      expect(await leftovers(tenantId)).toEqual({ databases: 0, roles: 0 });
+      const ledger = await mesh.sql(mesh.platformDatabase, "select 1 from platform.tenant_schema_versions where tenant_id = $1", [tenantId]);
+      expect(ledger).toEqual([]);
+    });
+  }
+
+  it("restarts cleanly with the usual settings afterwards", async () => {
+    await mesh.restartPlatform();
+    const tenant = await mesh.createTenant();
+    expect(tenant.status).toBe(TenantStatus.ACTIVE);
+  });
+});
