@@ -1,5 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { AccessKind, accessOf } from "./access.ts";
+import { kCaller } from "./context.ts";
 import type { Caller, MeshCredentials } from "./credentials.ts";
 
 const kindNames: Record<AccessKind, string> = {
@@ -36,6 +37,7 @@ export function accessInterceptor(credentials: MeshCredentials): Interceptor {
       throw new ConnectError(`${procedure} declares no access rule and is refused`, Code.PermissionDenied);
     }
     const caller = await credentials.identify(req.header.get("authorization"));
+    req.contextValues.set(kCaller, caller);
     if (kind === AccessKind.TENANT) {
       if (caller.kind === "operator" || caller.kind === "mesh") {
         throw wrongKind(procedure, kind, caller);

@@ -75,6 +75,8 @@ export const tenantServiceEnv = {
   ...commonEnv,
   /** gRPC address (`host:port`) of Platform, which resolves tenants. */
   TENANTRY_PLATFORM_ADDRESS: z.string().regex(/^[^\s:]+:\d+$/, "expected host:port").default("127.0.0.1:50051"),
+  /** How long a call to Platform (resolving a tenant) may take, waiting for Platform to be reachable included. */
+  TENANTRY_PLATFORM_TIMEOUT_MS: positiveInt.default(5000),
   /** Most database connections the process opens, all tenants together. */
   TENANTRY_DB_MAX_CONNECTIONS: positiveInt.default(40),
   /** Most database connections one tenant may hold in this process. */
@@ -85,6 +87,10 @@ export const tenantServiceEnv = {
   TENANTRY_DB_IDLE_TIMEOUT_MS: positiveInt.default(10_000),
   /** How many tenants' routes the process keeps. */
   TENANTRY_TENANT_CACHE_SIZE: positiveInt.default(10_000),
-  /** How long a tenant's route is trusted before Platform is asked again. */
+  /** How long a tenant's route is trusted while Platform's change feed is not connected. */
   TENANTRY_TENANT_CACHE_TTL_MS: positiveInt.default(30_000),
+  /** How long a tenant's route is trusted while the change feed is connected. */
+  TENANTRY_TENANT_WATCHED_TTL_MS: positiveInt.default(600_000),
+  /** While Platform is unreachable, ACTIVE tenants' cached routes are served up to this age. */
+  TENANTRY_TENANT_MAX_STALENESS_MS: positiveInt.default(300_000),
 };

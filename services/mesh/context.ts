@@ -1,5 +1,6 @@
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
+import type { Caller } from "./credentials.ts";
 import type { TenantRoute } from "./tenant-directory.ts";
 
 /** The EntityManager of a tenant call, forked for that call and bound to the tenant's database. */
@@ -27,3 +28,6 @@ export function tenantOf(ctx: HandlerContext): TenantRoute {
   }
   return tenant;
 }
+
+/** Who made the call, as the access interceptor identified them. */
+export const kCaller = createContextKey<Caller>({ kind: "none" }, { description: "caller" });

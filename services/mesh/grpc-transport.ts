@@ -14,6 +14,12 @@ export interface GrpcJsTransportOptions {
   interceptors?: Interceptor[];
   /** grpc-js channel options. */
   channelOptions?: grpc.ChannelOptions;
+  /**
+   * Calls wait (up to their deadline) for the peer to be reachable instead
+   * of failing at once while it is down or restarting. Give such calls a
+   * timeout.
+   */
+  waitForReady?: boolean;
 }
 
 /** A Connect transport over a grpc-js channel; `close()` releases the channel. */
@@ -31,9 +37,19 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
     // A mesh peer that restarts is back within seconds: do not wait minutes to try again.
     "grpc.initial_reconnect_backoff_ms": 250,
     "grpc.max_reconnect_backoff_ms": 5000,
+    // Its own connections: one client's failed attempts must not fail fast another's calls.
+    "grpc.use_local_subchannel_pool": 1,
     ...options.channelOptions,
   });
   const interceptors = options.interceptors ?? [];
+
+  function metadataOf(header: Headers): grpc.Metadata {
+    const metadata = metadataFromHeaders(header);
+    if (options.waitForReady) {
+      metadata.setOptions({ waitForReady: true });
+    }
+    return metadata;
+  }
 
   function callOptions(timeoutMs: number | undefined): grpc.CallOptions {
     return timeoutMs === undefined ? {} : { deadline: Date.now() + timeoutMs };
@@ -74,7 +90,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
               (m: unknown) => Buffer.from(toBinary(method.input, m as never)),
               (b: Buffer) => fromBinary(method.output, b),
               req.message,
-              metadataFromHeaders(req.header),
+              metadataOf(req.header),
               callOptions(timeoutMs),
               (error, value) => {
                 output = value;
@@ -117,7 +133,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
           const path = `/${method.parent.typeName}/${method.name}`;
           const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
           const deserialize = (b: Buffer) => fromBinary(method.output, b);
-          const metadata = metadataFromHeaders(req.header);
+          const metadata = metadataOf(req.header);
           let call: grpc.ClientReadableStream<unknown> | grpc.ClientDuplexStream<unknown, unknown>;
           if (method.methodKind === "server_streaming") {
             let single: unknown;

@@ -38,6 +38,8 @@ export interface MeshServerOptions {
   corsOrigins: string[];
   /** How long in-flight calls may run once shutdown starts. */
   shutdownGraceMs: number;
+  /** Runs as soon as shutdown starts: end long-lived streams here so that the calls can finish. */
+  onDrain?: () => unknown;
   /** Runs after the listeners have stopped and the calls have finished: close pools here. */
   onShutdown?: () => Promise<void>;
   log: Logger;
@@ -146,6 +148,7 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
     health.setAll(ServingStatus.NOT_SERVING);
     const started = Date.now();
     log.info({ inFlight: running }, `${options.name} shutting down`);
+    await options.onDrain?.();
     const grpcDone = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
     http.drain();
     const callsDone = running === 0 ? Promise.resolve() : new Promise<void>((resolve) => (idle = resolve));

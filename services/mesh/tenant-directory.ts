@@ -14,36 +14,50 @@ export interface TenantDirectoryOptions {
   resolve: (tenantId: string, signal: AbortSignal) => Promise<TenantRoute>;
   /** How many tenants' routes are kept; the least recently used go first. */
   maxEntries: number;
-  /** How long an ACTIVE tenant's route is trusted before it is asked for again. */
+  /** How long an ACTIVE tenant's route is trusted while no change feed is connected. */
   ttlMs: number;
+  /** How long it is trusted while the change feed is connected (changes arrive as they happen). */
+  watchedTtlMs?: number;
   /**
-   * How long a route of a tenant that is not ACTIVE is trusted: short, since
-   * a provisioning tenant becomes ACTIVE moments later.
+   * How long a tenant that is not ACTIVE is trusted: short, since a
+   * provisioning tenant becomes ACTIVE moments later.
    */
   inactiveTtlMs?: number;
+  /**
+   * While Platform cannot be reached, an ACTIVE tenant's cached route keeps
+   * being served for up to this long after it was fetched.
+   */
+  maxStalenessMs?: number;
+}
+
+interface Entry {
+  route: TenantRoute;
+  fetchedAt: number;
+  /** Whether the change feed was connected when the route was fetched. */
+  watched: boolean;
 }
 
 /**
  * The routes of the tenants a service process has seen: a bounded cache in
- * front of Platform, asking it once per tenant however many calls wait for
- * the answer.
+ * front of Platform that asks it once per tenant however many calls wait.
+ * With the change feed connected (`watching`), changes drop routes as they
+ * happen and routes are trusted longer; without it, a TTL applies. While
+ * Platform is unreachable, ACTIVE routes are served up to a bounded age.
  */
 export class TenantDirectory {
-  readonly #cache: LRUCache<string, TenantRoute>;
+  readonly #options: Required<TenantDirectoryOptions>;
+  readonly #cache: LRUCache<string, Entry>;
+  readonly #inFlight = new Map<string, Promise<Entry>>();
+  #watching = false;
 
   constructor(options: TenantDirectoryOptions) {
-    const inactiveTtl = options.inactiveTtlMs ?? Math.min(1000, options.ttlMs);
-    this.#cache = new LRUCache<string, TenantRoute>({
-      max: options.maxEntries,
-      ttl: options.ttlMs,
-      fetchMethod: async (tenantId, _stale, { signal, options: entry }) => {
-        const route = await options.resolve(tenantId, signal);
-        if (route.status !== TenantStatus.ACTIVE) {
-          entry.ttl = inactiveTtl;
-        }
-        return route;
-      },
-    });
+    this.#options = {
+      inactiveTtlMs: Math.min(1000, options.ttlMs),
+      watchedTtlMs: options.ttlMs,
+      maxStalenessMs: Math.max(options.ttlMs, 300_000),
+      ...options,
+    };
+    this.#cache = new LRUCache<string, Entry>({ max: options.maxEntries });
   }
 
   /**
@@ -52,11 +66,11 @@ export class TenantDirectory {
    */
   async lookup(tenantId: string | null | undefined, where?: string): Promise<TenantRoute> {
     const id = checkTenantId(tenantId, where);
-    const route = await this.#cache.fetch(id);
-    if (route === undefined) {
-      throw new ConnectError(`tenant "${id}" not found`, Code.NotFound);
+    const entry = this.#cache.get(id);
+    if (entry !== undefined && Date.now() - entry.fetchedAt < this.#ttlOf(entry)) {
+      return entry.route;
     }
-    return route;
+    return this.#refresh(id, entry);
   }
 
   /**
@@ -69,7 +83,7 @@ export class TenantDirectory {
     if (route.status === TenantStatus.PROVISIONING) {
       // Provisioning ends moments after the route was cached (this service's
       // own Migrate looked it up): ask again rather than refuse a new tenant.
-      route = (await this.#cache.fetch(route.tenantId, { forceRefresh: true })) ?? route;
+      route = await this.#refresh(route.tenantId, this.#cache.get(route.tenantId));
     }
     switch (route.status) {
       case TenantStatus.ACTIVE:
@@ -91,8 +105,60 @@ export class TenantDirectory {
     this.#cache.delete(tenantId);
   }
 
+  /**
+   * The change feed is connected (true) or lost (false). On connecting,
+   * every route is dropped: changes made while disconnected were not seen.
+   */
+  setWatching(watching: boolean): void {
+    if (watching) {
+      this.#cache.clear();
+    }
+    this.#watching = watching;
+  }
+
   /** How many routes are cached. */
   get size(): number {
     return this.#cache.size;
+  }
+
+  #ttlOf(entry: Entry): number {
+    if (entry.route.status !== TenantStatus.ACTIVE) {
+      return this.#options.inactiveTtlMs;
+    }
+    return entry.watched && this.#watching ? this.#options.watchedTtlMs : this.#options.ttlMs;
+  }
+
+  /** Asks Platform, once per tenant at a time; serves a stale ACTIVE route while Platform is unreachable. */
+  async #refresh(id: string, stale: Entry | undefined): Promise<TenantRoute> {
+    let fetching = this.#inFlight.get(id);
+    if (fetching === undefined) {
+      const watched = this.#watching;
+      fetching = this.#options
+        .resolve(id, AbortSignal.timeout(10_000))
+        .then((route) => {
+          const entry = { route, fetchedAt: Date.now(), watched };
+          this.#cache.set(id, entry);
+          return entry;
+        })
+        .finally(() => this.#inFlight.delete(id));
+      this.#inFlight.set(id, fetching);
+    }
+    try {
+      return (await fetching).route;
+    } catch (error) {
+      const cause = ConnectError.from(error);
+      if (cause.code === Code.NotFound) {
+        this.#cache.delete(id);
+        throw new ConnectError(`tenant "${id}" not found`, Code.NotFound);
+      }
+      const unreachable = cause.code === Code.Unavailable || cause.code === Code.DeadlineExceeded;
+      if (!unreachable) {
+        throw cause;
+      }
+      if (stale?.route.status === TenantStatus.ACTIVE && Date.now() - stale.fetchedAt < this.#options.maxStalenessMs) {
+        return stale.route;
+      }
+      throw new ConnectError(`cannot resolve tenant "${id}": Platform is unreachable (${cause.rawMessage}); retry later`, Code.Unavailable);
+    }
   }
 }

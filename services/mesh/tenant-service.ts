@@ -7,7 +7,8 @@ import { createGrpcJsTransport } from "./grpc-transport.ts";
 import type { Logger } from "./logger.ts";
 import { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
 import { Tenancy } from "./tenancy.ts";
-import { TenantDirectory } from "./tenant-directory.ts";
+import { TenantDirectory, TenantStatus } from "./tenant-directory.ts";
+import { watchTenantChanges } from "./tenant-change-watch.ts";
 import { tenantInterceptor } from "./tenant-interceptor.ts";
 import { TenantSchemaService, tenantSchemaService } from "./tenant-schema-service.ts";
 import type { z } from "zod";
@@ -47,13 +48,20 @@ export interface TenantService extends MeshServer {
 export async function startTenantService(options: TenantServiceOptions): Promise<TenantService> {
   const { config, log } = options;
   const credentials = await loadMeshCredentials(config, options.name);
-  const transport = createGrpcJsTransport({ address: config.TENANTRY_PLATFORM_ADDRESS, interceptors: [credentials.clientInterceptor()] });
+  const transport = createGrpcJsTransport({
+    address: config.TENANTRY_PLATFORM_ADDRESS,
+    interceptors: [credentials.clientInterceptor()],
+    // Platform restarts and starts later than this service: wait for it (every call here has a deadline).
+    waitForReady: true,
+  });
   const platform = createClient(PlatformService, transport);
   const directory = new TenantDirectory({
     maxEntries: config.TENANTRY_TENANT_CACHE_SIZE,
     ttlMs: config.TENANTRY_TENANT_CACHE_TTL_MS,
+    watchedTtlMs: config.TENANTRY_TENANT_WATCHED_TTL_MS,
+    maxStalenessMs: config.TENANTRY_TENANT_MAX_STALENESS_MS,
     resolve: async (tenantId, signal) => {
-      const { route } = await platform.resolveTenant({ tenantId }, { signal, timeoutMs: 5000 });
+      const { route } = await platform.resolveTenant({ tenantId }, { signal, timeoutMs: config.TENANTRY_PLATFORM_TIMEOUT_MS });
       if (route === undefined) {
         throw new Error(`Platform answered ResolveTenant for "${tenantId}" without a route`);
       }
@@ -74,6 +82,21 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       onError: (error, tenantId) => log.warn({ err: error, tenantId }, "tenant database connection failed"),
     },
   });
+  const watching = new AbortController();
+  const watched = watchTenantChanges({
+    platform,
+    signal: watching.signal,
+    log,
+    onConnected: () => directory.setWatching(true),
+    onDisconnected: () => directory.setWatching(false),
+    onChange: (tenantId, status) => {
+      directory.invalidate(tenantId);
+      if (status !== TenantStatus.ACTIVE) {
+        // Suspended, offboarded: its connections have no more use here.
+        void tenancy.budget.retire(tenantId);
+      }
+    },
+  });
   const server = await startMeshServer({
     name: options.name,
     services: [
@@ -85,6 +108,8 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     ...listenerOptions(config),
     log,
     onShutdown: async () => {
+      watching.abort();
+      await watched;
       await tenancy.close();
       transport.close();
     },

@@ -2,6 +2,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { ClusterService, ClusterState } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
+import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Cluster } from "./entities/cluster.ts";
 
@@ -22,10 +23,11 @@ function clusterMessage(cluster: Cluster, tenantCount: number) {
 }
 
 /** `tenantry.platform.v1.ClusterService` over the cluster registry. */
-export function clusterService(orm: MikroORM, clusters: ClusterRegistry): ServiceImpl<typeof ClusterService> {
+export function clusterService(orm: MikroORM, clusters: ClusterRegistry, audit: AuditLog): ServiceImpl<typeof ClusterService> {
   return {
-    async registerCluster(req) {
-      const cluster = await clusters.register({
+    async registerCluster(req, ctx) {
+      const detail = { name: req.name, host: req.host, port: req.port, capacity: req.capacity, region: req.region, state: ClusterState[req.state] };
+      const cluster = await audit.audited(ctx, undefined, detail, () => clusters.register({
         name: req.name,
         host: req.host,
         port: req.port === 0 ? 5432 : req.port,
@@ -34,7 +36,7 @@ export function clusterService(orm: MikroORM, clusters: ClusterRegistry): Servic
         capacity: req.capacity,
         region: req.region,
         state: req.state === ClusterState.DRAINING ? "draining" : "accepting",
-      });
+      }));
       const listed = await clusters.list(orm.em.fork());
       return { cluster: clusterMessage(cluster, listed.find((c) => c.cluster.name === cluster.name)?.tenantCount ?? 0) };
     },

@@ -61,6 +61,10 @@ export const platformEnv = {
   TENANTRY_TEMPLATE_DATABASES: z.enum(["true", "false"]).default("true").transform((v) => v === "true"),
   /** Users and storage each tier allows, carried in every tenant's route. */
   TENANTRY_TIER_LIMITS: tierLimits.default(defaultTierLimits),
+  /** How long after DeleteTenant a tenant's database and role are dropped; 0 drops them at once. */
+  TENANTRY_OFFBOARDING_GRACE_MS: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
+  /** How often Platform looks for offboarded tenants past their grace period. */
+  TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: positiveInt.default(60_000),
   TENANTRY_SCHEMA_SERVICES: addressMap.default(new Map([
     ["auth", "127.0.0.1:50052"],
     ["backend", "127.0.0.1:50053"],

@@ -1,6 +1,7 @@
 import { Migrator } from "@mikro-orm/migrations";
 import { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
+import { AuditEvent } from "./entities/audit-event.ts";
 import { Cluster } from "./entities/cluster.ts";
 import { Tenant } from "./entities/tenant.ts";
 import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
@@ -50,7 +51,7 @@ export async function ensurePlatformDatabase(url: string): Promise<void> {
 export function createPlatformOrm(url: string): MikroORM {
   return new MikroORM({
     clientUrl: url,
-    entities: [Cluster, Tenant, TenantSchemaVersion],
+    entities: [AuditEvent, Cluster, Tenant, TenantSchemaVersion],
     schema: "platform",
     ensureDatabase: false,
     allowGlobalContext: false,

@@ -1,8 +1,12 @@
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { AuditOutcome, PlatformService, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { SecretBox } from "./secret-box.ts";
+import type { TenantChangeFeed } from "./tenant-change-feed.ts";
+import type { TenantLifecycle } from "./tenant-lifecycle.ts";
 import type { TenantProvisioner } from "./tenant-provisioning.ts";
 import { rolePasswordContext, routeMessage, tenantMessage, type TierLimit } from "./tenant-records.ts";
 import { getTenant, listTenants } from "./tenant-registry.ts";
@@ -14,19 +18,53 @@ export interface PlatformServiceDeps {
   orm: MikroORM;
   clusters: ClusterRegistry;
   provisioner: TenantProvisioner;
+  lifecycle: TenantLifecycle;
+  audit: AuditLog;
+  feed: TenantChangeFeed;
   box: SecretBox;
   tierLimits: Map<string, TierLimit>;
 }
 
-/** `tenantry.platform.v1.PlatformService` over the registry. */
+/** `tenantry.platform.v1.PlatformService` over the registry; every lifecycle change is audited. */
 export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof PlatformService> {
-  const { orm, clusters, provisioner, box, tierLimits } = deps;
+  const { orm, clusters, provisioner, lifecycle, audit, feed, box, tierLimits } = deps;
   return {
-    async createTenant(req) {
-      return { tenant: tenantMessage(await provisioner.create(req)) };
+    async createTenant(req, ctx) {
+      const detail = { displayName: req.displayName, tier: Tier[req.tier], cluster: req.cluster, region: req.region };
+      return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, detail, () => provisioner.create(req))) };
     },
-    async retryProvisioning(req) {
-      return { tenant: tenantMessage(await provisioner.retry(req.tenantId)) };
+    async retryProvisioning(req, ctx) {
+      return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, {}, () => provisioner.retry(req.tenantId))) };
+    },
+    async updateTenant(req, ctx) {
+      const paths = req.updateMask?.paths ?? [];
+      const detail = { paths, displayName: req.displayName, tier: Tier[req.tier] };
+      const tenant = await audit.audited(ctx, req.tenantId, detail, () => lifecycle.update(req.tenantId, { displayName: req.displayName, tier: req.tier, paths }));
+      return { tenant: tenantMessage(tenant) };
+    },
+    async suspendTenant(req, ctx) {
+      return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, { reason: req.reason }, () => lifecycle.suspend(req.tenantId, req.reason))) };
+    },
+    async resumeTenant(req, ctx) {
+      return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, {}, () => lifecycle.resume(req.tenantId))) };
+    },
+    async deleteTenant(req, ctx) {
+      return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, {}, () => lifecycle.delete(req.tenantId))) };
+    },
+    async listAuditEvents(req) {
+      const page = await audit.list(req);
+      return {
+        events: page.events.map((event) => ({
+          id: BigInt(event.id),
+          time: timestampFromDate(event.occurredAt),
+          actor: event.actor,
+          action: event.action,
+          tenantId: event.tenantId ?? "",
+          outcome: event.outcome === "succeeded" ? AuditOutcome.SUCCEEDED : AuditOutcome.FAILED,
+          detail: JSON.stringify(event.detail),
+        })),
+        nextPageToken: page.nextPageToken,
+      };
     },
     async getTenant(req) {
       return { tenant: tenantMessage(await getTenant(orm.em.fork(), req.tenantId)) };
@@ -38,10 +76,16 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
     async resolveTenant(req) {
       const tenant = await getTenant(orm.em.fork(), req.tenantId);
       if (tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
-        throw new ConnectError(`tenant "${tenant.id}" has no database role; recreate it`, Code.FailedPrecondition);
+        // Deleted (or from before per-tenant roles): its status, and no way in.
+        return { route: { tenantId: tenant.id, status: tenantMessage(tenant).status } };
       }
       const password = box.open(tenant.rolePassword, rolePasswordContext(tenant.id));
       return { route: routeMessage(tenant, await clusters.access(tenant.cluster), password, tierLimits) };
+    },
+    async *watchTenants(_req, ctx) {
+      for await (const change of feed.watch(ctx.signal)) {
+        yield change;
+      }
     },
   };
 }

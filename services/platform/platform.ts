@@ -1,5 +1,7 @@
 import { listenerOptions, loadMeshCredentials, loadSecret, startMeshServer, type Logger, type MeshServer } from "../mesh/index.ts";
+import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
+import { AuditLog } from "./audit-log.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
 import type { PlatformConfig } from "./config.ts";
@@ -8,12 +10,16 @@ import { PlatformService, platformService } from "./platform-service.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { SecretBox } from "./secret-box.ts";
 import { TemplateDatabases } from "./template-databases.ts";
+import { TenantChangeFeed } from "./tenant-change-feed.ts";
+import { TenantLifecycle, type TenantLifecycleOptions } from "./tenant-lifecycle.ts";
 import { TenantProvisioner, type TenantProvisionerOptions } from "./tenant-provisioning.ts";
 
 /** Hooks into a running Platform, for tests. */
 export interface PlatformHooks {
   /** See {@link TenantProvisionerOptions.afterStep}. */
   afterStep?: TenantProvisionerOptions["afterStep"];
+  /** See {@link TenantLifecycleOptions.afterStep}. */
+  afterOffboardingStep?: TenantLifecycleOptions["afterStep"];
 }
 
 /**
@@ -63,19 +69,41 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
       log,
       ...(hooks.afterStep === undefined ? {} : { afterStep: hooks.afterStep }),
     });
+    const audit = new AuditLog(orm, log);
+    const lifecycle = new TenantLifecycle({
+      orm,
+      clusters,
+      locks,
+      audit,
+      schemas: schemas.entries.map((e) => e.name),
+      exportDir: path.resolve(config.TENANTRY_DATA_DIR, "exports"),
+      graceMs: config.TENANTRY_OFFBOARDING_GRACE_MS,
+      checkIntervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
+      log,
+      ...(hooks.afterOffboardingStep === undefined ? {} : { afterStep: hooks.afterOffboardingStep }),
+    });
+    closers.push(() => lifecycle.stop());
+    const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
+    closers.push(() => feed.close());
     const meshServer = await startMeshServer({
       name: "platform",
       services: [
-        { service: PlatformService, impl: platformService({ orm, clusters, provisioner, box, tierLimits: config.TENANTRY_TIER_LIMITS }) },
-        { service: ClusterService, impl: clusterService(orm, clusters) },
+        {
+          service: PlatformService,
+          impl: platformService({ orm, clusters, provisioner, lifecycle, audit, feed, box, tierLimits: config.TENANTRY_TIER_LIMITS }),
+        },
+        { service: ClusterService, impl: clusterService(orm, clusters, audit) },
       ],
       interceptors: [],
       credentials,
       ...listenerOptions(config),
       log,
+      onDrain: () => feed.close(),
       onShutdown: closeAll,
     });
-    void provisioner.resumeUnfinished().catch((error: unknown) => log.error({ err: error }, "could not resume unfinished tenants"));
+    lifecycle.start();
+    const resuming = provisioner.resumeUnfinished().catch((error: unknown) => log.error({ err: error }, "could not resume unfinished tenants"));
+    closers.push(() => resuming);
     return meshServer;
   } catch (error) {
     await closeAll();

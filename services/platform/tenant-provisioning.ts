@@ -104,7 +104,7 @@ export class TenantProvisioner {
           cluster,
           role: tenantDatabaseName(tenantId),
           rolePassword: this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
-          provisioningStep: "register",
+          lifecycleStep: "register",
           attempts: 1,
           createdAt: now,
           updatedAt: now,
@@ -126,7 +126,7 @@ export class TenantProvisioner {
     const id = checkTenantId(tenantId);
     const em = this.#options.orm.em.fork();
     const restarted = await em.execute<{ id: string }[]>(
-      `update platform.tenants set status = ?, provisioning_step = 'register', error = null, attempts = attempts + 1, updated_at = now()
+      `update platform.tenants set status = ?, lifecycle_step = 'register', error = null, attempts = attempts + 1, updated_at = now()
        where id = ? and status = ? returning id`,
       [provisioning, id, failed],
     );
@@ -150,7 +150,7 @@ export class TenantProvisioner {
   async resumeUnfinished(): Promise<void> {
     const unfinished = await this.#options.orm.em.fork().find(Tenant, { status: provisioning }, { orderBy: { createdAt: "asc" } });
     for (const tenant of unfinished) {
-      this.#options.log.info({ tenantId: tenant.id, step: tenant.provisioningStep }, "resuming provisioning");
+      this.#options.log.info({ tenantId: tenant.id, step: tenant.lifecycleStep }, "resuming provisioning");
       await this.#run(tenant.id).catch((error: unknown) =>
         this.#options.log.warn({ tenantId: tenant.id, reason: ConnectError.from(error).rawMessage }, "resumed provisioning did not succeed"),
       );
@@ -223,12 +223,12 @@ export class TenantProvisioner {
     if (tenant.status !== provisioning) {
       return tenant;
     }
-    if (tenant.provisioningStep === "rollback") {
+    if (tenant.lifecycleStep === "rollback") {
       await this.#rollback(em, tenant, tenant.error ?? "provisioning was interrupted");
       throw failure(tenant, Code.Internal);
     }
     const run: RunState = {};
-    const done = provisioningSteps.indexOf((tenant.provisioningStep ?? "register") as ProvisioningStep);
+    const done = provisioningSteps.indexOf((tenant.lifecycleStep ?? "register") as ProvisioningStep);
     for (const step of provisioningSteps.slice(done + 1)) {
       try {
         await this.#perform(step, em, tenant, run);
@@ -247,7 +247,7 @@ export class TenantProvisioner {
       }
       await this.#options.afterStep?.(tenantId, step);
       if (step !== "activate") {
-        tenant.provisioningStep = step;
+        tenant.lifecycleStep = step;
         tenant.updatedAt = new Date();
         await em.flush();
       }
@@ -347,7 +347,7 @@ export class TenantProvisioner {
       }
       case "activate":
         tenant.status = statusName(TenantStatus.ACTIVE);
-        tenant.provisioningStep = null;
+        tenant.lifecycleStep = null;
         tenant.error = null;
         tenant.updatedAt = new Date();
         await em.flush();
@@ -358,7 +358,7 @@ export class TenantProvisioner {
   /** Undoes a provisioning: drops the database and the role, clears the ledger, leaves the tenant FAILED. */
   async #rollback(em: EntityManager, tenant: Tenant, reason: string): Promise<void> {
     const { clusters, afterStep } = this.#options;
-    tenant.provisioningStep = "rollback";
+    tenant.lifecycleStep = "rollback";
     tenant.error = reason;
     tenant.updatedAt = new Date();
     await em.flush();
@@ -376,7 +376,7 @@ export class TenantProvisioner {
     }
     await em.nativeDelete(TenantSchemaVersion, { tenantId: tenant.id });
     tenant.status = failed;
-    tenant.provisioningStep = null;
+    tenant.lifecycleStep = null;
     tenant.updatedAt = new Date();
     await em.flush();
   }

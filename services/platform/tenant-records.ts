@@ -40,6 +40,9 @@ export function tenantMessage(tenant: Tenant): MessageInitShape<typeof TenantSch
     updateTime: timestampFromDate(tenant.updatedAt),
     error: tenant.error ?? "",
     cluster: tenant.cluster ?? "",
+    suspendedReason: tenant.suspendedReason ?? "",
+    exportPath: tenant.exportPath ?? "",
+    ...(tenant.status === "offboarding" && tenant.purgeAfter != null ? { purgeTime: timestampFromDate(tenant.purgeAfter) } : {}),
   };
 }
 

@@ -16,10 +16,18 @@ export const Tenant = defineEntity({
     role: p.string().length(63).nullable(),
     /** The role's password, sealed with the master key. */
     rolePassword: p.blob().nullable(),
-    /** The last provisioning step done, while PROVISIONING; "rollback" once undoing. */
-    provisioningStep: p.string().length(30).nullable(),
+    /**
+     * The last step done of the transition under way: provisioning
+     * ("rollback" once undoing it) or offboarding.
+     */
+    lifecycleStep: p.string().length(30).nullable(),
     /** How many times provisioning was started. */
     attempts: p.integer().default(0),
+    suspendedReason: p.text().nullable(),
+    /** While OFFBOARDING: when the database and role may be dropped. */
+    purgeAfter: p.datetime(3).nullable(),
+    /** The export file written when offboarding. */
+    exportPath: p.text().nullable(),
     createdAt: p.datetime(3),
     updatedAt: p.datetime(3),
   },

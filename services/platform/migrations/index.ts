@@ -1,9 +1,11 @@
 import type { MigrationObject } from "@mikro-orm/core";
 import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
+import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
 import { CreateRegistry } from "./create-registry.ts";
 
 /** Platform's migrations of its own database, oldest first. Names never change once released. */
 export const migrations: MigrationObject[] = [
   { name: "0001-create-registry", class: CreateRegistry },
   { name: "0002-add-clusters-and-credentials", class: AddClustersAndCredentials },
+  { name: "0003-add-lifecycle-and-audit", class: AddLifecycleAndAudit },
 ];

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file tenantry/platform/v1/platform_service.proto.
@@ -80,6 +80,27 @@ export declare type Tenant = Message<"tenantry.platform.v1.Tenant"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 9;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Why it was suspended, while status is TENANT_STATUS_SUSPENDED.
+   *
+   * @generated from field: string suspended_reason = 10;
+   */
+  suspendedReason: string;
+
+  /**
+   * While OFFBOARDING: when its database and role will be dropped.
+   *
+   * @generated from field: google.protobuf.Timestamp purge_time = 11;
+   */
+  purgeTime?: Timestamp | undefined;
+
+  /**
+   * Once offboarded: the export file of its data, on Platform's host.
+   *
+   * @generated from field: string export_path = 12;
+   */
+  exportPath: string;
 };
 
 /**
@@ -416,6 +437,359 @@ export declare type ResolveTenantResponse = Message<"tenantry.platform.v1.Resolv
 export declare const ResolveTenantResponseSchema: GenMessage<ResolveTenantResponse>;
 
 /**
+ * UpdateTenantRequest names a tenant and the fields to change.
+ *
+ * @generated from message tenantry.platform.v1.UpdateTenantRequest
+ */
+export declare type UpdateTenantRequest = Message<"tenantry.platform.v1.UpdateTenantRequest"> & {
+  /**
+   * The tenant's id.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The new display name, when update_mask names "display_name".
+   *
+   * @generated from field: string display_name = 2;
+   */
+  displayName: string;
+
+  /**
+   * The new tier, when update_mask names "tier".
+   *
+   * @generated from field: tenantry.platform.v1.Tier tier = 3;
+   */
+  tier: Tier;
+
+  /**
+   * Which fields to change: "display_name", "tier".
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 4;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.UpdateTenantRequest.
+ * Use `create(UpdateTenantRequestSchema)` to create a new message.
+ */
+export declare const UpdateTenantRequestSchema: GenMessage<UpdateTenantRequest>;
+
+/**
+ * UpdateTenantResponse carries the changed tenant.
+ *
+ * @generated from message tenantry.platform.v1.UpdateTenantResponse
+ */
+export declare type UpdateTenantResponse = Message<"tenantry.platform.v1.UpdateTenantResponse"> & {
+  /**
+   * The tenant.
+   *
+   * @generated from field: tenantry.platform.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.UpdateTenantResponse.
+ * Use `create(UpdateTenantResponseSchema)` to create a new message.
+ */
+export declare const UpdateTenantResponseSchema: GenMessage<UpdateTenantResponse>;
+
+/**
+ * SuspendTenantRequest names a tenant to suspend.
+ *
+ * @generated from message tenantry.platform.v1.SuspendTenantRequest
+ */
+export declare type SuspendTenantRequest = Message<"tenantry.platform.v1.SuspendTenantRequest"> & {
+  /**
+   * The tenant's id.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Why, for the record and the audit log; up to 500 characters.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.SuspendTenantRequest.
+ * Use `create(SuspendTenantRequestSchema)` to create a new message.
+ */
+export declare const SuspendTenantRequestSchema: GenMessage<SuspendTenantRequest>;
+
+/**
+ * SuspendTenantResponse carries the suspended tenant.
+ *
+ * @generated from message tenantry.platform.v1.SuspendTenantResponse
+ */
+export declare type SuspendTenantResponse = Message<"tenantry.platform.v1.SuspendTenantResponse"> & {
+  /**
+   * The tenant.
+   *
+   * @generated from field: tenantry.platform.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.SuspendTenantResponse.
+ * Use `create(SuspendTenantResponseSchema)` to create a new message.
+ */
+export declare const SuspendTenantResponseSchema: GenMessage<SuspendTenantResponse>;
+
+/**
+ * ResumeTenantRequest names a tenant to resume.
+ *
+ * @generated from message tenantry.platform.v1.ResumeTenantRequest
+ */
+export declare type ResumeTenantRequest = Message<"tenantry.platform.v1.ResumeTenantRequest"> & {
+  /**
+   * The tenant's id.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.ResumeTenantRequest.
+ * Use `create(ResumeTenantRequestSchema)` to create a new message.
+ */
+export declare const ResumeTenantRequestSchema: GenMessage<ResumeTenantRequest>;
+
+/**
+ * ResumeTenantResponse carries the resumed tenant.
+ *
+ * @generated from message tenantry.platform.v1.ResumeTenantResponse
+ */
+export declare type ResumeTenantResponse = Message<"tenantry.platform.v1.ResumeTenantResponse"> & {
+  /**
+   * The tenant.
+   *
+   * @generated from field: tenantry.platform.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.ResumeTenantResponse.
+ * Use `create(ResumeTenantResponseSchema)` to create a new message.
+ */
+export declare const ResumeTenantResponseSchema: GenMessage<ResumeTenantResponse>;
+
+/**
+ * DeleteTenantRequest names a tenant to offboard.
+ *
+ * @generated from message tenantry.platform.v1.DeleteTenantRequest
+ */
+export declare type DeleteTenantRequest = Message<"tenantry.platform.v1.DeleteTenantRequest"> & {
+  /**
+   * The tenant's id.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.DeleteTenantRequest.
+ * Use `create(DeleteTenantRequestSchema)` to create a new message.
+ */
+export declare const DeleteTenantRequestSchema: GenMessage<DeleteTenantRequest>;
+
+/**
+ * DeleteTenantResponse carries the tenant, OFFBOARDING or DELETED.
+ *
+ * @generated from message tenantry.platform.v1.DeleteTenantResponse
+ */
+export declare type DeleteTenantResponse = Message<"tenantry.platform.v1.DeleteTenantResponse"> & {
+  /**
+   * The tenant.
+   *
+   * @generated from field: tenantry.platform.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.DeleteTenantResponse.
+ * Use `create(DeleteTenantResponseSchema)` to create a new message.
+ */
+export declare const DeleteTenantResponseSchema: GenMessage<DeleteTenantResponse>;
+
+/**
+ * AuditEvent records one lifecycle action.
+ *
+ * @generated from message tenantry.platform.v1.AuditEvent
+ */
+export declare type AuditEvent = Message<"tenantry.platform.v1.AuditEvent"> & {
+  /**
+   * Increasing id.
+   *
+   * @generated from field: int64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * When it happened.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Who did it: "operator", "mesh:<service>", or "platform" for Platform's
+   * own work (resuming, purging).
+   *
+   * @generated from field: string actor = 3;
+   */
+  actor: string;
+
+  /**
+   * What was done, such as "CreateTenant" or "PurgeTenant".
+   *
+   * @generated from field: string action = 4;
+   */
+  action: string;
+
+  /**
+   * The tenant concerned, if any.
+   *
+   * @generated from field: string tenant_id = 5;
+   */
+  tenantId: string;
+
+  /**
+   * How it ended.
+   *
+   * @generated from field: tenantry.platform.v1.AuditOutcome outcome = 6;
+   */
+  outcome: AuditOutcome;
+
+  /**
+   * What changed, or the error, as JSON.
+   *
+   * @generated from field: string detail = 7;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.AuditEvent.
+ * Use `create(AuditEventSchema)` to create a new message.
+ */
+export declare const AuditEventSchema: GenMessage<AuditEvent>;
+
+/**
+ * ListAuditEventsRequest asks for one page of audit events.
+ *
+ * @generated from message tenantry.platform.v1.ListAuditEventsRequest
+ */
+export declare type ListAuditEventsRequest = Message<"tenantry.platform.v1.ListAuditEventsRequest"> & {
+  /**
+   * Only the events of this tenant; empty for all.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * At most this many events; 0 means 50, more than 500 means 500.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.ListAuditEventsRequest.
+ * Use `create(ListAuditEventsRequestSchema)` to create a new message.
+ */
+export declare const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest>;
+
+/**
+ * ListAuditEventsResponse is one page of audit events.
+ *
+ * @generated from message tenantry.platform.v1.ListAuditEventsResponse
+ */
+export declare type ListAuditEventsResponse = Message<"tenantry.platform.v1.ListAuditEventsResponse"> & {
+  /**
+   * The events, newest first.
+   *
+   * @generated from field: repeated tenantry.platform.v1.AuditEvent events = 1;
+   */
+  events: AuditEvent[];
+
+  /**
+   * Pass as page_token to get the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.ListAuditEventsResponse.
+ * Use `create(ListAuditEventsResponseSchema)` to create a new message.
+ */
+export declare const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse>;
+
+/**
+ * WatchTenantsRequest is empty.
+ *
+ * @generated from message tenantry.platform.v1.WatchTenantsRequest
+ */
+export declare type WatchTenantsRequest = Message<"tenantry.platform.v1.WatchTenantsRequest"> & {
+};
+
+/**
+ * Describes the message tenantry.platform.v1.WatchTenantsRequest.
+ * Use `create(WatchTenantsRequestSchema)` to create a new message.
+ */
+export declare const WatchTenantsRequestSchema: GenMessage<WatchTenantsRequest>;
+
+/**
+ * WatchTenantsResponse says that a tenant changed.
+ *
+ * @generated from message tenantry.platform.v1.WatchTenantsResponse
+ */
+export declare type WatchTenantsResponse = Message<"tenantry.platform.v1.WatchTenantsResponse"> & {
+  /**
+   * The tenant that changed; empty in the first message of the stream.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Its status after the change.
+   *
+   * @generated from field: tenantry.platform.v1.TenantStatus status = 2;
+   */
+  status: TenantStatus;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.WatchTenantsResponse.
+ * Use `create(WatchTenantsResponseSchema)` to create a new message.
+ */
+export declare const WatchTenantsResponseSchema: GenMessage<WatchTenantsResponse>;
+
+/**
  * Tier is a tenant's plan; it sets the tenant's limits.
  *
  * @generated from enum tenantry.platform.v1.Tier
@@ -517,6 +891,39 @@ export enum TenantStatus {
 export declare const TenantStatusSchema: GenEnum<TenantStatus>;
 
 /**
+ * AuditOutcome is how a recorded action ended.
+ *
+ * @generated from enum tenantry.platform.v1.AuditOutcome
+ */
+export enum AuditOutcome {
+  /**
+   * Never used.
+   *
+   * @generated from enum value: AUDIT_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The action took effect.
+   *
+   * @generated from enum value: AUDIT_OUTCOME_SUCCEEDED = 1;
+   */
+  SUCCEEDED = 1,
+
+  /**
+   * The action failed; see AuditEvent.detail.
+   *
+   * @generated from enum value: AUDIT_OUTCOME_FAILED = 2;
+   */
+  FAILED = 2,
+}
+
+/**
+ * Describes the enum tenantry.platform.v1.AuditOutcome.
+ */
+export declare const AuditOutcomeSchema: GenEnum<AuditOutcome>;
+
+/**
  * PlatformService is the tenant registry: it provisions tenants, lists them,
  * and tells the other services where each tenant's database is.
  *
@@ -575,6 +982,67 @@ export declare const PlatformService: GenService<{
     output: typeof ListTenantsResponseSchema;
   },
   /**
+   * UpdateTenant changes a tenant's display name or tier, as named by
+   * update_mask. Errors: INVALID_ARGUMENT for an empty or unknown mask path
+   * or a bad value; NOT_FOUND; FAILED_PRECONDITION for a deleted tenant.
+   *
+   * @generated from rpc tenantry.platform.v1.PlatformService.UpdateTenant
+   */
+  updateTenant: {
+    methodKind: "unary";
+    input: typeof UpdateTenantRequestSchema;
+    output: typeof UpdateTenantResponseSchema;
+  },
+  /**
+   * SuspendTenant stops serving an ACTIVE tenant: within a second every
+   * service answers its calls with FAILED_PRECONDITION. Its data stays.
+   * Suspending a suspended tenant changes nothing.
+   * Errors: NOT_FOUND; FAILED_PRECONDITION when the tenant is not ACTIVE.
+   *
+   * @generated from rpc tenantry.platform.v1.PlatformService.SuspendTenant
+   */
+  suspendTenant: {
+    methodKind: "unary";
+    input: typeof SuspendTenantRequestSchema;
+    output: typeof SuspendTenantResponseSchema;
+  },
+  /**
+   * ResumeTenant serves a SUSPENDED tenant again. Resuming an active tenant
+   * changes nothing. Errors: NOT_FOUND; FAILED_PRECONDITION otherwise.
+   *
+   * @generated from rpc tenantry.platform.v1.PlatformService.ResumeTenant
+   */
+  resumeTenant: {
+    methodKind: "unary";
+    input: typeof ResumeTenantRequestSchema;
+    output: typeof ResumeTenantResponseSchema;
+  },
+  /**
+   * DeleteTenant offboards a tenant: it becomes OFFBOARDING, every service
+   * schema is exported to a file under Platform's data directory, its role
+   * can no longer log in, and after the grace period its database and role
+   * are dropped and it becomes DELETED (the record is kept). A FAILED tenant
+   * has nothing to export and is DELETED at once.
+   * Errors: NOT_FOUND; FAILED_PRECONDITION while it is being provisioned.
+   *
+   * @generated from rpc tenantry.platform.v1.PlatformService.DeleteTenant
+   */
+  deleteTenant: {
+    methodKind: "unary";
+    input: typeof DeleteTenantRequestSchema;
+    output: typeof DeleteTenantResponseSchema;
+  },
+  /**
+   * ListAuditEvents returns the lifecycle changes made, newest first.
+   *
+   * @generated from rpc tenantry.platform.v1.PlatformService.ListAuditEvents
+   */
+  listAuditEvents: {
+    methodKind: "unary";
+    input: typeof ListAuditEventsRequestSchema;
+    output: typeof ListAuditEventsResponseSchema;
+  },
+  /**
    * ResolveTenant returns the route to a tenant's database, for the tenant
    * directory of every service. Errors: NOT_FOUND for an unknown id.
    *
@@ -584,6 +1052,18 @@ export declare const PlatformService: GenService<{
     methodKind: "unary";
     input: typeof ResolveTenantRequestSchema;
     output: typeof ResolveTenantResponseSchema;
+  },
+  /**
+   * WatchTenants streams every change to any tenant as it is committed, so
+   * that services drop a changed route at once. The stream starts with a
+   * message whose tenant_id is empty: from then on no change is missed.
+   *
+   * @generated from rpc tenantry.platform.v1.PlatformService.WatchTenants
+   */
+  watchTenants: {
+    methodKind: "server_streaming";
+    input: typeof WatchTenantsRequestSchema;
+    output: typeof WatchTenantsResponseSchema;
   },
 }>;
 

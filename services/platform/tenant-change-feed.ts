@@ -1,0 +1,125 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import pg from "pg";
+import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import type { Logger } from "../mesh/index.ts";
+
+/** One change to a tenant, as announced by the registry's trigger. */
+export interface TenantChange {
+  tenantId: string;
+  status: TenantStatus;
+}
+
+const channel = "tenantry_tenant_changes";
+/** A watcher this far behind is cut off; it reconnects and starts afresh. */
+const maxBacklog = 10_000;
+
+interface Watcher {
+  queue: TenantChange[];
+  wake: (() => void) | undefined;
+  failure: ConnectError | undefined;
+}
+
+/**
+ * Every committed change to a tenant, from PostgreSQL's LISTEN/NOTIFY on
+ * the platform database (a trigger on `platform.tenants` announces them), so
+ * that each Platform instance can stream the changes any instance made.
+ */
+export class TenantChangeFeed {
+  readonly #connectionString: string;
+  readonly #log: Logger;
+  readonly #watchers = new Set<Watcher>();
+  #client: Promise<pg.Client> | undefined;
+  #closed = false;
+
+  constructor(options: { connectionString: string; log: Logger }) {
+    this.#connectionString = options.connectionString;
+    this.#log = options.log;
+  }
+
+  /**
+   * Streams changes until `signal` aborts. The first value has an empty
+   * tenant id and comes once listening has begun: from then on nothing is
+   * missed. Ends with UNAVAILABLE when the feed loses its connection.
+   */
+  async *watch(signal: AbortSignal): AsyncGenerator<TenantChange> {
+    if (this.#closed) {
+      throw new ConnectError("Platform is shutting down; reconnect to another instance", Code.Unavailable);
+    }
+    const watcher: Watcher = { queue: [], wake: undefined, failure: undefined };
+    this.#watchers.add(watcher);
+    const onAbort = () => watcher.wake?.();
+    signal.addEventListener("abort", onAbort);
+    try {
+      await this.#listen();
+      yield { tenantId: "", status: TenantStatus.UNSPECIFIED };
+      while (!signal.aborted) {
+        if (watcher.failure !== undefined) {
+          throw watcher.failure;
+        }
+        const next = watcher.queue.shift();
+        if (next !== undefined) {
+          yield next;
+          continue;
+        }
+        await new Promise<void>((resolve) => (watcher.wake = resolve));
+        watcher.wake = undefined;
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      this.#watchers.delete(watcher);
+    }
+  }
+
+  /** Stops listening and ends every watch. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#failAll(new ConnectError("Platform is shutting down; reconnect to another instance", Code.Unavailable));
+    const client = this.#client;
+    this.#client = undefined;
+    await client?.then((c) => c.end()).catch(() => undefined);
+  }
+
+  #listen(): Promise<pg.Client> {
+    if (this.#client === undefined) {
+      const client = new pg.Client({ connectionString: this.#connectionString, application_name: "tenantry-platform-feed" });
+      const listening = client
+        .connect()
+        .then(() => client.query(`listen ${channel}`))
+        .then(() => client);
+      this.#client = listening;
+      const lost = (error: unknown) => {
+        if (this.#client === listening) {
+          this.#client = undefined;
+          this.#log.warn({ err: error }, "tenant change feed lost its connection");
+          this.#failAll(new ConnectError("Platform lost its change feed; reconnect", Code.Unavailable));
+        }
+      };
+      client.on("error", lost);
+      client.on("end", () => lost(new Error("connection ended")));
+      listening.catch(lost);
+      client.on("notification", (message) => {
+        const [tenantId, status] = (message.payload ?? "").split(" ");
+        if (tenantId === undefined || tenantId === "") {
+          return;
+        }
+        const change = { tenantId, status: TenantStatus[(status ?? "").toUpperCase() as keyof typeof TenantStatus] ?? TenantStatus.UNSPECIFIED };
+        for (const watcher of this.#watchers) {
+          if (watcher.queue.length >= maxBacklog) {
+            watcher.failure ??= new ConnectError("watcher fell too far behind; reconnect", Code.ResourceExhausted);
+          } else {
+            watcher.queue.push(change);
+          }
+          watcher.wake?.();
+        }
+      });
+    }
+    return this.#client;
+  }
+
+  #failAll(error: ConnectError): void {
+    for (const watcher of this.#watchers) {
+      watcher.failure ??= error;
+      watcher.wake?.();
+    }
+  }
+}

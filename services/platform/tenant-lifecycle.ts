@@ -1,0 +1,256 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import pg from "pg";
+import { TenantStatus, type Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { checkTenantId, type Logger } from "../mesh/index.ts";
+import type { AdvisoryLocks } from "./advisory-locks.ts";
+import { platformActor, type AuditLog } from "./audit-log.ts";
+import type { ClusterRegistry } from "./cluster-registry.ts";
+import { Tenant } from "./entities/tenant.ts";
+import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
+import { exportTenant } from "./tenant-export.ts";
+import { checkTier, statusName, tierName } from "./tenant-records.ts";
+
+/** The steps of offboarding a tenant, in order; the last done is recorded on the tenant. */
+export const offboardingSteps = ["requested", "export", "revoke-login", "drop-database", "drop-role"] as const;
+export type OffboardingStep = (typeof offboardingSteps)[number];
+
+/** Options of {@link TenantLifecycle}. */
+export interface TenantLifecycleOptions {
+  orm: MikroORM;
+  clusters: ClusterRegistry;
+  locks: AdvisoryLocks;
+  audit: AuditLog;
+  /** The service schemas exported when a tenant is offboarded. */
+  schemas: string[];
+  /** Where export files are written. */
+  exportDir: string;
+  /** How long after DeleteTenant the database and role are dropped; 0 drops them at once. */
+  graceMs: number;
+  /** How often tenants past their grace period are looked for. */
+  checkIntervalMs: number;
+  log: Logger;
+  /** Called when an offboarding step's work is done, before it is recorded (for tests). */
+  afterStep?: (tenantId: string, step: OffboardingStep) => void | Promise<void>;
+}
+
+const s = {
+  active: statusName(TenantStatus.ACTIVE),
+  suspended: statusName(TenantStatus.SUSPENDED),
+  offboarding: statusName(TenantStatus.OFFBOARDING),
+  deleted: statusName(TenantStatus.DELETED),
+  failed: statusName(TenantStatus.FAILED),
+  provisioning: statusName(TenantStatus.PROVISIONING),
+};
+
+/**
+ * A tenant's life after provisioning: changing its name and tier,
+ * suspending and resuming it, and offboarding it (export, revoke, drop
+ * after a grace period) as resumable steps, like provisioning.
+ */
+export class TenantLifecycle {
+  readonly #options: TenantLifecycleOptions;
+  #timer: NodeJS.Timeout | undefined;
+  #sweeping: Promise<void> | undefined;
+
+  constructor(options: TenantLifecycleOptions) {
+    this.#options = options;
+  }
+
+  /** Changes the fields named by `paths` ("display_name", "tier"). */
+  async update(tenantId: string, change: { displayName: string; tier: Tier; paths: string[] }): Promise<Tenant> {
+    const id = checkTenantId(tenantId);
+    if (change.paths.length === 0) {
+      throw new ConnectError('update_mask is empty: name the fields to change ("display_name", "tier")', Code.InvalidArgument);
+    }
+    const em = this.#options.orm.em.fork();
+    const tenant = await this.#get(em, id);
+    for (const field of change.paths) {
+      switch (field) {
+        case "display_name": {
+          const name = change.displayName.trim();
+          if (name === "" || [...name].length > 200) {
+            throw new ConnectError("display_name must have 1 to 200 characters", Code.InvalidArgument);
+          }
+          tenant.displayName = name;
+          break;
+        }
+        case "tier":
+          if (change.tier === 0) {
+            throw new ConnectError("tier is required when update_mask names it", Code.InvalidArgument);
+          }
+          tenant.tier = tierName(checkTier(change.tier));
+          break;
+        default:
+          throw new ConnectError(`update_mask names "${field}", which cannot be changed: use "display_name" or "tier"`, Code.InvalidArgument);
+      }
+    }
+    if (tenant.status === s.deleted || tenant.status === s.offboarding) {
+      throw new ConnectError(`tenant "${id}" is ${tenant.status} and cannot be changed`, Code.FailedPrecondition);
+    }
+    tenant.updatedAt = new Date();
+    await em.flush();
+    return tenant;
+  }
+
+  /** Suspends an ACTIVE tenant (a suspended one stays as it is). */
+  async suspend(tenantId: string, reason: string): Promise<Tenant> {
+    const id = checkTenantId(tenantId);
+    if ([...reason].length > 500) {
+      throw new ConnectError("reason is longer than 500 characters", Code.InvalidArgument);
+    }
+    return this.#transition(id, [s.active, s.suspended], s.suspended, { suspendedReason: reason.trim() === "" ? null : reason.trim() });
+  }
+
+  /** Serves a SUSPENDED tenant again (an active one stays as it is). */
+  resume(tenantId: string): Promise<Tenant> {
+    return this.#transition(checkTenantId(tenantId), [s.suspended, s.active], s.active, { suspendedReason: null });
+  }
+
+  /**
+   * Offboards a tenant: OFFBOARDING, export, login revoked, and — at once
+   * when the grace period is 0, else later by the sweeper — database and
+   * role dropped, DELETED. A FAILED tenant has nothing left and is DELETED.
+   */
+  async delete(tenantId: string): Promise<Tenant> {
+    const id = checkTenantId(tenantId);
+    const em = this.#options.orm.em.fork();
+    const tenant = await this.#get(em, id);
+    if (tenant.status === s.failed) {
+      const [row] = await em.execute<{ id: string }[]>(
+        "update platform.tenants set status = ?, lifecycle_step = null, updated_at = now() where id = ? and status = ? returning id",
+        [s.deleted, id, s.failed],
+      );
+      if (row !== undefined) {
+        return this.#get(em.fork(), id);
+      }
+    } else if (tenant.status === s.active || tenant.status === s.suspended) {
+      await em.execute(
+        "update platform.tenants set status = ?, lifecycle_step = 'requested', purge_after = now() + ? * interval '1 millisecond', updated_at = now() where id = ? and status in (?, ?)",
+        [s.offboarding, this.#options.graceMs, id, s.active, s.suspended],
+      );
+    } else if (tenant.status === s.provisioning) {
+      throw new ConnectError(`tenant "${id}" is being provisioned; delete it once it is ACTIVE or FAILED`, Code.FailedPrecondition);
+    }
+    return this.#offboard(id);
+  }
+
+  /** Resumes offboardings left half-done, and starts looking for tenants past their grace period. */
+  start(): void {
+    const sweep = () => {
+      this.#sweeping ??= this.#sweep()
+        .catch((error: unknown) => this.#options.log.error({ err: error }, "offboarding sweep failed"))
+        .finally(() => (this.#sweeping = undefined));
+    };
+    sweep();
+    this.#timer = setInterval(sweep, this.#options.checkIntervalMs);
+    this.#timer.unref();
+  }
+
+  /** Stops the sweeper and waits for a sweep under way. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#sweeping;
+  }
+
+  async #sweep(): Promise<void> {
+    const due = await this.#options.orm.em.fork().find(Tenant, { status: s.offboarding }, { orderBy: { purgeAfter: "asc" } });
+    for (const tenant of due) {
+      await this.#offboard(tenant.id).catch((error: unknown) =>
+        this.#options.log.warn({ tenantId: tenant.id, reason: ConnectError.from(error).rawMessage }, "offboarding did not finish; will retry"),
+      );
+    }
+  }
+
+  async #get(em: ReturnType<MikroORM["em"]["fork"]>, id: string): Promise<Tenant> {
+    const tenant = await em.findOne(Tenant, { id });
+    if (tenant === null) {
+      throw new ConnectError(`tenant "${id}" not found`, Code.NotFound);
+    }
+    return tenant;
+  }
+
+  /** Moves a tenant whose status is one of `from` to `to`; FAILED_PRECONDITION otherwise. */
+  async #transition(id: string, from: string[], to: string, set: Partial<Pick<Tenant, "suspendedReason">>): Promise<Tenant> {
+    const em = this.#options.orm.em.fork();
+    const tenant = await this.#get(em, id);
+    if (!from.includes(tenant.status)) {
+      throw new ConnectError(`tenant "${id}" is ${tenant.status}; only a tenant that is ${from[0]} can become ${to}`, Code.FailedPrecondition);
+    }
+    if (tenant.status === to) {
+      return tenant;
+    }
+    const changed = await em.nativeUpdate(Tenant, { id, status: tenant.status }, { ...set, status: to, updatedAt: new Date() });
+    if (changed === 0) {
+      // Changed meanwhile: judge again on what it is now.
+      return this.#transition(id, from, to, set);
+    }
+    return this.#get(em.fork(), id);
+  }
+
+  /** Drives an OFFBOARDING tenant as far as its grace period allows. */
+  async #offboard(id: string): Promise<Tenant> {
+    const key = `tenant:${id}`;
+    if (!(await this.#options.locks.tryLock(key))) {
+      throw new ConnectError(`tenant "${id}" is being worked on by another Platform instance; retry shortly`, Code.Unavailable);
+    }
+    try {
+      const { orm, clusters, afterStep, log } = this.#options;
+      const em = orm.em.fork();
+      const tenant = await this.#get(em, id);
+      if (tenant.status !== s.offboarding) {
+        return tenant;
+      }
+      const done = offboardingSteps.indexOf((tenant.lifecycleStep ?? "requested") as OffboardingStep);
+      for (const step of offboardingSteps.slice(done + 1)) {
+        if (step === "drop-database" && tenant.purgeAfter != null && tenant.purgeAfter.getTime() > Date.now()) {
+          return tenant;
+        }
+        const cluster = tenant.cluster!;
+        const role = tenant.role!;
+        switch (step) {
+          case "export": {
+            const ledger = await em.find(TenantSchemaVersion, { tenantId: id });
+            tenant.exportPath = await clusters.inDatabase(cluster, tenant.database, (client) =>
+              exportTenant({
+                tenantId: id,
+                client,
+                schemas: this.#options.schemas,
+                versions: Object.fromEntries(ledger.map((v) => [v.service, v.version])),
+                dir: this.#options.exportDir,
+              }),
+            );
+            break;
+          }
+          case "revoke-login":
+            await clusters.admin(cluster, async (admin) => {
+              await admin.query(`alter role ${pg.escapeIdentifier(role)} nologin`);
+              await admin.query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1", [tenant.database]);
+            });
+            break;
+          case "drop-database":
+            await clusters.admin(cluster, (admin) => admin.query(`drop database if exists ${pg.escapeIdentifier(tenant.database)} with (force)`));
+            break;
+          case "drop-role":
+            await clusters.admin(cluster, (admin) => admin.query(`drop role if exists ${pg.escapeIdentifier(role)}`));
+            break;
+        }
+        await afterStep?.(id, step);
+        tenant.lifecycleStep = step;
+        tenant.updatedAt = new Date();
+        if (step === "drop-role") {
+          tenant.status = s.deleted;
+          tenant.lifecycleStep = null;
+          tenant.rolePassword = null;
+        }
+        await em.flush();
+      }
+      await em.nativeDelete(TenantSchemaVersion, { tenantId: id });
+      await this.#options.audit.record({ actor: platformActor, action: "PurgeTenant", tenantId: id, outcome: "succeeded", detail: { exportPath: tenant.exportPath } });
+      log.info({ tenantId: id, exportPath: tenant.exportPath }, "tenant offboarded");
+      return tenant;
+    } finally {
+      await this.#options.locks.unlock(key).catch(() => undefined);
+    }
+  }
+}
