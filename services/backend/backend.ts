@@ -1,14 +1,19 @@
+import type { MigrationObject } from "@mikro-orm/core";
 import { startTenantService, type Logger, type TenantService, type TenantServiceConfig } from "../mesh/index.ts";
 import { Entry } from "./entities/entry.ts";
 import { EntryService, entryService } from "./entry-service.ts";
 import { migrations } from "./migrations/index.ts";
 
-/** Starts Backend: the tenants' entries, in schema `backend` of each tenant database. */
-export function startBackend(config: TenantServiceConfig, log: Logger): Promise<TenantService> {
+/**
+ * Starts Backend: the tenants' entries, in schema `backend` of each tenant
+ * database. `schemaMigrations` replaces its migrations (tests use it to roll
+ * out a newer version).
+ */
+export function startBackend(config: TenantServiceConfig, log: Logger, schemaMigrations: MigrationObject[] = migrations): Promise<TenantService> {
   return startTenantService({
     name: "backend",
     entities: [Entry],
-    migrations,
+    migrations: schemaMigrations,
     services: () => [{ service: EntryService, impl: entryService }],
     config,
     log,

@@ -34,8 +34,17 @@ export function tenantSchemaService(service: string, tenancy: Tenancy): ServiceI
           await tenancy.budget.retire(endpoint.tenantId);
         }
       }
-      const outcome = await tenancy.migrate(await routeOf(req.tenantId));
-      return { service, applied: outcome.applied, version: outcome.version };
+      const route = await routeOf(req.tenantId);
+      try {
+        const outcome = await tenancy.migrate(route);
+        return { service, applied: outcome.applied, version: outcome.version };
+      } catch (error) {
+        if (error instanceof ConnectError) {
+          throw error;
+        }
+        // For Platform's ledger and the operator: the migration was rolled back, and why.
+        throw new ConnectError(`${service} migration of tenant "${req.tenantId}" failed and was rolled back: ${(error as Error).message}`, Code.Internal);
+      }
     },
     describeSchema() {
       const migrations = tenancy.migrationNames();

@@ -4,6 +4,8 @@ import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
+import { FleetMigrations } from "./fleet-migrations.ts";
+import { FleetService, fleetService } from "./fleet-service.ts";
 import type { PlatformConfig } from "./config.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
@@ -51,7 +53,18 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
       capacity: config.TENANTRY_DEFAULT_CLUSTER_CAPACITY,
       region: config.TENANTRY_DEFAULT_CLUSTER_REGION,
     });
-    const schemas = new SchemaServices({ addresses: config.TENANTRY_SCHEMA_SERVICES, credentials });
+    const schemas = new SchemaServices({
+      addresses: config.TENANTRY_SCHEMA_SERVICES,
+      credentials,
+      record: async (service) => {
+        await orm.em.fork().execute(
+          `insert into platform.schema_services (name, address, latest_version, migrations, updated_at) values (?, ?, ?, ?, now())
+           on conflict (name) do update set address = excluded.address, latest_version = excluded.latest_version,
+             migrations = excluded.migrations, updated_at = now()`,
+          [service.name, service.address, service.latestVersion, JSON.stringify(service.migrations)],
+        );
+      },
+    });
     closers.push(() => schemas.close());
     const locks = new AdvisoryLocks({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => locks.close());
@@ -93,6 +106,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
           impl: platformService({ orm, clusters, provisioner, lifecycle, audit, feed, box, tierLimits: config.TENANTRY_TIER_LIMITS }),
         },
         { service: ClusterService, impl: clusterService(orm, clusters, audit) },
+        { service: FleetService, impl: fleetService(new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log })) },
       ],
       interceptors: [],
       credentials,

@@ -9,6 +9,14 @@ export interface SchemaServiceEntry {
   client: Client<typeof TenantSchemaService>;
 }
 
+/** What a data-owning service says about its schema. */
+export interface DescribedService {
+  name: string;
+  address: string;
+  latestVersion: string;
+  migrations: string[];
+}
+
 /**
  * The services that own a schema in every tenant database: their clients,
  * and the newest migration each knows (asked with DescribeSchema and kept
@@ -20,8 +28,17 @@ export class SchemaServices {
   readonly #ttlMs: number;
   #latest: { at: number; versions: Promise<Map<string, string>> } | undefined;
 
-  constructor(options: { addresses: Map<string, string>; credentials: MeshCredentials; ttlMs?: number }) {
+  readonly #record: ((service: DescribedService) => Promise<void>) | undefined;
+
+  constructor(options: {
+    addresses: Map<string, string>;
+    credentials: MeshCredentials;
+    ttlMs?: number;
+    /** Keeps what a service said about itself (Platform's registry of services). */
+    record?: (service: DescribedService) => Promise<void>;
+  }) {
     this.#ttlMs = options.ttlMs ?? 5000;
+    this.#record = options.record;
     this.entries = [...options.addresses].map(([name, address]) => {
       const transport = createGrpcJsTransport({ address, interceptors: [options.credentials.clientInterceptor()] });
       this.#transports.push(transport);
@@ -30,16 +47,18 @@ export class SchemaServices {
   }
 
   /**
-   * The newest migration of every service, by service name. Rejects with the
-   * service's error when one cannot be asked.
+   * The newest migration of every service, by service name, as answered in
+   * the last few seconds unless `fresh`. Rejects with the service's error
+   * when one cannot be asked.
    */
-  latestVersions(): Promise<Map<string, string>> {
+  latestVersions(options: { fresh?: boolean } = {}): Promise<Map<string, string>> {
     const now = Date.now();
-    if (this.#latest === undefined || now - this.#latest.at > this.#ttlMs) {
+    if (this.#latest === undefined || now - this.#latest.at > this.#ttlMs || options.fresh) {
       const versions = Promise.all(
-        this.entries.map(async ({ name, client }) => {
+        this.entries.map(async ({ name, address, client }) => {
           try {
             const described = await client.describeSchema({}, { timeoutMs: 5000 });
+            await this.#record?.({ name, address, latestVersion: described.latestVersion, migrations: described.migrations });
             return [name, described.latestVersion] as const;
           } catch (error) {
             const cause = ConnectError.from(error);

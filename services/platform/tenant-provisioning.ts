@@ -341,7 +341,7 @@ export class TenantProvisioner {
         );
         const now = new Date();
         for (const [service, version] of reported) {
-          await em.upsert(TenantSchemaVersion, { tenantId: tenant.id, service, version, updatedAt: now });
+          await em.upsert(TenantSchemaVersion, { tenantId: tenant.id, service, version, updatedAt: now, status: "succeeded", error: null, attempts: 1, attemptedAt: now });
         }
         return;
       }

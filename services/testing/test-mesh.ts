@@ -1,4 +1,5 @@
 import { createClient, type Client } from "@connectrpc/connect";
+import type { MigrationObject } from "@mikro-orm/core";
 import pg from "pg";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -42,6 +43,8 @@ export interface TestMesh {
   platformProcessEnv: Record<string, string>;
   /** Stops the in-process Platform (if running) and starts it again, with extra settings. */
   restartPlatform(env?: Record<string, string>, hooks?: PlatformHooks): Promise<void>;
+  /** Starts Backend again on the same ports, with other migrations (a newer version of it). */
+  restartBackend(migrations?: MigrationObject[]): Promise<void>;
   /** Stops the in-process Platform, so that another may take its port. */
   stopPlatform(): Promise<void>;
   auth: TenantService;
@@ -100,7 +103,10 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     ...options.tenantServiceEnv,
   };
   const auth = await startAuth(readAuthConfig(tenantEnv), log.child({ service: "auth" }));
-  const backend = await startBackend(readBackendConfig(tenantEnv), log.child({ service: "backend" }));
+  const backendPort = await freePort();
+  const launchBackend = (migrations?: MigrationObject[]) =>
+    startBackend(readBackendConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(backendPort) }), log.child({ service: "backend" }), migrations);
+  let backend = await launchBackend();
   const schemaServices = [`auth=127.0.0.1:${auth.grpcPort}`, `backend=127.0.0.1:${backend.grpcPort}`, ...(options.extraSchemaServices ? [options.extraSchemaServices] : [])];
   const platformProcessEnv: Record<string, string> = {
     ...sharedEnv,
@@ -127,6 +133,10 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   let counter = 0;
   const uniqueTenantId = (prefix = "t") => `${prefix}-${suffix}-${++counter}`;
 
+  const restartBackend = async (migrations?: MigrationObject[]) => {
+    await backend.shutdown();
+    backend = await launchBackend(migrations);
+  };
   const stopPlatform = async () => {
     await platform?.shutdown();
     platform = undefined;
@@ -138,6 +148,10 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       }
       return platform;
     },
+    get backend() {
+      return backend;
+    },
+    restartBackend,
     platformProcessEnv,
     stopPlatform,
     async restartPlatform(env, hooks) {
@@ -145,7 +159,6 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       platform = await launchPlatform(env, hooks);
     },
     auth,
-    backend,
     databaseUrl,
     platformDatabase,
     platformClient,

@@ -1,5 +1,6 @@
 import type { MigrationObject } from "@mikro-orm/core";
 import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
+import { AddFleetLedger } from "./add-fleet-ledger.ts";
 import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
 import { CreateRegistry } from "./create-registry.ts";
 
@@ -8,4 +9,5 @@ export const migrations: MigrationObject[] = [
   { name: "0001-create-registry", class: CreateRegistry },
   { name: "0002-add-clusters-and-credentials", class: AddClustersAndCredentials },
   { name: "0003-add-lifecycle-and-audit", class: AddLifecycleAndAudit },
+  { name: "0004-add-fleet-ledger", class: AddFleetLedger },
 ];
