@@ -14,7 +14,7 @@ export function startBackend(config: TenantServiceConfig, log: Logger, schemaMig
     name: "backend",
     entities: [Entry],
     migrations: schemaMigrations,
-    services: () => [{ service: EntryService, impl: entryService }],
+    services: (tenancy) => [{ service: EntryService, impl: entryService(tenancy.storage) }],
     config,
     log,
   });

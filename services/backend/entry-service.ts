@@ -2,15 +2,20 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { EntryService, type EntrySchema } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { entityManagerOf } from "../mesh/index.ts";
+import { entityManagerOf, tenantOf, type StorageQuota } from "../mesh/index.ts";
 import type { Entry } from "./entities/entry.ts";
 import { createEntry, deleteEntry, etagOf, getEntry, listEntries, updateEntry, type EntryChange } from "./entries.ts";
 
 export { EntryService };
 
-/** `tenantry.backend.v1.EntryService`: each call runs on the tenant's own EntityManager. */
-export const entryService: ServiceImpl<typeof EntryService> = {
+/**
+ * `tenantry.backend.v1.EntryService`: each call runs on the tenant's own
+ * EntityManager; writes that add data are refused once the tenant is over
+ * its tier's storage (deleting is always allowed).
+ */
+export const entryService = (storage: StorageQuota): ServiceImpl<typeof EntryService> => ({
   async createEntry(req, ctx) {
+    await storage.checkWritable(tenantOf(ctx));
     return { entry: toMessage(await createEntry(entityManagerOf(ctx), req)) };
   },
   async getEntry(req, ctx) {
@@ -41,13 +46,14 @@ export const entryService: ServiceImpl<typeof EntryService> = {
           throw new ConnectError(`update_mask names "${path}": only "title", "body" and "tags" can change`, Code.InvalidArgument);
       }
     }
+    await storage.checkWritable(tenantOf(ctx));
     return { entry: toMessage(await updateEntry(entityManagerOf(ctx), req.id, change)) };
   },
   async deleteEntry(req, ctx) {
     await deleteEntry(entityManagerOf(ctx), req.id);
     return {};
   },
-};
+});
 
 function toMessage(entry: Entry): MessageInitShape<typeof EntrySchema> {
   return {

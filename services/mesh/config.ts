@@ -85,6 +85,8 @@ export const tenantServiceEnv = {
   TENANTRY_DB_ACQUIRE_TIMEOUT_MS: positiveInt.default(5000),
   /** An idle database connection is closed after this long. */
   TENANTRY_DB_IDLE_TIMEOUT_MS: positiveInt.default(10_000),
+  /** How long a tenant's measured database size is trusted before a write measures it again (in the background). */
+  TENANTRY_STORAGE_CHECK_INTERVAL_MS: positiveInt.default(60_000),
   /** How many tenants' routes the process keeps. */
   TENANTRY_TENANT_CACHE_SIZE: positiveInt.default(10_000),
   /** How long a tenant's route is trusted while Platform's change feed is not connected. */

@@ -8,6 +8,7 @@ export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts
 export { createLogger, type Logger } from "./logger.ts";
 export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
 export { runMain } from "./run-main.ts";
+export { StorageQuota } from "./storage-quota.ts";
 export { Tenancy, type MigrationOutcome, type SchemaState } from "./tenancy.ts";
 export { TenantDirectory, TenantStatus, type TenantRoute } from "./tenant-directory.ts";
 export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from "./tenant-id.ts";

@@ -6,6 +6,7 @@ import pg from "pg";
 import Cursor from "pg-cursor";
 import array from "postgres-array";
 import { ConnectionBudget, type ConnectionBudgetOptions, type TenantEndpoint } from "./connection-budget.ts";
+import { StorageQuota } from "./storage-quota.ts";
 import type { TenantDirectory, TenantRoute } from "./tenant-directory.ts";
 import { TenantScope } from "./tenant-scope.ts";
 
@@ -21,6 +22,8 @@ export interface TenancyOptions {
   directory: TenantDirectory;
   /** Limits on the process's database connections. */
   connections: Omit<ConnectionBudgetOptions, "types">;
+  /** How long a tenant's measured database size is trusted before it is measured again. */
+  storageCheckIntervalMs?: number;
 }
 
 /** What one migration run did to one tenant's schema. */
@@ -52,6 +55,8 @@ export class Tenancy {
   readonly budget: ConnectionBudget;
   readonly scope = new TenantScope();
   readonly orm: MikroORM;
+  /** Each tenant's storage limit, enforced on writes. */
+  readonly storage: StorageQuota;
   readonly #schema: string;
   readonly #migrations: MigrationObject[];
   readonly #migrating = new Map<string, Promise<MigrationOutcome>>();
@@ -67,6 +72,15 @@ export class Tenancy {
       types.setTypeParser(Number(oid), parser);
     }
     this.budget = new ConnectionBudget({ ...options.connections, types });
+    this.storage = new StorageQuota({
+      intervalMs: options.storageCheckIntervalMs ?? 60_000,
+      maxEntries: 10_000,
+      measure: (route) =>
+        this.scope.run(this.endpointOf(route), async () => {
+          const [row] = await this.fork().execute<{ bytes: string }[]>("select pg_database_size(current_database()) as bytes");
+          return Number(row!.bytes);
+        }),
+    });
     const budget = this.budget;
     const scope = this.scope;
     this.orm = new MikroORM({

@@ -73,6 +73,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     entities: options.entities,
     migrations: options.migrations,
     directory,
+    storageCheckIntervalMs: config.TENANTRY_STORAGE_CHECK_INTERVAL_MS,
     connections: {
       maxConnections: config.TENANTRY_DB_MAX_CONNECTIONS,
       maxConnectionsPerTenant: Math.min(config.TENANTRY_DB_MAX_CONNECTIONS_PER_TENANT, config.TENANTRY_DB_MAX_CONNECTIONS),
@@ -91,6 +92,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     onDisconnected: () => directory.setWatching(false),
     onChange: (tenantId, status) => {
       directory.invalidate(tenantId);
+      tenancy.storage.forget(tenantId);
       if (status !== TenantStatus.ACTIVE) {
         // Suspended, offboarded: its connections have no more use here.
         void tenancy.budget.retire(tenantId);
