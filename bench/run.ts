@@ -5,18 +5,14 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
-import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { once } from "node:events";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
-import os from "node:os";
+import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
 import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport } from "../services/mesh/grpc-transport.ts";
 import { operatorCredentialInterceptor } from "../services/mesh/credentials.ts";
-import { startEmbeddedDatabase } from "../services/mesh/embedded-database.ts";
+import { root, startBenchProcesses } from "./bench-processes.ts";
 import { freePort } from "../services/testing/free-port.ts";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
@@ -24,34 +20,12 @@ const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const tenantCount = Number(process.env.BENCH_TENANTS ?? 100);
 const profile = process.env.BENCH_PROFILE === "1";
 const poolMax = 20;
-const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 
-const dir = await mkdtemp(path.join(os.tmpdir(), "tenantry-bench-"));
-const database = await startEmbeddedDatabase({ dir, port: await freePort(), ephemeral: true });
-const children: ChildProcess[] = [];
-
-async function startProcess(name: string, file: string, env: Record<string, string>, args: string[] = []): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...args, file], { env: { PATH: process.env.PATH, TENANTRY_LOG_LEVEL: "warn", ...env }, stdio: ["ignore", "pipe", "inherit"] });
-  children.push(child);
-  let out = "";
-  child.stdout!.on("data", (chunk) => (out += chunk));
-  const deadline = Date.now() + 30_000;
-  const probe = env.TENANTRY_HTTP_PORT;
-  for (;;) {
-    const ready = probe ? await fetch(`http://127.0.0.1:${probe}/readyz`).then((r) => r.ok, () => false) : out.includes("ready");
-    if (ready) {
-      return child;
-    }
-    if (child.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`${name} did not start`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
+const bench = await startBenchProcesses({ ephemeral: true });
+const { dir, database, operatorToken, shared } = bench;
+const startProcess = bench.start;
 
 const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort(), tightBackend: await freePort(), baseline: await freePort() };
-const operatorToken = randomBytes(32).toString("base64url");
-const shared = { TENANTRY_DATA_DIR: dir, TENANTRY_MESH_KEY: randomBytes(32).toString("base64url"), TENANTRY_OPERATOR_TOKEN: operatorToken };
 const common = { ...shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}` };
 await startProcess("platform", path.join(root, "services/platform/main.ts"), {
   ...shared,
@@ -226,12 +200,8 @@ ${row(`tenantry, ceiling ${poolMax} connections`, tight, tightMemory)}
 throughput ratio, tenantry / baseline: ${(t.rps / b.rps).toFixed(2)} with a ceiling that fits ${targets.length} tenants, ${(tight.rps / b.rps).toFixed(2)} with ${poolMax} connections for ${targets.length} tenants   (goal: at least 0.80)
 `);
 
-for (const child of children.reverse()) {
-  if (child.exitCode === null) {
-    child.kill("SIGTERM");
-    await once(child, "exit");
-  }
-}
+// Node writes the CPU profile when Backend exits.
+await bench.stopProcesses();
 if (profile) {
   const [file] = await readdir(profileDir);
   const cpu = JSON.parse(await readFile(path.join(profileDir, file!), "utf8")) as {
@@ -268,6 +238,5 @@ if (profile) {
     [...map].sort((x, y) => y[1] - x[1]).slice(0, n).map(([k, v]) => `  ${((100 * v) / total).toFixed(1).padStart(5)}%  ${k}`).join("\n");
   process.stdout.write(`\nBackend CPU profile while measured (${total} samples), self time by package:\n${top(byPackage, 15)}\n\nby function:\n${top(byFunction, 20)}\n`);
 }
-await database.stop();
-await rm(dir, { recursive: true, force: true });
+await bench.stop();
 process.exit(0);

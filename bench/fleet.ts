@@ -1,0 +1,69 @@
+// npm run bench:fleet: a fleet migration that adds one migration to every
+// tenant (BENCH_FLEET_TENANTS, default 1000), then the same call again with
+// nothing pending, which the ledger answers without touching a tenant.
+// BENCH_FLEET_CONCURRENCY (default 8) tenants at once.
+import { createClient } from "@connectrpc/connect";
+import { once } from "node:events";
+import path from "node:path";
+import { FleetService, MigrationOutcome } from "../gen/tenantry/platform/v1/fleet_service_pb.js";
+import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { operatorCredentialInterceptor } from "../services/mesh/credentials.ts";
+import { createGrpcJsTransport } from "../services/mesh/grpc-transport.ts";
+import { root, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
+
+const tenantCount = Number(process.env.BENCH_FLEET_TENANTS ?? 1000);
+const concurrency = Number(process.env.BENCH_FLEET_CONCURRENCY ?? 8);
+const bench = await startBenchProcesses({ ephemeral: true });
+try {
+  const mesh = await startBenchMesh(bench);
+  const transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.platform}`, interceptors: [operatorCredentialInterceptor(bench.operatorToken)] });
+  const platform = createClient(PlatformService, transport);
+  const fleet = createClient(FleetService, transport);
+
+  process.stdout.write(`provisioning ${tenantCount} tenants…\n`);
+  const provisionStarted = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (next < tenantCount) {
+        await platform.createTenant({ tenantId: `fleet-${next++}` });
+      }
+    }),
+  );
+  const provisionSeconds = (performance.now() - provisionStarted) / 1000;
+
+  process.stdout.write("rolling out Backend's next version…\n");
+  mesh.backend.kill("SIGTERM");
+  await once(mesh.backend, "exit");
+  await mesh.startBackend(path.join(root, "bench/backend-next.ts"));
+
+  async function migrateAll() {
+    const started = performance.now();
+    const outcomes = new Map<string, number>();
+    let last;
+    for await (const event of fleet.migrateTenants({ concurrencyPerCluster: concurrency })) {
+      const name = MigrationOutcome[event.outcome];
+      outcomes.set(name, (outcomes.get(name) ?? 0) + 1);
+      last = event.totals;
+    }
+    return { seconds: (performance.now() - started) / 1000, outcomes: Object.fromEntries(outcomes), totals: last };
+  }
+  const first = await migrateAll();
+  const again = await migrateAll();
+  const status = await fleet.getFleetStatus({});
+  transport.close();
+
+  process.stdout.write(`
+Fleet migration of ${tenantCount} tenants × 2 services, ${concurrency} tenants at once (PostgreSQL without fsync on this machine)
+(provisioning them took ${provisionSeconds.toFixed(1)} s, ${(tenantCount / provisionSeconds).toFixed(1)} tenants/s with 4 at once)
+| run                                         | seconds | tenants/s | outcomes |
+|---------------------------------------------|---------|-----------|----------|
+| one new Backend migration for every tenant  | ${first.seconds.toFixed(2).padStart(7)} | ${(tenantCount / first.seconds).toFixed(1).padStart(9)} | ${JSON.stringify(first.outcomes)} |
+| the same call again, nothing pending        | ${again.seconds.toFixed(2).padStart(7)} | ${(tenantCount / again.seconds).toFixed(0).padStart(9)} | ${JSON.stringify(again.outcomes)} |
+
+fleet status: ${status.services.map((s) => `${s.service} ${s.latestVersion}: ${s.current} current, ${s.behind} behind, ${s.failed} failed`).join("; ")}
+goal for the second run: under 1 s
+`);
+} finally {
+  await bench.stop();
+}
