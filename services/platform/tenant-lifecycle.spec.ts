@@ -166,6 +166,27 @@ describe("offboarding", () => {
     }
   });
 
+  it("finishes an offboarding that stopped half-way when Platform starts again", async () => {
+    const tenant = await mesh.createTenant();
+    await mesh.restartPlatform({}, {
+      afterOffboardingStep: (_tenantId, step) => {
+        if (step === "export") {
+          throw new Error("stopped after the export");
+        }
+      },
+    });
+    try {
+      expect((await failure(mesh.platformClient.deleteTenant({ tenantId: tenant.tenantId }))).code).toBe(Code.Internal);
+      const { tenant: stopped } = await mesh.platformClient.getTenant({ tenantId: tenant.tenantId });
+      expect(stopped?.status).toBe(TenantStatus.OFFBOARDING);
+    } finally {
+      await mesh.restartPlatform();
+    }
+    await eventually(async () => (await mesh.platformClient.getTenant({ tenantId: tenant.tenantId })).tenant?.status === TenantStatus.DELETED);
+    expect(await mesh.sql("postgres", "select 1 from pg_database where datname = $1", [tenant.database])).toEqual([]);
+    expect(await mesh.sql("postgres", "select 1 from pg_roles where rolname = $1", [tenant.database])).toEqual([]);
+  });
+
   it("deletes a FAILED tenant at once", async () => {
     const tenantId = mesh.uniqueTenantId("failed");
     const database = `tenant_${tenantId.replaceAll("-", "_")}`;

@@ -34,7 +34,8 @@ export interface TenantLifecycleOptions {
   afterStep?: (tenantId: string, step: OffboardingStep) => void | Promise<void>;
 }
 
-const s = {
+/** The registry's spelling of each status. */
+const named = {
   active: statusName(TenantStatus.ACTIVE),
   suspended: statusName(TenantStatus.SUSPENDED),
   offboarding: statusName(TenantStatus.OFFBOARDING),
@@ -85,7 +86,7 @@ export class TenantLifecycle {
           throw new ConnectError(`update_mask names "${field}", which cannot be changed: use "display_name" or "tier"`, Code.InvalidArgument);
       }
     }
-    if (tenant.status === s.deleted || tenant.status === s.offboarding) {
+    if (tenant.status === named.deleted || tenant.status === named.offboarding) {
       throw new ConnectError(`tenant "${id}" is ${tenant.status} and cannot be changed`, Code.FailedPrecondition);
     }
     tenant.updatedAt = new Date();
@@ -99,12 +100,12 @@ export class TenantLifecycle {
     if ([...reason].length > 500) {
       throw new ConnectError("reason is longer than 500 characters", Code.InvalidArgument);
     }
-    return this.#transition(id, [s.active, s.suspended], s.suspended, { suspendedReason: reason.trim() === "" ? null : reason.trim() });
+    return this.#transition(id, [named.active, named.suspended], named.suspended, { suspendedReason: reason.trim() === "" ? null : reason.trim() });
   }
 
   /** Serves a SUSPENDED tenant again (an active one stays as it is). */
   resume(tenantId: string): Promise<Tenant> {
-    return this.#transition(checkTenantId(tenantId), [s.suspended, s.active], s.active, { suspendedReason: null });
+    return this.#transition(checkTenantId(tenantId), [named.suspended, named.active], named.active, { suspendedReason: null });
   }
 
   /**
@@ -116,20 +117,20 @@ export class TenantLifecycle {
     const id = checkTenantId(tenantId);
     const em = this.#options.orm.em.fork();
     const tenant = await this.#get(em, id);
-    if (tenant.status === s.failed) {
+    if (tenant.status === named.failed) {
       const [row] = await em.execute<{ id: string }[]>(
         "update platform.tenants set status = ?, lifecycle_step = null, updated_at = now() where id = ? and status = ? returning id",
-        [s.deleted, id, s.failed],
+        [named.deleted, id, named.failed],
       );
       if (row !== undefined) {
         return this.#get(em.fork(), id);
       }
-    } else if (tenant.status === s.active || tenant.status === s.suspended) {
+    } else if (tenant.status === named.active || tenant.status === named.suspended) {
       await em.execute(
         "update platform.tenants set status = ?, lifecycle_step = 'requested', purge_after = now() + ? * interval '1 millisecond', updated_at = now() where id = ? and status in (?, ?)",
-        [s.offboarding, this.#options.graceMs, id, s.active, s.suspended],
+        [named.offboarding, this.#options.graceMs, id, named.active, named.suspended],
       );
-    } else if (tenant.status === s.provisioning) {
+    } else if (tenant.status === named.provisioning) {
       throw new ConnectError(`tenant "${id}" is being provisioned; delete it once it is ACTIVE or FAILED`, Code.FailedPrecondition);
     }
     return this.#offboard(id);
@@ -154,7 +155,7 @@ export class TenantLifecycle {
   }
 
   async #sweep(): Promise<void> {
-    const due = await this.#options.orm.em.fork().find(Tenant, { status: s.offboarding }, { orderBy: { purgeAfter: "asc" } });
+    const due = await this.#options.orm.em.fork().find(Tenant, { status: named.offboarding }, { orderBy: { purgeAfter: "asc" } });
     for (const tenant of due) {
       await this.#offboard(tenant.id).catch((error: unknown) =>
         this.#options.log.warn({ tenantId: tenant.id, reason: ConnectError.from(error).rawMessage }, "offboarding did not finish; will retry"),
@@ -198,7 +199,7 @@ export class TenantLifecycle {
       const { orm, clusters, afterStep, log } = this.#options;
       const em = orm.em.fork();
       const tenant = await this.#get(em, id);
-      if (tenant.status !== s.offboarding) {
+      if (tenant.status !== named.offboarding) {
         return tenant;
       }
       const done = offboardingSteps.indexOf((tenant.lifecycleStep ?? "requested") as OffboardingStep);
@@ -239,7 +240,7 @@ export class TenantLifecycle {
         tenant.lifecycleStep = step;
         tenant.updatedAt = new Date();
         if (step === "drop-role") {
-          tenant.status = s.deleted;
+          tenant.status = named.deleted;
           tenant.lifecycleStep = null;
           tenant.rolePassword = null;
         }
