@@ -49,6 +49,11 @@ export class ClusterRegistry {
   readonly #box: SecretBox;
   readonly #log: Logger;
   readonly #pools = new Map<string, { pool: pg.Pool; access: ClusterAccess }>();
+  /**
+   * Opened settings by cluster name, kept for a minute (ResolveTenant needs
+   * them on every call; another Platform instance may re-register a cluster).
+   */
+  readonly #access = new Map<string, { at: number; access: Promise<ClusterAccess> }>();
 
   constructor(options: { orm: MikroORM; box: SecretBox; log: Logger }) {
     this.#orm = options.orm;
@@ -108,11 +113,18 @@ export class ClusterRegistry {
   }
 
   /** A cluster's settings with the admin password opened; NOT_FOUND for an unknown name. */
-  async access(name: string): Promise<ClusterAccess> {
-    const cached = this.#pools.get(name);
-    if (cached !== undefined) {
+  access(name: string): Promise<ClusterAccess> {
+    const cached = this.#access.get(name);
+    if (cached !== undefined && Date.now() - cached.at < 60_000) {
       return cached.access;
     }
+    const access = this.#load(name);
+    this.#access.set(name, { at: Date.now(), access });
+    access.catch(() => this.#access.delete(name));
+    return access;
+  }
+
+  async #load(name: string): Promise<ClusterAccess> {
     const cluster = await this.#orm.em.fork().findOne(Cluster, { name });
     if (cluster === null) {
       throw new ConnectError(`cluster "${name}" is not registered`, Code.NotFound);
@@ -168,6 +180,7 @@ export class ClusterRegistry {
   }
 
   async #forget(name: string): Promise<void> {
+    this.#access.delete(name);
     const entry = this.#pools.get(name);
     this.#pools.delete(name);
     await entry?.pool.end().catch(() => undefined);
