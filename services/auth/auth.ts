@@ -1,16 +1,23 @@
-import { startTenantService, type Logger, type TenantService, type TenantServiceConfig } from "../mesh/index.ts";
+import { loadSecret, SecretBox, startTenantService, type Logger, type TenantService } from "../mesh/index.ts";
+import { AuthService, authService } from "./auth-service.ts";
+import type { AuthConfig } from "./config.ts";
+import { LoginThrottle } from "./login-throttle.ts";
 import { migrations } from "./migrations/index.ts";
+import { SigningKeys } from "./signing-keys.ts";
 
 /**
- * Starts Auth. For now it owns schema `auth` in every tenant database and
- * migrates it; users, roles and tokens come with their own contracts.
+ * Starts Auth: each tenant's users, roles and signing keys in schema `auth`
+ * of its own database; sign-in and tokens.
  */
-export function startAuth(config: TenantServiceConfig, log: Logger): Promise<TenantService> {
+export async function startAuth(config: AuthConfig, log: Logger): Promise<TenantService> {
+  const masterKey = await loadSecret({ value: config.TENANTRY_MASTER_KEY, dataDir: config.TENANTRY_DATA_DIR, file: "master.key" });
+  const keys = new SigningKeys(new SecretBox(masterKey.value));
+  const deps = { keys, throttle: new LoginThrottle(), issuer: config.TENANTRY_TOKEN_ISSUER };
   return startTenantService({
     name: "auth",
     entities: [],
     migrations,
-    services: () => [],
+    services: (tenancy) => [{ service: AuthService, impl: authService(tenancy, deps) }],
     config,
     log,
   });

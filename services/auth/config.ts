@@ -1,3 +1,4 @@
+import { z } from "zod";
 import { port, readConfig, tenantServiceEnv, type TenantServiceConfig } from "../mesh/index.ts";
 
 /** Auth's settings, by environment variable. */
@@ -7,9 +8,22 @@ export const authEnv = {
   TENANTRY_GRPC_PORT: port.default(50052),
   /** HTTP listener port (Connect, gRPC-Web, gRPC; health checks). */
   TENANTRY_HTTP_PORT: port.default(8082),
+  /**
+   * The key that encrypts the tenants' private signing keys (the same as
+   * Platform's): 32 bytes, base64 or base64url. Else `<data dir>/master.key`.
+   */
+  TENANTRY_MASTER_KEY: z
+    .string()
+    .refine((s) => Buffer.from(s, "base64url").length === 32, "expected 32 bytes, base64 or base64url encoded")
+    .optional(),
+  /** The `iss` of the access tokens Auth signs, checked by every service. */
+  TENANTRY_TOKEN_ISSUER: z.string().min(1).default("tenantry"),
 };
 
+/** Auth's configuration. */
+export type AuthConfig = TenantServiceConfig & { TENANTRY_MASTER_KEY?: string | undefined; TENANTRY_TOKEN_ISSUER: string };
+
 /** Reads Auth's configuration; throws a ConfigError naming the variable at fault. */
-export function readAuthConfig(env: NodeJS.ProcessEnv = process.env): TenantServiceConfig {
+export function readAuthConfig(env: NodeJS.ProcessEnv = process.env): AuthConfig {
   return readConfig(authEnv, env);
 }

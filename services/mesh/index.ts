@@ -17,3 +17,4 @@ export { tenantSchemaService, TenantSchemaService } from "./tenant-schema-servic
 export { TenantScope } from "./tenant-scope.ts";
 export { startTenantService, type TenantService, type TenantServiceConfig } from "./tenant-service.ts";
 export { loadSecret, type Secret } from "./secret-file.ts";
+export { SecretBox } from "./secret-box.ts";

@@ -5,7 +5,8 @@ import type { Tenancy } from "./tenancy.ts";
 import { tenantIdHeader } from "./tenant-id.ts";
 
 /**
- * Resolves the tenant of every TENANT method's call from the `x-tenant-id`
+ * Resolves the tenant of every TENANT method's call (and of PUBLIC methods
+ * declared `in_tenant`, such as Login) from the `x-tenant-id`
  * metadata and runs the handler in that tenant's scope, with an
  * EntityManager forked for the call in the context values. A bad id is
  * INVALID_ARGUMENT, an unknown one NOT_FOUND, one that is not ACTIVE
@@ -13,7 +14,8 @@ import { tenantIdHeader } from "./tenant-id.ts";
  */
 export function tenantInterceptor(tenancy: Tenancy): Interceptor {
   return (next) => async (req) => {
-    if (accessOf(req.method).kind !== AccessKind.TENANT) {
+    const access = accessOf(req.method);
+    if (access.kind !== AccessKind.TENANT && !(access.kind === AccessKind.PUBLIC && access.inTenant)) {
       return next(req);
     }
     const route = await tenancy.directory.resolveActive(req.header.get(tenantIdHeader), `${tenantIdHeader} metadata`);

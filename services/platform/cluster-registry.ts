@@ -1,9 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
-import type { Logger } from "../mesh/index.ts";
+import type { Logger, SecretBox } from "../mesh/index.ts";
 import { Cluster } from "./entities/cluster.ts";
-import type { SecretBox } from "./secret-box.ts";
 
 /** A cluster's settings with its admin password opened, for Platform's own connections. */
 export interface ClusterAccess {

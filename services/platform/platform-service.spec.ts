@@ -32,7 +32,7 @@ describe("platform service", () => {
       [tenantId],
     );
     expect(ledger).toEqual([
-      { service: "auth", version: "0001-create-auth-schema" },
+      { service: "auth", version: "0002-create-identity" },
       { service: "backend", version: "0001-create-entries" },
     ]);
     const { route } = await mesh.platformMeshClient.resolveTenant({ tenantId });

@@ -4,7 +4,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import { AuditOutcome, PlatformService, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
-import type { SecretBox } from "./secret-box.ts";
+import type { SecretBox } from "../mesh/index.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
 import type { TenantLifecycle } from "./tenant-lifecycle.ts";
 import type { TenantProvisioner } from "./tenant-provisioning.ts";

@@ -1,4 +1,4 @@
-import { listenerOptions, loadMeshCredentials, loadSecret, startMeshServer, type Logger, type MeshServer } from "../mesh/index.ts";
+import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshServer, type Logger, type MeshServer } from "../mesh/index.ts";
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
@@ -10,7 +10,6 @@ import type { PlatformConfig } from "./config.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
 import { SchemaServices } from "./schema-services.ts";
-import { SecretBox } from "./secret-box.ts";
 import { TemplateDatabases } from "./template-databases.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./tenant-lifecycle.ts";

@@ -1,3 +1,4 @@
+import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
 import { createGrpcJsTransport, type GrpcJsTransport, type MeshCredentials } from "../mesh/index.ts";
@@ -7,6 +8,8 @@ export interface SchemaServiceEntry {
   name: string;
   address: string;
   client: Client<typeof TenantSchemaService>;
+  /** A client of another RPC service of the same process. */
+  clientOf<S extends DescService>(service: S): Client<S>;
 }
 
 /** What a data-owning service says about its schema. */
@@ -42,7 +45,7 @@ export class SchemaServices {
     this.entries = [...options.addresses].map(([name, address]) => {
       const transport = createGrpcJsTransport({ address, interceptors: [options.credentials.clientInterceptor()] });
       this.#transports.push(transport);
-      return { name, address, client: createClient(TenantSchemaService, transport) };
+      return { name, address, client: createClient(TenantSchemaService, transport), clientOf: (service) => createClient(service, transport) };
     });
   }
 

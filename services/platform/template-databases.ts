@@ -2,12 +2,11 @@ import { ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { randomBytes } from "node:crypto";
-import type { Logger } from "../mesh/index.ts";
+import type { Logger, SecretBox } from "../mesh/index.ts";
 import type { AdvisoryLocks } from "./advisory-locks.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import { Cluster } from "./entities/cluster.ts";
 import type { SchemaServices } from "./schema-services.ts";
-import type { SecretBox } from "./secret-box.ts";
 
 /** Options of {@link TemplateDatabases}. */
 export interface TemplateDatabasesOptions {

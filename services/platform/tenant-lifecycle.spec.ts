@@ -134,7 +134,7 @@ describe("offboarding", () => {
     expect(deleted?.exportPath).toMatch(new RegExp(`exports/${tenant.tenantId}-.*\\.ndjson\\.gz$`));
 
     const lines = gunzipSync(await readFile(deleted!.exportPath)).toString("utf8").trim().split("\n").map((l) => JSON.parse(l));
-    expect(lines[0]).toMatchObject({ format: "tenantry-export/1", tenantId: tenant.tenantId, versions: { auth: "0001-create-auth-schema", backend: "0001-create-entries" } });
+    expect(lines[0]).toMatchObject({ format: "tenantry-export/1", tenantId: tenant.tenantId, versions: { auth: "0002-create-identity", backend: "0001-create-entries" } });
     expect(lines).toContainEqual(expect.objectContaining({ table: "backend.entries", columns: expect.arrayContaining([{ name: "title", type: "character varying(200)" }]) }));
     expect(lines).toContainEqual({ t: "backend.entries", row: expect.objectContaining({ id: entry!.id, title: "keep me", tags: ["export"] }) });
     expect(lines.filter((l) => l.t === "backend.mikro_orm_migrations")).toHaveLength(1);

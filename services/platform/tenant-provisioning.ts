@@ -3,23 +3,23 @@ import { UniqueConstraintViolationException, type EntityManager, type MikroORM }
 import pg from "pg";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
+import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { TenantStatus, type Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { checkTenantId, tenantDatabaseName, type Logger } from "../mesh/index.ts";
+import { checkTenantId, tenantDatabaseName, type Logger, type SecretBox } from "../mesh/index.ts";
 import type { AdvisoryLocks } from "./advisory-locks.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import { Tenant } from "./entities/tenant.ts";
 import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
 import type { SchemaServices } from "./schema-services.ts";
-import type { SecretBox } from "./secret-box.ts";
 import type { TemplateDatabases } from "./template-databases.ts";
-import { checkTier, rolePasswordContext, statusName, tierName } from "./tenant-records.ts";
+import { checkTier, ownerPasswordContext, rolePasswordContext, statusName, tierName } from "./tenant-records.ts";
 
 /**
  * The steps of provisioning a tenant, in order. Each is idempotent, and the
  * last one done is recorded on the tenant, so that a Platform that stops
  * anywhere resumes from there.
  */
-export const provisioningSteps = ["register", "create-role", "create-database", "secure-database", "migrate-schemas", "activate"] as const;
+export const provisioningSteps = ["register", "create-role", "create-database", "secure-database", "migrate-schemas", "bootstrap", "activate"] as const;
 
 /** The steps of undoing a provisioning that failed. */
 export const rollbackSteps = ["drop-database", "drop-role"] as const;
@@ -55,6 +55,9 @@ export interface NewTenant {
   cluster: string;
   /** The region asked for when no cluster is; empty means any. */
   region: string;
+  /** The owner Auth creates; empty for none. */
+  ownerEmail: string;
+  ownerPassword: string;
 }
 
 const provisioning = statusName(TenantStatus.PROVISIONING);
@@ -82,7 +85,7 @@ export class TenantProvisioner {
    */
   async create(request: NewTenant): Promise<Tenant> {
     const tenantId = checkTenantId(request.tenantId);
-    const wanted = { ...request, tenantId, displayName: checkDisplayName(request.displayName, tenantId), tier: checkTier(request.tier) };
+    const wanted = { ...request, tenantId, displayName: checkDisplayName(request.displayName, tenantId), tier: checkTier(request.tier), ...checkOwner(request) };
     const em = this.#options.orm.em.fork();
     const existing = await em.findOne(Tenant, { id: tenantId });
     if (existing !== null) {
@@ -106,6 +109,8 @@ export class TenantProvisioner {
           rolePassword: this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
           lifecycleStep: "register",
           attempts: 1,
+          ownerEmail: wanted.ownerEmail === "" ? null : wanted.ownerEmail,
+          ownerPassword: wanted.ownerEmail === "" ? null : this.#options.box.seal(wanted.ownerPassword, ownerPasswordContext(tenantId)),
           createdAt: now,
           updatedAt: now,
         });
@@ -162,6 +167,7 @@ export class TenantProvisioner {
     const same =
       existing.displayName === wanted.displayName &&
       existing.tier === tierName(wanted.tier) &&
+      (existing.ownerEmail ?? "") === wanted.ownerEmail &&
       (wanted.cluster === "" || wanted.cluster === existing.cluster) &&
       (wanted.region === "" || (existing.cluster != null && (await this.#options.clusters.access(existing.cluster)).region === wanted.region));
     if (!same || existing.status === statusName(TenantStatus.DELETED) || existing.status === statusName(TenantStatus.OFFBOARDING)) {
@@ -345,7 +351,25 @@ export class TenantProvisioner {
         }
         return;
       }
+      case "bootstrap": {
+        const auth = schemas.entries.find((e) => e.name === "auth");
+        if (auth === undefined) {
+          return;
+        }
+        const ownerPassword = tenant.ownerPassword == null ? "" : box.open(tenant.ownerPassword, ownerPasswordContext(tenant.id));
+        try {
+          await auth.clientOf(AuthService).bootstrapTenant(
+            { tenantId: tenant.id, ownerEmail: tenant.ownerEmail ?? "", ownerPassword },
+            { timeoutMs: this.#options.migrateTimeoutMs },
+          );
+        } catch (error) {
+          const cause = ConnectError.from(error);
+          throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
+        }
+        return;
+      }
       case "activate":
+        tenant.ownerPassword = null;
         tenant.status = statusName(TenantStatus.ACTIVE);
         tenant.lifecycleStep = null;
         tenant.error = null;
@@ -438,6 +462,21 @@ async function readVersions(client: pg.Client, services: string[]): Promise<Map<
     }
   }
   return versions;
+}
+
+/** Both owner fields or neither; the email trimmed. Auth checks them in full. */
+function checkOwner(request: { ownerEmail: string; ownerPassword: string }): { ownerEmail: string; ownerPassword: string } {
+  const ownerEmail = request.ownerEmail.trim();
+  if (ownerEmail === "" && request.ownerPassword === "") {
+    return { ownerEmail, ownerPassword: "" };
+  }
+  if (!/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(ownerEmail) || ownerEmail.length > 320) {
+    throw new ConnectError("owner_email is not an email address", Code.InvalidArgument);
+  }
+  if ([...request.ownerPassword].length < 10 || [...request.ownerPassword].length > 200) {
+    throw new ConnectError("owner_password must have 10 to 200 characters", Code.InvalidArgument);
+  }
+  return { ownerEmail, ownerPassword: request.ownerPassword };
 }
 
 function checkDisplayName(displayName: string, tenantId: string): string {

@@ -79,6 +79,11 @@ export function rolePasswordContext(tenantId: string): string {
   return `tenant:${tenantId}:role`;
 }
 
+/** The context a tenant owner's password is sealed for while provisioning. */
+export function ownerPasswordContext(tenantId: string): string {
+  return `tenant:${tenantId}:owner-password`;
+}
+
 /** Checks a tier from a request; UNSPECIFIED means STANDARD. */
 export function checkTier(tier: Tier): Tier {
   if (tier === Tier.UNSPECIFIED) {

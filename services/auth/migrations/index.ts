@@ -1,5 +1,9 @@
 import type { MigrationObject } from "@mikro-orm/core";
 import { CreateAuthSchema } from "./create-auth-schema.ts";
+import { CreateIdentity } from "./create-identity.ts";
 
 /** Auth's migrations of schema `auth`, oldest first. Names never change once released. */
-export const migrations: MigrationObject[] = [{ name: "0001-create-auth-schema", class: CreateAuthSchema }];
+export const migrations: MigrationObject[] = [
+  { name: "0001-create-auth-schema", class: CreateAuthSchema },
+  { name: "0002-create-identity", class: CreateIdentity },
+];

@@ -28,6 +28,10 @@ export const Tenant = defineEntity({
     purgeAfter: p.datetime(3).nullable(),
     /** The export file written when offboarding. */
     exportPath: p.text().nullable(),
+    /** The owner asked for; Auth creates it while provisioning. */
+    ownerEmail: p.string().length(320).nullable(),
+    /** The owner's password, sealed, until the owner exists. */
+    ownerPassword: p.blob().nullable(),
     createdAt: p.datetime(3),
     updatedAt: p.datetime(3),
   },

@@ -2,6 +2,7 @@ import type { MigrationObject } from "@mikro-orm/core";
 import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
 import { AddFleetLedger } from "./add-fleet-ledger.ts";
 import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
+import { AddTenantOwner } from "./add-tenant-owner.ts";
 import { CreateRegistry } from "./create-registry.ts";
 
 /** Platform's migrations of its own database, oldest first. Names never change once released. */
@@ -10,4 +11,5 @@ export const migrations: MigrationObject[] = [
   { name: "0002-add-clusters-and-credentials", class: AddClustersAndCredentials },
   { name: "0003-add-lifecycle-and-audit", class: AddLifecycleAndAudit },
   { name: "0004-add-fleet-ledger", class: AddFleetLedger },
+  { name: "0005-add-tenant-owner", class: AddTenantOwner },
 ];

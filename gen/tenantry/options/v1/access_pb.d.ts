@@ -33,6 +33,15 @@ export declare type Access = Message<"tenantry.options.v1.Access"> & {
    * @generated from field: string permission = 2;
    */
   permission: string;
+
+  /**
+   * For ACCESS_KIND_PUBLIC methods that act within a tenant, such as Login:
+   * the call needs the x-tenant-id metadata and runs against that tenant's
+   * database, though it needs no credential.
+   *
+   * @generated from field: bool in_tenant = 3;
+   */
+  inTenant: boolean;
 };
 
 /**

@@ -234,6 +234,22 @@ export declare type CreateTenantRequest = Message<"tenantry.platform.v1.CreateTe
    * @generated from field: string region = 5;
    */
   region: string;
+
+  /**
+   * The email of the tenant's first user, its owner (all permissions).
+   * Empty: the tenant starts with its roles and signing key but no user.
+   *
+   * @generated from field: string owner_email = 6;
+   */
+  ownerEmail: string;
+
+  /**
+   * The owner's password: at least 10 characters. Kept encrypted only
+   * until the owner is created.
+   *
+   * @generated from field: string owner_password = 7;
+   */
+  ownerPassword: string;
 };
 
 /**
@@ -935,6 +951,8 @@ export declare const PlatformService: GenService<{
    * every data-owning service migrate its schema there, records the versions
    * they report, and only then marks the tenant ACTIVE. A tenant whose
    * provisioning fails is left FAILED with the error, never ACTIVE.
+   * With owner_email and owner_password, Auth bootstraps the tenant with
+   * its default roles and that owner.
    * Every step is recorded, so a Platform that stops half-way resumes the
    * tenant when it starts again. Repeating the same request returns the
    * same tenant (and retries it if it FAILED).

@@ -1,0 +1,42 @@
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
+import { entityManagerOf, tenantOf, TenantStatus, type Tenancy } from "../mesh/index.ts";
+import { login, logout, refresh, type SessionDeps } from "./sessions.ts";
+import { bootstrapTenant } from "./tenant-bootstrap.ts";
+
+export { AuthService };
+
+/** `tenantry.auth.v1.AuthService`: sign-in, tokens and each tenant's keys. */
+export function authService(tenancy: Tenancy, deps: SessionDeps): ServiceImpl<typeof AuthService> {
+  return {
+    async login(req, ctx) {
+      if (req.email === "" || req.password === "") {
+        throw new ConnectError("email and password are required", Code.InvalidArgument);
+      }
+      return login(entityManagerOf(ctx), deps, tenantOf(ctx).tenantId, req.email, req.password);
+    },
+    async refresh(req, ctx) {
+      if (req.refreshToken === "") {
+        throw new ConnectError("refresh_token is required", Code.InvalidArgument);
+      }
+      return refresh(entityManagerOf(ctx), deps, tenantOf(ctx).tenantId, req.refreshToken);
+    },
+    async logout(req, ctx) {
+      if (req.refreshToken !== "") {
+        await logout(entityManagerOf(ctx), req.refreshToken);
+      }
+      return {};
+    },
+    async getJwks(_req, ctx) {
+      const { jwks } = await deps.keys.keys(entityManagerOf(ctx), tenantOf(ctx).tenantId);
+      return { jwks: JSON.stringify(jwks) };
+    },
+    async bootstrapTenant(req) {
+      const route = await tenancy.directory.lookup(req.tenantId, "tenant_id");
+      if (route.status !== TenantStatus.PROVISIONING && route.status !== TenantStatus.ACTIVE) {
+        throw new ConnectError(`tenant "${route.tenantId}" is ${TenantStatus[route.status]?.toLowerCase()}; only a new or active tenant is bootstrapped`, Code.FailedPrecondition);
+      }
+      return tenancy.scope.run(tenancy.endpointOf(route), () => bootstrapTenant(tenancy.fork(), deps.keys, req));
+    },
+  };
+}

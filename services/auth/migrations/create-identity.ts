@@ -1,0 +1,69 @@
+import { Migration } from "@mikro-orm/migrations";
+
+/** The permissions every tenant's roles are made of. Names never change once released. */
+export const permissionCatalog: [name: string, description: string][] = [
+  ["users.read", "see users"],
+  ["users.write", "create, change and delete users"],
+  ["roles.read", "see roles and permissions"],
+  ["roles.write", "create, change and delete roles; assign and revoke them"],
+  ["entries.read", "read entries"],
+  ["entries.write", "create, change and delete entries"],
+  ["tenant.admin", "everything the owner of the tenant may do"],
+];
+
+/** Users, roles, permissions, refresh tokens and signing keys of the tenant. */
+export class CreateIdentity extends Migration {
+  override up(): void {
+    this.addSql(`create table auth.users (
+      id uuid primary key,
+      email varchar(320) not null,
+      display_name varchar(200) not null default '',
+      password_hash text not null,
+      created_at timestamptz(3) not null default now(),
+      updated_at timestamptz(3) not null default now()
+    )`);
+    this.addSql(`create unique index users_email on auth.users (lower(email))`);
+    this.addSql(`create table auth.permissions (
+      name varchar(100) primary key,
+      description text not null
+    )`);
+    for (const [name, description] of permissionCatalog) {
+      this.addSql(`insert into auth.permissions (name, description) values ('${name}', '${description.replaceAll("'", "''")}')`);
+    }
+    this.addSql(`create table auth.roles (
+      id uuid primary key,
+      name varchar(60) not null unique,
+      description text not null default '',
+      builtin boolean not null default false,
+      created_at timestamptz(3) not null default now()
+    )`);
+    this.addSql(`create table auth.role_permissions (
+      role_id uuid not null references auth.roles (id) on delete cascade,
+      permission varchar(100) not null references auth.permissions (name),
+      primary key (role_id, permission)
+    )`);
+    this.addSql(`create table auth.user_roles (
+      user_id uuid not null references auth.users (id) on delete cascade,
+      role_id uuid not null references auth.roles (id) on delete cascade,
+      primary key (user_id, role_id)
+    )`);
+    this.addSql(`create table auth.refresh_tokens (
+      id uuid primary key,
+      family uuid not null,
+      user_id uuid not null references auth.users (id) on delete cascade,
+      token_hash bytea not null unique,
+      expires_at timestamptz(3) not null,
+      created_at timestamptz(3) not null default now(),
+      used_at timestamptz(3),
+      revoked_at timestamptz(3)
+    )`);
+    this.addSql(`create index refresh_tokens_family on auth.refresh_tokens (family)`);
+    this.addSql(`create table auth.signing_keys (
+      kid varchar(40) primary key,
+      public_jwk jsonb not null,
+      private_key bytea not null,
+      created_at timestamptz(3) not null default now(),
+      retired_at timestamptz(3)
+    )`);
+  }
+}
