@@ -1,0 +1,126 @@
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
+import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { createGrpcJsTransport, type GrpcJsTransport } from "../mesh/index.ts";
+import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+
+let mesh: TestMesh;
+let transport: GrpcJsTransport;
+let auth: ReturnType<typeof createClient<typeof AuthService>>;
+const password = "correct horse battery";
+beforeAll(async () => {
+  mesh = await startTestMesh();
+  transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.auth.grpcPort}` });
+  auth = createClient(AuthService, transport);
+});
+afterAll(async () => {
+  transport?.close();
+  await mesh?.stop();
+});
+
+async function failure(call: Promise<unknown>): Promise<ConnectError> {
+  try {
+    await call;
+  } catch (error) {
+    return ConnectError.from(error);
+  }
+  throw new Error("expected the call to fail");
+}
+
+async function tenantWithOwner(email = "Owner@Example.com") {
+  const tenantId = mesh.uniqueTenantId("auth");
+  const { tenant } = await mesh.platformClient.createTenant({ tenantId, ownerEmail: email, ownerPassword: password });
+  return { tenant: tenant!, headers: { headers: { "x-tenant-id": tenantId } } };
+}
+
+describe("tenant bootstrap", () => {
+  it("gives a new tenant its default roles and owner, and forgets the owner's password in Platform", async () => {
+    const { tenant } = await tenantWithOwner();
+    expect(tenant.status).toBe(TenantStatus.ACTIVE);
+    const roles = await mesh.sql<{ name: string; permissions: string[] }>(
+      tenant.database,
+      "select r.name, array_agg(rp.permission order by rp.permission) as permissions from auth.roles r join auth.role_permissions rp on rp.role_id = r.id group by r.name order by r.name",
+    );
+    expect(roles).toEqual([
+      { name: "admin", permissions: ["entries.read", "entries.write", "roles.read", "roles.write", "users.read", "users.write"] },
+      { name: "member", permissions: ["entries.read", "entries.write"] },
+      { name: "owner", permissions: ["entries.read", "entries.write", "roles.read", "roles.write", "tenant.admin", "users.read", "users.write"] },
+      { name: "viewer", permissions: ["entries.read"] },
+    ]);
+    const [owner] = await mesh.sql<{ email: string; password_hash: string }>(tenant.database, "select email, password_hash from auth.users");
+    expect(owner!.email).toBe("Owner@Example.com");
+    expect(owner!.password_hash).toMatch(/^\$argon2id\$/);
+    const [record] = await mesh.sql<{ owner_password: Buffer | null }>(mesh.platformDatabase, "select owner_password from platform.tenants where id = $1", [tenant.tenantId]);
+    expect(record!.owner_password).toBeNull();
+    const [key] = await mesh.sql<{ private_key: Buffer }>(tenant.database, "select private_key from auth.signing_keys");
+    expect(key!.private_key.includes(Buffer.from("PRIVATE KEY"))).toBe(false);
+  });
+
+  it("refuses a malformed owner before anything is made", async () => {
+    const tenantId = mesh.uniqueTenantId("bad-owner");
+    expect((await failure(mesh.platformClient.createTenant({ tenantId, ownerEmail: "nobody", ownerPassword: password }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(mesh.platformClient.createTenant({ tenantId, ownerEmail: "a@b.example", ownerPassword: "short" }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(mesh.platformClient.getTenant({ tenantId }))).code).toBe(Code.NotFound);
+  });
+});
+
+describe("sign-in", () => {
+  it("logs the owner in with any letter case of the email, and signs tokens with the tenant's published key", async () => {
+    const { tenant, headers } = await tenantWithOwner();
+    const tokens = await auth.login({ email: "owner@EXAMPLE.com", password }, headers);
+    expect(tokens.expiresIn).toBe(900);
+    const { jwks } = await auth.getJwks({}, headers);
+    const { payload, protectedHeader } = await jwtVerify(tokens.accessToken, createLocalJWKSet(JSON.parse(jwks)), { issuer: "tenantry" });
+    expect(protectedHeader).toMatchObject({ alg: "EdDSA", typ: "at+jwt" });
+    expect(payload).toMatchObject({ tid: tenant.tenantId, permissions: expect.arrayContaining(["entries.write", "tenant.admin"]) });
+    expect(typeof payload.jti).toBe("string");
+    expect(payload.exp! - payload.iat!).toBe(900);
+    // Another tenant's key set does not hold this token's key.
+    const other = await tenantWithOwner();
+    const { jwks: otherJwks } = await auth.getJwks({}, other.headers);
+    expect(JSON.parse(otherJwks).keys.map((k: { kid: string }) => k.kid)).not.toContain(decodeProtectedHeader(tokens.accessToken).kid);
+  });
+
+  it("answers a wrong password and an unknown email alike, and throttles repeated failures", async () => {
+    const { headers } = await tenantWithOwner();
+    const wrong = await failure(auth.login({ email: "owner@example.com", password: "not the password" }, headers));
+    const unknown = await failure(auth.login({ email: "nobody@example.com", password: "not the password" }, headers));
+    expect([wrong.code, wrong.rawMessage]).toEqual([unknown.code, unknown.rawMessage]);
+    expect(wrong.code).toBe(Code.Unauthenticated);
+    for (let i = 0; i < 4; i++) {
+      await failure(auth.login({ email: "owner@example.com", password: "still wrong" }, headers));
+    }
+    const throttled = await failure(auth.login({ email: "owner@example.com", password }, headers));
+    expect(throttled.code).toBe(Code.ResourceExhausted);
+    // Another email of the same tenant is not held up.
+    expect((await failure(auth.login({ email: "someone@example.com", password }, headers))).code).toBe(Code.Unauthenticated);
+  });
+
+  it("rotates refresh tokens, and a reused one ends the whole sign-in", async () => {
+    const { headers } = await tenantWithOwner();
+    const first = await auth.login({ email: "owner@example.com", password }, headers);
+    const second = await auth.refresh({ refreshToken: first.refreshToken }, headers);
+    expect(second.refreshToken).not.toBe(first.refreshToken);
+    expect(decodeJwt(second.accessToken).sub).toBe(decodeJwt(first.accessToken).sub);
+    const third = await auth.refresh({ refreshToken: second.refreshToken }, headers);
+    // The first token again: stolen, say. Refused, and the family with it.
+    expect((await failure(auth.refresh({ refreshToken: first.refreshToken }, headers))).code).toBe(Code.Unauthenticated);
+    expect((await failure(auth.refresh({ refreshToken: third.refreshToken }, headers))).code).toBe(Code.Unauthenticated);
+    // Another sign-in is untouched, until it logs out.
+    const other = await auth.login({ email: "owner@example.com", password }, headers);
+    await auth.logout({ refreshToken: other.refreshToken }, headers);
+    expect((await failure(auth.refresh({ refreshToken: other.refreshToken }, headers))).code).toBe(Code.Unauthenticated);
+    expect((await failure(auth.refresh({ refreshToken: "made-up" }, headers))).code).toBe(Code.Unauthenticated);
+  });
+
+  it("needs the tenant, and works over Connect too", async () => {
+    expect((await failure(auth.login({ email: "owner@example.com", password }))).code).toBe(Code.InvalidArgument);
+    const { headers } = await tenantWithOwner();
+    const connect = createClient(AuthService, createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.auth.httpPort}`, httpVersion: "1.1" }));
+    const tokens = await connect.login({ email: "owner@example.com", password }, headers);
+    expect(tokens.accessToken.split(".")).toHaveLength(3);
+  });
+});
