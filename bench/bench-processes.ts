@@ -76,7 +76,7 @@ export async function startBenchProcesses(options: { ephemeral: boolean }): Prom
 /** Starts Platform, Auth and Backend as processes; `backendFile` replaces Backend's main. */
 export async function startBenchMesh(bench: BenchProcesses, options: { backendFile?: string; platformEnv?: Record<string, string> } = {}) {
   const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort() };
-  const tenantEnv = { ...bench.shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}` };
+  const tenantEnv = { ...bench.shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}`, TENANTRY_AUTH_ADDRESS: `127.0.0.1:${ports.auth}` };
   const startBackend = async (file = options.backendFile ?? path.join(root, "services/backend/main.ts")) =>
     bench.start("backend", file, { ...tenantEnv, TENANTRY_GRPC_PORT: String(ports.backend), TENANTRY_HTTP_PORT: String(await freePort()) });
   await bench.start("platform", path.join(root, "services/platform/main.ts"), {

@@ -8,6 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
+import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
 import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport } from "../services/mesh/grpc-transport.ts";
@@ -26,7 +27,7 @@ const { dir, database, operatorToken, shared } = bench;
 const startProcess = bench.start;
 
 const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort(), tightBackend: await freePort(), baseline: await freePort() };
-const common = { ...shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}` };
+const common = { ...shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}`, TENANTRY_AUTH_ADDRESS: `127.0.0.1:${ports.auth}` };
 await startProcess("platform", path.join(root, "services/platform/main.ts"), {
   ...shared,
   TENANTRY_GRPC_PORT: String(ports.platform),
@@ -57,14 +58,17 @@ const platform = createClient(
   createGrpcJsTransport({ address: `127.0.0.1:${ports.platform}`, interceptors: [operatorCredentialInterceptor(operatorToken)] }),
 );
 const entries = createClient(EntryService, createGrpcJsTransport({ address: `127.0.0.1:${ports.backend}` }));
-const targets: { tenantId: string; id: string; title: string; body: string; tags: string[] }[] = [];
+const auth = createClient(AuthService, createGrpcJsTransport({ address: `127.0.0.1:${ports.auth}` }));
+const targets: { tenantId: string; token: string; id: string; title: string; body: string; tags: string[] }[] = [];
 for (let i = 0; i < tenantCount; i += 4) {
   await Promise.all(
     Array.from({ length: Math.min(4, tenantCount - i) }, async (_, j) => {
       const tenantId = `bench-${i + j}`;
-      await platform.createTenant({ tenantId });
-      const { entry } = await entries.createEntry({ title: `entry of ${tenantId}`, body: "x".repeat(200), tags: ["bench", "entry"] }, { headers: { "x-tenant-id": tenantId } });
-      targets.push({ tenantId, id: entry!.id, title: entry!.title, body: entry!.body, tags: entry!.tags });
+      await platform.createTenant({ tenantId, ownerEmail: "owner@example.com", ownerPassword: "bench-password" });
+      const { accessToken: token } = await auth.login({ email: "owner@example.com", password: "bench-password" }, { headers: { "x-tenant-id": tenantId } });
+      const headers = { "x-tenant-id": tenantId, authorization: `Bearer ${token}` };
+      const { entry } = await entries.createEntry({ title: `entry of ${tenantId}`, body: "x".repeat(200), tags: ["bench", "entry"] }, { headers });
+      targets.push({ tenantId, token, id: entry!.id, title: entry!.title, body: entry!.body, tags: entry!.tags });
     }),
   );
 }
@@ -113,6 +117,7 @@ async function drive(address: string, duration: number, serverPid: number): Prom
   const metadata = targets.map((t) => {
     const md = new grpc.Metadata();
     md.set("x-tenant-id", t.tenantId);
+    md.set("authorization", `Bearer ${t.token}`);
     return md;
   });
   const requests = targets.map((t) => create(method.input, { id: t.id }));

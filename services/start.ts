@@ -69,6 +69,7 @@ for (const service of services) {
       TENANTRY_GRPC_PORT: String(service.grpc),
       TENANTRY_HTTP_PORT: String(service.http),
       TENANTRY_PLATFORM_ADDRESS: `${host}:50051`,
+      TENANTRY_AUTH_ADDRESS: `${host}:50052`,
       TENANTRY_SCHEMA_SERVICES: `auth=${host}:50052,backend=${host}:50053`,
       ...(service.name === "platform" ? { TENANTRY_DATABASE_URL: databaseUrl } : {}),
     },
@@ -99,6 +100,7 @@ for (const service of services) {
 
 const platform = `http://${host}:50051`;
 const token = operatorToken.path === undefined ? "$TENANTRY_OPERATOR_TOKEN" : `$(cat ${path.relative(process.cwd(), operatorToken.path)})`;
+const auth = `http://${host}:50052`;
 const backend = `http://${host}:50053`;
 process.stdout.write(`
 Tenantry is running.
@@ -110,9 +112,10 @@ Tenantry is running.
 Operator token (for Platform's operator methods): ${operatorToken.path ?? "TENANTRY_OPERATOR_TOKEN"}
 
 Try it (in another terminal):
-  npx buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer ${token}" -d '{"tenantId":"acme","displayName":"Acme"}' ${platform}/tenantry.platform.v1.PlatformService/CreateTenant
-  npx buf curl --protocol grpc --http2-prior-knowledge -H 'x-tenant-id: acme' -d '{"title":"hello","tags":["demo"]}' ${backend}/tenantry.backend.v1.EntryService/CreateEntry
-  npx buf curl --protocol grpc --http2-prior-knowledge -H 'x-tenant-id: acme' -d '{}' ${backend}/tenantry.backend.v1.EntryService/ListEntries
+  npx buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer ${token}" -d '{"tenantId":"acme","ownerEmail":"owner@acme.example","ownerPassword":"correct horse battery"}' ${platform}/tenantry.platform.v1.PlatformService/CreateTenant
+  TOKEN=$(npx buf curl --protocol grpc --http2-prior-knowledge -H 'x-tenant-id: acme' -d '{"email":"owner@acme.example","password":"correct horse battery"}' ${auth}/tenantry.auth.v1.AuthService/Login | node -pe 'JSON.parse(require("fs").readFileSync(0)).accessToken')
+  npx buf curl --protocol grpc --http2-prior-knowledge -H 'x-tenant-id: acme' -H "authorization: Bearer $TOKEN" -d '{"title":"hello","tags":["demo"]}' ${backend}/tenantry.backend.v1.EntryService/CreateEntry
+  npx buf curl --protocol grpc --http2-prior-knowledge -H 'x-tenant-id: acme' -H "authorization: Bearer $TOKEN" -d '{}' ${backend}/tenantry.backend.v1.EntryService/ListEntries
   npx buf curl --protocol grpc --http2-prior-knowledge --list-methods ${backend}
 
 Ctrl-C stops everything.

@@ -16,12 +16,10 @@ export const authEnv = {
     .string()
     .refine((s) => Buffer.from(s, "base64url").length === 32, "expected 32 bytes, base64 or base64url encoded")
     .optional(),
-  /** The `iss` of the access tokens Auth signs, checked by every service. */
-  TENANTRY_TOKEN_ISSUER: z.string().min(1).default("tenantry"),
 };
 
 /** Auth's configuration. */
-export type AuthConfig = TenantServiceConfig & { TENANTRY_MASTER_KEY?: string | undefined; TENANTRY_TOKEN_ISSUER: string };
+export type AuthConfig = TenantServiceConfig & { TENANTRY_MASTER_KEY?: string | undefined };
 
 /** Reads Auth's configuration; throws a ConfigError naming the variable at fault. */
 export function readAuthConfig(env: NodeJS.ProcessEnv = process.env): AuthConfig {

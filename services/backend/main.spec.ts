@@ -24,6 +24,7 @@ async function startBackendProcess(env: Record<string, string>): Promise<{ child
       TENANTRY_GRPC_PORT: String(grpcPort),
       TENANTRY_HTTP_PORT: String(httpPort),
       TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${mesh.platform.grpcPort}`,
+      TENANTRY_AUTH_ADDRESS: `127.0.0.1:${mesh.auth.grpcPort}`,
       ...mesh.sharedEnv,
       ...env,
     },
@@ -47,7 +48,7 @@ describe("backend process", () => {
     const tenant = await mesh.createTenant();
     const backend = await startBackendProcess({ TENANTRY_SHUTDOWN_GRACE_MS: "15000" });
     const headers = { "x-tenant-id": tenant.tenantId };
-    const transport = createGrpcJsTransport({ address: `127.0.0.1:${backend.grpcPort}` });
+    const transport = createGrpcJsTransport({ address: `127.0.0.1:${backend.grpcPort}`, interceptors: [mesh.accessTokens.interceptor()] });
     const client = createClient(EntryService, transport);
     await client.listEntries({}, { headers });
 
@@ -74,7 +75,7 @@ describe("backend process", () => {
     while ((await fetch(`http://127.0.0.1:${backend.httpPort}/readyz`).then((r) => r.status, () => 0)) === 200 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    const late = createClient(EntryService, createGrpcJsTransport({ address: `127.0.0.1:${backend.grpcPort}` }));
+    const late = createClient(EntryService, createGrpcJsTransport({ address: `127.0.0.1:${backend.grpcPort}`, interceptors: [mesh.accessTokens.interceptor()] }));
     const refused = await late.listEntries({}, { headers, timeoutMs: 2000 }).then(() => undefined, (e: unknown) => ConnectError.from(e));
     expect(refused?.code).toBe(Code.Unavailable);
     expect(backend.child.exitCode).toBeNull();

@@ -12,13 +12,15 @@ import { MeshCredentials } from "./credentials.ts";
 
 let mesh: TestMesh;
 let tenantId: string;
+let otherTenantId: string;
 beforeAll(async () => {
   mesh = await startTestMesh();
   ({ tenantId } = await mesh.createTenant());
+  ({ tenantId: otherTenantId } = await mesh.createTenant());
 });
 afterAll(() => mesh?.stop());
 
-type Credential = "none" | "operator" | "mesh" | "garbage" | "foreign mesh" | "expired mesh";
+type Credential = "none" | "operator" | "mesh" | "garbage" | "foreign mesh" | "expired mesh" | "user" | "expired user" | "other tenant's user";
 
 async function authorization(credential: Credential): Promise<string | undefined> {
   switch (credential) {
@@ -34,6 +36,12 @@ async function authorization(credential: Credential): Promise<string | undefined
       const other = new MeshCredentials({ meshKey: "k".repeat(40), operatorToken: "o".repeat(40), service: "intruder" });
       return `Bearer ${await other.serviceToken()}`;
     }
+    case "user":
+      return `Bearer ${await mesh.accessTokens.token(tenantId)}`;
+    case "expired user":
+      return `Bearer ${await mesh.accessTokens.token(tenantId, { expiresIn: "-1m" })}`;
+    case "other tenant's user":
+      return `Bearer ${await mesh.accessTokens.token(otherTenantId)}`;
     case "expired mesh": {
       const token = await new SignJWT({})
         .setProtectedHeader({ alg: "HS256", typ: "tenantry-mesh+jwt" })
@@ -71,11 +79,13 @@ const listeners: [string, (port: { grpc: number; http: number }, credential: Cre
   ["Connect over HTTP/1.1", (port, credential) => createConnectTransport({ baseUrl: `http://127.0.0.1:${port.http}`, httpVersion: "1.1", interceptors: [withCredential(credential)] })],
 ];
 
+const U = Code.Unauthenticated;
+const P = Code.PermissionDenied;
 const expected: Record<string, Record<Credential, Code | "ok">> = {
-  public: { none: "ok", operator: "ok", mesh: "ok", garbage: "ok", "foreign mesh": "ok", "expired mesh": "ok" },
-  tenant: { none: "ok", operator: Code.PermissionDenied, mesh: Code.PermissionDenied, garbage: "ok", "foreign mesh": "ok", "expired mesh": "ok" },
-  operator: { none: Code.Unauthenticated, operator: "ok", mesh: Code.PermissionDenied, garbage: Code.Unauthenticated, "foreign mesh": Code.Unauthenticated, "expired mesh": Code.Unauthenticated },
-  mesh: { none: Code.Unauthenticated, operator: Code.PermissionDenied, mesh: "ok", garbage: Code.Unauthenticated, "foreign mesh": Code.Unauthenticated, "expired mesh": Code.Unauthenticated },
+  public: { none: "ok", operator: "ok", mesh: "ok", garbage: "ok", "foreign mesh": "ok", "expired mesh": "ok", user: "ok", "expired user": "ok", "other tenant's user": "ok" },
+  tenant: { none: U, operator: P, mesh: P, garbage: U, "foreign mesh": U, "expired mesh": U, user: "ok", "expired user": U, "other tenant's user": P },
+  operator: { none: U, operator: "ok", mesh: P, garbage: U, "foreign mesh": U, "expired mesh": U, user: P, "expired user": P, "other tenant's user": P },
+  mesh: { none: U, operator: P, mesh: "ok", garbage: U, "foreign mesh": U, "expired mesh": U, user: P, "expired user": P, "other tenant's user": P },
 };
 
 describe("access enforcement", () => {

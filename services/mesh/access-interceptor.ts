@@ -1,7 +1,9 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { AccessKind, accessOf } from "./access.ts";
-import { kCaller } from "./context.ts";
+import { kCaller, kUser } from "./context.ts";
 import type { Caller, MeshCredentials } from "./credentials.ts";
+import { checkTenantId, tenantIdHeader } from "./tenant-id.ts";
+import type { UserTokens } from "./user-tokens.ts";
 
 const kindNames: Record<AccessKind, string> = {
   [AccessKind.UNSPECIFIED]: "undeclared",
@@ -20,15 +22,18 @@ const kindNames: Record<AccessKind, string> = {
  * `tenantry.` packages (health, reflection) are public; a Tenantry method
  * without a declaration is refused.
  *
- * TENANT methods refuse operator and service tokens; the user tokens they
- * will require are checked further in.
+ * TENANT methods take a user's access token for the tenant the call names
+ * (`x-tenant-id`), signed with that tenant's key and carrying the method's
+ * permission: none or an invalid one is UNAUTHENTICATED, one of another
+ * tenant or without the permission PERMISSION_DENIED, and operator or
+ * service tokens are refused.
  */
-export function accessInterceptor(credentials: MeshCredentials): Interceptor {
+export function accessInterceptor(credentials: MeshCredentials, userTokens?: UserTokens): Interceptor {
   return (next) => async (req) => {
     if (!req.service.typeName.startsWith("tenantry.")) {
       return next(req);
     }
-    const { kind } = accessOf(req.method);
+    const { kind, permission } = accessOf(req.method);
     if (kind === AccessKind.PUBLIC) {
       return next(req);
     }
@@ -42,10 +47,29 @@ export function accessInterceptor(credentials: MeshCredentials): Interceptor {
       if (caller.kind === "operator" || caller.kind === "mesh") {
         throw wrongKind(procedure, kind, caller);
       }
+      const tenantId = checkTenantId(req.header.get(tenantIdHeader), `${tenantIdHeader} metadata`);
+      const token = /^Bearer\s+(\S+)$/i.exec(req.header.get("authorization") ?? "")?.[1];
+      if (token === undefined) {
+        throw new ConnectError(
+          `${procedure} needs a user's access token: log in with tenantry.auth.v1.AuthService/Login and send "authorization: Bearer <access_token>"`,
+          Code.Unauthenticated,
+        );
+      }
+      if (userTokens === undefined) {
+        throw new ConnectError(`${procedure} is a tenant method in a service that cannot check user tokens`, Code.Internal);
+      }
+      const user = await userTokens.verify(token, tenantId);
+      if (permission !== "" && !user.permissions.has(permission)) {
+        throw new ConnectError(`${procedure} needs permission "${permission}", which the user's roles do not grant`, Code.PermissionDenied);
+      }
+      req.contextValues.set(kUser, user);
       return next(req);
     }
     if (caller.kind === "none") {
       throw new ConnectError(`${procedure} needs ${kindNames[kind]} credentials: send "authorization: Bearer <token>"`, Code.Unauthenticated);
+    }
+    if (caller.kind === "user") {
+      throw wrongKind(procedure, kind, caller);
     }
     if (caller.kind === "unknown") {
       throw new ConnectError(`${procedure}: the authorization credential is not valid (malformed, expired or signed with another key)`, Code.Unauthenticated);

@@ -75,6 +75,10 @@ export const tenantServiceEnv = {
   ...commonEnv,
   /** gRPC address (`host:port`) of Platform, which resolves tenants. */
   TENANTRY_PLATFORM_ADDRESS: z.string().regex(/^[^\s:]+:\d+$/, "expected host:port").default("127.0.0.1:50051"),
+  /** gRPC address (`host:port`) of Auth, which publishes each tenant's token signing keys. */
+  TENANTRY_AUTH_ADDRESS: z.string().regex(/^[^\s:]+:\d+$/, "expected host:port").default("127.0.0.1:50052"),
+  /** The `iss` of users' access tokens: what Auth signs and every service checks. */
+  TENANTRY_TOKEN_ISSUER: z.string().min(1).default("tenantry"),
   /** How long a call to Platform (resolving a tenant) may take, waiting for Platform to be reachable included. */
   TENANTRY_PLATFORM_TIMEOUT_MS: positiveInt.default(5000),
   /** Most database connections the process opens, all tenants together. */

@@ -1,6 +1,7 @@
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { Caller } from "./credentials.ts";
+import type { TokenUser } from "./user-tokens.ts";
 import type { TenantRoute } from "./tenant-directory.ts";
 
 /** The EntityManager of a tenant call, forked for that call and bound to the tenant's database. */
@@ -31,3 +32,6 @@ export function tenantOf(ctx: HandlerContext): TenantRoute {
 
 /** Who made the call, as the access interceptor identified them. */
 export const kCaller = createContextKey<Caller>({ kind: "none" }, { description: "caller" });
+
+/** The user of a TENANT method's call, from its verified access token. */
+export const kUser = createContextKey<TokenUser | undefined>(undefined, { description: "user" });

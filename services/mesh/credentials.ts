@@ -1,5 +1,5 @@
 import type { Interceptor } from "@connectrpc/connect";
-import { jwtVerify, SignJWT } from "jose";
+import { decodeProtectedHeader, jwtVerify, SignJWT } from "jose";
 import { LRUCache } from "lru-cache";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { loadSecret } from "./secret-file.ts";
@@ -21,6 +21,8 @@ export type Caller =
   | { kind: "none" }
   | { kind: "operator" }
   | { kind: "mesh"; service: string }
+  /** Looks like a user's access token (not verified here: TENANT methods verify it). */
+  | { kind: "user" }
   | { kind: "unknown" };
 
 const audience = "tenantry-mesh";
@@ -89,6 +91,9 @@ export class MeshCredentials {
     if (token.split(".").length !== 3) {
       return { kind: "unknown" };
     }
+    if (looksLikeUserToken(token)) {
+      return { kind: "user" };
+    }
     try {
       const { payload } = await jwtVerify(token, this.#key, { algorithms: ["HS256"], audience, typ: tokenType, requiredClaims: ["sub", "exp"] });
       const service = payload.sub!;
@@ -114,6 +119,14 @@ export function operatorCredentialInterceptor(operatorToken: string): Intercepto
     req.header.set("authorization", `Bearer ${operatorToken}`);
     return next(req);
   };
+}
+
+function looksLikeUserToken(token: string): boolean {
+  try {
+    return decodeProtectedHeader(token).typ === "at+jwt";
+  } catch {
+    return false;
+  }
 }
 
 function digest(value: string): Buffer {

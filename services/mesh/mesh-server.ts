@@ -4,6 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { AddressInfo } from "node:net";
 import { accessInterceptor } from "./access-interceptor.ts";
 import type { MeshCredentials } from "./credentials.ts";
+import type { UserTokens } from "./user-tokens.ts";
 import { errorInterceptor } from "./errors.ts";
 import { createGrpcServer } from "./grpc-server.ts";
 import { Health, HealthStatus, healthService, ServingStatus } from "./health-service.ts";
@@ -28,6 +29,8 @@ export interface MeshServerOptions {
   interceptors: Interceptor[];
   /** Checks each call's credential against the method's declared access. */
   credentials: MeshCredentials;
+  /** Verifies users' access tokens on TENANT methods; services without such methods need none. */
+  userTokens?: UserTokens;
   /** Address to bind both listeners to. */
   host: string;
   /** gRPC listener port; 0 picks a free one. */
@@ -116,7 +119,7 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
     }
     return guardStream(res, { finally: callEnded });
   };
-  const interceptors = [errorInterceptor(log), inFlightInterceptor, accessInterceptor(options.credentials), ...options.interceptors];
+  const interceptors = [errorInterceptor(log), inFlightInterceptor, accessInterceptor(options.credentials, options.userTokens), ...options.interceptors];
 
   const grpcServer = createGrpcServer({ services: specs, interceptors, shutdownSignal: shutdownController.signal });
   const grpcPort = await new Promise<number>((resolve, reject) =>

@@ -20,10 +20,10 @@ afterAll(() => mesh?.stop());
 
 describe("every protocol reaches the same implementation", () => {
   const transports: [string, () => Transport][] = [
-    ["Connect over HTTP/1.1", () => createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.backend.httpPort}`, httpVersion: "1.1" })],
-    ["gRPC-Web over HTTP/1.1", () => createGrpcWebTransport({ baseUrl: `http://127.0.0.1:${mesh.backend.httpPort}`, httpVersion: "1.1" })],
-    ["gRPC over h2c on the HTTP port", () => createGrpcTransport({ baseUrl: `http://127.0.0.1:${mesh.backend.httpPort}` })],
-    ["Connect over h2c on the HTTP port", () => createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.backend.httpPort}`, httpVersion: "2" })],
+    ["Connect over HTTP/1.1", () => createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.backend.httpPort}`, httpVersion: "1.1", interceptors: [mesh.accessTokens.interceptor()] })],
+    ["gRPC-Web over HTTP/1.1", () => createGrpcWebTransport({ baseUrl: `http://127.0.0.1:${mesh.backend.httpPort}`, httpVersion: "1.1", interceptors: [mesh.accessTokens.interceptor()] })],
+    ["gRPC over h2c on the HTTP port", () => createGrpcTransport({ baseUrl: `http://127.0.0.1:${mesh.backend.httpPort}`, interceptors: [mesh.accessTokens.interceptor()] })],
+    ["Connect over h2c on the HTTP port", () => createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.backend.httpPort}`, httpVersion: "2", interceptors: [mesh.accessTokens.interceptor()] })],
   ];
   for (const [name, transport] of transports) {
     it(`serves ${name}`, async () => {
@@ -84,6 +84,8 @@ describe("health and reflection", () => {
         "--http2-prior-knowledge",
         "-H",
         `x-tenant-id: ${tenantId}`,
+        "-H",
+        `authorization: Bearer ${await mesh.accessTokens.token(tenantId)}`,
         "-d",
         JSON.stringify({ title: `via buf curl on ${port}`, tags: ["cli"] }),
         `http://127.0.0.1:${port}/tenantry.backend.v1.EntryService/CreateEntry`,
@@ -127,7 +129,7 @@ describe("CORS", () => {
 
     const call = await fetch(url, {
       method: "POST",
-      headers: { origin: "http://allowed.example", "content-type": "application/json", "x-tenant-id": tenantId },
+      headers: { origin: "http://allowed.example", "content-type": "application/json", "x-tenant-id": tenantId, authorization: `Bearer ${await mesh.accessTokens.token(tenantId)}` },
       body: "{}",
     });
     expect(call.status).toBe(200);

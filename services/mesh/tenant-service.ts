@@ -1,5 +1,6 @@
 import { createClient, type Interceptor } from "@connectrpc/connect";
 import type { EntitySchema, MigrationObject } from "@mikro-orm/postgresql";
+import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { tenantServiceEnv } from "./config.ts";
 import { loadMeshCredentials } from "./credentials.ts";
@@ -11,6 +12,7 @@ import { TenantDirectory, TenantStatus } from "./tenant-directory.ts";
 import { watchTenantChanges } from "./tenant-change-watch.ts";
 import { tenantInterceptor } from "./tenant-interceptor.ts";
 import { TenantSchemaService, tenantSchemaService } from "./tenant-schema-service.ts";
+import { UserTokens } from "./user-tokens.ts";
 import type { z } from "zod";
 
 /** The configuration a tenant service reads (see `tenantServiceEnv`). */
@@ -99,6 +101,14 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       }
     },
   });
+  // Each tenant's key set comes from Auth (Auth asks itself the same way).
+  const authTransport = createGrpcJsTransport({ address: config.TENANTRY_AUTH_ADDRESS, waitForReady: true });
+  const userTokens = new UserTokens({
+    auth: createClient(AuthService, authTransport),
+    issuer: config.TENANTRY_TOKEN_ISSUER,
+    // Auth may itself wait for Platform to resolve the tenant: allow for that.
+    timeoutMs: 2 * config.TENANTRY_PLATFORM_TIMEOUT_MS + 1000,
+  });
   const server = await startMeshServer({
     name: options.name,
     services: [
@@ -107,6 +117,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     ],
     interceptors: [tenantInterceptor(tenancy), ...(options.interceptors ?? [])],
     credentials,
+    userTokens,
     ...listenerOptions(config),
     log,
     onShutdown: async () => {
@@ -114,6 +125,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       await watched;
       await tenancy.close();
       transport.close();
+      authTransport.close();
     },
   });
   return Object.assign(server, { tenancy });

@@ -23,6 +23,7 @@ import {
 } from "../mesh/index.ts";
 import { readPlatformConfig } from "../platform/config.ts";
 import { startPlatform, type PlatformHooks } from "../platform/platform.ts";
+import { TestAccessTokens } from "./access-tokens.ts";
 import { freePort } from "./free-port.ts";
 
 /** Options of {@link startTestMesh}; values are environment variables of the services. */
@@ -63,7 +64,9 @@ export interface TestMesh {
   operatorToken: string;
   /** Credentials of a service of this mesh named "test", for mesh calls from tests. */
   meshCredentials: MeshCredentials;
-  /** An EntryService client over grpc-js on Backend's gRPC port. */
+  /** Access tokens signed with tenants' real keys. */
+  accessTokens: TestAccessTokens;
+  /** An EntryService client over grpc-js on Backend's gRPC port; calls naming a tenant get a token with every permission. */
   entries: Client<typeof EntryService>;
   /** A tenant id no other test uses. */
   uniqueTenantId(prefix?: string): string;
@@ -94,15 +97,17 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     TENANTRY_OPERATOR_TOKEN: operatorToken,
   };
   const meshCredentials = new MeshCredentials({ meshKey: sharedEnv.TENANTRY_MESH_KEY, operatorToken, service: "test" });
+  const authPort = await freePort();
   const tenantEnv = {
     ...sharedEnv,
+    TENANTRY_AUTH_ADDRESS: `127.0.0.1:${authPort}`,
     TENANTRY_GRPC_PORT: "0",
     TENANTRY_HTTP_PORT: "0",
     TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${platformPort}`,
     TENANTRY_CORS_ORIGINS: "http://allowed.example",
     ...options.tenantServiceEnv,
   };
-  const auth = await startAuth(readAuthConfig(tenantEnv), log.child({ service: "auth" }));
+  const auth = await startAuth(readAuthConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(authPort) }), log.child({ service: "auth" }));
   const backendPort = await freePort();
   const launchBackend = (migrations?: MigrationObject[]) =>
     startBackend(readBackendConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(backendPort) }), log.child({ service: "backend" }), migrations);
@@ -127,7 +132,15 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   };
   const platformClient = createClient(PlatformService, transport(platformPort));
   const platformMeshClient = createClient(PlatformService, transport(platformPort, [meshCredentials.clientInterceptor()]));
-  const entries = createClient(EntryService, transport(backend.grpcPort, []));
+  const accessTokens = new TestAccessTokens({
+    dataDir,
+    // Through Platform's route, so that tenants on any cluster are found.
+    locate: async (tenantId) => {
+      const { route } = await platformMeshClient.resolveTenant({ tenantId });
+      return { host: route!.host, port: route!.port, database: route!.database, user: route!.user, password: route!.password };
+    },
+  });
+  const entries = createClient(EntryService, transport(backend.grpcPort, [accessTokens.interceptor()]));
   const admin = new pg.Pool({ connectionString: serverUrl.toString(), max: 2 });
   const pools = new Map<string, pg.Pool>();
   let counter = 0;
@@ -166,6 +179,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     sharedEnv,
     operatorToken,
     meshCredentials,
+    accessTokens,
     entries,
     uniqueTenantId,
     async createTenant(tenantId = uniqueTenantId()) {

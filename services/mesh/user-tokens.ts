@@ -1,0 +1,130 @@
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { createLocalJWKSet, decodeJwt, errors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
+import { LRUCache } from "lru-cache";
+import type { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
+import { tenantIdHeader } from "./tenant-id.ts";
+
+/** Options of {@link UserTokens}. */
+export interface UserTokensOptions {
+  /** Asks Auth for a tenant's key set. */
+  auth: Client<typeof AuthService>;
+  /** The `iss` every access token must carry. */
+  issuer: string;
+  /** How long a tenant's key set is kept (an unknown kid refreshes it sooner). */
+  keySetTtlMs?: number;
+  /** Deadline of a key set request. */
+  timeoutMs?: number;
+}
+
+/** The user an access token speaks for. */
+export interface TokenUser {
+  userId: string;
+  tenantId: string;
+  permissions: ReadonlySet<string>;
+}
+
+/**
+ * Verifies users' access tokens: EdDSA JWTs signed with their tenant's own
+ * key, whose key set is fetched from Auth (GetJwks) and kept per tenant,
+ * fetched again when a token names a key not in it (a rotation).
+ */
+export class UserTokens {
+  readonly #options: UserTokensOptions;
+  readonly #keySets: LRUCache<string, { get: JWTVerifyGetKey; fetchedAt: number }>;
+  readonly #fetching = new Map<string, Promise<{ get: JWTVerifyGetKey; fetchedAt: number }>>();
+
+  constructor(options: UserTokensOptions) {
+    this.#options = options;
+    this.#keySets = new LRUCache({ max: 10_000, ttl: options.keySetTtlMs ?? 600_000 });
+  }
+
+  /**
+   * Verifies `token` for the tenant the call names. UNAUTHENTICATED for a
+   * token that is malformed, expired, not signed by the tenant's key or from
+   * another issuer; PERMISSION_DENIED for a valid token of another tenant.
+   */
+  async verify(token: string, tenantId: string): Promise<TokenUser> {
+    let claimed: unknown;
+    try {
+      claimed = decodeJwt(token).tid;
+    } catch {
+      throw new ConnectError("the access token is not valid (malformed): log in again", Code.Unauthenticated);
+    }
+    if (typeof claimed !== "string") {
+      throw new ConnectError("the credential is not a user's access token (it names no tenant): log in with AuthService/Login", Code.Unauthenticated);
+    }
+    if (claimed !== tenantId) {
+      // Refused before any key is fetched: whatever its signature, it is not for this tenant.
+      throw new ConnectError(`the access token is for another tenant than "${tenantId}"`, Code.PermissionDenied);
+    }
+    let keySet = await this.#keySet(tenantId, false);
+    let payload;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        ({ payload } = await jwtVerify(token, keySet.get, {
+          issuer: this.#options.issuer,
+          algorithms: ["EdDSA"],
+          typ: "at+jwt",
+          requiredClaims: ["sub", "exp", "iat", "tid"],
+        }));
+        break;
+      } catch (error) {
+        // A key the cached set does not hold: maybe a rotation since. Ask again, once, unless just asked.
+        if (error instanceof errors.JWKSNoMatchingKey && attempt === 0 && Date.now() - keySet.fetchedAt > 1000) {
+          keySet = await this.#keySet(tenantId, true);
+          continue;
+        }
+        throw new ConnectError(`the access token is not valid (${reason(error)}): log in again`, Code.Unauthenticated);
+      }
+    }
+    if (payload.tid !== tenantId) {
+      throw new ConnectError(`the access token is for another tenant than "${tenantId}"`, Code.PermissionDenied);
+    }
+    const permissions = Array.isArray(payload.permissions) ? payload.permissions.filter((p): p is string => typeof p === "string") : [];
+    return { userId: payload.sub!, tenantId, permissions: new Set(permissions) };
+  }
+
+  async #keySet(tenantId: string, fresh: boolean): Promise<{ get: JWTVerifyGetKey; fetchedAt: number }> {
+    const cached = fresh ? undefined : this.#keySets.get(tenantId);
+    if (cached !== undefined) {
+      return cached;
+    }
+    let fetching = this.#fetching.get(tenantId);
+    if (fetching === undefined) {
+      fetching = this.#options.auth
+        .getJwks({}, { headers: { [tenantIdHeader]: tenantId }, timeoutMs: this.#options.timeoutMs ?? 5000 })
+        .catch((error: unknown) => {
+          const cause = ConnectError.from(error);
+          // Auth waits for Platform as long as we wait for Auth: both mean it cannot be reached now.
+          throw cause.code === Code.DeadlineExceeded ? new ConnectError(`cannot fetch tenant "${tenantId}"'s signing keys from Auth in time; retry later`, Code.Unavailable) : cause;
+        })
+        .then(({ jwks }) => {
+          const entry = { get: createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet), fetchedAt: Date.now() };
+          this.#keySets.set(tenantId, entry);
+          return entry;
+        })
+        .finally(() => this.#fetching.delete(tenantId));
+      this.#fetching.set(tenantId, fetching);
+    }
+    return fetching;
+  }
+}
+
+function reason(error: unknown): string {
+  if (error instanceof errors.JWTExpired) {
+    return "expired";
+  }
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    return `claim "${error.claim}" ${error.reason === "check_failed" ? "is wrong" : "is missing"}`;
+  }
+  if (error instanceof errors.JWKSNoMatchingKey) {
+    return "signed with a key the tenant does not have";
+  }
+  if (error instanceof errors.JOSEAlgNotAllowed) {
+    return "algorithm not allowed";
+  }
+  if (error instanceof errors.JWSSignatureVerificationFailed) {
+    return "bad signature";
+  }
+  return "malformed";
+}
