@@ -13,7 +13,12 @@ let mesh: TestMesh;
 beforeAll(async () => {
   mesh = await startTestMesh();
 });
-afterAll(() => mesh?.stop());
+const spawned: ChildProcess[] = [];
+afterAll(async () => {
+  // A failed test may leave its process behind: never outlive the run.
+  spawned.filter((c) => c.exitCode === null && c.signalCode === null).forEach((c) => c.kill("SIGKILL"));
+  await mesh?.stop();
+});
 
 async function startBackendProcess(env: Record<string, string>): Promise<{ child: ChildProcess; grpcPort: number; httpPort: number; output: () => string }> {
   const grpcPort = await freePort();
@@ -30,6 +35,7 @@ async function startBackendProcess(env: Record<string, string>): Promise<{ child
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  spawned.push(child);
   let output = "";
   child.stdout!.on("data", (chunk) => (output += chunk));
   child.stderr!.on("data", (chunk) => (output += chunk));

@@ -32,6 +32,13 @@ async function createTenantAndCrash(tenantId: string, step: string, env: Record<
   let stderr = "";
   child.stderr!.on("data", (chunk) => (stderr += chunk));
   const exited = once(child, "exit");
+  // Should it not crash as told, it must not outlive the test.
+  let reaped = false;
+  const reaper = setTimeout(() => {
+    reaped = true;
+    child.kill("SIGKILL");
+  }, 30_000);
+  void exited.finally(() => clearTimeout(reaper));
   const deadline = Date.now() + 20_000;
   while (!(await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false))) {
     if (child.exitCode !== null || Date.now() > deadline) {
@@ -46,6 +53,7 @@ async function createTenantAndCrash(tenantId: string, step: string, env: Record<
   transport.close();
   const [, signal] = await exited;
   expect(signal, `Platform should have been killed after ${step}`).toBe("SIGKILL");
+  expect(reaped, `Platform did not kill itself after ${step}`).toBe(false);
   // The activate step is recorded with its work, so the call may have been answered already.
   if (step !== "activate") {
     expect(error?.code).toBe(Code.Unavailable);
