@@ -1,8 +1,9 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
-import { entityManagerOf, tenantOf, TenantStatus, type Tenancy } from "../mesh/index.ts";
+import { entityManagerOf, kUser, tenantOf, TenantStatus, type Tenancy } from "../mesh/index.ts";
 import { login, logout, refresh, type SessionDeps } from "./sessions.ts";
 import { bootstrapTenant } from "./tenant-bootstrap.ts";
+import { getUser } from "./users.ts";
 
 export { AuthService };
 
@@ -30,6 +31,19 @@ export function authService(tenancy: Tenancy, deps: SessionDeps): ServiceImpl<ty
     async getJwks(_req, ctx) {
       const { jwks } = await deps.keys.keys(entityManagerOf(ctx), tenantOf(ctx).tenantId);
       return { jwks: JSON.stringify(jwks) };
+    },
+    async whoAmI(_req, ctx) {
+      const user = ctx.values.get(kUser)!;
+      const found = await getUser(entityManagerOf(ctx), user.userId).catch(() => undefined);
+      if (found === undefined) {
+        throw new ConnectError("the user of this access token no longer exists", Code.Unauthenticated);
+      }
+      return { userId: found.userId, tenantId: user.tenantId, email: found.email, displayName: found.displayName, roles: found.roles, permissions: [...user.permissions].sort() };
+    },
+    async rotateSigningKey(req) {
+      const route = await tenancy.directory.lookup(req.tenantId, "tenant_id");
+      const kid = await tenancy.scope.run(tenancy.endpointOf(route), () => deps.keys.rotate(tenancy.fork(), route.tenantId));
+      return { kid };
     },
     async bootstrapTenant(req) {
       const route = await tenancy.directory.lookup(req.tenantId, "tenant_id");

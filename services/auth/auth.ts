@@ -3,7 +3,9 @@ import { AuthService, authService } from "./auth-service.ts";
 import type { AuthConfig } from "./config.ts";
 import { LoginThrottle } from "./login-throttle.ts";
 import { migrations } from "./migrations/index.ts";
+import { RoleService, roleService } from "./role-service.ts";
 import { SigningKeys } from "./signing-keys.ts";
+import { UserService, userService } from "./user-service.ts";
 
 /**
  * Starts Auth: each tenant's users, roles and signing keys in schema `auth`
@@ -17,7 +19,11 @@ export async function startAuth(config: AuthConfig, log: Logger): Promise<Tenant
     name: "auth",
     entities: [],
     migrations,
-    services: (tenancy) => [{ service: AuthService, impl: authService(tenancy, deps) }],
+    services: (tenancy) => [
+      { service: AuthService, impl: authService(tenancy, deps) },
+      { service: UserService, impl: userService },
+      { service: RoleService, impl: roleService },
+    ],
     config,
     log,
   });

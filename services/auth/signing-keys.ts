@@ -60,13 +60,31 @@ export class SigningKeys {
     return keys;
   }
 
-  async #create(em: EntityManager, tenantId: string): Promise<void> {
+  /**
+   * Gives the tenant a new current key; the one it replaces stays published
+   * (tokens it signed remain valid until they expire), older ones are retired.
+   * Returns the new key's id. Run in the tenant's scope.
+   */
+  async rotate(em: EntityManager, tenantId: string): Promise<string> {
+    return em.transactional(async (tx) => {
+      const kid = await this.#create(tx, tenantId);
+      await tx.execute(
+        `update auth.signing_keys set retired_at = now() where retired_at is null and kid not in
+           (select kid from auth.signing_keys where retired_at is null order by created_at desc, kid limit 2)`,
+      );
+      this.#cache.delete(tenantId);
+      return kid;
+    });
+  }
+
+  async #create(em: EntityManager, tenantId: string): Promise<string> {
     const { publicKey, privateKey } = await generateKeyPair(signingAlgorithm, { crv: "Ed25519", extractable: true });
     const kid = randomUUID();
     const jwk = { ...(await exportJWK(publicKey)), kid, alg: signingAlgorithm, use: "sig" };
     const sealed = this.#box.seal(await exportPKCS8(privateKey), keyContext(tenantId, kid));
-    await em.execute("insert into auth.signing_keys (kid, public_jwk, private_key) values (?, ?, ?)", [kid, JSON.stringify(jwk), sealed]);
+    await em.execute("insert into auth.signing_keys (kid, public_jwk, private_key, created_at) values (?, ?, ?, clock_timestamp())", [kid, JSON.stringify(jwk), sealed]);
     this.#cache.delete(tenantId);
+    return kid;
   }
 }
 

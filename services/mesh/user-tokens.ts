@@ -30,8 +30,10 @@ export interface TokenUser {
  */
 export class UserTokens {
   readonly #options: UserTokensOptions;
-  readonly #keySets: LRUCache<string, { get: JWTVerifyGetKey; fetchedAt: number }>;
-  readonly #fetching = new Map<string, Promise<{ get: JWTVerifyGetKey; fetchedAt: number }>>();
+  readonly #keySets: LRUCache<string, JWTVerifyGetKey>;
+  readonly #fetching = new Map<string, Promise<JWTVerifyGetKey>>();
+  /** When a token with an unknown kid last made us fetch a tenant's keys: at most once per quarter second. */
+  readonly #forcedAt = new LRUCache<string, number>({ max: 10_000 });
 
   constructor(options: UserTokensOptions) {
     this.#options = options;
@@ -61,7 +63,7 @@ export class UserTokens {
     let payload;
     for (let attempt = 0; ; attempt++) {
       try {
-        ({ payload } = await jwtVerify(token, keySet.get, {
+        ({ payload } = await jwtVerify(token, keySet, {
           issuer: this.#options.issuer,
           algorithms: ["EdDSA"],
           typ: "at+jwt",
@@ -70,7 +72,8 @@ export class UserTokens {
         break;
       } catch (error) {
         // A key the cached set does not hold: maybe a rotation since. Ask again, once, unless just asked.
-        if (error instanceof errors.JWKSNoMatchingKey && attempt === 0 && Date.now() - keySet.fetchedAt > 1000) {
+        if (error instanceof errors.JWKSNoMatchingKey && attempt === 0 && Date.now() - (this.#forcedAt.get(tenantId) ?? 0) > 250) {
+          this.#forcedAt.set(tenantId, Date.now());
           keySet = await this.#keySet(tenantId, true);
           continue;
         }
@@ -84,7 +87,7 @@ export class UserTokens {
     return { userId: payload.sub!, tenantId, permissions: new Set(permissions) };
   }
 
-  async #keySet(tenantId: string, fresh: boolean): Promise<{ get: JWTVerifyGetKey; fetchedAt: number }> {
+  async #keySet(tenantId: string, fresh: boolean): Promise<JWTVerifyGetKey> {
     const cached = fresh ? undefined : this.#keySets.get(tenantId);
     if (cached !== undefined) {
       return cached;
@@ -99,7 +102,7 @@ export class UserTokens {
           throw cause.code === Code.DeadlineExceeded ? new ConnectError(`cannot fetch tenant "${tenantId}"'s signing keys from Auth in time; retry later`, Code.Unavailable) : cause;
         })
         .then(({ jwks }) => {
-          const entry = { get: createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet), fetchedAt: Date.now() };
+          const entry = createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet);
           this.#keySets.set(tenantId, entry);
           return entry;
         })

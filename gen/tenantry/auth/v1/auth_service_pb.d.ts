@@ -256,6 +256,115 @@ export declare type BootstrapTenantResponse = Message<"tenantry.auth.v1.Bootstra
 export declare const BootstrapTenantResponseSchema: GenMessage<BootstrapTenantResponse>;
 
 /**
+ * WhoAmIRequest is empty.
+ *
+ * @generated from message tenantry.auth.v1.WhoAmIRequest
+ */
+export declare type WhoAmIRequest = Message<"tenantry.auth.v1.WhoAmIRequest"> & {
+};
+
+/**
+ * Describes the message tenantry.auth.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export declare const WhoAmIRequestSchema: GenMessage<WhoAmIRequest>;
+
+/**
+ * WhoAmIResponse describes the caller.
+ *
+ * @generated from message tenantry.auth.v1.WhoAmIResponse
+ */
+export declare type WhoAmIResponse = Message<"tenantry.auth.v1.WhoAmIResponse"> & {
+  /**
+   * The user's id.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * The tenant.
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * The user's email.
+   *
+   * @generated from field: string email = 3;
+   */
+  email: string;
+
+  /**
+   * The user's display name.
+   *
+   * @generated from field: string display_name = 4;
+   */
+  displayName: string;
+
+  /**
+   * The user's roles now.
+   *
+   * @generated from field: repeated string roles = 5;
+   */
+  roles: string[];
+
+  /**
+   * The permissions the access token carries.
+   *
+   * @generated from field: repeated string permissions = 6;
+   */
+  permissions: string[];
+};
+
+/**
+ * Describes the message tenantry.auth.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export declare const WhoAmIResponseSchema: GenMessage<WhoAmIResponse>;
+
+/**
+ * RotateSigningKeyRequest names the tenant.
+ *
+ * @generated from message tenantry.auth.v1.RotateSigningKeyRequest
+ */
+export declare type RotateSigningKeyRequest = Message<"tenantry.auth.v1.RotateSigningKeyRequest"> & {
+  /**
+   * The tenant's id.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message tenantry.auth.v1.RotateSigningKeyRequest.
+ * Use `create(RotateSigningKeyRequestSchema)` to create a new message.
+ */
+export declare const RotateSigningKeyRequestSchema: GenMessage<RotateSigningKeyRequest>;
+
+/**
+ * RotateSigningKeyResponse names the new key.
+ *
+ * @generated from message tenantry.auth.v1.RotateSigningKeyResponse
+ */
+export declare type RotateSigningKeyResponse = Message<"tenantry.auth.v1.RotateSigningKeyResponse"> & {
+  /**
+   * The new key's id (the kid of tokens signed from now on).
+   *
+   * @generated from field: string kid = 1;
+   */
+  kid: string;
+};
+
+/**
+ * Describes the message tenantry.auth.v1.RotateSigningKeyResponse.
+ * Use `create(RotateSigningKeyResponseSchema)` to create a new message.
+ */
+export declare const RotateSigningKeyResponseSchema: GenMessage<RotateSigningKeyResponse>;
+
+/**
  * AuthService signs a tenant's users in and out. Every tenant has its own
  * users and its own Ed25519 signing keys, in the auth schema of its own
  * database; every call names the tenant with the x-tenant-id metadata.
@@ -311,6 +420,28 @@ export declare const AuthService: GenService<{
     methodKind: "unary";
     input: typeof GetJwksRequestSchema;
     output: typeof GetJwksResponseSchema;
+  },
+  /**
+   * WhoAmI describes the caller: the user its access token speaks for.
+   *
+   * @generated from rpc tenantry.auth.v1.AuthService.WhoAmI
+   */
+  whoAmI: {
+    methodKind: "unary";
+    input: typeof WhoAmIRequestSchema;
+    output: typeof WhoAmIResponseSchema;
+  },
+  /**
+   * RotateSigningKey gives a tenant a new signing key. Tokens signed with
+   * the previous key stay valid until they expire (GetJwks keeps publishing
+   * it); older keys are retired. Errors: NOT_FOUND for an unknown tenant.
+   *
+   * @generated from rpc tenantry.auth.v1.AuthService.RotateSigningKey
+   */
+  rotateSigningKey: {
+    methodKind: "unary";
+    input: typeof RotateSigningKeyRequestSchema;
+    output: typeof RotateSigningKeyResponseSchema;
   },
   /**
    * BootstrapTenant gives a new tenant its default roles (owner, admin,

@@ -1,0 +1,34 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { UserService, type UserSchema } from "../../gen/tenantry/auth/v1/user_service_pb.js";
+import { entityManagerOf, tenantOf } from "../mesh/index.ts";
+import { createUser, deleteUser, getUser, listUsers, updateUser, type UserRecord } from "./users.ts";
+
+export { UserService };
+
+function toMessage(user: UserRecord): MessageInitShape<typeof UserSchema> {
+  return { ...user, createTime: timestampFromDate(user.createTime), updateTime: timestampFromDate(user.updateTime) };
+}
+
+/** `tenantry.auth.v1.UserService`: the tenant's users, in its own database. */
+export const userService: ServiceImpl<typeof UserService> = {
+  async createUser(req, ctx) {
+    return { user: toMessage(await createUser(entityManagerOf(ctx), req, tenantOf(ctx).maxUsers)) };
+  },
+  async getUser(req, ctx) {
+    return { user: toMessage(await getUser(entityManagerOf(ctx), req.userId)) };
+  },
+  async listUsers(req, ctx) {
+    const page = await listUsers(entityManagerOf(ctx), req);
+    return { users: page.users.map(toMessage), nextPageToken: page.nextPageToken };
+  },
+  async updateUser(req, ctx) {
+    const user = await updateUser(entityManagerOf(ctx), req.userId, { ...req, paths: req.updateMask?.paths ?? [] });
+    return { user: toMessage(user) };
+  },
+  async deleteUser(req, ctx) {
+    await deleteUser(entityManagerOf(ctx), req.userId);
+    return {};
+  },
+};

@@ -1,0 +1,159 @@
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
+import { RoleService } from "../../gen/tenantry/auth/v1/role_service_pb.js";
+import { UserService } from "../../gen/tenantry/auth/v1/user_service_pb.js";
+import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
+import { accessOf, AccessKind, createGrpcJsTransport, operatorCredentialInterceptor, type GrpcJsTransport } from "../mesh/index.ts";
+import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { defaultRoles } from "./tenant-bootstrap.ts";
+
+let mesh: TestMesh;
+let transports: GrpcJsTransport[] = [];
+let tenantId: string;
+let ownerToken: string;
+const password = "correct horse battery";
+
+function transport(port: number) {
+  const t = createGrpcJsTransport({ address: `127.0.0.1:${port}` });
+  transports.push(t);
+  return t;
+}
+let auth: Client<typeof AuthService>;
+let users: Client<typeof UserService>;
+let roles: Client<typeof RoleService>;
+
+beforeAll(async () => {
+  mesh = await startTestMesh({ platformEnv: { TENANTRY_TIER_LIMITS: "standard=6/10GB" } });
+  auth = createClient(AuthService, transport(mesh.auth.grpcPort));
+  users = createClient(UserService, transport(mesh.auth.grpcPort));
+  roles = createClient(RoleService, transport(mesh.auth.grpcPort));
+  tenantId = mesh.uniqueTenantId("people");
+  await mesh.platformClient.createTenant({ tenantId, ownerEmail: "owner@example.com", ownerPassword: password });
+  ownerToken = await login("owner@example.com");
+});
+afterAll(async () => {
+  transports.forEach((t) => t.close());
+  await mesh?.stop();
+});
+
+const as = (token: string) => ({ headers: { "x-tenant-id": tenantId, authorization: `Bearer ${token}` } });
+
+async function login(email: string): Promise<string> {
+  return (await auth.login({ email, password }, { headers: { "x-tenant-id": tenantId } })).accessToken;
+}
+
+async function code(call: Promise<unknown>): Promise<string> {
+  return call.then(() => "ok", (e: unknown) => Code[ConnectError.from(e).code]);
+}
+
+describe("users and roles", () => {
+  it("lets each default role call exactly the methods its permissions allow, on Auth and Backend", async () => {
+    const tokens: Record<string, string> = {};
+    for (const role of Object.keys(defaultRoles)) {
+      if (role !== "owner") {
+        await users.createUser({ email: `${role}@example.com`, password, roles: [role] }, as(ownerToken));
+      }
+      tokens[role] = role === "owner" ? ownerToken : await login(`${role}@example.com`);
+    }
+    const services: [DescService, number][] = [
+      [EntryService, mesh.backend.grpcPort],
+      [UserService, mesh.auth.grpcPort],
+      [RoleService, mesh.auth.grpcPort],
+      [AuthService, mesh.auth.grpcPort],
+    ];
+    let checked = 0;
+    for (const [service, port] of services) {
+      const client = createClient(service, transport(port)) as unknown as Record<string, (req: object, options: object) => Promise<unknown>>;
+      for (const method of service.methods) {
+        const { kind, permission } = accessOf(method);
+        if (kind !== AccessKind.TENANT) {
+          continue;
+        }
+        for (const [role, { permissions }] of Object.entries(defaultRoles)) {
+          // Empty requests: allowed calls fail on their arguments, never on access.
+          const outcome = await code(client[method.localName]!({}, as(tokens[role]!)));
+          const allowed = permission === "" || permissions.includes(permission);
+          expect([service.typeName, method.name, role, outcome === "PermissionDenied" ? "denied" : outcome === "Unauthenticated" ? "unauthenticated" : "allowed"]).toEqual([
+            service.typeName,
+            method.name,
+            role,
+            allowed ? "allowed" : "denied",
+          ]);
+          checked++;
+        }
+      }
+    }
+    expect(checked).toBe(4 * (5 + 5 + 7 + 1));
+  });
+
+  it("manages users: case-insensitive emails, roles, the last owner, and the tier's user limit", async () => {
+    const { user } = await users.createUser({ email: "Casey@Example.com", password, displayName: "Casey", roles: ["member"] }, as(ownerToken));
+    expect(user).toMatchObject({ email: "Casey@Example.com", displayName: "Casey", roles: ["member"] });
+    expect(await code(users.createUser({ email: "casey@example.COM", password }, as(ownerToken)))).toBe("AlreadyExists");
+    expect(await code(users.createUser({ email: "x@example.com", password, roles: ["pope"] }, as(ownerToken)))).toBe("InvalidArgument");
+    expect(await code(users.createUser({ email: "x@example.com", password: "short" }, as(ownerToken)))).toBe("InvalidArgument");
+
+    const who = await auth.whoAmI({}, as(await login("casey@example.com")));
+    expect(who).toMatchObject({ email: "Casey@Example.com", tenantId, roles: ["member"], permissions: ["entries.read", "entries.write"] });
+
+    const owner = (await auth.whoAmI({}, as(ownerToken))).userId;
+    expect(await code(users.deleteUser({ userId: owner }, as(ownerToken)))).toBe("FailedPrecondition");
+    expect(await code(roles.revokeRole({ userId: owner, role: "owner" }, as(ownerToken)))).toBe("FailedPrecondition");
+    expect(await code(users.updateUser({ userId: owner, roles: ["member"], updateMask: { paths: ["roles"] } }, as(ownerToken)))).toBe("FailedPrecondition");
+
+    // The tier allows 6 users here: owner, admin, member, viewer (first test), Casey, and one more.
+    const count = async () => (await users.listUsers({}, as(ownerToken))).users.length;
+    while ((await count()) < 6) {
+      await users.createUser({ email: `filler-${await count()}@example.com`, password }, as(ownerToken));
+    }
+    const full = await users.createUser({ email: "one-too-many@example.com", password }, as(ownerToken)).catch((e: unknown) => ConnectError.from(e));
+    expect((full as ConnectError).code).toBe(Code.ResourceExhausted);
+    await users.deleteUser({ userId: user!.userId }, as(ownerToken));
+    expect(await code(users.createUser({ email: "one-too-many@example.com", password }, as(ownerToken)))).toBe("ok");
+    expect(await code(users.getUser({ userId: user!.userId }, as(ownerToken)))).toBe("NotFound");
+
+    const first = await users.listUsers({ pageSize: 4 }, as(ownerToken));
+    const second = await users.listUsers({ pageSize: 4, pageToken: first.nextPageToken }, as(ownerToken));
+    const emails = [...first.users, ...second.users].map((u) => u.email.toLowerCase());
+    expect(emails).toEqual([...emails].sort());
+    expect(new Set(emails).size).toBe(6);
+  });
+
+  it("manages roles of the tenant's own, leaving the default ones alone", async () => {
+    const { role } = await roles.createRole({ name: "auditor", description: "reads", permissions: ["entries.read", "users.read"] }, as(ownerToken));
+    expect(role).toMatchObject({ name: "auditor", permissions: ["entries.read", "users.read"], builtin: false });
+    expect(await code(roles.createRole({ name: "auditor" }, as(ownerToken)))).toBe("AlreadyExists");
+    expect(await code(roles.createRole({ name: "x", permissions: ["root"] }, as(ownerToken)))).toBe("InvalidArgument");
+    expect(await code(roles.updateRole({ name: "viewer", permissions: [], updateMask: { paths: ["permissions"] } }, as(ownerToken)))).toBe("FailedPrecondition");
+    expect(await code(roles.deleteRole({ name: "owner" }, as(ownerToken)))).toBe("FailedPrecondition");
+    const updated = await roles.updateRole({ name: "auditor", permissions: ["entries.read"], updateMask: { paths: ["permissions"] } }, as(ownerToken));
+    expect(updated.role?.permissions).toEqual(["entries.read"]);
+    const { permissions } = await roles.listPermissions({}, as(ownerToken));
+    expect(permissions.map((p) => p.name)).toContain("entries.write");
+    await roles.deleteRole({ name: "auditor" }, as(ownerToken));
+    expect((await roles.listRoles({}, as(ownerToken))).roles.map((r) => r.name)).toEqual(["admin", "member", "owner", "viewer"]);
+  });
+
+  it("rotates a tenant's signing key, still accepting tokens of the previous key until they expire", async () => {
+    const before = await login("owner@example.com");
+    const operator = createClient(AuthService, createGrpcJsTransport({ address: `127.0.0.1:${mesh.auth.grpcPort}`, interceptors: [operatorCredentialInterceptor(mesh.operatorToken)] }));
+    const { kid } = await operator.rotateSigningKey({ tenantId });
+    const after = await login("owner@example.com");
+    const kidOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[0]!, "base64url").toString()).kid as string;
+    expect(kidOf(after)).toBe(kid);
+    expect(kidOf(before)).not.toBe(kid);
+    const published = JSON.parse((await auth.getJwks({}, { headers: { "x-tenant-id": tenantId } })).jwks).keys.map((k: { kid: string }) => k.kid);
+    expect(published).toEqual([kid, kidOf(before)]);
+    // Backend learns the new key on its first token signed with it, and keeps the previous.
+    expect(await code(mesh.entries.listEntries({}, as(after)))).toBe("ok");
+    expect(await code(mesh.entries.listEntries({}, as(before)))).toBe("ok");
+    // Two rotations on, the first key is retired.
+    await operator.rotateSigningKey({ tenantId });
+    await operator.rotateSigningKey({ tenantId });
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect(await code(mesh.entries.listEntries({}, as(await login("owner@example.com"))))).toBe("ok");
+    expect(await code(mesh.entries.listEntries({}, as(before)))).toBe("Unauthenticated");
+  });
+});

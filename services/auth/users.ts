@@ -1,0 +1,204 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { UniqueConstraintViolationException, type EntityManager } from "@mikro-orm/postgresql";
+import { randomUUID } from "node:crypto";
+import { checkEmail, checkPassword, hashPassword } from "./passwords.ts";
+
+/** A user as the API shows it. */
+export interface UserRecord {
+  userId: string;
+  email: string;
+  displayName: string;
+  roles: string[];
+  createTime: Date;
+  updateTime: Date;
+}
+
+interface UserRow {
+  id: string;
+  email: string;
+  display_name: string;
+  roles: string[] | null;
+  created_at: string | Date;
+  updated_at: string | Date;
+}
+
+const selectUsers = `select u.id, u.email, u.display_name, u.created_at, u.updated_at,
+    array_remove(array_agg(r.name order by r.name), null) as roles
+  from auth.users u left join auth.user_roles ur on ur.user_id = u.id left join auth.roles r on r.id = ur.role_id`;
+
+function toRecord(row: UserRow): UserRecord {
+  return {
+    userId: row.id,
+    email: row.email,
+    displayName: row.display_name,
+    roles: row.roles ?? [],
+    createTime: new Date(row.created_at),
+    updateTime: new Date(row.updated_at),
+  };
+}
+
+function checkUserId(userId: string): string {
+  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(userId)) {
+    throw new ConnectError(`malformed user_id "${userId.slice(0, 60)}": expected a UUID`, Code.InvalidArgument);
+  }
+  return userId.toLowerCase();
+}
+
+function checkDisplayName(name: string): string {
+  const trimmed = name.trim();
+  if ([...trimmed].length > 200) {
+    throw new ConnectError("display_name is longer than 200 characters", Code.InvalidArgument);
+  }
+  return trimmed;
+}
+
+/** Role ids by name; INVALID_ARGUMENT naming any unknown role. */
+async function roleIds(em: EntityManager, names: string[]): Promise<string[]> {
+  const unique = [...new Set(names)];
+  if (unique.length === 0) {
+    return [];
+  }
+  const rows = await em.execute<{ id: string; name: string }[]>("select id, name from auth.roles where name in (?)", [unique]);
+  const unknown = unique.filter((n) => !rows.some((r) => r.name === n));
+  if (unknown.length > 0) {
+    throw new ConnectError(`unknown role ${unknown.map((n) => `"${n.slice(0, 60)}"`).join(", ")}: see RoleService/ListRoles`, Code.InvalidArgument);
+  }
+  return rows.map((r) => r.id);
+}
+
+/** Refuses a change that leaves the tenant without any owner. Run inside the change's transaction. */
+async function keepAnOwner(em: EntityManager): Promise<void> {
+  const [row] = await em.execute<{ n: string }[]>(
+    "select count(*) as n from auth.user_roles ur join auth.roles r on r.id = ur.role_id where r.name = 'owner'",
+  );
+  if (Number(row!.n) === 0) {
+    throw new ConnectError("the tenant would be left without an owner: give another user the owner role first", Code.FailedPrecondition);
+  }
+}
+
+/** Returns one user, or NOT_FOUND. */
+export async function getUser(em: EntityManager, userId: string): Promise<UserRecord> {
+  const [row] = await em.execute<UserRow[]>(`${selectUsers} where u.id = ? group by u.id`, [checkUserId(userId)]);
+  if (row === undefined) {
+    throw new ConnectError(`user "${userId}" not found`, Code.NotFound);
+  }
+  return toRecord(row);
+}
+
+/** Creates a user within the tenant's user limit (`maxUsers`, 0 for none). */
+export async function createUser(
+  em: EntityManager,
+  request: { email: string; password: string; displayName: string; roles: string[] },
+  maxUsers: number,
+): Promise<UserRecord> {
+  const email = checkEmail(request.email);
+  const passwordHash = await hashPassword(checkPassword(request.password));
+  const displayName = checkDisplayName(request.displayName);
+  const id = randomUUID();
+  try {
+    await em.transactional(async (tx) => {
+      // One creation at a time per tenant, so that the limit holds under concurrency.
+      await tx.execute("select pg_advisory_xact_lock(hashtext('tenantry.auth.users'))");
+      if (maxUsers > 0) {
+        const [row] = await tx.execute<{ n: string }[]>("select count(*) as n from auth.users");
+        if (Number(row!.n) >= maxUsers) {
+          throw new ConnectError(`the tenant has ${maxUsers} users, all its tier allows: delete one or move to a larger tier`, Code.ResourceExhausted);
+        }
+      }
+      const roles = await roleIds(tx, request.roles);
+      await tx.execute("insert into auth.users (id, email, display_name, password_hash) values (?, ?, ?, ?)", [id, email, displayName, passwordHash]);
+      for (const roleId of roles) {
+        await tx.execute("insert into auth.user_roles (user_id, role_id) values (?, ?)", [id, roleId]);
+      }
+    });
+  } catch (error) {
+    if (error instanceof UniqueConstraintViolationException) {
+      throw new ConnectError(`a user with email "${email}" exists already`, Code.AlreadyExists);
+    }
+    throw error;
+  }
+  return getUser(em, id);
+}
+
+/** Lists users ordered by email, one page at a time. */
+export async function listUsers(em: EntityManager, request: { pageSize: number; pageToken: string }): Promise<{ users: UserRecord[]; nextPageToken: string }> {
+  if (request.pageSize < 0) {
+    throw new ConnectError("page_size cannot be negative", Code.InvalidArgument);
+  }
+  const size = Math.min(request.pageSize || 50, 500);
+  let after: [string, string] | undefined;
+  if (request.pageToken !== "") {
+    try {
+      after = JSON.parse(Buffer.from(request.pageToken, "base64url").toString("utf8")) as [string, string];
+      if (!Array.isArray(after) || after.length !== 2 || after.some((v) => typeof v !== "string")) {
+        throw new Error("shape");
+      }
+    } catch {
+      throw new ConnectError("malformed page_token: pass the next_page_token of the previous page", Code.InvalidArgument);
+    }
+  }
+  const rows = await em.execute<UserRow[]>(
+    `${selectUsers} ${after === undefined ? "" : "where (lower(u.email), u.id::text) > (?, ?)"} group by u.id order by lower(u.email), u.id::text limit ?`,
+    after === undefined ? [size + 1] : [...after, size + 1],
+  );
+  const users = rows.slice(0, size).map(toRecord);
+  const last = users.at(-1);
+  return {
+    users,
+    nextPageToken: rows.length > size && last !== undefined ? Buffer.from(JSON.stringify([last.email.toLowerCase(), last.userId])).toString("base64url") : "",
+  };
+}
+
+/** Changes the fields named in `paths`: display_name, password, roles. */
+export async function updateUser(
+  em: EntityManager,
+  userId: string,
+  change: { displayName: string; password: string; roles: string[]; paths: string[] },
+): Promise<UserRecord> {
+  const id = checkUserId(userId);
+  if (change.paths.length === 0) {
+    throw new ConnectError('update_mask is empty: name the fields to change ("display_name", "password", "roles")', Code.InvalidArgument);
+  }
+  const unknown = change.paths.filter((p) => !["display_name", "password", "roles"].includes(p));
+  if (unknown.length > 0) {
+    throw new ConnectError(`update_mask names "${unknown[0]}": only "display_name", "password" and "roles" can change`, Code.InvalidArgument);
+  }
+  const passwordHash = change.paths.includes("password") ? await hashPassword(checkPassword(change.password)) : undefined;
+  const displayName = change.paths.includes("display_name") ? checkDisplayName(change.displayName) : undefined;
+  await em.transactional(async (tx) => {
+    const [exists] = await tx.execute<{ id: string }[]>("select id from auth.users where id = ? for update", [id]);
+    if (exists === undefined) {
+      throw new ConnectError(`user "${userId}" not found`, Code.NotFound);
+    }
+    if (displayName !== undefined) {
+      await tx.execute("update auth.users set display_name = ?, updated_at = now() where id = ?", [displayName, id]);
+    }
+    if (passwordHash !== undefined) {
+      await tx.execute("update auth.users set password_hash = ?, updated_at = now() where id = ?", [passwordHash, id]);
+      // A new password ends the sign-ins made with the old one.
+      await tx.execute("update auth.refresh_tokens set revoked_at = now() where user_id = ? and revoked_at is null", [id]);
+    }
+    if (change.paths.includes("roles")) {
+      const roles = await roleIds(tx, change.roles);
+      await tx.execute("delete from auth.user_roles where user_id = ?", [id]);
+      for (const roleId of roles) {
+        await tx.execute("insert into auth.user_roles (user_id, role_id) values (?, ?)", [id, roleId]);
+      }
+      await tx.execute("update auth.users set updated_at = now() where id = ?", [id]);
+      await keepAnOwner(tx);
+    }
+  });
+  return getUser(em, id);
+}
+
+/** Deletes a user (and its sign-ins); never the last owner. */
+export async function deleteUser(em: EntityManager, userId: string): Promise<void> {
+  const id = checkUserId(userId);
+  await em.transactional(async (tx) => {
+    const deleted = await tx.execute<{ id: string }[]>("delete from auth.users where id = ? returning id", [id]);
+    if (deleted.length === 0) {
+      throw new ConnectError(`user "${userId}" not found`, Code.NotFound);
+    }
+    await keepAnOwner(tx);
+  });
+}
