@@ -3,7 +3,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
-import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { PlatformService, TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, type GrpcJsTransport } from "../mesh/index.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
@@ -12,7 +12,7 @@ let transport: GrpcJsTransport;
 let auth: ReturnType<typeof createClient<typeof AuthService>>;
 const password = "correct horse battery";
 beforeAll(async () => {
-  mesh = await startTestMesh();
+  mesh = await startTestMesh({ platformEnv: { TENANTRY_SIGNUP_LIMIT_PER_HOUR: "2" } });
   transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.auth.grpcPort}` });
   auth = createClient(AuthService, transport);
 });
@@ -122,5 +122,24 @@ describe("sign-in", () => {
     const connect = createClient(AuthService, createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.auth.httpPort}`, httpVersion: "1.1" }));
     const tokens = await connect.login({ email: "owner@example.com", password }, headers);
     expect(tokens.accessToken.split(".")).toHaveLength(3);
+  });
+});
+
+describe("sign-up", () => {
+  it("creates a STANDARD tenant whose owner can log in, for anyone, a few times per source address", async () => {
+    const anonymous = createClient(PlatformService, createGrpcJsTransport({ address: `127.0.0.1:${mesh.platform.grpcPort}` }));
+    const overConnect = createClient(PlatformService, createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.platform.httpPort}`, httpVersion: "1.1" }));
+    const tenantId = mesh.uniqueTenantId("signup");
+    expect((await failure(anonymous.signUp({ tenantId }))).code).toBe(Code.InvalidArgument);
+    const { tenant } = await overConnect.signUp({ tenantId, displayName: "Signed Up", ownerEmail: "founder@example.com", ownerPassword: password });
+    expect(tenant).toMatchObject({ tenantId, tier: Tier.STANDARD, status: TenantStatus.ACTIVE, displayName: "Signed Up" });
+    const tokens = await auth.login({ email: "founder@example.com", password }, { headers: { "x-tenant-id": tenantId } });
+    expect(tokens.accessToken).not.toBe("");
+    // Both attempts counted, whichever listener they came through.
+    const limited = await failure(anonymous.signUp({ tenantId: mesh.uniqueTenantId("signup"), ownerEmail: "late@example.com", ownerPassword: password }));
+    expect(limited.code).toBe(Code.ResourceExhausted);
+    const { events } = await mesh.platformClient.listAuditEvents({ tenantId });
+    expect(events.map((e) => [e.action, e.actor])).toEqual([["SignUp", "public"]]);
+    expect(JSON.parse(events[0]!.detail)).toMatchObject({ source: "127.0.0.1", ownerEmail: "founder@example.com" });
   });
 });

@@ -35,3 +35,6 @@ export const kCaller = createContextKey<Caller>({ kind: "none" }, { description:
 
 /** The user of a TENANT method's call, from its verified access token. */
 export const kUser = createContextKey<TokenUser | undefined>(undefined, { description: "user" });
+
+/** The address the call came from (the socket's remote address), for per-source limits. */
+export const kPeer = createContextKey<string>("", { description: "peer address" });

@@ -11,6 +11,7 @@ import {
 import { createAsyncIterable, invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
 import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
+import { kPeer } from "./context.ts";
 import { headersFromMetadata, metadataFromHeaders } from "./metadata.ts";
 
 /** Options of {@link createGrpcServer}. */
@@ -87,7 +88,7 @@ function handlerContext(spec: MethodImplSpec, call: AnyCall, shutdownSignal: Abo
     timeoutMs: Number.isFinite(deadlineMs) ? Math.max(0, deadlineMs - Date.now()) : undefined,
     shutdownSignal,
     requestHeader: headersFromMetadata(call.metadata),
-    contextValues: createContextValues(),
+    contextValues: createContextValues().set(kPeer, call.getPeer().replace(/^(ipv[46]:)?\[?([^\]]*?)\]?:\d+$/, "$2")),
   });
   (call as NodeJS.EventEmitter).on("cancelled", () => ctx.abort(new ConnectError("the client cancelled the call", Code.Canceled)));
   return ctx;

@@ -1,8 +1,9 @@
-import { cors, type Interceptor, type ServiceImplSpec } from "@connectrpc/connect";
+import { cors, createContextValues, type Interceptor, type ServiceImplSpec } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import { kPeer } from "./context.ts";
 import { tenantIdHeader } from "./tenant-id.ts";
 
 /** Options of {@link createHttpServer}. */
@@ -43,6 +44,7 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
   const rpc = connectNodeAdapter({
     interceptors: options.interceptors,
     shutdownSignal: options.shutdownSignal,
+    contextValues: (req) => createContextValues().set(kPeer, req.socket.remoteAddress ?? ""),
     routes(router) {
       for (const spec of options.services) {
         for (const method of Object.values(spec.methods)) {

@@ -2,7 +2,7 @@ export { accessOf, AccessKind } from "./access.ts";
 export { addressMap, commaList, commonEnv, ConfigError, port, positiveInt, readConfig, tenantServiceEnv } from "./config.ts";
 export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./connection-budget.ts";
 export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./credentials.ts";
-export { entityManagerOf, kCaller, kEntityManager, kTenant, kUser, tenantOf } from "./context.ts";
+export { entityManagerOf, kCaller, kEntityManager, kPeer, kTenant, kUser, tenantOf } from "./context.ts";
 export { startEmbeddedDatabase, type EmbeddedDatabase } from "./embedded-database.ts";
 export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts";
 export { createLogger, type Logger } from "./logger.ts";

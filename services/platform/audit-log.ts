@@ -11,7 +11,7 @@ export function actorOf(caller: Caller): string {
     case "mesh":
       return `mesh:${caller.service}`;
     default:
-      return "anonymous";
+      return "public";
   }
 }
 

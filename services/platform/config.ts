@@ -65,6 +65,8 @@ export const platformEnv = {
   TENANTRY_OFFBOARDING_GRACE_MS: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
   /** How often Platform looks for offboarded tenants past their grace period. */
   TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: positiveInt.default(60_000),
+  /** How many sign-ups (SignUp) one source address may attempt per hour. */
+  TENANTRY_SIGNUP_LIMIT_PER_HOUR: positiveInt.default(5),
   TENANTRY_SCHEMA_SERVICES: addressMap.default(new Map([
     ["auth", "127.0.0.1:50052"],
     ["backend", "127.0.0.1:50053"],

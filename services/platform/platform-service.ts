@@ -1,10 +1,11 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { AuditOutcome, PlatformService, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { kPeer, type SecretBox } from "../mesh/index.ts";
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
-import type { SecretBox } from "../mesh/index.ts";
+import type { SignUpLimit } from "./sign-up-limit.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
 import type { TenantLifecycle } from "./tenant-lifecycle.ts";
 import type { TenantProvisioner } from "./tenant-provisioning.ts";
@@ -23,15 +24,28 @@ export interface PlatformServiceDeps {
   feed: TenantChangeFeed;
   box: SecretBox;
   tierLimits: Map<string, TierLimit>;
+  signUps: SignUpLimit;
 }
 
 /** `tenantry.platform.v1.PlatformService` over the registry; every lifecycle change is audited. */
 export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof PlatformService> {
-  const { orm, clusters, provisioner, lifecycle, audit, feed, box, tierLimits } = deps;
+  const { orm, clusters, provisioner, lifecycle, audit, feed, box, tierLimits, signUps } = deps;
   return {
     async createTenant(req, ctx) {
       const detail = { displayName: req.displayName, tier: Tier[req.tier], cluster: req.cluster, region: req.region };
       return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, detail, () => provisioner.create(req))) };
+    },
+    async signUp(req, ctx) {
+      const source = ctx.values.get(kPeer);
+      signUps.take(source);
+      if (req.ownerEmail === "" || req.ownerPassword === "") {
+        throw new ConnectError("owner_email and owner_password are required", Code.InvalidArgument);
+      }
+      const detail = { displayName: req.displayName, ownerEmail: req.ownerEmail, source };
+      const tenant = await audit.audited(ctx, req.tenantId, detail, () =>
+        provisioner.create({ ...req, tier: Tier.STANDARD, cluster: "", region: "" }),
+      );
+      return { tenant: tenantMessage(tenant) };
     },
     async retryProvisioning(req, ctx) {
       return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, {}, () => provisioner.retry(req.tenantId))) };

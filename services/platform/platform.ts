@@ -10,6 +10,7 @@ import type { PlatformConfig } from "./config.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
 import { SchemaServices } from "./schema-services.ts";
+import { SignUpLimit } from "./sign-up-limit.ts";
 import { TemplateDatabases } from "./template-databases.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./tenant-lifecycle.ts";
@@ -102,7 +103,17 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
       services: [
         {
           service: PlatformService,
-          impl: platformService({ orm, clusters, provisioner, lifecycle, audit, feed, box, tierLimits: config.TENANTRY_TIER_LIMITS }),
+          impl: platformService({
+            orm,
+            clusters,
+            provisioner,
+            lifecycle,
+            audit,
+            feed,
+            box,
+            tierLimits: config.TENANTRY_TIER_LIMITS,
+            signUps: new SignUpLimit({ perWindow: config.TENANTRY_SIGNUP_LIMIT_PER_HOUR, windowMs: 3_600_000 }),
+          }),
         },
         { service: ClusterService, impl: clusterService(orm, clusters, audit) },
         { service: FleetService, impl: fleetService(new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log })) },

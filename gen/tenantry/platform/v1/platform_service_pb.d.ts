@@ -806,6 +806,67 @@ export declare type WatchTenantsResponse = Message<"tenantry.platform.v1.WatchTe
 export declare const WatchTenantsResponseSchema: GenMessage<WatchTenantsResponse>;
 
 /**
+ * SignUpRequest asks for a new tenant and its owner.
+ *
+ * @generated from message tenantry.platform.v1.SignUpRequest
+ */
+export declare type SignUpRequest = Message<"tenantry.platform.v1.SignUpRequest"> & {
+  /**
+   * The new tenant's id (see Tenant.tenant_id).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * A human-readable name; defaults to the id.
+   *
+   * @generated from field: string display_name = 2;
+   */
+  displayName: string;
+
+  /**
+   * The owner's email: the first user, who can then log in.
+   *
+   * @generated from field: string owner_email = 3;
+   */
+  ownerEmail: string;
+
+  /**
+   * The owner's password: at least 10 characters.
+   *
+   * @generated from field: string owner_password = 4;
+   */
+  ownerPassword: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.SignUpRequest.
+ * Use `create(SignUpRequestSchema)` to create a new message.
+ */
+export declare const SignUpRequestSchema: GenMessage<SignUpRequest>;
+
+/**
+ * SignUpResponse carries the new tenant.
+ *
+ * @generated from message tenantry.platform.v1.SignUpResponse
+ */
+export declare type SignUpResponse = Message<"tenantry.platform.v1.SignUpResponse"> & {
+  /**
+   * The tenant, ACTIVE.
+   *
+   * @generated from field: tenantry.platform.v1.Tenant tenant = 1;
+   */
+  tenant?: Tenant | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.SignUpResponse.
+ * Use `create(SignUpResponseSchema)` to create a new message.
+ */
+export declare const SignUpResponseSchema: GenMessage<SignUpResponse>;
+
+/**
  * Tier is a tenant's plan; it sets the tenant's limits.
  *
  * @generated from enum tenantry.platform.v1.Tier
@@ -966,6 +1027,20 @@ export declare const PlatformService: GenService<{
     methodKind: "unary";
     input: typeof CreateTenantRequestSchema;
     output: typeof CreateTenantResponseSchema;
+  },
+  /**
+   * SignUp creates a STANDARD tenant with its owner, for anyone: the
+   * self-service front door. Limited per source address.
+   * Errors: INVALID_ARGUMENT for a malformed field; ALREADY_EXISTS for a
+   * taken id; RESOURCE_EXHAUSTED when the source has signed up too often
+   * (retry later).
+   *
+   * @generated from rpc tenantry.platform.v1.PlatformService.SignUp
+   */
+  signUp: {
+    methodKind: "unary";
+    input: typeof SignUpRequestSchema;
+    output: typeof SignUpResponseSchema;
   },
   /**
    * RetryProvisioning provisions a FAILED tenant again, from the start.
