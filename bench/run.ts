@@ -26,7 +26,14 @@ const bench = await startBenchProcesses({ ephemeral: true });
 const { dir, database, operatorToken, shared } = bench;
 const startProcess = bench.start;
 
-const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort(), tightBackend: await freePort(), baseline: await freePort() };
+const ports = {
+  platform: await freePort(),
+  auth: await freePort(),
+  backend: await freePort(),
+  tightBackend: await freePort(),
+  unverifiedBackend: await freePort(),
+  baseline: await freePort(),
+};
 const common = { ...shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}`, TENANTRY_AUTH_ADDRESS: `127.0.0.1:${ports.auth}` };
 await startProcess("platform", path.join(root, "services/platform/main.ts"), {
   ...shared,
@@ -50,6 +57,14 @@ const tightBackend = await startProcess("backend (tight)", path.join(root, "serv
   TENANTRY_GRPC_PORT: String(ports.tightBackend),
   TENANTRY_HTTP_PORT: String(await freePort()),
   TENANTRY_DB_MAX_CONNECTIONS: String(poolMax),
+});
+
+// …and one that decodes access tokens without verifying them: what verification costs.
+const unverifiedBackend = await startProcess("backend (tokens not verified)", path.join(root, "bench/backend-unverified.ts"), {
+  ...common,
+  TENANTRY_GRPC_PORT: String(ports.unverifiedBackend),
+  TENANTRY_HTTP_PORT: String(await freePort()),
+  TENANTRY_DB_MAX_CONNECTIONS: String(tenantCount + 28),
 });
 
 process.stdout.write(`provisioning ${tenantCount} tenants…\n`);
@@ -173,7 +188,9 @@ await drive(baselineAddress, 2, baseline.pid!);
 await drive(backendAddress, 2, backend.pid!);
 const tightAddress = `127.0.0.1:${ports.tightBackend}`;
 await drive(tightAddress, 2, tightBackend.pid!);
-const rounds = { baseline: [] as Round[], tenantry: [] as Round[], tight: [] as Round[] };
+const unverifiedAddress = `127.0.0.1:${ports.unverifiedBackend}`;
+await drive(unverifiedAddress, 2, unverifiedBackend.pid!);
+const rounds = { baseline: [] as Round[], tenantry: [] as Round[], tight: [] as Round[], unverified: [] as Round[] };
 /** Monotonic-clock windows (µs) of the measured Tenantry rounds, to cut the profile to them. */
 const windows: [number, number][] = [];
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
@@ -184,10 +201,35 @@ for (let round = 0; round < 2; round++) {
   rounds.tenantry.push(await drive(backendAddress, seconds / 2, backend.pid!));
   windows.push([start, nowUs()]);
   rounds.tight.push(await drive(tightAddress, seconds / 2, tightBackend.pid!));
+  rounds.unverified.push(await drive(unverifiedAddress, seconds / 2, unverifiedBackend.pid!));
 }
+
+/** Login throughput: `concurrency` callers logging in as the tenants' owners for `duration` s. */
+async function logins(duration: number): Promise<{ perSecond: number; errors: number }> {
+  let done = 0;
+  let errors = 0;
+  const stopAt = performance.now() + duration * 1000;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, worker) => {
+      for (let i = worker; performance.now() < stopAt; i += concurrency) {
+        const tenantId = targets[i % targets.length]!.tenantId;
+        await auth.login({ email: "owner@example.com", password: "bench-password" }, { headers: { "x-tenant-id": tenantId } }).then(
+          () => done++,
+          () => errors++,
+        );
+      }
+    }),
+  );
+  return { perSecond: done / ((performance.now() - started) / 1000), errors };
+}
+process.stdout.write("logins…\n");
+const login = await logins(seconds / 2);
 const b = summary(rounds.baseline);
 const t = summary(rounds.tenantry);
 const tight = summary(rounds.tight);
+const unverified = summary(rounds.unverified);
+const unverifiedMemory = await rssOf(unverifiedBackend.pid!);
 const backendMemory = await rssOf(backend.pid!);
 const tightMemory = await rssOf(tightBackend.pid!);
 const baselineMemory = await rssOf(baseline.pid!);
@@ -201,8 +243,11 @@ GetEntry over gRPC, ${concurrency} concurrent callers, ${seconds} s each, ${targ
 ${row("baseline: bare grpc-js + one pg Pool", b, baselineMemory)}
 ${row(`tenantry, ceiling ${tenantCount + 28} connections`, t, backendMemory)}
 ${row(`tenantry, ceiling ${poolMax} connections`, tight, tightMemory)}
+${row(`tenantry, tokens not verified`, unverified, unverifiedMemory)}
 
 throughput ratio, tenantry / baseline: ${(t.rps / b.rps).toFixed(2)} with a ceiling that fits ${targets.length} tenants, ${(tight.rps / b.rps).toFixed(2)} with ${poolMax} connections for ${targets.length} tenants   (goal: at least 0.80)
+access token verification: ${((1 - t.rps / unverified.rps) * 100).toFixed(1)}% of throughput (verified ${t.rps.toFixed(0)} vs unverified ${unverified.rps.toFixed(0)} req/s)   (goal: at most 10%)
+Login (Argon2id, ${concurrency} callers over ${targets.length} tenants): ${login.perSecond.toFixed(1)} logins/s, ${login.errors} errors
 `);
 
 // Node writes the CPU profile when Backend exits.

@@ -1,5 +1,5 @@
 import type { MigrationObject } from "@mikro-orm/core";
-import { startTenantService, type Logger, type TenantService, type TenantServiceConfig } from "../mesh/index.ts";
+import { startTenantService, type Logger, type TenantService, type TenantServiceConfig, type TokenVerifier } from "../mesh/index.ts";
 import { Entry } from "./entities/entry.ts";
 import { EntryService, entryService } from "./entry-service.ts";
 import { migrations } from "./migrations/index.ts";
@@ -7,10 +7,16 @@ import { migrations } from "./migrations/index.ts";
 /**
  * Starts Backend: the tenants' entries, in schema `backend` of each tenant
  * database. `schemaMigrations` replaces its migrations (tests use it to roll
- * out a newer version).
+ * out a newer version); `userTokens` replaces token verification (benchmarks).
  */
-export function startBackend(config: TenantServiceConfig, log: Logger, schemaMigrations: MigrationObject[] = migrations): Promise<TenantService> {
+export function startBackend(
+  config: TenantServiceConfig,
+  log: Logger,
+  schemaMigrations: MigrationObject[] = migrations,
+  userTokens?: TokenVerifier,
+): Promise<TenantService> {
   return startTenantService({
+    ...(userTokens === undefined ? {} : { userTokens }),
     name: "backend",
     entities: [Entry],
     migrations: schemaMigrations,

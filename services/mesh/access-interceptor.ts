@@ -3,7 +3,7 @@ import { AccessKind, accessOf } from "./access.ts";
 import { kCaller, kUser } from "./context.ts";
 import type { Caller, MeshCredentials } from "./credentials.ts";
 import { checkTenantId, tenantIdHeader } from "./tenant-id.ts";
-import type { UserTokens } from "./user-tokens.ts";
+import type { TokenVerifier } from "./user-tokens.ts";
 
 const kindNames: Record<AccessKind, string> = {
   [AccessKind.UNSPECIFIED]: "undeclared",
@@ -28,7 +28,7 @@ const kindNames: Record<AccessKind, string> = {
  * tenant or without the permission PERMISSION_DENIED, and operator or
  * service tokens are refused.
  */
-export function accessInterceptor(credentials: MeshCredentials, userTokens?: UserTokens): Interceptor {
+export function accessInterceptor(credentials: MeshCredentials, userTokens?: TokenVerifier): Interceptor {
   return (next) => async (req) => {
     if (!req.service.typeName.startsWith("tenantry.")) {
       return next(req);

@@ -18,4 +18,4 @@ export { TenantScope } from "./tenant-scope.ts";
 export { startTenantService, type TenantService, type TenantServiceConfig } from "./tenant-service.ts";
 export { loadSecret, type Secret } from "./secret-file.ts";
 export { SecretBox } from "./secret-box.ts";
-export { UserTokens, type TokenUser } from "./user-tokens.ts";
+export { UserTokens, type TokenUser, type TokenVerifier } from "./user-tokens.ts";

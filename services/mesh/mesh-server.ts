@@ -4,7 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { AddressInfo } from "node:net";
 import { accessInterceptor } from "./access-interceptor.ts";
 import type { MeshCredentials } from "./credentials.ts";
-import type { UserTokens } from "./user-tokens.ts";
+import type { TokenVerifier } from "./user-tokens.ts";
 import { errorInterceptor } from "./errors.ts";
 import { createGrpcServer } from "./grpc-server.ts";
 import { Health, HealthStatus, healthService, ServingStatus } from "./health-service.ts";
@@ -30,7 +30,7 @@ export interface MeshServerOptions {
   /** Checks each call's credential against the method's declared access. */
   credentials: MeshCredentials;
   /** Verifies users' access tokens on TENANT methods; services without such methods need none. */
-  userTokens?: UserTokens;
+  userTokens?: TokenVerifier;
   /** Address to bind both listeners to. */
   host: string;
   /** gRPC listener port; 0 picks a free one. */

@@ -12,7 +12,7 @@ import { TenantDirectory, TenantStatus } from "./tenant-directory.ts";
 import { watchTenantChanges } from "./tenant-change-watch.ts";
 import { tenantInterceptor } from "./tenant-interceptor.ts";
 import { TenantSchemaService, tenantSchemaService } from "./tenant-schema-service.ts";
-import { UserTokens } from "./user-tokens.ts";
+import { UserTokens, type TokenVerifier } from "./user-tokens.ts";
 import type { z } from "zod";
 
 /** The configuration a tenant service reads (see `tenantServiceEnv`). */
@@ -31,6 +31,11 @@ export interface TenantServiceOptions {
   migrations: MigrationObject[];
   /** The RPC services it serves, given its tenancy. TenantSchemaService is added. */
   services: (tenancy: Tenancy) => ServiceRegistration[];
+  /**
+   * Replaces the verification of users' access tokens (benchmarks measure
+   * what it costs); by default tokens are verified against Auth's key sets.
+   */
+  userTokens?: TokenVerifier;
   /** Interceptors run between the tenant's resolution and the handler. */
   interceptors?: Interceptor[];
   config: TenantServiceConfig;
@@ -103,7 +108,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
   });
   // Each tenant's key set comes from Auth (Auth asks itself the same way).
   const authTransport = createGrpcJsTransport({ address: config.TENANTRY_AUTH_ADDRESS, waitForReady: true });
-  const userTokens = new UserTokens({
+  const userTokens = options.userTokens ?? new UserTokens({
     auth: createClient(AuthService, authTransport),
     issuer: config.TENANTRY_TOKEN_ISSUER,
     // Auth may itself wait for Platform to resolve the tenant: allow for that.

@@ -23,12 +23,17 @@ export interface TokenUser {
   permissions: ReadonlySet<string>;
 }
 
+/** Checks a user's access token for the tenant a call names (see {@link UserTokens}). */
+export interface TokenVerifier {
+  verify(token: string, tenantId: string): Promise<TokenUser>;
+}
+
 /**
  * Verifies users' access tokens: EdDSA JWTs signed with their tenant's own
  * key, whose key set is fetched from Auth (GetJwks) and kept per tenant,
  * fetched again when a token names a key not in it (a rotation).
  */
-export class UserTokens {
+export class UserTokens implements TokenVerifier {
   readonly #options: UserTokensOptions;
   readonly #keySets: LRUCache<string, JWTVerifyGetKey>;
   readonly #fetching = new Map<string, Promise<JWTVerifyGetKey>>();
