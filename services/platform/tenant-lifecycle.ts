@@ -119,7 +119,7 @@ export class TenantLifecycle {
     const tenant = await this.#get(em, id);
     if (tenant.status === named.failed) {
       const [row] = await em.execute<{ id: string }[]>(
-        "update platform.tenants set status = ?, lifecycle_step = null, updated_at = now() where id = ? and status = ? returning id",
+        "update platform.tenants set status = ?, lifecycle_step = null, owner_password = null, role_password = null, updated_at = now() where id = ? and status = ? returning id",
         [named.deleted, id, named.failed],
       );
       if (row !== undefined) {
@@ -243,6 +243,7 @@ export class TenantLifecycle {
           tenant.status = named.deleted;
           tenant.lifecycleStep = null;
           tenant.rolePassword = null;
+          tenant.ownerPassword = null;
         }
         await em.flush();
       }
