@@ -112,7 +112,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
                 });
               }
             });
-            req.signal.addEventListener("abort", () => call.cancel(), { once: true });
+            cancelOnAbort(req.signal, call);
           }),
       });
     },
@@ -157,7 +157,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
               }
             })();
           }
-          req.signal.addEventListener("abort", () => call.cancel(), { once: true });
+          cancelOnAbort(req.signal, call);
           const trailer = new Headers();
           call.on("status", (status: grpc.StatusObject) => {
             headersFromMetadata(status.metadata).forEach((value, key) => trailer.append(key, value));
@@ -188,6 +188,15 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
       });
     },
   };
+}
+
+/** Cancels the call when the signal aborts, including when it already has (its event is then past). */
+function cancelOnAbort(signal: AbortSignal, call: { cancel(): void }): void {
+  if (signal.aborted) {
+    call.cancel();
+    return;
+  }
+  signal.addEventListener("abort", () => call.cancel(), { once: true });
 }
 
 function connectErrorOf(error: grpc.ServiceError): ConnectError {

@@ -127,7 +127,8 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     log,
     onShutdown: async () => {
       watching.abort();
-      await watched;
+      // The watch ends at once when aborted; never let shutdown hang on it.
+      await Promise.race([watched, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
       await tenancy.close();
       transport.close();
       authTransport.close();

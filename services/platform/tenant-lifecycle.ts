@@ -52,6 +52,8 @@ const named = {
 export class TenantLifecycle {
   readonly #options: TenantLifecycleOptions;
   #timer: NodeJS.Timeout | undefined;
+  /** Offboardings under way in this process, by tenant (advisory locks are re-entrant within a session). */
+  readonly #offboarding = new Map<string, Promise<Tenant>>();
   #sweeping: Promise<void> | undefined;
 
   constructor(options: TenantLifecycleOptions) {
@@ -189,8 +191,17 @@ export class TenantLifecycle {
     return this.#get(em.fork(), id);
   }
 
-  /** Drives an OFFBOARDING tenant as far as its grace period allows. */
-  async #offboard(id: string): Promise<Tenant> {
+  /** Drives an OFFBOARDING tenant as far as its grace period allows, once at a time in this process. */
+  #offboard(id: string): Promise<Tenant> {
+    let running = this.#offboarding.get(id);
+    if (running === undefined) {
+      running = this.#offboardOnce(id).finally(() => this.#offboarding.delete(id));
+      this.#offboarding.set(id, running);
+    }
+    return running;
+  }
+
+  async #offboardOnce(id: string): Promise<Tenant> {
     const key = `tenant:${id}`;
     if (!(await this.#options.locks.tryLock(key))) {
       throw new ConnectError(`tenant "${id}" is being worked on by another Platform instance; retry shortly`, Code.Unavailable);
