@@ -1,10 +1,11 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { PlatformService, TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, type GrpcJsTransport } from "../mesh/index.ts";
+import { failure } from "../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -20,15 +21,6 @@ afterAll(async () => {
   transport?.close();
   await mesh?.stop();
 });
-
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
 
 async function tenantWithOwner(email = "Owner@Example.com") {
   const tenantId = mesh.uniqueTenantId("auth");

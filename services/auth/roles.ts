@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { UniqueConstraintViolationException, type EntityManager } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
+import { keepAnOwner } from "./users.ts";
 
 /** A role as the API shows it. */
 export interface RoleRecord {
@@ -124,10 +125,7 @@ export async function setRole(em: EntityManager, userId: string, role: string, g
       return;
     }
     await tx.execute("delete from auth.user_roles where user_id = ? and role_id = ?", [user.id, found.id]);
-    const [owners] = await tx.execute<{ n: string }[]>("select count(*) as n from auth.user_roles ur join auth.roles r on r.id = ur.role_id where r.name = 'owner'");
-    if (Number(owners!.n) === 0) {
-      throw new ConnectError("the tenant would be left without an owner: give another user the owner role first", Code.FailedPrecondition);
-    }
+    await keepAnOwner(tx);
   });
 }
 

@@ -2,7 +2,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import { permissionCatalog } from "./migrations/create-identity.ts";
-import { checkEmail, checkPassword, hashPassword } from "./passwords.ts";
+import { checkEmail, checkPassword } from "../mesh/index.ts";
+import { hashPassword } from "./passwords.ts";
 import type { SigningKeys } from "./signing-keys.ts";
 
 /** The roles every tenant starts with, and their permissions. */

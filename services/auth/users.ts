@@ -1,7 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { UniqueConstraintViolationException, type EntityManager } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
-import { checkEmail, checkPassword, hashPassword } from "./passwords.ts";
+import { checkEmail, checkPassword } from "../mesh/index.ts";
+import { hashPassword } from "./passwords.ts";
 
 /** A user as the API shows it. */
 export interface UserRecord {
@@ -67,7 +68,7 @@ async function roleIds(em: EntityManager, names: string[]): Promise<string[]> {
 }
 
 /** Refuses a change that leaves the tenant without any owner. Run inside the change's transaction. */
-async function keepAnOwner(em: EntityManager): Promise<void> {
+export async function keepAnOwner(em: EntityManager): Promise<void> {
   const [row] = await em.execute<{ n: string }[]>(
     "select count(*) as n from auth.user_roles ur join auth.roles r on r.id = ur.role_id where r.name = 'owner'",
   );

@@ -1,3 +1,4 @@
+export { checkEmail, checkPassword } from "./account-fields.ts";
 export { accessOf, AccessKind } from "./access.ts";
 export { addressMap, commaList, commonEnv, ConfigError, port, positiveInt, readConfig, tenantServiceEnv } from "./config.ts";
 export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./connection-budget.ts";

@@ -5,16 +5,7 @@ import type { Logger, SecretBox } from "../mesh/index.ts";
 import { Cluster } from "./entities/cluster.ts";
 
 /** A cluster's settings with its admin password opened, for Platform's own connections. */
-export interface ClusterAccess {
-  name: string;
-  host: string;
-  port: number;
-  adminUser: string;
-  adminPassword: string;
-  capacity: number;
-  region: string;
-  state: ClusterStateName;
-}
+export type ClusterAccess = ClusterSettings;
 
 /** How the registry spells a cluster's state. */
 export type ClusterStateName = "accepting" | "draining";

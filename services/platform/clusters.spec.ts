@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClusterService, ClusterState } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor, startEmbeddedDatabase, type EmbeddedDatabase, type GrpcJsTransport } from "../mesh/index.ts";
 import { freePort } from "../testing/free-port.ts";
+import { failure } from "../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -29,15 +30,6 @@ afterAll(async () => {
   await second?.stop();
   await rm(secondDir, { recursive: true, force: true });
 });
-
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
 
 async function onSecond<R extends pg.QueryResultRow>(database: string, text: string, values?: unknown[]): Promise<R[]> {
   const client = new pg.Client({ connectionString: second.urlFor(database) });

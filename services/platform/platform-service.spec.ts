@@ -1,6 +1,7 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { failure } from "../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -8,15 +9,6 @@ beforeAll(async () => {
   mesh = await startTestMesh();
 });
 afterAll(() => mesh?.stop());
-
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
 
 describe("platform service", () => {
   it("provisions a tenant: its database, every service's schema, the versions reported, then ACTIVE", async () => {

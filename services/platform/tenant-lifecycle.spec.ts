@@ -5,6 +5,7 @@ import { gunzipSync } from "node:zlib";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditOutcome, TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { failure } from "../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -16,15 +17,6 @@ beforeAll(async () => {
   });
 });
 afterAll(() => mesh?.stop());
-
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
 
 /** Polls `check` until it holds; returns how long that took. Fails after `limitMs`. */
 async function eventually(check: () => Promise<boolean>, limitMs = 5000): Promise<number> {

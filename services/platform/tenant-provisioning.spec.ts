@@ -1,7 +1,8 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { failure } from "../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -9,15 +10,6 @@ beforeAll(async () => {
   mesh = await startTestMesh();
 });
 afterAll(() => mesh?.stop());
-
-async function failure(call: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await call;
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("expected the call to fail");
-}
 
 /** Connects to a database as a role; resolves with the error code when refused. */
 async function connectAs(route: { host: string; port: number; user: string; password: string }, database: string): Promise<string> {
