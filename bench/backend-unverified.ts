@@ -1,10 +1,8 @@
 // Backend with users' access tokens decoded but not verified: only for
 // measuring what verification costs (npm run bench:get-entry). Never deploy.
 import { decodeJwt } from "jose";
-import { startBackend } from "../services/backend/backend.ts";
-import { readBackendConfig } from "../services/backend/config.ts";
-import { migrations } from "../services/backend/migrations/index.ts";
-import { createLogger, runMain, type TokenVerifier } from "../services/mesh/index.ts";
+import type { TokenVerifier } from "../services/mesh/index.ts";
+import { runMain } from "../services/mesh/run-main.ts";
 
 const trusting: TokenVerifier = {
   async verify(token, tenantId) {
@@ -12,5 +10,10 @@ const trusting: TokenVerifier = {
     return { userId: String(claims.sub), tenantId, permissions: new Set(claims.permissions as string[]) };
   },
 };
-const log = createLogger("backend");
-await runMain(log, () => startBackend(readBackendConfig(), log, migrations, trusting));
+
+await runMain("backend", async (log) => {
+  const { startBackend } = await import("../services/backend/backend.ts");
+  const { readBackendConfig } = await import("../services/backend/config.ts");
+  const { migrations } = await import("../services/backend/migrations/index.ts");
+  return startBackend(readBackendConfig(), log, migrations, trusting);
+});

@@ -1,6 +1,7 @@
-import { createLogger, runMain } from "../mesh/index.ts";
-import { startAuth } from "./auth.ts";
-import { readAuthConfig } from "./config.ts";
+import { runMain } from "../mesh/run-main.ts";
 
-const log = createLogger("auth");
-await runMain(log, () => startAuth(readAuthConfig(), log));
+await runMain("auth", async (log) => {
+  const { readAuthConfig } = await import("./config.ts");
+  const { startAuth } = await import("./auth.ts");
+  return startAuth(readAuthConfig(), log);
+});

@@ -1,6 +1,7 @@
-import { createLogger, runMain } from "../mesh/index.ts";
-import { startBackend } from "./backend.ts";
-import { readBackendConfig } from "./config.ts";
+import { runMain } from "../mesh/run-main.ts";
 
-const log = createLogger("backend");
-await runMain(log, () => startBackend(readBackendConfig(), log));
+await runMain("backend", async (log) => {
+  const { readBackendConfig } = await import("./config.ts");
+  const { startBackend } = await import("./backend.ts");
+  return startBackend(readBackendConfig(), log);
+});

@@ -25,8 +25,21 @@ export const addressMap = z.string().transform((s, ctx) => {
   return map;
 });
 
+/** The settings of logs and metrics, besides the standard `OTEL_*` variables of tracing. */
+export const telemetryEnv = {
+  /** Log level: trace, debug, info, warn, error, fatal or silent. */
+  TENANTRY_LOG_LEVEL: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+  /**
+   * How many tenants get series of their own in a process's per-tenant call
+   * metrics; calls of further tenants are counted together, in the series
+   * labelled `otel_metric_overflow="true"`.
+   */
+  TENANTRY_METRICS_TENANT_SERIES: positiveInt.default(200),
+};
+
 /** The settings every Tenantry service reads, by environment variable. */
 export const commonEnv = {
+  ...telemetryEnv,
   /** Address the listeners bind to. */
   TENANTRY_BIND_HOST: z.string().min(1).default("127.0.0.1"),
   /** Browser origins allowed to call the HTTP port (CORS), comma-separated. */

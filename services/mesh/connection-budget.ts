@@ -44,6 +44,8 @@ export interface ConnectionBudgetStats {
   tenants: number;
   /** Connections opened since start (cold tenant opens included). */
   opened: number;
+  /** Connections opened for a tenant that had none open: the first call of a cold tenant pays a backend start. */
+  coldOpens: number;
 }
 
 class TenantPool {
@@ -92,6 +94,7 @@ export class ConnectionBudget {
   #open = 0;
   #closing = 0;
   #opened = 0;
+  #coldOpens = 0;
   #closed = false;
   readonly #drained = new Set<() => void>();
 
@@ -143,7 +146,7 @@ export class ConnectionBudget {
     for (const pool of this.#pools.values()) {
       inUse += pool.inUse;
     }
-    return { open: this.#open, inUse, waiting: this.#waiters.length, tenants: this.#pools.size, opened: this.#opened };
+    return { open: this.#open, inUse, waiting: this.#waiters.length, tenants: this.#pools.size, opened: this.#opened, coldOpens: this.#coldOpens };
   }
 
   /**
@@ -244,6 +247,9 @@ export class ConnectionBudget {
     }
     if (this.#open >= this.#options.maxConnections) {
       return undefined;
+    }
+    if (pool.live === 0) {
+      this.#coldOpens++;
     }
     pool.inUse++;
     pool.live++;

@@ -3,6 +3,7 @@ import { Code, ConnectError, createContextValues, type ContextValues, type Inter
 import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
 import * as grpc from "@grpc/grpc-js";
 import { headersFromMetadata, metadataFromHeaders } from "./metadata.ts";
+import { clientTelemetryInterceptor } from "./telemetry-interceptor.ts";
 
 type HeadersInit = ConstructorParameters<typeof Headers>[0];
 
@@ -30,7 +31,8 @@ export interface GrpcJsTransport extends Transport {
 /**
  * Creates a Connect transport that speaks gRPC through `@grpc/grpc-js`, for
  * typed mesh clients: `createClient(Service, transport)`. Calls get Connect
- * client interceptors; the wire is grpc-js's HTTP/2 channel.
+ * client interceptors, after one that traces them and passes the trace on;
+ * the wire is grpc-js's HTTP/2 channel.
  */
 export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTransport {
   const client = new grpc.Client(options.address, grpc.credentials.createInsecure(), {
@@ -41,7 +43,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
     "grpc.use_local_subchannel_pool": 1,
     ...options.channelOptions,
   });
-  const interceptors = options.interceptors ?? [];
+  const interceptors = [clientTelemetryInterceptor(), ...(options.interceptors ?? [])];
 
   function metadataOf(header: Headers): grpc.Metadata {
     const metadata = metadataFromHeaders(header);

@@ -18,6 +18,8 @@ export interface HttpServerOptions {
   shutdownSignal: AbortSignal;
   /** Answers `GET /readyz`: ready to take traffic. */
   ready: () => boolean;
+  /** Answers `GET /metrics` (Prometheus text format). */
+  metrics: (req: http.IncomingMessage, res: http.ServerResponse) => void;
 }
 
 /** The HTTP listener of a service: a `net.Server` plus what graceful shutdown needs. */
@@ -37,8 +39,9 @@ const allowedMethods = cors.allowedMethods.join(", ");
 /**
  * Creates the HTTP listener of a service: Connect, gRPC-Web and gRPC over
  * HTTP/1.1 and cleartext HTTP/2 on one port (the first bytes of a connection
- * tell them apart), CORS for allow-listed browser origins, and plain
- * `GET /healthz` and `GET /readyz` for load balancers and Kubernetes.
+ * tell them apart), CORS for allow-listed browser origins, plain
+ * `GET /healthz` and `GET /readyz` for load balancers and Kubernetes, and
+ * `GET /metrics` for Prometheus.
  */
 export function createHttpServer(options: HttpServerOptions): HttpServer {
   const rpc = connectNodeAdapter({
@@ -63,6 +66,10 @@ export function createHttpServer(options: HttpServerOptions): HttpServer {
       const ok = path === "/healthz" || options.ready();
       reply.writeHead(ok ? 200 : 503, { "content-type": "text/plain; charset=utf-8" });
       res.end(ok ? "ok\n" : "shutting down\n");
+      return;
+    }
+    if (req.method === "GET" && path === "/metrics") {
+      options.metrics(req as http.IncomingMessage, reply);
       return;
     }
     const origin = req.headers.origin;

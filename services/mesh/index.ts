@@ -1,6 +1,6 @@
 export { checkEmail, checkPassword } from "./account-fields.ts";
 export { accessOf, AccessKind } from "./access.ts";
-export { addressMap, commaList, commonEnv, ConfigError, port, positiveInt, readConfig, tenantServiceEnv } from "./config.ts";
+export { addressMap, commaList, commonEnv, ConfigError, port, positiveInt, readConfig, telemetryEnv, tenantServiceEnv } from "./config.ts";
 export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./connection-budget.ts";
 export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./credentials.ts";
 export { entityManagerOf, kCaller, kEntityManager, kPeer, kTenant, kUser, tenantOf } from "./context.ts";
@@ -16,6 +16,7 @@ export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from ".
 export { tenantInterceptor } from "./tenant-interceptor.ts";
 export { tenantSchemaService, TenantSchemaService } from "./tenant-schema-service.ts";
 export { TenantScope } from "./tenant-scope.ts";
+export { startTelemetry, type Telemetry } from "./telemetry.ts";
 export { startTenantService, type TenantService, type TenantServiceConfig } from "./tenant-service.ts";
 export { loadSecret, type Secret } from "./secret-file.ts";
 export { SecretBox } from "./secret-box.ts";

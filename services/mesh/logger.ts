@@ -1,19 +1,48 @@
+import { context, isSpanContextValid, trace } from "@opentelemetry/api";
 import { pino, type Logger } from "pino";
+import { kLogTenant } from "./telemetry-interceptor.ts";
 
 export type { Logger };
+
+/** Field names that hold secrets, wherever they appear in a logged object (up to three levels deep). */
+const secretFields = [
+  "password",
+  "ownerPassword",
+  "adminPassword",
+  "authorization",
+  "token",
+  "accessToken",
+  "refreshToken",
+  "operatorToken",
+  "meshKey",
+  "masterKey",
+  "privateKey",
+  "secret",
+  "connectionString",
+];
 
 /**
  * Creates the JSON logger of a service. The level comes from
  * `TENANTRY_LOG_LEVEL` (default "info"); credentials are redacted wherever
- * they appear under the usual names.
+ * they appear under the usual names. A line logged while a call runs carries
+ * the call's `trace_id`, `span_id` and `tenant_id`.
  */
-export function createLogger(service: string, level = process.env.TENANTRY_LOG_LEVEL ?? "info"): Logger {
+export function createLogger(service: string, level = process.env.TENANTRY_LOG_LEVEL || "info"): Logger {
   return pino({
     level,
     base: { service },
     redact: {
-      paths: ["password", "*.password", "authorization", "*.authorization", "*.*.password", "connectionString", "*.connectionString"],
+      paths: secretFields.flatMap((field) => [field, `*.${field}`, `*.*.${field}`]),
       censor: "[redacted]",
+    },
+    mixin() {
+      const active = context.active();
+      const spanContext = trace.getSpanContext(active);
+      const tenantId = active.getValue(kLogTenant);
+      return {
+        ...(spanContext !== undefined && isSpanContextValid(spanContext) ? { trace_id: spanContext.traceId, span_id: spanContext.spanId } : {}),
+        ...(tenantId === undefined ? {} : { tenant_id: tenantId }),
+      };
     },
   });
 }

@@ -11,6 +11,8 @@ import { Health, HealthStatus, healthService, ServingStatus } from "./health-ser
 import { createHttpServer } from "./http-server.ts";
 import type { Logger } from "./logger.ts";
 import { reflectionService, ServerReflection, ServerReflectionAlpha } from "./reflection-service.ts";
+import { startTelemetry } from "./telemetry.ts";
+import { telemetryInterceptor } from "./telemetry-interceptor.ts";
 import { guardStream } from "./stream-response.ts";
 
 /** A service and its implementation. */
@@ -25,7 +27,7 @@ export interface MeshServerOptions {
   name: string;
   /** The RPC services to serve; health and reflection are added. */
   services: ServiceRegistration[];
-  /** Interceptors after the mesh's own (errors, shutdown tracking, access), outermost first. */
+  /** Interceptors after the mesh's own (telemetry, errors, shutdown tracking, access), outermost first. */
   interceptors: Interceptor[];
   /** Checks each call's credential against the method's declared access. */
   credentials: MeshCredentials;
@@ -83,7 +85,8 @@ export interface MeshServer {
 /**
  * Starts a service's two listeners over one set of implementations and one
  * interceptor chain: gRPC on grpc-js, and Connect, gRPC-Web and gRPC on the
- * HTTP port. Both serve health and reflection.
+ * HTTP port. Both serve health and reflection; the HTTP port also serves
+ * `GET /metrics`. Starts the process's telemetry if `main` has not.
  */
 export async function startMeshServer(options: MeshServerOptions): Promise<MeshServer> {
   const { log } = options;
@@ -119,7 +122,8 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
     }
     return guardStream(res, { finally: callEnded });
   };
-  const interceptors = [errorInterceptor(log), inFlightInterceptor, accessInterceptor(options.credentials, options.userTokens), ...options.interceptors];
+  const telemetry = startTelemetry(options.name);
+  const interceptors = [telemetryInterceptor(telemetry, log), errorInterceptor(log), inFlightInterceptor, accessInterceptor(options.credentials, options.userTokens), ...options.interceptors];
 
   const grpcServer = createGrpcServer({ services: specs, interceptors, shutdownSignal: shutdownController.signal });
   const grpcPort = await new Promise<number>((resolve, reject) =>
@@ -134,6 +138,7 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
     corsOrigins: options.corsOrigins,
     shutdownSignal: shutdownController.signal,
     ready: () => !draining,
+    metrics: telemetry.serveMetrics,
   });
   await new Promise<void>((resolve, reject) => {
     http.server.once("error", reject);

@@ -3,11 +3,13 @@ import type { EntitySchema, MigrationObject } from "@mikro-orm/postgresql";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { tenantServiceEnv } from "./config.ts";
+import { observeConnectionBudget } from "./connection-budget-metrics.ts";
 import { loadMeshCredentials } from "./credentials.ts";
 import { createGrpcJsTransport } from "./grpc-transport.ts";
 import type { Logger } from "./logger.ts";
 import { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
 import { Tenancy } from "./tenancy.ts";
+import { startTelemetry } from "./telemetry.ts";
 import { TenantDirectory, TenantStatus } from "./tenant-directory.ts";
 import { watchTenantChanges } from "./tenant-change-watch.ts";
 import { tenantInterceptor } from "./tenant-interceptor.ts";
@@ -54,6 +56,7 @@ export interface TenantService extends MeshServer {
  */
 export async function startTenantService(options: TenantServiceOptions): Promise<TenantService> {
   const { config, log } = options;
+  const telemetry = startTelemetry(options.name);
   const credentials = await loadMeshCredentials(config, options.name);
   const transport = createGrpcJsTransport({
     address: config.TENANTRY_PLATFORM_ADDRESS,
@@ -90,6 +93,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       onError: (error, tenantId) => log.warn({ err: error, tenantId }, "tenant database connection failed"),
     },
   });
+  const unobserveBudget = observeConnectionBudget(telemetry.meter, tenancy.budget, { service: options.name });
   const watching = new AbortController();
   const watched = watchTenantChanges({
     platform,
@@ -129,6 +133,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       watching.abort();
       // The watch ends at once when aborted; never let shutdown hang on it.
       await Promise.race([watched, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+      unobserveBudget();
       await tenancy.close();
       transport.close();
       authTransport.close();

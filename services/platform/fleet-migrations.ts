@@ -67,6 +67,7 @@ export class FleetMigrations {
   readonly #schemas: SchemaServices;
   readonly #migrateTimeoutMs: number;
   readonly #log: Logger;
+  #running = 0;
 
   constructor(options: { orm: MikroORM; schemas: SchemaServices; migrateTimeoutMs: number; log: Logger }) {
     this.#orm = options.orm;
@@ -75,8 +76,22 @@ export class FleetMigrations {
     this.#log = options.log;
   }
 
+  /** Fleet migrations running now. */
+  get running(): number {
+    return this.#running;
+  }
+
   /** Runs a fleet migration, yielding one event per tenant × service as each finishes. Stops early when `signal` aborts. */
   async *migrate(selection: FleetSelection, signal: AbortSignal): AsyncGenerator<MigrationEvent> {
+    this.#running++;
+    try {
+      yield* this.#migrate(selection, signal);
+    } finally {
+      this.#running--;
+    }
+  }
+
+  async *#migrate(selection: FleetSelection, signal: AbortSignal): AsyncGenerator<MigrationEvent> {
     const tenantIds = selection.tenantIds.map((id) => checkTenantId(id, "tenant_ids"));
     const tier = selection.tier === Tier.UNSPECIFIED ? undefined : tierName(checkTier(selection.tier));
     if (selection.concurrencyPerCluster < 0) {

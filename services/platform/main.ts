@@ -1,6 +1,7 @@
-import { createLogger, runMain } from "../mesh/index.ts";
-import { readPlatformConfig } from "./config.ts";
-import { startPlatform } from "./platform.ts";
+import { runMain } from "../mesh/run-main.ts";
 
-const log = createLogger("platform");
-await runMain(log, () => startPlatform(readPlatformConfig(), log));
+await runMain("platform", async (log) => {
+  const { readPlatformConfig } = await import("./config.ts");
+  const { startPlatform } = await import("./platform.ts");
+  return startPlatform(readPlatformConfig(), log);
+});

@@ -1,10 +1,11 @@
-import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshServer, type Logger, type MeshServer } from "../mesh/index.ts";
+import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshServer, startTelemetry, type Logger, type MeshServer } from "../mesh/index.ts";
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
 import { FleetMigrations } from "./fleet-migrations.ts";
+import { observePlatform } from "./platform-metrics.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import type { PlatformConfig } from "./config.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
@@ -98,6 +99,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
     closers.push(() => lifecycle.stop());
     const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => feed.close());
+    const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
+    closers.push(observePlatform(startTelemetry("platform").meter, { orm, fleet, log }));
     const meshServer = await startMeshServer({
       name: "platform",
       services: [
@@ -116,7 +119,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
           }),
         },
         { service: ClusterService, impl: clusterService(orm, clusters, audit) },
-        { service: FleetService, impl: fleetService(new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log })) },
+        { service: FleetService, impl: fleetService(fleet) },
       ],
       interceptors: [],
       credentials,
