@@ -1,10 +1,12 @@
 // `npm start`: PostgreSQL (embedded unless TENANTRY_DATABASE_URL is set), then
-// Platform, Auth and Backend, each its own process, on the default ports.
-// Ctrl-C stops everything.
+// Platform, Auth and Backend, each its own process, on the default ports, and
+// the browser client on a port of its own. Ctrl-C stops everything.
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
+import { buildWebClient, webClientDir } from "./backend/web/build.ts";
+import { startWebServer } from "./backend/web/web-server.ts";
 import { commonEnv, loadSecret, port, readConfig, startEmbeddedDatabase, type EmbeddedDatabase } from "./mesh/index.ts";
 
 const config = readConfig({
@@ -14,6 +16,8 @@ const config = readConfig({
   TENANTRY_BIND_HOST: commonEnv.TENANTRY_BIND_HOST,
   TENANTRY_MESH_KEY: commonEnv.TENANTRY_MESH_KEY,
   TENANTRY_OPERATOR_TOKEN: commonEnv.TENANTRY_OPERATOR_TOKEN,
+  TENANTRY_CORS_ORIGINS: z.string().optional(),
+  TENANTRY_WEB_PORT: port.default(8080),
 });
 const here = path.dirname(new URL(import.meta.url).pathname);
 const host = config.TENANTRY_BIND_HOST;
@@ -27,6 +31,15 @@ const services = [
   { name: "auth", grpc: 50052, http: 8082 },
   { name: "backend", grpc: 50053, http: 8083 },
 ] as const;
+
+// Before PostgreSQL and the services start, so that a taken port leaves nothing half-started.
+await buildWebClient(webClientDir);
+const web = await startWebServer({ dir: webClientDir, host, port: config.TENANTRY_WEB_PORT }).catch((error: Error) => {
+  process.stderr.write(`cannot serve the browser client: ${error.message} (set TENANTRY_WEB_PORT)\n`);
+  process.exit(1);
+});
+// The page calls the services from its own origin; a user's own list replaces this one.
+const corsOrigins = config.TENANTRY_CORS_ORIGINS ?? `http://127.0.0.1:${web.port},http://localhost:${web.port}`;
 
 let database: EmbeddedDatabase | undefined;
 let databaseUrl = config.TENANTRY_DATABASE_URL;
@@ -54,7 +67,7 @@ async function stopAll(code: number): Promise<never> {
         }),
     ),
   );
-  await database?.stop();
+  await Promise.all([database?.stop(), web.close()]);
   process.exit(code);
 }
 process.once("SIGINT", () => void stopAll(0));
@@ -71,6 +84,7 @@ for (const service of services) {
       TENANTRY_PLATFORM_ADDRESS: `${host}:50051`,
       TENANTRY_AUTH_ADDRESS: `${host}:50052`,
       TENANTRY_SCHEMA_SERVICES: `auth=${host}:50052,backend=${host}:50053`,
+      TENANTRY_CORS_ORIGINS: corsOrigins,
       ...(service.name === "platform" ? { TENANTRY_DATABASE_URL: databaseUrl } : {}),
     },
   });
@@ -108,6 +122,10 @@ Tenantry is running.
   auth      gRPC ${host}:50052   HTTP http://${host}:8082
   backend   gRPC ${host}:50053   HTTP http://${host}:8083
   database  ${database ? `embedded PostgreSQL on 127.0.0.1:${database.port}` : "TENANTRY_DATABASE_URL"}
+
+Browser client (log in, write and list entries over Connect or gRPC-Web):
+  ${web.origin}/?auth=http://${host}:8082&backend=http://${host}:8083
+  browser origins allowed by the services: ${corsOrigins}
 
 Operator token (for Platform's operator methods): ${operatorToken.path ?? "TENANTRY_OPERATOR_TOKEN"}
 
