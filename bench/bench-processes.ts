@@ -51,6 +51,12 @@ export async function startBenchProcesses(options: { ephemeral: boolean }): Prom
       children.push(child);
       let out = "";
       child.stdout!.on("data", (chunk) => (out += chunk));
+      // A process that dies mid-run says why, or the round fails with nothing to go on.
+      child.on("exit", (code, signal) => {
+        if (code !== 0 && signal !== "SIGTERM") {
+          process.stderr.write(`${name} exited (${signal ?? code}):\n${out}\n`);
+        }
+      });
       const deadline = Date.now() + 30_000;
       const probe = env.TENANTRY_HTTP_PORT;
       for (;;) {

@@ -2,9 +2,7 @@
 // a bare grpc-js + pg baseline on one database, measured in the same run.
 // BENCH_SECONDS (default 8) per round, BENCH_CONCURRENCY (default 32),
 // BENCH_TENANTS (default 100), BENCH_PROFILE=1 to profile Backend's CPU.
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import * as grpc from "@grpc/grpc-js";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
@@ -14,6 +12,7 @@ import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb
 import { createGrpcJsTransport } from "../services/mesh/grpc-transport.ts";
 import { operatorCredentialInterceptor } from "../services/mesh/credentials.ts";
 import { root, startBenchProcesses } from "./bench-processes.ts";
+import { driveGetEntry, memoryOf, summarize, type Round } from "./get-entry-load.ts";
 import { freePort } from "../services/testing/free-port.ts";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 8);
@@ -107,79 +106,9 @@ const baseline = await startProcess("baseline", path.join(root, "bench/baseline-
   BASELINE_POOL_MAX: String(poolMax),
 });
 
-interface Round {
-  calls: number;
-  errors: number;
-  latencies: number[];
-  seconds: number;
-  /** CPU seconds the server process used during the round. */
-  cpu: number;
-}
-
-/** CPU seconds (user + system) a process has used so far. */
-async function cpuSeconds(pid: number): Promise<number> {
-  const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-/** Drives GetEntry at `address` with `concurrency` callers for `duration` s, round-robin over the targets. */
-async function drive(address: string, duration: number, serverPid: number): Promise<Round> {
-  const cpuBefore = await cpuSeconds(serverPid);
-  const client = new grpc.Client(address, grpc.credentials.createInsecure());
-  const method = EntryService.method.getEntry;
-  const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
-  const deserialize = (b: Buffer) => fromBinary(method.output, b);
-  const metadata = targets.map((t) => {
-    const md = new grpc.Metadata();
-    md.set("x-tenant-id", t.tenantId);
-    md.set("authorization", `Bearer ${t.token}`);
-    return md;
-  });
-  const requests = targets.map((t) => create(method.input, { id: t.id }));
-  let next = 0;
-  let errors = 0;
-  const latencies: number[] = [];
-  const stopAt = performance.now() + duration * 1000;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < stopAt) {
-        const i = next++ % targets.length;
-        const t0 = performance.now();
-        await new Promise<void>((resolve) =>
-          client.makeUnaryRequest(`/${EntryService.typeName}/GetEntry`, serialize, deserialize, requests[i]!, metadata[i]!, (error, value) => {
-            if (error || (value as { entry?: { id: string } })?.entry?.id !== targets[i]!.id) {
-              if (errors++ === 0) {
-                process.stderr.write(`first failure from ${address}: ${error?.message ?? JSON.stringify(value)}\n`);
-              }
-            }
-            resolve();
-          }),
-        );
-        latencies.push(performance.now() - t0);
-      }
-    }),
-  );
-  const elapsed = (performance.now() - started) / 1000;
-  client.close();
-  return { calls: latencies.length, errors, latencies, seconds: elapsed, cpu: (await cpuSeconds(serverPid)) - cpuBefore };
-}
-
-function summary(rounds: Round[]) {
-  const latencies = rounds.flatMap((r) => r.latencies).sort((a, b) => a - b);
-  const calls = rounds.reduce((n, r) => n + r.calls, 0);
-  const secs = rounds.reduce((n, r) => n + r.seconds, 0);
-  const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  const cpu = rounds.reduce((n, r) => n + r.cpu, 0);
-  return { rps: calls / secs, p50: q(0.5), p99: q(0.99), errors: rounds.reduce((n, r) => n + r.errors, 0), calls, cpuPerCall: (cpu * 1000) / calls };
-}
-
-function rssOf(pid: number): Promise<{ rss: number; peak: number }> {
-  return readFile(`/proc/${pid}/status`, "utf8").then((status) => ({
-    rss: Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024,
-    peak: Number(/VmHWM:\s+(\d+)/.exec(status)![1]) / 1024,
-  }));
-}
+const drive = (address: string, duration: number, serverPid: number) => driveGetEntry(address, { targets, concurrency, duration, serverPid });
+const summary = summarize;
+const rssOf = memoryOf;
 
 const baselineAddress = `127.0.0.1:${ports.baseline}`;
 const backendAddress = `127.0.0.1:${ports.backend}`;
