@@ -44,7 +44,6 @@ export const platformEnv = {
    * databases are created on the same server.
    */
   TENANTRY_DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: "expected a postgres:// URL" }),
-  /** The services that own a schema in every tenant database, as name=host:port (their gRPC ports). */
   /**
    * The key that encrypts credentials at rest: 32 bytes, base64 or
    * base64url. Else generated into `<data dir>/master.key`.
@@ -67,6 +66,7 @@ export const platformEnv = {
   TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: positiveInt.default(60_000),
   /** How many sign-ups (SignUp) one source address may attempt per hour. */
   TENANTRY_SIGNUP_LIMIT_PER_HOUR: positiveInt.default(5),
+  /** The services that own a schema in every tenant database, as name=host:port (their gRPC ports). */
   TENANTRY_SCHEMA_SERVICES: addressMap.default(new Map([
     ["auth", "127.0.0.1:50052"],
     ["backend", "127.0.0.1:50053"],
