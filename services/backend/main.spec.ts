@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { createGrpcJsTransport } from "../mesh/index.ts";
 import { freePort } from "../testing/free-port.ts";
+import { startServiceProcess } from "../testing/service-process.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -23,9 +24,9 @@ afterAll(async () => {
 async function startBackendProcess(env: Record<string, string>): Promise<{ child: ChildProcess; grpcPort: number; httpPort: number; output: () => string }> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
-  const child = spawn(process.execPath, [path.resolve("services/backend/main.ts")], {
-    env: {
-      PATH: process.env.PATH,
+  const { child, output } = await startServiceProcess(
+    path.resolve("services/backend/main.ts"),
+    {
       TENANTRY_GRPC_PORT: String(grpcPort),
       TENANTRY_HTTP_PORT: String(httpPort),
       TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${mesh.platform.grpcPort}`,
@@ -33,20 +34,10 @@ async function startBackendProcess(env: Record<string, string>): Promise<{ child
       ...mesh.sharedEnv,
       ...env,
     },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+    { httpPort, timeoutMs: 20_000 },
+  );
   spawned.push(child);
-  let output = "";
-  child.stdout!.on("data", (chunk) => (output += chunk));
-  child.stderr!.on("data", (chunk) => (output += chunk));
-  const deadline = Date.now() + 20_000;
-  while (!(await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`backend did not start:\n${output}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return { child, grpcPort, httpPort, output: () => output };
+  return { child, grpcPort, httpPort, output };
 }
 
 describe("backend process", () => {

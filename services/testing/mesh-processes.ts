@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { inject } from "vitest";
 import { freePort } from "./free-port.ts";
+import { startServiceProcess } from "./service-process.ts";
 
 /** One service running as a process of its own. */
 export interface MeshProcess {
@@ -47,29 +48,13 @@ export async function startMeshProcesses(env: Record<string, string> = {}): Prom
 
   async function start(name: string, grpcPort: number, serviceEnv: Record<string, string>): Promise<MeshProcess> {
     const httpPort = await freePort();
-    const child = spawn(process.execPath, [path.resolve(`services/${name}/main.ts`)], {
-      env: {
-        PATH: process.env.PATH,
-        ...sharedEnv,
-        TENANTRY_GRPC_PORT: String(grpcPort),
-        TENANTRY_HTTP_PORT: String(httpPort),
-        ...serviceEnv,
-        ...env,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const { child, output } = await startServiceProcess(
+      path.resolve(`services/${name}/main.ts`),
+      { ...sharedEnv, TENANTRY_GRPC_PORT: String(grpcPort), TENANTRY_HTTP_PORT: String(httpPort), ...serviceEnv, ...env },
+      { httpPort },
+    );
     children.push(child);
-    let output = "";
-    child.stdout!.on("data", (chunk) => (output += chunk));
-    child.stderr!.on("data", (chunk) => (output += chunk));
-    const deadline = Date.now() + 30_000;
-    while (!(await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false))) {
-      if (child.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`${name} did not start:\n${output}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    return { grpcPort, httpPort, output: () => output };
+    return { grpcPort, httpPort, output };
   }
 
   const stop = async () => {
