@@ -4,7 +4,8 @@ export { addressMap, commaList, commonEnv, ConfigError, port, positiveInt, readC
 export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./connection-budget.ts";
 export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./credentials.ts";
 export { entityManagerOf, kCaller, kEntityManager, kPeer, kTenant, kUser, tenantOf } from "./context.ts";
-export { startEmbeddedDatabase, type EmbeddedDatabase } from "./embedded-database.ts";
+export { startEmbeddedDatabase, type EmbeddedDatabase, type EmbeddedDatabaseOptions } from "./embedded-database.ts";
+export { EmbeddedDatabaseError } from "./embedded-database-error.ts";
 export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts";
 export { createLogger, type Logger } from "./logger.ts";
 export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
