@@ -761,6 +761,7 @@ describe("image (deploy/Dockerfile)", () => {
 
   it("runs in production mode, listening on every interface", () => {
     expect(imageEnv.NODE_ENV).toBe("production");
+    expect(imageEnv.TENANTRY_ENV).toBe("production");
     expect(imageEnv.TENANTRY_BIND_HOST).toBe("0.0.0.0");
   });
 

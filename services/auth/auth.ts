@@ -12,7 +12,7 @@ import { UserService, userService } from "./user-service.ts";
  * of its own database; sign-in and tokens.
  */
 export async function startAuth(config: AuthConfig, log: Logger): Promise<TenantService> {
-  const masterKey = await loadSecret({ value: config.TENANTRY_MASTER_KEY, dataDir: config.TENANTRY_DATA_DIR, file: "master.key" });
+  const masterKey = await loadSecret({ value: config.TENANTRY_MASTER_KEY, dataDir: config.TENANTRY_DATA_DIR, file: "master.key", generate: config.TENANTRY_ENV !== "production" });
   const keys = new SigningKeys(new SecretBox(masterKey.value));
   const deps = { keys, throttle: new LoginThrottle(), issuer: config.TENANTRY_TOKEN_ISSUER };
   return startTenantService({

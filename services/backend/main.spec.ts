@@ -1,6 +1,8 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -99,5 +101,36 @@ describe("backend process", () => {
     expect(code).toBe(78);
     expect(stderr).toMatch(/TENANTRY_GRPC_PORT/);
     expect(stderr).toMatch(/not-a-port/);
+  });
+
+  it("in production, refuses to start without its secrets, naming each, and generates none", async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), "tenantry-production-"));
+    try {
+      const exits = await Promise.all(
+        ["backend", "platform"].map(async (service) => {
+          const child = spawn(process.execPath, [path.resolve(`services/${service}/main.ts`)], {
+            env: {
+              PATH: process.env.PATH,
+              TENANTRY_ENV: "production",
+              TENANTRY_DATA_DIR: dataDir,
+              TENANTRY_DATABASE_URL: mesh.databaseUrl(mesh.platformDatabase),
+            },
+            stdio: ["ignore", "pipe", "pipe"],
+          });
+          let stderr = "";
+          child.stderr!.on("data", (chunk) => (stderr += chunk));
+          const [code] = await once(child, "exit");
+          return { service, code, stderr };
+        }),
+      );
+      const named = (stderr: string) => [...stderr.matchAll(/^(TENANTRY_\w+): required with TENANTRY_ENV=production/gm)].map((m) => m[1]);
+      expect(exits[0]).toMatchObject({ service: "backend", code: 78 });
+      expect(named(exits[0]!.stderr)).toEqual(["TENANTRY_MESH_KEY", "TENANTRY_OPERATOR_TOKEN"]);
+      expect(exits[1]).toMatchObject({ service: "platform", code: 78 });
+      expect(named(exits[1]!.stderr)).toEqual(["TENANTRY_MESH_KEY", "TENANTRY_OPERATOR_TOKEN", "TENANTRY_MASTER_KEY"]);
+      expect(await readdir(dataDir)).toEqual([]);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
 import { z } from "zod";
 
 /** A TCP port number; 0 asks the system for a free one. */
@@ -37,9 +39,26 @@ export const telemetryEnv = {
   TENANTRY_METRICS_TENANT_SERIES: positiveInt.default(200),
 };
 
+/**
+ * The secrets a service generates into its data directory when they are not
+ * set, for local use, by variable and file name. With TENANTRY_ENV=production
+ * nothing is generated: each must be set, or its file already be there.
+ */
+export const generatedSecrets: Readonly<Record<string, string>> = {
+  TENANTRY_MESH_KEY: "mesh.key",
+  TENANTRY_OPERATOR_TOKEN: "operator.token",
+  TENANTRY_MASTER_KEY: "master.key",
+};
+
 /** The settings every Tenantry service reads, by environment variable. */
 export const commonEnv = {
   ...telemetryEnv,
+  /**
+   * `production` refuses to start without the secrets of `generatedSecrets`
+   * instead of generating them (replicas must share them; a generated key
+   * would differ per replica and be lost with its pod).
+   */
+  TENANTRY_ENV: z.enum(["development", "production"]).default("development"),
   /** Address the listeners bind to. */
   TENANTRY_BIND_HOST: z.string().min(1).default("127.0.0.1"),
   /** Browser origins allowed to call the HTTP port (CORS), comma-separated. */
@@ -74,6 +93,20 @@ export function readConfig<S extends z.ZodRawShape>(
       return `${name}: ${issue.message}${value === undefined ? " (not set)" : ` (got "${value}")`}`;
     });
     throw new ConfigError(lines.join("\n"));
+  }
+  const data = result.data as Record<string, unknown>;
+  if (data.TENANTRY_ENV === "production") {
+    const dataDir = typeof data.TENANTRY_DATA_DIR === "string" ? data.TENANTRY_DATA_DIR : ".tenantry";
+    const missing = Object.entries(generatedSecrets).filter(
+      ([name, file]) => name in shape && data[name] === undefined && !existsSync(path.resolve(dataDir, file)),
+    );
+    if (missing.length > 0) {
+      throw new ConfigError(
+        missing
+          .map(([name, file]) => `${name}: required with TENANTRY_ENV=production, where nothing is generated (not set, and no ${path.join(dataDir, file)})`)
+          .join("\n"),
+      );
+    }
   }
   return result.data;
 }

@@ -135,6 +135,7 @@ function digest(value: string): Buffer {
 
 /** The credential settings every service reads (see `commonEnv`). */
 export interface CredentialSettings {
+  TENANTRY_ENV: "development" | "production";
   TENANTRY_DATA_DIR: string;
   TENANTRY_MESH_KEY?: string | undefined;
   TENANTRY_OPERATOR_TOKEN?: string | undefined;
@@ -143,12 +144,13 @@ export interface CredentialSettings {
 /**
  * Loads a service's credentials: the mesh key and the operator token from
  * the environment, else from `mesh.key` and `operator.token` in the data
- * directory (generated there on first start).
+ * directory (generated there on first start, except in production).
  */
 export async function loadMeshCredentials(config: CredentialSettings, service: string): Promise<MeshCredentials> {
+  const generate = config.TENANTRY_ENV !== "production";
   const [meshKey, operatorToken] = await Promise.all([
-    loadSecret({ value: config.TENANTRY_MESH_KEY, dataDir: config.TENANTRY_DATA_DIR, file: "mesh.key" }),
-    loadSecret({ value: config.TENANTRY_OPERATOR_TOKEN, dataDir: config.TENANTRY_DATA_DIR, file: "operator.token" }),
+    loadSecret({ value: config.TENANTRY_MESH_KEY, dataDir: config.TENANTRY_DATA_DIR, file: "mesh.key", generate }),
+    loadSecret({ value: config.TENANTRY_OPERATOR_TOKEN, dataDir: config.TENANTRY_DATA_DIR, file: "operator.token", generate }),
   ]);
   return new MeshCredentials({ meshKey: meshKey.value, operatorToken: operatorToken.value, service });
 }

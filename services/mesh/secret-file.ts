@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { link, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { ConfigError, generatedSecrets } from "./config.ts";
 
 /** Options of {@link loadSecret}. */
 export interface LoadSecretOptions {
@@ -12,6 +13,8 @@ export interface LoadSecretOptions {
   file: string;
   /** How many random bytes a generated secret has (written base64url). */
   bytes?: number;
+  /** Whether a missing secret may be generated; false in production (see `generatedSecrets`). */
+  generate?: boolean;
 }
 
 /** A secret and where it came from. */
@@ -36,6 +39,10 @@ export async function loadSecret(options: LoadSecretOptions): Promise<Secret> {
   const existing = await readSecretFile(file);
   if (existing !== undefined) {
     return { value: existing, path: file };
+  }
+  if (options.generate === false) {
+    const variable = Object.entries(generatedSecrets).find(([, name]) => name === options.file)?.[0] ?? options.file;
+    throw new ConfigError(`${variable}: required with TENANTRY_ENV=production, where nothing is generated (not set, and no ${file})`);
   }
   const draft = `${file}.${process.pid}.${randomBytes(4).toString("hex")}`;
   await writeFile(draft, `${randomBytes(options.bytes ?? 32).toString("base64url")}\n`, { mode: 0o600 });

@@ -36,8 +36,9 @@ export async function ensurePlatformDatabase(url: string): Promise<void> {
     const { rowCount } = await client.query("select 1 from pg_database where datname = $1", [database]);
     if (rowCount === 0) {
       await client.query(`create database ${pg.escapeIdentifier(database)}`).catch((error: { code?: string }) => {
-        // Another Platform instance created it first.
-        if (error.code !== "42P04") {
+        // Another Platform instance created it first: "already exists", or, when both
+        // were creating it at the same moment, a unique violation in the catalog.
+        if (error.code !== "42P04" && error.code !== "23505") {
           throw error;
         }
       });
@@ -66,8 +67,25 @@ export function createPlatformOrm(url: string): MikroORM {
   });
 }
 
-/** Brings the platform database to the newest schema; returns the migrations applied. */
-export async function migratePlatformDatabase(orm: MikroORM): Promise<string[]> {
-  const applied = await new Migrator(orm.em.fork()).up();
-  return applied.map((m) => m.name);
+/** The advisory lock (class, key) that Platform instances take while migrating their own database. */
+const migrationLock = [7352, 1] as const;
+
+/**
+ * Brings the platform database to the newest schema; returns the migrations
+ * applied. Platforms starting at once take turns, under an advisory lock held
+ * on a connection of its own: the second finds nothing left to do.
+ */
+export async function migratePlatformDatabase(orm: MikroORM, url: string): Promise<string[]> {
+  const lock = new pg.Client({ connectionString: url, application_name: "tenantry-platform-migrations" });
+  // A lost connection fails the queries below; the event itself must not end the process.
+  lock.on("error", () => undefined);
+  await lock.connect();
+  try {
+    await lock.query("select pg_advisory_lock($1, $2)", [...migrationLock]);
+    const applied = await new Migrator(orm.em.fork()).up();
+    return applied.map((m) => m.name);
+  } finally {
+    // Ending the session releases the lock, even if unlocking is never reached.
+    await lock.end();
+  }
 }

@@ -40,12 +40,12 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
     }
   };
   try {
-    const applied = await migratePlatformDatabase(orm);
+    const applied = await migratePlatformDatabase(orm, config.TENANTRY_DATABASE_URL);
     if (applied.length > 0) {
       log.info({ applied }, "platform database migrated");
     }
     const credentials = await loadMeshCredentials(config, "platform");
-    const masterKey = await loadSecret({ value: config.TENANTRY_MASTER_KEY, dataDir: config.TENANTRY_DATA_DIR, file: "master.key" });
+    const masterKey = await loadSecret({ value: config.TENANTRY_MASTER_KEY, dataDir: config.TENANTRY_DATA_DIR, file: "master.key", generate: config.TENANTRY_ENV !== "production" });
     const box = new SecretBox(masterKey.value);
     const clusters = new ClusterRegistry({ orm, box, log });
     closers.push(() => clusters.close());

@@ -1,0 +1,31 @@
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { describe, expect, inject, it } from "vitest";
+import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase } from "./platform-database.ts";
+import { migrations } from "./migrations/index.ts";
+
+describe("platform database", () => {
+  it("is migrated once when Platforms start at the same moment", async () => {
+    const url = new URL(inject("databaseUrl"));
+    url.pathname = `/tenantry_platform_${randomBytes(4).toString("hex")}`;
+    await Promise.all([ensurePlatformDatabase(url.toString()), ensurePlatformDatabase(url.toString())]);
+    const orms = [createPlatformOrm(url.toString()), createPlatformOrm(url.toString()), createPlatformOrm(url.toString())];
+    try {
+      const applied = await Promise.all(orms.map((orm) => migratePlatformDatabase(orm, url.toString())));
+      const names = migrations.map((m) => m.name);
+      // One of them applied everything; the others found nothing left to do.
+      expect(applied.map((a) => a.length).sort()).toEqual([0, 0, names.length]);
+      expect(applied.find((a) => a.length > 0)).toEqual(names);
+      const client = new pg.Client(url.toString());
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ name: string }>("select name from platform.mikro_orm_migrations order by id");
+        expect(rows.map((r) => r.name)).toEqual(names);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await Promise.all(orms.map((orm) => orm.close()));
+    }
+  });
+});
