@@ -120,18 +120,19 @@ describe("bad input", () => {
     expect(unknown).toMatchObject({ code: Code.NotFound, message: expect.stringMatching(/not found/) });
     expect((await codeOf(mesh.entries.getEntry({ id: "42" }, as(t.tenantId)))).code).toBe(Code.InvalidArgument);
 
-    const cases: [string, Promise<unknown>][] = [
-      ["empty title", mesh.entries.createEntry({ title: "  " }, as(t.tenantId))],
-      ["long title", mesh.entries.createEntry({ title: "x".repeat(201) }, as(t.tenantId))],
-      ["long body", mesh.entries.createEntry({ title: "ok", body: "x".repeat(65_537) }, as(t.tenantId))],
-      ["NUL", mesh.entries.createEntry({ title: "a\u0000b" }, as(t.tenantId))],
-      ["bad tag", mesh.entries.createEntry({ title: "ok", tags: ["Has Space"] }, as(t.tenantId))],
-      ["too many tags", mesh.entries.createEntry({ title: "ok", tags: Array.from({ length: 21 }, (_, i) => `t${i}`) }, as(t.tenantId))],
-      ["bad page token", mesh.entries.listEntries({ pageToken: "garbage" }, as(t.tenantId))],
-      ["negative page size", mesh.entries.listEntries({ pageSize: -1 }, as(t.tenantId))],
+    // Each call starts when it is checked: a rejection waiting in a list would go unhandled.
+    const cases: [string, () => Promise<unknown>][] = [
+      ["empty title", () => mesh.entries.createEntry({ title: "  " }, as(t.tenantId))],
+      ["long title", () => mesh.entries.createEntry({ title: "x".repeat(201) }, as(t.tenantId))],
+      ["long body", () => mesh.entries.createEntry({ title: "ok", body: "x".repeat(65_537) }, as(t.tenantId))],
+      ["NUL", () => mesh.entries.createEntry({ title: "a\u0000b" }, as(t.tenantId))],
+      ["bad tag", () => mesh.entries.createEntry({ title: "ok", tags: ["Has Space"] }, as(t.tenantId))],
+      ["too many tags", () => mesh.entries.createEntry({ title: "ok", tags: Array.from({ length: 21 }, (_, i) => `t${i}`) }, as(t.tenantId))],
+      ["bad page token", () => mesh.entries.listEntries({ pageToken: "garbage" }, as(t.tenantId))],
+      ["negative page size", () => mesh.entries.listEntries({ pageSize: -1 }, as(t.tenantId))],
     ];
     for (const [name, call] of cases) {
-      const result = await codeOf(call);
+      const result = await codeOf(call());
       expect(result.code, name).toBe(Code.InvalidArgument);
       expect(result.message, name).not.toMatch(/insert|select|sql/i);
     }
