@@ -342,11 +342,12 @@ export declare const DeleteUserResponseSchema: GenMessage<DeleteUserResponse>;
  * UserService manages a tenant's users. Changes to a user's roles apply to
  * the access tokens issued afterwards (at most 15 minutes later).
  *
- * Retrying: UNAVAILABLE (the database or a connection to it was lost, or the
- * answer was) is worth retrying with backoff, as the method's comment says
- * how. Other codes (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
- * FAILED_PRECONDITION, RESOURCE_EXHAUSTED, INTERNAL, ...) fail the same way
- * again until something changes: do not retry them unchanged.
+ * Retrying: after UNAVAILABLE (the database or a connection to it was lost,
+ * or the answer was) or DEADLINE_EXCEEDED, the call may or may not have
+ * happened: retry with backoff, as the method's comment says how. Other
+ * codes (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION,
+ * RESOURCE_EXHAUSTED, INTERNAL, ...) fail the same way again until
+ * something changes: do not retry them unchanged.
  *
  * @generated from service tenantry.auth.v1.UserService
  */

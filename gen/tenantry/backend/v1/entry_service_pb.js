@@ -94,12 +94,14 @@ export const DeleteEntryResponseSchema = /*@__PURE__*/
  * and tags. Every call needs the x-tenant-id metadata and runs against that
  * tenant's own database.
  *
- * Retrying: UNAVAILABLE (the database or a connection to it was lost, or the
- * answer was) is worth retrying with backoff, as the method's comment says
- * how; RESOURCE_EXHAUSTED only after backing off, once the tenant has freed
- * storage; ABORTED on UpdateEntry after reading the entry again. Other codes
- * (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, INTERNAL,
- * ...) fail the same way again: do not retry them unchanged.
+ * Retrying: after UNAVAILABLE (the database or a connection to it was lost,
+ * or the answer was) or DEADLINE_EXCEEDED, the call may or may not have
+ * happened: retry with backoff, as the method's comment says how.
+ * RESOURCE_EXHAUSTED: back off; it fails the same way until the tenant has
+ * freed storage. ABORTED on UpdateEntry: read the entry again, then retry.
+ * Other codes (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
+ * PERMISSION_DENIED, INTERNAL, ...) fail the same way again: do not retry
+ * them unchanged.
  *
  * @generated from service tenantry.backend.v1.EntryService
  */
