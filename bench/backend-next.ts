@@ -12,5 +12,6 @@ await runMain("backend", async (log) => {
       this.addSql("alter table backend.entries add column summary text");
     }
   }
-  return startBackend(readBackendConfig(), log, [...migrations, { name: "0002-add-entry-summaries", class: AddEntrySummaries }]);
+  const next = `${String(migrations.length + 1).padStart(4, "0")}-add-entry-summaries`;
+  return startBackend(readBackendConfig(), log, [...migrations, { name: next, class: AddEntrySummaries }]);
 });

@@ -21,7 +21,7 @@ export async function startAuth(config: AuthConfig, log: Logger): Promise<Tenant
     migrations,
     services: (tenancy) => [
       { service: AuthService, impl: authService(tenancy, deps) },
-      { service: UserService, impl: userService },
+      { service: UserService, impl: userService(tenancy.requests) },
       { service: RoleService, impl: roleService },
     ],
     config,

@@ -2,8 +2,8 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { UserService, type UserSchema } from "../../gen/tenantry/auth/v1/user_service_pb.js";
-import { entityManagerOf, tenantOf } from "../mesh/index.ts";
-import { createUser, deleteUser, getUser, listUsers, updateUser, type UserRecord } from "./users.ts";
+import { entityManagerOf, tenantOf, type RequestLedger } from "../mesh/index.ts";
+import { createUser, deleteUser, getUser, listUsers, newUser, updateUser, type UserRecord } from "./users.ts";
 
 export { UserService };
 
@@ -11,10 +11,14 @@ function toMessage(user: UserRecord): MessageInitShape<typeof UserSchema> {
   return { ...user, createTime: timestampFromDate(user.createTime), updateTime: timestampFromDate(user.updateTime) };
 }
 
-/** `tenantry.auth.v1.UserService`: the tenant's users, in its own database. */
-export const userService: ServiceImpl<typeof UserService> = {
+/**
+ * `tenantry.auth.v1.UserService`: the tenant's users, in its own database;
+ * a create with a request_id happens once, however often it is sent.
+ */
+export const userService = (requests: RequestLedger): ServiceImpl<typeof UserService> => ({
   async createUser(req, ctx) {
-    return { user: toMessage(await createUser(entityManagerOf(ctx), req, tenantOf(ctx).maxUsers)) };
+    const user = await newUser(req);
+    return requests.createOnce(ctx, req, async (em) => ({ user: toMessage(await createUser(em, user, tenantOf(ctx).maxUsers)) }));
   },
   async getUser(req, ctx) {
     return { user: toMessage(await getUser(entityManagerOf(ctx), req.userId)) };
@@ -31,4 +35,4 @@ export const userService: ServiceImpl<typeof UserService> = {
     await deleteUser(entityManagerOf(ctx), req.userId);
     return {};
   },
-};
+});

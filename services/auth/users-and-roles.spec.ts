@@ -1,11 +1,13 @@
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { RoleService } from "../../gen/tenantry/auth/v1/role_service_pb.js";
 import { UserService } from "../../gen/tenantry/auth/v1/user_service_pb.js";
 import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { accessOf, AccessKind, createGrpcJsTransport, operatorCredentialInterceptor, type GrpcJsTransport } from "../mesh/index.ts";
+import { holdLock } from "../testing/held-lock.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 import { defaultRoles } from "./tenant-bootstrap.ts";
 
@@ -155,5 +157,79 @@ describe("users and roles", () => {
     await new Promise((resolve) => setTimeout(resolve, 1100));
     expect(await code(mesh.entries.listEntries({}, as(await login("owner@example.com"))))).toBe("ok");
     expect(await code(mesh.entries.listEntries({}, as(before)))).toBe("Unauthenticated");
+  });
+});
+
+describe("retried user creates", () => {
+  interface OwnedTenant {
+    database: string;
+    /** Call options as the tenant's owner. */
+    asOwner: { headers: Record<string, string> };
+  }
+  // Tenants of their own: the other tests count the first tenant's users.
+  async function ownedTenant(): Promise<OwnedTenant> {
+    const tenantId = mesh.uniqueTenantId("retries");
+    const { tenant } = await mesh.platformClient.createTenant({ tenantId, ownerEmail: "owner@example.com", ownerPassword: password });
+    const token = (await auth.login({ email: "owner@example.com", password }, { headers: { "x-tenant-id": tenantId } })).accessToken;
+    return { database: tenant!.database, asOwner: { headers: { "x-tenant-id": tenantId, authorization: `Bearer ${token}` } } };
+  }
+  let other: OwnedTenant;
+  const count = async (table: string) => Number((await mesh.sql<{ n: string }>(other.database, `select count(*) as n from auth.${table}`))[0]!.n);
+
+  beforeAll(async () => {
+    other = await ownedTenant();
+  });
+
+  it("answers a repeat of a request_id with the first user and keeps no password with the id", async () => {
+    const request = { email: "repeat@example.com", password, displayName: "Repeat", roles: ["member"], requestId: randomUUID() };
+    const first = await users.createUser(request, other.asOwner);
+    expect(await users.createUser(request, other.asOwner)).toEqual(first);
+    const [row] = await mesh.sql<{ fingerprint: Buffer; response: Buffer }>(other.database, "select fingerprint, response from auth.request_ids where request_id = $1", [
+      request.requestId,
+    ]);
+    expect(row!.fingerprint).toHaveLength(32);
+    expect(row!.response.includes(Buffer.from(password))).toBe(false);
+    expect(row!.response.includes(Buffer.from("repeat@example.com"))).toBe(true);
+
+    // The password is part of the request: another one with the same id is another request.
+    expect(await code(users.createUser({ ...request, password: `${password}!` }, other.asOwner))).toBe("AlreadyExists");
+    expect(await code(users.createUser({ ...request, roles: ["viewer"] }, other.asOwner))).toBe("AlreadyExists");
+    expect(await code(users.createUser({ ...request, requestId: "nope" }, other.asOwner))).toBe("InvalidArgument");
+    expect(await mesh.sql(other.database, "select 1 from auth.users where lower(email) = 'repeat@example.com'")).toHaveLength(1);
+    expect(await count("request_ids")).toBe(1);
+  });
+
+  it("makes a repeat sent while the first call runs wait for it and answer the same", async () => {
+    const before = await count("users");
+    const lock = await holdLock(mesh.databaseUrl(other.database), "select pg_advisory_xact_lock(hashtext('tenantry.auth.users'))");
+    const request = { email: "together@example.com", password, requestId: randomUUID() };
+    const calls = [users.createUser(request, other.asOwner), users.createUser(request, other.asOwner)];
+    // One call has recorded the id and waits for its turn to create; the other waits on the id.
+    await lock.waitingFor([/pg_advisory_xact_lock/, /request_ids/]);
+    await lock.release();
+    const [a, b] = await Promise.all(calls);
+    expect(a).toEqual(b);
+    expect(await count("users")).toBe(before + 1);
+  });
+
+  it("keeps no request_id of a failed create, so a corrected request may use it", async () => {
+    const requestId = randomUUID();
+    expect(await code(users.createUser({ email: "later@example.com", password, roles: ["pope"], requestId }, other.asOwner))).toBe("InvalidArgument");
+    expect(await code(users.createUser({ email: "owner@example.com", password, requestId }, other.asOwner))).toBe("AlreadyExists");
+    expect(await mesh.sql(other.database, "select 1 from auth.request_ids where request_id = $1", [requestId])).toEqual([]);
+    const corrected = await users.createUser({ email: "later@example.com", password, roles: ["member"], requestId }, other.asOwner);
+    expect(corrected.user?.roles).toEqual(["member"]);
+  });
+
+  it("keeps each tenant's request_ids apart, and creates on every call without one", async () => {
+    const third = await ownedTenant();
+    const requestId = randomUUID();
+    const here = await users.createUser({ email: "both@example.com", password, requestId }, other.asOwner);
+    const there = await users.createUser({ email: "both@example.com", password, requestId }, third.asOwner);
+    expect(there.user?.userId).not.toBe(here.user?.userId);
+
+    const first = await users.createUser({ email: "twice@example.com", password }, third.asOwner);
+    expect(first.user?.email).toBe("twice@example.com");
+    expect(await code(users.createUser({ email: "twice@example.com", password }, third.asOwner))).toBe("AlreadyExists");
   });
 });

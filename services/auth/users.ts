@@ -86,15 +86,24 @@ export async function getUser(em: EntityManager, userId: string): Promise<UserRe
   return toRecord(row);
 }
 
-/** Creates a user within the tenant's user limit (`maxUsers`, 0 for none). */
-export async function createUser(
-  em: EntityManager,
-  request: { email: string; password: string; displayName: string; roles: string[] },
-  maxUsers: number,
-): Promise<UserRecord> {
+/** A new user's fields, checked, with the password already hashed. */
+export interface NewUser {
+  email: string;
+  passwordHash: string;
+  displayName: string;
+  roles: string[];
+}
+
+/** Checks a new user's fields and hashes the password: slow (Argon2id), so done before any transaction. */
+export async function newUser(request: { email: string; password: string; displayName: string; roles: string[] }): Promise<NewUser> {
   const email = checkEmail(request.email);
-  const passwordHash = await hashPassword(checkPassword(request.password));
   const displayName = checkDisplayName(request.displayName);
+  const passwordHash = await hashPassword(checkPassword(request.password));
+  return { email, passwordHash, displayName, roles: request.roles };
+}
+
+/** Creates a user within the tenant's user limit (`maxUsers`, 0 for none). */
+export async function createUser(em: EntityManager, user: NewUser, maxUsers: number): Promise<UserRecord> {
   const id = randomUUID();
   try {
     await em.transactional(async (tx) => {
@@ -106,15 +115,15 @@ export async function createUser(
           throw new ConnectError(`the tenant has ${maxUsers} users, all its tier allows: delete one or move to a larger tier`, Code.ResourceExhausted);
         }
       }
-      const roles = await roleIds(tx, request.roles);
-      await tx.execute("insert into auth.users (id, email, display_name, password_hash) values (?, ?, ?, ?)", [id, email, displayName, passwordHash]);
+      const roles = await roleIds(tx, user.roles);
+      await tx.execute("insert into auth.users (id, email, display_name, password_hash) values (?, ?, ?, ?)", [id, user.email, user.displayName, user.passwordHash]);
       for (const roleId of roles) {
         await tx.execute("insert into auth.user_roles (user_id, role_id) values (?, ?)", [id, roleId]);
       }
     });
   } catch (error) {
     if (error instanceof UniqueConstraintViolationException) {
-      throw new ConnectError(`a user with email "${email}" exists already`, Code.AlreadyExists);
+      throw new ConnectError(`a user with email "${user.email}" exists already`, Code.AlreadyExists);
     }
     throw error;
   }

@@ -20,7 +20,7 @@ export function startBackend(
     name: "backend",
     entities: [Entry],
     migrations: schemaMigrations,
-    services: (tenancy) => [{ service: EntryService, impl: entryService(tenancy.storage) }],
+    services: (tenancy) => [{ service: EntryService, impl: entryService(tenancy.storage, tenancy.requests) }],
     config,
     log,
   });

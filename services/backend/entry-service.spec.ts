@@ -1,5 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { holdLock } from "../testing/held-lock.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -86,6 +88,121 @@ describe("entry service", () => {
   });
 });
 
+describe("retried creates", () => {
+  const count = async (database: string, table: string) =>
+    Number((await mesh.sql<{ n: string }>(database, `select count(*) as n from backend.${table}`))[0]!.n);
+
+  it("answers a repeat of a request_id with the first response, as it was then, and stores nothing more", async () => {
+    const t = await mesh.createTenant();
+    const requestId = randomUUID();
+    const first = await mesh.entries.createEntry({ title: "once", tags: ["a"], requestId }, as(t.tenantId));
+    await mesh.entries.updateEntry({ id: first.entry!.id, title: "changed since", updateMask: { paths: ["title"] } }, as(t.tenantId));
+
+    const again = await mesh.entries.createEntry({ title: "once", tags: ["a"], requestId: requestId.toUpperCase() }, as(t.tenantId));
+    expect(again).toEqual(first);
+    expect(again.entry).toMatchObject({ title: "once", etag: "1" });
+    expect(await count(t.database, "entries")).toBe(1);
+    expect(await count(t.database, "request_ids")).toBe(1);
+  });
+
+  it("answers a repeat the same after Backend restarts, as any of its instances would", async () => {
+    const t = await mesh.createTenant();
+    const request = { title: "before the restart", requestId: randomUUID() };
+    const first = await mesh.entries.createEntry(request, as(t.tenantId));
+    await mesh.restartBackend();
+    expect(await mesh.entries.createEntry(request, as(t.tenantId))).toEqual(first);
+    expect(await count(t.database, "entries")).toBe(1);
+  });
+
+  it("makes a repeat sent while the first call runs wait for it and answer the same", async () => {
+    const t = await mesh.createTenant();
+    // Warm up: the tenant's route, token and storage measurement are ready before the lock.
+    await mesh.entries.createEntry({ title: "warm-up" }, as(t.tenantId));
+    const lock = await holdLock(mesh.databaseUrl(t.database), "lock table backend.entries in share mode");
+    const request = { title: "at the same time", requestId: randomUUID() };
+    const calls = [mesh.entries.createEntry(request, as(t.tenantId)), mesh.entries.createEntry(request, as(t.tenantId))];
+    // One call has recorded the id and waits to store its entry; the other waits on the id.
+    await lock.waitingFor([/"entries"/, /request_ids/]);
+    await lock.release();
+    const [a, b] = await Promise.all(calls);
+    expect(a).toEqual(b);
+    expect(await count(t.database, "entries")).toBe(2);
+    expect(await count(t.database, "request_ids")).toBe(1);
+  });
+
+  it("refuses a request_id used before for a different request with ALREADY_EXISTS, storing nothing", async () => {
+    const t = await mesh.createTenant();
+    const requestId = randomUUID();
+    await mesh.entries.createEntry({ title: "first", requestId }, as(t.tenantId));
+    for (const other of [{ title: "second" }, { title: "first", tags: ["x"] }, { title: "first", body: "more" }]) {
+      const refused = await codeOf(mesh.entries.createEntry({ ...other, requestId }, as(t.tenantId)));
+      expect(refused.code, JSON.stringify(other)).toBe(Code.AlreadyExists);
+      expect(refused.message).toMatch(/request_id .* different request/);
+    }
+    expect(await count(t.database, "entries")).toBe(1);
+    expect(await count(t.database, "request_ids")).toBe(1);
+  });
+
+  it("refuses a request_id that is not a UUID with INVALID_ARGUMENT", async () => {
+    const t = await mesh.createTenant();
+    for (const requestId of ["42", "not-a-uuid", `${randomUUID()}0`, " ".repeat(36)]) {
+      const refused = await codeOf(mesh.entries.createEntry({ title: "x", requestId }, as(t.tenantId)));
+      expect(refused.code, requestId).toBe(Code.InvalidArgument);
+      expect(refused.message).toMatch(/malformed request_id/);
+    }
+    expect(await count(t.database, "entries")).toBe(0);
+    expect(await count(t.database, "request_ids")).toBe(0);
+  });
+
+  it("keeps no request_id of a failed create, so a corrected request may use it", async () => {
+    const t = await mesh.createTenant();
+    const requestId = randomUUID();
+    expect((await codeOf(mesh.entries.createEntry({ title: " ", requestId }, as(t.tenantId)))).code).toBe(Code.InvalidArgument);
+    expect(await count(t.database, "request_ids")).toBe(0);
+    const corrected = await mesh.entries.createEntry({ title: "fixed", requestId }, as(t.tenantId));
+    expect(await mesh.entries.createEntry({ title: "fixed", requestId }, as(t.tenantId))).toEqual(corrected);
+    expect(await count(t.database, "entries")).toBe(1);
+  });
+
+  it("keeps each tenant's request_ids apart", async () => {
+    const a = await mesh.createTenant();
+    const b = await mesh.createTenant();
+    const requestId = randomUUID();
+    const inA = await mesh.entries.createEntry({ title: "in a", requestId }, as(a.tenantId));
+    const inB = await mesh.entries.createEntry({ title: "in b", requestId }, as(b.tenantId));
+    expect(inB.entry?.id).not.toBe(inA.entry?.id);
+    expect(inB.entry?.title).toBe("in b");
+    expect(await count(a.database, "entries")).toBe(1);
+    expect(await count(b.database, "entries")).toBe(1);
+  });
+
+  it("creates on every call without a request_id, as before", async () => {
+    const t = await mesh.createTenant();
+    const first = await mesh.entries.createEntry({ title: "same" }, as(t.tenantId));
+    const second = await mesh.entries.createEntry({ title: "same" }, as(t.tenantId));
+    expect(second.entry?.id).not.toBe(first.entry?.id);
+    expect(await count(t.database, "entries")).toBe(2);
+    expect(await count(t.database, "request_ids")).toBe(0);
+  });
+
+  it("forgets request_ids older than a day on later creates, and keeps younger ones", async () => {
+    const t = await mesh.createTenant();
+    const [expired, young] = [randomUUID(), randomUUID()];
+    const first = await mesh.entries.createEntry({ title: "long ago", requestId: expired }, as(t.tenantId));
+    await mesh.entries.createEntry({ title: "yesterday", requestId: young }, as(t.tenantId));
+    await mesh.sql(t.database, "update backend.request_ids set created_at = now() - interval '25 hours' where request_id = $1", [expired]);
+    await mesh.sql(t.database, "update backend.request_ids set created_at = now() - interval '23 hours' where request_id = $1", [young]);
+
+    const today = randomUUID();
+    await mesh.entries.createEntry({ title: "today", requestId: today }, as(t.tenantId));
+    const left = await mesh.sql<{ request_id: string }>(t.database, "select request_id from backend.request_ids");
+    expect(left.map((r) => r.request_id).sort()).toEqual([young, today].sort());
+    // A forgotten id is a new request again.
+    const reused = await mesh.entries.createEntry({ title: "long ago", requestId: expired }, as(t.tenantId));
+    expect(reused.entry?.id).not.toBe(first.entry?.id);
+  });
+});
+
 describe("bad input", () => {
   it("refuses a missing, malformed or unknown tenant id with its own code", async () => {
     const missing = await codeOf(mesh.entries.listEntries({}));
@@ -120,7 +237,7 @@ describe("bad input", () => {
     expect(unknown).toMatchObject({ code: Code.NotFound, message: expect.stringMatching(/not found/) });
     expect((await codeOf(mesh.entries.getEntry({ id: "42" }, as(t.tenantId)))).code).toBe(Code.InvalidArgument);
 
-    // Thunks, so that each call starts only when awaited: a rejection never waits unhandled.
+    // Each call starts when it is checked: a rejection waiting in a list would go unhandled.
     const cases: [string, () => Promise<unknown>][] = [
       ["empty title", () => mesh.entries.createEntry({ title: "  " }, as(t.tenantId))],
       ["long title", () => mesh.entries.createEntry({ title: "x".repeat(201) }, as(t.tenantId))],

@@ -2,7 +2,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { EntryService, type EntrySchema } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { entityManagerOf, tenantOf, type StorageQuota } from "../mesh/index.ts";
+import { entityManagerOf, tenantOf, type RequestLedger, type StorageQuota } from "../mesh/index.ts";
 import type { Entry } from "./entities/entry.ts";
 import { createEntry, deleteEntry, etagOf, getEntry, listEntries, updateEntry, type EntryChange } from "./entries.ts";
 
@@ -11,12 +11,13 @@ export { EntryService };
 /**
  * `tenantry.backend.v1.EntryService`: each call runs on the tenant's own
  * EntityManager; writes that add data are refused once the tenant is over
- * its tier's storage (deleting is always allowed).
+ * its tier's storage (deleting is always allowed); a create with a
+ * request_id happens once, however often it is sent.
  */
-export const entryService = (storage: StorageQuota): ServiceImpl<typeof EntryService> => ({
+export const entryService = (storage: StorageQuota, requests: RequestLedger): ServiceImpl<typeof EntryService> => ({
   async createEntry(req, ctx) {
     await storage.checkWritable(tenantOf(ctx));
-    return { entry: toMessage(await createEntry(entityManagerOf(ctx), req)) };
+    return requests.createOnce(ctx, req, async (em) => ({ entry: toMessage(await createEntry(em, req)) }));
   },
   async getEntry(req, ctx) {
     return { entry: toMessage(await getEntry(entityManagerOf(ctx), req.id)) };

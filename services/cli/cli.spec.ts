@@ -14,13 +14,16 @@ import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 const root = path.resolve(import.meta.dirname, "../..");
 const main = path.join(root, "services/cli/main.ts");
 
+/** The newest migration of the Backend the tenants run now. */
+const released = backendMigrations.at(-1)!.name;
 /** A newer Backend's migration: an index, which the older code does not notice. */
 class IndexEntriesByCreation extends Migration {
   override up(): void {
     this.addSql("create index entries_created_at on backend.entries (created_at)");
   }
 }
-const newer = [...backendMigrations, { name: "0002-index-entries-by-creation", class: IndexEntriesByCreation }];
+const upcoming = `${String(backendMigrations.length + 1).padStart(4, "0")}-index-entries-by-creation`;
+const newer = [...backendMigrations, { name: upcoming, class: IndexEntriesByCreation }];
 
 let mesh: TestMesh;
 let scratch: string;
@@ -204,7 +207,7 @@ describe("tenantry migrate and fleet status", () => {
     const lines = again.stderr.trim().split("\n");
     expect(lines).toHaveLength(6);
     const lineOf = (tenantId: string) => lines.find((l) => l.includes(`${tenantId} backend`));
-    expect(lineOf(a.tenantId)).toMatch(new RegExp(`^\\d/6 ${a.tenantId} backend skipped at 0002-index-entries-by-creation$`));
+    expect(lineOf(a.tenantId)).toMatch(new RegExp(`^\\d/6 ${a.tenantId} backend skipped at ${upcoming}$`));
     expect(lineOf(c.tenantId)).toMatch(new RegExp(`^\\d/6 ${c.tenantId} backend failed: .*already exists`));
     expect(again.stdout).toMatch(/^6 tenant schemas: 0 migrated, 5 current, 1 failed$/m);
     expect(again.stdout).toMatch(/^TENANT +SERVICE +ERROR$/m);
@@ -214,14 +217,14 @@ describe("tenantry migrate and fleet status", () => {
   it("reports the fleet per service with the failed tenants' errors", async () => {
     const status = await json(["fleet", "status"]);
     const backend = status.services.find((s: { service: string }) => s.service === "backend");
-    expect(backend).toMatchObject({ latestVersion: "0002-index-entries-by-creation", failed: 1 });
-    expect(backend.failedTenants).toEqual([expect.objectContaining({ version: "0001-create-entries", error: expect.stringContaining("already exists") })]);
+    expect(backend).toMatchObject({ latestVersion: upcoming, failed: 1 });
+    expect(backend.failedTenants).toEqual([expect.objectContaining({ version: released, error: expect.stringContaining("already exists") })]);
 
     const human = await tenantry(["fleet", "status"]);
     expect(human, human.stderr).toMatchObject({ code: 0 });
     expect(human.stdout).toMatch(/^SERVICE +LATEST +CURRENT +BEHIND +FAILED$/m);
-    expect(human.stdout).toMatch(/^backend +0002-index-entries-by-creation +\d+ +\d+ +1$/m);
-    expect(human.stdout).toMatch(new RegExp(`^${backend.failedTenants[0].tenantId} +backend +0001-create-entries +\\d+ +`, "m"));
+    expect(human.stdout).toMatch(new RegExp(`^backend +${upcoming} +\\d+ +\\d+ +1$`, "m"));
+    expect(human.stdout).toMatch(new RegExp(`^${backend.failedTenants[0].tenantId} +backend +${released} +\\d+ +`, "m"));
   });
 });
 

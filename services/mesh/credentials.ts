@@ -1,7 +1,7 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { decodeProtectedHeader, jwtVerify, SignJWT } from "jose";
 import { LRUCache } from "lru-cache";
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createHash, hkdfSync, timingSafeEqual } from "node:crypto";
 import { loadSecret } from "./secret-file.ts";
 
 /** Options of {@link MeshCredentials}. */
@@ -102,6 +102,14 @@ export class MeshCredentials {
     } catch {
       return { kind: "unknown" };
     }
+  }
+
+  /**
+   * A 32-byte key for one purpose, derived from the mesh key (HKDF-SHA256),
+   * so that the mesh key itself signs nothing but service tokens.
+   */
+  derivedKey(purpose: string): Uint8Array {
+    return new Uint8Array(hkdfSync("sha256", this.#key, new Uint8Array(0), `tenantry ${purpose}`, 32));
   }
 
   /** A client interceptor that attaches this service's token to every mesh call. */

@@ -9,6 +9,7 @@ export { EmbeddedDatabaseError } from "./embedded-database-error.ts";
 export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts";
 export { createLogger, type Logger } from "./logger.ts";
 export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
+export { RequestLedger, requestLedgerMigration, type RequestLedgerOptions } from "./request-ledger.ts";
 export { runMain } from "./run-main.ts";
 export { StorageQuota } from "./storage-quota.ts";
 export { Tenancy, type MigrationOutcome, type SchemaState } from "./tenancy.ts";

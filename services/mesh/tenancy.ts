@@ -6,6 +6,7 @@ import pg from "pg";
 import Cursor from "pg-cursor";
 import array from "postgres-array";
 import { ConnectionBudget, type ConnectionBudgetOptions, type TenantEndpoint } from "./connection-budget.ts";
+import { RequestLedger } from "./request-ledger.ts";
 import { StorageQuota } from "./storage-quota.ts";
 import type { TenantDirectory, TenantRoute } from "./tenant-directory.ts";
 import { TenantScope } from "./tenant-scope.ts";
@@ -24,6 +25,8 @@ export interface TenancyOptions {
   connections: Omit<ConnectionBudgetOptions, "types">;
   /** How long a tenant's measured database size is trusted before it is measured again. */
   storageCheckIntervalMs?: number;
+  /** Keys the fingerprints of requests that carry a request_id (see RequestLedger); never stored. */
+  requestKey: Uint8Array;
 }
 
 /** What one migration run did to one tenant's schema. */
@@ -57,6 +60,8 @@ export class Tenancy {
   readonly orm: MikroORM;
   /** Each tenant's storage limit, enforced on writes. */
   readonly storage: StorageQuota;
+  /** Makes the service's creates safe to retry, with the `request_ids` table of its schema. */
+  readonly requests: RequestLedger;
   readonly #schema: string;
   readonly #migrations: MigrationObject[];
   readonly #migrating = new Map<string, Promise<MigrationOutcome>>();
@@ -72,6 +77,7 @@ export class Tenancy {
       types.setTypeParser(Number(oid), parser);
     }
     this.budget = new ConnectionBudget({ ...options.connections, types });
+    this.requests = new RequestLedger({ schema: options.schema, key: options.requestKey });
     this.storage = new StorageQuota({
       intervalMs: options.storageCheckIntervalMs ?? 60_000,
       maxEntries: 10_000,

@@ -84,6 +84,8 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     migrations: options.migrations,
     directory,
     storageCheckIntervalMs: config.TENANTRY_STORAGE_CHECK_INTERVAL_MS,
+    // Every instance of the service must derive the same key; a new mesh key refuses repeats of older requests.
+    requestKey: credentials.derivedKey("request fingerprints"),
     connections: {
       maxConnections: config.TENANTRY_DB_MAX_CONNECTIONS,
       maxConnectionsPerTenant: Math.min(config.TENANTRY_DB_MAX_CONNECTIONS_PER_TENANT, config.TENANTRY_DB_MAX_CONNECTIONS),

@@ -7,13 +7,16 @@ import { migrations as backendMigrations } from "../backend/migrations/index.ts"
 import { createGrpcJsTransport, operatorCredentialInterceptor, type GrpcJsTransport } from "../mesh/index.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
+/** The newest migration of the Backend the tenants run now. */
+const released = backendMigrations.at(-1)!.name;
 /** A newer Backend's migration: an index, which the older code does not notice. */
 class IndexEntriesByCreation extends Migration {
   override up(): void {
     this.addSql("create index entries_created_at on backend.entries (created_at)");
   }
 }
-const newer = [...backendMigrations, { name: "0002-index-entries-by-creation", class: IndexEntriesByCreation }];
+const upcoming = `${String(backendMigrations.length + 1).padStart(4, "0")}-index-entries-by-creation`;
+const newer = [...backendMigrations, { name: upcoming, class: IndexEntriesByCreation }];
 
 let mesh: TestMesh;
 let transport: GrpcJsTransport;
@@ -48,14 +51,14 @@ describe("fleet migrations", () => {
   it("rolls a new migration out to every tenant, past a failing one, and reports the fleet from the ledger", async () => {
     const [a, , c] = tenants as [Tenant, Tenant, Tenant];
     let status = await fleet.getFleetStatus({});
-    expect(status.services.find((s) => s.service === "backend")).toMatchObject({ latestVersion: "0001-create-entries", current: 5, behind: 0, failed: 0 });
+    expect(status.services.find((s) => s.service === "backend")).toMatchObject({ latestVersion: released, current: 5, behind: 0, failed: 0 });
 
     await mesh.restartBackend(newer);
     // The newer Backend serves tenants still one version behind.
     const { entry } = await mesh.entries.createEntry({ title: "during the rollout" }, { headers: { "x-tenant-id": a.tenantId } });
     expect(entry?.title).toBe("during the rollout");
     status = await fleet.getFleetStatus({});
-    expect(status.services.find((s) => s.service === "backend")).toMatchObject({ latestVersion: "0002-index-entries-by-creation", current: 0, behind: 5 });
+    expect(status.services.find((s) => s.service === "backend")).toMatchObject({ latestVersion: upcoming, current: 0, behind: 5 });
 
     // Tenant c's database has something in the way of the new index.
     await mesh.sql(c.database, "create table backend.entries_created_at (x int)");
@@ -63,7 +66,7 @@ describe("fleet migrations", () => {
     const dry = await run({ dryRun: true });
     expect(dry.filter((e) => e.outcome === MigrationOutcome.WOULD_MIGRATE)).toHaveLength(5);
     expect(dry.filter((e) => e.outcome === MigrationOutcome.SKIPPED && e.service === "auth")).toHaveLength(5);
-    expect(await mesh.sql(a.database, "select name from backend.mikro_orm_migrations")).toHaveLength(1);
+    expect(await mesh.sql(a.database, "select name from backend.mikro_orm_migrations")).toHaveLength(backendMigrations.length);
 
     const events = await run({ concurrencyPerCluster: 2 });
     expect(summary(events)).toEqual(
@@ -71,17 +74,17 @@ describe("fleet migrations", () => {
     );
     const failed = events.find((e) => e.outcome === MigrationOutcome.FAILED)!;
     expect(failed.error).toMatch(/entries_created_at.*already exists/);
-    expect(failed.toVersion).toBe("0001-create-entries");
-    expect(events.find((e) => e.tenantId === a.tenantId && e.service === "backend")?.applied).toEqual(["0002-index-entries-by-creation"]);
+    expect(failed.toVersion).toBe(released);
+    expect(events.find((e) => e.tenantId === a.tenantId && e.service === "backend")?.applied).toEqual([upcoming]);
     expect(events.map((e) => e.totals?.done)).toEqual(events.map((_, i) => i + 1));
     expect(events.at(-1)?.totals).toMatchObject({ total: 10, done: 10, migrated: 4, current: 5, failed: 1 });
     expect(await mesh.sql(a.database, "select 1 from pg_indexes where indexname = 'entries_created_at'")).toHaveLength(1);
-    expect(await mesh.sql(c.database, "select name from backend.mikro_orm_migrations")).toHaveLength(1);
+    expect(await mesh.sql(c.database, "select name from backend.mikro_orm_migrations")).toHaveLength(backendMigrations.length);
 
     status = await fleet.getFleetStatus({});
     const backend = status.services.find((s) => s.service === "backend")!;
     expect(backend).toMatchObject({ current: 4, behind: 0, failed: 1 });
-    expect(backend.failedTenants).toEqual([expect.objectContaining({ tenantId: c.tenantId, version: "0001-create-entries", attempts: 2 })]);
+    expect(backend.failedTenants).toEqual([expect.objectContaining({ tenantId: c.tenantId, version: released, attempts: 2 })]);
     expect(status.services.find((s) => s.service === "auth")).toMatchObject({ current: 5, behind: 0, failed: 0 });
   });
 

@@ -1,6 +1,8 @@
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { migrations as authMigrations } from "../auth/migrations/index.ts";
+import { migrations as backendMigrations } from "../backend/migrations/index.ts";
 import { failure } from "../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
@@ -24,8 +26,8 @@ describe("platform service", () => {
       [tenantId],
     );
     expect(ledger).toEqual([
-      { service: "auth", version: "0002-create-identity" },
-      { service: "backend", version: "0001-create-entries" },
+      { service: "auth", version: authMigrations.at(-1)!.name },
+      { service: "backend", version: backendMigrations.at(-1)!.name },
     ]);
     const { route } = await mesh.platformMeshClient.resolveTenant({ tenantId });
     expect(route).toMatchObject({ tenantId, status: TenantStatus.ACTIVE, database: tenant!.database });

@@ -5,6 +5,8 @@ import { gunzipSync } from "node:zlib";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditOutcome, TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { migrations as authMigrations } from "../auth/migrations/index.ts";
+import { migrations as backendMigrations } from "../backend/migrations/index.ts";
 import { failure } from "../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 
@@ -126,10 +128,10 @@ describe("offboarding", () => {
     expect(deleted?.exportPath).toMatch(new RegExp(`exports/${tenant.tenantId}-.*\\.ndjson\\.gz$`));
 
     const lines = gunzipSync(await readFile(deleted!.exportPath)).toString("utf8").trim().split("\n").map((l) => JSON.parse(l));
-    expect(lines[0]).toMatchObject({ format: "tenantry-export/1", tenantId: tenant.tenantId, versions: { auth: "0002-create-identity", backend: "0001-create-entries" } });
+    expect(lines[0]).toMatchObject({ format: "tenantry-export/1", tenantId: tenant.tenantId, versions: { auth: authMigrations.at(-1)!.name, backend: backendMigrations.at(-1)!.name } });
     expect(lines).toContainEqual(expect.objectContaining({ table: "backend.entries", columns: expect.arrayContaining([{ name: "title", type: "character varying(200)" }]) }));
     expect(lines).toContainEqual({ t: "backend.entries", row: expect.objectContaining({ id: entry!.id, title: "keep me", tags: ["export"] }) });
-    expect(lines.filter((l) => l.t === "backend.mikro_orm_migrations")).toHaveLength(1);
+    expect(lines.filter((l) => l.t === "backend.mikro_orm_migrations")).toHaveLength(backendMigrations.length);
 
     expect(await mesh.sql("postgres", "select 1 from pg_database where datname = $1", [tenant.database])).toEqual([]);
     expect(await mesh.sql("postgres", "select 1 from pg_roles where rolname = $1", [tenant.database])).toEqual([]);

@@ -1,4 +1,5 @@
 import type { MigrationObject } from "@mikro-orm/core";
+import { requestLedgerMigration } from "../../mesh/index.ts";
 import { CreateAuthSchema } from "./create-auth-schema.ts";
 import { CreateIdentity } from "./create-identity.ts";
 
@@ -6,4 +7,5 @@ import { CreateIdentity } from "./create-identity.ts";
 export const migrations: MigrationObject[] = [
   { name: "0001-create-auth-schema", class: CreateAuthSchema },
   { name: "0002-create-identity", class: CreateIdentity },
+  { name: "0003-remember-request-ids", class: requestLedgerMigration("auth") },
 ];

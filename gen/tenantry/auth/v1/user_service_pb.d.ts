@@ -99,6 +99,21 @@ export declare type CreateUserRequest = Message<"tenantry.auth.v1.CreateUserRequ
    * @generated from field: repeated string roles = 4;
    */
   roles: string[];
+
+  /**
+   * Makes the call safe to retry (AIP-155): a UUID the client picks, the same
+   * for every attempt to create one user and new for each new user. A repeat
+   * with the same request_id and the same fields (the password included)
+   * returns the first call's response and changes nothing; one that arrives
+   * while the first is still running waits for it. The same request_id with
+   * other fields is ALREADY_EXISTS. A call that failed changes nothing, so
+   * its request_id may be sent again with a corrected request. Each tenant
+   * remembers request_ids for at least 24 hours; no password is kept with
+   * them. Empty: every call tries to create a user.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
 };
 
 /**
@@ -327,14 +342,29 @@ export declare const DeleteUserResponseSchema: GenMessage<DeleteUserResponse>;
  * UserService manages a tenant's users. Changes to a user's roles apply to
  * the access tokens issued afterwards (at most 15 minutes later).
  *
+ * Retrying: after UNAVAILABLE (the database or a connection to it was lost,
+ * or the answer was) or DEADLINE_EXCEEDED, the call may or may not have
+ * happened: retry with backoff, as the method's comment says how. Other
+ * codes (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION,
+ * RESOURCE_EXHAUSTED, INTERNAL, ...) fail the same way again until
+ * something changes: do not retry them unchanged.
+ *
  * @generated from service tenantry.auth.v1.UserService
  */
 export declare const UserService: GenService<{
   /**
    * CreateUser adds a user with a password and roles.
-   * Errors: INVALID_ARGUMENT for a malformed email, a weak password or an
-   * unknown role; ALREADY_EXISTS for an email taken (in any letter case);
-   * RESOURCE_EXHAUSTED when the tenant's tier allows no more users.
+   * Safe to retry only with a request_id: a repeat of the same request with
+   * the same request_id returns the user the first call created, as it was
+   * then, and changes nothing. Without one, a retry after UNAVAILABLE may
+   * answer ALREADY_EXISTS for the email the first attempt took.
+   * Errors: INVALID_ARGUMENT for a malformed email, a weak password, an
+   * unknown role or a request_id that is not a UUID; ALREADY_EXISTS for an
+   * email taken (in any letter case), and when request_id was used before for
+   * a different request (a client error: no retry of it can succeed, so not
+   * ABORTED, which asks to read again and retry; pick a new request_id for a
+   * new request); RESOURCE_EXHAUSTED when the tenant's tier allows no more
+   * users.
    *
    * @generated from rpc tenantry.auth.v1.UserService.CreateUser
    */
@@ -344,7 +374,7 @@ export declare const UserService: GenService<{
     output: typeof CreateUserResponseSchema;
   },
   /**
-   * GetUser returns one user. Errors: NOT_FOUND.
+   * GetUser returns one user. Errors: NOT_FOUND. Safe to retry.
    *
    * @generated from rpc tenantry.auth.v1.UserService.GetUser
    */
@@ -354,7 +384,8 @@ export declare const UserService: GenService<{
     output: typeof GetUserResponseSchema;
   },
   /**
-   * ListUsers returns users ordered by email, one page at a time.
+   * ListUsers returns users ordered by email, one page at a time. Safe to
+   * retry, with the same page_token.
    *
    * @generated from rpc tenantry.auth.v1.UserService.ListUsers
    */
@@ -367,7 +398,9 @@ export declare const UserService: GenService<{
    * UpdateUser changes the fields named by update_mask: "display_name",
    * "password", "roles" (replaces them all).
    * Errors: NOT_FOUND; INVALID_ARGUMENT; FAILED_PRECONDITION when it would
-   * leave the tenant without an owner.
+   * leave the tenant without an owner. Safe to retry unchanged: the same
+   * change made twice has the effect of one, but for update_time (a new
+   * password ends the user's sign-ins either way).
    *
    * @generated from rpc tenantry.auth.v1.UserService.UpdateUser
    */
@@ -378,7 +411,8 @@ export declare const UserService: GenService<{
   },
   /**
    * DeleteUser removes a user and ends its sign-ins.
-   * Errors: NOT_FOUND; FAILED_PRECONDITION for the last owner.
+   * Errors: NOT_FOUND; FAILED_PRECONDITION for the last owner. Safe to retry:
+   * NOT_FOUND on a retry means an earlier attempt removed the user.
    *
    * @generated from rpc tenantry.auth.v1.UserService.DeleteUser
    */

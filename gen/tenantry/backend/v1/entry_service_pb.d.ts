@@ -101,6 +101,20 @@ export declare type CreateEntryRequest = Message<"tenantry.backend.v1.CreateEntr
    * @generated from field: repeated string tags = 3;
    */
   tags: string[];
+
+  /**
+   * Makes the call safe to retry (AIP-155): a UUID the client picks, the same
+   * for every attempt to create one entry and new for each new entry. A
+   * repeat with the same request_id and the same fields returns the first
+   * call's response and stores nothing; one that arrives while the first is
+   * still running waits for it. The same request_id with other fields is
+   * ALREADY_EXISTS. A call that failed stores nothing, so its request_id may
+   * be sent again with a corrected request. Each tenant remembers request_ids
+   * for at least 24 hours. Empty: every call creates an entry.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
 };
 
 /**
@@ -344,13 +358,30 @@ export declare const DeleteEntryResponseSchema: GenMessage<DeleteEntryResponse>;
  * and tags. Every call needs the x-tenant-id metadata and runs against that
  * tenant's own database.
  *
+ * Retrying: after UNAVAILABLE (the database or a connection to it was lost,
+ * or the answer was) or DEADLINE_EXCEEDED, the call may or may not have
+ * happened: retry with backoff, as the method's comment says how.
+ * RESOURCE_EXHAUSTED: back off; it fails the same way until the tenant has
+ * freed storage. ABORTED on UpdateEntry: read the entry again, then retry.
+ * Other codes (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
+ * PERMISSION_DENIED, INTERNAL, ...) fail the same way again: do not retry
+ * them unchanged.
+ *
  * @generated from service tenantry.backend.v1.EntryService
  */
 export declare const EntryService: GenService<{
   /**
    * CreateEntry stores a new entry.
+   * Safe to retry only with a request_id: a repeat of the same request with
+   * the same request_id returns the entry the first call created, as it was
+   * then, and stores nothing. Without one, a retry after UNAVAILABLE may
+   * store the entry twice.
    * Errors: INVALID_ARGUMENT for an empty or oversized title, an oversized
-   * body, or malformed tags.
+   * body, malformed tags, or a request_id that is not a UUID; ALREADY_EXISTS
+   * when request_id was used before for a different request (a client error:
+   * no retry of it can succeed, so not ABORTED, which asks to read again and
+   * retry; pick a new request_id for a new request); RESOURCE_EXHAUSTED when
+   * the tenant is over its tier's storage.
    *
    * @generated from rpc tenantry.backend.v1.EntryService.CreateEntry
    */
@@ -361,6 +392,7 @@ export declare const EntryService: GenService<{
   },
   /**
    * GetEntry returns one entry. Errors: NOT_FOUND for an unknown id.
+   * Safe to retry.
    *
    * @generated from rpc tenantry.backend.v1.EntryService.GetEntry
    */
@@ -371,7 +403,7 @@ export declare const EntryService: GenService<{
   },
   /**
    * ListEntries returns entries newest first, one page at a time, optionally
-   * only those carrying a tag.
+   * only those carrying a tag. Safe to retry, with the same page_token.
    *
    * @generated from rpc tenantry.backend.v1.EntryService.ListEntries
    */
@@ -384,7 +416,11 @@ export declare const EntryService: GenService<{
    * UpdateEntry changes the fields named in update_mask.
    * Errors: NOT_FOUND for an unknown id; ABORTED when etag is set and the
    * entry has changed since (read it again and retry); INVALID_ARGUMENT for
-   * an empty mask, an unknown field path or an invalid value.
+   * an empty mask, an unknown field path or an invalid value;
+   * RESOURCE_EXHAUSTED when the tenant is over its tier's storage.
+   * After UNAVAILABLE, retry with the same etag: if the first attempt was
+   * applied after all, the retry answers ABORTED, and reading the entry
+   * again shows the change.
    *
    * @generated from rpc tenantry.backend.v1.EntryService.UpdateEntry
    */
@@ -395,6 +431,7 @@ export declare const EntryService: GenService<{
   },
   /**
    * DeleteEntry removes an entry. Errors: NOT_FOUND for an unknown id.
+   * Safe to retry: NOT_FOUND on a retry means an earlier attempt removed it.
    *
    * @generated from rpc tenantry.backend.v1.EntryService.DeleteEntry
    */
