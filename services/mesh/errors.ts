@@ -1,5 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
+import { isDatabaseUnreachable } from "./database-unreachable.ts";
 import type { Logger } from "./logger.ts";
 import { guardStream } from "./stream-response.ts";
 
@@ -27,10 +28,11 @@ function toPublicError(error: unknown, procedure: string, log: Logger): ConnectE
     return error;
   }
   const incident = randomUUID().slice(0, 8);
-  log.error({ err: error, procedure, incident }, "call failed");
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === "string" && (code.startsWith("08") || code.startsWith("57P") || code === "ECONNREFUSED" || code === "ECONNRESET")) {
-    return new ConnectError(`the database is unavailable (incident ${incident}); retry later`, Code.Unavailable);
+  if (isDatabaseUnreachable(error)) {
+    // Expected while a database restarts: worth a warning, not an error.
+    log.warn({ err: error, procedure, incident }, "call failed: the database is unreachable");
+    return new ConnectError(`the database is unreachable (incident ${incident}); retry later`, Code.Unavailable);
   }
+  log.error({ err: error, procedure, incident }, "call failed");
   return new ConnectError(`internal error (incident ${incident}); the service log has the detail`, Code.Internal);
 }

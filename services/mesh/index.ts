@@ -4,6 +4,7 @@ export { addressMap, commaList, commonEnv, ConfigError, port, positiveInt, readC
 export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./connection-budget.ts";
 export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./credentials.ts";
 export { entityManagerOf, kCaller, kEntityManager, kPeer, kTenant, kUser, tenantOf } from "./context.ts";
+export { isDatabaseUnreachable } from "./database-unreachable.ts";
 export { startEmbeddedDatabase, type EmbeddedDatabase } from "./embedded-database.ts";
 export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts";
 export { createLogger, type Logger } from "./logger.ts";
