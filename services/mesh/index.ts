@@ -2,6 +2,7 @@ export { checkEmail, checkPassword } from "./account-fields.ts";
 export { accessOf, AccessKind } from "./access.ts";
 export { addressMap, commaList, commonEnv, ConfigError, port, positiveInt, readConfig, telemetryEnv, tenantServiceEnv } from "./config.ts";
 export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./connection-budget.ts";
+export { discardLostConnections, watchConnectionLoss } from "./connection-loss.ts";
 export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./credentials.ts";
 export { entityManagerOf, kCaller, kEntityManager, kPeer, kTenant, kUser, tenantOf } from "./context.ts";
 export { isDatabaseUnreachable } from "./database-unreachable.ts";
