@@ -24,8 +24,9 @@ export function errorInterceptor(log: Logger): Interceptor {
 }
 
 function toPublicError(error: unknown, procedure: string, log: Logger): ConnectError {
-  if (error instanceof ConnectError) {
-    return error;
+  const meant = connectErrorIn(error);
+  if (meant !== undefined) {
+    return meant;
   }
   const incident = randomUUID().slice(0, 8);
   if (isDatabaseUnreachable(error)) {
@@ -35,4 +36,19 @@ function toPublicError(error: unknown, procedure: string, log: Logger): ConnectE
   }
   log.error({ err: error, procedure, incident }, "call failed");
   return new ConnectError(`internal error (incident ${incident}); the service log has the detail`, Code.Internal);
+}
+
+/**
+ * The ConnectError that `error` is or wraps (as its `cause`, a few levels
+ * deep): code beneath an ORM or driver that says what went wrong (no
+ * database connection within the deadline, say) is answered as it said.
+ */
+function connectErrorIn(error: unknown): ConnectError | undefined {
+  for (let depth = 0; depth < 8 && typeof error === "object" && error !== null; depth++) {
+    if (error instanceof ConnectError) {
+      return error;
+    }
+    error = (error as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
