@@ -14,7 +14,7 @@ const channel = "tenantry_tenant_changes";
 /** A watcher this far behind is cut off; it reconnects and starts afresh. */
 const maxBacklog = 10_000;
 /** While the database is unreachable, listening is tried again this often at most (first and longest wait). */
-const relisten = { initial: 50, max: 500 };
+const relisten = { initial: 50, max: 250 };
 
 interface Watcher {
   queue: TenantChange[];
