@@ -30,7 +30,7 @@ function budget(options: Partial<ConnectionBudgetOptions> = {}) {
   });
 }
 
-/** Ends the session of `client` from another connection while `during` runs on it; returns what `during` rejects with. */
+/** Has the server end the connection of `client` (pg_terminate_backend) while `during` runs on it; returns what `during` rejects with. */
 async function terminateDuring(client: pg.ClientBase, during: () => Promise<unknown>): Promise<unknown> {
   const { rows } = await client.query<{ pid: number }>("select pg_backend_pid() as pid");
   const failing = during().then(
@@ -130,7 +130,7 @@ describe("connection budget", () => {
     await b.close();
   });
 
-  it("does not lend again a connection whose session the server ended under a query", async () => {
+  it("does not lend again a connection that the server ended under a query", async () => {
     // The socket's close arrives late, as over a slow network: in between, the connection looks healthy.
     const proxy = await startLateCloseProxy({ host: server.hostname, port: Number(server.port) }, 200);
     const b = budget({ maxConnections: 1, maxConnectionsPerTenant: 1 });

@@ -34,7 +34,7 @@ async function terminate(pid: number): Promise<void> {
 }
 
 describe("watchConnectionLoss", () => {
-  it("reports a session the server ended under a query before the socket is seen to close", async () => {
+  it("reports a connection the server ended under a query before the socket is seen to close", async () => {
     const client = new pg.Client({ connectionString: proxied() });
     const lost: Error[] = [];
     watchConnectionLoss(client, (error) => lost.push(error));
@@ -51,7 +51,7 @@ describe("watchConnectionLoss", () => {
 });
 
 describe("discardLostConnections", () => {
-  it("keeps a pg-pool from lending again a connection whose session the server ended under a query", async () => {
+  it("keeps a pg-pool from lending again a connection that the server ended under a query", async () => {
     const pool = new pg.Pool({ connectionString: proxied(), max: 1 });
     pool.on("error", () => {});
     discardLostConnections(pool);

@@ -3,9 +3,9 @@ import { isDatabaseUnreachable } from "./database-unreachable.ts";
 
 /**
  * Calls `onLost` when the connection of `client` is lost: the client reports
- * an error (its socket broke, or the server ended the session), or a query
+ * an error (its socket broke, or the server ended the connection), or a query
  * fails because the connection did. The second matters because a server
- * that ends a session (a restart, `pg_terminate_backend`) first answers the
+ * that ends a connection (a restart, `pg_terminate_backend`) first answers the
  * query in flight with an error and closes the socket a moment later: in
  * between, the connection would look healthy to a pool. `onLost` may be
  * called more than once for one loss.
@@ -34,8 +34,8 @@ export function watchConnectionLoss(client: pg.ClientBase, onLost: (error: Error
 /**
  * Makes a pg-pool discard the connections it lends out that get lost.
  * pg-pool itself drops an idle connection that reports an error, and a
- * returned one that pg already knows to be broken, but not one whose session
- * the server ended while a query ran (see {@link watchConnectionLoss}): its
+ * returned one that pg already knows to be broken, but not one that the
+ * server ended while a query ran (see {@link watchConnectionLoss}): its
  * holder's release discards it here. And a connection lost in the middle of
  * a transaction is never returned at all, since Kysely releases a
  * transaction's connection only after its commit or rollback succeeds, so it

@@ -40,7 +40,7 @@ afterAll(async () => {
   await admin.end();
 });
 
-/** Ends the session of `client` from another one, while `during` runs on it. */
+/** Has the server end the connection of `client` (pg_terminate_backend) while `during` runs on it. */
 async function terminateDuring(client: pg.Client, during: (client: pg.Client) => Promise<unknown>): Promise<unknown> {
   const { rows } = await client.query<{ pid: number }>("select pg_backend_pid() as pid");
   const failing = rejection(during(client));
@@ -56,7 +56,7 @@ describe("isDatabaseUnreachable", () => {
     expect(isDatabaseUnreachable(error)).toBe(true);
   });
 
-  it("recognises a session the server ended under a query (admin shutdown, 57P01)", async () => {
+  it("recognises a connection the server ended under a query (admin shutdown, 57P01)", async () => {
     const { client } = await connected();
     const error = await terminateDuring(client, (c) => c.query("select pg_sleep(10)"));
     expect(error).toMatchObject({ code: "57P01" });

@@ -1,9 +1,10 @@
 /**
  * SQLSTATEs that say the server cannot take or keep the connection now:
  * admin shutdown (a restart, `pg_terminate_backend`), crash shutdown,
- * cannot connect now (starting up, shutting down, in recovery), idle session
- * timeout, too many connections. Class 08 (connection exception) is matched
- * as a whole. 57P04 (database dropped) is not here: retrying cannot help.
+ * cannot connect now (starting up, shutting down, in recovery),
+ * idle_session_timeout, too many connections. Class 08 (connection
+ * exception) is matched as a whole. 57P04 (database dropped) is not here:
+ * retrying cannot help.
  */
 const unreachableStates = new Set(["57P01", "57P02", "57P03", "57P05", "53300"]);
 

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 /**
  * Crashes the embedded PostgreSQL server kept in `dir` (see
  * `startEmbeddedDatabase`) the way `pg_ctl stop -m immediate` stops one:
- * SIGQUIT to the postmaster, whose sessions end without a goodbye and whose
+ * SIGQUIT to the postmaster, whose connections end without a goodbye and whose
  * next start runs crash recovery. Resolves once `port` refuses connections.
  * Start it again with `startEmbeddedDatabase` on the same directory and
  * port; do not stop the crashed instance, whose process is gone.
