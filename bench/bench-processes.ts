@@ -7,6 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "../services/mesh/embedded-database.ts";
+import { crashDatabase } from "../services/testing/database-crash.ts";
 import { freePort } from "../services/testing/free-port.ts";
 
 /** The repository's root. */
@@ -15,7 +16,13 @@ export const root = path.resolve(path.dirname(new URL(import.meta.url).pathname)
 /** A benchmark's PostgreSQL server, processes and credentials. */
 export interface BenchProcesses {
   dir: string;
+  /** The PostgreSQL server as started last. */
   database: EmbeddedDatabase;
+  /**
+   * Crashes PostgreSQL as `pg_ctl stop -m immediate` does and starts it again
+   * on the same directory and port, crash recovery included.
+   */
+  restartDatabase(): Promise<void>;
   operatorToken: string;
   /** Data dir, mesh key and operator token: what every service of the run shares. */
   shared: Record<string, string>;
@@ -30,7 +37,8 @@ export interface BenchProcesses {
 /** Starts PostgreSQL for a benchmark; `ephemeral` trades durability for speed. */
 export async function startBenchProcesses(options: { ephemeral: boolean }): Promise<BenchProcesses> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "tenantry-bench-"));
-  const database = await startEmbeddedDatabase({ dir, port: await freePort(), ephemeral: options.ephemeral });
+  const port = await freePort();
+  let database = await startEmbeddedDatabase({ dir, port, ephemeral: options.ephemeral });
   const children: ChildProcess[] = [];
   const operatorToken = randomBytes(32).toString("base64url");
   const stopProcesses = async () => {
@@ -43,7 +51,14 @@ export async function startBenchProcesses(options: { ephemeral: boolean }): Prom
   };
   return {
     dir,
-    database,
+    get database() {
+      return database;
+    },
+    async restartDatabase() {
+      await crashDatabase(dir, port);
+      // The crashed instance is not stopped: its process is gone.
+      database = await startEmbeddedDatabase({ dir, port, ephemeral: options.ephemeral });
+    },
     operatorToken,
     shared: { TENANTRY_DATA_DIR: dir, TENANTRY_MESH_KEY: randomBytes(32).toString("base64url"), TENANTRY_OPERATOR_TOKEN: operatorToken },
     async start(name, file, env, args = []) {
@@ -79,10 +94,13 @@ export async function startBenchProcesses(options: { ephemeral: boolean }): Prom
   };
 }
 
-/** Starts Platform, Auth and Backend as processes; `backendFile` replaces Backend's main. */
-export async function startBenchMesh(bench: BenchProcesses, options: { backendFile?: string; platformEnv?: Record<string, string> } = {}) {
+/**
+ * Starts Platform, Auth and Backend as processes; `backendFile` replaces
+ * Backend's main, `env` is given to all three.
+ */
+export async function startBenchMesh(bench: BenchProcesses, options: { backendFile?: string; platformEnv?: Record<string, string>; env?: Record<string, string> } = {}) {
   const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort() };
-  const tenantEnv = { ...bench.shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}`, TENANTRY_AUTH_ADDRESS: `127.0.0.1:${ports.auth}` };
+  const tenantEnv = { ...bench.shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}`, TENANTRY_AUTH_ADDRESS: `127.0.0.1:${ports.auth}`, ...options.env };
   const startBackend = async (file = options.backendFile ?? path.join(root, "services/backend/main.ts")) =>
     bench.start("backend", file, { ...tenantEnv, TENANTRY_GRPC_PORT: String(ports.backend), TENANTRY_HTTP_PORT: String(await freePort()) });
   await bench.start("platform", path.join(root, "services/platform/main.ts"), {
@@ -91,6 +109,7 @@ export async function startBenchMesh(bench: BenchProcesses, options: { backendFi
     TENANTRY_HTTP_PORT: String(await freePort()),
     TENANTRY_DATABASE_URL: bench.database.urlFor("tenantry_platform"),
     TENANTRY_SCHEMA_SERVICES: `auth=127.0.0.1:${ports.auth},backend=127.0.0.1:${ports.backend}`,
+    ...options.env,
     ...options.platformEnv,
   });
   await bench.start("auth", path.join(root, "services/auth/main.ts"), { ...tenantEnv, TENANTRY_GRPC_PORT: String(ports.auth), TENANTRY_HTTP_PORT: String(await freePort()) });

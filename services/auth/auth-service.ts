@@ -34,10 +34,13 @@ export function authService(tenancy: Tenancy, deps: SessionDeps): ServiceImpl<ty
     },
     async whoAmI(_req, ctx) {
       const user = ctx.values.get(kUser)!;
-      const found = await getUser(entityManagerOf(ctx), user.userId).catch(() => undefined);
-      if (found === undefined) {
-        throw new ConnectError("the user of this access token no longer exists", Code.Unauthenticated);
-      }
+      const found = await getUser(entityManagerOf(ctx), user.userId).catch((error: unknown) => {
+        // Only a user that is gone means the token is: an unreachable database is no reason to log in again.
+        if (error instanceof ConnectError && error.code === Code.NotFound) {
+          throw new ConnectError("the user of this access token no longer exists", Code.Unauthenticated);
+        }
+        throw error;
+      });
       return { userId: found.userId, tenantId: user.tenantId, email: found.email, displayName: found.displayName, roles: found.roles, permissions: [...user.permissions].sort() };
     },
     async rotateSigningKey(req) {

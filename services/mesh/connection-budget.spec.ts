@@ -1,8 +1,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inject } from "vitest";
 import type { Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { startLateCloseProxy } from "../testing/late-close-proxy.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 import { ConnectionBudget, type ConnectionBudgetOptions, type LeasedClient, type TenantEndpoint } from "./connection-budget.ts";
 
@@ -26,6 +28,20 @@ function budget(options: Partial<ConnectionBudgetOptions> = {}) {
     applicationName,
     ...options,
   });
+}
+
+/** Has the server end the connection of `client` (pg_terminate_backend) while `during` runs on it; returns what `during` rejects with. */
+async function terminateDuring(client: pg.ClientBase, during: () => Promise<unknown>): Promise<unknown> {
+  const { rows } = await client.query<{ pid: number }>("select pg_backend_pid() as pid");
+  const failing = during().then(
+    () => new Error("expected the query to fail"),
+    (error: unknown) => error,
+  );
+  const admin = new pg.Client({ connectionString: server.toString() });
+  await admin.connect();
+  await admin.query("select pg_terminate_backend($1)", [rows[0]!.pid]);
+  await admin.end();
+  return failing;
 }
 
 async function hold(client: LeasedClient, ms: number) {
@@ -111,6 +127,41 @@ describe("connection budget", () => {
     expect((error as ConnectError).code).toBe(Code.Unavailable);
     expect((error as ConnectError).rawMessage).not.toMatch(/no_such_database/);
     expect(b.stats()).toMatchObject({ open: 0, inUse: 0 });
+    await b.close();
+  });
+
+  it("does not lend again a connection that the server ended under a query", async () => {
+    // The socket's close arrives late, as over a slow network: in between, the connection looks healthy.
+    const proxy = await startLateCloseProxy({ host: server.hostname, port: Number(server.port) }, 200);
+    const b = budget({ maxConnections: 1, maxConnectionsPerTenant: 1 });
+    const ended = { ...endpoint("ended"), port: proxy.port };
+    const lost = await b.acquire(ended);
+    const waiting = b.acquire(ended);
+    const error = await terminateDuring(lost, () => lost.query("select pg_sleep(10)"));
+    expect((error as { code?: string }).code).toBe("57P01");
+    // Returned at once, as a caller does on an error, before the socket's close is seen.
+    lost.release();
+    const next = await waiting;
+    expect(next).not.toBe(lost);
+    expect((await next.query("select 1 as one")).rows[0].one).toBe(1);
+    next.release();
+    await b.close();
+    await proxy.close();
+  });
+
+  it("takes back a connection lost in a transaction that its holder never returns", async () => {
+    const b = budget({ maxConnections: 1, maxConnectionsPerTenant: 1 });
+    const lost = await b.acquire(endpoint("abandoned"));
+    await lost.query("begin");
+    await terminateDuring(lost, () => lost.query("select pg_sleep(10)"));
+    // Like Kysely after a failed rollback: never released.
+    await lost.query("rollback").catch(() => undefined);
+    await expect.poll(() => b.stats(), { timeout: 10_000 }).toMatchObject({ open: 0, inUse: 0 });
+    const next = await b.acquire(endpoint("abandoned"));
+    expect((await next.query("select 1 as one")).rows[0].one).toBe(1);
+    next.release();
+    lost.release();
+    expect(b.stats()).toMatchObject({ open: 1, inUse: 0 });
     await b.close();
   });
 });

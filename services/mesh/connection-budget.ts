@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import pg from "pg";
+import { watchConnectionLoss } from "./connection-loss.ts";
 
 /** Where a tenant's database is and whom to connect as. */
 export interface TenantEndpoint {
@@ -260,11 +261,17 @@ export class ConnectionBudget {
 
   async #connect(pool: TenantPool): Promise<LeasedClient> {
     const client = new pg.Client(pool.config);
-    client.on("error", (error) => {
-      broken.add(client);
+    watchConnectionLoss(client, (error) => {
+      if (!broken.has(client)) {
+        broken.add(client);
+        this.#options.onError?.(error, pool.tenantId);
+      }
       this.#closeIdle(pool, client);
-      this.#options.onError?.(error, pool.tenantId);
     });
+    // A transaction whose connection broke never returns it (Kysely releases
+    // only after a commit or rollback that succeeded): once the connection
+    // has ended, its lease is over.
+    client.on("end", () => leases.get(client)?.(true));
     try {
       await client.connect();
     } catch (error) {
@@ -293,6 +300,7 @@ export class ConnectionBudget {
         return;
       }
       released = true;
+      leases.delete(client);
       pool.inUse--;
       if (destroy || broken.has(client) || pool.retired || this.#closed) {
         this.#closeClient(pool, client);
@@ -304,6 +312,7 @@ export class ConnectionBudget {
       }
       this.#pump();
     };
+    leases.set(client, leased.release);
     return leased;
   }
 
@@ -411,5 +420,8 @@ export class ConnectionBudget {
 /** What identifies an endpoint's pool, computed once per endpoint object rather than per lease. */
 const fingerprints = new WeakMap<TenantEndpoint, string>();
 
-/** Connections that reported an error; they are closed instead of reused. */
+/** Connections that were lost (see `watchConnectionLoss`); they are closed instead of reused. */
 const broken = new WeakSet<pg.Client>();
+
+/** The release of each leased connection, by connection. */
+const leases = new WeakMap<pg.Client, (destroy: boolean) => void>();

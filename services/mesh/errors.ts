@@ -1,5 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
+import { isDatabaseUnreachable } from "./database-unreachable.ts";
 import type { Logger } from "./logger.ts";
 import { guardStream } from "./stream-response.ts";
 
@@ -23,14 +24,31 @@ export function errorInterceptor(log: Logger): Interceptor {
 }
 
 function toPublicError(error: unknown, procedure: string, log: Logger): ConnectError {
-  if (error instanceof ConnectError) {
-    return error;
+  const meant = connectErrorIn(error);
+  if (meant !== undefined) {
+    return meant;
   }
   const incident = randomUUID().slice(0, 8);
-  log.error({ err: error, procedure, incident }, "call failed");
-  const code = (error as { code?: unknown }).code;
-  if (typeof code === "string" && (code.startsWith("08") || code.startsWith("57P") || code === "ECONNREFUSED" || code === "ECONNRESET")) {
-    return new ConnectError(`the database is unavailable (incident ${incident}); retry later`, Code.Unavailable);
+  if (isDatabaseUnreachable(error)) {
+    // Expected while a database restarts: worth a warning, not an error.
+    log.warn({ err: error, procedure, incident }, "call failed: the database is unreachable");
+    return new ConnectError(`the database is unreachable (incident ${incident}); retry later`, Code.Unavailable);
   }
+  log.error({ err: error, procedure, incident }, "call failed");
   return new ConnectError(`internal error (incident ${incident}); the service log has the detail`, Code.Internal);
+}
+
+/**
+ * The ConnectError that `error` is or wraps (as its `cause`, a few levels
+ * deep): code beneath an ORM or driver that says what went wrong (no
+ * database connection within the deadline, say) is answered as it said.
+ */
+function connectErrorIn(error: unknown): ConnectError | undefined {
+  for (let depth = 0; depth < 8 && typeof error === "object" && error !== null; depth++) {
+    if (error instanceof ConnectError) {
+      return error;
+    }
+    error = (error as { cause?: unknown }).cause;
+  }
+  return undefined;
 }

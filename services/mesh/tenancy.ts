@@ -1,5 +1,5 @@
 import { Migrator } from "@mikro-orm/migrations";
-import { MikroORM, type EntityManager, type EntitySchema, type MigrationObject } from "@mikro-orm/postgresql";
+import { ConnectionException, MikroORM, type EntityManager, type EntitySchema, type MigrationObject } from "@mikro-orm/postgresql";
 import { createPostgreSqlTypeParsers } from "@mikro-orm/sql";
 import { PostgresDialect } from "kysely";
 import pg from "pg";
@@ -101,7 +101,14 @@ export class Tenancy {
       discovery: { warnWhenNoEntities: false },
       driverOptions: new PostgresDialect({
         pool: {
-          connect: () => budget.acquire(scope.current()),
+          connect: () =>
+            budget.acquire(scope.current()).catch((error: unknown) => {
+              // MikroORM turns whatever is not a DriverException into one that
+              // copies its fields: what the budget said (a ConnectError, such as
+              // UNAVAILABLE) would reach the error interceptor as an unknown
+              // error. One of its own kind passes untouched, with the cause kept.
+              throw Object.assign(new ConnectionException(error as Error), { cause: error });
+            }),
           end: async () => {},
           options: {},
         },

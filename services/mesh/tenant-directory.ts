@@ -42,13 +42,16 @@ interface Entry {
  * front of Platform that asks it once per tenant however many calls wait.
  * With the change feed connected (`watching`), changes drop routes as they
  * happen and routes are trusted longer; without it, a TTL applies. While
- * Platform is unreachable, ACTIVE routes are served up to a bounded age.
+ * Platform is unreachable, ACTIVE routes are served up to a bounded age, at
+ * once: Platform is asked again in the background, not by each call.
  */
 export class TenantDirectory {
   readonly #options: Required<TenantDirectoryOptions>;
   readonly #cache: LRUCache<string, Entry>;
   readonly #inFlight = new Map<string, Promise<Entry>>();
   #watching = false;
+  /** Platform could not be reached by the last resolve that ended: stale routes are served without waiting for it. */
+  #platformUnreachable = false;
 
   constructor(options: TenantDirectoryOptions) {
     this.#options = {
@@ -68,6 +71,11 @@ export class TenantDirectory {
     const id = checkTenantId(tenantId, where);
     const entry = this.#cache.get(id);
     if (entry !== undefined && Date.now() - entry.fetchedAt < this.#ttlOf(entry)) {
+      return entry.route;
+    }
+    if (this.#platformUnreachable && this.#servableWhileUnreachable(entry)) {
+      // Each call would otherwise wait for Platform's deadline first: ask in the background instead.
+      void this.#refresh(id, entry).catch(() => undefined);
       return entry.route;
     }
     return this.#refresh(id, entry);
@@ -112,6 +120,7 @@ export class TenantDirectory {
   setWatching(watching: boolean): void {
     if (watching) {
       this.#cache.clear();
+      this.#platformUnreachable = false;
     }
     this.#watching = watching;
   }
@@ -128,6 +137,11 @@ export class TenantDirectory {
     return entry.watched && this.#watching ? this.#options.watchedTtlMs : this.#options.ttlMs;
   }
 
+  /** Whether a cached route may be served while Platform cannot be reached: an ACTIVE one, up to a bounded age. */
+  #servableWhileUnreachable(entry: Entry | undefined): entry is Entry {
+    return entry?.route.status === TenantStatus.ACTIVE && Date.now() - entry.fetchedAt < this.#options.maxStalenessMs;
+  }
+
   /** Asks Platform, once per tenant at a time; serves a stale ACTIVE route while Platform is unreachable. */
   async #refresh(id: string, stale: Entry | undefined): Promise<TenantRoute> {
     let fetching = this.#inFlight.get(id);
@@ -138,6 +152,7 @@ export class TenantDirectory {
         .then((route) => {
           const entry = { route, fetchedAt: Date.now(), watched };
           this.#cache.set(id, entry);
+          this.#platformUnreachable = false;
           return entry;
         })
         .finally(() => this.#inFlight.delete(id));
@@ -155,7 +170,8 @@ export class TenantDirectory {
       if (!unreachable) {
         throw cause;
       }
-      if (stale?.route.status === TenantStatus.ACTIVE && Date.now() - stale.fetchedAt < this.#options.maxStalenessMs) {
+      this.#platformUnreachable = true;
+      if (this.#servableWhileUnreachable(stale)) {
         return stale.route;
       }
       throw new ConnectError(`cannot resolve tenant "${id}": Platform is unreachable (${cause.rawMessage}); retry later`, Code.Unavailable);

@@ -1,5 +1,6 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
+import { isDatabaseUnreachable } from "./database-unreachable.ts";
 import { TenantStatus } from "./tenant-directory.ts";
 import type { Tenancy } from "./tenancy.ts";
 
@@ -39,7 +40,8 @@ export function tenantSchemaService(service: string, tenancy: Tenancy): ServiceI
         const outcome = await tenancy.migrate(route);
         return { service, applied: outcome.applied, version: outcome.version };
       } catch (error) {
-        if (error instanceof ConnectError) {
+        // An unreachable database is answered UNAVAILABLE (see errorInterceptor): Platform may retry.
+        if (error instanceof ConnectError || isDatabaseUnreachable(error)) {
           throw error;
         }
         // For Platform's ledger and the operator: the migration was rolled back, and why.

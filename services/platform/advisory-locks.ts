@@ -1,5 +1,5 @@
 import pg from "pg";
-import type { Logger } from "../mesh/index.ts";
+import { watchConnectionLoss, type Logger } from "../mesh/index.ts";
 
 /**
  * PostgreSQL session advisory locks on the platform database, held on one
@@ -48,10 +48,11 @@ export class AdvisoryLocks {
       const client = new pg.Client(this.#config);
       const connecting = client.connect().then(() => client);
       this.#client = connecting;
-      client.on("error", (error) => {
-        this.#log.error({ err: error }, "the advisory lock connection failed; the locks it held are gone");
+      // A lost connection is replaced by the next query (after a database restart, say).
+      watchConnectionLoss(client, (error) => {
         if (this.#client === connecting) {
           this.#client = undefined;
+          this.#log.error({ err: error }, "the advisory lock connection failed; the locks it held are gone");
         }
       });
       connecting.catch(() => {

@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
-import type { Logger, SecretBox } from "../mesh/index.ts";
+import { discardLostConnections, type Logger, type SecretBox } from "../mesh/index.ts";
 import { Cluster } from "./entities/cluster.ts";
 
 /** A cluster's settings with its admin password opened, for Platform's own connections. */
@@ -140,6 +140,7 @@ export class ClusterRegistry {
       if (entry === undefined) {
         const pool = new pg.Pool({ ...connectionOf(access), database: "postgres", max: 4, idleTimeoutMillis: 10_000 });
         pool.on("error", (error) => this.#log.warn({ err: error, cluster: name }, "cluster admin connection failed"));
+        discardLostConnections(pool);
         entry = { pool, access };
         this.#pools.set(name, entry);
       }
@@ -156,6 +157,8 @@ export class ClusterRegistry {
   async inDatabase<T>(name: string, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
     const access = await this.access(name);
     const client = new pg.Client({ ...connectionOf(access), database });
+    // Its failure surfaces through the query in flight; unheard, the event would end the process.
+    client.on("error", () => {});
     await client.connect();
     try {
       return await fn(client);
@@ -219,6 +222,8 @@ async function checkAdminAccess(settings: ClusterSettings): Promise<void> {
     connectionTimeoutMillis: 5000,
     application_name: "tenantry-platform",
   });
+  // A lost connection fails the query in flight; the event alone would end the process.
+  client.on("error", () => {});
   try {
     await client.connect();
   } catch (error) {

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { describe, expect, inject, it } from "vitest";
+import { createLogger } from "../mesh/index.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase } from "./platform-database.ts";
 import { migrations } from "./migrations/index.ts";
 
@@ -9,7 +10,8 @@ describe("platform database", () => {
     const url = new URL(inject("databaseUrl"));
     url.pathname = `/tenantry_platform_${randomBytes(4).toString("hex")}`;
     await Promise.all([ensurePlatformDatabase(url.toString()), ensurePlatformDatabase(url.toString())]);
-    const orms = [createPlatformOrm(url.toString()), createPlatformOrm(url.toString()), createPlatformOrm(url.toString())];
+    const log = createLogger("test", "silent");
+    const orms = await Promise.all([1, 2, 3].map(() => createPlatformOrm(url.toString(), log)));
     try {
       const applied = await Promise.all(orms.map((orm) => migratePlatformDatabase(orm, url.toString())));
       const names = migrations.map((m) => m.name);

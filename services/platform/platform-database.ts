@@ -1,6 +1,7 @@
 import { Migrator } from "@mikro-orm/migrations";
 import { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
+import { discardLostConnections, type Logger } from "../mesh/index.ts";
 import { AuditEvent } from "./entities/audit-event.ts";
 import { Cluster } from "./entities/cluster.ts";
 import { Tenant } from "./entities/tenant.ts";
@@ -31,6 +32,8 @@ export function parseDatabaseUrl(url: string): ServerAccess & { database: string
 export async function ensurePlatformDatabase(url: string): Promise<void> {
   const { database, ...cluster } = parseDatabaseUrl(url);
   const client = new pg.Client({ ...cluster, database: "postgres" });
+  // Its failure surfaces through the query in flight; unheard, the event would end the process.
+  client.on("error", () => {});
   await client.connect();
   try {
     const { rowCount } = await client.query("select 1 from pg_database where datname = $1", [database]);
@@ -48,9 +51,13 @@ export async function ensurePlatformDatabase(url: string): Promise<void> {
   }
 }
 
-/** Platform's ORM over its own database, with its entities and migrations. */
-export function createPlatformOrm(url: string): MikroORM {
-  return new MikroORM({
+/**
+ * Platform's ORM over its own database, with its entities and migrations.
+ * Connections its pool loses (a database restart) are discarded, not lent
+ * again, and reported to `log`.
+ */
+export async function createPlatformOrm(url: string, log: Logger): Promise<MikroORM> {
+  const orm = new MikroORM({
     clientUrl: url,
     entities: [AuditEvent, Cluster, Tenant, TenantSchemaVersion],
     schema: "platform",
@@ -65,6 +72,9 @@ export function createPlatformOrm(url: string): MikroORM {
       silent: true,
     },
   });
+  const pool = await orm.em.getConnection().getNativeClient();
+  discardLostConnections(pool, (error) => log.warn({ err: error }, "platform database connection lost"));
+  return orm;
 }
 
 /** The advisory lock (class, key) that Platform instances take while migrating their own database. */

@@ -32,7 +32,7 @@ export interface PlatformHooks {
  */
 export async function startPlatform(config: PlatformConfig, log: Logger, hooks: PlatformHooks = {}): Promise<MeshServer> {
   await ensurePlatformDatabase(config.TENANTRY_DATABASE_URL);
-  const orm = createPlatformOrm(config.TENANTRY_DATABASE_URL);
+  const orm = await createPlatformOrm(config.TENANTRY_DATABASE_URL, log);
   const closers: (() => unknown)[] = [() => orm.close()];
   const closeAll = async () => {
     for (const close of closers.reverse()) {

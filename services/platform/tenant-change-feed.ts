@@ -1,7 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import type { Logger } from "../mesh/index.ts";
+import { isDatabaseUnreachable, type Logger } from "../mesh/index.ts";
 
 /** One change to a tenant, as announced by the registry's trigger. */
 export interface TenantChange {
@@ -12,6 +13,8 @@ export interface TenantChange {
 const channel = "tenantry_tenant_changes";
 /** A watcher this far behind is cut off; it reconnects and starts afresh. */
 const maxBacklog = 10_000;
+/** While the database is unreachable, listening is tried again this often at most (first and longest wait). */
+const relisten = { initial: 50, max: 250 };
 
 interface Watcher {
   queue: TenantChange[];
@@ -39,17 +42,23 @@ export class TenantChangeFeed {
   /**
    * Streams changes until `signal` aborts. The first value has an empty
    * tenant id and comes once listening has begun: from then on nothing is
-   * missed. Ends with UNAVAILABLE when the feed loses its connection.
+   * missed. While the database is unreachable, that first value waits for
+   * it. Ends with UNAVAILABLE when the feed loses its connection.
    */
   async *watch(signal: AbortSignal): AsyncGenerator<TenantChange> {
     if (this.#closed) {
       throw new ConnectError("Platform is shutting down; reconnect to another instance", Code.Unavailable);
+    }
+    await this.#listening(signal);
+    if (signal.aborted) {
+      return;
     }
     const watcher: Watcher = { queue: [], wake: undefined, failure: undefined };
     this.#watchers.add(watcher);
     const onAbort = () => watcher.wake?.();
     signal.addEventListener("abort", onAbort);
     try {
+      // Listening may have been lost again while this watcher was not yet counted.
       await this.#listen();
       yield { tenantId: "", status: TenantStatus.UNSPECIFIED };
       while (!signal.aborted) {
@@ -79,7 +88,29 @@ export class TenantChangeFeed {
     await client?.then((c) => c.end()).catch(() => undefined);
   }
 
+  /**
+   * Resolves once the feed listens, trying again while the database is
+   * unreachable (a restart), so that a watcher is connected as soon as the
+   * database is back rather than after its own backoff.
+   */
+  async #listening(signal: AbortSignal): Promise<void> {
+    for (let wait = relisten.initial; !signal.aborted; wait = Math.min(wait * 2, relisten.max)) {
+      try {
+        await this.#listen();
+        return;
+      } catch (error) {
+        if (!isDatabaseUnreachable(error)) {
+          throw error;
+        }
+      }
+      await sleep(wait, undefined, { signal }).catch(() => undefined);
+    }
+  }
+
   #listen(): Promise<pg.Client> {
+    if (this.#closed) {
+      return Promise.reject(new ConnectError("Platform is shutting down; reconnect to another instance", Code.Unavailable));
+    }
     if (this.#client === undefined) {
       const client = new pg.Client({ connectionString: this.#connectionString, application_name: "tenantry-platform-feed" });
       const listening = client
@@ -87,10 +118,18 @@ export class TenantChangeFeed {
         .then(() => client.query(`listen ${channel}`))
         .then(() => client);
       this.#client = listening;
+      let listened = false;
+      void listening.then(() => (listened = true), () => undefined);
       const lost = (error: unknown) => {
         if (this.#client === listening) {
           this.#client = undefined;
-          this.#log.warn({ err: error }, "tenant change feed lost its connection");
+          void client.end().catch(() => undefined);
+          if (listened) {
+            this.#log.warn({ err: error }, "tenant change feed lost its connection");
+          } else {
+            // Tried again shortly while the database is unreachable: not worth a warning each time.
+            this.#log.debug({ err: error }, "tenant change feed could not listen");
+          }
           this.#failAll(new ConnectError("Platform lost its change feed; reconnect", Code.Unavailable));
         }
       };

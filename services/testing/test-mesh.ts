@@ -34,6 +34,8 @@ export interface TestMeshOptions {
   platformEnv?: Record<string, string>;
   /** Extra schema services Platform should call, as name=host:port. */
   extraSchemaServices?: string;
+  /** Superuser URL of the PostgreSQL server to use instead of the tests' shared one (a server a spec restarts). */
+  serverUrl?: string;
 }
 
 /** Platform, Auth and Backend running in this process on free ports, against the tests' PostgreSQL. */
@@ -48,7 +50,12 @@ export interface TestMesh {
   restartBackend(migrations?: MigrationObject[]): Promise<void>;
   /** Stops the in-process Platform, so that another may take its port. */
   stopPlatform(): Promise<void>;
+  /** Auth as started last (see `restartAuth`). */
   auth: TenantService;
+  /** Stops Auth (if running), so that calls to it find nothing listening. */
+  stopAuth(): Promise<void>;
+  /** Starts Auth again on the same port, after `stopAuth`. */
+  restartAuth(): Promise<void>;
   backend: TenantService;
   /** Superuser URL of a database on the tests' server. */
   databaseUrl(database: string): string;
@@ -79,7 +86,7 @@ export interface TestMesh {
 
 /** Starts the whole mesh in-process, with its own platform database. */
 export async function startTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
-  const serverUrl = new URL(inject("databaseUrl"));
+  const serverUrl = new URL(options.serverUrl ?? inject("databaseUrl"));
   const databaseUrl = (database: string) => {
     const url = new URL(serverUrl);
     url.pathname = `/${database}`;
@@ -107,12 +114,13 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     TENANTRY_CORS_ORIGINS: "http://allowed.example",
     ...options.tenantServiceEnv,
   };
-  const auth = await startAuth(readAuthConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(authPort) }), log.child({ service: "auth" }));
+  const launchAuth = () => startAuth(readAuthConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(authPort) }), log.child({ service: "auth" }));
+  let auth: TenantService | undefined = await launchAuth();
   const backendPort = await freePort();
   const launchBackend = (migrations?: MigrationObject[]) =>
     startBackend(readBackendConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(backendPort) }), log.child({ service: "backend" }), migrations);
   let backend = await launchBackend();
-  const schemaServices = [`auth=127.0.0.1:${auth.grpcPort}`, `backend=127.0.0.1:${backend.grpcPort}`, ...(options.extraSchemaServices ? [options.extraSchemaServices] : [])];
+  const schemaServices = [`auth=127.0.0.1:${authPort}`, `backend=127.0.0.1:${backend.grpcPort}`, ...(options.extraSchemaServices ? [options.extraSchemaServices] : [])];
   const platformProcessEnv: Record<string, string> = {
     ...sharedEnv,
     TENANTRY_GRPC_PORT: String(platformPort),
@@ -142,6 +150,8 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   });
   const entries = createClient(EntryService, transport(backend.grpcPort, [accessTokens.interceptor()]));
   const admin = new pg.Pool({ connectionString: serverUrl.toString(), max: 2 });
+  // An idle connection that breaks (a spec restarting its server) must not end the test process.
+  admin.on("error", () => {});
   const pools = new Map<string, pg.Pool>();
   let counter = 0;
   const uniqueTenantId = (prefix = "t") => `${prefix}-${suffix}-${++counter}`;
@@ -153,6 +163,10 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   const stopPlatform = async () => {
     await platform?.shutdown();
     platform = undefined;
+  };
+  const stopAuth = async () => {
+    await auth?.shutdown();
+    auth = undefined;
   };
   return {
     get platform() {
@@ -171,7 +185,17 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       await stopPlatform();
       platform = await launchPlatform(env, hooks);
     },
-    auth,
+    get auth() {
+      if (auth === undefined) {
+        throw new Error("Auth is stopped");
+      }
+      return auth;
+    },
+    stopAuth,
+    async restartAuth() {
+      await stopAuth();
+      auth = await launchAuth();
+    },
     databaseUrl,
     platformDatabase,
     platformClient,
@@ -190,6 +214,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       let pool = pools.get(database);
       if (pool === undefined) {
         pool = database === "postgres" ? admin : new pg.Pool({ connectionString: databaseUrl(database), max: 2 });
+        pool.on("error", () => {});
         pools.set(database, pool);
       }
       return (await pool.query(text, values)).rows;
@@ -197,7 +222,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     async stop() {
       transports.forEach((t) => t.close());
       await Promise.all([...pools.values()].filter((p) => p !== admin).map((p) => p.end()));
-      await Promise.all([backend.shutdown(), auth.shutdown(), stopPlatform()]);
+      await Promise.all([backend.shutdown(), stopAuth(), stopPlatform()]);
       await admin.end();
       await rm(dataDir, { recursive: true, force: true });
     },
