@@ -1,16 +1,5 @@
 import net from "node:net";
-
-/** `npm start` cannot go on; `remedy` says what to do. */
-export class StartError extends Error {
-  override name = "StartError";
-  /** What the user can do about it. */
-  readonly remedy: string;
-
-  constructor(message: string, remedy: string) {
-    super(message);
-    this.remedy = remedy;
-  }
-}
+import { StartError } from "./mesh/index.ts";
 
 /** A port `npm start` will listen on, and the variable that sets it. */
 export interface PortSetting {

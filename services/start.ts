@@ -12,13 +12,13 @@ import { startWebServer, type WebServer } from "./backend/web/web-server.ts";
 import {
   commonEnv,
   ConfigError,
-  EmbeddedDatabaseError,
   loadSecret,
   readConfig,
   startEmbeddedDatabase,
+  StartError,
   type EmbeddedDatabase,
 } from "./mesh/index.ts";
-import { checkPortsFree, StartError, type PortSetting } from "./start-checks.ts";
+import { checkPortsFree, type PortSetting } from "./start-checks.ts";
 
 /** A port `npm start` listens on: 1–65535 (not 0, since the printed addresses must be known). */
 const fixedPort = z.coerce.number().int().min(1).max(65535);
@@ -71,7 +71,7 @@ async function fail(error: unknown): Promise<never> {
     process.stderr.write(`Tenantry cannot start: configuration error\n${error.message}\n`);
     await stopAll(78);
   }
-  if (error instanceof EmbeddedDatabaseError || error instanceof StartError) {
+  if (error instanceof StartError) {
     process.stderr.write(`Tenantry cannot start: ${error.message}.\nTo fix it: ${error.remedy}.\n`);
   } else {
     const code = (error as NodeJS.ErrnoException).code;

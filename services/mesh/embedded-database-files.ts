@@ -4,7 +4,7 @@ import { constants, createReadStream } from "node:fs";
 import { access, chmod, chown, cp, lstat, mkdir, readlink, rename, rm, stat, symlink } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
-import { EmbeddedDatabaseError } from "./embedded-database-error.ts";
+import { StartError } from "./start-error.ts";
 
 /** The system account PostgreSQL runs as when this process is root (PostgreSQL refuses to run as root). */
 export interface ServerAccount {
@@ -86,7 +86,7 @@ export async function locateEmbeddedDatabaseFiles(options: LocateOptions): Promi
   }
   const existing = await stat(path.join(link, "PG_VERSION")).then(() => true, () => false);
   if (existing) {
-    throw new EmbeddedDatabaseError(
+    throw new StartError(
       `the PostgreSQL data in ${link} is out of reach of the system user "${account.name}" the server runs as (a folder above it is closed to other users)`,
       `move ${link} to a folder every user can enter and leave a link to it in its place, or open the folders above it to other users (chmod o+x)`,
     );
@@ -105,7 +105,7 @@ async function packagedInstallDir(): Promise<string> {
   try {
     binaries = (await import(name)) as { postgres: string };
   } catch {
-    throw new EmbeddedDatabaseError(
+    throw new StartError(
       `no PostgreSQL build for this platform (${process.platform}-${process.arch}): the package ${name} is not installed`,
       "run `npm install` again on this machine, or set TENANTRY_DATABASE_URL to a PostgreSQL server of your own",
     );
@@ -131,7 +131,7 @@ async function ensureServerAccount(): Promise<ServerAccount> {
       if (found !== undefined) {
         return found;
       }
-      throw new EmbeddedDatabaseError(
+      throw new StartError(
         `PostgreSQL cannot run as root, and the system user "${name}" to run it as could not be created: ${(error as Error).message.trim()}`,
         `create a system user named "${name}", or run as an ordinary user`,
       );
@@ -189,7 +189,7 @@ async function copyInstall(installDir: string, sharedRoot: string): Promise<stri
       }
     });
   } catch (error) {
-    throw new EmbeddedDatabaseError(
+    throw new StartError(
       `PostgreSQL's programs in ${installDir} are out of reach of the system user the server runs as, and copying them to ${sharedRoot} failed: ${(error as Error).message}`,
       `make ${sharedRoot} writable, or put the checkout in a folder every user can enter`,
     );
@@ -199,8 +199,8 @@ async function copyInstall(installDir: string, sharedRoot: string): Promise<stri
   return target;
 }
 
-function unrunnable(installDir: string): EmbeddedDatabaseError {
-  return new EmbeddedDatabaseError(
+function unrunnable(installDir: string): StartError {
+  return new StartError(
     `cannot run PostgreSQL's programs in ${installDir} (not executable, or on a file system mounted noexec)`,
     "reinstall with `npm ci`, and keep the checkout on a file system that allows running programs",
   );
@@ -212,7 +212,7 @@ export async function makeDir(dir: string): Promise<void> {
     await mkdir(dir, { recursive: true });
   } catch (error) {
     const full = (error as NodeJS.ErrnoException).code === "ENOSPC";
-    throw new EmbeddedDatabaseError(
+    throw new StartError(
       full ? `cannot create ${dir}: no space left on the device` : `cannot create ${dir}: ${await whyNotWritable(dir)}`,
       full ? "free some space on that device, or set TENANTRY_DATA_DIR to another one" : "set TENANTRY_DATA_DIR to a folder you can write",
     );

@@ -7,7 +7,7 @@ import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../testing/free-port.ts";
-import { EmbeddedDatabaseError } from "./embedded-database-error.ts";
+import { StartError } from "./start-error.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./embedded-database.ts";
 
 const root = process.getuid?.() === 0;
@@ -22,7 +22,7 @@ afterAll(async () => {
 });
 
 /** Awaits a start that must fail and returns its error. */
-async function startFailure(start: Promise<EmbeddedDatabase>): Promise<EmbeddedDatabaseError> {
+async function startFailure(start: Promise<EmbeddedDatabase>): Promise<StartError> {
   const error = await start.then(
     async (db) => {
       await db.stop();
@@ -30,8 +30,8 @@ async function startFailure(start: Promise<EmbeddedDatabase>): Promise<EmbeddedD
     },
     (e: unknown) => e,
   );
-  expect(error).toBeInstanceOf(EmbeddedDatabaseError);
-  return error as EmbeddedDatabaseError;
+  expect(error).toBeInstanceOf(StartError);
+  return error as StartError;
 }
 
 /** PostgreSQL servers running on a data directory, found by their command lines. */

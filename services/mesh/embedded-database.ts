@@ -5,7 +5,7 @@ import { chmod, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { promisify } from "node:util";
-import { EmbeddedDatabaseError } from "./embedded-database-error.ts";
+import { StartError } from "./start-error.ts";
 import { giveTo, locateEmbeddedDatabaseFiles, makeDir, type EmbeddedDatabaseFiles, type ServerAccount } from "./embedded-database-files.ts";
 
 /** Options of {@link startEmbeddedDatabase}. */
@@ -51,7 +51,7 @@ const execFileAsync = promisify(execFile);
  * packages: the default database of `npm start` and of the tests when no
  * TENANTRY_DATABASE_URL is given. The superuser's password is generated once
  * and kept beside the data. Any failure to start is an
- * {@link EmbeddedDatabaseError} naming the cause and the remedy, with no
+ * {@link StartError} naming the cause and the remedy, with no
  * server left running.
  *
  * The server runs in a process group of its own, so that Ctrl-C in a
@@ -69,7 +69,7 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
   const serverMajor = await majorOf(files);
   const dataMajor = await readFile(path.join(files.dataDir, "PG_VERSION"), "utf8").then((s) => s.trim(), () => undefined);
   if (dataMajor !== undefined && dataMajor !== serverMajor) {
-    throw new EmbeddedDatabaseError(
+    throw new StartError(
       `the data directory ${files.dataDir} was made by PostgreSQL ${dataMajor}, and this is PostgreSQL ${serverMajor}`,
       `keep it and start Tenantry on a fresh data directory (set TENANTRY_DATA_DIR, or move ${dir} away); to keep its data, dump it with PostgreSQL ${dataMajor}'s pg_dump and restore it into the new server`,
     );
@@ -84,7 +84,7 @@ export async function startEmbeddedDatabase(options: EmbeddedDatabaseOptions): P
     await initialise(files, password, options.ephemeral ?? false, onLog);
   } else {
     password = (await readFile(passwordFile, "utf8").catch(() => {
-      throw new EmbeddedDatabaseError(
+      throw new StartError(
         `the superuser password of the database in ${files.dataDir} is missing (${passwordFile})`,
         `restore ${passwordFile}, or move ${dir} away to start on a fresh database`,
       );
@@ -108,7 +108,7 @@ async function majorOf(files: EmbeddedDatabaseFiles): Promise<string> {
   const { stdout } = await execFileAsync(path.join(files.installDir, "bin", "postgres"), ["-V"], accountOptions(files.account));
   const match = /\(PostgreSQL\)\s+(\d+)/.exec(stdout);
   if (match === null) {
-    throw new EmbeddedDatabaseError(`cannot tell the version of ${files.installDir}/bin/postgres ("${stdout.trim()}")`, "reinstall with `npm ci`");
+    throw new StartError(`cannot tell the version of ${files.installDir}/bin/postgres ("${stdout.trim()}")`, "reinstall with `npm ci`");
   }
   return match[1]!;
 }
@@ -241,7 +241,7 @@ async function checkPortFree(port: number): Promise<void> {
     });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new EmbeddedDatabaseError(
+    throw new StartError(
       `port ${port} on 127.0.0.1 is ${code === "EADDRINUSE" ? "already in use" : `not available (${code})`}`,
       "stop what listens there, or choose another port for the embedded PostgreSQL (TENANTRY_EMBEDDED_POSTGRES_PORT)",
     );
@@ -251,39 +251,39 @@ async function checkPortFree(port: number): Promise<void> {
 }
 
 /** Turns what initdb or postgres printed before failing into the cause and the remedy. */
-function explain(output: string, files: EmbeddedDatabaseFiles, program: string, port?: number, owner?: number): EmbeddedDatabaseError {
+function explain(output: string, files: EmbeddedDatabaseFiles, program: string, port?: number, owner?: number): StartError {
   const where = files.dataDir;
   if (/No space left on device/i.test(output)) {
-    return new EmbeddedDatabaseError(`no space left on the device holding ${where}`, "free some space there, or set TENANTRY_DATA_DIR to a folder on another device");
+    return new StartError(`no space left on the device holding ${where}`, "free some space there, or set TENANTRY_DATA_DIR to a folder on another device");
   }
   const locked = /lock file "postmaster.pid" already exists[\s\S]*?PID (\d+)/.exec(output);
   if (locked !== null) {
     const starter = owner !== undefined && alive(owner) ? `the program that started it (pid ${owner}), for example an earlier \`npm start\`` : `it (kill ${locked[1]})`;
-    return new EmbeddedDatabaseError(
+    return new StartError(
       `another PostgreSQL server (pid ${locked[1]}) is already running on ${where}`,
       `stop ${starter}, or set TENANTRY_DATA_DIR to another folder`,
     );
   }
   if (/could not bind|Address already in use|could not create any TCP\/IP sockets/i.test(output)) {
-    return new EmbeddedDatabaseError(
+    return new StartError(
       `port ${port} on 127.0.0.1 is already in use`,
       "stop what listens there, or choose another port for the embedded PostgreSQL (TENANTRY_EMBEDDED_POSTGRES_PORT)",
     );
   }
   if (/database files are incompatible with server/i.test(output)) {
-    return new EmbeddedDatabaseError(`the data directory ${where} was made by another PostgreSQL version`, "start Tenantry on a fresh data directory (set TENANTRY_DATA_DIR)");
+    return new StartError(`the data directory ${where} was made by another PostgreSQL version`, "start Tenantry on a fresh data directory (set TENANTRY_DATA_DIR)");
   }
   if (/Permission denied|Read-only file system/i.test(output)) {
-    return new EmbeddedDatabaseError(
+    return new StartError(
       `PostgreSQL cannot use ${where}: ${firstLineMatching(output, /Permission denied|Read-only file system/i)}`,
       "set TENANTRY_DATA_DIR to a writable folder",
     );
   }
   if (/exists but is not empty/i.test(output)) {
-    return new EmbeddedDatabaseError(`${where} holds files but no finished database`, `remove ${where} (it holds no data), then start again`);
+    return new StartError(`${where} holds files but no finished database`, `remove ${where} (it holds no data), then start again`);
   }
   const last = output.trim().split("\n").filter((line) => line.trim() !== "").slice(-3).join(" | ");
-  return new EmbeddedDatabaseError(`${program} stopped while starting PostgreSQL on ${where}: ${last || "no output"}`, "read the cause above; setting TENANTRY_DATA_DIR to a fresh folder starts on a new database");
+  return new StartError(`${program} stopped while starting PostgreSQL on ${where}: ${last || "no output"}`, "read the cause above; setting TENANTRY_DATA_DIR to a fresh folder starts on a new database");
 }
 
 function firstLineMatching(output: string, pattern: RegExp): string {
@@ -295,7 +295,7 @@ async function writeOrExplain(file: string, content: string, dir: string): Promi
     await writeFile(file, content, { mode: 0o600 });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new EmbeddedDatabaseError(
+    throw new StartError(
       code === "ENOSPC" ? `no space left on the device holding ${dir}` : `cannot write to ${dir} (${code})`,
       code === "ENOSPC" ? "free some space there, or set TENANTRY_DATA_DIR to a folder on another device" : "set TENANTRY_DATA_DIR to a writable folder",
     );

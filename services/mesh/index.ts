@@ -7,7 +7,7 @@ export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, ty
 export { entityManagerOf, kCaller, kEntityManager, kPeer, kTenant, kUser, tenantOf } from "./context.ts";
 export { isDatabaseUnreachable } from "./database-unreachable.ts";
 export { startEmbeddedDatabase, type EmbeddedDatabase, type EmbeddedDatabaseOptions } from "./embedded-database.ts";
-export { EmbeddedDatabaseError } from "./embedded-database-error.ts";
+export { StartError } from "./start-error.ts";
 export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts";
 export { createLogger, type Logger } from "./logger.ts";
 export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
