@@ -1,7 +1,7 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { RoleService } from "../../gen/tenantry/auth/v1/role_service_pb.js";
-import { entityManagerOf } from "../mesh/index.ts";
-import { createRole, deleteRole, listPermissions, listRoles, setRole, updateRole } from "./roles.ts";
+import { entityManagerOf, readFieldMask } from "../mesh/index.ts";
+import { changeableRoleFields, createRole, deleteRole, listPermissions, listRoles, setRole, updateRole } from "./roles.ts";
 
 export { RoleService };
 
@@ -14,7 +14,7 @@ export const roleService: ServiceImpl<typeof RoleService> = {
     return { roles: await listRoles(entityManagerOf(ctx)) };
   },
   async updateRole(req, ctx) {
-    return { role: await updateRole(entityManagerOf(ctx), req.name, { ...req, paths: req.updateMask?.paths ?? [] }) };
+    return { role: await updateRole(entityManagerOf(ctx), req.name, { ...req, paths: readFieldMask(req.updateMask, changeableRoleFields) }) };
   },
   async deleteRole(req, ctx) {
     await deleteRole(entityManagerOf(ctx), req.name);

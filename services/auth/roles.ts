@@ -78,14 +78,15 @@ export async function createRole(em: EntityManager, request: { name: string; des
   return getRole(em, name);
 }
 
-export async function updateRole(em: EntityManager, name: string, change: { description: string; permissions: string[]; paths: string[] }): Promise<RoleRecord> {
-  if (change.paths.length === 0) {
-    throw new ConnectError('update_mask is empty: name the fields to change ("description", "permissions")', Code.InvalidArgument);
-  }
-  const unknown = change.paths.find((p) => p !== "description" && p !== "permissions");
-  if (unknown !== undefined) {
-    throw new ConnectError(`update_mask names "${unknown}": only "description" and "permissions" can change`, Code.InvalidArgument);
-  }
+/** The fields of a role an update can change, as `update_mask` names them. */
+export const changeableRoleFields = ["description", "permissions"] as const;
+
+/** Changes the fields named in `paths` (checked against {@link changeableRoleFields} by the caller). */
+export async function updateRole(
+  em: EntityManager,
+  name: string,
+  change: { description: string; permissions: string[]; paths: (typeof changeableRoleFields)[number][] },
+): Promise<RoleRecord> {
   await em.transactional(async (tx) => {
     const id = await changeableRole(tx, name);
     if (change.paths.includes("description")) {

@@ -2,8 +2,8 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { UserService, type UserSchema } from "../../gen/tenantry/auth/v1/user_service_pb.js";
-import { entityManagerOf, tenantOf, type RequestLedger } from "../mesh/index.ts";
-import { createUser, deleteUser, getUser, listUsers, newUser, updateUser, type UserRecord } from "./users.ts";
+import { entityManagerOf, readFieldMask, tenantOf, type RequestLedger } from "../mesh/index.ts";
+import { changeableUserFields, createUser, deleteUser, getUser, listUsers, newUser, updateUser, type UserRecord } from "./users.ts";
 
 export { UserService };
 
@@ -28,7 +28,7 @@ export const userService = (requests: RequestLedger): ServiceImpl<typeof UserSer
     return { users: page.users.map(toMessage), nextPageToken: page.nextPageToken };
   },
   async updateUser(req, ctx) {
-    const user = await updateUser(entityManagerOf(ctx), req.userId, { ...req, paths: req.updateMask?.paths ?? [] });
+    const user = await updateUser(entityManagerOf(ctx), req.userId, { ...req, paths: readFieldMask(req.updateMask, changeableUserFields) });
     return { user: toMessage(user) };
   },
   async deleteUser(req, ctx) {

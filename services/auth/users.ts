@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { UniqueConstraintViolationException, type EntityManager } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
-import { checkEmail, checkPassword } from "../mesh/index.ts";
+import { checkEmail, checkPassword, checkUuid, pageOf, readPage } from "../mesh/index.ts";
 import { hashPassword } from "./passwords.ts";
 
 /** A user as the API shows it. */
@@ -39,10 +39,7 @@ function toRecord(row: UserRow): UserRecord {
 }
 
 function checkUserId(userId: string): string {
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(userId)) {
-    throw new ConnectError(`malformed user_id "${userId.slice(0, 60)}": expected a UUID`, Code.InvalidArgument);
-  }
-  return userId.toLowerCase();
+  return checkUuid(userId, "user_id");
 }
 
 function checkDisplayName(name: string): string {
@@ -132,47 +129,32 @@ export async function createUser(em: EntityManager, user: NewUser, maxUsers: num
 
 /** Lists users ordered by email, one page at a time. */
 export async function listUsers(em: EntityManager, request: { pageSize: number; pageToken: string }): Promise<{ users: UserRecord[]; nextPageToken: string }> {
-  if (request.pageSize < 0) {
-    throw new ConnectError("page_size cannot be negative", Code.InvalidArgument);
-  }
-  const size = Math.min(request.pageSize || 50, 500);
-  let after: [string, string] | undefined;
-  if (request.pageToken !== "") {
-    try {
-      after = JSON.parse(Buffer.from(request.pageToken, "base64url").toString("utf8")) as [string, string];
-      if (!Array.isArray(after) || after.length !== 2 || after.some((v) => typeof v !== "string")) {
-        throw new Error("shape");
-      }
-    } catch {
-      throw new ConnectError("malformed page_token: pass the next_page_token of the previous page", Code.InvalidArgument);
-    }
-  }
+  const { size, after } = readPage(request, isUserCursor);
   const rows = await em.execute<UserRow[]>(
     `${selectUsers} ${after === undefined ? "" : "where (lower(u.email), u.id::text) > (?, ?)"} group by u.id order by lower(u.email), u.id::text limit ?`,
     after === undefined ? [size + 1] : [...after, size + 1],
   );
-  const users = rows.slice(0, size).map(toRecord);
-  const last = users.at(-1);
-  return {
-    users,
-    nextPageToken: rows.length > size && last !== undefined ? Buffer.from(JSON.stringify([last.email.toLowerCase(), last.userId])).toString("base64url") : "",
-  };
+  const page = pageOf(rows.map(toRecord), size, (last): UserCursor => [last.email.toLowerCase(), last.userId]);
+  return { users: page.items, nextPageToken: page.nextPageToken };
 }
 
-/** Changes the fields named in `paths`: display_name, password, roles. */
+/** Where a page of users ended: the last user's email in lower case, and id. */
+type UserCursor = [email: string, id: string];
+
+function isUserCursor(value: unknown): value is UserCursor {
+  return Array.isArray(value) && value.length === 2 && value.every((v) => typeof v === "string");
+}
+
+/** The fields of a user an update can change, as `update_mask` names them. */
+export const changeableUserFields = ["display_name", "password", "roles"] as const;
+
+/** Changes the fields named in `paths` (checked against {@link changeableUserFields} by the caller). */
 export async function updateUser(
   em: EntityManager,
   userId: string,
-  change: { displayName: string; password: string; roles: string[]; paths: string[] },
+  change: { displayName: string; password: string; roles: string[]; paths: (typeof changeableUserFields)[number][] },
 ): Promise<UserRecord> {
   const id = checkUserId(userId);
-  if (change.paths.length === 0) {
-    throw new ConnectError('update_mask is empty: name the fields to change ("display_name", "password", "roles")', Code.InvalidArgument);
-  }
-  const unknown = change.paths.filter((p) => !["display_name", "password", "roles"].includes(p));
-  if (unknown.length > 0) {
-    throw new ConnectError(`update_mask names "${unknown[0]}": only "display_name", "password" and "roles" can change`, Code.InvalidArgument);
-  }
   const passwordHash = change.paths.includes("password") ? await hashPassword(checkPassword(change.password)) : undefined;
   const displayName = change.paths.includes("display_name") ? checkDisplayName(change.displayName) : undefined;
   await em.transactional(async (tx) => {

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { OptimisticLockError, type EntityManager, type FilterQuery } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
+import { checkUuid, isUuid, pageOf, readPage } from "../mesh/index.ts";
 import { Entry } from "./entities/entry.ts";
 
 /** Limits on an entry's fields. */
@@ -9,8 +10,6 @@ export const entryLimits = {
   bodyChars: 65_536,
   tags: 20,
   tagPattern: /^[a-z0-9_-]{1,40}$/,
-  pageSize: 50,
-  maxPageSize: 500,
 } as const;
 
 /** The fields of a new entry. */
@@ -70,29 +69,25 @@ export async function listEntries(
   em: EntityManager,
   request: { pageSize: number; pageToken: string; tag?: string | undefined },
 ): Promise<EntryPage> {
-  if (request.pageSize < 0) {
-    throw new ConnectError("page_size cannot be negative", Code.InvalidArgument);
-  }
-  const size = Math.min(request.pageSize || entryLimits.pageSize, entryLimits.maxPageSize);
+  const { size, after } = readPage(request, isPageCursor);
   const tag = request.tag === undefined ? undefined : checkTags([request.tag], "tag")[0];
-  const after = request.pageToken === "" ? undefined : readPageToken(request.pageToken, tag);
+  if (after !== undefined && (after[2] ?? undefined) !== tag) {
+    throw new ConnectError("page_token belongs to a listing with another tag: start again without page_token", Code.InvalidArgument);
+  }
   const where: FilterQuery<Entry>[] = [];
   if (tag !== undefined) {
     where.push({ tags: { $contains: [tag] } });
   }
   if (after !== undefined) {
-    where.push({ $or: [{ createdAt: { $lt: after.createdAt } }, { createdAt: after.createdAt, id: { $lt: after.id } }] });
+    const createdAt = new Date(after[0]);
+    where.push({ $or: [{ createdAt: { $lt: createdAt } }, { createdAt, id: { $lt: after[1] } }] });
   }
   const rows = await em.find(Entry, where.length === 0 ? {} : { $and: where }, {
     orderBy: [{ createdAt: "desc" }, { id: "desc" }],
     limit: size + 1,
   });
-  const entries = rows.slice(0, size);
-  const last = entries.at(-1);
-  return {
-    entries,
-    nextPageToken: rows.length > size && last !== undefined ? writePageToken(last, tag) : "",
-  };
+  const page = pageOf(rows, size, (last): PageCursor => [last.createdAt.toISOString(), last.id, tag ?? null]);
+  return { entries: page.items, nextPageToken: page.nextPageToken };
 }
 
 /** Applies a change to an entry: NOT_FOUND if it is gone, ABORTED if its etag moved on. */
@@ -130,13 +125,8 @@ export async function deleteEntry(em: EntityManager, id: string): Promise<void> 
   }
 }
 
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 function checkId(id: string): string {
-  if (!uuidPattern.test(id)) {
-    throw new ConnectError(`malformed entry id ${JSON.stringify(id.slice(0, 60))}: entry ids are UUIDs`, Code.InvalidArgument);
-  }
-  return id.toLowerCase();
+  return checkUuid(id, "entry id");
 }
 
 function checkText(value: string, field: string, max: number): string {
@@ -177,34 +167,16 @@ function checkTags(tags: string[], field = "tags"): string[] {
   return unique;
 }
 
-interface PageCursor {
-  createdAt: Date;
-  id: string;
-}
+/** Where a page of a listing ended: the last entry's creation time and id, and the listing's tag. */
+type PageCursor = [createdAt: string, id: string, tag: string | null];
 
-function writePageToken(entry: Entry, tag: string | undefined): string {
-  return Buffer.from(JSON.stringify([entry.createdAt.toISOString(), entry.id, tag ?? null])).toString("base64url");
-}
-
-function readPageToken(token: string, tag: string | undefined): PageCursor {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-  } catch {
-    parsed = undefined;
-  }
-  if (
-    !Array.isArray(parsed) ||
-    parsed.length !== 3 ||
-    typeof parsed[0] !== "string" ||
-    typeof parsed[1] !== "string" ||
-    !uuidPattern.test(parsed[1]) ||
-    Number.isNaN(Date.parse(parsed[0]))
-  ) {
-    throw new ConnectError("malformed page_token: pass the next_page_token of the previous page", Code.InvalidArgument);
-  }
-  if ((parsed[2] ?? undefined) !== tag) {
-    throw new ConnectError("page_token belongs to a listing with another tag: start again without page_token", Code.InvalidArgument);
-  }
-  return { createdAt: new Date(parsed[0]), id: parsed[1] };
+function isPageCursor(value: unknown): value is PageCursor {
+  return (
+    Array.isArray(value) &&
+    value.length === 3 &&
+    typeof value[0] === "string" &&
+    !Number.isNaN(Date.parse(value[0])) &&
+    isUuid(value[1]) &&
+    (value[2] === null || typeof value[2] === "string")
+  );
 }

@@ -1,8 +1,8 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { EntryService, type EntrySchema } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { entityManagerOf, tenantOf, type RequestLedger, type StorageQuota } from "../mesh/index.ts";
+import { entityManagerOf, readFieldMask, tenantOf, type RequestLedger, type StorageQuota } from "../mesh/index.ts";
 import type { Entry } from "./entities/entry.ts";
 import { createEntry, deleteEntry, etagOf, getEntry, listEntries, updateEntry, type EntryChange } from "./entries.ts";
 
@@ -27,26 +27,13 @@ export const entryService = (storage: StorageQuota, requests: RequestLedger): Se
     return { entries: page.entries.map(toMessage), nextPageToken: page.nextPageToken };
   },
   async updateEntry(req, ctx) {
-    const paths = req.updateMask?.paths ?? [];
-    if (paths.length === 0) {
-      throw new ConnectError('update_mask is empty: name the fields to change, any of "title", "body", "tags"', Code.InvalidArgument);
-    }
-    const change: EntryChange = { etag: req.etag };
-    for (const path of paths) {
-      switch (path) {
-        case "title":
-          change.title = req.title;
-          break;
-        case "body":
-          change.body = req.body;
-          break;
-        case "tags":
-          change.tags = req.tags;
-          break;
-        default:
-          throw new ConnectError(`update_mask names "${path}": only "title", "body" and "tags" can change`, Code.InvalidArgument);
-      }
-    }
+    const paths = readFieldMask(req.updateMask, ["title", "body", "tags"]);
+    const change: EntryChange = {
+      etag: req.etag,
+      ...(paths.includes("title") && { title: req.title }),
+      ...(paths.includes("body") && { body: req.body }),
+      ...(paths.includes("tags") && { tags: req.tags }),
+    };
     await storage.checkWritable(tenantOf(ctx));
     return { entry: toMessage(await updateEntry(entityManagerOf(ctx), req.id, change)) };
   },

@@ -4,6 +4,9 @@ export { addressMap, commaList, commonEnv, ConfigError, port, positiveInt, readC
 export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./connection-budget.ts";
 export { discardLostConnections, watchConnectionLoss } from "./connection-loss.ts";
 export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./credentials.ts";
+export { readFieldMask } from "./field-mask.ts";
+export { pageOf, pageSizes, readPage, type Page, type PageRequest } from "./paging.ts";
+export { checkUuid, isUuid } from "./uuid.ts";
 export { entityManagerOf, kCaller, kEntityManager, kPeer, kTenant, kUser, tenantOf } from "./context.ts";
 export { isDatabaseUnreachable } from "./database-unreachable.ts";
 export { startEmbeddedDatabase, type EmbeddedDatabase, type EmbeddedDatabaseOptions } from "./embedded-database.ts";

@@ -6,6 +6,7 @@ import type { EntityManager, MigrationObject } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { createHmac } from "node:crypto";
 import { entityManagerOf } from "./context.ts";
+import { isUuid } from "./uuid.ts";
 
 /** Options of a {@link RequestLedger}. */
 export interface RequestLedgerOptions {
@@ -24,8 +25,6 @@ const retention = "24 hours";
 
 /** Expired ids a create removes at most, so that purging never costs a call more than a short index scan. */
 const purgeBatch = 16;
-
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * Makes creates safe to retry (AIP-155). A create method whose request has a
@@ -68,7 +67,7 @@ export class RequestLedger {
     if (requestId === "") {
       return create(em);
     }
-    if (!uuidPattern.test(requestId)) {
+    if (!isUuid(requestId)) {
       throw new ConnectError(
         `malformed request_id ${JSON.stringify(requestId.slice(0, 60))}: use a UUID, the same for every attempt of one request, or leave it empty`,
         Code.InvalidArgument,

@@ -1,6 +1,6 @@
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { kCaller, type Caller, type Logger } from "../mesh/index.ts";
+import { kCaller, pageOf, readPage, type Caller, type Logger } from "../mesh/index.ts";
 import { AuditEvent } from "./entities/audit-event.ts";
 
 /** How an audit event names its actor. */
@@ -65,24 +65,14 @@ export class AuditLog {
 
   /** Events, newest first, optionally of one tenant, a page at a time. */
   async list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ events: AuditEvent[]; nextPageToken: string }> {
-    if (request.pageSize < 0) {
-      throw new ConnectError("page_size cannot be negative", Code.InvalidArgument);
-    }
-    const size = Math.min(request.pageSize || 50, 500);
-    let before: number | undefined;
-    if (request.pageToken !== "") {
-      before = Number(Buffer.from(request.pageToken, "base64url").toString("utf8"));
-      if (!Number.isSafeInteger(before) || before <= 0) {
-        throw new ConnectError("malformed page_token: pass the next_page_token of the previous page", Code.InvalidArgument);
-      }
-    }
+    // A page ends at an event id.
+    const { size, after: before } = readPage(request, (value): value is number => Number.isSafeInteger(value) && (value as number) > 0);
     const where = {
       ...(request.tenantId === "" ? {} : { tenantId: request.tenantId }),
       ...(before === undefined ? {} : { id: { $lt: before } }),
     };
     const rows = await this.#orm.em.fork().find(AuditEvent, where, { orderBy: { id: "desc" }, limit: size + 1 });
-    const events = rows.slice(0, size);
-    const last = events.at(-1);
-    return { events, nextPageToken: rows.length > size && last !== undefined ? Buffer.from(String(last.id)).toString("base64url") : "" };
+    const page = pageOf(rows, size, (last) => last.id);
+    return { events: page.items, nextPageToken: page.nextPageToken };
   }
 }

@@ -2,12 +2,12 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { AuditOutcome, PlatformService, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { kPeer, type SecretBox } from "../mesh/index.ts";
+import { kPeer, readFieldMask, type SecretBox } from "../mesh/index.ts";
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { SignUpLimit } from "./sign-up-limit.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
-import type { TenantLifecycle } from "./tenant-lifecycle.ts";
+import { changeableTenantFields, type TenantLifecycle } from "./tenant-lifecycle.ts";
 import type { TenantProvisioner } from "./tenant-provisioning.ts";
 import { rolePasswordContext, routeMessage, tenantMessage, type TierLimit } from "./tenant-records.ts";
 import { getTenant, listTenants } from "./tenant-registry.ts";
@@ -51,9 +51,10 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
       return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, {}, () => provisioner.retry(req.tenantId))) };
     },
     async updateTenant(req, ctx) {
-      const paths = req.updateMask?.paths ?? [];
-      const detail = { paths, displayName: req.displayName, tier: Tier[req.tier] };
-      const tenant = await audit.audited(ctx, req.tenantId, detail, () => lifecycle.update(req.tenantId, { displayName: req.displayName, tier: req.tier, paths }));
+      const detail = { paths: req.updateMask?.paths ?? [], displayName: req.displayName, tier: Tier[req.tier] };
+      const tenant = await audit.audited(ctx, req.tenantId, detail, async () =>
+        lifecycle.update(req.tenantId, { displayName: req.displayName, tier: req.tier, paths: readFieldMask(req.updateMask, changeableTenantFields) }),
+      );
       return { tenant: tenantMessage(tenant) };
     },
     async suspendTenant(req, ctx) {
