@@ -1,6 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { AccessKind, accessOf } from "./access.ts";
-import { kCaller, kUser } from "./context.ts";
+import { kCaller, kUser } from "./caller-context.ts";
 import type { Caller, MeshCredentials } from "./credentials.ts";
 import { checkTenantId, tenantIdHeader } from "./tenant-id.ts";
 import type { TokenVerifier } from "./user-tokens.ts";

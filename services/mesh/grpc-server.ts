@@ -11,7 +11,7 @@ import {
 import { createAsyncIterable, invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
 import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
-import { kPeer } from "./context.ts";
+import { kPeer } from "./peer-context.ts";
 import { headersFromMetadata, metadataFromHeaders } from "./metadata.ts";
 
 /** Options of {@link createGrpcServer}. */

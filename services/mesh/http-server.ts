@@ -3,7 +3,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import { kPeer } from "./context.ts";
+import { kPeer } from "./peer-context.ts";
 import { tenantIdHeader } from "./tenant-id.ts";
 
 /** Options of {@link createHttpServer}. */

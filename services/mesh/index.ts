@@ -7,7 +7,9 @@ export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, ty
 export { readFieldMask } from "./field-mask.ts";
 export { pageOf, pageSizes, readPage, type Page, type PageRequest } from "./paging.ts";
 export { checkUuid, isUuid } from "./uuid.ts";
-export { entityManagerOf, kCaller, kEntityManager, kPeer, kTenant, kUser, tenantOf } from "./context.ts";
+export { kCaller, kUser } from "./caller-context.ts";
+export { kPeer } from "./peer-context.ts";
+export { entityManagerOf, kEntityManager, kTenant, tenantOf } from "./tenant-context.ts";
 export { isDatabaseUnreachable } from "./database-unreachable.ts";
 export { startEmbeddedDatabase, type EmbeddedDatabase, type EmbeddedDatabaseOptions } from "./embedded-database.ts";
 export { StartError } from "./start-error.ts";

@@ -5,7 +5,7 @@ import { Migration } from "@mikro-orm/migrations";
 import type { EntityManager, MigrationObject } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { createHmac } from "node:crypto";
-import { entityManagerOf } from "./context.ts";
+import { entityManagerOf } from "./tenant-context.ts";
 import { isUuid } from "./uuid.ts";
 
 /** Options of a {@link RequestLedger}. */

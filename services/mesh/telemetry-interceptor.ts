@@ -1,6 +1,6 @@
 import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
 import { context, createContextKey, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api";
-import { kTenant } from "./context.ts";
+import { kTenant } from "./tenant-context.ts";
 import { guardStream } from "./stream-response.ts";
 import type { Logger } from "./logger.ts";
 import { isTenantId, tenantIdHeader } from "./tenant-id.ts";

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { Entry } from "../backend/entities/entry.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
-import { kEntityManager } from "./context.ts";
+import { kEntityManager } from "./tenant-context.ts";
 import { tenantInterceptor } from "./tenant-interceptor.ts";
 
 let mesh: TestMesh;

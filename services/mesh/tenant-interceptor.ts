@@ -1,6 +1,6 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { AccessKind, accessOf } from "./access.ts";
-import { kEntityManager, kTenant } from "./context.ts";
+import { kEntityManager, kTenant } from "./tenant-context.ts";
 import type { Tenancy } from "./tenancy.ts";
 import { tenantIdHeader } from "./tenant-id.ts";
 

@@ -1,7 +1,5 @@
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import type { Caller } from "./credentials.ts";
-import type { TokenUser } from "./user-tokens.ts";
 import type { TenantRoute } from "./tenant-directory.ts";
 
 /** The EntityManager of a tenant call, forked for that call and bound to the tenant's database. */
@@ -29,12 +27,3 @@ export function tenantOf(ctx: HandlerContext): TenantRoute {
   }
   return tenant;
 }
-
-/** Who made the call, as the access interceptor identified them. */
-export const kCaller = createContextKey<Caller>({ kind: "none" }, { description: "caller" });
-
-/** The user of a TENANT method's call, from its verified access token. */
-export const kUser = createContextKey<TokenUser | undefined>(undefined, { description: "user" });
-
-/** The address the call came from (the socket's remote address), for per-source limits. */
-export const kPeer = createContextKey<string>("", { description: "peer address" });
