@@ -3,7 +3,7 @@ import { Code, ConnectError, createContextValues, type ContextValues, type Inter
 import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
 import * as grpc from "@grpc/grpc-js";
 import { headersFromMetadata, metadataFromHeaders } from "./metadata.ts";
-import { clientTelemetryInterceptor } from "./telemetry-interceptor.ts";
+import { clientTelemetryInterceptor } from "./client-telemetry-interceptor.ts";
 
 type HeadersInit = ConstructorParameters<typeof Headers>[0];
 

@@ -1,8 +1,10 @@
-import { context, isSpanContextValid, trace } from "@opentelemetry/api";
+import { context, createContextKey, isSpanContextValid, trace } from "@opentelemetry/api";
 import { pino, type Logger } from "pino";
-import { kLogTenant } from "./telemetry-interceptor.ts";
 
 export type { Logger };
+
+/** The key under which a call's tenant id travels in the OpenTelemetry context, for log lines. */
+export const kLogTenant = createContextKey("tenantry.tenant.id");
 
 /** Field names that hold secrets, wherever they appear in a logged object (up to three levels deep). */
 const secretFields = [

@@ -1,19 +1,10 @@
 import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
-import { context, createContextKey, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type TextMapGetter, type TextMapSetter } from "@opentelemetry/api";
-import { kTenant } from "./tenant-context.ts";
-import { guardStream } from "./stream-response.ts";
-import type { Logger } from "./logger.ts";
-import { isTenantId, tenantIdHeader } from "./tenant-id.ts";
+import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type TextMapGetter } from "@opentelemetry/api";
+import { tenantCallDuration, tenantCallErrors } from "./instrument-names.ts";
+import { kLogTenant, type Logger } from "./logger.ts";
 import type { Telemetry } from "./telemetry.ts";
-
-/** The instrumentation scope of everything Tenantry records. */
-export const instrumentationScope = "tenantry";
-
-/** The key under which a call's tenant id travels in the OpenTelemetry context, for log lines. */
-export const kLogTenant = createContextKey("tenantry.tenant.id");
-
-/** Metric instruments that carry a tenant id, whose series are bounded per process (see `TENANTRY_METRICS_TENANT_SERIES`). */
-export const perTenantInstruments = ["tenantry.tenant.call.duration", "tenantry.tenant.call.errors"];
+import { kTenant } from "./tenant-context.ts";
+import { isTenantId, tenantIdHeader } from "./tenant-id.ts";
 
 /** Histogram buckets for call latencies, in seconds. */
 const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -25,11 +16,6 @@ const tenantLatencyBuckets = [0.005, 0.025, 0.1, 0.5, 2.5];
 export const headerGetter: TextMapGetter<Headers> = {
   keys: (headers) => [...headers.keys()],
   get: (headers, key) => headers.get(key) ?? undefined,
-};
-
-/** Writes trace context into Fetch API headers. */
-export const headerSetter: TextMapSetter<Headers> = {
-  set: (headers, key, value) => headers.set(key, value),
 };
 
 /** A status code's canonical gRPC name, such as NOT_FOUND; OK for none. */
@@ -61,12 +47,12 @@ export function telemetryInterceptor(telemetry: Telemetry, log: Logger): Interce
     unit: "s",
     advice: { explicitBucketBoundaries: latencyBuckets },
   });
-  const tenantDuration = meter.createHistogram("tenantry.tenant.call.duration", {
+  const tenantDuration = meter.createHistogram(tenantCallDuration, {
     description: "Duration of calls served per tenant (known tenants only); its count is the tenant's calls.",
     unit: "s",
     advice: { explicitBucketBoundaries: tenantLatencyBuckets },
   });
-  const tenantErrors = meter.createCounter("tenantry.tenant.call.errors", {
+  const tenantErrors = meter.createCounter(tenantCallErrors, {
     description: "Calls served per tenant (known tenants only) that ended with an error code.",
   });
 
@@ -147,43 +133,4 @@ async function* inContext(res: StreamResponse, callContext: Context, finish: (er
     }
     finish(outcome.error);
   }
-}
-
-/**
- * A mesh client's interceptor: a client span per call, child of the active
- * context (the call being served, if any), whose trace context travels in
- * `traceparent` so that the callee's span joins the same trace.
- */
-export function clientTelemetryInterceptor(): Interceptor {
-  // The global tracer: a process that has not started telemetry (a CLI) traces nothing.
-  const tracer = trace.getTracer(instrumentationScope);
-  return (next) => async (req) => {
-    const attributes = { "rpc.system": "grpc", "rpc.service": req.service.typeName, "rpc.method": req.method.name };
-    const span = tracer.startSpan(`${req.service.typeName}/${req.method.name}`, { kind: SpanKind.CLIENT, attributes });
-    propagation.inject(trace.setSpan(context.active(), span), req.header, headerSetter);
-    const finish = (error?: unknown) => {
-      const code = error === undefined ? undefined : ConnectError.from(error).code;
-      span.setAttribute("rpc.grpc.status_code", code ?? 0);
-      if (code !== undefined) {
-        span.setStatus({ code: SpanStatusCode.ERROR, message: ConnectError.from(error).rawMessage });
-      }
-      span.end();
-    };
-    let res;
-    try {
-      res = await next(req);
-    } catch (error) {
-      finish(error);
-      throw error;
-    }
-    if (!res.stream) {
-      finish();
-      return res;
-    }
-    let failure: unknown;
-    return guardStream(res, {
-      mapError: (error) => (failure = error),
-      finally: () => finish(failure),
-    });
-  };
 }

@@ -6,7 +6,7 @@ import { NodeSDK } from "@opentelemetry/sdk-node";
 import { NoopSpanProcessor } from "@opentelemetry/sdk-trace";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { readConfig, telemetryEnv } from "./config.ts";
-import { instrumentationScope, perTenantInstruments } from "./telemetry-interceptor.ts";
+import { instrumentationScope, perTenantInstruments } from "./instrument-names.ts";
 
 /** A process's telemetry: tracer, meter and the Prometheus endpoint. */
 export interface Telemetry {
