@@ -2,18 +2,17 @@ import type { DescService } from "@bufbuild/protobuf";
 import { createServiceImplSpec, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import type { AddressInfo } from "node:net";
-import { accessInterceptor } from "./access-interceptor.ts";
 import type { MeshCredentials } from "./credentials.ts";
-import type { TokenVerifier } from "./user-tokens.ts";
-import { errorInterceptor } from "./errors.ts";
 import { createGrpcServer } from "./grpc-server.ts";
 import { Health, HealthStatus, healthService, ServingStatus } from "./health-service.ts";
 import { createHttpServer } from "./http-server.ts";
+import { InFlightCalls } from "./in-flight-calls.ts";
+import { interceptorChain } from "./interceptor-chain.ts";
 import type { Logger } from "./logger.ts";
 import { reflectionService, ServerReflection, ServerReflectionAlpha } from "./reflection-service.ts";
 import { startTelemetry } from "./telemetry.ts";
-import { telemetryInterceptor } from "./telemetry-interceptor.ts";
-import { guardStream } from "./stream-response.ts";
+import type { Tenancy } from "./tenancy.ts";
+import type { TokenVerifier } from "./user-tokens.ts";
 
 /** A service and its implementation. */
 export interface ServiceRegistration {
@@ -27,12 +26,14 @@ export interface MeshServerOptions {
   name: string;
   /** The RPC services to serve; health and reflection are added. */
   services: ServiceRegistration[];
-  /** Interceptors after the mesh's own (telemetry, errors, shutdown tracking, access), outermost first. */
+  /** Interceptors after the mesh's own (see `interceptorChain`), outermost first. */
   interceptors: Interceptor[];
   /** Checks each call's credential against the method's declared access. */
   credentials: MeshCredentials;
   /** Verifies users' access tokens on TENANT methods; services without such methods need none. */
   userTokens?: TokenVerifier;
+  /** Binds TENANT methods' calls to their tenant's database; services that serve no tenant data have none. */
+  tenancy?: Tenancy;
   /** Address to bind both listeners to. */
   host: string;
   /** gRPC listener port; 0 picks a free one. */
@@ -99,31 +100,17 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
     createServiceImplSpec<typeof ServerReflection>(ServerReflection, reflection.v1),
     createServiceImplSpec<typeof ServerReflectionAlpha>(ServerReflectionAlpha, reflection.v1alpha),
   ];
-  let running = 0;
-  let idle: (() => void) | undefined;
-  const callEnded = () => {
-    running--;
-    if (running === 0) {
-      idle?.();
-    }
-  };
-  const inFlightInterceptor: Interceptor = (next) => async (req) => {
-    running++;
-    let res;
-    try {
-      res = await next(req);
-    } catch (error) {
-      callEnded();
-      throw error;
-    }
-    if (!res.stream) {
-      callEnded();
-      return res;
-    }
-    return guardStream(res, { finally: callEnded });
-  };
+  const inFlight = new InFlightCalls();
   const telemetry = startTelemetry(options.name);
-  const interceptors = [telemetryInterceptor(telemetry, log), errorInterceptor(log), inFlightInterceptor, accessInterceptor(options.credentials, options.userTokens), ...options.interceptors];
+  const interceptors = interceptorChain({
+    telemetry,
+    log,
+    inFlight,
+    credentials: options.credentials,
+    userTokens: options.userTokens,
+    tenancy: options.tenancy,
+    interceptors: options.interceptors,
+  });
 
   const grpcServer = createGrpcServer({ services: specs, interceptors, shutdownSignal: shutdownController.signal });
   const grpcPort = await new Promise<number>((resolve, reject) =>
@@ -155,15 +142,15 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
     draining = true;
     health.setAll(ServingStatus.NOT_SERVING);
     const started = Date.now();
-    log.info({ inFlight: running }, `${options.name} shutting down`);
+    log.info({ inFlight: inFlight.count }, `${options.name} shutting down`);
     await options.onDrain?.();
     const grpcDone = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
     http.drain();
-    const callsDone = running === 0 ? Promise.resolve() : new Promise<void>((resolve) => (idle = resolve));
+    const callsDone = inFlight.settled();
     const timer = new Promise<"timeout">((resolve) => setTimeout(() => resolve("timeout"), options.shutdownGraceMs).unref());
     const outcome = await Promise.race([Promise.all([grpcDone, callsDone]), timer]);
     if (outcome === "timeout") {
-      log.warn({ inFlight: running }, "grace period over; cutting the calls still running");
+      log.warn({ inFlight: inFlight.count }, "grace period over; cutting the calls still running");
       shutdownController.abort();
       grpcServer.forceShutdown();
     }
@@ -175,7 +162,7 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
   return {
     grpcPort,
     httpPort,
-    inFlight: () => running,
+    inFlight: () => inFlight.count,
     shutdown() {
       stopping ??= stop();
       return stopping;

@@ -12,7 +12,6 @@ import { Tenancy } from "./tenancy.ts";
 import { startTelemetry } from "./telemetry.ts";
 import { TenantDirectory, TenantStatus } from "./tenant-directory.ts";
 import { watchTenantChanges } from "./tenant-change-watch.ts";
-import { tenantInterceptor } from "./tenant-interceptor.ts";
 import { TenantSchemaService, tenantSchemaService } from "./tenant-schema-service.ts";
 import { UserTokens, type TokenVerifier } from "./user-tokens.ts";
 import type { z } from "zod";
@@ -38,7 +37,7 @@ export interface TenantServiceOptions {
    * what it costs); by default tokens are verified against Auth's key sets.
    */
   userTokens?: TokenVerifier;
-  /** Interceptors run between the tenant's resolution and the handler. */
+  /** Interceptors run between the tenant's resolution and the handler (see `interceptorChain`). */
   interceptors?: Interceptor[];
   config: TenantServiceConfig;
   log: Logger;
@@ -126,9 +125,10 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       ...options.services(tenancy),
       { service: TenantSchemaService, impl: tenantSchemaService(options.name, tenancy) },
     ],
-    interceptors: [tenantInterceptor(tenancy), ...(options.interceptors ?? [])],
+    interceptors: options.interceptors ?? [],
     credentials,
     userTokens,
+    tenancy,
     ...listenerOptions(config),
     log,
     onShutdown: async () => {
