@@ -1,11 +1,12 @@
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { PlatformService, TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { Logger } from "./logger.ts";
+import type { PlatformRoutes, TenantStatus } from "./platform-routes.ts";
 
 /** Options of {@link watchTenantChanges}. */
 export interface TenantChangeWatchOptions {
-  platform: Client<typeof PlatformService>;
+  /** Platform's change feed. */
+  platform: Pick<PlatformRoutes, "changes">;
   /** Stops watching. */
   signal: AbortSignal;
   /** The feed is connected: from now on no change is missed. */
@@ -30,7 +31,7 @@ export async function watchTenantChanges(options: TenantChangeWatchOptions): Pro
   while (!options.signal.aborted) {
     let connected = false;
     try {
-      for await (const change of options.platform.watchTenants({}, { signal: options.signal })) {
+      for await (const change of options.platform.changes(options.signal)) {
         if (change.tenantId === "") {
           connected = true;
           backoff = initial;

@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { LRUCache } from "lru-cache";
-import { TenantStatus, type TenantRoute } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { TenantStatus, type TenantRoute } from "./platform-routes.ts";
 import { checkTenantId } from "./tenant-id.ts";
 
 export { TenantStatus, type TenantRoute };

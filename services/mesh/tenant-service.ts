@@ -1,13 +1,13 @@
-import { createClient, type Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
 import type { EntitySchema, MigrationObject } from "@mikro-orm/postgresql";
-import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
-import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { authKeySets } from "./auth-key-sets.ts";
 import type { tenantServiceEnv } from "./config.ts";
 import { observeConnectionBudget } from "./connection-budget-metrics.ts";
 import { loadMeshCredentials } from "./credentials.ts";
 import { createGrpcJsTransport } from "./grpc-transport.ts";
 import type { Logger } from "./logger.ts";
 import { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
+import { platformRoutes } from "./platform-routes.ts";
 import { Tenancy } from "./tenancy.ts";
 import { startTelemetry } from "./telemetry.ts";
 import { TenantDirectory, TenantStatus } from "./tenant-directory.ts";
@@ -63,19 +63,13 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     // Platform restarts and starts later than this service: wait for it (every call here has a deadline).
     waitForReady: true,
   });
-  const platform = createClient(PlatformService, transport);
+  const platform = platformRoutes(transport);
   const directory = new TenantDirectory({
     maxEntries: config.TENANTRY_TENANT_CACHE_SIZE,
     ttlMs: config.TENANTRY_TENANT_CACHE_TTL_MS,
     watchedTtlMs: config.TENANTRY_TENANT_WATCHED_TTL_MS,
     maxStalenessMs: config.TENANTRY_TENANT_MAX_STALENESS_MS,
-    resolve: async (tenantId, signal) => {
-      const { route } = await platform.resolveTenant({ tenantId }, { signal, timeoutMs: config.TENANTRY_PLATFORM_TIMEOUT_MS });
-      if (route === undefined) {
-        throw new Error(`Platform answered ResolveTenant for "${tenantId}" without a route`);
-      }
-      return route;
-    },
+    resolve: (tenantId, signal) => platform.resolve(tenantId, { signal, timeoutMs: config.TENANTRY_PLATFORM_TIMEOUT_MS }),
   });
   const tenancy = new Tenancy({
     schema: options.name,
@@ -114,7 +108,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
   // Each tenant's key set comes from Auth (Auth asks itself the same way).
   const authTransport = createGrpcJsTransport({ address: config.TENANTRY_AUTH_ADDRESS, waitForReady: true });
   const userTokens = options.userTokens ?? new UserTokens({
-    auth: createClient(AuthService, authTransport),
+    fetchKeySet: authKeySets(authTransport),
     issuer: config.TENANTRY_TOKEN_ISSUER,
     // Auth may itself wait for Platform to resolve the tenant: allow for that.
     timeoutMs: 2 * config.TENANTRY_PLATFORM_TIMEOUT_MS + 1000,

@@ -1,13 +1,11 @@
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { createLocalJWKSet, decodeJwt, errors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import { LRUCache } from "lru-cache";
-import type { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
-import { tenantIdHeader } from "./tenant-id.ts";
 
 /** Options of {@link UserTokens}. */
 export interface UserTokensOptions {
-  /** Asks Auth for a tenant's key set. */
-  auth: Client<typeof AuthService>;
+  /** Fetches a tenant's key set, as the JSON text of a JWK set (from Auth: see `authKeySets`). */
+  fetchKeySet: (tenantId: string, timeoutMs: number) => Promise<string>;
   /** The `iss` every access token must carry. */
   issuer: string;
   /** How long a tenant's key set is kept (an unknown kid refreshes it sooner). */
@@ -99,14 +97,14 @@ export class UserTokens implements TokenVerifier {
     }
     let fetching = this.#fetching.get(tenantId);
     if (fetching === undefined) {
-      fetching = this.#options.auth
-        .getJwks({}, { headers: { [tenantIdHeader]: tenantId }, timeoutMs: this.#options.timeoutMs ?? 5000 })
+      fetching = this.#options
+        .fetchKeySet(tenantId, this.#options.timeoutMs ?? 5000)
         .catch((error: unknown) => {
           const cause = ConnectError.from(error);
           // Auth waits for Platform as long as we wait for Auth: both mean it cannot be reached now.
           throw cause.code === Code.DeadlineExceeded ? new ConnectError(`cannot fetch tenant "${tenantId}"'s signing keys from Auth in time; retry later`, Code.Unavailable) : cause;
         })
-        .then(({ jwks }) => {
+        .then((jwks) => {
           const entry = createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet);
           this.#keySets.set(tenantId, entry);
           return entry;
