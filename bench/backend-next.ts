@@ -2,7 +2,7 @@
 // more migration, which a fleet migration then rolls out.
 import { runMain } from "../services/mesh/run-main.ts";
 
-await runMain("backend", async (log) => {
+await runMain("backend", async (log, telemetry) => {
   const { Migration } = await import("@mikro-orm/migrations");
   const { startBackend } = await import("../services/backend/backend.ts");
   const { readBackendConfig } = await import("../services/backend/config.ts");
@@ -13,5 +13,5 @@ await runMain("backend", async (log) => {
     }
   }
   const next = `${String(migrations.length + 1).padStart(4, "0")}-add-entry-summaries`;
-  return startBackend(readBackendConfig(), log, [...migrations, { name: next, class: AddEntrySummaries }]);
+  return startBackend(readBackendConfig(), log, telemetry, [...migrations, { name: next, class: AddEntrySummaries }]);
 });

@@ -1,4 +1,4 @@
-import { loadSecret, SecretBox, startTenantService, type Logger, type TenantService } from "../mesh/index.ts";
+import { loadSecret, SecretBox, startTenantService, type Logger, type Telemetry, type TenantService } from "../mesh/index.ts";
 import { AuthService, authService } from "./auth-service.ts";
 import type { AuthConfig } from "./config.ts";
 import { LoginThrottle } from "./login-throttle.ts";
@@ -11,7 +11,7 @@ import { UserService, userService } from "./user-service.ts";
  * Starts Auth: each tenant's users, roles and signing keys in schema `auth`
  * of its own database; sign-in and tokens.
  */
-export async function startAuth(config: AuthConfig, log: Logger): Promise<TenantService> {
+export async function startAuth(config: AuthConfig, log: Logger, telemetry: Telemetry): Promise<TenantService> {
   const masterKey = await loadSecret({ value: config.TENANTRY_MASTER_KEY, dataDir: config.TENANTRY_DATA_DIR, file: "master.key", generate: config.TENANTRY_ENV !== "production" });
   const keys = new SigningKeys(new SecretBox(masterKey.value));
   const deps = { keys, throttle: new LoginThrottle(), issuer: config.TENANTRY_TOKEN_ISSUER };
@@ -26,5 +26,6 @@ export async function startAuth(config: AuthConfig, log: Logger): Promise<Tenant
     ],
     config,
     log,
+    telemetry,
   });
 }

@@ -1,7 +1,7 @@
 import { runMain } from "../mesh/run-main.ts";
 
-await runMain("auth", async (log) => {
+await runMain("auth", async (log, telemetry) => {
   const { readAuthConfig } = await import("./config.ts");
   const { startAuth } = await import("./auth.ts");
-  return startAuth(readAuthConfig(), log);
+  return startAuth(readAuthConfig(), log, telemetry);
 });

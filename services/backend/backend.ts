@@ -1,5 +1,5 @@
 import type { MigrationObject } from "@mikro-orm/core";
-import { startTenantService, type Logger, type TenantService, type TenantServiceConfig, type TokenVerifier } from "../mesh/index.ts";
+import { startTenantService, type Logger, type Telemetry, type TenantService, type TenantServiceConfig, type TokenVerifier } from "../mesh/index.ts";
 import { Entry } from "./entities/entry.ts";
 import { EntryService, entryService } from "./entry-service.ts";
 import { migrations } from "./migrations/index.ts";
@@ -12,6 +12,7 @@ import { migrations } from "./migrations/index.ts";
 export function startBackend(
   config: TenantServiceConfig,
   log: Logger,
+  telemetry: Telemetry,
   schemaMigrations: MigrationObject[] = migrations,
   userTokens?: TokenVerifier,
 ): Promise<TenantService> {
@@ -23,5 +24,6 @@ export function startBackend(
     services: (tenancy) => [{ service: EntryService, impl: entryService(tenancy.storage, tenancy.requests) }],
     config,
     log,
+    telemetry,
   });
 }

@@ -17,7 +17,6 @@ export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts
 export { createLogger, type Logger } from "./logger.ts";
 export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
 export { RequestLedger, requestLedgerMigration, type RequestLedgerOptions } from "./request-ledger.ts";
-export { runMain } from "./run-main.ts";
 export { StorageQuota } from "./storage-quota.ts";
 export { Tenancy, type MigrationOutcome, type SchemaState } from "./tenancy.ts";
 export { TenantDirectory, TenantStatus, type TenantRoute } from "./tenant-directory.ts";
@@ -25,7 +24,7 @@ export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from ".
 export { tenantInterceptor } from "./tenant-interceptor.ts";
 export { tenantSchemaService, TenantSchemaService } from "./tenant-schema-service.ts";
 export { TenantScope } from "./tenant-scope.ts";
-export { startTelemetry, type Telemetry } from "./telemetry.ts";
+export { startTelemetry, type Telemetry, type TelemetryOptions } from "./telemetry.ts";
 export { startTenantService, type TenantService, type TenantServiceConfig } from "./tenant-service.ts";
 export { loadSecret, type Secret } from "./secret-file.ts";
 export { SecretBox } from "./secret-box.ts";

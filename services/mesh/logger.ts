@@ -24,12 +24,13 @@ const secretFields = [
 ];
 
 /**
- * Creates the JSON logger of a service. The level comes from
- * `TENANTRY_LOG_LEVEL` (default "info"); credentials are redacted wherever
- * they appear under the usual names. A line logged while a call runs carries
- * the call's `trace_id`, `span_id` and `tenant_id`.
+ * Creates the JSON logger of a service, at `level` (trace, debug, info,
+ * warn, error, fatal or silent: a service's `TENANTRY_LOG_LEVEL`);
+ * credentials are redacted wherever they appear under the usual names. A
+ * line logged while a call runs carries the call's `trace_id`, `span_id`
+ * and `tenant_id`.
  */
-export function createLogger(service: string, level = process.env.TENANTRY_LOG_LEVEL || "info"): Logger {
+export function createLogger(service: string, level: string): Logger {
   return pino({
     level,
     base: { service },

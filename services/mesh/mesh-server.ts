@@ -10,7 +10,7 @@ import { InFlightCalls } from "./in-flight-calls.ts";
 import { interceptorChain } from "./interceptor-chain.ts";
 import type { Logger } from "./logger.ts";
 import { reflectionService, ServerReflection, ServerReflectionAlpha } from "./reflection-service.ts";
-import { startTelemetry } from "./telemetry.ts";
+import type { Telemetry } from "./telemetry.ts";
 import type { Tenancy } from "./tenancy.ts";
 import type { TokenVerifier } from "./user-tokens.ts";
 
@@ -49,6 +49,8 @@ export interface MeshServerOptions {
   /** Runs after the listeners have stopped and the calls have finished: close pools here. */
   onShutdown?: () => Promise<void>;
   log: Logger;
+  /** The process's telemetry: every call is traced and measured, and the HTTP port serves `GET /metrics`. */
+  telemetry: Telemetry;
 }
 
 /** The listener settings every service reads (see `commonEnv`), as {@link MeshServerOptions}. */
@@ -87,10 +89,10 @@ export interface MeshServer {
  * Starts a service's two listeners over one set of implementations and one
  * interceptor chain: gRPC on grpc-js, and Connect, gRPC-Web and gRPC on the
  * HTTP port. Both serve health and reflection; the HTTP port also serves
- * `GET /metrics`. Starts the process's telemetry if `main` has not.
+ * `GET /metrics`.
  */
 export async function startMeshServer(options: MeshServerOptions): Promise<MeshServer> {
-  const { log } = options;
+  const { log, telemetry } = options;
   const shutdownController = new AbortController();
   const health = new HealthStatus(options.services.map((s) => s.service.typeName));
   const reflection = reflectionService([...options.services.map((s) => s.service), Health, ServerReflection, ServerReflectionAlpha]);
@@ -101,7 +103,6 @@ export async function startMeshServer(options: MeshServerOptions): Promise<MeshS
     createServiceImplSpec<typeof ServerReflectionAlpha>(ServerReflectionAlpha, reflection.v1alpha),
   ];
   const inFlight = new InFlightCalls();
-  const telemetry = startTelemetry(options.name);
   const interceptors = interceptorChain({
     telemetry,
     log,

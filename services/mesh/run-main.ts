@@ -1,24 +1,31 @@
-import { ConfigError } from "./config.ts";
+import { ConfigError, readConfig, telemetryEnv } from "./config.ts";
 import { createLogger, type Logger } from "./logger.ts";
-import { startTelemetry } from "./telemetry.ts";
+import { startTelemetry, type Telemetry } from "./telemetry.ts";
 
 /**
- * Runs a service's `main`: starts telemetry, then the service, and on
- * SIGTERM or SIGINT shuts it down gracefully, flushes telemetry and exits. A
- * configuration error is printed without a stack and exits with status 78
- * (EX_CONFIG).
+ * Runs a service's `main`: reads the settings of logs and metrics, starts
+ * the process's telemetry and logger, then the service, given both; on
+ * SIGTERM or SIGINT it shuts the service down gracefully, flushes telemetry
+ * and exits. A configuration error is printed without a stack and exits
+ * with status 78 (EX_CONFIG).
  *
  * `start` should import the service's modules itself (`await import(…)`):
- * modules that load `pg` before telemetry has started get no SQL spans.
+ * modules that load `pg` before telemetry has started get no SQL spans. For
+ * the same reason a `main` imports `runMain` from this file, not from the
+ * mesh's index.ts, and nothing this file imports loads `pg`.
  */
-export async function runMain(name: string, start: (log: Logger) => Promise<{ shutdown(): Promise<void> }>): Promise<void> {
+export async function runMain(
+  name: string,
+  start: (log: Logger, telemetry: Telemetry) => Promise<{ shutdown(): Promise<void> }>,
+): Promise<void> {
   let telemetry;
   let log: Logger | undefined;
   let service: { shutdown(): Promise<void> };
   try {
-    telemetry = startTelemetry(name);
-    log = createLogger(name);
-    service = await start(log);
+    const config = readConfig(telemetryEnv);
+    telemetry = startTelemetry({ service: name, tenantSeries: config.TENANTRY_METRICS_TENANT_SERIES });
+    log = createLogger(name, config.TENANTRY_LOG_LEVEL);
+    service = await start(log, telemetry);
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`configuration error:\n${error.message}\n`);

@@ -5,7 +5,6 @@ import type { ViewOptions } from "@opentelemetry/sdk-metrics";
 import { NodeSDK } from "@opentelemetry/sdk-node";
 import { NoopSpanProcessor } from "@opentelemetry/sdk-trace";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { readConfig, telemetryEnv } from "./config.ts";
 import { instrumentationScope, perTenantInstruments } from "./instrument-names.ts";
 
 /** A process's telemetry: tracer, meter and the Prometheus endpoint. */
@@ -20,13 +19,22 @@ export interface Telemetry {
   shutdown(): Promise<void>;
 }
 
+/** Options of {@link startTelemetry}. */
+export interface TelemetryOptions {
+  /** The service's name, such as "backend": its spans are `tenantry-<service>`'s unless `OTEL_SERVICE_NAME` says otherwise. */
+  service: string;
+  /** How many tenants get series of their own in the per-tenant call metrics (`TENANTRY_METRICS_TENANT_SERIES`). */
+  tenantSeries: number;
+}
+
 let started: Telemetry | undefined;
 
 /** A password given as a literal in SQL, such as `password 'x'` or `password E'x\\'y'`. */
 const passwordLiteral = /(password\s+)E?'(?:[^'\\]|''|\\.)*'/gi;
 
 /**
- * Starts OpenTelemetry for this process, once; later calls return the same.
+ * Starts OpenTelemetry for this process. Its providers are the process's
+ * globals, so it starts once; a later call returns what the first started.
  * Every call is traced (so that log lines and mesh calls carry a trace id),
  * but spans leave the process only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
  * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, over the protocol of
@@ -35,23 +43,22 @@ const passwordLiteral = /(password\s+)E?'(?:[^'\\]|''|\\.)*'/gi;
  * honoured by the SDK. Metrics are kept for `GET /metrics`.
  * `OTEL_SDK_DISABLED=true` turns all of it off.
  *
- * SQL spans need `pg` to be loaded after this has run: a service's `main`
- * starts telemetry before importing anything that imports `pg`.
+ * SQL spans need `pg` to be loaded after this has run: `runMain` starts
+ * telemetry before a service's `main` imports anything that imports `pg`.
  */
-export function startTelemetry(service: string, env: NodeJS.ProcessEnv = process.env): Telemetry {
+export function startTelemetry(options: TelemetryOptions, env: NodeJS.ProcessEnv = process.env): Telemetry {
   if (started !== undefined) {
     return started;
   }
-  const config = readConfig(telemetryEnv, env);
   const exporting = Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
   const prometheus = new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true });
   const views: ViewOptions[] = perTenantInstruments.map((instrumentName) => ({
     instrumentName,
     // The limit counts the overflow series too.
-    aggregationCardinalityLimit: config.TENANTRY_METRICS_TENANT_SERIES + 1,
+    aggregationCardinalityLimit: options.tenantSeries + 1,
   }));
   const sdk = new NodeSDK({
-    serviceName: env.OTEL_SERVICE_NAME ? undefined : `tenantry-${service}`,
+    serviceName: env.OTEL_SERVICE_NAME ? undefined : `tenantry-${options.service}`,
     // Without an exporter spans are still made, for trace ids in logs and in mesh calls, and dropped at their end.
     ...(exporting ? {} : { spanProcessors: [new NoopSpanProcessor()] }),
     metricReaders: [prometheus],

@@ -9,7 +9,7 @@ import type { Logger } from "./logger.ts";
 import { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
 import { platformRoutes } from "./platform-routes.ts";
 import { Tenancy } from "./tenancy.ts";
-import { startTelemetry } from "./telemetry.ts";
+import type { Telemetry } from "./telemetry.ts";
 import { TenantDirectory, TenantStatus } from "./tenant-directory.ts";
 import { watchTenantChanges } from "./tenant-change-watch.ts";
 import { TenantSchemaService, tenantSchemaService } from "./tenant-schema-service.ts";
@@ -41,6 +41,8 @@ export interface TenantServiceOptions {
   interceptors?: Interceptor[];
   config: TenantServiceConfig;
   log: Logger;
+  /** The process's telemetry (see `runMain`). */
+  telemetry: Telemetry;
 }
 
 /** A running tenant service. */
@@ -54,8 +56,7 @@ export interface TenantService extends MeshServer {
  * schema's migrations to Platform, and listens on both ports.
  */
 export async function startTenantService(options: TenantServiceOptions): Promise<TenantService> {
-  const { config, log } = options;
-  const telemetry = startTelemetry(options.name);
+  const { config, log, telemetry } = options;
   const credentials = await loadMeshCredentials(config, options.name);
   const transport = createGrpcJsTransport({
     address: config.TENANTRY_PLATFORM_ADDRESS,
@@ -125,6 +126,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     tenancy,
     ...listenerOptions(config),
     log,
+    telemetry,
     onShutdown: async () => {
       watching.abort();
       // The watch ends at once when aborted; never let shutdown hang on it.

@@ -1,4 +1,4 @@
-import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshServer, startTelemetry, type Logger, type MeshServer } from "../mesh/index.ts";
+import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshServer, type Logger, type MeshServer, type Telemetry } from "../mesh/index.ts";
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
@@ -30,7 +30,7 @@ export interface PlatformHooks {
  * TENANTRY_DATABASE_URL as cluster "default", serves the registry, and
  * resumes the tenants a previous run left half-provisioned.
  */
-export async function startPlatform(config: PlatformConfig, log: Logger, hooks: PlatformHooks = {}): Promise<MeshServer> {
+export async function startPlatform(config: PlatformConfig, log: Logger, telemetry: Telemetry, hooks: PlatformHooks = {}): Promise<MeshServer> {
   await ensurePlatformDatabase(config.TENANTRY_DATABASE_URL);
   const orm = await createPlatformOrm(config.TENANTRY_DATABASE_URL, log);
   const closers: (() => unknown)[] = [() => orm.close()];
@@ -100,7 +100,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
     const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => feed.close());
     const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
-    closers.push(observePlatform(startTelemetry("platform").meter, { orm, fleet, log }));
+    closers.push(observePlatform(telemetry.meter, { orm, fleet, log }));
     const meshServer = await startMeshServer({
       name: "platform",
       services: [
@@ -125,6 +125,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
       credentials,
       ...listenerOptions(config),
       log,
+      telemetry,
       onDrain: () => feed.close(),
       onShutdown: closeAll,
     });

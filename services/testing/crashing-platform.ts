@@ -4,10 +4,10 @@
 import { runMain } from "../mesh/run-main.ts";
 
 const crashAfter = process.env.TENANTRY_TEST_CRASH_AFTER;
-await runMain("platform", async (log) => {
+await runMain("platform", async (log, telemetry) => {
   const { readPlatformConfig } = await import("../platform/config.ts");
   const { startPlatform } = await import("../platform/platform.ts");
-  return startPlatform(readPlatformConfig(), log, {
+  return startPlatform(readPlatformConfig(), log, telemetry, {
     afterStep: (_tenantId, step) => {
       if (step === crashAfter) {
         process.kill(process.pid, "SIGKILL");

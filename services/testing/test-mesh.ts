@@ -17,6 +17,9 @@ import {
   createLogger,
   MeshCredentials,
   operatorCredentialInterceptor,
+  readConfig,
+  startTelemetry,
+  telemetryEnv,
   type GrpcJsTransport,
   type MeshServer,
   type TenantService,
@@ -95,6 +98,8 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   const suffix = randomBytes(4).toString("hex");
   const platformDatabase = `tenantry_platform_${suffix}`;
   const log = createLogger("test", process.env.TENANTRY_LOG_LEVEL ?? "silent");
+  // The services share this process, and so its telemetry.
+  const telemetry = startTelemetry({ service: "test", tenantSeries: readConfig(telemetryEnv).TENANTRY_METRICS_TENANT_SERIES });
   const platformPort = await freePort();
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "tenantry-mesh-"));
   const operatorToken = randomBytes(32).toString("base64url");
@@ -114,11 +119,11 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     TENANTRY_CORS_ORIGINS: "http://allowed.example",
     ...options.tenantServiceEnv,
   };
-  const launchAuth = () => startAuth(readAuthConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(authPort) }), log.child({ service: "auth" }));
+  const launchAuth = () => startAuth(readAuthConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(authPort) }), log.child({ service: "auth" }), telemetry);
   let auth: TenantService | undefined = await launchAuth();
   const backendPort = await freePort();
   const launchBackend = (migrations?: MigrationObject[]) =>
-    startBackend(readBackendConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(backendPort) }), log.child({ service: "backend" }), migrations);
+    startBackend(readBackendConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(backendPort) }), log.child({ service: "backend" }), telemetry, migrations);
   let backend = await launchBackend();
   const schemaServices = [`auth=127.0.0.1:${authPort}`, `backend=127.0.0.1:${backend.grpcPort}`, ...(options.extraSchemaServices ? [options.extraSchemaServices] : [])];
   const platformProcessEnv: Record<string, string> = {
@@ -130,7 +135,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     ...options.platformEnv,
   };
   const launchPlatform = (env: Record<string, string> = {}, hooks: PlatformHooks = {}) =>
-    startPlatform(readPlatformConfig({ ...platformProcessEnv, ...env }), log.child({ service: "platform" }), hooks);
+    startPlatform(readPlatformConfig({ ...platformProcessEnv, ...env }), log.child({ service: "platform" }), telemetry, hooks);
   let platform: MeshServer | undefined = await launchPlatform();
   const transports: GrpcJsTransport[] = [];
   const transport = (port: number, interceptors = [operatorCredentialInterceptor(operatorToken)]) => {
