@@ -14,8 +14,8 @@ import pg from "pg";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
 import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
-import { MeshCredentials, operatorCredentialInterceptor } from "../services/mesh/credentials.ts";
-import { createGrpcJsTransport } from "../services/mesh/grpc-transport.ts";
+import { MeshCredentials, operatorCredentialInterceptor } from "../services/mesh/access/credentials.ts";
+import { createGrpcJsTransport } from "../services/mesh/client/grpc-transport.ts";
 import { quantile, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
 
 const restarts = Number(process.env.BENCH_RESTARTS ?? 5);

@@ -1,6 +1,6 @@
-import { ConfigError, readConfig, telemetryEnv } from "./config.ts";
-import { createLogger, type Logger } from "./logger.ts";
-import { startTelemetry, type Telemetry } from "./telemetry.ts";
+import { ConfigError, readConfig, telemetryEnv } from "./runtime/config.ts";
+import { createLogger, type Logger } from "./telemetry/logger.ts";
+import { startTelemetry, type Telemetry } from "./telemetry/telemetry.ts";
 
 /**
  * Runs a service's `main`: reads the settings of logs and metrics, starts

@@ -2,7 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
-import { tenantIdHeader } from "./tenant-id.ts";
+import { tenantIdHeader } from "./wire/tenant-id.ts";
 
 describe("Backend while Platform and Auth restart", () => {
   let mesh: TestMesh;

@@ -1,0 +1,14 @@
+import { createClient, type Transport } from "@connectrpc/connect";
+import { AuthService } from "../../../gen/tenantry/auth/v1/auth_service_pb.js";
+import { tenantIdHeader } from "../wire/tenant-id.ts";
+
+/**
+ * Fetches tenants' token signing key sets from Auth (`GetJwks`, in the
+ * tenant the call names), as the JSON text of a JWK set, for
+ * `UserTokens`. The only module of the mesh runtime that knows Auth's
+ * contract.
+ */
+export function authKeySets(transport: Transport): (tenantId: string, timeoutMs: number) => Promise<string> {
+  const auth = createClient(AuthService, transport);
+  return async (tenantId, timeoutMs) => (await auth.getJwks({}, { headers: { [tenantIdHeader]: tenantId }, timeoutMs })).jwks;
+}

@@ -1,0 +1,180 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { LRUCache } from "lru-cache";
+import { TenantStatus, type TenantRoute } from "./platform-routes.ts";
+import { checkTenantId } from "../wire/tenant-id.ts";
+
+export { TenantStatus, type TenantRoute };
+
+/** Options of a {@link TenantDirectory}. */
+export interface TenantDirectoryOptions {
+  /**
+   * Asks the source of truth (Platform's ResolveTenant) for a tenant's route.
+   * Rejects with NOT_FOUND for an unknown tenant.
+   */
+  resolve: (tenantId: string, signal: AbortSignal) => Promise<TenantRoute>;
+  /** How many tenants' routes are kept; the least recently used go first. */
+  maxEntries: number;
+  /** How long an ACTIVE tenant's route is trusted while no change feed is connected. */
+  ttlMs: number;
+  /** How long it is trusted while the change feed is connected (changes arrive as they happen). */
+  watchedTtlMs?: number;
+  /**
+   * How long a tenant that is not ACTIVE is trusted: short, since a
+   * provisioning tenant becomes ACTIVE moments later.
+   */
+  inactiveTtlMs?: number;
+  /**
+   * While Platform cannot be reached, an ACTIVE tenant's cached route keeps
+   * being served for up to this long after it was fetched.
+   */
+  maxStalenessMs?: number;
+}
+
+interface Entry {
+  route: TenantRoute;
+  fetchedAt: number;
+  /** Whether the change feed was connected when the route was fetched. */
+  watched: boolean;
+}
+
+/**
+ * The routes of the tenants a service process has seen: a bounded cache in
+ * front of Platform that asks it once per tenant however many calls wait.
+ * With the change feed connected (`watching`), changes drop routes as they
+ * happen and routes are trusted longer; without it, a TTL applies. While
+ * Platform is unreachable, ACTIVE routes are served up to a bounded age, at
+ * once: Platform is asked again in the background, not by each call.
+ */
+export class TenantDirectory {
+  readonly #options: Required<TenantDirectoryOptions>;
+  readonly #cache: LRUCache<string, Entry>;
+  readonly #inFlight = new Map<string, Promise<Entry>>();
+  #watching = false;
+  /** Platform could not be reached by the last resolve that ended: stale routes are served without waiting for it. */
+  #platformUnreachable = false;
+
+  constructor(options: TenantDirectoryOptions) {
+    this.#options = {
+      inactiveTtlMs: Math.min(1000, options.ttlMs),
+      watchedTtlMs: options.ttlMs,
+      maxStalenessMs: Math.max(options.ttlMs, 300_000),
+      ...options,
+    };
+    this.#cache = new LRUCache<string, Entry>({ max: options.maxEntries });
+  }
+
+  /**
+   * Returns the route of a tenant in any status. Rejects with
+   * INVALID_ARGUMENT for a malformed id and NOT_FOUND for an unknown tenant.
+   */
+  async lookup(tenantId: string | null | undefined, where?: string): Promise<TenantRoute> {
+    const id = checkTenantId(tenantId, where);
+    const entry = this.#cache.get(id);
+    if (entry !== undefined && Date.now() - entry.fetchedAt < this.#ttlOf(entry)) {
+      return entry.route;
+    }
+    if (this.#platformUnreachable && this.#servableWhileUnreachable(entry)) {
+      // Each call would otherwise wait for Platform's deadline first: ask in the background instead.
+      void this.#refresh(id, entry).catch(() => undefined);
+      return entry.route;
+    }
+    return this.#refresh(id, entry);
+  }
+
+  /**
+   * Returns the route of a tenant that may be served: INVALID_ARGUMENT for a
+   * missing or malformed id, NOT_FOUND for an unknown tenant,
+   * FAILED_PRECONDITION for a tenant that is not ACTIVE.
+   */
+  async resolveActive(tenantId: string | null | undefined, where?: string): Promise<TenantRoute> {
+    let route = await this.lookup(tenantId, where);
+    if (route.status === TenantStatus.PROVISIONING) {
+      // Provisioning ends moments after the route was cached (this service's
+      // own Migrate looked it up): ask again rather than refuse a new tenant.
+      route = await this.#refresh(route.tenantId, this.#cache.get(route.tenantId));
+    }
+    switch (route.status) {
+      case TenantStatus.ACTIVE:
+        return route;
+      case TenantStatus.SUSPENDED:
+        throw new ConnectError(`tenant "${route.tenantId}" is suspended; an operator can resume it`, Code.FailedPrecondition);
+      case TenantStatus.PROVISIONING:
+        throw new ConnectError(`tenant "${route.tenantId}" is still being provisioned; retry shortly`, Code.FailedPrecondition);
+      default:
+        throw new ConnectError(
+          `tenant "${route.tenantId}" is ${TenantStatus[route.status]?.toLowerCase() ?? "not active"} and cannot be served`,
+          Code.FailedPrecondition,
+        );
+    }
+  }
+
+  /** Forgets a tenant's route, so that the next call asks again. */
+  invalidate(tenantId: string): void {
+    this.#cache.delete(tenantId);
+  }
+
+  /**
+   * The change feed is connected (true) or lost (false). On connecting,
+   * every route is dropped: changes made while disconnected were not seen.
+   */
+  setWatching(watching: boolean): void {
+    if (watching) {
+      this.#cache.clear();
+      this.#platformUnreachable = false;
+    }
+    this.#watching = watching;
+  }
+
+  /** How many routes are cached. */
+  get size(): number {
+    return this.#cache.size;
+  }
+
+  #ttlOf(entry: Entry): number {
+    if (entry.route.status !== TenantStatus.ACTIVE) {
+      return this.#options.inactiveTtlMs;
+    }
+    return entry.watched && this.#watching ? this.#options.watchedTtlMs : this.#options.ttlMs;
+  }
+
+  /** Whether a cached route may be served while Platform cannot be reached: an ACTIVE one, up to a bounded age. */
+  #servableWhileUnreachable(entry: Entry | undefined): entry is Entry {
+    return entry?.route.status === TenantStatus.ACTIVE && Date.now() - entry.fetchedAt < this.#options.maxStalenessMs;
+  }
+
+  /** Asks Platform, once per tenant at a time; serves a stale ACTIVE route while Platform is unreachable. */
+  async #refresh(id: string, stale: Entry | undefined): Promise<TenantRoute> {
+    let fetching = this.#inFlight.get(id);
+    if (fetching === undefined) {
+      const watched = this.#watching;
+      fetching = this.#options
+        .resolve(id, AbortSignal.timeout(10_000))
+        .then((route) => {
+          const entry = { route, fetchedAt: Date.now(), watched };
+          this.#cache.set(id, entry);
+          this.#platformUnreachable = false;
+          return entry;
+        })
+        .finally(() => this.#inFlight.delete(id));
+      this.#inFlight.set(id, fetching);
+    }
+    try {
+      return (await fetching).route;
+    } catch (error) {
+      const cause = ConnectError.from(error);
+      if (cause.code === Code.NotFound) {
+        this.#cache.delete(id);
+        throw new ConnectError(`tenant "${id}" not found`, Code.NotFound);
+      }
+      const unreachable = cause.code === Code.Unavailable || cause.code === Code.DeadlineExceeded;
+      if (!unreachable) {
+        throw cause;
+      }
+      this.#platformUnreachable = true;
+      if (this.#servableWhileUnreachable(stale)) {
+        return stale.route;
+      }
+      throw new ConnectError(`cannot resolve tenant "${id}": Platform is unreachable (${cause.rawMessage}); retry later`, Code.Unavailable);
+    }
+  }
+}
