@@ -4,7 +4,6 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { addressMap, commonEnv, ConfigError, port, positiveInt, readConfig } from "./config.ts";
 import { loadSecret } from "./secret-file.ts";
-import { checkTenantId, isTenantId, tenantDatabaseName } from "../wire/tenant-id.ts";
 
 describe("configuration", () => {
   const shape = { TENANTRY_GRPC_PORT: port.default(50053), TENANTRY_DB_MAX_CONNECTIONS: positiveInt.default(40), TENANTRY_SCHEMA_SERVICES: addressMap.optional() };
@@ -77,22 +76,5 @@ describe("production posture", () => {
 
   it("refuses any other value of TENANTRY_ENV", () => {
     expect(configError({ TENANTRY_ENV: "prod" })).toMatch(/^TENANTRY_ENV: .*\(got "prod"\)$/);
-  });
-});
-
-describe("tenant ids", () => {
-  it("accepts 3 to 40 lower-case letters, digits and inner hyphens, starting with a letter", () => {
-    for (const id of ["acme", "a1b", "acme-corp-2", `a${"b".repeat(38)}c`]) {
-      expect(isTenantId(id), id).toBe(true);
-    }
-    for (const id of ["", "ab", "Acme", "1acme", "acme-", "acme_corp", "acme corp", "acme;drop", `a${"b".repeat(39)}c`, "ac\u00e9"]) {
-      expect(isTenantId(id), id).toBe(false);
-    }
-  });
-
-  it("names the database tenant_<id>", () => {
-    expect(tenantDatabaseName("acme-corp")).toBe("tenant_acme_corp");
-    expect(() => tenantDatabaseName("x\"; drop")).toThrow(/malformed/);
-    expect(() => checkTenantId(undefined)).toThrow(/missing/);
   });
 });
