@@ -6,7 +6,7 @@ import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { startEmbeddedDatabase, type EmbeddedDatabase } from "../services/mesh/runtime/embedded-database.ts";
+import { startEmbeddedDatabase, type EmbeddedDatabase } from "../services/mesh/index.ts";
 import { crashDatabase } from "../services/testing/database-crash.ts";
 import { freePort } from "../services/testing/free-port.ts";
 

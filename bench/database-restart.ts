@@ -14,8 +14,7 @@ import pg from "pg";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
 import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
-import { MeshCredentials, operatorCredentialInterceptor } from "../services/mesh/access/credentials.ts";
-import { createGrpcJsTransport } from "../services/mesh/client/grpc-transport.ts";
+import { createGrpcJsTransport, MeshCredentials, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { quantile, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
 
 const restarts = Number(process.env.BENCH_RESTARTS ?? 5);

@@ -7,8 +7,7 @@ import { once } from "node:events";
 import path from "node:path";
 import { FleetService, MigrationOutcome } from "../gen/tenantry/platform/v1/fleet_service_pb.js";
 import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
-import { operatorCredentialInterceptor } from "../services/mesh/access/credentials.ts";
-import { createGrpcJsTransport } from "../services/mesh/client/grpc-transport.ts";
+import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { root, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
 
 const tenantCount = Number(process.env.BENCH_FLEET_TENANTS ?? 1000);

@@ -7,8 +7,7 @@
 import { createClient } from "@connectrpc/connect";
 import pg from "pg";
 import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
-import { operatorCredentialInterceptor } from "../services/mesh/access/credentials.ts";
-import { createGrpcJsTransport } from "../services/mesh/client/grpc-transport.ts";
+import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { quantile, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
 
 const count = Number(process.env.BENCH_PROVISION_COUNT ?? 40);

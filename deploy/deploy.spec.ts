@@ -13,7 +13,7 @@ import { parse, parseAllDocuments } from "yaml";
 import type { z } from "zod";
 import { authEnv } from "../services/auth/config.ts";
 import { backendEnv } from "../services/backend/config.ts";
-import { readConfig } from "../services/mesh/runtime/config.ts";
+import { readConfig } from "../services/mesh/index.ts";
 import { platformEnv } from "../services/platform/config.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
