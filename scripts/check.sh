@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# npm run check: contracts lint-clean and not broken, gen/ in step with proto/, types clean.
+# npm run check: contracts lint-clean and not broken, gen/ in step with proto/,
+# imports within the rules of services/mesh, types clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,9 @@ if [ -n "$(git status --porcelain -- gen)" ]; then
   echo "gen/ is out of date: run npm run gen and commit the result" >&2
   exit 1
 fi
+
+echo "imports keep services/mesh's entries, layers and no circle (scripts/check-imports.ts)"
+node scripts/check-imports.ts
 
 echo "tsc"
 tsc -p .
