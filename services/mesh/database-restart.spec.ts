@@ -7,8 +7,8 @@ import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { crashDatabase } from "../testing/database-crash.ts";
 import { freePort } from "../testing/free-port.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
-import { startEmbeddedDatabase, type EmbeddedDatabase } from "./runtime/embedded-database.ts";
 import { createGrpcJsTransport, type GrpcJsTransport } from "./client/grpc-transport.ts";
+import { startEmbeddedDatabase, type EmbeddedDatabase } from "./runtime/embedded-database.ts";
 import { tenantIdHeader } from "./wire/tenant-id.ts";
 
 /** Calls made in loops until stopped: what succeeded when, and how the rest failed. */

@@ -1,19 +1,19 @@
 import type { Interceptor } from "@connectrpc/connect";
 import type { EntitySchema, MigrationObject } from "@mikro-orm/postgresql";
 import { authKeySets } from "./access/auth-key-sets.ts";
-import type { tenantServiceEnv } from "./runtime/config.ts";
-import { observeConnectionBudget } from "./tenancy/connection-budget-metrics.ts";
 import { loadMeshCredentials } from "./access/credentials.ts";
+import { UserTokens, type TokenVerifier } from "./access/user-tokens.ts";
 import { createGrpcJsTransport } from "./client/grpc-transport.ts";
-import type { Logger } from "./telemetry/logger.ts";
+import type { tenantServiceEnv } from "./runtime/config.ts";
 import { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./server/mesh-server.ts";
+import { TenantSchemaService, tenantSchemaService } from "./server/tenant-schema-service.ts";
+import type { Logger } from "./telemetry/logger.ts";
+import type { Telemetry } from "./telemetry/telemetry.ts";
+import { observeConnectionBudget } from "./tenancy/connection-budget-metrics.ts";
 import { platformRoutes } from "./tenancy/platform-routes.ts";
 import { Tenancy } from "./tenancy/tenancy.ts";
-import type { Telemetry } from "./telemetry/telemetry.ts";
-import { TenantDirectory, TenantStatus } from "./tenancy/tenant-directory.ts";
 import { watchTenantChanges } from "./tenancy/tenant-change-watch.ts";
-import { TenantSchemaService, tenantSchemaService } from "./server/tenant-schema-service.ts";
-import { UserTokens, type TokenVerifier } from "./access/user-tokens.ts";
+import { TenantDirectory, TenantStatus } from "./tenancy/tenant-directory.ts";
 import type { z } from "zod";
 
 /** The configuration a tenant service reads (see `tenantServiceEnv`). */

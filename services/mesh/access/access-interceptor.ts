@@ -1,8 +1,8 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { checkTenantId, tenantIdHeader } from "../wire/tenant-id.ts";
 import { AccessKind, accessOf } from "./access.ts";
 import { kCaller, kUser } from "./caller-context.ts";
 import type { Caller, MeshCredentials } from "./credentials.ts";
-import { checkTenantId, tenantIdHeader } from "../wire/tenant-id.ts";
 import type { TokenVerifier } from "./user-tokens.ts";
 
 const kindNames: Record<AccessKind, string> = {

@@ -8,8 +8,8 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../testing/free-port.ts";
-import { StartError } from "./start-error.ts";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "./embedded-database.ts";
+import { StartError } from "./start-error.ts";
 
 const root = process.getuid?.() === 0;
 let scratch: string;

@@ -5,8 +5,8 @@ import { chmod, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { promisify } from "node:util";
-import { StartError } from "./start-error.ts";
 import { giveTo, locateEmbeddedDatabaseFiles, makeDir, type EmbeddedDatabaseFiles, type ServerAccount } from "./embedded-database-files.ts";
+import { StartError } from "./start-error.ts";
 
 /** Options of {@link startEmbeddedDatabase}. */
 export interface EmbeddedDatabaseOptions {

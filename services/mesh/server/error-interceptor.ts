@@ -1,7 +1,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
-import { isDatabaseUnreachable } from "../tenancy/database-unreachable.ts";
 import type { Logger } from "../telemetry/logger.ts";
+import { isDatabaseUnreachable } from "../tenancy/database-unreachable.ts";
 import { guardStream } from "../wire/stream-response.ts";
 
 /**

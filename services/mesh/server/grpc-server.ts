@@ -11,8 +11,8 @@ import {
 import { createAsyncIterable, invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
 import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
-import { kPeer } from "./peer-context.ts";
 import { headersFromMetadata, metadataFromHeaders } from "../wire/metadata.ts";
+import { kPeer } from "./peer-context.ts";
 
 /** Options of {@link createGrpcServer}. */
 export interface GrpcServerOptions {

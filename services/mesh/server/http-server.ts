@@ -3,8 +3,8 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import { kPeer } from "./peer-context.ts";
 import { tenantIdHeader } from "../wire/tenant-id.ts";
+import { kPeer } from "./peer-context.ts";
 
 /** Options of {@link createHttpServer}. */
 export interface HttpServerOptions {

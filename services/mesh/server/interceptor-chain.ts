@@ -1,14 +1,14 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { accessInterceptor } from "../access/access-interceptor.ts";
 import type { MeshCredentials } from "../access/credentials.ts";
-import { errorInterceptor } from "./error-interceptor.ts";
-import type { InFlightCalls } from "./in-flight-calls.ts";
+import type { TokenVerifier } from "../access/user-tokens.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { Telemetry } from "../telemetry/telemetry.ts";
 import type { Tenancy } from "../tenancy/tenancy.ts";
 import { tenantInterceptor } from "../tenancy/tenant-interceptor.ts";
+import { errorInterceptor } from "./error-interceptor.ts";
+import type { InFlightCalls } from "./in-flight-calls.ts";
 import { telemetryInterceptor } from "./telemetry-interceptor.ts";
-import type { TokenVerifier } from "../access/user-tokens.ts";
 
 /** Options of {@link interceptorChain}. */
 export interface InterceptorChainOptions {

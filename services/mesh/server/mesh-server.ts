@@ -3,16 +3,16 @@ import { createServiceImplSpec, type Interceptor, type ServiceImpl } from "@conn
 import * as grpc from "@grpc/grpc-js";
 import type { AddressInfo } from "node:net";
 import type { MeshCredentials } from "../access/credentials.ts";
+import type { TokenVerifier } from "../access/user-tokens.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { Telemetry } from "../telemetry/telemetry.ts";
+import type { Tenancy } from "../tenancy/tenancy.ts";
 import { createGrpcServer } from "./grpc-server.ts";
 import { Health, HealthStatus, healthService, ServingStatus } from "./health-service.ts";
 import { createHttpServer } from "./http-server.ts";
 import { InFlightCalls } from "./in-flight-calls.ts";
 import { interceptorChain } from "./interceptor-chain.ts";
-import type { Logger } from "../telemetry/logger.ts";
 import { reflectionService, ServerReflection, ServerReflectionAlpha } from "./reflection-service.ts";
-import type { Telemetry } from "../telemetry/telemetry.ts";
-import type { Tenancy } from "../tenancy/tenancy.ts";
-import type { TokenVerifier } from "../access/user-tokens.ts";
 
 /** A service and its implementation. */
 export interface ServiceRegistration {

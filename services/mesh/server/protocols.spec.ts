@@ -4,8 +4,8 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EntryService } from "../../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { Health, ServingStatus } from "./health-service.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
+import { Health, ServingStatus } from "./health-service.ts";
 
 const run = promisify(execFile);
 

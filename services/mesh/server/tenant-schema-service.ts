@@ -1,8 +1,8 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
 import { isDatabaseUnreachable } from "../tenancy/database-unreachable.ts";
-import { TenantStatus } from "../tenancy/tenant-directory.ts";
 import type { Tenancy } from "../tenancy/tenancy.ts";
+import { TenantStatus } from "../tenancy/tenant-directory.ts";
 
 export { TenantSchemaService };
 

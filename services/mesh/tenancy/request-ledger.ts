@@ -5,8 +5,8 @@ import { Migration } from "@mikro-orm/migrations";
 import type { EntityManager, MigrationObject } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { createHmac } from "node:crypto";
-import { entityManagerOf } from "./tenant-context.ts";
 import { isUuid } from "../wire/uuid.ts";
+import { entityManagerOf } from "./tenant-context.ts";
 
 /** Options of a {@link RequestLedger}. */
 export interface RequestLedgerOptions {

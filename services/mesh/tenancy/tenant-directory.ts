@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { LRUCache } from "lru-cache";
-import { TenantStatus, type TenantRoute } from "./platform-routes.ts";
 import { checkTenantId } from "../wire/tenant-id.ts";
+import { TenantStatus, type TenantRoute } from "./platform-routes.ts";
 
 export { TenantStatus, type TenantRoute };
 

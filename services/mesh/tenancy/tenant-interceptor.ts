@@ -1,8 +1,8 @@
 import type { Interceptor } from "@connectrpc/connect";
 import { AccessKind, accessOf } from "../access/access.ts";
-import { kEntityManager, kTenant } from "./tenant-context.ts";
-import type { Tenancy } from "./tenancy.ts";
 import { tenantIdHeader } from "../wire/tenant-id.ts";
+import type { Tenancy } from "./tenancy.ts";
+import { kEntityManager, kTenant } from "./tenant-context.ts";
 
 /**
  * Resolves the tenant of every TENANT method's call (and of PUBLIC methods
