@@ -1,6 +1,7 @@
 import { createClient, type Transport } from "@connectrpc/connect";
 import { AuthService } from "../../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { tenantIdHeader } from "../wire/tenant-id.ts";
+import type { UserTokensOptions } from "./user-tokens.ts";
 
 /**
  * Fetches tenants' token signing key sets from Auth (`GetJwks`, in the
@@ -8,7 +9,7 @@ import { tenantIdHeader } from "../wire/tenant-id.ts";
  * `UserTokens`. The only module of the mesh runtime that knows Auth's
  * contract.
  */
-export function authKeySets(transport: Transport): (tenantId: string, timeoutMs: number) => Promise<string> {
+export function authKeySets(transport: Transport): UserTokensOptions["fetchKeySet"] {
   const auth = createClient(AuthService, transport);
   return async (tenantId, timeoutMs) => (await auth.getJwks({}, { headers: { [tenantIdHeader]: tenantId }, timeoutMs })).jwks;
 }

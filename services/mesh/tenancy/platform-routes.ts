@@ -7,6 +7,7 @@ export { TenantStatus, type TenantRoute };
 export interface TenantChange {
   /** The tenant that changed; empty in the feed's first message, which says it is connected. */
   tenantId: string;
+  /** Its status now. */
   status: TenantStatus;
 }
 
