@@ -14,6 +14,7 @@ export { StartError } from "./start-error.ts";
 export { createGrpcJsTransport, type GrpcJsTransport } from "./grpc-transport.ts";
 export { createLogger, type Logger } from "./logger.ts";
 export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./mesh-server.ts";
+export { migrationTableName, readAppliedMigrations, type MigrationTableConnection } from "./migration-table.ts";
 export { RequestLedger, requestLedgerMigration, type RequestLedgerOptions } from "./request-ledger.ts";
 export { runMain } from "./run-main.ts";
 export { StorageQuota } from "./storage-quota.ts";

@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { TenantStatus, type Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { checkEmail, checkPassword, checkTenantId, tenantDatabaseName, type Logger, type SecretBox } from "../mesh/index.ts";
+import { checkEmail, checkPassword, checkTenantId, readAppliedMigrations, tenantDatabaseName, type Logger, type SecretBox } from "../mesh/index.ts";
 import type { AdvisoryLocks } from "./advisory-locks.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import { Tenant } from "./entities/tenant.ts";
@@ -450,15 +450,13 @@ async function databaseOwner(clusters: ClusterRegistry, cluster: string, databas
   return rows[0]?.owner;
 }
 
-/** The newest migration of each service's schema in a database, read from the services' own tracking tables. */
+/** The newest migration of each service's schema in a database, for the services whose schema has a migration table there. */
 async function readVersions(client: pg.Client, services: string[]): Promise<Map<string, string>> {
   const versions = new Map<string, string>();
   for (const service of services) {
-    const table = `${pg.escapeIdentifier(service)}.mikro_orm_migrations`;
-    const { rows } = await client.query<{ present: boolean }>("select to_regclass($1) is not null as present", [table]);
-    if (rows[0]?.present) {
-      const last = await client.query<{ name: string }>(`select name from ${table} order by id desc limit 1`);
-      versions.set(service, last.rows[0]?.name ?? "");
+    const applied = await readAppliedMigrations(client, service);
+    if (applied !== undefined) {
+      versions.set(service, applied.at(-1) ?? "");
     }
   }
   return versions;
