@@ -4,7 +4,8 @@ import { MigrationOutcome } from "../../gen/tenantry/platform/v1/fleet_service_p
 import { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, type Logger } from "../mesh/index.ts";
 import type { SchemaServices } from "./schema-services.ts";
-import { checkTier, tierName } from "./tenant-records.ts";
+import { tierName } from "./stores/tenant-store.ts";
+import { checkTier } from "./tenant-records.ts";
 
 export { MigrationOutcome };
 

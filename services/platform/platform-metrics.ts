@@ -3,7 +3,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { Logger } from "../mesh/index.ts";
 import type { FleetMigrations } from "./fleet-migrations.ts";
-import { statusName } from "./tenant-records.ts";
+import { countTenantsByStatus, statusName } from "./stores/tenant-store.ts";
 
 /** Every status a tenant record can have, so that an empty one reads 0 rather than disappearing. */
 const statuses = Object.values(TenantStatus).filter((s): s is TenantStatus => typeof s === "number" && s !== TenantStatus.UNSPECIFIED).map(statusName);
@@ -31,7 +31,7 @@ export function observePlatform(meter: Meter, options: { orm: MikroORM; fleet: F
     result.observe(running, options.fleet.running);
     const em = options.orm.em.fork();
     try {
-      const counts = new Map((await em.execute<{ status: string; n: number }[]>("select status, count(*)::int as n from platform.tenants group by status")).map((r) => [r.status, r.n]));
+      const counts = await countTenantsByStatus(em);
       for (const status of statuses) {
         result.observe(tenants, counts.get(status) ?? 0, { status });
       }

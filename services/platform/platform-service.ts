@@ -9,8 +9,8 @@ import type { SignUpLimit } from "./sign-up-limit.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { changeableTenantFields, type TenantLifecycle } from "./tenant-lifecycle.ts";
 import type { TenantProvisioner } from "./tenant-provisioning.ts";
-import { rolePasswordContext, routeMessage, tenantMessage, type TierLimit } from "./tenant-records.ts";
-import { getTenant, listTenants } from "./tenant-registry.ts";
+import { getTenant, listTenants, rolePasswordContext } from "./stores/tenant-store.ts";
+import { routeMessage, tenantMessage, type TierLimit } from "./tenant-records.ts";
 
 export { PlatformService };
 

@@ -1,15 +1,26 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
-import { TenantStatus, type Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import type { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, type Logger } from "../mesh/index.ts";
 import type { AdvisoryLocks } from "./advisory-locks.ts";
 import { platformActor, type AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
-import { Tenant } from "./entities/tenant.ts";
+import type { Tenant } from "./entities/tenant.ts";
 import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
+import {
+  changeStatus,
+  changeTenant,
+  deleteFailedTenant,
+  findOffboardingTenants,
+  getTenant,
+  startOffboarding,
+  statusNames,
+  tierName,
+  type TenantChange,
+} from "./stores/tenant-store.ts";
 import { exportTenant } from "./tenant-export.ts";
-import { checkTier, statusName, tierName } from "./tenant-records.ts";
+import { checkTier } from "./tenant-records.ts";
 
 /** The steps of offboarding a tenant, in order; the last done is recorded on the tenant. */
 export const offboardingSteps = ["requested", "export", "revoke-login", "drop-database", "drop-role"] as const;
@@ -34,16 +45,6 @@ export interface TenantLifecycleOptions {
   afterStep?: (tenantId: string, step: OffboardingStep) => void | Promise<void>;
 }
 
-/** The registry's spelling of each status. */
-const named = {
-  active: statusName(TenantStatus.ACTIVE),
-  suspended: statusName(TenantStatus.SUSPENDED),
-  offboarding: statusName(TenantStatus.OFFBOARDING),
-  deleted: statusName(TenantStatus.DELETED),
-  failed: statusName(TenantStatus.FAILED),
-  provisioning: statusName(TenantStatus.PROVISIONING),
-};
-
 /** The fields of a tenant UpdateTenant can change, as `update_mask` names them. */
 export const changeableTenantFields = ["display_name", "tier"] as const;
 
@@ -67,7 +68,8 @@ export class TenantLifecycle {
   async update(tenantId: string, change: { displayName: string; tier: Tier; paths: (typeof changeableTenantFields)[number][] }): Promise<Tenant> {
     const id = checkTenantId(tenantId);
     const em = this.#options.orm.em.fork();
-    const tenant = await this.#get(em, id);
+    const tenant = await getTenant(em, id);
+    const changed: TenantChange = {};
     for (const field of change.paths) {
       switch (field) {
         case "display_name": {
@@ -75,22 +77,21 @@ export class TenantLifecycle {
           if (name === "" || [...name].length > 200) {
             throw new ConnectError("display_name must have 1 to 200 characters", Code.InvalidArgument);
           }
-          tenant.displayName = name;
+          changed.displayName = name;
           break;
         }
         case "tier":
           if (change.tier === 0) {
             throw new ConnectError("tier is required when update_mask names it", Code.InvalidArgument);
           }
-          tenant.tier = tierName(checkTier(change.tier));
+          changed.tier = tierName(checkTier(change.tier));
           break;
       }
     }
-    if (tenant.status === named.deleted || tenant.status === named.offboarding) {
+    if (tenant.status === statusNames.deleted || tenant.status === statusNames.offboarding) {
       throw new ConnectError(`tenant "${id}" is ${tenant.status} and cannot be changed`, Code.FailedPrecondition);
     }
-    tenant.updatedAt = new Date();
-    await em.flush();
+    await changeTenant(em, tenant, changed);
     return tenant;
   }
 
@@ -100,12 +101,12 @@ export class TenantLifecycle {
     if ([...reason].length > 500) {
       throw new ConnectError("reason is longer than 500 characters", Code.InvalidArgument);
     }
-    return this.#transition(id, [named.active, named.suspended], named.suspended, { suspendedReason: reason.trim() === "" ? null : reason.trim() });
+    return this.#transition(id, [statusNames.active, statusNames.suspended], statusNames.suspended, { suspendedReason: reason.trim() === "" ? null : reason.trim() });
   }
 
   /** Serves a SUSPENDED tenant again (an active one stays as it is). */
   resume(tenantId: string): Promise<Tenant> {
-    return this.#transition(checkTenantId(tenantId), [named.suspended, named.active], named.active, { suspendedReason: null });
+    return this.#transition(checkTenantId(tenantId), [statusNames.suspended, statusNames.active], statusNames.active, { suspendedReason: null });
   }
 
   /**
@@ -116,21 +117,14 @@ export class TenantLifecycle {
   async delete(tenantId: string): Promise<Tenant> {
     const id = checkTenantId(tenantId);
     const em = this.#options.orm.em.fork();
-    const tenant = await this.#get(em, id);
-    if (tenant.status === named.failed) {
-      const [row] = await em.execute<{ id: string }[]>(
-        "update platform.tenants set status = ?, lifecycle_step = null, owner_password = null, role_password = null, updated_at = now() where id = ? and status = ? returning id",
-        [named.deleted, id, named.failed],
-      );
-      if (row !== undefined) {
-        return this.#get(em.fork(), id);
+    const tenant = await getTenant(em, id);
+    if (tenant.status === statusNames.failed) {
+      if (await deleteFailedTenant(em, id)) {
+        return getTenant(em.fork(), id);
       }
-    } else if (tenant.status === named.active || tenant.status === named.suspended) {
-      await em.execute(
-        "update platform.tenants set status = ?, lifecycle_step = 'requested', purge_after = now() + ? * interval '1 millisecond', updated_at = now() where id = ? and status in (?, ?)",
-        [named.offboarding, this.#options.graceMs, id, named.active, named.suspended],
-      );
-    } else if (tenant.status === named.provisioning) {
+    } else if (tenant.status === statusNames.active || tenant.status === statusNames.suspended) {
+      await startOffboarding(em, id, "requested", this.#options.graceMs);
+    } else if (tenant.status === statusNames.provisioning) {
       throw new ConnectError(`tenant "${id}" is being provisioned; delete it once it is ACTIVE or FAILED`, Code.FailedPrecondition);
     }
     return this.#offboard(id);
@@ -155,7 +149,7 @@ export class TenantLifecycle {
   }
 
   async #sweep(): Promise<void> {
-    const due = await this.#options.orm.em.fork().find(Tenant, { status: named.offboarding }, { orderBy: { purgeAfter: "asc" } });
+    const due = await findOffboardingTenants(this.#options.orm.em.fork());
     for (const tenant of due) {
       await this.#offboard(tenant.id).catch((error: unknown) =>
         this.#options.log.warn({ tenantId: tenant.id, reason: ConnectError.from(error).rawMessage }, "offboarding did not finish; will retry"),
@@ -163,30 +157,21 @@ export class TenantLifecycle {
     }
   }
 
-  async #get(em: ReturnType<MikroORM["em"]["fork"]>, id: string): Promise<Tenant> {
-    const tenant = await em.findOne(Tenant, { id });
-    if (tenant === null) {
-      throw new ConnectError(`tenant "${id}" not found`, Code.NotFound);
-    }
-    return tenant;
-  }
-
   /** Moves a tenant whose status is one of `from` to `to`; FAILED_PRECONDITION otherwise. */
   async #transition(id: string, from: string[], to: string, set: Partial<Pick<Tenant, "suspendedReason">>): Promise<Tenant> {
     const em = this.#options.orm.em.fork();
-    const tenant = await this.#get(em, id);
+    const tenant = await getTenant(em, id);
     if (!from.includes(tenant.status)) {
       throw new ConnectError(`tenant "${id}" is ${tenant.status}; only a tenant that is ${from[0]} can become ${to}`, Code.FailedPrecondition);
     }
     if (tenant.status === to) {
       return tenant;
     }
-    const changed = await em.nativeUpdate(Tenant, { id, status: tenant.status }, { ...set, status: to, updatedAt: new Date() });
-    if (changed === 0) {
+    if (!(await changeStatus(em, id, tenant.status, to, set))) {
       // Changed meanwhile: judge again on what it is now.
       return this.#transition(id, from, to, set);
     }
-    return this.#get(em.fork(), id);
+    return getTenant(em.fork(), id);
   }
 
   /** Drives an OFFBOARDING tenant as far as its grace period allows, once at a time in this process. */
@@ -207,8 +192,8 @@ export class TenantLifecycle {
     try {
       const { orm, clusters, afterStep, log } = this.#options;
       const em = orm.em.fork();
-      const tenant = await this.#get(em, id);
-      if (tenant.status !== named.offboarding) {
+      const tenant = await getTenant(em, id);
+      if (tenant.status !== statusNames.offboarding) {
         return tenant;
       }
       const done = offboardingSteps.indexOf((tenant.lifecycleStep ?? "requested") as OffboardingStep);
@@ -218,10 +203,11 @@ export class TenantLifecycle {
         }
         const cluster = tenant.cluster!;
         const role = tenant.role!;
+        const change: TenantChange = { lifecycleStep: step };
         switch (step) {
           case "export": {
             const ledger = await em.find(TenantSchemaVersion, { tenantId: id });
-            tenant.exportPath = await clusters.inDatabase(cluster, tenant.database, (client) =>
+            change.exportPath = await clusters.inDatabase(cluster, tenant.database, (client) =>
               exportTenant({
                 tenantId: id,
                 client,
@@ -246,15 +232,10 @@ export class TenantLifecycle {
             break;
         }
         await afterStep?.(id, step);
-        tenant.lifecycleStep = step;
-        tenant.updatedAt = new Date();
         if (step === "drop-role") {
-          tenant.status = named.deleted;
-          tenant.lifecycleStep = null;
-          tenant.rolePassword = null;
-          tenant.ownerPassword = null;
+          Object.assign(change, { status: statusNames.deleted, lifecycleStep: null, rolePassword: null, ownerPassword: null });
         }
-        await em.flush();
+        await changeTenant(em, tenant, change);
       }
       await em.nativeDelete(TenantSchemaVersion, { tenantId: id });
       await this.#options.audit.record({ actor: platformActor, action: "PurgeTenant", tenantId: id, outcome: "succeeded", detail: { exportPath: tenant.exportPath } });

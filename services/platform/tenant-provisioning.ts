@@ -4,15 +4,27 @@ import pg from "pg";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
-import { TenantStatus, type Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import type { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkEmail, checkPassword, checkTenantId, readAppliedMigrations, tenantDatabaseName, type Logger, type SecretBox } from "../mesh/index.ts";
 import type { AdvisoryLocks } from "./advisory-locks.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
-import { Tenant } from "./entities/tenant.ts";
+import type { Tenant } from "./entities/tenant.ts";
 import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
 import type { SchemaServices } from "./schema-services.ts";
+import {
+  changeTenant,
+  findProvisioningTenants,
+  findTenant,
+  getTenant,
+  insertTenant,
+  ownerPasswordContext,
+  restartProvisioning,
+  rolePasswordContext,
+  statusNames,
+  tierName,
+} from "./stores/tenant-store.ts";
 import type { TemplateDatabases } from "./template-databases.ts";
-import { checkTier, ownerPasswordContext, rolePasswordContext, statusName, tierName } from "./tenant-records.ts";
+import { checkTier } from "./tenant-records.ts";
 
 /**
  * The steps of provisioning a tenant, in order. Each is idempotent, and the
@@ -60,9 +72,6 @@ export interface NewTenant {
   ownerPassword: string;
 }
 
-const provisioning = statusName(TenantStatus.PROVISIONING);
-const failed = statusName(TenantStatus.FAILED);
-
 /**
  * Provisions tenants as a resumable state machine: the tenant is recorded
  * with its cluster and sealed role password, then its login role, its
@@ -87,7 +96,7 @@ export class TenantProvisioner {
     const tenantId = checkTenantId(request.tenantId);
     const wanted = { ...request, tenantId, displayName: checkDisplayName(request.displayName, tenantId), tier: checkTier(request.tier), ...checkOwner(request) };
     const em = this.#options.orm.em.fork();
-    const existing = await em.findOne(Tenant, { id: tenantId });
+    const existing = await findTenant(em, tenantId);
     if (existing !== null) {
       return this.#again(existing, wanted);
     }
@@ -96,29 +105,22 @@ export class TenantProvisioner {
         // One placement at a time, so that two tenants never take a cluster's last place.
         await tx.execute("select pg_advisory_xact_lock(7351, hashtext('placement'))");
         const cluster = await place(tx, wanted);
-        const now = new Date();
-        tx.create(Tenant, {
+        await insertTenant(tx, {
           id: tenantId,
           displayName: wanted.displayName,
           tier: tierName(wanted.tier),
-          status: provisioning,
           database: tenantDatabaseName(tenantId),
-          error: null,
           cluster,
           role: tenantDatabaseName(tenantId),
           rolePassword: this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
           lifecycleStep: "register",
-          attempts: 1,
           ownerEmail: wanted.ownerEmail === "" ? null : wanted.ownerEmail,
           ownerPassword: wanted.ownerEmail === "" ? null : this.#options.box.seal(wanted.ownerPassword, ownerPasswordContext(tenantId)),
-          createdAt: now,
-          updatedAt: now,
         });
       });
     } catch (error) {
       if (error instanceof UniqueConstraintViolationException) {
-        const raced = await this.#options.orm.em.fork().findOneOrFail(Tenant, { id: tenantId });
-        return this.#again(raced, wanted);
+        return this.#again(await getTenant(this.#options.orm.em.fork(), tenantId), wanted);
       }
       throw error;
     }
@@ -130,17 +132,12 @@ export class TenantProvisioner {
   async retry(tenantId: string): Promise<Tenant> {
     const id = checkTenantId(tenantId);
     const em = this.#options.orm.em.fork();
-    const restarted = await em.execute<{ id: string }[]>(
-      `update platform.tenants set status = ?, lifecycle_step = 'register', error = null, attempts = attempts + 1, updated_at = now()
-       where id = ? and status = ? returning id`,
-      [provisioning, id, failed],
-    );
-    if (restarted.length === 0) {
-      const tenant = await em.findOne(Tenant, { id });
+    if (!(await restartProvisioning(em, id, "register"))) {
+      const tenant = await findTenant(em, id);
       if (tenant === null) {
         throw new ConnectError(`tenant "${id}" not found`, Code.NotFound);
       }
-      if (tenant.status !== provisioning) {
+      if (tenant.status !== statusNames.provisioning) {
         throw new ConnectError(`tenant "${id}" is ${tenant.status}, not failed: only a FAILED tenant can be retried`, Code.FailedPrecondition);
       }
     }
@@ -153,7 +150,7 @@ export class TenantProvisioner {
    * logged; the tenants end ACTIVE or FAILED.
    */
   async resumeUnfinished(): Promise<void> {
-    const unfinished = await this.#options.orm.em.fork().find(Tenant, { status: provisioning }, { orderBy: { createdAt: "asc" } });
+    const unfinished = await findProvisioningTenants(this.#options.orm.em.fork());
     for (const tenant of unfinished) {
       this.#options.log.info({ tenantId: tenant.id, step: tenant.lifecycleStep }, "resuming provisioning");
       await this.#run(tenant.id).catch((error: unknown) =>
@@ -170,13 +167,13 @@ export class TenantProvisioner {
       (existing.ownerEmail ?? "") === wanted.ownerEmail &&
       (wanted.cluster === "" || wanted.cluster === existing.cluster) &&
       (wanted.region === "" || (existing.cluster != null && (await this.#options.clusters.access(existing.cluster)).region === wanted.region));
-    if (!same || existing.status === statusName(TenantStatus.DELETED) || existing.status === statusName(TenantStatus.OFFBOARDING)) {
+    if (!same || existing.status === statusNames.deleted || existing.status === statusNames.offboarding) {
       throw new ConnectError(`tenant "${existing.id}" already exists (status ${existing.status}); choose another id`, Code.AlreadyExists);
     }
-    if (existing.status === failed) {
+    if (existing.status === statusNames.failed) {
       return this.retry(existing.id);
     }
-    if (existing.status === provisioning) {
+    if (existing.status === statusNames.provisioning) {
       return this.#run(existing.id);
     }
     return existing;
@@ -206,11 +203,11 @@ export class TenantProvisioner {
   async #awaitOther(tenantId: string): Promise<Tenant> {
     const deadline = Date.now() + 120_000;
     for (;;) {
-      const tenant = await this.#options.orm.em.fork().findOneOrFail(Tenant, { id: tenantId });
-      if (tenant.status === failed) {
+      const tenant = await getTenant(this.#options.orm.em.fork(), tenantId);
+      if (tenant.status === statusNames.failed) {
         throw failure(tenant, Code.FailedPrecondition);
       }
-      if (tenant.status !== provisioning) {
+      if (tenant.status !== statusNames.provisioning) {
         return tenant;
       }
       if (Date.now() > deadline) {
@@ -222,11 +219,11 @@ export class TenantProvisioner {
 
   async #advance(tenantId: string): Promise<Tenant> {
     const em = this.#options.orm.em.fork();
-    const tenant = await em.findOneOrFail(Tenant, { id: tenantId });
-    if (tenant.status === failed) {
+    const tenant = await getTenant(em, tenantId);
+    if (tenant.status === statusNames.failed) {
       throw failure(tenant, Code.FailedPrecondition);
     }
-    if (tenant.status !== provisioning) {
+    if (tenant.status !== statusNames.provisioning) {
       return tenant;
     }
     if (tenant.lifecycleStep === "rollback") {
@@ -253,9 +250,7 @@ export class TenantProvisioner {
       }
       await this.#options.afterStep?.(tenantId, step);
       if (step !== "activate") {
-        tenant.lifecycleStep = step;
-        tenant.updatedAt = new Date();
-        await em.flush();
+        await changeTenant(em, tenant, { lifecycleStep: step });
       }
     }
     this.#options.log.info({ tenantId, cluster: tenant.cluster, database: tenant.database }, "tenant provisioned");
@@ -369,12 +364,7 @@ export class TenantProvisioner {
         return;
       }
       case "activate":
-        tenant.ownerPassword = null;
-        tenant.status = statusName(TenantStatus.ACTIVE);
-        tenant.lifecycleStep = null;
-        tenant.error = null;
-        tenant.updatedAt = new Date();
-        await em.flush();
+        await changeTenant(em, tenant, { ownerPassword: null, status: statusNames.active, lifecycleStep: null, error: null });
         return;
     }
   }
@@ -382,10 +372,7 @@ export class TenantProvisioner {
   /** Undoes a provisioning: drops the database and the role, clears the ledger, leaves the tenant FAILED. */
   async #rollback(em: EntityManager, tenant: Tenant, reason: string): Promise<void> {
     const { clusters, afterStep } = this.#options;
-    tenant.lifecycleStep = "rollback";
-    tenant.error = reason;
-    tenant.updatedAt = new Date();
-    await em.flush();
+    await changeTenant(em, tenant, { lifecycleStep: "rollback", error: reason });
     const { cluster, role } = tenant;
     if (cluster != null) {
       // Only what provisioning made: the database it created is owned by the tenant's role.
@@ -399,10 +386,7 @@ export class TenantProvisioner {
       }
     }
     await em.nativeDelete(TenantSchemaVersion, { tenantId: tenant.id });
-    tenant.status = failed;
-    tenant.lifecycleStep = null;
-    tenant.updatedAt = new Date();
-    await em.flush();
+    await changeTenant(em, tenant, { status: statusNames.failed, lifecycleStep: null });
   }
 }
 
