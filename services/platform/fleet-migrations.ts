@@ -4,6 +4,8 @@ import { MigrationOutcome } from "../../gen/tenantry/platform/v1/fleet_service_p
 import { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, type Logger } from "../mesh/index.ts";
 import type { SchemaServices } from "./schema-services.ts";
+import { recordedLatestVersions } from "./stores/schema-service-store.ts";
+import { countSchemaStates, failedMigrations, ledgerOfServedTenants, ledgerStates, recordMigrated, recordMigrationFailure, type FailedMigration } from "./stores/schema-version-ledger.ts";
 import { tierName } from "./stores/tenant-store.ts";
 import { checkTier } from "./tenant-records.ts";
 
@@ -47,7 +49,7 @@ export interface ServiceFleetState {
   current: number;
   behind: number;
   failed: number;
-  failedTenants: { tenantId: string; version: string; error: string; attempts: number; attemptedAt: Date }[];
+  failedTenants: FailedMigration[];
 }
 
 interface Pair {
@@ -100,41 +102,13 @@ export class FleetMigrations {
     }
     const concurrency = Math.min(selection.concurrencyPerCluster || 4, 32);
     const latest = await this.#schemas.latestVersions({ fresh: true });
-    const em = this.#orm.em.fork();
-    const conditions = ["t.status in ('active', 'suspended')"];
-    const values: unknown[] = [];
-    if (tenantIds.length > 0) {
-      conditions.push("t.id in (?)");
-      values.push(tenantIds);
-    }
-    if (tier !== undefined) {
-      conditions.push("t.tier = ?");
-      values.push(tier);
-    }
-    if (selection.cluster !== "") {
-      conditions.push("t.cluster = ?");
-      values.push(selection.cluster);
-    }
-    const rows = await em.execute<{ id: string; cluster: string; service: string | null; version: string | null; status: string | null }[]>(
-      `select t.id, t.cluster, l.service, l.version, l.status
-       from platform.tenants t left join platform.tenant_schema_versions l on l.tenant_id = t.id
-       where ${conditions.join(" and ")} order by t.id`,
-      values,
-    );
-    const byTenant = new Map<string, { cluster: string; ledger: Map<string, { version: string; status: string }> }>();
-    for (const row of rows) {
-      const tenant = byTenant.get(row.id) ?? { cluster: row.cluster, ledger: new Map() };
-      byTenant.set(row.id, tenant);
-      if (row.service !== null) {
-        tenant.ledger.set(row.service, { version: row.version ?? "", status: row.status ?? "" });
-      }
-    }
+    const byTenant = await ledgerOfServedTenants(this.#orm.em.fork(), { tenantIds, tier, cluster: selection.cluster });
     const byCluster = new Map<string, Pair[][]>();
     let total = 0;
-    for (const [tenantId, { cluster, ledger }] of byTenant) {
+    for (const [tenantId, { cluster, entries }] of byTenant) {
       let pairs: Pair[] = this.#schemas.entries.map(({ name }) => {
-        const entry = ledger.get(name);
-        return { tenantId, service: name, from: entry?.version ?? "", behind: entry === undefined || entry.status !== "succeeded" || entry.version !== latest.get(name) };
+        const entry = entries.get(name);
+        return { tenantId, service: name, from: entry?.version ?? "", behind: entry === undefined || entry.state !== ledgerStates.succeeded || entry.version !== latest.get(name) };
       });
       if (selection.onlyBehind) {
         pairs = pairs.filter((p) => p.behind);
@@ -166,14 +140,14 @@ export class FleetMigrations {
       const client = this.#schemas.entries.find((e) => e.name === pair.service)!.client;
       try {
         const result = await client.migrate({ tenantId: pair.tenantId }, { timeoutMs: this.#migrateTimeoutMs, signal });
-        await this.#recordSuccess(pair, result.version);
+        await recordMigrated(this.#orm.em.fork(), { tenantId: pair.tenantId, service: pair.service, version: result.version });
         emit(pair, result.applied.length > 0 ? MigrationOutcome.MIGRATED : MigrationOutcome.ALREADY_CURRENT, { toVersion: result.version, applied: result.applied });
       } catch (error) {
         if (signal.aborted) {
           return;
         }
         const message = ConnectError.from(error).rawMessage;
-        await this.#recordFailure(pair, message);
+        await recordMigrationFailure(this.#orm.em.fork(), { tenantId: pair.tenantId, service: pair.service, version: pair.from, error: message });
         this.#log.warn({ tenantId: pair.tenantId, service: pair.service, error: message }, "tenant migration failed");
         emit(pair, MigrationOutcome.FAILED, { toVersion: pair.from, error: message });
       }
@@ -208,54 +182,16 @@ export class FleetMigrations {
   /** The fleet's state per service, from the ledger. */
   async status(): Promise<ServiceFleetState[]> {
     const em = this.#orm.em.fork();
-    const latest = await this.#schemas.latestVersions({ fresh: true }).catch(async () => {
-      const rows = await em.execute<{ name: string; latest_version: string }[]>("select name, latest_version from platform.schema_services");
-      return new Map(rows.map((r) => [r.name, r.latest_version]));
-    });
+    const known = await this.#schemas.latestVersions({ fresh: true }).catch(() => recordedLatestVersions(em));
+    const latest = new Map(this.#schemas.entries.map(({ name }) => [name, known.get(name) ?? ""]));
+    const counts = await countSchemaStates(em, latest);
     return Promise.all(
-      this.#schemas.entries.map(async ({ name }) => {
-        const latestVersion = latest.get(name) ?? "";
-        const [counts] = await em.execute<{ current: number; behind: number; failed: number }[]>(
-          `select count(*) filter (where l.status = 'succeeded' and l.version = ?)::int as current,
-                  count(*) filter (where l.status is null or (l.status = 'succeeded' and l.version <> ?))::int as behind,
-                  count(*) filter (where l.status = 'failed')::int as failed
-           from platform.tenants t left join platform.tenant_schema_versions l on l.tenant_id = t.id and l.service = ?
-           where t.status in ('active', 'suspended')`,
-          [latestVersion, latestVersion, name],
-        );
-        const failed = await em.execute<{ tenant_id: string; version: string; error: string | null; attempts: number; attempted_at: string | Date }[]>(
-          `select l.tenant_id, l.version, l.error, l.attempts, l.attempted_at from platform.tenant_schema_versions l
-           join platform.tenants t on t.id = l.tenant_id and t.status in ('active', 'suspended')
-           where l.service = ? and l.status = 'failed' order by l.attempted_at desc limit 100`,
-          [name],
-        );
-        return {
-          service: name,
-          latestVersion,
-          ...counts!,
-          failedTenants: failed.map((f) => ({ tenantId: f.tenant_id, version: f.version, error: f.error ?? "", attempts: f.attempts, attemptedAt: new Date(f.attempted_at) })),
-        };
-      }),
-    );
-  }
-
-  async #recordSuccess(pair: Pair, version: string): Promise<void> {
-    await this.#orm.em.fork().execute(
-      `insert into platform.tenant_schema_versions (tenant_id, service, version, status, error, attempts, attempted_at, updated_at)
-       values (?, ?, ?, 'succeeded', null, 1, now(), now())
-       on conflict (tenant_id, service) do update set version = excluded.version, status = 'succeeded', error = null,
-         attempts = platform.tenant_schema_versions.attempts + 1, attempted_at = now(), updated_at = now()`,
-      [pair.tenantId, pair.service, version],
-    );
-  }
-
-  async #recordFailure(pair: Pair, error: string): Promise<void> {
-    await this.#orm.em.fork().execute(
-      `insert into platform.tenant_schema_versions (tenant_id, service, version, status, error, attempts, attempted_at, updated_at)
-       values (?, ?, ?, 'failed', ?, 1, now(), now())
-       on conflict (tenant_id, service) do update set status = 'failed', error = excluded.error,
-         attempts = platform.tenant_schema_versions.attempts + 1, attempted_at = now()`,
-      [pair.tenantId, pair.service, pair.from, error],
+      [...latest].map(async ([service, latestVersion]) => ({
+        service,
+        latestVersion,
+        ...counts.get(service)!,
+        failedTenants: await failedMigrations(em, service, 100),
+      })),
     );
   }
 }

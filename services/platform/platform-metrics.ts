@@ -3,6 +3,8 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { Logger } from "../mesh/index.ts";
 import type { FleetMigrations } from "./fleet-migrations.ts";
+import { recordedLatestVersions } from "./stores/schema-service-store.ts";
+import { countSchemaStates } from "./stores/schema-version-ledger.ts";
 import { countTenantsByStatus, statusName } from "./stores/tenant-store.ts";
 
 /** Every status a tenant record can have, so that an empty one reads 0 rather than disappearing. */
@@ -35,17 +37,8 @@ export function observePlatform(meter: Meter, options: { orm: MikroORM; fleet: F
       for (const status of statuses) {
         result.observe(tenants, counts.get(status) ?? 0, { status });
       }
-      const states = await em.execute<{ service: string; current: number; behind: number; failed: number }[]>(
-        `select s.name as service,
-                count(t.id) filter (where l.status = 'succeeded' and l.version = s.latest_version)::int as current,
-                count(t.id) filter (where l.status is null or (l.status = 'succeeded' and l.version <> s.latest_version))::int as behind,
-                count(t.id) filter (where l.status = 'failed')::int as failed
-         from platform.schema_services s
-         left join platform.tenants t on t.status in ('active', 'suspended')
-         left join platform.tenant_schema_versions l on l.tenant_id = t.id and l.service = s.name
-         group by s.name`,
-      );
-      for (const { service, current, behind, failed } of states) {
+      const states = await countSchemaStates(em, await recordedLatestVersions(em));
+      for (const [service, { current, behind, failed }] of states) {
         result.observe(fleetTenants, current, { service, state: "current" });
         result.observe(fleetTenants, behind, { service, state: "behind" });
         result.observe(fleetTenants, failed, { service, state: "failed" });

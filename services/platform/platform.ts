@@ -12,6 +12,7 @@ import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, par
 import { PlatformService, platformService } from "./platform-service.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { SignUpLimit } from "./sign-up-limit.ts";
+import { recordSchemaService } from "./stores/schema-service-store.ts";
 import { TemplateDatabases } from "./template-databases.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./tenant-lifecycle.ts";
@@ -57,14 +58,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, hooks: 
     const schemas = new SchemaServices({
       addresses: config.TENANTRY_SCHEMA_SERVICES,
       credentials,
-      record: async (service) => {
-        await orm.em.fork().execute(
-          `insert into platform.schema_services (name, address, latest_version, migrations, updated_at) values (?, ?, ?, ?, now())
-           on conflict (name) do update set address = excluded.address, latest_version = excluded.latest_version,
-             migrations = excluded.migrations, updated_at = now()`,
-          [service.name, service.address, service.latestVersion, JSON.stringify(service.migrations)],
-        );
-      },
+      record: (service) => recordSchemaService(orm.em.fork(), service),
     });
     closers.push(() => schemas.close());
     const locks = new AdvisoryLocks({ connectionString: config.TENANTRY_DATABASE_URL, log });

@@ -7,7 +7,7 @@ import type { AdvisoryLocks } from "./advisory-locks.ts";
 import { platformActor, type AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Tenant } from "./entities/tenant.ts";
-import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
+import { forgetVersions, versionsOf } from "./stores/schema-version-ledger.ts";
 import {
   changeStatus,
   changeTenant,
@@ -206,13 +206,13 @@ export class TenantLifecycle {
         const change: TenantChange = { lifecycleStep: step };
         switch (step) {
           case "export": {
-            const ledger = await em.find(TenantSchemaVersion, { tenantId: id });
+            const versions = await versionsOf(em, id);
             change.exportPath = await clusters.inDatabase(cluster, tenant.database, (client) =>
               exportTenant({
                 tenantId: id,
                 client,
                 schemas: this.#options.schemas,
-                versions: Object.fromEntries(ledger.map((v) => [v.service, v.version])),
+                versions,
                 dir: this.#options.exportDir,
               }),
             );
@@ -237,7 +237,7 @@ export class TenantLifecycle {
         }
         await changeTenant(em, tenant, change);
       }
-      await em.nativeDelete(TenantSchemaVersion, { tenantId: id });
+      await forgetVersions(em, id);
       await this.#options.audit.record({ actor: platformActor, action: "PurgeTenant", tenantId: id, outcome: "succeeded", detail: { exportPath: tenant.exportPath } });
       log.info({ tenantId: id, exportPath: tenant.exportPath }, "tenant offboarded");
       return tenant;

@@ -9,8 +9,8 @@ import { checkEmail, checkPassword, checkTenantId, readAppliedMigrations, tenant
 import type { AdvisoryLocks } from "./advisory-locks.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Tenant } from "./entities/tenant.ts";
-import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
 import type { SchemaServices } from "./schema-services.ts";
+import { forgetVersions, recordMigrated } from "./stores/schema-version-ledger.ts";
 import {
   changeTenant,
   findProvisioningTenants,
@@ -340,9 +340,8 @@ export class TenantProvisioner {
             }
           }),
         );
-        const now = new Date();
         for (const [service, version] of reported) {
-          await em.upsert(TenantSchemaVersion, { tenantId: tenant.id, service, version, updatedAt: now, status: "succeeded", error: null, attempts: 1, attemptedAt: now });
+          await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
         }
         return;
       }
@@ -385,7 +384,7 @@ export class TenantProvisioner {
         await afterStep?.(tenant.id, "drop-role");
       }
     }
-    await em.nativeDelete(TenantSchemaVersion, { tenantId: tenant.id });
+    await forgetVersions(em, tenant.id);
     await changeTenant(em, tenant, { status: statusNames.failed, lifecycleStep: null });
   }
 }
