@@ -9,7 +9,9 @@ import { checkEmail, checkPassword, checkTenantId, readAppliedMigrations, tenant
 import type { AdvisoryLocks } from "./advisory-locks.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Tenant } from "./entities/tenant.ts";
+import { chooseCluster } from "./provisioning/placement.ts";
 import type { SchemaServices } from "./schema-services.ts";
+import { listClusters } from "./stores/cluster-store.ts";
 import { forgetVersions, recordMigrated } from "./stores/schema-version-ledger.ts";
 import {
   changeTenant,
@@ -104,7 +106,7 @@ export class TenantProvisioner {
       await em.transactional(async (tx) => {
         // One placement at a time, so that two tenants never take a cluster's last place.
         await tx.execute("select pg_advisory_xact_lock(7351, hashtext('placement'))");
-        const cluster = await place(tx, wanted);
+        const cluster = chooseCluster(await listClusters(tx), wanted);
         await insertTenant(tx, {
           id: tenantId,
           displayName: wanted.displayName,
@@ -393,36 +395,6 @@ export class TenantProvisioner {
 interface RunState {
   latest?: Map<string, string>;
   versions?: Map<string, string>;
-}
-
-/** Chooses the tenant's cluster: the one asked for, else the accepting one (in the region asked for) with the most room. */
-async function place(em: EntityManager, wanted: NewTenant): Promise<string> {
-  const rows = await em.execute<{ name: string; state: string; room: number }[]>(
-    `select c.name, c.state, c.capacity - (select count(*) from platform.tenants t
-       where t.cluster = c.name and t.status not in ('deleted', 'failed'))::int as room
-     from platform.clusters c
-     where ${wanted.cluster === "" ? "c.state = 'accepting' and (? = '' or c.region = ?)" : "c.name = ?"}
-     order by room desc, c.name limit 1`,
-    wanted.cluster === "" ? [wanted.region, wanted.region] : [wanted.cluster],
-  );
-  const chosen = rows[0];
-  if (wanted.cluster !== "") {
-    if (chosen === undefined) {
-      throw new ConnectError(`cluster "${wanted.cluster}" is not registered; see ListClusters`, Code.InvalidArgument);
-    }
-    if (chosen.state !== "accepting") {
-      throw new ConnectError(`cluster "${wanted.cluster}" is ${chosen.state} and takes no new tenants`, Code.FailedPrecondition);
-    }
-  } else if (chosen === undefined) {
-    throw new ConnectError(
-      `no cluster${wanted.region === "" ? "" : ` in region "${wanted.region}"`} accepts new tenants; register one or set one to accepting`,
-      Code.FailedPrecondition,
-    );
-  }
-  if (chosen.room <= 0) {
-    throw new ConnectError(`cluster "${chosen.name}" is full; raise its capacity or register another cluster`, Code.ResourceExhausted);
-  }
-  return chosen.name;
 }
 
 /** The owner of a database on a cluster, or undefined when there is no such database. */
