@@ -6,6 +6,7 @@ import { kPeer, readFieldMask, type SecretBox } from "../mesh/index.ts";
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { SignUpLimit } from "./sign-up-limit.ts";
+import { auditOutcomes } from "./stores/audit-event-store.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { changeableTenantFields, type TenantLifecycle } from "./tenant-lifecycle.ts";
 import type { TenantProvisioner } from "./tenant-provisioning.ts";
@@ -75,7 +76,7 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
           actor: event.actor,
           action: event.action,
           tenantId: event.tenantId ?? "",
-          outcome: event.outcome === "succeeded" ? AuditOutcome.SUCCEEDED : AuditOutcome.FAILED,
+          outcome: event.outcome === auditOutcomes.succeeded ? AuditOutcome.SUCCEEDED : AuditOutcome.FAILED,
           detail: JSON.stringify(event.detail),
         })),
         nextPageToken: page.nextPageToken,

@@ -7,6 +7,7 @@ import type { AdvisoryLocks } from "./advisory-locks.ts";
 import { platformActor, type AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Tenant } from "./entities/tenant.ts";
+import { auditOutcomes } from "./stores/audit-event-store.ts";
 import { forgetVersions, versionsOf } from "./stores/schema-version-ledger.ts";
 import {
   changeStatus,
@@ -238,7 +239,7 @@ export class TenantLifecycle {
         await changeTenant(em, tenant, change);
       }
       await forgetVersions(em, id);
-      await this.#options.audit.record({ actor: platformActor, action: "PurgeTenant", tenantId: id, outcome: "succeeded", detail: { exportPath: tenant.exportPath } });
+      await this.#options.audit.record({ actor: platformActor, action: "PurgeTenant", tenantId: id, outcome: auditOutcomes.succeeded, detail: { exportPath: tenant.exportPath } });
       log.info({ tenantId: id, exportPath: tenant.exportPath }, "tenant offboarded");
       return tenant;
     } finally {
