@@ -13,10 +13,9 @@ import { PlatformService, platformService } from "./platform-service.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { SignUpLimit } from "./sign-up-limit.ts";
 import { recordSchemaService } from "./stores/schema-service-store.ts";
-import { TemplateDatabases } from "./template-databases.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./tenant-lifecycle.ts";
-import { TenantProvisioner, type TenantProvisionerOptions } from "./tenant-provisioning.ts";
+import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 
 /** Hooks into a running Platform, for tests. */
 export interface PlatformHooks {

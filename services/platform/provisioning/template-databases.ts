@@ -2,11 +2,11 @@ import { ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { randomBytes } from "node:crypto";
-import type { Logger, SecretBox } from "../mesh/index.ts";
-import type { AdvisoryLocks } from "./advisory-locks.ts";
-import type { ClusterRegistry } from "./cluster-registry.ts";
-import type { SchemaServices } from "./schema-services.ts";
-import { findCluster, recordTemplatePassword, recordTemplateVersions, templatePasswordContext } from "./stores/cluster-store.ts";
+import type { Logger, SecretBox } from "../../mesh/index.ts";
+import type { AdvisoryLocks } from "../advisory-locks.ts";
+import type { ClusterRegistry } from "../cluster-registry.ts";
+import type { SchemaServices } from "../schema-services.ts";
+import { findCluster, recordTemplatePassword, recordTemplateVersions, templatePasswordContext } from "../stores/index.ts";
 
 /** Options of {@link TemplateDatabases}. */
 export interface TemplateDatabasesOptions {

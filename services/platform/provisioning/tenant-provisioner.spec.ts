@@ -1,12 +1,12 @@
 import { Code, createClient } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
-import { migrations as backendMigrations } from "../backend/migrations/index.ts";
-import { createGrpcJsTransport } from "../mesh/index.ts";
-import { failure } from "../testing/failure.ts";
-import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { TenantSchemaService } from "../../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
+import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
+import { createGrpcJsTransport } from "../../mesh/index.ts";
+import { failure } from "../../testing/failure.ts";
+import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
 let mesh: TestMesh;
 beforeAll(async () => {
