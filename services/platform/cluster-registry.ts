@@ -141,6 +141,16 @@ export class ClusterRegistry {
     }
   }
 
+  /** Drops a database of the cluster, if it exists, ending its sessions. */
+  async dropDatabase(name: string, database: string): Promise<void> {
+    await this.admin(name, (admin) => admin.query(`drop database if exists ${pg.escapeIdentifier(database)} with (force)`));
+  }
+
+  /** Drops a role of the cluster, if it exists. */
+  async dropRole(name: string, role: string): Promise<void> {
+    await this.admin(name, (admin) => admin.query(`drop role if exists ${pg.escapeIdentifier(role)}`));
+  }
+
   /** Closes the admin connections. */
   async close(): Promise<void> {
     await Promise.all([...this.#pools.keys()].map((name) => this.#forget(name)));

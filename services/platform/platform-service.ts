@@ -8,7 +8,7 @@ import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { SignUpLimit } from "./sign-up-limit.ts";
 import { auditOutcomes } from "./stores/audit-event-store.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
-import { changeableTenantFields, type TenantLifecycle } from "./tenant-lifecycle.ts";
+import { changeableTenantFields, type TenantLifecycle } from "./lifecycle/index.ts";
 import type { TenantProvisioner } from "./provisioning/index.ts";
 import { getTenant, listTenants, rolePasswordContext } from "./stores/tenant-store.ts";
 import { routeMessage, tenantMessage, type TierLimit } from "./tenant-records.ts";

@@ -9,12 +9,12 @@ import { observePlatform } from "./platform-metrics.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import type { PlatformConfig } from "./config.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
+import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { SignUpLimit } from "./sign-up-limit.ts";
 import { recordSchemaService } from "./stores/schema-service-store.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
-import { TenantLifecycle, type TenantLifecycleOptions } from "./tenant-lifecycle.ts";
 import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 
 /** Hooks into a running Platform, for tests. */

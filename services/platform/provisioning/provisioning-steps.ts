@@ -175,15 +175,14 @@ async function activate({ em, tenant }: StepContext): Promise<void> {
 async function dropDatabase({ tenant, clusters }: StepContext): Promise<void> {
   const cluster = tenant.cluster!;
   if (tenant.role != null && (await databaseOwner(clusters, cluster, tenant.database)) === tenant.role) {
-    await clusters.admin(cluster, (admin) => admin.query(`drop database if exists ${pg.escapeIdentifier(tenant.database)} with (force)`));
+    await clusters.dropDatabase(cluster, tenant.database);
   }
 }
 
 /** Drops the tenant's login role. */
 async function dropRole({ tenant, clusters }: StepContext): Promise<void> {
-  const role = tenant.role;
-  if (role != null) {
-    await clusters.admin(tenant.cluster!, (admin) => admin.query(`drop role if exists ${pg.escapeIdentifier(role)}`));
+  if (tenant.role != null) {
+    await clusters.dropRole(tenant.cluster!, tenant.role);
   }
 }
 

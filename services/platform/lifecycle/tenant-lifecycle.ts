@@ -1,31 +1,26 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
-import pg from "pg";
-import type { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { checkTenantId, type Logger } from "../mesh/index.ts";
-import type { AdvisoryLocks } from "./advisory-locks.ts";
-import { platformActor, type AuditLog } from "./audit-log.ts";
-import type { ClusterRegistry } from "./cluster-registry.ts";
-import type { Tenant } from "./entities/tenant.ts";
-import { auditOutcomes } from "./stores/audit-event-store.ts";
-import { forgetVersions, versionsOf } from "./stores/schema-version-ledger.ts";
+import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { checkTenantId, type Logger } from "../../mesh/index.ts";
+import type { AdvisoryLocks } from "../advisory-locks.ts";
+import { platformActor, type AuditLog } from "../audit-log.ts";
+import type { ClusterRegistry } from "../cluster-registry.ts";
+import type { Tenant } from "../entities/tenant.ts";
 import {
+  auditOutcomes,
   changeStatus,
   changeTenant,
   deleteFailedTenant,
   findOffboardingTenants,
+  forgetVersions,
   getTenant,
   startOffboarding,
   statusNames,
   tierName,
   type TenantChange,
-} from "./stores/tenant-store.ts";
-import { exportTenant } from "./tenant-export.ts";
-import { checkTier } from "./tenant-records.ts";
-
-/** The steps of offboarding a tenant, in order; the last done is recorded on the tenant. */
-export const offboardingSteps = ["requested", "export", "revoke-login", "drop-database", "drop-role"] as const;
-export type OffboardingStep = (typeof offboardingSteps)[number];
+} from "../stores/index.ts";
+import { checkTier } from "../tenant-records.ts";
+import { offboardingStepTable, offboardingSteps, type OffboardingStep } from "./offboarding-steps.ts";
 
 /** Options of {@link TenantLifecycle}. */
 export interface TenantLifecycleOptions {
@@ -124,7 +119,7 @@ export class TenantLifecycle {
         return getTenant(em.fork(), id);
       }
     } else if (tenant.status === statusNames.active || tenant.status === statusNames.suspended) {
-      await startOffboarding(em, id, "requested", this.#options.graceMs);
+      await startOffboarding(em, id, offboardingSteps[0], this.#options.graceMs);
     } else if (tenant.status === statusNames.provisioning) {
       throw new ConnectError(`tenant "${id}" is being provisioned; delete it once it is ACTIVE or FAILED`, Code.FailedPrecondition);
     }
@@ -191,49 +186,23 @@ export class TenantLifecycle {
       throw new ConnectError(`tenant "${id}" is being worked on by another Platform instance; retry shortly`, Code.Unavailable);
     }
     try {
-      const { orm, clusters, afterStep, log } = this.#options;
+      const { orm, clusters, schemas, exportDir, afterStep, log } = this.#options;
       const em = orm.em.fork();
       const tenant = await getTenant(em, id);
       if (tenant.status !== statusNames.offboarding) {
         return tenant;
       }
-      const done = offboardingSteps.indexOf((tenant.lifecycleStep ?? "requested") as OffboardingStep);
+      const context = { em, tenant, clusters, schemas, exportDir };
+      const done = offboardingSteps.indexOf((tenant.lifecycleStep ?? offboardingSteps[0]) as OffboardingStep);
       for (const step of offboardingSteps.slice(done + 1)) {
-        if (step === "drop-database" && tenant.purgeAfter != null && tenant.purgeAfter.getTime() > Date.now()) {
+        const { perform, afterGrace } = offboardingStepTable[step];
+        if (afterGrace && tenant.purgeAfter != null && tenant.purgeAfter.getTime() > Date.now()) {
           return tenant;
         }
-        const cluster = tenant.cluster!;
-        const role = tenant.role!;
-        const change: TenantChange = { lifecycleStep: step };
-        switch (step) {
-          case "export": {
-            const versions = await versionsOf(em, id);
-            change.exportPath = await clusters.inDatabase(cluster, tenant.database, (client) =>
-              exportTenant({
-                tenantId: id,
-                client,
-                schemas: this.#options.schemas,
-                versions,
-                dir: this.#options.exportDir,
-              }),
-            );
-            break;
-          }
-          case "revoke-login":
-            await clusters.admin(cluster, async (admin) => {
-              await admin.query(`alter role ${pg.escapeIdentifier(role)} nologin`);
-              await admin.query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1", [tenant.database]);
-            });
-            break;
-          case "drop-database":
-            await clusters.admin(cluster, (admin) => admin.query(`drop database if exists ${pg.escapeIdentifier(tenant.database)} with (force)`));
-            break;
-          case "drop-role":
-            await clusters.admin(cluster, (admin) => admin.query(`drop role if exists ${pg.escapeIdentifier(role)}`));
-            break;
-        }
+        const change: TenantChange = { ...(await perform(context)), lifecycleStep: step };
         await afterStep?.(id, step);
-        if (step === "drop-role") {
+        if (step === offboardingSteps.at(-1)) {
+          // The last step: nothing is left of the tenant but its record.
           Object.assign(change, { status: statusNames.deleted, lifecycleStep: null, rolePassword: null, ownerPassword: null });
         }
         await changeTenant(em, tenant, change);
