@@ -2,7 +2,7 @@ import type { BatchObservableResult, Meter } from "@opentelemetry/api";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { Logger } from "../mesh/index.ts";
-import type { FleetMigrations } from "./fleet-migrations.ts";
+import type { FleetMigrations } from "./fleet/index.ts";
 import { recordedLatestVersions } from "./stores/schema-service-store.ts";
 import { countSchemaStates } from "./stores/schema-version-ledger.ts";
 import { countTenantsByStatus, statusName } from "./stores/tenant-store.ts";

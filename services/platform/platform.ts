@@ -4,7 +4,7 @@ import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
-import { FleetMigrations } from "./fleet-migrations.ts";
+import { FleetMigrations } from "./fleet/index.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import type { PlatformConfig } from "./config.ts";

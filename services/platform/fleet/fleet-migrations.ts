@@ -1,13 +1,21 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { MigrationOutcome } from "../../gen/tenantry/platform/v1/fleet_service_pb.js";
-import { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { checkTenantId, type Logger } from "../mesh/index.ts";
-import type { SchemaServices } from "./schema-services.ts";
-import { recordedLatestVersions } from "./stores/schema-service-store.ts";
-import { countSchemaStates, failedMigrations, ledgerOfServedTenants, ledgerStates, recordMigrated, recordMigrationFailure, type FailedMigration } from "./stores/schema-version-ledger.ts";
-import { tierName } from "./stores/tenant-store.ts";
-import { checkTier } from "./tenant-records.ts";
+import { MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
+import { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { checkTenantId, type Logger } from "../../mesh/index.ts";
+import type { SchemaServices } from "../schema-services.ts";
+import {
+  countSchemaStates,
+  failedMigrations,
+  ledgerOfServedTenants,
+  recordedLatestVersions,
+  recordMigrated,
+  recordMigrationFailure,
+  tierName,
+  type FailedMigration,
+} from "../stores/index.ts";
+import { checkTier } from "../tenant-records.ts";
+import { planFleetMigration, type MigrationPair } from "./fleet-plan.ts";
 
 export { MigrationOutcome };
 
@@ -50,13 +58,6 @@ export interface ServiceFleetState {
   behind: number;
   failed: number;
   failedTenants: FailedMigration[];
-}
-
-interface Pair {
-  tenantId: string;
-  service: string;
-  from: string;
-  behind: boolean;
 }
 
 /**
@@ -102,27 +103,14 @@ export class FleetMigrations {
     }
     const concurrency = Math.min(selection.concurrencyPerCluster || 4, 32);
     const latest = await this.#schemas.latestVersions({ fresh: true });
-    const byTenant = await ledgerOfServedTenants(this.#orm.em.fork(), { tenantIds, tier, cluster: selection.cluster });
-    const byCluster = new Map<string, Pair[][]>();
-    let total = 0;
-    for (const [tenantId, { cluster, entries }] of byTenant) {
-      let pairs: Pair[] = this.#schemas.entries.map(({ name }) => {
-        const entry = entries.get(name);
-        return { tenantId, service: name, from: entry?.version ?? "", behind: entry === undefined || entry.state !== ledgerStates.succeeded || entry.version !== latest.get(name) };
-      });
-      if (selection.onlyBehind) {
-        pairs = pairs.filter((p) => p.behind);
-      }
-      if (pairs.length > 0) {
-        total += pairs.length;
-        byCluster.set(cluster, [...(byCluster.get(cluster) ?? []), pairs]);
-      }
-    }
+    const ledger = await ledgerOfServedTenants(this.#orm.em.fork(), { tenantIds, tier, cluster: selection.cluster });
+    const services = this.#schemas.entries.map((e) => e.name);
+    const { byCluster, total } = planFleetMigration(ledger, services, latest, selection.onlyBehind);
 
     const totals: MigrationTotals = { total, done: 0, migrated: 0, current: 0, failed: 0 };
     const ready: MigrationEvent[] = [];
     let wake: (() => void) | undefined;
-    const emit = (pair: Pair, outcome: MigrationOutcome, detail: Partial<MigrationEvent> = {}) => {
+    const emit = (pair: MigrationPair, outcome: MigrationOutcome, detail: Partial<MigrationEvent> = {}) => {
       totals.done++;
       if (outcome === MigrationOutcome.MIGRATED) totals.migrated++;
       else if (outcome === MigrationOutcome.FAILED) totals.failed++;
@@ -130,7 +118,7 @@ export class FleetMigrations {
       ready.push({ tenantId: pair.tenantId, service: pair.service, outcome, fromVersion: pair.from, toVersion: latest.get(pair.service) ?? "", applied: [], error: "", ...detail, totals: { ...totals } });
       wake?.();
     };
-    const runPair = async (pair: Pair) => {
+    const runPair = async (pair: MigrationPair) => {
       if (!pair.behind) {
         return emit(pair, MigrationOutcome.SKIPPED, { toVersion: pair.from });
       }
