@@ -2,7 +2,7 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { kCaller, type Caller, type Logger } from "../mesh/index.ts";
 import type { AuditEvent } from "./entities/audit-event.ts";
-import { appendAuditEvent, auditOutcomes, listAuditEvents, type NewAuditEvent } from "./stores/audit-event-store.ts";
+import { appendAuditEvent, auditOutcomes, listAuditEvents, type NewAuditEvent } from "./stores/index.ts";
 
 /** How an audit event names its actor. */
 export function actorOf(caller: Caller): string {

@@ -3,7 +3,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { discardLostConnections, type Logger, type SecretBox } from "../mesh/index.ts";
 import type { Cluster } from "./entities/cluster.ts";
-import { adminPasswordContext, clusterStates, findCluster, upsertCluster, type ClusterStateName } from "./stores/cluster-store.ts";
+import { adminPasswordContext, clusterStates, findCluster, upsertCluster, type ClusterStateName } from "./stores/index.ts";
 
 /** A cluster's settings with its admin password opened, for Platform's own connections. */
 export type ClusterAccess = ClusterSettings;

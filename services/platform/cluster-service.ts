@@ -5,7 +5,7 @@ import { ClusterService, ClusterState } from "../../gen/tenantry/platform/v1/clu
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Cluster } from "./entities/cluster.ts";
-import { clusterStates, listClusters } from "./stores/cluster-store.ts";
+import { clusterStates, listClusters } from "./stores/index.ts";
 
 export { ClusterService };
 

@@ -3,9 +3,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { Logger } from "../mesh/index.ts";
 import type { FleetMigrations } from "./fleet/index.ts";
-import { recordedLatestVersions } from "./stores/schema-service-store.ts";
-import { countSchemaStates } from "./stores/schema-version-ledger.ts";
-import { countTenantsByStatus, statusName } from "./stores/tenant-store.ts";
+import { countSchemaStates, countTenantsByStatus, recordedLatestVersions, statusName } from "./stores/index.ts";
 
 /** Every status a tenant record can have, so that an empty one reads 0 rather than disappearing. */
 const statuses = Object.values(TenantStatus).filter((s): s is TenantStatus => typeof s === "number" && s !== TenantStatus.UNSPECIFIED).map(statusName);

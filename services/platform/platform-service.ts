@@ -5,13 +5,12 @@ import { AuditOutcome, PlatformService, Tier } from "../../gen/tenantry/platform
 import { kPeer, readFieldMask, type SecretBox } from "../mesh/index.ts";
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
-import type { SignUpLimit } from "./sign-up-limit.ts";
-import { auditOutcomes } from "./stores/audit-event-store.ts";
-import type { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { changeableTenantFields, type TenantLifecycle } from "./lifecycle/index.ts";
 import type { TenantProvisioner } from "./provisioning/index.ts";
-import { getTenant, listTenants, rolePasswordContext } from "./stores/tenant-store.ts";
-import { routeMessage, tenantMessage, type TierLimit } from "./tenant-records.ts";
+import type { SignUpLimit } from "./sign-up-limit.ts";
+import { auditOutcomes, getTenant, listTenants, rolePasswordContext } from "./stores/index.ts";
+import type { TenantChangeFeed } from "./tenant-change-feed.ts";
+import { routeMessage, tenantMessage, type TierLimit } from "./tenant-messages.ts";
 
 export { PlatformService };
 

@@ -4,18 +4,18 @@ import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
-import { FleetMigrations } from "./fleet/index.ts";
-import { observePlatform } from "./platform-metrics.ts";
-import { FleetService, fleetService } from "./fleet-service.ts";
 import type { PlatformConfig } from "./config.ts";
-import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
+import { FleetService, fleetService } from "./fleet-service.ts";
+import { FleetMigrations } from "./fleet/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
+import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
+import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
+import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { SignUpLimit } from "./sign-up-limit.ts";
-import { recordSchemaService } from "./stores/schema-service-store.ts";
+import { recordSchemaService } from "./stores/index.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
-import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 
 /** Hooks into a running Platform, for tests. */
 export interface PlatformHooks {

@@ -2,7 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
 import { createGrpcJsTransport, type GrpcJsTransport, type MeshCredentials } from "../mesh/index.ts";
-import type { SchemaServiceRecord } from "./stores/schema-service-store.ts";
+import type { SchemaServiceRecord } from "./stores/index.ts";
 
 /** A data-owning service as the registry knows it. */
 export interface SchemaServiceEntry {

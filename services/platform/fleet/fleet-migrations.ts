@@ -14,7 +14,7 @@ import {
   tierName,
   type FailedMigration,
 } from "../stores/index.ts";
-import { checkTier } from "../tenant-records.ts";
+import { checkTier } from "../tenant-messages.ts";
 import { planFleetMigration, type MigrationPair } from "./fleet-plan.ts";
 
 export { MigrationOutcome };

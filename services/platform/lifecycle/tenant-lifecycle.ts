@@ -19,7 +19,7 @@ import {
   tierName,
   type TenantChange,
 } from "../stores/index.ts";
-import { checkTier } from "../tenant-records.ts";
+import { checkTier } from "../tenant-messages.ts";
 import { offboardingStepTable, offboardingSteps, type OffboardingStep } from "./offboarding-steps.ts";
 
 /** Options of {@link TenantLifecycle}. */

@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkEmail, checkPassword, checkTenantId } from "../../mesh/index.ts";
-import { checkTier } from "../tenant-records.ts";
+import { checkTier } from "../tenant-messages.ts";
 
 /** A request for a new tenant. */
 export interface NewTenant {

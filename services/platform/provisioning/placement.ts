@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { clusterStates } from "../stores/cluster-store.ts";
+import { clusterStates } from "../stores/index.ts";
 
 /** A cluster as placement weighs it, as the cluster store lists it. */
 export interface PlacementCandidate {

@@ -1,4 +1,4 @@
-export { appendAuditEvent, auditOutcomes, listAuditEvents, type AuditOutcomeName, type NewAuditEvent } from "./audit-event-store.ts";
+export { appendAuditEvent, auditOutcomes, listAuditEvents, type NewAuditEvent } from "./audit-event-store.ts";
 export {
   adminPasswordContext,
   clusterStates,
@@ -8,7 +8,6 @@ export {
   recordTemplateVersions,
   templatePasswordContext,
   upsertCluster,
-  type ClusterRecord,
   type ClusterStateName,
 } from "./cluster-store.ts";
 export { recordedLatestVersions, recordSchemaService, type SchemaServiceRecord } from "./schema-service-store.ts";
@@ -23,7 +22,6 @@ export {
   versionsOf,
   type FailedMigration,
   type LedgerEntry,
-  type SchemaStateCounts,
 } from "./schema-version-ledger.ts";
 export {
   changeStatus,
@@ -39,13 +37,11 @@ export {
   ownerPasswordContext,
   restartProvisioning,
   rolePasswordContext,
-  servedStatuses,
   startOffboarding,
   statusName,
   statusNames,
   statusOf,
   tierName,
   tierOf,
-  type NewTenantRecord,
   type TenantChange,
 } from "./tenant-store.ts";

@@ -2,9 +2,9 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Tier, type TenantRouteSchema, type TenantSchema } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import type { Tenant } from "./entities/tenant.ts";
 import type { ClusterAccess } from "./cluster-registry.ts";
-import { statusNames, statusOf, tierOf } from "./stores/tenant-store.ts";
+import type { Tenant } from "./entities/tenant.ts";
+import { statusNames, statusOf, tierOf } from "./stores/index.ts";
 
 /** A registry record as the API's Tenant message. */
 export function tenantMessage(tenant: Tenant): MessageInitShape<typeof TenantSchema> {
