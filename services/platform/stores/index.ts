@@ -10,6 +10,7 @@ export {
   upsertCluster,
   type ClusterStateName,
 } from "./cluster-store.ts";
+export { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
 export { recordedLatestVersions, recordSchemaService, type SchemaServiceRecord } from "./schema-service-store.ts";
 export {
   countSchemaStates,
