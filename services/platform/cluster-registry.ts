@@ -3,22 +3,13 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { discardLostConnections, type Logger, type SecretBox } from "../mesh/index.ts";
 import type { Cluster } from "./entities/cluster.ts";
-import { adminPasswordContext, clusterStates, findCluster, upsertCluster, type ClusterStateName } from "./stores/index.ts";
+import { adminPasswordContext, clusterStates, findCluster, upsertCluster, type ClusterRecord, type ClusterStateName } from "./stores/index.ts";
 
 /** A cluster's settings with its admin password opened, for Platform's own connections. */
 export type ClusterAccess = ClusterSettings;
 
-/** What registering a cluster takes. */
-export interface ClusterSettings {
-  name: string;
-  host: string;
-  port: number;
-  adminUser: string;
-  adminPassword: string;
-  capacity: number;
-  region: string;
-  state: ClusterStateName;
-}
+/** What registering a cluster takes: its record, with the admin password in the clear. */
+export type ClusterSettings = Omit<ClusterRecord, "adminPassword"> & { adminPassword: string };
 
 const clusterName = /^[a-z][a-z0-9-]{0,39}$/;
 const region = /^[a-z0-9-]{0,40}$/;
@@ -93,16 +84,8 @@ export class ClusterRegistry {
     if (cluster === null) {
       throw new ConnectError(`cluster "${name}" is not registered`, Code.NotFound);
     }
-    return {
-      name: cluster.name,
-      host: cluster.host,
-      port: cluster.port,
-      adminUser: cluster.adminUser,
-      adminPassword: this.#box.open(cluster.adminPassword, adminPasswordContext(cluster.name)),
-      capacity: cluster.capacity,
-      region: cluster.region,
-      state: cluster.state as ClusterStateName,
-    };
+    const { host, port, adminUser, adminPassword, capacity, region, state } = cluster;
+    return { name, host, port, adminUser, adminPassword: this.#box.open(adminPassword, adminPasswordContext(name)), capacity, region, state: state as ClusterStateName };
   }
 
   /** Runs `fn` on an admin connection to the cluster's `postgres` database. */

@@ -13,6 +13,7 @@ import {
   recordMigrationFailure,
   tierName,
   type FailedMigration,
+  type SchemaStateCounts,
 } from "../stores/index.ts";
 import { checkTier } from "../tenant-messages.ts";
 import { planFleetMigration, type MigrationPair } from "./fleet-plan.ts";
@@ -50,13 +51,10 @@ export interface MigrationEvent {
   totals: MigrationTotals;
 }
 
-/** The fleet's state for one service. */
-export interface ServiceFleetState {
+/** The fleet's state for one service: how many tenants are current, behind or failed, and the last failures. */
+export interface ServiceFleetState extends SchemaStateCounts {
   service: string;
   latestVersion: string;
-  current: number;
-  behind: number;
-  failed: number;
   failedTenants: FailedMigration[];
 }
 

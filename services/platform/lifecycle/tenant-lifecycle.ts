@@ -5,6 +5,7 @@ import { checkTenantId, type Logger } from "../../mesh/index.ts";
 import type { AdvisoryLocks } from "../advisory-locks.ts";
 import { platformActor, type AuditLog } from "../audit-log.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
+import { SingleFlight } from "../single-flight.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import {
   auditOutcomes,
@@ -53,7 +54,7 @@ export class TenantLifecycle {
   readonly #options: TenantLifecycleOptions;
   #timer: NodeJS.Timeout | undefined;
   /** Offboardings under way in this process, by tenant (advisory locks are re-entrant within a session). */
-  readonly #offboarding = new Map<string, Promise<Tenant>>();
+  readonly #offboarding = new SingleFlight<Tenant>();
   #sweeping: Promise<void> | undefined;
 
   constructor(options: TenantLifecycleOptions) {
@@ -62,9 +63,8 @@ export class TenantLifecycle {
 
   /** Changes the fields named by `paths` (checked against {@link changeableTenantFields} by the caller). */
   async update(tenantId: string, change: { displayName: string; tier: Tier; paths: (typeof changeableTenantFields)[number][] }): Promise<Tenant> {
-    const id = checkTenantId(tenantId);
     const em = this.#options.orm.em.fork();
-    const tenant = await getTenant(em, id);
+    const tenant = await getTenant(em, tenantId);
     const changed: TenantChange = {};
     for (const field of change.paths) {
       switch (field) {
@@ -85,7 +85,7 @@ export class TenantLifecycle {
       }
     }
     if (tenant.status === statusNames.deleted || tenant.status === statusNames.offboarding) {
-      throw new ConnectError(`tenant "${id}" is ${tenant.status} and cannot be changed`, Code.FailedPrecondition);
+      throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status} and cannot be changed`, Code.FailedPrecondition);
     }
     await changeTenant(em, tenant, changed);
     return tenant;
@@ -111,9 +111,9 @@ export class TenantLifecycle {
    * role dropped, DELETED. A FAILED tenant has nothing left and is DELETED.
    */
   async delete(tenantId: string): Promise<Tenant> {
-    const id = checkTenantId(tenantId);
     const em = this.#options.orm.em.fork();
-    const tenant = await getTenant(em, id);
+    const tenant = await getTenant(em, tenantId);
+    const id = tenant.id;
     if (tenant.status === statusNames.failed) {
       if (await deleteFailedTenant(em, id)) {
         return getTenant(em.fork(), id);
@@ -172,12 +172,7 @@ export class TenantLifecycle {
 
   /** Drives an OFFBOARDING tenant as far as its grace period allows, once at a time in this process. */
   #offboard(id: string): Promise<Tenant> {
-    let running = this.#offboarding.get(id);
-    if (running === undefined) {
-      running = this.#offboardOnce(id).finally(() => this.#offboarding.delete(id));
-      this.#offboarding.set(id, running);
-    }
-    return running;
+    return this.#offboarding.run(id, () => this.#offboardOnce(id));
   }
 
   async #offboardOnce(id: string): Promise<Tenant> {

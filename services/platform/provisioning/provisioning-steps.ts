@@ -24,11 +24,8 @@ export type RollbackStep = "drop-database" | "drop-role";
 /** The step recorded on a tenant while its failed provisioning is undone. */
 export const rollingBack = "rollback";
 
-/** What a step works on and with. */
-export interface StepContext {
-  /** The EntityManager `tenant` was read through. */
-  em: EntityManager;
-  tenant: Tenant;
+/** What the steps work with, whichever the tenant. */
+export interface StepServices {
   clusters: ClusterRegistry;
   schemas: SchemaServices;
   /** The clusters' template databases; undefined to always migrate new databases directly. */
@@ -37,6 +34,13 @@ export interface StepContext {
   /** How long one service may take to migrate (or bootstrap) one tenant. */
   migrateTimeoutMs: number;
   log: Logger;
+}
+
+/** What a step works on and with. */
+export interface StepContext extends StepServices {
+  /** The EntityManager `tenant` was read through. */
+  em: EntityManager;
+  tenant: Tenant;
   /** What earlier steps of this run learned, so that later ones need not ask again. */
   run: {
     /** The newest version of each service's schema. */

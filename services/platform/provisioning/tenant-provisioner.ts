@@ -2,11 +2,10 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { UniqueConstraintViolationException, type EntityManager, type MikroORM } from "@mikro-orm/postgresql";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { checkTenantId, tenantDatabaseName, type Logger, type SecretBox } from "../../mesh/index.ts";
+import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
 import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
-import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
-import type { SchemaServices } from "../schema-services.ts";
+import { SingleFlight } from "../single-flight.ts";
 import {
   changeTenant,
   findProvisioningTenants,
@@ -32,21 +31,13 @@ import {
   type ProvisioningStep,
   type RollbackStep,
   type StepContext,
+  type StepServices,
 } from "./provisioning-steps.ts";
-import type { TemplateDatabases } from "./template-databases.ts";
 
-/** Options of a {@link TenantProvisioner}. */
-export interface TenantProvisionerOptions {
+/** Options of a {@link TenantProvisioner}: what its steps work with, and its own. */
+export interface TenantProvisionerOptions extends StepServices {
   orm: MikroORM;
-  clusters: ClusterRegistry;
-  schemas: SchemaServices;
-  /** The clusters' template databases; undefined to always migrate new databases directly. */
-  templates: TemplateDatabases | undefined;
   locks: AdvisoryLocks;
-  box: SecretBox;
-  /** How long one service may take to migrate one tenant. */
-  migrateTimeoutMs: number;
-  log: Logger;
   /**
    * Called when a step's work is done, before it is recorded (`register`
    * is recorded with its work). Lets a test stop the process at any step.
@@ -67,7 +58,7 @@ const firstStep = provisioningSteps[0];
  */
 export class TenantProvisioner {
   readonly #options: TenantProvisionerOptions;
-  readonly #running = new Map<string, Promise<Tenant>>();
+  readonly #running = new SingleFlight<Tenant>();
 
   constructor(options: TenantProvisionerOptions) {
     this.#options = options;
@@ -162,22 +153,17 @@ export class TenantProvisioner {
 
   /** Drives a tenant to its end, once per process, and once across Platform instances. */
   #run(tenantId: string): Promise<Tenant> {
-    let running = this.#running.get(tenantId);
-    if (running === undefined) {
-      running = (async () => {
-        const key = `tenant:${tenantId}`;
-        if (!(await this.#options.locks.tryLock(key))) {
-          return this.#awaitOther(tenantId);
-        }
-        try {
-          return await this.#advance(tenantId);
-        } finally {
-          await this.#options.locks.unlock(key).catch(() => undefined);
-        }
-      })().finally(() => this.#running.delete(tenantId));
-      this.#running.set(tenantId, running);
-    }
-    return running;
+    return this.#running.run(tenantId, async () => {
+      const key = `tenant:${tenantId}`;
+      if (!(await this.#options.locks.tryLock(key))) {
+        return this.#awaitOther(tenantId);
+      }
+      try {
+        return await this.#advance(tenantId);
+      } finally {
+        await this.#options.locks.unlock(key).catch(() => undefined);
+      }
+    });
   }
 
   /** Another Platform instance holds the tenant: wait for it to finish. */
@@ -185,10 +171,7 @@ export class TenantProvisioner {
     const deadline = Date.now() + 120_000;
     for (;;) {
       const tenant = await getTenant(this.#options.orm.em.fork(), tenantId);
-      if (tenant.status === statusNames.failed) {
-        throw failure(tenant, Code.FailedPrecondition);
-      }
-      if (tenant.status !== statusNames.provisioning) {
+      if (provisioningEnded(tenant)) {
         return tenant;
       }
       if (Date.now() > deadline) {
@@ -202,10 +185,7 @@ export class TenantProvisioner {
   async #advance(tenantId: string): Promise<Tenant> {
     const em = this.#options.orm.em.fork();
     const tenant = await getTenant(em, tenantId);
-    if (tenant.status === statusNames.failed) {
-      throw failure(tenant, Code.FailedPrecondition);
-    }
-    if (tenant.status !== statusNames.provisioning) {
+    if (provisioningEnded(tenant)) {
       return tenant;
     }
     const context = this.#context(em, tenant);
@@ -250,6 +230,14 @@ export class TenantProvisioner {
     const { clusters, schemas, templates, box, migrateTimeoutMs, log } = this.#options;
     return { em, tenant, clusters, schemas, templates, box, migrateTimeoutMs, log, run: {} };
   }
+}
+
+/** Whether a tenant's provisioning is over (it is ACTIVE or later); FAILED_PRECONDITION when it failed. */
+function provisioningEnded(tenant: Tenant): boolean {
+  if (tenant.status === statusNames.failed) {
+    throw failure(tenant, Code.FailedPrecondition);
+  }
+  return tenant.status !== statusNames.provisioning;
 }
 
 /** The code a failed provisioning is answered with: the cause's, but INTERNAL for what is not the caller's to fix, and UNAVAILABLE for a service that timed out. */

@@ -8,6 +8,7 @@ export {
   recordTemplateVersions,
   templatePasswordContext,
   upsertCluster,
+  type ClusterRecord,
   type ClusterStateName,
 } from "./cluster-store.ts";
 export { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
@@ -23,6 +24,7 @@ export {
   versionsOf,
   type FailedMigration,
   type LedgerEntry,
+  type SchemaStateCounts,
 } from "./schema-version-ledger.ts";
 export {
   changeStatus,

@@ -4,25 +4,29 @@ import { TenantStatus, Tier } from "../../../gen/tenantry/platform/v1/platform_s
 import { checkTenantId, isTenantId, pageOf, readPage } from "../../mesh/index.ts";
 import { Tenant } from "../entities/tenant.ts";
 
-/** The registry's spelling of a status: the enum name without prefix, lower-case. */
-export function statusName(status: TenantStatus): string {
-  return TenantStatus[status].toLowerCase();
+/**
+ * How the registry spells the values of an API enum: the value's name
+ * without prefix, lower-case; read back, a name it does not know is
+ * UNSPECIFIED (0).
+ */
+function registrySpelling<E extends number>(values: Record<number, string> & Record<string, string | number>): { name: (value: E) => string; of: (name: string) => E } {
+  return {
+    name: (value) => values[value]!.toLowerCase(),
+    of: (name) => (values[name.toUpperCase()] ?? 0) as E,
+  };
 }
 
+const statusSpelling = registrySpelling<TenantStatus>(TenantStatus);
+const tierSpelling = registrySpelling<Tier>(Tier);
+
+/** The registry's spelling of a status. */
+export const statusName = statusSpelling.name;
 /** The status the registry spells `name`; UNSPECIFIED for none. */
-export function statusOf(name: string): TenantStatus {
-  return TenantStatus[name.toUpperCase() as keyof typeof TenantStatus] ?? TenantStatus.UNSPECIFIED;
-}
-
-/** The registry's spelling of a tier: the enum name without prefix, lower-case. */
-export function tierName(tier: Tier): string {
-  return Tier[tier].toLowerCase();
-}
-
+export const statusOf = statusSpelling.of;
+/** The registry's spelling of a tier. */
+export const tierName = tierSpelling.name;
 /** The tier the registry spells `name`; UNSPECIFIED for none. */
-export function tierOf(name: string): Tier {
-  return Tier[name.toUpperCase() as keyof typeof Tier] ?? Tier.UNSPECIFIED;
-}
+export const tierOf = tierSpelling.of;
 
 /** Each status as the registry spells it. */
 export const statusNames = {
