@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
-import { chooseCluster, type PlacementCandidate } from "./placement.ts";
+import { chooseCluster, type PlacementCandidate, type PlacementRequest } from "./placement.ts";
 
 /** Clusters in name order, as the cluster store lists them. */
 const clusters: PlacementCandidate[] = [
@@ -11,41 +11,32 @@ const clusters: PlacementCandidate[] = [
   { cluster: { name: "echo", state: "accepting", region: "ap", capacity: 3 }, tenantCount: 1 },
 ];
 
-function refusal(wanted: { cluster?: string; region?: string }, among = clusters): Code | undefined {
+/** The cluster chosen, or the code of the refusal. */
+function placed(wanted: Partial<PlacementRequest>, among = clusters): string {
   try {
-    chooseCluster(among, { cluster: "", region: "", ...wanted });
-    return undefined;
+    return chooseCluster(among, { cluster: "", region: "", ...wanted });
   } catch (error) {
-    return ConnectError.from(error).code;
+    return Code[ConnectError.from(error).code];
   }
 }
 
 describe("placement", () => {
-  it("takes the accepting cluster with the most room, the first by name among equals", () => {
-    expect(chooseCluster(clusters, { cluster: "", region: "" })).toBe("alpha");
-    const roomier = clusters.map((c) => (c.cluster.name === "bravo" ? { ...c, tenantCount: 3 } : c));
-    expect(chooseCluster(roomier, { cluster: "", region: "" })).toBe("bravo");
+  it("takes the accepting cluster with the most room, the first by name among equals, never a draining one", () => {
+    expect(placed({})).toBe("alpha");
+    expect(placed({}, clusters.map((c) => (c.cluster.name === "bravo" ? { ...c, tenantCount: 3 } : c)))).toBe("bravo");
+    expect(placed({}, clusters.filter((c) => c.cluster.state === "draining"))).toBe("FailedPrecondition");
   });
 
   it("looks only in the region asked for", () => {
-    expect(chooseCluster(clusters, { cluster: "", region: "ap" })).toBe("echo");
-    expect(refusal({ region: "us" })).toBe(Code.ResourceExhausted);
-    expect(refusal({ region: "mars" })).toBe(Code.FailedPrecondition);
+    expect([placed({ region: "ap" }), placed({ region: "us" }), placed({ region: "mars" })]).toEqual(["echo", "ResourceExhausted", "FailedPrecondition"]);
   });
 
-  it("never chooses a draining cluster, however roomy", () => {
-    expect(chooseCluster(clusters, { cluster: "", region: "" })).not.toBe("charlie");
-    expect(refusal({}, clusters.filter((c) => c.cluster.state === "draining"))).toBe(Code.FailedPrecondition);
+  it("takes the cluster asked for, whatever the region, if it is registered, accepting and not full", () => {
+    const asked = ["echo", "charlie", "delta", "zulu"].map((cluster) => placed({ cluster, region: "eu" }));
+    expect(asked).toEqual(["echo", "FailedPrecondition", "ResourceExhausted", "InvalidArgument"]);
   });
 
-  it("takes the cluster asked for, if it accepts and has room, whatever the region", () => {
-    expect(chooseCluster(clusters, { cluster: "echo", region: "eu" })).toBe("echo");
-    expect(refusal({ cluster: "charlie" })).toBe(Code.FailedPrecondition);
-    expect(refusal({ cluster: "delta" })).toBe(Code.ResourceExhausted);
-    expect(refusal({ cluster: "zulu" })).toBe(Code.InvalidArgument);
-  });
-
-  it("refuses when nothing is registered", () => {
-    expect(refusal({}, [])).toBe(Code.FailedPrecondition);
+  it("refuses when no cluster is registered", () => {
+    expect(placed({}, [])).toBe("FailedPrecondition");
   });
 });

@@ -3,31 +3,27 @@ import { provisioningStepTable, provisioningSteps, rollbackStepTable, rollbackSt
 
 describe("provisioning steps", () => {
   it("run in order from the record to ACTIVE", () => {
-    expect(provisioningSteps).toEqual(["register", "create-role", "create-database", "secure-database", "migrate-schemas", "bootstrap", "activate"]);
+    expect(provisioningSteps.join(" > ")).toBe("register > create-role > create-database > secure-database > migrate-schemas > bootstrap > activate");
   });
 
-  it("each have their work, and the table has no step the order lacks", () => {
+  it("each have their work in the table, which has no other step", () => {
     expect(Object.keys(provisioningStepTable).sort()).toEqual([...provisioningSteps].sort());
-    for (const step of provisioningSteps) {
-      expect(provisioningStepTable[step].perform, step).toBeTypeOf("function");
-    }
+    expect(provisioningSteps.filter((step) => typeof provisioningStepTable[step].perform !== "function")).toEqual([]);
   });
 
-  it("are undone, where they make something, by a rollback step", () => {
-    const undoneBy = Object.fromEntries(provisioningSteps.flatMap((step) => (provisioningStepTable[step].undoneBy === undefined ? [] : [[step, provisioningStepTable[step].undoneBy]])));
-    expect(undoneBy).toEqual({ "create-role": "drop-role", "create-database": "drop-database" });
+  it("are undone by a rollback step where they make something: the role and the database", () => {
+    const undone = provisioningSteps.filter((step) => provisioningStepTable[step].undoneBy !== undefined).map((step) => `${step} by ${provisioningStepTable[step].undoneBy}`);
+    expect(undone).toEqual(["create-role by drop-role", "create-database by drop-database"]);
   });
 });
 
 describe("rollback steps", () => {
-  it("undo the later step first: the database, then the role it belongs to", () => {
+  it("undo the later step first: the database, then the role that owns it", () => {
     expect(rollbackSteps).toEqual(["drop-database", "drop-role"]);
   });
 
   it("each have their work", () => {
     expect(Object.keys(rollbackStepTable).sort()).toEqual([...rollbackSteps].sort());
-    for (const step of rollbackSteps) {
-      expect(rollbackStepTable[step], step).toBeTypeOf("function");
-    }
+    expect(rollbackSteps.every((step) => typeof rollbackStepTable[step] === "function")).toBe(true);
   });
 });
