@@ -34,6 +34,7 @@ export { UserTokens, type TokenUser, type TokenVerifier } from "./access/user-to
 export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetStats, type TenantEndpoint } from "./tenancy/connection-budget.ts";
 export { discardLostConnections, watchConnectionLoss } from "./tenancy/connection-loss.ts";
 export { isDatabaseUnreachable } from "./tenancy/database-unreachable.ts";
+export { migrationTableName, readAppliedMigrations, type MigrationTableConnection } from "./tenancy/migration-table.ts";
 export { RequestLedger, requestLedgerMigration, type RequestLedgerOptions } from "./tenancy/request-ledger.ts";
 export { StorageQuota } from "./tenancy/storage-quota.ts";
 export { Tenancy, type MigrationOutcome, type SchemaState } from "./tenancy/tenancy.ts";

@@ -1,5 +1,18 @@
+import type { EntityManager } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { watchConnectionLoss, type Logger } from "../mesh/index.ts";
+
+/** The class of every advisory lock Platform takes: a key is a name hashed within it. */
+const lockClass = 7351;
+
+/**
+ * Takes the lock named `key` until the transaction `em` runs ends, waiting
+ * for whoever holds it: for work that two Platform instances must never do
+ * at once, such as placing tenants on clusters.
+ */
+export async function lockForTransaction(em: EntityManager, key: string): Promise<void> {
+  await em.execute(`select pg_advisory_xact_lock(${lockClass}, hashtext(?))`, [key]);
+}
 
 /**
  * PostgreSQL session advisory locks on the platform database, held on one
@@ -21,13 +34,13 @@ export class AdvisoryLocks {
 
   /** Takes the lock named `key` if no other session holds it; returns whether it did. */
   async tryLock(key: string): Promise<boolean> {
-    const rows = await this.#query<{ locked: boolean }>("select pg_try_advisory_lock(7351, hashtext($1)) as locked", key);
+    const rows = await this.#query<{ locked: boolean }>(`select pg_try_advisory_lock(${lockClass}, hashtext($1)) as locked`, key);
     return rows[0]!.locked;
   }
 
   /** Releases a lock this process holds. */
   async unlock(key: string): Promise<void> {
-    await this.#query("select pg_advisory_unlock(7351, hashtext($1))", key);
+    await this.#query(`select pg_advisory_unlock(${lockClass}, hashtext($1))`, key);
   }
 
   #query<R extends pg.QueryResultRow>(text: string, key: string): Promise<R[]> {

@@ -1,7 +1,8 @@
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { kCaller, pageOf, readPage, type Caller, type Logger } from "../mesh/index.ts";
-import { AuditEvent } from "./entities/audit-event.ts";
+import { kCaller, type Caller, type Logger } from "../mesh/index.ts";
+import type { AuditEvent } from "./entities/audit-event.ts";
+import { appendAuditEvent, auditOutcomes, listAuditEvents, type NewAuditEvent } from "./stores/index.ts";
 
 /** How an audit event names its actor. */
 export function actorOf(caller: Caller): string {
@@ -29,18 +30,9 @@ export class AuditLog {
   }
 
   /** Records one action. A failure to record is logged, never thrown over the action's own outcome. */
-  async record(event: { actor: string; action: string; tenantId?: string | undefined; outcome: "succeeded" | "failed"; detail?: Record<string, unknown> }): Promise<void> {
+  async record(event: NewAuditEvent): Promise<void> {
     try {
-      const em = this.#orm.em.fork();
-      em.create(AuditEvent, {
-        occurredAt: new Date(),
-        actor: event.actor,
-        action: event.action,
-        tenantId: event.tenantId ?? null,
-        outcome: event.outcome,
-        detail: event.detail ?? {},
-      });
-      await em.flush();
+      await appendAuditEvent(this.#orm.em.fork(), event);
     } catch (error) {
       this.#log.error({ err: error, event }, "could not write an audit event");
     }
@@ -54,25 +46,17 @@ export class AuditLog {
     const base = { actor: actorOf(ctx.values.get(kCaller)), action: ctx.method.name, tenantId };
     try {
       const result = await action();
-      await this.record({ ...base, outcome: "succeeded", detail });
+      await this.record({ ...base, outcome: auditOutcomes.succeeded, detail });
       return result;
     } catch (error) {
       const cause = ConnectError.from(error);
-      await this.record({ ...base, outcome: "failed", detail: { ...detail, code: Code[cause.code], error: cause.rawMessage } });
+      await this.record({ ...base, outcome: auditOutcomes.failed, detail: { ...detail, code: Code[cause.code], error: cause.rawMessage } });
       throw error;
     }
   }
 
   /** Events, newest first, optionally of one tenant, a page at a time. */
-  async list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ events: AuditEvent[]; nextPageToken: string }> {
-    // A page ends at an event id.
-    const { size, after: before } = readPage(request, (value): value is number => Number.isSafeInteger(value) && (value as number) > 0);
-    const where = {
-      ...(request.tenantId === "" ? {} : { tenantId: request.tenantId }),
-      ...(before === undefined ? {} : { id: { $lt: before } }),
-    };
-    const rows = await this.#orm.em.fork().find(AuditEvent, where, { orderBy: { id: "desc" }, limit: size + 1 });
-    const page = pageOf(rows, size, (last) => last.id);
-    return { events: page.items, nextPageToken: page.nextPageToken };
+  list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ events: AuditEvent[]; nextPageToken: string }> {
+    return listAuditEvents(this.#orm.em.fork(), request);
   }
 }

@@ -1,34 +1,18 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
+import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { discardLostConnections, type Logger, type SecretBox } from "../mesh/index.ts";
-import { Cluster } from "./entities/cluster.ts";
+import type { Cluster } from "./entities/cluster.ts";
+import { adminPasswordContext, clusterStates, findCluster, upsertCluster, type ClusterRecord, type ClusterStateName } from "./stores/index.ts";
 
 /** A cluster's settings with its admin password opened, for Platform's own connections. */
 export type ClusterAccess = ClusterSettings;
 
-/** How the registry spells a cluster's state. */
-export type ClusterStateName = "accepting" | "draining";
-
-/** What registering a cluster takes. */
-export interface ClusterSettings {
-  name: string;
-  host: string;
-  port: number;
-  adminUser: string;
-  adminPassword: string;
-  capacity: number;
-  region: string;
-  state: ClusterStateName;
-}
+/** What registering a cluster takes: its record, with the admin password in the clear. */
+export type ClusterSettings = Omit<ClusterRecord, "adminPassword"> & { adminPassword: string };
 
 const clusterName = /^[a-z][a-z0-9-]{0,39}$/;
 const region = /^[a-z0-9-]{0,40}$/;
-
-/** The context a cluster's admin password is sealed for. */
-export function adminPasswordContext(name: string): string {
-  return `cluster:${name}:admin`;
-}
 
 /**
  * The clusters (PostgreSQL servers holding tenant databases): their records
@@ -59,18 +43,9 @@ export class ClusterRegistry {
     checkSettings(settings);
     await checkAdminAccess(settings);
     const em = this.#orm.em.fork();
-    const now = new Date();
-    const sealed = this.#box.seal(settings.adminPassword, adminPasswordContext(settings.name));
-    await em.execute(
-      `insert into platform.clusters (name, host, port, admin_user, admin_password, capacity, region, state, created_at, updated_at)
-       values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       on conflict (name) do update set host = excluded.host, port = excluded.port, admin_user = excluded.admin_user,
-         admin_password = excluded.admin_password, capacity = excluded.capacity, region = excluded.region,
-         state = excluded.state, updated_at = excluded.updated_at`,
-      [settings.name, settings.host, settings.port, settings.adminUser, sealed, settings.capacity, settings.region, settings.state, now, now],
-    );
+    await upsertCluster(em, { ...settings, adminPassword: this.#box.seal(settings.adminPassword, adminPasswordContext(settings.name)) });
     await this.#forget(settings.name);
-    return (await em.findOne(Cluster, { name: settings.name }))!;
+    return (await findCluster(em, settings.name))!;
   }
 
   /**
@@ -79,7 +54,7 @@ export class ClusterRegistry {
    * (they may have changed) and keeps the rest.
    */
   async registerServer(name: string, server: { host: string; port: number; user: string; password: string }, defaults: { capacity: number; region: string }): Promise<void> {
-    const existing = await this.#orm.em.fork().findOne(Cluster, { name });
+    const existing = await findCluster(this.#orm.em.fork(), name);
     await this.register({
       name,
       host: server.host,
@@ -88,18 +63,8 @@ export class ClusterRegistry {
       adminPassword: server.password,
       capacity: existing?.capacity ?? defaults.capacity,
       region: existing?.region ?? defaults.region,
-      state: (existing?.state as ClusterStateName | undefined) ?? "accepting",
+      state: (existing?.state as ClusterStateName | undefined) ?? clusterStates.accepting,
     });
-  }
-
-  /** Every cluster with the number of its tenants that are not deleted or failed, by name. */
-  async list(em: EntityManager): Promise<{ cluster: Cluster; tenantCount: number }[]> {
-    const clusters = await em.find(Cluster, {}, { orderBy: { name: "asc" } });
-    const counts = await em.execute<{ cluster: string; n: string }[]>(
-      "select cluster, count(*) as n from platform.tenants where status not in ('deleted', 'failed') and cluster is not null group by cluster",
-    );
-    const byName = new Map(counts.map((row) => [row.cluster, Number(row.n)]));
-    return clusters.map((cluster) => ({ cluster, tenantCount: byName.get(cluster.name) ?? 0 }));
   }
 
   /** A cluster's settings with the admin password opened; NOT_FOUND for an unknown name. */
@@ -115,20 +80,12 @@ export class ClusterRegistry {
   }
 
   async #load(name: string): Promise<ClusterAccess> {
-    const cluster = await this.#orm.em.fork().findOne(Cluster, { name });
+    const cluster = await findCluster(this.#orm.em.fork(), name);
     if (cluster === null) {
       throw new ConnectError(`cluster "${name}" is not registered`, Code.NotFound);
     }
-    return {
-      name: cluster.name,
-      host: cluster.host,
-      port: cluster.port,
-      adminUser: cluster.adminUser,
-      adminPassword: this.#box.open(cluster.adminPassword, adminPasswordContext(cluster.name)),
-      capacity: cluster.capacity,
-      region: cluster.region,
-      state: cluster.state as ClusterStateName,
-    };
+    const { host, port, adminUser, adminPassword, capacity, region, state } = cluster;
+    return { name, host, port, adminUser, adminPassword: this.#box.open(adminPassword, adminPasswordContext(name)), capacity, region, state: state as ClusterStateName };
   }
 
   /** Runs `fn` on an admin connection to the cluster's `postgres` database. */
@@ -165,6 +122,16 @@ export class ClusterRegistry {
     } finally {
       await client.end().catch(() => undefined);
     }
+  }
+
+  /** Drops a database of the cluster, if it exists, ending its sessions. */
+  async dropDatabase(name: string, database: string): Promise<void> {
+    await this.admin(name, (admin) => admin.query(`drop database if exists ${pg.escapeIdentifier(database)} with (force)`));
+  }
+
+  /** Drops a role of the cluster, if it exists. */
+  async dropRole(name: string, role: string): Promise<void> {
+    await this.admin(name, (admin) => admin.query(`drop role if exists ${pg.escapeIdentifier(role)}`));
   }
 
   /** Closes the admin connections. */

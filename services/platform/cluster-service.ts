@@ -5,6 +5,7 @@ import { ClusterService, ClusterState } from "../../gen/tenantry/platform/v1/clu
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Cluster } from "./entities/cluster.ts";
+import { clusterStates, listClusters } from "./stores/index.ts";
 
 export { ClusterService };
 
@@ -16,7 +17,7 @@ function clusterMessage(cluster: Cluster, tenantCount: number) {
     adminUser: cluster.adminUser,
     capacity: cluster.capacity,
     region: cluster.region,
-    state: cluster.state === "draining" ? ClusterState.DRAINING : ClusterState.ACCEPTING,
+    state: cluster.state === clusterStates.draining ? ClusterState.DRAINING : ClusterState.ACCEPTING,
     tenantCount,
     createTime: timestampFromDate(cluster.createdAt),
   };
@@ -35,13 +36,13 @@ export function clusterService(orm: MikroORM, clusters: ClusterRegistry, audit: 
         adminPassword: req.adminPassword,
         capacity: req.capacity,
         region: req.region,
-        state: req.state === ClusterState.DRAINING ? "draining" : "accepting",
+        state: req.state === ClusterState.DRAINING ? clusterStates.draining : clusterStates.accepting,
       }));
-      const listed = await clusters.list(orm.em.fork());
+      const listed = await listClusters(orm.em.fork());
       return { cluster: clusterMessage(cluster, listed.find((c) => c.cluster.name === cluster.name)?.tenantCount ?? 0) };
     },
     async listClusters() {
-      const listed = await clusters.list(orm.em.fork());
+      const listed = await listClusters(orm.em.fork());
       return { clusters: listed.map(({ cluster, tenantCount }) => clusterMessage(cluster, tenantCount)) };
     },
   };

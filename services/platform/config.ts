@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { addressMap, commonEnv, port, positiveInt, readConfig } from "../mesh/index.ts";
-import type { TierLimit } from "./tenant-records.ts";
+import type { TierLimit } from "./tenant-messages.ts";
 
 const units: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
 

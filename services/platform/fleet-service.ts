@@ -1,7 +1,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { FleetService } from "../../gen/tenantry/platform/v1/fleet_service_pb.js";
-import type { FleetMigrations } from "./fleet-migrations.ts";
+import type { FleetMigrations } from "./fleet/index.ts";
 
 export { FleetService };
 

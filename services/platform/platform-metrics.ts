@@ -2,8 +2,8 @@ import type { BatchObservableResult, Meter } from "@opentelemetry/api";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { Logger } from "../mesh/index.ts";
-import type { FleetMigrations } from "./fleet-migrations.ts";
-import { statusName } from "./tenant-records.ts";
+import type { FleetMigrations } from "./fleet/index.ts";
+import { countSchemaStates, countTenantsByStatus, recordedLatestVersions, statusName } from "./stores/index.ts";
 
 /** Every status a tenant record can have, so that an empty one reads 0 rather than disappearing. */
 const statuses = Object.values(TenantStatus).filter((s): s is TenantStatus => typeof s === "number" && s !== TenantStatus.UNSPECIFIED).map(statusName);
@@ -31,21 +31,12 @@ export function observePlatform(meter: Meter, options: { orm: MikroORM; fleet: F
     result.observe(running, options.fleet.running);
     const em = options.orm.em.fork();
     try {
-      const counts = new Map((await em.execute<{ status: string; n: number }[]>("select status, count(*)::int as n from platform.tenants group by status")).map((r) => [r.status, r.n]));
+      const counts = await countTenantsByStatus(em);
       for (const status of statuses) {
         result.observe(tenants, counts.get(status) ?? 0, { status });
       }
-      const states = await em.execute<{ service: string; current: number; behind: number; failed: number }[]>(
-        `select s.name as service,
-                count(t.id) filter (where l.status = 'succeeded' and l.version = s.latest_version)::int as current,
-                count(t.id) filter (where l.status is null or (l.status = 'succeeded' and l.version <> s.latest_version))::int as behind,
-                count(t.id) filter (where l.status = 'failed')::int as failed
-         from platform.schema_services s
-         left join platform.tenants t on t.status in ('active', 'suspended')
-         left join platform.tenant_schema_versions l on l.tenant_id = t.id and l.service = s.name
-         group by s.name`,
-      );
-      for (const { service, current, behind, failed } of states) {
+      const states = await countSchemaStates(em, await recordedLatestVersions(em));
+      for (const [service, { current, behind, failed }] of states) {
         result.observe(fleetTenants, current, { service, state: "current" });
         result.observe(fleetTenants, behind, { service, state: "behind" });
         result.observe(fleetTenants, failed, { service, state: "failed" });

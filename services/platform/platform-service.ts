@@ -5,12 +5,12 @@ import { AuditOutcome, PlatformService, Tier } from "../../gen/tenantry/platform
 import { kPeer, readFieldMask, type SecretBox } from "../mesh/index.ts";
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
+import { changeableTenantFields, type TenantLifecycle } from "./lifecycle/index.ts";
+import type { TenantProvisioner } from "./provisioning/index.ts";
 import type { SignUpLimit } from "./sign-up-limit.ts";
+import { auditOutcomes, getTenant, listTenants, rolePasswordContext } from "./stores/index.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
-import { changeableTenantFields, type TenantLifecycle } from "./tenant-lifecycle.ts";
-import type { TenantProvisioner } from "./tenant-provisioning.ts";
-import { rolePasswordContext, routeMessage, tenantMessage, type TierLimit } from "./tenant-records.ts";
-import { getTenant, listTenants } from "./tenant-registry.ts";
+import { routeMessage, tenantMessage, type TierLimit } from "./tenant-messages.ts";
 
 export { PlatformService };
 
@@ -75,7 +75,7 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
           actor: event.actor,
           action: event.action,
           tenantId: event.tenantId ?? "",
-          outcome: event.outcome === "succeeded" ? AuditOutcome.SUCCEEDED : AuditOutcome.FAILED,
+          outcome: event.outcome === auditOutcomes.succeeded ? AuditOutcome.SUCCEEDED : AuditOutcome.FAILED,
           detail: JSON.stringify(event.detail),
         })),
         nextPageToken: page.nextPageToken,

@@ -4,18 +4,17 @@ import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
-import { FleetMigrations } from "./fleet-migrations.ts";
-import { observePlatform } from "./platform-metrics.ts";
-import { FleetService, fleetService } from "./fleet-service.ts";
 import type { PlatformConfig } from "./config.ts";
-import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
+import { FleetService, fleetService } from "./fleet-service.ts";
+import { FleetMigrations } from "./fleet/index.ts";
+import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
+import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
+import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { SignUpLimit } from "./sign-up-limit.ts";
-import { TemplateDatabases } from "./template-databases.ts";
+import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService } from "./stores/index.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
-import { TenantLifecycle, type TenantLifecycleOptions } from "./tenant-lifecycle.ts";
-import { TenantProvisioner, type TenantProvisionerOptions } from "./tenant-provisioning.ts";
 
 /** Hooks into a running Platform, for tests. */
 export interface PlatformHooks {
@@ -57,14 +56,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     const schemas = new SchemaServices({
       addresses: config.TENANTRY_SCHEMA_SERVICES,
       credentials,
-      record: async (service) => {
-        await orm.em.fork().execute(
-          `insert into platform.schema_services (name, address, latest_version, migrations, updated_at) values (?, ?, ?, ?, now())
-           on conflict (name) do update set address = excluded.address, latest_version = excluded.latest_version,
-             migrations = excluded.migrations, updated_at = now()`,
-          [service.name, service.address, service.latestVersion, JSON.stringify(service.migrations)],
-        );
-      },
+      record: (service) => recordSchemaService(orm.em.fork(), service),
     });
     closers.push(() => schemas.close());
     const locks = new AdvisoryLocks({ connectionString: config.TENANTRY_DATABASE_URL, log });

@@ -2,6 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
 import { createGrpcJsTransport, type GrpcJsTransport, type MeshCredentials } from "../mesh/index.ts";
+import type { SchemaServiceRecord } from "./stores/index.ts";
 
 /** A data-owning service as the registry knows it. */
 export interface SchemaServiceEntry {
@@ -10,14 +11,6 @@ export interface SchemaServiceEntry {
   client: Client<typeof TenantSchemaService>;
   /** A client of another RPC service of the same process. */
   clientOf<S extends DescService>(service: S): Client<S>;
-}
-
-/** What a data-owning service says about its schema. */
-export interface DescribedService {
-  name: string;
-  address: string;
-  latestVersion: string;
-  migrations: string[];
 }
 
 /**
@@ -31,14 +24,14 @@ export class SchemaServices {
   readonly #ttlMs: number;
   #latest: { at: number; versions: Promise<Map<string, string>> } | undefined;
 
-  readonly #record: ((service: DescribedService) => Promise<void>) | undefined;
+  readonly #record: ((service: SchemaServiceRecord) => Promise<void>) | undefined;
 
   constructor(options: {
     addresses: Map<string, string>;
     credentials: MeshCredentials;
     ttlMs?: number;
     /** Keeps what a service said about itself (Platform's registry of services). */
-    record?: (service: DescribedService) => Promise<void>;
+    record?: (service: SchemaServiceRecord) => Promise<void>;
   }) {
     this.#ttlMs = options.ttlMs ?? 5000;
     this.#record = options.record;

@@ -6,6 +6,7 @@ import pg from "pg";
 import Cursor from "pg-cursor";
 import array from "postgres-array";
 import { ConnectionBudget, type ConnectionBudgetOptions, type TenantEndpoint } from "./connection-budget.ts";
+import { migrationTableName, readAppliedMigrations } from "./migration-table.ts";
 import { RequestLedger } from "./request-ledger.ts";
 import { StorageQuota } from "./storage-quota.ts";
 import type { TenantDirectory, TenantRoute } from "./tenant-directory.ts";
@@ -117,7 +118,7 @@ export class Tenancy {
       extensions: [Migrator],
       migrations: {
         migrationsList: options.migrations,
-        tableName: `${options.schema}.mikro_orm_migrations`,
+        tableName: migrationTableName(options.schema),
         snapshot: false,
         silent: true,
         transactional: true,
@@ -184,14 +185,7 @@ export class Tenancy {
   /** Reads a tenant's schema state without creating or changing anything. */
   schemaState(route: TenantRoute): Promise<SchemaState> {
     return this.scope.run(this.endpointOf(route), async () => {
-      const em = this.fork();
-      const [row] = await em.execute<{ present: boolean }[]>(
-        "select to_regclass(?) is not null as present",
-        [`${this.#schema}.mikro_orm_migrations`],
-      );
-      const executed = row?.present
-        ? (await em.execute<{ name: string }[]>(`select name from ${em.getPlatform().quoteIdentifier(this.#schema)}.mikro_orm_migrations order by id`)).map((r) => r.name)
-        : [];
+      const executed = (await readAppliedMigrations(this.fork(), this.#schema)) ?? [];
       const done = new Set(executed);
       return {
         version: executed.at(-1) ?? "",

@@ -1,32 +1,10 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import {
-  Tier,
-  TenantStatus,
-  type TenantRouteSchema,
-  type TenantSchema,
-} from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import type { Tenant } from "./entities/tenant.ts";
+import { Tier, type TenantRouteSchema, type TenantSchema } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { ClusterAccess } from "./cluster-registry.ts";
-
-/** The registry's spelling of a tier: the enum name without prefix, lower-case. */
-export function tierName(tier: Tier): string {
-  return Tier[tier].toLowerCase();
-}
-
-/** The registry's spelling of a status. */
-export function statusName(status: TenantStatus): string {
-  return TenantStatus[status].toLowerCase();
-}
-
-function tierOf(name: string): Tier {
-  return Tier[name.toUpperCase() as keyof typeof Tier] ?? Tier.UNSPECIFIED;
-}
-
-function statusOf(name: string): TenantStatus {
-  return TenantStatus[name.toUpperCase() as keyof typeof TenantStatus] ?? TenantStatus.UNSPECIFIED;
-}
+import type { Tenant } from "./entities/tenant.ts";
+import { statusNames, statusOf, tierOf } from "./stores/index.ts";
 
 /** A registry record as the API's Tenant message. */
 export function tenantMessage(tenant: Tenant): MessageInitShape<typeof TenantSchema> {
@@ -42,7 +20,7 @@ export function tenantMessage(tenant: Tenant): MessageInitShape<typeof TenantSch
     cluster: tenant.cluster ?? "",
     suspendedReason: tenant.suspendedReason ?? "",
     exportPath: tenant.exportPath ?? "",
-    ...(tenant.status === "offboarding" && tenant.purgeAfter != null ? { purgeTime: timestampFromDate(tenant.purgeAfter) } : {}),
+    ...(tenant.status === statusNames.offboarding && tenant.purgeAfter != null ? { purgeTime: timestampFromDate(tenant.purgeAfter) } : {}),
   };
 }
 
@@ -72,16 +50,6 @@ export function routeMessage(
     maxUsers: limit?.maxUsers ?? 0,
     maxStorageBytes: BigInt(limit?.maxStorageBytes ?? 0),
   };
-}
-
-/** The context a tenant's role password is sealed for. */
-export function rolePasswordContext(tenantId: string): string {
-  return `tenant:${tenantId}:role`;
-}
-
-/** The context a tenant owner's password is sealed for while provisioning. */
-export function ownerPasswordContext(tenantId: string): string {
-  return `tenant:${tenantId}:owner-password`;
 }
 
 /** Checks a tier from a request; UNSPECIFIED means STANDARD. */

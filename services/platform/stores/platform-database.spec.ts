@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { describe, expect, inject, it } from "vitest";
-import { createLogger } from "../mesh/index.ts";
+import { createLogger } from "../../mesh/index.ts";
+import { migrations } from "../migrations/index.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase } from "./platform-database.ts";
-import { migrations } from "./migrations/index.ts";
 
 describe("platform database", () => {
   it("is migrated once when Platforms start at the same moment", async () => {

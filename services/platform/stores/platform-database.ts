@@ -1,12 +1,12 @@
 import { Migrator } from "@mikro-orm/migrations";
 import { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
-import { discardLostConnections, type Logger } from "../mesh/index.ts";
-import { AuditEvent } from "./entities/audit-event.ts";
-import { Cluster } from "./entities/cluster.ts";
-import { Tenant } from "./entities/tenant.ts";
-import { TenantSchemaVersion } from "./entities/tenant-schema-version.ts";
-import { migrations } from "./migrations/index.ts";
+import { discardLostConnections, migrationTableName, type Logger } from "../../mesh/index.ts";
+import { AuditEvent } from "../entities/audit-event.ts";
+import { Cluster } from "../entities/cluster.ts";
+import { Tenant } from "../entities/tenant.ts";
+import { TenantSchemaVersion } from "../entities/tenant-schema-version.ts";
+import { migrations } from "../migrations/index.ts";
 
 /** A PostgreSQL server and the superuser to reach it as. */
 export interface ServerAccess {
@@ -67,7 +67,7 @@ export async function createPlatformOrm(url: string, log: Logger): Promise<Mikro
     extensions: [Migrator],
     migrations: {
       migrationsList: migrations,
-      tableName: "platform.mikro_orm_migrations",
+      tableName: migrationTableName("platform"),
       snapshot: false,
       silent: true,
     },

@@ -1,11 +1,11 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { Migration } from "@mikro-orm/migrations";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FleetService, MigrationOutcome, type MigrateTenantsResponse } from "../../gen/tenantry/platform/v1/fleet_service_pb.js";
-import type { Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { migrations as backendMigrations } from "../backend/migrations/index.ts";
-import { createGrpcJsTransport, operatorCredentialInterceptor, type GrpcJsTransport } from "../mesh/index.ts";
-import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { FleetService, MigrationOutcome, type MigrateTenantsResponse } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
+import type { Tenant } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
+import { createGrpcJsTransport, operatorCredentialInterceptor, type GrpcJsTransport } from "../../mesh/index.ts";
+import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
 /** The newest migration of the Backend the tenants run now. */
 const released = backendMigrations.at(-1)!.name;

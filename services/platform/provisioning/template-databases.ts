@@ -2,11 +2,11 @@ import { ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { randomBytes } from "node:crypto";
-import type { Logger, SecretBox } from "../mesh/index.ts";
-import type { AdvisoryLocks } from "./advisory-locks.ts";
-import type { ClusterRegistry } from "./cluster-registry.ts";
-import { Cluster } from "./entities/cluster.ts";
-import type { SchemaServices } from "./schema-services.ts";
+import type { Logger, SecretBox } from "../../mesh/index.ts";
+import type { AdvisoryLocks } from "../advisory-locks.ts";
+import type { ClusterRegistry } from "../cluster-registry.ts";
+import type { SchemaServices } from "../schema-services.ts";
+import { findCluster, recordTemplatePassword, recordTemplateVersions, templatePasswordContext } from "../stores/index.ts";
 
 /** Options of {@link TemplateDatabases}. */
 export interface TemplateDatabasesOptions {
@@ -51,7 +51,7 @@ export class TemplateDatabases {
         await refreshing;
         continue;
       }
-      const record = await this.#options.orm.em.fork().findOne(Cluster, { name: cluster });
+      const record = await findCluster(this.#options.orm.em.fork(), cluster);
       if (record !== null && !sameVersions(record.templateVersions, latest)) {
         const refresh = this.#refresh(cluster, latest).finally(() => this.#refreshing.delete(cluster));
         this.#refreshing.set(cluster, refresh);
@@ -90,16 +90,15 @@ export class TemplateDatabases {
     let opened = false;
     try {
       const em = orm.em.fork();
-      const record = await em.findOneOrFail(Cluster, { name: cluster });
+      const record = (await findCluster(em, cluster))!;
       if (sameVersions(record.templateVersions, latest)) {
         return true;
       }
-      const context = `cluster:${cluster}:template`;
+      const context = templatePasswordContext(cluster);
       let sealed = record.templatePassword;
       if (sealed == null) {
         sealed = box.seal(randomBytes(24).toString("base64url"), context);
-        record.templatePassword = sealed;
-        await em.flush();
+        await recordTemplatePassword(em, record, sealed);
       }
       const password = box.open(sealed, context);
       const access = await clusters.access(cluster);
@@ -126,9 +125,7 @@ export class TemplateDatabases {
       }
       await this.#close(cluster, template);
       opened = false;
-      record.templateVersions = versions;
-      record.updatedAt = new Date();
-      await em.flush();
+      await recordTemplateVersions(em, record, versions);
       log.info({ cluster, versions }, "template database refreshed");
       return sameVersions(versions, latest);
     } catch (error) {

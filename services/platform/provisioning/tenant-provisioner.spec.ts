@@ -1,10 +1,12 @@
-import { Code } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { migrations as backendMigrations } from "../backend/migrations/index.ts";
-import { failure } from "../testing/failure.ts";
-import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { TenantSchemaService } from "../../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
+import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
+import { createGrpcJsTransport } from "../../mesh/index.ts";
+import { failure } from "../../testing/failure.ts";
+import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
 let mesh: TestMesh;
 beforeAll(async () => {
@@ -96,6 +98,21 @@ describe("provisioning", () => {
     expect(migrations).toEqual({ n: backendMigrations.length, copied: true });
     const { entry } = await mesh.entries.createEntry({ title: "in a copy" }, { headers: { "x-tenant-id": tenant.tenantId } });
     expect(entry?.title).toBe("in a copy");
+  });
+
+  it("reads a copied database's schema state from its migration table, as the service reports it", async () => {
+    const tenant = await mesh.createTenant();
+    const transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.backend.grpcPort}`, interceptors: [mesh.meshCredentials.clientInterceptor()] });
+    try {
+      const schema = createClient(TenantSchemaService, transport);
+      const names = backendMigrations.map((m) => m.name);
+      expect(await schema.getSchemaStatus({ tenantId: tenant.tenantId })).toMatchObject({ version: names.at(-1), latestVersion: names.at(-1), pending: [] });
+      // Without its migration table the schema counts as never migrated.
+      await mesh.sql(tenant.database, "drop table backend.mikro_orm_migrations");
+      expect(await schema.getSchemaStatus({ tenantId: tenant.tenantId })).toMatchObject({ version: "", latestVersion: names.at(-1), pending: names });
+    } finally {
+      transport.close();
+    }
   });
 
   it("falls back to migrating the new database when the template cannot be copied", async () => {

@@ -4,11 +4,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { gunzipSync } from "node:zlib";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuditOutcome, TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { migrations as authMigrations } from "../auth/migrations/index.ts";
-import { migrations as backendMigrations } from "../backend/migrations/index.ts";
-import { failure } from "../testing/failure.ts";
-import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { AuditOutcome, TenantStatus, Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { migrations as authMigrations } from "../../auth/migrations/index.ts";
+import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
+import { failure } from "../../testing/failure.ts";
+import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
 let mesh: TestMesh;
 beforeAll(async () => {

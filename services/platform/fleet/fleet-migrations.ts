@@ -1,0 +1,183 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
+import { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { checkTenantId, type Logger } from "../../mesh/index.ts";
+import type { SchemaServices } from "../schema-services.ts";
+import {
+  countSchemaStates,
+  failedMigrations,
+  ledgerOfServedTenants,
+  recordedLatestVersions,
+  recordMigrated,
+  recordMigrationFailure,
+  tierName,
+  type FailedMigration,
+  type SchemaStateCounts,
+} from "../stores/index.ts";
+import { checkTier } from "../tenant-messages.ts";
+import { planFleetMigration, type MigrationPair } from "./fleet-plan.ts";
+
+export { MigrationOutcome };
+
+/** Which tenants a fleet migration takes. */
+export interface FleetSelection {
+  tenantIds: string[];
+  tier: Tier;
+  cluster: string;
+  onlyBehind: boolean;
+  concurrencyPerCluster: number;
+  dryRun: boolean;
+}
+
+/** Running totals of a fleet migration. */
+export interface MigrationTotals {
+  total: number;
+  done: number;
+  migrated: number;
+  current: number;
+  failed: number;
+}
+
+/** One tenant × service result. */
+export interface MigrationEvent {
+  tenantId: string;
+  service: string;
+  outcome: MigrationOutcome;
+  fromVersion: string;
+  toVersion: string;
+  applied: string[];
+  error: string;
+  totals: MigrationTotals;
+}
+
+/** The fleet's state for one service: how many tenants are current, behind or failed, and the last failures. */
+export interface ServiceFleetState extends SchemaStateCounts {
+  service: string;
+  latestVersion: string;
+  failedTenants: FailedMigration[];
+}
+
+/**
+ * Fleet-wide schema migrations driven from the ledger: who is behind is
+ * known without connecting to any tenant database; each tenant × service is
+ * migrated through the service's own Migrate RPC, with bounded concurrency
+ * per cluster, and its outcome recorded as it completes.
+ */
+export class FleetMigrations {
+  readonly #orm: MikroORM;
+  readonly #schemas: SchemaServices;
+  readonly #migrateTimeoutMs: number;
+  readonly #log: Logger;
+  #running = 0;
+
+  constructor(options: { orm: MikroORM; schemas: SchemaServices; migrateTimeoutMs: number; log: Logger }) {
+    this.#orm = options.orm;
+    this.#schemas = options.schemas;
+    this.#migrateTimeoutMs = options.migrateTimeoutMs;
+    this.#log = options.log;
+  }
+
+  /** Fleet migrations running now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /** Runs a fleet migration, yielding one event per tenant × service as each finishes. Stops early when `signal` aborts. */
+  async *migrate(selection: FleetSelection, signal: AbortSignal): AsyncGenerator<MigrationEvent> {
+    this.#running++;
+    try {
+      yield* this.#migrate(selection, signal);
+    } finally {
+      this.#running--;
+    }
+  }
+
+  async *#migrate(selection: FleetSelection, signal: AbortSignal): AsyncGenerator<MigrationEvent> {
+    const tenantIds = selection.tenantIds.map((id) => checkTenantId(id, "tenant_ids"));
+    const tier = selection.tier === Tier.UNSPECIFIED ? undefined : tierName(checkTier(selection.tier));
+    if (selection.concurrencyPerCluster < 0) {
+      throw new ConnectError("concurrency_per_cluster cannot be negative", Code.InvalidArgument);
+    }
+    const concurrency = Math.min(selection.concurrencyPerCluster || 4, 32);
+    const latest = await this.#schemas.latestVersions({ fresh: true });
+    const ledger = await ledgerOfServedTenants(this.#orm.em.fork(), { tenantIds, tier, cluster: selection.cluster });
+    const services = this.#schemas.entries.map((e) => e.name);
+    const { byCluster, total } = planFleetMigration(ledger, services, latest, selection.onlyBehind);
+
+    const totals: MigrationTotals = { total, done: 0, migrated: 0, current: 0, failed: 0 };
+    const ready: MigrationEvent[] = [];
+    let wake: (() => void) | undefined;
+    const emit = (pair: MigrationPair, outcome: MigrationOutcome, detail: Partial<MigrationEvent> = {}) => {
+      totals.done++;
+      if (outcome === MigrationOutcome.MIGRATED) totals.migrated++;
+      else if (outcome === MigrationOutcome.FAILED) totals.failed++;
+      else if (outcome !== MigrationOutcome.WOULD_MIGRATE) totals.current++;
+      ready.push({ tenantId: pair.tenantId, service: pair.service, outcome, fromVersion: pair.from, toVersion: latest.get(pair.service) ?? "", applied: [], error: "", ...detail, totals: { ...totals } });
+      wake?.();
+    };
+    const runPair = async (pair: MigrationPair) => {
+      if (!pair.behind) {
+        return emit(pair, MigrationOutcome.SKIPPED, { toVersion: pair.from });
+      }
+      if (selection.dryRun) {
+        return emit(pair, MigrationOutcome.WOULD_MIGRATE);
+      }
+      const client = this.#schemas.entries.find((e) => e.name === pair.service)!.client;
+      try {
+        const result = await client.migrate({ tenantId: pair.tenantId }, { timeoutMs: this.#migrateTimeoutMs, signal });
+        await recordMigrated(this.#orm.em.fork(), { tenantId: pair.tenantId, service: pair.service, version: result.version });
+        emit(pair, result.applied.length > 0 ? MigrationOutcome.MIGRATED : MigrationOutcome.ALREADY_CURRENT, { toVersion: result.version, applied: result.applied });
+      } catch (error) {
+        if (signal.aborted) {
+          return;
+        }
+        const message = ConnectError.from(error).rawMessage;
+        await recordMigrationFailure(this.#orm.em.fork(), { tenantId: pair.tenantId, service: pair.service, version: pair.from, error: message });
+        this.#log.warn({ tenantId: pair.tenantId, service: pair.service, error: message }, "tenant migration failed");
+        emit(pair, MigrationOutcome.FAILED, { toVersion: pair.from, error: message });
+      }
+    };
+    const workers = [...byCluster.values()].flatMap((tenants) => {
+      let next = 0;
+      return Array.from({ length: Math.min(concurrency, tenants.length) }, async () => {
+        while (next < tenants.length && !signal.aborted) {
+          for (const pair of tenants[next++]!) {
+            await runPair(pair);
+          }
+        }
+      });
+    });
+    let finished = false;
+    const all = Promise.all(workers).finally(() => {
+      finished = true;
+      wake?.();
+    });
+    while (!finished || ready.length > 0) {
+      const event = ready.shift();
+      if (event !== undefined) {
+        yield event;
+        continue;
+      }
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    await all;
+  }
+
+  /** The fleet's state per service, from the ledger. */
+  async status(): Promise<ServiceFleetState[]> {
+    const em = this.#orm.em.fork();
+    const known = await this.#schemas.latestVersions({ fresh: true }).catch(() => recordedLatestVersions(em));
+    const latest = new Map(this.#schemas.entries.map(({ name }) => [name, known.get(name) ?? ""]));
+    const counts = await countSchemaStates(em, latest);
+    return Promise.all(
+      [...latest].map(async ([service, latestVersion]) => ({
+        service,
+        latestVersion,
+        ...counts.get(service)!,
+        failedTenants: await failedMigrations(em, service, 100),
+      })),
+    );
+  }
+}

@@ -1,0 +1,51 @@
+import { describe, expect, it } from "vitest";
+import type { LedgerEntry } from "../stores/index.ts";
+import { planFleetMigration } from "./fleet-plan.ts";
+
+const latest = new Map([
+  ["auth", "0003"],
+  ["backend", "0007"],
+]);
+const services = ["auth", "backend"];
+const succeeded = (version: string): LedgerEntry => ({ version, state: "succeeded" });
+
+/** Tenants by id, in order, as the ledger store reads them. */
+const ledger = new Map([
+  ["a", { cluster: "one", entries: new Map([["auth", succeeded("0003")], ["backend", succeeded("0007")]]) }],
+  ["b", { cluster: "two", entries: new Map([["auth", succeeded("0003")], ["backend", succeeded("0006")]]) }],
+  ["c", { cluster: "one", entries: new Map([["auth", succeeded("0003")], ["backend", { version: "0006", state: "failed" }]]) }],
+  ["d", { cluster: "one", entries: new Map<string, LedgerEntry>() }],
+]);
+
+const behind = (plan: ReturnType<typeof planFleetMigration>) =>
+  [...plan.byCluster.values()].flat(2).filter((p) => p.behind).map((p) => `${p.tenantId} ${p.service} from ${p.from || "nothing"}`);
+
+describe("fleet plan", () => {
+  it("finds from the ledger alone who is behind: an older version, a failed attempt, nothing recorded", () => {
+    expect(behind(planFleetMigration(ledger, services, latest, false)).sort()).toEqual([
+      "b backend from 0006",
+      "c backend from 0006",
+      "d auth from nothing",
+      "d backend from nothing",
+    ]);
+  });
+
+  it("takes every tenant × service, grouped by cluster in the ledger's order", () => {
+    const plan = planFleetMigration(ledger, services, latest, false);
+    expect(plan.total).toBe(8);
+    expect([...plan.byCluster].map(([cluster, tenants]) => [cluster, tenants.map((pairs) => pairs[0]!.tenantId)])).toEqual([
+      ["one", ["a", "c", "d"]],
+      ["two", ["b"]],
+    ]);
+  });
+
+  it("with onlyBehind leaves out what is current, and tenants with nothing behind", () => {
+    const plan = planFleetMigration(ledger, services, latest, true);
+    expect(plan.total).toBe(4);
+    expect([...plan.byCluster.get("one")!].map((pairs) => pairs.map((p) => `${p.tenantId} ${p.service}`))).toEqual([["c backend"], ["d auth", "d backend"]]);
+  });
+
+  it("takes a service whose newest version is unknown as behind on every tenant", () => {
+    expect(planFleetMigration(ledger, ["auth"], new Map(), true).total).toBe(ledger.size);
+  });
+});

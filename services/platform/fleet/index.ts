@@ -1,0 +1,1 @@
+export { FleetMigrations } from "./fleet-migrations.ts";

@@ -1,0 +1,1 @@
+export { changeableTenantFields, TenantLifecycle, type TenantLifecycleOptions } from "./tenant-lifecycle.ts";

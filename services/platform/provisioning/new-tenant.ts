@@ -1,0 +1,45 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { checkEmail, checkPassword, checkTenantId } from "../../mesh/index.ts";
+import { checkTier } from "../tenant-messages.ts";
+
+/** A request for a new tenant. */
+export interface NewTenant {
+  tenantId: string;
+  displayName: string;
+  tier: Tier;
+  /** The cluster asked for; empty lets placement choose. */
+  cluster: string;
+  /** The region asked for when no cluster is; empty means any. */
+  region: string;
+  /** The owner Auth creates; empty for none. */
+  ownerEmail: string;
+  ownerPassword: string;
+}
+
+/**
+ * Checks a request for a new tenant before anything is made, and returns
+ * it as it is recorded: the display name trimmed (the id when empty), the
+ * tier STANDARD when unspecified, the owner's email trimmed. INVALID_ARGUMENT
+ * names the field at fault.
+ */
+export function checkNewTenant(request: NewTenant): NewTenant {
+  const tenantId = checkTenantId(request.tenantId);
+  return { ...request, tenantId, displayName: checkDisplayName(request.displayName, tenantId), tier: checkTier(request.tier), ...checkOwner(request) };
+}
+
+/** Both owner fields or neither, checked as Auth will; the email trimmed. */
+function checkOwner(request: { ownerEmail: string; ownerPassword: string }): { ownerEmail: string; ownerPassword: string } {
+  if (request.ownerEmail.trim() === "" && request.ownerPassword === "") {
+    return { ownerEmail: "", ownerPassword: "" };
+  }
+  return { ownerEmail: checkEmail(request.ownerEmail, "owner_email"), ownerPassword: checkPassword(request.ownerPassword, "owner_password") };
+}
+
+function checkDisplayName(displayName: string, tenantId: string): string {
+  const name = displayName.trim() === "" ? tenantId : displayName.trim();
+  if ([...name].length > 200) {
+    throw new ConnectError("display_name is longer than 200 characters", Code.InvalidArgument);
+  }
+  return name;
+}

@@ -1,0 +1,261 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { UniqueConstraintViolationException, type EntityManager, type MikroORM } from "@mikro-orm/postgresql";
+import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
+import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
+import type { Tenant } from "../entities/tenant.ts";
+import { SingleFlight } from "../single-flight.ts";
+import {
+  changeTenant,
+  findProvisioningTenants,
+  findTenant,
+  forgetVersions,
+  getTenant,
+  insertTenant,
+  listClusters,
+  ownerPasswordContext,
+  restartProvisioning,
+  rolePasswordContext,
+  statusNames,
+  tierName,
+} from "../stores/index.ts";
+import { checkNewTenant, type NewTenant } from "./new-tenant.ts";
+import { chooseCluster } from "./placement.ts";
+import {
+  provisioningStepTable,
+  provisioningSteps,
+  rollbackStepTable,
+  rollbackSteps,
+  rollingBack,
+  type ProvisioningStep,
+  type RollbackStep,
+  type StepContext,
+  type StepServices,
+} from "./provisioning-steps.ts";
+
+/** Options of a {@link TenantProvisioner}: what its steps work with, and its own. */
+export interface TenantProvisionerOptions extends StepServices {
+  orm: MikroORM;
+  locks: AdvisoryLocks;
+  /**
+   * Called when a step's work is done, before it is recorded (`register`
+   * is recorded with its work). Lets a test stop the process at any step.
+   */
+  afterStep?: (tenantId: string, step: ProvisioningStep | RollbackStep) => void | Promise<void>;
+}
+
+const firstStep = provisioningSteps[0];
+
+/**
+ * Provisions tenants as a resumable state machine over the steps of
+ * {@link provisioningStepTable}: the tenant is recorded with its cluster and
+ * sealed role password, then its login role, its database (a copy of the
+ * cluster's template, or empty), the database locked to that role, every
+ * service's schema at its newest version with the versions in the ledger,
+ * and only then ACTIVE. A failure undoes what was made (database, role) and
+ * leaves the tenant FAILED with the reason.
+ */
+export class TenantProvisioner {
+  readonly #options: TenantProvisionerOptions;
+  readonly #running = new SingleFlight<Tenant>();
+
+  constructor(options: TenantProvisionerOptions) {
+    this.#options = options;
+  }
+
+  /**
+   * Provisions a new tenant. The same request for an existing tenant returns
+   * it (resuming or retrying it if needed); a different one is ALREADY_EXISTS.
+   */
+  async create(request: NewTenant): Promise<Tenant> {
+    const wanted = checkNewTenant(request);
+    const { tenantId } = wanted;
+    const em = this.#options.orm.em.fork();
+    const existing = await findTenant(em, tenantId);
+    if (existing !== null) {
+      return this.#again(existing, wanted);
+    }
+    try {
+      await em.transactional(async (tx) => {
+        // One placement at a time, so that two tenants never take a cluster's last place.
+        await lockForTransaction(tx, "placement");
+        await insertTenant(tx, {
+          id: tenantId,
+          displayName: wanted.displayName,
+          tier: tierName(wanted.tier),
+          database: tenantDatabaseName(tenantId),
+          cluster: chooseCluster(await listClusters(tx), wanted),
+          role: tenantDatabaseName(tenantId),
+          rolePassword: this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
+          lifecycleStep: firstStep,
+          ownerEmail: wanted.ownerEmail === "" ? null : wanted.ownerEmail,
+          ownerPassword: wanted.ownerEmail === "" ? null : this.#options.box.seal(wanted.ownerPassword, ownerPasswordContext(tenantId)),
+        });
+      });
+    } catch (error) {
+      if (error instanceof UniqueConstraintViolationException) {
+        return this.#again(await getTenant(this.#options.orm.em.fork(), tenantId), wanted);
+      }
+      throw error;
+    }
+    await this.#options.afterStep?.(tenantId, firstStep);
+    return this.#run(tenantId);
+  }
+
+  /** Provisions a FAILED tenant again from the start; FAILED_PRECONDITION for any other status. */
+  async retry(tenantId: string): Promise<Tenant> {
+    const id = checkTenantId(tenantId);
+    const em = this.#options.orm.em.fork();
+    if (!(await restartProvisioning(em, id, firstStep))) {
+      const tenant = await getTenant(em, id);
+      if (tenant.status !== statusNames.provisioning) {
+        throw new ConnectError(`tenant "${id}" is ${tenant.status}, not failed: only a FAILED tenant can be retried`, Code.FailedPrecondition);
+      }
+    }
+    return this.#run(id);
+  }
+
+  /**
+   * Resumes every tenant left PROVISIONING by a Platform that stopped
+   * half-way (and not being worked on by another instance). Failures are
+   * logged; the tenants end ACTIVE or FAILED.
+   */
+  async resumeUnfinished(): Promise<void> {
+    const unfinished = await findProvisioningTenants(this.#options.orm.em.fork());
+    for (const tenant of unfinished) {
+      this.#options.log.info({ tenantId: tenant.id, step: tenant.lifecycleStep }, "resuming provisioning");
+      await this.#run(tenant.id).catch((error: unknown) =>
+        this.#options.log.warn({ tenantId: tenant.id, reason: ConnectError.from(error).rawMessage }, "resumed provisioning did not succeed"),
+      );
+    }
+  }
+
+  /** The same request again: answer with the tenant, or refuse a different one. */
+  async #again(existing: Tenant, wanted: NewTenant): Promise<Tenant> {
+    const same =
+      existing.displayName === wanted.displayName &&
+      existing.tier === tierName(wanted.tier) &&
+      (existing.ownerEmail ?? "") === wanted.ownerEmail &&
+      (wanted.cluster === "" || wanted.cluster === existing.cluster) &&
+      (wanted.region === "" || (existing.cluster != null && (await this.#options.clusters.access(existing.cluster)).region === wanted.region));
+    if (!same || existing.status === statusNames.deleted || existing.status === statusNames.offboarding) {
+      throw new ConnectError(`tenant "${existing.id}" already exists (status ${existing.status}); choose another id`, Code.AlreadyExists);
+    }
+    if (existing.status === statusNames.failed) {
+      return this.retry(existing.id);
+    }
+    if (existing.status === statusNames.provisioning) {
+      return this.#run(existing.id);
+    }
+    return existing;
+  }
+
+  /** Drives a tenant to its end, once per process, and once across Platform instances. */
+  #run(tenantId: string): Promise<Tenant> {
+    return this.#running.run(tenantId, async () => {
+      const key = `tenant:${tenantId}`;
+      if (!(await this.#options.locks.tryLock(key))) {
+        return this.#awaitOther(tenantId);
+      }
+      try {
+        return await this.#advance(tenantId);
+      } finally {
+        await this.#options.locks.unlock(key).catch(() => undefined);
+      }
+    });
+  }
+
+  /** Another Platform instance holds the tenant: wait for it to finish. */
+  async #awaitOther(tenantId: string): Promise<Tenant> {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const tenant = await getTenant(this.#options.orm.em.fork(), tenantId);
+      if (provisioningEnded(tenant)) {
+        return tenant;
+      }
+      if (Date.now() > deadline) {
+        throw new ConnectError(`tenant "${tenantId}" is still being provisioned by another Platform instance; retry later`, Code.Unavailable);
+      }
+      await sleep(250);
+    }
+  }
+
+  /** Performs the steps after the last one recorded, each recorded once done; on a failure, rolls back. */
+  async #advance(tenantId: string): Promise<Tenant> {
+    const em = this.#options.orm.em.fork();
+    const tenant = await getTenant(em, tenantId);
+    if (provisioningEnded(tenant)) {
+      return tenant;
+    }
+    const context = this.#context(em, tenant);
+    if (tenant.lifecycleStep === rollingBack) {
+      await this.#rollback(context, tenant.error ?? "provisioning was interrupted");
+      throw failure(tenant, Code.Internal);
+    }
+    const done = provisioningSteps.indexOf((tenant.lifecycleStep ?? firstStep) as ProvisioningStep);
+    for (const step of provisioningSteps.slice(done + 1)) {
+      try {
+        await provisioningStepTable[step].perform(context);
+      } catch (error) {
+        const cause = error instanceof ConnectError ? error : undefined;
+        this.#options.log.error({ err: error, tenantId, step }, "provisioning failed");
+        await this.#rollback(context, cause?.rawMessage ?? describe(error));
+        throw failure(tenant, failureCode(cause));
+      }
+      await this.#options.afterStep?.(tenantId, step);
+      if (step !== "activate") {
+        await changeTenant(em, tenant, { lifecycleStep: step });
+      }
+    }
+    this.#options.log.info({ tenantId, cluster: tenant.cluster, database: tenant.database }, "tenant provisioned");
+    return tenant;
+  }
+
+  /** Undoes a provisioning: the rollback steps (database, role), then the ledger; leaves the tenant FAILED. */
+  async #rollback(context: StepContext, reason: string): Promise<void> {
+    const { em, tenant } = context;
+    await changeTenant(em, tenant, { lifecycleStep: rollingBack, error: reason });
+    if (tenant.cluster != null) {
+      for (const step of rollbackSteps) {
+        await rollbackStepTable[step](context);
+        await this.#options.afterStep?.(tenant.id, step);
+      }
+    }
+    await forgetVersions(em, tenant.id);
+    await changeTenant(em, tenant, { status: statusNames.failed, lifecycleStep: null });
+  }
+
+  #context(em: EntityManager, tenant: Tenant): StepContext {
+    const { clusters, schemas, templates, box, migrateTimeoutMs, log } = this.#options;
+    return { em, tenant, clusters, schemas, templates, box, migrateTimeoutMs, log, run: {} };
+  }
+}
+
+/** Whether a tenant's provisioning is over (it is ACTIVE or later); FAILED_PRECONDITION when it failed. */
+function provisioningEnded(tenant: Tenant): boolean {
+  if (tenant.status === statusNames.failed) {
+    throw failure(tenant, Code.FailedPrecondition);
+  }
+  return tenant.status !== statusNames.provisioning;
+}
+
+/** The code a failed provisioning is answered with: the cause's, but INTERNAL for what is not the caller's to fix, and UNAVAILABLE for a service that timed out. */
+function failureCode(cause: ConnectError | undefined): Code {
+  if (cause === undefined || cause.code === Code.Unknown || cause.code === Code.Internal) {
+    return Code.Internal;
+  }
+  return cause.code === Code.DeadlineExceeded ? Code.Unavailable : cause.code;
+}
+
+function failure(tenant: Tenant, code: Code): ConnectError {
+  return new ConnectError(`provisioning tenant "${tenant.id}" failed and it is left FAILED: ${tenant.error ?? "unknown reason"}; fix the cause and call RetryProvisioning`, code);
+}
+
+function describe(error: unknown): string {
+  const code = (error as { code?: unknown }).code;
+  if (code === "42P04") {
+    return "a database with the tenant's name already exists on the server";
+  }
+  return "an internal error; the Platform log has the detail";
+}
