@@ -123,7 +123,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   let auth: TenantService | undefined = await launchAuth();
   const backendPort = await freePort();
   const launchBackend = (migrations?: MigrationObject[]) =>
-    startBackend(readBackendConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(backendPort) }), log.child({ service: "backend" }), telemetry, migrations);
+    startBackend(readBackendConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(backendPort) }), log.child({ service: "backend" }), telemetry, { migrations });
   let backend = await launchBackend();
   const schemaServices = [`auth=127.0.0.1:${authPort}`, `backend=127.0.0.1:${backend.grpcPort}`, ...(options.extraSchemaServices ? [options.extraSchemaServices] : [])];
   const platformProcessEnv: Record<string, string> = {
