@@ -13,5 +13,5 @@ await runMain("backend", async (log, telemetry) => {
     }
   }
   const next = `${String(migrations.length + 1).padStart(4, "0")}-add-entry-summaries`;
-  return startBackend(readBackendConfig(), log, telemetry, [...migrations, { name: next, class: AddEntrySummaries }]);
+  return startBackend(readBackendConfig(), log, telemetry, { migrations: [...migrations, { name: next, class: AddEntrySummaries }] });
 });

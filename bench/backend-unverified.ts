@@ -14,6 +14,5 @@ const trusting: TokenVerifier = {
 await runMain("backend", async (log, telemetry) => {
   const { startBackend } = await import("../services/backend/backend.ts");
   const { readBackendConfig } = await import("../services/backend/config.ts");
-  const { migrations } = await import("../services/backend/migrations/index.ts");
-  return startBackend(readBackendConfig(), log, telemetry, migrations, trusting);
+  return startBackend(readBackendConfig(), log, telemetry, { userTokens: trusting });
 });

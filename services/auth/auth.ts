@@ -1,4 +1,4 @@
-import { loadSecret, SecretBox, startTenantService, type Logger, type Telemetry, type TenantService } from "../mesh/index.ts";
+import { loadSecret, SecretBox, startTenantService, type Logger, type Telemetry, type TenantService, type TenantServiceOverrides } from "../mesh/index.ts";
 import { AuthService, authService } from "./auth-service.ts";
 import type { AuthConfig } from "./config.ts";
 import { LoginThrottle } from "./login-throttle.ts";
@@ -9,13 +9,20 @@ import { UserService, userService } from "./user-service.ts";
 
 /**
  * Starts Auth: each tenant's users, roles and signing keys in schema `auth`
- * of its own database; sign-in and tokens.
+ * of its own database; sign-in and tokens. `overrides` may replace Platform
+ * as the source of routes (tests of Auth alone).
  */
-export async function startAuth(config: AuthConfig, log: Logger, telemetry: Telemetry): Promise<TenantService> {
+export async function startAuth(
+  config: AuthConfig,
+  log: Logger,
+  telemetry: Telemetry,
+  overrides: Pick<TenantServiceOverrides, "tenantRoutes"> = {},
+): Promise<TenantService> {
   const masterKey = await loadSecret({ value: config.TENANTRY_MASTER_KEY, dataDir: config.TENANTRY_DATA_DIR, file: "master.key", generate: config.TENANTRY_ENV !== "production" });
   const keys = new SigningKeys(new SecretBox(masterKey.value));
   const deps = { keys, throttle: new LoginThrottle(), issuer: config.TENANTRY_TOKEN_ISSUER };
   return startTenantService({
+    ...overrides,
     name: "auth",
     entities: [],
     migrations,

@@ -1,16 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { OptimisticLockError, type EntityManager, type FilterQuery } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
-import { checkUuid, isUuid, pageOf, readPage } from "../mesh/index.ts";
+import { pageOf } from "../mesh/index.ts";
 import { Entry } from "./entities/entry.ts";
-
-/** Limits on an entry's fields. */
-export const entryLimits = {
-  titleChars: 200,
-  bodyChars: 65_536,
-  tags: 20,
-  tagPattern: /^[a-z0-9_-]{1,40}$/,
-} as const;
+import { checkBody, checkEntryId, checkTags, checkTitle, entryCursor, readEntryPage } from "./entry-rules.ts";
 
 /** The fields of a new entry. */
 export interface EntryFields {
@@ -57,7 +50,7 @@ export async function createEntry(em: EntityManager, fields: EntryFields): Promi
 
 /** Returns an entry, or NOT_FOUND. */
 export async function getEntry(em: EntityManager, id: string): Promise<Entry> {
-  const entry = await em.findOne(Entry, { id: checkId(id) });
+  const entry = await em.findOne(Entry, { id: checkEntryId(id) });
   if (entry === null) {
     throw new ConnectError(`entry "${id}" not found`, Code.NotFound);
   }
@@ -69,11 +62,7 @@ export async function listEntries(
   em: EntityManager,
   request: { pageSize: number; pageToken: string; tag?: string | undefined },
 ): Promise<EntryPage> {
-  const { size, after } = readPage(request, isPageCursor);
-  const tag = request.tag === undefined ? undefined : checkTags([request.tag], "tag")[0];
-  if (after !== undefined && (after[2] ?? undefined) !== tag) {
-    throw new ConnectError("page_token belongs to a listing with another tag: start again without page_token", Code.InvalidArgument);
-  }
+  const { size, after, tag } = readEntryPage(request);
   const where: FilterQuery<Entry>[] = [];
   if (tag !== undefined) {
     where.push({ tags: { $contains: [tag] } });
@@ -86,7 +75,7 @@ export async function listEntries(
     orderBy: [{ createdAt: "desc" }, { id: "desc" }],
     limit: size + 1,
   });
-  const page = pageOf(rows, size, (last): PageCursor => [last.createdAt.toISOString(), last.id, tag ?? null]);
+  const page = pageOf(rows, size, (last) => entryCursor(last, tag));
   return { entries: page.items, nextPageToken: page.nextPageToken };
 }
 
@@ -119,64 +108,8 @@ export async function updateEntry(em: EntityManager, id: string, change: EntryCh
 
 /** Removes an entry, or NOT_FOUND. */
 export async function deleteEntry(em: EntityManager, id: string): Promise<void> {
-  const removed = await em.nativeDelete(Entry, { id: checkId(id) });
+  const removed = await em.nativeDelete(Entry, { id: checkEntryId(id) });
   if (removed === 0) {
     throw new ConnectError(`entry "${id}" not found`, Code.NotFound);
   }
-}
-
-function checkId(id: string): string {
-  return checkUuid(id, "entry id");
-}
-
-function checkText(value: string, field: string, max: number): string {
-  if (value.includes("\u0000")) {
-    throw new ConnectError(`${field} cannot contain NUL characters`, Code.InvalidArgument);
-  }
-  const length = [...value].length;
-  if (length > max) {
-    throw new ConnectError(`${field} is ${length} characters long; the most is ${max}`, Code.InvalidArgument);
-  }
-  return value;
-}
-
-function checkTitle(title: string): string {
-  if (title.trim() === "") {
-    throw new ConnectError("title cannot be empty", Code.InvalidArgument);
-  }
-  return checkText(title, "title", entryLimits.titleChars);
-}
-
-function checkBody(body: string): string {
-  return checkText(body, "body", entryLimits.bodyChars);
-}
-
-function checkTags(tags: string[], field = "tags"): string[] {
-  const unique = [...new Set(tags)];
-  if (unique.length > entryLimits.tags) {
-    throw new ConnectError(`an entry carries at most ${entryLimits.tags} tags; got ${unique.length}`, Code.InvalidArgument);
-  }
-  for (const tag of unique) {
-    if (!entryLimits.tagPattern.test(tag)) {
-      throw new ConnectError(
-        `malformed ${field} ${JSON.stringify(tag.slice(0, 60))}: use 1 to 40 lower-case letters, digits, "-" or "_"`,
-        Code.InvalidArgument,
-      );
-    }
-  }
-  return unique;
-}
-
-/** Where a page of a listing ended: the last entry's creation time and id, and the listing's tag. */
-type PageCursor = [createdAt: string, id: string, tag: string | null];
-
-function isPageCursor(value: unknown): value is PageCursor {
-  return (
-    Array.isArray(value) &&
-    value.length === 3 &&
-    typeof value[0] === "string" &&
-    !Number.isNaN(Date.parse(value[0])) &&
-    isUuid(value[1]) &&
-    (value[2] === null || typeof value[2] === "string")
-  );
 }

@@ -35,6 +35,7 @@ export { ConnectionBudget, type ConnectionBudgetOptions, type ConnectionBudgetSt
 export { discardLostConnections, watchConnectionLoss } from "./tenancy/connection-loss.ts";
 export { isDatabaseUnreachable } from "./tenancy/database-unreachable.ts";
 export { migrationTableName, readAppliedMigrations, type MigrationTableConnection } from "./tenancy/migration-table.ts";
+export type { PlatformRoutes, TenantChange } from "./tenancy/platform-routes.ts";
 export { RequestLedger, requestLedgerMigration, type RequestLedgerOptions } from "./tenancy/request-ledger.ts";
 export { StorageQuota } from "./tenancy/storage-quota.ts";
 export { Tenancy, type MigrationOutcome, type SchemaState } from "./tenancy/tenancy.ts";
@@ -49,4 +50,4 @@ export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistra
 export { kPeer } from "./server/peer-context.ts";
 export { tenantSchemaService, TenantSchemaService } from "./server/tenant-schema-service.ts";
 
-export { startTenantService, type TenantService, type TenantServiceConfig } from "./tenant-service.ts";
+export { startTenantService, type TenantService, type TenantServiceConfig, type TenantServiceOverrides } from "./tenant-service.ts";

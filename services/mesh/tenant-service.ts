@@ -10,7 +10,7 @@ import { TenantSchemaService, tenantSchemaService } from "./server/tenant-schema
 import type { Logger } from "./telemetry/logger.ts";
 import type { Telemetry } from "./telemetry/telemetry.ts";
 import { observeConnectionBudget } from "./tenancy/connection-budget-metrics.ts";
-import { platformRoutes } from "./tenancy/platform-routes.ts";
+import { platformRoutes, type PlatformRoutes } from "./tenancy/platform-routes.ts";
 import { Tenancy } from "./tenancy/tenancy.ts";
 import { watchTenantChanges } from "./tenancy/tenant-change-watch.ts";
 import { TenantDirectory, TenantStatus } from "./tenancy/tenant-directory.ts";
@@ -37,6 +37,12 @@ export interface TenantServiceOptions {
    * what it costs); by default tokens are verified against Auth's key sets.
    */
   userTokens?: TokenVerifier;
+  /**
+   * Replaces Platform as the source of tenants' routes and their changes
+   * (tests that run one service alone); by default Platform's ResolveTenant
+   * and WatchTenants at TENANTRY_PLATFORM_ADDRESS.
+   */
+  tenantRoutes?: PlatformRoutes;
   /** Interceptors run between the tenant's resolution and the handler (see `interceptorChain`). */
   interceptors?: Interceptor[];
   config: TenantServiceConfig;
@@ -45,6 +51,9 @@ export interface TenantServiceOptions {
   telemetry: Telemetry;
 }
 
+/** What a test or a benchmark may replace when it starts a tenant service (see {@link TenantServiceOptions}). */
+export type TenantServiceOverrides = Partial<Pick<TenantServiceOptions, "migrations" | "userTokens" | "tenantRoutes">>;
+
 /** A running tenant service. */
 export interface TenantService extends MeshServer {
   tenancy: Tenancy;
@@ -52,19 +61,22 @@ export interface TenantService extends MeshServer {
 
 /**
  * Starts a service that serves tenants' data: it resolves tenants through
- * Platform, routes each call to its tenant's database, serves its own
- * schema's migrations to Platform, and listens on both ports.
+ * Platform (or `tenantRoutes`), routes each call to its tenant's database,
+ * serves its own schema's migrations to Platform, and listens on both ports.
  */
 export async function startTenantService(options: TenantServiceOptions): Promise<TenantService> {
   const { config, log, telemetry } = options;
   const credentials = await loadMeshCredentials(config, options.name);
-  const transport = createGrpcJsTransport({
-    address: config.TENANTRY_PLATFORM_ADDRESS,
-    interceptors: [credentials.clientInterceptor()],
-    // Platform restarts and starts later than this service: wait for it (every call here has a deadline).
-    waitForReady: true,
-  });
-  const platform = platformRoutes(transport);
+  const transport =
+    options.tenantRoutes === undefined
+      ? createGrpcJsTransport({
+          address: config.TENANTRY_PLATFORM_ADDRESS,
+          interceptors: [credentials.clientInterceptor()],
+          // Platform restarts and starts later than this service: wait for it (every call here has a deadline).
+          waitForReady: true,
+        })
+      : undefined;
+  const platform = options.tenantRoutes ?? platformRoutes(transport!);
   const directory = new TenantDirectory({
     maxEntries: config.TENANTRY_TENANT_CACHE_SIZE,
     ttlMs: config.TENANTRY_TENANT_CACHE_TTL_MS,
@@ -133,7 +145,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       await Promise.race([watched, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
       unobserveBudget();
       await tenancy.close();
-      transport.close();
+      transport?.close();
       authTransport.close();
     },
   });

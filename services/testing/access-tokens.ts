@@ -5,10 +5,24 @@ import path from "node:path";
 import pg from "pg";
 import { randomUUID } from "node:crypto";
 import { permissionCatalog } from "../auth/migrations/create-identity.ts";
-import { SecretBox, tenantIdHeader } from "../mesh/index.ts";
+import { isTenantId, SecretBox, tenantIdHeader } from "../mesh/index.ts";
 
 /** Every permission there is. */
 export const allPermissions = permissionCatalog.map(([name]) => name);
+
+/**
+ * A client interceptor that gives every call naming a well-formed tenant
+ * the token `tokenOf` makes for it, unless the call carries one.
+ */
+export function tenantTokenInterceptor(tokenOf: (tenantId: string) => string | Promise<string>): Interceptor {
+  return (next) => async (req) => {
+    const tenantId = req.header.get(tenantIdHeader);
+    if (tenantId !== null && isTenantId(tenantId) && !req.header.has("authorization")) {
+      req.header.set("authorization", `Bearer ${await tokenOf(tenantId)}`);
+    }
+    return next(req);
+  };
+}
 
 /**
  * Access tokens for tests, signed with a tenant's real key (read from its
@@ -46,13 +60,7 @@ export class TestAccessTokens {
 
   /** A client interceptor that gives every call naming a tenant a token with every permission, unless it has one. */
   interceptor(): Interceptor {
-    return (next) => async (req) => {
-      const tenantId = req.header.get(tenantIdHeader);
-      if (tenantId !== null && /^[a-z][a-z0-9-]{1,38}[a-z0-9]$/.test(tenantId) && !req.header.has("authorization")) {
-        req.header.set("authorization", `Bearer ${await this.token(tenantId)}`);
-      }
-      return next(req);
-    };
+    return tenantTokenInterceptor((tenantId) => this.token(tenantId));
   }
 
   async #sign(tenantId: string, permissions: string[], userId: string, expiresIn: string): Promise<string> {

@@ -4,9 +4,9 @@ import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { inject } from "vitest";
 import { freePort } from "./free-port.ts";
 import { startServiceProcess } from "./service-process.ts";
+import { TestServer } from "./test-server.ts";
 
 /** One service running as a process of its own. */
 export interface MeshProcess {
@@ -33,8 +33,7 @@ export interface MeshProcesses {
  * given to every one of them.
  */
 export async function startMeshProcesses(env: Record<string, string> = {}): Promise<MeshProcesses> {
-  const serverUrl = new URL(inject("databaseUrl"));
-  serverUrl.pathname = `/tenantry_platform_${randomBytes(4).toString("hex")}`;
+  const platformDatabaseUrl = new TestServer().databaseUrl(`tenantry_platform_${randomBytes(4).toString("hex")}`);
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "tenantry-processes-"));
   const sharedEnv = {
     TENANTRY_DATA_DIR: dataDir,
@@ -70,7 +69,7 @@ export async function startMeshProcesses(env: Record<string, string> = {}): Prom
   };
   try {
     const platform = await start("platform", ports.platform, {
-      TENANTRY_DATABASE_URL: serverUrl.toString(),
+      TENANTRY_DATABASE_URL: platformDatabaseUrl,
       TENANTRY_SCHEMA_SERVICES: `auth=127.0.0.1:${ports.auth},backend=127.0.0.1:${ports.backend}`,
     });
     const auth = await start("auth", ports.auth, tenantEnv);

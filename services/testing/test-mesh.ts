@@ -5,7 +5,6 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { inject } from "vitest";
 import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { PlatformService, type Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { startAuth } from "../auth/auth.ts";
@@ -28,6 +27,7 @@ import { readPlatformConfig } from "../platform/config.ts";
 import { startPlatform, type PlatformHooks } from "../platform/platform.ts";
 import { TestAccessTokens } from "./access-tokens.ts";
 import { freePort } from "./free-port.ts";
+import { TestServer } from "./test-server.ts";
 
 /** Options of {@link startTestMesh}; values are environment variables of the services. */
 export interface TestMeshOptions {
@@ -89,12 +89,8 @@ export interface TestMesh {
 
 /** Starts the whole mesh in-process, with its own platform database. */
 export async function startTestMesh(options: TestMeshOptions = {}): Promise<TestMesh> {
-  const serverUrl = new URL(options.serverUrl ?? inject("databaseUrl"));
-  const databaseUrl = (database: string) => {
-    const url = new URL(serverUrl);
-    url.pathname = `/${database}`;
-    return url.toString();
-  };
+  const server = new TestServer(options.serverUrl);
+  const databaseUrl = server.databaseUrl.bind(server);
   const suffix = randomBytes(4).toString("hex");
   const platformDatabase = `tenantry_platform_${suffix}`;
   const log = createLogger("test", process.env.TENANTRY_LOG_LEVEL ?? "silent");
@@ -123,7 +119,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
   let auth: TenantService | undefined = await launchAuth();
   const backendPort = await freePort();
   const launchBackend = (migrations?: MigrationObject[]) =>
-    startBackend(readBackendConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(backendPort) }), log.child({ service: "backend" }), telemetry, migrations);
+    startBackend(readBackendConfig({ ...tenantEnv, TENANTRY_GRPC_PORT: String(backendPort) }), log.child({ service: "backend" }), telemetry, { migrations });
   let backend = await launchBackend();
   const schemaServices = [`auth=127.0.0.1:${authPort}`, `backend=127.0.0.1:${backend.grpcPort}`, ...(options.extraSchemaServices ? [options.extraSchemaServices] : [])];
   const platformProcessEnv: Record<string, string> = {
@@ -154,10 +150,6 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     },
   });
   const entries = createClient(EntryService, transport(backend.grpcPort, [accessTokens.interceptor()]));
-  const admin = new pg.Pool({ connectionString: serverUrl.toString(), max: 2 });
-  // An idle connection that breaks (a spec restarting its server) must not end the test process.
-  admin.on("error", () => {});
-  const pools = new Map<string, pg.Pool>();
   let counter = 0;
   const uniqueTenantId = (prefix = "t") => `${prefix}-${suffix}-${++counter}`;
 
@@ -215,20 +207,11 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       const { tenant } = await platformClient.createTenant({ tenantId, displayName: tenantId });
       return tenant!;
     },
-    async sql(database, text, values) {
-      let pool = pools.get(database);
-      if (pool === undefined) {
-        pool = database === "postgres" ? admin : new pg.Pool({ connectionString: databaseUrl(database), max: 2 });
-        pool.on("error", () => {});
-        pools.set(database, pool);
-      }
-      return (await pool.query(text, values)).rows;
-    },
+    sql: server.sql.bind(server),
     async stop() {
       transports.forEach((t) => t.close());
-      await Promise.all([...pools.values()].filter((p) => p !== admin).map((p) => p.end()));
       await Promise.all([backend.shutdown(), stopAuth(), stopPlatform()]);
-      await admin.end();
+      await server.close();
       await rm(dataDir, { recursive: true, force: true });
     },
   };

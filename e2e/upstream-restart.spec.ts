@@ -1,8 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
-import { tenantIdHeader } from "./wire/tenant-id.ts";
+import { tenantIdHeader } from "../services/mesh/index.ts";
+import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 describe("Backend while Platform and Auth restart", () => {
   let mesh: TestMesh;

@@ -6,11 +6,11 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { createGrpcJsTransport } from "../mesh/index.ts";
-import { freePort } from "../testing/free-port.ts";
-import { startServiceProcess } from "../testing/service-process.ts";
-import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
+import { createGrpcJsTransport } from "../services/mesh/index.ts";
+import { freePort } from "../services/testing/free-port.ts";
+import { startServiceProcess } from "../services/testing/service-process.ts";
+import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 let mesh: TestMesh;
 beforeAll(async () => {

@@ -3,10 +3,10 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inject } from "vitest";
-import type { Tenant } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { startLateCloseProxy } from "../../testing/late-close-proxy.ts";
-import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
+import { startSingleBackend, type SingleBackend } from "../../testing/single-service.ts";
 import { ConnectionBudget, type ConnectionBudgetOptions, type LeasedClient, type TenantEndpoint } from "./connection-budget.ts";
+import type { TenantRoute } from "./tenant-directory.ts";
 
 const server = new URL(inject("databaseUrl"));
 const endpoint = (tenantId: string, database = "postgres"): TenantEndpoint => ({
@@ -167,25 +167,25 @@ describe("connection budget", () => {
 });
 
 describe("connection budget under a real workload", () => {
-  let mesh: TestMesh;
+  let backend: SingleBackend;
   beforeAll(async () => {
-    mesh = await startTestMesh({
-      tenantServiceEnv: { TENANTRY_DB_MAX_CONNECTIONS: "4", TENANTRY_DB_MAX_CONNECTIONS_PER_TENANT: "2", TENANTRY_DB_ACQUIRE_TIMEOUT_MS: "30000" },
+    backend = await startSingleBackend({
+      env: { TENANTRY_DB_MAX_CONNECTIONS: "4", TENANTRY_DB_MAX_CONNECTIONS_PER_TENANT: "2", TENANTRY_DB_ACQUIRE_TIMEOUT_MS: "30000" },
     });
   });
-  afterAll(() => mesh?.stop());
+  afterAll(() => backend?.stop());
 
   it("keeps Backend within its ceiling in pg_stat_activity while many calls across more tenants complete", async () => {
-    const tenants: Tenant[] = [];
+    const tenants: TenantRoute[] = [];
     for (let i = 0; i < 10; i++) {
-      tenants.push(await mesh.createTenant());
+      tenants.push(await backend.createTenant());
     }
     const databases = tenants.map((t) => t.database);
     let maxSeen = 0;
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
-        const [row] = await mesh.sql<{ n: number }>(
+        const [row] = await backend.sql<{ n: number }>(
           "postgres",
           "select count(*)::int as n from pg_stat_activity where application_name = 'tenantry-backend' and datname = any($1)",
           [databases],
@@ -196,8 +196,8 @@ describe("connection budget under a real workload", () => {
     })();
     const calls = Array.from({ length: 300 }, async (_, i) => {
       const headers = { "x-tenant-id": tenants[i % tenants.length]!.tenantId };
-      const { entry } = await mesh.entries.createEntry({ title: `call ${i}` }, { headers });
-      await mesh.entries.getEntry({ id: entry!.id }, { headers });
+      const { entry } = await backend.entries.createEntry({ title: `call ${i}` }, { headers });
+      await backend.entries.getEntry({ id: entry!.id }, { headers });
       return entry!.id;
     });
     const ids = await Promise.all(calls);
@@ -206,10 +206,10 @@ describe("connection budget under a real workload", () => {
     expect(new Set(ids).size).toBe(300);
     expect(maxSeen).toBeGreaterThan(0);
     expect(maxSeen).toBeLessThanOrEqual(4);
-    expect(mesh.backend.tenancy.budget.stats().open).toBeLessThanOrEqual(4);
+    expect(backend.service.tenancy.budget.stats().open).toBeLessThanOrEqual(4);
     let stored = 0;
     for (const database of databases) {
-      const [row] = await mesh.sql<{ n: number }>(database, "select count(*)::int as n from backend.entries");
+      const [row] = await backend.sql<{ n: number }>(database, "select count(*)::int as n from backend.entries");
       stored += row!.n;
     }
     expect(stored).toBe(300);

@@ -4,11 +4,11 @@ import { once } from "node:events";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PlatformService, TenantStatus, type Tenant } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { createGrpcJsTransport, operatorCredentialInterceptor } from "../../mesh/index.ts";
-import { freePort } from "../../testing/free-port.ts";
-import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
-import { provisioningSteps, rollbackSteps } from "./provisioning-steps.ts";
+import { PlatformService, TenantStatus, type Tenant } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
+import { provisioningSteps, rollbackSteps } from "../services/platform/provisioning/index.ts";
+import { freePort } from "../services/testing/free-port.ts";
+import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 let mesh: TestMesh;
 beforeAll(async () => {

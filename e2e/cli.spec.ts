@@ -5,13 +5,13 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
-import { migrations as backendMigrations } from "../backend/migrations/index.ts";
-import { createGrpcJsTransport } from "../mesh/index.ts";
-import { freePort } from "../testing/free-port.ts";
-import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
+import { migrations as backendMigrations } from "../services/backend/migrations/index.ts";
+import { createGrpcJsTransport } from "../services/mesh/index.ts";
+import { freePort } from "../services/testing/free-port.ts";
+import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
-const root = path.resolve(import.meta.dirname, "../..");
+const root = path.resolve(import.meta.dirname, "..");
 const main = path.join(root, "services/cli/main.ts");
 
 /** The newest migration of the Backend the tenants run now. */

@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { failure } from "../../testing/failure.ts";
-import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
+import { failure } from "../services/testing/failure.ts";
+import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 const tenantSeries = 3;
 let mesh: TestMesh;

@@ -1,12 +1,17 @@
-import { Code, createClient } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
+import { RoleService } from "../../gen/tenantry/auth/v1/role_service_pb.js";
+import { UserService } from "../../gen/tenantry/auth/v1/user_service_pb.js";
+import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { PlatformService, TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { createGrpcJsTransport, type GrpcJsTransport } from "../mesh/index.ts";
+import { accessOf, AccessKind, createGrpcJsTransport, operatorCredentialInterceptor, type GrpcJsTransport } from "../mesh/index.ts";
 import { failure } from "../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { defaultRoles } from "./tenant-bootstrap.ts";
 
 let mesh: TestMesh;
 let transport: GrpcJsTransport;
@@ -135,3 +140,87 @@ describe("sign-up", () => {
     expect(JSON.parse(events[0]!.detail)).toMatchObject({ source: "127.0.0.1", ownerEmail: "founder@example.com" });
   });
 });
+
+describe("tokens across the mesh", () => {
+  // Users of a tenant of their own: the owner, and one user per other default role.
+  let tenantId: string;
+  let ownerToken: string;
+  const transports: GrpcJsTransport[] = [];
+  const transportTo = (port: number) => {
+    const t = createGrpcJsTransport({ address: `127.0.0.1:${port}` });
+    transports.push(t);
+    return t;
+  };
+  let users: Client<typeof UserService>;
+  const as = (token: string) => ({ headers: { "x-tenant-id": tenantId, authorization: `Bearer ${token}` } });
+  const login = async (email: string) => (await auth.login({ email, password }, { headers: { "x-tenant-id": tenantId } })).accessToken;
+  const code = (call: Promise<unknown>) => call.then(() => "ok", (e: unknown) => Code[ConnectError.from(e).code]);
+
+  beforeAll(async () => {
+    users = createClient(UserService, transportTo(mesh.auth.grpcPort));
+    ({ tenant: { tenantId } } = await tenantWithOwner("owner@example.com"));
+    ownerToken = await login("owner@example.com");
+  });
+  afterAll(() => transports.forEach((t) => t.close()));
+
+  it("lets each default role call exactly the methods its permissions allow, on Auth and Backend", async () => {
+    const tokens: Record<string, string> = {};
+    for (const role of Object.keys(defaultRoles)) {
+      if (role !== "owner") {
+        await users.createUser({ email: `${role}@example.com`, password, roles: [role] }, as(ownerToken));
+      }
+      tokens[role] = role === "owner" ? ownerToken : await login(`${role}@example.com`);
+    }
+    const services: [DescService, number][] = [
+      [EntryService, mesh.backend.grpcPort],
+      [UserService, mesh.auth.grpcPort],
+      [RoleService, mesh.auth.grpcPort],
+      [AuthService, mesh.auth.grpcPort],
+    ];
+    let checked = 0;
+    for (const [service, port] of services) {
+      const client = createClient(service, transportTo(port)) as unknown as Record<string, (req: object, options: object) => Promise<unknown>>;
+      for (const method of service.methods) {
+        const { kind, permission } = accessOf(method);
+        if (kind !== AccessKind.TENANT) {
+          continue;
+        }
+        for (const [role, { permissions }] of Object.entries(defaultRoles)) {
+          // Empty requests: allowed calls fail on their arguments, never on access.
+          const outcome = await code(client[method.localName]!({}, as(tokens[role]!)));
+          const allowed = permission === "" || permissions.includes(permission);
+          expect([service.typeName, method.name, role, outcome === "PermissionDenied" ? "denied" : outcome === "Unauthenticated" ? "unauthenticated" : "allowed"]).toEqual([
+            service.typeName,
+            method.name,
+            role,
+            allowed ? "allowed" : "denied",
+          ]);
+          checked++;
+        }
+      }
+    }
+    expect(checked).toBe(4 * (5 + 5 + 7 + 1));
+  });
+
+  it("rotates a tenant's signing key, still accepting tokens of the previous key until they expire", async () => {
+    const before = await login("owner@example.com");
+    const operator = createClient(AuthService, createGrpcJsTransport({ address: `127.0.0.1:${mesh.auth.grpcPort}`, interceptors: [operatorCredentialInterceptor(mesh.operatorToken)] }));
+    const { kid } = await operator.rotateSigningKey({ tenantId });
+    const after = await login("owner@example.com");
+    const kidOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[0]!, "base64url").toString()).kid as string;
+    expect(kidOf(after)).toBe(kid);
+    expect(kidOf(before)).not.toBe(kid);
+    const published = JSON.parse((await auth.getJwks({}, { headers: { "x-tenant-id": tenantId } })).jwks).keys.map((k: { kid: string }) => k.kid);
+    expect(published).toEqual([kid, kidOf(before)]);
+    // Backend learns the new key on its first token signed with it, and keeps the previous.
+    expect(await code(mesh.entries.listEntries({}, as(after)))).toBe("ok");
+    expect(await code(mesh.entries.listEntries({}, as(before)))).toBe("ok");
+    // Two rotations on, the first key is retired.
+    await operator.rotateSigningKey({ tenantId });
+    await operator.rotateSigningKey({ tenantId });
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect(await code(mesh.entries.listEntries({}, as(await login("owner@example.com"))))).toBe("ok");
+    expect(await code(mesh.entries.listEntries({}, as(before)))).toBe("Unauthenticated");
+  });
+});
+

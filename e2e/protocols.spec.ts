@@ -3,9 +3,9 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EntryService } from "../../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
-import { Health, ServingStatus } from "./health-service.ts";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
+import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 const run = promisify(execFile);
 

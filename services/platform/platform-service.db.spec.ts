@@ -50,6 +50,13 @@ describe("platform service", () => {
     expect((await failure(mesh.platformMeshClient.resolveTenant({ tenantId: mesh.uniqueTenantId("ghost") }))).code).toBe(Code.NotFound);
   });
 
+  it("never lets a tenant id like SQL reach the database", async () => {
+    const created = await failure(mesh.platformClient.createTenant({ tenantId: "x'; drop table platform.tenants; --" }));
+    expect(created.code).toBe(Code.InvalidArgument);
+    const tables = await mesh.sql("postgres", "select datname from pg_database where datname like '%drop%'");
+    expect(tables).toEqual([]);
+  });
+
   it("lists tenants by id, page by page", async () => {
     for (let i = 0; i < 3; i++) {
       await mesh.createTenant();

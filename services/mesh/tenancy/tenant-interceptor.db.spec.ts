@@ -2,20 +2,21 @@ import { Code, ConnectError, createContextValues, type StreamRequest, type Strea
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EntryService } from "../../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { Entry } from "../../backend/entities/entry.ts";
-import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
+import { startSingleBackend, type SingleBackend } from "../../testing/single-service.ts";
 import { kEntityManager } from "./tenant-context.ts";
+import { TenantStatus } from "./tenant-directory.ts";
 import { tenantInterceptor } from "./tenant-interceptor.ts";
 
-let mesh: TestMesh;
+let backend: SingleBackend;
 let tenantId: string;
 beforeAll(async () => {
-  mesh = await startTestMesh();
-  ({ tenantId } = await mesh.createTenant());
+  backend = await startSingleBackend();
+  ({ tenantId } = await backend.createTenant());
   for (const title of ["one", "two", "three"]) {
-    await mesh.entries.createEntry({ title }, { headers: { "x-tenant-id": tenantId } });
+    await backend.entries.createEntry({ title }, { headers: { "x-tenant-id": tenantId } });
   }
 });
-afterAll(() => mesh?.stop());
+afterAll(() => backend?.stop());
 
 function streamRequest(tenant: string): StreamRequest {
   return {
@@ -52,7 +53,7 @@ function streamingHandler(req: StreamRequest): Promise<StreamResponse> {
 
 describe("tenant interceptor", () => {
   it("keeps a server-streaming response in the tenant's scope while it is iterated", async () => {
-    const res = (await tenantInterceptor(mesh.backend.tenancy)(streamingHandler as never)(streamRequest(tenantId))) as StreamResponse;
+    const res = (await tenantInterceptor(backend.service.tenancy)(streamingHandler as never)(streamRequest(tenantId))) as StreamResponse;
     const titles: unknown[] = [];
     for await (const title of res.message) {
       titles.push(title);
@@ -62,7 +63,7 @@ describe("tenant interceptor", () => {
 
   it("fails loudly when a query runs outside any tenant's scope", async () => {
     const req = streamRequest(tenantId);
-    req.contextValues.set(kEntityManager, mesh.backend.tenancy.fork());
+    req.contextValues.set(kEntityManager, backend.service.tenancy.fork());
     const res = await streamingHandler(req);
     const error = await (async () => {
       for await (const _ of res.message) {
@@ -73,10 +74,10 @@ describe("tenant interceptor", () => {
   });
 
   it("refuses a tenant that is not ACTIVE with FAILED_PRECONDITION", async () => {
-    const { tenantId: failed } = await mesh.createTenant();
-    await mesh.sql(mesh.platformDatabase, "update platform.tenants set status = 'suspended' where id = $1", [failed]);
-    mesh.backend.tenancy.directory.invalidate(failed);
-    const error = await tenantInterceptor(mesh.backend.tenancy)(streamingHandler as never)(streamRequest(failed)).then(() => undefined, (e: unknown) => e);
+    const { tenantId: failed } = await backend.createTenant();
+    backend.changeTenant(failed, { status: TenantStatus.SUSPENDED });
+    backend.service.tenancy.directory.invalidate(failed);
+    const error = await tenantInterceptor(backend.service.tenancy)(streamingHandler as never)(streamRequest(failed)).then(() => undefined, (e: unknown) => e);
     expect(error).toBeInstanceOf(ConnectError);
     expect((error as ConnectError).code).toBe(Code.FailedPrecondition);
     expect((error as ConnectError).rawMessage).toMatch(/suspended/);

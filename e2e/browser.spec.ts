@@ -3,10 +3,10 @@ import os from "node:os";
 import path from "node:path";
 import { chromium, type BrowserContext, type Locator, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "../../testing/free-port.ts";
-import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
-import { buildWebClient } from "./build.ts";
-import { startWebServer, type WebServer } from "./web-server.ts";
+import { buildWebClient } from "../services/backend/web/build.ts";
+import { startWebServer, type WebServer } from "../services/backend/web/web-server.ts";
+import { freePort } from "../services/testing/free-port.ts";
+import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 let mesh: TestMesh;
 let browser: BrowserContext;

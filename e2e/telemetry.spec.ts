@@ -3,11 +3,11 @@ import { once } from "node:events";
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuthService } from "../../../gen/tenantry/auth/v1/auth_service_pb.js";
-import { EntryService } from "../../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { PlatformService } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { startMeshProcesses, type MeshProcesses } from "../../testing/mesh-processes.ts";
-import { createGrpcJsTransport, MeshCredentials, operatorCredentialInterceptor, type GrpcJsTransport } from "../index.ts";
+import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
+import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
+import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { createGrpcJsTransport, MeshCredentials, operatorCredentialInterceptor, type GrpcJsTransport } from "../services/mesh/index.ts";
+import { startMeshProcesses, type MeshProcesses } from "../services/testing/mesh-processes.ts";
 
 /** A span as OTLP/JSON carries it, with the service that sent it. */
 interface ReceivedSpan {

@@ -3,13 +3,11 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
-import { crashDatabase } from "../testing/database-crash.ts";
-import { freePort } from "../testing/free-port.ts";
-import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
-import { createGrpcJsTransport, type GrpcJsTransport } from "./client/grpc-transport.ts";
-import { startEmbeddedDatabase, type EmbeddedDatabase } from "./runtime/embedded-database.ts";
-import { tenantIdHeader } from "./wire/tenant-id.ts";
+import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
+import { createGrpcJsTransport, startEmbeddedDatabase, tenantIdHeader, type EmbeddedDatabase, type GrpcJsTransport } from "../services/mesh/index.ts";
+import { crashDatabase } from "../services/testing/database-crash.ts";
+import { freePort } from "../services/testing/free-port.ts";
+import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 /** Calls made in loops until stopped: what succeeded when, and how the rest failed. */
 class CallLoop {

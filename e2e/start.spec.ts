@@ -5,7 +5,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "./testing/free-port.ts";
+import { freePort } from "../services/testing/free-port.ts";
 
 // `npm start` run as a new user runs it: `node services/start.ts` from a checkout, on ports of its own.
 
