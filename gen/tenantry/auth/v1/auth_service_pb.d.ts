@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
+import type { Permission } from "../../options/v1/access_pb.js";
 
 /**
  * Describes the file tenantry/auth/v1/auth_service.proto.
@@ -186,6 +187,15 @@ export declare type GetJwksResponse = Message<"tenantry.auth.v1.GetJwksResponse"
    * @generated from field: string jwks = 1;
    */
   jwks: string;
+
+  /**
+   * The names of the permissions in the tenant's catalog, which its roles
+   * can hold, in order. A service that refuses a call for want of a
+   * permission tells from them whether any role could grant it.
+   *
+   * @generated from field: repeated string permissions = 2;
+   */
+  permissions: string[];
 };
 
 /**
@@ -220,6 +230,15 @@ export declare type BootstrapTenantRequest = Message<"tenantry.auth.v1.Bootstrap
    * @generated from field: string owner_password = 3;
    */
   ownerPassword: string;
+
+  /**
+   * The permissions every data-owning service declares (see
+   * tenantry.schema.v1.MigrateRequest.permissions): added to the tenant's
+   * catalog besides Auth's own, each given to the default roles it names.
+   *
+   * @generated from field: repeated tenantry.options.v1.Permission permissions = 4;
+   */
+  permissions: Permission[];
 };
 
 /**
@@ -412,7 +431,8 @@ export declare const AuthService: GenService<{
   },
   /**
    * GetJwks publishes the tenant's public signing keys (current and
-   * previous), with which any service verifies its access tokens.
+   * previous), with which any service verifies its access tokens, and the
+   * names of the permissions in its catalog.
    *
    * @generated from rpc tenantry.auth.v1.AuthService.GetJwks
    */
@@ -444,9 +464,10 @@ export declare const AuthService: GenService<{
     output: typeof RotateSigningKeyResponseSchema;
   },
   /**
-   * BootstrapTenant gives a new tenant its default roles (owner, admin,
-   * member, viewer), its first signing key and its owner. Safe to repeat:
-   * what exists is kept. Platform calls it while provisioning.
+   * BootstrapTenant gives a new tenant its permission catalog, its default
+   * roles (owner, admin, member, viewer) with the permissions declared for
+   * them, its first signing key and its owner. Safe to repeat: what exists
+   * is kept. Platform calls it while provisioning.
    * Errors: INVALID_ARGUMENT for a malformed email or a weak password;
    * ALREADY_EXISTS when the tenant has a different owner.
    *

@@ -381,7 +381,9 @@ export declare const ListPermissionsResponseSchema: GenMessage<ListPermissionsRe
 /**
  * RoleService manages a tenant's roles: named sets of permissions given to
  * users. The default roles (owner, admin, member, viewer) cannot be changed
- * or deleted. Changes apply to access tokens issued afterwards.
+ * or deleted: the owner holds every permission, and the others those whose
+ * declaration names them (tenantry.options.v1.Permission). Changes apply to
+ * access tokens issued afterwards.
  *
  * @generated from service tenantry.auth.v1.RoleService
  */

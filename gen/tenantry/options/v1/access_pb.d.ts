@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { MethodOptions } from "@bufbuild/protobuf/wkt";
+import type { MethodOptions, ServiceOptions } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file tenantry/options/v1/access.proto.
@@ -28,7 +28,8 @@ export declare type Access = Message<"tenantry.options.v1.Access"> & {
 
   /**
    * For ACCESS_KIND_TENANT methods: the permission the caller's access token
-   * must carry, such as "entries.read". Empty for the other kinds.
+   * must carry, such as "entries.read". Empty for the other kinds. It must be
+   * one that some service declares (see Permission).
    *
    * @generated from field: string permission = 2;
    */
@@ -49,6 +50,48 @@ export declare type Access = Message<"tenantry.options.v1.Access"> & {
  * Use `create(AccessSchema)` to create a new message.
  */
 export declare const AccessSchema: GenMessage<Access>;
+
+/**
+ * Permission is one permission that methods' access rules may name and that
+ * tenants' roles are made of. Each service declares its own on the RPC
+ * service that uses them (the permissions option below); Platform gathers
+ * every service's declarations (tenantry.schema.v1.DescribeSchemaResponse)
+ * and Auth adds them to each tenant's catalog.
+ *
+ * @generated from message tenantry.options.v1.Permission
+ */
+export declare type Permission = Message<"tenantry.options.v1.Permission"> & {
+  /**
+   * The permission's name, "<area>.<action>" in lower case, such as
+   * "entries.read". Declared once in the whole mesh; never changes once
+   * released, since roles hold it by name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * What the permission allows, for people choosing a role's permissions.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * The default roles that hold it: given in a new tenant, and in an
+   * existing one when the permission first reaches its catalog. The owner
+   * holds every permission and is never named here.
+   *
+   * @generated from field: repeated tenantry.options.v1.DefaultRole default_roles = 3;
+   */
+  defaultRoles: DefaultRole[];
+};
+
+/**
+ * Describes the message tenantry.options.v1.Permission.
+ * Use `create(PermissionSchema)` to create a new message.
+ */
+export declare const PermissionSchema: GenMessage<Permission>;
 
 /**
  * AccessKind names a kind of caller.
@@ -72,7 +115,10 @@ export enum AccessKind {
 
   /**
    * A user of the tenant named by the x-tenant-id metadata, holding the
-   * declared permission. The call runs against that tenant's database.
+   * declared permission. The call runs against that tenant's database. A
+   * permission missing from the tenant's catalog, which no role can grant
+   * until the catalog is brought current, is FAILED_PRECONDITION; one the
+   * user's roles do not grant, PERMISSION_DENIED.
    *
    * @generated from enum value: ACCESS_KIND_TENANT = 2;
    */
@@ -99,9 +145,58 @@ export enum AccessKind {
 export declare const AccessKindSchema: GenEnum<AccessKind>;
 
 /**
+ * DefaultRole names one of the roles every tenant starts with, besides the
+ * owner, which holds every permission. Tenants cannot change these roles.
+ *
+ * @generated from enum tenantry.options.v1.DefaultRole
+ */
+export enum DefaultRole {
+  /**
+   * Not a role; never set.
+   *
+   * @generated from enum value: DEFAULT_ROLE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The role "admin": manages the tenant's users and roles.
+   *
+   * @generated from enum value: DEFAULT_ROLE_ADMIN = 1;
+   */
+  ADMIN = 1,
+
+  /**
+   * The role "member": works with the tenant's data.
+   *
+   * @generated from enum value: DEFAULT_ROLE_MEMBER = 2;
+   */
+  MEMBER = 2,
+
+  /**
+   * The role "viewer": reads the tenant's data.
+   *
+   * @generated from enum value: DEFAULT_ROLE_VIEWER = 3;
+   */
+  VIEWER = 3,
+}
+
+/**
+ * Describes the enum tenantry.options.v1.DefaultRole.
+ */
+export declare const DefaultRoleSchema: GenEnum<DefaultRole>;
+
+/**
  * The access rule of the method.
  *
  * @generated from extension: tenantry.options.v1.Access access = 51001;
  */
 export declare const access: GenExtension<MethodOptions, Access>;
+
+/**
+ * The permissions the RPC service declares, one option each. A method of
+ * any service may name them in its access rule.
+ *
+ * @generated from extension: repeated tenantry.options.v1.Permission permissions = 51002;
+ */
+export declare const permissions: GenExtension<ServiceOptions, Permission[]>;
 

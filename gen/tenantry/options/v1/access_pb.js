@@ -9,7 +9,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file tenantry/options/v1/access.proto.
  */
 export const file_tenantry_options_v1_access = /*@__PURE__*/
-  fileDesc("CiB0ZW5hbnRyeS9vcHRpb25zL3YxL2FjY2Vzcy5wcm90bxITdGVuYW50cnkub3B0aW9ucy52MSJeCgZBY2Nlc3MSLQoEa2luZBgBIAEoDjIfLnRlbmFudHJ5Lm9wdGlvbnMudjEuQWNjZXNzS2luZBISCgpwZXJtaXNzaW9uGAIgASgJEhEKCWluX3RlbmFudBgDIAEoCCqJAQoKQWNjZXNzS2luZBIbChdBQ0NFU1NfS0lORF9VTlNQRUNJRklFRBAAEhYKEkFDQ0VTU19LSU5EX1BVQkxJQxABEhYKEkFDQ0VTU19LSU5EX1RFTkFOVBACEhgKFEFDQ0VTU19LSU5EX09QRVJBVE9SEAMSFAoQQUNDRVNTX0tJTkRfTUVTSBAEOlUKBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLmOAyABKAsyGy50ZW5hbnRyeS5vcHRpb25zLnYxLkFjY2Vzc1IGYWNjZXNzYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("CiB0ZW5hbnRyeS9vcHRpb25zL3YxL2FjY2Vzcy5wcm90bxITdGVuYW50cnkub3B0aW9ucy52MSJeCgZBY2Nlc3MSLQoEa2luZBgBIAEoDjIfLnRlbmFudHJ5Lm9wdGlvbnMudjEuQWNjZXNzS2luZBISCgpwZXJtaXNzaW9uGAIgASgJEhEKCWluX3RlbmFudBgDIAEoCCJoCgpQZXJtaXNzaW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSNwoNZGVmYXVsdF9yb2xlcxgDIAMoDjIgLnRlbmFudHJ5Lm9wdGlvbnMudjEuRGVmYXVsdFJvbGUqiQEKCkFjY2Vzc0tpbmQSGwoXQUNDRVNTX0tJTkRfVU5TUEVDSUZJRUQQABIWChJBQ0NFU1NfS0lORF9QVUJMSUMQARIWChJBQ0NFU1NfS0lORF9URU5BTlQQAhIYChRBQ0NFU1NfS0lORF9PUEVSQVRPUhADEhQKEEFDQ0VTU19LSU5EX01FU0gQBCp1CgtEZWZhdWx0Um9sZRIcChhERUZBVUxUX1JPTEVfVU5TUEVDSUZJRUQQABIWChJERUZBVUxUX1JPTEVfQURNSU4QARIXChNERUZBVUxUX1JPTEVfTUVNQkVSEAISFwoTREVGQVVMVF9ST0xFX1ZJRVdFUhADOlUKBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLmOAyABKAsyGy50ZW5hbnRyeS5vcHRpb25zLnYxLkFjY2Vzc1IGYWNjZXNzOmQKC3Blcm1pc3Npb25zEh8uZ29vZ2xlLnByb3RvYnVmLlNlcnZpY2VPcHRpb25zGLqOAyADKAsyHy50ZW5hbnRyeS5vcHRpb25zLnYxLlBlcm1pc3Npb25SC3Blcm1pc3Npb25zYgZwcm90bzM", [file_google_protobuf_descriptor]);
 
 /**
  * Describes the message tenantry.options.v1.Access.
@@ -17,6 +17,13 @@ export const file_tenantry_options_v1_access = /*@__PURE__*/
  */
 export const AccessSchema = /*@__PURE__*/
   messageDesc(file_tenantry_options_v1_access, 0);
+
+/**
+ * Describes the message tenantry.options.v1.Permission.
+ * Use `create(PermissionSchema)` to create a new message.
+ */
+export const PermissionSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_options_v1_access, 1);
 
 /**
  * Describes the enum tenantry.options.v1.AccessKind.
@@ -33,10 +40,34 @@ export const AccessKind = /*@__PURE__*/
   tsEnum(AccessKindSchema);
 
 /**
+ * Describes the enum tenantry.options.v1.DefaultRole.
+ */
+export const DefaultRoleSchema = /*@__PURE__*/
+  enumDesc(file_tenantry_options_v1_access, 1);
+
+/**
+ * DefaultRole names one of the roles every tenant starts with, besides the
+ * owner, which holds every permission. Tenants cannot change these roles.
+ *
+ * @generated from enum tenantry.options.v1.DefaultRole
+ */
+export const DefaultRole = /*@__PURE__*/
+  tsEnum(DefaultRoleSchema);
+
+/**
  * The access rule of the method.
  *
  * @generated from extension: tenantry.options.v1.Access access = 51001;
  */
 export const access = /*@__PURE__*/
   extDesc(file_tenantry_options_v1_access, 0);
+
+/**
+ * The permissions the RPC service declares, one option each. A method of
+ * any service may name them in its access rule.
+ *
+ * @generated from extension: repeated tenantry.options.v1.Permission permissions = 51002;
+ */
+export const permissions = /*@__PURE__*/
+  extDesc(file_tenantry_options_v1_access, 1);
 

@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
+import type { Permission } from "../../options/v1/access_pb.js";
 
 /**
  * Describes the file tenantry/schema/v1/tenant_schema_service.proto.
@@ -79,6 +80,18 @@ export declare type MigrateRequest = Message<"tenantry.schema.v1.MigrateRequest"
    * @generated from field: tenantry.schema.v1.DatabaseTarget target = 2;
    */
   target?: DatabaseTarget | undefined;
+
+  /**
+   * The permissions every data-owning service declares, as Platform gathered
+   * them with DescribeSchema. The service that keeps tenants' permission
+   * catalogs (Auth) adds those the tenant's catalog lacks, besides its own,
+   * and gives each added one to the default roles it names; a permission
+   * the catalog holds already is left as the tenant has it. Other services
+   * ignore it.
+   *
+   * @generated from field: repeated tenantry.options.v1.Permission permissions = 3;
+   */
+  permissions: Permission[];
 };
 
 /**
@@ -114,6 +127,14 @@ export declare type MigrateResponse = Message<"tenantry.schema.v1.MigrateRespons
    * @generated from field: string version = 3;
    */
   version: string;
+
+  /**
+   * The permissions this call added to the tenant's catalog, by name; empty
+   * when the catalog held them all, or the service keeps no catalog.
+   *
+   * @generated from field: repeated string added_permissions = 4;
+   */
+  addedPermissions: string[];
 };
 
 /**
@@ -223,6 +244,14 @@ export declare type DescribeSchemaResponse = Message<"tenantry.schema.v1.Describ
    * @generated from field: string latest_version = 3;
    */
   latestVersion: string;
+
+  /**
+   * The permissions the service's RPC services declare (their
+   * tenantry.options.v1.permissions options), in the order declared.
+   *
+   * @generated from field: repeated tenantry.options.v1.Permission permissions = 4;
+   */
+  permissions: Permission[];
 };
 
 /**
@@ -241,7 +270,9 @@ export declare const DescribeSchemaResponseSchema: GenMessage<DescribeSchemaResp
 export declare const TenantSchemaService: GenService<{
   /**
    * Migrate applies the service's pending migrations to the tenant's
-   * database. Safe to repeat: a second call applies nothing.
+   * database; the service that keeps tenants' permission catalogs (Auth)
+   * then adds the permissions the tenant's catalog lacks. Safe to repeat: a
+   * second call applies and adds nothing.
    * Errors: INVALID_ARGUMENT for a malformed tenant_id; NOT_FOUND for an
    * unknown tenant.
    *
@@ -264,8 +295,8 @@ export declare const TenantSchemaService: GenService<{
   },
   /**
    * DescribeSchema names the service's schema and lists the migrations it
-   * knows, without touching any database. Platform keeps its registry of
-   * data-owning services from it.
+   * knows and the permissions it declares, without touching any database.
+   * Platform keeps its registry of data-owning services from it.
    *
    * @generated from rpc tenantry.schema.v1.TenantSchemaService.DescribeSchema
    */
