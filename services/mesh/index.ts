@@ -27,6 +27,7 @@ export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from ".
 export { checkUuid, isUuid } from "./wire/uuid.ts";
 
 export { accessOf, AccessKind } from "./access/access.ts";
+export { declaredPermissions, uniquePermissions, type Permission } from "./access/declared-permissions.ts";
 export { kCaller, kUser } from "./access/caller-context.ts";
 export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./access/credentials.ts";
 export { UserTokens, type TokenUser, type TokenVerifier } from "./access/user-tokens.ts";
@@ -48,6 +49,6 @@ export { createGrpcJsTransport, type GrpcJsTransport } from "./client/grpc-trans
 
 export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./server/mesh-server.ts";
 export { kPeer } from "./server/peer-context.ts";
-export { tenantSchemaService, TenantSchemaService } from "./server/tenant-schema-service.ts";
+export { tenantSchemaService, TenantSchemaService, type SchemaPermissions } from "./server/tenant-schema-service.ts";
 
 export { startTenantService, type TenantService, type TenantServiceConfig, type TenantServiceOverrides } from "./tenant-service.ts";

@@ -1,12 +1,13 @@
 import type { Interceptor } from "@connectrpc/connect";
 import type { EntitySchema, MigrationObject } from "@mikro-orm/postgresql";
 import { authKeySets } from "./access/auth-key-sets.ts";
+import { declaredPermissions } from "./access/declared-permissions.ts";
 import { loadMeshCredentials } from "./access/credentials.ts";
 import { UserTokens, type TokenVerifier } from "./access/user-tokens.ts";
 import { createGrpcJsTransport } from "./client/grpc-transport.ts";
 import type { tenantServiceEnv } from "./runtime/config.ts";
 import { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./server/mesh-server.ts";
-import { TenantSchemaService, tenantSchemaService } from "./server/tenant-schema-service.ts";
+import { TenantSchemaService, tenantSchemaService, type SchemaPermissions } from "./server/tenant-schema-service.ts";
 import type { Logger } from "./telemetry/logger.ts";
 import type { Telemetry } from "./telemetry/telemetry.ts";
 import { observeConnectionBudget } from "./tenancy/connection-budget-metrics.ts";
@@ -30,8 +31,13 @@ export interface TenantServiceOptions {
   entities: EntitySchema[];
   /** The service's migrations, oldest first. */
   migrations: MigrationObject[];
-  /** The RPC services it serves, given its tenancy. TenantSchemaService is added. */
+  /**
+   * The RPC services it serves, given its tenancy. TenantSchemaService is
+   * added, publishing the permissions these declare.
+   */
   services: (tenancy: Tenancy) => ServiceRegistration[];
+  /** Given by the service that keeps tenants' permission catalogs (Auth): see `SchemaPermissions.merge`. */
+  mergePermissions?: SchemaPermissions["merge"];
   /**
    * Replaces the verification of users' access tokens (benchmarks measure
    * what it costs); by default tokens are verified against Auth's key sets.
@@ -126,12 +132,11 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     // Auth may itself wait for Platform to resolve the tenant: allow for that.
     timeoutMs: 2 * config.TENANTRY_PLATFORM_TIMEOUT_MS + 1000,
   });
+  const services = options.services(tenancy);
+  const permissions: SchemaPermissions = { declared: declaredPermissions(services.map((s) => s.service)), merge: options.mergePermissions };
   const server = await startMeshServer({
     name: options.name,
-    services: [
-      ...options.services(tenancy),
-      { service: TenantSchemaService, impl: tenantSchemaService(options.name, tenancy) },
-    ],
+    services: [...services, { service: TenantSchemaService, impl: tenantSchemaService(options.name, tenancy, permissions) }],
     interceptors: options.interceptors ?? [],
     credentials,
     userTokens,

@@ -1,23 +1,47 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { TenantSchemaService } from "../../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { TenantSchemaService, type MigrateRequest, type MigrateResponseSchema } from "../../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
+import type { Permission } from "../access/declared-permissions.ts";
+import type { TenantEndpoint } from "../tenancy/connection-budget.ts";
 import { isDatabaseUnreachable } from "../tenancy/database-unreachable.ts";
 import type { Tenancy } from "../tenancy/tenancy.ts";
 import { TenantStatus } from "../tenancy/tenant-directory.ts";
 
 export { TenantSchemaService };
 
+/** What a service declares of permissions, and keeps of them, for {@link tenantSchemaService}. */
+export interface SchemaPermissions {
+  /** The permissions the service's RPC services declare (see `declaredPermissions`): DescribeSchema publishes them. */
+  declared: readonly Permission[];
+  /**
+   * For the service that keeps tenants' permission catalogs (Auth): merges
+   * `permissions` into the catalog of the database in scope and returns the
+   * names it added. Migrate calls it after the migrations, with the
+   * declared permissions and then the request's.
+   */
+  merge?: (em: EntityManager, permissions: Permission[]) => Promise<string[]>;
+}
+
 /**
  * Implements `tenantry.schema.v1.TenantSchemaService` for the schema a
  * service owns: Platform calls it to migrate each tenant, and the service
- * runs its own migrations there.
+ * runs its own migrations there (and, in Auth, merges the permission
+ * catalog).
  */
-export function tenantSchemaService(service: string, tenancy: Tenancy): ServiceImpl<typeof TenantSchemaService> {
+export function tenantSchemaService(service: string, tenancy: Tenancy, permissions: SchemaPermissions): ServiceImpl<typeof TenantSchemaService> {
   async function routeOf(tenantId: string) {
     const route = await tenancy.directory.lookup(tenantId, "tenant_id");
     if (route.status === TenantStatus.DELETED || route.status === TenantStatus.OFFBOARDING) {
       throw new ConnectError(`tenant "${tenantId}" is being removed; its schema is not migrated`, Code.FailedPrecondition);
     }
     return route;
+  }
+  async function migrate(endpoint: TenantEndpoint, req: MigrateRequest): Promise<MessageInitShape<typeof MigrateResponseSchema>> {
+    const { applied, version } = await tenancy.migrate(endpoint);
+    const { merge } = permissions;
+    const addedPermissions = merge === undefined ? [] : await tenancy.scope.run(endpoint, () => merge(tenancy.fork(), [...permissions.declared, ...req.permissions]));
+    return { service, applied, version, addedPermissions };
   }
   return {
     async migrate(req) {
@@ -28,8 +52,7 @@ export function tenantSchemaService(service: string, tenancy: Tenancy): ServiceI
         }
         const endpoint = { ...target, tenantId: `database:${target.host}:${target.port}/${target.database}` };
         try {
-          const outcome = await tenancy.migrate(endpoint);
-          return { service, applied: outcome.applied, version: outcome.version };
+          return await migrate(endpoint, req);
         } finally {
           // Such targets are templates: a copy needs them without connections.
           await tenancy.budget.retire(endpoint.tenantId);
@@ -37,8 +60,7 @@ export function tenantSchemaService(service: string, tenancy: Tenancy): ServiceI
       }
       const route = await routeOf(req.tenantId);
       try {
-        const outcome = await tenancy.migrate(route);
-        return { service, applied: outcome.applied, version: outcome.version };
+        return await migrate(tenancy.endpointOf(route), req);
       } catch (error) {
         // An unreachable database is answered UNAVAILABLE (see errorInterceptor): Platform may retry.
         if (error instanceof ConnectError || isDatabaseUnreachable(error)) {
@@ -50,7 +72,7 @@ export function tenantSchemaService(service: string, tenancy: Tenancy): ServiceI
     },
     describeSchema() {
       const migrations = tenancy.migrationNames();
-      return { service, migrations, latestVersion: migrations.at(-1) ?? "" };
+      return { service, migrations, latestVersion: migrations.at(-1) ?? "", permissions: [...permissions.declared] };
     },
     async getSchemaStatus(req) {
       const state = await tenancy.schemaState(await routeOf(req.tenantId));
