@@ -3,7 +3,8 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import { TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { Logger } from "../mesh/index.ts";
 import type { FleetMigrations } from "./fleet/index.ts";
-import { countSchemaStates, countTenantsByStatus, recordedLatestVersions, statusName } from "./stores/index.ts";
+import { catalogMarkOf, latestVersionsOf } from "./schema-services.ts";
+import { countSchemaStates, countTenantsByStatus, recordedSchemaServices, statusName } from "./stores/index.ts";
 
 /** Every status a tenant record can have, so that an empty one reads 0 rather than disappearing. */
 const statuses = Object.values(TenantStatus).filter((s): s is TenantStatus => typeof s === "number" && s !== TenantStatus.UNSPECIFIED).map(statusName);
@@ -35,7 +36,8 @@ export function observePlatform(meter: Meter, options: { orm: MikroORM; fleet: F
       for (const status of statuses) {
         result.observe(tenants, counts.get(status) ?? 0, { status });
       }
-      const states = await countSchemaStates(em, await recordedLatestVersions(em));
+      const recorded = await recordedSchemaServices(em);
+      const states = await countSchemaStates(em, latestVersionsOf(recorded), catalogMarkOf(recorded));
       for (const [service, { current, behind, failed }] of states) {
         result.observe(fleetTenants, current, { service, state: "current" });
         result.observe(fleetTenants, behind, { service, state: "behind" });

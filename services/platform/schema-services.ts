@@ -2,7 +2,15 @@ import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
 import { createGrpcJsTransport, type GrpcJsTransport, type MeshCredentials } from "../mesh/index.ts";
-import type { SchemaServiceRecord } from "./stores/index.ts";
+import { permissionCatalogOf, type PermissionCatalog } from "./permission-catalog.ts";
+import type { CatalogMark, SchemaDescription, SchemaServiceRecord } from "./stores/index.ts";
+
+/**
+ * The schema service that keeps tenants' users, roles and permission
+ * catalogs: Platform bootstraps tenants with it, and hands it the catalog
+ * every service declares.
+ */
+export const authService = "auth";
 
 /** A data-owning service as the registry knows it. */
 export interface SchemaServiceEntry {
@@ -15,14 +23,15 @@ export interface SchemaServiceEntry {
 
 /**
  * The services that own a schema in every tenant database: their clients,
- * and the newest migration each knows (asked with DescribeSchema and kept
- * for a few seconds, so provisioning does not ask on every tenant).
+ * and what each says of itself, its newest migration and the permissions it
+ * declares (asked with DescribeSchema and kept for a few seconds, so
+ * provisioning does not ask on every tenant).
  */
 export class SchemaServices {
   readonly entries: SchemaServiceEntry[];
   readonly #transports: GrpcJsTransport[] = [];
   readonly #ttlMs: number;
-  #latest: { at: number; versions: Promise<Map<string, string>> } | undefined;
+  #described: { at: number; descriptions: Promise<Map<string, SchemaDescription>> } | undefined;
 
   readonly #record: ((service: SchemaServiceRecord) => Promise<void>) | undefined;
 
@@ -42,39 +51,67 @@ export class SchemaServices {
     });
   }
 
+  /** The entry of Auth ({@link authService}), when it is one of the services. */
+  get auth(): SchemaServiceEntry | undefined {
+    return this.entries.find((e) => e.name === authService);
+  }
+
   /**
-   * The newest migration of every service, by service name, as answered in
-   * the last few seconds unless `fresh`. Rejects with the service's error
-   * when one cannot be asked.
+   * What every service says of itself, by service name, as answered in the
+   * last few seconds unless `fresh`. Rejects with the service's error when
+   * one cannot be asked.
    */
-  latestVersions(options: { fresh?: boolean } = {}): Promise<Map<string, string>> {
+  describe(options: { fresh?: boolean } = {}): Promise<Map<string, SchemaDescription>> {
     const now = Date.now();
-    if (this.#latest === undefined || now - this.#latest.at > this.#ttlMs || options.fresh) {
-      const versions = Promise.all(
+    if (this.#described === undefined || now - this.#described.at > this.#ttlMs || options.fresh) {
+      const descriptions = Promise.all(
         this.entries.map(async ({ name, address, client }) => {
           try {
-            const described = await client.describeSchema({}, { timeoutMs: 5000 });
-            await this.#record?.({ name, address, latestVersion: described.latestVersion, migrations: described.migrations });
-            return [name, described.latestVersion] as const;
+            const { latestVersion, migrations, permissions } = await client.describeSchema({}, { timeoutMs: 5000 });
+            await this.#record?.({ name, address, latestVersion, migrations, permissions });
+            return [name, { latestVersion, permissions }] as const;
           } catch (error) {
             const cause = ConnectError.from(error);
             throw new ConnectError(`${name} cannot be asked for its schema: ${cause.rawMessage}`, cause.code);
           }
         }),
       ).then((pairs) => new Map(pairs));
-      const entry = { at: now, versions };
-      this.#latest = entry;
-      versions.catch(() => {
-        if (this.#latest === entry) {
-          this.#latest = undefined;
+      const entry = { at: now, descriptions };
+      this.#described = entry;
+      descriptions.catch(() => {
+        if (this.#described === entry) {
+          this.#described = undefined;
         }
       });
     }
-    return this.#latest.versions;
+    return this.#described.descriptions;
+  }
+
+  /** The newest migration of every service, by service name (see {@link describe}). */
+  async latestVersions(options: { fresh?: boolean } = {}): Promise<Map<string, string>> {
+    return latestVersionsOf(await this.describe(options));
+  }
+
+  /** The permissions every service declares (see {@link describe}). */
+  async permissionCatalog(options: { fresh?: boolean } = {}): Promise<PermissionCatalog> {
+    return permissionCatalogOf((await this.describe(options)).values());
   }
 
   /** Closes the clients' channels. */
   close(): void {
     this.#transports.forEach((t) => t.close());
   }
+}
+
+/** Each service's newest migration, by service name. */
+export function latestVersionsOf(descriptions: Map<string, SchemaDescription>): Map<string, string> {
+  return new Map([...descriptions].map(([name, d]) => [name, d.latestVersion]));
+}
+
+/** What the ledger's Auth entries hold when their catalog is current, from what the services describe; undefined without Auth. */
+export function catalogMarkOf(descriptions: Map<string, SchemaDescription>): CatalogMark | undefined {
+  if (!descriptions.has(authService)) {
+    return undefined;
+  }
+  return { service: authService, digest: permissionCatalogOf(descriptions.values()).digest };
 }

@@ -17,6 +17,8 @@ export const TenantSchemaVersion = defineEntity({
     error: p.text().nullable(),
     attempts: p.integer().default(1),
     attemptedAt: p.datetime(3),
+    /** For Auth: the digest of the permission catalog last merged into the tenant's; null when none is recorded. */
+    permissionsDigest: p.string().length(64).nullable(),
   },
 });
 

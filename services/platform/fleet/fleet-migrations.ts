@@ -3,12 +3,13 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import { MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
 import { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, type Logger } from "../../mesh/index.ts";
-import type { SchemaServices } from "../schema-services.ts";
+import { permissionCatalogOf } from "../permission-catalog.ts";
+import { catalogMarkOf, latestVersionsOf, type SchemaServices } from "../schema-services.ts";
 import {
   countSchemaStates,
   failedMigrations,
   ledgerOfServedTenants,
-  recordedLatestVersions,
+  recordedSchemaServices,
   recordMigrated,
   recordMigrationFailure,
   tierName,
@@ -47,6 +48,7 @@ export interface MigrationEvent {
   fromVersion: string;
   toVersion: string;
   applied: string[];
+  addedPermissions: string[];
   error: string;
   totals: MigrationTotals;
 }
@@ -62,7 +64,10 @@ export interface ServiceFleetState extends SchemaStateCounts {
  * Fleet-wide schema migrations driven from the ledger: who is behind is
  * known without connecting to any tenant database; each tenant × service is
  * migrated through the service's own Migrate RPC, with bounded concurrency
- * per cluster, and its outcome recorded as it completes.
+ * per cluster, and its outcome recorded as it completes. Auth's Migrate
+ * also gets the permission catalog every service declares, and the ledger
+ * records which catalog it merged, so that a tenant whose catalog is not
+ * the current one is behind on Auth.
  */
 export class FleetMigrations {
   readonly #orm: MikroORM;
@@ -100,10 +105,13 @@ export class FleetMigrations {
       throw new ConnectError("concurrency_per_cluster cannot be negative", Code.InvalidArgument);
     }
     const concurrency = Math.min(selection.concurrencyPerCluster || 4, 32);
-    const latest = await this.#schemas.latestVersions({ fresh: true });
+    const described = await this.#schemas.describe({ fresh: true });
+    const latest = latestVersionsOf(described);
+    const catalog = permissionCatalogOf(described.values());
+    const catalogMark = catalogMarkOf(described);
     const ledger = await ledgerOfServedTenants(this.#orm.em.fork(), { tenantIds, tier, cluster: selection.cluster });
     const services = this.#schemas.entries.map((e) => e.name);
-    const { byCluster, total } = planFleetMigration(ledger, services, latest, selection.onlyBehind);
+    const { byCluster, total } = planFleetMigration(ledger, services, latest, selection.onlyBehind, catalogMark);
 
     const totals: MigrationTotals = { total, done: 0, migrated: 0, current: 0, failed: 0 };
     const ready: MigrationEvent[] = [];
@@ -113,7 +121,7 @@ export class FleetMigrations {
       if (outcome === MigrationOutcome.MIGRATED) totals.migrated++;
       else if (outcome === MigrationOutcome.FAILED) totals.failed++;
       else if (outcome !== MigrationOutcome.WOULD_MIGRATE) totals.current++;
-      ready.push({ tenantId: pair.tenantId, service: pair.service, outcome, fromVersion: pair.from, toVersion: latest.get(pair.service) ?? "", applied: [], error: "", ...detail, totals: { ...totals } });
+      ready.push({ tenantId: pair.tenantId, service: pair.service, outcome, fromVersion: pair.from, toVersion: latest.get(pair.service) ?? "", applied: [], addedPermissions: [], error: "", ...detail, totals: { ...totals } });
       wake?.();
     };
     const runPair = async (pair: MigrationPair) => {
@@ -124,10 +132,21 @@ export class FleetMigrations {
         return emit(pair, MigrationOutcome.WOULD_MIGRATE);
       }
       const client = this.#schemas.entries.find((e) => e.name === pair.service)!.client;
+      const keepsCatalog = pair.service === catalogMark?.service;
       try {
-        const result = await client.migrate({ tenantId: pair.tenantId }, { timeoutMs: this.#migrateTimeoutMs, signal });
-        await recordMigrated(this.#orm.em.fork(), { tenantId: pair.tenantId, service: pair.service, version: result.version });
-        emit(pair, result.applied.length > 0 ? MigrationOutcome.MIGRATED : MigrationOutcome.ALREADY_CURRENT, { toVersion: result.version, applied: result.applied });
+        const result = await client.migrate({ tenantId: pair.tenantId, permissions: keepsCatalog ? catalog.permissions : [] }, { timeoutMs: this.#migrateTimeoutMs, signal });
+        await recordMigrated(this.#orm.em.fork(), {
+          tenantId: pair.tenantId,
+          service: pair.service,
+          version: result.version,
+          ...(keepsCatalog ? { permissionsDigest: catalog.digest } : {}),
+        });
+        const changed = result.applied.length > 0 || result.addedPermissions.length > 0;
+        emit(pair, changed ? MigrationOutcome.MIGRATED : MigrationOutcome.ALREADY_CURRENT, {
+          toVersion: result.version,
+          applied: result.applied,
+          addedPermissions: result.addedPermissions,
+        });
       } catch (error) {
         if (signal.aborted) {
           return;
@@ -168,9 +187,10 @@ export class FleetMigrations {
   /** The fleet's state per service, from the ledger. */
   async status(): Promise<ServiceFleetState[]> {
     const em = this.#orm.em.fork();
-    const known = await this.#schemas.latestVersions({ fresh: true }).catch(() => recordedLatestVersions(em));
+    const described = await this.#schemas.describe({ fresh: true }).catch(() => recordedSchemaServices(em));
+    const known = latestVersionsOf(described);
     const latest = new Map(this.#schemas.entries.map(({ name }) => [name, known.get(name) ?? ""]));
-    const counts = await countSchemaStates(em, latest);
+    const counts = await countSchemaStates(em, latest, catalogMarkOf(described));
     return Promise.all(
       [...latest].map(async ([service, latestVersion]) => ({
         service,

@@ -7,13 +7,13 @@ const latest = new Map([
   ["backend", "0007"],
 ]);
 const services = ["auth", "backend"];
-const succeeded = (version: string): LedgerEntry => ({ version, state: "succeeded" });
+const succeeded = (version: string, permissionsDigest: string | null = null): LedgerEntry => ({ version, state: "succeeded", permissionsDigest });
 
 /** Tenants by id, in order, as the ledger store reads them. */
 const ledger = new Map([
   ["a", { cluster: "one", entries: new Map([["auth", succeeded("0003")], ["backend", succeeded("0007")]]) }],
   ["b", { cluster: "two", entries: new Map([["auth", succeeded("0003")], ["backend", succeeded("0006")]]) }],
-  ["c", { cluster: "one", entries: new Map([["auth", succeeded("0003")], ["backend", { version: "0006", state: "failed" }]]) }],
+  ["c", { cluster: "one", entries: new Map([["auth", succeeded("0003")], ["backend", { version: "0006", state: "failed", permissionsDigest: null }]]) }],
   ["d", { cluster: "one", entries: new Map<string, LedgerEntry>() }],
 ]);
 
@@ -43,6 +43,19 @@ describe("fleet plan", () => {
     const plan = planFleetMigration(ledger, services, latest, true);
     expect(plan.total).toBe(4);
     expect([...plan.byCluster.get("one")!].map((pairs) => pairs.map((p) => `${p.tenantId} ${p.service}`))).toEqual([["c backend"], ["d auth", "d backend"]]);
+  });
+
+  it("takes Auth as behind where the catalog it last merged is not the current one, whatever its version", () => {
+    const catalogLedger = new Map([
+      ["merged", { cluster: "one", entries: new Map([["auth", succeeded("0003", "current")], ["backend", succeeded("0007", "current")]]) }],
+      ["older", { cluster: "one", entries: new Map([["auth", succeeded("0003", "older")], ["backend", succeeded("0007")]]) }],
+      ["never", { cluster: "one", entries: new Map([["auth", succeeded("0003")], ["backend", succeeded("0007")]]) }],
+    ]);
+    expect(behind(planFleetMigration(catalogLedger, services, latest, true, { service: "auth", digest: "current" }))).toEqual([
+      "older auth from 0003",
+      "never auth from 0003",
+    ]);
+    expect(planFleetMigration(catalogLedger, services, latest, true).total).toBe(0);
   });
 
   it("takes a service whose newest version is unknown as behind on every tenant", () => {

@@ -1,4 +1,4 @@
-import { ledgerStates, type LedgerEntry } from "../stores/index.ts";
+import { isCurrent, type CatalogMark, type LedgerEntry } from "../stores/index.ts";
 
 /** One tenant × service a fleet migration goes through. */
 export interface MigrationPair {
@@ -6,7 +6,7 @@ export interface MigrationPair {
   service: string;
   /** The version the ledger has; empty for none. */
   from: string;
-  /** Whether the schema is not known to be at the newest version. */
+  /** Whether the schema is not known to be at the newest version (for Auth: with the current permission catalog). */
   behind: boolean;
 }
 
@@ -21,22 +21,24 @@ export interface FleetPlan {
 /**
  * Plans a fleet migration from the ledger alone, without connecting to any
  * tenant database: for each tenant and each of `services`, whether its
- * schema is behind `latest` (never recorded, failed last time, or at
- * another version), grouped by the tenant's cluster. With `onlyBehind`,
- * the pairs that are current are left out, and the tenants left with none.
+ * schema is behind `latest` (never recorded, failed last time, at another
+ * version, or for the service of `catalog` without the current catalog
+ * merged), grouped by the tenant's cluster. With `onlyBehind`, the pairs
+ * that are current are left out, and the tenants left with none.
  */
 export function planFleetMigration(
   ledger: Map<string, { cluster: string; entries: Map<string, LedgerEntry> }>,
   services: string[],
   latest: Map<string, string>,
   onlyBehind: boolean,
+  catalog?: CatalogMark,
 ): FleetPlan {
   const byCluster = new Map<string, MigrationPair[][]>();
   let total = 0;
   for (const [tenantId, { cluster, entries }] of ledger) {
     let pairs = services.map((service): MigrationPair => {
       const entry = entries.get(service);
-      return { tenantId, service, from: entry?.version ?? "", behind: entry === undefined || entry.state !== ledgerStates.succeeded || entry.version !== latest.get(service) };
+      return { tenantId, service, from: entry?.version ?? "", behind: !isCurrent(service, entry, latest.get(service), catalog) };
     });
     if (onlyBehind) {
       pairs = pairs.filter((pair) => pair.behind);

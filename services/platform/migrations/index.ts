@@ -2,6 +2,7 @@ import type { MigrationObject } from "@mikro-orm/core";
 import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
 import { AddFleetLedger } from "./add-fleet-ledger.ts";
 import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
+import { AddPermissionCatalog } from "./add-permission-catalog.ts";
 import { AddTenantOwner } from "./add-tenant-owner.ts";
 import { CreateRegistry } from "./create-registry.ts";
 
@@ -12,4 +13,5 @@ export const migrations: MigrationObject[] = [
   { name: "0003-add-lifecycle-and-audit", class: AddLifecycleAndAudit },
   { name: "0004-add-fleet-ledger", class: AddFleetLedger },
   { name: "0005-add-tenant-owner", class: AddTenantOwner },
+  { name: "0006-add-permission-catalog", class: AddPermissionCatalog },
 ];

@@ -6,7 +6,7 @@ import { readAppliedMigrations, type Logger, type SecretBox } from "../../mesh/i
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import type { SchemaServices } from "../schema-services.ts";
-import { changeTenant, ownerPasswordContext, recordMigrated, rolePasswordContext, statusNames } from "../stores/index.ts";
+import { changeTenant, ownerPasswordContext, recordMigrated, recordPermissionsMerged, rolePasswordContext, statusNames } from "../stores/index.ts";
 import type { TemplateDatabases } from "./template-databases.ts";
 
 /**
@@ -155,19 +155,27 @@ async function migrateSchemas({ em, tenant, clusters, schemas, migrateTimeoutMs,
   }
 }
 
-/** Has Auth set the tenant up (its roles, and the owner asked for), when Auth is one of the schema services. */
-async function bootstrap({ tenant, schemas, box, migrateTimeoutMs }: StepContext): Promise<void> {
-  const auth = schemas.entries.find((e) => e.name === "auth");
+/**
+ * Has Auth set the tenant up (the permission catalog every service
+ * declares, its roles, and the owner asked for), when Auth is one of the
+ * schema services, and records in the ledger which catalog it merged.
+ */
+async function bootstrap({ em, tenant, schemas, box, migrateTimeoutMs }: StepContext): Promise<void> {
+  const auth = schemas.auth;
   if (auth === undefined) {
     return;
   }
+  const catalog = await schemas.permissionCatalog();
   const ownerPassword = tenant.ownerPassword == null ? "" : box.open(tenant.ownerPassword, ownerPasswordContext(tenant.id));
   try {
-    await auth.clientOf(AuthService).bootstrapTenant({ tenantId: tenant.id, ownerEmail: tenant.ownerEmail ?? "", ownerPassword }, { timeoutMs: migrateTimeoutMs });
+    await auth
+      .clientOf(AuthService)
+      .bootstrapTenant({ tenantId: tenant.id, ownerEmail: tenant.ownerEmail ?? "", ownerPassword, permissions: catalog.permissions }, { timeoutMs: migrateTimeoutMs });
   } catch (error) {
     const cause = ConnectError.from(error);
     throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
   }
+  await recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest });
 }
 
 /** Makes the tenant ACTIVE, forgetting the owner's password; recorded with its work. */

@@ -12,16 +12,19 @@ export {
   type ClusterStateName,
 } from "./cluster-store.ts";
 export { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
-export { recordedLatestVersions, recordSchemaService, type SchemaServiceRecord } from "./schema-service-store.ts";
+export { recordedSchemaServices, recordSchemaService, type SchemaDescription, type SchemaServiceRecord } from "./schema-service-store.ts";
 export {
   countSchemaStates,
   failedMigrations,
   forgetVersions,
+  isCurrent,
   ledgerOfServedTenants,
   ledgerStates,
   recordMigrated,
   recordMigrationFailure,
+  recordPermissionsMerged,
   versionsOf,
+  type CatalogMark,
   type FailedMigration,
   type LedgerEntry,
   type SchemaStateCounts,

@@ -12,6 +12,28 @@ export interface LedgerEntry {
   version: string;
   /** One of {@link ledgerStates}. */
   state: string;
+  /** For Auth: the digest of the permission catalog last merged into the tenant's; null when none is recorded. */
+  permissionsDigest: string | null;
+}
+
+/**
+ * The service that keeps tenants' permission catalogs (Auth), and the
+ * digest of the catalog every tenant should have merged: an entry of that
+ * service with another digest (or none) is behind, whatever its version.
+ */
+export interface CatalogMark {
+  service: string;
+  digest: string;
+}
+
+/** Whether a ledger entry is at `latest` and, for the catalog's service, holds the current catalog. */
+export function isCurrent(service: string, entry: LedgerEntry | undefined, latest: string | undefined, catalog: CatalogMark | undefined): boolean {
+  return (
+    entry !== undefined &&
+    entry.state === ledgerStates.succeeded &&
+    entry.version === latest &&
+    (catalog?.service !== service || entry.permissionsDigest === catalog.digest)
+  );
 }
 
 /** How many served tenants each service's schema has current, behind or failed. */
@@ -31,21 +53,32 @@ export interface FailedMigration {
 }
 
 /**
- * Records that a service migrated a tenant's schema to `version`. The
- * attempt counts on from earlier ones, unless it is a new tenant's first.
+ * Records that a service migrated a tenant's schema to `version` (and, with
+ * `permissionsDigest`, merged that catalog into the tenant's). The attempt
+ * counts on from earlier ones, unless it is a new tenant's first.
  */
 export async function recordMigrated(
   em: EntityManager,
-  entry: { tenantId: string; service: string; version: string },
+  entry: { tenantId: string; service: string; version: string; permissionsDigest?: string },
   options: { firstAttempt?: boolean } = {},
 ): Promise<void> {
   await em.execute(
-    `insert into platform.tenant_schema_versions (tenant_id, service, version, status, error, attempts, attempted_at, updated_at)
-     values (?, ?, ?, ?, null, 1, now(), now())
+    `insert into platform.tenant_schema_versions (tenant_id, service, version, status, error, attempts, attempted_at, updated_at, permissions_digest)
+     values (?, ?, ?, ?, null, 1, now(), now(), ?)
      on conflict (tenant_id, service) do update set version = excluded.version, status = excluded.status, error = null,
-       attempts = case when ? then 1 else platform.tenant_schema_versions.attempts + 1 end, attempted_at = now(), updated_at = now()`,
-    [entry.tenantId, entry.service, entry.version, ledgerStates.succeeded, options.firstAttempt === true],
+       attempts = case when ? then 1 else platform.tenant_schema_versions.attempts + 1 end, attempted_at = now(), updated_at = now(),
+       permissions_digest = coalesce(excluded.permissions_digest, platform.tenant_schema_versions.permissions_digest)`,
+    [entry.tenantId, entry.service, entry.version, ledgerStates.succeeded, entry.permissionsDigest ?? null, options.firstAttempt === true],
   );
+}
+
+/** Records that a service (Auth) merged the catalog of `permissionsDigest` into a tenant's, outside a migration (bootstrap). */
+export async function recordPermissionsMerged(em: EntityManager, entry: { tenantId: string; service: string; permissionsDigest: string }): Promise<void> {
+  await em.execute("update platform.tenant_schema_versions set permissions_digest = ?, updated_at = now() where tenant_id = ? and service = ?", [
+    entry.permissionsDigest,
+    entry.tenantId,
+    entry.service,
+  ]);
 }
 
 /** Records that migrating a tenant's schema failed; `version` is the one it still has. */
@@ -94,8 +127,8 @@ export async function ledgerOfServedTenants(
     conditions.push("t.cluster = ?");
     values.push(filter.cluster);
   }
-  const rows = await em.execute<{ id: string; cluster: string; service: string | null; version: string | null; status: string | null }[]>(
-    `select t.id, t.cluster, l.service, l.version, l.status
+  const rows = await em.execute<{ id: string; cluster: string; service: string | null; version: string | null; status: string | null; permissions_digest: string | null }[]>(
+    `select t.id, t.cluster, l.service, l.version, l.status, l.permissions_digest
      from platform.tenants t left join platform.tenant_schema_versions l on l.tenant_id = t.id
      where ${conditions.join(" and ")} order by t.id`,
     values,
@@ -105,7 +138,7 @@ export async function ledgerOfServedTenants(
     const tenant = byTenant.get(row.id) ?? { cluster: row.cluster, entries: new Map() };
     byTenant.set(row.id, tenant);
     if (row.service !== null) {
-      tenant.entries.set(row.service, { version: row.version ?? "", state: row.status ?? "" });
+      tenant.entries.set(row.service, { version: row.version ?? "", state: row.status ?? "", permissionsDigest: row.permissions_digest });
     }
   }
   return byTenant;
@@ -114,19 +147,22 @@ export async function ledgerOfServedTenants(
 /**
  * For each service of `latest` (service → its newest version), how many
  * served tenants have its schema current, behind (or never migrated) or
- * failed, by service.
+ * failed, by service. With `catalog`, that service's tenants are current
+ * only with the current catalog merged (see {@link isCurrent}).
  */
-export async function countSchemaStates(em: EntityManager, latest: Map<string, string>): Promise<Map<string, SchemaStateCounts>> {
+export async function countSchemaStates(em: EntityManager, latest: Map<string, string>, catalog?: CatalogMark): Promise<Map<string, SchemaStateCounts>> {
+  const targets = [...latest].map(([service, version]) => ({ service, version, digest: service === catalog?.service ? catalog.digest : null }));
+  const atTarget = "l.version = s.version and (s.digest is null or l.permissions_digest is not distinct from s.digest)";
   const rows = await em.execute<({ service: string } & SchemaStateCounts)[]>(
     `select s.service,
-            count(t.id) filter (where l.status = ? and l.version = s.latest_version)::int as current,
-            count(t.id) filter (where l.status is null or (l.status = ? and l.version <> s.latest_version))::int as behind,
+            count(t.id) filter (where l.status = ? and ${atTarget})::int as current,
+            count(t.id) filter (where l.status is null or (l.status = ? and not (${atTarget})))::int as behind,
             count(t.id) filter (where l.status = ?)::int as failed
-     from jsonb_each_text(?::jsonb) as s(service, latest_version)
+     from jsonb_to_recordset(?::jsonb) as s(service text, version text, digest text)
      left join platform.tenants t on t.status in (?)
      left join platform.tenant_schema_versions l on l.tenant_id = t.id and l.service = s.service
      group by s.service`,
-    [ledgerStates.succeeded, ledgerStates.succeeded, ledgerStates.failed, Object.fromEntries(latest), servedStatuses],
+    [ledgerStates.succeeded, ledgerStates.succeeded, ledgerStates.failed, JSON.stringify(targets), servedStatuses],
   );
   return new Map(rows.map(({ service, ...counts }) => [service, counts]));
 }

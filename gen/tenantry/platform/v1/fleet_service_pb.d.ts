@@ -180,6 +180,13 @@ export declare type MigrateTenantsResponse = Message<"tenantry.platform.v1.Migra
    * @generated from field: tenantry.platform.v1.MigrationTotals totals = 8;
    */
   totals?: MigrationTotals | undefined;
+
+  /**
+   * The permissions added to the tenant's catalog (by Auth), by name.
+   *
+   * @generated from field: repeated string added_permissions = 9;
+   */
+  addedPermissions: string[];
 };
 
 /**
@@ -271,14 +278,16 @@ export declare type ServiceFleetStatus = Message<"tenantry.platform.v1.ServiceFl
   latestVersion: string;
 
   /**
-   * Tenants at the newest version.
+   * Tenants at the newest version (for Auth: with the current permission
+   * catalog merged).
    *
    * @generated from field: int32 current = 3;
    */
   current: number;
 
   /**
-   * Tenants at an older version, last attempt not failed.
+   * Tenants at an older version (for Auth: or with an older catalog), last
+   * attempt not failed.
    *
    * @generated from field: int32 behind = 4;
    */
@@ -339,7 +348,8 @@ export enum MigrationOutcome {
   UNSPECIFIED = 0,
 
   /**
-   * Migrations were applied; see applied.
+   * Migrations were applied, or permissions added to the tenant's catalog;
+   * see applied and added_permissions.
    *
    * @generated from enum value: MIGRATION_OUTCOME_MIGRATED = 1;
    */
@@ -382,15 +392,18 @@ export declare const MigrationOutcomeSchema: GenEnum<MigrationOutcome>;
 /**
  * FleetService migrates every tenant's schemas, service by service, and
  * reports where the fleet stands. Platform keeps a ledger of each tenant's
- * version of each service's schema, so it knows who is behind without
- * connecting to any tenant database.
+ * version of each service's schema, and of the permission catalog Auth last
+ * merged into it, so it knows who is behind without connecting to any
+ * tenant database. A tenant is behind on Auth also when the permissions the
+ * services declare have changed since its catalog was last merged.
  *
  * @generated from service tenantry.platform.v1.FleetService
  */
 export declare const FleetService: GenService<{
   /**
    * MigrateTenants brings the selected tenants' schemas to each service's
-   * newest version through the services' Migrate RPCs, with bounded
+   * newest version, and their permission catalogs up to what the services
+   * declare, through the services' Migrate RPCs, with bounded
    * concurrency per cluster, and streams one event per tenant and service
    * with running totals. It goes on past a failing tenant, records every
    * result in the ledger, and is safe to stop and run again: tenants the

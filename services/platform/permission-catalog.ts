@@ -1,0 +1,25 @@
+import { createHash } from "node:crypto";
+import { uniquePermissions, type Permission } from "../mesh/index.ts";
+
+/** The permissions every data-owning service declares, as Platform hands them to Auth. */
+export interface PermissionCatalog {
+  /** Each permission once, services in the registry's order, each service's in the order it declares them. */
+  permissions: Permission[];
+  /**
+   * Names what a tenant's catalog holds once these are merged into it: the
+   * names and descriptions, in any order. Default roles are left out: they
+   * matter only when a permission first reaches a tenant.
+   */
+  digest: string;
+}
+
+/**
+ * The catalog made of what each service declares (services in the
+ * registry's order). A name two services declare keeps the first one's
+ * declaration; `npm run check` refuses that among the contracts in proto/.
+ */
+export function permissionCatalogOf(services: Iterable<{ permissions: readonly Permission[] }>): PermissionCatalog {
+  const permissions = uniquePermissions([...services].flatMap((s) => s.permissions));
+  const merged = permissions.map((p) => [p.name, p.description]).sort(([a], [b]) => (a! < b! ? -1 : 1));
+  return { permissions, digest: createHash("sha256").update(JSON.stringify(merged)).digest("hex") };
+}
