@@ -1,14 +1,19 @@
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
-import { entityManagerOf, kUser, tenantOf, TenantStatus, type Tenancy } from "../mesh/index.ts";
+import { entityManagerOf, kUser, tenantOf, TenantStatus, type Permission, type Tenancy } from "../mesh/index.ts";
+import { listPermissions } from "./roles.ts";
 import { login, logout, refresh, type SessionDeps } from "./sessions.ts";
 import { bootstrapTenant } from "./tenant-bootstrap.ts";
 import { getUser } from "./users.ts";
 
 export { AuthService };
 
-/** `tenantry.auth.v1.AuthService`: sign-in, tokens and each tenant's keys. */
-export function authService(tenancy: Tenancy, deps: SessionDeps): ServiceImpl<typeof AuthService> {
+/**
+ * `tenantry.auth.v1.AuthService`: sign-in, tokens and each tenant's keys.
+ * `ownPermissions` are those Auth declares, merged into every tenant's
+ * catalog besides those a BootstrapTenant call carries.
+ */
+export function authService(tenancy: Tenancy, deps: SessionDeps, ownPermissions: readonly Permission[]): ServiceImpl<typeof AuthService> {
   return {
     async login(req, ctx) {
       if (req.email === "" || req.password === "") {
@@ -29,8 +34,10 @@ export function authService(tenancy: Tenancy, deps: SessionDeps): ServiceImpl<ty
       return {};
     },
     async getJwks(_req, ctx) {
-      const { jwks } = await deps.keys.keys(entityManagerOf(ctx), tenantOf(ctx).tenantId);
-      return { jwks: JSON.stringify(jwks) };
+      const em = entityManagerOf(ctx);
+      const { jwks } = await deps.keys.keys(em, tenantOf(ctx).tenantId);
+      const permissions = await listPermissions(em);
+      return { jwks: JSON.stringify(jwks), permissions: permissions.map((p) => p.name) };
     },
     async whoAmI(_req, ctx) {
       const user = ctx.values.get(kUser)!;
@@ -53,7 +60,7 @@ export function authService(tenancy: Tenancy, deps: SessionDeps): ServiceImpl<ty
       if (route.status !== TenantStatus.PROVISIONING && route.status !== TenantStatus.ACTIVE) {
         throw new ConnectError(`tenant "${route.tenantId}" is ${TenantStatus[route.status]?.toLowerCase()}; only a new or active tenant is bootstrapped`, Code.FailedPrecondition);
       }
-      return tenancy.scope.run(tenancy.endpointOf(route), () => bootstrapTenant(tenancy.fork(), deps.keys, req));
+      return tenancy.scope.run(tenancy.endpointOf(route), () => bootstrapTenant(tenancy.fork(), deps.keys, req, [...ownPermissions, ...req.permissions]));
     },
   };
 }

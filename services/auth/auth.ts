@@ -1,16 +1,20 @@
-import { loadSecret, SecretBox, startTenantService, type Logger, type Telemetry, type TenantService, type TenantServiceOverrides } from "../mesh/index.ts";
+import { declaredPermissions, loadSecret, SecretBox, startTenantService, type Logger, type Telemetry, type TenantService, type TenantServiceOverrides } from "../mesh/index.ts";
 import { AuthService, authService } from "./auth-service.ts";
 import type { AuthConfig } from "./config.ts";
 import { LoginThrottle } from "./login-throttle.ts";
 import { migrations } from "./migrations/index.ts";
+import { mergePermissions } from "./permission-catalog.ts";
 import { RoleService, roleService } from "./role-service.ts";
 import { SigningKeys } from "./signing-keys.ts";
 import { UserService, userService } from "./user-service.ts";
 
+/** The permissions Auth's own RPC services declare. */
+const ownPermissions = declaredPermissions([AuthService, UserService, RoleService]);
+
 /**
- * Starts Auth: each tenant's users, roles and signing keys in schema `auth`
- * of its own database; sign-in and tokens. `overrides` may replace Platform
- * as the source of routes (tests of Auth alone).
+ * Starts Auth: each tenant's users, roles, permission catalog and signing
+ * keys in schema `auth` of its own database; sign-in and tokens. `overrides`
+ * may replace Platform as the source of routes (tests of Auth alone).
  */
 export async function startAuth(
   config: AuthConfig,
@@ -27,10 +31,11 @@ export async function startAuth(
     entities: [],
     migrations,
     services: (tenancy) => [
-      { service: AuthService, impl: authService(tenancy, deps) },
+      { service: AuthService, impl: authService(tenancy, deps, ownPermissions) },
       { service: UserService, impl: userService(tenancy.requests) },
       { service: RoleService, impl: roleService },
     ],
+    mergePermissions,
     config,
     log,
     telemetry,

@@ -4,8 +4,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { RoleService } from "../../gen/tenantry/auth/v1/role_service_pb.js";
 import { UserService } from "../../gen/tenantry/auth/v1/user_service_pb.js";
+import { allPermissions, permissionsOfDefaultRole } from "../testing/declared-catalog.ts";
 import { holdLock } from "../testing/held-lock.ts";
 import { startSingleAuth, type SingleAuth } from "../testing/single-service.ts";
+import { defaultRoles } from "./permission-catalog.ts";
 
 let single: SingleAuth;
 let tenantId: string;
@@ -46,7 +48,7 @@ describe("users and roles", () => {
     expect(await code(users.createUser({ email: "x@example.com", password: "short" }, as(ownerToken)))).toBe("InvalidArgument");
 
     const who = await auth.whoAmI({}, as(await login("casey@example.com")));
-    expect(who).toMatchObject({ email: "Casey@Example.com", tenantId, roles: ["member"], permissions: ["entries.read", "entries.write"] });
+    expect(who).toMatchObject({ email: "Casey@Example.com", tenantId, roles: ["member"], permissions: permissionsOfDefaultRole("member") });
 
     const owner = (await auth.whoAmI({}, as(ownerToken))).userId;
     expect(await code(users.deleteUser({ userId: owner }, as(ownerToken)))).toBe("FailedPrecondition");
@@ -81,9 +83,9 @@ describe("users and roles", () => {
     const updated = await roles.updateRole({ name: "auditor", permissions: ["entries.read"], updateMask: { paths: ["permissions"] } }, as(ownerToken));
     expect(updated.role?.permissions).toEqual(["entries.read"]);
     const { permissions } = await roles.listPermissions({}, as(ownerToken));
-    expect(permissions.map((p) => p.name)).toContain("entries.write");
+    expect(permissions.map((p) => p.name)).toEqual([...allPermissions].sort());
     await roles.deleteRole({ name: "auditor" }, as(ownerToken));
-    expect((await roles.listRoles({}, as(ownerToken))).roles.map((r) => r.name)).toEqual(["admin", "member", "owner", "viewer"]);
+    expect((await roles.listRoles({}, as(ownerToken))).roles.map((r) => r.name)).toEqual(Object.keys(defaultRoles).sort());
   });
 });
 

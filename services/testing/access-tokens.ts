@@ -4,11 +4,8 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
 import { randomUUID } from "node:crypto";
-import { permissionCatalog } from "../auth/migrations/create-identity.ts";
 import { isTenantId, SecretBox, tenantIdHeader } from "../mesh/index.ts";
-
-/** Every permission there is. */
-export const allPermissions = permissionCatalog.map(([name]) => name);
+import { allPermissions } from "./declared-catalog.ts";
 
 /**
  * A client interceptor that gives every call naming a well-formed tenant

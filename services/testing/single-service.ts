@@ -25,6 +25,7 @@ import {
   type Telemetry,
   type TenantService,
 } from "../mesh/index.ts";
+import { declaredCatalog } from "./declared-catalog.ts";
 import { freePort } from "./free-port.ts";
 import { StubTenantDirectory, type RouteChange } from "./stub-tenant-directory.ts";
 import { StubUserTokens } from "./stub-user-tokens.ts";
@@ -93,8 +94,9 @@ export interface SingleBackend extends SingleService {
 export interface SingleAuth extends SingleService {
   /**
    * Makes a tenant as `SingleService.createTenant` does, then has Auth
-   * bootstrap it as Platform's provisioning does: the default roles, a
-   * signing key, and an owner when one is given.
+   * bootstrap it as Platform's provisioning does: the permissions every
+   * contract declares, the default roles, a signing key, and an owner when
+   * one is given.
    */
   createTenant(options?: NewTenantOptions & { ownerEmail?: string; ownerPassword?: string }): Promise<TenantRoute>;
 }
@@ -130,7 +132,7 @@ export async function startSingleAuth(options: SingleServiceOptions = {}): Promi
   return Object.assign(single, {
     async createTenant(options: NewTenantOptions & { ownerEmail?: string; ownerPassword?: string } = {}) {
       const route = await createTenant(options);
-      await auth.bootstrapTenant({ tenantId: route.tenantId, ownerEmail: options.ownerEmail ?? "", ownerPassword: options.ownerPassword ?? "" });
+      await auth.bootstrapTenant({ tenantId: route.tenantId, ownerEmail: options.ownerEmail ?? "", ownerPassword: options.ownerPassword ?? "", permissions: declaredCatalog });
       return route;
     },
   });

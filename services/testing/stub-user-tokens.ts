@@ -1,7 +1,8 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import type { TokenUser, TokenVerifier } from "../mesh/index.ts";
-import { allPermissions, tenantTokenInterceptor } from "./access-tokens.ts";
+import { tenantTokenInterceptor } from "./access-tokens.ts";
+import { allPermissions } from "./declared-catalog.ts";
 
 /**
  * Users' access tokens for a service that runs without Auth: a token is

@@ -1,17 +1,10 @@
 import { Migration } from "@mikro-orm/migrations";
 
-/** The permissions every tenant's roles are made of. Names never change once released. */
-export const permissionCatalog: [name: string, description: string][] = [
-  ["users.read", "see users"],
-  ["users.write", "create, change and delete users"],
-  ["roles.read", "see roles and permissions"],
-  ["roles.write", "create, change and delete roles; assign and revoke them"],
-  ["entries.read", "read entries"],
-  ["entries.write", "create, change and delete entries"],
-  ["tenant.admin", "everything the owner of the tenant may do"],
-];
-
-/** Users, roles, permissions, refresh tokens and signing keys of the tenant. */
+/**
+ * Users, roles, permissions, refresh tokens and signing keys of the tenant.
+ * The permissions themselves are the services' declarations, merged into
+ * the catalog by BootstrapTenant and Migrate (see permission-catalog.ts).
+ */
 export class CreateIdentity extends Migration {
   override up(): void {
     this.addSql(`create table auth.users (
@@ -27,9 +20,6 @@ export class CreateIdentity extends Migration {
       name varchar(100) primary key,
       description text not null
     )`);
-    for (const [name, description] of permissionCatalog) {
-      this.addSql(`insert into auth.permissions (name, description) values ('${name}', '${description.replaceAll("'", "''")}')`);
-    }
     this.addSql(`create table auth.roles (
       id uuid primary key,
       name varchar(60) not null unique,

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { TestAccessTokens } from "../../testing/access-tokens.ts";
+import { allPermissions } from "../../testing/declared-catalog.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 import { createGrpcJsTransport, type GrpcJsTransport } from "../client/grpc-transport.ts";
 
@@ -56,7 +57,7 @@ describe("user access tokens", () => {
     const { privateKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
     const { jwks } = await auth.getJwks({}, { headers: { "x-tenant-id": tenantId } });
     const realKid = (JSON.parse(jwks) as { keys: { kid: string }[] }).keys[0]!.kid;
-    const claims = { tid: tenantId, permissions: ["entries.read", "entries.write"] };
+    const claims = { tid: tenantId, permissions: allPermissions };
     const forged = await new SignJWT(claims).setProtectedHeader({ alg: "EdDSA", kid: realKid, typ: "at+jwt" }).setIssuer("tenantry").setSubject("x").setIssuedAt().setExpirationTime("5m").sign(privateKey);
     const unknownKid = await new SignJWT(claims).setProtectedHeader({ alg: "EdDSA", kid: "not-a-key", typ: "at+jwt" }).setIssuer("tenantry").setSubject("x").setIssuedAt().setExpirationTime("5m").sign(privateKey);
     const encode = (value: object) => base64url.encode(JSON.stringify(value));
