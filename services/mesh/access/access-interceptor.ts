@@ -26,7 +26,9 @@ const kindNames: Record<AccessKind, string> = {
  * (`x-tenant-id`), signed with that tenant's key and carrying the method's
  * permission: none or an invalid one is UNAUTHENTICATED, one of another
  * tenant or without the permission PERMISSION_DENIED, and operator or
- * service tokens are refused.
+ * service tokens are refused. A permission missing from the tenant's
+ * catalog, which no role can grant, is FAILED_PRECONDITION instead: what
+ * is missing then is the catalog, not the user's role.
  */
 export function accessInterceptor(credentials: MeshCredentials, userTokens?: TokenVerifier): Interceptor {
   return (next) => async (req) => {
@@ -60,6 +62,12 @@ export function accessInterceptor(credentials: MeshCredentials, userTokens?: Tok
       }
       const user = await userTokens.verify(token, tenantId);
       if (permission !== "" && !user.permissions.has(permission)) {
+        if ((await userTokens.catalogHolds?.(tenantId, permission)) === false) {
+          throw new ConnectError(
+            `${procedure} needs permission "${permission}", which no role of tenant "${tenantId}" can grant: the tenant's permission catalog lacks it (the service that declares it is not registered with Platform, or the tenant's catalog is not current: run FleetService/MigrateTenants with only_behind)`,
+            Code.FailedPrecondition,
+          );
+        }
         throw new ConnectError(`${procedure} needs permission "${permission}", which the user's roles do not grant`, Code.PermissionDenied);
       }
       req.contextValues.set(kUser, user);

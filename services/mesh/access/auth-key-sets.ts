@@ -5,11 +5,14 @@ import type { UserTokensOptions } from "./user-tokens.ts";
 
 /**
  * Fetches tenants' token signing key sets from Auth (`GetJwks`, in the
- * tenant the call names), as the JSON text of a JWK set, for
- * `UserTokens`. The only module of the mesh runtime that knows Auth's
- * contract.
+ * tenant the call names), as the JSON text of a JWK set, with the names in
+ * the tenant's permission catalog, for `UserTokens`. The only module of the
+ * mesh runtime that knows Auth's contract.
  */
 export function authKeySets(transport: Transport): UserTokensOptions["fetchKeySet"] {
   const auth = createClient(AuthService, transport);
-  return async (tenantId, timeoutMs) => (await auth.getJwks({}, { headers: { [tenantIdHeader]: tenantId }, timeoutMs })).jwks;
+  return async (tenantId, timeoutMs) => {
+    const { jwks, permissions } = await auth.getJwks({}, { headers: { [tenantIdHeader]: tenantId }, timeoutMs });
+    return { jwks, permissions };
+  };
 }

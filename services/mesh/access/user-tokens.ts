@@ -4,8 +4,11 @@ import { LRUCache } from "lru-cache";
 
 /** Options of {@link UserTokens}. */
 export interface UserTokensOptions {
-  /** Fetches a tenant's key set, as the JSON text of a JWK set (from Auth: see `authKeySets`). */
-  fetchKeySet: (tenantId: string, timeoutMs: number) => Promise<string>;
+  /**
+   * Fetches a tenant's key set, as the JSON text of a JWK set, with the
+   * names of the permissions in its catalog (from Auth: see `authKeySets`).
+   */
+  fetchKeySet: (tenantId: string, timeoutMs: number) => Promise<{ jwks: string; permissions: string[] }>;
   /** The `iss` every access token must carry. */
   issuer: string;
   /** How long a tenant's key set is kept (an unknown kid refreshes it sooner). */
@@ -24,17 +27,34 @@ export interface TokenUser {
 /** Checks a user's access token for the tenant a call names (see {@link UserTokens}). */
 export interface TokenVerifier {
   verify(token: string, tenantId: string): Promise<TokenUser>;
+  /**
+   * Whether the tenant's permission catalog holds `permission`, so that some
+   * role of the tenant could grant it; undefined when that cannot be told.
+   * Asked only when a token lacks a method's permission, to say why.
+   */
+  catalogHolds?(tenantId: string, permission: string): Promise<boolean | undefined>;
 }
+
+/** What is kept of a tenant: its key set and the names in its permission catalog, as fetched at `fetchedAt`. */
+interface TenantKeys {
+  getKey: JWTVerifyGetKey;
+  catalog: ReadonlySet<string>;
+  fetchedAt: number;
+}
+
+/** How old a tenant's kept catalog must be to be fetched again for a permission it lacks. */
+const catalogTrustedMs = 250;
 
 /**
  * Verifies users' access tokens: EdDSA JWTs signed with their tenant's own
  * key, whose key set is fetched from Auth (GetJwks) and kept per tenant,
- * fetched again when a token names a key not in it (a rotation).
+ * fetched again when a token names a key not in it (a rotation). The
+ * tenant's permission catalog comes with it.
  */
 export class UserTokens implements TokenVerifier {
   readonly #options: UserTokensOptions;
-  readonly #keySets: LRUCache<string, JWTVerifyGetKey>;
-  readonly #fetching = new Map<string, Promise<JWTVerifyGetKey>>();
+  readonly #keySets: LRUCache<string, TenantKeys>;
+  readonly #fetching = new Map<string, Promise<TenantKeys>>();
   /** When a token with an unknown kid last made us fetch a tenant's keys: at most once per quarter second. */
   readonly #forcedAt = new LRUCache<string, number>({ max: 10_000 });
 
@@ -62,11 +82,11 @@ export class UserTokens implements TokenVerifier {
       // Refused before any key is fetched: whatever its signature, it is not for this tenant.
       throw new ConnectError(`the access token is for another tenant than "${tenantId}"`, Code.PermissionDenied);
     }
-    let keySet = await this.#keySet(tenantId, false);
+    let keys = await this.#keySet(tenantId, false);
     let payload;
     for (let attempt = 0; ; attempt++) {
       try {
-        ({ payload } = await jwtVerify(token, keySet, {
+        ({ payload } = await jwtVerify(token, keys.getKey, {
           issuer: this.#options.issuer,
           algorithms: ["EdDSA"],
           typ: "at+jwt",
@@ -77,7 +97,7 @@ export class UserTokens implements TokenVerifier {
         // A key the cached set does not hold: maybe a rotation since. Ask again, once, unless just asked.
         if (error instanceof errors.JWKSNoMatchingKey && attempt === 0 && Date.now() - (this.#forcedAt.get(tenantId) ?? 0) > 250) {
           this.#forcedAt.set(tenantId, Date.now());
-          keySet = await this.#keySet(tenantId, true);
+          keys = await this.#keySet(tenantId, true);
           continue;
         }
         throw new ConnectError(`the access token is not valid (${reason(error)}): log in again`, Code.Unauthenticated);
@@ -90,7 +110,26 @@ export class UserTokens implements TokenVerifier {
     return { userId: payload.sub!, tenantId, permissions: new Set(permissions) };
   }
 
-  async #keySet(tenantId: string, fresh: boolean): Promise<JWTVerifyGetKey> {
+  /**
+   * Whether the tenant's permission catalog holds `permission`; undefined
+   * when it cannot be fetched. A permission the kept catalog lacks is looked
+   * for again in a fresh one (the catalog may have been merged since),
+   * unless it was fetched in the last quarter second: however many calls
+   * are refused, Auth is asked at most that often per tenant.
+   */
+  async catalogHolds(tenantId: string, permission: string): Promise<boolean | undefined> {
+    try {
+      let keys = await this.#keySet(tenantId, false);
+      if (!keys.catalog.has(permission) && Date.now() - keys.fetchedAt > catalogTrustedMs) {
+        keys = await this.#keySet(tenantId, true);
+      }
+      return keys.catalog.has(permission);
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #keySet(tenantId: string, fresh: boolean): Promise<TenantKeys> {
     const cached = fresh ? undefined : this.#keySets.get(tenantId);
     if (cached !== undefined) {
       return cached;
@@ -104,8 +143,8 @@ export class UserTokens implements TokenVerifier {
           // Auth waits for Platform as long as we wait for Auth: both mean it cannot be reached now.
           throw cause.code === Code.DeadlineExceeded ? new ConnectError(`cannot fetch tenant "${tenantId}"'s signing keys from Auth in time; retry later`, Code.Unavailable) : cause;
         })
-        .then((jwks) => {
-          const entry = createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet);
+        .then(({ jwks, permissions }) => {
+          const entry = { getKey: createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet), catalog: new Set(permissions), fetchedAt: Date.now() };
           this.#keySets.set(tenantId, entry);
           return entry;
         })
