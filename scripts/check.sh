@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run check: contracts lint-clean and not broken, gen/ in step with proto/,
-# imports within the rules of services/mesh, types clean.
+# imports within the rules of services/mesh, permissions declared, types clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +39,9 @@ fi
 
 echo "imports keep services/mesh's entries, layers and no circle (scripts/check-imports.ts)"
 node scripts/check-imports.ts
+
+echo "every permission a method names is declared once by a service (scripts/check-permissions.ts)"
+node scripts/check-permissions.ts
 
 echo "tsc"
 tsc -p .
