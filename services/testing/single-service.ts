@@ -99,6 +99,8 @@ export interface SingleAuth extends SingleService {
    * one is given.
    */
   createTenant(options?: NewTenantOptions & { ownerEmail?: string; ownerPassword?: string }): Promise<TenantRoute>;
+  /** Credentials of a service of this mesh named "test", for MESH calls from tests (Platform's, such as Migrate). */
+  meshCredentials: MeshCredentials;
 }
 
 /** What a service run alone is started with. */
@@ -130,6 +132,7 @@ export async function startSingleAuth(options: SingleServiceOptions = {}): Promi
   const auth = single.client(AuthService, [meshCredentials.clientInterceptor()]);
   const createTenant = single.createTenant;
   return Object.assign(single, {
+    meshCredentials,
     async createTenant(options: NewTenantOptions & { ownerEmail?: string; ownerPassword?: string } = {}) {
       const route = await createTenant(options);
       await auth.bootstrapTenant({ tenantId: route.tenantId, ownerEmail: options.ownerEmail ?? "", ownerPassword: options.ownerPassword ?? "", permissions: declaredCatalog });
