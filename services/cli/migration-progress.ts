@@ -61,8 +61,10 @@ function lineOf(event: MigrateTenantsResponse, totals: MigrationTotals | undefin
   const head = `${count}${event.tenantId} ${event.service} ${enumLabel(MigrationOutcome, event.outcome)}`;
   switch (event.outcome) {
     case MigrationOutcome.MIGRATED:
-    case MigrationOutcome.WOULD_MIGRATE:
-      return `${head} ${event.fromVersion || "(none)"} -> ${event.toVersion}`;
+    case MigrationOutcome.WOULD_MIGRATE: {
+      const added = event.addedPermissions.length > 0 ? `, permissions added: ${event.addedPermissions.join(", ")}` : "";
+      return `${head} ${event.fromVersion || "(none)"} -> ${event.toVersion}${added}`;
+    }
     case MigrationOutcome.FAILED:
       return `${head}: ${event.error}`;
     default:
