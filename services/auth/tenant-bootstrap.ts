@@ -1,8 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
-import type { Permission } from "../../gen/tenantry/options/v1/access_pb.js";
-import { checkEmail, checkPassword } from "../mesh/index.ts";
+import { checkEmail, checkPassword, type Permission } from "../mesh/index.ts";
 import { hashPassword } from "./passwords.ts";
 import { defaultRoles, mergePermissions, ownerRole } from "./permission-catalog.ts";
 import type { SigningKeys } from "./signing-keys.ts";
