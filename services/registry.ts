@@ -36,6 +36,14 @@ export interface RegisteredService {
    * on every tenant. None for Platform, whose data is its own database.
    */
   readonly schema?: string;
+  /**
+   * Secrets it reads besides the mesh key and the operator token, which
+   * every service reads: TENANTRY_MASTER_KEY if it opens stored secrets
+   * (npm start leaves the services to share it through the data directory),
+   * TENANTRY_DATABASE_URL if it is given the platform database's URL. On
+   * Kubernetes it takes them from the Secret tenantry-secrets.
+   */
+  readonly secrets?: readonly ("TENANTRY_MASTER_KEY" | "TENANTRY_DATABASE_URL")[];
   /** What its Kubernetes manifests need that is not the same for every service. */
   readonly kubernetes: KubernetesNeeds;
 }
@@ -55,12 +63,6 @@ export interface KubernetesNeeds {
     readonly memory: readonly [request: string, limit: string];
     readonly why?: string;
   };
-  /**
-   * Keys it takes from the Secret tenantry-secrets besides the mesh key and
-   * the operator token, which every service takes: TENANTRY_MASTER_KEY if it
-   * opens stored secrets, TENANTRY_DATABASE_URL if it reaches a database by URL.
-   */
-  readonly secrets?: readonly string[];
   /** Keys it takes from the ConfigMap besides those every service, or every service that owns a schema, takes. */
   readonly settings?: readonly string[];
   /**
@@ -93,6 +95,7 @@ export const registry: readonly RegisteredService[] = [
     grpcPort: 50051,
     httpPort: 8081,
     main: "services/platform/main.ts",
+    secrets: ["TENANTRY_DATABASE_URL", "TENANTRY_MASTER_KEY"],
     kubernetes: {
       about: "Platform: tenant registry, provisioning, lifecycle and fleet migrations.",
       replicas: {
@@ -103,7 +106,6 @@ export const registry: readonly RegisteredService[] = [
           "not share; and the sign-up limit is counted per process. The other services keep serving the tenants they know while Platform restarts.",
       },
       resources: { cpu: ["250m", "1"], memory: ["256Mi", "512Mi"] },
-      secrets: ["TENANTRY_DATABASE_URL", "TENANTRY_MASTER_KEY"],
       settings: ["TENANTRY_SCHEMA_SERVICES"],
       volume: {
         folder: "exports",
@@ -119,6 +121,7 @@ export const registry: readonly RegisteredService[] = [
     httpPort: 8082,
     main: "services/auth/main.ts",
     schema: "auth",
+    secrets: ["TENANTRY_MASTER_KEY"],
     kubernetes: {
       about: "Auth: users, roles, sessions and each tenant's signing keys (schema `auth` in every tenant database).",
       replicas: { min: 2, max: 6 },
@@ -127,7 +130,6 @@ export const registry: readonly RegisteredService[] = [
         memory: ["256Mi", "512Mi"],
         why: "Password hashing (Argon2id, 19 MiB each) runs on libuv's four threads: more than one core and some memory in bursts of logins.",
       },
-      secrets: ["TENANTRY_MASTER_KEY"],
     },
   },
   {
