@@ -82,11 +82,13 @@ let rolePassword = "";
 beforeAll(async () => {
   receiver = await startReceiver();
   mesh = await startMeshProcesses({
-    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-    OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
-    OTEL_EXPORTER_OTLP_HEADERS: "x-collector-key=k1",
-    OTEL_BSP_SCHEDULE_DELAY: "100",
-    TENANTRY_LOG_LEVEL: "debug",
+    env: {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+      OTEL_EXPORTER_OTLP_HEADERS: "x-collector-key=k1",
+      OTEL_BSP_SCHEDULE_DELAY: "100",
+      TENANTRY_LOG_LEVEL: "debug",
+    },
   });
   const transport = (port: number, interceptors = [operatorCredentialInterceptor(mesh.sharedEnv.TENANTRY_OPERATOR_TOKEN!)]) => {
     const t = createGrpcJsTransport({ address: `127.0.0.1:${port}`, interceptors });
