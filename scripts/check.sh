@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # npm run check: contracts lint-clean and not broken, gen/ in step with proto/,
-# imports within the rules of services/mesh, types clean.
+# the Kubernetes manifests in step with services/registry.ts, imports within
+# the rules of services/mesh, types clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,9 @@ if [ -n "$(git status --porcelain -- gen)" ]; then
   echo "gen/ is current with proto/ but not committed: commit these changes to gen/ (with the proto/ change they come from)" >&2
   exit 1
 fi
+
+echo "deploy/ in step with services/registry.ts (npm run deploy:manifests)"
+node deploy/manifests.ts --check
 
 echo "imports keep services/mesh's entries, layers and no circle (scripts/check-imports.ts)"
 node scripts/check-imports.ts
