@@ -44,18 +44,22 @@ describe("service registry", () => {
     expect(config.TENANTRY_AUTH_ADDRESS).toBe(`127.0.0.1:${registeredService("auth").grpcPort}`);
   });
 
-  it("is where Platform's default TENANTRY_SCHEMA_SERVICES comes from: every service that owns a schema", () => {
+  it("is where Platform's default TENANTRY_SCHEMA_SERVICES comes from: every service that owns a schema, at its port", () => {
     const config = readPlatformConfig({ TENANTRY_DATABASE_URL: "postgres://postgres@127.0.0.1:5432/tenantry_platform" });
-    expect(Object.fromEntries(config.TENANTRY_SCHEMA_SERVICES)).toEqual({ auth: "127.0.0.1:50052", backend: "127.0.0.1:50053" });
+    const owners = registry.filter((s) => s.schema !== undefined);
+    expect([...config.TENANTRY_SCHEMA_SERVICES]).toEqual(owners.map((s) => [s.name, `127.0.0.1:${s.grpcPort}`]));
+    expect(config.TENANTRY_SCHEMA_SERVICES.get("auth")).toBe("127.0.0.1:50052");
+    expect(config.TENANTRY_SCHEMA_SERVICES.has("platform")).toBe(false);
   });
 
   it("throws naming the registered services when asked for another", () => {
-    expect(() => registeredService("ledger")).toThrow(/no service "ledger".*platform, auth, backend/);
+    expect(() => registeredService("no-such-service")).toThrow(`no service "no-such-service" in services/registry.ts (registered: ${registry.map((s) => s.name).join(", ")})`);
   });
 
   it("says npm start's port variables and Platform's schema services", () => {
     expect(portVariables({ name: "auth" })).toEqual({ grpc: "TENANTRY_AUTH_GRPC_PORT", http: "TENANTRY_AUTH_HTTP_PORT" });
     expect(portVariables({ name: "audit-log" }).grpc).toBe("TENANTRY_AUDIT_LOG_GRPC_PORT");
-    expect(schemaServicesSetting(registry, (s) => `${s.name}:${s.grpcPort}`)).toBe("auth=auth:50052,backend=backend:50053");
+    const services = [{ name: "platform" }, { name: "auth", schema: "auth" }, { name: "audit-log", schema: "audit-log" }];
+    expect(schemaServicesSetting(services, (s) => `${s.name}:1`)).toBe("auth=auth:1,audit-log=audit-log:1");
   });
 });

@@ -5,6 +5,7 @@ import { TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_serv
 import { migrations as authMigrations } from "../auth/migrations/index.ts";
 import { migrations as backendMigrations } from "../backend/migrations/index.ts";
 import { port, readConfig, startTenantService, tenantServiceEnv } from "../mesh/index.ts";
+import { registry } from "../registry.ts";
 import { failure } from "../testing/failure.ts";
 import { startTestMesh, type ServiceUnderTest, type TestMesh } from "../testing/test-mesh.ts";
 
@@ -20,17 +21,17 @@ describe("platform service", () => {
     const { tenant } = await mesh.platformClient.createTenant({ tenantId, displayName: "Acme Inc.", tier: Tier.PREMIUM });
     expect(tenant).toMatchObject({ tenantId, displayName: "Acme Inc.", tier: Tier.PREMIUM, status: TenantStatus.ACTIVE, database: `tenant_${tenantId.replaceAll("-", "_")}` });
 
-    const schemas = await mesh.sql<{ nspname: string }>(tenant!.database, "select nspname from pg_namespace where nspname in ('auth', 'backend') order by 1");
-    expect(schemas.map((r) => r.nspname)).toEqual(["auth", "backend"]);
+    const owners = registry.flatMap((s) => (s.schema === undefined ? [] : [s.schema])).sort();
+    const schemas = await mesh.sql<{ nspname: string }>(tenant!.database, "select nspname from pg_namespace where nspname = any($1) order by 1", [owners]);
+    expect(schemas.map((r) => r.nspname)).toEqual(owners);
     const ledger = await mesh.sql<{ service: string; version: string }>(
       mesh.platformDatabase,
       "select service, version from platform.tenant_schema_versions where tenant_id = $1 order by service",
       [tenantId],
     );
-    expect(ledger).toEqual([
-      { service: "auth", version: authMigrations.at(-1)!.name },
-      { service: "backend", version: backendMigrations.at(-1)!.name },
-    ]);
+    expect(ledger.map((r) => r.service)).toEqual(owners);
+    expect(ledger).toContainEqual({ service: "auth", version: authMigrations.at(-1)!.name });
+    expect(ledger).toContainEqual({ service: "backend", version: backendMigrations.at(-1)!.name });
     const { route } = await mesh.platformMeshClient.resolveTenant({ tenantId });
     expect(route).toMatchObject({ tenantId, status: TenantStatus.ACTIVE, database: tenant!.database });
   });
