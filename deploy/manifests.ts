@@ -56,6 +56,11 @@ const mostPods = (service: RegisteredService) => {
   return "max" in replicas ? replicas.max : replicas.count;
 };
 
+/** The head of one of a service's objects: its kind, name and the service's label. */
+function head(apiVersion: string, kind: string, name: string, service: RegisteredService): string {
+  return `apiVersion: ${apiVersion}\nkind: ${kind}\nmetadata:\n  name: ${name}\n  labels:\n    app.kubernetes.io/name: ${service.name}\n`;
+}
+
 function envValue(name: string, value: string): string {
   return `            - name: ${name}\n              value: "${value}"\n`;
 }
@@ -94,7 +99,7 @@ function deployment(service: RegisteredService, services: readonly RegisteredSer
   const { name, grpcPort, httpPort, main, kubernetes } = service;
   const { replicas, resources, volume, startup } = kubernetes;
   const autoscaled = isAutoscaled(service);
-  const head = comment(`${kubernetes.about}${autoscaled ? " Stateless: scaled on CPU by the autoscaler below." : ""}`);
+  const about = comment(`${kubernetes.about}${autoscaled ? " Stateless: scaled on CPU by the autoscaler below." : ""}`);
   const why = "why" in replicas && replicas.why !== undefined ? `#\n${comment(`${replicas.count === 1 ? "One replica" : `${replicas.count} replicas`}. ${replicas.why}`)}` : "";
   const count = "count" in replicas ? `  replicas: ${replicas.count}\n` : "  # No replicas here: the HorizontalPodAutoscaler owns the count, and an\n  # apply would otherwise reset it.\n";
   const strategy =
@@ -112,13 +117,7 @@ function deployment(service: RegisteredService, services: readonly RegisteredSer
               app.kubernetes.io/name: ${name}
 `
       : "";
-  return `${head}${why}apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: ${name}
-  labels:
-    app.kubernetes.io/name: ${name}
-spec:
+  return `${about}${why}${head("apps/v1", "Deployment", name, service)}spec:
 ${count}${strategy}  selector:
     matchLabels:
       app.kubernetes.io/name: ${name}
@@ -207,13 +206,7 @@ function volumeClaim(service: RegisteredService): string {
   return volume === undefined
     ? ""
     : `---
-${comment(volume.about)}apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: ${service.name}-${volume.folder}
-  labels:
-    app.kubernetes.io/name: ${service.name}
-spec:
+${comment(volume.about)}${head("v1", "PersistentVolumeClaim", `${service.name}-${volume.folder}`, service)}spec:
   accessModes: ["ReadWriteOnce"]
   resources:
     requests:
@@ -221,15 +214,10 @@ spec:
 `;
 }
 
-function k8sService({ name, grpcPort, httpPort }: RegisteredService): string {
+function k8sService(service: RegisteredService): string {
+  const { name, grpcPort, httpPort } = service;
   return `---
-apiVersion: v1
-kind: Service
-metadata:
-  name: ${name}
-  labels:
-    app.kubernetes.io/name: ${name}
-spec:
+${head("v1", "Service", name, service)}spec:
   selector:
     app.kubernetes.io/name: ${name}
   ports:
@@ -248,13 +236,7 @@ function disruptionBudget(service: RegisteredService): string {
     ? "# A budget that kept the one replica would block every node drain; this one\n# lets it go, as the other services ride out its restart.\n"
     : "";
   return `---
-${alone}apiVersion: policy/v1
-kind: PodDisruptionBudget
-metadata:
-  name: ${service.name}
-  labels:
-    app.kubernetes.io/name: ${service.name}
-spec:
+${alone}${head("policy/v1", "PodDisruptionBudget", service.name, service)}spec:
   maxUnavailable: 1
   selector:
     matchLabels:
@@ -267,13 +249,7 @@ function autoscaler(service: RegisteredService): string {
   return !("min" in replicas)
     ? ""
     : `---
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata:
-  name: ${service.name}
-  labels:
-    app.kubernetes.io/name: ${service.name}
-spec:
+${head("autoscaling/v2", "HorizontalPodAutoscaler", service.name, service)}spec:
   scaleTargetRef:
     apiVersion: apps/v1
     kind: Deployment
