@@ -54,7 +54,7 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
   if (options.unregistered !== undefined) {
     const { name, schema } = options.unregistered;
     if (registry.some((s) => s.name === name)) {
-      throw new Error(`"${name}" is a registered service: leave it out of unregistered`);
+      throw new Error(`"${name}" is a registered service, not one under test: give the service under test a name of its own`);
     }
     members.push({ name, schema, registered: undefined });
   }

@@ -163,19 +163,8 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     TENANTRY_OPERATOR_TOKEN: operatorToken,
   };
   const meshCredentials = new MeshCredentials({ meshKey: sharedEnv.TENANTRY_MESH_KEY, operatorToken, service: "test" });
-  const plan = await planMesh({
-    services: options.services,
-    unregistered: options.serviceUnderTest,
-    sharedEnv,
-    platformDatabaseUrl: databaseUrl(platformDatabase),
-    platformEnv: options.platformEnv,
-    tenantServiceEnv: { TENANTRY_CORS_ORIGINS: "http://allowed.example", ...options.tenantServiceEnv },
-  });
-  const planned = new Map(plan.map((s) => [s.name, s]));
+  const planned = new Map<string, PlannedService>();
   const starts = new Map<string, Start>();
-  for (const service of plan) {
-    starts.set(service.name, service.registered === undefined ? (options.serviceUnderTest!.start as Start) : await registeredStart(service));
-  }
   const running = new Map<string, MeshServer>();
 
   const plannedService = (name: string) => {
@@ -206,13 +195,27 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     return found;
   };
 
-  // Platform last: the tenants it resumes as it starts need the others.
   try {
+    const plan = await planMesh({
+      services: options.services,
+      unregistered: options.serviceUnderTest,
+      sharedEnv,
+      platformDatabaseUrl: databaseUrl(platformDatabase),
+      platformEnv: options.platformEnv,
+      tenantServiceEnv: { TENANTRY_CORS_ORIGINS: "http://allowed.example", ...options.tenantServiceEnv },
+    });
+    for (const service of plan) {
+      planned.set(service.name, service);
+      starts.set(service.name, service.registered === undefined ? (options.serviceUnderTest!.start as Start) : await registeredStart(service));
+    }
+    // Platform last: the tenants it resumes as it starts need the others.
     for (const { name } of [...plan.slice(1), plan[0]!]) {
       await startService(name);
     }
   } catch (error) {
     await Promise.all([...running.keys()].map(stopService));
+    await server.close();
+    await rm(dataDir, { recursive: true, force: true });
     throw error;
   }
 
