@@ -54,14 +54,6 @@ export async function startMeshProcesses(options: MeshProcessesOptions = {}): Pr
     TENANTRY_OPERATOR_TOKEN: randomBytes(32).toString("base64url"),
     TENANTRY_MASTER_KEY: randomBytes(32).toString("base64url"),
   };
-  const plan = await planMesh({
-    services: options.services,
-    unregistered: options.serviceUnderTest,
-    sharedEnv,
-    platformDatabaseUrl: new TestServer().databaseUrl(`tenantry_platform_${randomBytes(4).toString("hex")}`),
-    platformEnv: options.env,
-    tenantServiceEnv: options.env,
-  });
   const children: ChildProcess[] = [];
   const processes = new Map<string, MeshProcess>();
 
@@ -77,6 +69,14 @@ export async function startMeshProcesses(options: MeshProcessesOptions = {}): Pr
     await rm(dataDir, { recursive: true, force: true });
   };
   try {
+    const plan = await planMesh({
+      services: options.services,
+      unregistered: options.serviceUnderTest,
+      sharedEnv,
+      platformDatabaseUrl: new TestServer().databaseUrl(`tenantry_platform_${randomBytes(4).toString("hex")}`),
+      platformEnv: options.env,
+      tenantServiceEnv: options.env,
+    });
     // Platform first, as in production: the others wait for it.
     for (const service of plan) {
       const main = path.resolve(root, service.registered?.main ?? options.serviceUnderTest!.main);
