@@ -106,6 +106,7 @@ export async function startBenchMesh(bench: BenchProcesses, options: { backendFi
     platformDatabaseUrl: bench.database.urlFor("tenantry_platform"),
     platformEnv: { ...options.env, ...options.platformEnv },
     tenantServiceEnv: options.env,
+    pickHttpPorts: true,
   });
   const ports = Object.fromEntries(plan.map((s) => [s.name, s.grpcPort])) as Record<string, number> & { platform: number; auth: number; backend: number };
   const backendPlan = plan.find((s) => s.name === "backend")!;

@@ -23,6 +23,13 @@ export interface MeshPlanOptions {
   platformEnv?: Record<string, string>;
   /** Extra settings of every service but Platform, over the planned ones. */
   tenantServiceEnv?: Record<string, string>;
+  /**
+   * Pick each service's HTTP port now (processes, whose readiness is asked
+   * there); else each listens on any free one. A port picked now may be
+   * taken by another process before the service binds it, so only what
+   * must be known is picked.
+   */
+  pickHttpPorts?: boolean;
 }
 
 /** One service of a test mesh: where it listens and the settings it starts with. */
@@ -31,6 +38,7 @@ export interface PlannedService {
   /** Its registry entry; undefined for the unregistered service. */
   registered: RegisteredService | undefined;
   grpcPort: number;
+  /** 0 unless picked (see `pickHttpPorts`): the service listens on any free port. */
   httpPort: number;
   /**
    * Its settings: the shared ones, its ports, and where it finds Platform
@@ -60,7 +68,7 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
   }
   const ports = new Map<string, { grpcPort: number; httpPort: number }>();
   for (const { name } of members) {
-    ports.set(name, { grpcPort: await freePort(), httpPort: await freePort() });
+    ports.set(name, { grpcPort: await freePort(), httpPort: options.pickHttpPorts ? await freePort() : 0 });
   }
   // Auth left out of the mesh is unreachable, never another mesh's: nothing listens on port 1.
   const address = (name: string) => `127.0.0.1:${ports.get(name)?.grpcPort ?? 1}`;

@@ -76,6 +76,7 @@ export async function startMeshProcesses(options: MeshProcessesOptions = {}): Pr
       platformDatabaseUrl: new TestServer().databaseUrl(`tenantry_platform_${randomBytes(4).toString("hex")}`),
       platformEnv: options.env,
       tenantServiceEnv: options.env,
+    pickHttpPorts: true,
     });
     // Platform first, as in production: the others wait for it.
     for (const service of plan) {
