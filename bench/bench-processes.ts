@@ -9,6 +9,7 @@ import path from "node:path";
 import { startEmbeddedDatabase, type EmbeddedDatabase } from "../services/mesh/index.ts";
 import { crashDatabase } from "../services/testing/database-crash.ts";
 import { freePort } from "../services/testing/free-port.ts";
+import { planMesh } from "../services/testing/mesh-plan.ts";
 
 /** The repository's root. */
 export const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
@@ -95,26 +96,30 @@ export async function startBenchProcesses(options: { ephemeral: boolean }): Prom
 }
 
 /**
- * Starts Platform, Auth and Backend as processes; `backendFile` replaces
- * Backend's main, `env` is given to all three.
+ * Starts every registered service as a process (see services/registry.ts),
+ * Platform first; `backendFile` replaces Backend's main, `env` is given to
+ * all of them.
  */
 export async function startBenchMesh(bench: BenchProcesses, options: { backendFile?: string; platformEnv?: Record<string, string>; env?: Record<string, string> } = {}) {
-  const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort() };
-  const tenantEnv = { ...bench.shared, TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}`, TENANTRY_AUTH_ADDRESS: `127.0.0.1:${ports.auth}`, ...options.env };
-  const startBackend = async (file = options.backendFile ?? path.join(root, "services/backend/main.ts")) =>
-    bench.start("backend", file, { ...tenantEnv, TENANTRY_GRPC_PORT: String(ports.backend), TENANTRY_HTTP_PORT: String(await freePort()) });
-  await bench.start("platform", path.join(root, "services/platform/main.ts"), {
-    ...bench.shared,
-    TENANTRY_GRPC_PORT: String(ports.platform),
-    TENANTRY_HTTP_PORT: String(await freePort()),
-    TENANTRY_DATABASE_URL: bench.database.urlFor("tenantry_platform"),
-    TENANTRY_SCHEMA_SERVICES: `auth=127.0.0.1:${ports.auth},backend=127.0.0.1:${ports.backend}`,
-    ...options.env,
-    ...options.platformEnv,
+  const plan = await planMesh({
+    sharedEnv: bench.shared,
+    platformDatabaseUrl: bench.database.urlFor("tenantry_platform"),
+    platformEnv: { ...options.env, ...options.platformEnv },
+    tenantServiceEnv: options.env,
+    pickHttpPorts: true,
   });
-  await bench.start("auth", path.join(root, "services/auth/main.ts"), { ...tenantEnv, TENANTRY_GRPC_PORT: String(ports.auth), TENANTRY_HTTP_PORT: String(await freePort()) });
-  const backend = await startBackend();
-  return { ports, backend, startBackend };
+  const ports = Object.fromEntries(plan.map((s) => [s.name, s.grpcPort])) as Record<string, number> & { platform: number; auth: number; backend: number };
+  const backendPlan = plan.find((s) => s.name === "backend")!;
+  const startBackend = (file = options.backendFile ?? path.join(root, backendPlan.registered!.main)) => bench.start("backend", file, backendPlan.env);
+  let backend: ChildProcess | undefined;
+  for (const service of plan) {
+    if (service === backendPlan) {
+      backend = await startBackend();
+    } else {
+      await bench.start(service.name, path.join(root, service.registered!.main), service.env);
+    }
+  }
+  return { ports, backend: backend!, startBackend };
 }
 
 /** The value at quantile `q` of sorted numbers. */

@@ -1,9 +1,12 @@
 // The container image and the Kubernetes manifests, checked against what the
 // services actually read and listen on: their configuration shapes (the zod
-// objects keyed by environment variable), their ports, health endpoints and
-// data directory. No cluster is needed; kustomize is emulated as far as
-// deploy/k8s uses it (resources, a ConfigMap generator from env files, the
-// namespace, labels and images).
+// objects keyed by environment variable, `<name>Env` of each registered
+// service's config.ts), their ports, health endpoints and data directory; and
+// against services/registry.ts, from which `npm run deploy:manifests` makes
+// every service's manifests. No cluster is needed; kustomize is emulated as
+// far as deploy/k8s uses it (resources, files or folders with a kustomization
+// of their own, a ConfigMap generator from env files, the namespace, labels
+// and images).
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { isBuiltin } from "node:module";
 import path from "node:path";
@@ -11,10 +14,9 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { parse, parseAllDocuments } from "yaml";
 import type { z } from "zod";
-import { authEnv } from "../services/auth/config.ts";
-import { backendEnv } from "../services/backend/config.ts";
 import { readConfig } from "../services/mesh/index.ts";
-import { platformEnv } from "../services/platform/config.ts";
+import { registry, type RegisteredService } from "../services/registry.ts";
+import { exposingPorts, manifests } from "./manifests.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const k8sDir = path.join(root, "deploy/k8s");
@@ -22,8 +24,19 @@ const k8sDir = path.join(root, "deploy/k8s");
 /** A service's configuration: a zod schema per environment variable. */
 type Shape = Record<string, z.ZodType>;
 
-/** Each service's configuration shape, by the folder of its main.ts. */
-const shapes: Record<string, Shape> = { platform: platformEnv, auth: authEnv, backend: backendEnv };
+/** A registered service's configuration shape: what the config.ts beside its main exports as `<name>Env`. */
+async function configShape(service: RegisteredService): Promise<Shape> {
+  const file = path.join(path.dirname(service.main), "config.ts");
+  const name = `${service.name.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase())}Env`;
+  const shape = ((await import(path.join(root, file))) as Record<string, unknown>)[name];
+  if (shape === undefined) {
+    throw new Error(`${file} exports no ${name}: a service's config.ts exports its settings, by variable, as <name>Env`);
+  }
+  return shape as Shape;
+}
+
+/** Each registered service's configuration shape, by the folder of its main.ts. */
+const shapes: Record<string, Shape> = Object.fromEntries(await Promise.all(registry.map(async (s) => [s.name, await configShape(s)] as const)));
 
 /** Whether a service reads a variable: its shape, and the OpenTelemetry SDK's standard OTEL_* variables. */
 function reads(shape: Shape, name: string): boolean {
@@ -107,7 +120,7 @@ function parseEnvFile(text: string): Map<string, string> {
   return entries;
 }
 
-const kustomization = parse(readText(path.join(k8sDir, "kustomization.yaml"))) as {
+interface Kustomization {
   namespace?: string;
   resources?: string[];
   labels?: { pairs: Record<string, string>; includeSelectors?: boolean; includeTemplates?: boolean }[];
@@ -115,19 +128,43 @@ const kustomization = parse(readText(path.join(k8sDir, "kustomization.yaml"))) a
   configMapGenerator?: { name: string; envs?: string[]; literals?: string[] }[];
   secretGenerator?: { name: string; envs?: string[]; literals?: string[] }[];
   images?: { name: string; newName?: string; newTag?: string }[];
-};
+}
 
-const objects: K8sObject[] = (kustomization.resources ?? [])
-  .filter((file) => existsSync(path.join(k8sDir, file)))
-  .flatMap((file) =>
-    parseAllDocuments(readText(path.join(k8sDir, file))).flatMap((document) => {
-      if (document.errors.length > 0) {
-        throw new Error(`${file}: ${document.errors.map((e) => e.message).join("; ")}`);
-      }
-      const value = document.toJS() as Omit<K8sObject, "file"> | null;
-      return value === null ? [] : [{ ...value, file }];
-    }),
-  );
+/** A kustomization and its folder, relative to deploy/k8s ("" for deploy/k8s itself). */
+interface KustomizationAt {
+  dir: string;
+  kustomization: Kustomization;
+}
+
+/** The kustomization of a folder and, depth first, those of the folders it lists as resources. */
+function kustomizationsFrom(dir: string): KustomizationAt[] {
+  const kustomization = parse(readText(path.join(k8sDir, dir, "kustomization.yaml"))) as Kustomization;
+  const nested = (kustomization.resources ?? [])
+    .map((resource) => path.posix.join(dir, resource))
+    .filter((resource) => existsSync(path.join(k8sDir, resource, "kustomization.yaml")));
+  return [{ dir, kustomization }, ...nested.flatMap(kustomizationsFrom)];
+}
+
+const kustomizations = kustomizationsFrom("");
+const kustomization = kustomizations[0]!.kustomization;
+
+/** A path a kustomization names, relative to deploy/k8s. */
+const underK8s = ({ dir }: KustomizationAt, file: string) => path.posix.join(dir, file);
+
+const objects: K8sObject[] = kustomizations.flatMap((at) =>
+  (at.kustomization.resources ?? [])
+    .map((resource) => underK8s(at, resource))
+    .filter((file) => existsSync(path.join(k8sDir, file)) && !existsSync(path.join(k8sDir, file, "kustomization.yaml")))
+    .flatMap((file) =>
+      parseAllDocuments(readText(path.join(k8sDir, file))).flatMap((document) => {
+        if (document.errors.length > 0) {
+          throw new Error(`${file}: ${document.errors.map((e) => e.message).join("; ")}`);
+        }
+        const value = document.toJS() as Omit<K8sObject, "file"> | null;
+        return value === null ? [] : [{ ...value, file }];
+      }),
+    ),
+);
 
 const ofKind = (kind: string) => objects.filter((o) => o.kind === kind);
 const deployments = ofKind("Deployment");
@@ -136,13 +173,13 @@ const budgets = ofKind("PodDisruptionBudget");
 const autoscalers = ofKind("HorizontalPodAutoscaler");
 const claims = new Map(ofKind("PersistentVolumeClaim").map((c) => [c.metadata.name, c]));
 
-/** ConfigMaps by name: those in the manifests and those the kustomization generates. */
+/** ConfigMaps by name: those in the manifests and those the kustomizations generate. */
 const configMaps = new Map<string, Map<string, string>>([
   ...ofKind("ConfigMap").map((c) => [c.metadata.name, new Map(Object.entries(c.data ?? {}))] as const),
-  ...(kustomization.configMapGenerator ?? []).map((generator) => {
+  ...kustomizations.flatMap((at) => (at.kustomization.configMapGenerator ?? []).map((generator) => {
     const data = new Map<string, string>();
     for (const file of generator.envs ?? []) {
-      for (const [key, value] of parseEnvFile(readText(path.join(k8sDir, file)))) {
+      for (const [key, value] of parseEnvFile(readText(path.join(k8sDir, underK8s(at, file))))) {
         data.set(key, value);
       }
     }
@@ -150,7 +187,7 @@ const configMaps = new Map<string, Map<string, string>>([
       data.set(key, value);
     }
     return [generator.name, data] as const;
-  }),
+  })),
 ]);
 
 const secretExample = parseEnvFile(readText(operatorSecret.example));
@@ -383,14 +420,17 @@ function preStopMs(container: Container): number {
 }
 
 describe("kustomization (deploy/k8s)", () => {
-  it("lists every file under deploy/k8s, and every file it lists exists", () => {
-    const listed = [
-      ...(kustomization.resources ?? []),
-      ...[...(kustomization.configMapGenerator ?? []), ...(kustomization.secretGenerator ?? [])].flatMap((g) => g.envs ?? []),
-    ].map((file) => path.posix.normalize(file));
+  it("lists every file under deploy/k8s, its own or a nested kustomization's, and every file listed exists", () => {
+    const listed = kustomizations.flatMap((at) =>
+      [
+        ...(at.kustomization.resources ?? []),
+        ...[...(at.kustomization.configMapGenerator ?? []), ...(at.kustomization.secretGenerator ?? [])].flatMap((g) => g.envs ?? []),
+      ].map((file) => underK8s(at, file)),
+    );
     const present = readdirSync(k8sDir, { recursive: true, withFileTypes: true })
-      .filter((entry) => entry.isFile() && entry.name !== "kustomization.yaml")
-      .map((entry) => path.relative(k8sDir, path.join(entry.parentPath, entry.name)).split(path.sep).join("/"));
+      .map((entry) => ({ entry, file: path.relative(k8sDir, path.join(entry.parentPath, entry.name)).split(path.sep).join("/") }))
+      .filter(({ entry, file }) => entry.isFile() && !kustomizations.some((at) => file === underK8s(at, "kustomization.yaml")))
+      .map(({ file }) => file);
     expect(present.filter((file) => !listed.includes(file))).toEqual([]);
     expect(listed.filter((file) => !existsSync(path.join(k8sDir, file)))).toEqual([]);
   });
@@ -423,6 +463,32 @@ describe("kustomization (deploy/k8s)", () => {
     expect([...images]).toEqual(["tenantry"]);
     expect(kustomization.images?.find((i) => i.name === "tenantry")?.newTag).toBeTruthy();
   });
+});
+
+describe("services/registry.ts", () => {
+  it("is what deploy/k8s/services and the image's EXPOSE line are made of (npm run deploy:manifests)", () => {
+    const made = [...manifests()];
+    expect(made.filter(([file, text]) => !existsSync(path.join(root, file)) || readText(path.join(root, file)) !== text).map(([file]) => file)).toEqual([]);
+    expect(exposingPorts(dockerfile)).toBe(dockerfile);
+  });
+
+  for (const service of registry) {
+    it(`has ${service.name} run from its main by one Deployment, behind a Service and a PodDisruptionBudget, scaled as registered`, () => {
+      const [deployment, ...others] = deployments.filter((d) => mainOf(containerOf(d))?.service === service.name);
+      expect(others).toEqual([]);
+      expect(deployment, `no Deployment runs ${service.main}`).toBeDefined();
+      expect(k8sServices.filter((s) => deploymentsSelectedBy(s.spec.selector).includes(deployment!)).map((s) => s.metadata.name)).toEqual([service.name]);
+      expect(budgets.filter((b) => deploymentsSelectedBy(b.spec.selector?.matchLabels).includes(deployment!))).toHaveLength(1);
+      const replicas = service.kubernetes.replicas;
+      const autoscaler = autoscalerOf(deployment!);
+      if ("min" in replicas) {
+        expect(autoscaler?.spec).toMatchObject({ minReplicas: replicas.min, maxReplicas: replicas.max });
+      } else {
+        expect(autoscaler).toBeUndefined();
+        expect(deployment!.spec.replicas).toBe(replicas.count);
+      }
+    });
+  }
 });
 
 describe("Secret tenantry-secrets", () => {
@@ -492,7 +558,7 @@ for (const deployment of deployments) {
       expect(pod.containers).toHaveLength(1);
       expect(container.command?.[0]).toBe("node");
       expect(main, "no services/<name>/main.ts in the command").toBeDefined();
-      expect(Object.keys(shapes)).toContain(main!.service);
+      expect(registry.find((s) => s.name === main!.service)?.main, "a service of services/registry.ts").toBe(main!.file);
       expect(existsSync(path.join(root, main!.file))).toBe(true);
       expect(shipped(main!.file)).toBe(true);
     });
@@ -735,9 +801,9 @@ for (const autoscaler of autoscalers) {
 }
 
 describe("HorizontalPodAutoscalers", () => {
-  it("scale Auth and Backend", () => {
+  it("scale the services the registry scales on CPU", () => {
     const scaled = deployments.filter((d) => autoscalerOf(d) !== undefined).map((d) => mainOf(containerOf(d))?.service);
-    expect(scaled.sort()).toEqual(["auth", "backend"]);
+    expect(scaled.sort()).toEqual(registry.filter((s) => "min" in s.kubernetes.replicas).map((s) => s.name).sort());
   });
 });
 

@@ -43,8 +43,7 @@ afterAll(async () => {
 
 async function tenantWithOwner() {
   const tenantId = mesh.uniqueTenantId("web");
-  const { tenant } = await mesh.platformClient.createTenant({ tenantId, displayName: tenantId, ownerEmail: email, ownerPassword: password });
-  return tenant!;
+  return mesh.createTenant({ tenantId, owner: { email, password } });
 }
 
 /** The page as served by `from`, pointed at this mesh's HTTP ports by its query string. */

@@ -87,7 +87,7 @@ describe("a database restart under load", () => {
     auth = createClient(AuthService, authTransport);
     for (let i = 0; i < 3; i++) {
       const tenantId = mesh.uniqueTenantId("restart");
-      await mesh.platformClient.createTenant({ tenantId, displayName: tenantId, ownerEmail: "owner@example.com", ownerPassword: password });
+      await mesh.createTenant({ tenantId, owner: { email: "owner@example.com", password } });
       tenants.push(tenantId);
     }
   });
@@ -104,8 +104,7 @@ describe("a database restart under load", () => {
     const written = new Map<string, string[]>(tenants.map((t) => [t, []]));
     const tokens = new Map<string, string>();
     for (const tenantId of tenants) {
-      const { accessToken } = await auth.login({ email: "owner@example.com", password }, { headers: { [tenantIdHeader]: tenantId } });
-      tokens.set(tenantId, accessToken);
+      tokens.set(tenantId, await mesh.login(tenantId, { email: "owner@example.com", password }));
     }
     const load = new CallLoop();
     for (const tenantId of tenants) {

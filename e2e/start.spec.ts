@@ -5,6 +5,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { portVariables, registry } from "../services/registry.ts";
 import { freePort } from "../services/testing/free-port.ts";
 
 // `npm start` run as a new user runs it: `node services/start.ts` from a checkout, on ports of its own.
@@ -20,10 +21,10 @@ afterAll(async () => {
 
 /** Every port `npm start` listens on, each free, by its variable. */
 async function freePorts(): Promise<Record<string, string>> {
-  const names = ["PLATFORM_GRPC", "PLATFORM_HTTP", "AUTH_GRPC", "AUTH_HTTP", "BACKEND_GRPC", "BACKEND_HTTP", "WEB", "EMBEDDED_POSTGRES"];
+  const variables = [...registry.flatMap((s) => Object.values(portVariables(s))), "TENANTRY_WEB_PORT", "TENANTRY_EMBEDDED_POSTGRES_PORT"];
   const env: Record<string, string> = {};
-  for (const name of names) {
-    env[`TENANTRY_${name}_PORT`] = String(await freePort());
+  for (const variable of variables) {
+    env[variable] = String(await freePort());
   }
   return env;
 }

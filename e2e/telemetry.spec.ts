@@ -7,6 +7,7 @@ import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
 import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, MeshCredentials, operatorCredentialInterceptor, type GrpcJsTransport } from "../services/mesh/index.ts";
+import { registry } from "../services/registry.ts";
 import { startMeshProcesses, type MeshProcesses } from "../services/testing/mesh-processes.ts";
 
 /** A span as OTLP/JSON carries it, with the service that sent it. */
@@ -82,11 +83,13 @@ let rolePassword = "";
 beforeAll(async () => {
   receiver = await startReceiver();
   mesh = await startMeshProcesses({
-    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-    OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
-    OTEL_EXPORTER_OTLP_HEADERS: "x-collector-key=k1",
-    OTEL_BSP_SCHEDULE_DELAY: "100",
-    TENANTRY_LOG_LEVEL: "debug",
+    env: {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+      OTEL_EXPORTER_OTLP_HEADERS: "x-collector-key=k1",
+      OTEL_BSP_SCHEDULE_DELAY: "100",
+      TENANTRY_LOG_LEVEL: "debug",
+    },
   });
   const transport = (port: number, interceptors = [operatorCredentialInterceptor(mesh.sharedEnv.TENANTRY_OPERATOR_TOKEN!)]) => {
     const t = createGrpcJsTransport({ address: `127.0.0.1:${port}`, interceptors });
@@ -115,8 +118,8 @@ afterAll(async () => {
 
 describe("tracing", () => {
   it("exports over OTLP with the configured protocol and headers, each service under its own name", async () => {
-    await eventually(() => (new Set(receiver.spans.map((s) => s.service)).size === 3 ? true : undefined), "spans of all three services");
-    expect(new Set(receiver.spans.map((s) => s.service))).toEqual(new Set(["tenantry-platform", "tenantry-auth", "tenantry-backend"]));
+    await eventually(() => (new Set(receiver.spans.map((s) => s.service)).size === registry.length ? true : undefined), "spans of every service");
+    expect(new Set(receiver.spans.map((s) => s.service))).toEqual(new Set(registry.map((s) => `tenantry-${s.name}`)));
     expect(receiver.headers.every((h) => h["x-collector-key"] === "k1" && h["content-type"] === "application/json")).toBe(true);
   });
 

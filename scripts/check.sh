@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # npm run check: contracts lint-clean and not broken, gen/ in step with proto/,
-# imports within the rules of services/mesh, permissions declared, types clean.
+# the Kubernetes manifests in step with services/registry.ts, imports within
+# the rules of services/mesh, permissions declared, types clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,13 +30,30 @@ if [ -n "$base" ] && git cat-file -e "$base:buf.yaml" 2>/dev/null; then
   buf breaking --against ".git#ref=$base"
 fi
 
+# Generated into a folder of its own and compared with the working tree, so
+# that a stale gen/ (run npm run gen) is told apart from a current one that
+# is not committed yet (commit it), and the check itself changes nothing.
 echo "gen/ matches proto/"
-buf generate
-if [ -n "$(git status --porcelain -- gen)" ]; then
-  git status --porcelain -- gen
-  echo "gen/ is out of date: run npm run gen and commit the result" >&2
+fresh=$(mktemp -d)
+trap 'rm -rf "$fresh"' EXIT
+buf generate -o "$fresh"
+stale=$(diff -rq gen "$fresh/gen" | sed -E \
+  -e "s#^Only in $fresh/(gen[^:]*): (.*)#  \\1/\\2: missing#" \
+  -e "s#^Only in (gen[^:]*): (.*)#  \\1/\\2: not generated from proto/#" \
+  -e "s#^Files (gen/[^ ]*) and .* differ#  \\1: differs#" || true)
+if [ -n "$stale" ]; then
+  echo "$stale" >&2
+  echo "gen/ is out of date: it is not what buf generate makes of proto/. Run npm run gen, then commit proto/ and gen/ together" >&2
   exit 1
 fi
+if [ -n "$(git status --porcelain -- gen)" ]; then
+  git status --porcelain -- gen >&2
+  echo "gen/ is current with proto/ but not committed: commit these changes to gen/ (with the proto/ change they come from)" >&2
+  exit 1
+fi
+
+echo "deploy/ in step with services/registry.ts (npm run deploy:manifests)"
+node deploy/manifests.ts --check
 
 echo "imports keep services/mesh's entries, layers and no circle (scripts/check-imports.ts)"
 node scripts/check-imports.ts

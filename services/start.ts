@@ -1,8 +1,8 @@
 // `npm start`: PostgreSQL (embedded unless TENANTRY_DATABASE_URL is set), then
-// Platform, Auth and Backend, each its own process, and the browser client,
-// on the ports below (each one configurable). Ctrl-C stops everything. Any
-// failure to start prints one message with its cause and remedy, exits
-// non-zero and leaves nothing running.
+// every service of services/registry.ts, each its own process on its ports
+// (TENANTRY_<NAME>_GRPC_PORT and _HTTP_PORT), and the browser client. Ctrl-C
+// stops everything. Any failure to start prints one message with its cause
+// and remedy, exits non-zero and leaves nothing running.
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -18,6 +18,7 @@ import {
   StartError,
   type EmbeddedDatabase,
 } from "./mesh/index.ts";
+import { portVariables, registry, schemaServicesSetting } from "./registry.ts";
 import { checkPortsFree, type PortSetting } from "./start-checks.ts";
 
 /** A port `npm start` listens on: 1–65535 (not 0, since the printed addresses must be known). */
@@ -27,12 +28,6 @@ const settings = {
   TENANTRY_DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: "expected a postgres:// URL" }).optional(),
   TENANTRY_DATA_DIR: z.string().default(".tenantry"),
   TENANTRY_EMBEDDED_POSTGRES_PORT: fixedPort.default(54329),
-  TENANTRY_PLATFORM_GRPC_PORT: fixedPort.default(50051),
-  TENANTRY_PLATFORM_HTTP_PORT: fixedPort.default(8081),
-  TENANTRY_AUTH_GRPC_PORT: fixedPort.default(50052),
-  TENANTRY_AUTH_HTTP_PORT: fixedPort.default(8082),
-  TENANTRY_BACKEND_GRPC_PORT: fixedPort.default(50053),
-  TENANTRY_BACKEND_HTTP_PORT: fixedPort.default(8083),
   TENANTRY_WEB_PORT: fixedPort.default(8080),
   TENANTRY_BIND_HOST: commonEnv.TENANTRY_BIND_HOST,
   TENANTRY_MESH_KEY: commonEnv.TENANTRY_MESH_KEY,
@@ -40,7 +35,18 @@ const settings = {
   TENANTRY_CORS_ORIGINS: z.string().optional(),
 };
 
-const here = path.dirname(new URL(import.meta.url).pathname);
+/** Each service's ports, by their variables (TENANTRY_AUTH_GRPC_PORT, …), defaulting to the registry's. */
+const servicePorts = Object.fromEntries(
+  registry.flatMap((service) => {
+    const variables = portVariables(service);
+    return [
+      [variables.grpc, fixedPort.default(service.grpcPort)],
+      [variables.http, fixedPort.default(service.httpPort)],
+    ];
+  }),
+);
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 const cleanups: (() => Promise<unknown>)[] = [];
 const children: ChildProcess[] = [];
 let stopping = false;
@@ -91,18 +97,18 @@ process.once("SIGINT", () => void stopAll(0));
 process.once("SIGTERM", () => void stopAll(0));
 
 try {
-  const config = readConfig(settings);
+  // One read, so that an error names every variable at fault.
+  const config: z.infer<z.ZodObject<typeof settings>> & Record<string, unknown> = readConfig({ ...settings, ...servicePorts });
   const host = config.TENANTRY_BIND_HOST;
   const dataDir = path.resolve(config.TENANTRY_DATA_DIR);
-  const services = [
-    { name: "platform", grpc: config.TENANTRY_PLATFORM_GRPC_PORT, http: config.TENANTRY_PLATFORM_HTTP_PORT },
-    { name: "auth", grpc: config.TENANTRY_AUTH_GRPC_PORT, http: config.TENANTRY_AUTH_HTTP_PORT },
-    { name: "backend", grpc: config.TENANTRY_BACKEND_GRPC_PORT, http: config.TENANTRY_BACKEND_HTTP_PORT },
-  ] as const;
+  const services = registry.map((service) => {
+    const variables = portVariables(service);
+    return { ...service, variables, grpc: config[variables.grpc] as number, http: config[variables.http] as number };
+  });
   const ports: PortSetting[] = [
     ...services.flatMap((s) => [
-      { variable: `TENANTRY_${s.name.toUpperCase()}_GRPC_PORT`, port: s.grpc, host },
-      { variable: `TENANTRY_${s.name.toUpperCase()}_HTTP_PORT`, port: s.http, host },
+      { variable: s.variables.grpc, port: s.grpc, host },
+      { variable: s.variables.http, port: s.http, host },
     ]),
     { variable: "TENANTRY_WEB_PORT", port: config.TENANTRY_WEB_PORT, host },
     ...(config.TENANTRY_DATABASE_URL === undefined
@@ -132,9 +138,11 @@ try {
     databaseUrl = database.urlFor("tenantry_platform");
   }
 
-  const address = (name: (typeof services)[number]["name"]) => `${host}:${services.find((s) => s.name === name)!.grpc}`;
+  // The mesh finds Platform and Auth by name, and the browser client calls Auth and Backend.
+  const running = (name: string) => services.find((s) => s.name === name)!;
+  const address = (name: string) => `${host}:${running(name).grpc}`;
   for (const service of services) {
-    const child = spawn(process.execPath, [path.join(here, service.name, "main.ts")], {
+    const child = spawn(process.execPath, [path.join(root, service.main)], {
       stdio: ["ignore", "inherit", "inherit"],
       env: {
         ...process.env,
@@ -143,9 +151,9 @@ try {
         TENANTRY_HTTP_PORT: String(service.http),
         TENANTRY_PLATFORM_ADDRESS: address("platform"),
         TENANTRY_AUTH_ADDRESS: address("auth"),
-        TENANTRY_SCHEMA_SERVICES: `auth=${address("auth")},backend=${address("backend")}`,
+        TENANTRY_SCHEMA_SERVICES: schemaServicesSetting(services, (s) => `${host}:${s.grpc}`),
         TENANTRY_CORS_ORIGINS: corsOrigins,
-        ...(service.name === "platform" ? { TENANTRY_DATABASE_URL: databaseUrl } : {}),
+        ...(service.secrets?.includes("TENANTRY_DATABASE_URL") ? { TENANTRY_DATABASE_URL: databaseUrl } : {}),
       },
     });
     children.push(child);
@@ -168,7 +176,8 @@ try {
   }
 
   const at = (port: number) => `http://${host}:${port}`;
-  const [platform, auth, backend] = services;
+  const [platform, auth, backend] = [running("platform"), running("auth"), running("backend")];
+  const width = Math.max(...services.map((s) => s.name.length), "database".length) + 2;
   const token = operatorToken.path === undefined ? "$TENANTRY_OPERATOR_TOKEN" : `$(cat ${path.relative(process.cwd(), operatorToken.path)})`;
   const databaseLine =
     database === undefined
@@ -176,10 +185,7 @@ try {
       : `embedded PostgreSQL on 127.0.0.1:${database.port}, data in ${database.dataLink === undefined ? database.dataDir : `${database.dataDir}\n            (linked from ${database.dataLink}: the "postgres" system user the server runs as cannot enter a folder above it)`}`;
   process.stdout.write(`
 Tenantry is running.
-  platform  gRPC ${host}:${platform.grpc}   HTTP ${at(platform.http)}
-  auth      gRPC ${host}:${auth.grpc}   HTTP ${at(auth.http)}
-  backend   gRPC ${host}:${backend.grpc}   HTTP ${at(backend.http)}
-  database  ${databaseLine}
+${services.map((s) => `  ${s.name.padEnd(width)}gRPC ${host}:${s.grpc}   HTTP ${at(s.http)}\n`).join("")}  ${"database".padEnd(width)}${databaseLine}
 
 Browser client (log in, write and list entries over Connect or gRPC-Web):
   ${web.origin}/?auth=${at(auth.http)}&backend=${at(backend.http)}

@@ -1,13 +1,16 @@
 import { z } from "zod";
 import { port, readConfig, tenantServiceEnv, type TenantServiceConfig } from "../mesh/index.ts";
+import { registeredService } from "../registry.ts";
+
+const auth = registeredService("auth");
 
 /** Auth's settings, by environment variable. */
 export const authEnv = {
   ...tenantServiceEnv,
   /** gRPC listener port. */
-  TENANTRY_GRPC_PORT: port.default(50052),
+  TENANTRY_GRPC_PORT: port.default(auth.grpcPort),
   /** HTTP listener port (Connect, gRPC-Web, gRPC; health checks). */
-  TENANTRY_HTTP_PORT: port.default(8082),
+  TENANTRY_HTTP_PORT: port.default(auth.httpPort),
   /**
    * The key that encrypts the tenants' private signing keys (the same as
    * Platform's): 32 bytes, base64 or base64url. Else `<data dir>/master.key`.

@@ -1,7 +1,4 @@
 import { runMain } from "../mesh/run-main.ts";
+import { start } from "./start.ts";
 
-await runMain("auth", async (log, telemetry) => {
-  const { readAuthConfig } = await import("./config.ts");
-  const { startAuth } = await import("./auth.ts");
-  return startAuth(readAuthConfig(), log, telemetry);
-});
+await runMain("auth", (log, telemetry) => start(process.env, log, telemetry));

@@ -1,7 +1,4 @@
 import { runMain } from "../mesh/run-main.ts";
+import { start } from "./start.ts";
 
-await runMain("backend", async (log, telemetry) => {
-  const { readBackendConfig } = await import("./config.ts");
-  const { startBackend } = await import("./backend.ts");
-  return startBackend(readBackendConfig(), log, telemetry);
-});
+await runMain("backend", (log, telemetry) => start(process.env, log, telemetry));

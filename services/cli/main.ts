@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from "commander";
+import { registeredService } from "../registry.ts";
 import { addClustersCommand } from "./clusters-command.ts";
 import { exitCodeHelp, exitCodeOf } from "./exit-codes.ts";
 import { addFleetCommand } from "./fleet-command.ts";
@@ -16,7 +17,7 @@ never from arguments.`;
 
 const program = new Command("tenantry")
   .description("Operate a Tenantry mesh through Platform: tenants, fleet migrations, clusters.")
-  .addOption(new Option("--platform <host:port>", "Platform's gRPC address").env("TENANTRY_PLATFORM_ADDRESS").default("127.0.0.1:50051"))
+  .addOption(new Option("--platform <host:port>", "Platform's gRPC address").env("TENANTRY_PLATFORM_ADDRESS").default(`127.0.0.1:${registeredService("platform").grpcPort}`))
   .option("--json", "machine-readable output: responses as proto JSON on stdout, errors as JSON on stderr")
   .option("--timeout <duration>", "deadline of each call, such as 30s or 2m (default: 60s; migrate: none)", parseDuration)
   // Commands below inherit both: errors reach the exit code mapping instead of process.exit.

@@ -1,6 +1,9 @@
 import { z } from "zod";
 import { addressMap, commonEnv, port, positiveInt, readConfig } from "../mesh/index.ts";
+import { registeredService, registry, schemaServicesSetting } from "../registry.ts";
 import type { TierLimit } from "./tenant-messages.ts";
+
+const platform = registeredService("platform");
 
 const units: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
 
@@ -35,9 +38,9 @@ const tierLimits = z.string().transform((s, ctx) => {
 export const platformEnv = {
   ...commonEnv,
   /** gRPC listener port. */
-  TENANTRY_GRPC_PORT: port.default(50051),
+  TENANTRY_GRPC_PORT: port.default(platform.grpcPort),
   /** HTTP listener port (Connect, gRPC-Web, gRPC; health checks). */
-  TENANTRY_HTTP_PORT: port.default(8081),
+  TENANTRY_HTTP_PORT: port.default(platform.httpPort),
   /**
    * Superuser URL of the platform database, e.g.
    * postgres://postgres:secret@db.example.com:5432/tenantry_platform. Tenant
@@ -66,11 +69,12 @@ export const platformEnv = {
   TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: positiveInt.default(60_000),
   /** How many sign-ups (SignUp) one source address may attempt per hour. */
   TENANTRY_SIGNUP_LIMIT_PER_HOUR: positiveInt.default(5),
-  /** The services that own a schema in every tenant database, as name=host:port (their gRPC ports). */
-  TENANTRY_SCHEMA_SERVICES: addressMap.default(new Map([
-    ["auth", "127.0.0.1:50052"],
-    ["backend", "127.0.0.1:50053"],
-  ])),
+  /**
+   * The services that own a schema in every tenant database, as
+   * name=host:port (their gRPC ports); by default every such service of
+   * services/registry.ts, on this host at its default port.
+   */
+  TENANTRY_SCHEMA_SERVICES: addressMap.default(addressMap.parse(schemaServicesSetting(registry, (s) => `127.0.0.1:${s.grpcPort}`))),
 };
 
 export type PlatformConfig = z.infer<z.ZodObject<typeof platformEnv>>;

@@ -1,7 +1,4 @@
 import { runMain } from "../mesh/run-main.ts";
+import { start } from "./start.ts";
 
-await runMain("platform", async (log, telemetry) => {
-  const { readPlatformConfig } = await import("./config.ts");
-  const { startPlatform } = await import("./platform.ts");
-  return startPlatform(readPlatformConfig(), log, telemetry);
-});
+await runMain("platform", (log, telemetry) => start(process.env, log, telemetry));

@@ -1,10 +1,13 @@
 import { Code } from "@connectrpc/connect";
+import { Migration } from "@mikro-orm/migrations";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { migrations as authMigrations } from "../auth/migrations/index.ts";
 import { migrations as backendMigrations } from "../backend/migrations/index.ts";
+import { port, readConfig, startTenantService, tenantServiceEnv } from "../mesh/index.ts";
+import { registry } from "../registry.ts";
 import { failure } from "../testing/failure.ts";
-import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
+import { startTestMesh, type ServiceUnderTest, type TestMesh } from "../testing/test-mesh.ts";
 
 let mesh: TestMesh;
 beforeAll(async () => {
@@ -18,17 +21,17 @@ describe("platform service", () => {
     const { tenant } = await mesh.platformClient.createTenant({ tenantId, displayName: "Acme Inc.", tier: Tier.PREMIUM });
     expect(tenant).toMatchObject({ tenantId, displayName: "Acme Inc.", tier: Tier.PREMIUM, status: TenantStatus.ACTIVE, database: `tenant_${tenantId.replaceAll("-", "_")}` });
 
-    const schemas = await mesh.sql<{ nspname: string }>(tenant!.database, "select nspname from pg_namespace where nspname in ('auth', 'backend') order by 1");
-    expect(schemas.map((r) => r.nspname)).toEqual(["auth", "backend"]);
+    const owners = registry.flatMap((s) => (s.schema === undefined ? [] : [s.schema])).sort();
+    const schemas = await mesh.sql<{ nspname: string }>(tenant!.database, "select nspname from pg_namespace where nspname = any($1) order by 1", [owners]);
+    expect(schemas.map((r) => r.nspname)).toEqual(owners);
     const ledger = await mesh.sql<{ service: string; version: string }>(
       mesh.platformDatabase,
       "select service, version from platform.tenant_schema_versions where tenant_id = $1 order by service",
       [tenantId],
     );
-    expect(ledger).toEqual([
-      { service: "auth", version: authMigrations.at(-1)!.name },
-      { service: "backend", version: backendMigrations.at(-1)!.name },
-    ]);
+    expect(ledger.map((r) => r.service)).toEqual(owners);
+    expect(ledger).toContainEqual({ service: "auth", version: authMigrations.at(-1)!.name });
+    expect(ledger).toContainEqual({ service: "backend", version: backendMigrations.at(-1)!.name });
     const { route } = await mesh.platformMeshClient.resolveTenant({ tenantId });
     expect(route).toMatchObject({ tenantId, status: TenantStatus.ACTIVE, database: tenant!.database });
   });
@@ -75,25 +78,57 @@ describe("platform service", () => {
   });
 });
 
-describe("a failed provisioning", () => {
-  let broken: TestMesh;
-  beforeAll(async () => {
-    // A third schema service that nothing listens on: its Migrate fails.
-    broken = await startTestMesh({ extraSchemaServices: "ledger=127.0.0.1:1" });
-  });
-  afterAll(() => broken?.stop());
+/** A service that is not registered: it owns schema `ledger`, with one table. */
+class CreatePostings extends Migration {
+  override up(): void {
+    this.addSql("create schema if not exists ledger");
+    this.addSql("create table ledger.postings (id uuid primary key, amount bigint not null)");
+  }
+}
+const ledger: ServiceUnderTest = {
+  name: "ledger",
+  schema: "ledger",
+  start: (env, log, telemetry) =>
+    startTenantService({
+      name: "ledger",
+      entities: [],
+      migrations: [{ name: "0001-create-postings", class: CreatePostings }],
+      services: () => [],
+      config: readConfig({ ...tenantServiceEnv, TENANTRY_GRPC_PORT: port, TENANTRY_HTTP_PORT: port }, env),
+      log,
+      telemetry,
+    }),
+};
 
-  it("leaves the tenant FAILED with the error, never ACTIVE, and no database behind", async () => {
-    const tenantId = broken.uniqueTenantId("doomed");
-    const error = await failure(broken.platformClient.createTenant({ tenantId }));
+describe("a service under test, not registered", () => {
+  let withLedger: TestMesh;
+  beforeAll(async () => {
+    withLedger = await startTestMesh({ serviceUnderTest: ledger });
+  });
+  afterAll(() => withLedger?.stop());
+
+  it("has its schema migrated on every new tenant, as a registered service has", async () => {
+    const tenant = await withLedger.createTenant();
+    const tables = await withLedger.sql(tenant.database, "select tablename from pg_tables where schemaname = 'ledger' and tablename = 'postings'");
+    expect(tables).toHaveLength(1);
+    const versions = await withLedger.sql(withLedger.platformDatabase, "select service, version from platform.tenant_schema_versions where tenant_id = $1 order by 1", [tenant.tenantId]);
+    expect(versions).toContainEqual({ service: "ledger", version: "0001-create-postings" });
+  });
+
+  it("when it cannot be reached, leaves a new tenant FAILED with the error, never ACTIVE, and no database behind", async () => {
+    await withLedger.stopService("ledger");
+    // A Platform started since has no version of it to go by: it must ask.
+    await withLedger.restartPlatform();
+    const tenantId = withLedger.uniqueTenantId("doomed");
+    const error = await failure(withLedger.platformClient.createTenant({ tenantId }));
     expect(error.code).toBe(Code.Unavailable);
     expect(error.rawMessage).toMatch(/ledger/);
-    const { tenant } = await broken.platformClient.getTenant({ tenantId });
+    const { tenant } = await withLedger.platformClient.getTenant({ tenantId });
     expect(tenant?.status).toBe(TenantStatus.FAILED);
     expect(tenant?.error).toMatch(/ledger/);
-    const databases = await broken.sql("postgres", "select datname from pg_database where datname = $1", [tenant!.database]);
+    const databases = await withLedger.sql("postgres", "select datname from pg_database where datname = $1", [tenant!.database]);
     expect(databases).toEqual([]);
-    const calls = await failure(broken.entries.listEntries({}, { headers: { "x-tenant-id": tenantId } }));
+    const calls = await failure(withLedger.entries.listEntries({}, { headers: { "x-tenant-id": tenantId } }));
     expect(calls.code).toBe(Code.FailedPrecondition);
   });
 });

@@ -4,9 +4,12 @@ import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { freePort } from "./free-port.ts";
+import { fileURLToPath } from "node:url";
+import { planMesh, type UnregisteredService } from "./mesh-plan.ts";
 import { startServiceProcess } from "./service-process.ts";
 import { TestServer } from "./test-server.ts";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
 
 /** One service running as a process of its own. */
 export interface MeshProcess {
@@ -16,8 +19,20 @@ export interface MeshProcess {
   output(): string;
 }
 
-/** Platform, Auth and Backend as processes, started from their `main.ts` as in production. */
+/** Options of {@link startMeshProcesses}. */
+export interface MeshProcessesOptions {
+  /** The registered services to run besides Platform, which always runs (see services/registry.ts); by default every one. */
+  services?: string[];
+  /** One more service, not in the registry, run from its entry (a main.ts, from the repository root) and wired like the others. */
+  serviceUnderTest?: UnregisteredService & { main: string };
+  /** Settings given to every service, over the mesh's own. */
+  env?: Record<string, string>;
+}
+
+/** Platform and the other services as processes, started from their `main.ts` as in production. */
 export interface MeshProcesses {
+  /** A service's process; throws when the service is not in this mesh. */
+  process(name: string): MeshProcess;
   platform: MeshProcess;
   auth: MeshProcess;
   backend: MeshProcess;
@@ -28,12 +43,10 @@ export interface MeshProcesses {
 }
 
 /**
- * Starts the three services as processes against the tests' PostgreSQL, with
- * a platform database of their own, and waits until each is ready. `env` is
- * given to every one of them.
+ * Starts the services as processes against the tests' PostgreSQL, with a
+ * platform database of their own, and waits until each is ready.
  */
-export async function startMeshProcesses(env: Record<string, string> = {}): Promise<MeshProcesses> {
-  const platformDatabaseUrl = new TestServer().databaseUrl(`tenantry_platform_${randomBytes(4).toString("hex")}`);
+export async function startMeshProcesses(options: MeshProcessesOptions = {}): Promise<MeshProcesses> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "tenantry-processes-"));
   const sharedEnv = {
     TENANTRY_DATA_DIR: dataDir,
@@ -41,20 +54,8 @@ export async function startMeshProcesses(env: Record<string, string> = {}): Prom
     TENANTRY_OPERATOR_TOKEN: randomBytes(32).toString("base64url"),
     TENANTRY_MASTER_KEY: randomBytes(32).toString("base64url"),
   };
-  const ports = { platform: await freePort(), auth: await freePort(), backend: await freePort() };
-  const tenantEnv = { TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${ports.platform}`, TENANTRY_AUTH_ADDRESS: `127.0.0.1:${ports.auth}` };
   const children: ChildProcess[] = [];
-
-  async function start(name: string, grpcPort: number, serviceEnv: Record<string, string>): Promise<MeshProcess> {
-    const httpPort = await freePort();
-    const { child, output } = await startServiceProcess(
-      path.resolve(`services/${name}/main.ts`),
-      { ...sharedEnv, TENANTRY_GRPC_PORT: String(grpcPort), TENANTRY_HTTP_PORT: String(httpPort), ...serviceEnv, ...env },
-      { httpPort },
-    );
-    children.push(child);
-    return { grpcPort, httpPort, output };
-  }
+  const processes = new Map<string, MeshProcess>();
 
   const stop = async () => {
     await Promise.all(
@@ -68,15 +69,46 @@ export async function startMeshProcesses(env: Record<string, string> = {}): Prom
     await rm(dataDir, { recursive: true, force: true });
   };
   try {
-    const platform = await start("platform", ports.platform, {
-      TENANTRY_DATABASE_URL: platformDatabaseUrl,
-      TENANTRY_SCHEMA_SERVICES: `auth=127.0.0.1:${ports.auth},backend=127.0.0.1:${ports.backend}`,
+    const plan = await planMesh({
+      services: options.services,
+      unregistered: options.serviceUnderTest,
+      sharedEnv,
+      platformDatabaseUrl: new TestServer().databaseUrl(`tenantry_platform_${randomBytes(4).toString("hex")}`),
+      platformEnv: options.env,
+      tenantServiceEnv: options.env,
+    pickHttpPorts: true,
     });
-    const auth = await start("auth", ports.auth, tenantEnv);
-    const backend = await start("backend", ports.backend, tenantEnv);
-    return { platform, auth, backend, sharedEnv, stop };
+    // Platform first, as in production: the others wait for it.
+    for (const service of plan) {
+      const main = path.resolve(root, service.registered?.main ?? options.serviceUnderTest!.main);
+      const { child, output } = await startServiceProcess(main, service.env, { httpPort: service.httpPort });
+      children.push(child);
+      processes.set(service.name, { grpcPort: service.grpcPort, httpPort: service.httpPort, output });
+    }
   } catch (error) {
     children.forEach((child) => child.kill("SIGKILL"));
+    await rm(dataDir, { recursive: true, force: true });
     throw error;
   }
+  const processOf = (name: string) => {
+    const found = processes.get(name);
+    if (found === undefined) {
+      throw new Error(`${name} is not in this mesh (it runs ${[...processes.keys()].join(", ")})`);
+    }
+    return found;
+  };
+  return {
+    process: processOf,
+    get platform() {
+      return processOf("platform");
+    },
+    get auth() {
+      return processOf("auth");
+    },
+    get backend() {
+      return processOf("backend");
+    },
+    sharedEnv,
+    stop,
+  };
 }

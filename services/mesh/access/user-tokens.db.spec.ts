@@ -13,12 +13,12 @@ let transports: GrpcJsTransport[];
 let entries: ReturnType<typeof createClient<typeof EntryService>>;
 let auth: ReturnType<typeof createClient<typeof AuthService>>;
 let tenantId: string;
-const password = "correct horse battery";
+const owner = { email: "owner@example.com", password: "correct horse battery" };
 
 beforeAll(async () => {
   mesh = await startTestMesh();
   tenantId = mesh.uniqueTenantId("tokens");
-  await mesh.platformClient.createTenant({ tenantId, ownerEmail: "owner@example.com", ownerPassword: password });
+  await mesh.createTenant({ tenantId, owner });
   transports = [createGrpcJsTransport({ address: `127.0.0.1:${mesh.backend.grpcPort}` }), createGrpcJsTransport({ address: `127.0.0.1:${mesh.auth.grpcPort}` })];
   entries = createClient(EntryService, transports[0]!);
   auth = createClient(AuthService, transports[1]!);
@@ -38,8 +38,7 @@ async function code(call: Promise<unknown>): Promise<string> {
 
 describe("user access tokens", () => {
   it("let a user who logged in with Auth call Backend, which checks the token itself", async () => {
-    const { accessToken } = await auth.login({ email: "owner@example.com", password }, { headers: { "x-tenant-id": tenantId } });
-    const { entry } = await entries.createEntry({ title: "signed in" }, as(accessToken));
+    const { entry } = await entries.createEntry({ title: "signed in" }, as(await mesh.login(tenantId, owner)));
     expect(entry?.title).toBe("signed in");
     expect(await code(entries.listEntries({}, { headers: { "x-tenant-id": tenantId } }))).toBe("Unauthenticated");
   });

@@ -1,0 +1,89 @@
+import { registeredService, registry, schemaServicesSetting, type RegisteredService } from "../registry.ts";
+import { freePort } from "./free-port.ts";
+
+/** A service a test mesh runs that is not in services/registry.ts: the one under test. */
+export interface UnregisteredService {
+  /** Its name, unlike any registered one's: its key in Platform's TENANTRY_SCHEMA_SERVICES, its logs. */
+  name: string;
+  /** The schema it owns in every tenant database (its name): Platform then has it migrate that schema on every tenant. */
+  schema?: string;
+}
+
+/** Which services a test mesh runs, and what else they are started with. */
+export interface MeshPlanOptions {
+  /** The registered services to run besides Platform, which always runs; by default every one. */
+  services?: readonly string[];
+  /** One more service, not in the registry, wired like the registered ones. */
+  unregistered?: UnregisteredService;
+  /** Settings every service shares: data dir, mesh key, operator token. */
+  sharedEnv: Record<string, string>;
+  /** Superuser URL of Platform's database. */
+  platformDatabaseUrl: string;
+  /** Extra settings of Platform, over the planned ones. */
+  platformEnv?: Record<string, string>;
+  /** Extra settings of every service but Platform, over the planned ones. */
+  tenantServiceEnv?: Record<string, string>;
+  /**
+   * Pick each service's HTTP port now (processes, whose readiness is asked
+   * there); else each listens on any free one. A port picked now may be
+   * taken by another process before the service binds it, so only what
+   * must be known is picked.
+   */
+  pickHttpPorts?: boolean;
+}
+
+/** One service of a test mesh: where it listens and the settings it starts with. */
+export interface PlannedService {
+  name: string;
+  /** Its registry entry; undefined for the unregistered service. */
+  registered: RegisteredService | undefined;
+  grpcPort: number;
+  /** 0 unless picked (see `pickHttpPorts`): the service listens on any free port. */
+  httpPort: number;
+  /**
+   * Its settings: the shared ones, its ports, and where it finds Platform
+   * and Auth, or for Platform, its database and the services that own a schema.
+   */
+  env: Record<string, string>;
+}
+
+/**
+ * Picks free ports for the services of a test mesh and the settings each
+ * starts with, Platform first: the others find Platform and Auth at their
+ * ports, and Platform finds every service that owns a schema, the
+ * unregistered one included.
+ */
+export async function planMesh(options: MeshPlanOptions): Promise<PlannedService[]> {
+  const names = new Set(["platform", ...(options.services ?? registry.map((s) => s.name))]);
+  const members: { name: string; schema?: string | undefined; registered: RegisteredService | undefined }[] = [...names].map((name) => {
+    const registered = registeredService(name);
+    return { name, schema: registered.schema, registered };
+  });
+  if (options.unregistered !== undefined) {
+    const { name, schema } = options.unregistered;
+    if (registry.some((s) => s.name === name)) {
+      throw new Error(`"${name}" is a registered service, not one under test: give the service under test a name of its own`);
+    }
+    members.push({ name, schema, registered: undefined });
+  }
+  const ports = new Map<string, { grpcPort: number; httpPort: number }>();
+  for (const { name } of members) {
+    ports.set(name, { grpcPort: await freePort(), httpPort: options.pickHttpPorts ? await freePort() : 0 });
+  }
+  // Auth left out of the mesh is unreachable, never another mesh's: nothing listens on port 1.
+  const address = (name: string) => `127.0.0.1:${ports.get(name)?.grpcPort ?? 1}`;
+  return members.map(({ name, registered }) => {
+    const { grpcPort, httpPort } = ports.get(name)!;
+    const own = { ...options.sharedEnv, TENANTRY_GRPC_PORT: String(grpcPort), TENANTRY_HTTP_PORT: String(httpPort) };
+    const env =
+      name === "platform"
+        ? {
+            ...own,
+            TENANTRY_DATABASE_URL: options.platformDatabaseUrl,
+            TENANTRY_SCHEMA_SERVICES: schemaServicesSetting(members, (s) => address(s.name)),
+            ...options.platformEnv,
+          }
+        : { ...own, TENANTRY_PLATFORM_ADDRESS: address("platform"), TENANTRY_AUTH_ADDRESS: address("auth"), ...options.tenantServiceEnv };
+    return { name, registered, grpcPort, httpPort, env };
+  });
+}

@@ -1,0 +1,29 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestMesh, type TestMesh } from "./test-mesh.ts";
+
+describe("a test mesh of some of the registered services", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    mesh = await startTestMesh({ services: ["auth"] });
+  });
+  afterAll(() => mesh?.stop());
+
+  it("runs Platform and those asked for, and has Platform migrate only their schemas", async () => {
+    expect(mesh.platformProcessEnv.TENANTRY_SCHEMA_SERVICES).toBe(`auth=127.0.0.1:${mesh.auth.grpcPort}`);
+    const tenant = await mesh.createTenant();
+    const schemas = await mesh.sql(tenant.database, "select nspname from pg_namespace where nspname in ('auth', 'backend')");
+    expect(schemas).toEqual([{ nspname: "auth" }]);
+    expect(() => mesh.backend).toThrow("backend is not in this mesh (it runs platform, auth)");
+  });
+
+  it("makes a tenant with its owner, who logs in through Auth", async () => {
+    const owner = { email: "owner@example.com", password: "correct horse battery" };
+    const tenant = await mesh.createTenant({ owner });
+    const token = await mesh.login(tenant.tenantId, owner);
+    expect(JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString())).toMatchObject({ tid: tenant.tenantId });
+  });
+
+  it("refuses a service that is not registered, naming those that are", async () => {
+    await expect(startTestMesh({ services: ["no-such-service"] })).rejects.toThrow(/no service "no-such-service" in services\/registry.ts/);
+  });
+});
