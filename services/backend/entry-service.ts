@@ -3,8 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { EntryService, type EntrySchema } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { entityManagerOf, readFieldMask, tenantOf, type RequestLedger, type StorageQuota } from "../mesh/index.ts";
-import type { Entry } from "./entities/entry.ts";
-import { createEntry, deleteEntry, etagOf, getEntry, listEntries, updateEntry, type EntryChange } from "./entries.ts";
+import { createEntry, deleteEntry, etagOf, getEntry, listEntries, updateEntry, type EntryChange, type EntryData } from "./entries.ts";
 
 export { EntryService };
 
@@ -43,7 +42,7 @@ export const entryService = (storage: StorageQuota, requests: RequestLedger): Se
   },
 });
 
-function toMessage(entry: Entry): MessageInitShape<typeof EntrySchema> {
+function toMessage(entry: EntryData): MessageInitShape<typeof EntrySchema> {
   return {
     id: entry.id,
     title: entry.title,
