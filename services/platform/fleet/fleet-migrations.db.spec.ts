@@ -23,7 +23,8 @@ let transport: GrpcJsTransport;
 let fleet: ReturnType<typeof createClient<typeof FleetService>>;
 let tenants: Tenant[];
 beforeAll(async () => {
-  mesh = await startTestMesh();
+  // Auth and Backend alone, whatever else is registered: the counts below are of their two schemas.
+  mesh = await startTestMesh({ services: ["auth", "backend"] });
   transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.platform.grpcPort}`, interceptors: [operatorCredentialInterceptor(mesh.operatorToken)] });
   fleet = createClient(FleetService, transport);
   tenants = [];
