@@ -1,10 +1,8 @@
-import { getOption } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { permissions as permissionsOption } from "../../../gen/tenantry/options/v1/access_pb.js";
 import type { RegisteredService } from "../../registry.ts";
 import { serviceNaming, type ServiceNaming } from "./service-naming.ts";
 import { filledTemplate, registryEntryTemplate, serviceFilesOf, type TemplateValues } from "./service-templates.ts";
@@ -42,8 +40,9 @@ const registryClosing = "\n];\n";
  * its contract under proto/ from the templates, its entry in
  * services/registry.ts on the next free pair of ports, then what follows
  * from them: gen/ (buf generate) and the Kubernetes manifests and the
- * image's EXPOSE line (deploy/manifests.ts). Everything is checked before
- * anything is written; if a later step fails, what it wrote is taken back.
+ * image's EXPOSE line (deploy/manifests.ts). What can be checked before
+ * writing is; if a later step fails (a permission another contract
+ * declares already, say), what it wrote is taken back.
  * Refusals are ConnectErrors: INVALID_ARGUMENT, ALREADY_EXISTS, or
  * FAILED_PRECONDITION outside a checkout.
  */
@@ -51,7 +50,7 @@ export async function newService(options: NewServiceOptions): Promise<NewService
   const { root } = options;
   const step = options.onStep ?? (() => {});
   const at = (file: string) => path.join(root, file);
-  for (const needed of [registryFile, "buf.gen.yaml", "proto/tenantry", "deploy/manifests.ts", "node_modules/.bin/buf"]) {
+  for (const needed of [registryFile, "buf.gen.yaml", "proto/tenantry", "deploy/manifests.ts", "scripts/check-permissions.ts", "node_modules/.bin/buf"]) {
     if (!existsSync(at(needed))) {
       throw new ConnectError(
         `${root} is not a Tenantry checkout with its packages installed (${needed} is missing): run new-service in a clone of the repository after npm install`,
@@ -73,14 +72,6 @@ export async function newService(options: NewServiceOptions): Promise<NewService
     }
   }
   const permissions = [`${naming.package}.read`, `${naming.package}.write`];
-  // Only a checkout has scripts/ (the container image has not).
-  const { contractServices } = await import("../../../scripts/contract-services.ts");
-  for (const service of await contractServices(root)) {
-    const clash = getOption(service, permissionsOption).find((p) => permissions.includes(p.name));
-    if (clash !== undefined) {
-      throw new ConnectError(`${service.typeName} declares permission "${clash.name}" already, which the new service would declare: pick another name`, Code.AlreadyExists);
-    }
-  }
   const values: TemplateValues = { ...naming, ...nextFreePorts(registry) };
   let files: Map<string, string>;
   try {
@@ -111,6 +102,9 @@ export async function newService(options: NewServiceOptions): Promise<NewService
     writeFileSync(at(registryFile), `${registryText.slice(0, closing + 1)}${entry}${registryText.slice(closing + 1)}`);
     step("generating gen/ from proto/ (buf generate)");
     run(root, at("node_modules/.bin/buf"), ["generate"]);
+    // As npm run check will: another service may declare a permission of the same name.
+    step("checking the permissions it declares against the other contracts' (scripts/check-permissions.ts)");
+    run(root, process.execPath, ["scripts/check-permissions.ts"]);
     step("making the Kubernetes manifests from the registry (deploy/manifests.ts)");
     run(root, process.execPath, ["deploy/manifests.ts"]);
   } catch (error) {
