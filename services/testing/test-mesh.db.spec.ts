@@ -49,8 +49,10 @@ describe("a test mesh that adds a registered service later", () => {
     const after = await mesh.createTenant();
     expect(await backendSchema(after.database)).toEqual([{ nspname: "backend" }]);
 
-    const migrated: string[] = [];
     const fleet = mesh.client("platform", FleetService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    const { services } = await fleet.getFleetStatus({});
+    expect(services.find((s) => s.service === "backend")).toMatchObject({ current: 1, behind: 1 });
+    const migrated: string[] = [];
     for await (const event of fleet.migrateTenants({ onlyBehind: true })) {
       migrated.push(`${event.tenantId} ${event.service}`);
     }
