@@ -5,7 +5,8 @@
 // `npm run deploy:manifests` writes from these entries into deploy/k8s/services/.
 //
 // A new service is its folder, services/<name>/ (main.ts, start.ts,
-// config.ts, …; see DESIGN.md), one entry below, and `npm run deploy:manifests`.
+// config.ts, …; see DESIGN.md), one entry below, and `npm run deploy:manifests`:
+// `npx tenantry new-service <name>` makes them (docs/adding-a-service.md).
 //
 // Plain data: importing this module loads no service code, so that npm
 // start, Platform's configuration, the test meshes, benchmarks and the deploy
