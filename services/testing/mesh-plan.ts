@@ -11,7 +11,7 @@ export interface UnregisteredService {
 
 /** Which services a test mesh runs, and what else they are started with. */
 export interface MeshPlanOptions {
-  /** The registered services to run besides Platform, which always runs; by default every one. */
+  /** The registered services to run besides Platform, which always runs; by default every one but those of `addedLater`. */
   services?: readonly string[];
   /** One more service, not in the registry, wired like the registered ones. */
   unregistered?: UnregisteredService;

@@ -41,7 +41,7 @@ export interface ServiceUnderTest extends UnregisteredService {
 
 /** Options of {@link startTestMesh}; settings are environment variables of the services. */
 export interface TestMeshOptions {
-  /** The registered services to run besides Platform, which always runs (see services/registry.ts); by default every one. */
+  /** The registered services to run besides Platform, which always runs (see services/registry.ts); by default every one but those of `addedLater`. */
   services?: string[];
   /**
    * One more service, not in the registry: it gets ports and the mesh's
