@@ -1,5 +1,21 @@
 export { appendAuditEvent, auditOutcomes, listAuditEvents, type NewAuditEvent } from "./audit-event-store.ts";
 export {
+  backupStateOf,
+  backupStates,
+  changeBackup,
+  deleteBackupRecord,
+  findRunningBackups,
+  getBackup,
+  insertBackup,
+  listBackups,
+  recordVerification,
+  verifyResultOf,
+  verifyResults,
+  type BackupChange,
+  type BackupTableRecord,
+  type NewBackupRecord,
+} from "./backup-store.ts";
+export {
   adminPasswordContext,
   clusterStates,
   findCluster,
@@ -12,6 +28,22 @@ export {
   type ClusterStateName,
 } from "./cluster-store.ts";
 export { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
+export {
+  changeRestore,
+  findExpiredKeeps,
+  findLastInPlaceRestore,
+  findRestore,
+  findUnfinishedRestores,
+  insertRestore,
+  restoreKindOf,
+  restoreKinds,
+  restoreStateOf,
+  restoreStates,
+  restoreUnderWay,
+  type NewRestoreRecord,
+  type RestoreChange,
+  type RestoreKindName,
+} from "./restore-store.ts";
 export { recordedSchemaServices, recordSchemaService, type SchemaDescription, type SchemaServiceRecord } from "./schema-service-store.ts";
 export {
   countSchemaStates,
@@ -34,6 +66,7 @@ export {
   changeTenant,
   countTenantsByStatus,
   deleteFailedTenant,
+  deleteUnservedTenant,
   findOffboardingTenants,
   findProvisioningTenants,
   findTenant,
@@ -42,6 +75,7 @@ export {
   listTenants,
   ownerPasswordContext,
   restartProvisioning,
+  restoringStep,
   rolePasswordContext,
   startOffboarding,
   statusName,
