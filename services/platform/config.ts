@@ -67,6 +67,10 @@ export const platformEnv = {
   TENANTRY_OFFBOARDING_GRACE_MS: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
   /** How often Platform looks for offboarded tenants past their grace period. */
   TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: positiveInt.default(60_000),
+  /** How long an in-place restore keeps the database it replaced (refusing connections), so that UndoRestore can bring it back; then it is dropped. */
+  TENANTRY_RESTORE_KEEP_MS: z.coerce.number().int().min(0).default(24 * 3600 * 1000),
+  /** How many connections read a tenant's tables at once while it is backed up (besides the one holding the snapshot). */
+  TENANTRY_BACKUP_WORKERS: positiveInt.default(2),
   /** How many sign-ups (SignUp) one source address may attempt per hour. */
   TENANTRY_SIGNUP_LIMIT_PER_HOUR: positiveInt.default(5),
   /**

@@ -2,12 +2,15 @@ import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshS
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
+import { BackupService, backupService } from "./backup-service.ts";
+import { LocalBackupStorage, TenantBackups, TenantRestores, type TenantBackupsOptions, type TenantRestoresOptions } from "./backups/index.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
 import type { PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
+import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
 import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
@@ -22,6 +25,10 @@ export interface PlatformHooks {
   afterStep?: TenantProvisionerOptions["afterStep"];
   /** See {@link TenantLifecycleOptions.afterStep}. */
   afterOffboardingStep?: TenantLifecycleOptions["afterStep"];
+  /** See {@link TenantBackupsOptions.afterStep}. */
+  afterBackupStep?: TenantBackupsOptions["afterStep"];
+  /** See {@link TenantRestoresOptions.afterStep}. */
+  afterRestoreStep?: TenantRestoresOptions["afterStep"];
 }
 
 /**
@@ -89,6 +96,40 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       ...(hooks.afterOffboardingStep === undefined ? {} : { afterStep: hooks.afterOffboardingStep }),
     });
     closers.push(() => lifecycle.stop());
+    const backups = new TenantBackups({
+      orm,
+      clusters,
+      locks,
+      box,
+      storage: new LocalBackupStorage(path.resolve(config.TENANTRY_DATA_DIR, "backups")),
+      schemas: () => schemas.entries.map((e) => e.name),
+      workers: config.TENANTRY_BACKUP_WORKERS,
+      log,
+      ...(hooks.afterBackupStep === undefined ? {} : { afterStep: hooks.afterBackupStep }),
+    });
+    const restores = new TenantRestores({
+      orm,
+      clusters,
+      schemas,
+      box,
+      locks,
+      storage: backups.storage,
+      backups,
+      provisioner,
+      migrateTimeoutMs: 60_000,
+      keepMs: config.TENANTRY_RESTORE_KEEP_MS,
+      log,
+      ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),
+    });
+    // Backups and restores a stopped Platform left under way, and databases kept past their time.
+    const backupSweep = new PeriodicSweep(
+      async () => {
+        await backups.failAbandoned();
+        await restores.sweep();
+      },
+      { intervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS, onError: (error) => log.error({ err: error }, "backup sweep failed") },
+    );
+    closers.push(() => backupSweep.stop());
     const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => feed.close());
     const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
@@ -112,6 +153,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         },
         { service: ClusterService, impl: clusterService(orm, clusters, audit) },
         { service: FleetService, impl: fleetService(fleet) },
+        { service: BackupService, impl: backupService(backups, restores, audit) },
       ],
       interceptors: [],
       credentials,
@@ -122,6 +164,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       onShutdown: closeAll,
     });
     lifecycle.start();
+    backupSweep.start();
     const resuming = provisioner.resumeUnfinished().catch((error: unknown) => log.error({ err: error }, "could not resume unfinished tenants"));
     closers.push(() => resuming);
     return meshServer;

@@ -5,6 +5,7 @@ import { checkTenantId, type Logger } from "../../mesh/index.ts";
 import type { AdvisoryLocks } from "../advisory-locks.ts";
 import { platformActor, type AuditLog } from "../audit-log.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
+import { PeriodicSweep } from "../periodic-sweep.ts";
 import { SingleFlight } from "../single-flight.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import {
@@ -52,13 +53,16 @@ export const changeableTenantFields = ["display_name", "tier"] as const;
  */
 export class TenantLifecycle {
   readonly #options: TenantLifecycleOptions;
-  #timer: NodeJS.Timeout | undefined;
   /** Offboardings under way in this process, by tenant (advisory locks are re-entrant within a session). */
   readonly #offboarding = new SingleFlight<Tenant>();
-  #sweeping: Promise<void> | undefined;
+  readonly #sweeper: PeriodicSweep;
 
   constructor(options: TenantLifecycleOptions) {
     this.#options = options;
+    this.#sweeper = new PeriodicSweep(() => this.#sweep(), {
+      intervalMs: options.checkIntervalMs,
+      onError: (error) => options.log.error({ err: error }, "offboarding sweep failed"),
+    });
   }
 
   /** Changes the fields named by `paths` (checked against {@link changeableTenantFields} by the caller). */
@@ -128,20 +132,12 @@ export class TenantLifecycle {
 
   /** Resumes offboardings left half-done, and starts looking for tenants past their grace period. */
   start(): void {
-    const sweep = () => {
-      this.#sweeping ??= this.#sweep()
-        .catch((error: unknown) => this.#options.log.error({ err: error }, "offboarding sweep failed"))
-        .finally(() => (this.#sweeping = undefined));
-    };
-    sweep();
-    this.#timer = setInterval(sweep, this.#options.checkIntervalMs);
-    this.#timer.unref();
+    this.#sweeper.start();
   }
 
   /** Stops the sweeper and waits for a sweep under way. */
-  async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#sweeping;
+  stop(): Promise<void> {
+    return this.#sweeper.stop();
   }
 
   async #sweep(): Promise<void> {

@@ -93,9 +93,10 @@ export class TenantProvisioner {
    * Records a tenant that a restore makes (a clone), placed and with its
    * role's password sealed as a new tenant's, PROVISIONING at
    * {@link restoringStep}: the restore drives it from there with the steps
-   * of provisioning it needs. ALREADY_EXISTS when the id is taken.
+   * of provisioning it needs, and records itself with `alongside`, in the
+   * same transaction. ALREADY_EXISTS when the id is taken.
    */
-  async recordClone(request: Pick<NewTenant, "tenantId" | "displayName" | "tier">): Promise<Tenant> {
+  async recordClone(request: Pick<NewTenant, "tenantId" | "displayName" | "tier">, alongside: (em: EntityManager, tenant: Tenant) => Promise<void>): Promise<Tenant> {
     const wanted = checkNewTenant({ ...request, cluster: "", region: "", ownerEmail: "", ownerPassword: "" });
     const em = this.#options.orm.em.fork();
     const taken = () => new ConnectError(`tenant "${wanted.tenantId}" already exists; choose another id for the clone`, Code.AlreadyExists);
@@ -103,19 +104,19 @@ export class TenantProvisioner {
       throw taken();
     }
     try {
-      return await this.#record(em, wanted, restoringStep);
+      return await this.#record(em, wanted, restoringStep, alongside);
     } catch (error) {
       throw error instanceof UniqueConstraintViolationException ? taken() : error;
     }
   }
 
-  /** Records a new tenant on the cluster placement chooses, at `step`. */
-  async #record(em: EntityManager, wanted: NewTenant, step: string): Promise<Tenant> {
+  /** Records a new tenant on the cluster placement chooses, at `step`, and whatever goes `alongside` it. */
+  async #record(em: EntityManager, wanted: NewTenant, step: string, alongside?: (em: EntityManager, tenant: Tenant) => Promise<void>): Promise<Tenant> {
     const { tenantId } = wanted;
     return em.transactional(async (tx) => {
       // One placement at a time, so that two tenants never take a cluster's last place.
       await lockForTransaction(tx, "placement");
-      return insertTenant(tx, {
+      const tenant = await insertTenant(tx, {
         id: tenantId,
         displayName: wanted.displayName,
         tier: tierName(wanted.tier),
@@ -127,6 +128,8 @@ export class TenantProvisioner {
         ownerEmail: wanted.ownerEmail === "" ? null : wanted.ownerEmail,
         ownerPassword: wanted.ownerEmail === "" ? null : this.#options.box.seal(wanted.ownerPassword, ownerPasswordContext(tenantId)),
       });
+      await alongside?.(tx, tenant);
+      return tenant;
     });
   }
 

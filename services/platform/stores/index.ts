@@ -77,6 +77,7 @@ export {
   restartProvisioning,
   restoringStep,
   rolePasswordContext,
+  servedStatuses,
   startOffboarding,
   statusName,
   statusNames,
