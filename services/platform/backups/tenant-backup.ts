@@ -92,7 +92,7 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
         await copyOut(worker, next.table, request);
         done.push(next.table);
         sizeBytes += next.table.storedBytes;
-        await request.progress({ schemaVersions, tables: done.map(tableRecord), sizeBytes });
+        await request.progress({ schemaVersions, tables: done.toSorted((x, y) => x.file.localeCompare(y.file)).map(tableRecord), sizeBytes });
       }
       await worker.query("commit");
     };

@@ -258,7 +258,7 @@ export class TenantRestores {
       try {
         await restoreStepTable[step](context);
       } catch (error) {
-        log.error({ err: error, restoreId, tenantId: restore.tenantId, step }, "restore step failed");
+        log.warn({ err: error, restoreId, tenantId: restore.tenantId, step }, "restore step failed");
         const cause = answerOf(error);
         if (noReturn !== undefined && done >= steps.indexOf(noReturn)) {
           // The tenant is served from what the restore made: go forward, later if not now.

@@ -21,7 +21,7 @@ export const Backup = defineEntity({
     cluster: p.string().length(40),
     database: p.string().length(63),
     sizeBytes: p.bigint("number"),
-    /** The tables stored so far, in the order stored. */
+    /** The tables stored so far, in the backup's order. */
     tables: p.json<BackupTableRecord[]>(),
     /** The version of each service's schema, once the snapshot is taken. */
     schemaVersions: p.json<Record<string, string>>(),

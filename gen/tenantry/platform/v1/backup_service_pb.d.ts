@@ -137,7 +137,7 @@ export declare type Backup = Message<"tenantry.platform.v1.Backup"> & {
   sizeBytes: bigint;
 
   /**
-   * The tables stored so far, in the order stored.
+   * The tables stored so far, in the backup's order (by schema and name).
    *
    * @generated from field: repeated tenantry.platform.v1.BackupTable tables = 9;
    */
