@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BackupService, BackupState } from "../gen/tenantry/platform/v1/backup_service_pb.js";
 import { TenantStatus } from "../gen/tenantry/platform/v1/platform_service_pb.js";
-import { createGrpcJsTransport, operatorCredentialInterceptor, type GrpcJsTransport } from "../services/mesh/index.ts";
+import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { backupSteps, restoreSteps, undoSteps } from "../services/platform/backups/index.ts";
 import { callAndCrash } from "../services/testing/platform-crash.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
@@ -14,7 +14,6 @@ const owner = { email: "owner@example.com", password: "correct horse battery" };
 const headers = (tenantId: string) => ({ headers: { "x-tenant-id": tenantId } });
 
 let mesh: TestMesh;
-let transport: GrpcJsTransport;
 let backups: Client<typeof BackupService>;
 beforeAll(async () => {
   mesh = await startTestMesh({
@@ -22,13 +21,9 @@ beforeAll(async () => {
     // The first sweep (at start) goes on with what a crash left; later ones need not come soon.
     platformEnv: { TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: "600000" },
   });
-  transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.platform.grpcPort}`, interceptors: [operatorCredentialInterceptor(mesh.operatorToken)] });
-  backups = createClient(BackupService, transport);
+  backups = mesh.client("platform", BackupService, [operatorCredentialInterceptor(mesh.operatorToken)]);
 });
-afterAll(async () => {
-  transport?.close();
-  await mesh?.stop();
-});
+afterAll(() => mesh?.stop());
 
 /** Has a Platform that kills itself after `step` run `call` with a BackupService client, checks it died there, and starts the mesh's Platform again. */
 async function crashAfter(step: string, call: (client: Client<typeof BackupService>) => Promise<unknown>): Promise<void> {

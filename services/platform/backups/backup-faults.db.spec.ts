@@ -1,4 +1,4 @@
-import { Code, createClient, type Client } from "@connectrpc/connect";
+import { Code, type Client } from "@connectrpc/connect";
 import { Migration } from "@mikro-orm/migrations";
 import { randomUUID } from "node:crypto";
 import { readdir, readFile, truncate, writeFile } from "node:fs/promises";
@@ -9,22 +9,17 @@ import { BackupService, BackupState, VerifyResult } from "../../../gen/tenantry/
 import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { CreateEntries } from "../../backend/migrations/create-entries.ts";
 import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
-import { createGrpcJsTransport, operatorCredentialInterceptor, tenantIdHeader, type GrpcJsTransport } from "../../mesh/index.ts";
+import { operatorCredentialInterceptor, tenantIdHeader } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
 let mesh: TestMesh;
-let transport: GrpcJsTransport;
 let backups: Client<typeof BackupService>;
 beforeAll(async () => {
   mesh = await startTestMesh({ services: ["auth", "backend"] });
-  transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.platform.grpcPort}`, interceptors: [operatorCredentialInterceptor(mesh.operatorToken)] });
-  backups = createClient(BackupService, transport);
+  backups = mesh.client("platform", BackupService, [operatorCredentialInterceptor(mesh.operatorToken)]);
 });
-afterAll(async () => {
-  transport?.close();
-  await mesh?.stop();
-});
+afterAll(() => mesh?.stop());
 
 const headers = (tenantId: string) => ({ headers: { [tenantIdHeader]: tenantId } });
 

@@ -1,7 +1,8 @@
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { SecretBox } from "../../mesh/index.ts";
+import { failure } from "../../testing/failure.ts";
 import { newDataKey, openManifest, sealManifest } from "./backup-envelope.ts";
 import { backupFormat, checkFormat, manifestVersions, tableFileName, type BackupManifest } from "./backup-manifest.ts";
 
@@ -18,14 +19,8 @@ const manifest: BackupManifest = {
   sequences: [],
 };
 
-function refusal(fn: () => unknown): ConnectError {
-  try {
-    fn();
-  } catch (error) {
-    return ConnectError.from(error);
-  }
-  throw new Error("not refused");
-}
+/** The error a synchronous check throws. */
+const refused = (check: () => unknown) => failure(Promise.resolve().then(check));
 
 describe("backup manifests", () => {
   it("name table files in the backup's order", () => {
@@ -36,16 +31,16 @@ describe("backup manifests", () => {
     expect(manifestVersions(manifest)).toEqual({ auth: "0002-b", backend: "" });
   });
 
-  it("read minor versions of their major and refuse another major, naming it", () => {
+  it("read minor versions of their major and refuse another major, naming it", async () => {
     expect(() => checkFormat("tenantry-backup/1.4", key.backupId)).not.toThrow();
     for (const format of ["tenantry-backup/2", "tenantry-backup/10", "other/1", undefined]) {
-      const error = refusal(() => checkFormat(format, key.backupId));
+      const error = await refused(() => checkFormat(format, key.backupId));
       expect(error.code).toBe(Code.FailedPrecondition);
       expect(error.rawMessage).toContain(`"${String(format)}"`);
     }
   });
 
-  it("open with the master key, for the backup they were sealed for only", () => {
+  it("open with the master key, for the backup they were sealed for only", async () => {
     const dataKey = newDataKey(box, key);
     const sealed = sealManifest(dataKey, manifest);
     const opened = openManifest(box, key, sealed);
@@ -53,11 +48,11 @@ describe("backup manifests", () => {
     expect(opened.dataKey.key.equals(dataKey.key)).toBe(true);
     expect(sealed.toString()).not.toContain("0001-a");
 
-    expect(refusal(() => openManifest(box, { ...key, tenantId: "globex" }, sealed)).rawMessage).toMatch(/files were moved/);
-    expect(refusal(() => openManifest(new SecretBox(randomBytes(32)), key, sealed)).rawMessage).toMatch(/another TENANTRY_MASTER_KEY/);
+    expect((await refused(() => openManifest(box, { ...key, tenantId: "globex" }, sealed))).rawMessage).toMatch(/files were moved/);
+    expect((await refused(() => openManifest(new SecretBox(randomBytes(32)), key, sealed))).rawMessage).toMatch(/another TENANTRY_MASTER_KEY/);
     const envelope = JSON.parse(sealed.toString()) as Record<string, string>;
     const tampered = Buffer.from(JSON.stringify({ ...envelope, manifest: envelope.manifest!.replace(/^./, (c) => (c === "A" ? "B" : "A")) }));
-    expect(refusal(() => openManifest(box, key, tampered)).code).toBe(Code.FailedPrecondition);
-    expect(refusal(() => openManifest(box, key, Buffer.from("{"))).rawMessage).toMatch(/not JSON/);
+    expect((await refused(() => openManifest(box, key, tampered))).code).toBe(Code.FailedPrecondition);
+    expect((await refused(() => openManifest(box, key, Buffer.from("{")))).rawMessage).toMatch(/not JSON/);
   });
 });

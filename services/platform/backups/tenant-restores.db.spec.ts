@@ -1,10 +1,11 @@
-import { Code, createClient, type Client } from "@connectrpc/connect";
+import { Code, type Client } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../../gen/tenantry/auth/v1/auth_service_pb.js";
+import { EntryService } from "../../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { BackupService, BackupState, RestoreKind, RestoreState, VerifyResult } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { TenantStatus, Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { createGrpcJsTransport, operatorCredentialInterceptor, tenantIdHeader, type GrpcJsTransport } from "../../mesh/index.ts";
+import { operatorCredentialInterceptor, tenantIdHeader } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
 import { tableDigests } from "../../testing/table-digests.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
@@ -13,7 +14,6 @@ const schemas = ["auth", "backend"];
 const owner = { email: "owner@example.com", password: "correct horse battery" };
 
 let mesh: TestMesh;
-let transport: GrpcJsTransport;
 let backups: Client<typeof BackupService>;
 beforeAll(async () => {
   mesh = await startTestMesh({
@@ -21,13 +21,9 @@ beforeAll(async () => {
     // Routes are trusted for minutes: a switch of database must reach the services through the change feed.
     tenantServiceEnv: { TENANTRY_TENANT_CACHE_TTL_MS: "600000", TENANTRY_TENANT_WATCHED_TTL_MS: "600000" },
   });
-  transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.platform.grpcPort}`, interceptors: [operatorCredentialInterceptor(mesh.operatorToken)] });
-  backups = createClient(BackupService, transport);
+  backups = mesh.client("platform", BackupService, [operatorCredentialInterceptor(mesh.operatorToken)]);
 });
-afterAll(async () => {
-  transport?.close();
-  await mesh?.stop();
-});
+afterAll(() => mesh?.stop());
 
 const headers = (tenantId: string, token?: string) => ({ headers: { [tenantIdHeader]: tenantId, ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) } });
 
@@ -128,7 +124,8 @@ describe("backups", () => {
     expect(owned?.owner).toBe(tenant!.database);
 
     const cloneToken = await mesh.login(cloneId, owner);
-    const plain = createClient((await import("../../../gen/tenantry/backend/v1/entry_service_pb.js")).EntryService, createGrpcJsTransport({ address: `127.0.0.1:${mesh.backend.grpcPort}` }));
+    // Calls with the users' own tokens.
+    const plain = mesh.client("backend", EntryService, []);
     const { entries } = await plain.listEntries({}, headers(cloneId, cloneToken));
     expect(entries.map((e) => e.title)).toEqual(["shared history"]);
     await plain.createEntry({ title: "only in the clone" }, headers(cloneId, cloneToken));
@@ -139,7 +136,7 @@ describe("backups", () => {
       expect(refused.code).toBe(Code.PermissionDenied);
       expect(refused.rawMessage).toMatch(/another tenant/);
     }
-    const auth = createClient(AuthService, createGrpcJsTransport({ address: `127.0.0.1:${mesh.auth.grpcPort}` }));
+    const auth = mesh.client("auth", AuthService, []);
     const [sourceKeys, cloneKeys] = await Promise.all([auth.getJwks({}, headers(source)), auth.getJwks({}, headers(cloneId))]);
     const kids = (response: typeof sourceKeys) => (JSON.parse(response.jwks) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
     expect(kids(cloneKeys).filter((kid) => kids(sourceKeys).includes(kid))).toEqual([]);
