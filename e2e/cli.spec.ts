@@ -1,29 +1,21 @@
 import { createClient } from "@connectrpc/connect";
-import { Migration } from "@mikro-orm/migrations";
 import { spawn } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
-import { migrations as backendMigrations } from "../services/backend/migrations/index.ts";
 import { createGrpcJsTransport } from "../services/mesh/index.ts";
 import { freePort } from "../services/testing/free-port.ts";
+import { newerBackendMigrations, releasedBackendVersion, upcomingBackendVersion } from "../services/testing/newer-backend.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const main = path.join(root, "services/cli/main.ts");
 
-/** The newest migration of the Backend the tenants run now. */
-const released = backendMigrations.at(-1)!.name;
-/** A newer Backend's migration: an index, which the older code does not notice. */
-class IndexEntriesByCreation extends Migration {
-  override up(): void {
-    this.addSql("create index entries_created_at on backend.entries (created_at)");
-  }
-}
-const upcoming = `${String(backendMigrations.length + 1).padStart(4, "0")}-index-entries-by-creation`;
-const newer = [...backendMigrations, { name: upcoming, class: IndexEntriesByCreation }];
+const released = releasedBackendVersion;
+const upcoming = upcomingBackendVersion;
+const newer = newerBackendMigrations;
 
 let mesh: TestMesh;
 let scratch: string;
