@@ -41,10 +41,12 @@ export interface RegisteredService {
    * Secrets it reads besides the mesh key and the operator token, which
    * every service reads: TENANTRY_MASTER_KEY if it opens stored secrets
    * (npm start leaves the services to share it through the data directory),
-   * TENANTRY_DATABASE_URL if it is given the platform database's URL. On
+   * TENANTRY_DATABASE_URL if it is given the platform database's URL,
+   * TENANTRY_BACKUP_S3_ACCESS_KEY_ID and …_SECRET_ACCESS_KEY if it keeps
+   * backups (empty unless they go to S3 with a key of their own). On
    * Kubernetes it takes them from the Secret tenantry-secrets.
    */
-  readonly secrets?: readonly ("TENANTRY_MASTER_KEY" | "TENANTRY_DATABASE_URL")[];
+  readonly secrets?: readonly ("TENANTRY_MASTER_KEY" | "TENANTRY_DATABASE_URL" | "TENANTRY_BACKUP_S3_ACCESS_KEY_ID" | "TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY")[];
   /** What its Kubernetes manifests need that is not the same for every service. */
   readonly kubernetes: KubernetesNeeds;
 }
@@ -96,7 +98,7 @@ export const registry: readonly RegisteredService[] = [
     grpcPort: 50051,
     httpPort: 8081,
     main: "services/platform/main.ts",
-    secrets: ["TENANTRY_DATABASE_URL", "TENANTRY_MASTER_KEY"],
+    secrets: ["TENANTRY_DATABASE_URL", "TENANTRY_MASTER_KEY", "TENANTRY_BACKUP_S3_ACCESS_KEY_ID", "TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY"],
     kubernetes: {
       about: "Platform: tenant registry, provisioning, lifecycle and fleet migrations.",
       replicas: {
@@ -107,7 +109,14 @@ export const registry: readonly RegisteredService[] = [
           "not share; and the sign-up limit is counted per process. The other services keep serving the tenants they know while Platform restarts.",
       },
       resources: { cpu: ["250m", "1"], memory: ["256Mi", "512Mi"] },
-      settings: ["TENANTRY_SCHEMA_SERVICES"],
+      settings: [
+        "TENANTRY_SCHEMA_SERVICES",
+        "TENANTRY_BACKUP_S3_BUCKET",
+        "TENANTRY_BACKUP_S3_REGION",
+        "TENANTRY_BACKUP_S3_ENDPOINT",
+        "TENANTRY_BACKUP_S3_FORCE_PATH_STYLE",
+        "TENANTRY_BACKUP_S3_PREFIX",
+      ],
       volume: {
         folder: "exports",
         size: "20Gi",

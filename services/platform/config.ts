@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { addressMap, commonEnv, port, positiveInt, readConfig } from "../mesh/index.ts";
+import { addressMap, commonEnv, ConfigError, port, positiveInt, readConfig } from "../mesh/index.ts";
 import { registeredService, registry, schemaServicesSetting } from "../registry.ts";
 import type { TierLimit } from "./tenant-messages.ts";
 
@@ -71,6 +71,34 @@ export const platformEnv = {
   TENANTRY_RESTORE_KEEP_MS: z.coerce.number().int().min(0).default(24 * 3600 * 1000),
   /** How many connections read a tenant's tables at once while it is backed up (besides the one holding the snapshot). */
   TENANTRY_BACKUP_WORKERS: positiveInt.default(2),
+  /**
+   * The bucket of an S3-compatible store that Platform keeps backups in
+   * (it must exist); unset, backups are files under `<data dir>/backups`.
+   * The other TENANTRY_BACKUP_S3_* settings are read only with it.
+   */
+  TENANTRY_BACKUP_S3_BUCKET: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "expected a bucket name: 3 to 63 lower-case letters, digits, dots and hyphens")
+    .optional(),
+  /** The region requests are signed for: the bucket's on AWS (such as eu-west-1); what the store says elsewhere (often us-east-1). Required with the bucket. */
+  TENANTRY_BACKUP_S3_REGION: z.string().regex(/^[a-z0-9-]{1,64}$/, "expected a region such as eu-west-1: lower-case letters, digits and hyphens").optional(),
+  /** The store's URL, such as https://minio.example:9000; AWS S3 when unset. */
+  TENANTRY_BACKUP_S3_ENDPOINT: z
+    .url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" })
+    .refine((url) => new URL(url).username === "" && new URL(url).password === "", "keys go in TENANTRY_BACKUP_S3_ACCESS_KEY_ID and TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY, not in the URL")
+    .optional(),
+  /** Address the bucket in the URL's path instead of its host name ("true" for most stores other than AWS). */
+  TENANTRY_BACKUP_S3_FORCE_PATH_STYLE: z.enum(["true", "false"]).default("false").transform((v) => v === "true"),
+  /** The access key's id; with the secret below, or neither for the AWS SDK's default credentials (AWS_* variables, web identity, instance roles). */
+  TENANTRY_BACKUP_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  /** The access key's secret (redacted from logs and configuration errors). */
+  TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  /** Where in the bucket backups go: keys are `<prefix>/<tenant>/<backup id>/<file>`; "/" for the bucket's root. */
+  TENANTRY_BACKUP_S3_PREFIX: z
+    .string()
+    .transform((s) => s.replace(/^\/+|\/+$/g, ""))
+    .refine((s) => s === "" || s.split("/").every((part) => /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(part)), "expected folder names of letters, digits, dots, hyphens and underscores, separated by /")
+    .default("backups"),
   /** How many sign-ups (SignUp) one source address may attempt per hour. */
   TENANTRY_SIGNUP_LIMIT_PER_HOUR: positiveInt.default(5),
   /**
@@ -85,5 +113,31 @@ export type PlatformConfig = z.infer<z.ZodObject<typeof platformEnv>>;
 
 /** Reads Platform's configuration; throws a ConfigError naming the variable at fault. */
 export function readPlatformConfig(env: NodeJS.ProcessEnv = process.env): PlatformConfig {
-  return readConfig(platformEnv, env);
+  const config = readConfig(platformEnv, env);
+  const problems = backupStorageProblems(config, env);
+  if (problems.length > 0) {
+    throw new ConfigError(problems.join("\n"));
+  }
+  return config;
+}
+
+/** The TENANTRY_BACKUP_S3_* settings that do not go together, one line each. */
+function backupStorageProblems(config: PlatformConfig, env: NodeJS.ProcessEnv): string[] {
+  const bucket = "TENANTRY_BACKUP_S3_BUCKET";
+  const given = (name: string) => env[name] !== undefined && env[name] !== "";
+  if (config.TENANTRY_BACKUP_S3_BUCKET === undefined) {
+    return Object.keys(platformEnv)
+      .filter((name) => name.startsWith("TENANTRY_BACKUP_S3_") && name !== bucket && given(name))
+      .map((name) => `${name}: set, but ${bucket} is not (backups go to the data directory): set the bucket too, or unset this`);
+  }
+  const problems: string[] = [];
+  if (config.TENANTRY_BACKUP_S3_REGION === undefined) {
+    problems.push(`TENANTRY_BACKUP_S3_REGION: required with ${bucket}: the bucket's region, such as eu-west-1 (not set)`);
+  }
+  const [id, secret] = ["TENANTRY_BACKUP_S3_ACCESS_KEY_ID", "TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY"] as const;
+  if (given(id) !== given(secret)) {
+    const [set, missing] = given(id) ? [id, secret] : [secret, id];
+    problems.push(`${missing}: required with ${set}, or unset both for the SDK's default credentials (not set)`);
+  }
+  return problems;
 }

@@ -3,7 +3,7 @@ import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
 import { BackupService, backupService } from "./backup-service.ts";
-import { LocalBackupStorage, TenantBackups, TenantRestores, type TenantBackupsOptions, type TenantRestoresOptions } from "./backups/index.ts";
+import { LocalBackupStorage, S3BackupStorage, TenantBackups, TenantRestores, type TenantBackupsOptions, type TenantRestoresOptions } from "./backups/index.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
 import type { PlatformConfig } from "./config.ts";
@@ -96,12 +96,17 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       ...(hooks.afterOffboardingStep === undefined ? {} : { afterStep: hooks.afterOffboardingStep }),
     });
     closers.push(() => lifecycle.stop());
+    const storage = backupStorage(config);
+    if (storage instanceof S3BackupStorage) {
+      closers.push(() => storage.close());
+    }
+    log.info({ storage: storage.description }, "where backups are kept");
     const backups = new TenantBackups({
       orm,
       clusters,
       locks,
       box,
-      storage: new LocalBackupStorage(path.resolve(config.TENANTRY_DATA_DIR, "backups")),
+      storage,
       schemas: () => schemas.entries.map((e) => e.name),
       workers: config.TENANTRY_BACKUP_WORKERS,
       log,
@@ -172,4 +177,22 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     await closeAll();
     throw error;
   }
+}
+
+/** Where backups are kept: the S3 bucket of TENANTRY_BACKUP_S3_BUCKET when set, else `<data dir>/backups`. */
+function backupStorage(config: PlatformConfig): LocalBackupStorage | S3BackupStorage {
+  if (config.TENANTRY_BACKUP_S3_BUCKET === undefined) {
+    return new LocalBackupStorage(path.resolve(config.TENANTRY_DATA_DIR, "backups"));
+  }
+  const accessKeyId = config.TENANTRY_BACKUP_S3_ACCESS_KEY_ID;
+  const secretAccessKey = config.TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY;
+  return new S3BackupStorage({
+    bucket: config.TENANTRY_BACKUP_S3_BUCKET,
+    // readPlatformConfig refuses a bucket without its region.
+    region: config.TENANTRY_BACKUP_S3_REGION!,
+    ...(config.TENANTRY_BACKUP_S3_ENDPOINT === undefined ? {} : { endpoint: config.TENANTRY_BACKUP_S3_ENDPOINT }),
+    forcePathStyle: config.TENANTRY_BACKUP_S3_FORCE_PATH_STYLE,
+    ...(accessKeyId === undefined || secretAccessKey === undefined ? {} : { credentials: { accessKeyId, secretAccessKey } }),
+    prefix: config.TENANTRY_BACKUP_S3_PREFIX,
+  });
 }

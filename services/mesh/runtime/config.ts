@@ -90,7 +90,7 @@ export function readConfig<S extends z.ZodRawShape>(
     const lines = result.error.issues.map((issue) => {
       const name = String(issue.path[0] ?? "environment");
       const value = defined[name];
-      return `${name}: ${issue.message}${value === undefined ? " (not set)" : ` (got "${value}")`}`;
+      return `${name}: ${issue.message}${value === undefined ? " (not set)" : ` (got ${shownValue(name, value)})`}`;
     });
     throw new ConfigError(lines.join("\n"));
   }
@@ -109,6 +109,17 @@ export function readConfig<S extends z.ZodRawShape>(
     }
   }
   return result.data;
+}
+
+/**
+ * A value as a configuration error shows it: a secret's (a variable named
+ * …_KEY, …_TOKEN or …_PASSWORD) not at all, a URL's password masked.
+ */
+function shownValue(name: string, value: string): string {
+  if (/_(KEY|TOKEN|PASSWORD)$/.test(name)) {
+    return `a value of ${value.length} characters, not shown`;
+  }
+  return `"${value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, "$1:***@")}"`;
 }
 
 /** A configuration value is missing or invalid; the message names the variable. */

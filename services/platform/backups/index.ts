@@ -1,6 +1,7 @@
 export { backupFormat, type BackupManifest } from "./backup-manifest.ts";
 export type { BackupKey, BackupStorage } from "./backup-storage.ts";
 export { LocalBackupStorage } from "./local-backup-storage.ts";
+export { S3BackupStorage, type S3BackupStorageOptions } from "./s3-backup-storage.ts";
 export { requested, restoreSteps, undoSteps, type RestoreStep } from "./restore-steps.ts";
 export { backupSteps, type BackupStep } from "./tenant-backup.ts";
 export { TenantBackups, type TenantBackupsOptions } from "./tenant-backups.ts";

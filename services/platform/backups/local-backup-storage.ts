@@ -3,7 +3,8 @@ import { mkdir, readdir, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { isTenantId, isUuid } from "../../mesh/index.ts";
+import { isUuid } from "../../mesh/index.ts";
+import { checkBackup, checkFile, checkTenant } from "./backup-names.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 
 const staging = ".staging";
@@ -67,26 +68,4 @@ export class LocalBackupStorage implements BackupStorage {
   #staged(key: BackupKey): string {
     return path.join(this.#dir, checkTenant(key.tenantId), staging, checkBackup(key.backupId));
   }
-}
-
-// Names become paths: only the shapes Tenantry makes pass.
-function checkTenant(tenantId: string): string {
-  if (!isTenantId(tenantId)) {
-    throw new Error(`not a tenant id: ${JSON.stringify(tenantId)}`);
-  }
-  return tenantId;
-}
-
-function checkBackup(backupId: string): string {
-  if (!isUuid(backupId)) {
-    throw new Error(`not a backup id: ${JSON.stringify(backupId)}`);
-  }
-  return backupId;
-}
-
-function checkFile(file: string): string {
-  if (!/^[a-z0-9][a-z0-9.-]{0,99}$/.test(file)) {
-    throw new Error(`not a backup file name: ${JSON.stringify(file)}`);
-  }
-  return file;
 }
