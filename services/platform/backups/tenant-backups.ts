@@ -23,7 +23,7 @@ import {
 import type { BackupManifest } from "./backup-manifest.ts";
 import { manifestFile, newDataKey, openManifest, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
-import { takeBackup, type BackupStep } from "./tenant-backup.ts";
+import { tableRecord, takeBackup, type BackupStep } from "./tenant-backup.ts";
 
 /** Options of {@link TenantBackups}. */
 export interface TenantBackupsOptions {
@@ -82,6 +82,8 @@ export class TenantBackups {
     try {
       await insertBackup(em, { id, tenantId: tenant.id, label: label.trim(), cluster: tenant.cluster, database: tenant.database });
       const started = Date.now();
+      // Workers report tables at once: their records are written one after another, in the order reported.
+      let recorded = Promise.resolve();
       const manifest = await takeBackup({
         key,
         placement: { cluster: tenant.cluster, database: tenant.database },
@@ -90,7 +92,7 @@ export class TenantBackups {
         storage,
         dataKey: newDataKey(box, key),
         workers: this.#options.workers,
-        progress: (progress) => changeBackup(em, id, progress),
+        progress: (progress) => (recorded = recorded.then(() => changeBackup(em, id, progress))),
         afterStep: (step) => this.#options.afterStep?.(id, step),
       }).catch(async (error: unknown) => {
         await storage.delete(key).catch((cleanup: unknown) => log.error({ err: cleanup, backupId: id }, "could not remove a failed backup's files"));
@@ -98,7 +100,13 @@ export class TenantBackups {
         log.warn({ err: error, tenantId: tenant.id, backupId: id }, "backup failed");
         throw answerOf(error);
       });
-      await changeBackup(em, id, { state: backupStates.succeeded, finishedAt: new Date() });
+      await changeBackup(em, id, {
+        state: backupStates.succeeded,
+        tables: manifest.tables.map(tableRecord),
+        tableCount: manifest.tables.length,
+        sizeBytes: manifest.tables.reduce((sum, t) => sum + t.storedBytes, 0),
+        finishedAt: new Date(),
+      });
       log.info({ tenantId: tenant.id, backupId: id, tables: manifest.tables.length, ms: Date.now() - started }, "backup taken");
       return getBackup(orm.em.fork(), id);
     } finally {

@@ -37,13 +37,13 @@ export interface NewBackupRecord {
 
 /** Records a backup being taken. */
 export async function insertBackup(em: EntityManager, record: NewBackupRecord): Promise<Backup> {
-  const backup = em.create(Backup, { ...record, state: backupStates.running, error: null, sizeBytes: 0, tables: [], schemaVersions: {}, createdAt: new Date() });
+  const backup = em.create(Backup, { ...record, state: backupStates.running, error: null, sizeBytes: 0, tables: [], tableCount: 0, schemaVersions: {}, createdAt: new Date() });
   await em.flush();
   return backup;
 }
 
 /** What a running backup records as it goes, and how it ends. */
-export type BackupChange = Partial<Pick<Backup, "state" | "error" | "sizeBytes" | "tables" | "schemaVersions" | "finishedAt">>;
+export type BackupChange = Partial<Pick<Backup, "state" | "error" | "sizeBytes" | "tables" | "tableCount" | "schemaVersions" | "finishedAt">>;
 
 /** Changes a backup's record by id (no read needed, as progress is recorded often). */
 export async function changeBackup(em: EntityManager, id: string, change: BackupChange): Promise<void> {
