@@ -2,6 +2,7 @@ import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshS
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
+import { BackupMetrics } from "./backup-metrics.ts";
 import { BackupService, backupService } from "./backup-service.ts";
 import { LocalBackupStorage, TenantBackups, TenantRestores, type TenantBackupsOptions, type TenantRestoresOptions } from "./backups/index.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
@@ -96,6 +97,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       ...(hooks.afterOffboardingStep === undefined ? {} : { afterStep: hooks.afterOffboardingStep }),
     });
     closers.push(() => lifecycle.stop());
+    const backupMetrics = new BackupMetrics(telemetry.meter, { orm, log });
+    closers.push(() => backupMetrics.stop());
     const backups = new TenantBackups({
       orm,
       clusters,
@@ -105,6 +108,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       schemas: () => schemas.entries.map((e) => e.name),
       workers: config.TENANTRY_BACKUP_WORKERS,
       log,
+      events: backupMetrics,
       ...(hooks.afterBackupStep === undefined ? {} : { afterStep: hooks.afterBackupStep }),
     });
     const restores = new TenantRestores({
@@ -119,6 +123,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       migrateTimeoutMs: 60_000,
       keepMs: config.TENANTRY_RESTORE_KEEP_MS,
       log,
+      events: backupMetrics,
       ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),
     });
     // Backups and restores a stopped Platform left under way, and databases kept past their time.

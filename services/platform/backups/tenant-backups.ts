@@ -12,6 +12,7 @@ import {
   changeBackup,
   deleteBackupRecord,
   findRunningBackups,
+  findTenant,
   getBackup,
   getTenant,
   insertBackup,
@@ -20,6 +21,7 @@ import {
   rolePasswordContext,
   servedStatuses,
 } from "../stores/index.ts";
+import type { BackupEvents } from "./backup-events.ts";
 import type { BackupManifest } from "./backup-manifest.ts";
 import { manifestFile, newDataKey, openManifest, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
@@ -37,6 +39,8 @@ export interface TenantBackupsOptions {
   /** Connections that read tables at once, per backup. */
   workers: number;
   log: Logger;
+  /** Told as each backup ends. */
+  events: BackupEvents;
   /** Called when a backup's step is done (for tests). */
   afterStep?: (backupId: string, step: BackupStep) => void | Promise<void>;
 }
@@ -66,7 +70,7 @@ export class TenantBackups {
    * it in storage, and is thrown.
    */
   async create(tenantId: string, label: string): Promise<Backup> {
-    const { orm, clusters, locks, box, storage, log } = this.#options;
+    const { orm, clusters, locks, box, storage, events, log } = this.#options;
     if ([...label].length > 200) {
       throw new ConnectError("label is longer than 200 characters", Code.InvalidArgument);
     }
@@ -97,6 +101,7 @@ export class TenantBackups {
       }).catch(async (error: unknown) => {
         await storage.delete(key).catch((cleanup: unknown) => log.error({ err: cleanup, backupId: id }, "could not remove a failed backup's files"));
         await changeBackup(em, id, { state: backupStates.failed, error: reasonOf(error), finishedAt: new Date() });
+        events.backupFailed({ tier: tenant.tier });
         log.warn({ err: error, tenantId: tenant.id, backupId: id }, "backup failed");
         throw answerOf(error);
       });
@@ -108,7 +113,9 @@ export class TenantBackups {
         finishedAt: new Date(),
       });
       log.info({ tenantId: tenant.id, backupId: id, tables: manifest.tables.length, ms: Date.now() - started }, "backup taken");
-      return getBackup(orm.em.fork(), id);
+      const backup = await getBackup(orm.em.fork(), id);
+      events.backupTaken({ tier: tenant.tier, seconds: (Date.now() - started) / 1000, sizeBytes: backup.sizeBytes });
+      return backup;
     } finally {
       this.#running.delete(id);
       await locks.unlock(lockOf(id)).catch(() => undefined);
@@ -161,7 +168,7 @@ export class TenantBackups {
    * process holds their lock), and removes their files.
    */
   async failAbandoned(): Promise<void> {
-    const { orm, locks, storage, log } = this.#options;
+    const { orm, locks, storage, events, log } = this.#options;
     const em = orm.em.fork();
     for (const backup of await findRunningBackups(em)) {
       if (this.#running.has(backup.id) || !(await locks.tryLock(lockOf(backup.id)))) {
@@ -170,6 +177,7 @@ export class TenantBackups {
       try {
         await storage.delete(keyOf(backup));
         await changeBackup(em, backup.id, { state: backupStates.failed, error: "Platform stopped while taking it; take another", finishedAt: new Date() });
+        events.backupFailed({ tier: (await findTenant(em, backup.tenantId))?.tier ?? "unknown" });
         log.warn({ backupId: backup.id, tenantId: backup.tenantId }, "backup left unfinished by a stopped Platform marked failed");
       } finally {
         await locks.unlock(lockOf(backup.id)).catch(() => undefined);
