@@ -24,6 +24,7 @@ function backupMessage(backup: Backup): MessageInitShape<typeof BackupSchema> {
     ...(backup.finishedAt == null ? {} : { finishTime: timestampFromDate(backup.finishedAt) }),
     sizeBytes: BigInt(backup.sizeBytes),
     tables: backup.tables.map((t) => ({ name: t.name, rows: BigInt(t.rows), sha256: t.sha256 })),
+    tableCount: backup.tableCount,
     schemaVersions: Object.entries(backup.schemaVersions).map(([service, version]) => ({ service, version })),
     ...(backup.verifiedAt == null ? {} : { verifyTime: timestampFromDate(backup.verifiedAt) }),
     verifyResult: verifyResultOf(backup.verifyResult ?? ""),

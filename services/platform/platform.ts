@@ -2,6 +2,7 @@ import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshS
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
+import { BackupMetrics } from "./backup-metrics.ts";
 import { BackupService, backupService } from "./backup-service.ts";
 import { LocalBackupStorage, S3BackupStorage, TenantBackups, TenantRestores, type TenantBackupsOptions, type TenantRestoresOptions } from "./backups/index.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
@@ -101,6 +102,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       closers.push(() => storage.close());
     }
     log.info({ storage: storage.description }, "where backups are kept");
+    const backupMetrics = new BackupMetrics(telemetry.meter, { orm, log });
+    closers.push(() => backupMetrics.stop());
     const backups = new TenantBackups({
       orm,
       clusters,
@@ -110,6 +113,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       schemas: () => schemas.entries.map((e) => e.name),
       workers: config.TENANTRY_BACKUP_WORKERS,
       log,
+      events: backupMetrics,
       ...(hooks.afterBackupStep === undefined ? {} : { afterStep: hooks.afterBackupStep }),
     });
     const restores = new TenantRestores({
@@ -124,6 +128,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       migrateTimeoutMs: 60_000,
       keepMs: config.TENANTRY_RESTORE_KEEP_MS,
       log,
+      events: backupMetrics,
       ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),
     });
     // Backups and restores a stopped Platform left under way, and databases kept past their time.

@@ -1,3 +1,4 @@
+export type { BackupEvents, CountedRestoreKind } from "./backup-events.ts";
 export { backupFormat, type BackupManifest } from "./backup-manifest.ts";
 export type { BackupKey, BackupStorage } from "./backup-storage.ts";
 export { LocalBackupStorage } from "./local-backup-storage.ts";

@@ -29,8 +29,8 @@ export interface TenantBackupRequest {
   dataKey: DataKey;
   /** Connections reading tables at once, the snapshot's own besides. */
   workers: number;
-  /** Called as the backup goes: the versions once the snapshot is taken, then after each table. */
-  progress: (progress: { schemaVersions: Record<string, string>; tables: BackupTableRecord[]; sizeBytes: number }) => Promise<void>;
+  /** Called as the backup goes: the versions and the number of tables once the snapshot is taken, then after each table. */
+  progress: (progress: { schemaVersions: Record<string, string>; tableCount: number; tables: BackupTableRecord[]; sizeBytes: number }) => Promise<void>;
   afterStep?: (step: BackupStep) => void | Promise<void>;
 }
 
@@ -76,7 +76,7 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
     }
     const schemaVersions = Object.fromEntries(Object.entries(services).map(([service, { migrations }]) => [service, migrations.at(-1) ?? ""]));
     const catalog = await listTables(coordinator, Object.keys(services));
-    await request.progress({ schemaVersions, tables: [], sizeBytes: 0 });
+    await request.progress({ schemaVersions, tableCount: catalog.length, tables: [], sizeBytes: 0 });
     await request.afterStep?.("snapshot");
 
     const tables: ManifestTable[] = catalog.map((table, index) => ({ schema: table.schema, name: table.name, file: tableFileName(index), columns: table.columns, rows: 0, sha256: "", storedBytes: 0 }));
@@ -92,7 +92,7 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
         await copyOut(worker, next.table, request);
         done.push(next.table);
         sizeBytes += next.table.storedBytes;
-        await request.progress({ schemaVersions, tables: done.toSorted((x, y) => x.file.localeCompare(y.file)).map(tableRecord), sizeBytes });
+        await request.progress({ schemaVersions, tableCount: tables.length, tables: done.toSorted((x, y) => x.file.localeCompare(y.file)).map(tableRecord), sizeBytes });
       }
       await worker.query("commit");
     };

@@ -12,6 +12,7 @@ import {
   changeBackup,
   deleteBackupRecord,
   findRunningBackups,
+  findTenant,
   getBackup,
   getTenant,
   insertBackup,
@@ -20,6 +21,7 @@ import {
   rolePasswordContext,
   servedStatuses,
 } from "../stores/index.ts";
+import type { BackupEvents } from "./backup-events.ts";
 import type { BackupManifest } from "./backup-manifest.ts";
 import { manifestFile, newDataKey, openManifest, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
@@ -37,6 +39,8 @@ export interface TenantBackupsOptions {
   /** Connections that read tables at once, per backup. */
   workers: number;
   log: Logger;
+  /** Told as each backup ends. */
+  events: BackupEvents;
   /** Called when a backup's step is done (for tests). */
   afterStep?: (backupId: string, step: BackupStep) => void | Promise<void>;
 }
@@ -66,7 +70,7 @@ export class TenantBackups {
    * it in storage, and is thrown.
    */
   async create(tenantId: string, label: string): Promise<Backup> {
-    const { orm, clusters, locks, box, storage, log } = this.#options;
+    const { orm, clusters, locks, box, storage, events, log } = this.#options;
     if ([...label].length > 200) {
       throw new ConnectError("label is longer than 200 characters", Code.InvalidArgument);
     }
@@ -82,9 +86,8 @@ export class TenantBackups {
     try {
       await insertBackup(em, { id, tenantId: tenant.id, label: label.trim(), cluster: tenant.cluster, database: tenant.database });
       const started = Date.now();
-      // Workers report as they finish tables; their records are written in the order reported, never an older over a newer.
+      // Workers report tables at once: their records are written one after another, in the order reported.
       let recorded = Promise.resolve();
-      const record = (progress: Parameters<typeof changeBackup>[2]) => (recorded = recorded.then(() => changeBackup(em, id, progress)));
       const manifest = await takeBackup({
         key,
         placement: { cluster: tenant.cluster, database: tenant.database },
@@ -93,24 +96,27 @@ export class TenantBackups {
         storage,
         dataKey: newDataKey(box, key),
         workers: this.#options.workers,
-        progress: record,
+        progress: (progress) => (recorded = recorded.then(() => changeBackup(em, id, progress))),
         afterStep: (step) => this.#options.afterStep?.(id, step),
       }).catch(async (error: unknown) => {
         await recorded.catch(() => undefined);
         await storage.delete(key).catch((cleanup: unknown) => log.error({ err: cleanup, backupId: id }, "could not remove a failed backup's files"));
         await changeBackup(em, id, { state: backupStates.failed, error: reasonOf(error), finishedAt: new Date() });
+        events.backupFailed({ tier: tenant.tier });
         log.warn({ err: error, tenantId: tenant.id, backupId: id }, "backup failed");
         throw answerOf(error);
       });
-      await recorded;
       await changeBackup(em, id, {
         state: backupStates.succeeded,
         tables: manifest.tables.map(tableRecord),
-        sizeBytes: manifest.tables.reduce((sum, table) => sum + table.storedBytes, 0),
+        tableCount: manifest.tables.length,
+        sizeBytes: manifest.tables.reduce((sum, t) => sum + t.storedBytes, 0),
         finishedAt: new Date(),
       });
       log.info({ tenantId: tenant.id, backupId: id, tables: manifest.tables.length, ms: Date.now() - started }, "backup taken");
-      return getBackup(orm.em.fork(), id);
+      const backup = await getBackup(orm.em.fork(), id);
+      events.backupTaken({ tier: tenant.tier, seconds: (Date.now() - started) / 1000, sizeBytes: backup.sizeBytes });
+      return backup;
     } finally {
       this.#running.delete(id);
       await locks.unlock(lockOf(id)).catch(() => undefined);
@@ -163,7 +169,7 @@ export class TenantBackups {
    * process holds their lock), and removes their files.
    */
   async failAbandoned(): Promise<void> {
-    const { orm, locks, storage, log } = this.#options;
+    const { orm, locks, storage, events, log } = this.#options;
     const em = orm.em.fork();
     for (const backup of await findRunningBackups(em)) {
       if (this.#running.has(backup.id) || !(await locks.tryLock(lockOf(backup.id)))) {
@@ -172,6 +178,7 @@ export class TenantBackups {
       try {
         await storage.delete(keyOf(backup));
         await changeBackup(em, backup.id, { state: backupStates.failed, error: "Platform stopped while taking it; take another", finishedAt: new Date() });
+        events.backupFailed({ tier: (await findTenant(em, backup.tenantId))?.tier ?? "unknown" });
         log.warn({ backupId: backup.id, tenantId: backup.tenantId }, "backup left unfinished by a stopped Platform marked failed");
       } finally {
         await locks.unlock(lockOf(backup.id)).catch(() => undefined);

@@ -44,6 +44,7 @@ import {
   type RestoreServices,
   type RestoreStep,
 } from "./restore-steps.ts";
+import type { BackupEvents } from "./backup-events.ts";
 import { answerOf, keyOf, reasonOf, type TenantBackups } from "./tenant-backups.ts";
 
 /** Options of {@link TenantRestores}. */
@@ -52,6 +53,8 @@ export interface TenantRestoresOptions extends RestoreServices {
   locks: AdvisoryLocks;
   backups: TenantBackups;
   provisioner: TenantProvisioner;
+  /** Told as each restore, undo and verification drill ends. */
+  events: BackupEvents;
   /** Called when a step's work is done, before it is recorded (for tests): the kind ("undo" for an undo), the restore, the step. */
   afterStep?: (kind: RestoreKindName | "undo", restoreId: string, step: RestoreStep) => void | Promise<void>;
 }
@@ -163,6 +166,7 @@ export class TenantRestores {
     } catch (error) {
       if (error instanceof ConnectError && error.code === Code.FailedPrecondition) {
         await recordVerification(em, backup.id, { passed: false, error: error.rawMessage });
+        this.#options.events.verified({ passed: false });
         return getBackup(orm.em.fork(), backup.id);
       }
       throw error;
@@ -280,12 +284,26 @@ export class TenantRestores {
     if (undoing) {
       // Nothing is kept: the restored database is gone, the replaced one serves again.
       await changeRestore(em, restore, { state: restoreStates.undone, undoStep: null, previousDropped: true, finishedAt });
+      this.#ended(restore, true, true);
       return;
     }
     const keepUntil = restore.kind === restoreKinds.inPlace ? new Date(finishedAt.getTime() + keepMs) : null;
     await changeRestore(em, restore, { state: restoreStates.succeeded, keepUntil, finishedAt });
     if (restore.kind === restoreKinds.verify) {
       await recordVerification(em, restore.backupId, { passed: true, error: null });
+    }
+    this.#ended(restore, false, true);
+  }
+
+  /** Tells the events of a restore, undo or drill that has ended. */
+  #ended(restore: Restore, undoing: boolean, succeeded: boolean): void {
+    const { events } = this.#options;
+    if (undoing) {
+      events.restoreEnded({ kind: "undo", succeeded });
+    } else if (restore.kind === restoreKinds.verify) {
+      events.verified({ passed: succeeded });
+    } else {
+      events.restoreEnded({ kind: restore.kind === restoreKinds.clone ? "clone" : "in_place", succeeded });
     }
   }
 
@@ -299,6 +317,7 @@ export class TenantRestores {
     }
     if (undoing) {
       await changeRestore(em, restore, { undoStep: null });
+      this.#ended(restore, true, false);
       return;
     }
     if (restore.kind === restoreKinds.clone) {
@@ -309,6 +328,7 @@ export class TenantRestores {
       await recordVerification(em, restore.backupId, { passed: false, error: reason });
     }
     await changeRestore(em, restore, { state: restoreStates.failed, finishedAt: new Date() });
+    this.#ended(restore, false, false);
   }
 }
 

@@ -23,6 +23,8 @@ export const Backup = defineEntity({
     sizeBytes: p.bigint("number"),
     /** The tables stored so far, in the backup's order. */
     tables: p.json<BackupTableRecord[]>(),
+    /** How many tables it holds in all, once the snapshot is taken. */
+    tableCount: p.integer().default(0),
     /** The version of each service's schema, once the snapshot is taken. */
     schemaVersions: p.json<Record<string, string>>(),
     createdAt: p.datetime(3),

@@ -3,7 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { BackupState, VerifyResult } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { checkTenantId, checkUuid, isUuid, pageOf, readPage } from "../../mesh/index.ts";
 import { Backup, type BackupTableRecord } from "../entities/backup.ts";
-import { registrySpelling } from "./tenant-store.ts";
+import { registrySpelling, servedStatuses } from "./tenant-store.ts";
 
 const stateSpelling = registrySpelling<BackupState>(BackupState);
 const verifySpelling = registrySpelling<VerifyResult>(VerifyResult);
@@ -37,13 +37,13 @@ export interface NewBackupRecord {
 
 /** Records a backup being taken. */
 export async function insertBackup(em: EntityManager, record: NewBackupRecord): Promise<Backup> {
-  const backup = em.create(Backup, { ...record, state: backupStates.running, error: null, sizeBytes: 0, tables: [], schemaVersions: {}, createdAt: new Date() });
+  const backup = em.create(Backup, { ...record, state: backupStates.running, error: null, sizeBytes: 0, tables: [], tableCount: 0, schemaVersions: {}, createdAt: new Date() });
   await em.flush();
   return backup;
 }
 
 /** What a running backup records as it goes, and how it ends. */
-export type BackupChange = Partial<Pick<Backup, "state" | "error" | "sizeBytes" | "tables" | "schemaVersions" | "finishedAt">>;
+export type BackupChange = Partial<Pick<Backup, "state" | "error" | "sizeBytes" | "tables" | "tableCount" | "schemaVersions" | "finishedAt">>;
 
 /** Changes a backup's record by id (no read needed, as progress is recorded often). */
 export async function changeBackup(em: EntityManager, id: string, change: BackupChange): Promise<void> {
@@ -89,6 +89,58 @@ export async function deleteBackupRecord(em: EntityManager, id: string): Promise
 /** Records how verifying a backup ended. */
 export async function recordVerification(em: EntityManager, id: string, outcome: { passed: boolean; error: string | null }): Promise<void> {
   await em.nativeUpdate(Backup, { id }, { verifiedAt: new Date(), verifyResult: outcome.passed ? verifyResults.passed : verifyResults.failed, verifyError: outcome.error });
+}
+
+/** Per tier, how old the served tenants' backups are: see {@link backupAgesByTier}. */
+export interface TierBackupAges {
+  /** ACTIVE and SUSPENDED tenants of the tier. */
+  tenants: number;
+  /** The largest age among them, in seconds; 0 when there are none. */
+  oldest: number;
+  /** For each bound (seconds), the tenants whose age is at most it, in the order given. */
+  within: number[];
+}
+
+/**
+ * The age of each ACTIVE or SUSPENDED tenant's newest SUCCEEDED backup
+ * (seconds since it finished; a tenant never backed up counts from its
+ * creation), aggregated per tier (by the registry's spelling): how many
+ * tenants, the oldest age, and how many are within each of `bounds`.
+ * Tiers without tenants are absent.
+ */
+export async function backupAgesByTier(em: EntityManager, bounds: number[]): Promise<Map<string, TierBackupAges>> {
+  const rows = await em.execute<{ tier: string; bound: number; within: number; tenants: number; oldest: number }[]>(
+    `with ages as (
+       select t.tier, greatest(0, extract(epoch from now() - coalesce(max(b.finished_at), t.created_at)))::float8 as age
+       from platform.tenants t
+       left join platform.backups b on b.tenant_id = t.id and b.state = ?
+       where t.status in (?)
+       group by t.id, t.tier, t.created_at)
+     select tier, bound, (count(*) filter (where age <= bound))::int as within, count(*)::int as tenants, max(age) as oldest
+     from ages cross join unnest(array[?]::float8[]) as bound
+     group by tier, bound
+     order by tier, bound`,
+    [backupStates.succeeded, servedStatuses, bounds],
+  );
+  const byTier = new Map<string, TierBackupAges>();
+  for (const row of rows) {
+    const ages = byTier.get(row.tier) ?? { tenants: row.tenants, oldest: Number(row.oldest), within: [] };
+    ages.within.push(row.within);
+    byTier.set(row.tier, ages);
+  }
+  return byTier;
+}
+
+/** Stored (SUCCEEDED) backups counted by their tenant's tier and last verification ("passed", "failed", or "never"), with their bytes. */
+export async function countStoredBackups(em: EntityManager): Promise<{ tier: string; verify: string; backups: number; bytes: number }[]> {
+  const rows = await em.execute<{ tier: string; verify: string; backups: number; bytes: string }[]>(
+    `select t.tier, coalesce(b.verify_result, 'never') as verify, count(*)::int as backups, sum(b.size_bytes)::text as bytes
+     from platform.backups b join platform.tenants t on t.id = b.tenant_id
+     where b.state = ?
+     group by t.tier, coalesce(b.verify_result, 'never')`,
+    [backupStates.succeeded],
+  );
+  return rows.map((row) => ({ ...row, bytes: Number(row.bytes) }));
 }
 
 export type { BackupTableRecord };

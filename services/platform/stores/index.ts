@@ -1,8 +1,10 @@
 export { appendAuditEvent, auditOutcomes, listAuditEvents, type NewAuditEvent } from "./audit-event-store.ts";
 export {
+  backupAgesByTier,
   backupStateOf,
   backupStates,
   changeBackup,
+  countStoredBackups,
   deleteBackupRecord,
   findRunningBackups,
   getBackup,
@@ -14,6 +16,7 @@ export {
   type BackupChange,
   type BackupTableRecord,
   type NewBackupRecord,
+  type TierBackupAges,
 } from "./backup-store.ts";
 export {
   adminPasswordContext,

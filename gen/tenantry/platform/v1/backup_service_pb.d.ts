@@ -184,6 +184,15 @@ export declare type Backup = Message<"tenantry.platform.v1.Backup"> & {
    * @generated from field: string cluster = 15;
    */
   cluster: string;
+
+  /**
+   * How many tables it holds in all, known once the snapshot is taken (0
+   * before). While it runs, tables lists those stored so far: their count
+   * against this one is how far it has come.
+   *
+   * @generated from field: int32 table_count = 16;
+   */
+  tableCount: number;
 };
 
 /**
@@ -634,7 +643,7 @@ export enum BackupState {
   UNSPECIFIED = 0,
 
   /**
-   * Being taken; tables and size_bytes grow as it goes.
+   * Being taken; tables and size_bytes grow as it goes, towards table_count.
    *
    * @generated from enum value: BACKUP_STATE_RUNNING = 1;
    */
