@@ -1,4 +1,5 @@
 import type { MigrationObject } from "@mikro-orm/core";
+import { AddBackupSchedules } from "./add-backup-schedules.ts";
 import { AddBackups } from "./add-backups.ts";
 import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
 import { AddFleetLedger } from "./add-fleet-ledger.ts";
@@ -16,4 +17,5 @@ export const migrations: MigrationObject[] = [
   { name: "0005-add-tenant-owner", class: AddTenantOwner },
   { name: "0006-add-permission-catalog", class: AddPermissionCatalog },
   { name: "0007-add-backups", class: AddBackups },
+  { name: "0008-add-backup-schedules", class: AddBackupSchedules },
 ];

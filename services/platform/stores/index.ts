@@ -4,7 +4,11 @@ export {
   backupStates,
   changeBackup,
   deleteBackupRecord,
+  deleteUnusedBackup,
+  findDueTenants,
+  findExpiredBackups,
   findRunningBackups,
+  findSlotBackups,
   getBackup,
   insertBackup,
   listBackups,
@@ -13,7 +17,10 @@ export {
   verifyResults,
   type BackupChange,
   type BackupTableRecord,
+  type DueTenant,
   type NewBackupRecord,
+  type RetentionPolicy,
+  type SlotBackup,
 } from "./backup-store.ts";
 export {
   adminPasswordContext,
