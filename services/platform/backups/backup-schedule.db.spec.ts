@@ -249,4 +249,19 @@ describe("the backup schedule", () => {
     expect(await exists(folderOf(tenantId, newer.backupId))).toBe(true);
     expect((await failure(backups.getBackup({ backupId: failed.backupId }))).code).toBe(Code.NotFound);
   });
+
+  it("keeps an offboarded tenant's backups, its final one among them, only while younger than the retention days", async () => {
+    const tenantId = await newTenant(Tier.PREMIUM);
+    const { backup: earlier } = await backups.createBackup({ tenantId });
+    const { tenant } = await mesh.platformClient.deleteTenant({ tenantId });
+    const final = tenant!.finalBackupId;
+    expect((await backups.getBackup({ backupId: final })).backup).toMatchObject({ state: BackupState.SUCCEEDED, label: "final backup before offboarding" });
+
+    now = new Date();
+    expect((await schedule.runDue()).deleted).toEqual([]);
+    now = new Date(Date.now() + 2 * day);
+    // Fewer than TENANTRY_BACKUP_KEEP_LAST, but the tenant is gone.
+    expect((await schedule.runDue()).deleted).toEqual(expect.arrayContaining([earlier!.backupId, final]));
+    expect(await backupsOf(tenantId)).toEqual([]);
+  });
 });
