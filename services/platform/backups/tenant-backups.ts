@@ -25,7 +25,7 @@ import {
 import type { BackupManifest } from "./backup-manifest.ts";
 import { manifestFile, newDataKey, openManifest, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
-import { takeBackup, type BackupStep } from "./tenant-backup.ts";
+import { tableRecord, takeBackup, type BackupStep } from "./tenant-backup.ts";
 
 /** Options of {@link TenantBackups}. */
 export interface TenantBackupsOptions {
@@ -111,7 +111,13 @@ export class TenantBackups {
         log.warn({ err: error, tenantId: tenant.id, backupId: id }, "backup failed");
         throw answerOf(error);
       });
-      await changeBackup(em, id, { state: backupStates.succeeded, finishedAt: new Date() });
+      // The workers report progress side by side, so their last reports may land out of order: the manifest has the whole.
+      await changeBackup(em, id, {
+        state: backupStates.succeeded,
+        finishedAt: new Date(),
+        tables: manifest.tables.map(tableRecord),
+        sizeBytes: manifest.tables.reduce((sum, table) => sum + table.storedBytes, 0),
+      });
       log.info({ tenantId: tenant.id, backupId: id, tables: manifest.tables.length, ms: Date.now() - started }, "backup taken");
       return getBackup(orm.em.fork(), id);
     } finally {
