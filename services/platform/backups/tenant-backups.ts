@@ -86,7 +86,8 @@ export class TenantBackups {
     const tenant = await getTenant(em, tenantId);
     const statuses = taking.final === true ? [statusNames.offboarding] : servedStatuses;
     if (!statuses.includes(tenant.status) || tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
-      throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be backed up`, Code.FailedPrecondition);
+      const which = taking.final === true ? "only an OFFBOARDING tenant has a final backup" : "only an ACTIVE or SUSPENDED tenant can be backed up";
+      throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: ${which}`, Code.FailedPrecondition);
     }
     const id = taking.id ?? randomUUID();
     const key = { tenantId: tenant.id, backupId: id };
