@@ -688,10 +688,10 @@ for (const deployment of deployments) {
     });
 
     if (main?.service === "platform") {
-      it("keeps Platform's offboarding exports (<data dir>/exports) on a PersistentVolumeClaim", () => {
-        const exportsDir = path.posix.join(path.posix.resolve(workdir, setting("TENANTRY_DATA_DIR")), "exports");
-        const mount = mounts.find((m) => m.mountPath === exportsDir);
-        expect(mount, `no volume at ${exportsDir}`).toBeDefined();
+      it("keeps Platform's backups (<data dir>/backups), offboarded tenants' final ones among them, on a PersistentVolumeClaim", () => {
+        const backupsDir = path.posix.join(path.posix.resolve(workdir, setting("TENANTRY_DATA_DIR")), "backups");
+        const mount = mounts.find((m) => m.mountPath === backupsDir);
+        expect(mount, `no volume at ${backupsDir}`).toBeDefined();
         const volume = (pod.volumes ?? []).find((v: { name: string }) => v.name === mount!.name);
         expect(claims.has(volume?.persistentVolumeClaim?.claimName)).toBe(true);
       });

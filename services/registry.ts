@@ -105,7 +105,7 @@ export const registry: readonly RegisteredService[] = [
         count: 1,
         why:
           "Two would be safe for the registry (provisioning, offboarding and template refreshes take PostgreSQL advisory locks " +
-          "per tenant and per cluster), but offboarding exports are files in the process's data directory, which replicas would " +
+          "per tenant and per cluster), but backups are files in the process's data directory, which replicas would " +
           "not share; and the sign-up limit is counted per process. The other services keep serving the tenants they know while Platform restarts.",
       },
       resources: { cpu: ["250m", "1"], memory: ["256Mi", "512Mi"] },
@@ -118,9 +118,11 @@ export const registry: readonly RegisteredService[] = [
         "TENANTRY_BACKUP_S3_PREFIX",
       ],
       volume: {
-        folder: "exports",
-        size: "20Gi",
-        about: "Offboarded tenants' exports (gzipped JSON lines of every service schema): the only copy of a tenant's data once its grace period has passed.",
+        folder: "backups",
+        size: "100Gi",
+        about:
+          "Tenants' backups (a sealed manifest and one encrypted file per table), scheduled and on request, and offboarded tenants' " +
+          "final backups: the only copy of a tenant's data once its grace period has passed.",
       },
       startup: { seconds: 180, why: "Platform migrates its database before it listens." },
     },

@@ -31,6 +31,7 @@ function backupMessage(backup: Backup): MessageInitShape<typeof BackupSchema> {
     verifyError: backup.verifyError ?? "",
     database: backup.database,
     cluster: backup.cluster,
+    ...(backup.scheduledFor == null ? {} : { scheduledTime: timestampFromDate(backup.scheduledFor) }),
   };
 }
 

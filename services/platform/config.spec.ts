@@ -136,3 +136,61 @@ describe("backup storage settings", () => {
     expect(refusal({ ...bucket, TENANTRY_BACKUP_S3_PREFIX: "a/../b" })[0]).toMatch(/^TENANTRY_BACKUP_S3_PREFIX: expected folder names/);
   });
 });
+
+describe("backup schedules", () => {
+  const url = { TENANTRY_DATABASE_URL: "postgres://postgres@127.0.0.1:5432/tenantry_platform" };
+  const at = new Date("2026-12-05T10:00:00Z");
+
+  it("back every tier up daily at 03:00 UTC unless configured, spread over two hours", () => {
+    const config = readPlatformConfig(url);
+    expect(config.TENANTRY_BACKUP_SCHEDULE?.pattern).toBe("0 3 * * *");
+    expect(config.TENANTRY_BACKUP_SCHEDULE?.slotAt(at)).toEqual({ start: new Date("2026-12-05T03:00:00Z"), end: new Date("2026-12-06T03:00:00Z") });
+    expect(config.TENANTRY_BACKUP_SCHEDULE_PREMIUM).toBeUndefined();
+    expect(config.TENANTRY_BACKUP_WINDOW_MS).toBe(2 * 3600 * 1000);
+    expect(config).toMatchObject({ TENANTRY_BACKUP_KEEP_LAST: 7, TENANTRY_BACKUP_KEEP_DAYS: 30, TENANTRY_BACKUP_CONCURRENCY_PER_CLUSTER: 2 });
+    expect(config.TENANTRY_BACKUP_VERIFY_SAMPLE).toEqual({ percent: 5 });
+  });
+
+  it("take a cron pattern per tier, or off", () => {
+    const config = readPlatformConfig({ ...url, TENANTRY_BACKUP_SCHEDULE: "off", TENANTRY_BACKUP_SCHEDULE_ENTERPRISE: "0 */6 * * *", TENANTRY_BACKUP_SCHEDULE_STANDARD: " OFF " });
+    expect(config.TENANTRY_BACKUP_SCHEDULE).toBeNull();
+    expect(config.TENANTRY_BACKUP_SCHEDULE_STANDARD).toBeNull();
+    expect(config.TENANTRY_BACKUP_SCHEDULE_ENTERPRISE?.slotAt(at)?.start).toEqual(new Date("2026-12-05T06:00:00Z"));
+    expect(readPlatformConfig({ ...url, TENANTRY_BACKUP_SCHEDULE: "@weekly" }).TENANTRY_BACKUP_SCHEDULE?.slotAt(at)?.start).toEqual(new Date("2026-11-29T00:00:00Z"));
+  });
+
+  it("refuse at start a pattern that is not five cron fields, or never fires, naming the variable and what is wrong", () => {
+    const cases: [string, string, RegExp][] = [
+      ["TENANTRY_BACKUP_SCHEDULE", "0 3 * *", /exactly five, six, or seven space separated parts/],
+      ["TENANTRY_BACKUP_SCHEDULE", "0 0 3 * * *", /requires exactly 5 parts/],
+      ["TENANTRY_BACKUP_SCHEDULE_PREMIUM", "61 3 * * *", /Invalid value for minute: 61/],
+      ["TENANTRY_BACKUP_SCHEDULE_ENTERPRISE", "daily", /exactly five/],
+      ["TENANTRY_BACKUP_SCHEDULE_STANDARD", "0 0 30 2 *", /never fires/],
+    ];
+    for (const [name, value, cause] of cases) {
+      let error: unknown;
+      try {
+        readPlatformConfig({ ...url, [name]: value });
+      } catch (thrown) {
+        error = thrown;
+      }
+      expect(error, value).toBeInstanceOf(ConfigError);
+      const message = (error as Error).message;
+      expect(message).toContain(`${name}: expected a cron pattern of five fields`);
+      expect(message).toContain(`(got "${value}")`);
+      expect(message).toMatch(cause);
+    }
+  });
+
+  it("read the verification sample as a count or a share, and refuse anything else", () => {
+    const sample = (value: string) => readPlatformConfig({ ...url, TENANTRY_BACKUP_VERIFY_SAMPLE: value }).TENANTRY_BACKUP_VERIFY_SAMPLE;
+    expect(sample("3")).toEqual({ count: 3 });
+    expect(sample("0")).toEqual({ count: 0 });
+    expect(sample("12.5%")).toEqual({ percent: 12.5 });
+    for (const value of ["-1", "150%", "half", "0.1"]) {
+      expect(() => sample(value), value).toThrow(/TENANTRY_BACKUP_VERIFY_SAMPLE: expected a count of backups/);
+    }
+    expect(() => readPlatformConfig({ ...url, TENANTRY_BACKUP_KEEP_LAST: "0" })).toThrow(/TENANTRY_BACKUP_KEEP_LAST/);
+    expect(() => readPlatformConfig({ ...url, TENANTRY_BACKUP_WINDOW_MS: "-5" })).toThrow(/TENANTRY_BACKUP_WINDOW_MS/);
+  });
+});

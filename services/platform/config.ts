@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { addressMap, commonEnv, ConfigError, port, positiveInt, readConfig } from "../mesh/index.ts";
 import { registeredService, registry, schemaServicesSetting } from "../registry.ts";
+import { CronSchedule } from "./backups/cron-schedule.ts";
 import type { TierLimit } from "./tenant-messages.ts";
 
 const platform = registeredService("platform");
@@ -32,6 +33,31 @@ const tierLimits = z.string().transform((s, ctx) => {
     });
   }
   return limits;
+});
+
+/** A backup schedule: a five-field cron pattern read in UTC (see {@link CronSchedule}), or `off` for none. */
+const backupSchedule = z.string().transform((s, ctx) => {
+  if (s.trim().toLowerCase() === "off") {
+    return null;
+  }
+  try {
+    return new CronSchedule(s);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: `expected a cron pattern of five fields (minute hour day-of-month month day-of-week, UTC) such as "0 3 * * *", or "off": ${(error as Error).message}` });
+    return z.NEVER;
+  }
+});
+
+/** How many of a scheduled run's backups are verified: a count such as `3`, or a share such as `5%` (rounded up). */
+export type VerifySample = { count: number } | { percent: number };
+
+const verifySample = z.string().transform((s, ctx): VerifySample => {
+  const m = /^\s*(?:(\d+)|(\d+(?:\.\d+)?)\s*%)\s*$/.exec(s);
+  if (m === null || Number(m[2] ?? 0) > 100) {
+    ctx.addIssue({ code: "custom", message: `expected a count of backups such as 3, or a share of them from 0% to 100% such as 5%` });
+    return z.NEVER;
+  }
+  return m[1] === undefined ? { percent: Number(m[2]) } : { count: Number(m[1]) };
 });
 
 /** Platform's settings, by environment variable. */
@@ -99,6 +125,24 @@ export const platformEnv = {
     .transform((s) => s.replace(/^\/+|\/+$/g, ""))
     .refine((s) => s === "" || s.split("/").every((part) => /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(part)), "expected folder names of letters, digits, dots, hyphens and underscores, separated by /")
     .default("backups"),
+  /** When every tenant is backed up (ACTIVE and SUSPENDED ones), unless its tier has a schedule of its own: a cron pattern in UTC, or "off". */
+  TENANTRY_BACKUP_SCHEDULE: backupSchedule.default(new CronSchedule("0 3 * * *")),
+  /** The schedule of STANDARD tenants, instead of TENANTRY_BACKUP_SCHEDULE. */
+  TENANTRY_BACKUP_SCHEDULE_STANDARD: backupSchedule.optional(),
+  /** The schedule of PREMIUM tenants, instead of TENANTRY_BACKUP_SCHEDULE. */
+  TENANTRY_BACKUP_SCHEDULE_PREMIUM: backupSchedule.optional(),
+  /** The schedule of ENTERPRISE tenants, instead of TENANTRY_BACKUP_SCHEDULE. */
+  TENANTRY_BACKUP_SCHEDULE_ENTERPRISE: backupSchedule.optional(),
+  /** How long after a schedule fires its tenants' backups are spread over (each tenant at a time of its own within it); 0 takes them all at once. */
+  TENANTRY_BACKUP_WINDOW_MS: z.coerce.number().int().min(0).default(2 * 3600 * 1000),
+  /** How many scheduled backups (and verification drills) run at once on one cluster. */
+  TENANTRY_BACKUP_CONCURRENCY_PER_CLUSTER: positiveInt.default(2),
+  /** Retention: a tenant's newest SUCCEEDED backups kept whatever their age. */
+  TENANTRY_BACKUP_KEEP_LAST: positiveInt.default(7),
+  /** Retention: every backup younger than this many days is kept; older ones beyond the last TENANTRY_BACKUP_KEEP_LAST are deleted. */
+  TENANTRY_BACKUP_KEEP_DAYS: z.coerce.number().min(0).default(30),
+  /** How many backups of each scheduled run are verified by a restore drill. */
+  TENANTRY_BACKUP_VERIFY_SAMPLE: verifySample.default({ percent: 5 }),
   /** How many sign-ups (SignUp) one source address may attempt per hour. */
   TENANTRY_SIGNUP_LIMIT_PER_HOUR: positiveInt.default(5),
   /**

@@ -4,7 +4,17 @@ import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
 import { BackupMetrics } from "./backup-metrics.ts";
 import { BackupService, backupService } from "./backup-service.ts";
-import { LocalBackupStorage, S3BackupStorage, TenantBackups, TenantRestores, type TenantBackupsOptions, type TenantRestoresOptions } from "./backups/index.ts";
+import { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import {
+  BackupSchedule,
+  LocalBackupStorage,
+  S3BackupStorage,
+  TenantBackups,
+  TenantRestores,
+  type CronSchedule,
+  type TenantBackupsOptions,
+  type TenantRestoresOptions,
+} from "./backups/index.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
 import type { PlatformConfig } from "./config.ts";
@@ -17,7 +27,7 @@ import { PlatformService, platformService } from "./platform-service.ts";
 import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { SignUpLimit } from "./sign-up-limit.ts";
-import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService } from "./stores/index.ts";
+import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService, tierName } from "./stores/index.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
 
 /** Hooks into a running Platform, for tests. */
@@ -30,6 +40,21 @@ export interface PlatformHooks {
   afterBackupStep?: TenantBackupsOptions["afterStep"];
   /** See {@link TenantRestoresOptions.afterStep}. */
   afterRestoreStep?: TenantRestoresOptions["afterStep"];
+  /** The time the backup schedule and retention go by, instead of the clock's (so that tests move it). */
+  backupClock?: () => Date;
+  /** Receives the backup schedule, so that a test can run what is due at once (`runDue`). */
+  backupSchedule?: (schedule: BackupSchedule) => void;
+}
+
+/** Each tier's backup schedule: its own setting if it has one, else TENANTRY_BACKUP_SCHEDULE; null for none. */
+function backupSchedules(config: PlatformConfig): Map<string, CronSchedule | null> {
+  const own = {
+    [Tier.STANDARD]: config.TENANTRY_BACKUP_SCHEDULE_STANDARD,
+    [Tier.PREMIUM]: config.TENANTRY_BACKUP_SCHEDULE_PREMIUM,
+    [Tier.ENTERPRISE]: config.TENANTRY_BACKUP_SCHEDULE_ENTERPRISE,
+  };
+  // "off" is null, which a tier's own setting may say: only an unset one falls back.
+  return new Map(Object.entries(own).map(([tier, schedule]) => [tierName(Number(tier) as Tier), schedule === undefined ? config.TENANTRY_BACKUP_SCHEDULE : schedule]));
 }
 
 /**
@@ -84,19 +109,6 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       ...(hooks.afterStep === undefined ? {} : { afterStep: hooks.afterStep }),
     });
     const audit = new AuditLog(orm, log);
-    const lifecycle = new TenantLifecycle({
-      orm,
-      clusters,
-      locks,
-      audit,
-      schemas: schemas.entries.map((e) => e.name),
-      exportDir: path.resolve(config.TENANTRY_DATA_DIR, "exports"),
-      graceMs: config.TENANTRY_OFFBOARDING_GRACE_MS,
-      checkIntervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
-      log,
-      ...(hooks.afterOffboardingStep === undefined ? {} : { afterStep: hooks.afterOffboardingStep }),
-    });
-    closers.push(() => lifecycle.stop());
     const storage = backupStorage(config);
     if (storage instanceof S3BackupStorage) {
       closers.push(() => storage.close());
@@ -131,6 +143,39 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       events: backupMetrics,
       ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),
     });
+    const lifecycle = new TenantLifecycle({
+      orm,
+      clusters,
+      locks,
+      audit,
+      backups,
+      graceMs: config.TENANTRY_OFFBOARDING_GRACE_MS,
+      checkIntervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
+      log,
+      ...(hooks.afterOffboardingStep === undefined ? {} : { afterStep: hooks.afterOffboardingStep }),
+    });
+    closers.push(() => lifecycle.stop());
+    const schedule = new BackupSchedule({
+      orm,
+      locks,
+      backups,
+      restores,
+      schedules: backupSchedules(config),
+      windowMs: config.TENANTRY_BACKUP_WINDOW_MS,
+      concurrencyPerCluster: config.TENANTRY_BACKUP_CONCURRENCY_PER_CLUSTER,
+      verifySample: config.TENANTRY_BACKUP_VERIFY_SAMPLE,
+      retention: { keepLast: config.TENANTRY_BACKUP_KEEP_LAST, keepDays: config.TENANTRY_BACKUP_KEEP_DAYS },
+      now: hooks.backupClock ?? (() => new Date()),
+      log,
+    });
+    hooks.backupSchedule?.(schedule);
+    const scheduleSweep = new PeriodicSweep(async () => void (await schedule.runDue()), {
+      intervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
+      onError: (error) => log.error({ err: error }, "backup schedule failed"),
+    });
+    closers.push(() => scheduleSweep.stop());
+    // Closers run last first: the schedule stops starting work, then the sweep waits for what it started.
+    closers.push(() => schedule.stop());
     // Backups and restores a stopped Platform left under way, and databases kept past their time.
     const backupSweep = new PeriodicSweep(
       async () => {
@@ -175,6 +220,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     });
     lifecycle.start();
     backupSweep.start();
+    scheduleSweep.start();
     const resuming = provisioner.resumeUnfinished().catch((error: unknown) => log.error({ err: error }, "could not resume unfinished tenants"));
     closers.push(() => resuming);
     return meshServer;

@@ -90,6 +90,8 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
             ...own,
             TENANTRY_DATABASE_URL: options.platformDatabaseUrl,
             TENANTRY_SCHEMA_SERVICES: schemaServicesSetting(members.filter((s) => !later.has(s.name)), (s) => address(s.name)),
+            // Specs that test the backup schedule turn it on; no other spec wants backups of its tenants taken meanwhile.
+            TENANTRY_BACKUP_SCHEDULE: "off",
             ...options.platformEnv,
           }
         : { ...own, TENANTRY_PLATFORM_ADDRESS: address("platform"), TENANTRY_AUTH_ADDRESS: address("auth"), ...options.tenantServiceEnv };

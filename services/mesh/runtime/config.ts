@@ -65,7 +65,7 @@ export const commonEnv = {
   TENANTRY_CORS_ORIGINS: commaList.default([]),
   /** How long in-flight calls may run after SIGTERM before they are cut. */
   TENANTRY_SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
-  /** Where generated keys, tokens and exports are kept. */
+  /** Where generated keys and tokens are kept, and (Platform) backups. */
   TENANTRY_DATA_DIR: z.string().min(1).default(".tenantry"),
   /** The secret the services share to sign service tokens; else generated into `<data dir>/mesh.key`. */
   TENANTRY_MESH_KEY: z.string().min(32, "must have at least 32 characters").optional(),

@@ -11,6 +11,7 @@ import {
   backupStates,
   changeBackup,
   deleteBackupRecord,
+  deleteUnusedBackup,
   findRunningBackups,
   findTenant,
   getBackup,
@@ -20,6 +21,7 @@ import {
   restoreUnderWay,
   rolePasswordContext,
   servedStatuses,
+  statusNames,
 } from "../stores/index.ts";
 import type { BackupEvents } from "./backup-events.ts";
 import type { BackupManifest } from "./backup-manifest.ts";
@@ -45,6 +47,16 @@ export interface TenantBackupsOptions {
   afterStep?: (backupId: string, step: BackupStep) => void | Promise<void>;
 }
 
+/** How a backup is taken, besides on request. */
+export interface BackupTaking {
+  /** Its id, chosen beforehand (offboarding records it first); by default a new one. */
+  id?: string;
+  /** The slot of the schedule it is taken for. */
+  scheduledFor?: Date;
+  /** Offboarding's final backup: the tenant is OFFBOARDING, its login not yet revoked. */
+  final?: boolean;
+}
+
 /**
  * Backups of tenants: taking them (see {@link takeBackup}), with their
  * progress in the registry, listing, reading and deleting them. A backup
@@ -65,26 +77,28 @@ export class TenantBackups {
   }
 
   /**
-   * Takes a backup of an ACTIVE or SUSPENDED tenant and returns it once
-   * stored. A failure leaves the backup FAILED with the reason, nothing of
-   * it in storage, and is thrown.
+   * Takes a backup of an ACTIVE or SUSPENDED tenant (OFFBOARDING for a
+   * final one) and returns it once stored. A failure leaves the backup
+   * FAILED with the reason, nothing of it in storage, and is thrown.
    */
-  async create(tenantId: string, label: string): Promise<Backup> {
+  async create(tenantId: string, label: string, taking: BackupTaking = {}): Promise<Backup> {
     const { orm, clusters, locks, box, storage, events, log } = this.#options;
     if ([...label].length > 200) {
       throw new ConnectError("label is longer than 200 characters", Code.InvalidArgument);
     }
     const em = orm.em.fork();
     const tenant = await getTenant(em, tenantId);
-    if (!servedStatuses.includes(tenant.status) || tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
-      throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be backed up`, Code.FailedPrecondition);
+    const statuses = taking.final === true ? [statusNames.offboarding] : servedStatuses;
+    if (!statuses.includes(tenant.status) || tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
+      const which = taking.final === true ? "only an OFFBOARDING tenant has a final backup" : "only an ACTIVE or SUSPENDED tenant can be backed up";
+      throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: ${which}`, Code.FailedPrecondition);
     }
-    const id = randomUUID();
+    const id = taking.id ?? randomUUID();
     const key = { tenantId: tenant.id, backupId: id };
     this.#running.add(id);
     await locks.tryLock(lockOf(id));
     try {
-      await insertBackup(em, { id, tenantId: tenant.id, label: label.trim(), cluster: tenant.cluster, database: tenant.database });
+      await insertBackup(em, { id, tenantId: tenant.id, label: label.trim(), cluster: tenant.cluster, database: tenant.database, scheduledFor: taking.scheduledFor ?? null });
       const started = Date.now();
       // Workers report tables at once: their records are written one after another, in the order reported.
       let recorded = Promise.resolve();
@@ -106,6 +120,7 @@ export class TenantBackups {
         log.warn({ err: error, tenantId: tenant.id, backupId: id }, "backup failed");
         throw answerOf(error);
       });
+      // The workers report progress side by side, so their last reports may land out of order: the manifest has the whole.
       await changeBackup(em, id, {
         state: backupStates.succeeded,
         tables: manifest.tables.map(tableRecord),
@@ -146,6 +161,15 @@ export class TenantBackups {
     await this.#options.storage.delete(keyOf(backup));
     await deleteBackupRecord(em, backup.id);
     return backup;
+  }
+
+  /**
+   * Removes an ended backup's files and record unless a restore or drill
+   * is using it (then nothing changes); returns whether it did. For
+   * retention, which may meet a restore starting: see `deleteUnusedBackup`.
+   */
+  deleteUnused(backup: Pick<Backup, "id" | "tenantId">): Promise<boolean> {
+    return deleteUnusedBackup(this.#options.orm.em.fork(), backup.id, () => this.#options.storage.delete(keyOf(backup)));
   }
 
   /**

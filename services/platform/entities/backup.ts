@@ -28,6 +28,8 @@ export const Backup = defineEntity({
     /** The version of each service's schema, once the snapshot is taken. */
     schemaVersions: p.json<Record<string, string>>(),
     createdAt: p.datetime(3),
+    /** The slot of the backup schedule it was taken for (when that slot began); null for one taken on request or by offboarding. */
+    scheduledFor: p.datetime(3).nullable(),
     finishedAt: p.datetime(3).nullable(),
     verifiedAt: p.datetime(3).nullable(),
     verifyResult: p.string().length(20).nullable(),

@@ -4,6 +4,7 @@ import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb
 import { checkTenantId, type Logger } from "../../mesh/index.ts";
 import type { AdvisoryLocks } from "../advisory-locks.ts";
 import { platformActor, type AuditLog } from "../audit-log.ts";
+import type { TenantBackups } from "../backups/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import { PeriodicSweep } from "../periodic-sweep.ts";
 import { SingleFlight } from "../single-flight.ts";
@@ -30,10 +31,8 @@ export interface TenantLifecycleOptions {
   clusters: ClusterRegistry;
   locks: AdvisoryLocks;
   audit: AuditLog;
-  /** The service schemas exported when a tenant is offboarded. */
-  schemas: string[];
-  /** Where export files are written. */
-  exportDir: string;
+  /** Takes a tenant's final backup when it is offboarded. */
+  backups: TenantBackups;
   /** How long after DeleteTenant the database and role are dropped; 0 drops them at once. */
   graceMs: number;
   /** How often tenants past their grace period are looked for. */
@@ -48,8 +47,8 @@ export const changeableTenantFields = ["display_name", "tier"] as const;
 
 /**
  * A tenant's life after provisioning: changing its name and tier,
- * suspending and resuming it, and offboarding it (export, revoke, drop
- * after a grace period) as resumable steps, like provisioning.
+ * suspending and resuming it, and offboarding it (final backup, revoke,
+ * drop after a grace period) as resumable steps, like provisioning.
  */
 export class TenantLifecycle {
   readonly #options: TenantLifecycleOptions;
@@ -110,7 +109,7 @@ export class TenantLifecycle {
   }
 
   /**
-   * Offboards a tenant: OFFBOARDING, export, login revoked, and — at once
+   * Offboards a tenant: OFFBOARDING, final backup, login revoked, and — at once
    * when the grace period is 0, else later by the sweeper — database and
    * role dropped, DELETED. A FAILED tenant has nothing left and is DELETED.
    */
@@ -177,13 +176,13 @@ export class TenantLifecycle {
       throw new ConnectError(`tenant "${id}" is being worked on by another Platform instance; retry shortly`, Code.Unavailable);
     }
     try {
-      const { orm, clusters, schemas, exportDir, afterStep, log } = this.#options;
+      const { orm, clusters, backups, afterStep, log } = this.#options;
       const em = orm.em.fork();
       const tenant = await getTenant(em, id);
       if (tenant.status !== statusNames.offboarding) {
         return tenant;
       }
-      const context = { em, tenant, clusters, schemas, exportDir };
+      const context = { em, tenant, clusters, backups };
       const done = offboardingSteps.indexOf((tenant.lifecycleStep ?? offboardingSteps[0]) as OffboardingStep);
       for (const step of offboardingSteps.slice(done + 1)) {
         const { perform, afterGrace } = offboardingStepTable[step];
@@ -199,8 +198,8 @@ export class TenantLifecycle {
         await changeTenant(em, tenant, change);
       }
       await forgetVersions(em, id);
-      await this.#options.audit.record({ actor: platformActor, action: "PurgeTenant", tenantId: id, outcome: auditOutcomes.succeeded, detail: { exportPath: tenant.exportPath } });
-      log.info({ tenantId: id, exportPath: tenant.exportPath }, "tenant offboarded");
+      await this.#options.audit.record({ actor: platformActor, action: "PurgeTenant", tenantId: id, outcome: auditOutcomes.succeeded, detail: { finalBackupId: tenant.finalBackupId } });
+      log.info({ tenantId: id, finalBackupId: tenant.finalBackupId }, "tenant offboarded");
       return tenant;
     } finally {
       await this.#options.locks.unlock(key).catch(() => undefined);

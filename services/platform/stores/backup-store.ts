@@ -3,7 +3,8 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { BackupState, VerifyResult } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { checkTenantId, checkUuid, isUuid, pageOf, readPage } from "../../mesh/index.ts";
 import { Backup, type BackupTableRecord } from "../entities/backup.ts";
-import { registrySpelling, servedStatuses } from "./tenant-store.ts";
+import { restoreStates } from "./restore-store.ts";
+import { registrySpelling, servedStatuses, statusNames } from "./tenant-store.ts";
 
 const stateSpelling = registrySpelling<BackupState>(BackupState);
 const verifySpelling = registrySpelling<VerifyResult>(VerifyResult);
@@ -33,6 +34,8 @@ export interface NewBackupRecord {
   label: string;
   cluster: string;
   database: string;
+  /** The slot of the schedule it is taken for; null for one taken on request or by offboarding. */
+  scheduledFor: Date | null;
 }
 
 /** Records a backup being taken. */
@@ -144,3 +147,98 @@ export async function countStoredBackups(em: EntityManager): Promise<{ tier: str
 }
 
 export type { BackupTableRecord };
+
+/** A tenant a schedule's slot still has to back up. */
+export interface DueTenant {
+  id: string;
+  cluster: string;
+}
+
+/**
+ * The ACTIVE and SUSPENDED tenants of a tier, made before the slot began,
+ * that have no backup for the slot SUCCEEDED or RUNNING, and fewer than
+ * `attempts` FAILED: what the slot has left to do, by id.
+ */
+export function findDueTenants(em: EntityManager, slot: { tier: string; start: Date; attempts: number }): Promise<DueTenant[]> {
+  return em.execute<DueTenant[]>(
+    `select t.id, t.cluster from platform.tenants t
+     where t.status in (?) and t.tier = ? and t.created_at <= ? and t.cluster is not null
+       and not exists (select 1 from platform.backups b where b.tenant_id = t.id and b.scheduled_for = ? and b.state in (?, ?))
+       and (select count(*) from platform.backups b where b.tenant_id = t.id and b.scheduled_for = ? and b.state = ?) < ?
+     order by t.id`,
+    [servedStatuses, slot.tier, slot.start, slot.start, backupStates.succeeded, backupStates.running, slot.start, backupStates.failed, slot.attempts],
+  );
+}
+
+/** A SUCCEEDED backup of a schedule's slot, as a sample of verification drills is drawn from them. */
+export interface SlotBackup {
+  id: string;
+  tenantId: string;
+  cluster: string;
+  /** When this backup was verified; null if never. */
+  verifiedAt: Date | null;
+  /** When any backup of its tenant was last verified; null if never. */
+  tenantVerifiedAt: Date | null;
+}
+
+/** The SUCCEEDED backups a schedule took for the slot that began at `start`. */
+export async function findSlotBackups(em: EntityManager, start: Date): Promise<SlotBackup[]> {
+  const rows = await em.execute<(Omit<SlotBackup, "verifiedAt" | "tenantVerifiedAt"> & { verifiedAt: string | null; tenantVerifiedAt: string | null })[]>(
+    `select b.id, b.tenant_id as "tenantId", b.cluster, b.verified_at as "verifiedAt",
+       (select max(v.verified_at) from platform.backups v where v.tenant_id = b.tenant_id) as "tenantVerifiedAt"
+     from platform.backups b where b.scheduled_for = ? and b.state = ? order by b.tenant_id`,
+    [start, backupStates.succeeded],
+  );
+  // Raw rows carry timestamps as text.
+  const date = (value: string | null) => (value === null ? null : new Date(value));
+  return rows.map((row) => ({ ...row, verifiedAt: date(row.verifiedAt), tenantVerifiedAt: date(row.tenantVerifiedAt) }));
+}
+
+/** What retention keeps of each tenant's backups. */
+export interface RetentionPolicy {
+  /** The tenant's newest SUCCEEDED backups kept whatever their age (while the tenant is not DELETED). */
+  keepLast: number;
+  /** Every backup taken after this is kept. */
+  keepAfter: Date;
+}
+
+/**
+ * The ended backups retention no longer keeps, oldest first: taken before
+ * `keepAfter`, and FAILED, or SUCCEEDED but not among the tenant's last
+ * `keepLast` SUCCEEDED ones, or of a tenant that is DELETED (or gone).
+ */
+export function findExpiredBackups(em: EntityManager, policy: RetentionPolicy): Promise<Pick<Backup, "id" | "tenantId" | "state">[]> {
+  return em.execute<Pick<Backup, "id" | "tenantId" | "state">[]>(
+    `select id, tenant_id as "tenantId", state from (
+       select b.id, b.tenant_id, b.state, b.created_at, coalesce(t.status, ?) as tenant_status,
+         row_number() over (partition by b.tenant_id, b.state order by b.created_at desc, b.id desc) as nth
+       from platform.backups b left join platform.tenants t on t.id = b.tenant_id
+       where b.state <> ? and b.tenant_id in (select tenant_id from platform.backups where created_at < ? and state <> ?)
+     ) ranked
+     where created_at < ? and (state <> ? or nth > ? or tenant_status = ?)
+     order by created_at`,
+    [statusNames.deleted, backupStates.running, policy.keepAfter, backupStates.running, policy.keepAfter, backupStates.succeeded, policy.keepLast, statusNames.deleted],
+  );
+}
+
+/**
+ * Forgets an ended backup that no restore or drill is using, and runs
+ * `removeFiles` before that is committed (a failure keeps the record);
+ * returns whether it did. A restore that starts meanwhile finds the backup
+ * gone and fails, leaving nothing.
+ */
+export async function deleteUnusedBackup(em: EntityManager, id: string, removeFiles: () => Promise<void>): Promise<boolean> {
+  return em.transactional(async (tx) => {
+    const deleted = await tx.execute<{ id: string }[]>(
+      `delete from platform.backups b where b.id = ? and b.state <> ?
+         and not exists (select 1 from platform.restores r where r.backup_id = b.id and r.state = ?)
+       returning b.id`,
+      [id, backupStates.running, restoreStates.running],
+    );
+    if (deleted.length === 0) {
+      return false;
+    }
+    await removeFiles();
+    return true;
+  });
+}

@@ -6,7 +6,11 @@ export {
   changeBackup,
   countStoredBackups,
   deleteBackupRecord,
+  deleteUnusedBackup,
+  findDueTenants,
+  findExpiredBackups,
   findRunningBackups,
+  findSlotBackups,
   getBackup,
   insertBackup,
   listBackups,
@@ -15,8 +19,11 @@ export {
   verifyResults,
   type BackupChange,
   type BackupTableRecord,
+  type DueTenant,
   type NewBackupRecord,
   type TierBackupAges,
+  type RetentionPolicy,
+  type SlotBackup,
 } from "./backup-store.ts";
 export {
   adminPasswordContext,

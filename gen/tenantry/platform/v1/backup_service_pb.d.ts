@@ -193,6 +193,15 @@ export declare type Backup = Message<"tenantry.platform.v1.Backup"> & {
    * @generated from field: int32 table_count = 16;
    */
   tableCount: number;
+
+  /**
+   * For a backup the schedule took: when the run of the schedule it
+   * belongs to began (its label says so too). Unset for one taken on
+   * request or by offboarding.
+   *
+   * @generated from field: google.protobuf.Timestamp scheduled_time = 17;
+   */
+  scheduledTime?: Timestamp | undefined;
 };
 
 /**
@@ -793,6 +802,14 @@ export declare const RestoreStateSchema: GenEnum<RestoreState>;
  * backup, and migrates it to the newest versions: in place of the tenant's
  * database (which is kept for a while, so that the restore can be undone),
  * or as a new tenant (a clone). Every method is audited.
+ *
+ * Besides the backups taken on request, Platform backs tenants up on a
+ * schedule (labelled "scheduled"; see scheduled_time), verifies a sample
+ * of each scheduled run, and deletes what retention no longer keeps: a
+ * tenant's last TENANTRY_BACKUP_KEEP_LAST SUCCEEDED backups, and any
+ * backup younger than TENANTRY_BACKUP_KEEP_DAYS, are kept; of a DELETED
+ * tenant, only the backups younger than that (its final one among them).
+ * A backup a restore or drill is using is never deleted.
  *
  * Calls run to the end before they answer. Should a call's deadline pass
  * first, the work goes on: GetBackup and ListBackups show a backup as it
