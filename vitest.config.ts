@@ -2,8 +2,9 @@ import { configDefaults, defineConfig } from "vitest/config";
 
 // Three tiers (see README, "Working on Tenantry"), each a project:
 // - unit: `*.spec.ts` beside the code, pure logic; no database, no network.
-// - medium: `*.db.spec.ts` beside the code, against the tests' PostgreSQL:
-//   one service alone (services/testing/single-service.ts) or the mesh in-process.
+// - medium: `*.db.spec.ts` beside the code, against real servers (the tests'
+//   PostgreSQL, an S3-compatible store): one part or service alone
+//   (services/testing/single-service.ts) or the mesh in-process.
 // - e2e: e2e/, the mesh from outside: protocols, telemetry, processes, the
 //   CLI, crashes, a browser.
 // `vitest run` runs them all; `--project <name>` one of them.

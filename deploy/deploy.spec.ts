@@ -35,8 +35,22 @@ async function configShape(service: RegisteredService): Promise<Shape> {
   return shape as Shape;
 }
 
+/**
+ * A registered service's own reading of its configuration, settings that
+ * go together included: what the config.ts beside its main exports as
+ * `read<Name>Config`, else its shape alone.
+ */
+async function configReader(service: RegisteredService, shape: Shape): Promise<(env: NodeJS.ProcessEnv) => unknown> {
+  const file = path.join(path.dirname(service.main), "config.ts");
+  const name = `read${service.name.replace(/(^|-)([a-z0-9])/g, (_, __: string, c: string) => c.toUpperCase())}Config`;
+  const read = ((await import(path.join(root, file))) as Record<string, unknown>)[name];
+  return typeof read === "function" ? (read as (env: NodeJS.ProcessEnv) => unknown) : (env) => readConfig(shape, env);
+}
+
 /** Each registered service's configuration shape, by the folder of its main.ts. */
 const shapes: Record<string, Shape> = Object.fromEntries(await Promise.all(registry.map(async (s) => [s.name, await configShape(s)] as const)));
+/** Each registered service's reading of its configuration, by name. */
+const readers = Object.fromEntries(await Promise.all(registry.map(async (s) => [s.name, await configReader(s, shapes[s.name]!)] as const)));
 
 /** Whether a service reads a variable: its shape, and the OpenTelemetry SDK's standard OTEL_* variables. */
 function reads(shape: Shape, name: string): boolean {
@@ -55,6 +69,9 @@ const secretSamples: Record<string, string> = {
   TENANTRY_MESH_KEY: "m".repeat(64),
   TENANTRY_OPERATOR_TOKEN: "o".repeat(64),
   TENANTRY_MASTER_KEY: Buffer.alloc(32, 7).toString("base64"),
+  // Optional: empty unless backups go to S3 with a key of their own (deploy/k8s/config.env leaves the bucket to the operators).
+  TENANTRY_BACKUP_S3_ACCESS_KEY_ID: "",
+  TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY: "",
 };
 
 interface KeyRef {
@@ -604,6 +621,7 @@ for (const deployment of deployments) {
 
     it("passes its service's own configuration check", () => {
       expect(() => readConfig(shape, env)).not.toThrow();
+      expect(() => readers[main?.service ?? ""]?.(env)).not.toThrow();
     });
 
     it("listens on every interface of the pod, where probes and Services reach it", () => {
@@ -670,10 +688,10 @@ for (const deployment of deployments) {
     });
 
     if (main?.service === "platform") {
-      it("keeps Platform's offboarding exports (<data dir>/exports) on a PersistentVolumeClaim", () => {
-        const exportsDir = path.posix.join(path.posix.resolve(workdir, setting("TENANTRY_DATA_DIR")), "exports");
-        const mount = mounts.find((m) => m.mountPath === exportsDir);
-        expect(mount, `no volume at ${exportsDir}`).toBeDefined();
+      it("keeps Platform's backups (<data dir>/backups), offboarded tenants' final ones among them, on a PersistentVolumeClaim", () => {
+        const backupsDir = path.posix.join(path.posix.resolve(workdir, setting("TENANTRY_DATA_DIR")), "backups");
+        const mount = mounts.find((m) => m.mountPath === backupsDir);
+        expect(mount, `no volume at ${backupsDir}`).toBeDefined();
         const volume = (pod.volumes ?? []).find((v: { name: string }) => v.name === mount!.name);
         expect(claims.has(volume?.persistentVolumeClaim?.claimName)).toBe(true);
       });

@@ -1,34 +1,28 @@
 import { createClient } from "@connectrpc/connect";
-import { Migration } from "@mikro-orm/migrations";
 import { spawn } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
-import { migrations as backendMigrations } from "../services/backend/migrations/index.ts";
 import { createGrpcJsTransport } from "../services/mesh/index.ts";
+import { tenantIdHeader } from "../services/mesh/index.ts";
 import { freePort } from "../services/testing/free-port.ts";
+import { newerBackendMigrations, releasedBackendVersion, upcomingBackendVersion } from "../services/testing/newer-backend.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 const root = path.resolve(import.meta.dirname, "..");
 const main = path.join(root, "services/cli/main.ts");
 
-/** The newest migration of the Backend the tenants run now. */
-const released = backendMigrations.at(-1)!.name;
-/** A newer Backend's migration: an index, which the older code does not notice. */
-class IndexEntriesByCreation extends Migration {
-  override up(): void {
-    this.addSql("create index entries_created_at on backend.entries (created_at)");
-  }
-}
-const upcoming = `${String(backendMigrations.length + 1).padStart(4, "0")}-index-entries-by-creation`;
-const newer = [...backendMigrations, { name: upcoming, class: IndexEntriesByCreation }];
+const released = releasedBackendVersion;
+const upcoming = upcomingBackendVersion;
+const newer = newerBackendMigrations;
 
 let mesh: TestMesh;
 let scratch: string;
 beforeAll(async () => {
-  [mesh, scratch] = await Promise.all([startTestMesh(), mkdtemp(path.join(os.tmpdir(), "tenantry-cli-"))]);
+  // Auth and Backend alone, whatever else is registered: the counts of migrations below are of their two schemas.
+  [mesh, scratch] = await Promise.all([startTestMesh({ services: ["auth", "backend"] }), mkdtemp(path.join(os.tmpdir(), "tenantry-cli-"))]);
 });
 afterAll(async () => {
   await mesh?.stop();
@@ -51,19 +45,25 @@ interface RunOptions {
   command?: [string, ...string[]];
 }
 
-/** Runs the CLI in a process of its own, as an operator would, against this mesh's Platform. */
-function tenantry(args: string[], options: RunOptions = {}): Promise<Run> {
+/** The CLI's environment: this mesh's Platform and operator token with `overrides` over them, and no other TENANTRY_ setting. */
+function cliEnv(overrides: Record<string, string | undefined> = {}): Record<string, string> {
   const env: Record<string, string> = {};
   const settings = {
     TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${mesh.platform.grpcPort}`,
     TENANTRY_OPERATOR_TOKEN: mesh.operatorToken,
-    ...options.env,
+    ...overrides,
   };
   for (const [name, value] of Object.entries({ ...process.env, ...settings })) {
     if (value !== undefined && (!name.startsWith("TENANTRY_") || name in settings)) {
       env[name] = value;
     }
   }
+  return env;
+}
+
+/** Runs the CLI in a process of its own, as an operator would, against this mesh's Platform. */
+function tenantry(args: string[], options: RunOptions = {}): Promise<Run> {
+  const env = cliEnv(options.env);
   const [program, ...programArgs] = options.command ?? [process.execPath, main];
   return new Promise((resolve, reject) => {
     const child = spawn(program, [...programArgs, ...args], { cwd: options.cwd ?? root, env, stdio: ["pipe", "pipe", "pipe"] });
@@ -75,6 +75,40 @@ function tenantry(args: string[], options: RunOptions = {}): Promise<Run> {
     child.on("close", (code) => resolve({ code, stdout, stderr }));
     child.stdin.end(options.input ?? "");
   });
+}
+
+/** A CLI run on a terminal: what the terminal has shown so far, and its end. */
+interface TerminalRun {
+  /** Resolves once the terminal has shown something that matches. */
+  shown(pattern: RegExp): Promise<string>;
+  /** Its exit code and everything the terminal showed (stdout and stderr together). */
+  done: Promise<{ code: number | null; screen: string }>;
+}
+
+/** Runs the CLI in a pseudo-terminal 200 columns wide (util-linux `script`), as an operator at a terminal would. */
+function tenantryOnTerminal(args: string[]): TerminalRun {
+  const quote = (word: string) => `'${word.replaceAll("'", "'\\''")}'`;
+  const line = `stty cols 200 && exec ${[process.execPath, main, ...args].map(quote).join(" ")}`;
+  const child = spawn("script", ["--quiet", "--return", "--command", line, "/dev/null"], { cwd: root, env: cliEnv(), stdio: ["ignore", "pipe", "pipe"] });
+  let screen = "";
+  const waiting: { pattern: RegExp; resolve: (screen: string) => void }[] = [];
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    screen += chunk;
+    for (const wait of waiting.filter((w) => w.pattern.test(screen))) {
+      waiting.splice(waiting.indexOf(wait), 1);
+      wait.resolve(screen);
+    }
+  });
+  const done = new Promise<{ code: number | null; screen: string }>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code) => {
+      for (const wait of waiting) {
+        wait.resolve(screen);
+      }
+      resolve({ code, screen });
+    });
+  });
+  return { shown: (pattern) => new Promise((resolve) => (pattern.test(screen) ? resolve(screen) : waiting.push({ pattern, resolve }))), done };
 }
 
 /** Runs the CLI with --json and returns its parsed stdout, expecting `code`. */
@@ -248,5 +282,148 @@ describe("tenantry clusters", () => {
     const unreachable = await register("nowhere", String(await freePort()));
     expect(unreachable.code).toBe(6);
     expect(JSON.parse(unreachable.stderr).error.code).toBe("FAILED_PRECONDITION");
+  });
+});
+
+describe("tenantry backups", () => {
+  const owner = { email: "owner@acme.example", password: "correct horse battery" };
+  const headers = (tenantId: string) => ({ headers: { [tenantIdHeader]: tenantId } });
+  const uuid = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+
+  /** The backup the first test takes, which the second verifies and deletes. */
+  let first: { tenantId: string; backupId: string };
+
+  it("backs a tenant up with one line naming the backup, then shows and lists it", async () => {
+    const { tenantId } = await mesh.createTenant();
+    await mesh.entries.createEntry({ title: "before" }, headers(tenantId));
+
+    const created = await tenantry(["backups", "create", tenantId, "--label", "before the import"]);
+    expect(created, created.stderr).toMatchObject({ code: 0 });
+    const backupId = new RegExp(`^backing up ${tenantId}: backup (${uuid})\n$`).exec(created.stderr)?.[1];
+    expect(backupId, created.stderr).toBeDefined();
+    expect(created.stdout).toMatch(new RegExp(`^id: +${backupId}$`, "m"));
+    expect(created.stdout).toMatch(/^label: +before the import$/m);
+    expect(created.stdout).toMatch(/^state: +succeeded$/m);
+    expect(created.stdout).toMatch(/^tables: +\d+$/m);
+
+    const { backup } = await json(["backups", "get", backupId!]);
+    expect(backup).toMatchObject({ backupId, tenantId, state: "BACKUP_STATE_SUCCEEDED", label: "before the import" });
+    expect(backup.tableCount).toBe(backup.tables.length);
+    expect(backup.tables).toContainEqual({ name: "backend.entries", rows: "1", sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    const shown = await tenantry(["backups", "get", backupId!]);
+    expect(shown.stdout).toMatch(/^TABLE +ROWS +SHA-256$/m);
+    expect(shown.stdout).toMatch(/^backend\.entries +1 +[0-9a-f]{64}$/m);
+
+    const listed = await tenantry(["backups", "list", tenantId]);
+    expect(listed, listed.stderr).toMatchObject({ code: 0 });
+    expect(listed.stdout).toMatch(/^ID +TENANT +STATE +CREATED +SIZE +TABLES +ROWS +VERIFIED +LABEL$/m);
+    expect(listed.stdout).toMatch(new RegExp(`^${backupId} +${tenantId} +succeeded +\\S+ +[\\d.]+ k?B +${backup.tables.length} +\\d+ +- +before the import$`, "m"));
+    expect((await json(["backups", "list"])).backups.map((b: { backupId: string }) => b.backupId)).toContain(backupId);
+    first = { tenantId, backupId: backupId! };
+  });
+
+  it("verifies a backup, recording the result, and deletes it", async () => {
+    const { tenantId, backupId } = first;
+    const verified = await tenantry(["backups", "verify", backupId]);
+    expect(verified, verified.stderr).toMatchObject({ code: 0 });
+    expect(verified.stdout).toMatch(/^verified: +passed at \S+$/m);
+    expect((await tenantry(["backups", "list", tenantId])).stdout).toMatch(new RegExp(`^${backupId} .* passed +before the import$`, "m"));
+
+    const deleted = await tenantry(["backups", "delete", backupId]);
+    expect(deleted, deleted.stderr).toMatchObject({ code: 0, stdout: `deleted backup ${backupId}\n` });
+    expect((await tenantry(["backups", "get", backupId])).code).toBe(3);
+    expect((await tenantry(["backups", "list", tenantId])).stdout).toBe("no backups\n");
+  });
+
+  it("shows a bar of tables stored on a terminal while the backup runs", async () => {
+    const { tenantId } = await mesh.createTenant();
+    // Each backup waits after its snapshot until released, so the bar is seen running.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    await mesh.restartPlatform({}, { afterBackupStep: (_backupId, step) => (step === "snapshot" ? held : undefined) });
+    try {
+      const run = tenantryOnTerminal(["backups", "create", tenantId]);
+      const running = await run.shown(new RegExp(`backing up ${tenantId} .* 0/\\d+ tables \\| 0 rows \\| 0 B \\| \\d+s \\| backup ${uuid}`));
+      release();
+      const { code, screen } = await run.done;
+      expect(code, screen).toBe(0);
+      const total = new RegExp(`0/(\\d+) tables`).exec(running)![1];
+      expect(screen).toMatch(new RegExp(`backing up ${tenantId} .* ${total}/${total} tables \\| \\d+ rows \\| [\\d.]+ k?B \\|`));
+      expect(screen).toMatch(/^state: +succeeded\r?$/m);
+    } finally {
+      release();
+      await mesh.restartPlatform();
+    }
+  });
+
+  it("restores in place and undoes it, and clones with the tier and name asked for", async () => {
+    const source = await mesh.createTenant({ owner });
+    await mesh.entries.createEntry({ title: "in the backup" }, headers(source.tenantId));
+    const { backup } = await json(["backups", "create", source.tenantId]);
+    await mesh.entries.createEntry({ title: "after the backup" }, headers(source.tenantId));
+    const titles = async (tenantId: string) => (await mesh.entries.listEntries({}, headers(tenantId))).entries.map((e) => e.title).sort();
+
+    const restored = await tenantry(["backups", "restore", backup.backupId]);
+    expect(restored, restored.stderr).toMatchObject({ code: 0 });
+    expect(restored.stdout).toMatch(/^kind: +in_place$/m);
+    expect(restored.stdout).toMatch(/^state: +succeeded$/m);
+    expect(restored.stdout).toMatch(new RegExp(`^replaced: +${source.database}$`, "m"));
+    expect(restored.stdout).toMatch(/^undo until: +\S+$/m);
+    expect(restored.stdout).toMatch(/^tenant status: +active$/m);
+    expect(await titles(source.tenantId)).toEqual(["in the backup"]);
+
+    const undone = await tenantry(["backups", "undo", source.tenantId]);
+    expect(undone, undone.stderr).toMatchObject({ code: 0 });
+    expect(undone.stdout).toMatch(/^state: +undone$/m);
+    expect(undone.stdout).toMatch(new RegExp(`^served from: +${source.database}$`, "m"));
+    expect(await titles(source.tenantId)).toEqual(["after the backup", "in the backup"]);
+    const again = await tenantry(["backups", "undo", source.tenantId]);
+    expect(again.code).toBe(3);
+    expect(again.stderr).toMatch(/^error: NOT_FOUND: /);
+
+    const cloneId = mesh.uniqueTenantId("clone");
+    const cloned = await json(["backups", "restore", backup.backupId, "--to", cloneId, "--tier", "premium", "--name", "Acme copy"]);
+    expect(cloned.restore).toMatchObject({ kind: "RESTORE_KIND_CLONE", state: "RESTORE_STATE_SUCCEEDED", tenantId: cloneId });
+    expect(cloned.tenant).toMatchObject({ tenantId: cloneId, tier: "TIER_PREMIUM", displayName: "Acme copy", status: "TENANT_STATUS_ACTIVE" });
+    expect(await mesh.login(cloneId, owner)).not.toBe("");
+    expect(await titles(cloneId)).toEqual(["in the backup"]);
+
+    const taken = await tenantry(["backups", "restore", backup.backupId, "--to", cloneId]);
+    expect(taken.code).toBe(6);
+    expect(taken.stderr).toMatch(/^error: ALREADY_EXISTS: /);
+    const tierInPlace = await tenantry(["backups", "restore", backup.backupId, "--tier", "premium"]);
+    expect(tierInPlace.code).toBe(2);
+    expect(tierInPlace.stderr).toContain("--to");
+  });
+
+  it("exits 1 when a verification fails, and 6 for a restore of a damaged backup", async () => {
+    const { tenantId } = await mesh.createTenant();
+    await mesh.entries.createEntry({ title: "x".repeat(200) }, headers(tenantId));
+    const { backup } = await json(["backups", "create", tenantId]);
+    const entries = backup.tables.findIndex((t: { name: string }) => t.name === "backend.entries");
+    const file = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenantId, backup.backupId, `table-${String(entries + 1).padStart(4, "0")}.copy.gz`);
+    const bytes = await readFile(file);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    await writeFile(file, bytes);
+
+    const verified = await tenantry(["backups", "verify", backup.backupId]);
+    expect(verified.code, verified.stderr).toBe(1);
+    expect(verified.stdout).toMatch(/^verified: +failed at \S+$/m);
+    expect(verified.stdout).toMatch(/^verify error: .*backend\.entries/m);
+    const restored = await tenantry(["backups", "restore", backup.backupId, "--to", mesh.uniqueTenantId("damaged")]);
+    expect(restored.code).toBe(6);
+    expect(restored.stderr).toMatch(/^error: FAILED_PRECONDITION: .*backend\.entries/);
+  });
+
+  it("exits 2 for a malformed id or a missing argument, 3 for an unknown backup or tenant", async () => {
+    expect((await tenantry(["backups", "get", "not-a-uuid"])).code).toBe(2);
+    expect((await tenantry(["backups", "get", "00000000-0000-4000-8000-000000000000"])).code).toBe(3);
+    const unknown = await tenantry(["backups", "create", mesh.uniqueTenantId("nobody")]);
+    expect(unknown).toMatchObject({ code: 3, stdout: "" });
+    expect(unknown.stderr).toMatch(/^error: NOT_FOUND: /);
+    const asJson = await tenantry(["--json", "backups", "create", mesh.uniqueTenantId("nobody")]);
+    expect(asJson.code).toBe(3);
+    expect(JSON.parse(asJson.stderr).error.code).toBe("NOT_FOUND");
+    expect((await tenantry(["backups", "restore"])).code).toBe(2);
   });
 });

@@ -1,5 +1,10 @@
 import { Code } from "@connectrpc/connect";
+import { readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BackupService, VerifyResult } from "../gen/tenantry/platform/v1/backup_service_pb.js";
+import { Tier } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { failure } from "../services/testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
@@ -70,5 +75,77 @@ describe("connection and fleet metrics", () => {
     expect(value(platform, 'tenantry_tenants{status="failed"}')).toBe(0);
     expect(value(platform, 'tenantry_fleet_tenants{service="backend",state="current"}')).toBe(tenantSeries + 3);
     expect(value(platform, 'tenantry_fleet_tenants{service="backend",state="behind"}')).toBe(0);
+  });
+});
+
+describe("backup metrics", () => {
+  const headers = (tenantId: string) => ({ headers: { "x-tenant-id": tenantId } });
+  const value = (lines: string[], series: string) => {
+    const line = lines.find((l) => l.startsWith(`${series} `));
+    expect(line, `${series} in /metrics`).toBeDefined();
+    return Number(line!.split(" ").at(-1));
+  };
+
+  it("count tenants by tier and how old their newest backup is, with no series per tenant", async () => {
+    const backups = mesh.client("platform", BackupService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    const [fresh, stale, never] = [mesh.uniqueTenantId("fresh"), mesh.uniqueTenantId("stale"), mesh.uniqueTenantId("never")];
+    for (const tenantId of [fresh, stale, never]) {
+      await mesh.platformClient.createTenant({ tenantId, tier: Tier.ENTERPRISE });
+    }
+    const { backup } = await backups.createBackup({ tenantId: fresh });
+    const { backup: old } = await backups.createBackup({ tenantId: stale });
+    // As if stale's backup had finished three days ago, and never had been made a week and a day ago.
+    await mesh.sql(mesh.platformDatabase, "update platform.backups set finished_at = now() - interval '3 days' where id = $1", [old!.backupId]);
+    await mesh.sql(mesh.platformDatabase, "update platform.tenants set created_at = now() - interval '8 days' where id = $1", [never]);
+
+    const lines = await scrape(mesh.platform.httpPort);
+    const within = (le: string) => value(lines, `tenantry_backup_age_tenants{tier="enterprise",le="${le}"}`);
+    expect([within("3600"), within("21600"), within("86400"), within("172800"), within("604800"), within("+Inf")]).toEqual([1, 1, 1, 1, 2, 3]);
+    expect(value(lines, 'tenantry_backup_age_max_seconds{tier="enterprise"}')).toBeGreaterThanOrEqual(8 * 86_400);
+    // The other tenants of this file are standard and never backed up: all within an hour of their creation.
+    expect(value(lines, 'tenantry_backup_age_tenants{tier="standard",le="3600"}')).toBe(value(lines, 'tenantry_backup_age_tenants{tier="standard",le="+Inf"}'));
+    expect(value(lines, 'tenantry_backup_age_tenants{tier="premium",le="+Inf"}')).toBe(0);
+    expect(value(lines, 'tenantry_backups_stored{tier="enterprise",verify="never"}')).toBe(2);
+    expect(value(lines, 'tenantry_backups_stored_bytes{tier="enterprise"}')).toBe(Number(backup!.sizeBytes + old!.sizeBytes));
+    expect(value(lines, 'tenantry_backup_duration_count{tier="enterprise"}')).toBe(2);
+    expect(value(lines, 'tenantry_backup_size_count{tier="enterprise"}')).toBe(2);
+    expect(value(lines, 'tenantry_backup_size_sum{tier="enterprise"}')).toBe(Number(backup!.sizeBytes + old!.sizeBytes));
+    expect(lines.filter((l) => l.startsWith("tenantry_backup") && (l.includes(fresh) || l.includes(stale) || l.includes(never)))).toEqual([]);
+  });
+
+  it("count failed backups, restores by kind and result, and verification drills that fail", async () => {
+    const backups = mesh.client("platform", BackupService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    const tenantId = mesh.uniqueTenantId("drill");
+    await mesh.platformClient.createTenant({ tenantId, tier: Tier.PREMIUM });
+    await mesh.entries.createEntry({ title: "kept" }, headers(tenantId));
+    const { backup } = await backups.createBackup({ tenantId });
+    await backups.restoreBackup({ backupId: backup!.backupId });
+    await backups.undoRestore({ tenantId });
+    await backups.restoreBackup({ backupId: backup!.backupId, targetTenantId: mesh.uniqueTenantId("copy") });
+    expect((await backups.verifyBackup({ backupId: backup!.backupId })).backup?.verifyResult).toBe(VerifyResult.PASSED);
+
+    // A damaged file: the drill fails, and so does a clone of it (rolled back).
+    const entries = backup!.tables.findIndex((t) => t.name === "backend.entries");
+    const file = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenantId, backup!.backupId, `table-${String(entries + 1).padStart(4, "0")}.copy.gz`);
+    const bytes = await readFile(file);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    await writeFile(file, bytes);
+    expect((await backups.verifyBackup({ backupId: backup!.backupId })).backup?.verifyResult).toBe(VerifyResult.FAILED);
+    expect((await failure(backups.restoreBackup({ backupId: backup!.backupId, targetTenantId: mesh.uniqueTenantId("damaged") }))).code).toBe(Code.FailedPrecondition);
+
+    // A backup refused while it runs: the database holds a large object.
+    const { tenant } = await mesh.platformClient.getTenant({ tenantId });
+    await mesh.sql(tenant!.database, "select lo_create(0)");
+    expect((await failure(backups.createBackup({ tenantId }))).code).toBe(Code.FailedPrecondition);
+
+    const lines = await scrape(mesh.platform.httpPort);
+    expect(value(lines, 'tenantry_backup_failures_total{tier="premium"}')).toBe(1);
+    expect(value(lines, 'tenantry_restores_total{kind="in_place",result="succeeded"}')).toBe(1);
+    expect(value(lines, 'tenantry_restores_total{kind="undo",result="succeeded"}')).toBe(1);
+    expect(value(lines, 'tenantry_restores_total{kind="clone",result="succeeded"}')).toBe(1);
+    expect(value(lines, 'tenantry_restores_total{kind="clone",result="failed"}')).toBe(1);
+    expect(value(lines, 'tenantry_backup_verifications_total{result="passed"}')).toBe(1);
+    expect(value(lines, 'tenantry_backup_verifications_total{result="failed"}')).toBe(1);
+    expect(value(lines, 'tenantry_backups_stored{tier="premium",verify="failed"}')).toBe(1);
   });
 });

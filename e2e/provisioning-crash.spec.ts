@@ -1,14 +1,10 @@
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
-import path from "node:path";
+import { Code, createClient } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PlatformService, TenantStatus, type Tenant } from "../gen/tenantry/platform/v1/platform_service_pb.js";
-import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { provisioningSteps, rollbackSteps } from "../services/platform/provisioning/index.ts";
 import { registry } from "../services/registry.ts";
-import { freePort } from "../services/testing/free-port.ts";
+import { callAndCrash } from "../services/testing/platform-crash.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -19,40 +15,9 @@ beforeAll(async () => {
 });
 afterAll(() => mesh?.stop());
 
-/**
- * Runs Platform as its own process that kills itself with SIGKILL right
- * after `step`, asks it for `tenantId`, and waits until it is dead.
- */
+/** Has a Platform that kills itself right after `step` create `tenantId`, and checks that it died there. */
 async function createTenantAndCrash(tenantId: string, step: string, env: Record<string, string> = {}): Promise<void> {
-  await mesh.stopPlatform();
-  const httpPort = await freePort();
-  const child = spawn(process.execPath, [path.resolve("services/testing/crashing-platform.ts")], {
-    env: { PATH: process.env.PATH, ...mesh.platformProcessEnv, TENANTRY_HTTP_PORT: String(httpPort), TENANTRY_LOG_LEVEL: "silent", TENANTRY_TEST_CRASH_AFTER: step, ...env },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (chunk) => (stderr += chunk));
-  const exited = once(child, "exit");
-  // Should it not crash as told, it must not outlive the test.
-  let reaped = false;
-  const reaper = setTimeout(() => {
-    reaped = true;
-    child.kill("SIGKILL");
-  }, 30_000);
-  void exited.finally(() => clearTimeout(reaper));
-  const deadline = Date.now() + 20_000;
-  while (!(await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false))) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`crashing Platform did not start:\n${stderr}`);
-    }
-    await sleep(100);
-  }
-  const transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.platformProcessEnv.TENANTRY_GRPC_PORT}`, interceptors: [operatorCredentialInterceptor(mesh.operatorToken)] });
-  const error = await createClient(PlatformService, transport)
-    .createTenant({ tenantId }, { timeoutMs: 20_000 })
-    .then(() => undefined, (e: unknown) => ConnectError.from(e));
-  transport.close();
-  const [, signal] = await exited;
+  const { error, signal, reaped } = await callAndCrash(mesh, step, (transport) => createClient(PlatformService, transport).createTenant({ tenantId }, { timeoutMs: 20_000 }), env);
   expect(signal, `Platform should have been killed after ${step}`).toBe("SIGKILL");
   expect(reaped, `Platform did not kill itself after ${step}`).toBe(false);
   // The activate step is recorded with its work, so the call may have been answered already.

@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { chmod, cp, link, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { portVariables, registry } from "../services/registry.ts";
+import { copyCheckout } from "../services/testing/checkout-copy.ts";
 import { freePort } from "../services/testing/free-port.ts";
 
 // `npm start` run as a new user runs it: `node services/start.ts` from a checkout, on ports of its own.
@@ -84,34 +85,6 @@ async function processesNaming(text: string): Promise<number[]> {
   return pids;
 }
 
-/**
- * A checkout of the project at `dir`: its sources copied, its installed
- * packages linked file by file (as fast as a copy can be, and at a path of
- * their own, so that what is inside `dir` is out of other users' reach).
- */
-async function checkoutAt(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  for (const entry of ["package.json", "services", "gen"]) {
-    await cp(path.resolve(entry), path.join(dir, entry), { recursive: true });
-  }
-  await linkTree(path.resolve("node_modules"), path.join(dir, "node_modules"));
-}
-
-async function linkTree(from: string, to: string): Promise<void> {
-  await mkdir(to, { recursive: true });
-  for (const entry of await readdir(from, { withFileTypes: true })) {
-    const source = path.join(from, entry.name);
-    const target = path.join(to, entry.name);
-    if (entry.isDirectory()) {
-      await linkTree(source, target);
-    } else if (entry.isSymbolicLink()) {
-      await cp(source, target, { verbatimSymlinks: true });
-    } else {
-      await link(source, target).catch(() => cp(source, target));
-    }
-  }
-}
-
 describe("npm start", () => {
   it("runs the whole mesh from a checkout inside a folder only its owner can enter, and Ctrl-C stops everything", async () => {
     const home = path.join(scratch, "home");
@@ -119,7 +92,7 @@ describe("npm start", () => {
     // Like root's home folder: nobody but its owner may enter.
     await chmod(home, 0o700);
     const checkout = path.join(home, "tenantry");
-    await checkoutAt(checkout);
+    await copyCheckout(checkout, ["package.json", "services", "gen"]);
     const ports = await freePorts();
     const started = start(checkout, ports);
     let relocated: string | undefined;

@@ -46,10 +46,16 @@ if [ -n "$stale" ]; then
   echo "gen/ is out of date: it is not what buf generate makes of proto/. Run npm run gen, then commit proto/ and gen/ together" >&2
   exit 1
 fi
+# A gen/ change not committed is in order while the proto/ change it comes
+# from is not committed either (a contract being written, a service just
+# added by `tenantry new-service`): they are committed together.
 if [ -n "$(git status --porcelain -- gen)" ]; then
-  git status --porcelain -- gen >&2
-  echo "gen/ is current with proto/ but not committed: commit these changes to gen/ (with the proto/ change they come from)" >&2
-  exit 1
+  if [ -z "$(git status --porcelain -- proto)" ]; then
+    git status --porcelain -- gen >&2
+    echo "gen/ is current with proto/ but not committed: commit these changes to gen/ (with the proto/ change they come from)" >&2
+    exit 1
+  fi
+  echo "  gen/ and proto/ have changes to commit together"
 fi
 
 echo "deploy/ in step with services/registry.ts (npm run deploy:manifests)"

@@ -5,7 +5,8 @@
 // `npm run deploy:manifests` writes from these entries into deploy/k8s/services/.
 //
 // A new service is its folder, services/<name>/ (main.ts, start.ts,
-// config.ts, …; see DESIGN.md), one entry below, and `npm run deploy:manifests`.
+// config.ts, …; see DESIGN.md), one entry below, and `npm run deploy:manifests`:
+// `npx tenantry new-service <name>` makes them (docs/adding-a-service.md).
 //
 // Plain data: importing this module loads no service code, so that npm
 // start, Platform's configuration, the test meshes, benchmarks and the deploy
@@ -40,10 +41,12 @@ export interface RegisteredService {
    * Secrets it reads besides the mesh key and the operator token, which
    * every service reads: TENANTRY_MASTER_KEY if it opens stored secrets
    * (npm start leaves the services to share it through the data directory),
-   * TENANTRY_DATABASE_URL if it is given the platform database's URL. On
+   * TENANTRY_DATABASE_URL if it is given the platform database's URL,
+   * TENANTRY_BACKUP_S3_ACCESS_KEY_ID and …_SECRET_ACCESS_KEY if it keeps
+   * backups (empty unless they go to S3 with a key of their own). On
    * Kubernetes it takes them from the Secret tenantry-secrets.
    */
-  readonly secrets?: readonly ("TENANTRY_MASTER_KEY" | "TENANTRY_DATABASE_URL")[];
+  readonly secrets?: readonly ("TENANTRY_MASTER_KEY" | "TENANTRY_DATABASE_URL" | "TENANTRY_BACKUP_S3_ACCESS_KEY_ID" | "TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY")[];
   /** What its Kubernetes manifests need that is not the same for every service. */
   readonly kubernetes: KubernetesNeeds;
 }
@@ -95,22 +98,31 @@ export const registry: readonly RegisteredService[] = [
     grpcPort: 50051,
     httpPort: 8081,
     main: "services/platform/main.ts",
-    secrets: ["TENANTRY_DATABASE_URL", "TENANTRY_MASTER_KEY"],
+    secrets: ["TENANTRY_DATABASE_URL", "TENANTRY_MASTER_KEY", "TENANTRY_BACKUP_S3_ACCESS_KEY_ID", "TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY"],
     kubernetes: {
       about: "Platform: tenant registry, provisioning, lifecycle and fleet migrations.",
       replicas: {
         count: 1,
         why:
           "Two would be safe for the registry (provisioning, offboarding and template refreshes take PostgreSQL advisory locks " +
-          "per tenant and per cluster), but offboarding exports are files in the process's data directory, which replicas would " +
+          "per tenant and per cluster), but backups are files in the process's data directory, which replicas would " +
           "not share; and the sign-up limit is counted per process. The other services keep serving the tenants they know while Platform restarts.",
       },
       resources: { cpu: ["250m", "1"], memory: ["256Mi", "512Mi"] },
-      settings: ["TENANTRY_SCHEMA_SERVICES"],
+      settings: [
+        "TENANTRY_SCHEMA_SERVICES",
+        "TENANTRY_BACKUP_S3_BUCKET",
+        "TENANTRY_BACKUP_S3_REGION",
+        "TENANTRY_BACKUP_S3_ENDPOINT",
+        "TENANTRY_BACKUP_S3_FORCE_PATH_STYLE",
+        "TENANTRY_BACKUP_S3_PREFIX",
+      ],
       volume: {
-        folder: "exports",
-        size: "20Gi",
-        about: "Offboarded tenants' exports (gzipped JSON lines of every service schema): the only copy of a tenant's data once its grace period has passed.",
+        folder: "backups",
+        size: "100Gi",
+        about:
+          "Tenants' backups (a sealed manifest and one encrypted file per table), scheduled and on request, and offboarded tenants' " +
+          "final backups: the only copy of a tenant's data once its grace period has passed.",
       },
       startup: { seconds: 180, why: "Platform migrates its database before it listens." },
     },

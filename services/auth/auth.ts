@@ -5,6 +5,7 @@ import { LoginThrottle } from "./login-throttle.ts";
 import { migrations } from "./migrations/index.ts";
 import { mergePermissions } from "./permission-catalog.ts";
 import { RoleService, roleService } from "./role-service.ts";
+import { revokeAllSessions } from "./sessions.ts";
 import { SigningKeys } from "./signing-keys.ts";
 import { UserService, userService } from "./user-service.ts";
 
@@ -36,6 +37,11 @@ export async function startAuth(
       { service: RoleService, impl: roleService },
     ],
     mergePermissions,
+    // A clone's users are the source's, with keys and sessions of their own.
+    adoptCopy: async (em, { tenantId }) => {
+      await keys.replaceCopied(em, tenantId);
+      await revokeAllSessions(em);
+    },
     config,
     log,
     telemetry,

@@ -73,6 +73,11 @@ export async function logout(em: EntityManager, refreshToken: string): Promise<v
   );
 }
 
+/** Revokes every sign-in of the tenant, as when its data is a copy of another tenant's. Run in the tenant's scope. */
+export async function revokeAllSessions(em: EntityManager): Promise<void> {
+  await em.execute("update auth.refresh_tokens set revoked_at = now() where revoked_at is null");
+}
+
 /** The permissions a user holds through its roles. */
 export async function permissionsOf(em: EntityManager, userId: string): Promise<string[]> {
   const rows = await em.execute<{ permission: string }[]>(

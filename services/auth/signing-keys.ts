@@ -77,6 +77,19 @@ export class SigningKeys {
     });
   }
 
+  /**
+   * Replaces every key of a tenant whose database holds a copy of another
+   * tenant's (a clone): the copied keys are sealed for the source, so they
+   * neither open here nor should they sign for this tenant. Run in the
+   * tenant's scope.
+   */
+  async replaceCopied(em: EntityManager, tenantId: string): Promise<void> {
+    await em.transactional(async (tx) => {
+      await tx.execute("delete from auth.signing_keys");
+      await this.#create(tx, tenantId);
+    });
+  }
+
   async #create(em: EntityManager, tenantId: string): Promise<string> {
     const { publicKey, privateKey } = await generateKeyPair(signingAlgorithm, { crv: "Ed25519", extractable: true });
     const kid = randomUUID();

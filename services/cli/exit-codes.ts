@@ -5,11 +5,11 @@ import { CommanderError } from "commander";
 export const ExitCode = {
   /** The command did what it was asked. */
   Success: 0,
-  /** The command ran but something failed (a tenant's migration), or an unexpected error. */
+  /** The command ran but something failed (a tenant's migration, a verification drill), or an unexpected error. */
   Failure: 1,
   /** A usage error, or Platform answered INVALID_ARGUMENT. */
   Usage: 2,
-  /** NOT_FOUND: no such tenant or cluster. */
+  /** NOT_FOUND: no such tenant, cluster or backup. */
   NotFound: 3,
   /** UNAUTHENTICATED or PERMISSION_DENIED, or no operator token was found. */
   Denied: 4,
@@ -52,7 +52,7 @@ export function exitCodeOf(error: unknown): ExitCode {
 export const exitCodeHelp = `
 Exit codes:
   0    success
-  1    the command ran but something failed (a tenant's migration), or an unexpected error
+  1    the command ran but something failed (a tenant's migration, a backup's verification), or an unexpected error
   2    usage error, or INVALID_ARGUMENT
   3    NOT_FOUND
   4    UNAUTHENTICATED or PERMISSION_DENIED, or no operator token found

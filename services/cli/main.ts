@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from "commander";
 import { registeredService } from "../registry.ts";
+import { addBackupsCommand } from "./backups-command.ts";
 import { addClustersCommand } from "./clusters-command.ts";
 import { exitCodeHelp, exitCodeOf } from "./exit-codes.ts";
 import { addFleetCommand } from "./fleet-command.ts";
 import { addMigrateCommand } from "./migrate-command.ts";
+import { addNewServiceCommand } from "./new-service-command.ts";
 import { parseDuration } from "./option-parsers.ts";
 import { Output } from "./output.ts";
 import { addTenantsCommand } from "./tenants-command.ts";
@@ -16,10 +18,10 @@ Passwords are read from standard input (--…-password-stdin) or the environment
 never from arguments.`;
 
 const program = new Command("tenantry")
-  .description("Operate a Tenantry mesh through Platform: tenants, fleet migrations, clusters.")
+  .description("Operate a Tenantry mesh through Platform: tenants, backups, fleet migrations, clusters; and add a service to this checkout (new-service).")
   .addOption(new Option("--platform <host:port>", "Platform's gRPC address").env("TENANTRY_PLATFORM_ADDRESS").default(`127.0.0.1:${registeredService("platform").grpcPort}`))
   .option("--json", "machine-readable output: responses as proto JSON on stdout, errors as JSON on stderr")
-  .option("--timeout <duration>", "deadline of each call, such as 30s or 2m (default: 60s; migrate: none)", parseDuration)
+  .option("--timeout <duration>", "deadline of each call, such as 30s or 2m (default: 60s; migrate and backups create, restore, undo, verify: none)", parseDuration)
   // Commands below inherit both: errors reach the exit code mapping instead of process.exit.
   .exitOverride()
   .configureOutput({
@@ -29,9 +31,11 @@ const program = new Command("tenantry")
   .addHelpText("after", `${credentialHelp}\n${exitCodeHelp}`);
 
 addTenantsCommand(program);
+addBackupsCommand(program);
 addMigrateCommand(program);
 addFleetCommand(program);
 addClustersCommand(program);
+addNewServiceCommand(program);
 
 try {
   await program.parseAsync();

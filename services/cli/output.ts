@@ -113,3 +113,27 @@ export function enumLabel(values: Record<number, string>, value: number): string
 export function timeLabel(time: Timestamp | undefined): string {
   return time === undefined ? "" : timestampDate(time).toISOString();
 }
+
+const byteUnits = ["kB", "MB", "GB", "TB"];
+
+/** A size in bytes for people, in powers of 1000: "812 B", "56.3 kB", "1.2 GB". */
+export function byteLabel(bytes: bigint | number): string {
+  let value = Number(bytes);
+  if (value < 1000) {
+    return `${value} B`;
+  }
+  let unit = -1;
+  while (value >= 1000 && unit < byteUnits.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(1)} ${byteUnits[unit]}`;
+}
+
+/** The time from one timestamp to another as seconds, such as "0.4s" or "75.0s"; empty when either is unset. */
+export function durationLabel(from: Timestamp | undefined, to: Timestamp | undefined): string {
+  if (from === undefined || to === undefined) {
+    return "";
+  }
+  return `${((timestampDate(to).getTime() - timestampDate(from).getTime()) / 1000).toFixed(1)}s`;
+}

@@ -1,5 +1,6 @@
 import { createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import type { Command } from "commander";
+import { BackupService } from "../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { ClusterService } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { FleetService } from "../../gen/tenantry/platform/v1/fleet_service_pb.js";
 import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
@@ -25,9 +26,12 @@ export interface PlatformSession {
   platform: Client<typeof PlatformService>;
   clusters: Client<typeof ClusterService>;
   fleet: Client<typeof FleetService>;
+  backups: Client<typeof BackupService>;
   output: Output;
   /** Options for unary calls: the --timeout deadline, or one minute. */
   call: CallOptions;
+  /** Options for calls that last as long as their work (backups, restores): the --timeout deadline, or none. */
+  longCall: CallOptions;
   options: GlobalOptions;
 }
 
@@ -45,8 +49,10 @@ export async function withPlatform(command: Command, work: (session: PlatformSes
       platform: createClient(PlatformService, transport),
       clusters: createClient(ClusterService, transport),
       fleet: createClient(FleetService, transport),
+      backups: createClient(BackupService, transport),
       output: new Output({ json: options.json === true }),
       call: { timeoutMs: options.timeout ?? defaultTimeoutMs },
+      longCall: { timeoutMs: options.timeout },
       options,
     });
   } finally {

@@ -168,5 +168,6 @@ function printTenant(output: Output, tenant: Tenant | undefined): void {
     ["error", tenant.error],
     ["purged after", timeLabel(tenant.purgeTime)],
     ["export", tenant.exportPath],
+    ["final backup", tenant.finalBackupId],
   ]);
 }

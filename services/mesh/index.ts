@@ -49,6 +49,6 @@ export { createGrpcJsTransport, type GrpcJsTransport } from "./client/grpc-trans
 
 export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./server/mesh-server.ts";
 export { kPeer } from "./server/peer-context.ts";
-export { tenantSchemaService, TenantSchemaService, type SchemaPermissions } from "./server/tenant-schema-service.ts";
+export { tenantSchemaService, TenantSchemaService, type AdoptCopy, type SchemaPermissions } from "./server/tenant-schema-service.ts";
 
 export { startTenantService, type TenantService, type TenantServiceConfig, type TenantServiceOverrides } from "./tenant-service.ts";

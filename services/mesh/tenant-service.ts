@@ -7,7 +7,7 @@ import { UserTokens, type TokenVerifier } from "./access/user-tokens.ts";
 import { createGrpcJsTransport } from "./client/grpc-transport.ts";
 import type { tenantServiceEnv } from "./runtime/config.ts";
 import { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./server/mesh-server.ts";
-import { TenantSchemaService, tenantSchemaService, type SchemaPermissions } from "./server/tenant-schema-service.ts";
+import { TenantSchemaService, tenantSchemaService, type AdoptCopy, type SchemaPermissions } from "./server/tenant-schema-service.ts";
 import type { Logger } from "./telemetry/logger.ts";
 import type { Telemetry } from "./telemetry/telemetry.ts";
 import { observeConnectionBudget } from "./tenancy/connection-budget-metrics.ts";
@@ -38,6 +38,8 @@ export interface TenantServiceOptions {
   services: (tenancy: Tenancy) => ServiceRegistration[];
   /** Given by the service that keeps tenants' permission catalogs (Auth): see `SchemaPermissions.merge`. */
   mergePermissions?: SchemaPermissions["merge"];
+  /** Given by a service that keeps something bound to the tenant's identity (Auth's signing keys): see {@link AdoptCopy}. */
+  adoptCopy?: AdoptCopy;
   /**
    * Replaces the verification of users' access tokens (benchmarks measure
    * what it costs); by default tokens are verified against Auth's key sets.
@@ -136,7 +138,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
   const permissions: SchemaPermissions = { declared: declaredPermissions(services.map((s) => s.service)), merge: options.mergePermissions };
   const server = await startMeshServer({
     name: options.name,
-    services: [...services, { service: TenantSchemaService, impl: tenantSchemaService(options.name, tenancy, permissions) }],
+    services: [...services, { service: TenantSchemaService, impl: tenantSchemaService(options.name, tenancy, permissions, options.adoptCopy) }],
     interceptors: options.interceptors ?? [],
     credentials,
     userTokens,

@@ -110,13 +110,22 @@ export class ClusterRegistry {
     }
   }
 
-  /** Runs `fn` on an admin connection to one database of the cluster, closed afterwards. */
-  async inDatabase<T>(name: string, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  /**
+   * Opens a connection to one database of the cluster, as the admin or as
+   * `login` (a tenant's own role); the caller ends it.
+   */
+  async connect(name: string, database: string, login?: { user: string; password: string }): Promise<pg.Client> {
     const access = await this.access(name);
-    const client = new pg.Client({ ...connectionOf(access), database });
+    const client = new pg.Client({ ...connectionOf(access), database, ...login });
     // Its failure surfaces through the query in flight; unheard, the event would end the process.
     client.on("error", () => {});
     await client.connect();
+    return client;
+  }
+
+  /** Runs `fn` on an admin connection to one database of the cluster, closed afterwards. */
+  async inDatabase<T>(name: string, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    const client = await this.connect(name, database);
     try {
       return await fn(client);
     } finally {

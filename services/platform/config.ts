@@ -1,6 +1,7 @@
 import { z } from "zod";
-import { addressMap, commonEnv, port, positiveInt, readConfig } from "../mesh/index.ts";
+import { addressMap, commonEnv, ConfigError, port, positiveInt, readConfig } from "../mesh/index.ts";
 import { registeredService, registry, schemaServicesSetting } from "../registry.ts";
+import { CronSchedule } from "./backups/cron-schedule.ts";
 import type { TierLimit } from "./tenant-messages.ts";
 
 const platform = registeredService("platform");
@@ -32,6 +33,31 @@ const tierLimits = z.string().transform((s, ctx) => {
     });
   }
   return limits;
+});
+
+/** A backup schedule: a five-field cron pattern read in UTC (see {@link CronSchedule}), or `off` for none. */
+const backupSchedule = z.string().transform((s, ctx) => {
+  if (s.trim().toLowerCase() === "off") {
+    return null;
+  }
+  try {
+    return new CronSchedule(s);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: `expected a cron pattern of five fields (minute hour day-of-month month day-of-week, UTC) such as "0 3 * * *", or "off": ${(error as Error).message}` });
+    return z.NEVER;
+  }
+});
+
+/** How many of a scheduled run's backups are verified: a count such as `3`, or a share such as `5%` (rounded up). */
+export type VerifySample = { count: number } | { percent: number };
+
+const verifySample = z.string().transform((s, ctx): VerifySample => {
+  const m = /^\s*(?:(\d+)|(\d+(?:\.\d+)?)\s*%)\s*$/.exec(s);
+  if (m === null || Number(m[2] ?? 0) > 100) {
+    ctx.addIssue({ code: "custom", message: `expected a count of backups such as 3, or a share of them from 0% to 100% such as 5%` });
+    return z.NEVER;
+  }
+  return m[1] === undefined ? { percent: Number(m[2]) } : { count: Number(m[1]) };
 });
 
 /** Platform's settings, by environment variable. */
@@ -67,6 +93,56 @@ export const platformEnv = {
   TENANTRY_OFFBOARDING_GRACE_MS: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
   /** How often Platform looks for offboarded tenants past their grace period. */
   TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: positiveInt.default(60_000),
+  /** How long an in-place restore keeps the database it replaced (refusing connections), so that UndoRestore can bring it back; then it is dropped. */
+  TENANTRY_RESTORE_KEEP_MS: z.coerce.number().int().min(0).default(24 * 3600 * 1000),
+  /** How many connections read a tenant's tables at once while it is backed up (besides the one holding the snapshot). */
+  TENANTRY_BACKUP_WORKERS: positiveInt.default(2),
+  /**
+   * The bucket of an S3-compatible store that Platform keeps backups in
+   * (it must exist); unset, backups are files under `<data dir>/backups`.
+   * The other TENANTRY_BACKUP_S3_* settings are read only with it.
+   */
+  TENANTRY_BACKUP_S3_BUCKET: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "expected a bucket name: 3 to 63 lower-case letters, digits, dots and hyphens")
+    .optional(),
+  /** The region requests are signed for: the bucket's on AWS (such as eu-west-1); what the store says elsewhere (often us-east-1). Required with the bucket. */
+  TENANTRY_BACKUP_S3_REGION: z.string().regex(/^[a-z0-9-]{1,64}$/, "expected a region such as eu-west-1: lower-case letters, digits and hyphens").optional(),
+  /** The store's URL, such as https://minio.example:9000; AWS S3 when unset. */
+  TENANTRY_BACKUP_S3_ENDPOINT: z
+    .url({ protocol: /^https?$/, error: "expected an http:// or https:// URL" })
+    .refine((url) => new URL(url).username === "" && new URL(url).password === "", "keys go in TENANTRY_BACKUP_S3_ACCESS_KEY_ID and TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY, not in the URL")
+    .optional(),
+  /** Address the bucket in the URL's path instead of its host name ("true" for most stores other than AWS). */
+  TENANTRY_BACKUP_S3_FORCE_PATH_STYLE: z.enum(["true", "false"]).default("false").transform((v) => v === "true"),
+  /** The access key's id; with the secret below, or neither for the AWS SDK's default credentials (AWS_* variables, web identity, instance roles). */
+  TENANTRY_BACKUP_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  /** The access key's secret (redacted from logs and configuration errors). */
+  TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  /** Where in the bucket backups go: keys are `<prefix>/<tenant>/<backup id>/<file>`; "/" for the bucket's root. */
+  TENANTRY_BACKUP_S3_PREFIX: z
+    .string()
+    .transform((s) => s.replace(/^\/+|\/+$/g, ""))
+    .refine((s) => s === "" || s.split("/").every((part) => /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(part)), "expected folder names of letters, digits, dots, hyphens and underscores, separated by /")
+    .default("backups"),
+  /** When every tenant is backed up (ACTIVE and SUSPENDED ones), unless its tier has a schedule of its own: a cron pattern in UTC, or "off". */
+  TENANTRY_BACKUP_SCHEDULE: backupSchedule.default(new CronSchedule("0 3 * * *")),
+  /** The schedule of STANDARD tenants, instead of TENANTRY_BACKUP_SCHEDULE. */
+  TENANTRY_BACKUP_SCHEDULE_STANDARD: backupSchedule.optional(),
+  /** The schedule of PREMIUM tenants, instead of TENANTRY_BACKUP_SCHEDULE. */
+  TENANTRY_BACKUP_SCHEDULE_PREMIUM: backupSchedule.optional(),
+  /** The schedule of ENTERPRISE tenants, instead of TENANTRY_BACKUP_SCHEDULE. */
+  TENANTRY_BACKUP_SCHEDULE_ENTERPRISE: backupSchedule.optional(),
+  /** How long after a schedule fires its tenants' backups are spread over (each tenant at a time of its own within it); 0 takes them all at once. */
+  TENANTRY_BACKUP_WINDOW_MS: z.coerce.number().int().min(0).default(2 * 3600 * 1000),
+  /** How many scheduled backups (and verification drills) run at once on one cluster. */
+  TENANTRY_BACKUP_CONCURRENCY_PER_CLUSTER: positiveInt.default(2),
+  /** Retention: a tenant's newest SUCCEEDED backups kept whatever their age. */
+  TENANTRY_BACKUP_KEEP_LAST: positiveInt.default(7),
+  /** Retention: every backup younger than this many days is kept; older ones beyond the last TENANTRY_BACKUP_KEEP_LAST are deleted. */
+  TENANTRY_BACKUP_KEEP_DAYS: z.coerce.number().min(0).default(30),
+  /** How many backups of each scheduled run are verified by a restore drill. */
+  TENANTRY_BACKUP_VERIFY_SAMPLE: verifySample.default({ percent: 5 }),
   /** How many sign-ups (SignUp) one source address may attempt per hour. */
   TENANTRY_SIGNUP_LIMIT_PER_HOUR: positiveInt.default(5),
   /**
@@ -81,5 +157,31 @@ export type PlatformConfig = z.infer<z.ZodObject<typeof platformEnv>>;
 
 /** Reads Platform's configuration; throws a ConfigError naming the variable at fault. */
 export function readPlatformConfig(env: NodeJS.ProcessEnv = process.env): PlatformConfig {
-  return readConfig(platformEnv, env);
+  const config = readConfig(platformEnv, env);
+  const problems = backupStorageProblems(config, env);
+  if (problems.length > 0) {
+    throw new ConfigError(problems.join("\n"));
+  }
+  return config;
+}
+
+/** The TENANTRY_BACKUP_S3_* settings that do not go together, one line each. */
+function backupStorageProblems(config: PlatformConfig, env: NodeJS.ProcessEnv): string[] {
+  const bucket = "TENANTRY_BACKUP_S3_BUCKET";
+  const given = (name: string) => env[name] !== undefined && env[name] !== "";
+  if (config.TENANTRY_BACKUP_S3_BUCKET === undefined) {
+    return Object.keys(platformEnv)
+      .filter((name) => name.startsWith("TENANTRY_BACKUP_S3_") && name !== bucket && given(name))
+      .map((name) => `${name}: set, but ${bucket} is not (backups go to the data directory): set the bucket too, or unset this`);
+  }
+  const problems: string[] = [];
+  if (config.TENANTRY_BACKUP_S3_REGION === undefined) {
+    problems.push(`TENANTRY_BACKUP_S3_REGION: required with ${bucket}: the bucket's region, such as eu-west-1 (not set)`);
+  }
+  const [id, secret] = ["TENANTRY_BACKUP_S3_ACCESS_KEY_ID", "TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY"] as const;
+  if (given(id) !== given(secret)) {
+    const [set, missing] = given(id) ? [id, secret] : [secret, id];
+    problems.push(`${missing}: required with ${set}, or unset both for the SDK's default credentials (not set)`);
+  }
+  return problems;
 }

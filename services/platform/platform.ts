@@ -2,18 +2,32 @@ import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshS
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
+import { BackupMetrics } from "./backup-metrics.ts";
+import { BackupService, backupService } from "./backup-service.ts";
+import { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import {
+  BackupSchedule,
+  LocalBackupStorage,
+  S3BackupStorage,
+  TenantBackups,
+  TenantRestores,
+  type CronSchedule,
+  type TenantBackupsOptions,
+  type TenantRestoresOptions,
+} from "./backups/index.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
 import type { PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
+import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
 import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { SignUpLimit } from "./sign-up-limit.ts";
-import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService } from "./stores/index.ts";
+import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService, tierName } from "./stores/index.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
 
 /** Hooks into a running Platform, for tests. */
@@ -22,6 +36,25 @@ export interface PlatformHooks {
   afterStep?: TenantProvisionerOptions["afterStep"];
   /** See {@link TenantLifecycleOptions.afterStep}. */
   afterOffboardingStep?: TenantLifecycleOptions["afterStep"];
+  /** See {@link TenantBackupsOptions.afterStep}. */
+  afterBackupStep?: TenantBackupsOptions["afterStep"];
+  /** See {@link TenantRestoresOptions.afterStep}. */
+  afterRestoreStep?: TenantRestoresOptions["afterStep"];
+  /** The time the backup schedule and retention go by, instead of the clock's (so that tests move it). */
+  backupClock?: () => Date;
+  /** Receives the backup schedule, so that a test can run what is due at once (`runDue`). */
+  backupSchedule?: (schedule: BackupSchedule) => void;
+}
+
+/** Each tier's backup schedule: its own setting if it has one, else TENANTRY_BACKUP_SCHEDULE; null for none. */
+function backupSchedules(config: PlatformConfig): Map<string, CronSchedule | null> {
+  const own = {
+    [Tier.STANDARD]: config.TENANTRY_BACKUP_SCHEDULE_STANDARD,
+    [Tier.PREMIUM]: config.TENANTRY_BACKUP_SCHEDULE_PREMIUM,
+    [Tier.ENTERPRISE]: config.TENANTRY_BACKUP_SCHEDULE_ENTERPRISE,
+  };
+  // "off" is null, which a tier's own setting may say: only an unset one falls back.
+  return new Map(Object.entries(own).map(([tier, schedule]) => [tierName(Number(tier) as Tier), schedule === undefined ? config.TENANTRY_BACKUP_SCHEDULE : schedule]));
 }
 
 /**
@@ -76,19 +109,82 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       ...(hooks.afterStep === undefined ? {} : { afterStep: hooks.afterStep }),
     });
     const audit = new AuditLog(orm, log);
+    const storage = backupStorage(config);
+    if (storage instanceof S3BackupStorage) {
+      closers.push(() => storage.close());
+    }
+    log.info({ storage: storage.description }, "where backups are kept");
+    const backupMetrics = new BackupMetrics(telemetry.meter, { orm, log });
+    closers.push(() => backupMetrics.stop());
+    const backups = new TenantBackups({
+      orm,
+      clusters,
+      locks,
+      box,
+      storage,
+      schemas: () => schemas.entries.map((e) => e.name),
+      workers: config.TENANTRY_BACKUP_WORKERS,
+      log,
+      events: backupMetrics,
+      ...(hooks.afterBackupStep === undefined ? {} : { afterStep: hooks.afterBackupStep }),
+    });
+    const restores = new TenantRestores({
+      orm,
+      clusters,
+      schemas,
+      box,
+      locks,
+      storage: backups.storage,
+      backups,
+      provisioner,
+      migrateTimeoutMs: 60_000,
+      keepMs: config.TENANTRY_RESTORE_KEEP_MS,
+      log,
+      events: backupMetrics,
+      ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),
+    });
     const lifecycle = new TenantLifecycle({
       orm,
       clusters,
       locks,
       audit,
-      schemas: schemas.entries.map((e) => e.name),
-      exportDir: path.resolve(config.TENANTRY_DATA_DIR, "exports"),
+      backups,
       graceMs: config.TENANTRY_OFFBOARDING_GRACE_MS,
       checkIntervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
       log,
       ...(hooks.afterOffboardingStep === undefined ? {} : { afterStep: hooks.afterOffboardingStep }),
     });
     closers.push(() => lifecycle.stop());
+    const schedule = new BackupSchedule({
+      orm,
+      locks,
+      backups,
+      restores,
+      schedules: backupSchedules(config),
+      windowMs: config.TENANTRY_BACKUP_WINDOW_MS,
+      concurrencyPerCluster: config.TENANTRY_BACKUP_CONCURRENCY_PER_CLUSTER,
+      verifySample: config.TENANTRY_BACKUP_VERIFY_SAMPLE,
+      retention: { keepLast: config.TENANTRY_BACKUP_KEEP_LAST, keepDays: config.TENANTRY_BACKUP_KEEP_DAYS },
+      now: hooks.backupClock ?? (() => new Date()),
+      log,
+    });
+    hooks.backupSchedule?.(schedule);
+    const scheduleSweep = new PeriodicSweep(async () => void (await schedule.runDue()), {
+      intervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
+      onError: (error) => log.error({ err: error }, "backup schedule failed"),
+    });
+    closers.push(() => scheduleSweep.stop());
+    // Closers run last first: the schedule stops starting work, then the sweep waits for what it started.
+    closers.push(() => schedule.stop());
+    // Backups and restores a stopped Platform left under way, and databases kept past their time.
+    const backupSweep = new PeriodicSweep(
+      async () => {
+        await backups.failAbandoned();
+        await restores.sweep();
+      },
+      { intervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS, onError: (error) => log.error({ err: error }, "backup sweep failed") },
+    );
+    closers.push(() => backupSweep.stop());
     const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => feed.close());
     const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
@@ -112,6 +208,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         },
         { service: ClusterService, impl: clusterService(orm, clusters, audit) },
         { service: FleetService, impl: fleetService(fleet) },
+        { service: BackupService, impl: backupService(backups, restores, audit) },
       ],
       interceptors: [],
       credentials,
@@ -122,6 +219,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       onShutdown: closeAll,
     });
     lifecycle.start();
+    backupSweep.start();
+    scheduleSweep.start();
     const resuming = provisioner.resumeUnfinished().catch((error: unknown) => log.error({ err: error }, "could not resume unfinished tenants"));
     closers.push(() => resuming);
     return meshServer;
@@ -129,4 +228,22 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     await closeAll();
     throw error;
   }
+}
+
+/** Where backups are kept: the S3 bucket of TENANTRY_BACKUP_S3_BUCKET when set, else `<data dir>/backups`. */
+function backupStorage(config: PlatformConfig): LocalBackupStorage | S3BackupStorage {
+  if (config.TENANTRY_BACKUP_S3_BUCKET === undefined) {
+    return new LocalBackupStorage(path.resolve(config.TENANTRY_DATA_DIR, "backups"));
+  }
+  const accessKeyId = config.TENANTRY_BACKUP_S3_ACCESS_KEY_ID;
+  const secretAccessKey = config.TENANTRY_BACKUP_S3_SECRET_ACCESS_KEY;
+  return new S3BackupStorage({
+    bucket: config.TENANTRY_BACKUP_S3_BUCKET,
+    // readPlatformConfig refuses a bucket without its region.
+    region: config.TENANTRY_BACKUP_S3_REGION!,
+    ...(config.TENANTRY_BACKUP_S3_ENDPOINT === undefined ? {} : { endpoint: config.TENANTRY_BACKUP_S3_ENDPOINT }),
+    forcePathStyle: config.TENANTRY_BACKUP_S3_FORCE_PATH_STYLE,
+    ...(accessKeyId === undefined || secretAccessKey === undefined ? {} : { credentials: { accessKeyId, secretAccessKey } }),
+    prefix: config.TENANTRY_BACKUP_S3_PREFIX,
+  });
 }

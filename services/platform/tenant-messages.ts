@@ -4,6 +4,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { Tier, type TenantRouteSchema, type TenantSchema } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { ClusterAccess } from "./cluster-registry.ts";
 import type { Tenant } from "./entities/tenant.ts";
+import { offboardingSteps } from "./lifecycle/offboarding-steps.ts";
 import { statusNames, statusOf, tierOf } from "./stores/index.ts";
 
 /** A registry record as the API's Tenant message. */
@@ -20,6 +21,8 @@ export function tenantMessage(tenant: Tenant): MessageInitShape<typeof TenantSch
     cluster: tenant.cluster ?? "",
     suspendedReason: tenant.suspendedReason ?? "",
     exportPath: tenant.exportPath ?? "",
+    // Chosen before it is taken: shown once taken.
+    finalBackupId: tenant.finalBackupId != null && tenant.lifecycleStep !== offboardingSteps[0] ? tenant.finalBackupId : "",
     ...(tenant.status === statusNames.offboarding && tenant.purgeAfter != null ? { purgeTime: timestampFromDate(tenant.purgeAfter) } : {}),
   };
 }

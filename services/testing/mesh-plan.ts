@@ -11,10 +11,16 @@ export interface UnregisteredService {
 
 /** Which services a test mesh runs, and what else they are started with. */
 export interface MeshPlanOptions {
-  /** The registered services to run besides Platform, which always runs; by default every one. */
+  /** The registered services to run besides Platform, which always runs; by default every one but those of `addedLater`. */
   services?: readonly string[];
   /** One more service, not in the registry, wired like the registered ones. */
   unregistered?: UnregisteredService;
+  /**
+   * Registered services planned like the others (ports, settings) but left
+   * out of Platform's TENANTRY_SCHEMA_SERVICES: services registered after
+   * the tenants made before they are added (see `schemaServices`).
+   */
+  addedLater?: readonly string[];
   /** Settings every service shares: data dir, mesh key, operator token. */
   sharedEnv: Record<string, string>;
   /** Superuser URL of Platform's database. */
@@ -37,6 +43,8 @@ export interface PlannedService {
   name: string;
   /** Its registry entry; undefined for the unregistered service. */
   registered: RegisteredService | undefined;
+  /** The schema it owns in every tenant database, if any. */
+  schema: string | undefined;
   grpcPort: number;
   /** 0 unless picked (see `pickHttpPorts`): the service listens on any free port. */
   httpPort: number;
@@ -54,7 +62,8 @@ export interface PlannedService {
  * unregistered one included.
  */
 export async function planMesh(options: MeshPlanOptions): Promise<PlannedService[]> {
-  const names = new Set(["platform", ...(options.services ?? registry.map((s) => s.name))]);
+  const later = new Set(options.addedLater);
+  const names = new Set(["platform", ...(options.services ?? registry.map((s) => s.name).filter((name) => !later.has(name))), ...later]);
   const members: { name: string; schema?: string | undefined; registered: RegisteredService | undefined }[] = [...names].map((name) => {
     const registered = registeredService(name);
     return { name, schema: registered.schema, registered };
@@ -72,7 +81,7 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
   }
   // Auth left out of the mesh is unreachable, never another mesh's: nothing listens on port 1.
   const address = (name: string) => `127.0.0.1:${ports.get(name)?.grpcPort ?? 1}`;
-  return members.map(({ name, registered }) => {
+  return members.map(({ name, schema, registered }) => {
     const { grpcPort, httpPort } = ports.get(name)!;
     const own = { ...options.sharedEnv, TENANTRY_GRPC_PORT: String(grpcPort), TENANTRY_HTTP_PORT: String(httpPort) };
     const env =
@@ -80,10 +89,17 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
         ? {
             ...own,
             TENANTRY_DATABASE_URL: options.platformDatabaseUrl,
-            TENANTRY_SCHEMA_SERVICES: schemaServicesSetting(members, (s) => address(s.name)),
+            TENANTRY_SCHEMA_SERVICES: schemaServicesSetting(members.filter((s) => !later.has(s.name)), (s) => address(s.name)),
+            // Specs that test the backup schedule turn it on; no other spec wants backups of its tenants taken meanwhile.
+            TENANTRY_BACKUP_SCHEDULE: "off",
             ...options.platformEnv,
           }
         : { ...own, TENANTRY_PLATFORM_ADDRESS: address("platform"), TENANTRY_AUTH_ADDRESS: address("auth"), ...options.tenantServiceEnv };
-    return { name, registered, grpcPort, httpPort, env };
+    return { name, registered, schema, grpcPort, httpPort, env };
   });
+}
+
+/** Platform's TENANTRY_SCHEMA_SERVICES for every service of a plan that owns a schema, those added later included. */
+export function schemaServices(plan: readonly PlannedService[]): string {
+  return schemaServicesSetting(plan, (s) => `127.0.0.1:${s.grpcPort}`);
 }

@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FleetService } from "../../gen/tenantry/platform/v1/fleet_service_pb.js";
+import { operatorCredentialInterceptor } from "../mesh/index.ts";
 import { startTestMesh, type TestMesh } from "./test-mesh.ts";
 
 describe("a test mesh of some of the registered services", () => {
@@ -25,5 +27,37 @@ describe("a test mesh of some of the registered services", () => {
 
   it("refuses a service that is not registered, naming those that are", async () => {
     await expect(startTestMesh({ services: ["no-such-service"] })).rejects.toThrow(/no service "no-such-service" in services\/registry.ts/);
+  });
+});
+
+describe("a test mesh that adds a registered service later", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    mesh = await startTestMesh({ services: ["auth"], addedLater: ["backend"] });
+  });
+  afterAll(() => mesh?.stop());
+
+  const backendSchema = (database: string) => mesh.sql(database, "select nspname from pg_namespace where nspname = 'backend'");
+
+  it("has Platform migrate its schema on tenants made after it is added, and on those made before by MigrateTenants", async () => {
+    const before = await mesh.createTenant();
+    expect(await backendSchema(before.database)).toEqual([]);
+    expect(() => mesh.backend).toThrow("backend is stopped");
+
+    await mesh.addService("backend");
+    expect(mesh.platformProcessEnv.TENANTRY_SCHEMA_SERVICES).toBe(`auth=127.0.0.1:${mesh.auth.grpcPort},backend=127.0.0.1:${mesh.backend.grpcPort}`);
+    const after = await mesh.createTenant();
+    expect(await backendSchema(after.database)).toEqual([{ nspname: "backend" }]);
+
+    const fleet = mesh.client("platform", FleetService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    const { services } = await fleet.getFleetStatus({});
+    expect(services.find((s) => s.service === "backend")).toMatchObject({ current: 1, behind: 1 });
+    const migrated: string[] = [];
+    for await (const event of fleet.migrateTenants({ onlyBehind: true })) {
+      migrated.push(`${event.tenantId} ${event.service}`);
+    }
+    expect(migrated).toContain(`${before.tenantId} backend`);
+    expect(await backendSchema(before.database)).toEqual([{ nspname: "backend" }]);
+    await expect(mesh.addService("backend")).rejects.toThrow("backend is added already");
   });
 });

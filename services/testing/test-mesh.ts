@@ -28,7 +28,7 @@ import {
 import type { PlatformHooks } from "../platform/platform.ts";
 import type { ServiceStart } from "../registry.ts";
 import { TestAccessTokens } from "./access-tokens.ts";
-import { planMesh, type PlannedService, type UnregisteredService } from "./mesh-plan.ts";
+import { planMesh, schemaServices, type PlannedService, type UnregisteredService } from "./mesh-plan.ts";
 import { TestServer } from "./test-server.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
@@ -41,7 +41,7 @@ export interface ServiceUnderTest extends UnregisteredService {
 
 /** Options of {@link startTestMesh}; settings are environment variables of the services. */
 export interface TestMeshOptions {
-  /** The registered services to run besides Platform, which always runs (see services/registry.ts); by default every one. */
+  /** The registered services to run besides Platform, which always runs (see services/registry.ts); by default every one but those of `addedLater`. */
   services?: string[];
   /**
    * One more service, not in the registry: it gets ports and the mesh's
@@ -49,6 +49,12 @@ export interface TestMeshOptions {
    * tenant it makes when it owns one.
    */
   serviceUnderTest?: ServiceUnderTest;
+  /**
+   * Registered services that start only when `addService` adds them, as
+   * services registered after the tenants made before that: Platform
+   * migrates their schemas from then on.
+   */
+  addedLater?: string[];
   /** Extra settings for every service but Platform. */
   tenantServiceEnv?: Record<string, string>;
   /** Extra settings for Platform. */
@@ -76,6 +82,13 @@ export interface TestMesh {
   service(name: string): MeshServer;
   /** Stops a service (if running), so that calls to it find nothing listening. */
   stopService(name: string): Promise<void>;
+  /**
+   * Starts a service of `addedLater` and restarts Platform with its schema
+   * among those it migrates, as deploying a newly registered service does:
+   * tenants made before are behind on it (and on Auth, for the permissions
+   * it declares) until MigrateTenants brings them current.
+   */
+  addService(name: string): Promise<void>;
   /**
    * Stops a service (if running) and starts it again on the same gRPC port,
    * with extra settings and the service's own overrides (those its start takes).
@@ -195,10 +208,13 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     return found;
   };
 
+  const addedLater = new Set(options.addedLater);
+  let plan: PlannedService[] = [];
   try {
-    const plan = await planMesh({
+    plan = await planMesh({
       services: options.services,
       unregistered: options.serviceUnderTest,
+      addedLater: options.addedLater,
       sharedEnv,
       platformDatabaseUrl: databaseUrl(platformDatabase),
       platformEnv: options.platformEnv,
@@ -209,7 +225,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       starts.set(service.name, service.registered === undefined ? (options.serviceUnderTest!.start as Start) : await registeredStart(service));
     }
     // Platform last: the tenants it resumes as it starts need the others.
-    for (const { name } of [...plan.slice(1), plan[0]!]) {
+    for (const { name } of [...plan.slice(1).filter((s) => !addedLater.has(s.name)), plan[0]!]) {
       await startService(name);
     }
   } catch (error) {
@@ -247,6 +263,18 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     service,
     stopService,
     restartService,
+    async addService(name) {
+      if (!addedLater.has(name)) {
+        throw new Error(`${name} is not among the services this mesh adds later (addedLater: ${[...addedLater].join(", ")})`);
+      }
+      if (running.has(name)) {
+        throw new Error(`${name} is added already`);
+      }
+      await startService(name);
+      // Kept in Platform's planned settings, so that later restarts keep it.
+      plannedService("platform").env.TENANTRY_SCHEMA_SERVICES = schemaServices(plan);
+      await restartService("platform");
+    },
     get platform() {
       return service("platform");
     },

@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { z } from "zod";
 import { addressMap, commonEnv, ConfigError, port, positiveInt, readConfig } from "./config.ts";
 import { loadSecret } from "./secret-file.ts";
 
@@ -26,6 +27,17 @@ describe("configuration", () => {
     expect(message).toMatch(/TENANTRY_GRPC_PORT: .*\(got "70000"\)/);
     expect(message).toMatch(/TENANTRY_DB_MAX_CONNECTIONS: .*\(got "0"\)/);
     expect(message).toMatch(/TENANTRY_SCHEMA_SERVICES: expected name=host:port/);
+  });
+  it("never shows a secret's value, nor a URL's password", () => {
+    let message = "";
+    try {
+      readConfig({ ...commonEnv, TENANTRY_DATABASE_URL: z.url({ protocol: /^postgres$/ }) }, { TENANTRY_MESH_KEY: "short-secret", TENANTRY_DATABASE_URL: "http://tenantry:hunter2@db:5432/x" });
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toMatch(/^TENANTRY_MESH_KEY: must have at least 32 characters \(got a value of 12 characters, not shown\)$/m);
+    expect(message).toMatch(/^TENANTRY_DATABASE_URL: .*\(got "http:\/\/tenantry:\*\*\*@db:5432\/x"\)$/m);
+    expect(message).not.toMatch(/short-secret|hunter2/);
   });
 });
 

@@ -65,7 +65,7 @@ export const commonEnv = {
   TENANTRY_CORS_ORIGINS: commaList.default([]),
   /** How long in-flight calls may run after SIGTERM before they are cut. */
   TENANTRY_SHUTDOWN_GRACE_MS: positiveInt.default(10_000),
-  /** Where generated keys, tokens and exports are kept. */
+  /** Where generated keys and tokens are kept, and (Platform) backups. */
   TENANTRY_DATA_DIR: z.string().min(1).default(".tenantry"),
   /** The secret the services share to sign service tokens; else generated into `<data dir>/mesh.key`. */
   TENANTRY_MESH_KEY: z.string().min(32, "must have at least 32 characters").optional(),
@@ -90,7 +90,7 @@ export function readConfig<S extends z.ZodRawShape>(
     const lines = result.error.issues.map((issue) => {
       const name = String(issue.path[0] ?? "environment");
       const value = defined[name];
-      return `${name}: ${issue.message}${value === undefined ? " (not set)" : ` (got "${value}")`}`;
+      return `${name}: ${issue.message}${value === undefined ? " (not set)" : ` (got ${shownValue(name, value)})`}`;
     });
     throw new ConfigError(lines.join("\n"));
   }
@@ -109,6 +109,17 @@ export function readConfig<S extends z.ZodRawShape>(
     }
   }
   return result.data;
+}
+
+/**
+ * A value as a configuration error shows it: a secret's (a variable named
+ * …_KEY, …_TOKEN or …_PASSWORD) not at all, a URL's password masked.
+ */
+function shownValue(name: string, value: string): string {
+  if (/_(KEY|TOKEN|PASSWORD)$/.test(name)) {
+    return `a value of ${value.length} characters, not shown`;
+  }
+  return `"${value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, "$1:***@")}"`;
 }
 
 /** A configuration value is missing or invalid; the message names the variable. */

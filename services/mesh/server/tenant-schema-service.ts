@@ -4,6 +4,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { TenantSchemaService, type MigrateRequest, type MigrateResponseSchema } from "../../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
 import type { Permission } from "../access/declared-permissions.ts";
 import type { TenantEndpoint } from "../tenancy/connection-budget.ts";
+import { checkTenantId } from "../wire/tenant-id.ts";
 import { isDatabaseUnreachable } from "../tenancy/database-unreachable.ts";
 import type { Tenancy } from "../tenancy/tenancy.ts";
 import { TenantStatus } from "../tenancy/tenant-directory.ts";
@@ -24,12 +25,20 @@ export interface SchemaPermissions {
 }
 
 /**
+ * What a service does when a tenant's database turns out to hold a copy of
+ * another tenant's data (a clone restored from a backup): replace or drop
+ * what is bound to the source's identity. Runs in the tenant's scope.
+ */
+export type AdoptCopy = (em: EntityManager, copy: { tenantId: string; sourceTenantId: string }) => Promise<void>;
+
+/**
  * Implements `tenantry.schema.v1.TenantSchemaService` for the schema a
  * service owns: Platform calls it to migrate each tenant, and the service
  * runs its own migrations there (and, in Auth, merges the permission
- * catalog).
+ * catalog). `adoptCopy` is the service's part in cloning a tenant, if it
+ * keeps anything bound to the tenant's identity.
  */
-export function tenantSchemaService(service: string, tenancy: Tenancy, permissions: SchemaPermissions): ServiceImpl<typeof TenantSchemaService> {
+export function tenantSchemaService(service: string, tenancy: Tenancy, permissions: SchemaPermissions, adoptCopy?: AdoptCopy): ServiceImpl<typeof TenantSchemaService> {
   async function routeOf(tenantId: string) {
     const route = await tenancy.directory.lookup(tenantId, "tenant_id");
     if (route.status === TenantStatus.DELETED || route.status === TenantStatus.OFFBOARDING) {
@@ -38,9 +47,11 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
     return route;
   }
   async function migrate(endpoint: TenantEndpoint, req: MigrateRequest): Promise<MessageInitShape<typeof MigrateResponseSchema>> {
-    const { applied, version } = await tenancy.migrate(endpoint);
+    const to = req.toVersion === "" ? undefined : req.toVersion;
+    const { applied, version } = await tenancy.migrate(endpoint, { to });
     const { merge } = permissions;
-    const addedPermissions = merge === undefined ? [] : await tenancy.scope.run(endpoint, () => merge(tenancy.fork(), [...permissions.declared, ...req.permissions]));
+    // Below the newest version the catalog's tables may not be as merging expects them.
+    const addedPermissions = merge === undefined || to !== undefined ? [] : await tenancy.scope.run(endpoint, () => merge(tenancy.fork(), [...permissions.declared, ...req.permissions]));
     return { service, applied, version, addedPermissions };
   }
   return {
@@ -69,6 +80,15 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
         // For Platform's ledger and the operator: the migration was rolled back, and why.
         throw new ConnectError(`${service} migration of tenant "${req.tenantId}" failed and was rolled back: ${(error as Error).message}`, Code.Internal);
       }
+    },
+    async adoptCopy(req) {
+      const route = await routeOf(req.tenantId);
+      checkTenantId(req.sourceTenantId, "source_tenant_id");
+      if (adoptCopy !== undefined) {
+        const copy = { tenantId: route.tenantId, sourceTenantId: req.sourceTenantId };
+        await tenancy.scope.run(tenancy.endpointOf(route), () => adoptCopy(tenancy.fork(), copy));
+      }
+      return {};
     },
     describeSchema() {
       const migrations = tenancy.migrationNames();

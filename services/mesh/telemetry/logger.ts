@@ -1,5 +1,5 @@
 import { context, createContextKey, isSpanContextValid, trace } from "@opentelemetry/api";
-import { pino, type Logger } from "pino";
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from "pino";
 
 export type { Logger };
 
@@ -20,6 +20,8 @@ const secretFields = [
   "masterKey",
   "privateKey",
   "secret",
+  "secretAccessKey",
+  "sessionToken",
   "connectionString",
 ];
 
@@ -28,10 +30,10 @@ const secretFields = [
  * warn, error, fatal or silent: a service's `TENANTRY_LOG_LEVEL`);
  * credentials are redacted wherever they appear under the usual names. A
  * line logged while a call runs carries the call's `trace_id`, `span_id`
- * and `tenant_id`.
+ * and `tenant_id`. Lines go to stdout, or to `destination`.
  */
-export function createLogger(service: string, level: string): Logger {
-  return pino({
+export function createLogger(service: string, level: string, destination?: DestinationStream): Logger {
+  const options: LoggerOptions = {
     level,
     base: { service },
     redact: {
@@ -47,5 +49,6 @@ export function createLogger(service: string, level: string): Logger {
         ...(tenantId === undefined ? {} : { tenant_id: tenantId }),
       };
     },
-  });
+  };
+  return destination === undefined ? pino(options) : pino(options, destination);
 }

@@ -1,4 +1,5 @@
 import { Migrator } from "@mikro-orm/migrations";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ConnectionException, MikroORM, type EntityManager, type EntitySchema, type MigrationObject } from "@mikro-orm/postgresql";
 import { createPostgreSqlTypeParsers } from "@mikro-orm/sql";
 import { PostgresDialect } from "kysely";
@@ -151,11 +152,18 @@ export class Tenancy {
 
   /**
    * Applies this service's pending migrations to a tenant's database (or to
-   * any database named by an endpoint). Runs for the same endpoint are
-   * serialised in this process.
+   * any database named by an endpoint), with `to` only those up to that
+   * migration (a restore reaching a backup's versions). Runs for the same
+   * endpoint are serialised in this process. FAILED_PRECONDITION when `to`
+   * is no migration of the service, or the schema is past it.
    */
-  migrate(target: TenantRoute | TenantEndpoint): Promise<MigrationOutcome> {
+  migrate(target: TenantRoute | TenantEndpoint, options: { to?: string } = {}): Promise<MigrationOutcome> {
     const endpoint = "status" in target ? this.endpointOf(target) : target;
+    const names = this.migrationNames();
+    const last = options.to === undefined ? names.length - 1 : names.indexOf(options.to);
+    if (last < 0 && options.to !== undefined) {
+      throw new ConnectError(`${this.#schema} has no migration "${options.to}" (it knows ${names.join(", ")}): a newer version of the service wrote it`, Code.FailedPrecondition);
+    }
     const running = this.#migrating.get(endpoint.tenantId);
     const next = (running ?? Promise.resolve())
       .catch(() => undefined)
@@ -163,7 +171,14 @@ export class Tenancy {
         this.scope.run(endpoint, async () => {
           // A Migrator per run: one remembers its tracking table per schema name, not per database.
           const migrator = new Migrator(this.fork());
-          const applied = await migrator.up();
+          if (options.to !== undefined) {
+            const beyond = new Set(names.slice(last + 1));
+            const past = (await migrator.getExecuted()).find((m) => beyond.has(m.name));
+            if (past !== undefined) {
+              throw new ConnectError(`the ${this.#schema} schema is at "${past.name}" already, past "${options.to}"`, Code.FailedPrecondition);
+            }
+          }
+          const applied = await migrator.up(options.to === undefined ? undefined : { to: options.to });
           const executed = await migrator.getExecuted();
           return { applied: applied.map((m) => m.name), version: executed.at(-1)?.name ?? "" };
         }),

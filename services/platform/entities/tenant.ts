@@ -26,8 +26,10 @@ export const Tenant = defineEntity({
     suspendedReason: p.text().nullable(),
     /** While OFFBOARDING: when the database and role may be dropped. */
     purgeAfter: p.datetime(3).nullable(),
-    /** The export file written when offboarding. */
+    /** The export file written when offboarding, by Platforms before final backups. */
     exportPath: p.text().nullable(),
+    /** Offboarding's final backup: chosen before it is taken, so that a resumed offboarding finds it. */
+    finalBackupId: p.uuid().nullable(),
     /** The owner asked for; Auth creates it while provisioning. */
     ownerEmail: p.string().length(320).nullable(),
     /** The owner's password, sealed, until the owner exists. */

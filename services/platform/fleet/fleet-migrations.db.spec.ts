@@ -1,29 +1,23 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { Migration } from "@mikro-orm/migrations";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FleetService, MigrationOutcome, type MigrateTenantsResponse } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
 import type { Tenant } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
 import { createGrpcJsTransport, operatorCredentialInterceptor, type GrpcJsTransport } from "../../mesh/index.ts";
+import { newerBackendMigrations, releasedBackendVersion, upcomingBackendVersion } from "../../testing/newer-backend.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
-/** The newest migration of the Backend the tenants run now. */
-const released = backendMigrations.at(-1)!.name;
-/** A newer Backend's migration: an index, which the older code does not notice. */
-class IndexEntriesByCreation extends Migration {
-  override up(): void {
-    this.addSql("create index entries_created_at on backend.entries (created_at)");
-  }
-}
-const upcoming = `${String(backendMigrations.length + 1).padStart(4, "0")}-index-entries-by-creation`;
-const newer = [...backendMigrations, { name: upcoming, class: IndexEntriesByCreation }];
+const released = releasedBackendVersion;
+const upcoming = upcomingBackendVersion;
+const newer = newerBackendMigrations;
 
 let mesh: TestMesh;
 let transport: GrpcJsTransport;
 let fleet: ReturnType<typeof createClient<typeof FleetService>>;
 let tenants: Tenant[];
 beforeAll(async () => {
-  mesh = await startTestMesh();
+  // Auth and Backend alone, whatever else is registered: the counts below are of their two schemas.
+  mesh = await startTestMesh({ services: ["auth", "backend"] });
   transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.platform.grpcPort}`, interceptors: [operatorCredentialInterceptor(mesh.operatorToken)] });
   fleet = createClient(FleetService, transport);
   tenants = [];

@@ -1,18 +1,23 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
+import { randomUUID } from "node:crypto";
 import pg from "pg";
+import type { TenantBackups } from "../backups/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
-import { versionsOf, type TenantChange } from "../stores/index.ts";
-import { exportTenant } from "./tenant-export.ts";
+import { backupStates, changeTenant, type TenantChange } from "../stores/index.ts";
 
 /**
  * The steps of offboarding a tenant, in order. Each is idempotent, and the
  * last one done is recorded on the tenant, so that a Platform that stops
- * anywhere goes on from there.
+ * anywhere goes on from there. ("export" takes the final backup; the name
+ * is kept from when it wrote an export file, for offboardings under way.)
  */
 export const offboardingSteps = ["requested", "export", "revoke-login", "drop-database", "drop-role"] as const;
 
 export type OffboardingStep = (typeof offboardingSteps)[number];
+
+/** The label of offboarding's final backup. */
+export const finalBackupLabel = "final backup before offboarding";
 
 /** What a step works on and with. */
 export interface OffboardingContext {
@@ -20,10 +25,8 @@ export interface OffboardingContext {
   em: EntityManager;
   tenant: Tenant;
   clusters: ClusterRegistry;
-  /** The service schemas exported. */
-  schemas: string[];
-  /** Where export files are written. */
-  exportDir: string;
+  /** Takes the final backup. */
+  backups: TenantBackups;
 }
 
 /** A step of offboarding: its work, which returns what to record on the tenant with it. */
@@ -33,13 +36,22 @@ export interface OffboardingStepDefinition {
   afterGrace: boolean;
 }
 
-/** Writes the export file of the tenant's service schemas, with the versions the ledger has for them. */
-async function exportSchemas({ em, tenant, clusters, schemas, exportDir }: OffboardingContext): Promise<TenantChange> {
-  const versions = await versionsOf(em, tenant.id);
-  const exportPath = await clusters.inDatabase(tenant.cluster!, tenant.database, (client) =>
-    exportTenant({ tenantId: tenant.id, client, schemas, versions, dir: exportDir }),
-  );
-  return { exportPath };
+/**
+ * Takes the tenant's final backup, in the format of every backup (so it
+ * restores as any other, as a new tenant once this one is gone). Its id is
+ * recorded on the tenant before it is taken: a resumed offboarding keeps a
+ * final backup that SUCCEEDED instead of taking another.
+ */
+async function takeFinalBackup({ em, tenant, backups }: OffboardingContext): Promise<TenantChange> {
+  if (tenant.finalBackupId != null) {
+    const taken = await backups.get(tenant.finalBackupId).catch(() => undefined);
+    if (taken?.state === backupStates.succeeded) {
+      return {};
+    }
+  }
+  await changeTenant(em, tenant, { finalBackupId: randomUUID() });
+  await backups.create(tenant.id, finalBackupLabel, { id: tenant.finalBackupId!, final: true });
+  return {};
 }
 
 /** Takes the login from the tenant's role and ends its sessions. */
@@ -65,7 +77,7 @@ async function dropRole({ tenant, clusters }: OffboardingContext): Promise<Tenan
 export const offboardingStepTable: { readonly [S in OffboardingStep]: OffboardingStepDefinition } = {
   // Recorded with the status (see TenantLifecycle.delete).
   requested: { perform: async () => ({}), afterGrace: false },
-  export: { perform: exportSchemas, afterGrace: false },
+  export: { perform: takeFinalBackup, afterGrace: false },
   "revoke-login": { perform: revokeLogin, afterGrace: false },
   "drop-database": { perform: dropDatabase, afterGrace: true },
   "drop-role": { perform: dropRole, afterGrace: true },

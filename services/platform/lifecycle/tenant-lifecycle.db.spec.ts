@@ -1,22 +1,27 @@
-import { Code, ConnectError } from "@connectrpc/connect";
-import { readFile } from "node:fs/promises";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
-import { gunzipSync } from "node:zlib";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BackupService, BackupState } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { AuditOutcome, TenantStatus, Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { migrations as authMigrations } from "../../auth/migrations/index.ts";
 import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
+import { operatorCredentialInterceptor } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
+import { tableDigests } from "../../testing/table-digests.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
+const schemas = ["auth", "backend"];
+
 let mesh: TestMesh;
+let backups: Client<typeof BackupService>;
 beforeAll(async () => {
   mesh = await startTestMesh({
     // Routes are trusted for minutes: only the change feed can make a change seen quickly.
     tenantServiceEnv: { TENANTRY_TENANT_CACHE_TTL_MS: "600000", TENANTRY_TENANT_WATCHED_TTL_MS: "600000", TENANTRY_PLATFORM_TIMEOUT_MS: "1000" },
     platformEnv: { TENANTRY_OFFBOARDING_GRACE_MS: "0" },
   });
+  backups = mesh.client("platform", BackupService, [operatorCredentialInterceptor(mesh.operatorToken)]);
 });
 afterAll(() => mesh?.stop());
 
@@ -118,27 +123,39 @@ describe("updates", () => {
 });
 
 describe("offboarding", () => {
-  it("exports every service schema, then drops the database and role at once with no grace period, keeping the record", async () => {
-    const tenant = await mesh.createTenant();
-    const { entry } = await mesh.entries.createEntry({ title: "keep me", tags: ["export"] }, headers(tenant.tenantId));
+  it("takes a final backup that restores as a new tenant with the data as it was, then drops the database and role at once with no grace period, keeping the record", async () => {
+    const owner = { email: "owner@example.com", password: "correct horse battery" };
+    const tenant = await mesh.createTenant({ owner });
+    await mesh.entries.createEntry({ title: "keep me", tags: ["export"] }, headers(tenant.tenantId));
     await mesh.entries.listEntries({}, headers(tenant.tenantId));
+    const before = await tableDigests(mesh.databaseUrl(tenant.database), schemas);
 
     const { tenant: deleted } = await mesh.platformClient.deleteTenant({ tenantId: tenant.tenantId });
-    expect(deleted?.status).toBe(TenantStatus.DELETED);
-    expect(deleted?.exportPath).toMatch(new RegExp(`exports/${tenant.tenantId}-.*\\.ndjson\\.gz$`));
-
-    const lines = gunzipSync(await readFile(deleted!.exportPath)).toString("utf8").trim().split("\n").map((l) => JSON.parse(l));
-    expect(lines[0]).toMatchObject({ format: "tenantry-export/1", tenantId: tenant.tenantId, versions: { auth: authMigrations.at(-1)!.name, backend: backendMigrations.at(-1)!.name } });
-    expect(lines).toContainEqual(expect.objectContaining({ table: "backend.entries", columns: expect.arrayContaining([{ name: "title", type: "character varying(200)" }]) }));
-    expect(lines).toContainEqual({ t: "backend.entries", row: expect.objectContaining({ id: entry!.id, title: "keep me", tags: ["export"] }) });
-    expect(lines.filter((l) => l.t === "backend.mikro_orm_migrations")).toHaveLength(backendMigrations.length);
+    expect(deleted).toMatchObject({ status: TenantStatus.DELETED, exportPath: "" });
+    const { backup } = await backups.getBackup({ backupId: deleted!.finalBackupId });
+    expect(backup).toMatchObject({ tenantId: tenant.tenantId, state: BackupState.SUCCEEDED, label: "final backup before offboarding" });
+    expect(backup!.schemaVersions.map(({ service, version }) => ({ service, version }))).toEqual([
+      { service: "auth", version: authMigrations.at(-1)!.name },
+      { service: "backend", version: backendMigrations.at(-1)!.name },
+    ]);
+    expect(backup!.tables.find((t) => t.name === "backend.entries")?.rows).toBe(1n);
 
     expect(await mesh.sql("postgres", "select 1 from pg_database where datname = $1", [tenant.database])).toEqual([]);
     expect(await mesh.sql("postgres", "select 1 from pg_roles where rolname = $1", [tenant.database])).toEqual([]);
     await eventually(async () => (await answers(tenant.tenantId)).backend === "FailedPrecondition");
     const { tenant: record } = await mesh.platformClient.getTenant({ tenantId: tenant.tenantId });
-    expect(record?.status).toBe(TenantStatus.DELETED);
+    expect(record).toMatchObject({ status: TenantStatus.DELETED, finalBackupId: backup!.backupId });
     expect((await failure(mesh.platformClient.createTenant({ tenantId: tenant.tenantId }))).code).toBe(Code.AlreadyExists);
+
+    // The tenant is gone; its final backup restores as a new one, every table as it was.
+    const revivedId = mesh.uniqueTenantId("revived");
+    const { tenant: revived } = await backups.restoreBackup({ backupId: backup!.backupId, targetTenantId: revivedId });
+    const after = await tableDigests(mesh.databaseUrl(revived!.database), schemas);
+    // A clone gets signing keys of its own and none of the source's sessions; the rest is the source's.
+    const copied = (digests: Record<string, string>) => Object.fromEntries(Object.entries(digests).filter(([table]) => !["auth.signing_keys", "auth.refresh_tokens"].includes(table)));
+    expect(copied(after)).toEqual(copied(before));
+    expect(Object.keys(copied(before))).toContain("backend.entries");
+    expect(await mesh.login(revivedId, owner)).toMatch(/^ey/);
   });
 
   it("with a grace period revokes the login at once and drops the rest when it is over", async () => {
@@ -179,6 +196,10 @@ describe("offboarding", () => {
     await eventually(async () => (await mesh.platformClient.getTenant({ tenantId: tenant.tenantId })).tenant?.status === TenantStatus.DELETED);
     expect(await mesh.sql("postgres", "select 1 from pg_database where datname = $1", [tenant.database])).toEqual([]);
     expect(await mesh.sql("postgres", "select 1 from pg_roles where rolname = $1", [tenant.database])).toEqual([]);
+    // The final backup taken before the stop is the one kept: none is taken twice.
+    const { tenant: deleted } = await mesh.platformClient.getTenant({ tenantId: tenant.tenantId });
+    const { backups: taken } = await backups.listBackups({ tenantId: tenant.tenantId });
+    expect(taken.map((b) => [b.backupId, b.state])).toEqual([[deleted!.finalBackupId, BackupState.SUCCEEDED]]);
   });
 
   it("deletes a FAILED tenant at once", async () => {

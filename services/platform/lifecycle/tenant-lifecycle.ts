@@ -4,7 +4,9 @@ import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb
 import { checkTenantId, type Logger } from "../../mesh/index.ts";
 import type { AdvisoryLocks } from "../advisory-locks.ts";
 import { platformActor, type AuditLog } from "../audit-log.ts";
+import type { TenantBackups } from "../backups/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
+import { PeriodicSweep } from "../periodic-sweep.ts";
 import { SingleFlight } from "../single-flight.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import {
@@ -29,10 +31,8 @@ export interface TenantLifecycleOptions {
   clusters: ClusterRegistry;
   locks: AdvisoryLocks;
   audit: AuditLog;
-  /** The service schemas exported when a tenant is offboarded. */
-  schemas: string[];
-  /** Where export files are written. */
-  exportDir: string;
+  /** Takes a tenant's final backup when it is offboarded. */
+  backups: TenantBackups;
   /** How long after DeleteTenant the database and role are dropped; 0 drops them at once. */
   graceMs: number;
   /** How often tenants past their grace period are looked for. */
@@ -47,18 +47,21 @@ export const changeableTenantFields = ["display_name", "tier"] as const;
 
 /**
  * A tenant's life after provisioning: changing its name and tier,
- * suspending and resuming it, and offboarding it (export, revoke, drop
- * after a grace period) as resumable steps, like provisioning.
+ * suspending and resuming it, and offboarding it (final backup, revoke,
+ * drop after a grace period) as resumable steps, like provisioning.
  */
 export class TenantLifecycle {
   readonly #options: TenantLifecycleOptions;
-  #timer: NodeJS.Timeout | undefined;
   /** Offboardings under way in this process, by tenant (advisory locks are re-entrant within a session). */
   readonly #offboarding = new SingleFlight<Tenant>();
-  #sweeping: Promise<void> | undefined;
+  readonly #sweeper: PeriodicSweep;
 
   constructor(options: TenantLifecycleOptions) {
     this.#options = options;
+    this.#sweeper = new PeriodicSweep(() => this.#sweep(), {
+      intervalMs: options.checkIntervalMs,
+      onError: (error) => options.log.error({ err: error }, "offboarding sweep failed"),
+    });
   }
 
   /** Changes the fields named by `paths` (checked against {@link changeableTenantFields} by the caller). */
@@ -106,7 +109,7 @@ export class TenantLifecycle {
   }
 
   /**
-   * Offboards a tenant: OFFBOARDING, export, login revoked, and — at once
+   * Offboards a tenant: OFFBOARDING, final backup, login revoked, and — at once
    * when the grace period is 0, else later by the sweeper — database and
    * role dropped, DELETED. A FAILED tenant has nothing left and is DELETED.
    */
@@ -128,20 +131,12 @@ export class TenantLifecycle {
 
   /** Resumes offboardings left half-done, and starts looking for tenants past their grace period. */
   start(): void {
-    const sweep = () => {
-      this.#sweeping ??= this.#sweep()
-        .catch((error: unknown) => this.#options.log.error({ err: error }, "offboarding sweep failed"))
-        .finally(() => (this.#sweeping = undefined));
-    };
-    sweep();
-    this.#timer = setInterval(sweep, this.#options.checkIntervalMs);
-    this.#timer.unref();
+    this.#sweeper.start();
   }
 
   /** Stops the sweeper and waits for a sweep under way. */
-  async stop(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.#sweeping;
+  stop(): Promise<void> {
+    return this.#sweeper.stop();
   }
 
   async #sweep(): Promise<void> {
@@ -181,13 +176,13 @@ export class TenantLifecycle {
       throw new ConnectError(`tenant "${id}" is being worked on by another Platform instance; retry shortly`, Code.Unavailable);
     }
     try {
-      const { orm, clusters, schemas, exportDir, afterStep, log } = this.#options;
+      const { orm, clusters, backups, afterStep, log } = this.#options;
       const em = orm.em.fork();
       const tenant = await getTenant(em, id);
       if (tenant.status !== statusNames.offboarding) {
         return tenant;
       }
-      const context = { em, tenant, clusters, schemas, exportDir };
+      const context = { em, tenant, clusters, backups };
       const done = offboardingSteps.indexOf((tenant.lifecycleStep ?? offboardingSteps[0]) as OffboardingStep);
       for (const step of offboardingSteps.slice(done + 1)) {
         const { perform, afterGrace } = offboardingStepTable[step];
@@ -203,8 +198,8 @@ export class TenantLifecycle {
         await changeTenant(em, tenant, change);
       }
       await forgetVersions(em, id);
-      await this.#options.audit.record({ actor: platformActor, action: "PurgeTenant", tenantId: id, outcome: auditOutcomes.succeeded, detail: { exportPath: tenant.exportPath } });
-      log.info({ tenantId: id, exportPath: tenant.exportPath }, "tenant offboarded");
+      await this.#options.audit.record({ actor: platformActor, action: "PurgeTenant", tenantId: id, outcome: auditOutcomes.succeeded, detail: { finalBackupId: tenant.finalBackupId } });
+      log.info({ tenantId: id, finalBackupId: tenant.finalBackupId }, "tenant offboarded");
       return tenant;
     } finally {
       await this.#options.locks.unlock(key).catch(() => undefined);

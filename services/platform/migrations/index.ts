@@ -1,4 +1,7 @@
 import type { MigrationObject } from "@mikro-orm/core";
+import { AddBackupTableCount } from "./add-backup-table-count.ts";
+import { AddBackupSchedules } from "./add-backup-schedules.ts";
+import { AddBackups } from "./add-backups.ts";
 import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
 import { AddFleetLedger } from "./add-fleet-ledger.ts";
 import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
@@ -14,4 +17,7 @@ export const migrations: MigrationObject[] = [
   { name: "0004-add-fleet-ledger", class: AddFleetLedger },
   { name: "0005-add-tenant-owner", class: AddTenantOwner },
   { name: "0006-add-permission-catalog", class: AddPermissionCatalog },
+  { name: "0007-add-backups", class: AddBackups },
+  { name: "0008-add-backup-table-count", class: AddBackupTableCount },
+  { name: "0009-add-backup-schedules", class: AddBackupSchedules },
 ];

@@ -1,3 +1,3 @@
-export { provisioningSteps, rollbackSteps, type ProvisioningStep, type RollbackStep } from "./provisioning-steps.ts";
+export { provisioningSteps, provisioningStepTable, rollbackSteps, rollbackStepTable, type ProvisioningStep, type RollbackStep, type StepContext } from "./provisioning-steps.ts";
 export { TemplateDatabases, type TemplateDatabasesOptions } from "./template-databases.ts";
 export { TenantProvisioner, type TenantProvisionerOptions } from "./tenant-provisioner.ts";

@@ -16,6 +16,7 @@ import {
   listClusters,
   ownerPasswordContext,
   restartProvisioning,
+  restoringStep,
   rolePasswordContext,
   statusNames,
   tierName,
@@ -77,22 +78,7 @@ export class TenantProvisioner {
       return this.#again(existing, wanted);
     }
     try {
-      await em.transactional(async (tx) => {
-        // One placement at a time, so that two tenants never take a cluster's last place.
-        await lockForTransaction(tx, "placement");
-        await insertTenant(tx, {
-          id: tenantId,
-          displayName: wanted.displayName,
-          tier: tierName(wanted.tier),
-          database: tenantDatabaseName(tenantId),
-          cluster: chooseCluster(await listClusters(tx), wanted),
-          role: tenantDatabaseName(tenantId),
-          rolePassword: this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
-          lifecycleStep: firstStep,
-          ownerEmail: wanted.ownerEmail === "" ? null : wanted.ownerEmail,
-          ownerPassword: wanted.ownerEmail === "" ? null : this.#options.box.seal(wanted.ownerPassword, ownerPasswordContext(tenantId)),
-        });
-      });
+      await this.#record(em, wanted, firstStep);
     } catch (error) {
       if (error instanceof UniqueConstraintViolationException) {
         return this.#again(await getTenant(this.#options.orm.em.fork(), tenantId), wanted);
@@ -101,6 +87,50 @@ export class TenantProvisioner {
     }
     await this.#options.afterStep?.(tenantId, firstStep);
     return this.#run(tenantId);
+  }
+
+  /**
+   * Records a tenant that a restore makes (a clone), placed and with its
+   * role's password sealed as a new tenant's, PROVISIONING at
+   * {@link restoringStep}: the restore drives it from there with the steps
+   * of provisioning it needs, and records itself with `alongside`, in the
+   * same transaction. ALREADY_EXISTS when the id is taken.
+   */
+  async recordClone(request: Pick<NewTenant, "tenantId" | "displayName" | "tier">, alongside: (em: EntityManager, tenant: Tenant) => Promise<void>): Promise<Tenant> {
+    const wanted = checkNewTenant({ ...request, cluster: "", region: "", ownerEmail: "", ownerPassword: "" });
+    const em = this.#options.orm.em.fork();
+    const taken = () => new ConnectError(`tenant "${wanted.tenantId}" already exists; choose another id for the clone`, Code.AlreadyExists);
+    if ((await findTenant(em, wanted.tenantId)) !== null) {
+      throw taken();
+    }
+    try {
+      return await this.#record(em, wanted, restoringStep, alongside);
+    } catch (error) {
+      throw error instanceof UniqueConstraintViolationException ? taken() : error;
+    }
+  }
+
+  /** Records a new tenant on the cluster placement chooses, at `step`, and whatever goes `alongside` it. */
+  async #record(em: EntityManager, wanted: NewTenant, step: string, alongside?: (em: EntityManager, tenant: Tenant) => Promise<void>): Promise<Tenant> {
+    const { tenantId } = wanted;
+    return em.transactional(async (tx) => {
+      // One placement at a time, so that two tenants never take a cluster's last place.
+      await lockForTransaction(tx, "placement");
+      const tenant = await insertTenant(tx, {
+        id: tenantId,
+        displayName: wanted.displayName,
+        tier: tierName(wanted.tier),
+        database: tenantDatabaseName(tenantId),
+        cluster: chooseCluster(await listClusters(tx), wanted),
+        role: tenantDatabaseName(tenantId),
+        rolePassword: this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
+        lifecycleStep: step,
+        ownerEmail: wanted.ownerEmail === "" ? null : wanted.ownerEmail,
+        ownerPassword: wanted.ownerEmail === "" ? null : this.#options.box.seal(wanted.ownerPassword, ownerPasswordContext(tenantId)),
+      });
+      await alongside?.(tx, tenant);
+      return tenant;
+    });
   }
 
   /** Provisions a FAILED tenant again from the start; FAILED_PRECONDITION for any other status. */
@@ -133,6 +163,9 @@ export class TenantProvisioner {
 
   /** The same request again: answer with the tenant, or refuse a different one. */
   async #again(existing: Tenant, wanted: NewTenant): Promise<Tenant> {
+    if (existing.lifecycleStep === restoringStep) {
+      throw new ConnectError(`tenant "${existing.id}" already exists: it is being restored from a backup; choose another id`, Code.AlreadyExists);
+    }
     const same =
       existing.displayName === wanted.displayName &&
       existing.tier === tierName(wanted.tier) &&
@@ -187,6 +220,9 @@ export class TenantProvisioner {
     const tenant = await getTenant(em, tenantId);
     if (provisioningEnded(tenant)) {
       return tenant;
+    }
+    if (tenant.lifecycleStep === restoringStep) {
+      throw new ConnectError(`tenant "${tenantId}" is being restored from a backup, not provisioned`, Code.FailedPrecondition);
     }
     const context = this.#context(em, tenant);
     if (tenant.lifecycleStep === rollingBack) {

@@ -1,5 +1,31 @@
 export { appendAuditEvent, auditOutcomes, listAuditEvents, type NewAuditEvent } from "./audit-event-store.ts";
 export {
+  backupAgesByTier,
+  backupStateOf,
+  backupStates,
+  changeBackup,
+  countStoredBackups,
+  deleteBackupRecord,
+  deleteUnusedBackup,
+  findDueTenants,
+  findExpiredBackups,
+  findRunningBackups,
+  findSlotBackups,
+  getBackup,
+  insertBackup,
+  listBackups,
+  recordVerification,
+  verifyResultOf,
+  verifyResults,
+  type BackupChange,
+  type BackupTableRecord,
+  type DueTenant,
+  type NewBackupRecord,
+  type TierBackupAges,
+  type RetentionPolicy,
+  type SlotBackup,
+} from "./backup-store.ts";
+export {
   adminPasswordContext,
   clusterStates,
   findCluster,
@@ -12,6 +38,22 @@ export {
   type ClusterStateName,
 } from "./cluster-store.ts";
 export { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
+export {
+  changeRestore,
+  findExpiredKeeps,
+  findLastInPlaceRestore,
+  findRestore,
+  findUnfinishedRestores,
+  insertRestore,
+  restoreKindOf,
+  restoreKinds,
+  restoreStateOf,
+  restoreStates,
+  restoreUnderWay,
+  type NewRestoreRecord,
+  type RestoreChange,
+  type RestoreKindName,
+} from "./restore-store.ts";
 export { recordedSchemaServices, recordSchemaService, type SchemaDescription, type SchemaServiceRecord } from "./schema-service-store.ts";
 export {
   countSchemaStates,
@@ -34,6 +76,7 @@ export {
   changeTenant,
   countTenantsByStatus,
   deleteFailedTenant,
+  deleteUnservedTenant,
   findOffboardingTenants,
   findProvisioningTenants,
   findTenant,
@@ -42,7 +85,9 @@ export {
   listTenants,
   ownerPasswordContext,
   restartProvisioning,
+  restoringStep,
   rolePasswordContext,
+  servedStatuses,
   startOffboarding,
   statusName,
   statusNames,

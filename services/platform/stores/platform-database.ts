@@ -3,7 +3,9 @@ import { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import { discardLostConnections, migrationTableName, type Logger } from "../../mesh/index.ts";
 import { AuditEvent } from "../entities/audit-event.ts";
+import { Backup } from "../entities/backup.ts";
 import { Cluster } from "../entities/cluster.ts";
+import { Restore } from "../entities/restore.ts";
 import { Tenant } from "../entities/tenant.ts";
 import { TenantSchemaVersion } from "../entities/tenant-schema-version.ts";
 import { migrations } from "../migrations/index.ts";
@@ -59,7 +61,7 @@ export async function ensurePlatformDatabase(url: string): Promise<void> {
 export async function createPlatformOrm(url: string, log: Logger): Promise<MikroORM> {
   const orm = new MikroORM({
     clientUrl: url,
-    entities: [AuditEvent, Cluster, Tenant, TenantSchemaVersion],
+    entities: [AuditEvent, Backup, Cluster, Restore, Tenant, TenantSchemaVersion],
     schema: "platform",
     ensureDatabase: false,
     allowGlobalContext: false,

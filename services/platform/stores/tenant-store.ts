@@ -9,7 +9,7 @@ import { Tenant } from "../entities/tenant.ts";
  * without prefix, lower-case; read back, a name it does not know is
  * UNSPECIFIED (0).
  */
-function registrySpelling<E extends number>(values: Record<number, string> & Record<string, string | number>): { name: (value: E) => string; of: (name: string) => E } {
+export function registrySpelling<E extends number>(values: Record<number, string> & Record<string, string | number>): { name: (value: E) => string; of: (name: string) => E } {
   return {
     name: (value) => values[value]!.toLowerCase(),
     of: (name) => (values[name.toUpperCase()] ?? 0) as E,
@@ -73,7 +73,13 @@ export interface NewTenantRecord {
 }
 
 /** What a tenant's record may be changed in, once read. */
-export type TenantChange = Partial<Pick<Tenant, "displayName" | "tier" | "status" | "lifecycleStep" | "error" | "rolePassword" | "ownerPassword" | "exportPath">>;
+export type TenantChange = Partial<Pick<Tenant, "displayName" | "tier" | "status" | "lifecycleStep" | "error" | "rolePassword" | "ownerPassword" | "finalBackupId" | "database" | "suspendedReason">>;
+
+/**
+ * The step recorded on a PROVISIONING tenant that a restore is making (a
+ * clone): its progress is the restore's, and provisioning leaves it alone.
+ */
+export const restoringStep = "restore";
 
 /** A tenant, or null when there is none by that id. */
 export function findTenant(em: EntityManager, tenantId: string): Promise<Tenant | null> {
@@ -101,7 +107,7 @@ export async function listTenants(em: EntityManager, request: { pageSize: number
 
 /** The tenants still PROVISIONING, oldest first. */
 export function findProvisioningTenants(em: EntityManager): Promise<Tenant[]> {
-  return em.find(Tenant, { status: statusNames.provisioning }, { orderBy: { createdAt: "asc" } });
+  return em.find(Tenant, { status: statusNames.provisioning, $or: [{ lifecycleStep: null }, { lifecycleStep: { $ne: restoringStep } }] }, { orderBy: { createdAt: "asc" } });
 }
 
 /** The tenants OFFBOARDING, the first to be purged first. */
@@ -162,6 +168,11 @@ export async function startOffboarding(em: EntityManager, tenantId: string, step
     "update platform.tenants set status = ?, lifecycle_step = ?, purge_after = now() + ? * interval '1 millisecond', updated_at = now() where id = ? and status in (?)",
     [statusNames.offboarding, step, graceMs, tenantId, servedStatuses],
   );
+}
+
+/** Forgets a tenant that was never served: a clone whose restore failed, with nothing of it left. */
+export async function deleteUnservedTenant(em: EntityManager, tenantId: string): Promise<void> {
+  await em.execute("delete from platform.tenants where id = ? and status = ?", [tenantId, statusNames.provisioning]);
 }
 
 /** Makes a FAILED tenant DELETED (it has nothing left to drop), forgetting its credentials; returns whether it was FAILED. */

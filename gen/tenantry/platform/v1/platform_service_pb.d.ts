@@ -96,11 +96,21 @@ export declare type Tenant = Message<"tenantry.platform.v1.Tenant"> & {
   purgeTime?: Timestamp | undefined;
 
   /**
-   * Once offboarded: the export file of its data, on Platform's host.
+   * Once offboarded by a Platform from before final backups: the export
+   * file of its data, on Platform's host. Empty for tenants offboarded
+   * since, which have final_backup_id instead.
    *
    * @generated from field: string export_path = 12;
    */
   exportPath: string;
+
+  /**
+   * Once offboarding has backed it up: the id of its final backup
+   * (BackupService), kept for TENANTRY_BACKUP_KEEP_DAYS after it was taken.
+   *
+   * @generated from field: string final_backup_id = 13;
+   */
+  finalBackupId: string;
 };
 
 /**
@@ -1111,11 +1121,15 @@ export declare const PlatformService: GenService<{
     output: typeof ResumeTenantResponseSchema;
   },
   /**
-   * DeleteTenant offboards a tenant: it becomes OFFBOARDING, every service
-   * schema is exported to a file under Platform's data directory, its role
-   * can no longer log in, and after the grace period its database and role
-   * are dropped and it becomes DELETED (the record is kept). A FAILED tenant
-   * has nothing to export and is DELETED at once.
+   * DeleteTenant offboards a tenant: it becomes OFFBOARDING, a final backup
+   * of it is taken (see BackupService; final_backup_id), its role can no
+   * longer log in, and after the grace period its database and role are
+   * dropped and it becomes DELETED (the record is kept). The final backup
+   * is kept for TENANTRY_BACKUP_KEEP_DAYS after it was taken, and can be
+   * restored as a new tenant meanwhile. A FAILED tenant has nothing to back
+   * up and is DELETED at once. Should the final backup fail (the database
+   * unreachable, or holding large objects), the tenant stays OFFBOARDING
+   * with its login intact and Platform tries again later.
    * Errors: NOT_FOUND; FAILED_PRECONDITION while it is being provisioned.
    *
    * @generated from rpc tenantry.platform.v1.PlatformService.DeleteTenant

@@ -92,6 +92,17 @@ export declare type MigrateRequest = Message<"tenantry.schema.v1.MigrateRequest"
    * @generated from field: repeated tenantry.options.v1.Permission permissions = 3;
    */
   permissions: Permission[];
+
+  /**
+   * Migrate only up to this migration (by name) and no further, as a
+   * restore does to reach the versions a backup was taken at; empty for
+   * the newest. The permission catalog is then left as it is (it is merged
+   * once migrated to the newest). FAILED_PRECONDITION when the service
+   * knows no migration of that name, or the schema is past it already.
+   *
+   * @generated from field: string to_version = 4;
+   */
+  toVersion: string;
 };
 
 /**
@@ -99,6 +110,47 @@ export declare type MigrateRequest = Message<"tenantry.schema.v1.MigrateRequest"
  * Use `create(MigrateRequestSchema)` to create a new message.
  */
 export declare const MigrateRequestSchema: GenMessage<MigrateRequest>;
+
+/**
+ * AdoptCopyRequest names the tenant and whose copy its data is.
+ *
+ * @generated from message tenantry.schema.v1.AdoptCopyRequest
+ */
+export declare type AdoptCopyRequest = Message<"tenantry.schema.v1.AdoptCopyRequest"> & {
+  /**
+   * The tenant whose database holds the copy.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The tenant the data was copied from.
+   *
+   * @generated from field: string source_tenant_id = 2;
+   */
+  sourceTenantId: string;
+};
+
+/**
+ * Describes the message tenantry.schema.v1.AdoptCopyRequest.
+ * Use `create(AdoptCopyRequestSchema)` to create a new message.
+ */
+export declare const AdoptCopyRequestSchema: GenMessage<AdoptCopyRequest>;
+
+/**
+ * AdoptCopyResponse is empty.
+ *
+ * @generated from message tenantry.schema.v1.AdoptCopyResponse
+ */
+export declare type AdoptCopyResponse = Message<"tenantry.schema.v1.AdoptCopyResponse"> & {
+};
+
+/**
+ * Describes the message tenantry.schema.v1.AdoptCopyResponse.
+ * Use `create(AdoptCopyResponseSchema)` to create a new message.
+ */
+export declare const AdoptCopyResponseSchema: GenMessage<AdoptCopyResponse>;
 
 /**
  * MigrateResponse says what the call did.
@@ -292,6 +344,22 @@ export declare const TenantSchemaService: GenService<{
     methodKind: "unary";
     input: typeof GetSchemaStatusRequestSchema;
     output: typeof GetSchemaStatusResponseSchema;
+  },
+  /**
+   * AdoptCopy makes a tenant's own what its database holds as a copy of
+   * another tenant's data (a clone restored from a backup): the service
+   * replaces or drops what is bound to the source's identity. Auth gives
+   * the tenant new signing keys (the copied ones are sealed for the source)
+   * and ends the copied sessions. Safe to repeat.
+   * Errors: INVALID_ARGUMENT for a malformed id; NOT_FOUND for an unknown
+   * tenant.
+   *
+   * @generated from rpc tenantry.schema.v1.TenantSchemaService.AdoptCopy
+   */
+  adoptCopy: {
+    methodKind: "unary";
+    input: typeof AdoptCopyRequestSchema;
+    output: typeof AdoptCopyResponseSchema;
   },
   /**
    * DescribeSchema names the service's schema and lists the migrations it

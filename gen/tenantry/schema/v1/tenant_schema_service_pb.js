@@ -9,7 +9,7 @@ import { file_tenantry_options_v1_access } from "../../options/v1/access_pb.js";
  * Describes the file tenantry/schema/v1/tenant_schema_service.proto.
  */
 export const file_tenantry_schema_v1_tenant_schema_service = /*@__PURE__*/
-  fileDesc("Ci50ZW5hbnRyeS9zY2hlbWEvdjEvdGVuYW50X3NjaGVtYV9zZXJ2aWNlLnByb3RvEhJ0ZW5hbnRyeS5zY2hlbWEudjEiXgoORGF0YWJhc2VUYXJnZXQSDAoEaG9zdBgBIAEoCRIMCgRwb3J0GAIgASgNEhAKCGRhdGFiYXNlGAMgASgJEgwKBHVzZXIYBCABKAkSEAoIcGFzc3dvcmQYBSABKAkijQEKDk1pZ3JhdGVSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIyCgZ0YXJnZXQYAiABKAsyIi50ZW5hbnRyeS5zY2hlbWEudjEuRGF0YWJhc2VUYXJnZXQSNAoLcGVybWlzc2lvbnMYAyADKAsyHy50ZW5hbnRyeS5vcHRpb25zLnYxLlBlcm1pc3Npb24iXwoPTWlncmF0ZVJlc3BvbnNlEg8KB3NlcnZpY2UYASABKAkSDwoHYXBwbGllZBgCIAMoCRIPCgd2ZXJzaW9uGAMgASgJEhkKEWFkZGVkX3Blcm1pc3Npb25zGAQgAygJIisKFkdldFNjaGVtYVN0YXR1c1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJImQKF0dldFNjaGVtYVN0YXR1c1Jlc3BvbnNlEg8KB3NlcnZpY2UYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIWCg5sYXRlc3RfdmVyc2lvbhgDIAEoCRIPCgdwZW5kaW5nGAQgAygJIhcKFURlc2NyaWJlU2NoZW1hUmVxdWVzdCKLAQoWRGVzY3JpYmVTY2hlbWFSZXNwb25zZRIPCgdzZXJ2aWNlGAEgASgJEhIKCm1pZ3JhdGlvbnMYAiADKAkSFgoObGF0ZXN0X3ZlcnNpb24YAyABKAkSNAoLcGVybWlzc2lvbnMYBCADKAsyHy50ZW5hbnRyeS5vcHRpb25zLnYxLlBlcm1pc3Npb24y1gIKE1RlbmFudFNjaGVtYVNlcnZpY2USWgoHTWlncmF0ZRIiLnRlbmFudHJ5LnNjaGVtYS52MS5NaWdyYXRlUmVxdWVzdBojLnRlbmFudHJ5LnNjaGVtYS52MS5NaWdyYXRlUmVzcG9uc2UiBsrzGAIIBBJyCg9HZXRTY2hlbWFTdGF0dXMSKi50ZW5hbnRyeS5zY2hlbWEudjEuR2V0U2NoZW1hU3RhdHVzUmVxdWVzdBorLnRlbmFudHJ5LnNjaGVtYS52MS5HZXRTY2hlbWFTdGF0dXNSZXNwb25zZSIGyvMYAggEEm8KDkRlc2NyaWJlU2NoZW1hEikudGVuYW50cnkuc2NoZW1hLnYxLkRlc2NyaWJlU2NoZW1hUmVxdWVzdBoqLnRlbmFudHJ5LnNjaGVtYS52MS5EZXNjcmliZVNjaGVtYVJlc3BvbnNlIgbK8xgCCARiBnByb3RvMw", [file_tenantry_options_v1_access]);
+  fileDesc("Ci50ZW5hbnRyeS9zY2hlbWEvdjEvdGVuYW50X3NjaGVtYV9zZXJ2aWNlLnByb3RvEhJ0ZW5hbnRyeS5zY2hlbWEudjEiXgoORGF0YWJhc2VUYXJnZXQSDAoEaG9zdBgBIAEoCRIMCgRwb3J0GAIgASgNEhAKCGRhdGFiYXNlGAMgASgJEgwKBHVzZXIYBCABKAkSEAoIcGFzc3dvcmQYBSABKAkioQEKDk1pZ3JhdGVSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIyCgZ0YXJnZXQYAiABKAsyIi50ZW5hbnRyeS5zY2hlbWEudjEuRGF0YWJhc2VUYXJnZXQSNAoLcGVybWlzc2lvbnMYAyADKAsyHy50ZW5hbnRyeS5vcHRpb25zLnYxLlBlcm1pc3Npb24SEgoKdG9fdmVyc2lvbhgEIAEoCSI/ChBBZG9wdENvcHlSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIYChBzb3VyY2VfdGVuYW50X2lkGAIgASgJIhMKEUFkb3B0Q29weVJlc3BvbnNlIl8KD01pZ3JhdGVSZXNwb25zZRIPCgdzZXJ2aWNlGAEgASgJEg8KB2FwcGxpZWQYAiADKAkSDwoHdmVyc2lvbhgDIAEoCRIZChFhZGRlZF9wZXJtaXNzaW9ucxgEIAMoCSIrChZHZXRTY2hlbWFTdGF0dXNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSJkChdHZXRTY2hlbWFTdGF0dXNSZXNwb25zZRIPCgdzZXJ2aWNlGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFgoObGF0ZXN0X3ZlcnNpb24YAyABKAkSDwoHcGVuZGluZxgEIAMoCSIXChVEZXNjcmliZVNjaGVtYVJlcXVlc3QiiwEKFkRlc2NyaWJlU2NoZW1hUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRISCgptaWdyYXRpb25zGAIgAygJEhYKDmxhdGVzdF92ZXJzaW9uGAMgASgJEjQKC3Blcm1pc3Npb25zGAQgAygLMh8udGVuYW50cnkub3B0aW9ucy52MS5QZXJtaXNzaW9uMrgDChNUZW5hbnRTY2hlbWFTZXJ2aWNlEloKB01pZ3JhdGUSIi50ZW5hbnRyeS5zY2hlbWEudjEuTWlncmF0ZVJlcXVlc3QaIy50ZW5hbnRyeS5zY2hlbWEudjEuTWlncmF0ZVJlc3BvbnNlIgbK8xgCCAQScgoPR2V0U2NoZW1hU3RhdHVzEioudGVuYW50cnkuc2NoZW1hLnYxLkdldFNjaGVtYVN0YXR1c1JlcXVlc3QaKy50ZW5hbnRyeS5zY2hlbWEudjEuR2V0U2NoZW1hU3RhdHVzUmVzcG9uc2UiBsrzGAIIBBJgCglBZG9wdENvcHkSJC50ZW5hbnRyeS5zY2hlbWEudjEuQWRvcHRDb3B5UmVxdWVzdBolLnRlbmFudHJ5LnNjaGVtYS52MS5BZG9wdENvcHlSZXNwb25zZSIGyvMYAggEEm8KDkRlc2NyaWJlU2NoZW1hEikudGVuYW50cnkuc2NoZW1hLnYxLkRlc2NyaWJlU2NoZW1hUmVxdWVzdBoqLnRlbmFudHJ5LnNjaGVtYS52MS5EZXNjcmliZVNjaGVtYVJlc3BvbnNlIgbK8xgCCARiBnByb3RvMw", [file_tenantry_options_v1_access]);
 
 /**
  * Describes the message tenantry.schema.v1.DatabaseTarget.
@@ -26,39 +26,53 @@ export const MigrateRequestSchema = /*@__PURE__*/
   messageDesc(file_tenantry_schema_v1_tenant_schema_service, 1);
 
 /**
+ * Describes the message tenantry.schema.v1.AdoptCopyRequest.
+ * Use `create(AdoptCopyRequestSchema)` to create a new message.
+ */
+export const AdoptCopyRequestSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 2);
+
+/**
+ * Describes the message tenantry.schema.v1.AdoptCopyResponse.
+ * Use `create(AdoptCopyResponseSchema)` to create a new message.
+ */
+export const AdoptCopyResponseSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 3);
+
+/**
  * Describes the message tenantry.schema.v1.MigrateResponse.
  * Use `create(MigrateResponseSchema)` to create a new message.
  */
 export const MigrateResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 2);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 4);
 
 /**
  * Describes the message tenantry.schema.v1.GetSchemaStatusRequest.
  * Use `create(GetSchemaStatusRequestSchema)` to create a new message.
  */
 export const GetSchemaStatusRequestSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 3);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 5);
 
 /**
  * Describes the message tenantry.schema.v1.GetSchemaStatusResponse.
  * Use `create(GetSchemaStatusResponseSchema)` to create a new message.
  */
 export const GetSchemaStatusResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 4);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 6);
 
 /**
  * Describes the message tenantry.schema.v1.DescribeSchemaRequest.
  * Use `create(DescribeSchemaRequestSchema)` to create a new message.
  */
 export const DescribeSchemaRequestSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 5);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 7);
 
 /**
  * Describes the message tenantry.schema.v1.DescribeSchemaResponse.
  * Use `create(DescribeSchemaResponseSchema)` to create a new message.
  */
 export const DescribeSchemaResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 6);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 8);
 
 /**
  * TenantSchemaService is implemented by every service that owns a schema in

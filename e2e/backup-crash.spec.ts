@@ -1,0 +1,172 @@
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { readdir } from "node:fs/promises";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BackupService, BackupState } from "../gen/tenantry/platform/v1/backup_service_pb.js";
+import { TenantStatus } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
+import { backupSteps, restoreSteps, undoSteps } from "../services/platform/backups/index.ts";
+import { callAndCrash } from "../services/testing/platform-crash.ts";
+import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
+
+const owner = { email: "owner@example.com", password: "correct horse battery" };
+const headers = (tenantId: string) => ({ headers: { "x-tenant-id": tenantId } });
+
+let mesh: TestMesh;
+let backups: Client<typeof BackupService>;
+beforeAll(async () => {
+  mesh = await startTestMesh({
+    services: ["auth", "backend"],
+    // The first sweep (at start) goes on with what a crash left; later ones need not come soon.
+    platformEnv: { TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: "600000" },
+  });
+  backups = mesh.client("platform", BackupService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+});
+afterAll(() => mesh?.stop());
+
+/** Has a Platform that kills itself after `step` run `call` with a BackupService client, checks it died there, and starts the mesh's Platform again. */
+async function crashAfter(step: string, call: (client: Client<typeof BackupService>) => Promise<unknown>): Promise<void> {
+  const crash = await callAndCrash(mesh, step, (t) => call(createClient(BackupService, t)));
+  expect(crash.signal, `Platform should have been killed after ${step}`).toBe("SIGKILL");
+  expect(crash.reaped, `Platform did not kill itself after ${step}`).toBe(false);
+  expect(crash.error?.code).toBe(Code.Unavailable);
+  await mesh.restartPlatform();
+}
+
+/** A tenant with its owner and entries, and a backup of it taken before one more entry. */
+async function backedUpTenant(prefix: string): Promise<{ tenantId: string; backupId: string }> {
+  const { tenantId } = await mesh.createTenant({ tenantId: mesh.uniqueTenantId(prefix), owner });
+  await mesh.entries.createEntry({ title: "in the backup" }, headers(tenantId));
+  const { backup } = await backups.createBackup({ tenantId });
+  await mesh.entries.createEntry({ title: "after the backup" }, headers(tenantId));
+  return { tenantId, backupId: backup!.backupId };
+}
+
+/** Waits until no restore of the tenant is left under way (the restarted Platform goes on with them). */
+async function settled(tenantId: string): Promise<{ state: string; step: string | null }> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const [restore] = await mesh.sql<{ state: string; step: string | null; undo_step: string | null }>(
+      mesh.platformDatabase,
+      "select state, step, undo_step from platform.restores where tenant_id = $1 order by created_at desc limit 1",
+      [tenantId],
+    );
+    if (restore !== undefined && restore.state !== "running" && restore.undo_step === null) {
+      return restore;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`the restore of ${tenantId} is still under way`);
+    }
+    await sleep(100);
+  }
+}
+
+/**
+ * The tenant's entries, as Backend serves them. A Backend whose change feed
+ * was cut by the crash may hold the tenant's old route until the feed is
+ * back (its cached routes are dropped then) or the route's time is up; the
+ * old database refuses connections meanwhile (UNAVAILABLE), so retry.
+ */
+async function titles(tenantId: string): Promise<string[]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const { entries } = await mesh.entries.listEntries({}, headers(tenantId));
+      return entries.map((e) => e.title).sort();
+    } catch (error) {
+      if (ConnectError.from(error).code !== Code.Unavailable || Date.now() > deadline) {
+        throw error;
+      }
+      await sleep(100);
+    }
+  }
+}
+
+/** The databases on the server whose names start as the tenant's do, with whether they take connections. */
+async function databasesOf(tenantId: string): Promise<{ datname: string; datallowconn: boolean }[]> {
+  return mesh.sql("postgres", "select datname, datallowconn from pg_database where datname like $1 order by datname", [`tenant\\_${tenantId.replaceAll("-", "\\_")}%`]);
+}
+
+describe("a backup after a kill -9", () => {
+  for (const step of backupSteps) {
+    it(`is FAILED with no files left when Platform dies after "${step}" and starts again`, async () => {
+      const { tenantId } = await mesh.createTenant();
+      await crashAfter(`backup:${step}`, (client) => client.createBackup({ tenantId }));
+      const deadline = Date.now() + 10_000;
+      let listed = await backups.listBackups({ tenantId });
+      while (listed.backups[0]?.state === BackupState.RUNNING && Date.now() < deadline) {
+        await sleep(100);
+        listed = await backups.listBackups({ tenantId });
+      }
+      expect(listed.backups.map((b) => [b.state, b.failureReason])).toEqual([[BackupState.FAILED, "Platform stopped while taking it; take another"]]);
+      const files = await readdir(path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenantId), { recursive: true, withFileTypes: true }).catch(() => []);
+      expect(files.filter((f) => f.isFile())).toEqual([]);
+    });
+  }
+});
+
+describe("an in-place restore after a kill -9", () => {
+  for (const step of restoreSteps.in_place) {
+    it(`ends restored, the replaced database kept and closed, when Platform dies after "${step}"`, async () => {
+      const { tenantId, backupId } = await backedUpTenant(step.slice(0, 12));
+      const previous = (await mesh.platformClient.getTenant({ tenantId })).tenant!.database;
+      await crashAfter(`in_place:${step}`, (client) => client.restoreBackup({ backupId }, { timeoutMs: 20_000 }));
+      expect(await settled(tenantId)).toMatchObject({ state: "succeeded", step: "resume" });
+      const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+      expect(tenant.status).toBe(TenantStatus.ACTIVE);
+      expect(tenant.database).not.toBe(previous);
+      expect(await databasesOf(tenantId)).toEqual([
+        { datname: previous, datallowconn: false },
+        { datname: tenant.database, datallowconn: true },
+      ].sort((a, b) => a.datname.localeCompare(b.datname)));
+      expect(await titles(tenantId)).toEqual(["in the backup"]);
+    });
+  }
+});
+
+describe("a clone after a kill -9", () => {
+  for (const step of restoreSteps.clone) {
+    it(`ends ACTIVE with its own database and role, its owner signing in, when Platform dies after "${step}"`, async () => {
+      const { backupId } = await backedUpTenant("source");
+      const cloneId = mesh.uniqueTenantId(step.slice(0, 12));
+      await crashAfter(`clone:${step}`, (client) => client.restoreBackup({ backupId, targetTenantId: cloneId }, { timeoutMs: 20_000 }));
+      expect(await settled(cloneId)).toMatchObject({ state: "succeeded" });
+      expect((await mesh.platformClient.getTenant({ tenantId: cloneId })).tenant?.status).toBe(TenantStatus.ACTIVE);
+      expect((await databasesOf(cloneId)).map((d) => d.datname)).toEqual([`tenant_${cloneId.replaceAll("-", "_")}`]);
+      expect(await titles(cloneId)).toEqual(["in the backup"]);
+      expect(await mesh.login(cloneId, owner)).toMatch(/^ey/);
+    });
+  }
+});
+
+describe("an undo after a kill -9", () => {
+  for (const step of undoSteps) {
+    it(`ends with the replaced database serving and the restored one dropped, when Platform dies after "${step}"`, async () => {
+      const { tenantId, backupId } = await backedUpTenant(step.slice(0, 12));
+      const previous = (await mesh.platformClient.getTenant({ tenantId })).tenant!.database;
+      await backups.restoreBackup({ backupId });
+      await crashAfter(`undo:${step}`, (client) => client.undoRestore({ tenantId }, { timeoutMs: 20_000 }));
+      expect(await settled(tenantId)).toMatchObject({ state: "undone" });
+      const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+      expect([tenant.status, tenant.database]).toEqual([TenantStatus.ACTIVE, previous]);
+      expect(await databasesOf(tenantId)).toEqual([{ datname: previous, datallowconn: true }]);
+      expect(await titles(tenantId)).toEqual(["after the backup", "in the backup"]);
+    });
+  }
+});
+
+describe("a verification after a kill -9", () => {
+  it("finishes, dropping its scratch database and role, when Platform dies after loading it", async () => {
+    const { backupId } = await backedUpTenant("verify");
+    await crashAfter("verify:load", (client) => client.verifyBackup({ backupId }, { timeoutMs: 20_000 }));
+    const deadline = Date.now() + 10_000;
+    let backup = (await backups.getBackup({ backupId })).backup!;
+    while (backup.verifyTime === undefined && Date.now() < deadline) {
+      await sleep(100);
+      backup = (await backups.getBackup({ backupId })).backup!;
+    }
+    expect(backup.verifyError).toBe("");
+    expect(await mesh.sql("postgres", "select datname from pg_database where datname like 'tenantry_verify_%' union all select rolname from pg_roles where rolname like 'tenantry_verify_%'")).toEqual([]);
+  });
+});

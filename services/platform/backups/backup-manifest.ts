@@ -1,0 +1,78 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** The format written: major version 1. A reader takes any `tenantry-backup/1.x` and refuses other majors. */
+export const backupFormat = "tenantry-backup/1";
+
+/** A column of a backed-up table, as PostgreSQL formats its type (`format_type`). */
+export interface ManifestColumn {
+  name: string;
+  type: string;
+}
+
+/** One table of a backup and the file that holds its rows. */
+export interface ManifestTable {
+  schema: string;
+  name: string;
+  /** The file in the backup, a binary COPY stream, gzipped, then encrypted. */
+  file: string;
+  /** Its columns in order (generated columns left out: they are computed again). */
+  columns: ManifestColumn[];
+  rows: number;
+  /** SHA-256 (hex) of the binary COPY stream, before compression. */
+  sha256: string;
+  /** Bytes the file takes in storage. */
+  storedBytes: number;
+}
+
+/** A sequence's state when the backup was taken, read after every table. */
+export interface ManifestSequence {
+  schema: string;
+  name: string;
+  /** A bigint, as text. */
+  lastValue: string;
+  isCalled: boolean;
+}
+
+/** What a backup holds and how to restore it. */
+export interface BackupManifest {
+  format: string;
+  tenantId: string;
+  backupId: string;
+  /** When the snapshot was taken (ISO 8601). */
+  createdAt: string;
+  /** Where the data was read from. */
+  placement: { cluster: string; database: string };
+  /** PostgreSQL's `server_version` where it was read. */
+  serverVersion: string;
+  /** Each service's schema: the migrations applied to it in the snapshot, oldest first. */
+  services: Record<string, { migrations: string[] }>;
+  tables: ManifestTable[];
+  sequences: ManifestSequence[];
+}
+
+/** The name of a table's file in a backup. */
+export function tableFileName(index: number): string {
+  return `table-${String(index + 1).padStart(4, "0")}.copy.gz`;
+}
+
+/** The schema-qualified name of a manifest table, as the API shows it. */
+export function qualifiedName(table: Pick<ManifestTable, "schema" | "name">): string {
+  return `${table.schema}.${table.name}`;
+}
+
+/** The schema version each service of a manifest was at: its newest migration applied. */
+export function manifestVersions(manifest: Pick<BackupManifest, "services">): Record<string, string> {
+  return Object.fromEntries(Object.entries(manifest.services).map(([service, { migrations }]) => [service, migrations.at(-1) ?? ""]));
+}
+
+/** Refuses a backup of another major format version: FAILED_PRECONDITION naming it. */
+export function checkFormat(format: unknown, backupId: string): void {
+  const [name, version] = String(format).split("/");
+  const [major] = backupFormat.split("/")[1]!.split(".");
+  if (name !== backupFormat.split("/")[0] || version === undefined || version.split(".")[0] !== major) {
+    throw new ConnectError(
+      `backup "${backupId}" is in format "${String(format)}", which this Platform does not read (it reads ${backupFormat}); restore it with a Platform of that version`,
+      Code.FailedPrecondition,
+    );
+  }
+}

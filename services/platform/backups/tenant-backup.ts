@@ -1,0 +1,143 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { pipeline, Readable } from "node:stream";
+import { createGzip } from "node:zlib";
+import pg from "pg";
+import { to as copyTo } from "pg-copy-streams";
+import { readAppliedMigrations } from "../../mesh/index.ts";
+import type { BackupTableRecord } from "../stores/index.ts";
+import { backupFormat, qualifiedName, tableFileName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
+import { fileContext, manifestFile, sealManifest, type DataKey } from "./backup-envelope.ts";
+import type { BackupKey, BackupStorage } from "./backup-storage.ts";
+import { sealStream } from "./sealed-stream.ts";
+import { columnList, countLargeObjects, DigestTap, listSequences, listTables, quoted } from "./tenant-catalog.ts";
+
+/** The steps of taking a backup, each reported once done (crash tests stop Platform after one). */
+export const backupSteps = ["snapshot", "copy-tables", "write-manifest", "publish"] as const;
+
+export type BackupStep = (typeof backupSteps)[number];
+
+/** What {@link takeBackup} needs. */
+export interface TenantBackupRequest {
+  key: BackupKey;
+  /** Where the data is read from, recorded in the manifest. */
+  placement: { cluster: string; database: string };
+  /** Opens a connection to the tenant's database (as its role), which the backup ends. */
+  connect: () => Promise<pg.Client>;
+  /** The service schemas backed up (those of the data-owning services). */
+  schemas: string[];
+  storage: BackupStorage;
+  dataKey: DataKey;
+  /** Connections reading tables at once, the snapshot's own besides. */
+  workers: number;
+  /** Called as the backup goes: the versions and the number of tables once the snapshot is taken, then after each table. */
+  progress: (progress: { schemaVersions: Record<string, string>; tableCount: number; tables: BackupTableRecord[]; sizeBytes: number }) => Promise<void>;
+  afterStep?: (step: BackupStep) => void | Promise<void>;
+}
+
+/**
+ * Takes a backup of a tenant's database: every table of the service
+ * schemas as its binary COPY stream, gzipped (level 1) and encrypted with
+ * the backup's data key, one file each, then the manifest, then publishes
+ * it. All tables are read in one snapshot: a read-only repeatable-read
+ * transaction exports it and the workers import it, so writes go on
+ * meanwhile and none is half in the backup. Sequences are read after the
+ * tables (they are not transactional; later values are the safe side).
+ * FAILED_PRECONDITION when the database holds large objects. Returns the
+ * manifest; the backup is published when it resolves.
+ */
+export async function takeBackup(request: TenantBackupRequest): Promise<BackupManifest> {
+  const { key, storage, schemas } = request;
+  const clients: pg.Client[] = [];
+  const open = async () => {
+    const client = await request.connect();
+    clients.push(client);
+    return client;
+  };
+  try {
+    const coordinator = await open();
+    await coordinator.query("begin isolation level repeatable read read only");
+    const { rows } = await coordinator.query<{ snapshot: string; version: string; at: Date }>(
+      "select pg_export_snapshot() as snapshot, current_setting('server_version') as version, now() as at",
+    );
+    const { snapshot, version, at } = rows[0]!;
+    const largeObjects = await countLargeObjects(coordinator);
+    if (largeObjects > 0) {
+      throw new ConnectError(
+        `tenant "${key.tenantId}" has ${largeObjects} large object(s) in its database, which backups do not carry; store them in tables (bytea) and back up again`,
+        Code.FailedPrecondition,
+      );
+    }
+    const services: BackupManifest["services"] = {};
+    for (const schema of schemas) {
+      const migrations = await readAppliedMigrations(coordinator, schema);
+      if (migrations !== undefined) {
+        services[schema] = { migrations };
+      }
+    }
+    const schemaVersions = Object.fromEntries(Object.entries(services).map(([service, { migrations }]) => [service, migrations.at(-1) ?? ""]));
+    const catalog = await listTables(coordinator, Object.keys(services));
+    await request.progress({ schemaVersions, tableCount: catalog.length, tables: [], sizeBytes: 0 });
+    await request.afterStep?.("snapshot");
+
+    const tables: ManifestTable[] = catalog.map((table, index) => ({ schema: table.schema, name: table.name, file: tableFileName(index), columns: table.columns, rows: 0, sha256: "", storedBytes: 0 }));
+    // The largest first, so that the workers end together.
+    const queue = tables.map((table, index) => ({ table, bytes: catalog[index]!.bytes })).sort((a, b) => b.bytes - a.bytes);
+    const done: ManifestTable[] = [];
+    let sizeBytes = 0;
+    const work = async () => {
+      const worker = await open();
+      await worker.query("begin isolation level repeatable read read only");
+      await worker.query(`set transaction snapshot ${pg.escapeLiteral(snapshot)}`);
+      for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+        await copyOut(worker, next.table, request);
+        done.push(next.table);
+        sizeBytes += next.table.storedBytes;
+        await request.progress({ schemaVersions, tableCount: tables.length, tables: done.toSorted((x, y) => x.file.localeCompare(y.file)).map(tableRecord), sizeBytes });
+      }
+      await worker.query("commit");
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(request.workers, tables.length)) }, work));
+    await request.afterStep?.("copy-tables");
+
+    const sequences: BackupManifest["sequences"] = [];
+    for (const sequence of await listSequences(coordinator, Object.keys(services))) {
+      const { rows: state } = await coordinator.query<{ last_value: string; is_called: boolean }>(`select last_value::text, is_called from ${quoted(sequence)}`);
+      sequences.push({ ...sequence, lastValue: state[0]!.last_value, isCalled: state[0]!.is_called });
+    }
+    await coordinator.query("commit");
+    const manifest: BackupManifest = {
+      format: backupFormat,
+      tenantId: key.tenantId,
+      backupId: key.backupId,
+      createdAt: at.toISOString(),
+      placement: request.placement,
+      serverVersion: version,
+      services,
+      tables,
+      sequences,
+    };
+    await storage.put(key, manifestFile, Readable.from([sealManifest(request.dataKey, manifest)]));
+    await request.afterStep?.("write-manifest");
+    await storage.publish(key);
+    await request.afterStep?.("publish");
+    return manifest;
+  } finally {
+    await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+  }
+}
+
+/** Stores one table's COPY stream, recording its rows, digest and stored size on `table`. */
+async function copyOut(client: pg.Client, table: ManifestTable, request: TenantBackupRequest): Promise<void> {
+  const source = client.query(copyTo(`copy ${quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`));
+  const tap = new DigestTap();
+  // A failure anywhere destroys every stream, so the store fails rather than waits; put reports it.
+  const sealed = pipeline(source, tap, createGzip({ level: 1 }), sealStream(request.dataKey.key, fileContext(request.key, table.file)), () => {});
+  table.storedBytes = await request.storage.put(request.key, table.file, sealed);
+  table.rows = source.rowCount;
+  table.sha256 = tap.digest();
+}
+
+/** A manifest table as the backup's record lists it. */
+export function tableRecord(table: ManifestTable): BackupTableRecord {
+  return { name: qualifiedName(table), rows: table.rows, sha256: table.sha256 };
+}

@@ -1,0 +1,108 @@
+import { createHash, type Hash } from "node:crypto";
+import { Transform } from "node:stream";
+import pg from "pg";
+import type { ManifestColumn } from "./backup-manifest.ts";
+
+/** A table of a service schema, as the database describes it. */
+export interface CatalogTable {
+  schema: string;
+  name: string;
+  /** Its columns in order, generated ones left out. */
+  columns: ManifestColumn[];
+  /** Its size on disk, to hand the largest out first. */
+  bytes: number;
+}
+
+/** The ordinary tables of `schemas` with their columns, by schema and name. */
+export async function listTables(client: pg.ClientBase, schemas: string[]): Promise<CatalogTable[]> {
+  const { rows } = await client.query<{ schema: string; name: string; columns: ManifestColumn[]; bytes: string }>(
+    `select n.nspname as schema, c.relname as name, pg_total_relation_size(c.oid) as bytes,
+       coalesce(json_agg(json_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod)) order by a.attnum)
+         filter (where a.attnum is not null), '[]') as columns
+     from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped and a.attgenerated = ''
+     where c.relkind = 'r' and n.nspname = any($1)
+     group by n.nspname, c.relname, c.oid order by 1, 2`,
+    [schemas],
+  );
+  return rows.map((row) => ({ ...row, bytes: Number(row.bytes) }));
+}
+
+/** The sequences of `schemas`, by schema and name. */
+export async function listSequences(client: pg.ClientBase, schemas: string[]): Promise<{ schema: string; name: string }[]> {
+  const { rows } = await client.query<{ schema: string; name: string }>(
+    "select n.nspname as schema, c.relname as name from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind = 'S' and n.nspname = any($1) order by 1, 2",
+    [schemas],
+  );
+  return rows;
+}
+
+/** How many large objects the database holds (backups do not carry them). */
+export async function countLargeObjects(client: pg.ClientBase): Promise<number> {
+  const { rows } = await client.query<{ n: number }>("select count(*)::int as n from pg_largeobject_metadata");
+  return rows[0]!.n;
+}
+
+/** `schema.name`, each part quoted. */
+export function quoted(object: { schema: string; name: string }): string {
+  return `${pg.escapeIdentifier(object.schema)}.${pg.escapeIdentifier(object.name)}`;
+}
+
+/** The column list of a COPY of `table`, quoted. */
+export function columnList(columns: ManifestColumn[]): string {
+  return columns.map((c) => pg.escapeIdentifier(c.name)).join(", ");
+}
+
+/**
+ * What slows a bulk load and is rebuilt faster afterwards: foreign keys,
+ * unique and exclusion constraints, and indexes that back no constraint, in
+ * the tables of `schemas` (primary keys stay). `drop` sets them aside in a
+ * safe order (foreign keys first); `rebuild` makes them again from their
+ * definitions (`pg_get_indexdef`, `pg_get_constraintdef`), foreign keys last.
+ */
+export async function constraintsToSetAside(client: pg.ClientBase, schemas: string[]): Promise<{ drop: string[]; rebuild: string[] }> {
+  const { rows: constraints } = await client.query<{ schema: string; table: string; name: string; type: string; definition: string }>(
+    `select n.nspname as schema, t.relname as table, con.conname as name, con.contype as type, pg_get_constraintdef(con.oid) as definition
+     from pg_constraint con join pg_class t on t.oid = con.conrelid join pg_namespace n on n.oid = t.relnamespace
+     where n.nspname = any($1) and con.contype in ('f', 'u', 'x') order by con.contype = 'f' desc, 1, 2, 3`,
+    [schemas],
+  );
+  const { rows: indexes } = await client.query<{ schema: string; name: string; definition: string }>(
+    `select n.nspname as schema, i.relname as name, pg_get_indexdef(i.oid) as definition
+     from pg_index x join pg_class i on i.oid = x.indexrelid join pg_class t on t.oid = x.indrelid join pg_namespace n on n.oid = t.relnamespace
+     where n.nspname = any($1) and t.relkind = 'r'
+       and not exists (select 1 from pg_constraint con where con.conindid = x.indexrelid and con.contype in ('p', 'u', 'x'))
+     order by 1, 2`,
+    [schemas],
+  );
+  const alter = (c: (typeof constraints)[number]) => `alter table ${quoted({ schema: c.schema, name: c.table })}`;
+  const foreign = constraints.filter((c) => c.type === "f");
+  const unique = constraints.filter((c) => c.type !== "f");
+  return {
+    drop: [
+      ...constraints.map((c) => `${alter(c)} drop constraint ${pg.escapeIdentifier(c.name)}`),
+      ...indexes.map((i) => `drop index ${quoted(i)}`),
+    ],
+    rebuild: [
+      ...indexes.map((i) => i.definition),
+      ...[...unique, ...foreign].map((c) => `${alter(c)} add constraint ${pg.escapeIdentifier(c.name)} ${c.definition}`),
+    ],
+  };
+}
+
+/** A pass-through stream that hashes (SHA-256) and counts what goes through it. */
+export class DigestTap extends Transform {
+  readonly #hash: Hash = createHash("sha256");
+  bytes = 0;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null, data?: Buffer) => void): void {
+    this.#hash.update(chunk);
+    this.bytes += chunk.length;
+    done(null, chunk);
+  }
+
+  /** The digest (hex), once the stream has ended. */
+  digest(): string {
+    return this.#hash.digest("hex");
+  }
+}

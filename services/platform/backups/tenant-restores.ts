@@ -1,0 +1,338 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { MikroORM } from "@mikro-orm/postgresql";
+import { randomBytes, randomUUID } from "node:crypto";
+import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
+import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
+import type { Backup } from "../entities/backup.ts";
+import type { Restore } from "../entities/restore.ts";
+import type { Tenant } from "../entities/tenant.ts";
+import type { TenantProvisioner } from "../provisioning/index.ts";
+import { SingleFlight } from "../single-flight.ts";
+import {
+  changeRestore,
+  deleteUnservedTenant,
+  findExpiredKeeps,
+  findLastInPlaceRestore,
+  findRestore,
+  findTenant,
+  findUnfinishedRestores,
+  forgetVersions,
+  getBackup,
+  getTenant,
+  insertRestore,
+  recordVerification,
+  restoreKinds,
+  restoreStates,
+  restoreUnderWay,
+  rolePasswordContext,
+  backupStates,
+  servedStatuses,
+  tierOf,
+  type RestoreKindName,
+} from "../stores/index.ts";
+import {
+  pointOfNoReturn,
+  requested,
+  restoreRollbacks,
+  restoreSteps,
+  restoreStepTable,
+  rollingBack,
+  undoPointOfNoReturn,
+  undoSteps,
+  type RestoreContext,
+  type RestoreServices,
+  type RestoreStep,
+} from "./restore-steps.ts";
+import type { BackupEvents } from "./backup-events.ts";
+import { answerOf, keyOf, reasonOf, type TenantBackups } from "./tenant-backups.ts";
+
+/** Options of {@link TenantRestores}. */
+export interface TenantRestoresOptions extends RestoreServices {
+  orm: MikroORM;
+  locks: AdvisoryLocks;
+  backups: TenantBackups;
+  provisioner: TenantProvisioner;
+  /** Told as each restore, undo and verification drill ends. */
+  events: BackupEvents;
+  /** Called when a step's work is done, before it is recorded (for tests): the kind ("undo" for an undo), the restore, the step. */
+  afterStep?: (kind: RestoreKindName | "undo", restoreId: string, step: RestoreStep) => void | Promise<void>;
+}
+
+/** What a restore asks for. */
+export interface RestoreRequest {
+  backupId: string;
+  /** Empty or the backup's tenant: in place; another id: a clone of that id. */
+  targetTenantId: string;
+  /** A clone's tier; UNSPECIFIED for the source's. */
+  tier: Tier;
+  /** A clone's display name; empty for its id. */
+  displayName: string;
+}
+
+/**
+ * Restores of backups as resumable step machines (see restore-steps.ts):
+ * in place (with undo), as clones, and as verification drills. Each step's
+ * completion is recorded; a Platform that stops anywhere goes on from the
+ * last step recorded when it starts again, and a failure before the point
+ * of no return drops what the restore made.
+ */
+export class TenantRestores {
+  readonly #options: TenantRestoresOptions;
+  readonly #running = new SingleFlight<Restore>();
+
+  constructor(options: TenantRestoresOptions) {
+    this.#options = options;
+  }
+
+  /** Restores a backup in place or as a clone; resolves once done with the restore and its tenant. */
+  async restore(request: RestoreRequest): Promise<{ restore: Restore; tenant: Tenant }> {
+    const { orm, backups, provisioner } = this.#options;
+    const em = orm.em.fork();
+    const backup = await getBackup(em, request.backupId);
+    const target = request.targetTenantId === "" ? backup.tenantId : checkTenantId(request.targetTenantId, "target_tenant_id");
+    // Refuses a backup that cannot be read before anything is made.
+    await backups.open(backup);
+    const id = randomUUID();
+    const record = { id, backupId: backup.id, tenantId: target, sourceTenantId: backup.tenantId, step: requested };
+    if (target === backup.tenantId) {
+      await em.transactional(async (tx) => {
+        await lockForTransaction(tx, `restore:${target}`);
+        const tenant = await getTenant(tx, target);
+        if (!servedStatuses.includes(tenant.status) || tenant.cluster == null) {
+          throw new ConnectError(`tenant "${target}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be restored in place`, Code.FailedPrecondition);
+        }
+        if (await restoreUnderWay(tx, { tenantId: target })) {
+          throw new ConnectError(`a restore of tenant "${target}" is under way; wait for it to end`, Code.FailedPrecondition);
+        }
+        const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
+        await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database });
+      });
+    } else {
+      const source = await findTenant(em, backup.tenantId);
+      const tier = request.tier === 0 && source !== null ? tierOf(source.tier) : request.tier;
+      await provisioner.recordClone({ tenantId: target, displayName: request.displayName, tier }, async (tx, tenant) => {
+        await insertRestore(tx, { ...record, kind: restoreKinds.clone, cluster: tenant.cluster!, database: tenant.database });
+      });
+    }
+    const restore = await this.#run(id);
+    return { restore, tenant: await getTenant(orm.em.fork(), restore.tenantId) };
+  }
+
+  /**
+   * Routes a tenant back to the database its last in-place restore
+   * replaced and drops the restored one. NOT_FOUND when there is nothing to
+   * undo; FAILED_PRECONDITION when the replaced database is gone.
+   */
+  async undo(tenantId: string): Promise<{ restore: Restore; tenant: Tenant }> {
+    const { orm } = this.#options;
+    const em = orm.em.fork();
+    const tenant = await getTenant(em, tenantId);
+    const restore = await findLastInPlaceRestore(em, tenant.id);
+    if (restore === null || restore.state === restoreStates.undone) {
+      throw new ConnectError(`tenant "${tenant.id}" has no in-place restore to undo`, Code.NotFound);
+    }
+    if (restore.undoStep == null) {
+      if (restore.previousDropped || (restore.keepUntil != null && restore.keepUntil.getTime() <= Date.now())) {
+        throw new ConnectError(`the database restore "${restore.id}" replaced was kept until ${restore.keepUntil?.toISOString()} and is gone: the restore can no longer be undone`, Code.FailedPrecondition);
+      }
+      if (!servedStatuses.includes(tenant.status)) {
+        throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
+      }
+      await changeRestore(em, restore, { undoStep: requested, previousStatus: null, error: null });
+    }
+    const undone = await this.#run(restore.id);
+    return { restore: undone, tenant: await getTenant(orm.em.fork(), tenantId) };
+  }
+
+  /**
+   * Restores a backup into a scratch database, compares every table with
+   * the manifest, drops the scratch database and records the result on the
+   * backup. A backup that does not restore is recorded (and answered) as
+   * FAILED; only what may pass on a retry (UNAVAILABLE) is thrown.
+   */
+  async verify(backupId: string): Promise<Backup> {
+    const { orm, backups, box } = this.#options;
+    const em = orm.em.fork();
+    const backup = await getBackup(em, backupId);
+    if (backup.state !== backupStates.succeeded) {
+      throw new ConnectError(`backup "${backup.id}" is ${backup.state}: only a SUCCEEDED backup can be verified`, Code.FailedPrecondition);
+    }
+    if (await restoreUnderWay(em, { backupId: backup.id })) {
+      throw new ConnectError(`backup "${backup.id}" is being restored or verified; wait for it to end`, Code.FailedPrecondition);
+    }
+    try {
+      await backups.open(backup);
+    } catch (error) {
+      if (error instanceof ConnectError && error.code === Code.FailedPrecondition) {
+        await recordVerification(em, backup.id, { passed: false, error: error.rawMessage });
+        this.#options.events.verified({ passed: false });
+        return getBackup(orm.em.fork(), backup.id);
+      }
+      throw error;
+    }
+    const id = randomUUID();
+    const scratch = `tenantry_verify_${id.replaceAll("-", "").slice(0, 16)}`;
+    await insertRestore(em, {
+      id,
+      backupId: backup.id,
+      kind: restoreKinds.verify,
+      tenantId: backup.tenantId,
+      sourceTenantId: backup.tenantId,
+      cluster: backup.cluster,
+      database: scratch,
+      role: scratch,
+      rolePassword: box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(scratch)),
+      step: requested,
+    });
+    try {
+      await this.#run(id);
+    } catch (error) {
+      if (ConnectError.from(error).code === Code.Unavailable) {
+        throw error;
+      }
+    }
+    return getBackup(orm.em.fork(), backup.id);
+  }
+
+  /** Goes on with the restores (and undos) a stopped Platform left under way, and drops kept databases past their time. */
+  async sweep(): Promise<void> {
+    const { orm, clusters, log } = this.#options;
+    const em = orm.em.fork();
+    for (const restore of await findUnfinishedRestores(em)) {
+      await this.#run(restore.id).catch((error: unknown) =>
+        log.warn({ restoreId: restore.id, tenantId: restore.tenantId, reason: ConnectError.from(error).rawMessage }, "resumed restore did not succeed"),
+      );
+    }
+    for (const restore of await findExpiredKeeps(em, new Date())) {
+      try {
+        await clusters.dropDatabase(restore.cluster, restore.previousDatabase!);
+        await changeRestore(em, restore, { previousDropped: true });
+        log.info({ restoreId: restore.id, tenantId: restore.tenantId, database: restore.previousDatabase }, "database kept after a restore dropped");
+      } catch (error) {
+        log.warn({ err: error, restoreId: restore.id }, "could not drop the database a restore replaced; will retry");
+      }
+    }
+  }
+
+  /** Drives a restore to its end, once per process, and once across Platform instances. */
+  #run(restoreId: string): Promise<Restore> {
+    return this.#running.run(restoreId, async () => {
+      const restore = await findRestore(this.#options.orm.em.fork(), restoreId);
+      const key = restore!.kind === restoreKinds.verify ? `restore:${restoreId}` : `tenant:${restore!.tenantId}`;
+      if (!(await this.#options.locks.tryLock(key))) {
+        throw new ConnectError(`tenant "${restore!.tenantId}" is being worked on by another Platform instance; retry shortly`, Code.Unavailable);
+      }
+      try {
+        return await this.#advance(restoreId);
+      } finally {
+        await this.#options.locks.unlock(key).catch(() => undefined);
+      }
+    });
+  }
+
+  /** Performs the steps after the last one recorded; on a failure before the point of no return, rolls back. */
+  async #advance(restoreId: string): Promise<Restore> {
+    const { orm, backups, afterStep, log } = this.#options;
+    const em = orm.em.fork();
+    const restore = (await findRestore(em, restoreId))!;
+    const undoing = restore.undoStep != null;
+    if (!undoing && restore.state !== restoreStates.running) {
+      return restore;
+    }
+    const kind = restore.kind as RestoreKindName;
+    const backup = await getBackup(em, restore.backupId).catch(() => undefined);
+    const opened = backup === undefined || undoing ? undefined : await backups.open(backup).catch(() => undefined);
+    const context: RestoreContext = {
+      ...this.#options,
+      em,
+      restore,
+      // An undo needs none of the backup; a restore whose backup is gone can only be rolled back.
+      backup: { key: keyOf({ tenantId: restore.sourceTenantId, id: restore.backupId }), manifest: opened?.manifest!, dataKey: opened?.dataKey! },
+    };
+    const last = (undoing ? restore.undoStep : restore.step) ?? requested;
+    if (last === rollingBack || (!undoing && opened === undefined)) {
+      await this.#rollback(context, restore.error ?? `backup "${restore.backupId}" can no longer be read`);
+      throw failure(restore, undoing);
+    }
+    const steps: readonly RestoreStep[] = undoing ? undoSteps : restoreSteps[kind];
+    const noReturn = undoing ? undoPointOfNoReturn : pointOfNoReturn[kind];
+    const done = steps.indexOf(last as RestoreStep);
+    for (const step of steps.slice(done + 1)) {
+      try {
+        await restoreStepTable[step](context);
+      } catch (error) {
+        log.warn({ err: error, restoreId, tenantId: restore.tenantId, step }, "restore step failed");
+        const cause = answerOf(error);
+        if (noReturn !== undefined && done >= steps.indexOf(noReturn)) {
+          // The tenant is served from what the restore made: go forward, later if not now.
+          throw new ConnectError(`restore "${restore.id}" is switched but not finished (${step}): ${cause.rawMessage}; Platform retries it`, Code.Unavailable);
+        }
+        await this.#rollback(context, reasonOf(error));
+        throw new ConnectError(failure(restore, undoing).rawMessage, cause.code === Code.Unknown ? Code.Internal : cause.code);
+      }
+      await afterStep?.(undoing ? "undo" : kind, restoreId, step);
+      await changeRestore(em, restore, undoing ? { undoStep: step } : { step });
+    }
+    await this.#finish(context, undoing);
+    log.info({ restoreId, tenantId: restore.tenantId, kind: undoing ? "undo" : kind }, "restore finished");
+    return restore;
+  }
+
+  async #finish({ em, restore, keepMs }: RestoreContext, undoing: boolean): Promise<void> {
+    const finishedAt = new Date();
+    if (undoing) {
+      // Nothing is kept: the restored database is gone, the replaced one serves again.
+      await changeRestore(em, restore, { state: restoreStates.undone, undoStep: null, previousDropped: true, finishedAt });
+      this.#ended(restore, true, true);
+      return;
+    }
+    const keepUntil = restore.kind === restoreKinds.inPlace ? new Date(finishedAt.getTime() + keepMs) : null;
+    await changeRestore(em, restore, { state: restoreStates.succeeded, keepUntil, finishedAt });
+    if (restore.kind === restoreKinds.verify) {
+      await recordVerification(em, restore.backupId, { passed: true, error: null });
+    }
+    this.#ended(restore, false, true);
+  }
+
+  /** Tells the events of a restore, undo or drill that has ended. */
+  #ended(restore: Restore, undoing: boolean, succeeded: boolean): void {
+    const { events } = this.#options;
+    if (undoing) {
+      events.restoreEnded({ kind: "undo", succeeded });
+    } else if (restore.kind === restoreKinds.verify) {
+      events.verified({ passed: succeeded });
+    } else {
+      events.restoreEnded({ kind: restore.kind === restoreKinds.clone ? "clone" : "in_place", succeeded });
+    }
+  }
+
+  /** Undoes what a failed restore made, and leaves it FAILED (an undo: the restore as it was). */
+  async #rollback(context: RestoreContext, reason: string): Promise<void> {
+    const { em, restore } = context;
+    const undoing = restore.undoStep != null;
+    await changeRestore(em, restore, undoing ? { undoStep: rollingBack, error: reason } : { step: rollingBack, error: reason });
+    for (const work of restoreRollbacks[undoing ? "undo" : (restore.kind as RestoreKindName)]) {
+      await work(context);
+    }
+    if (undoing) {
+      await changeRestore(em, restore, { undoStep: null });
+      this.#ended(restore, true, false);
+      return;
+    }
+    if (restore.kind === restoreKinds.clone) {
+      await forgetVersions(em, restore.tenantId);
+      await deleteUnservedTenant(em, restore.tenantId);
+    }
+    if (restore.kind === restoreKinds.verify) {
+      await recordVerification(em, restore.backupId, { passed: false, error: reason });
+    }
+    await changeRestore(em, restore, { state: restoreStates.failed, finishedAt: new Date() });
+    this.#ended(restore, false, false);
+  }
+}
+
+function failure(restore: Restore, undoing: boolean): ConnectError {
+  const what = undoing ? `undoing restore "${restore.id}"` : `restore "${restore.id}" of backup "${restore.backupId}"`;
+  return new ConnectError(`${what} failed and was rolled back: ${restore.error ?? "unknown reason"}`, Code.FailedPrecondition);
+}
