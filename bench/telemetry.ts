@@ -56,14 +56,14 @@ for (let i = 0; i < tenantCount; i++) {
 
 process.stdout.write("warming up…\n");
 for (const server of servers) {
-  await driveGetEntry(server.address, { targets, concurrency, duration: 2, serverPid: server.pid });
+  await driveGetEntry(server.address, { targets, concurrency, duration: 2, serverPid: server.pid, postmasterPid: bench.database.pid });
 }
 for (let round = 0; round < roundCount; round++) {
   process.stdout.write(`round ${round + 1}/${roundCount}…\n`);
   // A different server first in each round, so that drift in the machine's load spreads over all three.
   for (let i = 0; i < servers.length; i++) {
     const server = servers[(round + i) % servers.length]!;
-    server.rounds.push(await driveGetEntry(server.address, { targets, concurrency, duration: seconds / roundCount, serverPid: server.pid }));
+    server.rounds.push(await driveGetEntry(server.address, { targets, concurrency, duration: seconds / roundCount, serverPid: server.pid, postmasterPid: bench.database.pid }));
   }
 }
 
