@@ -43,8 +43,9 @@ const passwordLiteral = /(password\s+)E?'(?:[^'\\]|''|\\.)*'/gi;
  * honoured by the SDK. Metrics are kept for `GET /metrics`.
  * `OTEL_SDK_DISABLED=true` turns all of it off.
  *
- * SQL spans need `pg` to be loaded after this has run: `runMain` starts
- * telemetry before a service's `main` imports anything that imports `pg`.
+ * Spans of SQL queries (`pg`) are made only when spans are exported, and
+ * need `pg` to be loaded after this has run: `runMain` starts telemetry
+ * before a service's `main` imports anything that imports `pg`.
  */
 export function startTelemetry(options: TelemetryOptions, env: NodeJS.ProcessEnv = process.env): Telemetry {
   if (started !== undefined) {
@@ -65,19 +66,22 @@ export function startTelemetry(options: TelemetryOptions, env: NodeJS.ProcessEnv
     views,
     // Logs go to stdout through pino, with the trace ids on every line.
     logRecordProcessors: [],
-    instrumentations: [
-      new PgInstrumentation({
-        requireParentSpan: true,
-        // Parameters are never recorded; a password can only be in the text (CREATE/ALTER ROLE … PASSWORD '…').
-        enhancedDatabaseReporting: false,
-        requestHook: (span, { query }) => {
-          const text = query.text.replace(passwordLiteral, "$1'[redacted]'");
-          if (text !== query.text) {
-            span.setAttribute("db.query.text", text);
-          }
-        },
-      }),
-    ],
+    // SQL spans only when spans leave the process: otherwise each query would pay for a span nobody sees.
+    instrumentations: exporting
+      ? [
+          new PgInstrumentation({
+            requireParentSpan: true,
+            // Parameters are never recorded; a password can only be in the text (CREATE/ALTER ROLE … PASSWORD '…').
+            enhancedDatabaseReporting: false,
+            requestHook: (span, { query }) => {
+              const text = query.text.replace(passwordLiteral, "$1'[redacted]'");
+              if (text !== query.text) {
+                span.setAttribute("db.query.text", text);
+              }
+            },
+          }),
+        ]
+      : [],
   });
   sdk.start();
   const disabled = /^true$/i.test(env.OTEL_SDK_DISABLED ?? "");
