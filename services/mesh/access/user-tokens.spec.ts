@@ -66,6 +66,17 @@ describe("user tokens", () => {
     expect(await failure(tokens.verify(acme, "globex"))).toEqual({ code: "PermissionDenied", message: 'the access token is for another tenant than "globex"' });
   });
 
+  it("remember only tokens that passed", async () => {
+    const { tokens } = userTokens({ current: [first] });
+    const acme = await token(first, { tid: "acme" });
+    const forged = await token(second, { tid: "acme" });
+    expect(tokens.remembers(acme)).toBe(false);
+    await tokens.verify(acme, "acme");
+    expect(await failure(tokens.verify(forged, "acme"))).toMatchObject({ code: "Unauthenticated" });
+    expect(tokens.remembers(acme)).toBe(true);
+    expect(tokens.remembers(forged)).toBe(false);
+  });
+
   it("refuse a remembered token once it has expired", async () => {
     vi.useFakeTimers({ toFake: ["Date"] });
     const { tokens } = userTokens({ current: [first] });

@@ -30,6 +30,11 @@ export interface TokenUser {
 export interface TokenVerifier {
   verify(token: string, tenantId: string): Promise<TokenUser>;
   /**
+   * Whether `token` passed verification before and is remembered: a user's
+   * access token, then, whatever the call it comes with. Nothing is checked.
+   */
+  remembers?(token: string): boolean;
+  /**
    * Whether the tenant's permission catalog holds `permission`, so that some
    * role of the tenant could grant it; undefined when that cannot be told.
    * Asked only when a token lacks a method's permission, to say why.
@@ -140,6 +145,10 @@ export class UserTokens implements TokenVerifier {
     const user = { userId: payload.sub!, tenantId, permissions: new Set(permissions) };
     this.#verified.set(token, { user, expiresAt: payload.exp! * 1000, getKey: keys.getKey });
     return user;
+  }
+
+  remembers(token: string): boolean {
+    return this.#verified.has(token);
   }
 
   /**
