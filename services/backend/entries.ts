@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { OptimisticLockError, type EntityData, type EntityManager, type EntityMetadata, type FilterQuery } from "@mikro-orm/postgresql";
+import { CompiledQuery, type Kysely } from "kysely";
 import { randomUUID } from "node:crypto";
 import { pageOf } from "../mesh/index.ts";
 import { Entry } from "./entities/entry.ts";
@@ -51,27 +52,41 @@ export async function createEntry(em: EntityManager, fields: EntryFields): Promi
   return entry;
 }
 
-/** The SQL that reads one entry by its id (the one parameter), per ORM, made once by MikroORM's query builder. */
+/** The SQL that reads one entry by its id (`$1`), per ORM, compiled once by MikroORM's Kysely from Entry's metadata. */
 const entryById = new WeakMap<EntityMetadata<Entry>, string>();
 
+function entryByIdSql(em: EntityManager, meta: EntityMetadata<Entry>): string {
+  let sql = entryById.get(meta);
+  if (sql === undefined) {
+    // The columns by name, so that a column a later migration adds changes nothing here.
+    const columns = meta.props.flatMap((prop) => prop.fieldNames ?? []);
+    const id = meta.properties.id.fieldNames[0]!;
+    // Typed by table name only: the names come from the metadata, not from a schema type.
+    const kysely = em.getKysely() as unknown as Kysely<Record<string, Record<string, unknown>>>;
+    sql = kysely
+      .selectFrom(`${meta.schema ?? em.config.get("schema")}.${meta.tableName}`)
+      .select(columns)
+      .where(id, "=", "")
+      .compile().sql;
+    entryById.set(meta, sql);
+  }
+  return sql;
+}
+
 /**
- * Returns an entry's fields, or NOT_FOUND. A read needs no entity: the row
- * is converted as MikroORM converts it for an entity (dates, arrays), with
- * no hydration and nothing for the unit of work to track.
+ * Returns an entry's fields, or NOT_FOUND. A read needs no entity: one
+ * parameterized query, its row converted as MikroORM converts one for an
+ * entity (dates, arrays), with no hydration and nothing for the unit of
+ * work to track.
  */
 export async function getEntry(em: EntityManager, id: string): Promise<EntryData> {
   const entryId = checkEntryId(id);
   const meta = em.getMetadata(Entry);
-  let sql = entryById.get(meta);
-  if (sql === undefined) {
-    sql = em.createQueryBuilder(Entry).where({ id: entryId }).getQuery();
-    entryById.set(meta, sql);
-  }
-  const row: EntityData<Entry> | undefined = await em.execute(sql, [entryId], "get");
-  if (row === undefined) {
+  const { rows } = await em.getKysely().executeQuery<EntityData<Entry>>(CompiledQuery.raw(entryByIdSql(em, meta), [entryId]));
+  if (rows[0] === undefined) {
     throw new ConnectError(`entry "${id}" not found`, Code.NotFound);
   }
-  return em.getDriver().mapResult(row, meta) as EntryData;
+  return em.getDriver().mapResult(rows[0], meta) as EntryData;
 }
 
 /** Returns an entry for the unit of work to change, or NOT_FOUND. */
