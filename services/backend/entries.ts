@@ -75,9 +75,10 @@ function entryByIdSql(em: EntityManager, meta: EntityMetadata<Entry>): string {
 
 /**
  * Returns an entry's fields, or NOT_FOUND. A read needs no entity: one
- * parameterized query, its row converted as MikroORM converts one for an
- * entity (dates, arrays), with no hydration and nothing for the unit of
- * work to track.
+ * parameterized query (prepared once per connection, see
+ * `prepareParameterizedQueries`), its row converted as MikroORM converts
+ * one for an entity (dates, arrays), with no hydration and nothing for the
+ * unit of work to track.
  */
 export async function getEntry(em: EntityManager, id: string): Promise<EntryData> {
   const entryId = checkEntryId(id);

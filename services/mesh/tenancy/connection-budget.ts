@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import pg from "pg";
 import { watchConnectionLoss } from "./connection-loss.ts";
+import { prepareParameterizedQueries } from "./prepared-statements.ts";
 
 /** Where a tenant's database is and whom to connect as. */
 export interface TenantEndpoint {
@@ -26,6 +27,8 @@ export interface ConnectionBudgetOptions {
   applicationName: string;
   /** Type parsers installed on every connection. */
   types?: pg.CustomTypesConfig;
+  /** Run parameterized queries as prepared statements of their connection (see `prepareParameterizedQueries`). */
+  prepareStatements?: boolean;
   /** Reports a connection that failed, with the detail that is not returned to callers. */
   onError?: (error: unknown, tenantId: string) => void;
 }
@@ -261,6 +264,9 @@ export class ConnectionBudget {
 
   async #connect(pool: TenantPool): Promise<LeasedClient> {
     const client = new pg.Client(pool.config);
+    if (this.#options.prepareStatements) {
+      prepareParameterizedQueries(client);
+    }
     watchConnectionLoss(client, (error) => {
       if (!broken.has(client)) {
         broken.add(client);

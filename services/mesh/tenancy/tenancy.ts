@@ -78,7 +78,7 @@ export class Tenancy {
     for (const [oid, parser] of Object.entries(createPostgreSqlTypeParsers((s) => array.parse(s)))) {
       types.setTypeParser(Number(oid), parser);
     }
-    this.budget = new ConnectionBudget({ ...options.connections, types });
+    this.budget = new ConnectionBudget({ ...options.connections, types, prepareStatements: true });
     this.requests = new RequestLedger({ schema: options.schema, key: options.requestKey });
     this.storage = new StorageQuota({
       intervalMs: options.storageCheckIntervalMs ?? 60_000,
