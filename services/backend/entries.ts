@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { OptimisticLockError, type EntityData, type EntityManager, type EntityMetadata, type FilterQuery } from "@mikro-orm/postgresql";
+import { OptimisticLockError, type EntityData, type EntityManager, type EntityMetadata, type FilterQuery, type MikroORM } from "@mikro-orm/postgresql";
 import { CompiledQuery, type Kysely } from "kysely";
 import { randomUUID } from "node:crypto";
 import { pageOf } from "../mesh/index.ts";
@@ -74,14 +74,17 @@ function entryByIdSql(em: EntityManager, meta: EntityMetadata<Entry>): string {
 }
 
 /**
- * Returns an entry's fields, or NOT_FOUND. A read needs no entity: one
- * parameterized query (prepared once per connection, see
- * `prepareParameterizedQueries`), its row converted as MikroORM converts
- * one for an entity (dates, arrays), with no hydration and nothing for the
- * unit of work to track.
+ * Returns an entry's fields, or NOT_FOUND. A read needs no entity, and so
+ * no EntityManager of its own: one parameterized query through the ORM's
+ * Kysely (prepared once per connection, see `prepareParameterizedQueries`;
+ * run in the tenant's scope, it reaches the tenant's database), its row
+ * converted as MikroORM converts one for an entity (dates, arrays), with
+ * nothing for a unit of work to track.
  */
-export async function getEntry(em: EntityManager, id: string): Promise<EntryData> {
+export async function getEntry(orm: MikroORM, id: string): Promise<EntryData> {
   const entryId = checkEntryId(id);
+  // Only what every EntityManager shares is used: metadata, driver, Kysely.
+  const em = orm.em;
   const meta = em.getMetadata(Entry);
   const { rows } = await em.getKysely().executeQuery<EntityData<Entry>>(CompiledQuery.raw(entryByIdSql(em, meta), [entryId]));
   if (rows[0] === undefined) {

@@ -2,24 +2,25 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { EntryService, type EntrySchema } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { entityManagerOf, readFieldMask, tenantOf, type RequestLedger, type StorageQuota } from "../mesh/index.ts";
+import { entityManagerOf, readFieldMask, tenantOf, type Tenancy } from "../mesh/index.ts";
 import { createEntry, deleteEntry, etagOf, getEntry, listEntries, updateEntry, type EntryChange, type EntryData } from "./entries.ts";
 
 export { EntryService };
 
 /**
  * `tenantry.backend.v1.EntryService`: each call runs on the tenant's own
- * EntityManager; writes that add data are refused once the tenant is over
- * its tier's storage (deleting is always allowed); a create with a
- * request_id happens once, however often it is sent.
+ * EntityManager (GetEntry, which needs none, reads through the ORM's
+ * Kysely); writes that add data are refused once the tenant is over its
+ * tier's storage (deleting is always allowed); a create with a request_id
+ * happens once, however often it is sent.
  */
-export const entryService = (storage: StorageQuota, requests: RequestLedger): ServiceImpl<typeof EntryService> => ({
+export const entryService = ({ orm, storage, requests }: Tenancy): ServiceImpl<typeof EntryService> => ({
   async createEntry(req, ctx) {
     await storage.checkWritable(tenantOf(ctx));
     return requests.createOnce(ctx, req, async (em) => ({ entry: toMessage(await createEntry(em, req)) }));
   },
   async getEntry(req, ctx) {
-    return { entry: toMessage(await getEntry(entityManagerOf(ctx), req.id)) };
+    return { entry: toMessage(await getEntry(orm, req.id)) };
   },
   async listEntries(req, ctx) {
     const page = await listEntries(entityManagerOf(ctx), req);
