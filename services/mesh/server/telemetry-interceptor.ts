@@ -1,6 +1,6 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
-import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type TextMapGetter } from "@opentelemetry/api";
+import { context, propagation, ROOT_CONTEXT, SpanStatusCode, trace, type Attributes, type Context, type TextMapGetter } from "@opentelemetry/api";
 import { tenantCallDuration, tenantCallErrors } from "../telemetry/instrument-names.ts";
 import { kLogTenant, type Logger } from "../telemetry/logger.ts";
 import type { Telemetry } from "../telemetry/telemetry.ts";
@@ -92,7 +92,7 @@ function tenantAttributesOf(route: TenantRoute): Attributes {
  * stream runs in the call's context.
  */
 export function telemetryInterceptor(telemetry: Telemetry, log: Logger): Interceptor {
-  const { tracer, meter } = telemetry;
+  const { meter } = telemetry;
   const duration = meter.createHistogram("rpc.server.call.duration", {
     description: "Duration of calls served, by service, method and status code.",
     unit: "s",
@@ -111,7 +111,7 @@ export function telemetryInterceptor(telemetry: Telemetry, log: Logger): Interce
     const started = performance.now();
     const parent = propagation.extract(ROOT_CONTEXT, req.header, headerGetter);
     const shared = methodTelemetry(req.method, rpcSystem(req.header));
-    const span = tracer.startSpan(shared.spanName, { kind: SpanKind.SERVER, attributes: shared.attributes }, parent);
+    const span = telemetry.startServerSpan(shared.spanName, shared.attributes, parent);
     let callContext = trace.setSpan(parent, span);
     const tenantHeader = req.header.get(tenantIdHeader);
     if (tenantHeader !== null && isTenantId(tenantHeader)) {
