@@ -84,6 +84,9 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
     const queue = tables.map((table, index) => ({ table, bytes: catalog[index]!.bytes })).sort((a, b) => b.bytes - a.bytes);
     const done: ManifestTable[] = [];
     let sizeBytes = 0;
+    // Reports run one after the other, in the order the tables finished: two workers' reports
+    // written at once could land out of order and leave the record without the last table.
+    let reported = Promise.resolve();
     const work = async () => {
       const worker = await open();
       await worker.query("begin isolation level repeatable read read only");
@@ -92,7 +95,9 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
         await copyOut(worker, next.table, request);
         done.push(next.table);
         sizeBytes += next.table.storedBytes;
-        await request.progress({ schemaVersions, tables: done.toSorted((x, y) => x.file.localeCompare(y.file)).map(tableRecord), sizeBytes });
+        const progress = { schemaVersions, tables: done.toSorted((x, y) => x.file.localeCompare(y.file)).map(tableRecord), sizeBytes };
+        reported = reported.then(() => request.progress(progress));
+        await reported;
       }
       await worker.query("commit");
     };
