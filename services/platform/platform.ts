@@ -15,9 +15,11 @@ import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
 import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 import { SchemaServices } from "./schema-services.ts";
-import { SignUpLimit } from "./sign-up-limit.ts";
+import { RateLimit } from "./rate-limit.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService } from "./stores/index.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
+
+const hourMs = 3_600_000;
 
 /** Hooks into a running Platform, for tests. */
 export interface PlatformHooks {
@@ -148,7 +150,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
             feed,
             box,
             tierLimits: config.TENANTRY_TIER_LIMITS,
-            signUps: new SignUpLimit({ perWindow: config.TENANTRY_SIGNUP_LIMIT_PER_HOUR, windowMs: 3_600_000 }),
+            signUps: new RateLimit({ perWindow: config.TENANTRY_SIGNUP_LIMIT_PER_HOUR, windowMs: hourMs, refusal: "too many sign-ups from this address" }),
           }),
         },
         { service: ClusterService, impl: clusterService(orm, clusters, audit) },
