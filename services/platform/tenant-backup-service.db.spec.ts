@@ -233,6 +233,8 @@ describe("tenants' own backups", () => {
     const overConnect = await download(connect.downloadBackup({ backupId: backup!.backupId }, as(tenantId, admin)));
     expect(overConnect.bytes.equals(overGrpc.bytes)).toBe(true);
     expect(overGrpc.announced).toBe(BigInt(overGrpc.bytes.length));
+    // 64 KiB a message, the last one less.
+    expect(overGrpc.messages).toBe(Math.ceil(overGrpc.bytes.length / (64 * 1024)));
 
     const files = await untar(overGrpc.bytes);
     const manifest = JSON.parse(files.get("manifest.json")!.toString("utf8")) as DownloadManifest;

@@ -77,12 +77,32 @@ export function tenantBackupService(selfServe: SelfServeBackups, audit: AuditLog
       // Audited as it starts: who took which backup's data away.
       const download = await audit.audited(ctx, tenantId, { backupId: req.backupId }, () => selfServe.download(tenantId, req.backupId));
       let first = true;
-      for await (const bytes of download.bytes()) {
-        for (let at = 0; at < bytes.length; at += chunkBytes) {
-          yield { chunk: bytes.subarray(at, at + chunkBytes), totalBytes: first ? BigInt(download.size) : 0n };
-          first = false;
-        }
+      for await (const chunk of inChunks(download.bytes(), chunkBytes)) {
+        yield { chunk, totalBytes: first ? BigInt(download.size) : 0n };
+        first = false;
       }
     },
   };
+}
+
+/** `source` again in chunks of `size` bytes, the last one shorter: the archive comes in pieces of any size, down to a tar header. */
+async function* inChunks(source: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  for await (const piece of source) {
+    held.push(piece);
+    heldBytes += piece.length;
+    if (heldBytes >= size) {
+      const bytes = Buffer.concat(held, heldBytes);
+      let at = 0;
+      for (; bytes.length - at >= size; at += size) {
+        yield bytes.subarray(at, at + size);
+      }
+      held = [bytes.subarray(at)];
+      heldBytes = bytes.length - at;
+    }
+  }
+  if (heldBytes > 0) {
+    yield Buffer.concat(held, heldBytes);
+  }
 }
