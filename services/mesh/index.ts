@@ -27,6 +27,7 @@ export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from ".
 export { checkUuid, isUuid } from "./wire/uuid.ts";
 
 export { accessOf, AccessKind } from "./access/access.ts";
+export { authKeySets } from "./access/auth-key-sets.ts";
 export { declaredPermissions, uniquePermissions, type Permission } from "./access/declared-permissions.ts";
 export { kCaller, kUser } from "./access/caller-context.ts";
 export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./access/credentials.ts";

@@ -7,7 +7,7 @@ import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import { changeableTenantFields, type TenantLifecycle } from "./lifecycle/index.ts";
 import type { TenantProvisioner } from "./provisioning/index.ts";
-import type { SignUpLimit } from "./sign-up-limit.ts";
+import type { RateLimit } from "./rate-limit.ts";
 import { auditOutcomes, getTenant, listTenants, rolePasswordContext } from "./stores/index.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { routeMessage, tenantMessage, type TierLimit } from "./tenant-messages.ts";
@@ -24,7 +24,7 @@ export interface PlatformServiceDeps {
   feed: TenantChangeFeed;
   box: SecretBox;
   tierLimits: Map<string, TierLimit>;
-  signUps: SignUpLimit;
+  signUps: RateLimit;
 }
 
 /** `tenantry.platform.v1.PlatformService` over the registry; every lifecycle change is audited. */
