@@ -99,6 +99,14 @@ export const platformEnv = {
     .transform((s) => s.replace(/^\/+|\/+$/g, ""))
     .refine((s) => s === "" || s.split("/").every((part) => /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(part)), "expected folder names of letters, digits, dots, hyphens and underscores, separated by /")
     .default("backups"),
+  /**
+   * How long a write freeze's lease lasts: Platform renews it every third of
+   * that while the freeze lasts, and services end a freeze whose lease ran
+   * out, so a Platform that stops leaves no tenant frozen for longer.
+   */
+  TENANTRY_FREEZE_LEASE_MS: positiveInt.default(5000),
+  /** How long a write freeze waits for every service instance to acknowledge it before it is lifted and fails with UNAVAILABLE. */
+  TENANTRY_FREEZE_ACK_TIMEOUT_MS: positiveInt.default(5000),
   /** How many sign-ups (SignUp) one source address may attempt per hour. */
   TENANTRY_SIGNUP_LIMIT_PER_HOUR: positiveInt.default(5),
   /**

@@ -10,6 +10,7 @@ import { ClusterService, clusterService } from "./cluster-service.ts";
 import type { PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
+import { TenantWriteFreezes } from "./freezes/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
@@ -19,6 +20,7 @@ import { SchemaServices } from "./schema-services.ts";
 import { SignUpLimit } from "./sign-up-limit.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService } from "./stores/index.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
+import { WriteFreezeService, writeFreezeService } from "./write-freeze-service.ts";
 
 /** Hooks into a running Platform, for tests. */
 export interface PlatformHooks {
@@ -142,6 +144,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     closers.push(() => backupSweep.stop());
     const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => feed.close());
+    const freezes = new TenantWriteFreezes({ orm, leaseMs: config.TENANTRY_FREEZE_LEASE_MS, acknowledgeTimeoutMs: config.TENANTRY_FREEZE_ACK_TIMEOUT_MS, log });
+    closers.push(() => freezes.close());
     const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
     closers.push(observePlatform(telemetry.meter, { orm, fleet, log }));
     const meshServer = await startMeshServer({
@@ -156,6 +160,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
             lifecycle,
             audit,
             feed,
+            freezes,
             box,
             tierLimits: config.TENANTRY_TIER_LIMITS,
             signUps: new SignUpLimit({ perWindow: config.TENANTRY_SIGNUP_LIMIT_PER_HOUR, windowMs: 3_600_000 }),
@@ -164,6 +169,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         { service: ClusterService, impl: clusterService(orm, clusters, audit) },
         { service: FleetService, impl: fleetService(fleet) },
         { service: BackupService, impl: backupService(backups, restores, audit) },
+        { service: WriteFreezeService, impl: writeFreezeService(freezes, audit) },
       ],
       interceptors: [],
       credentials,
