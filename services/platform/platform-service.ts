@@ -109,9 +109,9 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
       }
       // A service instance: freezes wait for it while it watches, and it hears of them.
       const caller = ctx.values.get(kCaller);
-      const stopWatching = await freezes.watching(req.instanceId, caller.kind === "mesh" ? caller.service : actorOf(caller));
+      const watcher = freezes.watching(req.instanceId, caller.kind === "mesh" ? caller.service : actorOf(caller));
       try {
-        for await (const change of feed.watch(ctx.signal, { freezesInForce: () => freezes.inForce() })) {
+        for await (const change of feed.watch(ctx.signal, { freezesInForce: watcher.inForce })) {
           yield {
             tenantId: change.tenantId,
             status: change.status,
@@ -120,7 +120,7 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
           };
         }
       } finally {
-        stopWatching();
+        watcher.stop();
       }
     },
   };

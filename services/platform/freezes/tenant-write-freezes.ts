@@ -151,11 +151,6 @@ export class TenantWriteFreezes {
     return listWriteFreezes(this.#options.orm.em.fork());
   }
 
-  /** The freezes in force with their leases, as the change feed lists them to a service instance that connects. */
-  inForce(): Promise<WriteFreezeNotice[]> {
-    return writeFreezeLeases(this.#options.orm.em.fork());
-  }
-
   /** Records a service instance's acknowledgement of a freeze; NOT_FOUND when the freeze is not in force. */
   async acknowledge(ack: { tenantId: string; freezeId: string; instanceId: string; service: string }): Promise<void> {
     const tenantId = checkTenantId(ack.tenantId, "tenant_id");
@@ -167,28 +162,37 @@ export class TenantWriteFreezes {
   }
 
   /**
-   * Records that a service instance watches the change feed through this
-   * Platform, from now until the returned function is called, and a few
-   * seconds after (it may be reconnecting): freezes wait for it meanwhile.
+   * A service instance watches the change feed through this Platform, from
+   * now until `stop`, and a few seconds after (it may be reconnecting):
+   * freezes wait for it meanwhile. `inForce` records it as watching in the
+   * platform database and lists the freezes in force, for the feed's first
+   * message: called once the feed listens, the database is there to take
+   * both (a restart of it costs the feed no more than the restart).
    */
-  async watching(instanceId: string, service: string): Promise<() => void> {
+  watching(instanceId: string, service: string): { inForce: () => Promise<WriteFreezeNotice[]>; stop: () => void } {
     const id = checkUuid(instanceId, "instance_id");
-    await touchFeedWatchers(this.#options.orm.em.fork(), [{ instanceId: id, service }]);
     const watcher = this.#watchers.get(id) ?? { service, streams: 0 };
     watcher.streams++;
     this.#watchers.set(id, watcher);
     this.#heartbeat ??= setInterval(() => void this.#beat(), watcherHeartbeatMs).unref();
     let stopped = false;
-    return () => {
-      if (stopped) {
-        return;
-      }
-      stopped = true;
-      if (--watcher.streams === 0 && this.#watchers.get(id) === watcher) {
-        this.#watchers.delete(id);
-        // Seen until now: freezes wait for it a moment longer, in case it reconnects.
-        void touchFeedWatchers(this.#options.orm.em.fork(), [{ instanceId: id, service }]).catch(() => undefined);
-      }
+    return {
+      inForce: async () => {
+        const em = this.#options.orm.em.fork();
+        await touchFeedWatchers(em, [{ instanceId: id, service }]);
+        return writeFreezeLeases(em);
+      },
+      stop: () => {
+        if (stopped) {
+          return;
+        }
+        stopped = true;
+        if (--watcher.streams === 0 && this.#watchers.get(id) === watcher) {
+          this.#watchers.delete(id);
+          // Seen until now: freezes wait for it a moment longer, in case it reconnects.
+          void touchFeedWatchers(this.#options.orm.em.fork(), [{ instanceId: id, service }]).catch(() => undefined);
+        }
+      },
     };
   }
 
