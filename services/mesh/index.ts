@@ -45,6 +45,7 @@ export { entityManagerOf, kEntityManager, kTenant, tenantOf } from "./tenancy/te
 export { TenantDirectory, TenantStatus, type TenantRoute } from "./tenancy/tenant-directory.ts";
 export { tenantInterceptor } from "./tenancy/tenant-interceptor.ts";
 export { TenantScope } from "./tenancy/tenant-scope.ts";
+export { WriteFreezes, type WriteFreezeNotice, type WriteFreezesOptions } from "./tenancy/write-freezes.ts";
 
 export { createGrpcJsTransport, type GrpcJsTransport } from "./client/grpc-transport.ts";
 

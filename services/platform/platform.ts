@@ -33,6 +33,7 @@ import { ClusterService, clusterService } from "./cluster-service.ts";
 import type { PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
+import { TenantWriteFreezes } from "./freezes/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
@@ -43,6 +44,7 @@ import { RateLimit } from "./rate-limit.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService, tierName } from "./stores/index.ts";
 import { TenantBackupService, tenantBackupService } from "./tenant-backup-service.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
+import { WriteFreezeService, writeFreezeService } from "./write-freeze-service.ts";
 
 const hourMs = 3_600_000;
 
@@ -219,6 +221,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       authTransport === undefined ? undefined : new UserTokens({ fetchKeySet: authKeySets(authTransport), issuer: config.TENANTRY_TOKEN_ISSUER, timeoutMs: 11_000 });
     const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => feed.close());
+    const freezes = new TenantWriteFreezes({ orm, leaseMs: config.TENANTRY_FREEZE_LEASE_MS, acknowledgeTimeoutMs: config.TENANTRY_FREEZE_ACK_TIMEOUT_MS, log });
+    closers.push(() => freezes.close());
     const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
     closers.push(observePlatform(telemetry.meter, { orm, fleet, log }));
     const meshServer = await startMeshServer({
@@ -233,6 +237,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
             lifecycle,
             audit,
             feed,
+            freezes,
             box,
             tierLimits: config.TENANTRY_TIER_LIMITS,
             signUps: new RateLimit({ perWindow: config.TENANTRY_SIGNUP_LIMIT_PER_HOUR, windowMs: hourMs, refusal: "too many sign-ups from this address" }),
@@ -242,6 +247,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         { service: FleetService, impl: fleetService(fleet) },
         { service: BackupService, impl: backupService(backups, restores, audit) },
         { service: TenantBackupService, impl: tenantBackupService(selfServe, audit) },
+        { service: WriteFreezeService, impl: writeFreezeService(freezes, audit) },
       ],
       interceptors: [],
       credentials,
