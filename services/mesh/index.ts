@@ -27,6 +27,7 @@ export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from ".
 export { checkUuid, isUuid } from "./wire/uuid.ts";
 
 export { accessOf, AccessKind } from "./access/access.ts";
+export { authKeySets } from "./access/auth-key-sets.ts";
 export { declaredPermissions, uniquePermissions, type Permission } from "./access/declared-permissions.ts";
 export { kCaller, kUser } from "./access/caller-context.ts";
 export { loadMeshCredentials, MeshCredentials, operatorCredentialInterceptor, type Caller } from "./access/credentials.ts";
@@ -44,6 +45,7 @@ export { entityManagerIn, entityManagerOf, kEntityManager, kTenant, tenantOf } f
 export { TenantDirectory, TenantStatus, type TenantRoute } from "./tenancy/tenant-directory.ts";
 export { tenantInterceptor } from "./tenancy/tenant-interceptor.ts";
 export { TenantScope } from "./tenancy/tenant-scope.ts";
+export { WriteFreezes, type WriteFreezeNotice, type WriteFreezesOptions } from "./tenancy/write-freezes.ts";
 
 export { createGrpcJsTransport, type GrpcJsTransport } from "./client/grpc-transport.ts";
 

@@ -1,11 +1,14 @@
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { kCaller, type Caller, type Logger } from "../mesh/index.ts";
+import { kCaller, kUser, type Caller, type Logger, type TokenUser } from "../mesh/index.ts";
 import type { AuditEvent } from "./entities/audit-event.ts";
 import { appendAuditEvent, auditOutcomes, listAuditEvents, type NewAuditEvent } from "./stores/index.ts";
 
-/** How an audit event names its actor. */
-export function actorOf(caller: Caller): string {
+/** How an audit event names its actor: a tenant's user by their id, `user:<id>`. */
+export function actorOf(caller: Caller, user?: TokenUser): string {
+  if (user !== undefined) {
+    return `user:${user.userId}`;
+  }
   switch (caller.kind) {
     case "operator":
       return "operator";
@@ -43,7 +46,7 @@ export class AuditLog {
    * detail on success, the error's code and message on failure.
    */
   async audited<T>(ctx: HandlerContext, tenantId: string | undefined, detail: Record<string, unknown>, action: () => Promise<T>): Promise<T> {
-    const base = { actor: actorOf(ctx.values.get(kCaller)), action: ctx.method.name, tenantId };
+    const base = { actor: actorOf(ctx.values.get(kCaller), ctx.values.get(kUser)), action: ctx.method.name, tenantId };
     try {
       const result = await action();
       await this.record({ ...base, outcome: auditOutcomes.succeeded, detail });

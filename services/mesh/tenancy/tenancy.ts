@@ -12,6 +12,7 @@ import { RequestLedger } from "./request-ledger.ts";
 import { StorageQuota } from "./storage-quota.ts";
 import type { TenantDirectory, TenantRoute } from "./tenant-directory.ts";
 import { TenantScope } from "./tenant-scope.ts";
+import type { WriteFreezes } from "./write-freezes.ts";
 
 /** Options of a {@link Tenancy}. */
 export interface TenancyOptions {
@@ -23,6 +24,8 @@ export interface TenancyOptions {
   migrations: MigrationObject[];
   /** Where tenants' routes come from. */
   directory: TenantDirectory;
+  /** Tenants' write freezes, which hold their write calls. */
+  freezes: WriteFreezes;
   /** Limits on the process's database connections. */
   connections: Omit<ConnectionBudgetOptions, "types">;
   /** How long a tenant's measured database size is trusted before it is measured again. */
@@ -57,6 +60,8 @@ export interface SchemaState {
  */
 export class Tenancy {
   readonly directory: TenantDirectory;
+  /** Tenants' write freezes: the tenant interceptor holds a frozen tenant's write calls. */
+  readonly freezes: WriteFreezes;
   readonly budget: ConnectionBudget;
   readonly scope = new TenantScope();
   readonly orm: MikroORM;
@@ -72,6 +77,7 @@ export class Tenancy {
 
   constructor(options: TenancyOptions) {
     this.directory = options.directory;
+    this.freezes = options.freezes;
     this.#schema = options.schema;
     this.#migrations = options.migrations;
     const types = new pg.TypeOverrides();

@@ -96,3 +96,18 @@ export {
   tierOf,
   type TenantChange,
 } from "./tenant-store.ts";
+export {
+  deleteWriteFreeze,
+  findWriteFreeze,
+  forgetFeedWatchers,
+  insertWriteFreeze,
+  listWriteFreezes,
+  markWriteFreezeAcknowledged,
+  recordWriteFreezeAcknowledgement,
+  renewWriteFreeze,
+  touchFeedWatchers,
+  unacknowledgedWatchers,
+  writeFreezeLeases,
+  type WriteFreezeAcknowledgementRecord,
+  type WriteFreezeRecord,
+} from "./write-freeze-store.ts";
