@@ -1,8 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { OptimisticLockError, type EntityData, type EntityManager, type EntityMetadata, type FilterQuery, type MikroORM } from "@mikro-orm/postgresql";
-import { CompiledQuery, type Kysely } from "kysely";
+import { OptimisticLockError, type EntityData, type EntityManager, type EntityMetadata, type FilterQuery } from "@mikro-orm/postgresql";
+import type { Kysely } from "kysely";
 import { randomUUID } from "node:crypto";
-import { pageOf } from "../mesh/index.ts";
+import { pageOf, type Tenancy } from "../mesh/index.ts";
 import { Entry } from "./entities/entry.ts";
 import { checkBody, checkEntryId, checkTags, checkTitle, entryCursor, readEntryPage } from "./entry-rules.ts";
 
@@ -75,18 +75,17 @@ function entryByIdSql(em: EntityManager, meta: EntityMetadata<Entry>): string {
 
 /**
  * Returns an entry's fields, or NOT_FOUND. A read needs no entity, and so
- * no EntityManager of its own: one parameterized query through the ORM's
- * Kysely (prepared once per connection, see `prepareParameterizedQueries`;
- * run in the tenant's scope, it reaches the tenant's database), its row
- * converted as MikroORM converts one for an entity (dates, arrays), with
- * nothing for a unit of work to track.
+ * no EntityManager of its own: one parameterized query on the tenant's
+ * connection (`Tenancy.query`, prepared once per connection), its SQL made
+ * by the ORM's Kysely and its row converted as MikroORM converts one for an
+ * entity (dates, arrays), with nothing for a unit of work to track.
  */
-export async function getEntry(orm: MikroORM, id: string): Promise<EntryData> {
+export async function getEntry(tenancy: Pick<Tenancy, "orm" | "query">, id: string): Promise<EntryData> {
   const entryId = checkEntryId(id);
   // Only what every EntityManager shares is used: metadata, driver, Kysely.
-  const em = orm.em;
+  const em = tenancy.orm.em;
   const meta = em.getMetadata(Entry);
-  const { rows } = await em.getKysely().executeQuery<EntityData<Entry>>(CompiledQuery.raw(entryByIdSql(em, meta), [entryId]));
+  const rows = await tenancy.query<EntityData<Entry>>(entryByIdSql(em, meta), [entryId]);
   if (rows[0] === undefined) {
     throw new ConnectError(`entry "${id}" not found`, Code.NotFound);
   }

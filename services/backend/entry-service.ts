@@ -9,18 +9,18 @@ export { EntryService };
 
 /**
  * `tenantry.backend.v1.EntryService`: each call runs on the tenant's own
- * EntityManager (GetEntry, which needs none, reads through the ORM's
- * Kysely); writes that add data are refused once the tenant is over its
+ * EntityManager (GetEntry, which needs none, reads with one query on the
+ * tenant's connection); writes that add data are refused once the tenant is over its
  * tier's storage (deleting is always allowed); a create with a request_id
  * happens once, however often it is sent.
  */
-export const entryService = ({ orm, storage, requests }: Tenancy): ServiceImpl<typeof EntryService> => ({
+export const entryService = (tenancy: Tenancy): ServiceImpl<typeof EntryService> => ({
   async createEntry(req, ctx) {
-    await storage.checkWritable(tenantOf(ctx));
-    return requests.createOnce(ctx, req, async (em) => ({ entry: toMessage(await createEntry(em, req)) }));
+    await tenancy.storage.checkWritable(tenantOf(ctx));
+    return tenancy.requests.createOnce(ctx, req, async (em) => ({ entry: toMessage(await createEntry(em, req)) }));
   },
   async getEntry(req, ctx) {
-    return { entry: toMessage(await getEntry(orm, req.id)) };
+    return { entry: toMessage(await getEntry(tenancy, req.id)) };
   },
   async listEntries(req, ctx) {
     const page = await listEntries(entityManagerOf(ctx), req);
@@ -34,7 +34,7 @@ export const entryService = ({ orm, storage, requests }: Tenancy): ServiceImpl<t
       ...(paths.includes("body") && { body: req.body }),
       ...(paths.includes("tags") && { tags: req.tags }),
     };
-    await storage.checkWritable(tenantOf(ctx));
+    await tenancy.storage.checkWritable(tenantOf(ctx));
     return { entry: toMessage(await updateEntry(entityManagerOf(ctx), req.id, change)) };
   },
   async deleteEntry(req, ctx) {

@@ -157,6 +157,21 @@ export class Tenancy {
   }
 
   /**
+   * Runs one parameterized statement (`$1`…) on a connection of the current
+   * tenant (inside its scope), as a prepared statement of that connection,
+   * and returns its rows: for a read that needs neither entities nor a
+   * transaction, whose SQL is made once, by the ORM's Kysely.
+   */
+  async query<Row>(sql: string, values: unknown[]): Promise<Row[]> {
+    const client = await this.budget.acquire(this.scope.current());
+    try {
+      return (await client.query(sql, values)).rows as Row[];
+    } finally {
+      client.release();
+    }
+  }
+
+  /**
    * Applies this service's pending migrations to a tenant's database (or to
    * any database named by an endpoint), with `to` only those up to that
    * migration (a restore reaching a backup's versions). Runs for the same
