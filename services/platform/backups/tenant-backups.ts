@@ -2,7 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import { buffer } from "node:stream/consumers";
-import { isDatabaseUnreachable, type Logger, type SecretBox } from "../../mesh/index.ts";
+import { checkTextLine, isDatabaseUnreachable, type Logger, type SecretBox } from "../../mesh/index.ts";
 import type { AdvisoryLocks } from "../advisory-locks.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Backup } from "../entities/backup.ts";
@@ -83,9 +83,7 @@ export class TenantBackups {
    */
   async create(tenantId: string, label: string, taking: BackupTaking = {}): Promise<Backup> {
     const { orm, clusters, locks, box, storage, events, log } = this.#options;
-    if ([...label].length > 200) {
-      throw new ConnectError("label is longer than 200 characters", Code.InvalidArgument);
-    }
+    label = checkTextLine(label, "label", 200);
     const em = orm.em.fork();
     const tenant = await getTenant(em, tenantId);
     const statuses = taking.final === true ? [statusNames.offboarding] : servedStatuses;
@@ -98,7 +96,7 @@ export class TenantBackups {
     this.#running.add(id);
     await locks.tryLock(lockOf(id));
     try {
-      await insertBackup(em, { id, tenantId: tenant.id, label: label.trim(), cluster: tenant.cluster, database: tenant.database, scheduledFor: taking.scheduledFor ?? null });
+      await insertBackup(em, { id, tenantId: tenant.id, label, cluster: tenant.cluster, database: tenant.database, scheduledFor: taking.scheduledFor ?? null });
       const started = Date.now();
       // Workers report tables at once: their records are written one after another, in the order reported.
       let recorded = Promise.resolve();

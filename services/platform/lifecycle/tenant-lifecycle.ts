@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { checkTenantId, type Logger } from "../../mesh/index.ts";
+import { checkTenantId, checkTextLine, type Logger } from "../../mesh/index.ts";
 import type { AdvisoryLocks } from "../advisory-locks.ts";
 import { platformActor, type AuditLog } from "../audit-log.ts";
 import type { TenantBackups } from "../backups/index.ts";
@@ -72,8 +72,8 @@ export class TenantLifecycle {
     for (const field of change.paths) {
       switch (field) {
         case "display_name": {
-          const name = change.displayName.trim();
-          if (name === "" || [...name].length > 200) {
+          const name = checkTextLine(change.displayName, "display_name", 200);
+          if (name === "") {
             throw new ConnectError("display_name must have 1 to 200 characters", Code.InvalidArgument);
           }
           changed.displayName = name;

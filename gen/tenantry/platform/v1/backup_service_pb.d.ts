@@ -224,7 +224,8 @@ export declare type CreateBackupRequest = Message<"tenantry.platform.v1.CreateBa
   tenantId: string;
 
   /**
-   * A label for the operator, up to 200 characters; optional.
+   * A label for the operator, up to 200 characters on one line (no control
+   * characters), trimmed; optional.
    *
    * @generated from field: string label = 2;
    */
@@ -823,8 +824,9 @@ export declare const BackupService: GenService<{
    * CreateBackup takes a backup of the tenant and answers once it is stored
    * (state SUCCEEDED) or has failed (the error; the backup stays FAILED
    * with the reason and nothing of it in storage).
-   * Errors: INVALID_ARGUMENT for a malformed tenant_id or a label longer
-   * than 200 characters; NOT_FOUND for an unknown tenant;
+   * Errors: INVALID_ARGUMENT for a malformed tenant_id, or a label longer
+   * than 200 characters or with a control character (a line break, NUL);
+   * NOT_FOUND for an unknown tenant;
    * FAILED_PRECONDITION when the tenant is not ACTIVE or SUSPENDED, or its
    * database holds large objects (which backups do not carry); UNAVAILABLE
    * when its database cannot be reached (retry).
@@ -892,9 +894,10 @@ export declare const BackupService: GenService<{
    *
    * A restore that fails leaves the target as it was (in place: the tenant
    * untouched; a clone: no tenant, database or role).
-   * Errors: INVALID_ARGUMENT for a malformed id; NOT_FOUND for an unknown
-   * backup or (in place) tenant; ALREADY_EXISTS when the clone's id is
-   * taken; FAILED_PRECONDITION when the backup has not SUCCEEDED, its
+   * Errors: INVALID_ARGUMENT for a malformed id, or a display_name longer
+   * than 200 characters or with a control character; NOT_FOUND for an
+   * unknown backup or (in place) tenant; ALREADY_EXISTS when the clone's id
+   * is taken; FAILED_PRECONDITION when the backup has not SUCCEEDED, its
    * format is of another major version, a service does not know a schema
    * version it was taken at, a table's columns differ from the backup's
    * (the message names the table), a file fails its check (changed or

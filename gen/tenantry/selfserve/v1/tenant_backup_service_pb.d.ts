@@ -164,7 +164,8 @@ export declare const RestoreSchema: GenMessage<Restore>;
  */
 export declare type CreateBackupRequest = Message<"tenantry.selfserve.v1.CreateBackupRequest"> & {
   /**
-   * A label, up to 200 characters; optional.
+   * A label, up to 200 characters on one line (no control characters),
+   * trimmed; optional.
    *
    * @generated from field: string label = 1;
    */
@@ -442,8 +443,9 @@ export declare const TenantBackupService: GenService<{
    * once it is stored. Counts against the backups per hour.
    * Not safe to retry blindly: after UNAVAILABLE, ListBackups tells whether
    * the backup was taken.
-   * Errors: INVALID_ARGUMENT for a label longer than 200 characters;
-   * FAILED_PRECONDITION when the tenant is not ACTIVE or its database holds
+   * Errors: INVALID_ARGUMENT for a label longer than 200 characters or
+   * with a control character; FAILED_PRECONDITION when the tenant is not
+   * ACTIVE or its database holds
    * large objects; RESOURCE_EXHAUSTED past the limit (retry after
    * "retry-after" seconds); UNAVAILABLE when the database cannot be reached.
    *
