@@ -1,6 +1,7 @@
 import { Code, type Client } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BackupService } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
+import { BackupService, BackupState } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { operatorCredentialInterceptor } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
@@ -12,6 +13,13 @@ beforeAll(async () => {
   backups = mesh.client("platform", BackupService, [operatorCredentialInterceptor(mesh.operatorToken)]);
 });
 afterAll(() => mesh?.stop());
+
+/** A promise and the function that resolves it: a step of Platform held until the test lets it go. */
+function gate(): { opened: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  return { opened, open };
+}
 
 describe("a backup label", () => {
   it("with a control character is INVALID_ARGUMENT, and nothing is recorded", async () => {
@@ -36,5 +44,56 @@ describe("a backup label", () => {
     const error = await failure(backups.restoreBackup({ backupId: backup!.backupId, targetTenantId: cloneId, displayName: "a\u0000b" }));
     expect([error.code, error.rawMessage]).toEqual([Code.InvalidArgument, expect.stringMatching(/^display_name has a control character \(U\+0000\)/)]);
     expect((await failure(mesh.platformClient.getTenant({ tenantId: cloneId }))).code).toBe(Code.NotFound);
+  });
+});
+
+describe("a backup requested while another of the tenant is being taken", () => {
+  it("is FAILED_PRECONDITION naming the one under way, which ends as it would have", async () => {
+    const { tenantId } = await mesh.createTenant();
+    const held = gate();
+    const reached = gate();
+    const heldBackups: string[] = [];
+    await mesh.restartPlatform({}, {
+      afterBackupStep: async (id, step) => {
+        // Only the first backup waits: any other goes on.
+        if (step === "snapshot" && (heldBackups.length === 0 || heldBackups[0] === id)) {
+          heldBackups.push(id);
+          reached.open();
+          await held.opened;
+        }
+      },
+    });
+    try {
+      const first = backups.createBackup({ tenantId, label: "first" });
+      await reached.opened;
+      const [running] = (await backups.listBackups({ tenantId })).backups;
+      const error = await failure(backups.createBackup({ tenantId, label: "second" }));
+      expect(error.code).toBe(Code.FailedPrecondition);
+      expect(error.rawMessage).toBe(`backup "${running!.backupId}" of tenant "${tenantId}" is being taken; wait for it to end (GetBackup) before taking another`);
+      // Another tenant's backup is not held up.
+      const other = await mesh.createTenant();
+      held.open();
+      expect((await backups.createBackup({ tenantId: other.tenantId })).backup?.state).toBe(BackupState.SUCCEEDED);
+      expect((await first).backup?.state).toBe(BackupState.SUCCEEDED);
+      expect((await backups.listBackups({ tenantId })).backups.map((b) => b.label)).toEqual(["first"]);
+    } finally {
+      held.open();
+      await mesh.restartPlatform();
+    }
+  });
+
+  it("goes ahead when the one left RUNNING belongs to a Platform that stopped, which is marked FAILED", async () => {
+    const { tenantId, database } = await mesh.createTenant();
+    const abandoned = randomUUID();
+    await mesh.sql(
+      mesh.platformDatabase,
+      `insert into platform.backups (id, tenant_id, label, state, cluster, database, size_bytes, tables, table_count, schema_versions, created_at)
+       values ($1, $2, 'abandoned', 'running', 'default', $3, 0, '[]', 0, '{}', now())`,
+      [abandoned, tenantId, database],
+    );
+    const { backup } = await backups.createBackup({ tenantId });
+    expect(backup?.state).toBe(BackupState.SUCCEEDED);
+    const { backup: left } = await backups.getBackup({ backupId: abandoned });
+    expect([left?.state, left?.failureReason]).toEqual([BackupState.FAILED, "Platform stopped while taking it; take another"]);
   });
 });

@@ -824,12 +824,13 @@ export declare const BackupService: GenService<{
    * CreateBackup takes a backup of the tenant and answers once it is stored
    * (state SUCCEEDED) or has failed (the error; the backup stays FAILED
    * with the reason and nothing of it in storage).
+   * One backup of a tenant is taken at a time.
    * Errors: INVALID_ARGUMENT for a malformed tenant_id, or a label longer
    * than 200 characters or with a control character (a line break, NUL);
-   * NOT_FOUND for an unknown tenant;
-   * FAILED_PRECONDITION when the tenant is not ACTIVE or SUSPENDED, or its
-   * database holds large objects (which backups do not carry); UNAVAILABLE
-   * when its database cannot be reached (retry).
+   * NOT_FOUND for an unknown tenant; FAILED_PRECONDITION when the tenant is
+   * not ACTIVE or SUSPENDED, another backup of it is being taken (the
+   * message names it), or its database holds large objects (which backups
+   * do not carry); UNAVAILABLE when its database cannot be reached (retry).
    *
    * @generated from rpc tenantry.platform.v1.BackupService.CreateBackup
    */

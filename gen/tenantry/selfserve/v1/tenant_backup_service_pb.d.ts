@@ -445,7 +445,7 @@ export declare const TenantBackupService: GenService<{
    * the backup was taken.
    * Errors: INVALID_ARGUMENT for a label longer than 200 characters or
    * with a control character; FAILED_PRECONDITION when the tenant is not
-   * ACTIVE or its database holds
+   * ACTIVE, another backup of it is being taken, or its database holds
    * large objects; RESOURCE_EXHAUSTED past the limit (retry after
    * "retry-after" seconds); UNAVAILABLE when the database cannot be reached.
    *
