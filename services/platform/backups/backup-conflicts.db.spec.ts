@@ -1,8 +1,9 @@
 import { Code, type Client } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BackupService, BackupState } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
-import { operatorCredentialInterceptor } from "../../mesh/index.ts";
+import { BackupService, BackupState, RestoreState } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
+import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { operatorCredentialInterceptor, tenantIdHeader } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
@@ -14,11 +15,18 @@ beforeAll(async () => {
 });
 afterAll(() => mesh?.stop());
 
+const headers = (tenantId: string) => ({ headers: { [tenantIdHeader]: tenantId } });
+
 /** A promise and the function that resolves it: a step of Platform held until the test lets it go. */
 function gate(): { opened: Promise<void>; open: () => void } {
   let open!: () => void;
   const opened = new Promise<void>((resolve) => (open = resolve));
   return { opened, open };
+}
+
+/** The tenant's databases on the server (its own and those restores made), with whether they take connections. */
+async function databasesOf(tenantId: string): Promise<{ datname: string; datallowconn: boolean }[]> {
+  return mesh.sql("postgres", "select datname, datallowconn from pg_database where datname like $1 order by datname", [`tenant\\_${tenantId.replaceAll("-", "\\_")}%`]);
 }
 
 describe("a backup label", () => {
@@ -95,5 +103,78 @@ describe("a backup requested while another of the tenant is being taken", () => 
     expect(backup?.state).toBe(BackupState.SUCCEEDED);
     const { backup: left } = await backups.getBackup({ backupId: abandoned });
     expect([left?.state, left?.failureReason]).toEqual([BackupState.FAILED, "Platform stopped while taking it; take another"]);
+  });
+});
+
+describe("an undo requested while a restore of the tenant runs", () => {
+  it("is FAILED_PRECONDITION, and the restore ends with the tenant on its database and the one it replaced kept", async () => {
+    const { tenantId, database: original } = await mesh.createTenant();
+    await mesh.entries.createEntry({ title: "in the backup" }, headers(tenantId));
+    const { backup } = await backups.createBackup({ tenantId });
+    // An earlier in-place restore that could be undone.
+    const { tenant: first } = await backups.restoreBackup({ backupId: backup!.backupId });
+    const held = gate();
+    const reached = gate();
+    await mesh.restartPlatform({}, {
+      afterRestoreStep: async (kind, _id, step) => {
+        if (kind === "in_place" && step === "load") {
+          reached.open();
+          await held.opened;
+        }
+      },
+    });
+    try {
+      const second = backups.restoreBackup({ backupId: backup!.backupId });
+      await reached.opened;
+      const error = await failure(backups.undoRestore({ tenantId }));
+      expect(error.code).toBe(Code.FailedPrecondition);
+      expect(error.rawMessage).toMatch(new RegExp(`^a restore of tenant "${tenantId}" is under way \\(restore "[0-9a-f-]{36}"\\); wait for it to end, then try again$`));
+      held.open();
+      const { restore, tenant } = await second;
+      expect([restore?.state, restore?.previousDatabase, tenant?.status]).toEqual([RestoreState.SUCCEEDED, first!.database, TenantStatus.ACTIVE]);
+      // Served from the second restore's database; the two it replaced are kept, closed, for their undos.
+      expect(await databasesOf(tenantId)).toEqual(
+        [
+          { datname: original, datallowconn: false },
+          { datname: first!.database, datallowconn: false },
+          { datname: tenant!.database, datallowconn: true },
+        ].sort((a, b) => a.datname.localeCompare(b.datname)),
+      );
+      const { tenant: undone } = await backups.undoRestore({ tenantId });
+      expect(undone?.database).toBe(first!.database);
+    } finally {
+      held.open();
+      await mesh.restartPlatform();
+    }
+  });
+
+  it("and a restore requested while an undo of the tenant is pending is FAILED_PRECONDITION too", async () => {
+    const { tenantId } = await mesh.createTenant();
+    const { backup } = await backups.createBackup({ tenantId });
+    const { tenant: restored } = await backups.restoreBackup({ backupId: backup!.backupId });
+    const held = gate();
+    const reached = gate();
+    await mesh.restartPlatform({}, {
+      afterRestoreStep: async (kind, _id, step) => {
+        if (kind === "undo" && step === "suspend") {
+          reached.open();
+          await held.opened;
+        }
+      },
+    });
+    try {
+      const undo = backups.undoRestore({ tenantId });
+      await reached.opened;
+      const error = await failure(backups.restoreBackup({ backupId: backup!.backupId }));
+      expect(error.code).toBe(Code.FailedPrecondition);
+      expect(error.rawMessage).toMatch(new RegExp(`^the undo of a restore of tenant "${tenantId}" is under way \\(restore "[0-9a-f-]{36}"\\); wait for it to end, then try again$`));
+      held.open();
+      const { tenant } = await undo;
+      expect(tenant?.database).not.toBe(restored!.database);
+      expect((await databasesOf(tenantId)).map((d) => d.datname)).toEqual([tenant!.database]);
+    } finally {
+      held.open();
+      await mesh.restartPlatform();
+    }
   });
 });

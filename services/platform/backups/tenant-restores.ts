@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { MikroORM } from "@mikro-orm/postgresql";
+import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
@@ -16,6 +16,7 @@ import {
   findLastInPlaceRestore,
   findRestore,
   findTenant,
+  findTenantRestoreUnderWay,
   findUnfinishedRestores,
   forgetVersions,
   getBackup,
@@ -102,9 +103,7 @@ export class TenantRestores {
         if (!servedStatuses.includes(tenant.status) || tenant.cluster == null) {
           throw new ConnectError(`tenant "${target}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be restored in place`, Code.FailedPrecondition);
         }
-        if (await restoreUnderWay(tx, { tenantId: target })) {
-          throw new ConnectError(`a restore of tenant "${target}" is under way; wait for it to end`, Code.FailedPrecondition);
-        }
+        await refuseWhileUnderWay(tx, target);
         const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
         await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database });
       });
@@ -126,21 +125,26 @@ export class TenantRestores {
    */
   async undo(tenantId: string): Promise<{ restore: Restore; tenant: Tenant }> {
     const { orm } = this.#options;
-    const em = orm.em.fork();
-    const tenant = await getTenant(em, tenantId);
-    const restore = await findLastInPlaceRestore(em, tenant.id);
-    if (restore === null || restore.state === restoreStates.undone) {
-      throw new ConnectError(`tenant "${tenant.id}" has no in-place restore to undo`, Code.NotFound);
-    }
-    if (restore.undoStep == null) {
-      if (restore.previousDropped || (restore.keepUntil != null && restore.keepUntil.getTime() <= Date.now())) {
-        throw new ConnectError(`the database restore "${restore.id}" replaced was kept until ${restore.keepUntil?.toISOString()} and is gone: the restore can no longer be undone`, Code.FailedPrecondition);
+    // Under the lock restores take: an undo never starts while a restore of the tenant runs, nor a restore while an undo does.
+    const restore = await orm.em.fork().transactional(async (tx) => {
+      await lockForTransaction(tx, `restore:${tenantId}`);
+      const tenant = await getTenant(tx, tenantId);
+      const last = await findLastInPlaceRestore(tx, tenant.id);
+      if (last === null || last.state === restoreStates.undone) {
+        throw new ConnectError(`tenant "${tenant.id}" has no in-place restore to undo`, Code.NotFound);
       }
-      if (!servedStatuses.includes(tenant.status)) {
-        throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
+      if (last.undoStep == null) {
+        await refuseWhileUnderWay(tx, tenant.id);
+        if (last.previousDropped || (last.keepUntil != null && last.keepUntil.getTime() <= Date.now())) {
+          throw new ConnectError(`the database restore "${last.id}" replaced was kept until ${last.keepUntil?.toISOString()} and is gone: the restore can no longer be undone`, Code.FailedPrecondition);
+        }
+        if (!servedStatuses.includes(tenant.status)) {
+          throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
+        }
+        await changeRestore(tx, last, { undoStep: requested, previousStatus: null, error: null });
       }
-      await changeRestore(em, restore, { undoStep: requested, previousStatus: null, error: null });
-    }
+      return last;
+    });
     const undone = await this.#run(restore.id);
     return { restore: undone, tenant: await getTenant(orm.em.fork(), tenantId) };
   }
@@ -329,6 +333,15 @@ export class TenantRestores {
     }
     await changeRestore(em, restore, { state: restoreStates.failed, finishedAt: new Date() });
     this.#ended(restore, false, false);
+  }
+}
+
+/** Refuses to start a restore or undo of the tenant while one is under way (call under the `restore:<tenant>` lock). */
+async function refuseWhileUnderWay(em: EntityManager, tenantId: string): Promise<void> {
+  const underWay = await findTenantRestoreUnderWay(em, tenantId);
+  if (underWay !== null) {
+    const what = underWay.state === restoreStates.running ? "a restore" : "the undo of a restore";
+    throw new ConnectError(`${what} of tenant "${tenantId}" is under way (restore "${underWay.id}"); wait for it to end, then try again`, Code.FailedPrecondition);
   }
 }
 

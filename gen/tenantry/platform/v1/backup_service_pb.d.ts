@@ -903,8 +903,8 @@ export declare const BackupService: GenService<{
    * version it was taken at, a table's columns differ from the backup's
    * (the message names the table), a file fails its check (changed or
    * truncated), the tenant (in place) is not ACTIVE or SUSPENDED, or a
-   * restore of it is under way; UNAVAILABLE when a service or the database
-   * cannot be reached (retry).
+   * restore of it, or the undo of one, is under way; UNAVAILABLE when a
+   * service or the database cannot be reached (retry).
    *
    * @generated from rpc tenantry.platform.v1.BackupService.RestoreBackup
    */
@@ -919,8 +919,9 @@ export declare const BackupService: GenService<{
    * tenant is SUSPENDED for the switch, as for the restore.
    * Errors: INVALID_ARGUMENT for a malformed tenant_id; NOT_FOUND when the
    * tenant has no restore that can be undone; FAILED_PRECONDITION when the
-   * replaced database has been dropped already (its time is past) or the
-   * tenant is not ACTIVE or SUSPENDED.
+   * replaced database has been dropped already (its time is past), the
+   * tenant is not ACTIVE or SUSPENDED, or a restore of it is under way (an
+   * undo never runs beside a restore: it would switch the tenant under it).
    *
    * @generated from rpc tenantry.platform.v1.BackupService.UndoRestore
    */

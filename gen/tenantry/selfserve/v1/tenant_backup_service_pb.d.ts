@@ -491,8 +491,9 @@ export declare const TenantBackupService: GenService<{
    * Errors: INVALID_ARGUMENT for a backup_id that is not a UUID; NOT_FOUND
    * for an unknown backup or one of another tenant; FAILED_PRECONDITION
    * when the backup has not SUCCEEDED or does not restore (the message says
-   * why; the tenant is left as it was), or a restore of the tenant is under
-   * way; RESOURCE_EXHAUSTED past the limit; UNAVAILABLE (retry).
+   * why; the tenant is left as it was), or a restore of the tenant (or
+   * the undo of one) is under way; RESOURCE_EXHAUSTED past the limit;
+   * UNAVAILABLE (retry).
    *
    * @generated from rpc tenantry.selfserve.v1.TenantBackupService.RestoreBackup
    */
@@ -507,7 +508,8 @@ export declare const TenantBackupService: GenService<{
    * Counts against the restores per hour.
    * Errors: NOT_FOUND when the tenant has no restore to undo;
    * FAILED_PRECONDITION when the replaced database is gone (past
-   * undo_deadline); RESOURCE_EXHAUSTED past the limit; UNAVAILABLE (retry).
+   * undo_deadline) or a restore of the tenant is under way;
+   * RESOURCE_EXHAUSTED past the limit; UNAVAILABLE (retry).
    *
    * @generated from rpc tenantry.selfserve.v1.TenantBackupService.UndoRestore
    */
