@@ -178,3 +178,35 @@ describe("an undo requested while a restore of the tenant runs", () => {
     }
   });
 });
+
+describe("offboarding requested while a restore of the tenant runs", () => {
+  it("is FAILED_PRECONDITION, and the restore ends as it would have; the tenant can be deleted after", async () => {
+    const { tenantId } = await mesh.createTenant();
+    const { backup } = await backups.createBackup({ tenantId });
+    const held = gate();
+    const reached = gate();
+    await mesh.restartPlatform({}, {
+      afterRestoreStep: async (kind, _id, step) => {
+        if (kind === "in_place" && step === "load") {
+          reached.open();
+          await held.opened;
+        }
+      },
+    });
+    try {
+      const restoring = backups.restoreBackup({ backupId: backup!.backupId });
+      await reached.opened;
+      const error = await failure(mesh.platformClient.deleteTenant({ tenantId }));
+      expect(error.code).toBe(Code.FailedPrecondition);
+      expect(error.rawMessage).toMatch(new RegExp(`^a restore of tenant "${tenantId}" is under way \\(restore "[0-9a-f-]{36}"\\); wait for it to end, then try again$`));
+      expect((await mesh.platformClient.getTenant({ tenantId })).tenant?.status).toBe(TenantStatus.ACTIVE);
+      held.open();
+      const { tenant } = await restoring;
+      expect(tenant?.status).toBe(TenantStatus.ACTIVE);
+      expect((await mesh.platformClient.deleteTenant({ tenantId })).tenant?.status).toBe(TenantStatus.OFFBOARDING);
+    } finally {
+      held.open();
+      await mesh.restartPlatform();
+    }
+  });
+});

@@ -98,12 +98,12 @@ export class TenantRestores {
     const record = { id, backupId: backup.id, tenantId: target, sourceTenantId: backup.tenantId, step: requested };
     if (target === backup.tenantId) {
       await em.transactional(async (tx) => {
-        await lockForTransaction(tx, `restore:${target}`);
+        await lockForTransaction(tx, restoreLock(target));
         const tenant = await getTenant(tx, target);
         if (!servedStatuses.includes(tenant.status) || tenant.cluster == null) {
           throw new ConnectError(`tenant "${target}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be restored in place`, Code.FailedPrecondition);
         }
-        await refuseWhileUnderWay(tx, target);
+        await refuseWhileRestoring(tx, target);
         const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
         await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database });
       });
@@ -127,14 +127,14 @@ export class TenantRestores {
     const { orm } = this.#options;
     // Under the lock restores take: an undo never starts while a restore of the tenant runs, nor a restore while an undo does.
     const restore = await orm.em.fork().transactional(async (tx) => {
-      await lockForTransaction(tx, `restore:${tenantId}`);
+      await lockForTransaction(tx, restoreLock(tenantId));
       const tenant = await getTenant(tx, tenantId);
       const last = await findLastInPlaceRestore(tx, tenant.id);
       if (last === null || last.state === restoreStates.undone) {
         throw new ConnectError(`tenant "${tenant.id}" has no in-place restore to undo`, Code.NotFound);
       }
       if (last.undoStep == null) {
-        await refuseWhileUnderWay(tx, tenant.id);
+        await refuseWhileRestoring(tx, tenant.id);
         if (last.previousDropped || (last.keepUntil != null && last.keepUntil.getTime() <= Date.now())) {
           throw new ConnectError(`the database restore "${last.id}" replaced was kept until ${last.keepUntil?.toISOString()} and is gone: the restore can no longer be undone`, Code.FailedPrecondition);
         }
@@ -336,13 +336,22 @@ export class TenantRestores {
   }
 }
 
-/** Refuses to start a restore or undo of the tenant while one is under way (call under the `restore:<tenant>` lock). */
-async function refuseWhileUnderWay(em: EntityManager, tenantId: string): Promise<void> {
+/**
+ * Refuses (FAILED_PRECONDITION) to start work that changes the tenant's
+ * database or status (a restore or undo, offboarding) while a restore or
+ * undo of it is under way. Call in a transaction holding {@link restoreLock}.
+ */
+export async function refuseWhileRestoring(em: EntityManager, tenantId: string): Promise<void> {
   const underWay = await findTenantRestoreUnderWay(em, tenantId);
   if (underWay !== null) {
     const what = underWay.state === restoreStates.running ? "a restore" : "the undo of a restore";
     throw new ConnectError(`${what} of tenant "${tenantId}" is under way (restore "${underWay.id}"); wait for it to end, then try again`, Code.FailedPrecondition);
   }
+}
+
+/** The transaction lock under which restores, undos and offboarding of the tenant start. */
+export function restoreLock(tenantId: string): string {
+  return `restore:${tenantId}`;
 }
 
 function failure(restore: Restore, undoing: boolean): ConnectError {
