@@ -96,7 +96,26 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
       }
       await worker.query("commit");
     };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(request.workers, tables.length)) }, work));
+    // On a failure the others stop too (no table is started, the copies under way are cut), and the
+    // backup fails only once every worker has: nothing is stored after the caller has removed its files.
+    let failure: { error: unknown } | undefined;
+    await Promise.all(
+      Array.from({ length: Math.max(1, Math.min(request.workers, tables.length)) }, () =>
+        work().catch((error: unknown) => {
+          // The first failure is the cause; the others' are its consequence (their connections cut).
+          if (failure === undefined) {
+            failure = { error };
+            queue.length = 0;
+            for (const client of clients) {
+              client.end().catch(() => undefined);
+            }
+          }
+        }),
+      ),
+    );
+    if (failure !== undefined) {
+      throw failure.error;
+    }
     await request.afterStep?.("copy-tables");
 
     const sequences: BackupManifest["sequences"] = [];
