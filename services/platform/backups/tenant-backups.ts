@@ -55,6 +55,12 @@ export interface BackupTaking {
   scheduledFor?: Date;
   /** Offboarding's final backup: the tenant is OFFBOARDING, its login not yet revoked. */
   final?: boolean;
+  /**
+   * Called once the request is found good, just before the backup is
+   * recorded: what it throws (a rate limit's refusal) refuses the backup,
+   * and a request refused for what it asked is never counted.
+   */
+  admit?: () => void;
 }
 
 /**
@@ -105,6 +111,7 @@ export class TenantBackups {
             throw new ConnectError(`backup "${running.id}" of tenant "${tenant.id}" is being taken; wait for it to end (GetBackup) before taking another`, Code.FailedPrecondition);
           }
         }
+        taking.admit?.();
         await insertBackup(tx, { id, tenantId: tenant.id, label, cluster: tenant.cluster!, database: tenant.database, scheduledFor: taking.scheduledFor ?? null });
       });
       const started = Date.now();

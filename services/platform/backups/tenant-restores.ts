@@ -69,6 +69,12 @@ export interface RestoreRequest {
   tier: Tier;
   /** A clone's display name; empty for its id. */
   displayName: string;
+  /**
+   * Called once the request is found good, just before the restore is
+   * recorded: what it throws (a rate limit's refusal) refuses the restore,
+   * and a request refused for what it asked is never counted.
+   */
+  admit?: () => void;
 }
 
 /**
@@ -105,12 +111,14 @@ export class TenantRestores {
         }
         await refuseWhileRestoring(tx, target);
         const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
+        request.admit?.();
         await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database });
       });
     } else {
       const source = await findTenant(em, backup.tenantId);
       const tier = request.tier === 0 && source !== null ? tierOf(source.tier) : request.tier;
       await provisioner.recordClone({ tenantId: target, displayName: request.displayName, tier }, async (tx, tenant) => {
+        request.admit?.();
         await insertRestore(tx, { ...record, kind: restoreKinds.clone, cluster: tenant.cluster!, database: tenant.database });
       });
     }
@@ -121,9 +129,11 @@ export class TenantRestores {
   /**
    * Routes a tenant back to the database its last in-place restore
    * replaced and drops the restored one. NOT_FOUND when there is nothing to
-   * undo; FAILED_PRECONDITION when the replaced database is gone.
+   * undo; FAILED_PRECONDITION when the replaced database is gone. `admit`
+   * is called as for a restore (see {@link RestoreRequest.admit}), unless
+   * the undo is under way already.
    */
-  async undo(tenantId: string): Promise<{ restore: Restore; tenant: Tenant }> {
+  async undo(tenantId: string, admit?: () => void): Promise<{ restore: Restore; tenant: Tenant }> {
     const { orm } = this.#options;
     // Under the lock restores take: an undo never starts while a restore of the tenant runs, nor a restore while an undo does.
     const restore = await orm.em.fork().transactional(async (tx) => {
@@ -141,6 +151,7 @@ export class TenantRestores {
         if (!servedStatuses.includes(tenant.status)) {
           throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
         }
+        admit?.();
         await changeRestore(tx, last, { undoStep: requested, previousStatus: null, error: null });
       }
       return last;
