@@ -130,7 +130,10 @@ export class TenantBackups {
       }).catch(async (error: unknown) => {
         await recorded.catch(() => undefined);
         await storage.delete(key).catch((cleanup: unknown) => log.error({ err: cleanup, backupId: id }, "could not remove a failed backup's files"));
-        await changeBackup(em, id, { state: backupStates.failed, error: reasonOf(error), finishedAt: new Date() });
+        // A registry that cannot be reached leaves it RUNNING, for the sweep to fail; the answer is still the cause.
+        await changeBackup(em, id, { state: backupStates.failed, error: reasonOf(error), finishedAt: new Date() }).catch((cause: unknown) =>
+          log.error({ err: cause, backupId: id }, "could not record a failed backup"),
+        );
         events.backupFailed({ tier: tenant.tier });
         log.warn({ err: error, tenantId: tenant.id, backupId: id }, "backup failed");
         throw answerOf(error);
