@@ -42,7 +42,7 @@ export type { PlatformRoutes, TenantChange } from "./tenancy/platform-routes.ts"
 export { RequestLedger, requestLedgerMigration, type RequestLedgerOptions } from "./tenancy/request-ledger.ts";
 export { StorageQuota } from "./tenancy/storage-quota.ts";
 export { Tenancy, type MigrationOutcome, type SchemaState } from "./tenancy/tenancy.ts";
-export { entityManagerOf, kEntityManager, kTenant, tenantOf } from "./tenancy/tenant-context.ts";
+export { entityManagerIn, entityManagerOf, kEntityManager, kTenant, tenantOf } from "./tenancy/tenant-context.ts";
 export { TenantDirectory, TenantStatus, type TenantRoute } from "./tenancy/tenant-directory.ts";
 export { tenantInterceptor } from "./tenancy/tenant-interceptor.ts";
 export { TenantScope } from "./tenancy/tenant-scope.ts";

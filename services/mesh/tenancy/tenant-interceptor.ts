@@ -4,15 +4,16 @@ import { AccessKind, accessOf } from "../access/access.ts";
 import { guardStream } from "../wire/stream-response.ts";
 import { tenantIdHeader } from "../wire/tenant-id.ts";
 import type { Tenancy } from "./tenancy.ts";
-import { kEntityManager, kTenant } from "./tenant-context.ts";
+import { kForkEntityManager, kTenant } from "./tenant-context.ts";
 
 /**
  * Resolves the tenant of every TENANT method's call (and of PUBLIC methods
  * declared `in_tenant`, such as Login) from the `x-tenant-id`
- * metadata and runs the handler in that tenant's scope, with an
- * EntityManager forked for the call in the context values. A bad id is
- * INVALID_ARGUMENT, an unknown one NOT_FOUND, one that is not ACTIVE
- * FAILED_PRECONDITION. Other methods pass through untouched.
+ * metadata and runs the handler in that tenant's scope, where
+ * `entityManagerOf` forks an EntityManager for the call when the handler
+ * first asks for one. A bad id is INVALID_ARGUMENT, an unknown one
+ * NOT_FOUND, one that is not ACTIVE FAILED_PRECONDITION. Other methods pass
+ * through untouched.
  *
  * A call of a method that is not NO_SIDE_EFFECTS (a write) is let in by the
  * tenant's write freezes first: held while the tenant is frozen (then
@@ -21,11 +22,12 @@ import { kEntityManager, kTenant } from "./tenant-context.ts";
  * Its route is resolved after the hold: a move switches it before thawing.
  */
 export function tenantInterceptor(tenancy: Tenancy): Interceptor {
+  const fork = () => tenancy.fork();
   const serve: Interceptor = (next) => async (req) => {
     const route = await tenancy.directory.resolveActive(req.header.get(tenantIdHeader), `${tenantIdHeader} metadata`);
     const endpoint = tenancy.endpointOf(route);
     req.contextValues.set(kTenant, route);
-    req.contextValues.set(kEntityManager, tenancy.fork());
+    req.contextValues.set(kForkEntityManager, fork);
     const res = await tenancy.scope.run(endpoint, () => next(req));
     if (!res.stream) {
       return res;
@@ -63,3 +65,4 @@ export function tenantInterceptor(tenancy: Tenancy): Interceptor {
     };
   };
 }
+
