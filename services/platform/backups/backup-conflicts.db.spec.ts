@@ -210,3 +210,13 @@ describe("offboarding requested while a restore of the tenant runs", () => {
     }
   });
 });
+
+describe("listing the backups of a tenant", () => {
+  it("that was never a tenant is NOT_FOUND, as backing it up is, rather than an empty list", async () => {
+    const tenantId = mesh.uniqueTenantId("typo");
+    const error = await failure(backups.listBackups({ tenantId }));
+    expect([error.code, error.rawMessage]).toEqual([Code.NotFound, `tenant "${tenantId}" not found`]);
+    const { tenantId: fresh } = await mesh.createTenant();
+    expect((await backups.listBackups({ tenantId: fresh })).backups).toEqual([]);
+  });
+});

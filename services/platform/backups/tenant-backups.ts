@@ -161,9 +161,15 @@ export class TenantBackups {
     return getBackup(this.#options.orm.em.fork(), backupId);
   }
 
-  /** Backups newest first, optionally of one tenant, one page at a time. */
-  list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ backups: Backup[]; nextPageToken: string }> {
-    return listBackups(this.#options.orm.em.fork(), request);
+  /** Backups newest first, optionally of one tenant (NOT_FOUND when it was never one), one page at a time. */
+  async list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ backups: Backup[]; nextPageToken: string }> {
+    const em = this.#options.orm.em.fork();
+    const page = await listBackups(em, request);
+    // A DELETED tenant's record is kept: only an id that never was a tenant's (a typo) is refused.
+    if (request.tenantId !== "" && page.backups.length === 0 && request.pageToken === "") {
+      await getTenant(em, request.tenantId);
+    }
+    return page;
   }
 
   /** Removes a backup's files and record; FAILED_PRECONDITION while it runs or is being restored. */

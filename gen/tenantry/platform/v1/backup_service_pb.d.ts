@@ -853,7 +853,8 @@ export declare const BackupService: GenService<{
   /**
    * ListBackups returns backups, newest first, one page at a time.
    * Errors: INVALID_ARGUMENT for a malformed tenant_id, a negative
-   * page_size or a page_token not from this listing.
+   * page_size or a page_token not from this listing; NOT_FOUND for a
+   * tenant_id that was never a tenant's.
    *
    * @generated from rpc tenantry.platform.v1.BackupService.ListBackups
    */
