@@ -1,10 +1,12 @@
-import { Code, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BackupService, BackupState, RestoreState } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
+import { BackupService, BackupState, RestoreState, VerifyResult } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor, tenantIdHeader } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
+import { holdLock } from "../../testing/held-lock.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -218,5 +220,39 @@ describe("listing the backups of a tenant", () => {
     expect([error.code, error.rawMessage]).toEqual([Code.NotFound, `tenant "${tenantId}" not found`]);
     const { tenantId: fresh } = await mesh.createTenant();
     expect((await backups.listBackups({ tenantId: fresh })).backups).toEqual([]);
+  });
+});
+
+describe("two verifications of one backup requested at once", () => {
+  it("run one drill: the other is FAILED_PRECONDITION", async () => {
+    const { tenantId } = await mesh.createTenant();
+    const { backup } = await backups.createBackup({ tenantId });
+    // Both requests get as far as recording their drill, and wait there.
+    const lock = await holdLock(mesh.databaseUrl(mesh.platformDatabase), "lock table platform.restores in share mode");
+    const drills = [backups.verifyBackup({ backupId: backup!.backupId }), backups.verifyBackup({ backupId: backup!.backupId })].map((call) =>
+      call.then(
+        ({ backup: verified }) => ({ result: verified?.verifyResult }),
+        (error: unknown) => ({ code: ConnectError.from(error).code, message: ConnectError.from(error).rawMessage }),
+      ),
+    );
+    for (;;) {
+      const [waiting] = await mesh.sql<{ n: number }>(
+        mesh.platformDatabase,
+        "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and (query ilike '%restores%' or query ilike '%advisory%')",
+      );
+      if (waiting!.n >= 2) {
+        break;
+      }
+      await sleep(10);
+    }
+    await lock.release();
+    expect(await Promise.all(drills)).toEqual(
+      expect.arrayContaining([
+        { result: VerifyResult.PASSED },
+        { code: Code.FailedPrecondition, message: `backup "${backup!.backupId}" is being restored or verified; wait for it to end` },
+      ]),
+    );
+    const [drillCount] = await mesh.sql<{ n: number }>(mesh.platformDatabase, "select count(*)::int as n from platform.restores where backup_id = $1", [backup!.backupId]);
+    expect(drillCount!.n).toBe(1);
   });
 });
