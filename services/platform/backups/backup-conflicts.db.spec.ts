@@ -20,10 +20,20 @@ afterAll(() => mesh?.stop());
 const headers = (tenantId: string) => ({ headers: { [tenantIdHeader]: tenantId } });
 
 /** A promise and the function that resolves it: a step of Platform held until the test lets it go. */
-function gate(): { opened: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const opened = new Promise<void>((resolve) => (open = resolve));
-  return { opened, open };
+function gate(): { opened: Promise<void>; open: () => void; readonly isOpen: boolean } {
+  let isOpen = false;
+  let resolve!: () => void;
+  const opened = new Promise<void>((r) => (resolve = r));
+  return {
+    opened,
+    open: () => {
+      isOpen = true;
+      resolve();
+    },
+    get isOpen() {
+      return isOpen;
+    },
+  };
 }
 
 /** The tenant's databases on the server (its own and those restores made), with whether they take connections. */
@@ -86,6 +96,36 @@ describe("a backup requested while another of the tenant is being taken", () => 
       expect((await backups.createBackup({ tenantId: other.tenantId })).backup?.state).toBe(BackupState.SUCCEEDED);
       expect((await first).backup?.state).toBe(BackupState.SUCCEEDED);
       expect((await backups.listBackups({ tenantId })).backups.map((b) => b.label)).toEqual(["first"]);
+    } finally {
+      held.open();
+      await mesh.restartPlatform();
+    }
+  });
+
+  it("does not hold up offboarding: the final backup is taken beside it, and the other ends FAILED saying why", async () => {
+    const { tenantId } = await mesh.createTenant();
+    const held = gate();
+    const reached = gate();
+    await mesh.restartPlatform({}, {
+      afterBackupStep: async (_id, step) => {
+        if (step === "snapshot" && !reached.isOpen) {
+          reached.open();
+          await held.opened;
+        }
+      },
+    });
+    try {
+      const running = backups.createBackup({ tenantId, label: "running" });
+      await reached.opened;
+      const { tenant } = await mesh.platformClient.deleteTenant({ tenantId });
+      expect(tenant?.status).toBe(TenantStatus.OFFBOARDING);
+      expect((await backups.getBackup({ backupId: tenant!.finalBackupId })).backup?.state).toBe(BackupState.SUCCEEDED);
+      held.open();
+      // Offboarding revoked the tenant's login: the backup that was waiting cannot go on.
+      const stopped = await failure(running);
+      expect([stopped.code, stopped.rawMessage]).toEqual([Code.FailedPrecondition, `tenant "${tenantId}" became offboarding while the backup was being taken, which ended it; its final backup is the one to keep`]);
+      const [taken] = (await backups.listBackups({ tenantId })).backups.filter((b) => b.label === "running");
+      expect([taken?.state, taken?.failureReason]).toEqual([BackupState.FAILED, stopped.rawMessage]);
     } finally {
       held.open();
       await mesh.restartPlatform();
