@@ -24,6 +24,7 @@ export { checkEmail, checkPassword } from "./wire/account-fields.ts";
 export { readFieldMask } from "./wire/field-mask.ts";
 export { pageOf, pageSizes, readPage, type Page, type PageRequest } from "./wire/paging.ts";
 export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from "./wire/tenant-id.ts";
+export { checkTextLine } from "./wire/text-line.ts";
 export { checkUuid, isUuid } from "./wire/uuid.ts";
 
 export { accessOf, AccessKind } from "./access/access.ts";

@@ -10,4 +10,4 @@ export { requested, restoreSteps, undoSteps, type RestoreStep } from "./restore-
 export { SelfServeBackups, type SelfServeBackupsOptions } from "./self-serve-backups.ts";
 export { backupSteps, type BackupStep } from "./tenant-backup.ts";
 export { TenantBackups, type BackupTaking, type TenantBackupsOptions } from "./tenant-backups.ts";
-export { TenantRestores, type RestoreRequest, type TenantRestoresOptions } from "./tenant-restores.ts";
+export { refuseWhileRestoring, restoreLock, TenantRestores, type RestoreRequest, type TenantRestoresOptions } from "./tenant-restores.ts";

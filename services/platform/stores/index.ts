@@ -43,6 +43,7 @@ export {
   findExpiredKeeps,
   findLastInPlaceRestore,
   findRestore,
+  findTenantRestoreUnderWay,
   findUnfinishedRestores,
   insertRestore,
   restoreKindOf,

@@ -1195,7 +1195,8 @@ export declare const PlatformService: GenService<{
    * up and is DELETED at once. Should the final backup fail (the database
    * unreachable, or holding large objects), the tenant stays OFFBOARDING
    * with its login intact and Platform tries again later.
-   * Errors: NOT_FOUND; FAILED_PRECONDITION while it is being provisioned.
+   * Errors: NOT_FOUND; FAILED_PRECONDITION while it is being provisioned,
+   * or while a restore of it (or the undo of one) is under way.
    *
    * @generated from rpc tenantry.platform.v1.PlatformService.DeleteTenant
    */
