@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, inject, it } from "vitest";
 import { createLogger } from "../../mesh/index.ts";
 import { migrations } from "../migrations/index.ts";
@@ -29,5 +30,24 @@ describe("platform database", () => {
     } finally {
       await Promise.all(orms.map((orm) => orm.close()));
     }
+  });
+
+  it("closes while a query is still connecting, failing that query rather than waiting on its connection for good", async () => {
+    const log = createLogger("test", "silent");
+    const orm = await createPlatformOrm(inject("databaseUrl"), log);
+    const pool = await orm.em.getConnection().getNativeClient();
+    const query = orm.em
+      .getConnection()
+      .execute("select 1 as one")
+      .then(() => undefined, (error: unknown) => error);
+    // The pool has begun a connection for the query; close before it is made.
+    while (pool.totalCount === 0) {
+      await sleep(0);
+    }
+    const closing = orm.close();
+    const outcome = await Promise.race([closing.then(() => "closed"), sleep(15_000).then(() => "still closing")]);
+    expect(outcome).toBe("closed");
+    expect(await query).toMatchObject({ message: expect.stringMatching(/destroyed/) });
+    expect(pool.totalCount).toBe(0);
   });
 });
