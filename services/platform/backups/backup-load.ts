@@ -25,8 +25,8 @@ export interface BackupLoad {
 /**
  * Loads a backup into a database migrated to the backup's versions, in
  * one transaction (a failure, or a crash, leaves the database as it was):
- * the tables' columns checked against the manifest, foreign keys, unique
- * constraints and secondary indexes set aside, every table emptied and
+ * the tables' columns checked against the manifest, foreign keys, primary
+ * keys, unique constraints and indexes set aside, every table emptied and
  * loaded with binary COPY from its file, rows and SHA-256 compared with the
  * manifest, what was set aside rebuilt, sequences set; then ANALYZE.
  * FAILED_PRECONDITION naming the table whose columns, rows or digest differ,
