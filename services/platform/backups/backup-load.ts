@@ -27,8 +27,9 @@ export interface BackupLoad {
  * one transaction (a failure, or a crash, leaves the database as it was):
  * the tables' columns checked against the manifest, foreign keys, primary
  * keys, unique constraints and indexes set aside, every table emptied and
- * loaded with binary COPY from its file, rows and SHA-256 compared with the
- * manifest, what was set aside rebuilt, sequences set; then ANALYZE.
+ * loaded with binary COPY from its file (its rows frozen), rows and SHA-256
+ * compared with the manifest, what was set aside rebuilt, sequences set;
+ * then ANALYZE of the tables loaded.
  * FAILED_PRECONDITION naming the table whose columns, rows or digest differ,
  * or the file that fails its integrity check.
  */
@@ -69,7 +70,9 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
     await client.query("rollback").catch(() => undefined);
     throw error;
   }
-  await client.query("analyze");
+  if (manifest.tables.length > 0) {
+    await client.query(`analyze ${manifest.tables.map(quoted).join(", ")}`);
+  }
 }
 
 /** Refuses a database whose tables are not the manifest's, with the same columns. */
@@ -103,7 +106,8 @@ async function copyIn(load: BackupLoad, table: ManifestTable): Promise<void> {
     throw error.code === "ENOENT" ? new ConnectError(`${what} is missing from storage`, Code.FailedPrecondition) : error;
   });
   const tap = new DigestTap();
-  const sink = load.client.query(copyFrom(`copy ${quoted(table)} (${columnList(table.columns)}) from stdin (format binary)`));
+  // Frozen as loaded (the table was emptied in this transaction): no reader after it has hint bits to write, ANALYZE first.
+  const sink = load.client.query(copyFrom(`copy ${quoted(table)} (${columnList(table.columns)}) from stdin (format binary, freeze)`));
   try {
     await pipeline(file, openStream(load.dataKey.key, fileContext(load.key, table.file), what), createGunzip(), tap, sink);
   } catch (error) {
