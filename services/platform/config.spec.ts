@@ -194,3 +194,26 @@ describe("backup schedules", () => {
     expect(() => readPlatformConfig({ ...url, TENANTRY_BACKUP_WINDOW_MS: "-5" })).toThrow(/TENANTRY_BACKUP_WINDOW_MS/);
   });
 });
+
+describe("backup pace", () => {
+  const url = { TENANTRY_DATABASE_URL: "postgres://postgres@127.0.0.1:5432/tenantry_platform" };
+  const rate = (value?: string) => readPlatformConfig({ ...url, ...(value === undefined ? {} : { TENANTRY_BACKUP_MAX_RATE: value }) }).TENANTRY_BACKUP_MAX_RATE;
+
+  it("is 20 MB of table data a second unless configured", () => {
+    expect(rate()).toBe(20 * 1024 ** 2);
+  });
+
+  it("reads a size per second in B, KB, MB or GB (powers of 1024), or 0 or unlimited for none", () => {
+    expect(rate("48MB")).toBe(48 * 1024 ** 2);
+    expect(rate(" 512kb/s ")).toBe(512 * 1024);
+    expect(rate("1.5GB")).toBe(1.5 * 1024 ** 3);
+    expect(rate("0")).toBe(0);
+    expect(rate("Unlimited")).toBe(0);
+  });
+
+  it("refuses at start anything else, naming the variable", () => {
+    for (const value of ["fast", "-1MB", "20", "20 MB per second"]) {
+      expect(() => rate(value), value).toThrow(/TENANTRY_BACKUP_MAX_RATE: expected a size read per second such as 20MB/);
+    }
+  });
+});

@@ -124,6 +124,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       storage,
       schemas: () => schemas.entries.map((e) => e.name),
       workers: config.TENANTRY_BACKUP_WORKERS,
+      maxBytesPerSecond: config.TENANTRY_BACKUP_MAX_RATE,
       log,
       events: backupMetrics,
       ...(hooks.afterBackupStep === undefined ? {} : { afterStep: hooks.afterBackupStep }),

@@ -40,6 +40,8 @@ export interface TenantBackupsOptions {
   schemas: () => string[];
   /** Connections that read tables at once, per backup. */
   workers: number;
+  /** Table data a backup reads per second, its workers together; 0 for no limit. */
+  maxBytesPerSecond?: number;
   log: Logger;
   /** Told as each backup ends. */
   events: BackupEvents;
@@ -110,6 +112,7 @@ export class TenantBackups {
         storage,
         dataKey: newDataKey(box, key),
         workers: this.#options.workers,
+        maxBytesPerSecond: this.#options.maxBytesPerSecond ?? 0,
         progress: (progress) => (recorded = recorded.then(() => changeBackup(em, id, progress))),
         afterStep: (step) => this.#options.afterStep?.(id, step),
       }).catch(async (error: unknown) => {
