@@ -7,9 +7,11 @@
 // /usr/lib/postgresql/15/bin, must hold postgres, initdb, pg_dump and
 // pg_restore), not the embedded one. Rounds alternate which side goes
 // first; figures are medians. BENCH_ROUNDS (default 5), BENCH_ENTRIES
-// (default 100000: ~100 MB), BENCH_SECONDS (default 5, per GetEntry round),
-// BENCH_CONCURRENCY (default 16), BENCH_EPHEMERAL=1 runs PostgreSQL
-// without fsync.
+// (default 100000: ~100 MB), BENCH_LOAD_ROUNDS (default 8 pairs of GetEntry
+// rounds, with and without backups), BENCH_SECONDS (default 3, per GetEntry
+// round), BENCH_CONCURRENCY (default 16), BENCH_BACKUP_MAX_RATE (Platform's
+// TENANTRY_BACKUP_MAX_RATE, its default unless set), BENCH_EPHEMERAL=1 runs
+// PostgreSQL without fsync.
 import { createClient } from "@connectrpc/connect";
 import { spawn } from "node:child_process";
 import { access, constants, rm, stat } from "node:fs/promises";
@@ -27,7 +29,9 @@ import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-l
 const pgBin = process.env.BENCH_PG_BIN ?? "/usr/lib/postgresql/15/bin";
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
 const entryCount = Number(process.env.BENCH_ENTRIES ?? 100_000);
-const seconds = Number(process.env.BENCH_SECONDS ?? 5);
+const loadRounds = Number(process.env.BENCH_LOAD_ROUNDS ?? 8);
+const seconds = Number(process.env.BENCH_SECONDS ?? 3);
+const backupRate = process.env.BENCH_BACKUP_MAX_RATE;
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
 const otherTenants = 20;
@@ -79,7 +83,7 @@ try {
   const { rows: versionRows } = await admin.query<{ version: string }>("select current_setting('server_version') as version");
   const serverVersion = versionRows[0]!.version;
 
-  const mesh = await startBenchMesh(bench, { platformEnv: { TENANTRY_LOG_LEVEL: "error" } });
+  const mesh = await startBenchMesh(bench, { platformEnv: { TENANTRY_LOG_LEVEL: "error", ...(backupRate === undefined ? {} : { TENANTRY_BACKUP_MAX_RATE: backupRate }) } });
   const platformTransport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.platform}`, interceptors: [operatorCredentialInterceptor(bench.operatorToken)] });
   const platform = createClient(PlatformService, platformTransport);
   const backups = createClient(BackupService, platformTransport);
@@ -117,7 +121,7 @@ try {
   /** Flushes what earlier rounds wrote, so that no round pays for another's checkpoint. */
   const settle = () => admin.query("checkpoint");
   const dumpFile = path.join(bench.dir, "tenant.dump");
-  const figures = { dump: [] as number[], dumpFast: [] as number[], backup: [] as number[], pgRestore: [] as number[], clone: [] as number[], inPlace: [] as number[], dumpBytes: 0, dumpFastBytes: 0, backupBytes: 0 };
+  const figures = { dump: [] as number[], dumpFast: [] as number[], backup: [] as number[], pgRestore: [] as number[], analyze: [] as number[], clone: [] as number[], inPlace: [] as number[], dumpBytes: 0, dumpFastBytes: 0, backupBytes: 0 };
   process.stdout.write(`${rounds} rounds of backups and restores…\n`);
   for (let round = 0; round < rounds; round++) {
     const database = await databaseOf(tenantId);
@@ -155,6 +159,12 @@ try {
           await run("pg_restore", ["-d", bench.database.urlFor(restored), dumpFile]);
         }),
       );
+      // For reference: the ANALYZE a restore does of the tables it loaded before the tenant is served, which pg_restore leaves to be done.
+      const restoredDb = new pg.Client({ connectionString: bench.database.urlFor(restored) });
+      await restoredDb.connect();
+      const { rows: tables } = await restoredDb.query<{ name: string }>("select format('%I.%I', schemaname, tablename) as name from pg_tables where schemaname in ('auth', 'backend')");
+      figures.analyze.push(await timed(() => restoredDb.query(`analyze ${tables.map((t) => t.name).join(", ")}`)));
+      await restoredDb.end();
     };
     const clone = async () => {
       await settle();
@@ -205,7 +215,7 @@ try {
     }
     return round;
   };
-  for (let round = 0; round < rounds; round++) {
+  for (let round = 0; round < loadRounds; round++) {
     // Both kinds of round go first in turn.
     for (const loaded of round % 2 === 0 ? [false, true] : [true, false]) {
       await settle();
@@ -223,6 +233,7 @@ try {
   authTransport.close();
   backendTransport.close();
 
+  const pgRestoreAnalyzed = figures.pgRestore.map((t, i) => t + figures.analyze[i]!);
   const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
   const sec = (values: number[]) => `${median(values).toFixed(2)} s`;
   const line = (what: string, tenantry: string, baseline: string, ratio: number, goal: string) =>
@@ -231,7 +242,8 @@ try {
   const ratio = (tenantry: number[], baseline: number[]) => median(tenantry.map((t, i) => t / baseline[i]!));
   process.stdout.write(`
 Backups of one tenant (a ${databaseMb.toFixed(0)} MB database: ${entryCount} entries, ${userCount} users) on PostgreSQL ${serverVersion} (${ephemeral ? "without fsync" : "durable"}),
-medians of ${rounds} rounds (a ratio is the median of the rounds' ratios); in each, Tenantry and pg_dump / pg_restore take turns going first
+medians of ${rounds} rounds (a ratio is the median of the rounds' ratios); in each, Tenantry and pg_dump / pg_restore take turns going first;
+backups at TENANTRY_BACKUP_MAX_RATE=${backupRate ?? "(Platform's default)"}
 | tenantry / baseline                          |   tenantry |   baseline | ratio | goal         |
 |----------------------------------------------|------------|------------|-------|--------------|
 ${line("backup: CreateBackup / pg_dump -Fc", sec(figures.backup), sec(figures.dump), ratio(figures.backup, figures.dump), "at most 1.00")}
@@ -240,8 +252,9 @@ ${line("restore in place / pg_restore into new db", sec(figures.inPlace), sec(fi
 ${line("size: backup / pg_dump -Fc file", mb(figures.backupBytes), mb(figures.dumpBytes), figures.backupBytes / figures.dumpBytes, "")}
 ${line("GetEntry req/s: during backups / without", duringRps.toFixed(0), quietRps.toFixed(0), ratio(during.map(rps), quiet.map(rps)), "at least 0.80")}
 ${line("for reference: backup / pg_dump -Fc -Z1", sec(figures.backup), sec(figures.dumpFast), ratio(figures.backup, figures.dumpFast), "")}
+${line("for reference: clone / pg_restore + ANALYZE", sec(figures.clone), sec(pgRestoreAnalyzed), ratio(figures.clone, pgRestoreAnalyzed), "")}
 ${line("for reference: size / pg_dump -Fc -Z1 file", mb(figures.backupBytes), mb(figures.dumpFastBytes), figures.backupBytes / figures.dumpFastBytes, "")}
-(backups compress with gzip level 1; pg_dump -Fc with level 6 unless told -Z1)
+(backups compress with gzip level 1, pg_dump -Fc with level 6 unless told -Z1; a restore ANALYZEs what it loaded, pg_restore does not)
 
 GetEntry of ${targets.length} other tenants, ${concurrency} callers, ${seconds} s rounds; ${backupsDuring} backups of "${tenantId}" ran one after another in the loaded rounds
 | rounds                                       |    req/s | p50 ms | p99 ms | errors |
