@@ -109,11 +109,11 @@ export const platformEnv = {
   TENANTRY_BACKUP_WORKERS: positiveInt.default(2),
   /**
    * How much table data a backup reads per second, its workers together:
-   * its pace, which bounds the CPU it takes (reading, hashing, compressing,
-   * encrypting) from the tenants served meanwhile; `unlimited` to take it
-   * as fast as the machine allows.
+   * a pace that bounds what it takes from the database server (reads) and
+   * from Platform's machine; unlimited by default, since backups compress
+   * at a low priority and so yield the CPU to the tenants being served.
    */
-  TENANTRY_BACKUP_MAX_RATE: bytesPerSecond.default(20 * 1024 ** 2),
+  TENANTRY_BACKUP_MAX_RATE: bytesPerSecond.default(0),
   /**
    * The bucket of an S3-compatible store that Platform keeps backups in
    * (it must exist); unset, backups are files under `<data dir>/backups`.

@@ -1,3 +1,4 @@
+export { BackgroundGzip, type BackgroundGzipOptions } from "./background-gzip.ts";
 export type { BackupEvents, CountedRestoreKind } from "./backup-events.ts";
 export { backupFormat, type BackupManifest } from "./backup-manifest.ts";
 export { BackupSchedule, type BackupScheduleOptions, type ScheduleRun } from "./backup-schedule.ts";

@@ -1,6 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { pipeline, Readable } from "node:stream";
-import { createGzip } from "node:zlib";
 import pg from "pg";
 import { to as copyTo } from "pg-copy-streams";
 import { readAppliedMigrations } from "../../mesh/index.ts";
@@ -8,16 +7,10 @@ import type { BackupTableRecord } from "../stores/index.ts";
 import { backupFormat, qualifiedName, tableFileName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
 import { fileContext, manifestFile, sealManifest, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
+import type { BackgroundGzip } from "./background-gzip.ts";
 import { BackupPace } from "./backup-pace.ts";
 import { sealStream } from "./sealed-stream.ts";
 import { columnList, countLargeObjects, DigestTap, listSequences, listTables, quoted } from "./tenant-catalog.ts";
-
-/**
- * The size of the chunks zlib makes, both ways: four times its default, so
- * that a table costs a quarter of the hand-offs to zlib's thread and of the
- * buffers (measured: about 15% of a backup's CPU, 20% of a load's).
- */
-export const zlibChunkBytes = 64 * 1024;
 
 /** The steps of taking a backup, each reported once done (crash tests stop Platform after one). */
 export const backupSteps = ["snapshot", "copy-tables", "write-manifest", "publish"] as const;
@@ -39,6 +32,8 @@ export interface TenantBackupRequest {
   workers: number;
   /** Table data read per second, all workers together (the raw COPY streams); 0 for no limit. */
   maxBytesPerSecond: number;
+  /** Where the tables' streams are gzipped. */
+  gzip: BackgroundGzip;
   /** Called as the backup goes: the versions and the number of tables once the snapshot is taken, then after each table. */
   progress: (progress: { schemaVersions: Record<string, string>; tableCount: number; tables: BackupTableRecord[]; sizeBytes: number }) => Promise<void>;
   afterStep?: (step: BackupStep) => void | Promise<void>;
@@ -46,7 +41,8 @@ export interface TenantBackupRequest {
 
 /**
  * Takes a backup of a tenant's database: every table of the service
- * schemas as its binary COPY stream, gzipped (level 1) and encrypted with
+ * schemas as its binary COPY stream, gzipped (level 1, at a low priority:
+ * see {@link BackgroundGzip}) and encrypted with
  * the backup's data key, one file each, then the manifest, then publishes
  * it. All tables are read in one snapshot: a read-only repeatable-read
  * transaction exports it and the workers import it, so writes go on
@@ -143,7 +139,7 @@ async function copyOut(client: pg.Client, table: ManifestTable, request: TenantB
   const source = client.query(copyTo(`copy ${quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`));
   const tap = new DigestTap();
   // A failure anywhere destroys every stream, so the store fails rather than waits; put reports it.
-  const sealed = pipeline(source, pace.through(), tap, createGzip({ level: 1, chunkSize: zlibChunkBytes }), sealStream(request.dataKey.key, fileContext(request.key, table.file)), () => {});
+  const sealed = pipeline(source, pace.through(), tap, request.gzip.stream(), sealStream(request.dataKey.key, fileContext(request.key, table.file)), () => {});
   table.storedBytes = await request.storage.put(request.key, table.file, sealed);
   table.rows = source.rowCount;
   table.sha256 = tap.digest();
