@@ -15,6 +15,7 @@
 import { createClient } from "@connectrpc/connect";
 import { spawn } from "node:child_process";
 import { access, constants, rm, stat } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
@@ -25,6 +26,7 @@ import { createGrpcJsTransport, operatorCredentialInterceptor } from "../service
 import { fillTenant, words } from "./backup-tenant.ts";
 import { startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
 import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-load.ts";
+import { goalTable, table } from "./report.ts";
 
 const pgBin = process.env.BENCH_PG_BIN ?? "/usr/lib/postgresql/15/bin";
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -192,8 +194,9 @@ try {
 
   // GetEntry of the other tenants, alone and while backups of "big" run one after another.
   process.stdout.write("GetEntry of other tenants, without and during backups…\n");
-  const drive = () => driveGetEntry(`127.0.0.1:${mesh.ports.backend}`, { targets, concurrency, duration: seconds, serverPid: mesh.backend.pid! });
-  await driveGetEntry(`127.0.0.1:${mesh.ports.backend}`, { targets, concurrency, duration: 2, serverPid: mesh.backend.pid! });
+  const load = { targets, concurrency, serverPid: mesh.backend.pid!, postmasterPid: bench.database.pid };
+  const drive = () => driveGetEntry(`127.0.0.1:${mesh.ports.backend}`, { ...load, duration: seconds });
+  await driveGetEntry(`127.0.0.1:${mesh.ports.backend}`, { ...load, duration: 2 });
   const quiet: Round[] = [];
   const during: Round[] = [];
   let backupsDuring = 0;
@@ -236,31 +239,50 @@ try {
   const pgRestoreAnalyzed = figures.pgRestore.map((t, i) => t + figures.analyze[i]!);
   const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
   const sec = (values: number[]) => `${median(values).toFixed(2)} s`;
-  const line = (what: string, tenantry: string, baseline: string, ratio: number, goal: string) =>
-    `| ${what.padEnd(44)} | ${tenantry.padStart(10)} | ${baseline.padStart(10)} | ${ratio.toFixed(2).padStart(5)} | ${goal.padEnd(12)} |`;
   // Each round's ratio, then their median: the two sides of a round ran seconds apart, under the same load from elsewhere.
   const ratio = (tenantry: number[], baseline: number[]) => median(tenantry.map((t, i) => t / baseline[i]!));
+  const ratios = {
+    backup: ratio(figures.backup, figures.dump),
+    clone: ratio(figures.clone, figures.pgRestore),
+    inPlace: ratio(figures.inPlace, figures.pgRestore),
+    getEntry: ratio(during.map(rps), quiet.map(rps)),
+  };
+  const row = (what: string, tenantry: string, baseline: string, value: number) => [what, tenantry, baseline, value.toFixed(2)];
   process.stdout.write(`
 Backups of one tenant (a ${databaseMb.toFixed(0)} MB database: ${entryCount} entries, ${userCount} users) on PostgreSQL ${serverVersion} (${ephemeral ? "without fsync" : "durable"}),
 medians of ${rounds} rounds (a ratio is the median of the rounds' ratios); in each, Tenantry and pg_dump / pg_restore take turns going first;
 backups at TENANTRY_BACKUP_MAX_RATE=${backupRate ?? "(Platform's default)"}
-| tenantry / baseline                          |   tenantry |   baseline | ratio | goal         |
-|----------------------------------------------|------------|------------|-------|--------------|
-${line("backup: CreateBackup / pg_dump -Fc", sec(figures.backup), sec(figures.dump), ratio(figures.backup, figures.dump), "at most 1.00")}
-${line("restore as a clone / pg_restore into new db", sec(figures.clone), sec(figures.pgRestore), ratio(figures.clone, figures.pgRestore), "at most 1.00")}
-${line("restore in place / pg_restore into new db", sec(figures.inPlace), sec(figures.pgRestore), ratio(figures.inPlace, figures.pgRestore), "at most 1.00")}
-${line("size: backup / pg_dump -Fc file", mb(figures.backupBytes), mb(figures.dumpBytes), figures.backupBytes / figures.dumpBytes, "")}
-${line("GetEntry req/s: during backups / without", duringRps.toFixed(0), quietRps.toFixed(0), ratio(during.map(rps), quiet.map(rps)), "at least 0.80")}
-${line("for reference: backup / pg_dump -Fc -Z1", sec(figures.backup), sec(figures.dumpFast), ratio(figures.backup, figures.dumpFast), "")}
-${line("for reference: clone / pg_restore + ANALYZE", sec(figures.clone), sec(pgRestoreAnalyzed), ratio(figures.clone, pgRestoreAnalyzed), "")}
-${line("for reference: size / pg_dump -Fc -Z1 file", mb(figures.backupBytes), mb(figures.dumpFastBytes), figures.backupBytes / figures.dumpFastBytes, "")}
-(backups compress with gzip level 1, pg_dump -Fc with level 6 unless told -Z1; a restore ANALYZEs what it loaded, pg_restore does not)
+${table(
+  ["Tenantry / baseline", "Tenantry", "baseline", "ratio"],
+  [
+    row("backup: CreateBackup / pg_dump -Fc", sec(figures.backup), sec(figures.dump), ratios.backup),
+    row("restore as a clone / pg_restore into a new db", sec(figures.clone), sec(figures.pgRestore), ratios.clone),
+    row("restore in place / pg_restore into a new db", sec(figures.inPlace), sec(figures.pgRestore), ratios.inPlace),
+    row("size: backup / pg_dump -Fc file", mb(figures.backupBytes), mb(figures.dumpBytes), figures.backupBytes / figures.dumpBytes),
+    row("backup / pg_dump -Fc -Z1 (gzip level 1 too)", sec(figures.backup), sec(figures.dumpFast), ratio(figures.backup, figures.dumpFast)),
+    row("size: backup / pg_dump -Fc -Z1 file", mb(figures.backupBytes), mb(figures.dumpFastBytes), figures.backupBytes / figures.dumpFastBytes),
+    row("clone / pg_restore then ANALYZE", sec(figures.clone), sec(pgRestoreAnalyzed), ratio(figures.clone, pgRestoreAnalyzed)),
+  ],
+)}
+(a restore ANALYZEs the tables it loaded before the tenant is served; pg_restore leaves that to be done)
 
-GetEntry of ${targets.length} other tenants, ${concurrency} callers, ${seconds} s rounds; ${backupsDuring} backups of "${tenantId}" ran one after another in the loaded rounds
-| rounds                                       |    req/s | p50 ms | p99 ms | errors |
-|----------------------------------------------|----------|--------|--------|--------|
-| without backups                              | ${quietRps.toFixed(0).padStart(8)} | ${q.p50.toFixed(2).padStart(6)} | ${q.p99.toFixed(2).padStart(6)} | ${String(q.errors).padStart(6)} |
-| while backups run                            | ${duringRps.toFixed(0).padStart(8)} | ${d.p50.toFixed(2).padStart(6)} | ${d.p99.toFixed(2).padStart(6)} | ${String(d.errors).padStart(6)} |
+GetEntry of ${targets.length} other tenants, ${concurrency} callers, ${loadRounds} pairs of ${seconds} s rounds; ${backupsDuring} backups of "${tenantId}" ran one after another in the loaded rounds
+${table(
+  ["rounds", "req/s", "p50 ms", "p99 ms", "errors"],
+  [
+    ["without backups", quietRps.toFixed(0), q.p50.toFixed(2), q.p99.toFixed(2), String(q.errors)],
+    ["while backups run", duringRps.toFixed(0), d.p50.toFixed(2), d.p99.toFixed(2), String(d.errors)],
+  ],
+)}
+other work on the machine during the rounds without backups: ${q.othersCores.toFixed(2)} of ${os.availableParallelism()} cores on average
+
+Goal: backups
+${goalTable([
+  { measure: "backup time / pg_dump -Fc's", figure: ratios.backup, shown: ratios.backup.toFixed(2), atMost: 1, goal: "≤ 1.0" },
+  { measure: "restore time as a clone / pg_restore's", figure: ratios.clone, shown: ratios.clone.toFixed(2), atMost: 1, goal: "≤ 1.0" },
+  { measure: "restore time in place / pg_restore's", figure: ratios.inPlace, shown: ratios.inPlace.toFixed(2), atMost: 1, goal: "≤ 1.0" },
+  { measure: "GetEntry of other tenants during backups / without", figure: ratios.getEntry, shown: ratios.getEntry.toFixed(2), atLeast: 0.8, goal: "≥ 0.80" },
+])}
 `);
 } finally {
   await bench.stop();

@@ -105,12 +105,13 @@ export const registry: readonly RegisteredService[] = [
         count: 1,
         why:
           "Two would be safe for the registry (provisioning, offboarding and template refreshes take PostgreSQL advisory locks " +
-          "per tenant and per cluster), but backups are files in the process's data directory, which replicas would " +
-          "not share; and the sign-up limit is counted per process. The other services keep serving the tenants they know while Platform restarts.",
+          "per tenant and per cluster), but backups are files in the process's data directory unless kept in S3, which replicas would " +
+          "not share; and the limits on sign-ups and on tenants' own backups, restores and downloads are counted per process. The other services keep serving the tenants they know while Platform restarts.",
       },
       resources: { cpu: ["250m", "1"], memory: ["256Mi", "512Mi"] },
       settings: [
         "TENANTRY_SCHEMA_SERVICES",
+        "TENANTRY_TOKEN_ISSUER",
         "TENANTRY_BACKUP_S3_BUCKET",
         "TENANTRY_BACKUP_S3_REGION",
         "TENANTRY_BACKUP_S3_ENDPOINT",

@@ -1,11 +1,14 @@
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { kCaller, type Caller, type Logger } from "../mesh/index.ts";
+import { kCaller, kUser, type Caller, type Logger, type TokenUser } from "../mesh/index.ts";
 import type { AuditEvent } from "./entities/audit-event.ts";
 import { appendAuditEvent, auditOutcomes, listAuditEvents, type NewAuditEvent } from "./stores/index.ts";
 
-/** How an audit event names its actor. */
-export function actorOf(caller: Caller): string {
+/** How an audit event names its actor: a tenant's user by their id, `user:<id>`. */
+export function actorOf(caller: Caller, user?: TokenUser): string {
+  if (user !== undefined) {
+    return `user:${user.userId}`;
+  }
   switch (caller.kind) {
     case "operator":
       return "operator";
@@ -32,7 +35,7 @@ export class AuditLog {
   /** Records one action. A failure to record is logged, never thrown over the action's own outcome. */
   async record(event: NewAuditEvent): Promise<void> {
     try {
-      await appendAuditEvent(this.#orm.em.fork(), event);
+      await appendAuditEvent(this.#orm.em.fork(), { ...event, ...(event.detail === undefined ? {} : { detail: storable(event.detail) }) });
     } catch (error) {
       this.#log.error({ err: error, event }, "could not write an audit event");
     }
@@ -43,7 +46,7 @@ export class AuditLog {
    * detail on success, the error's code and message on failure.
    */
   async audited<T>(ctx: HandlerContext, tenantId: string | undefined, detail: Record<string, unknown>, action: () => Promise<T>): Promise<T> {
-    const base = { actor: actorOf(ctx.values.get(kCaller)), action: ctx.method.name, tenantId };
+    const base = { actor: actorOf(ctx.values.get(kCaller), ctx.values.get(kUser)), action: ctx.method.name, tenantId };
     try {
       const result = await action();
       await this.record({ ...base, outcome: auditOutcomes.succeeded, detail });
@@ -59,4 +62,9 @@ export class AuditLog {
   list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ events: AuditEvent[]; nextPageToken: string }> {
     return listAuditEvents(this.#orm.em.fork(), request);
   }
+}
+
+/** A detail as jsonb takes it: PostgreSQL refuses NUL in text, so a NUL a request carried is recorded as U+FFFD. */
+function storable(detail: Record<string, unknown>): Record<string, unknown> {
+  return JSON.parse(JSON.stringify(detail, (_key, value: unknown) => (typeof value === "string" ? value.replaceAll("\u0000", "\uFFFD") : value))) as Record<string, unknown>;
 }

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { DefaultRole, PermissionSchema } from "../../gen/tenantry/options/v1/access_pb.js";
-import { permissionCatalogOf } from "./permission-catalog.ts";
+import { meshCatalogOf, permissionCatalogOf } from "./permission-catalog.ts";
 
 const permission = (name: string, description = name, defaultRoles: DefaultRole[] = []) => create(PermissionSchema, { name, description, defaultRoles });
 const auth = { permissions: [permission("users.read"), permission("users.write")] };
@@ -27,5 +27,12 @@ describe("permission catalog", () => {
     expect(permissionCatalogOf([auth, { permissions: [permission("entries.read", "see entries")] }]).digest).not.toBe(digest);
     expect(permissionCatalogOf([auth, backend, { permissions: [permission("invoices.read")] }]).digest).not.toBe(digest);
     expect(permissionCatalogOf([auth]).digest).not.toBe(digest);
+  });
+
+  it("of the mesh starts with what Platform declares itself: the permission of tenants' own backups, for owners and admins", () => {
+    const catalog = meshCatalogOf([auth, backend]);
+    expect(catalog.permissions.map((p) => p.name)).toEqual(["backups.manage", "users.read", "users.write", "entries.read"]);
+    expect(catalog.permissions[0]!.defaultRoles).toEqual([DefaultRole.ADMIN]);
+    expect(catalog.digest).not.toBe(permissionCatalogOf([auth, backend]).digest);
   });
 });

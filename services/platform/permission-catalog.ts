@@ -1,5 +1,10 @@
 import { createHash } from "node:crypto";
-import { uniquePermissions, type Permission } from "../mesh/index.ts";
+import { BackupService } from "../../gen/tenantry/platform/v1/backup_service_pb.js";
+import { ClusterService } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
+import { FleetService } from "../../gen/tenantry/platform/v1/fleet_service_pb.js";
+import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { TenantBackupService } from "../../gen/tenantry/selfserve/v1/tenant_backup_service_pb.js";
+import { declaredPermissions, uniquePermissions, type Permission } from "../mesh/index.ts";
 
 /** The permissions every data-owning service declares, as Platform hands them to Auth. */
 export interface PermissionCatalog {
@@ -22,4 +27,22 @@ export function permissionCatalogOf(services: Iterable<{ permissions: readonly P
   const permissions = uniquePermissions([...services].flatMap((s) => s.permissions));
   const merged = permissions.map((p) => [p.name, p.description]).sort(([a], [b]) => (a! < b! ? -1 : 1));
   return { permissions, digest: createHash("sha256").update(JSON.stringify(merged)).digest("hex") };
+}
+
+/**
+ * What Platform itself declares: the permissions of its own tenant methods
+ * (TenantBackupService's "backups.manage"), declared on its RPC services as
+ * every service declares its own.
+ */
+export const platformDeclarations = {
+  permissions: declaredPermissions([PlatformService, ClusterService, FleetService, BackupService, TenantBackupService]),
+};
+
+/**
+ * The catalog Platform hands Auth: its own declarations first (Platform
+ * comes first in the registry), then those of every data-owning service,
+ * as they describe themselves.
+ */
+export function meshCatalogOf(services: Iterable<{ permissions: readonly Permission[] }>): PermissionCatalog {
+  return permissionCatalogOf([platformDeclarations, ...services]);
 }

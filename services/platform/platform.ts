@@ -1,4 +1,16 @@
-import { listenerOptions, loadMeshCredentials, loadSecret, SecretBox, startMeshServer, type Logger, type MeshServer, type Telemetry } from "../mesh/index.ts";
+import {
+  authKeySets,
+  createGrpcJsTransport,
+  listenerOptions,
+  loadMeshCredentials,
+  loadSecret,
+  SecretBox,
+  startMeshServer,
+  UserTokens,
+  type Logger,
+  type MeshServer,
+  type Telemetry,
+} from "../mesh/index.ts";
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
@@ -10,6 +22,7 @@ import {
   BackupSchedule,
   LocalBackupStorage,
   S3BackupStorage,
+  SelfServeBackups,
   TenantBackups,
   TenantRestores,
   type CronSchedule,
@@ -21,15 +34,20 @@ import { ClusterService, clusterService } from "./cluster-service.ts";
 import type { PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
+import { TenantWriteFreezes } from "./freezes/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
 import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 import { SchemaServices } from "./schema-services.ts";
-import { SignUpLimit } from "./sign-up-limit.ts";
+import { RateLimit } from "./rate-limit.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService, tierName } from "./stores/index.ts";
+import { TenantBackupService, tenantBackupService } from "./tenant-backup-service.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
+import { WriteFreezeService, writeFreezeService } from "./write-freeze-service.ts";
+
+const hourMs = 3_600_000;
 
 /** Hooks into a running Platform, for tests. */
 export interface PlatformHooks {
@@ -190,8 +208,26 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       { intervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS, onError: (error) => log.error({ err: error }, "backup sweep failed") },
     );
     closers.push(() => backupSweep.stop());
+    const selfServe = new SelfServeBackups({
+      orm,
+      backups,
+      restores,
+      limits: {
+        backups: new RateLimit({ perWindow: config.TENANTRY_TENANT_BACKUPS_PER_HOUR, windowMs: hourMs, refusal: "this tenant has taken all the backups it may take in an hour" }),
+        restores: new RateLimit({ perWindow: config.TENANTRY_TENANT_RESTORES_PER_HOUR, windowMs: hourMs, refusal: "this tenant has started all the restores it may start in an hour" }),
+        downloads: new RateLimit({ perWindow: config.TENANTRY_TENANT_DOWNLOADS_PER_HOUR, windowMs: hourMs, refusal: "this tenant has started all the downloads it may start in an hour" }),
+      },
+    });
+    // Users' tokens on Platform's tenant methods are checked as every service checks them: against
+    // the tenant's keys from Auth (which resolves the tenant here), never by calling Auth per request.
+    const authTransport = schemas.auth === undefined ? undefined : createGrpcJsTransport({ address: schemas.auth.address, waitForReady: true });
+    closers.push(() => authTransport?.close());
+    const userTokens =
+      authTransport === undefined ? undefined : new UserTokens({ fetchKeySet: authKeySets(authTransport), issuer: config.TENANTRY_TOKEN_ISSUER, timeoutMs: 11_000 });
     const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => feed.close());
+    const freezes = new TenantWriteFreezes({ orm, leaseMs: config.TENANTRY_FREEZE_LEASE_MS, acknowledgeTimeoutMs: config.TENANTRY_FREEZE_ACK_TIMEOUT_MS, log });
+    closers.push(() => freezes.close());
     const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
     closers.push(observePlatform(telemetry.meter, { orm, fleet, log }));
     const meshServer = await startMeshServer({
@@ -206,17 +242,21 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
             lifecycle,
             audit,
             feed,
+            freezes,
             box,
             tierLimits: config.TENANTRY_TIER_LIMITS,
-            signUps: new SignUpLimit({ perWindow: config.TENANTRY_SIGNUP_LIMIT_PER_HOUR, windowMs: 3_600_000 }),
+            signUps: new RateLimit({ perWindow: config.TENANTRY_SIGNUP_LIMIT_PER_HOUR, windowMs: hourMs, refusal: "too many sign-ups from this address" }),
           }),
         },
         { service: ClusterService, impl: clusterService(orm, clusters, audit) },
         { service: FleetService, impl: fleetService(fleet) },
         { service: BackupService, impl: backupService(backups, restores, audit) },
+        { service: TenantBackupService, impl: tenantBackupService(selfServe, audit) },
+        { service: WriteFreezeService, impl: writeFreezeService(freezes, audit) },
       ],
       interceptors: [],
       credentials,
+      ...(userTokens === undefined ? {} : { userTokens }),
       ...listenerOptions(config),
       log,
       telemetry,

@@ -2,7 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
 import { createGrpcJsTransport, type GrpcJsTransport, type MeshCredentials } from "../mesh/index.ts";
-import { permissionCatalogOf, type PermissionCatalog } from "./permission-catalog.ts";
+import { meshCatalogOf, type PermissionCatalog } from "./permission-catalog.ts";
 import type { CatalogMark, SchemaDescription, SchemaServiceRecord } from "./stores/index.ts";
 
 /**
@@ -92,9 +92,9 @@ export class SchemaServices {
     return latestVersionsOf(await this.describe(options));
   }
 
-  /** The permissions every service declares (see {@link describe}). */
+  /** The permissions every service declares, Platform included (see {@link describe}). */
   async permissionCatalog(options: { fresh?: boolean } = {}): Promise<PermissionCatalog> {
-    return permissionCatalogOf((await this.describe(options)).values());
+    return meshCatalogOf((await this.describe(options)).values());
   }
 
   /** Closes the clients' channels. */
@@ -113,5 +113,5 @@ export function catalogMarkOf(descriptions: Map<string, SchemaDescription>): Cat
   if (!descriptions.has(authService)) {
     return undefined;
   }
-  return { service: authService, digest: permissionCatalogOf(descriptions.values()).digest };
+  return { service: authService, digest: meshCatalogOf(descriptions.values()).digest };
 }

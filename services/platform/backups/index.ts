@@ -1,5 +1,6 @@
 export { BackgroundGzip, type BackgroundGzipOptions } from "./background-gzip.ts";
 export type { BackupEvents, CountedRestoreKind } from "./backup-events.ts";
+export { downloadBackup, downloadFormat, restoreScript, type DownloadManifest } from "./backup-download.ts";
 export { backupFormat, type BackupManifest } from "./backup-manifest.ts";
 export { BackupSchedule, type BackupScheduleOptions, type ScheduleRun } from "./backup-schedule.ts";
 export type { BackupKey, BackupStorage } from "./backup-storage.ts";
@@ -7,6 +8,7 @@ export { CronSchedule } from "./cron-schedule.ts";
 export { LocalBackupStorage } from "./local-backup-storage.ts";
 export { S3BackupStorage, type S3BackupStorageOptions } from "./s3-backup-storage.ts";
 export { requested, restoreSteps, undoSteps, type RestoreStep } from "./restore-steps.ts";
+export { SelfServeBackups, type SelfServeBackupsOptions } from "./self-serve-backups.ts";
 export { backupSteps, type BackupStep } from "./tenant-backup.ts";
 export { TenantBackups, type BackupTaking, type TenantBackupsOptions } from "./tenant-backups.ts";
-export { TenantRestores, type RestoreRequest, type TenantRestoresOptions } from "./tenant-restores.ts";
+export { refuseWhileRestoring, restoreLock, TenantRestores, type RestoreRequest, type TenantRestoresOptions } from "./tenant-restores.ts";

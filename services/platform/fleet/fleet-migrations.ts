@@ -3,7 +3,7 @@ import type { MikroORM } from "@mikro-orm/postgresql";
 import { MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
 import { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, type Logger } from "../../mesh/index.ts";
-import { permissionCatalogOf } from "../permission-catalog.ts";
+import { meshCatalogOf } from "../permission-catalog.ts";
 import { catalogMarkOf, latestVersionsOf, type SchemaServices } from "../schema-services.ts";
 import {
   countSchemaStates,
@@ -107,7 +107,7 @@ export class FleetMigrations {
     const concurrency = Math.min(selection.concurrencyPerCluster || 4, 32);
     const described = await this.#schemas.describe({ fresh: true });
     const latest = latestVersionsOf(described);
-    const catalog = permissionCatalogOf(described.values());
+    const catalog = meshCatalogOf(described.values());
     const catalogMark = catalogMarkOf(described);
     const ledger = await ledgerOfServedTenants(this.#orm.em.fork(), { tenantIds, tier, cluster: selection.cluster });
     const services = this.#schemas.entries.map((e) => e.name);

@@ -43,6 +43,7 @@ export {
   findExpiredKeeps,
   findLastInPlaceRestore,
   findRestore,
+  findTenantRestoreUnderWay,
   findUnfinishedRestores,
   insertRestore,
   restoreKindOf,
@@ -96,3 +97,18 @@ export {
   tierOf,
   type TenantChange,
 } from "./tenant-store.ts";
+export {
+  deleteWriteFreeze,
+  findWriteFreeze,
+  forgetFeedWatchers,
+  insertWriteFreeze,
+  listWriteFreezes,
+  markWriteFreezeAcknowledged,
+  recordWriteFreezeAcknowledgement,
+  renewWriteFreeze,
+  touchFeedWatchers,
+  unacknowledgedWatchers,
+  writeFreezeLeases,
+  type WriteFreezeAcknowledgementRecord,
+  type WriteFreezeRecord,
+} from "./write-freeze-store.ts";
