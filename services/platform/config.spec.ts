@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../mesh/index.ts";
-import { readPlatformConfig } from "./config.ts";
+import { backupRateOf, readPlatformConfig } from "./config.ts";
 
 const gib = 1024 ** 3;
 
@@ -199,8 +199,12 @@ describe("backup pace", () => {
   const url = { TENANTRY_DATABASE_URL: "postgres://postgres@127.0.0.1:5432/tenantry_platform" };
   const rate = (value?: string) => readPlatformConfig({ ...url, ...(value === undefined ? {} : { TENANTRY_BACKUP_MAX_RATE: value }) }).TENANTRY_BACKUP_MAX_RATE;
 
-  it("is unlimited unless configured", () => {
-    expect(rate()).toBe(0);
+  it("is 10 MB a second per core unless configured", () => {
+    expect(rate()).toBeUndefined();
+    expect(backupRateOf(rate(), 2)).toBe(20 * 1024 ** 2);
+    expect(backupRateOf(rate(), 16)).toBe(160 * 1024 ** 2);
+    expect(backupRateOf(rate("48MB"), 16)).toBe(48 * 1024 ** 2);
+    expect(backupRateOf(rate("unlimited"), 2)).toBe(0);
   });
 
   it("reads a size per second in B, KB, MB or GB (powers of 1024), or 0 or unlimited for none", () => {

@@ -45,6 +45,17 @@ const bytesPerSecond = z.string().transform((s, ctx) => {
   return m[1] === undefined ? 0 : Math.round(Number(m[1]) * units[m[2]!.toLowerCase()]!);
 });
 
+/**
+ * A backup's pace, in bytes per second: TENANTRY_BACKUP_MAX_RATE, or by
+ * default 10 MB a second per core. A backup takes about 18 ms of CPU per
+ * MB of table data (reading, hashing, gzipping, encrypting; measured on
+ * bench:backup's tenant), so that is about a fifth of the machine's CPU at
+ * most, however many cores it has; 0 for no limit.
+ */
+export function backupRateOf(configured: number | undefined, cores: number): number {
+  return configured ?? 10 * 1024 ** 2 * cores;
+}
+
 /** A backup schedule: a five-field cron pattern read in UTC (see {@link CronSchedule}), or `off` for none. */
 const backupSchedule = z.string().transform((s, ctx) => {
   if (s.trim().toLowerCase() === "off") {
@@ -109,11 +120,11 @@ export const platformEnv = {
   TENANTRY_BACKUP_WORKERS: positiveInt.default(2),
   /**
    * How much table data a backup reads per second, its workers together:
-   * a pace that bounds what it takes from the database server (reads) and
-   * from Platform's machine; unlimited by default, since backups compress
-   * at a low priority and so yield the CPU to the tenants being served.
+   * its pace, which bounds the CPU it takes from the tenants served
+   * meanwhile (and what it reads from the database server). Unset, 10 MB a
+   * second per core of Platform's machine (see {@link backupRateOf}).
    */
-  TENANTRY_BACKUP_MAX_RATE: bytesPerSecond.default(0),
+  TENANTRY_BACKUP_MAX_RATE: bytesPerSecond.optional(),
   /**
    * The bucket of an S3-compatible store that Platform keeps backups in
    * (it must exist); unset, backups are files under `<data dir>/backups`.

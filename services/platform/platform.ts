@@ -11,6 +11,7 @@ import {
   type MeshServer,
   type Telemetry,
 } from "../mesh/index.ts";
+import os from "node:os";
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
@@ -31,7 +32,7 @@ import {
 } from "./backups/index.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
-import type { PlatformConfig } from "./config.ts";
+import { backupRateOf, type PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
 import { TenantWriteFreezes } from "./freezes/index.ts";
@@ -145,7 +146,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       storage,
       schemas: () => schemas.entries.map((e) => e.name),
       workers: config.TENANTRY_BACKUP_WORKERS,
-      maxBytesPerSecond: config.TENANTRY_BACKUP_MAX_RATE,
+      maxBytesPerSecond: backupRateOf(config.TENANTRY_BACKUP_MAX_RATE, os.availableParallelism()),
       gzip,
       log,
       events: backupMetrics,
