@@ -30,7 +30,11 @@ export interface GrpcServerOptions {
  * gRPC path; the HTTP listener serves the same implementations to browsers.
  */
 export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
-  const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": 4 * 1024 * 1024,
+    // No channelz service is served: its per-call bookkeeping would have no reader.
+    "grpc.enable_channelz": 0,
+  });
   const calls = new RunningCalls(options.shutdownSignal);
   for (const spec of options.services) {
     const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
