@@ -35,11 +35,20 @@ export interface BenchProcesses {
   stop(): Promise<void>;
 }
 
-/** Starts PostgreSQL for a benchmark; `ephemeral` trades durability for speed. */
-export async function startBenchProcesses(options: { ephemeral: boolean }): Promise<BenchProcesses> {
+/** Options of {@link startBenchProcesses}. */
+export interface BenchProcessesOptions {
+  /** Trade durability for speed (no fsync). */
+  ephemeral: boolean;
+  /** The PostgreSQL build to run (`bin/` and what it finds from there); by default the embedded one. */
+  installDir?: string;
+}
+
+/** Starts PostgreSQL for a benchmark. */
+export async function startBenchProcesses(options: BenchProcessesOptions): Promise<BenchProcesses> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "tenantry-bench-"));
   const port = await freePort();
-  let database = await startEmbeddedDatabase({ dir, port, ephemeral: options.ephemeral });
+  const databaseOptions = { dir, port, ephemeral: options.ephemeral, ...(options.installDir !== undefined && { installDir: options.installDir }) };
+  let database = await startEmbeddedDatabase(databaseOptions);
   const children: ChildProcess[] = [];
   const operatorToken = randomBytes(32).toString("base64url");
   const stopProcesses = async () => {
@@ -58,7 +67,7 @@ export async function startBenchProcesses(options: { ephemeral: boolean }): Prom
     async restartDatabase() {
       await crashDatabase(dir, port);
       // The crashed instance is not stopped: its process is gone.
-      database = await startEmbeddedDatabase({ dir, port, ephemeral: options.ephemeral });
+      database = await startEmbeddedDatabase(databaseOptions);
     },
     operatorToken,
     shared: { TENANTRY_DATA_DIR: dir, TENANTRY_MESH_KEY: randomBytes(32).toString("base64url"), TENANTRY_OPERATOR_TOKEN: operatorToken },

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../mesh/index.ts";
-import { readPlatformConfig } from "./config.ts";
+import { backupRateOf, readPlatformConfig } from "./config.ts";
 
 const gib = 1024 ** 3;
 
@@ -192,5 +192,32 @@ describe("backup schedules", () => {
     }
     expect(() => readPlatformConfig({ ...url, TENANTRY_BACKUP_KEEP_LAST: "0" })).toThrow(/TENANTRY_BACKUP_KEEP_LAST/);
     expect(() => readPlatformConfig({ ...url, TENANTRY_BACKUP_WINDOW_MS: "-5" })).toThrow(/TENANTRY_BACKUP_WINDOW_MS/);
+  });
+});
+
+describe("backup pace", () => {
+  const url = { TENANTRY_DATABASE_URL: "postgres://postgres@127.0.0.1:5432/tenantry_platform" };
+  const rate = (value?: string) => readPlatformConfig({ ...url, ...(value === undefined ? {} : { TENANTRY_BACKUP_MAX_RATE: value }) }).TENANTRY_BACKUP_MAX_RATE;
+
+  it("is 10 MB a second per core unless configured", () => {
+    expect(rate()).toBeUndefined();
+    expect(backupRateOf(rate(), 2)).toBe(20 * 1024 ** 2);
+    expect(backupRateOf(rate(), 16)).toBe(160 * 1024 ** 2);
+    expect(backupRateOf(rate("48MB"), 16)).toBe(48 * 1024 ** 2);
+    expect(backupRateOf(rate("unlimited"), 2)).toBe(0);
+  });
+
+  it("reads a size per second in B, KB, MB or GB (powers of 1024), or 0 or unlimited for none", () => {
+    expect(rate("48MB")).toBe(48 * 1024 ** 2);
+    expect(rate(" 512kb/s ")).toBe(512 * 1024);
+    expect(rate("1.5GB")).toBe(1.5 * 1024 ** 3);
+    expect(rate("0")).toBe(0);
+    expect(rate("Unlimited")).toBe(0);
+  });
+
+  it("refuses at start anything else, naming the variable", () => {
+    for (const value of ["fast", "-1MB", "20", "20 MB per second"]) {
+      expect(() => rate(value), value).toThrow(/TENANTRY_BACKUP_MAX_RATE: expected a size read per second such as 20MB/);
+    }
   });
 });

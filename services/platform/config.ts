@@ -35,6 +35,27 @@ const tierLimits = z.string().transform((s, ctx) => {
   return limits;
 });
 
+/** A size per second such as `20MB` or `20MB/s` (B, KB, MB, GB of 1024), or `0` / `unlimited` for no limit; in bytes per second. */
+const bytesPerSecond = z.string().transform((s, ctx) => {
+  const m = /^\s*(?:(\d+(?:\.\d+)?)\s*([kmg]?b)(?:\/s)?|(unlimited|0))\s*$/i.exec(s);
+  if (m === null) {
+    ctx.addIssue({ code: "custom", message: "expected a size read per second such as 20MB (KB, MB, GB), or 0 or unlimited for no limit" });
+    return z.NEVER;
+  }
+  return m[1] === undefined ? 0 : Math.round(Number(m[1]) * units[m[2]!.toLowerCase()]!);
+});
+
+/**
+ * A backup's pace, in bytes per second: TENANTRY_BACKUP_MAX_RATE, or by
+ * default 10 MB a second per core. A backup takes about 18 ms of CPU per
+ * MB of table data (reading, hashing, gzipping, encrypting; measured on
+ * bench:backup's tenant), so that is about a fifth of the machine's CPU at
+ * most, however many cores it has; 0 for no limit.
+ */
+export function backupRateOf(configured: number | undefined, cores: number): number {
+  return configured ?? 10 * 1024 ** 2 * cores;
+}
+
 /** A backup schedule: a five-field cron pattern read in UTC (see {@link CronSchedule}), or `off` for none. */
 const backupSchedule = z.string().transform((s, ctx) => {
   if (s.trim().toLowerCase() === "off") {
@@ -97,6 +118,13 @@ export const platformEnv = {
   TENANTRY_RESTORE_KEEP_MS: z.coerce.number().int().min(0).default(24 * 3600 * 1000),
   /** How many connections read a tenant's tables at once while it is backed up (besides the one holding the snapshot). */
   TENANTRY_BACKUP_WORKERS: positiveInt.default(2),
+  /**
+   * How much table data a backup reads per second, its workers together:
+   * its pace, which bounds the CPU it takes from the tenants served
+   * meanwhile (and what it reads from the database server). Unset, 10 MB a
+   * second per core of Platform's machine (see {@link backupRateOf}).
+   */
+  TENANTRY_BACKUP_MAX_RATE: bytesPerSecond.optional(),
   /**
    * The bucket of an S3-compatible store that Platform keeps backups in
    * (it must exist); unset, backups are files under `<data dir>/backups`.

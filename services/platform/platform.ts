@@ -11,6 +11,7 @@ import {
   type MeshServer,
   type Telemetry,
 } from "../mesh/index.ts";
+import os from "node:os";
 import path from "node:path";
 import { AdvisoryLocks } from "./advisory-locks.ts";
 import { AuditLog } from "./audit-log.ts";
@@ -18,6 +19,7 @@ import { BackupMetrics } from "./backup-metrics.ts";
 import { BackupService, backupService } from "./backup-service.ts";
 import { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import {
+  BackgroundGzip,
   BackupSchedule,
   LocalBackupStorage,
   S3BackupStorage,
@@ -30,7 +32,7 @@ import {
 } from "./backups/index.ts";
 import { ClusterRegistry } from "./cluster-registry.ts";
 import { ClusterService, clusterService } from "./cluster-service.ts";
-import type { PlatformConfig } from "./config.ts";
+import { backupRateOf, type PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
 import { TenantWriteFreezes } from "./freezes/index.ts";
@@ -134,6 +136,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     log.info({ storage: storage.description }, "where backups are kept");
     const backupMetrics = new BackupMetrics(telemetry.meter, { orm, log });
     closers.push(() => backupMetrics.stop());
+    const gzip = new BackgroundGzip({ threads: config.TENANTRY_BACKUP_WORKERS });
+    closers.push(() => gzip.close());
     const backups = new TenantBackups({
       orm,
       clusters,
@@ -142,6 +146,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       storage,
       schemas: () => schemas.entries.map((e) => e.name),
       workers: config.TENANTRY_BACKUP_WORKERS,
+      maxBytesPerSecond: backupRateOf(config.TENANTRY_BACKUP_MAX_RATE, os.availableParallelism()),
+      gzip,
       log,
       events: backupMetrics,
       ...(hooks.afterBackupStep === undefined ? {} : { afterStep: hooks.afterBackupStep }),

@@ -1,3 +1,4 @@
+export { BackgroundGzip, type BackgroundGzipOptions } from "./background-gzip.ts";
 export type { BackupEvents, CountedRestoreKind } from "./backup-events.ts";
 export { downloadBackup, downloadFormat, restoreScript, type DownloadManifest } from "./backup-download.ts";
 export { backupFormat, type BackupManifest } from "./backup-manifest.ts";

@@ -117,17 +117,30 @@ async function loginOfTarget(context: RestoreContext): Promise<{ user: string; p
   return loginOf(box, await getTenant(context.em, restore.tenantId));
 }
 
+/**
+ * Has every service do `work` on the restored database at once (each its
+ * own schema, as provisioning migrates them); once all have ended, the
+ * first failure in the services' order is thrown.
+ */
+async function eachService(context: RestoreContext, work: (service: RestoreContext["schemas"]["entries"][number]) => Promise<void>): Promise<void> {
+  const outcomes = await Promise.allSettled(context.schemas.entries.map(work));
+  const failed = outcomes.find((outcome) => outcome.status === "rejected");
+  if (failed !== undefined) {
+    throw failed.reason;
+  }
+}
+
 /** Has each service migrate the restored database: up to `versions` (service → migration), or to its newest. */
 async function migrateTarget(context: RestoreContext, versions: Map<string, string> | undefined): Promise<void> {
   const { clusters, schemas, restore, migrateTimeoutMs } = context;
   const access = await clusters.access(restore.cluster);
   const target = { host: access.host, port: access.port, database: restore.database, ...(await loginOfTarget(context)) };
   const permissions = versions === undefined ? (await schemas.permissionCatalog()).permissions : [];
-  for (const { name, client } of schemas.entries) {
+  await eachService(context, async ({ name, client }) => {
     const toVersion = versions?.get(name);
     if (versions !== undefined && toVersion === undefined) {
       // Not in the backup: a service added since, migrated with the others at the end.
-      continue;
+      return;
     }
     try {
       await client.migrate({ target, toVersion, permissions }, { timeoutMs: migrateTimeoutMs });
@@ -135,7 +148,7 @@ async function migrateTarget(context: RestoreContext, versions: Map<string, stri
       const cause = ConnectError.from(error);
       throw new ConnectError(`${name} could not migrate the restored database${toVersion === undefined ? "" : ` to ${toVersion}`}: ${cause.rawMessage}`, cause.code);
     }
-  }
+  });
 }
 
 /** Migrates the restored database to the versions the backup was taken at. */
@@ -239,15 +252,15 @@ async function allowConnections(context: RestoreContext, database: string, allow
 
 /** Has every service make the clone's data its own (Auth: new signing keys, no copied sessions). */
 async function adopt(context: RestoreContext): Promise<void> {
-  const { schemas, restore, migrateTimeoutMs } = context;
-  for (const { name, client } of schemas.entries) {
+  const { restore, migrateTimeoutMs } = context;
+  await eachService(context, async ({ name, client }) => {
     try {
       await client.adoptCopy({ tenantId: restore.tenantId, sourceTenantId: restore.sourceTenantId }, { timeoutMs: migrateTimeoutMs });
     } catch (error) {
       const cause = ConnectError.from(error);
       throw new ConnectError(`${name} could not adopt the clone's data: ${cause.rawMessage}`, cause.code);
     }
-  }
+  });
 }
 
 /** Records the clone's versions and makes it ACTIVE. */

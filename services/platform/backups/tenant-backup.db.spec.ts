@@ -6,10 +6,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestServer } from "../../testing/test-server.ts";
+import { BackgroundGzip } from "./background-gzip.ts";
 import { LocalBackupStorage } from "./local-backup-storage.ts";
 import { takeBackup } from "./tenant-backup.ts";
 
 const server = new TestServer();
+const gzip = new BackgroundGzip({ threads: 2 });
 const database = `backup_workers_${randomBytes(4).toString("hex")}`;
 const role = database;
 const password = randomBytes(12).toString("hex");
@@ -35,6 +37,7 @@ afterAll(async () => {
   await server.sql("postgres", `drop database if exists ${database} with (force)`);
   await server.sql("postgres", `drop role if exists ${role}`);
   await server.close();
+  await gzip.close();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -78,6 +81,8 @@ describe("taking a backup", () => {
       storage,
       dataKey: { key: randomBytes(32), sealed: Buffer.alloc(0) },
       workers: 2,
+      maxBytesPerSecond: 0,
+      gzip,
       progress: async ({ tables }) => {
         // The first worker to finish a table waits there until the caller has
         // cleaned up after the failure (or a while, when the backup waits for it).

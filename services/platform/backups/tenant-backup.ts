@@ -1,6 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { pipeline, Readable } from "node:stream";
-import { createGzip } from "node:zlib";
 import pg from "pg";
 import { to as copyTo } from "pg-copy-streams";
 import { readAppliedMigrations } from "../../mesh/index.ts";
@@ -8,6 +7,8 @@ import type { BackupTableRecord } from "../stores/index.ts";
 import { backupFormat, qualifiedName, tableFileName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
 import { fileContext, manifestFile, sealManifest, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
+import type { BackgroundGzip } from "./background-gzip.ts";
+import { BackupPace } from "./backup-pace.ts";
 import { sealStream } from "./sealed-stream.ts";
 import { columnList, countLargeObjects, DigestTap, listSequences, listTables, quoted } from "./tenant-catalog.ts";
 
@@ -32,6 +33,10 @@ export interface TenantBackupRequest {
   dataKey: DataKey;
   /** Connections reading tables at once, the snapshot's own besides. */
   workers: number;
+  /** Table data read per second, all workers together (the raw COPY streams); 0 for no limit. */
+  maxBytesPerSecond: number;
+  /** Where the tables' streams are gzipped. */
+  gzip: BackgroundGzip;
   /** Called as the backup goes: the versions and the number of tables once the snapshot is taken, then after each table. */
   progress: (progress: { schemaVersions: Record<string, string>; tableCount: number; tables: BackupTableRecord[]; sizeBytes: number }) => Promise<void>;
   afterStep?: (step: BackupStep) => void | Promise<void>;
@@ -39,11 +44,13 @@ export interface TenantBackupRequest {
 
 /**
  * Takes a backup of a tenant's database: every table of the service
- * schemas as its binary COPY stream, gzipped (level 1) and encrypted with
+ * schemas as its binary COPY stream, gzipped (level 1, at a low priority:
+ * see {@link BackgroundGzip}) and encrypted with
  * the backup's data key, one file each, then the manifest, then publishes
  * it. All tables are read in one snapshot: a read-only repeatable-read
  * transaction exports it and the workers import it, so writes go on
- * meanwhile and none is half in the backup. Sequences are read after the
+ * meanwhile and none is half in the backup. The tables are read at the
+ * request's pace (see {@link BackupPace}). Sequences are read after the
  * tables (they are not transactional; later values are the safe side).
  * FAILED_PRECONDITION when the database holds large objects. Returns the
  * manifest; the backup is published when it resolves.
@@ -87,6 +94,7 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
     const queue = tables.map((table, index) => ({ table, bytes: catalog[index]!.bytes })).sort((a, b) => b.bytes - a.bytes);
     const done: ManifestTable[] = [];
     let sizeBytes = 0;
+    const pace = new BackupPace(request.maxBytesPerSecond);
     const work = async () => {
       const worker = await open();
       await worker.query("begin isolation level repeatable read read only");
@@ -95,7 +103,7 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
         throw error.code === "42704" ? new ConnectError(snapshotLost, Code.Unavailable) : error;
       });
       for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
-        await copyOut(worker, next.table, request);
+        await copyOut(worker, next.table, request, pace);
         done.push(next.table);
         sizeBytes += next.table.storedBytes;
         await request.progress({ schemaVersions, tableCount: tables.length, tables: done.toSorted((x, y) => x.file.localeCompare(y.file)).map(tableRecord), sizeBytes });
@@ -152,11 +160,11 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
 }
 
 /** Stores one table's COPY stream, recording its rows, digest and stored size on `table`. */
-async function copyOut(client: pg.Client, table: ManifestTable, request: TenantBackupRequest): Promise<void> {
+async function copyOut(client: pg.Client, table: ManifestTable, request: TenantBackupRequest, pace: BackupPace): Promise<void> {
   const source = client.query(copyTo(`copy ${quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`));
   const tap = new DigestTap();
   // A failure anywhere destroys every stream, so the store fails rather than waits; put reports it.
-  const sealed = pipeline(source, tap, createGzip({ level: 1 }), sealStream(request.dataKey.key, fileContext(request.key, table.file)), () => {});
+  const sealed = pipeline(source, pace.through(), tap, request.gzip.stream(), sealStream(request.dataKey.key, fileContext(request.key, table.file)), () => {});
   table.storedBytes = await request.storage.put(request.key, table.file, sealed);
   table.rows = source.rowCount;
   table.sha256 = tap.digest();

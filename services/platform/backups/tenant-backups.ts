@@ -23,6 +23,7 @@ import {
   servedStatuses,
   statusNames,
 } from "../stores/index.ts";
+import type { BackgroundGzip } from "./background-gzip.ts";
 import type { BackupEvents } from "./backup-events.ts";
 import type { BackupManifest } from "./backup-manifest.ts";
 import { manifestFile, newDataKey, openManifest, type DataKey } from "./backup-envelope.ts";
@@ -40,6 +41,10 @@ export interface TenantBackupsOptions {
   schemas: () => string[];
   /** Connections that read tables at once, per backup. */
   workers: number;
+  /** Table data a backup reads per second, its workers together; 0 for no limit. */
+  maxBytesPerSecond?: number;
+  /** Where backups gzip their tables' streams. */
+  gzip: BackgroundGzip;
   log: Logger;
   /** Told as each backup ends. */
   events: BackupEvents;
@@ -126,6 +131,8 @@ export class TenantBackups {
         storage,
         dataKey: newDataKey(box, key),
         workers: this.#options.workers,
+        maxBytesPerSecond: this.#options.maxBytesPerSecond ?? 0,
+        gzip: this.#options.gzip,
         progress: (progress) => (recorded = recorded.then(() => changeBackup(em, id, progress))),
         afterStep: (step) => this.#options.afterStep?.(id, step),
       }).catch(async (failure: unknown) => {

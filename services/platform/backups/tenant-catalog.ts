@@ -55,16 +55,18 @@ export function columnList(columns: ManifestColumn[]): string {
 
 /**
  * What slows a bulk load and is rebuilt faster afterwards: foreign keys,
- * unique and exclusion constraints, and indexes that back no constraint, in
- * the tables of `schemas` (primary keys stay). `drop` sets them aside in a
- * safe order (foreign keys first); `rebuild` makes them again from their
- * definitions (`pg_get_indexdef`, `pg_get_constraintdef`), foreign keys last.
+ * primary keys, unique and exclusion constraints, and indexes that back no
+ * constraint, in the tables of `schemas` (every index: a key of random
+ * UUIDs loaded row by row costs more than the rows). `drop` sets them aside
+ * in a safe order (foreign keys first); `rebuild` makes them again from
+ * their definitions (`pg_get_indexdef`, `pg_get_constraintdef`), foreign
+ * keys last.
  */
 export async function constraintsToSetAside(client: pg.ClientBase, schemas: string[]): Promise<{ drop: string[]; rebuild: string[] }> {
   const { rows: constraints } = await client.query<{ schema: string; table: string; name: string; type: string; definition: string }>(
     `select n.nspname as schema, t.relname as table, con.conname as name, con.contype as type, pg_get_constraintdef(con.oid) as definition
      from pg_constraint con join pg_class t on t.oid = con.conrelid join pg_namespace n on n.oid = t.relnamespace
-     where n.nspname = any($1) and con.contype in ('f', 'u', 'x') order by con.contype = 'f' desc, 1, 2, 3`,
+     where n.nspname = any($1) and con.contype in ('f', 'p', 'u', 'x') order by con.contype = 'f' desc, 1, 2, 3`,
     [schemas],
   );
   const { rows: indexes } = await client.query<{ schema: string; name: string; definition: string }>(
@@ -77,7 +79,7 @@ export async function constraintsToSetAside(client: pg.ClientBase, schemas: stri
   );
   const alter = (c: (typeof constraints)[number]) => `alter table ${quoted({ schema: c.schema, name: c.table })}`;
   const foreign = constraints.filter((c) => c.type === "f");
-  const unique = constraints.filter((c) => c.type !== "f");
+  const keys = constraints.filter((c) => c.type !== "f");
   return {
     drop: [
       ...constraints.map((c) => `${alter(c)} drop constraint ${pg.escapeIdentifier(c.name)}`),
@@ -85,7 +87,7 @@ export async function constraintsToSetAside(client: pg.ClientBase, schemas: stri
     ],
     rebuild: [
       ...indexes.map((i) => i.definition),
-      ...[...unique, ...foreign].map((c) => `${alter(c)} add constraint ${pg.escapeIdentifier(c.name)} ${c.definition}`),
+      ...[...keys, ...foreign].map((c) => `${alter(c)} add constraint ${pg.escapeIdentifier(c.name)} ${c.definition}`),
     ],
   };
 }
