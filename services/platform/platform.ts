@@ -34,6 +34,8 @@ import type { PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
+import { MoveService, moveService } from "./move-service.ts";
+import { SessionWriteFreeze, TenantMoves, type TenantMovesOptions } from "./moves/index.ts";
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
@@ -56,6 +58,8 @@ export interface PlatformHooks {
   afterBackupStep?: TenantBackupsOptions["afterStep"];
   /** See {@link TenantRestoresOptions.afterStep}. */
   afterRestoreStep?: TenantRestoresOptions["afterStep"];
+  /** See {@link TenantMovesOptions.afterStep}. */
+  afterMoveStep?: TenantMovesOptions["afterStep"];
   /** The time the backup schedule and retention go by, instead of the clock's (so that tests move it). */
   backupClock?: () => Date;
   /** Receives the backup schedule, so that a test can run what is due at once (`runDue`). */
@@ -159,6 +163,32 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       events: backupMetrics,
       ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),
     });
+    const moves = new TenantMoves({
+      orm,
+      clusters,
+      schemas,
+      box,
+      locks,
+      audit,
+      backups,
+      // Until services hold frozen tenants' writes themselves, the source database refuses them.
+      freeze: new SessionWriteFreeze(clusters),
+      migrateTimeoutMs: 60_000,
+      keepMs: config.TENANTRY_MOVE_KEEP_MS,
+      cutoverTimeoutMs: 30_000,
+      stallMs: 60_000,
+      pollMs: 100,
+      log,
+      ...(hooks.afterMoveStep === undefined ? {} : { afterStep: hooks.afterMoveStep }),
+    });
+    // Moves under way a stopped Platform left, source databases kept past their time, replication leftovers.
+    const moveSweep = new PeriodicSweep(() => moves.sweep(), {
+      intervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
+      onError: (error) => log.error({ err: error }, "move sweep failed"),
+    });
+    closers.push(() => moveSweep.stop());
+    // Closers run last first: waits of moves under way end, then the sweep waits for what it started.
+    closers.push(() => moves.stop());
     const lifecycle = new TenantLifecycle({
       orm,
       clusters,
@@ -242,6 +272,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         { service: FleetService, impl: fleetService(fleet) },
         { service: BackupService, impl: backupService(backups, restores, audit) },
         { service: TenantBackupService, impl: tenantBackupService(selfServe, audit) },
+        { service: MoveService, impl: moveService(moves, audit) },
       ],
       interceptors: [],
       credentials,
@@ -255,6 +286,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     lifecycle.start();
     backupSweep.start();
     scheduleSweep.start();
+    moveSweep.start();
     const resuming = provisioner.resumeUnfinished().catch((error: unknown) => log.error({ err: error }, "could not resume unfinished tenants"));
     closers.push(() => resuming);
     return meshServer;

@@ -15,6 +15,7 @@ import {
   findExpiredKeeps,
   findLastInPlaceRestore,
   findRestore,
+  findRunningMove,
   findTenant,
   findUnfinishedRestores,
   forgetVersions,
@@ -105,6 +106,11 @@ export class TenantRestores {
         if (await restoreUnderWay(tx, { tenantId: target })) {
           throw new ConnectError(`a restore of tenant "${target}" is under way; wait for it to end`, Code.FailedPrecondition);
         }
+        // Moves take the same lock to check for restores.
+        const moving = await findRunningMove(tx, target);
+        if (moving !== null) {
+          throw new ConnectError(`tenant "${target}" is being moved (move ${moving.id}); restore it once the move has ended`, Code.FailedPrecondition);
+        }
         const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
         await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database });
       });
@@ -138,6 +144,13 @@ export class TenantRestores {
       }
       if (!servedStatuses.includes(tenant.status)) {
         throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
+      }
+      if (tenant.cluster !== restore.cluster) {
+        throw new ConnectError(`tenant "${tenant.id}" has moved to cluster "${tenant.cluster}" since restore "${restore.id}": the restore can no longer be undone`, Code.FailedPrecondition);
+      }
+      const moving = await findRunningMove(em, tenant.id);
+      if (moving !== null) {
+        throw new ConnectError(`tenant "${tenant.id}" is being moved (move ${moving.id}); undo the restore once the move has ended, if it still can be`, Code.FailedPrecondition);
       }
       await changeRestore(em, restore, { undoStep: requested, previousStatus: null, error: null });
     }

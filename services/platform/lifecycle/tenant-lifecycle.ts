@@ -15,6 +15,7 @@ import {
   changeTenant,
   deleteFailedTenant,
   findOffboardingTenants,
+  findRunningMove,
   forgetVersions,
   getTenant,
   startOffboarding,
@@ -122,6 +123,10 @@ export class TenantLifecycle {
         return getTenant(em.fork(), id);
       }
     } else if (tenant.status === statusNames.active || tenant.status === statusNames.suspended) {
+      const moving = await findRunningMove(em, id);
+      if (moving !== null) {
+        throw new ConnectError(`tenant "${id}" is being moved (move ${moving.id}); delete it once the move has ended`, Code.FailedPrecondition);
+      }
       await startOffboarding(em, id, offboardingSteps[0], this.#options.graceMs);
     } else if (tenant.status === statusNames.provisioning) {
       throw new ConnectError(`tenant "${id}" is being provisioned; delete it once it is ACTIVE or FAILED`, Code.FailedPrecondition);

@@ -37,6 +37,27 @@ export {
   type ClusterRecord,
   type ClusterStateName,
 } from "./cluster-store.ts";
+export {
+  changeMove,
+  countArrivingMoves,
+  findExpiredSources,
+  findMove,
+  findRunningMove,
+  findUnfinishedMoves,
+  getMove,
+  insertMove,
+  listMoves,
+  moveModeOf,
+  moveModes,
+  moveStateOf,
+  moveStates,
+  recordMoveProgress,
+  recordSwitch,
+  runningMovesOf,
+  type MoveChange,
+  type MoveModeName,
+  type NewMoveRecord,
+} from "./move-store.ts";
 export { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
 export {
   changeRestore,
