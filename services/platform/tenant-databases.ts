@@ -49,17 +49,22 @@ export async function migrateDatabase(services: TenantDatabaseServices, target: 
 export async function schemaVersionsIn(services: Pick<TenantDatabaseServices, "clusters" | "schemas">, database: TenantDatabase): Promise<Map<string, string>> {
   const client = await services.clusters.connect(database.cluster, database.database, database.login);
   try {
-    const versions = new Map<string, string>();
-    for (const { name } of services.schemas.entries) {
-      const applied = await readAppliedMigrations(client, name);
-      if (applied !== undefined) {
-        versions.set(name, applied.at(-1) ?? "");
-      }
-    }
-    return versions;
+    return await readSchemaVersions(client, services.schemas.entries.map((e) => e.name));
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** Each named service's schema version in the database `client` is connected to, for those that have a schema there. */
+export async function readSchemaVersions(client: pg.ClientBase, services: string[]): Promise<Map<string, string>> {
+  const versions = new Map<string, string>();
+  for (const service of services) {
+    const applied = await readAppliedMigrations(client, service);
+    if (applied !== undefined) {
+      versions.set(service, applied.at(-1) ?? "");
+    }
+  }
+  return versions;
 }
 
 /**

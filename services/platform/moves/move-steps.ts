@@ -10,7 +10,7 @@ import type { Tenant } from "../entities/tenant.ts";
 import { provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
 import type { SchemaServices } from "../schema-services.ts";
 import { changeMove, getTenant, moveModes, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
-import { allowConnections, migrateDatabase, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
+import { allowConnections, migrateDatabase, readSchemaVersions, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
 import {
   createMarkerTable,
   dropMarkerTable,
@@ -26,6 +26,7 @@ import {
   writeMarker,
   type SubscriptionProgress,
 } from "./logical-replication.ts";
+import { endRoleSessions } from "./role-sessions.ts";
 import { compareTables, type ComparedTable } from "./table-comparison.ts";
 import type { FrozenTenant, WriteFreeze } from "./write-freeze.ts";
 
@@ -220,8 +221,14 @@ async function subscribeTarget(context: MoveContext): Promise<void> {
  * workers keep failing with no progress for `stallMs`; UNAVAILABLE past
  * `timeoutMs`, when given, or when Platform stops.
  */
-async function untilReplicated(context: MoveContext, target: pg.ClientBase, done: (progress: SubscriptionProgress) => Promise<boolean>, timeoutMs?: number): Promise<void> {
-  const { em, move, pollMs, stallMs, signal } = context;
+async function untilReplicated(
+  context: MoveContext,
+  target: pg.ClientBase,
+  done: (progress: SubscriptionProgress) => Promise<boolean>,
+  options: { timeoutMs?: number; pollMs?: number } = {},
+): Promise<void> {
+  const { em, move, stallMs, signal } = context;
+  const { timeoutMs, pollMs = context.pollMs } = options;
   const name = replicationName(move.id);
   const started = Date.now();
   let last = await subscriptionProgress(target, name);
@@ -261,15 +268,21 @@ async function initialCopy(context: MoveContext): Promise<void> {
   await inDatabase(context, targetDatabase(context), "admin", (target) => untilReplicated(context, target, async (p) => p.total > 0 && p.ready === p.total));
 }
 
-/** Writes a marker row on the source and waits until it is on the target: the target is at most moments behind. */
-async function catchUp(context: MoveContext, timeoutMs?: number): Promise<void> {
-  const token = await inDatabase(context, sourceDatabase(context), "admin", writeMarker);
-  await inDatabase(context, targetDatabase(context), "admin", (target) => untilReplicated(context, target, () => markerArrived(target, token), timeoutMs));
+/** Writes a marker row on the source and waits until it is on the target: the target has applied everything committed before it. */
+async function awaitMarker(context: MoveContext, source: pg.ClientBase, target: pg.ClientBase, options: { timeoutMs?: number; pollMs?: number } = {}): Promise<void> {
+  const token = await writeMarker(source);
+  await untilReplicated(context, target, () => markerArrived(target, token), options);
+}
+
+/** Waits until the target has caught up with the source (a marker row arrived): the cutover's wait will be short. */
+async function catchUp(context: MoveContext): Promise<void> {
+  await inDatabase(context, sourceDatabase(context), "admin", (source) =>
+    inDatabase(context, targetDatabase(context), "admin", (target) => awaitMarker(context, source, target)),
+  );
 }
 
 /** Refuses a target whose services' schemas are not at the source's versions (a migration ran on one side during the move). */
-async function checkSameVersions(context: MoveContext): Promise<void> {
-  const [source, target] = await Promise.all([sourceVersions(context), schemaVersionsIn(context, targetDatabase(context))]);
+function checkSameVersions(source: Map<string, string>, target: Map<string, string>): void {
   for (const [service, version] of source) {
     if (target.get(service) !== version) {
       throw new ConnectError(
@@ -304,7 +317,8 @@ async function shutSourceOut(context: MoveContext): Promise<void> {
   const { clusters, move, tenant } = context;
   await clusters.admin(move.sourceCluster, async (admin) => {
     await admin.query(`alter role ${pg.escapeIdentifier(tenant.role!)} nologin`);
-    await admin.query("select pg_terminate_backend(pid, 5000) from pg_stat_activity where usename = $1 and backend_type = 'client backend'", [tenant.role]);
+    const { rows } = await admin.query<{ now: Date }>("select clock_timestamp() as now");
+    await endRoleSessions(admin, tenant.role!, rows[0]!.now);
   });
 }
 
@@ -345,27 +359,31 @@ async function copyUnderFreeze(context: MoveContext): Promise<void> {
  * through the change feed. The writes are thawed whatever happens.
  */
 async function cutover(context: MoveContext): Promise<void> {
-  const { em, move, freeze, cutoverTimeoutMs, log } = context;
+  const { em, move, freeze, schemas, cutoverTimeoutMs, log } = context;
+  const online = move.mode === moveModes.online;
   const release = await freeze.freeze(frozenSource(context));
   const frozenAt = Date.now();
   try {
     await context.reached("cutover:frozen");
     await checkStillAtSource(context);
-    const schemas = [...(await sourceVersions(context)).keys()];
-    if (move.mode === moveModes.online) {
-      await catchUp(context, cutoverTimeoutMs);
-      await checkSameVersions(context);
-      await inDatabase(context, sourceDatabase(context), "admin", (source) =>
-        inDatabase(context, targetDatabase(context), "admin", (target) => copySequences(source, target, schemas)),
-      );
-    } else {
+    if (!online) {
       await copyUnderFreeze(context);
-      await checkSameVersions(context);
     }
-    await inDatabase(context, sourceDatabase(context), "owner", (source) =>
-      inDatabase(context, targetDatabase(context), "owner", async (target) =>
-        compareTables(source, target, await movedTables(source, schemas), { digests: move.compareDigests }),
-      ),
+    // Online the admin writes the marker (the tenant's own sessions may be read-only); under freeze the tenant's role reads.
+    const as = online ? "admin" : "owner";
+    await inDatabase(context, sourceDatabase(context), as, (source) =>
+      inDatabase(context, targetDatabase(context), as, async (target) => {
+        if (online) {
+          await awaitMarker(context, source, target, { timeoutMs: cutoverTimeoutMs, pollMs: 5 });
+        }
+        const services = schemas.entries.map((e) => e.name);
+        const versions = await readSchemaVersions(source, services);
+        checkSameVersions(versions, await readSchemaVersions(target, services));
+        if (online) {
+          await copySequences(source, target, [...versions.keys()]);
+        }
+        await compareTables(source, target, await movedTables(source, [...versions.keys()]), { digests: move.compareDigests });
+      }),
     );
     await shutSourceOut(context);
     const switchedAt = new Date();

@@ -1,6 +1,7 @@
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { Migration } from "@mikro-orm/migrations";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BackupService } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { ClusterService, ClusterState } from "../../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { MoveMode, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
 import { MoveService } from "../../../gen/tenantry/platform/v1/move_service_pb.js";
@@ -22,16 +23,43 @@ class AddTicketCounter extends Migration {
 }
 const migrationsWithSequence = [...backendMigrations, { name: "0002-add-ticket-counter", class: AddTicketCounter }];
 
+/** Where moves wait (after the step named, until released) when a spec asks them to. */
+let gate: { step: string; reached: PromiseWithResolvers<void>; release: PromiseWithResolvers<void> } | undefined;
+
+/** Has the next move wait after `step` until released: `reached` resolves once it waits. */
+function holdMovesAfter(step: string): { reached: Promise<void>; release: () => void } {
+  const held = { step, reached: Promise.withResolvers<void>(), release: Promise.withResolvers<void>() };
+  gate = held;
+  return {
+    reached: held.reached.promise,
+    release: () => {
+      gate = undefined;
+      held.release.resolve();
+    },
+  };
+}
+
 let mesh: TestMesh;
 let second: SecondServer;
 let moves: Client<typeof MoveService>;
+let backups: Client<typeof BackupService>;
 let clusters: Client<typeof ClusterService>;
 
 beforeAll(async () => {
   [mesh, second] = await Promise.all([startTestMesh({ services: ["auth", "backend"] }), startSecondServer()]);
   await mesh.restartBackend(migrationsWithSequence);
+  await mesh.restartPlatform({}, {
+    afterMoveStep: async (_moveId, step) => {
+      const held = gate;
+      if (held?.step === step) {
+        held.reached.resolve();
+        await held.release.promise;
+      }
+    },
+  });
   const operator = [operatorCredentialInterceptor(mesh.operatorToken)];
   moves = mesh.client("platform", MoveService, operator);
+  backups = mesh.client("platform", BackupService, operator);
   clusters = mesh.client("platform", ClusterService, operator);
   await clusters.registerCluster(second.registration("second"));
 });
@@ -142,5 +170,141 @@ describe("moves refused", () => {
     const { moves: made } = await moves.listMoves({ tenantId });
     expect(made).toEqual([]);
     expect(await second.sql("postgres", "select datname from pg_database where datname like $1", [`tenant\\_${tenantId.replaceAll("-", "\\_")}%`])).toEqual([]);
+  });
+});
+
+/** Calls clients make against a tenant until stopped, and how each ended. */
+interface Load {
+  /** Titles of the writes acknowledged, each with the id of the entry made. */
+  acknowledged: Map<string, string>;
+  /** Attempts refused with a code that says to retry (UNAVAILABLE), by what was attempted. */
+  retried: { writes: number; reads: number };
+  /** Calls that failed with any other code, or still failed after their retries. */
+  failed: string[];
+  /** Reads that succeeded. */
+  reads: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Writers creating entries (each with a request_id, retried with it on
+ * UNAVAILABLE until answered) and readers listing and getting entries
+ * (retried on UNAVAILABLE), until stopped.
+ */
+function startLoad(tenantId: string, options: { writers: number; readers: number }): Load {
+  const load: Load = { acknowledged: new Map(), retried: { writes: 0, reads: 0 }, failed: [], reads: 0, stop: async () => {} };
+  let stopping = false;
+  const withRetries = async <T>(what: "writes" | "reads", call: () => Promise<T>): Promise<T | undefined> => {
+    for (let attempt = 0; attempt < 200; attempt++) {
+      try {
+        return await call();
+      } catch (error) {
+        const cause = ConnectError.from(error);
+        if (cause.code !== Code.Unavailable) {
+          load.failed.push(`${what}: ${Code[cause.code]} ${cause.rawMessage}`);
+          return undefined;
+        }
+        load.retried[what]++;
+        await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 30));
+      }
+    }
+    load.failed.push(`${what}: still UNAVAILABLE after 200 attempts`);
+    return undefined;
+  };
+  const writer = async (w: number) => {
+    for (let n = 0; !stopping; n++) {
+      const title = `w${w}-${n}`;
+      const requestId = crypto.randomUUID();
+      const created = await withRetries("writes", () => mesh.entries.createEntry({ title, requestId }, headers(tenantId)));
+      if (created !== undefined) {
+        load.acknowledged.set(title, created.entry!.id);
+      }
+    }
+  };
+  const reader = async () => {
+    while (!stopping) {
+      const listed = await withRetries("reads", () => mesh.entries.listEntries({ pageSize: 10 }, headers(tenantId)));
+      const first = listed?.entries[0];
+      if (first !== undefined && (await withRetries("reads", () => mesh.entries.getEntry({ id: first.id }, headers(tenantId)))) !== undefined) {
+        load.reads++;
+      }
+    }
+  };
+  const running = Promise.all([...Array.from({ length: options.writers }, (_, w) => writer(w)), ...Array.from({ length: options.readers }, reader)]);
+  load.stop = async () => {
+    stopping = true;
+    await running;
+  };
+  return load;
+}
+
+describe("an online move under reads and writes", () => {
+  it("loses no acknowledged write, stores each once, refuses only with UNAVAILABLE, and keeps serving another tenant", async () => {
+    const { tenantId } = await populatedTenant("load");
+    const { tenantId: neighbour } = await populatedTenant("neighbour");
+    const load = startLoad(tenantId, { writers: 4, readers: 2 });
+    const neighbourLoad = startLoad(neighbour, { writers: 1, readers: 1 });
+    const hold = holdMovesAfter("initial-copy");
+    const moving = moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE }, { timeoutMs: 120_000 });
+    await hold.reached;
+
+    // While it runs: one move at a time, and no restore or offboarding of it.
+    const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+    expect(tenant.move).toMatchObject({ state: MoveState.RUNNING, targetCluster: "second", mode: MoveMode.ONLINE, step: "subscribe" });
+    const again = await failure(moves.moveTenant({ tenantId, targetCluster: "second" }));
+    expect([again.code, again.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/under way/)]);
+    expect((await failure(mesh.platformClient.deleteTenant({ tenantId }))).code).toBe(Code.FailedPrecondition);
+    const { backup } = await backups.createBackup({ tenantId });
+    expect((await failure(backups.restoreBackup({ backupId: backup!.backupId }))).code).toBe(Code.FailedPrecondition);
+    hold.release();
+
+    const { move } = await moving;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await Promise.all([load.stop(), neighbourLoad.stop()]);
+    expect(move).toMatchObject({ state: MoveState.SUCCEEDED, targetCluster: "second" });
+    expect(load.failed).toEqual([]);
+    expect(neighbourLoad.failed).toEqual([]);
+    expect(neighbourLoad.retried).toEqual({ writes: 0, reads: 0 });
+    expect(load.acknowledged.size).toBeGreaterThan(20);
+    expect(load.reads).toBeGreaterThan(0);
+    const stored = await second.sql<{ title: string; id: string; copies: number }>(
+      move!.targetDatabase,
+      "select title, min(id::text) as id, count(*)::int as copies from backend.entries group by title",
+    );
+    const byTitle = new Map(stored.map((row) => [row.title, row]));
+    for (const [title, id] of load.acknowledged) {
+      expect(byTitle.get(title), `acknowledged write ${title}`).toEqual({ title, id, copies: 1 });
+    }
+    expect(stored.filter((row) => row.copies !== 1)).toEqual([]);
+    console.log(
+      `online move under load: ${load.acknowledged.size} writes acknowledged, ${load.reads} reads; retried ${load.retried.writes} writes and ${load.retried.reads} reads on UNAVAILABLE; writes frozen ${Number(move!.writeFreeze!.seconds) * 1000 + move!.writeFreeze!.nanos / 1e6} ms`,
+    );
+  });
+});
+
+describe("a move that fails", () => {
+  it("is rolled back before its switch: the tenant served and writable on its source, nothing left on the target", async () => {
+    const { tenantId, database } = await populatedTenant("rollback");
+    const hold = holdMovesAfter("catch-up");
+    const moving = failure(moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE }));
+    await hold.reached;
+    const { move: running } = await moves.getMove({ moveId: (await moves.listMoves({ tenantId })).moves[0]!.moveId });
+    // A row only the target has: the cutover's comparison must refuse to switch.
+    await second.sql(running!.targetDatabase, "insert into backend.entries (id, title) values (gen_random_uuid(), 'only on the target')");
+    hold.release();
+    const error = await moving;
+    expect([error.code, error.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/rolled back: table backend\.entries has 3 rows on the source and 4 on the target/)]);
+    const { moves: [move] } = await moves.listMoves({ tenantId });
+    expect(move).toMatchObject({ state: MoveState.FAILED, step: "rollback" });
+    const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+    expect([tenant.cluster, tenant.database, tenant.move]).toEqual(["default", database, undefined]);
+    await mesh.entries.createEntry({ title: "after the rollback" }, headers(tenantId));
+    expect(await titles(tenantId)).toEqual(["after the rollback", "first", "second", "third"]);
+    expect(await second.sql("postgres", "select datname from pg_database where datname = $1 union all select rolname from pg_roles where rolname = $2", [move!.targetDatabase, database])).toEqual([]);
+    expect(await replicationLeftovers("default")).toEqual([]);
+    expect(await replicationLeftovers("second")).toEqual([]);
+    expect(await mesh.sql(database, "select count(*)::int as n from pg_publication")).toEqual([{ n: 0 }]);
+    const events = (await mesh.platformClient.listAuditEvents({ tenantId })).events.map((e) => e.action);
+    expect(events).toContain("RollBackMove");
   });
 });

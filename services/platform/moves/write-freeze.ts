@@ -1,6 +1,6 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import type { ClusterRegistry } from "../cluster-registry.ts";
+import { endRoleSessions } from "./role-sessions.ts";
 
 /** The tenant whose writes are frozen, where it is served from while they are. */
 export interface FrozenTenant {
@@ -26,9 +26,6 @@ export interface WriteFreeze {
   thaw(tenant: FrozenTenant): Promise<void>;
 }
 
-/** How often the tenant's sessions are looked for again while the freeze waits for them to be gone. */
-const sessionPollMs = 20;
-
 /**
  * A write freeze the tenant's database enforces itself: the tenant's role
  * has its new sessions start read-only (`default_transaction_read_only`),
@@ -50,7 +47,7 @@ export class SessionWriteFreeze implements WriteFreeze {
       await admin.query(`alter role ${pg.escapeIdentifier(tenant.role)} set default_transaction_read_only = on`);
       // Sessions that began after this moment read the setting; those before are ended.
       const { rows } = await admin.query<{ now: Date }>("select clock_timestamp() as now");
-      await endSessions(admin, tenant.role, rows[0]!.now);
+      await endRoleSessions(admin, tenant.role, rows[0]!.now);
     });
     let released = false;
     return async () => {
@@ -74,22 +71,7 @@ export class SessionWriteFreeze implements WriteFreeze {
       await admin.query(`alter role ${pg.escapeIdentifier(tenant.role)} reset default_transaction_read_only`);
       // Its sessions opened meanwhile are read-only for good: end them too.
       const now = await admin.query<{ now: Date }>("select clock_timestamp() as now");
-      await endSessions(admin, tenant.role, now.rows[0]!.now);
+      await endRoleSessions(admin, tenant.role, now.rows[0]!.now);
     });
-  }
-}
-
-/**
- * Ends the role's sessions that began by `before`, until none is left: a
- * session that was starting as they were looked for shows up a moment later.
- */
-async function endSessions(admin: pg.ClientBase, role: string, before: Date): Promise<void> {
-  for (let quiet = 0; quiet < 2; ) {
-    const { rowCount } = await admin.query(
-      "select pg_terminate_backend(pid, 5000) from pg_stat_activity where usename = $1 and backend_start <= $2 and pid <> pg_backend_pid() and backend_type = 'client backend'",
-      [role, before],
-    );
-    quiet = rowCount === 0 ? quiet + 1 : 0;
-    await sleep(sessionPollMs);
   }
 }
