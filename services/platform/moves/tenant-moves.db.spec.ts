@@ -83,12 +83,15 @@ async function populatedTenant(prefix: string): Promise<{ tenantId: string; data
   return { tenantId: tenant.tenantId, database: tenant.database };
 }
 
-/** The tenant's entry titles as Backend serves them (retrying while a stale route meets the closed source). */
-async function titles(tenantId: string): Promise<string[]> {
+/**
+ * Retries a call while it fails UNAVAILABLE: a service that has not yet
+ * heard of the tenant's new route (the change feed tells it moments later)
+ * meets the closed source meanwhile.
+ */
+async function retried<T>(call: () => Promise<T>): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
-      const { entries } = await mesh.entries.listEntries({ pageSize: 500 }, headers(tenantId));
-      return entries.map((e) => e.title).sort();
+      return await call();
     } catch (error) {
       if (ConnectError.from(error).code !== Code.Unavailable || attempt > 50) {
         throw error;
@@ -96,6 +99,12 @@ async function titles(tenantId: string): Promise<string[]> {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
+}
+
+/** The tenant's entry titles as Backend serves them. */
+async function titles(tenantId: string): Promise<string[]> {
+  const { entries } = await retried(() => mesh.entries.listEntries({ pageSize: 500 }, headers(tenantId)));
+  return entries.map((e) => e.title).sort();
 }
 
 /** What moves leave on a server: replication slots, subscriptions and publications named after moves. */
@@ -127,8 +136,8 @@ describe("a move under freeze", () => {
     const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
     expect([tenant.status, tenant.cluster, tenant.database, tenant.move]).toEqual([TenantStatus.ACTIVE, "second", move!.targetDatabase, undefined]);
     expect(await titles(tenantId)).toEqual(["first", "second", "third"]);
-    await mesh.entries.createEntry({ title: "after the move" }, headers(tenantId));
-    expect(await mesh.login(tenantId, owner)).toMatch(/^ey/);
+    await retried(() => mesh.entries.createEntry({ title: "after the move" }, headers(tenantId)));
+    expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
     expect(await sqlOn("default", "postgres", "select datallowconn from pg_database where datname = $1", [database])).toEqual([{ datallowconn: false }]);
     await second.sql(move!.targetDatabase, "insert into backend.tickets (note) values ('after the move')");
     expect(await second.sql(move!.targetDatabase, "select number::int from backend.tickets order by number")).toEqual([1, 2, 3, 4, 5, 6].map((number) => ({ number })));
@@ -145,7 +154,7 @@ describe("an online move", () => {
     const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
     expect([tenant.cluster, tenant.database]).toEqual(["second", move!.targetDatabase]);
     expect(await titles(tenantId)).toEqual(["first", "second", "third"]);
-    expect(await mesh.login(tenantId, owner)).toMatch(/^ey/);
+    expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
     expect(await replicationLeftovers("default")).toEqual([]);
     expect(await replicationLeftovers("second")).toEqual([]);
     await second.sql(move!.targetDatabase, "insert into backend.tickets (note) values ('after the move')");
@@ -298,7 +307,7 @@ describe("a move that fails", () => {
     expect(move).toMatchObject({ state: MoveState.FAILED, step: "rollback" });
     const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
     expect([tenant.cluster, tenant.database, tenant.move]).toEqual(["default", database, undefined]);
-    await mesh.entries.createEntry({ title: "after the rollback" }, headers(tenantId));
+    await retried(() => mesh.entries.createEntry({ title: "after the rollback" }, headers(tenantId)));
     expect(await titles(tenantId)).toEqual(["after the rollback", "first", "second", "third"]);
     expect(await second.sql("postgres", "select datname from pg_database where datname = $1 union all select rolname from pg_roles where rolname = $2", [move!.targetDatabase, database])).toEqual([]);
     expect(await replicationLeftovers("default")).toEqual([]);
