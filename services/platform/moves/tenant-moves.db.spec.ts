@@ -39,6 +39,17 @@ function holdMovesAfter(step: string): { reached: Promise<void>; release: () => 
   };
 }
 
+/** Platform's hooks in this spec: moves wait at the gate. */
+const hooks = {
+  afterMoveStep: async (_moveId: string, step: string) => {
+    const held = gate;
+    if (held?.step === step) {
+      held.reached.resolve();
+      await held.release.promise;
+    }
+  },
+};
+
 let mesh: TestMesh;
 let second: SecondServer;
 let moves: Client<typeof MoveService>;
@@ -48,15 +59,7 @@ let clusters: Client<typeof ClusterService>;
 beforeAll(async () => {
   [mesh, second] = await Promise.all([startTestMesh({ services: ["auth", "backend"] }), startSecondServer()]);
   await mesh.restartBackend(migrationsWithSequence);
-  await mesh.restartPlatform({}, {
-    afterMoveStep: async (_moveId, step) => {
-      const held = gate;
-      if (held?.step === step) {
-        held.reached.resolve();
-        await held.release.promise;
-      }
-    },
-  });
+  await mesh.restartPlatform({}, hooks);
   const operator = [operatorCredentialInterceptor(mesh.operatorToken)];
   moves = mesh.client("platform", MoveService, operator);
   backups = mesh.client("platform", BackupService, operator);
@@ -118,12 +121,20 @@ async function replicationLeftovers(cluster: string): Promise<string[]> {
 }
 
 describe("clusters and online moves", () => {
-  it("says of each cluster whether tenants can be moved from and to it online", async () => {
+  it("says of each cluster whether tenants can be moved from and to it online, and why not", async () => {
+    await second.sql("postgres", "create role plain_admin login password 'plain-admin-password' createdb createrole");
+    await clusters.registerCluster(second.registration("plain", { adminUser: "plain_admin", adminPassword: "plain-admin-password" }));
     const { clusters: listed } = await clusters.listClusters({});
     expect(listed.map((c) => [c.name, c.onlineMoveSource, c.onlineMoveTarget, c.onlineMoveNote])).toEqual([
       ["default", true, true, ""],
+      ["plain", false, false, expect.stringMatching(/^not a source: the admin role "plain_admin" is not a superuser .*\. not a target: as above$/)],
       ["second", true, true, ""],
     ]);
+    const { tenantId } = await populatedTenant("plain");
+    const online = await failure(moves.moveTenant({ tenantId, targetCluster: "plain", mode: MoveMode.ONLINE }));
+    expect([online.code, online.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/an online move is not possible: cluster "plain" not a source.*superuser/)]);
+    expect((await moves.listMoves({ tenantId })).moves).toEqual([]);
+    await clusters.registerCluster(second.registration("plain", { adminUser: "plain_admin", adminPassword: "plain-admin-password", state: ClusterState.DRAINING }));
   });
 });
 
@@ -147,8 +158,8 @@ describe("a move under freeze", () => {
 describe("an online move", () => {
   it("copies the tenant while it is served, switches its route, and leaves no replication behind", async () => {
     const { tenantId, database } = await populatedTenant("online");
-    const { move } = await moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE });
-    expect(move).toMatchObject({ state: MoveState.SUCCEEDED, mode: MoveMode.ONLINE, step: "close-source", sourceDatabase: database });
+    const { move } = await moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE, compareDigests: true });
+    expect(move).toMatchObject({ state: MoveState.SUCCEEDED, mode: MoveMode.ONLINE, step: "close-source", sourceDatabase: database, compareDigests: true });
     expect(move!.tableCount).toBeGreaterThan(0);
     expect(move!.tablesCopied).toBe(move!.tableCount);
     const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
@@ -315,5 +326,23 @@ describe("a move that fails", () => {
     expect(await mesh.sql(database, "select count(*)::int as n from pg_publication")).toEqual([{ n: 0 }]);
     const events = (await mesh.platformClient.listAuditEvents({ tenantId })).events.map((e) => e.action);
     expect(events).toContain("RollBackMove");
+  });
+});
+
+describe("a moved tenant's source", () => {
+  beforeAll(() => mesh.restartPlatform({ TENANTRY_MOVE_KEEP_MS: "0", TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: "200" }, hooks));
+  afterAll(() => mesh.restartPlatform({}, hooks));
+
+  it("is dropped once kept TENANTRY_MOVE_KEEP_MS, with the tenant's role on that cluster", async () => {
+    const { tenantId, database } = await populatedTenant("dropped");
+    const { move } = await moves.moveTenant({ tenantId, targetCluster: "second" });
+    expect(move!.mode).toBe(MoveMode.ONLINE);
+    const deadline = Date.now() + 20_000;
+    while (!(await moves.getMove({ moveId: move!.moveId })).move!.sourceDropped && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await moves.getMove({ moveId: move!.moveId })).move!.sourceDropped).toBe(true);
+    expect(await mesh.sql("postgres", "select datname from pg_database where datname = $1 union all select rolname from pg_roles where rolname = $1", [database])).toEqual([]);
+    expect(await titles(tenantId)).toEqual(["first", "second", "third"]);
   });
 });

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { MikroORM } from "@mikro-orm/postgresql";
+import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import { MoveMode } from "../../../gen/tenantry/platform/v1/move_pb.js";
 import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
@@ -150,7 +150,7 @@ export class TenantMoves {
       );
     }
     for (const move of await findExpiredSources(em, new Date())) {
-      await this.#dropSource(move).catch((error: unknown) => log.warn({ err: error, moveId: move.id }, "could not drop the database a move left; will retry"));
+      await this.#dropSource(em, move).catch((error: unknown) => log.warn({ err: error, moveId: move.id }, "could not drop the database a move left; will retry"));
     }
     await this.#removeLeftovers();
   }
@@ -288,9 +288,8 @@ export class TenantMoves {
   }
 
   /** Drops a moved tenant's source database, and its role there unless the tenant has come back to that cluster since. */
-  async #dropSource(move: Move): Promise<void> {
-    const { orm, clusters, log } = this.#options;
-    const em = orm.em.fork();
+  async #dropSource(em: EntityManager, move: Move): Promise<void> {
+    const { clusters, log } = this.#options;
     await clusters.dropDatabase(move.sourceCluster, move.sourceDatabase);
     const tenant = await findTenant(em, move.tenantId);
     if (tenant?.role != null && tenant.cluster !== move.sourceCluster) {
