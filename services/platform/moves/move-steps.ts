@@ -394,19 +394,33 @@ async function cutover(context: MoveContext): Promise<void> {
   }
 }
 
-/** Removes the subscription, the replication slot, the publication and the marker tables, wherever they are. */
+/**
+ * Removes the subscription, the replication slot, the publication and the
+ * marker tables, wherever they are. Each is tried even when another fails
+ * (the slot above all, which keeps the source's WAL while it lasts); then
+ * the first failure is thrown, and the step is tried again later.
+ */
 async function removeReplication(context: MoveContext): Promise<void> {
   const { move, clusters } = context;
   const name = replicationName(move.id);
-  await inExistingDatabase(context, targetDatabase(context), async (target) => {
-    await dropSubscription(target, name);
-    await dropMarkerTable(target);
-  });
-  await clusters.admin(move.sourceCluster, (admin) => dropSlot(admin, name));
-  await inExistingDatabase(context, sourceDatabase(context), async (source) => {
-    await dropPublication(source, name);
-    await dropMarkerTable(source);
-  });
+  const failures: unknown[] = [];
+  const attempt = (work: () => Promise<void>) => work().catch((error: unknown) => void failures.push(error));
+  await attempt(() =>
+    inExistingDatabase(context, targetDatabase(context), async (target) => {
+      await dropSubscription(target, name);
+      await dropMarkerTable(target);
+    }),
+  );
+  await attempt(() => clusters.admin(move.sourceCluster, (admin) => dropSlot(admin, name)));
+  await attempt(() =>
+    inExistingDatabase(context, sourceDatabase(context), async (source) => {
+      await dropPublication(source, name);
+      await dropMarkerTable(source);
+    }),
+  );
+  if (failures.length > 0) {
+    throw failures[0];
+  }
 }
 
 /** What each step does. */

@@ -175,7 +175,7 @@ describe("an online move", () => {
 });
 
 describe("moves refused", () => {
-  it("refuses before making anything: an unknown, draining, full or own cluster, a tenant not ACTIVE", async () => {
+  it("refuses before making anything: an unknown, draining, full or own cluster (or its server under another name), a tenant not ACTIVE", async () => {
     const { tenantId } = await populatedTenant("refused");
     expect((await failure(moves.moveTenant({ tenantId, targetCluster: "nowhere" }))).code).toBe(Code.NotFound);
     expect((await failure(moves.moveTenant({ tenantId, targetCluster: "default" }))).code).toBe(Code.InvalidArgument);
@@ -185,6 +185,10 @@ describe("moves refused", () => {
     await clusters.registerCluster(second.registration("tiny", { capacity: 1 }));
     await mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId("filler"), cluster: "tiny" });
     expect((await failure(moves.moveTenant({ tenantId, targetCluster: "tiny" }))).code).toBe(Code.ResourceExhausted);
+    const shared = new URL(mesh.databaseUrl("postgres"));
+    await clusters.registerCluster({ ...second.registration("alias"), port: Number(shared.port), adminPassword: decodeURIComponent(shared.password) });
+    const alias = await failure(moves.moveTenant({ tenantId, targetCluster: "alias" }));
+    expect([alias.code, alias.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/same PostgreSQL server/)]);
     await mesh.platformClient.suspendTenant({ tenantId });
     expect((await failure(moves.moveTenant({ tenantId, targetCluster: "second" }))).code).toBe(Code.FailedPrecondition);
     const { moves: made } = await moves.listMoves({ tenantId });

@@ -91,6 +91,7 @@ export class TenantMoves {
       throw new ConnectError(`tenant "${tenant.id}" is on cluster "${tenant.cluster}" already`, Code.InvalidArgument);
     }
     await this.#checkTarget(request.targetCluster);
+    await this.#checkDistinctServers(tenant.cluster, request.targetCluster);
     const running = await findRunningMove(em, tenant.id);
     if (running !== null) {
       throw new ConnectError(`a move of tenant "${tenant.id}" is under way (move ${running.id}, after ${running.step}); wait for it to end`, Code.FailedPrecondition);
@@ -173,6 +174,25 @@ export class TenantMoves {
     const arriving = await countArrivingMoves(em, name);
     if (target.cluster.capacity - target.tenantCount - arriving <= 0) {
       throw new ConnectError(`cluster "${name}" is full (${target.tenantCount} tenants, ${arriving} arriving, capacity ${target.cluster.capacity}); raise its capacity or choose another`, Code.ResourceExhausted);
+    }
+  }
+
+  /**
+   * FAILED_PRECONDITION when both clusters are the same PostgreSQL server
+   * (registered twice): the tenant's role is one there, and a move would
+   * shut the tenant out of both databases. Known by the server's system
+   * identifier where the admin may read it, else by address.
+   */
+  async #checkDistinctServers(source: string, target: string): Promise<void> {
+    const { clusters } = this.#options;
+    const identity = async (name: string) => {
+      const access = await clusters.access(name);
+      return clusters
+        .admin(name, async (admin) => (await admin.query<{ id: string }>("select system_identifier::text as id from pg_control_system()")).rows[0]!.id)
+        .catch(() => `${access.host}:${access.port}`);
+    };
+    if ((await identity(source)) === (await identity(target))) {
+      throw new ConnectError(`clusters "${source}" and "${target}" are the same PostgreSQL server: a tenant cannot be moved between them`, Code.FailedPrecondition);
     }
   }
 

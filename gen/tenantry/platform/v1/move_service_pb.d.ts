@@ -217,12 +217,14 @@ export declare const MoveService: GenService<{
    * Errors: INVALID_ARGUMENT for a malformed field or the tenant's own
    * cluster as target; NOT_FOUND for an unknown tenant or target cluster;
    * FAILED_PRECONDITION when the tenant is not ACTIVE (suspended,
-   * offboarding, being provisioned), a move
-   * or in-place restore of it is under way, the target is draining, or
-   * MOVE_MODE_ONLINE was asked for where it is not possible (the message
-   * says why); RESOURCE_EXHAUSTED when the target is full; UNAVAILABLE when
-   * a cluster or service cannot be reached (the move goes on or rolls back
-   * by itself; see GetMove).
+   * offboarding, being provisioned), a move or in-place restore of it is
+   * under way, the target is draining or is the tenant's own server
+   * registered under another name, or MOVE_MODE_ONLINE was asked for where
+   * it is not possible (the message says why), or when the move failed and
+   * was rolled back (the message says why: the sides differed at the
+   * cutover, a schema migration ran meanwhile, ...); RESOURCE_EXHAUSTED
+   * when the target is full; UNAVAILABLE when a cluster or service cannot
+   * be reached (the move goes on or rolls back by itself; see GetMove).
    *
    * @generated from rpc tenantry.platform.v1.MoveService.MoveTenant
    */
