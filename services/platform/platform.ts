@@ -34,6 +34,7 @@ import type { PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
+import { observeMoves } from "./move-metrics.ts";
 import { MoveService, moveService } from "./move-service.ts";
 import { SessionWriteFreeze, TenantMoves, type TenantMovesOptions } from "./moves/index.ts";
 import { PeriodicSweep } from "./periodic-sweep.ts";
@@ -251,6 +252,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     closers.push(() => feed.close());
     const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
     closers.push(observePlatform(telemetry.meter, { orm, fleet, log }));
+    closers.push(observeMoves(telemetry.meter, { orm, clusters, log }));
     const meshServer = await startMeshServer({
       name: "platform",
       services: [

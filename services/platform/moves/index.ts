@@ -1,3 +1,4 @@
+export { moveIdOf, replicationPrefix } from "./logical-replication.ts";
 export { moveSteps, requested, rollingBack, type MoveStep } from "./move-steps.ts";
 export { onlineMoveSupport, type OnlineMoveSupport } from "./online-move-support.ts";
 export { TenantMoves, type MoveRequest, type TenantMovesOptions } from "./tenant-moves.ts";

@@ -268,23 +268,33 @@ describe("an online move under reads and writes", () => {
     const { tenantId: neighbour } = await populatedTenant("neighbour");
     const load = startLoad(tenantId, { writers: 4, readers: 2 });
     const neighbourLoad = startLoad(neighbour, { writers: 1, readers: 1 });
-    const hold = holdMovesAfter("initial-copy");
-    const moving = moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE }, { timeoutMs: 120_000 });
-    await hold.reached;
+    let move: Awaited<ReturnType<typeof moves.moveTenant>>["move"];
+    try {
+      const hold = holdMovesAfter("initial-copy");
+      const moving = moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE }, { timeoutMs: 120_000 });
+      await hold.reached;
+      try {
+        // While it runs: one move at a time, and no restore or offboarding of it.
+        const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+        expect(tenant.move).toMatchObject({ state: MoveState.RUNNING, targetCluster: "second", mode: MoveMode.ONLINE, step: "subscribe" });
+        const again = await failure(moves.moveTenant({ tenantId, targetCluster: "second" }));
+        expect([again.code, again.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/under way/)]);
+        expect((await failure(mesh.platformClient.deleteTenant({ tenantId }))).code).toBe(Code.FailedPrecondition);
+        const metrics = (await (await fetch(`http://127.0.0.1:${mesh.platform.httpPort}/metrics`)).text()).split("\n");
+        expect(metrics).toContain('tenantry_moves_running{mode="online"} 1');
+        expect(metrics).toContain('tenantry_moves_slots{cluster="default"} 1');
+        expect(Number(metrics.find((l) => l.startsWith('tenantry_moves_slot_age_max_seconds{cluster="default"}'))?.split(" ").at(-1))).toBeGreaterThan(0);
+        const { backup } = await backups.createBackup({ tenantId });
+        expect((await failure(backups.restoreBackup({ backupId: backup!.backupId }))).code).toBe(Code.FailedPrecondition);
+      } finally {
+        hold.release();
+      }
 
-    // While it runs: one move at a time, and no restore or offboarding of it.
-    const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
-    expect(tenant.move).toMatchObject({ state: MoveState.RUNNING, targetCluster: "second", mode: MoveMode.ONLINE, step: "subscribe" });
-    const again = await failure(moves.moveTenant({ tenantId, targetCluster: "second" }));
-    expect([again.code, again.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/under way/)]);
-    expect((await failure(mesh.platformClient.deleteTenant({ tenantId }))).code).toBe(Code.FailedPrecondition);
-    const { backup } = await backups.createBackup({ tenantId });
-    expect((await failure(backups.restoreBackup({ backupId: backup!.backupId }))).code).toBe(Code.FailedPrecondition);
-    hold.release();
-
-    const { move } = await moving;
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    await Promise.all([load.stop(), neighbourLoad.stop()]);
+      ({ move } = await moving);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      await Promise.all([load.stop(), neighbourLoad.stop()]);
+    }
     expect(move).toMatchObject({ state: MoveState.SUCCEEDED, targetCluster: "second" });
     expect(load.failed).toEqual([]);
     expect(neighbourLoad.failed).toEqual([]);
@@ -312,10 +322,13 @@ describe("a move that fails", () => {
     const hold = holdMovesAfter("catch-up");
     const moving = failure(moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE }));
     await hold.reached;
-    const { move: running } = await moves.getMove({ moveId: (await moves.listMoves({ tenantId })).moves[0]!.moveId });
-    // A row only the target has: the cutover's comparison must refuse to switch.
-    await second.sql(running!.targetDatabase, "insert into backend.entries (id, title) values (gen_random_uuid(), 'only on the target')");
-    hold.release();
+    try {
+      const { move: running } = await moves.getMove({ moveId: (await moves.listMoves({ tenantId })).moves[0]!.moveId });
+      // A row only the target has: the cutover's comparison must refuse to switch.
+      await second.sql(running!.targetDatabase, "insert into backend.entries (id, title) values (gen_random_uuid(), 'only on the target')");
+    } finally {
+      hold.release();
+    }
     const error = await moving;
     expect([error.code, error.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/rolled back: table backend\.entries has 3 rows on the source and 4 on the target/)]);
     const { moves: [move] } = await moves.listMoves({ tenantId });

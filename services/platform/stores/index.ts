@@ -40,6 +40,7 @@ export {
 export {
   changeMove,
   countArrivingMoves,
+  countRunningMoves,
   findExpiredSources,
   findMove,
   findRunningMove,

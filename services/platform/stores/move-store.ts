@@ -107,6 +107,12 @@ export function countArrivingMoves(em: EntityManager, cluster: string): Promise<
   return em.count(Move, { targetCluster: cluster, state: moveStates.running });
 }
 
+/** How many moves are under way, by mode. */
+export async function countRunningMoves(em: EntityManager): Promise<Map<string, number>> {
+  const rows = await em.execute<{ mode: string; n: number }[]>("select mode, count(*)::int as n from platform.moves where state = ? group by mode", [moveStates.running]);
+  return new Map(rows.map((row) => [row.mode, row.n]));
+}
+
 /** Moves a Platform left under way, oldest first. */
 export function findUnfinishedMoves(em: EntityManager): Promise<Move[]> {
   return em.find(Move, { state: moveStates.running }, { orderBy: { createdAt: "asc" } });
