@@ -8,7 +8,11 @@ import pg from "pg";
 import { EntrySchema, EntryService, GetEntryResponseSchema } from "../gen/tenantry/backend/v1/entry_service_pb.js";
 
 const method = EntryService.method.getEntry;
-const pool = new pg.Pool({ connectionString: process.env.BASELINE_DATABASE_URL, max: Number(process.env.BASELINE_POOL_MAX ?? 20) });
+const pool = new pg.Pool({
+  connectionString: process.env.BASELINE_DATABASE_URL,
+  max: Number(process.env.BASELINE_POOL_MAX ?? 20),
+  idleTimeoutMillis: Number(process.env.BASELINE_IDLE_TIMEOUT_MS ?? 10_000),
+});
 const server = new grpc.Server();
 server.addService(
   {

@@ -1,9 +1,11 @@
 // GetEntry load over gRPC for the benchmarks: callers round-robin over
-// tenants' entries, with the server's CPU time and memory read from /proc.
+// tenants' entries, with the CPU time of the server, of the callers, of
+// PostgreSQL and of the rest of the machine, and memory, read from /proc.
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { readFile } from "node:fs/promises";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
+import { startCpuMeter, type CpuUse } from "./cpu-meter.ts";
 
 /** An entry to read, with its tenant and an access token of that tenant. */
 export interface Target {
@@ -18,20 +20,26 @@ export interface Round {
   errors: number;
   latencies: number[];
   seconds: number;
-  /** CPU seconds the server process used during the round. */
-  cpu: number;
+  /** CPU seconds used during the round, by whom. */
+  cpu: CpuUse;
 }
 
-/** CPU seconds (user + system) a process has used so far. */
-export async function cpuSeconds(pid: number): Promise<number> {
-  const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+/** What {@link driveGetEntry} drives. */
+export interface GetEntryLoad {
+  targets: Target[];
+  /** Callers, each waiting for its answer before its next call. */
+  concurrency: number;
+  /** Seconds. */
+  duration: number;
+  /** The server's process id, for its CPU time. */
+  serverPid: number;
+  /** PostgreSQL's postmaster, for the CPU time of PostgreSQL. */
+  postmasterPid: number;
 }
 
 /** Drives GetEntry at `address` with `concurrency` callers for `duration` s, round-robin over the targets. */
-export async function driveGetEntry(address: string, options: { targets: Target[]; concurrency: number; duration: number; serverPid: number }): Promise<Round> {
+export async function driveGetEntry(address: string, options: GetEntryLoad): Promise<Round> {
   const { targets } = options;
-  const cpuBefore = await cpuSeconds(options.serverPid);
   const client = new grpc.Client(address, grpc.credentials.createInsecure());
   const method = EntryService.method.getEntry;
   const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
@@ -43,6 +51,9 @@ export async function driveGetEntry(address: string, options: { targets: Target[
     return md;
   });
   const requests = targets.map((t) => create(method.input, { id: t.id }));
+  // The channel connects before the clock starts.
+  await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 10_000, (error) => (error ? reject(error) : resolve())));
+  const cpuUsed = await startCpuMeter(options.serverPid, options.postmasterPid);
   let next = 0;
   let errors = 0;
   const latencies: number[] = [];
@@ -68,18 +79,53 @@ export async function driveGetEntry(address: string, options: { targets: Target[
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
+  const cpu = await cpuUsed();
   client.close();
-  return { calls: latencies.length, errors, latencies, seconds: elapsed, cpu: (await cpuSeconds(options.serverPid)) - cpuBefore };
+  return { calls: latencies.length, errors, latencies, seconds: elapsed, cpu };
 }
 
-/** Throughput, latency quantiles (ms), errors and server CPU per call over rounds. */
-export function summarize(rounds: Round[]) {
+/** Rounds of one server summed up. */
+export interface Summary {
+  /** Calls per second over all rounds. */
+  rps: number;
+  /** Latency quantiles, ms. */
+  p50: number;
+  p99: number;
+  errors: number;
+  calls: number;
+  /** Server CPU per call, ms. */
+  cpuPerCall: number;
+  /** PostgreSQL CPU per call, ms. */
+  postgresPerCall: number;
+  /** The server's read and write system calls per call. */
+  readsPerCall: number;
+  writesPerCall: number;
+  /** The callers' CPU per call, ms. */
+  clientPerCall: number;
+  /** Cores the rest of the machine kept busy during the rounds, on average. */
+  othersCores: number;
+}
+
+/** Throughput, latency quantiles (ms), errors and CPU per call over rounds. */
+export function summarize(rounds: Round[]): Summary {
   const latencies = rounds.flatMap((r) => r.latencies).sort((a, b) => a - b);
   const calls = rounds.reduce((n, r) => n + r.calls, 0);
   const secs = rounds.reduce((n, r) => n + r.seconds, 0);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))]!;
-  const cpu = rounds.reduce((n, r) => n + r.cpu, 0);
-  return { rps: calls / secs, p50: q(0.5), p99: q(0.99), errors: rounds.reduce((n, r) => n + r.errors, 0), calls, cpuPerCall: (cpu * 1000) / calls };
+  const sum = (key: keyof CpuUse) => rounds.reduce((n, r) => n + r.cpu[key], 0);
+  return {
+    rps: calls / secs,
+    p50: q(0.5),
+    p99: q(0.99),
+    errors: rounds.reduce((n, r) => n + r.errors, 0),
+    calls,
+    cpuPerCall: (sum("server") * 1000) / calls,
+    postgresPerCall: (sum("postgres") * 1000) / calls,
+    clientPerCall: (sum("client") * 1000) / calls,
+    readsPerCall: sum("serverReads") / calls,
+    writesPerCall: sum("serverWrites") / calls,
+    othersCores: sum("others") / secs,
+  };
 }
 
 /** A process's resident memory now and at its peak, in MB. */

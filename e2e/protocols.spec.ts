@@ -1,6 +1,7 @@
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { execFile } from "node:child_process";
+import diagnostics from "node:diagnostics_channel";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
@@ -36,6 +37,29 @@ describe("every protocol reaches the same implementation", () => {
       expect(rows).toEqual([{ title: name }]);
     });
   }
+
+  it("serves reads as HTTP GET to Connect clients that ask (NO_SIDE_EFFECTS), and writes as POST", async () => {
+    const client = createClient(
+      EntryService,
+      createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.backend.httpPort}`, httpVersion: "1.1", useHttpGet: true, interceptors: [mesh.accessTokens.interceptor()] }),
+    );
+    const headers = { "x-tenant-id": tenantId };
+    // What reached Backend's HTTP listener (in this process), as Node's HTTP server took it.
+    const received: string[] = [];
+    const record = (message: unknown) => {
+      const { request } = message as { request: { method: string; url: string } };
+      received.push(`${request.method} ${request.url.split("?")[0]}`);
+    };
+    diagnostics.subscribe("http.server.request.start", record);
+    try {
+      const { entry } = await client.createEntry({ title: "read by GET" }, { headers });
+      const read = await client.getEntry({ id: entry!.id }, { headers });
+      expect(read.entry?.title).toBe("read by GET");
+    } finally {
+      diagnostics.unsubscribe("http.server.request.start", record);
+    }
+    expect(received).toEqual(["POST /tenantry.backend.v1.EntryService/CreateEntry", "GET /tenantry.backend.v1.EntryService/GetEntry"]);
+  });
 
   it("serves grpc-js on the gRPC port", async () => {
     const { entry } = await mesh.entries.createEntry({ title: "grpc-js" }, { headers: { "x-tenant-id": tenantId } });

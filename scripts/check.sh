@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # npm run check: contracts lint-clean and not broken, gen/ in step with proto/,
 # the Kubernetes manifests in step with services/registry.ts, imports within
-# the rules of services/mesh, permissions declared, types clean.
+# the rules of services/mesh, permissions declared, reads and writes
+# declared, types clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +67,13 @@ node scripts/check-imports.ts
 
 echo "every permission a method names is declared once by a service (scripts/check-permissions.ts)"
 node scripts/check-permissions.ts
+
+echo "every method declares whether it writes, and keeps what it declared (scripts/check-idempotency.ts)"
+if [ -n "$base" ] && git cat-file -e "$base:buf.yaml" 2>/dev/null; then
+  node scripts/check-idempotency.ts --against "$base"
+else
+  node scripts/check-idempotency.ts
+fi
 
 echo "tsc"
 tsc -p .

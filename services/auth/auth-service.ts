@@ -50,9 +50,12 @@ export function authService(tenancy: Tenancy, deps: SessionDeps, ownPermissions:
       });
       return { userId: found.userId, tenantId: user.tenantId, email: found.email, displayName: found.displayName, roles: found.roles, permissions: [...user.permissions].sort() };
     },
-    async rotateSigningKey(req) {
-      const route = await tenancy.directory.lookup(req.tenantId, "tenant_id");
-      const kid = await tenancy.scope.run(tenancy.endpointOf(route), () => deps.keys.rotate(tenancy.fork(), route.tenantId));
+    async rotateSigningKey(req, ctx) {
+      // A write of the tenant named in the request: held while its writes are frozen, as its own calls are.
+      const kid = await tenancy.freezes.writing(req.tenantId, ctx.signal, async () => {
+        const route = await tenancy.directory.lookup(req.tenantId, "tenant_id");
+        return tenancy.scope.run(tenancy.endpointOf(route), () => deps.keys.rotate(tenancy.fork(), route.tenantId));
+      });
       return { kid };
     },
     async bootstrapTenant(req) {

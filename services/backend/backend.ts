@@ -15,7 +15,7 @@ export function startBackend(config: TenantServiceConfig, log: Logger, telemetry
     name: "backend",
     entities: [Entry],
     migrations: overrides.migrations ?? migrations,
-    services: (tenancy) => [{ service: EntryService, impl: entryService(tenancy.storage, tenancy.requests) }],
+    services: (tenancy) => [{ service: EntryService, impl: entryService(tenancy) }],
     config,
     log,
     telemetry,

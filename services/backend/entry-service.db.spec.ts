@@ -69,6 +69,21 @@ describe("entry service", () => {
     expect((await codeOf(backend.entries.deleteEntry({ id: entry!.id }, as(t.tenantId)))).code).toBe(Code.NotFound);
   });
 
+  it("reads an entry exactly as it was written and as it is listed: fields, etag and timestamps", async () => {
+    const t = await backend.createTenant();
+    const { entry: created } = await backend.entries.createEntry({ title: "read back", body: "some text", tags: ["x", "y"] }, as(t.tenantId));
+    expect((await backend.entries.getEntry({ id: created!.id }, as(t.tenantId))).entry).toEqual(created);
+    const { entry: updated } = await backend.entries.updateEntry(
+      { id: created!.id, tags: [], updateMask: { paths: ["tags"] }, etag: created!.etag },
+      as(t.tenantId),
+    );
+    expect(updated).toMatchObject({ tags: [], etag: "2" });
+    const read = (await backend.entries.getEntry({ id: created!.id }, as(t.tenantId))).entry;
+    expect(read).toEqual(updated);
+    expect(read?.createTime).toEqual(created?.createTime);
+    expect((await backend.entries.listEntries({}, as(t.tenantId))).entries).toEqual([read]);
+  });
+
   it("pages through entries newest first without gaps or repeats", async () => {
     const t = await backend.createTenant();
     const titles: string[] = [];

@@ -24,6 +24,7 @@ export { checkEmail, checkPassword } from "./wire/account-fields.ts";
 export { readFieldMask } from "./wire/field-mask.ts";
 export { pageOf, pageSizes, readPage, type Page, type PageRequest } from "./wire/paging.ts";
 export { checkTenantId, isTenantId, tenantDatabaseName, tenantIdHeader } from "./wire/tenant-id.ts";
+export { checkTextLine } from "./wire/text-line.ts";
 export { checkUuid, isUuid } from "./wire/uuid.ts";
 
 export { accessOf, AccessKind } from "./access/access.ts";
@@ -41,10 +42,11 @@ export type { PlatformRoutes, TenantChange } from "./tenancy/platform-routes.ts"
 export { RequestLedger, requestLedgerMigration, type RequestLedgerOptions } from "./tenancy/request-ledger.ts";
 export { StorageQuota } from "./tenancy/storage-quota.ts";
 export { Tenancy, type MigrationOutcome, type SchemaState } from "./tenancy/tenancy.ts";
-export { entityManagerOf, kEntityManager, kTenant, tenantOf } from "./tenancy/tenant-context.ts";
+export { entityManagerIn, entityManagerOf, kEntityManager, kTenant, tenantOf } from "./tenancy/tenant-context.ts";
 export { TenantDirectory, TenantStatus, type TenantRoute } from "./tenancy/tenant-directory.ts";
 export { tenantInterceptor } from "./tenancy/tenant-interceptor.ts";
 export { TenantScope } from "./tenancy/tenant-scope.ts";
+export { WriteFreezes, type WriteFreezeNotice, type WriteFreezesOptions } from "./tenancy/write-freezes.ts";
 
 export { createGrpcJsTransport, type GrpcJsTransport } from "./client/grpc-transport.ts";
 

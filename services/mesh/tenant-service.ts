@@ -1,4 +1,5 @@
 import type { Interceptor } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
 import type { EntitySchema, MigrationObject } from "@mikro-orm/postgresql";
 import { authKeySets } from "./access/auth-key-sets.ts";
 import { declaredPermissions } from "./access/declared-permissions.ts";
@@ -15,6 +16,7 @@ import { platformRoutes, type PlatformRoutes } from "./tenancy/platform-routes.t
 import { Tenancy } from "./tenancy/tenancy.ts";
 import { watchTenantChanges } from "./tenancy/tenant-change-watch.ts";
 import { TenantDirectory, TenantStatus } from "./tenancy/tenant-directory.ts";
+import { WriteFreezes } from "./tenancy/write-freezes.ts";
 import type { z } from "zod";
 
 /** The configuration a tenant service reads (see `tenantServiceEnv`). */
@@ -92,11 +94,19 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     maxStalenessMs: config.TENANTRY_TENANT_MAX_STALENESS_MS,
     resolve: (tenantId, signal) => platform.resolve(tenantId, { signal, timeoutMs: config.TENANTRY_PLATFORM_TIMEOUT_MS }),
   });
+  // Names this process to Platform's change feed, which then waits for it to acknowledge each write freeze.
+  const instanceId = randomUUID();
+  const freezes = new WriteFreezes({
+    maxHoldMs: config.TENANTRY_FREEZE_MAX_MS,
+    acknowledge: ({ tenantId, freezeId }) => platform.acknowledgeFreeze({ tenantId, freezeId, instanceId }, { timeoutMs: config.TENANTRY_PLATFORM_TIMEOUT_MS }),
+    log,
+  });
   const tenancy = new Tenancy({
     schema: options.name,
     entities: options.entities,
     migrations: options.migrations,
     directory,
+    freezes,
     storageCheckIntervalMs: config.TENANTRY_STORAGE_CHECK_INTERVAL_MS,
     // Every instance of the service must derive the same key; a new mesh key refuses repeats of older requests.
     requestKey: credentials.derivedKey("request fingerprints"),
@@ -113,10 +123,15 @@ export async function startTenantService(options: TenantServiceOptions): Promise
   const watching = new AbortController();
   const watched = watchTenantChanges({
     platform,
+    instanceId,
     signal: watching.signal,
     log,
-    onConnected: () => directory.setWatching(true),
+    onConnected: (inForce) => {
+      directory.setWatching(true);
+      freezes.reset(inForce);
+    },
     onDisconnected: () => directory.setWatching(false),
+    onFreeze: (freeze) => freezes.apply(freeze),
     onChange: (tenantId, status) => {
       directory.invalidate(tenantId);
       tenancy.storage.forget(tenantId);
@@ -148,6 +163,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     telemetry,
     onShutdown: async () => {
       watching.abort();
+      freezes.close();
       // The watch ends at once when aborted; never let shutdown hang on it.
       await Promise.race([watched, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
       unobserveBudget();

@@ -35,7 +35,7 @@ export class AuditLog {
   /** Records one action. A failure to record is logged, never thrown over the action's own outcome. */
   async record(event: NewAuditEvent): Promise<void> {
     try {
-      await appendAuditEvent(this.#orm.em.fork(), event);
+      await appendAuditEvent(this.#orm.em.fork(), { ...event, ...(event.detail === undefined ? {} : { detail: storable(event.detail) }) });
     } catch (error) {
       this.#log.error({ err: error, event }, "could not write an audit event");
     }
@@ -62,4 +62,9 @@ export class AuditLog {
   list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ events: AuditEvent[]; nextPageToken: string }> {
     return listAuditEvents(this.#orm.em.fork(), request);
   }
+}
+
+/** A detail as jsonb takes it: PostgreSQL refuses NUL in text, so a NUL a request carried is recorded as U+FFFD. */
+function storable(detail: Record<string, unknown>): Record<string, unknown> {
+  return JSON.parse(JSON.stringify(detail, (_key, value: unknown) => (typeof value === "string" ? value.replaceAll("\u0000", "\uFFFD") : value))) as Record<string, unknown>;
 }

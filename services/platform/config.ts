@@ -145,6 +145,14 @@ export const platformEnv = {
   TENANTRY_BACKUP_KEEP_DAYS: z.coerce.number().min(0).default(30),
   /** How many backups of each scheduled run are verified by a restore drill. */
   TENANTRY_BACKUP_VERIFY_SAMPLE: verifySample.default({ percent: 5 }),
+  /**
+   * How long a write freeze's lease lasts: Platform renews it every third of
+   * that while the freeze lasts, and services end a freeze whose lease ran
+   * out, so a Platform that stops leaves no tenant frozen for longer.
+   */
+  TENANTRY_FREEZE_LEASE_MS: positiveInt.default(5000),
+  /** How long a write freeze waits for every service instance to acknowledge it before it is lifted and fails with UNAVAILABLE. */
+  TENANTRY_FREEZE_ACK_TIMEOUT_MS: positiveInt.default(5000),
   /** How many sign-ups (SignUp) one source address may attempt per hour. */
   TENANTRY_SIGNUP_LIMIT_PER_HOUR: positiveInt.default(5),
   /** How many backups a tenant's users may take per hour (TenantBackupService/CreateBackup). */

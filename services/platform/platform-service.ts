@@ -1,10 +1,12 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { AuditOutcome, PlatformService, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { kPeer, readFieldMask, type SecretBox } from "../mesh/index.ts";
-import type { AuditLog } from "./audit-log.ts";
+import { kCaller, kPeer, readFieldMask, type SecretBox, type WriteFreezeNotice } from "../mesh/index.ts";
+import { actorOf, type AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
+import type { TenantWriteFreezes } from "./freezes/index.ts";
 import { changeableTenantFields, type TenantLifecycle } from "./lifecycle/index.ts";
 import type { TenantProvisioner } from "./provisioning/index.ts";
 import type { RateLimit } from "./rate-limit.ts";
@@ -22,6 +24,7 @@ export interface PlatformServiceDeps {
   lifecycle: TenantLifecycle;
   audit: AuditLog;
   feed: TenantChangeFeed;
+  freezes: TenantWriteFreezes;
   box: SecretBox;
   tierLimits: Map<string, TierLimit>;
   signUps: RateLimit;
@@ -29,7 +32,7 @@ export interface PlatformServiceDeps {
 
 /** `tenantry.platform.v1.PlatformService` over the registry; every lifecycle change is audited. */
 export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof PlatformService> {
-  const { orm, clusters, provisioner, lifecycle, audit, feed, box, tierLimits, signUps } = deps;
+  const { orm, clusters, provisioner, lifecycle, audit, feed, freezes, box, tierLimits, signUps } = deps;
   return {
     async createTenant(req, ctx) {
       const detail = { displayName: req.displayName, tier: Tier[req.tier], cluster: req.cluster, region: req.region };
@@ -101,10 +104,33 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
       const password = box.open(tenant.rolePassword, rolePasswordContext(tenant.id));
       return { route: routeMessage(tenant, await clusters.access(tenant.cluster), password, tierLimits) };
     },
-    async *watchTenants(_req, ctx) {
-      for await (const change of feed.watch(ctx.signal)) {
-        yield change;
+    async *watchTenants(req, ctx) {
+      if (req.instanceId === "") {
+        for await (const change of feed.watch(ctx.signal)) {
+          yield { tenantId: change.tenantId, status: change.status };
+        }
+        return;
+      }
+      // A service instance: freezes wait for it while it watches, and it hears of them.
+      const caller = ctx.values.get(kCaller);
+      const watcher = freezes.watching(req.instanceId, caller.kind === "mesh" ? caller.service : actorOf(caller));
+      try {
+        for await (const change of feed.watch(ctx.signal, { freezesInForce: watcher.inForce })) {
+          yield {
+            tenantId: change.tenantId,
+            status: change.status,
+            freezes: (change.freezes ?? []).map(freezeNotice),
+            ...(change.freeze === undefined ? {} : { freeze: freezeNotice(change.freeze) }),
+          };
+        }
+      } finally {
+        watcher.stop();
       }
     },
   };
+}
+
+/** A write freeze as the change feed's WriteFreezeNotice. */
+function freezeNotice(notice: WriteFreezeNotice) {
+  return { tenantId: notice.tenantId, freezeId: notice.freezeId, lease: durationFromMs(notice.leaseMs) };
 }

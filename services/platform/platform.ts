@@ -33,6 +33,7 @@ import { ClusterService, clusterService } from "./cluster-service.ts";
 import type { PlatformConfig } from "./config.ts";
 import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
+import { TenantWriteFreezes } from "./freezes/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
 import { observeMoves } from "./move-metrics.ts";
 import { MoveService, moveService } from "./move-service.ts";
@@ -46,6 +47,7 @@ import { RateLimit } from "./rate-limit.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService, tierName } from "./stores/index.ts";
 import { TenantBackupService, tenantBackupService } from "./tenant-backup-service.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
+import { WriteFreezeService, writeFreezeService } from "./write-freeze-service.ts";
 
 const hourMs = 3_600_000;
 
@@ -164,6 +166,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       events: backupMetrics,
       ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),
     });
+    const freezes = new TenantWriteFreezes({ orm, leaseMs: config.TENANTRY_FREEZE_LEASE_MS, acknowledgeTimeoutMs: config.TENANTRY_FREEZE_ACK_TIMEOUT_MS, log });
+    closers.push(() => freezes.close());
     const moves = new TenantMoves({
       orm,
       clusters,
@@ -265,6 +269,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
             lifecycle,
             audit,
             feed,
+            freezes,
             box,
             tierLimits: config.TENANTRY_TIER_LIMITS,
             signUps: new RateLimit({ perWindow: config.TENANTRY_SIGNUP_LIMIT_PER_HOUR, windowMs: hourMs, refusal: "too many sign-ups from this address" }),
@@ -274,6 +279,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         { service: FleetService, impl: fleetService(fleet) },
         { service: BackupService, impl: backupService(backups, restores, audit) },
         { service: TenantBackupService, impl: tenantBackupService(selfServe, audit) },
+        { service: WriteFreezeService, impl: writeFreezeService(freezes, audit) },
         { service: MoveService, impl: moveService(moves, audit) },
       ],
       interceptors: [],

@@ -311,4 +311,22 @@ describe("tenants' own backups", () => {
     expect(noMore.code).toBe(Code.ResourceExhausted);
     expect(noMore.rawMessage).toMatch(/all the restores it may start in an hour/);
   });
+
+  it("count no request refused for what it asked: a bad label, an unknown backup, nothing to undo, a backup of another tenant", async () => {
+    const { tenantId, admin } = await tenantWithUsers(["counted"]);
+    const other = await tenantWithUsers(["other"]);
+    const { backup: ofOther } = await selfServe.createBackup({}, as(other.tenantId, other.admin));
+    for (let i = 0; i < perHour + 1; i++) {
+      expect((await failure(selfServe.createBackup({ label: "x".repeat(201) }, as(tenantId, admin)))).code).toBe(Code.InvalidArgument);
+      expect((await failure(selfServe.createBackup({ label: "a\u0000b" }, as(tenantId, admin)))).code).toBe(Code.InvalidArgument);
+      expect((await failure(selfServe.undoRestore({}, as(tenantId, admin)))).code).toBe(Code.NotFound);
+      expect((await failure(selfServe.restoreBackup({ backupId: ofOther!.backupId }, as(tenantId, admin)))).code).toBe(Code.NotFound);
+    }
+    let backupId = "";
+    for (let i = 0; i < perHour; i++) {
+      backupId = (await selfServe.createBackup({}, as(tenantId, admin))).backup!.backupId;
+    }
+    await selfServe.restoreBackup({ backupId }, as(tenantId, admin));
+    await selfServe.undoRestore({}, as(tenantId, admin));
+  });
 });

@@ -38,6 +38,8 @@ export interface MeshProcesses {
   backend: MeshProcess;
   /** Data dir, mesh key, operator token and master key: the settings every service shares. */
   sharedEnv: Record<string, string>;
+  /** Kills a service's process with SIGKILL, as a crash would, and resolves once it is gone. */
+  kill(name: string): Promise<void>;
   /** Stops the processes (SIGTERM, so that they flush what they hold) and removes the data dir. */
   stop(): Promise<void>;
 }
@@ -55,6 +57,7 @@ export async function startMeshProcesses(options: MeshProcessesOptions = {}): Pr
     TENANTRY_MASTER_KEY: randomBytes(32).toString("base64url"),
   };
   const children: ChildProcess[] = [];
+  const childOf = new Map<string, ChildProcess>();
   const processes = new Map<string, MeshProcess>();
 
   const stop = async () => {
@@ -83,6 +86,7 @@ export async function startMeshProcesses(options: MeshProcessesOptions = {}): Pr
       const main = path.resolve(root, service.registered?.main ?? options.serviceUnderTest!.main);
       const { child, output } = await startServiceProcess(main, service.env, { httpPort: service.httpPort });
       children.push(child);
+      childOf.set(service.name, child);
       processes.set(service.name, { grpcPort: service.grpcPort, httpPort: service.httpPort, output });
     }
   } catch (error) {
@@ -109,6 +113,15 @@ export async function startMeshProcesses(options: MeshProcessesOptions = {}): Pr
       return processOf("backend");
     },
     sharedEnv,
+    async kill(name) {
+      processOf(name);
+      const child = childOf.get(name)!;
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = once(child, "exit");
+        child.kill("SIGKILL");
+        await exited;
+      }
+    },
     stop,
   };
 }

@@ -1,5 +1,5 @@
 import { create, createFileRegistry, setExtension, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
-import { file_google_protobuf_empty, FileDescriptorProtoSchema, MethodOptionsSchema, ServiceOptionsSchema } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_empty, FileDescriptorProtoSchema, MethodOptionsSchema, ServiceOptionsSchema, type MethodOptions_IdempotencyLevel } from "@bufbuild/protobuf/wkt";
 import { access, AccessKind, AccessSchema, file_tenantry_options_v1_access, permissions, PermissionSchema } from "../../gen/tenantry/options/v1/access_pb.js";
 
 /** An RPC service for specs, as its `.proto` file would declare it. */
@@ -10,6 +10,8 @@ export interface TestContract {
   permissions: MessageInitShape<typeof PermissionSchema>[];
   /** Its methods by name, each a TENANT method needing the permission given; each takes and returns google.protobuf.Empty. */
   methods: Record<string, string>;
+  /** The `idempotency_level` some of its methods declare, by name; the others declare none. */
+  idempotency?: Record<string, MethodOptions_IdempotencyLevel>;
 }
 
 /**
@@ -36,6 +38,10 @@ export function testContract(contract: TestContract): DescService {
         method: Object.entries(contract.methods).map(([method, permission]) => {
           const options = create(MethodOptionsSchema);
           setExtension(options, access, create(AccessSchema, { kind: AccessKind.TENANT, permission }));
+          const level = contract.idempotency?.[method];
+          if (level !== undefined) {
+            options.idempotencyLevel = level;
+          }
           return { name: method, inputType: ".google.protobuf.Empty", outputType: ".google.protobuf.Empty", options };
         }),
       },

@@ -43,14 +43,16 @@ export function accessInterceptor(credentials: MeshCredentials, userTokens?: Tok
     if (kind === AccessKind.UNSPECIFIED) {
       throw new ConnectError(`${procedure} declares no access rule and is refused`, Code.PermissionDenied);
     }
-    const caller = await credentials.identify(req.header.get("authorization"));
+    const authorization = req.header.get("authorization");
+    const token = bearerToken(authorization);
+    // A token verified before is a user's access token: it is not told apart from the other kinds again.
+    const caller = token !== undefined && userTokens?.remembers?.(token) ? userCaller : await credentials.identify(authorization);
     req.contextValues.set(kCaller, caller);
     if (kind === AccessKind.TENANT) {
       if (caller.kind === "operator" || caller.kind === "mesh") {
         throw wrongKind(procedure, kind, caller);
       }
       const tenantId = checkTenantId(req.header.get(tenantIdHeader), `${tenantIdHeader} metadata`);
-      const token = /^Bearer\s+(\S+)$/i.exec(req.header.get("authorization") ?? "")?.[1];
       if (token === undefined) {
         throw new ConnectError(
           `${procedure} needs a user's access token: log in with tenantry.auth.v1.AuthService/Login and send "authorization: Bearer <access_token>"`,
@@ -87,6 +89,13 @@ export function accessInterceptor(credentials: MeshCredentials, userTokens?: Tok
     }
     return next(req);
   };
+}
+
+const userCaller: Caller = { kind: "user" };
+
+/** The token of an `authorization: Bearer <token>` value. */
+function bearerToken(authorization: string | null): string | undefined {
+  return authorization === null ? undefined : /^Bearer\s+(\S+)$/i.exec(authorization)?.[1];
 }
 
 function wrongKind(procedure: string, kind: AccessKind, caller: Caller): ConnectError {

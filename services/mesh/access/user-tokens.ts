@@ -15,6 +15,8 @@ export interface UserTokensOptions {
   keySetTtlMs?: number;
   /** Deadline of a key set request. */
   timeoutMs?: number;
+  /** How many verified tokens are remembered until they expire, so that a token's next call costs a lookup. */
+  maxVerifiedTokens?: number;
 }
 
 /** The user an access token speaks for. */
@@ -28,6 +30,11 @@ export interface TokenUser {
 export interface TokenVerifier {
   verify(token: string, tenantId: string): Promise<TokenUser>;
   /**
+   * Whether `token` passed verification before and is remembered: a user's
+   * access token, then, whatever the call it comes with. Nothing is checked.
+   */
+  remembers?(token: string): boolean;
+  /**
    * Whether the tenant's permission catalog holds `permission`, so that some
    * role of the tenant could grant it; undefined when that cannot be told.
    * Asked only when a token lacks a method's permission, to say why.
@@ -37,9 +44,20 @@ export interface TokenVerifier {
 
 /** What is kept of a tenant: its key set and the names in its permission catalog, as fetched at `fetchedAt`. */
 interface TenantKeys {
+  /** The key set's JSON text, as Auth sent it. */
+  jwks: string;
+  /** Looks keys up in the key set; the same function for as long as the key set's text stays the same. */
   getKey: JWTVerifyGetKey;
   catalog: ReadonlySet<string>;
   fetchedAt: number;
+}
+
+/** A token that passed verification: whom it speaks for, until when, and with which of its tenant's key sets. */
+interface VerifiedToken {
+  user: TokenUser;
+  /** Its `exp`, in ms. */
+  expiresAt: number;
+  getKey: JWTVerifyGetKey;
 }
 
 /** How old a tenant's kept catalog must be to be fetched again for a permission it lacks. */
@@ -50,6 +68,11 @@ const catalogTrustedMs = 250;
  * key, whose key set is fetched from Auth (GetJwks) and kept per tenant,
  * fetched again when a token names a key not in it (a rotation). The
  * tenant's permission catalog comes with it.
+ *
+ * A verified token is remembered until it expires, so that its next calls
+ * cost a lookup instead of a signature check. It is checked again once its
+ * tenant's key set is fetched with other keys (a rotation), and once the
+ * key set has been kept `keySetTtlMs`.
  */
 export class UserTokens implements TokenVerifier {
   readonly #options: UserTokensOptions;
@@ -57,10 +80,12 @@ export class UserTokens implements TokenVerifier {
   readonly #fetching = new Map<string, Promise<TenantKeys>>();
   /** When a token with an unknown kid last made us fetch a tenant's keys: at most once per quarter second. */
   readonly #forcedAt = new LRUCache<string, number>({ max: 10_000 });
+  readonly #verified: LRUCache<string, VerifiedToken>;
 
   constructor(options: UserTokensOptions) {
     this.#options = options;
     this.#keySets = new LRUCache({ max: 10_000, ttl: options.keySetTtlMs ?? 600_000 });
+    this.#verified = new LRUCache({ max: options.maxVerifiedTokens ?? 10_000 });
   }
 
   /**
@@ -69,6 +94,16 @@ export class UserTokens implements TokenVerifier {
    * another issuer; PERMISSION_DENIED for a valid token of another tenant.
    */
   async verify(token: string, tenantId: string): Promise<TokenUser> {
+    const known = this.#verified.get(token);
+    if (known !== undefined) {
+      if (known.user.tenantId !== tenantId) {
+        throw wrongTenant(tenantId);
+      }
+      if (Date.now() < known.expiresAt && this.#keySets.get(tenantId)?.getKey === known.getKey) {
+        return known.user;
+      }
+      this.#verified.delete(token);
+    }
     let claimed: unknown;
     try {
       claimed = decodeJwt(token).tid;
@@ -80,7 +115,7 @@ export class UserTokens implements TokenVerifier {
     }
     if (claimed !== tenantId) {
       // Refused before any key is fetched: whatever its signature, it is not for this tenant.
-      throw new ConnectError(`the access token is for another tenant than "${tenantId}"`, Code.PermissionDenied);
+      throw wrongTenant(tenantId);
     }
     let keys = await this.#keySet(tenantId, false);
     let payload;
@@ -104,10 +139,16 @@ export class UserTokens implements TokenVerifier {
       }
     }
     if (payload.tid !== tenantId) {
-      throw new ConnectError(`the access token is for another tenant than "${tenantId}"`, Code.PermissionDenied);
+      throw wrongTenant(tenantId);
     }
     const permissions = Array.isArray(payload.permissions) ? payload.permissions.filter((p): p is string => typeof p === "string") : [];
-    return { userId: payload.sub!, tenantId, permissions: new Set(permissions) };
+    const user = { userId: payload.sub!, tenantId, permissions: new Set(permissions) };
+    this.#verified.set(token, { user, expiresAt: payload.exp! * 1000, getKey: keys.getKey });
+    return user;
+  }
+
+  remembers(token: string): boolean {
+    return this.#verified.has(token);
   }
 
   /**
@@ -144,7 +185,10 @@ export class UserTokens implements TokenVerifier {
           throw cause.code === Code.DeadlineExceeded ? new ConnectError(`cannot fetch tenant "${tenantId}"'s signing keys from Auth in time; retry later`, Code.Unavailable) : cause;
         })
         .then(({ jwks, permissions }) => {
-          const entry = { getKey: createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet), catalog: new Set(permissions), fetchedAt: Date.now() };
+          // The same keys as before keep their lookup, and the tokens verified with them stay verified.
+          const previous = this.#keySets.peek(tenantId, { allowStale: true });
+          const getKey = previous?.jwks === jwks ? previous.getKey : createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet);
+          const entry = { jwks, getKey, catalog: new Set(permissions), fetchedAt: Date.now() };
           this.#keySets.set(tenantId, entry);
           return entry;
         })
@@ -153,6 +197,10 @@ export class UserTokens implements TokenVerifier {
     }
     return fetching;
   }
+}
+
+function wrongTenant(tenantId: string): ConnectError {
+  return new ConnectError(`the access token is for another tenant than "${tenantId}"`, Code.PermissionDenied);
 }
 
 function reason(error: unknown): string {

@@ -156,4 +156,6 @@ export const tenantServiceEnv = {
   TENANTRY_TENANT_WATCHED_TTL_MS: positiveInt.default(600_000),
   /** While Platform is unreachable, ACTIVE tenants' cached routes are served up to this age. */
   TENANTRY_TENANT_MAX_STALENESS_MS: positiveInt.default(300_000),
+  /** How long a write call of a tenant whose writes are frozen (a move's cutover) is held before it fails with UNAVAILABLE. */
+  TENANTRY_FREEZE_MAX_MS: positiveInt.default(5000),
 };

@@ -3,7 +3,7 @@ import {
   Code,
   ConnectError,
   createContextValues,
-  createHandlerContext,
+  type HandlerContext,
   type Interceptor,
   type MethodImplSpec,
   type ServiceImplSpec,
@@ -11,7 +11,7 @@ import {
 import { createAsyncIterable, invokeUnaryImplementation, transformInvokeImplementation } from "@connectrpc/connect/protocol";
 import * as grpc from "@grpc/grpc-js";
 import { once } from "node:events";
-import { headersFromMetadata, metadataFromHeaders } from "../wire/metadata.ts";
+import { MetadataHeaders, metadataFromHeaders } from "../wire/metadata.ts";
 import { kPeer } from "./peer-context.ts";
 
 /** Options of {@link createGrpcServer}. */
@@ -31,13 +31,14 @@ export interface GrpcServerOptions {
  */
 export function createGrpcServer(options: GrpcServerOptions): grpc.Server {
   const server = new grpc.Server({ "grpc.max_receive_message_length": 4 * 1024 * 1024 });
+  const calls = new RunningCalls(options.shutdownSignal);
   for (const spec of options.services) {
     const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
     const handlers: grpc.UntypedServiceImplementation = {};
     for (const method of Object.values(spec.methods)) {
       const name = method.method.name;
       definition[name] = methodDefinition(method);
-      handlers[name] = methodHandler(method, options);
+      handlers[name] = methodHandler(method, options.interceptors, calls);
     }
     server.addService(definition as grpc.ServiceDefinition, handlers);
   }
@@ -76,22 +77,98 @@ function deserializer(desc: DescMessage) {
 
 type AnyCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
 
-function handlerContext(spec: MethodImplSpec, call: AnyCall, shutdownSignal: AbortSignal) {
+/**
+ * The calls a server is running, so that its shutdown aborts their signals
+ * with one listener on the shutdown signal rather than one per call.
+ */
+class RunningCalls {
+  readonly #controllers = new Set<AbortController>();
+  readonly #shutdown: AbortSignal;
+
+  constructor(shutdown: AbortSignal) {
+    this.#shutdown = shutdown;
+    shutdown.addEventListener("abort", () => {
+      for (const controller of this.#controllers) {
+        controller.abort(shutdown.reason);
+      }
+      this.#controllers.clear();
+    });
+  }
+
+  /** A call's controller, aborted at shutdown until `end` is called. */
+  start(): AbortController {
+    const controller = new AbortController();
+    if (this.#shutdown.aborted) {
+      controller.abort(this.#shutdown.reason);
+    } else {
+      this.#controllers.add(controller);
+    }
+    return controller;
+  }
+
+  end(controller: AbortController): void {
+    this.#controllers.delete(controller);
+  }
+}
+
+/** A handler context with the means to end it: `end(reason)` aborts its signal. */
+type CallContext = HandlerContext & { end(reason: unknown): void };
+
+const noTimeout = () => undefined;
+
+/**
+ * The context of a call, built from the call as it is: its metadata is read
+ * in place as the request header, and its signal is aborted by the deadline,
+ * the client's cancellation, the server's shutdown or the call's end.
+ */
+function handlerContext(spec: MethodImplSpec, call: AnyCall, calls: RunningCalls): CallContext {
+  const controller = calls.start();
   const deadline = call.getDeadline();
   const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
-  const ctx = createHandlerContext({
-    service: spec.method.parent,
-    method: spec.method,
+  let timer: NodeJS.Timeout | undefined;
+  let timeoutMs: () => number | undefined = noTimeout;
+  if (Number.isFinite(deadlineMs)) {
+    timeoutMs = () => deadlineMs - Date.now();
+    timer = setTimeout(() => end(new ConnectError("the operation timed out", Code.DeadlineExceeded)), Math.max(0, deadlineMs - Date.now()));
+  }
+  const end = (reason: unknown) => {
+    clearTimeout(timer);
+    calls.end(controller);
+    if (!controller.signal.aborted) {
+      controller.abort(reason);
+    }
+  };
+  const method = spec.method;
+  (call as NodeJS.EventEmitter).on("cancelled", () => {
+    // grpc-js also says so once a call that has ended closes its stream.
+    if (!controller.signal.aborted) {
+      end(new ConnectError("the client cancelled the call", Code.Canceled));
+    }
+  });
+  return {
+    service: method.parent,
+    method,
     protocolName: "grpc",
     requestMethod: "POST",
-    url: `http://${call.getHost()}/${spec.method.parent.typeName}/${spec.method.name}`,
-    timeoutMs: Number.isFinite(deadlineMs) ? Math.max(0, deadlineMs - Date.now()) : undefined,
-    shutdownSignal,
-    requestHeader: headersFromMetadata(call.metadata),
-    contextValues: createContextValues().set(kPeer, call.getPeer().replace(/^(ipv[46]:)?\[?([^\]]*?)\]?:\d+$/, "$2")),
-  });
-  (call as NodeJS.EventEmitter).on("cancelled", () => ctx.abort(new ConnectError("the client cancelled the call", Code.Canceled)));
-  return ctx;
+    url: `http://${call.getHost()}/${method.parent.typeName}/${method.name}`,
+    signal: controller.signal,
+    timeoutMs,
+    requestHeader: new MetadataHeaders(call.metadata),
+    responseHeader: new Headers(),
+    responseTrailer: new Headers(),
+    values: createContextValues().set(kPeer, peerAddress(call.getPeer())),
+    end,
+  };
+}
+
+let lastPeer = { peer: "", address: "" };
+
+/** The address of a peer such as `ipv4:127.0.0.1:5000` or `[::1]:5000`; the calls of one connection share it. */
+function peerAddress(peer: string): string {
+  if (lastPeer.peer !== peer) {
+    lastPeer = { peer, address: peer.replace(/^(ipv[46]:)?\[?([^\]]*?)\]?:\d+$/, "$2") };
+  }
+  return lastPeer.address;
 }
 
 function statusOf(reason: unknown, trailer: Headers): Partial<grpc.StatusObject> {
@@ -105,29 +182,38 @@ function statusOf(reason: unknown, trailer: Headers): Partial<grpc.StatusObject>
   return { code: error.code as number as grpc.status, details: error.rawMessage, metadata };
 }
 
+function isEmpty(headers: Headers): boolean {
+  for (const _ of headers.keys()) {
+    return false;
+  }
+  return true;
+}
+
 function sendHeader(call: AnyCall, header: Headers): void {
-  let any = false;
-  header.forEach(() => (any = true));
-  if (any) {
+  if (!isEmpty(header)) {
     call.sendMetadata(metadataFromHeaders(header));
   }
 }
 
-function methodHandler(spec: MethodImplSpec, options: GrpcServerOptions): grpc.UntypedHandleCall {
-  const { interceptors, shutdownSignal } = options;
+/** A trailer's metadata; none for an empty trailer, which grpc-js then sends as it would anyway. */
+function trailerOf(trailer: Headers): grpc.Metadata | undefined {
+  return isEmpty(trailer) ? undefined : metadataFromHeaders(trailer);
+}
+
+function methodHandler(spec: MethodImplSpec, interceptors: Interceptor[], calls: RunningCalls): grpc.UntypedHandleCall {
   switch (spec.kind) {
     case "unary":
       return (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        const ctx = handlerContext(spec, call, shutdownSignal);
+        const ctx = handlerContext(spec, call, calls);
         invokeUnaryImplementation(spec, ctx, call.request as never, interceptors).then(
           (output) => {
             sendHeader(call, ctx.responseHeader);
-            callback(null, output, metadataFromHeaders(ctx.responseTrailer));
-            ctx.abort(completed);
+            callback(null, output, trailerOf(ctx.responseTrailer));
+            ctx.end(completed);
           },
           (reason: unknown) => {
             callback(statusOf(reason, ctx.responseTrailer));
-            ctx.abort(completed);
+            ctx.end(completed);
           },
         );
       };
@@ -135,7 +221,7 @@ function methodHandler(spec: MethodImplSpec, options: GrpcServerOptions): grpc.U
     case "bidi_streaming":
     case "client_streaming": {
       const invoke = (call: AnyCall, input: AsyncIterable<unknown>) => {
-        const ctx = handlerContext(spec, call, shutdownSignal);
+        const ctx = handlerContext(spec, call, calls);
         return { ctx, output: transformInvokeImplementation(spec, ctx, interceptors)(input as never) };
       };
       if (spec.kind === "client_streaming") {
@@ -147,12 +233,12 @@ function methodHandler(spec: MethodImplSpec, options: GrpcServerOptions): grpc.U
               result = message;
             }
             sendHeader(call, ctx.responseHeader);
-            callback(null, result ?? create(spec.method.output), metadataFromHeaders(ctx.responseTrailer));
+            callback(null, result ?? create(spec.method.output), trailerOf(ctx.responseTrailer));
           })().then(
-            () => ctx.abort(completed),
+            () => ctx.end(completed),
             (reason: unknown) => {
               callback(statusOf(reason, ctx.responseTrailer));
-              ctx.abort(completed);
+              ctx.end(completed);
             },
           );
         };
@@ -177,12 +263,12 @@ function methodHandler(spec: MethodImplSpec, options: GrpcServerOptions): grpc.U
           }
           call.end(metadataFromHeaders(ctx.responseTrailer));
         })().then(
-          () => ctx.abort(completed),
+          () => ctx.end(completed),
           (reason: unknown) => {
             if (!call.cancelled) {
               call.emit("error", statusOf(reason, ctx.responseTrailer));
             }
-            ctx.abort(completed);
+            ctx.end(completed);
           },
         );
       };

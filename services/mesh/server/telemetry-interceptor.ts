@@ -1,9 +1,11 @@
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type StreamResponse } from "@connectrpc/connect";
-import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type TextMapGetter } from "@opentelemetry/api";
+import { context, propagation, ROOT_CONTEXT, SpanStatusCode, trace, type Attributes, type Context, type TextMapGetter } from "@opentelemetry/api";
 import { tenantCallDuration, tenantCallErrors } from "../telemetry/instrument-names.ts";
 import { kLogTenant, type Logger } from "../telemetry/logger.ts";
 import type { Telemetry } from "../telemetry/telemetry.ts";
 import { kTenant } from "../tenancy/tenant-context.ts";
+import type { TenantRoute } from "../tenancy/tenant-directory.ts";
 import { isTenantId, tenantIdHeader } from "../wire/tenant-id.ts";
 
 /** Histogram buckets for call latencies, in seconds. */
@@ -32,6 +34,55 @@ function rpcSystem(header: Headers): string {
   return type === null || type.startsWith("application/grpc") ? "grpc" : "connect_rpc";
 }
 
+/** What the calls of one method over one RPC system share: the span's name and attributes, the metrics' attributes by code. */
+interface MethodTelemetry {
+  spanName: string;
+  attributes: Attributes;
+  byCode: Map<string, Attributes>;
+}
+
+/** {@link MethodTelemetry} by method and RPC system, made once rather than on every call. */
+const methods = new WeakMap<DescMethod, Map<string, MethodTelemetry>>();
+
+function methodTelemetry(method: DescMethod, system: string): MethodTelemetry {
+  let bySystem = methods.get(method);
+  if (bySystem === undefined) {
+    bySystem = new Map();
+    methods.set(method, bySystem);
+  }
+  let shared = bySystem.get(system);
+  if (shared === undefined) {
+    shared = {
+      spanName: `${method.parent.typeName}/${method.name}`,
+      attributes: { "rpc.system": system, "rpc.service": method.parent.typeName, "rpc.method": method.name },
+      byCode: new Map(),
+    };
+    bySystem.set(system, shared);
+  }
+  return shared;
+}
+
+function metricAttributes(shared: MethodTelemetry, code: string): Attributes {
+  let attributes = shared.byCode.get(code);
+  if (attributes === undefined) {
+    attributes = { ...shared.attributes, "rpc.grpc.status_code": code };
+    shared.byCode.set(code, attributes);
+  }
+  return attributes;
+}
+
+/** The per-tenant metrics' attributes of a resolved tenant, kept with its cached route. */
+const tenantAttributes = new WeakMap<TenantRoute, Attributes>();
+
+function tenantAttributesOf(route: TenantRoute): Attributes {
+  let attributes = tenantAttributes.get(route);
+  if (attributes === undefined) {
+    attributes = { tenant: route.tenantId };
+    tenantAttributes.set(route, attributes);
+  }
+  return attributes;
+}
+
 /**
  * The outermost interceptor of every service: a server span per call (joined
  * to the caller's trace from `traceparent`), the call's latency by service,
@@ -41,7 +92,7 @@ function rpcSystem(header: Headers): string {
  * stream runs in the call's context.
  */
 export function telemetryInterceptor(telemetry: Telemetry, log: Logger): Interceptor {
-  const { tracer, meter } = telemetry;
+  const { meter } = telemetry;
   const duration = meter.createHistogram("rpc.server.call.duration", {
     description: "Duration of calls served, by service, method and status code.",
     unit: "s",
@@ -59,8 +110,8 @@ export function telemetryInterceptor(telemetry: Telemetry, log: Logger): Interce
   return (next) => async (req) => {
     const started = performance.now();
     const parent = propagation.extract(ROOT_CONTEXT, req.header, headerGetter);
-    const attributes = { "rpc.system": rpcSystem(req.header), "rpc.service": req.service.typeName, "rpc.method": req.method.name };
-    const span = tracer.startSpan(`${req.service.typeName}/${req.method.name}`, { kind: SpanKind.SERVER, attributes }, parent);
+    const shared = methodTelemetry(req.method, rpcSystem(req.header));
+    const span = telemetry.startServerSpan(shared.spanName, shared.attributes, parent);
     let callContext = trace.setSpan(parent, span);
     const tenantHeader = req.header.get(tenantIdHeader);
     if (tenantHeader !== null && isTenantId(tenantHeader)) {
@@ -72,13 +123,14 @@ export function telemetryInterceptor(telemetry: Telemetry, log: Logger): Interce
       const code = error === undefined ? undefined : ConnectError.from(error).code;
       const name = codeName(code);
       const seconds = (performance.now() - started) / 1000;
-      duration.record(seconds, { ...attributes, "rpc.grpc.status_code": name });
+      duration.record(seconds, metricAttributes(shared, name));
       // Only a tenant the call resolved gets series: made-up ids cannot take the bounded slots.
       const tenant = req.contextValues.get(kTenant);
       if (tenant !== undefined) {
-        tenantDuration.record(seconds, { tenant: tenant.tenantId });
+        const attributes = tenantAttributesOf(tenant);
+        tenantDuration.record(seconds, attributes);
         if (code !== undefined) {
-          tenantErrors.add(1, { tenant: tenant.tenantId });
+          tenantErrors.add(1, attributes);
         }
       }
       span.setAttribute("rpc.grpc.status_code", code ?? 0);
@@ -86,7 +138,7 @@ export function telemetryInterceptor(telemetry: Telemetry, log: Logger): Interce
         span.setStatus({ code: SpanStatusCode.ERROR, message: ConnectError.from(error).rawMessage });
       }
       if (log.isLevelEnabled("debug")) {
-        context.with(callContext, () => log.debug({ procedure: `${req.service.typeName}/${req.method.name}`, code: name, ms: Math.round(seconds * 1e4) / 10 }, "call"));
+        context.with(callContext, () => log.debug({ procedure: shared.spanName, code: name, ms: Math.round(seconds * 1e4) / 10 }, "call"));
       }
       span.end();
     };

@@ -1,9 +1,9 @@
-import { metrics, trace, type Meter, type Tracer } from "@opentelemetry/api";
+import { isSpanContextValid, metrics, SpanKind, trace, TraceFlags, type Attributes, type Context, type Meter, type Span, type Tracer } from "@opentelemetry/api";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { PgInstrumentation } from "@opentelemetry/instrumentation-pg";
 import type { ViewOptions } from "@opentelemetry/sdk-metrics";
 import { NodeSDK } from "@opentelemetry/sdk-node";
-import { NoopSpanProcessor } from "@opentelemetry/sdk-trace";
+import { NoopSpanProcessor, RandomIdGenerator } from "@opentelemetry/sdk-trace";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { instrumentationScope, perTenantInstruments } from "./instrument-names.ts";
 
@@ -13,6 +13,14 @@ export interface Telemetry {
   meter: Meter;
   /** Spans leave the process (an OTLP endpoint is configured). */
   exporting: boolean;
+  /**
+   * Starts the server span of a call, in the caller's trace (`parent`).
+   * Spans that leave the process are recorded; otherwise, under the default
+   * sampler, the span only carries the ids the SDK would have given it (for
+   * log lines and mesh calls), without the SDK's bookkeeping of a span that
+   * is dropped at its end anyway.
+   */
+  startServerSpan(name: string, attributes: Attributes, parent: Context): Span;
   /** Answers `GET /metrics` in the Prometheus text format. */
   serveMetrics(req: IncomingMessage, res: ServerResponse): void;
   /** Exports what is pending and stops. */
@@ -43,8 +51,9 @@ const passwordLiteral = /(password\s+)E?'(?:[^'\\]|''|\\.)*'/gi;
  * honoured by the SDK. Metrics are kept for `GET /metrics`.
  * `OTEL_SDK_DISABLED=true` turns all of it off.
  *
- * SQL spans need `pg` to be loaded after this has run: `runMain` starts
- * telemetry before a service's `main` imports anything that imports `pg`.
+ * Spans of SQL queries (`pg`) are made only when spans are exported, and
+ * need `pg` to be loaded after this has run: `runMain` starts telemetry
+ * before a service's `main` imports anything that imports `pg`.
  */
 export function startTelemetry(options: TelemetryOptions, env: NodeJS.ProcessEnv = process.env): Telemetry {
   if (started !== undefined) {
@@ -65,26 +74,35 @@ export function startTelemetry(options: TelemetryOptions, env: NodeJS.ProcessEnv
     views,
     // Logs go to stdout through pino, with the trace ids on every line.
     logRecordProcessors: [],
-    instrumentations: [
-      new PgInstrumentation({
-        requireParentSpan: true,
-        // Parameters are never recorded; a password can only be in the text (CREATE/ALTER ROLE … PASSWORD '…').
-        enhancedDatabaseReporting: false,
-        requestHook: (span, { query }) => {
-          const text = query.text.replace(passwordLiteral, "$1'[redacted]'");
-          if (text !== query.text) {
-            span.setAttribute("db.query.text", text);
-          }
-        },
-      }),
-    ],
+    // SQL spans only when spans leave the process: otherwise each query would pay for a span nobody sees.
+    instrumentations: exporting
+      ? [
+          new PgInstrumentation({
+            requireParentSpan: true,
+            // Parameters are never recorded; a password can only be in the text (CREATE/ALTER ROLE … PASSWORD '…').
+            enhancedDatabaseReporting: false,
+            requestHook: (span, { query }) => {
+              const text = query.text.replace(passwordLiteral, "$1'[redacted]'");
+              if (text !== query.text) {
+                span.setAttribute("db.query.text", text);
+              }
+            },
+          }),
+        ]
+      : [],
   });
   sdk.start();
   const disabled = /^true$/i.test(env.OTEL_SDK_DISABLED ?? "");
+  const tracer = trace.getTracer(instrumentationScope);
+  // Another sampler decides what it decides: only the default one (parent-based, always on) is mirrored.
+  const idsOnly = !exporting && !disabled && !env.OTEL_TRACES_SAMPLER;
   started = {
-    tracer: trace.getTracer(instrumentationScope),
+    tracer,
     meter: metrics.getMeter(instrumentationScope),
     exporting,
+    startServerSpan: idsOnly
+      ? (_name, _attributes, parent) => idsOnlySpan(parent)
+      : (name, attributes, parent) => tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent),
     serveMetrics: (req, res) => {
       if (disabled) {
         res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("metrics are off: OTEL_SDK_DISABLED is set\n");
@@ -95,4 +113,24 @@ export function startTelemetry(options: TelemetryOptions, env: NodeJS.ProcessEnv
     shutdown: () => sdk.shutdown(),
   };
   return started;
+}
+
+const ids = new RandomIdGenerator();
+
+/**
+ * A span that records nothing and carries the ids the SDK would give a
+ * server span under its default sampler: the parent's trace and sampled
+ * flag, or a new sampled trace without a parent.
+ */
+function idsOnlySpan(parent: Context): Span {
+  const caller = trace.getSpanContext(parent);
+  if (caller !== undefined && isSpanContextValid(caller)) {
+    return trace.wrapSpanContext({
+      traceId: caller.traceId,
+      spanId: ids.generateSpanId(),
+      traceFlags: caller.traceFlags & TraceFlags.SAMPLED,
+      ...(caller.traceState !== undefined && { traceState: caller.traceState }),
+    });
+  }
+  return trace.wrapSpanContext({ traceId: ids.generateTraceId(), spanId: ids.generateSpanId(), traceFlags: TraceFlags.SAMPLED });
 }

@@ -104,6 +104,27 @@ describe("connection budget", () => {
     await b.close();
   });
 
+  it("lends the connection released last, and closes those left idle longer than the idle timeout", async () => {
+    const b = budget({ idleTimeoutMs: 200 });
+    const kept = await b.acquire(endpoint("busy"));
+    const [older, newer] = [await b.acquire(endpoint("quiet")), await b.acquire(endpoint("quiet"))];
+    const newerPid = (await newer.query("select pg_backend_pid() as pid")).rows[0].pid;
+    older.release();
+    newer.release();
+    // The one taken again is the last released; the other is left to age.
+    const again = await b.acquire(endpoint("quiet"));
+    expect((await again.query("select pg_backend_pid() as pid")).rows[0].pid).toBe(newerPid);
+    again.release();
+    for (let waited = 0; b.stats().open > 1; waited += 20) {
+      expect(waited).toBeLessThan(10_000);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(b.stats()).toMatchObject({ open: 1, inUse: 1, tenants: 1, opened: 3 });
+    expect((await kept.query("select 1 as one")).rows).toEqual([{ one: 1 }]);
+    kept.release();
+    await b.close();
+  });
+
   it("serves waiters in the order they came", async () => {
     const b = budget({ maxConnections: 1, maxConnectionsPerTenant: 1 });
     const held = await b.acquire(endpoint("a"));

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import pg from "pg";
 import { watchConnectionLoss } from "./connection-loss.ts";
+import { prepareParameterizedQueries } from "./prepared-statements.ts";
 
 /** Where a tenant's database is and whom to connect as. */
 export interface TenantEndpoint {
@@ -26,6 +27,8 @@ export interface ConnectionBudgetOptions {
   applicationName: string;
   /** Type parsers installed on every connection. */
   types?: pg.CustomTypesConfig;
+  /** Run parameterized queries as prepared statements of their connection (see `prepareParameterizedQueries`). */
+  prepareStatements?: boolean;
   /** Reports a connection that failed, with the detail that is not returned to callers. */
   onError?: (error: unknown, tenantId: string) => void;
 }
@@ -50,8 +53,10 @@ export interface ConnectionBudgetStats {
 }
 
 class TenantPool {
+  /** Idle connections, the longest idle first. */
   readonly idle: pg.Client[] = [];
-  readonly idleTimers = new Map<pg.Client, NodeJS.Timeout>();
+  /** When each idle connection was last released (ms, `performance.now()`), in the order of `idle`. */
+  readonly idleSince: number[] = [];
   inUse = 0;
   /** Connections of this tenant counted in the budget: opening, idle, leased or closing. */
   live = 0;
@@ -98,6 +103,8 @@ export class ConnectionBudget {
   #coldOpens = 0;
   #closed = false;
   readonly #drained = new Set<() => void>();
+  /** Closes the connections idle for longer than `idleTimeoutMs`; runs while any connection is idle. */
+  #sweeper: NodeJS.Timeout | undefined;
 
   constructor(options: ConnectionBudgetOptions) {
     if (options.maxConnectionsPerTenant > options.maxConnections) {
@@ -176,6 +183,8 @@ export class ConnectionBudget {
    */
   async close(timeoutMs = 5000): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
     for (const waiter of this.#waiters.splice(0)) {
       clearTimeout(waiter.timer);
       waiter.reject(new ConnectError("the service is shutting down; retry on another instance", Code.Unavailable));
@@ -239,10 +248,10 @@ export class ConnectionBudget {
     if (pool.inUse >= this.#options.maxConnectionsPerTenant) {
       return undefined;
     }
+    // The connection idle for the shortest time: those idle longest are the ones to close when calls slow down.
     const idle = pool.idle.pop();
     if (idle !== undefined) {
-      clearTimeout(pool.idleTimers.get(idle));
-      pool.idleTimers.delete(idle);
+      pool.idleSince.pop();
       pool.inUse++;
       return Promise.resolve(this.#lease(pool, idle));
     }
@@ -261,6 +270,9 @@ export class ConnectionBudget {
 
   async #connect(pool: TenantPool): Promise<LeasedClient> {
     const client = new pg.Client(pool.config);
+    if (this.#options.prepareStatements) {
+      prepareParameterizedQueries(client);
+    }
     watchConnectionLoss(client, (error) => {
       if (!broken.has(client)) {
         broken.add(client);
@@ -306,9 +318,8 @@ export class ConnectionBudget {
         this.#closeClient(pool, client);
       } else {
         pool.idle.push(client);
-        const timer = setTimeout(() => this.#closeIdle(pool, client), this.#options.idleTimeoutMs);
-        timer.unref();
-        pool.idleTimers.set(client, timer);
+        pool.idleSince.push(performance.now());
+        this.#sweepLater();
       }
       this.#pump();
     };
@@ -411,9 +422,35 @@ export class ConnectionBudget {
       return;
     }
     pool.idle.splice(at, 1);
-    clearTimeout(pool.idleTimers.get(client));
-    pool.idleTimers.delete(client);
+    pool.idleSince.splice(at, 1);
     this.#closeClient(pool, client);
+  }
+
+  /**
+   * Has idle connections swept: one timer for all of them rather than one
+   * per release, so a connection closes between `idleTimeoutMs` and a
+   * quarter more after its last use.
+   */
+  #sweepLater(): void {
+    if (this.#sweeper !== undefined) {
+      return;
+    }
+    const every = Math.max(10, this.#options.idleTimeoutMs / 4);
+    this.#sweeper = setInterval(() => {
+      const expired = performance.now() - this.#options.idleTimeoutMs;
+      let idle = 0;
+      for (const pool of [...this.#pools.values()]) {
+        while (pool.idle.length > 0 && pool.idleSince[0]! <= expired) {
+          this.#closeIdle(pool, pool.idle[0]!);
+        }
+        idle += pool.idle.length;
+      }
+      if (idle === 0) {
+        clearInterval(this.#sweeper);
+        this.#sweeper = undefined;
+      }
+    }, every);
+    this.#sweeper.unref();
   }
 }
 

@@ -1,5 +1,8 @@
+import { durationMs, type Duration } from "@bufbuild/protobuf/wkt";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { PlatformService, TenantStatus, type TenantRoute } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { WriteFreezeService } from "../../../gen/tenantry/platform/v1/write_freeze_service_pb.js";
+import type { WriteFreezeNotice } from "./write-freezes.ts";
 
 export { TenantStatus, type TenantRoute };
 
@@ -7,26 +10,38 @@ export { TenantStatus, type TenantRoute };
 export interface TenantChange {
   /** The tenant that changed; empty in the feed's first message, which says it is connected. */
   tenantId: string;
-  /** Its status now. */
+  /** Its status now; unspecified in a message that announces a freeze. */
   status: TenantStatus;
+  /** In the first message, to a watcher that named its instance: the write freezes in force. */
+  freezes?: WriteFreezeNotice[];
+  /** To a watcher that named its instance: a write freeze of the tenant began, was renewed or ended (the tenant did not change). */
+  freeze?: WriteFreezeNotice;
 }
 
 /** Where a service learns tenants' routes and their changes (see {@link platformRoutes}). */
 export interface PlatformRoutes {
   /** A tenant's route; rejects with NOT_FOUND for an unknown tenant. */
   resolve(tenantId: string, options: { signal: AbortSignal; timeoutMs: number }): Promise<TenantRoute>;
-  /** The change feed, until `signal` is aborted or the feed breaks. */
-  changes(signal: AbortSignal): AsyncIterable<TenantChange>;
+  /**
+   * The change feed, until `signal` is aborted or the feed breaks. Watched
+   * as the service instance `instanceId`, it also announces write freezes,
+   * which the instance must acknowledge.
+   */
+  changes(signal: AbortSignal, instanceId?: string): AsyncIterable<TenantChange>;
+  /** Says that the instance holds a tenant's writes under a freeze; rejects with NOT_FOUND once the freeze has ended. */
+  acknowledgeFreeze(freeze: { tenantId: string; freezeId: string; instanceId: string }, options: { timeoutMs: number }): Promise<void>;
 }
 
 /**
- * Tenants' routes from Platform (`ResolveTenant`) and their changes
- * (`WatchTenants`), over a mesh transport whose calls carry a service
- * credential. The only module of the mesh runtime that knows these methods
- * belong to PlatformService.
+ * Tenants' routes from Platform (`ResolveTenant`), their changes
+ * (`WatchTenants`) and acknowledgements of their write freezes
+ * (`AcknowledgeWriteFreeze`), over a mesh transport whose calls carry a
+ * service credential. The only module of the mesh runtime that knows these
+ * methods and the services they belong to.
  */
 export function platformRoutes(transport: Transport): PlatformRoutes {
   const platform = createClient(PlatformService, transport);
+  const freezes = createClient(WriteFreezeService, transport);
   return {
     async resolve(tenantId, { signal, timeoutMs }) {
       const { route } = await platform.resolveTenant({ tenantId }, { signal, timeoutMs });
@@ -35,6 +50,22 @@ export function platformRoutes(transport: Transport): PlatformRoutes {
       }
       return route;
     },
-    changes: (signal) => platform.watchTenants({}, { signal }),
+    async *changes(signal, instanceId = "") {
+      for await (const change of platform.watchTenants({ instanceId }, { signal })) {
+        yield {
+          tenantId: change.tenantId,
+          status: change.status,
+          freezes: change.freezes.map(freezeNotice),
+          ...(change.freeze === undefined ? {} : { freeze: freezeNotice(change.freeze) }),
+        };
+      }
+    },
+    async acknowledgeFreeze(freeze, { timeoutMs }) {
+      await freezes.acknowledgeWriteFreeze(freeze, { timeoutMs });
+    },
   };
+}
+
+function freezeNotice(notice: { tenantId: string; freezeId: string; lease?: Duration }): WriteFreezeNotice {
+  return { tenantId: notice.tenantId, freezeId: notice.freezeId, leaseMs: notice.lease === undefined ? 0 : durationMs(notice.lease) };
 }

@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "../telemetry/logger.ts";
 import type { PlatformRoutes, TenantStatus } from "./platform-routes.ts";
+import type { WriteFreezeNotice } from "./write-freezes.ts";
 
 /** Options of {@link watchTenantChanges}. */
 export interface TenantChangeWatchOptions {
@@ -9,12 +10,19 @@ export interface TenantChangeWatchOptions {
   platform: Pick<PlatformRoutes, "changes">;
   /** Stops watching. */
   signal: AbortSignal;
-  /** The feed is connected: from now on no change is missed. */
-  onConnected: () => void;
+  /**
+   * Watch as this service instance: the feed then also announces write
+   * freezes (see `onFreeze`). Without it, changes only.
+   */
+  instanceId?: string;
+  /** The feed is connected: from now on no change is missed. With an `instanceId`, `freezes` are those in force. */
+  onConnected: (freezes: WriteFreezeNotice[]) => void;
   /** The feed is lost; changes may be missed until it is back. */
   onDisconnected: () => void;
   /** A tenant changed. */
   onChange: (tenantId: string, status: TenantStatus) => void;
+  /** A write freeze began, was renewed or ended (to a watch with an `instanceId`). */
+  onFreeze?: (freeze: WriteFreezeNotice) => void;
   log: Logger;
   /** First and longest wait before reconnecting. */
   backoffMs?: { initial: number; max: number };
@@ -31,11 +39,15 @@ export async function watchTenantChanges(options: TenantChangeWatchOptions): Pro
   while (!options.signal.aborted) {
     let connected = false;
     try {
-      for await (const change of options.platform.changes(options.signal)) {
+      for await (const change of options.platform.changes(options.signal, options.instanceId)) {
         if (change.tenantId === "") {
           connected = true;
           backoff = initial;
-          options.onConnected();
+          options.onConnected(change.freezes ?? []);
+          continue;
+        }
+        if (change.freeze !== undefined) {
+          options.onFreeze?.(change.freeze);
           continue;
         }
         options.onChange(change.tenantId, change.status);

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EntryService } from "../../../gen/tenantry/backend/v1/entry_service_pb.js";
 import { Entry } from "../../backend/entities/entry.ts";
 import { startSingleBackend, type SingleBackend } from "../../testing/single-service.ts";
-import { kEntityManager } from "./tenant-context.ts";
+import { entityManagerIn, kEntityManager } from "./tenant-context.ts";
 import { TenantStatus } from "./tenant-directory.ts";
 import { tenantInterceptor } from "./tenant-interceptor.ts";
 
@@ -35,7 +35,7 @@ function streamRequest(tenant: string): StreamRequest {
 
 /** A server-streaming handler: its body runs only when the response is iterated. */
 function streamingHandler(req: StreamRequest): Promise<StreamResponse> {
-  const em = req.contextValues.get(kEntityManager)!;
+  const em = entityManagerIn(req.contextValues)!;
   return Promise.resolve({
     stream: true,
     service: req.service,

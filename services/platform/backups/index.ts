@@ -12,4 +12,4 @@ export { SelfServeBackups, type SelfServeBackupsOptions } from "./self-serve-bac
 export { backupSteps, type BackupStep } from "./tenant-backup.ts";
 export { listSequences, listTables, quoted, type CatalogTable } from "./tenant-catalog.ts";
 export { answerOf, keyOf, loginOf, reasonOf, TenantBackups, type BackupTaking, type TenantBackupsOptions } from "./tenant-backups.ts";
-export { TenantRestores, type RestoreRequest, type TenantRestoresOptions } from "./tenant-restores.ts";
+export { refuseWhileRestoring, restoreLock, TenantRestores, type RestoreRequest, type TenantRestoresOptions } from "./tenant-restores.ts";

@@ -22,8 +22,9 @@ export interface SelfServeBackupsOptions {
  * the tenant it is given (the caller's, never one from a request), which
  * must be ACTIVE; another tenant's backup is NOT_FOUND, exactly as an
  * unknown one; taking, restoring (and undoing) and downloading are limited
- * per tenant. The work itself is the operators' engine: {@link TenantBackups}
- * and {@link TenantRestores}.
+ * per tenant, counting only what is started (a request refused for what it
+ * asked is not counted). The work itself is the operators' engine:
+ * {@link TenantBackups} and {@link TenantRestores}.
  */
 export class SelfServeBackups {
   readonly #options: SelfServeBackupsOptions;
@@ -35,8 +36,7 @@ export class SelfServeBackups {
   /** Takes a backup of the tenant; see {@link TenantBackups.create}. */
   async create(tenantId: string, label: string): Promise<Backup> {
     await this.#checkActive(tenantId);
-    this.#options.limits.backups.take(tenantId);
-    return this.#options.backups.create(tenantId, label);
+    return this.#options.backups.create(tenantId, label, { admit: () => this.#options.limits.backups.take(tenantId) });
   }
 
   /** One of the tenant's backups. */
@@ -55,16 +55,15 @@ export class SelfServeBackups {
   async restore(tenantId: string, backupId: string): Promise<Restore> {
     await this.#checkActive(tenantId);
     const backup = await this.#own(tenantId, backupId);
-    this.#options.limits.restores.take(tenantId);
-    const { restore } = await this.#options.restores.restore({ backupId: backup.id, targetTenantId: "", tier: 0, displayName: "" });
+    const admit = () => this.#options.limits.restores.take(tenantId);
+    const { restore } = await this.#options.restores.restore({ backupId: backup.id, targetTenantId: "", tier: 0, displayName: "", admit });
     return restore;
   }
 
   /** Undoes the tenant's last in-place restore; see {@link TenantRestores.undo}. */
   async undo(tenantId: string): Promise<Restore> {
     await this.#checkActive(tenantId);
-    this.#options.limits.restores.take(tenantId);
-    const { restore } = await this.#options.restores.undo(tenantId);
+    const { restore } = await this.#options.restores.undo(tenantId, () => this.#options.limits.restores.take(tenantId));
     return restore;
   }
 

@@ -16,6 +16,9 @@ export const backupSteps = ["snapshot", "copy-tables", "write-manifest", "publis
 
 export type BackupStep = (typeof backupSteps)[number];
 
+/** Why a backup failed whose workers could not take up its snapshot. */
+const snapshotLost = "the backup's snapshot was lost with its connection (the tenant's database restarted, or its connections were ended); take it again";
+
 /** What {@link takeBackup} needs. */
 export interface TenantBackupRequest {
   key: BackupKey;
@@ -87,7 +90,10 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
     const work = async () => {
       const worker = await open();
       await worker.query("begin isolation level repeatable read read only");
-      await worker.query(`set transaction snapshot ${pg.escapeLiteral(snapshot)}`);
+      await worker.query(`set transaction snapshot ${pg.escapeLiteral(snapshot)}`).catch((error: { code?: string }) => {
+        // The snapshot is gone with the session that exported it (42704: no such snapshot).
+        throw error.code === "42704" ? new ConnectError(snapshotLost, Code.Unavailable) : error;
+      });
       for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
         await copyOut(worker, next.table, request);
         done.push(next.table);
@@ -96,7 +102,26 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
       }
       await worker.query("commit");
     };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(request.workers, tables.length)) }, work));
+    // On a failure the others stop too (no table is started, the copies under way are cut), and the
+    // backup fails only once every worker has: nothing is stored after the caller has removed its files.
+    let failure: { error: unknown } | undefined;
+    await Promise.all(
+      Array.from({ length: Math.max(1, Math.min(request.workers, tables.length)) }, () =>
+        work().catch((error: unknown) => {
+          // The first failure is the cause; the others' are its consequence (their connections cut).
+          if (failure === undefined) {
+            failure = { error };
+            queue.length = 0;
+            for (const client of clients) {
+              client.end().catch(() => undefined);
+            }
+          }
+        }),
+      ),
+    );
+    if (failure !== undefined) {
+      throw failure.error;
+    }
     await request.afterStep?.("copy-tables");
 
     const sequences: BackupManifest["sequences"] = [];

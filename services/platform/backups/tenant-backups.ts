@@ -2,8 +2,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
 import { buffer } from "node:stream/consumers";
-import { isDatabaseUnreachable, type Logger, type SecretBox } from "../../mesh/index.ts";
-import type { AdvisoryLocks } from "../advisory-locks.ts";
+import { checkTextLine, isDatabaseUnreachable, type Logger, type SecretBox } from "../../mesh/index.ts";
+import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Backup } from "../entities/backup.ts";
 import type { Tenant } from "../entities/tenant.ts";
@@ -55,6 +55,12 @@ export interface BackupTaking {
   scheduledFor?: Date;
   /** Offboarding's final backup: the tenant is OFFBOARDING, its login not yet revoked. */
   final?: boolean;
+  /**
+   * Called once the request is found good, just before the backup is
+   * recorded: what it throws (a rate limit's refusal) refuses the backup,
+   * and a request refused for what it asked is never counted.
+   */
+  admit?: () => void;
 }
 
 /**
@@ -83,9 +89,7 @@ export class TenantBackups {
    */
   async create(tenantId: string, label: string, taking: BackupTaking = {}): Promise<Backup> {
     const { orm, clusters, locks, box, storage, events, log } = this.#options;
-    if ([...label].length > 200) {
-      throw new ConnectError("label is longer than 200 characters", Code.InvalidArgument);
-    }
+    label = checkTextLine(label, "label", 200);
     const em = orm.em.fork();
     const tenant = await getTenant(em, tenantId);
     const statuses = taking.final === true ? [statusNames.offboarding] : servedStatuses;
@@ -96,9 +100,20 @@ export class TenantBackups {
     const id = taking.id ?? randomUUID();
     const key = { tenantId: tenant.id, backupId: id };
     this.#running.add(id);
-    await locks.tryLock(lockOf(id));
     try {
-      await insertBackup(em, { id, tenantId: tenant.id, label: label.trim(), cluster: tenant.cluster, database: tenant.database, scheduledFor: taking.scheduledFor ?? null });
+      // Held before the record is, so that another Platform never takes it for abandoned.
+      await locks.tryLock(lockOf(id));
+      await em.transactional(async (tx) => {
+        // One backup of a tenant at a time, across Platforms: the check and the record under one lock.
+        await lockForTransaction(tx, `backup:${tenant.id}`);
+        for (const running of await findRunningBackups(tx, tenant.id)) {
+          if (!(await this.#failIfAbandoned(running))) {
+            throw new ConnectError(`backup "${running.id}" of tenant "${tenant.id}" is being taken; wait for it to end (GetBackup) before taking another`, Code.FailedPrecondition);
+          }
+        }
+        taking.admit?.();
+        await insertBackup(tx, { id, tenantId: tenant.id, label, cluster: tenant.cluster!, database: tenant.database, scheduledFor: taking.scheduledFor ?? null });
+      });
       const started = Date.now();
       // Workers report tables at once: their records are written one after another, in the order reported.
       let recorded = Promise.resolve();
@@ -115,7 +130,10 @@ export class TenantBackups {
       }).catch(async (error: unknown) => {
         await recorded.catch(() => undefined);
         await storage.delete(key).catch((cleanup: unknown) => log.error({ err: cleanup, backupId: id }, "could not remove a failed backup's files"));
-        await changeBackup(em, id, { state: backupStates.failed, error: reasonOf(error), finishedAt: new Date() });
+        // A registry that cannot be reached leaves it RUNNING, for the sweep to fail; the answer is still the cause.
+        await changeBackup(em, id, { state: backupStates.failed, error: reasonOf(error), finishedAt: new Date() }).catch((cause: unknown) =>
+          log.error({ err: cause, backupId: id }, "could not record a failed backup"),
+        );
         events.backupFailed({ tier: tenant.tier });
         log.warn({ err: error, tenantId: tenant.id, backupId: id }, "backup failed");
         throw answerOf(error);
@@ -193,20 +211,27 @@ export class TenantBackups {
    * process holds their lock), and removes their files.
    */
   async failAbandoned(): Promise<void> {
+    for (const backup of await findRunningBackups(this.#options.orm.em.fork())) {
+      await this.#failIfAbandoned(backup);
+    }
+  }
+
+  /** Marks a RUNNING backup FAILED and removes its files if no process is taking it; returns whether it did. */
+  async #failIfAbandoned(backup: Backup): Promise<boolean> {
     const { orm, locks, storage, events, log } = this.#options;
-    const em = orm.em.fork();
-    for (const backup of await findRunningBackups(em)) {
-      if (this.#running.has(backup.id) || !(await locks.tryLock(lockOf(backup.id)))) {
-        continue;
-      }
-      try {
-        await storage.delete(keyOf(backup));
-        await changeBackup(em, backup.id, { state: backupStates.failed, error: "Platform stopped while taking it; take another", finishedAt: new Date() });
-        events.backupFailed({ tier: (await findTenant(em, backup.tenantId))?.tier ?? "unknown" });
-        log.warn({ backupId: backup.id, tenantId: backup.tenantId }, "backup left unfinished by a stopped Platform marked failed");
-      } finally {
-        await locks.unlock(lockOf(backup.id)).catch(() => undefined);
-      }
+    // The lock is a session's: this process holds its own backups' locks, and would take them again.
+    if (this.#running.has(backup.id) || !(await locks.tryLock(lockOf(backup.id)))) {
+      return false;
+    }
+    try {
+      const em = orm.em.fork();
+      await storage.delete(keyOf(backup));
+      await changeBackup(em, backup.id, { state: backupStates.failed, error: "Platform stopped while taking it; take another", finishedAt: new Date() });
+      events.backupFailed({ tier: (await findTenant(em, backup.tenantId))?.tier ?? "unknown" });
+      log.warn({ backupId: backup.id, tenantId: backup.tenantId }, "backup left unfinished by a stopped Platform marked failed");
+      return true;
+    } finally {
+      await locks.unlock(lockOf(backup.id)).catch(() => undefined);
     }
   }
 }

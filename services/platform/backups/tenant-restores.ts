@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { MikroORM } from "@mikro-orm/postgresql";
+import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
@@ -15,8 +15,9 @@ import {
   findExpiredKeeps,
   findLastInPlaceRestore,
   findRestore,
-  findRunningMove,
+  refuseWhileMoving,
   findTenant,
+  findTenantRestoreUnderWay,
   findUnfinishedRestores,
   forgetVersions,
   getBackup,
@@ -69,6 +70,12 @@ export interface RestoreRequest {
   tier: Tier;
   /** A clone's display name; empty for its id. */
   displayName: string;
+  /**
+   * Called once the request is found good, just before the restore is
+   * recorded: what it throws (a rate limit's refusal) refuses the restore,
+   * and a request refused for what it asked is never counted.
+   */
+  admit?: () => void;
 }
 
 /**
@@ -98,26 +105,23 @@ export class TenantRestores {
     const record = { id, backupId: backup.id, tenantId: target, sourceTenantId: backup.tenantId, step: requested };
     if (target === backup.tenantId) {
       await em.transactional(async (tx) => {
-        await lockForTransaction(tx, `restore:${target}`);
+        await lockForTransaction(tx, restoreLock(target));
         const tenant = await getTenant(tx, target);
         if (!servedStatuses.includes(tenant.status) || tenant.cluster == null) {
           throw new ConnectError(`tenant "${target}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be restored in place`, Code.FailedPrecondition);
         }
-        if (await restoreUnderWay(tx, { tenantId: target })) {
-          throw new ConnectError(`a restore of tenant "${target}" is under way; wait for it to end`, Code.FailedPrecondition);
-        }
+        await refuseWhileRestoring(tx, target);
         // Moves take the same lock to check for restores.
-        const moving = await findRunningMove(tx, target);
-        if (moving !== null) {
-          throw new ConnectError(`tenant "${target}" is being moved (move ${moving.id}); restore it once the move has ended`, Code.FailedPrecondition);
-        }
+        await refuseWhileMoving(tx, target);
         const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
+        request.admit?.();
         await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database });
       });
     } else {
       const source = await findTenant(em, backup.tenantId);
       const tier = request.tier === 0 && source !== null ? tierOf(source.tier) : request.tier;
       await provisioner.recordClone({ tenantId: target, displayName: request.displayName, tier }, async (tx, tenant) => {
+        request.admit?.();
         await insertRestore(tx, { ...record, kind: restoreKinds.clone, cluster: tenant.cluster!, database: tenant.database });
       });
     }
@@ -128,32 +132,37 @@ export class TenantRestores {
   /**
    * Routes a tenant back to the database its last in-place restore
    * replaced and drops the restored one. NOT_FOUND when there is nothing to
-   * undo; FAILED_PRECONDITION when the replaced database is gone.
+   * undo; FAILED_PRECONDITION when the replaced database is gone. `admit`
+   * is called as for a restore (see {@link RestoreRequest.admit}), unless
+   * the undo is under way already.
    */
-  async undo(tenantId: string): Promise<{ restore: Restore; tenant: Tenant }> {
+  async undo(tenantId: string, admit?: () => void): Promise<{ restore: Restore; tenant: Tenant }> {
     const { orm } = this.#options;
-    const em = orm.em.fork();
-    const tenant = await getTenant(em, tenantId);
-    const restore = await findLastInPlaceRestore(em, tenant.id);
-    if (restore === null || restore.state === restoreStates.undone) {
-      throw new ConnectError(`tenant "${tenant.id}" has no in-place restore to undo`, Code.NotFound);
-    }
-    if (restore.undoStep == null) {
-      if (restore.previousDropped || (restore.keepUntil != null && restore.keepUntil.getTime() <= Date.now())) {
-        throw new ConnectError(`the database restore "${restore.id}" replaced was kept until ${restore.keepUntil?.toISOString()} and is gone: the restore can no longer be undone`, Code.FailedPrecondition);
+    // Under the lock restores take: an undo never starts while a restore of the tenant runs, nor a restore while an undo does.
+    const restore = await orm.em.fork().transactional(async (tx) => {
+      await lockForTransaction(tx, restoreLock(tenantId));
+      const tenant = await getTenant(tx, tenantId);
+      const last = await findLastInPlaceRestore(tx, tenant.id);
+      if (last === null || last.state === restoreStates.undone) {
+        throw new ConnectError(`tenant "${tenant.id}" has no in-place restore to undo`, Code.NotFound);
       }
-      if (!servedStatuses.includes(tenant.status)) {
-        throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
+      if (last.undoStep == null) {
+        await refuseWhileRestoring(tx, tenant.id);
+        if (last.previousDropped || (last.keepUntil != null && last.keepUntil.getTime() <= Date.now())) {
+          throw new ConnectError(`the database restore "${last.id}" replaced was kept until ${last.keepUntil?.toISOString()} and is gone: the restore can no longer be undone`, Code.FailedPrecondition);
+        }
+        if (!servedStatuses.includes(tenant.status)) {
+          throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
+        }
+        if (tenant.cluster !== last.cluster) {
+          throw new ConnectError(`tenant "${tenant.id}" has moved to cluster "${tenant.cluster}" since restore "${last.id}": the restore can no longer be undone`, Code.FailedPrecondition);
+        }
+        await refuseWhileMoving(tx, tenant.id);
+        admit?.();
+        await changeRestore(tx, last, { undoStep: requested, previousStatus: null, error: null });
       }
-      if (tenant.cluster !== restore.cluster) {
-        throw new ConnectError(`tenant "${tenant.id}" has moved to cluster "${tenant.cluster}" since restore "${restore.id}": the restore can no longer be undone`, Code.FailedPrecondition);
-      }
-      const moving = await findRunningMove(em, tenant.id);
-      if (moving !== null) {
-        throw new ConnectError(`tenant "${tenant.id}" is being moved (move ${moving.id}); undo the restore once the move has ended, if it still can be`, Code.FailedPrecondition);
-      }
-      await changeRestore(em, restore, { undoStep: requested, previousStatus: null, error: null });
-    }
+      return last;
+    });
     const undone = await this.#run(restore.id);
     return { restore: undone, tenant: await getTenant(orm.em.fork(), tenantId) };
   }
@@ -343,6 +352,24 @@ export class TenantRestores {
     await changeRestore(em, restore, { state: restoreStates.failed, finishedAt: new Date() });
     this.#ended(restore, false, false);
   }
+}
+
+/**
+ * Refuses (FAILED_PRECONDITION) to start work that changes the tenant's
+ * database or status (a restore or undo, offboarding) while a restore or
+ * undo of it is under way. Call in a transaction holding {@link restoreLock}.
+ */
+export async function refuseWhileRestoring(em: EntityManager, tenantId: string): Promise<void> {
+  const underWay = await findTenantRestoreUnderWay(em, tenantId);
+  if (underWay !== null) {
+    const what = underWay.state === restoreStates.running ? "a restore" : "the undo of a restore";
+    throw new ConnectError(`${what} of tenant "${tenantId}" is under way (restore "${underWay.id}"); wait for it to end, then try again`, Code.FailedPrecondition);
+  }
+}
+
+/** The transaction lock under which restores, undos and offboarding of the tenant start. */
+export function restoreLock(tenantId: string): string {
+  return `restore:${tenantId}`;
 }
 
 function failure(restore: Restore, undoing: boolean): ConnectError {

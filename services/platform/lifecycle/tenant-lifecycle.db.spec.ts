@@ -120,6 +120,13 @@ describe("updates", () => {
     expect((await failure(mesh.platformClient.updateTenant({ tenantId: tenant.tenantId, displayName: "x" }))).code).toBe(Code.InvalidArgument);
     expect((await failure(mesh.platformClient.updateTenant({ tenantId: tenant.tenantId, updateMask: { paths: ["database"] } }))).code).toBe(Code.InvalidArgument);
   });
+
+  it("refuses a display name with a control character (PostgreSQL would refuse a NUL) as INVALID_ARGUMENT", async () => {
+    const tenant = await mesh.createTenant();
+    const error = await failure(mesh.platformClient.updateTenant({ tenantId: tenant.tenantId, displayName: "a\u0000b", updateMask: { paths: ["display_name"] } }));
+    expect([error.code, error.rawMessage]).toEqual([Code.InvalidArgument, "display_name has a control character (U+0000); use printable text on one line"]);
+    expect((await failure(mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId("nul"), displayName: "a\u0000b" }))).code).toBe(Code.InvalidArgument);
+  });
 });
 
 describe("offboarding", () => {

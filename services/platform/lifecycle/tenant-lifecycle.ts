@@ -1,10 +1,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { checkTenantId, type Logger } from "../../mesh/index.ts";
-import type { AdvisoryLocks } from "../advisory-locks.ts";
+import { checkTenantId, checkTextLine, type Logger } from "../../mesh/index.ts";
+import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
 import { platformActor, type AuditLog } from "../audit-log.ts";
-import type { TenantBackups } from "../backups/index.ts";
+import { refuseWhileRestoring, restoreLock, type TenantBackups } from "../backups/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import { PeriodicSweep } from "../periodic-sweep.ts";
 import { SingleFlight } from "../single-flight.ts";
@@ -15,7 +15,7 @@ import {
   changeTenant,
   deleteFailedTenant,
   findOffboardingTenants,
-  findRunningMove,
+  refuseWhileMoving,
   forgetVersions,
   getTenant,
   startOffboarding,
@@ -73,8 +73,8 @@ export class TenantLifecycle {
     for (const field of change.paths) {
       switch (field) {
         case "display_name": {
-          const name = change.displayName.trim();
-          if (name === "" || [...name].length > 200) {
+          const name = checkTextLine(change.displayName, "display_name", 200);
+          if (name === "") {
             throw new ConnectError("display_name must have 1 to 200 characters", Code.InvalidArgument);
           }
           changed.displayName = name;
@@ -123,11 +123,13 @@ export class TenantLifecycle {
         return getTenant(em.fork(), id);
       }
     } else if (tenant.status === statusNames.active || tenant.status === statusNames.suspended) {
-      const moving = await findRunningMove(em, id);
-      if (moving !== null) {
-        throw new ConnectError(`tenant "${id}" is being moved (move ${moving.id}); delete it once the move has ended`, Code.FailedPrecondition);
-      }
-      await startOffboarding(em, id, offboardingSteps[0], this.#options.graceMs);
+      // Not under a restore or a move: either would switch the tenant's database while offboarding backs it up and drops it.
+      await em.transactional(async (tx) => {
+        await lockForTransaction(tx, restoreLock(id));
+        await refuseWhileRestoring(tx, id);
+        await refuseWhileMoving(tx, id);
+        await startOffboarding(tx, id, offboardingSteps[0], this.#options.graceMs);
+      });
     } else if (tenant.status === statusNames.provisioning) {
       throw new ConnectError(`tenant "${id}" is being provisioned; delete it once it is ACTIVE or FAILED`, Code.FailedPrecondition);
     }

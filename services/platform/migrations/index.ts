@@ -8,6 +8,7 @@ import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
 import { AddMoves } from "./add-moves.ts";
 import { AddPermissionCatalog } from "./add-permission-catalog.ts";
 import { AddTenantOwner } from "./add-tenant-owner.ts";
+import { AddWriteFreezes } from "./add-write-freezes.ts";
 import { CreateRegistry } from "./create-registry.ts";
 
 /** Platform's migrations of its own database, oldest first. Names never change once released. */
@@ -21,5 +22,6 @@ export const migrations: MigrationObject[] = [
   { name: "0007-add-backups", class: AddBackups },
   { name: "0008-add-backup-table-count", class: AddBackupTableCount },
   { name: "0009-add-backup-schedules", class: AddBackupSchedules },
-  { name: "0010-add-moves", class: AddMoves },
+  { name: "0010-add-write-freezes", class: AddWriteFreezes },
+  { name: "0011-add-moves", class: AddMoves },
 ];

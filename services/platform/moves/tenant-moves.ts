@@ -5,7 +5,7 @@ import { MoveMode } from "../../../gen/tenantry/platform/v1/move_pb.js";
 import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
 import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
 import { platformActor, type AuditLog } from "../audit-log.ts";
-import { answerOf, loginOf, reasonOf } from "../backups/index.ts";
+import { answerOf, loginOf, reasonOf, refuseWhileRestoring, restoreLock } from "../backups/index.ts";
 import type { Move } from "../entities/move.ts";
 import { SingleFlight } from "../single-flight.ts";
 import {
@@ -25,7 +25,6 @@ import {
   listMoves,
   moveModes,
   moveStates,
-  restoreUnderWay,
   statusNames,
   type MoveModeName,
 } from "../stores/index.ts";
@@ -106,11 +105,9 @@ export class TenantMoves {
       return rowCount === 0 ? name : `${name}_m${id.slice(0, 8)}`;
     });
     await em.transactional(async (tx) => {
-      // In-place restores take the same lock to check for moves.
-      await lockForTransaction(tx, `restore:${tenant.id}`);
-      if (await restoreUnderWay(tx, { tenantId: tenant.id })) {
-        throw new ConnectError(`a restore of tenant "${tenant.id}" is under way; move it once that has ended`, Code.FailedPrecondition);
-      }
+      // Restores, their undos and offboarding take the same lock to check for moves.
+      await lockForTransaction(tx, restoreLock(tenant.id));
+      await refuseWhileRestoring(tx, tenant.id);
       await insertMove(tx, {
         id,
         tenantId: tenant.id,

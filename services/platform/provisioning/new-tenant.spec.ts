@@ -12,6 +12,7 @@ describe("a new tenant's request", () => {
     expect(checkNewTenant(request).displayName).toBe("acme");
     expect(checkNewTenant({ ...request, displayName: "  Acme Inc.  " }).displayName).toBe("Acme Inc.");
     expect(refused({ displayName: "x".repeat(201) })).toMatch(/display_name/);
+    expect(refused({ displayName: "Acme\nInc." })).toBe("display_name has a control character (U+000A); use printable text on one line");
   });
 
   it("is STANDARD unless it names a tier, which must exist", () => {

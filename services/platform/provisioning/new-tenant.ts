@@ -1,6 +1,5 @@
-import { Code, ConnectError } from "@connectrpc/connect";
 import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { checkEmail, checkPassword, checkTenantId } from "../../mesh/index.ts";
+import { checkEmail, checkPassword, checkTenantId, checkTextLine } from "../../mesh/index.ts";
 import { checkTier } from "../tenant-messages.ts";
 
 /** A request for a new tenant. */
@@ -37,9 +36,6 @@ function checkOwner(request: { ownerEmail: string; ownerPassword: string }): { o
 }
 
 function checkDisplayName(displayName: string, tenantId: string): string {
-  const name = displayName.trim() === "" ? tenantId : displayName.trim();
-  if ([...name].length > 200) {
-    throw new ConnectError("display_name is longer than 200 characters", Code.InvalidArgument);
-  }
-  return name;
+  const name = checkTextLine(displayName, "display_name", 200);
+  return name === "" ? tenantId : name;
 }

@@ -79,9 +79,9 @@ export async function listBackups(em: EntityManager, request: { tenantId: string
   return { backups: page.items, nextPageToken: page.nextPageToken };
 }
 
-/** The backups still RUNNING, oldest first. */
-export function findRunningBackups(em: EntityManager): Promise<Backup[]> {
-  return em.find(Backup, { state: backupStates.running }, { orderBy: { createdAt: "asc" } });
+/** The backups still RUNNING, of one tenant or of all, oldest first. */
+export function findRunningBackups(em: EntityManager, tenantId?: string): Promise<Backup[]> {
+  return em.find(Backup, { state: backupStates.running, ...(tenantId === undefined ? {} : { tenantId }) }, { orderBy: { createdAt: "asc" } });
 }
 
 /** Forgets a backup (its files are gone). */

@@ -93,6 +93,14 @@ export function findRunningMove(em: EntityManager, tenantId: string): Promise<Mo
   return em.findOne(Move, { tenantId, state: moveStates.running });
 }
 
+/** FAILED_PRECONDITION while a move of the tenant is under way: a restore or offboarding would switch or drop the database it copies. */
+export async function refuseWhileMoving(em: EntityManager, tenantId: string): Promise<void> {
+  const moving = await findRunningMove(em, tenantId);
+  if (moving !== null) {
+    throw new ConnectError(`tenant "${tenantId}" is being moved (move "${moving.id}", after ${moving.step}); wait for the move to end, then try again`, Code.FailedPrecondition);
+  }
+}
+
 /** The moves under way of these tenants, by tenant id. */
 export async function runningMovesOf(em: EntityManager, tenantIds: string[]): Promise<Map<string, Move>> {
   if (tenantIds.length === 0) {

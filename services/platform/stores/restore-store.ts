@@ -63,9 +63,22 @@ export function findLastInPlaceRestore(em: EntityManager, tenantId: string): Pro
   return em.findOne(Restore, { tenantId, kind: restoreKinds.inPlace, state: { $in: [restoreStates.succeeded, restoreStates.undone] } }, { orderBy: { createdAt: "desc" } });
 }
 
-/** Whether a restore (or drill) of the backup, or into the tenant, is under way. */
-export async function restoreUnderWay(em: EntityManager, where: { backupId: string } | { tenantId: string }): Promise<boolean> {
+/** Whether a restore (or drill) of the backup is under way. */
+export async function restoreUnderWay(em: EntityManager, where: { backupId: string }): Promise<boolean> {
   return (await em.count(Restore, { ...where, state: restoreStates.running })) > 0;
+}
+
+/**
+ * The restore of the tenant under way, in place or as a clone, or the
+ * in-place restore whose undo is: what must end before another restore or
+ * undo of it starts. Null when there is none. (A drill touches no tenant.)
+ */
+export function findTenantRestoreUnderWay(em: EntityManager, tenantId: string): Promise<Restore | null> {
+  return em.findOne(Restore, {
+    tenantId,
+    kind: { $in: [restoreKinds.inPlace, restoreKinds.clone] },
+    $or: [{ state: restoreStates.running }, { state: restoreStates.succeeded, undoStep: { $ne: null } }],
+  });
 }
 
 /** In-place restores whose replaced (or undone) database is kept past its time, and not dropped yet. */

@@ -224,7 +224,8 @@ export declare type CreateBackupRequest = Message<"tenantry.platform.v1.CreateBa
   tenantId: string;
 
   /**
-   * A label for the operator, up to 200 characters; optional.
+   * A label for the operator, up to 200 characters on one line (no control
+   * characters), trimmed; optional.
    *
    * @generated from field: string label = 2;
    */
@@ -823,11 +824,13 @@ export declare const BackupService: GenService<{
    * CreateBackup takes a backup of the tenant and answers once it is stored
    * (state SUCCEEDED) or has failed (the error; the backup stays FAILED
    * with the reason and nothing of it in storage).
-   * Errors: INVALID_ARGUMENT for a malformed tenant_id or a label longer
-   * than 200 characters; NOT_FOUND for an unknown tenant;
-   * FAILED_PRECONDITION when the tenant is not ACTIVE or SUSPENDED, or its
-   * database holds large objects (which backups do not carry); UNAVAILABLE
-   * when its database cannot be reached (retry).
+   * One backup of a tenant is taken at a time.
+   * Errors: INVALID_ARGUMENT for a malformed tenant_id, or a label longer
+   * than 200 characters or with a control character (a line break, NUL);
+   * NOT_FOUND for an unknown tenant; FAILED_PRECONDITION when the tenant is
+   * not ACTIVE or SUSPENDED, another backup of it is being taken (the
+   * message names it), or its database holds large objects (which backups
+   * do not carry); UNAVAILABLE when its database cannot be reached (retry).
    *
    * @generated from rpc tenantry.platform.v1.BackupService.CreateBackup
    */
@@ -892,15 +895,16 @@ export declare const BackupService: GenService<{
    *
    * A restore that fails leaves the target as it was (in place: the tenant
    * untouched; a clone: no tenant, database or role).
-   * Errors: INVALID_ARGUMENT for a malformed id; NOT_FOUND for an unknown
-   * backup or (in place) tenant; ALREADY_EXISTS when the clone's id is
-   * taken; FAILED_PRECONDITION when the backup has not SUCCEEDED, its
+   * Errors: INVALID_ARGUMENT for a malformed id, or a display_name longer
+   * than 200 characters or with a control character; NOT_FOUND for an
+   * unknown backup or (in place) tenant; ALREADY_EXISTS when the clone's id
+   * is taken; FAILED_PRECONDITION when the backup has not SUCCEEDED, its
    * format is of another major version, a service does not know a schema
    * version it was taken at, a table's columns differ from the backup's
    * (the message names the table), a file fails its check (changed or
    * truncated), the tenant (in place) is not ACTIVE or SUSPENDED, or a
-   * restore of it is under way; UNAVAILABLE when a service or the database
-   * cannot be reached (retry).
+   * restore of it, or the undo of one, is under way; UNAVAILABLE when a
+   * service or the database cannot be reached (retry).
    *
    * @generated from rpc tenantry.platform.v1.BackupService.RestoreBackup
    */
@@ -915,8 +919,9 @@ export declare const BackupService: GenService<{
    * tenant is SUSPENDED for the switch, as for the restore.
    * Errors: INVALID_ARGUMENT for a malformed tenant_id; NOT_FOUND when the
    * tenant has no restore that can be undone; FAILED_PRECONDITION when the
-   * replaced database has been dropped already (its time is past) or the
-   * tenant is not ACTIVE or SUSPENDED.
+   * replaced database has been dropped already (its time is past), the
+   * tenant is not ACTIVE or SUSPENDED, or a restore of it is under way (an
+   * undo never runs beside a restore: it would switch the tenant under it).
    *
    * @generated from rpc tenantry.platform.v1.BackupService.UndoRestore
    */

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Move } from "./move_pb.js";
 
 /**
@@ -784,11 +784,21 @@ export declare type ListAuditEventsResponse = Message<"tenantry.platform.v1.List
 export declare const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse>;
 
 /**
- * WatchTenantsRequest is empty.
+ * WatchTenantsRequest says who watches.
  *
  * @generated from message tenantry.platform.v1.WatchTenantsRequest
  */
 export declare type WatchTenantsRequest = Message<"tenantry.platform.v1.WatchTenantsRequest"> & {
+  /**
+   * Set by a service instance that serves tenants' calls: a UUID its
+   * process made when it started. The stream then also announces tenants'
+   * write freezes (see WriteFreezeService), and a freeze is in force only
+   * once every instance watching has acknowledged it
+   * (WriteFreezeService.AcknowledgeWriteFreeze). Empty: changes only.
+   *
+   * @generated from field: string instance_id = 1;
+   */
+  instanceId: string;
 };
 
 /**
@@ -798,7 +808,8 @@ export declare type WatchTenantsRequest = Message<"tenantry.platform.v1.WatchTen
 export declare const WatchTenantsRequestSchema: GenMessage<WatchTenantsRequest>;
 
 /**
- * WatchTenantsResponse says that a tenant changed.
+ * WatchTenantsResponse says that a tenant changed, or announces a write
+ * freeze of a tenant.
  *
  * @generated from message tenantry.platform.v1.WatchTenantsResponse
  */
@@ -811,11 +822,28 @@ export declare type WatchTenantsResponse = Message<"tenantry.platform.v1.WatchTe
   tenantId: string;
 
   /**
-   * Its status after the change.
+   * Its status after the change; unset in a message that announces a
+   * freeze (the tenant did not change).
    *
    * @generated from field: tenantry.platform.v1.TenantStatus status = 2;
    */
   status: TenantStatus;
+
+  /**
+   * In the first message, to a watcher with an instance_id: the write
+   * freezes in force. Any other freeze the watcher knew of has ended.
+   *
+   * @generated from field: repeated tenantry.platform.v1.WriteFreezeNotice freezes = 3;
+   */
+  freezes: WriteFreezeNotice[];
+
+  /**
+   * To a watcher with an instance_id: a write freeze of tenant_id began,
+   * was renewed or ended.
+   *
+   * @generated from field: tenantry.platform.v1.WriteFreezeNotice freeze = 4;
+   */
+  freeze?: WriteFreezeNotice | undefined;
 };
 
 /**
@@ -823,6 +851,43 @@ export declare type WatchTenantsResponse = Message<"tenantry.platform.v1.WatchTe
  * Use `create(WatchTenantsResponseSchema)` to create a new message.
  */
 export declare const WatchTenantsResponseSchema: GenMessage<WatchTenantsResponse>;
+
+/**
+ * WriteFreezeNotice tells a service of a freeze of a tenant's writes
+ * (see WriteFreezeService).
+ *
+ * @generated from message tenantry.platform.v1.WriteFreezeNotice
+ */
+export declare type WriteFreezeNotice = Message<"tenantry.platform.v1.WriteFreezeNotice"> & {
+  /**
+   * The tenant whose writes are frozen.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The freeze's id, with which the service acknowledges it.
+   *
+   * @generated from field: string freeze_id = 2;
+   */
+  freezeId: string;
+
+  /**
+   * How long the freeze lasts from this message on unless it is renewed:
+   * a service that hears nothing more of it for this long ends it by
+   * itself. Zero: the freeze has ended.
+   *
+   * @generated from field: google.protobuf.Duration lease = 3;
+   */
+  lease?: Duration | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.WriteFreezeNotice.
+ * Use `create(WriteFreezeNoticeSchema)` to create a new message.
+ */
+export declare const WriteFreezeNoticeSchema: GenMessage<WriteFreezeNotice>;
 
 /**
  * SignUpRequest asks for a new tenant and its owner.
@@ -1139,7 +1204,8 @@ export declare const PlatformService: GenService<{
    * up and is DELETED at once. Should the final backup fail (the database
    * unreachable, or holding large objects), the tenant stays OFFBOARDING
    * with its login intact and Platform tries again later.
-   * Errors: NOT_FOUND; FAILED_PRECONDITION while it is being provisioned.
+   * Errors: NOT_FOUND; FAILED_PRECONDITION while it is being provisioned,
+   * or while a restore of it (or the undo of one) is under way.
    *
    * @generated from rpc tenantry.platform.v1.PlatformService.DeleteTenant
    */
@@ -1171,8 +1237,10 @@ export declare const PlatformService: GenService<{
   },
   /**
    * WatchTenants streams every change to any tenant as it is committed, so
-   * that services drop a changed route at once. The stream starts with a
-   * message whose tenant_id is empty: from then on no change is missed.
+   * that services drop a changed route at once, and to service instances
+   * tenants' write freezes. The stream starts with a message whose
+   * tenant_id is empty: from then on no change is missed.
+   * Errors: INVALID_ARGUMENT for an instance_id that is not a UUID.
    *
    * @generated from rpc tenantry.platform.v1.PlatformService.WatchTenants
    */

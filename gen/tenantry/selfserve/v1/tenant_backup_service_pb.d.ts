@@ -164,7 +164,8 @@ export declare const RestoreSchema: GenMessage<Restore>;
  */
 export declare type CreateBackupRequest = Message<"tenantry.selfserve.v1.CreateBackupRequest"> & {
   /**
-   * A label, up to 200 characters; optional.
+   * A label, up to 200 characters on one line (no control characters),
+   * trimmed; optional.
    *
    * @generated from field: string label = 1;
    */
@@ -442,8 +443,9 @@ export declare const TenantBackupService: GenService<{
    * once it is stored. Counts against the backups per hour.
    * Not safe to retry blindly: after UNAVAILABLE, ListBackups tells whether
    * the backup was taken.
-   * Errors: INVALID_ARGUMENT for a label longer than 200 characters;
-   * FAILED_PRECONDITION when the tenant is not ACTIVE or its database holds
+   * Errors: INVALID_ARGUMENT for a label longer than 200 characters or
+   * with a control character; FAILED_PRECONDITION when the tenant is not
+   * ACTIVE, another backup of it is being taken, or its database holds
    * large objects; RESOURCE_EXHAUSTED past the limit (retry after
    * "retry-after" seconds); UNAVAILABLE when the database cannot be reached.
    *
@@ -489,8 +491,9 @@ export declare const TenantBackupService: GenService<{
    * Errors: INVALID_ARGUMENT for a backup_id that is not a UUID; NOT_FOUND
    * for an unknown backup or one of another tenant; FAILED_PRECONDITION
    * when the backup has not SUCCEEDED or does not restore (the message says
-   * why; the tenant is left as it was), or a restore of the tenant is under
-   * way; RESOURCE_EXHAUSTED past the limit; UNAVAILABLE (retry).
+   * why; the tenant is left as it was), or a restore of the tenant (or
+   * the undo of one) is under way; RESOURCE_EXHAUSTED past the limit;
+   * UNAVAILABLE (retry).
    *
    * @generated from rpc tenantry.selfserve.v1.TenantBackupService.RestoreBackup
    */
@@ -505,7 +508,8 @@ export declare const TenantBackupService: GenService<{
    * Counts against the restores per hour.
    * Errors: NOT_FOUND when the tenant has no restore to undo;
    * FAILED_PRECONDITION when the replaced database is gone (past
-   * undo_deadline); RESOURCE_EXHAUSTED past the limit; UNAVAILABLE (retry).
+   * undo_deadline) or a restore of the tenant is under way;
+   * RESOURCE_EXHAUSTED past the limit; UNAVAILABLE (retry).
    *
    * @generated from rpc tenantry.selfserve.v1.TenantBackupService.UndoRestore
    */

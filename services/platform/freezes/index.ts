@@ -1,0 +1,1 @@
+export { maxFreezeTtlMs, TenantWriteFreezes, type TenantWriteFreezesOptions } from "./tenant-write-freezes.ts";
