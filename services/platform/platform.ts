@@ -37,7 +37,7 @@ import { TenantWriteFreezes } from "./freezes/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
 import { observeMoves } from "./move-metrics.ts";
 import { MoveService, moveService } from "./move-service.ts";
-import { SessionWriteFreeze, TenantMoves, type TenantMovesOptions } from "./moves/index.ts";
+import { ServiceWriteFreeze, SessionWriteFreeze, TenantMoves, type TenantMovesOptions } from "./moves/index.ts";
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
@@ -176,8 +176,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       locks,
       audit,
       backups,
-      // Until services hold frozen tenants' writes themselves, the source database refuses them.
-      freeze: new SessionWriteFreeze(clusters),
+      freeze: new ServiceWriteFreeze(freezes, orm),
+      fence: new SessionWriteFreeze(clusters),
       migrateTimeoutMs: 60_000,
       keepMs: config.TENANTRY_MOVE_KEEP_MS,
       cutoverTimeoutMs: 30_000,

@@ -35,10 +35,23 @@ export async function dropMarkerTable(client: pg.ClientBase): Promise<void> {
   await client.query(`drop table if exists ${quoted(markerTable)}`);
 }
 
-/** Writes a marker row on the source; returns its token. */
+/**
+ * Writes a marker row on the source; returns its token. Its commit waits
+ * for the WAL to be flushed, whatever the server's synchronous_commit: WAL
+ * senders send only what is flushed, which asynchronous commits leave to
+ * the WAL writer (up to wal_writer_delay later).
+ */
 export async function writeMarker(source: pg.ClientBase): Promise<string> {
   const token = randomUUID();
-  await source.query(`insert into ${quoted(markerTable)} (token) values ($1)`, [token]);
+  await source.query("begin");
+  try {
+    await source.query("set local synchronous_commit = on");
+    await source.query(`insert into ${quoted(markerTable)} (token) values ($1)`, [token]);
+    await source.query("commit");
+  } catch (error) {
+    await source.query("rollback").catch(() => undefined);
+    throw error;
+  }
   return token;
 }
 

@@ -3,6 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import type { Logger, SecretBox } from "../../mesh/index.ts";
+import { maxFreezeTtlMs } from "../freezes/index.ts";
 import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, type TenantBackups } from "../backups/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Move } from "../entities/move.ts";
@@ -28,7 +29,7 @@ import {
 } from "./logical-replication.ts";
 import { endRoleSessions } from "./role-sessions.ts";
 import { compareTables, type ComparedTable } from "./table-comparison.ts";
-import type { FrozenTenant, WriteFreeze } from "./write-freeze.ts";
+import type { FrozenTenant, Release, WriteFreeze } from "./write-freeze.ts";
 
 /** What move steps work with, whichever the move. */
 export interface MoveServices {
@@ -37,8 +38,10 @@ export interface MoveServices {
   box: SecretBox;
   /** Takes the copy of a copy under freeze, as a backup. */
   backups: TenantBackups;
-  /** Freezes the tenant's writes for the cutover. */
+  /** Freezes the tenant's writes for the cutover: every service holds them, reads go on. */
   freeze: WriteFreeze;
+  /** Makes the tenant's source database refuse writes, whoever sends them: added to `freeze` for a copy under freeze. */
+  fence: WriteFreeze;
   /** How long one service may take to migrate one database. */
   migrateTimeoutMs: number;
   /** How long a moved tenant's source database is kept, closed, before it is dropped. */
@@ -106,6 +109,9 @@ export type MoveStep = (typeof moveSteps)[MoveModeName][number];
  * retried, since the tenant is served from the target.
  */
 export const pointOfNoReturn: MoveStep = "cutover";
+
+/** How many times the cutover tries to freeze the tenant's writes. */
+const freezeAttempts = 3;
 
 /** The migration tables are each service's own in each database; everything else of a service's schema is moved. */
 const migrationTable = "mikro_orm_migrations";
@@ -322,11 +328,17 @@ async function shutSourceOut(context: MoveContext): Promise<void> {
   });
 }
 
-/** Gives the login back to the tenant's role on the source cluster (a rollback), and ends any freeze of it left there. */
+/** Gives the login back to the tenant's role on the source cluster (a rollback), and ends any freeze of it the move left. */
 async function letSourceIn(context: MoveContext): Promise<void> {
-  const { clusters, move, tenant, freeze } = context;
+  const { clusters, move, tenant, freeze, fence } = context;
   await clusters.admin(move.sourceCluster, (admin) => admin.query(`alter role ${pg.escapeIdentifier(tenant.role!)} login`));
-  await freeze.thaw(frozenSource(context));
+  await fence.thaw(frozenSource(context), freezeHolder(move));
+  await freeze.thaw(frozenSource(context), freezeHolder(move));
+}
+
+/** Who a move's freezes are held by, as the freezes list it. */
+function freezeHolder(move: Move): string {
+  return `platform: move ${move.id}`;
 }
 
 function frozenSource({ move, tenant }: MoveContext): FrozenTenant {
@@ -351,46 +363,97 @@ async function copyUnderFreeze(context: MoveContext): Promise<void> {
 }
 
 /**
- * The cutover: freezes the tenant's writes; online, waits for a marker row
- * and sets the sequences, under freeze, copies; checks that both sides
- * have the same schema versions and rows (and digests when asked); shuts
- * the tenant out of the source; and switches its route to the target,
- * recorded with this step in one transaction. Services follow the route
- * through the change feed. The writes are thawed whatever happens.
+ * Freezes the tenant's writes for the cutover, trying again when a service
+ * instance did not acknowledge in time (nothing has changed then).
+ */
+async function freezeSource(context: MoveContext, ttlMs: number): Promise<Release> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await context.freeze.freeze(frozenSource(context), { holder: freezeHolder(context.move), ttlMs });
+    } catch (error) {
+      if (ConnectError.from(error).code !== Code.Unavailable || attempt >= freezeAttempts || context.signal.aborted) {
+        throw error;
+      }
+      context.log.warn({ moveId: context.move.id, reason: ConnectError.from(error).rawMessage, attempt }, "could not freeze the tenant's writes for the cutover; trying again");
+      await sleep(1000, undefined, { signal: context.signal }).catch(() => undefined);
+    }
+  }
+}
+
+/**
+ * The cutover: freezes the tenant's writes (every service holds them;
+ * under freeze the source database refuses them too, for the whole copy);
+ * online, waits for a marker row, under freeze, copies; checks that both
+ * sides have the same schema versions and rows (and digests when asked);
+ * shuts the tenant out of the source (online, then waits for a last marker
+ * and sets the sequences: whatever an instance that missed the freeze
+ * wrote before it was shut out is on the target); and switches its route
+ * to the target, recorded with this step in one transaction. Services
+ * follow the route through the change feed before their held writes go
+ * on. The writes are thawed whatever happens.
  */
 async function cutover(context: MoveContext): Promise<void> {
-  const { em, move, freeze, schemas, cutoverTimeoutMs, log } = context;
-  const online = move.mode === moveModes.online;
-  const release = await freeze.freeze(frozenSource(context));
-  const frozenAt = Date.now();
+  if (context.move.mode === moveModes.online) {
+    // Connected before the freeze, which need not wait for that: the admin's sessions are neither frozen nor shut out.
+    await inDatabase(context, sourceDatabase(context), "admin", (source) =>
+      inDatabase(context, targetDatabase(context), "admin", (target) => frozenCutover(context, () => Promise.resolve({ source, target }))),
+    );
+    return;
+  }
+  // Under freeze the tenant's role reads both sides once the copy is made: its sessions before the freeze are ended by it.
+  const opened: pg.Client[] = [];
   try {
+    await frozenCutover(context, async () => {
+      const source = await context.clusters.connect(context.move.sourceCluster, context.move.sourceDatabase, sourceDatabase(context).login);
+      opened.push(source);
+      const target = await context.clusters.connect(context.move.targetCluster, context.move.targetDatabase, targetDatabase(context).login);
+      opened.push(target);
+      return { source, target };
+    });
+  } finally {
+    await Promise.all(opened.map((client) => client.end().catch(() => undefined)));
+  }
+}
+
+/** The cutover under its freeze, on connections to both sides that `connect` gives once the copy (under freeze) is made. */
+async function frozenCutover(context: MoveContext, connect: () => Promise<{ source: pg.Client; target: pg.Client }>): Promise<void> {
+  const { em, move, fence, schemas, cutoverTimeoutMs, log } = context;
+  const online = move.mode === moveModes.online;
+  const releases: Release[] = [];
+  try {
+    releases.push(await freezeSource(context, online ? cutoverTimeoutMs + 60_000 : maxFreezeTtlMs));
+    if (!online) {
+      releases.push(await fence.freeze(frozenSource(context), { holder: freezeHolder(move), ttlMs: maxFreezeTtlMs }));
+    }
+    const frozenAt = Date.now();
     await context.reached("cutover:frozen");
     await checkStillAtSource(context);
     if (!online) {
       await copyUnderFreeze(context);
     }
-    // Online the admin writes the marker (the tenant's own sessions may be read-only); under freeze the tenant's role reads.
-    const as = online ? "admin" : "owner";
-    await inDatabase(context, sourceDatabase(context), as, (source) =>
-      inDatabase(context, targetDatabase(context), as, async (target) => {
-        if (online) {
-          await awaitMarker(context, source, target, { timeoutMs: cutoverTimeoutMs, pollMs: 5 });
-        }
-        const services = schemas.entries.map((e) => e.name);
-        const versions = await readSchemaVersions(source, services);
-        checkSameVersions(versions, await readSchemaVersions(target, services));
-        if (online) {
-          await copySequences(source, target, [...versions.keys()]);
-        }
-        await compareTables(source, target, await movedTables(source, [...versions.keys()]), { digests: move.compareDigests });
-      }),
-    );
+    const { source, target } = await connect();
+    const marker = { timeoutMs: cutoverTimeoutMs, pollMs: 5 };
+    if (online) {
+      await awaitMarker(context, source, target, marker);
+    }
+    const services = schemas.entries.map((e) => e.name);
+    const versions = await readSchemaVersions(source, services);
+    checkSameVersions(versions, await readSchemaVersions(target, services));
+    const schemaNames = [...versions.keys()];
+    await compareTables(source, target, await movedTables(source, schemaNames), { digests: move.compareDigests });
     await shutSourceOut(context);
+    if (online) {
+      // What an instance that missed the freeze wrote before it was shut out is on the target once this marker is.
+      await awaitMarker(context, source, target, marker);
+      await copySequences(source, target, schemaNames);
+    }
     const switchedAt = new Date();
     await recordSwitch(em, move, { step: pointOfNoReturn, switchedAt, freezeMs: switchedAt.getTime() - frozenAt });
     log.info({ moveId: move.id, tenantId: move.tenantId, cluster: move.targetCluster, freezeMs: move.freezeMs }, "tenant switched to its new cluster");
   } finally {
-    await release().catch((error: unknown) => log.error({ err: error, moveId: move.id, tenantId: move.tenantId }, "could not thaw the tenant's writes after the cutover"));
+    for (const release of releases.reverse()) {
+      await release().catch((error: unknown) => log.error({ err: error, moveId: move.id, tenantId: move.tenantId }, "could not thaw the tenant's writes after the cutover"));
+    }
   }
 }
 

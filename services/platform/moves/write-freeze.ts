@@ -1,5 +1,8 @@
+import type { MikroORM } from "@mikro-orm/postgresql";
 import pg from "pg";
 import type { ClusterRegistry } from "../cluster-registry.ts";
+import type { TenantWriteFreezes } from "../freezes/index.ts";
+import { findWriteFreeze } from "../stores/index.ts";
 import { endRoleSessions } from "./role-sessions.ts";
 
 /** The tenant whose writes are frozen, where it is served from while they are. */
@@ -14,26 +17,67 @@ export interface FrozenTenant {
 /** Ends a freeze. */
 export type Release = () => Promise<void>;
 
-/**
- * Freezes a tenant's writes for a move's cutover. Once `freeze` resolves,
- * no write of the tenant runs on its database and none starts until the
- * release; reads go on. The freeze belongs to the Platform that made it:
- * should that stop, `thaw` ends what it left.
- */
-export interface WriteFreeze {
-  freeze(tenant: FrozenTenant): Promise<Release>;
-  /** Ends any freeze of the tenant still in force (one a stopped Platform left); nothing happens when none is. */
-  thaw(tenant: FrozenTenant): Promise<void>;
+/** Who freezes, and for how long at most. */
+export interface FreezeHolder {
+  /** Names the holder (a move, by its id): `thaw` ends only its freeze. */
+  holder: string;
+  /** The freeze ends by itself after this long, whatever happens. */
+  ttlMs: number;
 }
 
 /**
- * A write freeze the tenant's database enforces itself: the tenant's role
- * has its new sessions start read-only (`default_transaction_read_only`),
- * and the sessions it had (writes under way among them) are ended, so
- * services reconnect read-only. Reads go on; writes fail with SQLSTATE
- * 25006, which services answer UNAVAILABLE (retry). Not a lease: a
- * Platform that stops while it holds one leaves the tenant read-only
- * until the move is resumed or rolled back.
+ * Freezes a tenant's writes for a move's cutover. Once `freeze` resolves,
+ * no write of the tenant runs on its database and none starts until the
+ * release; reads go on. Should the Platform that froze stop, `thaw` ends
+ * what it left.
+ */
+export interface WriteFreeze {
+  freeze(tenant: FrozenTenant, holder: FreezeHolder): Promise<Release>;
+  /** Ends the freeze of the tenant `holder` left in force, if any. */
+  thaw(tenant: FrozenTenant, holder: string): Promise<void>;
+}
+
+/**
+ * The write freeze every service holds (TenantWriteFreezes): each service
+ * instance watching the change feed holds the tenant's new writes, has
+ * drained those under way and has said so; a lease this Platform renews.
+ * A freeze `holder` left (a Platform that stopped in a cutover) is ended
+ * before a new one is made.
+ */
+export class ServiceWriteFreeze implements WriteFreeze {
+  readonly #freezes: TenantWriteFreezes;
+  readonly #orm: MikroORM;
+
+  constructor(freezes: TenantWriteFreezes, orm: MikroORM) {
+    this.#freezes = freezes;
+    this.#orm = orm;
+  }
+
+  async freeze(tenant: FrozenTenant, { holder, ttlMs }: FreezeHolder): Promise<Release> {
+    await this.thaw(tenant, holder);
+    const { freezeId } = await this.#freezes.freeze(tenant.tenantId, { ttlMs, actor: holder });
+    return async () => void (await this.#freezes.thaw(tenant.tenantId, freezeId));
+  }
+
+  async thaw(tenant: FrozenTenant, holder: string): Promise<void> {
+    const current = await findWriteFreeze(this.#orm.em.fork(), tenant.tenantId);
+    if (current?.actor === holder) {
+      await this.#freezes.thaw(tenant.tenantId, current.freezeId);
+    }
+  }
+}
+
+/**
+ * A write freeze the tenant's database enforces itself, whoever writes: the
+ * tenant's role has its new sessions start read-only
+ * (`default_transaction_read_only`), and the sessions it had (writes under
+ * way among them) are ended, so services reconnect read-only. Reads go on,
+ * but those under way as the sessions end fail (UNAVAILABLE); writes fail
+ * with SQLSTATE 25006, which services answer UNAVAILABLE (retry). Not a
+ * lease: a Platform that stops while it holds one leaves the tenant
+ * read-only until the move is resumed or rolled back. A move under freeze
+ * adds it to the services' freeze, which could end (its time to live) or
+ * miss an instance cut off from the change feed during a long copy.
  */
 export class SessionWriteFreeze implements WriteFreeze {
   readonly #clusters: ClusterRegistry;

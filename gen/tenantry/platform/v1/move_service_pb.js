@@ -69,8 +69,13 @@ export const ListMovesResponseSchema = /*@__PURE__*/
  * Copy under freeze: the tenant's writes are frozen, its tables copied in
  * one snapshot as a backup takes them (the backup is kept, labelled
  * "move <id>") and loaded into the target, compared, and the route
- * switched. Reads go on throughout either way; writes during a freeze
- * fail UNAVAILABLE (retry them).
+ * switched. The freeze is a write freeze of WriteFreezeService, held by
+ * "platform: move <id>": the services hold the tenant's writes (up to
+ * their TENANTRY_FREEZE_MAX_MS, then UNAVAILABLE: retry) and reads go on;
+ * under freeze the source database also refuses writes itself for the
+ * whole copy (UNAVAILABLE), and reads under way as it begins to fail
+ * UNAVAILABLE. Calls that reach the source between its shut-out and the
+ * services learning the new route (moments) fail UNAVAILABLE too.
  *
  * At every moment one database serves the tenant: once the route has
  * switched, the source refuses the tenant's connections; it is kept,
