@@ -1,10 +1,12 @@
-import { Code, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BackupService, BackupState, RestoreState } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
+import { BackupService, BackupState, RestoreState, VerifyResult } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor, tenantIdHeader } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
+import { holdLock } from "../../testing/held-lock.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
 let mesh: TestMesh;
@@ -18,10 +20,20 @@ afterAll(() => mesh?.stop());
 const headers = (tenantId: string) => ({ headers: { [tenantIdHeader]: tenantId } });
 
 /** A promise and the function that resolves it: a step of Platform held until the test lets it go. */
-function gate(): { opened: Promise<void>; open: () => void } {
-  let open!: () => void;
-  const opened = new Promise<void>((resolve) => (open = resolve));
-  return { opened, open };
+function gate(): { opened: Promise<void>; open: () => void; readonly isOpen: boolean } {
+  let isOpen = false;
+  let resolve!: () => void;
+  const opened = new Promise<void>((r) => (resolve = r));
+  return {
+    opened,
+    open: () => {
+      isOpen = true;
+      resolve();
+    },
+    get isOpen() {
+      return isOpen;
+    },
+  };
 }
 
 /** The tenant's databases on the server (its own and those restores made), with whether they take connections. */
@@ -84,6 +96,36 @@ describe("a backup requested while another of the tenant is being taken", () => 
       expect((await backups.createBackup({ tenantId: other.tenantId })).backup?.state).toBe(BackupState.SUCCEEDED);
       expect((await first).backup?.state).toBe(BackupState.SUCCEEDED);
       expect((await backups.listBackups({ tenantId })).backups.map((b) => b.label)).toEqual(["first"]);
+    } finally {
+      held.open();
+      await mesh.restartPlatform();
+    }
+  });
+
+  it("does not hold up offboarding: the final backup is taken beside it, and the other ends FAILED saying why", async () => {
+    const { tenantId } = await mesh.createTenant();
+    const held = gate();
+    const reached = gate();
+    await mesh.restartPlatform({}, {
+      afterBackupStep: async (_id, step) => {
+        if (step === "snapshot" && !reached.isOpen) {
+          reached.open();
+          await held.opened;
+        }
+      },
+    });
+    try {
+      const running = backups.createBackup({ tenantId, label: "running" });
+      await reached.opened;
+      const { tenant } = await mesh.platformClient.deleteTenant({ tenantId });
+      expect(tenant?.status).toBe(TenantStatus.OFFBOARDING);
+      expect((await backups.getBackup({ backupId: tenant!.finalBackupId })).backup?.state).toBe(BackupState.SUCCEEDED);
+      held.open();
+      // Offboarding revoked the tenant's login: the backup that was waiting cannot go on.
+      const stopped = await failure(running);
+      expect([stopped.code, stopped.rawMessage]).toEqual([Code.FailedPrecondition, `tenant "${tenantId}" became offboarding while the backup was being taken, which ended it; its final backup is the one to keep`]);
+      const [taken] = (await backups.listBackups({ tenantId })).backups.filter((b) => b.label === "running");
+      expect([taken?.state, taken?.failureReason]).toEqual([BackupState.FAILED, stopped.rawMessage]);
     } finally {
       held.open();
       await mesh.restartPlatform();
@@ -208,5 +250,49 @@ describe("offboarding requested while a restore of the tenant runs", () => {
       held.open();
       await mesh.restartPlatform();
     }
+  });
+});
+
+describe("listing the backups of a tenant", () => {
+  it("that was never a tenant is NOT_FOUND, as backing it up is, rather than an empty list", async () => {
+    const tenantId = mesh.uniqueTenantId("typo");
+    const error = await failure(backups.listBackups({ tenantId }));
+    expect([error.code, error.rawMessage]).toEqual([Code.NotFound, `tenant "${tenantId}" not found`]);
+    const { tenantId: fresh } = await mesh.createTenant();
+    expect((await backups.listBackups({ tenantId: fresh })).backups).toEqual([]);
+  });
+});
+
+describe("two verifications of one backup requested at once", () => {
+  it("run one drill: the other is FAILED_PRECONDITION", async () => {
+    const { tenantId } = await mesh.createTenant();
+    const { backup } = await backups.createBackup({ tenantId });
+    // Both requests get as far as recording their drill, and wait there.
+    const lock = await holdLock(mesh.databaseUrl(mesh.platformDatabase), "lock table platform.restores in share mode");
+    const drills = [backups.verifyBackup({ backupId: backup!.backupId }), backups.verifyBackup({ backupId: backup!.backupId })].map((call) =>
+      call.then(
+        ({ backup: verified }) => ({ result: verified?.verifyResult }),
+        (error: unknown) => ({ code: ConnectError.from(error).code, message: ConnectError.from(error).rawMessage }),
+      ),
+    );
+    for (;;) {
+      const [waiting] = await mesh.sql<{ n: number }>(
+        mesh.platformDatabase,
+        "select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and (query ilike '%restores%' or query ilike '%advisory%')",
+      );
+      if (waiting!.n >= 2) {
+        break;
+      }
+      await sleep(10);
+    }
+    await lock.release();
+    expect(await Promise.all(drills)).toEqual(
+      expect.arrayContaining([
+        { result: VerifyResult.PASSED },
+        { code: Code.FailedPrecondition, message: `backup "${backup!.backupId}" is being restored or verified; wait for it to end` },
+      ]),
+    );
+    const [drillCount] = await mesh.sql<{ n: number }>(mesh.platformDatabase, "select count(*)::int as n from platform.restores where backup_id = $1", [backup!.backupId]);
+    expect(drillCount!.n).toBe(1);
   });
 });

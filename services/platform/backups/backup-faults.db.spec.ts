@@ -1,7 +1,7 @@
 import { Code, type Client } from "@connectrpc/connect";
 import { Migration } from "@mikro-orm/migrations";
 import { randomUUID } from "node:crypto";
-import { readdir, readFile, truncate, writeFile } from "node:fs/promises";
+import { copyFile, readdir, readFile, truncate, writeFile } from "node:fs/promises";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -104,17 +104,21 @@ describe("a damaged backup", () => {
       await writeFile(file, bytes);
     }],
     ["a truncated file", async (file: string) => truncate(file, Math.floor((await readFile(file)).length / 2))],
+    ["the same file of another backup of the tenant", async (file: string, tenantId: string) => {
+      const { backup: other } = await backups.createBackup({ tenantId });
+      await copyFile(path.join(folderOf({ tenantId, backupId: other!.backupId }), path.basename(file)), file);
+    }],
   ] as const) {
     it(`with ${damage} in a table's file is refused: no clone is left, the tenant restored in place is untouched, and verification fails`, async () => {
       const backup = await backupOfNewTenant();
       const { backup: record } = await backups.getBackup({ backupId: backup.backupId });
       const entries = record!.tables.findIndex((t) => t.name === "backend.entries");
-      await change(path.join(folderOf(backup), `table-${String(entries + 1).padStart(4, "0")}.copy.gz`));
+      await change(path.join(folderOf(backup), `table-${String(entries + 1).padStart(4, "0")}.copy.gz`), backup.tenantId);
 
       const cloneId = mesh.uniqueTenantId("damaged");
       const cloned = await failure(backups.restoreBackup({ backupId: backup.backupId, targetTenantId: cloneId }));
       expect(cloned.code).toBe(Code.FailedPrecondition);
-      expect(cloned.rawMessage).toMatch(/backend\.entries/);
+      expect(cloned.rawMessage).toMatch(/\(backend\.entries\) of backup "[0-9a-f-]{36}" failed its integrity check: it was changed, cut short, or belongs to another backup/);
       expect((await failure(mesh.platformClient.getTenant({ tenantId: cloneId }))).code).toBe(Code.NotFound);
       expect(await traces(cloneId)).toEqual([]);
 

@@ -108,9 +108,15 @@ async function copyIn(load: BackupLoad, table: ManifestTable): Promise<void> {
     await pipeline(file, openStream(load.dataKey.key, fileContext(load.key, table.file), what), createGunzip(), tap, sink);
   } catch (error) {
     const message = (error as Error).message;
-    // Decryption and decompression fail on a changed or cut file; COPY fails on bytes that are not its format.
-    if (message.includes("integrity check") || (error as { code?: string }).code?.startsWith("Z_") || (error as { code?: string }).code === "22P04") {
-      throw new ConnectError(message.includes(what) ? message : `${what} failed its integrity check: ${message}`, Code.FailedPrecondition);
+    if (message.includes(what)) {
+      // The auth tag, checked at the end, did not match.
+      throw new ConnectError(message, Code.FailedPrecondition);
+    }
+    // Bytes decrypted from a changed file, or with another backup's key, are not gzip (or not COPY's
+    // binary format) and fail before the tag is reached: the same fault, said the same way.
+    const code = (error as { code?: string }).code;
+    if (code?.startsWith("Z_") || code === "22P04") {
+      throw new ConnectError(`${what} failed its integrity check: it was changed, cut short, or belongs to another backup (${message})`, Code.FailedPrecondition);
     }
     throw error;
   }

@@ -105,8 +105,9 @@ export class TenantBackups {
       await locks.tryLock(lockOf(id));
       await em.transactional(async (tx) => {
         // One backup of a tenant at a time, across Platforms: the check and the record under one lock.
+        // Offboarding's final backup is taken whatever else runs: a backup under way must not hold it up.
         await lockForTransaction(tx, `backup:${tenant.id}`);
-        for (const running of await findRunningBackups(tx, tenant.id)) {
+        for (const running of taking.final === true ? [] : await findRunningBackups(tx, tenant.id)) {
           if (!(await this.#failIfAbandoned(running))) {
             throw new ConnectError(`backup "${running.id}" of tenant "${tenant.id}" is being taken; wait for it to end (GetBackup) before taking another`, Code.FailedPrecondition);
           }
@@ -127,15 +128,16 @@ export class TenantBackups {
         workers: this.#options.workers,
         progress: (progress) => (recorded = recorded.then(() => changeBackup(em, id, progress))),
         afterStep: (step) => this.#options.afterStep?.(id, step),
-      }).catch(async (error: unknown) => {
+      }).catch(async (failure: unknown) => {
         await recorded.catch(() => undefined);
         await storage.delete(key).catch((cleanup: unknown) => log.error({ err: cleanup, backupId: id }, "could not remove a failed backup's files"));
+        const error = await this.#explained(failure, tenant.id, statuses);
         // A registry that cannot be reached leaves it RUNNING, for the sweep to fail; the answer is still the cause.
         await changeBackup(em, id, { state: backupStates.failed, error: reasonOf(error), finishedAt: new Date() }).catch((cause: unknown) =>
           log.error({ err: cause, backupId: id }, "could not record a failed backup"),
         );
         events.backupFailed({ tier: tenant.tier });
-        log.warn({ err: error, tenantId: tenant.id, backupId: id }, "backup failed");
+        log.warn({ err: failure, tenantId: tenant.id, backupId: id }, "backup failed");
         throw answerOf(error);
       });
       // The workers report progress side by side, so their last reports may land out of order: the manifest has the whole.
@@ -161,9 +163,15 @@ export class TenantBackups {
     return getBackup(this.#options.orm.em.fork(), backupId);
   }
 
-  /** Backups newest first, optionally of one tenant, one page at a time. */
-  list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ backups: Backup[]; nextPageToken: string }> {
-    return listBackups(this.#options.orm.em.fork(), request);
+  /** Backups newest first, optionally of one tenant (NOT_FOUND when it was never one), one page at a time. */
+  async list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ backups: Backup[]; nextPageToken: string }> {
+    const em = this.#options.orm.em.fork();
+    const page = await listBackups(em, request);
+    // A DELETED tenant's record is kept: only an id that never was a tenant's (a typo) is refused.
+    if (request.tenantId !== "" && page.backups.length === 0 && request.pageToken === "") {
+      await getTenant(em, request.tenantId);
+    }
+    return page;
   }
 
   /** Removes a backup's files and record; FAILED_PRECONDITION while it runs or is being restored. */
@@ -214,6 +222,22 @@ export class TenantBackups {
     for (const backup of await findRunningBackups(this.#options.orm.em.fork())) {
       await this.#failIfAbandoned(backup);
     }
+  }
+
+  /**
+   * What a backup's failure is told as: when the tenant left the statuses
+   * it was backed up in meanwhile (offboarding revoked its login and ended
+   * its connections), that, rather than how the database refused.
+   */
+  async #explained(failure: unknown, tenantId: string, statuses: string[]): Promise<unknown> {
+    if (failure instanceof ConnectError) {
+      return failure;
+    }
+    const now = await findTenant(this.#options.orm.em.fork(), tenantId).catch(() => null);
+    if (now === null || statuses.includes(now.status)) {
+      return failure;
+    }
+    return new ConnectError(`tenant "${tenantId}" became ${now.status} while the backup was being taken, which ended it; its final backup is the one to keep`, Code.FailedPrecondition);
   }
 
   /** Marks a RUNNING backup FAILED and removes its files if no process is taking it; returns whether it did. */

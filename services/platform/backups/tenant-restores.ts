@@ -180,8 +180,9 @@ export class TenantRestores {
     if (backup.state !== backupStates.succeeded) {
       throw new ConnectError(`backup "${backup.id}" is ${backup.state}: only a SUCCEEDED backup can be verified`, Code.FailedPrecondition);
     }
+    const busy = () => new ConnectError(`backup "${backup.id}" is being restored or verified; wait for it to end`, Code.FailedPrecondition);
     if (await restoreUnderWay(em, { backupId: backup.id })) {
-      throw new ConnectError(`backup "${backup.id}" is being restored or verified; wait for it to end`, Code.FailedPrecondition);
+      throw busy();
     }
     try {
       await backups.open(backup);
@@ -195,17 +196,24 @@ export class TenantRestores {
     }
     const id = randomUUID();
     const scratch = `tenantry_verify_${id.replaceAll("-", "").slice(0, 16)}`;
-    await insertRestore(em, {
-      id,
-      backupId: backup.id,
-      kind: restoreKinds.verify,
-      tenantId: backup.tenantId,
-      sourceTenantId: backup.tenantId,
-      cluster: backup.cluster,
-      database: scratch,
-      role: scratch,
-      rolePassword: box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(scratch)),
-      step: requested,
+    // Checked again under a lock with the record: two requests at once run one drill.
+    await em.transactional(async (tx) => {
+      await lockForTransaction(tx, `verify:${backup.id}`);
+      if (await restoreUnderWay(tx, { backupId: backup.id })) {
+        throw busy();
+      }
+      await insertRestore(tx, {
+        id,
+        backupId: backup.id,
+        kind: restoreKinds.verify,
+        tenantId: backup.tenantId,
+        sourceTenantId: backup.tenantId,
+        cluster: backup.cluster,
+        database: scratch,
+        role: scratch,
+        rolePassword: box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(scratch)),
+        step: requested,
+      });
     });
     try {
       await this.#run(id);

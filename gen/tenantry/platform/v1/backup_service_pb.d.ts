@@ -824,7 +824,8 @@ export declare const BackupService: GenService<{
    * CreateBackup takes a backup of the tenant and answers once it is stored
    * (state SUCCEEDED) or has failed (the error; the backup stays FAILED
    * with the reason and nothing of it in storage).
-   * One backup of a tenant is taken at a time.
+   * One backup of a tenant is taken at a time (but for offboarding's final
+   * backup, which never waits).
    * Errors: INVALID_ARGUMENT for a malformed tenant_id, or a label longer
    * than 200 characters or with a control character (a line break, NUL);
    * NOT_FOUND for an unknown tenant; FAILED_PRECONDITION when the tenant is
@@ -853,7 +854,8 @@ export declare const BackupService: GenService<{
   /**
    * ListBackups returns backups, newest first, one page at a time.
    * Errors: INVALID_ARGUMENT for a malformed tenant_id, a negative
-   * page_size or a page_token not from this listing.
+   * page_size or a page_token not from this listing; NOT_FOUND for a
+   * tenant_id that was never a tenant's.
    *
    * @generated from rpc tenantry.platform.v1.BackupService.ListBackups
    */
