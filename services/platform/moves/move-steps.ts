@@ -113,6 +113,9 @@ export const pointOfNoReturn: MoveStep = "cutover";
 /** How many times the cutover tries to freeze the tenant's writes. */
 const freezeAttempts = 3;
 
+/** How often the cutover looks for its marker row: the tenant's writes wait meanwhile. */
+const cutoverPollMs = 5;
+
 /** The migration tables are each service's own in each database; everything else of a service's schema is moved. */
 const migrationTable = "mikro_orm_migrations";
 
@@ -135,7 +138,7 @@ function targetDatabase({ move, tenant, box }: MoveContext): TenantDatabase {
   return { cluster: move.targetCluster, database: move.targetDatabase, login: loginOf(box, tenant) };
 }
 
-/** Runs `fn` on a connection to a tenant database, as its role, or as the admin without `login`. */
+/** Runs `fn` on a connection to a tenant database, as its owner (the tenant's role) or as the cluster's admin. */
 async function inDatabase<T>(context: MoveContext, database: TenantDatabase, as: "owner" | "admin", fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = await context.clusters.connect(database.cluster, database.database, as === "owner" ? database.login : undefined);
   try {
@@ -432,7 +435,7 @@ async function frozenCutover(context: MoveContext, connect: () => Promise<{ sour
       await copyUnderFreeze(context);
     }
     const { source, target } = await connect();
-    const marker = { timeoutMs: cutoverTimeoutMs, pollMs: 5 };
+    const marker = { timeoutMs: cutoverTimeoutMs, pollMs: cutoverPollMs };
     if (online) {
       await awaitMarker(context, source, target, marker);
     }
