@@ -5,11 +5,12 @@ import { ClusterService, ClusterState } from "../../gen/tenantry/platform/v1/clu
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Cluster } from "./entities/cluster.ts";
+import { onlineMoveSupport, type OnlineMoveSupport } from "./moves/index.ts";
 import { clusterStates, listClusters } from "./stores/index.ts";
 
 export { ClusterService };
 
-function clusterMessage(cluster: Cluster, tenantCount: number) {
+function clusterMessage(cluster: Cluster, tenantCount: number, online: OnlineMoveSupport) {
   return {
     name: cluster.name,
     host: cluster.host,
@@ -20,6 +21,9 @@ function clusterMessage(cluster: Cluster, tenantCount: number) {
     state: cluster.state === clusterStates.draining ? ClusterState.DRAINING : ClusterState.ACCEPTING,
     tenantCount,
     createTime: timestampFromDate(cluster.createdAt),
+    onlineMoveSource: online.source,
+    onlineMoveTarget: online.target,
+    onlineMoveNote: online.note,
   };
 }
 
@@ -39,11 +43,14 @@ export function clusterService(orm: MikroORM, clusters: ClusterRegistry, audit: 
         state: req.state === ClusterState.DRAINING ? clusterStates.draining : clusterStates.accepting,
       }));
       const listed = await listClusters(orm.em.fork());
-      return { cluster: clusterMessage(cluster, listed.find((c) => c.cluster.name === cluster.name)?.tenantCount ?? 0) };
+      const tenantCount = listed.find((c) => c.cluster.name === cluster.name)?.tenantCount ?? 0;
+      return { cluster: clusterMessage(cluster, tenantCount, await onlineMoveSupport(clusters, cluster.name)) };
     },
     async listClusters() {
       const listed = await listClusters(orm.em.fork());
-      return { clusters: listed.map(({ cluster, tenantCount }) => clusterMessage(cluster, tenantCount)) };
+      // Each cluster is asked at once: one that cannot be reached costs its connect timeout, not the others'.
+      const online = await Promise.all(listed.map(({ cluster }) => onlineMoveSupport(clusters, cluster.name)));
+      return { clusters: listed.map(({ cluster, tenantCount }, i) => clusterMessage(cluster, tenantCount, online[i]!)) };
     },
   };
 }

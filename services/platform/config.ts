@@ -116,6 +116,8 @@ export const platformEnv = {
   TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: positiveInt.default(60_000),
   /** How long an in-place restore keeps the database it replaced (refusing connections), so that UndoRestore can bring it back; then it is dropped. */
   TENANTRY_RESTORE_KEEP_MS: z.coerce.number().int().min(0).default(24 * 3600 * 1000),
+  /** How long a moved tenant's source database is kept, closed to connections, before it is dropped. */
+  TENANTRY_MOVE_KEEP_MS: z.coerce.number().int().min(0).default(24 * 3600 * 1000),
   /** How many connections read a tenant's tables at once while it is backed up (besides the one holding the snapshot). */
   TENANTRY_BACKUP_WORKERS: positiveInt.default(2),
   /**

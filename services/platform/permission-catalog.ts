@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { BackupService } from "../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { ClusterService } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { FleetService } from "../../gen/tenantry/platform/v1/fleet_service_pb.js";
+import { MoveService } from "../../gen/tenantry/platform/v1/move_service_pb.js";
 import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { TenantBackupService } from "../../gen/tenantry/selfserve/v1/tenant_backup_service_pb.js";
 import { declaredPermissions, uniquePermissions, type Permission } from "../mesh/index.ts";
@@ -35,7 +36,7 @@ export function permissionCatalogOf(services: Iterable<{ permissions: readonly P
  * every service declares its own.
  */
 export const platformDeclarations = {
-  permissions: declaredPermissions([PlatformService, ClusterService, FleetService, BackupService, TenantBackupService]),
+  permissions: declaredPermissions([PlatformService, ClusterService, FleetService, BackupService, MoveService, TenantBackupService]),
 };
 
 /**

@@ -10,7 +10,7 @@ import type { TenantWriteFreezes } from "./freezes/index.ts";
 import { changeableTenantFields, type TenantLifecycle } from "./lifecycle/index.ts";
 import type { TenantProvisioner } from "./provisioning/index.ts";
 import type { RateLimit } from "./rate-limit.ts";
-import { auditOutcomes, getTenant, listTenants, rolePasswordContext } from "./stores/index.ts";
+import { auditOutcomes, findRunningMove, getTenant, listTenants, rolePasswordContext, runningMovesOf } from "./stores/index.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { routeMessage, tenantMessage, type TierLimit } from "./tenant-messages.ts";
 
@@ -85,11 +85,15 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
       };
     },
     async getTenant(req) {
-      return { tenant: tenantMessage(await getTenant(orm.em.fork(), req.tenantId)) };
+      const em = orm.em.fork();
+      const tenant = await getTenant(em, req.tenantId);
+      return { tenant: tenantMessage(tenant, await findRunningMove(em, tenant.id)) };
     },
     async listTenants(req) {
-      const page = await listTenants(orm.em.fork(), req);
-      return { tenants: page.tenants.map(tenantMessage), nextPageToken: page.nextPageToken };
+      const em = orm.em.fork();
+      const page = await listTenants(em, req);
+      const moves = await runningMovesOf(em, page.tenants.map((t) => t.id));
+      return { tenants: page.tenants.map((tenant) => tenantMessage(tenant, moves.get(tenant.id))), nextPageToken: page.nextPageToken };
     },
     async resolveTenant(req) {
       const tenant = await getTenant(orm.em.fork(), req.tenantId);

@@ -37,6 +37,9 @@ import { FleetService, fleetService } from "./fleet-service.ts";
 import { FleetMigrations } from "./fleet/index.ts";
 import { TenantWriteFreezes } from "./freezes/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
+import { observeMoves } from "./move-metrics.ts";
+import { MoveService, moveService } from "./move-service.ts";
+import { ServiceWriteFreeze, SessionWriteFreeze, TenantMoves, type TenantMovesOptions } from "./moves/index.ts";
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
@@ -60,6 +63,8 @@ export interface PlatformHooks {
   afterBackupStep?: TenantBackupsOptions["afterStep"];
   /** See {@link TenantRestoresOptions.afterStep}. */
   afterRestoreStep?: TenantRestoresOptions["afterStep"];
+  /** See {@link TenantMovesOptions.afterStep}. */
+  afterMoveStep?: TenantMovesOptions["afterStep"];
   /** The time the backup schedule and retention go by, instead of the clock's (so that tests move it). */
   backupClock?: () => Date;
   /** Receives the backup schedule, so that a test can run what is due at once (`runDue`). */
@@ -167,6 +172,34 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       events: backupMetrics,
       ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),
     });
+    const freezes = new TenantWriteFreezes({ orm, leaseMs: config.TENANTRY_FREEZE_LEASE_MS, acknowledgeTimeoutMs: config.TENANTRY_FREEZE_ACK_TIMEOUT_MS, log });
+    closers.push(() => freezes.close());
+    const moves = new TenantMoves({
+      orm,
+      clusters,
+      schemas,
+      box,
+      locks,
+      audit,
+      backups,
+      freeze: new ServiceWriteFreeze(freezes, orm),
+      fence: new SessionWriteFreeze(clusters),
+      migrateTimeoutMs: 60_000,
+      keepMs: config.TENANTRY_MOVE_KEEP_MS,
+      cutoverTimeoutMs: 30_000,
+      stallMs: 60_000,
+      pollMs: 100,
+      log,
+      ...(hooks.afterMoveStep === undefined ? {} : { afterStep: hooks.afterMoveStep }),
+    });
+    // Moves under way a stopped Platform left, source databases kept past their time, replication leftovers.
+    const moveSweep = new PeriodicSweep(() => moves.sweep(), {
+      intervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
+      onError: (error) => log.error({ err: error }, "move sweep failed"),
+    });
+    closers.push(() => moveSweep.stop());
+    // Closers run last first: waits of moves under way end, then the sweep waits for what it started.
+    closers.push(() => moves.stop());
     const lifecycle = new TenantLifecycle({
       orm,
       clusters,
@@ -227,10 +260,9 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       authTransport === undefined ? undefined : new UserTokens({ fetchKeySet: authKeySets(authTransport), issuer: config.TENANTRY_TOKEN_ISSUER, timeoutMs: 11_000 });
     const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => feed.close());
-    const freezes = new TenantWriteFreezes({ orm, leaseMs: config.TENANTRY_FREEZE_LEASE_MS, acknowledgeTimeoutMs: config.TENANTRY_FREEZE_ACK_TIMEOUT_MS, log });
-    closers.push(() => freezes.close());
     const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
     closers.push(observePlatform(telemetry.meter, { orm, fleet, log }));
+    closers.push(observeMoves(telemetry.meter, { orm, clusters, log }));
     const meshServer = await startMeshServer({
       name: "platform",
       services: [
@@ -254,6 +286,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         { service: BackupService, impl: backupService(backups, restores, audit) },
         { service: TenantBackupService, impl: tenantBackupService(selfServe, audit) },
         { service: WriteFreezeService, impl: writeFreezeService(freezes, audit) },
+        { service: MoveService, impl: moveService(moves, audit) },
       ],
       interceptors: [],
       credentials,
@@ -267,6 +300,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     lifecycle.start();
     backupSweep.start();
     scheduleSweep.start();
+    moveSweep.start();
     const resuming = provisioner.resumeUnfinished().catch((error: unknown) => log.error({ err: error }, "could not resume unfinished tenants"));
     closers.push(() => resuming);
     return meshServer;

@@ -1,14 +1,42 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { MoveSchema } from "../../gen/tenantry/platform/v1/move_pb.js";
 import { Tier, type TenantRouteSchema, type TenantSchema } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { ClusterAccess } from "./cluster-registry.ts";
+import type { Move } from "./entities/move.ts";
 import type { Tenant } from "./entities/tenant.ts";
 import { offboardingSteps } from "./lifecycle/offboarding-steps.ts";
-import { statusNames, statusOf, tierOf } from "./stores/index.ts";
+import { moveModeOf, moveStateOf, statusNames, statusOf, tierOf } from "./stores/index.ts";
 
-/** A registry record as the API's Tenant message. */
-export function tenantMessage(tenant: Tenant): MessageInitShape<typeof TenantSchema> {
+/** A move's record as the API's Move message. */
+export function moveMessage(move: Move): MessageInitShape<typeof MoveSchema> {
+  const duration = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+  return {
+    moveId: move.id,
+    tenantId: move.tenantId,
+    mode: moveModeOf(move.mode),
+    state: moveStateOf(move.state),
+    step: move.step,
+    error: move.error ?? "",
+    sourceCluster: move.sourceCluster,
+    sourceDatabase: move.sourceDatabase,
+    targetCluster: move.targetCluster,
+    targetDatabase: move.targetDatabase,
+    tablesCopied: move.tablesCopied,
+    tableCount: move.tableCount,
+    compareDigests: move.compareDigests,
+    ...(move.freezeMs == null ? {} : { writeFreeze: duration(move.freezeMs) }),
+    createTime: timestampFromDate(move.createdAt),
+    ...(move.switchedAt == null ? {} : { switchTime: timestampFromDate(move.switchedAt) }),
+    ...(move.finishedAt == null ? {} : { finishTime: timestampFromDate(move.finishedAt) }),
+    ...(move.keepUntil == null ? {} : { sourceDropTime: timestampFromDate(move.keepUntil) }),
+    sourceDropped: move.sourceDropped,
+  };
+}
+
+/** A registry record as the API's Tenant message, with its move under way if there is one. */
+export function tenantMessage(tenant: Tenant, move?: Move | null): MessageInitShape<typeof TenantSchema> {
   return {
     tenantId: tenant.id,
     displayName: tenant.displayName,
@@ -24,6 +52,7 @@ export function tenantMessage(tenant: Tenant): MessageInitShape<typeof TenantSch
     // Chosen before it is taken: shown once taken.
     finalBackupId: tenant.finalBackupId != null && tenant.lifecycleStep !== offboardingSteps[0] ? tenant.finalBackupId : "",
     ...(tenant.status === statusNames.offboarding && tenant.purgeAfter != null ? { purgeTime: timestampFromDate(tenant.purgeAfter) } : {}),
+    ...(move == null ? {} : { move: moveMessage(move) }),
   };
 }
 

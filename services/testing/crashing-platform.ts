@@ -2,7 +2,8 @@
 // right after the step named by TENANTRY_TEST_CRASH_AFTER is done and
 // before it is recorded: a provisioning step ("migrate-schemas"), a step of
 // taking a backup ("backup:copy-tables"), or a restore's ("in_place:load",
-// "clone:adopt", "undo:switch-back"). For the crash tests.
+// "clone:adopt", "undo:switch-back"), or a move's ("move:subscribe", or
+// "move:cutover:frozen" inside the cutover). For the crash tests.
 import { runMain } from "../mesh/run-main.ts";
 
 const crashAfter = process.env.TENANTRY_TEST_CRASH_AFTER;
@@ -18,5 +19,6 @@ await runMain("platform", async (log, telemetry) => {
     afterStep: (_tenantId, step) => crashAt(step),
     afterBackupStep: (_backupId, step) => crashAt(`backup:${step}`),
     afterRestoreStep: (kind, _restoreId, step) => crashAt(`${kind}:${step}`),
+    afterMoveStep: (_moveId, step) => crashAt(`move:${step}`),
   });
 });

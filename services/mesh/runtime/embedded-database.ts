@@ -158,6 +158,13 @@ async function run(files: EmbeddedDatabaseFiles, options: EmbeddedDatabaseOption
       "-c", "listen_addresses=127.0.0.1",
       "-c", "max_connections=400",
       "-c", "unix_socket_directories=",
+      // Online tenant moves: logical decoding on this server, and a subscription
+      // (an apply worker and its table-copy workers) per tenant moving in.
+      "-c", "wal_level=logical",
+      "-c", "max_replication_slots=40",
+      "-c", "max_wal_senders=40",
+      "-c", "max_logical_replication_workers=24",
+      "-c", "max_worker_processes=32",
       ...(options.ephemeral ? ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"] : []),
     ],
     { ...accountOptions(files.account), env: serverEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true },

@@ -1,12 +1,12 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import pg from "pg";
-import { readAppliedMigrations, type Logger, type SecretBox } from "../../mesh/index.ts";
+import type { Logger, SecretBox } from "../../mesh/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Restore } from "../entities/restore.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import { provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
 import type { SchemaServices } from "../schema-services.ts";
+import { allowConnections, eachService, migrateDatabase, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
 import {
   changeRestore,
   changeStatus,
@@ -117,38 +117,15 @@ async function loginOfTarget(context: RestoreContext): Promise<{ user: string; p
   return loginOf(box, await getTenant(context.em, restore.tenantId));
 }
 
-/**
- * Has every service do `work` on the restored database at once (each its
- * own schema, as provisioning migrates them); once all have ended, the
- * first failure in the services' order is thrown.
- */
-async function eachService(context: RestoreContext, work: (service: RestoreContext["schemas"]["entries"][number]) => Promise<void>): Promise<void> {
-  const outcomes = await Promise.allSettled(context.schemas.entries.map(work));
-  const failed = outcomes.find((outcome) => outcome.status === "rejected");
-  if (failed !== undefined) {
-    throw failed.reason;
-  }
+/** The restored database, reached as its owner. */
+async function targetDatabase(context: RestoreContext): Promise<TenantDatabase> {
+  return { cluster: context.restore.cluster, database: context.restore.database, login: await loginOfTarget(context) };
 }
 
 /** Has each service migrate the restored database: up to `versions` (service → migration), or to its newest. */
 async function migrateTarget(context: RestoreContext, versions: Map<string, string> | undefined): Promise<void> {
-  const { clusters, schemas, restore, migrateTimeoutMs } = context;
-  const access = await clusters.access(restore.cluster);
-  const target = { host: access.host, port: access.port, database: restore.database, ...(await loginOfTarget(context)) };
-  const permissions = versions === undefined ? (await schemas.permissionCatalog()).permissions : [];
-  await eachService(context, async ({ name, client }) => {
-    const toVersion = versions?.get(name);
-    if (versions !== undefined && toVersion === undefined) {
-      // Not in the backup: a service added since, migrated with the others at the end.
-      return;
-    }
-    try {
-      await client.migrate({ target, toVersion, permissions }, { timeoutMs: migrateTimeoutMs });
-    } catch (error) {
-      const cause = ConnectError.from(error);
-      throw new ConnectError(`${name} could not migrate the restored database${toVersion === undefined ? "" : ` to ${toVersion}`}: ${cause.rawMessage}`, cause.code);
-    }
-  });
+  // A service added since the backup is left out of `versions`: migrated with the others at the end.
+  await migrateDatabase(context, await targetDatabase(context), versions, "the restored database");
 }
 
 /** Migrates the restored database to the versions the backup was taken at. */
@@ -180,20 +157,7 @@ async function load(context: RestoreContext): Promise<void> {
 
 /** Each service's schema version in the restored (or any) database of the restore's cluster, read as its owner. */
 async function versionsIn(context: RestoreContext, database: string): Promise<Map<string, string>> {
-  const { clusters, restore, schemas } = context;
-  const client = await clusters.connect(restore.cluster, database, await loginOfTarget(context));
-  try {
-    const versions = new Map<string, string>();
-    for (const { name } of schemas.entries) {
-      const applied = await readAppliedMigrations(client, name);
-      if (applied !== undefined) {
-        versions.set(name, applied.at(-1) ?? "");
-      }
-    }
-    return versions;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+  return schemaVersionsIn(context, { ...(await targetDatabase(context)), database });
 }
 
 /** Records in the ledger the versions of the database the tenant is now served from (Auth's with the catalog merged by Migrate). */
@@ -237,23 +201,14 @@ async function route(context: RestoreContext, database: string): Promise<void> {
 }
 
 /** Makes a database of the restore's cluster refuse (or take again) connections, ending those it has when closed. */
-async function allowConnections(context: RestoreContext, database: string, allow: boolean): Promise<void> {
-  await context.clusters.admin(context.restore.cluster, async (admin) => {
-    const exists = await admin.query("select 1 from pg_database where datname = $1", [database]);
-    if (exists.rowCount === 0) {
-      return;
-    }
-    await admin.query(`alter database ${pg.escapeIdentifier(database)} with allow_connections ${allow}`);
-    if (!allow) {
-      await admin.query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()", [database]);
-    }
-  });
+function allowConnectionsTo(context: RestoreContext, database: string, allow: boolean): Promise<void> {
+  return allowConnections(context.clusters, context.restore.cluster, database, allow);
 }
 
 /** Has every service make the clone's data its own (Auth: new signing keys, no copied sessions). */
 async function adopt(context: RestoreContext): Promise<void> {
   const { restore, migrateTimeoutMs } = context;
-  await eachService(context, async ({ name, client }) => {
+  await eachService(context.schemas, async ({ name, client }) => {
     try {
       await client.adoptCopy({ tenantId: restore.tenantId, sourceTenantId: restore.sourceTenantId }, { timeoutMs: migrateTimeoutMs });
     } catch (error) {
@@ -280,16 +235,16 @@ export const restoreStepTable: { readonly [S in RestoreStep]: RestoreWork } = {
   "migrate-forward": (context) => migrateTarget(context, undefined),
   suspend,
   switch: (context) => route(context, context.restore.database),
-  "close-previous": (context) => allowConnections(context, context.restore.previousDatabase!, false),
+  "close-previous": (context) => allowConnectionsTo(context, context.restore.previousDatabase!, false),
   resume,
   adopt,
   activate,
   "drop-database": provisioningStep(rollbackStepTable["drop-database"]),
   "drop-role": provisioningStep(rollbackStepTable["drop-role"]),
   "switch-back": async (context) => {
-    await allowConnections(context, context.restore.previousDatabase!, true);
+    await allowConnectionsTo(context, context.restore.previousDatabase!, true);
     await route(context, context.restore.previousDatabase!);
-    await allowConnections(context, context.restore.database, false);
+    await allowConnectionsTo(context, context.restore.database, false);
   },
   "drop-restored": (context) => context.clusters.dropDatabase(context.restore.cluster, context.restore.database),
 };

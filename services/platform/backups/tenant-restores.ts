@@ -15,6 +15,7 @@ import {
   findExpiredKeeps,
   findLastInPlaceRestore,
   findRestore,
+  refuseWhileMoving,
   findTenant,
   findTenantRestoreUnderWay,
   findUnfinishedRestores,
@@ -110,6 +111,8 @@ export class TenantRestores {
           throw new ConnectError(`tenant "${target}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be restored in place`, Code.FailedPrecondition);
         }
         await refuseWhileRestoring(tx, target);
+        // Moves take the same lock to check for restores.
+        await refuseWhileMoving(tx, target);
         const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
         request.admit?.();
         await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database });
@@ -151,6 +154,10 @@ export class TenantRestores {
         if (!servedStatuses.includes(tenant.status)) {
           throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
         }
+        if (tenant.cluster !== last.cluster) {
+          throw new ConnectError(`tenant "${tenant.id}" has moved to cluster "${tenant.cluster}" since restore "${last.id}": the restore can no longer be undone`, Code.FailedPrecondition);
+        }
+        await refuseWhileMoving(tx, tenant.id);
         admit?.();
         await changeRestore(tx, last, { undoStep: requested, previousStatus: null, error: null });
       }

@@ -8,6 +8,7 @@ import { catalogMarkOf, latestVersionsOf, type SchemaServices } from "../schema-
 import {
   countSchemaStates,
   failedMigrations,
+  findRunningMove,
   ledgerOfServedTenants,
   recordedSchemaServices,
   recordMigrated,
@@ -130,6 +131,13 @@ export class FleetMigrations {
       }
       if (selection.dryRun) {
         return emit(pair, MigrationOutcome.WOULD_MIGRATE);
+      }
+      const moving = await findRunningMove(this.#orm.em.fork(), pair.tenantId);
+      if (moving !== null) {
+        // Its schemas must stay as the move's target was made: the move checks that they did, and fails otherwise.
+        const error = `tenant "${pair.tenantId}" is being moved (move ${moving.id}); migrate it once the move has ended`;
+        await recordMigrationFailure(this.#orm.em.fork(), { tenantId: pair.tenantId, service: pair.service, version: pair.from, error });
+        return emit(pair, MigrationOutcome.FAILED, { toVersion: pair.from, error });
       }
       const client = this.#schemas.entries.find((e) => e.name === pair.service)!.client;
       const keepsCatalog = pair.service === catalogMark?.service;

@@ -15,6 +15,7 @@ import {
   changeTenant,
   deleteFailedTenant,
   findOffboardingTenants,
+  refuseWhileMoving,
   forgetVersions,
   getTenant,
   startOffboarding,
@@ -122,10 +123,11 @@ export class TenantLifecycle {
         return getTenant(em.fork(), id);
       }
     } else if (tenant.status === statusNames.active || tenant.status === statusNames.suspended) {
-      // Not under a restore: it would switch the tenant's database while offboarding backs it up and drops it.
+      // Not under a restore or a move: either would switch the tenant's database while offboarding backs it up and drops it.
       await em.transactional(async (tx) => {
         await lockForTransaction(tx, restoreLock(id));
         await refuseWhileRestoring(tx, id);
+        await refuseWhileMoving(tx, id);
         await startOffboarding(tx, id, offboardingSteps[0], this.#options.graceMs);
       });
     } else if (tenant.status === statusNames.provisioning) {

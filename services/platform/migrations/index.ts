@@ -5,6 +5,7 @@ import { AddBackups } from "./add-backups.ts";
 import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
 import { AddFleetLedger } from "./add-fleet-ledger.ts";
 import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
+import { AddMoves } from "./add-moves.ts";
 import { AddPermissionCatalog } from "./add-permission-catalog.ts";
 import { AddTenantOwner } from "./add-tenant-owner.ts";
 import { AddWriteFreezes } from "./add-write-freezes.ts";
@@ -22,4 +23,5 @@ export const migrations: MigrationObject[] = [
   { name: "0008-add-backup-table-count", class: AddBackupTableCount },
   { name: "0009-add-backup-schedules", class: AddBackupSchedules },
   { name: "0010-add-write-freezes", class: AddWriteFreezes },
+  { name: "0011-add-moves", class: AddMoves },
 ];

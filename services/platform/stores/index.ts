@@ -37,6 +37,29 @@ export {
   type ClusterRecord,
   type ClusterStateName,
 } from "./cluster-store.ts";
+export {
+  changeMove,
+  countArrivingMoves,
+  countRunningMoves,
+  findExpiredSources,
+  findMove,
+  findRunningMove,
+  findUnfinishedMoves,
+  getMove,
+  insertMove,
+  listMoves,
+  moveModeOf,
+  moveModes,
+  moveStateOf,
+  moveStates,
+  recordMoveProgress,
+  recordSwitch,
+  refuseWhileMoving,
+  runningMovesOf,
+  type MoveChange,
+  type MoveModeName,
+  type NewMoveRecord,
+} from "./move-store.ts";
 export { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl } from "./platform-database.ts";
 export {
   changeRestore,

@@ -5,6 +5,7 @@ import { discardLostConnections, migrationTableName, type Logger } from "../../m
 import { AuditEvent } from "../entities/audit-event.ts";
 import { Backup } from "../entities/backup.ts";
 import { Cluster } from "../entities/cluster.ts";
+import { Move } from "../entities/move.ts";
 import { Restore } from "../entities/restore.ts";
 import { Tenant } from "../entities/tenant.ts";
 import { TenantSchemaVersion } from "../entities/tenant-schema-version.ts";
@@ -61,7 +62,7 @@ export async function ensurePlatformDatabase(url: string): Promise<void> {
 export async function createPlatformOrm(url: string, log: Logger): Promise<MikroORM> {
   const orm = new MikroORM({
     clientUrl: url,
-    entities: [AuditEvent, Backup, Cluster, Restore, Tenant, TenantSchemaVersion],
+    entities: [AuditEvent, Backup, Cluster, Move, Restore, Tenant, TenantSchemaVersion],
     schema: "platform",
     ensureDatabase: false,
     allowGlobalContext: false,

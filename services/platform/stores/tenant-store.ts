@@ -73,7 +73,7 @@ export interface NewTenantRecord {
 }
 
 /** What a tenant's record may be changed in, once read. */
-export type TenantChange = Partial<Pick<Tenant, "displayName" | "tier" | "status" | "lifecycleStep" | "error" | "rolePassword" | "ownerPassword" | "finalBackupId" | "database" | "suspendedReason">>;
+export type TenantChange = Partial<Pick<Tenant, "displayName" | "tier" | "status" | "lifecycleStep" | "error" | "rolePassword" | "ownerPassword" | "finalBackupId" | "cluster" | "database" | "suspendedReason">>;
 
 /**
  * The step recorded on a PROVISIONING tenant that a restore is making (a

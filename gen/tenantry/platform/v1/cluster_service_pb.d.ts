@@ -81,6 +81,33 @@ export declare type Cluster = Message<"tenantry.platform.v1.Cluster"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 9;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * Whether tenants can be moved away from it online (MoveService): the
+   * server decodes its WAL logically (wal_level=logical), has a
+   * replication slot and a WAL sender free, and the admin role is a
+   * superuser. Checked when listed.
+   *
+   * @generated from field: bool online_move_source = 10;
+   */
+  onlineMoveSource: boolean;
+
+  /**
+   * Whether tenants can be moved to it online: the admin role is a
+   * superuser (it creates the subscription) and a logical replication
+   * worker is free. Checked when listed.
+   *
+   * @generated from field: bool online_move_target = 11;
+   */
+  onlineMoveTarget: boolean;
+
+  /**
+   * Why online moves from or to it are not possible, what to change;
+   * empty when both are. Moves then copy under freeze.
+   *
+   * @generated from field: string online_move_note = 12;
+   */
+  onlineMoveNote: string;
 };
 
 /**
@@ -268,7 +295,10 @@ export declare const ClusterService: GenService<{
     output: typeof RegisterClusterResponseSchema;
   },
   /**
-   * ListClusters returns every cluster, ordered by name, with its tenant count.
+   * ListClusters returns every cluster, ordered by name, with its tenant
+   * count and whether tenants can be moved from and to it online (each
+   * cluster is asked; one that cannot be reached says so in
+   * online_move_note).
    *
    * @generated from rpc tenantry.platform.v1.ClusterService.ListClusters
    */

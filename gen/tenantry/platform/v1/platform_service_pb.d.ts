@@ -5,6 +5,7 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Move } from "./move_pb.js";
 
 /**
  * Describes the file tenantry/platform/v1/platform_service.proto.
@@ -111,6 +112,14 @@ export declare type Tenant = Message<"tenantry.platform.v1.Tenant"> & {
    * @generated from field: string final_backup_id = 13;
    */
   finalBackupId: string;
+
+  /**
+   * While the tenant is being moved to another cluster (MoveService): the
+   * move, with its step and progress. Unset otherwise.
+   *
+   * @generated from field: tenantry.platform.v1.Move move = 14;
+   */
+  move?: Move | undefined;
 };
 
 /**

@@ -32,7 +32,8 @@ export declare type WriteFreeze = Message<"tenantry.platform.v1.WriteFreeze"> & 
   tenantId: string;
 
   /**
-   * Who made it: "operator", or "platform" for Platform's own work.
+   * Who made it: "operator", or "platform" for Platform's own work
+   * ("platform: move <id>" for the cutover of a move, see MoveService).
    *
    * @generated from field: string actor = 3;
    */

@@ -1,0 +1,522 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { setTimeout as sleep } from "node:timers/promises";
+import pg from "pg";
+import type { Logger, SecretBox } from "../../mesh/index.ts";
+import { maxFreezeTtlMs } from "../freezes/index.ts";
+import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, type TenantBackups } from "../backups/index.ts";
+import type { ClusterRegistry } from "../cluster-registry.ts";
+import type { Move } from "../entities/move.ts";
+import type { Tenant } from "../entities/tenant.ts";
+import { provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
+import type { SchemaServices } from "../schema-services.ts";
+import { changeMove, getTenant, moveModes, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
+import { allowConnections, migrateDatabase, readSchemaVersions, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
+import {
+  createMarkerTable,
+  dropMarkerTable,
+  dropPublication,
+  dropSlot,
+  dropSubscription,
+  markerArrived,
+  markerTable,
+  publish,
+  replicationName,
+  subscribe,
+  subscriptionProgress,
+  writeMarker,
+  type SubscriptionProgress,
+} from "./logical-replication.ts";
+import { endRoleSessions } from "./role-sessions.ts";
+import { compareTables, type ComparedTable } from "./table-comparison.ts";
+import type { FrozenTenant, Release, WriteFreeze } from "./write-freeze.ts";
+
+/** What move steps work with, whichever the move. */
+export interface MoveServices {
+  clusters: ClusterRegistry;
+  schemas: SchemaServices;
+  box: SecretBox;
+  /** Takes the copy of a copy under freeze, as a backup. */
+  backups: TenantBackups;
+  /** Freezes the tenant's writes for the cutover: every service holds them, reads go on. */
+  freeze: WriteFreeze;
+  /** Makes the tenant's source database refuse writes, whoever sends them: added to `freeze` for a copy under freeze. */
+  fence: WriteFreeze;
+  /** How long one service may take to migrate one database. */
+  migrateTimeoutMs: number;
+  /** How long a moved tenant's source database is kept, closed, before it is dropped. */
+  keepMs: number;
+  /** How long the cutover waits for its marker row on the target, its writes frozen, before it gives up. */
+  cutoverTimeoutMs: number;
+  /** How long replication may go on failing (the target's workers erring) without progress before the move gives up. */
+  stallMs: number;
+  /** How often replication's progress is looked at. */
+  pollMs: number;
+  log: Logger;
+}
+
+/** What a step works on and with. */
+export interface MoveContext extends MoveServices {
+  /** The EntityManager `move` was read through. */
+  em: EntityManager;
+  move: Move;
+  /** The tenant moved: its role and password. */
+  tenant: Tenant;
+  /** Called at points inside a step (for crash tests): "cutover:frozen" once the writes are frozen. */
+  reached: (point: string) => Promise<void>;
+  /** Aborts when Platform stops: waits end at once (the move is resumed at the next start). */
+  signal: AbortSignal;
+}
+
+/** The work of one step. */
+export type MoveWork = (context: MoveContext) => Promise<void>;
+
+/** The step recorded with a move's record. */
+export const requested = "requested";
+/** The step recorded while a failed move is undone. */
+export const rollingBack = "rollback";
+
+/**
+ * The steps of each mode, in order, after {@link requested}. The target
+ * database is made at the tenant's schema versions first, then online the
+ * source publishes and the target subscribes, copies and catches up while
+ * the tenant is served; the cutover freezes the tenant's writes (under
+ * freeze: copies), checks, and switches the route; what replication made
+ * is removed, and the source closed.
+ */
+export const moveSteps = {
+  [moveModes.online]: [
+    "create-role",
+    "create-database",
+    "secure-database",
+    "migrate-schemas",
+    "publish",
+    "subscribe",
+    "initial-copy",
+    "catch-up",
+    "cutover",
+    "remove-replication",
+    "close-source",
+  ],
+  [moveModes.copyUnderFreeze]: ["create-role", "create-database", "secure-database", "migrate-schemas", "cutover", "close-source"],
+} as const satisfies Record<MoveModeName, readonly string[]>;
+
+export type MoveStep = (typeof moveSteps)[MoveModeName][number];
+
+/**
+ * The step that switches the tenant's route, recorded with the switch in
+ * one transaction: a failure before it is rolled back, one after it is
+ * retried, since the tenant is served from the target.
+ */
+export const pointOfNoReturn: MoveStep = "cutover";
+
+/** How many times the cutover tries to freeze the tenant's writes. */
+const freezeAttempts = 3;
+
+/** How often the cutover looks for its marker row: the tenant's writes wait meanwhile. */
+const cutoverPollMs = 5;
+
+/** The migration tables are each service's own in each database; everything else of a service's schema is moved. */
+const migrationTable = "mikro_orm_migrations";
+
+/** The move's target as provisioning's steps see a tenant: its role and sealed password, the target's cluster and database. */
+function targetTenant({ tenant, move }: MoveContext): Tenant {
+  return { id: tenant.id, role: tenant.role, rolePassword: tenant.rolePassword, cluster: move.targetCluster, database: move.targetDatabase } as Tenant;
+}
+
+/** Runs a provisioning step (or rollback step) on the move's target. */
+function provisioningStep(work: (context: MoveContext & { tenant: Tenant; templates: undefined; run: object }) => Promise<void>): MoveWork {
+  // No template: the database is made at the source's versions, which need not be the newest.
+  return (context) => work({ ...context, tenant: targetTenant(context), templates: undefined, run: {} });
+}
+
+function sourceDatabase({ move, tenant, box }: MoveContext): TenantDatabase {
+  return { cluster: move.sourceCluster, database: move.sourceDatabase, login: loginOf(box, tenant) };
+}
+
+function targetDatabase({ move, tenant, box }: MoveContext): TenantDatabase {
+  return { cluster: move.targetCluster, database: move.targetDatabase, login: loginOf(box, tenant) };
+}
+
+/** Runs `fn` on a connection to a tenant database, as its owner (the tenant's role) or as the cluster's admin. */
+async function inDatabase<T>(context: MoveContext, database: TenantDatabase, as: "owner" | "admin", fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = await context.clusters.connect(database.cluster, database.database, as === "owner" ? database.login : undefined);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Like {@link inDatabase}, doing nothing when the database does not exist (what a rollback or a cleanup finds). */
+async function inExistingDatabase(context: MoveContext, database: TenantDatabase, fn: (client: pg.Client) => Promise<void>): Promise<void> {
+  const { rowCount } = await context.clusters.admin(database.cluster, (admin) => admin.query("select 1 from pg_database where datname = $1 and datallowconn", [database.database]));
+  if (rowCount !== 0) {
+    await inDatabase(context, database, "admin", fn);
+  }
+}
+
+/** The tables of `schemas` a move carries: all but the migration tables. */
+async function movedTables(client: pg.ClientBase, schemas: string[]): Promise<ComparedTable[]> {
+  return (await listTables(client, schemas)).filter((t) => t.name !== migrationTable).map(({ schema, name }) => ({ schema, name }));
+}
+
+/** The schemas of the services that have one in the source database, by their versions there. */
+async function sourceVersions(context: MoveContext): Promise<Map<string, string>> {
+  return schemaVersionsIn(context, sourceDatabase(context));
+}
+
+/** Gives the tenant's role to the target (as provisioning does), remembering first whether it was there, so that a rollback drops only what the move made. */
+async function createRole(context: MoveContext): Promise<void> {
+  const { em, move, clusters, tenant } = context;
+  if (move.targetRoleExisted == null) {
+    const { rowCount } = await clusters.admin(move.targetCluster, (admin) => admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]));
+    await changeMove(em, move, { targetRoleExisted: rowCount !== 0 });
+  }
+  await provisioningStep(provisioningStepTable["create-role"].perform)(context);
+}
+
+/**
+ * Has each service migrate the target to the source's versions, then
+ * empties its tables (migrations may have written rows: the source's come
+ * instead). Online, both databases get the marker table.
+ */
+async function migrateSchemas(context: MoveContext): Promise<void> {
+  const { move, tenant } = context;
+  const versions = await sourceVersions(context);
+  await migrateDatabase(context, targetDatabase(context), versions, "the move's target database");
+  await inDatabase(context, targetDatabase(context), "owner", async (client) => {
+    const tables = await movedTables(client, [...versions.keys()]);
+    if (tables.length > 0) {
+      await client.query(`truncate ${tables.map(quoted).join(", ")}`);
+    }
+  });
+  if (move.mode === moveModes.online) {
+    await inDatabase(context, sourceDatabase(context), "admin", (admin) => createMarkerTable(admin, tenant.role!));
+    await inDatabase(context, targetDatabase(context), "admin", (admin) => createMarkerTable(admin, tenant.role!));
+  }
+}
+
+/** Publishes the services' tables (and the marker table) from the source. */
+async function publishSource(context: MoveContext): Promise<void> {
+  const schemas = [...(await sourceVersions(context)).keys()];
+  await inDatabase(context, sourceDatabase(context), "admin", async (admin) => {
+    await publish(admin, replicationName(context.move.id), [...(await movedTables(admin, schemas)), markerTable]);
+  });
+}
+
+/**
+ * Subscribes the target to the source's publication, which copies the
+ * tables in the background. A slot of the move's name with no
+ * subscription is what a Platform that stopped while subscribing left:
+ * dropped, and made again.
+ */
+async function subscribeTarget(context: MoveContext): Promise<void> {
+  const { move, clusters } = context;
+  const name = replicationName(move.id);
+  const source = await clusters.access(move.sourceCluster);
+  await inDatabase(context, targetDatabase(context), "admin", async (admin) => {
+    const { rowCount } = await admin.query("select 1 from pg_subscription where subname = $1", [name]);
+    if (rowCount === 0) {
+      await clusters.admin(move.sourceCluster, (sourceAdmin) => dropSlot(sourceAdmin, name));
+    }
+    await subscribe(admin, name, { host: source.host, port: source.port, database: move.sourceDatabase, user: source.adminUser, password: source.adminPassword });
+  });
+}
+
+/**
+ * Polls the subscription on `target` until `done` says so, recording the
+ * copy's progress. FAILED_PRECONDITION when the target's replication
+ * workers keep failing with no progress for `stallMs`; UNAVAILABLE past
+ * `timeoutMs`, when given, or when Platform stops.
+ */
+async function untilReplicated(
+  context: MoveContext,
+  target: pg.ClientBase,
+  done: (progress: SubscriptionProgress) => Promise<boolean>,
+  options: { timeoutMs?: number; pollMs?: number } = {},
+): Promise<void> {
+  const { em, move, stallMs, signal } = context;
+  const { timeoutMs, pollMs = context.pollMs } = options;
+  const name = replicationName(move.id);
+  const started = Date.now();
+  let last = await subscriptionProgress(target, name);
+  let lastProgressAt = started;
+  const firstErrors = last.errors;
+  for (;;) {
+    const progress = await subscriptionProgress(target, name);
+    if (progress.ready !== last.ready || progress.total !== last.total || progress.errors === firstErrors) {
+      lastProgressAt = Date.now();
+    }
+    if (progress.ready !== move.tablesCopied || progress.total !== move.tableCount) {
+      Object.assign(move, { tablesCopied: progress.ready, tableCount: progress.total });
+      await recordMoveProgress(em, move.id, { tablesCopied: progress.ready, tableCount: progress.total });
+    }
+    last = progress;
+    if (await done(progress)) {
+      return;
+    }
+    if (progress.errors > firstErrors && Date.now() - lastProgressAt > stallMs) {
+      throw new ConnectError(
+        `replication into cluster "${move.targetCluster}" keeps failing (${progress.errors - firstErrors} errors, no progress for ${stallMs} ms); its server log says why`,
+        Code.FailedPrecondition,
+      );
+    }
+    if (timeoutMs !== undefined && Date.now() - started > timeoutMs) {
+      throw new ConnectError(`the target did not catch up with the source within ${timeoutMs} ms`, Code.Unavailable);
+    }
+    if (signal.aborted) {
+      throw new ConnectError("Platform is stopping; the move goes on when it starts again", Code.Unavailable);
+    }
+    await sleep(pollMs, undefined, { signal }).catch(() => undefined);
+  }
+}
+
+/** Waits until every table has been copied and is kept in step. */
+async function initialCopy(context: MoveContext): Promise<void> {
+  await inDatabase(context, targetDatabase(context), "admin", (target) => untilReplicated(context, target, async (p) => p.total > 0 && p.ready === p.total));
+}
+
+/** Writes a marker row on the source and waits until it is on the target: the target has applied everything committed before it. */
+async function awaitMarker(context: MoveContext, source: pg.ClientBase, target: pg.ClientBase, options: { timeoutMs?: number; pollMs?: number } = {}): Promise<void> {
+  const token = await writeMarker(source);
+  await untilReplicated(context, target, () => markerArrived(target, token), options);
+}
+
+/** Waits until the target has caught up with the source (a marker row arrived): the cutover's wait will be short. */
+async function catchUp(context: MoveContext): Promise<void> {
+  await inDatabase(context, sourceDatabase(context), "admin", (source) =>
+    inDatabase(context, targetDatabase(context), "admin", (target) => awaitMarker(context, source, target)),
+  );
+}
+
+/** Refuses a target whose services' schemas are not at the source's versions (a migration ran on one side during the move). */
+function checkSameVersions(source: Map<string, string>, target: Map<string, string>): void {
+  for (const [service, version] of source) {
+    if (target.get(service) !== version) {
+      throw new ConnectError(
+        `${service}'s schema is at ${version || "no migration"} on the source but ${target.get(service) ?? "missing"} on the target: a migration ran during the move; move the tenant again`,
+        Code.FailedPrecondition,
+      );
+    }
+  }
+}
+
+/** Refuses to go on when the tenant is no longer served from the move's source (an undone restore switched it meanwhile). */
+export async function checkStillAtSource({ em, move }: MoveContext): Promise<void> {
+  const tenant = await getTenant(em.fork(), move.tenantId);
+  if (tenant.cluster !== move.sourceCluster || tenant.database !== move.sourceDatabase) {
+    throw new ConnectError(
+      `tenant "${move.tenantId}" is now served from database "${tenant.database}" of cluster "${tenant.cluster}", not the one the move copies ("${move.sourceDatabase}" of "${move.sourceCluster}"); move it again`,
+      Code.FailedPrecondition,
+    );
+  }
+}
+
+/** Gives every sequence of the services' schemas on the target the source's value (logical replication does not carry them). */
+async function copySequences(source: pg.ClientBase, target: pg.ClientBase, schemas: string[]): Promise<void> {
+  for (const sequence of await listSequences(source, schemas)) {
+    const { rows } = await source.query<{ last_value: string; is_called: boolean }>(`select last_value::text, is_called from ${quoted(sequence)}`);
+    await target.query("select setval($1::regclass, $2::bigint, $3)", [quoted(sequence), rows[0]!.last_value, rows[0]!.is_called]);
+  }
+}
+
+/** Takes the login from the tenant's role on the source cluster and ends its sessions there: services can no longer reach the source. */
+async function shutSourceOut(context: MoveContext): Promise<void> {
+  const { clusters, move, tenant } = context;
+  await clusters.admin(move.sourceCluster, async (admin) => {
+    await admin.query(`alter role ${pg.escapeIdentifier(tenant.role!)} nologin`);
+    const { rows } = await admin.query<{ now: Date }>("select clock_timestamp() as now");
+    await endRoleSessions(admin, tenant.role!, rows[0]!.now);
+  });
+}
+
+/** Gives the login back to the tenant's role on the source cluster (a rollback), and ends any freeze of it the move left. */
+async function letSourceIn(context: MoveContext): Promise<void> {
+  const { clusters, move, tenant, freeze, fence } = context;
+  await clusters.admin(move.sourceCluster, (admin) => admin.query(`alter role ${pg.escapeIdentifier(tenant.role!)} login`));
+  await fence.thaw(frozenSource(context), freezeHolder(move));
+  await freeze.thaw(frozenSource(context), freezeHolder(move));
+}
+
+/** Who a move's freezes are held by, as the freezes list it. */
+function freezeHolder(move: Move): string {
+  return `platform: move ${move.id}`;
+}
+
+function frozenSource({ move, tenant }: MoveContext): FrozenTenant {
+  return { tenantId: tenant.id, cluster: move.sourceCluster, database: move.sourceDatabase, role: tenant.role! };
+}
+
+/**
+ * Copies the tenant under the freeze, as a backup (kept, labelled "move
+ * <id>"), and loads it into the target: the load checks every table's rows
+ * and SHA-256 against the snapshot and sets the sequences.
+ */
+async function copyUnderFreeze(context: MoveContext): Promise<void> {
+  const { em, move, backups } = context;
+  const backup = await backups.create(move.tenantId, `move ${move.id}`);
+  await changeMove(em, move, { backupId: backup.id, tableCount: backup.tableCount, tablesCopied: 0 });
+  const { manifest, dataKey } = await backups.open(backup);
+  await migrateDatabase(context, targetDatabase(context), new Map(Object.entries(manifest.services).flatMap(([service, { migrations }]) => (migrations.length > 0 ? [[service, migrations.at(-1)!]] : []))), "the move's target database");
+  await inDatabase(context, targetDatabase(context), "owner", (client) =>
+    loadBackup({ client, key: keyOf(backup), manifest, dataKey, storage: backups.storage, readBack: false }),
+  );
+  await changeMove(em, move, { tablesCopied: backup.tableCount });
+}
+
+/**
+ * Freezes the tenant's writes for the cutover, trying again when a service
+ * instance did not acknowledge in time (nothing has changed then).
+ */
+async function freezeSource(context: MoveContext, ttlMs: number): Promise<Release> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await context.freeze.freeze(frozenSource(context), { holder: freezeHolder(context.move), ttlMs });
+    } catch (error) {
+      if (ConnectError.from(error).code !== Code.Unavailable || attempt >= freezeAttempts || context.signal.aborted) {
+        throw error;
+      }
+      context.log.warn({ moveId: context.move.id, reason: ConnectError.from(error).rawMessage, attempt }, "could not freeze the tenant's writes for the cutover; trying again");
+      await sleep(1000, undefined, { signal: context.signal }).catch(() => undefined);
+    }
+  }
+}
+
+/**
+ * The cutover: freezes the tenant's writes (every service holds them;
+ * under freeze the source database refuses them too, for the whole copy);
+ * online, waits for a marker row, under freeze, copies; checks that both
+ * sides have the same schema versions and rows (and digests when asked);
+ * shuts the tenant out of the source (online, then waits for a last marker
+ * and sets the sequences: whatever an instance that missed the freeze
+ * wrote before it was shut out is on the target); and switches its route
+ * to the target, recorded with this step in one transaction. Services
+ * follow the route through the change feed before their held writes go
+ * on. The writes are thawed whatever happens.
+ */
+async function cutover(context: MoveContext): Promise<void> {
+  if (context.move.mode === moveModes.online) {
+    // Connected before the freeze, which need not wait for that: the admin's sessions are neither frozen nor shut out.
+    await inDatabase(context, sourceDatabase(context), "admin", (source) =>
+      inDatabase(context, targetDatabase(context), "admin", (target) => frozenCutover(context, () => Promise.resolve({ source, target }))),
+    );
+    return;
+  }
+  // Under freeze the tenant's role reads both sides once the copy is made: its sessions before the freeze are ended by it.
+  const opened: pg.Client[] = [];
+  try {
+    await frozenCutover(context, async () => {
+      const source = await context.clusters.connect(context.move.sourceCluster, context.move.sourceDatabase, sourceDatabase(context).login);
+      opened.push(source);
+      const target = await context.clusters.connect(context.move.targetCluster, context.move.targetDatabase, targetDatabase(context).login);
+      opened.push(target);
+      return { source, target };
+    });
+  } finally {
+    await Promise.all(opened.map((client) => client.end().catch(() => undefined)));
+  }
+}
+
+/** The cutover under its freeze, on connections to both sides that `connect` gives once the copy (under freeze) is made. */
+async function frozenCutover(context: MoveContext, connect: () => Promise<{ source: pg.Client; target: pg.Client }>): Promise<void> {
+  const { em, move, fence, schemas, cutoverTimeoutMs, log } = context;
+  const online = move.mode === moveModes.online;
+  const releases: Release[] = [];
+  try {
+    releases.push(await freezeSource(context, online ? cutoverTimeoutMs + 60_000 : maxFreezeTtlMs));
+    if (!online) {
+      releases.push(await fence.freeze(frozenSource(context), { holder: freezeHolder(move), ttlMs: maxFreezeTtlMs }));
+    }
+    const frozenAt = Date.now();
+    await context.reached("cutover:frozen");
+    await checkStillAtSource(context);
+    if (!online) {
+      await copyUnderFreeze(context);
+    }
+    const { source, target } = await connect();
+    const marker = { timeoutMs: cutoverTimeoutMs, pollMs: cutoverPollMs };
+    if (online) {
+      await awaitMarker(context, source, target, marker);
+    }
+    const services = schemas.entries.map((e) => e.name);
+    const versions = await readSchemaVersions(source, services);
+    checkSameVersions(versions, await readSchemaVersions(target, services));
+    const schemaNames = [...versions.keys()];
+    await compareTables(source, target, await movedTables(source, schemaNames), { digests: move.compareDigests });
+    await shutSourceOut(context);
+    if (online) {
+      // What an instance that missed the freeze wrote before it was shut out is on the target once this marker is.
+      await awaitMarker(context, source, target, marker);
+      await copySequences(source, target, schemaNames);
+    }
+    const switchedAt = new Date();
+    await recordSwitch(em, move, { step: pointOfNoReturn, switchedAt, freezeMs: switchedAt.getTime() - frozenAt });
+    log.info({ moveId: move.id, tenantId: move.tenantId, cluster: move.targetCluster, freezeMs: move.freezeMs }, "tenant switched to its new cluster");
+  } finally {
+    for (const release of releases.reverse()) {
+      await release().catch((error: unknown) => log.error({ err: error, moveId: move.id, tenantId: move.tenantId }, "could not thaw the tenant's writes after the cutover"));
+    }
+  }
+}
+
+/**
+ * Removes the subscription, the replication slot, the publication and the
+ * marker tables, wherever they are. Each is tried even when another fails
+ * (the slot above all, which keeps the source's WAL while it lasts); then
+ * the first failure is thrown, and the step is tried again later.
+ */
+async function removeReplication(context: MoveContext): Promise<void> {
+  const { move, clusters } = context;
+  const name = replicationName(move.id);
+  const failures: unknown[] = [];
+  const attempt = (work: () => Promise<void>) => work().catch((error: unknown) => void failures.push(error));
+  await attempt(() =>
+    inExistingDatabase(context, targetDatabase(context), async (target) => {
+      await dropSubscription(target, name);
+      await dropMarkerTable(target);
+    }),
+  );
+  await attempt(() => clusters.admin(move.sourceCluster, (admin) => dropSlot(admin, name)));
+  await attempt(() =>
+    inExistingDatabase(context, sourceDatabase(context), async (source) => {
+      await dropPublication(source, name);
+      await dropMarkerTable(source);
+    }),
+  );
+  if (failures.length > 0) {
+    throw failures[0];
+  }
+}
+
+/** What each step does. */
+export const moveStepTable: { readonly [S in MoveStep]: MoveWork } = {
+  "create-role": createRole,
+  "create-database": provisioningStep(provisioningStepTable["create-database"].perform),
+  "secure-database": provisioningStep(provisioningStepTable["secure-database"].perform),
+  "migrate-schemas": migrateSchemas,
+  publish: publishSource,
+  subscribe: subscribeTarget,
+  "initial-copy": initialCopy,
+  "catch-up": (context) => catchUp(context),
+  cutover,
+  "remove-replication": removeReplication,
+  "close-source": (context) => allowConnections(context.clusters, context.move.sourceCluster, context.move.sourceDatabase, false),
+};
+
+/**
+ * What undoes a move that failed before its cutover, in order: what
+ * replication made, the source's freeze and shut-out, the target database,
+ * and the tenant's role on the target unless it was there before. Each is
+ * harmless where its step was never done.
+ */
+export const moveRollback: MoveWork[] = [
+  removeReplication,
+  letSourceIn,
+  provisioningStep(rollbackStepTable["drop-database"]),
+  async (context) => {
+    if (context.move.targetRoleExisted === false) {
+      await provisioningStep(rollbackStepTable["drop-role"])(context);
+    }
+  },
+];

@@ -1,0 +1,367 @@
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Migration } from "@mikro-orm/migrations";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BackupService } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
+import { ClusterService, ClusterState } from "../../../gen/tenantry/platform/v1/cluster_service_pb.js";
+import { MoveMode, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
+import { MoveService } from "../../../gen/tenantry/platform/v1/move_service_pb.js";
+import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
+import { operatorCredentialInterceptor } from "../../mesh/index.ts";
+import { failure } from "../../testing/failure.ts";
+import { startSecondServer, type SecondServer } from "../../testing/second-server.ts";
+import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
+
+const owner = { email: "owner@example.com", password: "correct horse battery" };
+const headers = (tenantId: string) => ({ headers: { "x-tenant-id": tenantId } });
+
+/** A table with a sequence in Backend's schema, which no released migration makes: moves must carry its sequence. */
+class AddTicketCounter extends Migration {
+  override up(): void {
+    this.addSql("create table backend.tickets (number bigserial primary key, note text not null)");
+  }
+}
+const migrationsWithSequence = [...backendMigrations, { name: "0002-add-ticket-counter", class: AddTicketCounter }];
+
+/** Where moves wait (after the step named, until released) when a spec asks them to. */
+let gate: { step: string; reached: PromiseWithResolvers<void>; release: PromiseWithResolvers<void> } | undefined;
+
+/** Has the next move wait after `step` until released: `reached` resolves once it waits. */
+function holdMovesAfter(step: string): { reached: Promise<void>; release: () => void } {
+  const held = { step, reached: Promise.withResolvers<void>(), release: Promise.withResolvers<void>() };
+  gate = held;
+  return {
+    reached: held.reached.promise,
+    release: () => {
+      gate = undefined;
+      held.release.resolve();
+    },
+  };
+}
+
+/** Platform's hooks in this spec: moves wait at the gate. */
+const hooks = {
+  afterMoveStep: async (_moveId: string, step: string) => {
+    const held = gate;
+    if (held?.step === step) {
+      held.reached.resolve();
+      await held.release.promise;
+    }
+  },
+};
+
+let mesh: TestMesh;
+let second: SecondServer;
+let moves: Client<typeof MoveService>;
+let backups: Client<typeof BackupService>;
+let clusters: Client<typeof ClusterService>;
+
+beforeAll(async () => {
+  [mesh, second] = await Promise.all([startTestMesh({ services: ["auth", "backend"] }), startSecondServer()]);
+  await mesh.restartBackend(migrationsWithSequence);
+  await mesh.restartPlatform({}, hooks);
+  const operator = [operatorCredentialInterceptor(mesh.operatorToken)];
+  moves = mesh.client("platform", MoveService, operator);
+  backups = mesh.client("platform", BackupService, operator);
+  clusters = mesh.client("platform", ClusterService, operator);
+  await clusters.registerCluster(second.registration("second"));
+});
+afterAll(async () => {
+  await mesh?.stop();
+  await second?.stop();
+});
+
+/** Runs SQL as the superuser in a database of the cluster named. */
+function sqlOn<R extends Record<string, unknown>>(cluster: string, database: string, text: string, values?: unknown[]): Promise<R[]> {
+  return (cluster === "default" ? mesh.sql<R>(database, text, values) : second.sql<R>(database, text, values));
+}
+
+/** A tenant with its owner, entries, and tickets numbered by their sequence. */
+async function populatedTenant(prefix: string): Promise<{ tenantId: string; database: string }> {
+  const tenant = await mesh.createTenant({ tenantId: mesh.uniqueTenantId(prefix), owner });
+  for (const title of ["first", "second", "third"]) {
+    await mesh.entries.createEntry({ title }, headers(tenant.tenantId));
+  }
+  await mesh.sql(tenant.database, "insert into backend.tickets (note) select 'before the move' from generate_series(1, 5)");
+  return { tenantId: tenant.tenantId, database: tenant.database };
+}
+
+/**
+ * Retries a call while it fails UNAVAILABLE: a service that has not yet
+ * heard of the tenant's new route (the change feed tells it moments later)
+ * meets the closed source meanwhile.
+ */
+async function retried<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (error) {
+      if (ConnectError.from(error).code !== Code.Unavailable || attempt > 50) {
+        throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+/** The tenant's entry titles as Backend serves them. */
+async function titles(tenantId: string): Promise<string[]> {
+  const { entries } = await retried(() => mesh.entries.listEntries({ pageSize: 500 }, headers(tenantId)));
+  return entries.map((e) => e.title).sort();
+}
+
+/** What moves leave on a server: replication slots, subscriptions and publications named after moves. */
+async function replicationLeftovers(cluster: string): Promise<string[]> {
+  const rows = await sqlOn<{ name: string }>(
+    cluster,
+    "postgres",
+    "select slot_name as name from pg_replication_slots where slot_name like 'tenantry_move_%' union all select subname from pg_subscription where subname like 'tenantry_move_%'",
+  );
+  return rows.map((r) => r.name);
+}
+
+describe("clusters and online moves", () => {
+  it("says of each cluster whether tenants can be moved from and to it online, and why not", async () => {
+    await second.sql("postgres", "create role plain_admin login password 'plain-admin-password' createdb createrole");
+    await clusters.registerCluster(second.registration("plain", { adminUser: "plain_admin", adminPassword: "plain-admin-password" }));
+    const { clusters: listed } = await clusters.listClusters({});
+    expect(listed.map((c) => [c.name, c.onlineMoveSource, c.onlineMoveTarget, c.onlineMoveNote])).toEqual([
+      ["default", true, true, ""],
+      ["plain", false, false, expect.stringMatching(/^not a source: the admin role "plain_admin" is not a superuser .*\. not a target: as above$/)],
+      ["second", true, true, ""],
+    ]);
+    const { tenantId } = await populatedTenant("plain");
+    const online = await failure(moves.moveTenant({ tenantId, targetCluster: "plain", mode: MoveMode.ONLINE }));
+    expect([online.code, online.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/an online move is not possible: cluster "plain" not a source.*superuser/)]);
+    expect((await moves.listMoves({ tenantId })).moves).toEqual([]);
+    await clusters.registerCluster(second.registration("plain", { adminUser: "plain_admin", adminPassword: "plain-admin-password", state: ClusterState.DRAINING }));
+  });
+});
+
+describe("a move under freeze", () => {
+  it("copies the tenant to the other cluster, switches its route, and closes the source", async () => {
+    const { tenantId, database } = await populatedTenant("freeze");
+    const { move } = await moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.COPY_UNDER_FREEZE, compareDigests: true });
+    expect(move).toMatchObject({ state: MoveState.SUCCEEDED, mode: MoveMode.COPY_UNDER_FREEZE, step: "close-source", sourceCluster: "default", targetCluster: "second", sourceDatabase: database });
+    expect(move!.writeFreeze).toBeDefined();
+    const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+    expect([tenant.status, tenant.cluster, tenant.database, tenant.move]).toEqual([TenantStatus.ACTIVE, "second", move!.targetDatabase, undefined]);
+    expect(await titles(tenantId)).toEqual(["first", "second", "third"]);
+    await retried(() => mesh.entries.createEntry({ title: "after the move" }, headers(tenantId)));
+    expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+    expect(await sqlOn("default", "postgres", "select datallowconn from pg_database where datname = $1", [database])).toEqual([{ datallowconn: false }]);
+    await second.sql(move!.targetDatabase, "insert into backend.tickets (note) values ('after the move')");
+    expect(await second.sql(move!.targetDatabase, "select number::int from backend.tickets order by number")).toEqual([1, 2, 3, 4, 5, 6].map((number) => ({ number })));
+  });
+});
+
+describe("an online move", () => {
+  it("copies the tenant while it is served, switches its route, and leaves no replication behind", async () => {
+    const { tenantId, database } = await populatedTenant("online");
+    const { move } = await moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE, compareDigests: true });
+    expect(move).toMatchObject({ state: MoveState.SUCCEEDED, mode: MoveMode.ONLINE, step: "close-source", sourceDatabase: database, compareDigests: true });
+    expect(move!.tableCount).toBeGreaterThan(0);
+    expect(move!.tablesCopied).toBe(move!.tableCount);
+    const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+    expect([tenant.cluster, tenant.database]).toEqual(["second", move!.targetDatabase]);
+    expect(await titles(tenantId)).toEqual(["first", "second", "third"]);
+    expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+    expect(await replicationLeftovers("default")).toEqual([]);
+    expect(await replicationLeftovers("second")).toEqual([]);
+    await second.sql(move!.targetDatabase, "insert into backend.tickets (note) values ('after the move')");
+    expect(await second.sql(move!.targetDatabase, "select number::int from backend.tickets order by number")).toEqual([1, 2, 3, 4, 5, 6].map((number) => ({ number })));
+    expect(await second.sql(move!.targetDatabase, "select to_regclass('public.tenantry_move_marker') as marker")).toEqual([{ marker: null }]);
+  });
+});
+
+describe("moves refused", () => {
+  it("refuses before making anything: an unknown, draining, full or own cluster (or its server under another name), a tenant not ACTIVE", async () => {
+    const { tenantId } = await populatedTenant("refused");
+    expect((await failure(moves.moveTenant({ tenantId, targetCluster: "nowhere" }))).code).toBe(Code.NotFound);
+    expect((await failure(moves.moveTenant({ tenantId, targetCluster: "default" }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(moves.moveTenant({ tenantId, targetCluster: "" }))).code).toBe(Code.InvalidArgument);
+    await clusters.registerCluster(second.registration("draining", { state: ClusterState.DRAINING }));
+    expect((await failure(moves.moveTenant({ tenantId, targetCluster: "draining" }))).code).toBe(Code.FailedPrecondition);
+    await clusters.registerCluster(second.registration("tiny", { capacity: 1 }));
+    await mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId("filler"), cluster: "tiny" });
+    expect((await failure(moves.moveTenant({ tenantId, targetCluster: "tiny" }))).code).toBe(Code.ResourceExhausted);
+    const shared = new URL(mesh.databaseUrl("postgres"));
+    await clusters.registerCluster({ ...second.registration("alias"), port: Number(shared.port), adminPassword: decodeURIComponent(shared.password) });
+    const alias = await failure(moves.moveTenant({ tenantId, targetCluster: "alias" }));
+    expect([alias.code, alias.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/same PostgreSQL server/)]);
+    await mesh.platformClient.suspendTenant({ tenantId });
+    expect((await failure(moves.moveTenant({ tenantId, targetCluster: "second" }))).code).toBe(Code.FailedPrecondition);
+    const { moves: made } = await moves.listMoves({ tenantId });
+    expect(made).toEqual([]);
+    expect(await second.sql("postgres", "select datname from pg_database where datname like $1", [`tenant\\_${tenantId.replaceAll("-", "\\_")}%`])).toEqual([]);
+  });
+});
+
+/** Calls clients make against a tenant until stopped, and how each ended. */
+interface Load {
+  /** Titles of the writes acknowledged, each with the id of the entry made. */
+  acknowledged: Map<string, string>;
+  /** Attempts refused with a code that says to retry (UNAVAILABLE), by what was attempted. */
+  retried: { writes: number; reads: number };
+  /** Calls that failed with any other code, or still failed after their retries. */
+  failed: string[];
+  /** Reads that succeeded. */
+  reads: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Writers creating entries (each with a request_id, retried with it on
+ * UNAVAILABLE until answered) and readers listing and getting entries
+ * (retried on UNAVAILABLE), until stopped.
+ */
+function startLoad(tenantId: string, options: { writers: number; readers: number }): Load {
+  const load: Load = { acknowledged: new Map(), retried: { writes: 0, reads: 0 }, failed: [], reads: 0, stop: async () => {} };
+  let stopping = false;
+  const withRetries = async <T>(what: "writes" | "reads", call: () => Promise<T>): Promise<T | undefined> => {
+    for (let attempt = 0; attempt < 200; attempt++) {
+      try {
+        return await call();
+      } catch (error) {
+        const cause = ConnectError.from(error);
+        if (cause.code !== Code.Unavailable) {
+          load.failed.push(`${what}: ${Code[cause.code]} ${cause.rawMessage}`);
+          return undefined;
+        }
+        load.retried[what]++;
+        await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 30));
+      }
+    }
+    load.failed.push(`${what}: still UNAVAILABLE after 200 attempts`);
+    return undefined;
+  };
+  const writer = async (w: number) => {
+    for (let n = 0; !stopping; n++) {
+      const title = `w${w}-${n}`;
+      const requestId = crypto.randomUUID();
+      const created = await withRetries("writes", () => mesh.entries.createEntry({ title, requestId }, headers(tenantId)));
+      if (created !== undefined) {
+        load.acknowledged.set(title, created.entry!.id);
+      }
+    }
+  };
+  const reader = async () => {
+    while (!stopping) {
+      const listed = await withRetries("reads", () => mesh.entries.listEntries({ pageSize: 10 }, headers(tenantId)));
+      const first = listed?.entries[0];
+      if (first !== undefined && (await withRetries("reads", () => mesh.entries.getEntry({ id: first.id }, headers(tenantId)))) !== undefined) {
+        load.reads++;
+      }
+    }
+  };
+  const running = Promise.all([...Array.from({ length: options.writers }, (_, w) => writer(w)), ...Array.from({ length: options.readers }, reader)]);
+  load.stop = async () => {
+    stopping = true;
+    await running;
+  };
+  return load;
+}
+
+describe("an online move under reads and writes", () => {
+  it("holds writes through the cutover, loses none and stores each once, refuses reads only with UNAVAILABLE, and keeps serving another tenant", async () => {
+    const { tenantId } = await populatedTenant("load");
+    const { tenantId: neighbour } = await populatedTenant("neighbour");
+    const load = startLoad(tenantId, { writers: 4, readers: 2 });
+    const neighbourLoad = startLoad(neighbour, { writers: 1, readers: 1 });
+    let move: Awaited<ReturnType<typeof moves.moveTenant>>["move"];
+    try {
+      const hold = holdMovesAfter("initial-copy");
+      const moving = moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE }, { timeoutMs: 120_000 });
+      await hold.reached;
+      try {
+        // While it runs: one move at a time, and no restore or offboarding of it.
+        const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+        expect(tenant.move).toMatchObject({ state: MoveState.RUNNING, targetCluster: "second", mode: MoveMode.ONLINE, step: "subscribe" });
+        const again = await failure(moves.moveTenant({ tenantId, targetCluster: "second" }));
+        expect([again.code, again.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/under way/)]);
+        expect((await failure(mesh.platformClient.deleteTenant({ tenantId }))).code).toBe(Code.FailedPrecondition);
+        const metrics = (await (await fetch(`http://127.0.0.1:${mesh.platform.httpPort}/metrics`)).text()).split("\n");
+        expect(metrics).toContain('tenantry_moves_running{mode="online"} 1');
+        expect(metrics).toContain('tenantry_moves_slots{cluster="default"} 1');
+        expect(Number(metrics.find((l) => l.startsWith('tenantry_moves_slot_age_max_seconds{cluster="default"}'))?.split(" ").at(-1))).toBeGreaterThan(0);
+        const { backup } = await backups.createBackup({ tenantId });
+        expect((await failure(backups.restoreBackup({ backupId: backup!.backupId }))).code).toBe(Code.FailedPrecondition);
+      } finally {
+        hold.release();
+      }
+
+      ({ move } = await moving);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    } finally {
+      await Promise.all([load.stop(), neighbourLoad.stop()]);
+    }
+    expect(move).toMatchObject({ state: MoveState.SUCCEEDED, targetCluster: "second" });
+    expect(load.failed).toEqual([]);
+    // The services held the writes through the cutover: none was refused.
+    expect(load.retried.writes).toBe(0);
+    expect(neighbourLoad.failed).toEqual([]);
+    expect(neighbourLoad.retried).toEqual({ writes: 0, reads: 0 });
+    expect(load.acknowledged.size).toBeGreaterThan(20);
+    expect(load.reads).toBeGreaterThan(0);
+    const stored = await second.sql<{ title: string; id: string; copies: number }>(
+      move!.targetDatabase,
+      "select title, min(id::text) as id, count(*)::int as copies from backend.entries group by title",
+    );
+    const byTitle = new Map(stored.map((row) => [row.title, row]));
+    for (const [title, id] of load.acknowledged) {
+      expect(byTitle.get(title), `acknowledged write ${title}`).toEqual({ title, id, copies: 1 });
+    }
+    expect(stored.filter((row) => row.copies !== 1)).toEqual([]);
+    console.log(
+      `online move under load: ${load.acknowledged.size} writes acknowledged, ${load.reads} reads; retried ${load.retried.writes} writes and ${load.retried.reads} reads on UNAVAILABLE; writes frozen ${Number(move!.writeFreeze!.seconds) * 1000 + move!.writeFreeze!.nanos / 1e6} ms`,
+    );
+  });
+});
+
+describe("a move that fails", () => {
+  it("is rolled back before its switch: the tenant served and writable on its source, nothing left on the target", async () => {
+    const { tenantId, database } = await populatedTenant("rollback");
+    const hold = holdMovesAfter("catch-up");
+    const moving = failure(moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE }));
+    await hold.reached;
+    try {
+      const { move: running } = await moves.getMove({ moveId: (await moves.listMoves({ tenantId })).moves[0]!.moveId });
+      // A row only the target has: the cutover's comparison must refuse to switch.
+      await second.sql(running!.targetDatabase, "insert into backend.entries (id, title) values (gen_random_uuid(), 'only on the target')");
+    } finally {
+      hold.release();
+    }
+    const error = await moving;
+    expect([error.code, error.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/rolled back: table backend\.entries has 3 rows on the source and 4 on the target/)]);
+    const { moves: [move] } = await moves.listMoves({ tenantId });
+    expect(move).toMatchObject({ state: MoveState.FAILED, step: "rollback" });
+    const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+    expect([tenant.cluster, tenant.database, tenant.move]).toEqual(["default", database, undefined]);
+    await retried(() => mesh.entries.createEntry({ title: "after the rollback" }, headers(tenantId)));
+    expect(await titles(tenantId)).toEqual(["after the rollback", "first", "second", "third"]);
+    expect(await second.sql("postgres", "select datname from pg_database where datname = $1 union all select rolname from pg_roles where rolname = $2", [move!.targetDatabase, database])).toEqual([]);
+    expect(await replicationLeftovers("default")).toEqual([]);
+    expect(await replicationLeftovers("second")).toEqual([]);
+    expect(await mesh.sql(database, "select count(*)::int as n from pg_publication")).toEqual([{ n: 0 }]);
+    const events = (await mesh.platformClient.listAuditEvents({ tenantId })).events.map((e) => e.action);
+    expect(events).toContain("RollBackMove");
+  });
+});
+
+describe("a moved tenant's source", () => {
+  beforeAll(() => mesh.restartPlatform({ TENANTRY_MOVE_KEEP_MS: "0", TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: "200" }, hooks));
+  afterAll(() => mesh.restartPlatform({}, hooks));
+
+  it("is dropped once kept TENANTRY_MOVE_KEEP_MS, with the tenant's role on that cluster", async () => {
+    const { tenantId, database } = await populatedTenant("dropped");
+    const { move } = await moves.moveTenant({ tenantId, targetCluster: "second" });
+    expect(move!.mode).toBe(MoveMode.ONLINE);
+    const deadline = Date.now() + 20_000;
+    while (!(await moves.getMove({ moveId: move!.moveId })).move!.sourceDropped && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await moves.getMove({ moveId: move!.moveId })).move!.sourceDropped).toBe(true);
+    expect(await mesh.sql("postgres", "select datname from pg_database where datname = $1 union all select rolname from pg_roles where rolname = $1", [database])).toEqual([]);
+    expect(await titles(tenantId)).toEqual(["first", "second", "third"]);
+  });
+});

@@ -1,0 +1,148 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { UniqueConstraintViolationException, type EntityManager } from "@mikro-orm/postgresql";
+import { MoveMode, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
+import { checkTenantId, checkUuid, isUuid, pageOf, readPage } from "../../mesh/index.ts";
+import { Move } from "../entities/move.ts";
+import { Tenant } from "../entities/tenant.ts";
+import { registrySpelling } from "./tenant-store.ts";
+
+const modeSpelling = registrySpelling<MoveMode>(MoveMode);
+const stateSpelling = registrySpelling<MoveState>(MoveState);
+
+/** The mode the registry spells `name`. */
+export const moveModeOf = modeSpelling.of;
+/** The state the registry spells `name`. */
+export const moveStateOf = stateSpelling.of;
+
+/** Each mode a move runs in, as the registry spells it. */
+export const moveModes = {
+  online: modeSpelling.name(MoveMode.ONLINE),
+  copyUnderFreeze: modeSpelling.name(MoveMode.COPY_UNDER_FREEZE),
+} as const;
+
+export type MoveModeName = (typeof moveModes)[keyof typeof moveModes];
+
+/** Each state of a move as the registry spells it. */
+export const moveStates = {
+  running: stateSpelling.name(MoveState.RUNNING),
+  succeeded: stateSpelling.name(MoveState.SUCCEEDED),
+  failed: stateSpelling.name(MoveState.FAILED),
+};
+
+/** A new move's record, RUNNING from its first step. */
+export type NewMoveRecord = Pick<Move, "id" | "tenantId" | "mode" | "step" | "sourceCluster" | "sourceDatabase" | "targetCluster" | "targetDatabase" | "compareDigests">;
+
+/** Records a move being started; FAILED_PRECONDITION when one of the tenant is running already. */
+export async function insertMove(em: EntityManager, record: NewMoveRecord): Promise<Move> {
+  const move = em.create(Move, { ...record, state: moveStates.running, error: null, targetRoleExisted: null, backupId: null, tablesCopied: 0, tableCount: 0, sourceDropped: false, createdAt: new Date() });
+  try {
+    await em.flush();
+  } catch (error) {
+    if (error instanceof UniqueConstraintViolationException) {
+      throw new ConnectError(`a move of tenant "${record.tenantId}" is under way; wait for it to end (ListMoves)`, Code.FailedPrecondition);
+    }
+    throw error;
+  }
+  return move;
+}
+
+/** What a move's record may be changed in, once read. */
+export type MoveChange = Partial<Pick<Move, "state" | "step" | "error" | "targetRoleExisted" | "backupId" | "tablesCopied" | "tableCount" | "freezeMs" | "switchedAt" | "finishedAt" | "keepUntil" | "sourceDropped">>;
+
+/** Changes a move read through `em`. */
+export async function changeMove(em: EntityManager, move: Move, change: MoveChange): Promise<void> {
+  Object.assign(move, change);
+  await em.flush();
+}
+
+/**
+ * Routes the tenant to the move's target and records the move's `step` as
+ * done, in one transaction: a Platform that stops around the switch finds
+ * both or neither. The change feed announces the tenant's new route.
+ */
+export async function recordSwitch(em: EntityManager, move: Move, record: { step: string; switchedAt: Date; freezeMs: number }): Promise<void> {
+  await em.transactional(async (tx) => {
+    await tx.nativeUpdate(Tenant, { id: move.tenantId }, { cluster: move.targetCluster, database: move.targetDatabase, updatedAt: record.switchedAt });
+    await tx.nativeUpdate(Move, { id: move.id }, record);
+  });
+  Object.assign(move, record);
+}
+
+/** Records a move's copy progress by id (no read needed: it is recorded often, beside the step). */
+export async function recordMoveProgress(em: EntityManager, id: string, progress: Pick<Move, "tablesCopied" | "tableCount">): Promise<void> {
+  await em.nativeUpdate(Move, { id }, progress);
+}
+
+/** A move, or null. */
+export function findMove(em: EntityManager, id: string): Promise<Move | null> {
+  return em.findOne(Move, { id });
+}
+
+/** A move; NOT_FOUND when there is none by that id, INVALID_ARGUMENT for an id that is not a UUID. */
+export async function getMove(em: EntityManager, moveId: string): Promise<Move> {
+  const id = checkUuid(moveId, "move_id");
+  const move = await findMove(em, id);
+  if (move === null) {
+    throw new ConnectError(`move "${id}" not found`, Code.NotFound);
+  }
+  return move;
+}
+
+/** The tenant's move under way, or null. */
+export function findRunningMove(em: EntityManager, tenantId: string): Promise<Move | null> {
+  return em.findOne(Move, { tenantId, state: moveStates.running });
+}
+
+/** FAILED_PRECONDITION while a move of the tenant is under way: a restore or offboarding would switch or drop the database it copies. */
+export async function refuseWhileMoving(em: EntityManager, tenantId: string): Promise<void> {
+  const moving = await findRunningMove(em, tenantId);
+  if (moving !== null) {
+    throw new ConnectError(`tenant "${tenantId}" is being moved (move "${moving.id}", after ${moving.step}); wait for the move to end, then try again`, Code.FailedPrecondition);
+  }
+}
+
+/** The moves under way of these tenants, by tenant id. */
+export async function runningMovesOf(em: EntityManager, tenantIds: string[]): Promise<Map<string, Move>> {
+  if (tenantIds.length === 0) {
+    return new Map();
+  }
+  const moves = await em.find(Move, { tenantId: { $in: tenantIds }, state: moveStates.running });
+  return new Map(moves.map((move) => [move.tenantId, move]));
+}
+
+/** How many moves to the cluster are under way (each tenant takes its place there once switched). */
+export function countArrivingMoves(em: EntityManager, cluster: string): Promise<number> {
+  return em.count(Move, { targetCluster: cluster, state: moveStates.running });
+}
+
+/** How many moves are under way, by mode. */
+export async function countRunningMoves(em: EntityManager): Promise<Map<string, number>> {
+  const rows = await em.execute<{ mode: string; n: number }[]>("select mode, count(*)::int as n from platform.moves where state = ? group by mode", [moveStates.running]);
+  return new Map(rows.map((row) => [row.mode, row.n]));
+}
+
+/** Moves a Platform left under way, oldest first. */
+export function findUnfinishedMoves(em: EntityManager): Promise<Move[]> {
+  return em.find(Move, { state: moveStates.running }, { orderBy: { createdAt: "asc" } });
+}
+
+/** Succeeded moves whose source database is kept past its time and not dropped yet. */
+export function findExpiredSources(em: EntityManager, now: Date): Promise<Move[]> {
+  return em.find(Move, { state: moveStates.succeeded, sourceDropped: false, keepUntil: { $lt: now } });
+}
+
+/** Moves newest first, optionally of one tenant, one page at a time. */
+export async function listMoves(em: EntityManager, request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ moves: Move[]; nextPageToken: string }> {
+  const tenantId = request.tenantId === "" ? undefined : checkTenantId(request.tenantId);
+  // A page ends at a move: its creation time and id.
+  const isCursor = (value: unknown): value is [string, string] =>
+    Array.isArray(value) && value.length === 2 && !Number.isNaN(Date.parse(String(value[0]))) && isUuid(String(value[1]));
+  const { size, after } = readPage(request, isCursor);
+  const where = {
+    ...(tenantId === undefined ? {} : { tenantId }),
+    ...(after === undefined ? {} : { $or: [{ createdAt: { $lt: new Date(after[0]) } }, { createdAt: new Date(after[0]), id: { $lt: after[1] } }] }),
+  };
+  const rows = await em.find(Move, where, { orderBy: { createdAt: "desc", id: "desc" }, limit: size + 1 });
+  const page = pageOf(rows, size, (last) => [last.createdAt.toISOString(), last.id]);
+  return { moves: page.items, nextPageToken: page.nextPageToken };
+}
