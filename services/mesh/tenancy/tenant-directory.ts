@@ -108,9 +108,14 @@ export class TenantDirectory {
     }
   }
 
-  /** Forgets a tenant's route, so that the next call asks again. */
+  /**
+   * Forgets a tenant's route, so that the next call asks again: an answer
+   * Platform is giving meanwhile may predate the change, so it is neither
+   * cached nor given to calls that come after.
+   */
   invalidate(tenantId: string): void {
     this.#cache.delete(tenantId);
+    this.#inFlight.delete(tenantId);
   }
 
   /**
@@ -120,6 +125,7 @@ export class TenantDirectory {
   setWatching(watching: boolean): void {
     if (watching) {
       this.#cache.clear();
+      this.#inFlight.clear();
       this.#platformUnreachable = false;
     }
     this.#watching = watching;
@@ -147,15 +153,23 @@ export class TenantDirectory {
     let fetching = this.#inFlight.get(id);
     if (fetching === undefined) {
       const watched = this.#watching;
-      fetching = this.#options
+      const started: Promise<Entry> = this.#options
         .resolve(id, AbortSignal.timeout(10_000))
         .then((route) => {
           const entry = { route, fetchedAt: Date.now(), watched };
-          this.#cache.set(id, entry);
+          // Not when the tenant changed while Platform answered (the fetch is no longer the tenant's).
+          if (this.#inFlight.get(id) === started) {
+            this.#cache.set(id, entry);
+          }
           this.#platformUnreachable = false;
           return entry;
         })
-        .finally(() => this.#inFlight.delete(id));
+        .finally(() => {
+          if (this.#inFlight.get(id) === started) {
+            this.#inFlight.delete(id);
+          }
+        });
+      fetching = started;
       this.#inFlight.set(id, fetching);
     }
     try {
