@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { holdLock } from "../../testing/held-lock.ts";
 import { startSingleBackend, type SingleBackend } from "../../testing/single-service.ts";
@@ -57,6 +58,35 @@ describe("write freezes in a service", () => {
     expect(await titles(backend, database)).toEqual(["before", "during"]);
     expect(freezes.isFrozen(tenantId)).toBe(false);
     expect(backend.directory.acknowledgements(freezeId)).toHaveLength(1);
+  });
+
+  it("try a read its database turns away again once the tenant thaws, so that reads go on through a move's cutover", async () => {
+    const { tenantId, database, user } = await backend.createTenant();
+    const { entry } = await backend.entries.createEntry({ title: "kept" }, headers(tenantId));
+    const role = pg.escapeIdentifier(user);
+    // As a move's cutover does at the source: the role may no longer log in, and its sessions are ended.
+    const turnAway = async () => {
+      await backend.sql("postgres", `alter role ${role} nologin`);
+      await backend.sql("postgres", "select pg_terminate_backend(pid) from pg_stat_activity where usename = $1", [user]);
+    };
+    try {
+      // Not frozen: the read fails at once, as UNAVAILABLE.
+      await turnAway();
+      expect(await outcome(backend.entries.getEntry({ id: entry!.id }, headers(tenantId)))).toMatch(/^Unavailable: /);
+
+      const freezeId = backend.directory.freeze(tenantId, 600_000);
+      await backend.directory.acknowledged(freezeId);
+      let settled = false;
+      const read = outcome(backend.entries.getEntry({ id: entry!.id }, headers(tenantId))).finally(() => (settled = true));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(settled).toBe(false);
+      await backend.sql("postgres", `alter role ${role} login`);
+      backend.directory.thaw(tenantId);
+      expect(await read).toBe("ok");
+    } finally {
+      await backend.sql("postgres", `alter role ${role} login`);
+    }
+    expect(await titles(backend, database)).toEqual(["kept"]);
   });
 
   it("answer a write held past TENANTRY_FREEZE_MAX_MS with UNAVAILABLE, saying the tenant is moving", async () => {

@@ -107,6 +107,27 @@ export class WriteFreezes {
     return this.#frozen.has(tenantId);
   }
 
+  /**
+   * Resolves once the tenant's writes are no longer frozen here, or after
+   * `maxHoldMs` at most; rejects with the call's error when `signal` aborts.
+   */
+  async thawed(tenantId: string, signal: AbortSignal): Promise<void> {
+    const deadline = Date.now() + this.#options.maxHoldMs;
+    for (let freeze = this.#frozen.get(tenantId); freeze !== undefined && Date.now() < deadline; freeze = this.#frozen.get(tenantId)) {
+      signal.throwIfAborted();
+      const waiting = new AbortController();
+      const aborted = () => waiting.abort();
+      signal.addEventListener("abort", aborted, { once: true });
+      try {
+        await Promise.race([freeze.ended, sleep(deadline - Date.now(), undefined, { signal: waiting.signal }).catch(() => undefined)]);
+      } finally {
+        signal.removeEventListener("abort", aborted);
+        waiting.abort();
+      }
+    }
+    signal.throwIfAborted();
+  }
+
   /** Write calls of the tenant under way now. */
   writesUnderWay(tenantId: string): number {
     return this.#writing.get(tenantId) ?? 0;
