@@ -503,7 +503,9 @@ export declare const MoveService: GenService<{
    * on from where things are: tenants moved off are not counted again.
    * Should the caller cancel, the moves started go on to their end (see
    * GetMove) but no new ones start. The stream ends with
-   * DRAIN_EVENT_FINISHED, then OK when every tenant has moved off.
+   * DRAIN_EVENT_FINISHED, then OK when every tenant has moved off. The
+   * cluster stays DRAINING; RegisterCluster with CLUSTER_STATE_ACCEPTING
+   * makes it take tenants again.
    * Errors: INVALID_ARGUMENT for a malformed cluster name, a
    * max_concurrency outside 0..16, an unknown mode or the cluster itself
    * as target_cluster; NOT_FOUND for an unknown cluster or target cluster;
