@@ -1,6 +1,11 @@
+import { create, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Option, type Command } from "commander";
 import { ClusterState, ListClustersResponseSchema, RegisterClusterResponseSchema, type Cluster } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
+import { MoveMode } from "../../gen/tenantry/platform/v1/move_pb.js";
+import { DrainClusterResponseSchema, DrainEvent, DrainTotalsSchema, type DrainClusterResponse } from "../../gen/tenantry/platform/v1/move_service_pb.js";
+import { DrainProgress } from "./drain-progress.ts";
+import { ExitCode } from "./exit-codes.ts";
 import { wholeNumber } from "./option-parsers.ts";
 import { enumLabel, timeLabel, type Output } from "./output.ts";
 import { withPlatform } from "./platform-session.ts";
@@ -17,7 +22,16 @@ interface RegisterOptions {
   state?: "accepting" | "draining";
 }
 
-/** Adds `clusters list|register`. */
+/** Options of `clusters drain`. */
+interface DrainOptions {
+  concurrency?: number;
+  mode?: "online" | "copy" | "auto";
+  to?: string;
+}
+
+const drainModes = { online: MoveMode.ONLINE, copy: MoveMode.COPY_UNDER_FREEZE, auto: MoveMode.AUTO } as const;
+
+/** Adds `clusters list|register|drain`. */
 export function addClustersCommand(program: Command): void {
   const clusters = program.command("clusters").description("the PostgreSQL servers that hold tenant databases");
 
@@ -75,6 +89,76 @@ export function addClustersCommand(program: Command): void {
         output.result(RegisterClusterResponseSchema, response, () => printCluster(output, response.cluster));
       });
     });
+
+  clusters
+    .command("drain")
+    .description(
+      "mark a cluster draining (it takes no new tenants) and move every tenant on it to other clusters, with live progress; " +
+        "safe to stop (moves under way go on) and run again (exit code 1 when some tenants were not moved)",
+    )
+    .argument("<name>", "the cluster to drain")
+    .option("--concurrency <n>", "tenants moved at once, 1 to 16 (default: 2)", wholeNumber(1, 16))
+    .addOption(new Option("--mode <mode>", "how tenants move: online (logical replication), copy (under a write freeze) or auto (online where possible; default)").choices(Object.keys(drainModes)))
+    .option("--to <cluster>", "move every tenant to this cluster (default: each to the accepting cluster with the most room)")
+    .action((name: string, options: DrainOptions, command: Command) =>
+      withPlatform(command, async ({ moves, output, options: global }) => {
+        const progress = new DrainProgress({ stream: process.stderr, live: process.stderr.isTTY === true, cluster: name });
+        const stop = new AbortController();
+        const interrupt = () => stop.abort();
+        process.once("SIGINT", interrupt);
+        let totals = create(DrainTotalsSchema);
+        let finished = false;
+        const notMoved: DrainClusterResponse[] = [];
+        let ending: ConnectError | undefined;
+        try {
+          const events = moves.drainCluster(
+            { cluster: name, maxConcurrency: options.concurrency ?? 0, mode: options.mode === undefined ? MoveMode.UNSPECIFIED : drainModes[options.mode], targetCluster: options.to ?? "" },
+            // A drain takes as long as its moves: no deadline unless --timeout asks for one.
+            { signal: stop.signal, timeoutMs: global.timeout },
+          );
+          for await (const event of events) {
+            progress.update(event);
+            totals = event.totals ?? totals;
+            finished ||= event.event === DrainEvent.FINISHED;
+            if (event.event === DrainEvent.MOVE_FAILED || event.event === DrainEvent.TENANT_LEFT) {
+              notMoved.push(event);
+            }
+          }
+        } catch (error) {
+          if (stop.signal.aborted) {
+            progress.stop();
+            output.note(`interrupted after ${totals.moved} of ${totals.total} tenants moved; the moves under way go on, and \`tenantry clusters drain ${name}\` goes on from there`);
+            process.exitCode = ExitCode.Interrupted;
+            return;
+          }
+          // Once the drain has finished, its error says some tenants were not moved: listed below.
+          if (!finished) {
+            throw error;
+          }
+          ending = ConnectError.from(error);
+        } finally {
+          process.off("SIGINT", interrupt);
+          progress.stop();
+        }
+        if (output.json) {
+          output.value({
+            cluster: name,
+            totals: toJson(DrainTotalsSchema, totals, { alwaysEmitImplicit: true }),
+            notMoved: notMoved.map((event) => toJson(DrainClusterResponseSchema, { ...event, totals: undefined }, { alwaysEmitImplicit: true })),
+          });
+        } else {
+          output.line(`cluster ${name} is draining: ${totals.total} tenants, ${totals.moved} moved, ${totals.failed} failed, ${totals.left} left`);
+          if (notMoved.length > 0) {
+            output.line("");
+            output.table(["TENANT", "EVENT", "MOVE", "ERROR"], notMoved.map((e) => [e.tenantId, DrainEvent[e.event]!.toLowerCase(), e.moveId, e.error]), "");
+          }
+        }
+        if (ending !== undefined) {
+          output.note(`error: ${ending.rawMessage}`);
+          process.exitCode = ExitCode.Failure;
+        }
+      }),
+    );
 }
 
 function printCluster(output: Output, cluster: Cluster | undefined): void {

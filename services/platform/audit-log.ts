@@ -58,6 +58,28 @@ export class AuditLog {
     }
   }
 
+  /**
+   * Streams a streaming RPC's events and records the call as {@link audited}
+   * does once the stream ends: with the detail and what `summary` says the
+   * stream came to, the error's code and message on failure, CANCELED when
+   * the caller stopped reading.
+   */
+  async *auditedStream<T>(ctx: HandlerContext, tenantId: string | undefined, detail: Record<string, unknown>, events: AsyncIterable<T>, summary: () => Record<string, unknown>): AsyncGenerator<T> {
+    const base = { actor: actorOf(ctx.values.get(kCaller), ctx.values.get(kUser)), action: ctx.method.name, tenantId };
+    let failure: ConnectError | undefined = new ConnectError("the caller stopped reading the stream", Code.Canceled);
+    try {
+      yield* events;
+      failure = undefined;
+    } catch (error) {
+      failure = ConnectError.from(error);
+      throw error;
+    } finally {
+      const outcome = failure === undefined ? auditOutcomes.succeeded : auditOutcomes.failed;
+      const ending = failure === undefined ? {} : { code: Code[failure.code], error: failure.rawMessage };
+      await this.record({ ...base, outcome, detail: { ...detail, ...summary(), ...ending } });
+    }
+  }
+
   /** Events, newest first, optionally of one tenant, a page at a time. */
   list(request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ events: AuditEvent[]; nextPageToken: string }> {
     return listAuditEvents(this.#orm.em.fork(), request);

@@ -39,7 +39,7 @@ import { TenantWriteFreezes } from "./freezes/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
 import { observeMoves } from "./move-metrics.ts";
 import { MoveService, moveService } from "./move-service.ts";
-import { ServiceWriteFreeze, SessionWriteFreeze, TenantMoves, type TenantMovesOptions } from "./moves/index.ts";
+import { ClusterDrain, ServiceWriteFreeze, SessionWriteFreeze, TenantMoves, type TenantMovesOptions } from "./moves/index.ts";
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
@@ -286,7 +286,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         { service: BackupService, impl: backupService(backups, restores, audit) },
         { service: TenantBackupService, impl: tenantBackupService(selfServe, audit) },
         { service: WriteFreezeService, impl: writeFreezeService(freezes, audit) },
-        { service: MoveService, impl: moveService(moves, audit) },
+        { service: MoveService, impl: moveService(moves, new ClusterDrain({ orm, moves, log }), audit) },
       ],
       interceptors: [],
       credentials,

@@ -1,3 +1,4 @@
+export { ClusterDrain, DrainEvent, type ClusterDrainOptions, type DrainProgress, type DrainRequest, type DrainTotals } from "./cluster-drain.ts";
 export { moveIdOf, replicationPrefix } from "./logical-replication.ts";
 export { moveSteps, requested, rollingBack, type MoveStep } from "./move-steps.ts";
 export { onlineMoveSupport, type OnlineMoveSupport } from "./online-move-support.ts";

@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { MoveMode } from "../../../gen/tenantry/platform/v1/move_pb.js";
 import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
 import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
@@ -32,6 +33,9 @@ import { schemaVersionsIn } from "../tenant-databases.ts";
 import { dropSlot, dropSubscription, moveIdOf, replicationPrefix } from "./logical-replication.ts";
 import { moveRollback, moveSteps, moveStepTable, pointOfNoReturn, requested, rollingBack, type MoveContext, type MoveServices, type MoveStep } from "./move-steps.ts";
 import { onlineMoveSupport, tablesWithoutReplicaIdentity } from "./online-move-support.ts";
+
+/** The longest {@link TenantMoves.follow} waits before it looks at a move again. */
+const followMaxWaitMs = 5000;
 
 /** Options of {@link TenantMoves}. */
 export interface TenantMovesOptions extends MoveServices {
@@ -73,6 +77,15 @@ export class TenantMoves {
    * unknown, draining or full, and an online move where it is not possible.
    */
   async move(request: MoveRequest): Promise<Move> {
+    return this.#run((await this.start(request)).id);
+  }
+
+  /**
+   * Checks and records a move as {@link move} does, resolving with it once
+   * it is recorded (RUNNING, after its first step) and before any work:
+   * {@link follow} drives it on.
+   */
+  async start(request: MoveRequest): Promise<Move> {
     const { orm, clusters, box } = this.#options;
     const tenantId = checkTenantId(request.tenantId, "tenant_id");
     if (request.targetCluster === "") {
@@ -121,7 +134,34 @@ export class TenantMoves {
       });
     });
     await this.#audit(id, tenant.id, requested, auditOutcomes.succeeded, { mode, sourceCluster: tenant.cluster, targetCluster: request.targetCluster, targetDatabase });
-    return this.#run(id);
+    return (await findMove(orm.em.fork(), id))!;
+  }
+
+  /**
+   * Drives a move under way to its end, or joins the drive under way: in
+   * this process, or (waiting, reading its record) in another Platform
+   * instance; one that cannot go on for now (a cluster out of reach after
+   * the switch) is tried again, less and less often. Resolves with the
+   * move SUCCEEDED, or fails as the move did (FAILED_PRECONDITION once it
+   * has been rolled back), or UNAVAILABLE when this Platform stops.
+   */
+  async follow(moveId: string): Promise<Move> {
+    const { orm, pollMs } = this.#options;
+    for (let wait = pollMs; ; wait = Math.min(wait * 2, followMaxWaitMs)) {
+      try {
+        const move = await this.#run(moveId);
+        if (move.state === moveStates.failed) {
+          throw failure(move);
+        }
+        return move;
+      } catch (error) {
+        const move = await findMove(orm.em.fork(), moveId);
+        if (move?.state !== moveStates.running || this.#stopping.signal.aborted || ConnectError.from(error).code !== Code.Unavailable) {
+          throw error;
+        }
+      }
+      await sleep(wait, undefined, { signal: this.#stopping.signal }).catch(() => undefined);
+    }
   }
 
   /** A move; NOT_FOUND, or INVALID_ARGUMENT for an id that is not a UUID. */

@@ -66,3 +66,8 @@ export async function recordTemplateVersions(em: EntityManager, cluster: Cluster
   cluster.updatedAt = new Date();
   await em.flush();
 }
+
+/** Records a cluster's state; returns whether it was registered. */
+export async function changeClusterState(em: EntityManager, name: string, state: ClusterStateName): Promise<boolean> {
+  return (await em.nativeUpdate(Cluster, { name }, { state, updatedAt: new Date() })) > 0;
+}

@@ -27,6 +27,7 @@ export {
 } from "./backup-store.ts";
 export {
   adminPasswordContext,
+  changeClusterState,
   clusterStates,
   findCluster,
   listClusters,
@@ -44,6 +45,7 @@ export {
   findExpiredSources,
   findMove,
   findRunningMove,
+  findRunningMovesOf,
   findUnfinishedMoves,
   getMove,
   insertMove,
@@ -104,6 +106,7 @@ export {
   findOffboardingTenants,
   findProvisioningTenants,
   findTenant,
+  findTenantsOnCluster,
   getTenant,
   insertTenant,
   listTenants,

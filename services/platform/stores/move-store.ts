@@ -146,3 +146,8 @@ export async function listMoves(em: EntityManager, request: { tenantId: string; 
   const page = pageOf(rows, size, (last) => [last.createdAt.toISOString(), last.id]);
   return { moves: page.items, nextPageToken: page.nextPageToken };
 }
+
+/** The moves under way from or to the cluster, oldest first. */
+export function findRunningMovesOf(em: EntityManager, cluster: string): Promise<Move[]> {
+  return em.find(Move, { state: moveStates.running, $or: [{ sourceCluster: cluster }, { targetCluster: cluster }] }, { orderBy: { createdAt: "asc" } });
+}

@@ -183,3 +183,8 @@ export async function deleteFailedTenant(em: EntityManager, tenantId: string): P
   );
   return deleted.length > 0;
 }
+
+/** The tenants that take up a place on the cluster (all but deleted and failed ones), by id. */
+export function findTenantsOnCluster(em: EntityManager, cluster: string): Promise<Tenant[]> {
+  return em.find(Tenant, { cluster, status: { $nin: placelessStatuses } }, { orderBy: { id: "asc" } });
+}

@@ -2,7 +2,7 @@
 // @generated from file tenantry/platform/v1/move_service.proto (package tenantry.platform.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Move, MoveMode } from "./move_pb.js";
 
@@ -176,6 +176,230 @@ export declare type ListMovesResponse = Message<"tenantry.platform.v1.ListMovesR
 export declare const ListMovesResponseSchema: GenMessage<ListMovesResponse>;
 
 /**
+ * DrainClusterRequest names the cluster to drain and how.
+ *
+ * @generated from message tenantry.platform.v1.DrainClusterRequest
+ */
+export declare type DrainClusterRequest = Message<"tenantry.platform.v1.DrainClusterRequest"> & {
+  /**
+   * The cluster to drain (see ClusterService).
+   *
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * How many tenants are moved at once; 0 means 2, at most 16.
+   *
+   * @generated from field: int32 max_concurrency = 2;
+   */
+  maxConcurrency: number;
+
+  /**
+   * How each tenant moves (see MoveTenantRequest.mode); unspecified means
+   * MOVE_MODE_AUTO.
+   *
+   * @generated from field: tenantry.platform.v1.MoveMode mode = 3;
+   */
+  mode: MoveMode;
+
+  /**
+   * Where every tenant goes; empty lets each move go to the accepting
+   * cluster with the most room when it starts.
+   *
+   * @generated from field: string target_cluster = 4;
+   */
+  targetCluster: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.DrainClusterRequest.
+ * Use `create(DrainClusterRequestSchema)` to create a new message.
+ */
+export declare const DrainClusterRequestSchema: GenMessage<DrainClusterRequest>;
+
+/**
+ * DrainTotals counts the tenants of a drain.
+ *
+ * @generated from message tenantry.platform.v1.DrainTotals
+ */
+export declare type DrainTotals = Message<"tenantry.platform.v1.DrainTotals"> & {
+  /**
+   * Tenants found on the cluster (or arriving on it) during this call.
+   *
+   * @generated from field: int32 total = 1;
+   */
+  total: number;
+
+  /**
+   * Moved off.
+   *
+   * @generated from field: int32 moved = 2;
+   */
+  moved: number;
+
+  /**
+   * Whose move failed.
+   *
+   * @generated from field: int32 failed = 3;
+   */
+  failed: number;
+
+  /**
+   * Left on the cluster because they are not ACTIVE.
+   *
+   * @generated from field: int32 left = 4;
+   */
+  left: number;
+
+  /**
+   * Not yet moved, failed or left: total - moved - failed - left.
+   *
+   * @generated from field: int32 remaining = 5;
+   */
+  remaining: number;
+
+  /**
+   * Moves under way now.
+   *
+   * @generated from field: int32 moving = 6;
+   */
+  moving: number;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.DrainTotals.
+ * Use `create(DrainTotalsSchema)` to create a new message.
+ */
+export declare const DrainTotalsSchema: GenMessage<DrainTotals>;
+
+/**
+ * DrainClusterResponse is one event of a drain.
+ *
+ * @generated from message tenantry.platform.v1.DrainClusterResponse
+ */
+export declare type DrainClusterResponse = Message<"tenantry.platform.v1.DrainClusterResponse"> & {
+  /**
+   * What happened.
+   *
+   * @generated from field: tenantry.platform.v1.DrainEvent event = 1;
+   */
+  event: DrainEvent;
+
+  /**
+   * The tenant; empty for DRAIN_EVENT_STARTED and DRAIN_EVENT_FINISHED.
+   *
+   * @generated from field: string tenant_id = 2;
+   */
+  tenantId: string;
+
+  /**
+   * The move, when there is one.
+   *
+   * @generated from field: string move_id = 3;
+   */
+  moveId: string;
+
+  /**
+   * Where the tenant goes.
+   *
+   * @generated from field: string target_cluster = 4;
+   */
+  targetCluster: string;
+
+  /**
+   * Why a move failed or a tenant was left.
+   *
+   * @generated from field: string error = 5;
+   */
+  error: string;
+
+  /**
+   * Totals so far, this event included.
+   *
+   * @generated from field: tenantry.platform.v1.DrainTotals totals = 6;
+   */
+  totals?: DrainTotals | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.DrainClusterResponse.
+ * Use `create(DrainClusterResponseSchema)` to create a new message.
+ */
+export declare const DrainClusterResponseSchema: GenMessage<DrainClusterResponse>;
+
+/**
+ * DrainEvent is what a DrainClusterResponse reports.
+ *
+ * @generated from enum tenantry.platform.v1.DrainEvent
+ */
+export enum DrainEvent {
+  /**
+   * Never used.
+   *
+   * @generated from enum value: DRAIN_EVENT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The first event: the cluster is DRAINING; totals.total counts the
+   * tenants on it (it grows should a tenant arrive meanwhile).
+   *
+   * @generated from enum value: DRAIN_EVENT_STARTED = 1;
+   */
+  STARTED = 1,
+
+  /**
+   * A move of tenant_id to target_cluster has started (move_id).
+   *
+   * @generated from enum value: DRAIN_EVENT_MOVE_STARTED = 2;
+   */
+  MOVE_STARTED = 2,
+
+  /**
+   * A move under way when the drain began (move_id) is followed to its end.
+   *
+   * @generated from enum value: DRAIN_EVENT_MOVE_FOLLOWED = 3;
+   */
+  MOVE_FOLLOWED = 3,
+
+  /**
+   * The move of tenant_id succeeded: it is served from target_cluster.
+   *
+   * @generated from enum value: DRAIN_EVENT_MOVE_SUCCEEDED = 4;
+   */
+  MOVE_SUCCEEDED = 4,
+
+  /**
+   * The move of tenant_id failed (error says why; move_id is empty when
+   * it was refused before it started); the tenant stays on the cluster.
+   *
+   * @generated from enum value: DRAIN_EVENT_MOVE_FAILED = 5;
+   */
+  MOVE_FAILED = 5,
+
+  /**
+   * tenant_id cannot be moved (error says why: it is not ACTIVE) and
+   * stays on the cluster.
+   *
+   * @generated from enum value: DRAIN_EVENT_TENANT_LEFT = 6;
+   */
+  TENANT_LEFT = 6,
+
+  /**
+   * The last event: totals are final.
+   *
+   * @generated from enum value: DRAIN_EVENT_FINISHED = 7;
+   */
+  FINISHED = 7,
+}
+
+/**
+ * Describes the enum tenantry.platform.v1.DrainEvent.
+ */
+export declare const DrainEventSchema: GenEnum<DrainEvent>;
+
+/**
  * MoveService moves tenants' databases between clusters (PostgreSQL
  * servers) while the tenants are served.
  *
@@ -260,6 +484,45 @@ export declare const MoveService: GenService<{
     methodKind: "unary";
     input: typeof ListMovesRequestSchema;
     output: typeof ListMovesResponseSchema;
+  },
+  /**
+   * DrainCluster marks a cluster DRAINING (recorded: it takes no new
+   * tenants nor moves, also after Platform restarts) and moves every tenant
+   * on it to other clusters, at most max_concurrency at once, streaming
+   * one event per tenant and move with running totals. Each move is a
+   * MoveTenant's (the same steps, audit and recovery); the drain itself is
+   * audited once it ends. Only ACTIVE tenants can be moved: a suspended,
+   * provisioning or offboarding one is reported as left
+   * (DRAIN_EVENT_TENANT_LEFT) and stays; resume it and call again. A
+   * failing move is reported (DRAIN_EVENT_MOVE_FAILED) and the drain goes
+   * on with the others. A move of a tenant of the cluster under way when
+   * the call begins (an earlier drain's, a MoveTenant's, one a stopped
+   * Platform left) is followed to its end, not started again; a move to
+   * the cluster under way is followed too, and its tenant then moved
+   * away. Calling again after a dropped stream or a Platform restart goes
+   * on from where things are: tenants moved off are not counted again.
+   * Should the caller cancel, the moves started go on to their end (see
+   * GetMove) but no new ones start. The stream ends with
+   * DRAIN_EVENT_FINISHED, then OK when every tenant has moved off. The
+   * cluster stays DRAINING; RegisterCluster with CLUSTER_STATE_ACCEPTING
+   * makes it take tenants again.
+   * Errors: INVALID_ARGUMENT for a malformed cluster name, a
+   * max_concurrency outside 0..16, an unknown mode or the cluster itself
+   * as target_cluster; NOT_FOUND for an unknown cluster or target cluster;
+   * FAILED_PRECONDITION when no other cluster accepts tenants (or the
+   * target_cluster is draining) and the cluster has tenants to move, in
+   * which case nothing is changed (the cluster is not marked DRAINING), or
+   * at the end, after DRAIN_EVENT_FINISHED, when some tenants were not
+   * moved (the message says how many failed and how many were left);
+   * RESOURCE_EXHAUSTED, nothing changed, when the clusters that accept
+   * tenants have too little room for the tenants to move.
+   *
+   * @generated from rpc tenantry.platform.v1.MoveService.DrainCluster
+   */
+  drainCluster: {
+    methodKind: "server_streaming";
+    input: typeof DrainClusterRequestSchema;
+    output: typeof DrainClusterResponseSchema;
   },
 }>;
 

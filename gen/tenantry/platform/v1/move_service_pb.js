@@ -2,7 +2,7 @@
 // @generated from file tenantry/platform/v1/move_service.proto (package tenantry.platform.v1, syntax proto3)
 /* eslint-disable */
 
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
 import { file_tenantry_options_v1_access } from "../../options/v1/access_pb.js";
 import { file_tenantry_platform_v1_move } from "./move_pb.js";
 
@@ -10,7 +10,7 @@ import { file_tenantry_platform_v1_move } from "./move_pb.js";
  * Describes the file tenantry/platform/v1/move_service.proto.
  */
 export const file_tenantry_platform_v1_move_service = /*@__PURE__*/
-  fileDesc("Cid0ZW5hbnRyeS9wbGF0Zm9ybS92MS9tb3ZlX3NlcnZpY2UucHJvdG8SFHRlbmFudHJ5LnBsYXRmb3JtLnYxIoUBChFNb3ZlVGVuYW50UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSFgoOdGFyZ2V0X2NsdXN0ZXIYAiABKAkSLAoEbW9kZRgDIAEoDjIeLnRlbmFudHJ5LnBsYXRmb3JtLnYxLk1vdmVNb2RlEhcKD2NvbXBhcmVfZGlnZXN0cxgEIAEoCCI+ChJNb3ZlVGVuYW50UmVzcG9uc2USKAoEbW92ZRgBIAEoCzIaLnRlbmFudHJ5LnBsYXRmb3JtLnYxLk1vdmUiIQoOR2V0TW92ZVJlcXVlc3QSDwoHbW92ZV9pZBgBIAEoCSI7Cg9HZXRNb3ZlUmVzcG9uc2USKAoEbW92ZRgBIAEoCzIaLnRlbmFudHJ5LnBsYXRmb3JtLnYxLk1vdmUiTAoQTGlzdE1vdmVzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiVwoRTGlzdE1vdmVzUmVzcG9uc2USKQoFbW92ZXMYASADKAsyGi50ZW5hbnRyeS5wbGF0Zm9ybS52MS5Nb3ZlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTLFAgoLTW92ZVNlcnZpY2USagoKTW92ZVRlbmFudBInLnRlbmFudHJ5LnBsYXRmb3JtLnYxLk1vdmVUZW5hbnRSZXF1ZXN0GigudGVuYW50cnkucGxhdGZvcm0udjEuTW92ZVRlbmFudFJlc3BvbnNlIgmQAgDK8xgCCAMSYQoHR2V0TW92ZRIkLnRlbmFudHJ5LnBsYXRmb3JtLnYxLkdldE1vdmVSZXF1ZXN0GiUudGVuYW50cnkucGxhdGZvcm0udjEuR2V0TW92ZVJlc3BvbnNlIgmQAgHK8xgCCAMSZwoJTGlzdE1vdmVzEiYudGVuYW50cnkucGxhdGZvcm0udjEuTGlzdE1vdmVzUmVxdWVzdBonLnRlbmFudHJ5LnBsYXRmb3JtLnYxLkxpc3RNb3Zlc1Jlc3BvbnNlIgmQAgHK8xgCCANiBnByb3RvMw", [file_tenantry_options_v1_access, file_tenantry_platform_v1_move]);
+  fileDesc("Cid0ZW5hbnRyeS9wbGF0Zm9ybS92MS9tb3ZlX3NlcnZpY2UucHJvdG8SFHRlbmFudHJ5LnBsYXRmb3JtLnYxIoUBChFNb3ZlVGVuYW50UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSFgoOdGFyZ2V0X2NsdXN0ZXIYAiABKAkSLAoEbW9kZRgDIAEoDjIeLnRlbmFudHJ5LnBsYXRmb3JtLnYxLk1vdmVNb2RlEhcKD2NvbXBhcmVfZGlnZXN0cxgEIAEoCCI+ChJNb3ZlVGVuYW50UmVzcG9uc2USKAoEbW92ZRgBIAEoCzIaLnRlbmFudHJ5LnBsYXRmb3JtLnYxLk1vdmUiIQoOR2V0TW92ZVJlcXVlc3QSDwoHbW92ZV9pZBgBIAEoCSI7Cg9HZXRNb3ZlUmVzcG9uc2USKAoEbW92ZRgBIAEoCzIaLnRlbmFudHJ5LnBsYXRmb3JtLnYxLk1vdmUiTAoQTGlzdE1vdmVzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiVwoRTGlzdE1vdmVzUmVzcG9uc2USKQoFbW92ZXMYASADKAsyGi50ZW5hbnRyeS5wbGF0Zm9ybS52MS5Nb3ZlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKFAQoTRHJhaW5DbHVzdGVyUmVxdWVzdBIPCgdjbHVzdGVyGAEgASgJEhcKD21heF9jb25jdXJyZW5jeRgCIAEoBRIsCgRtb2RlGAMgASgOMh4udGVuYW50cnkucGxhdGZvcm0udjEuTW92ZU1vZGUSFgoOdGFyZ2V0X2NsdXN0ZXIYBCABKAkibAoLRHJhaW5Ub3RhbHMSDQoFdG90YWwYASABKAUSDQoFbW92ZWQYAiABKAUSDgoGZmFpbGVkGAMgASgFEgwKBGxlZnQYBCABKAUSEQoJcmVtYWluaW5nGAUgASgFEg4KBm1vdmluZxgGIAEoBSLFAQoURHJhaW5DbHVzdGVyUmVzcG9uc2USLwoFZXZlbnQYASABKA4yIC50ZW5hbnRyeS5wbGF0Zm9ybS52MS5EcmFpbkV2ZW50EhEKCXRlbmFudF9pZBgCIAEoCRIPCgdtb3ZlX2lkGAMgASgJEhYKDnRhcmdldF9jbHVzdGVyGAQgASgJEg0KBWVycm9yGAUgASgJEjEKBnRvdGFscxgGIAEoCzIhLnRlbmFudHJ5LnBsYXRmb3JtLnYxLkRyYWluVG90YWxzKvMBCgpEcmFpbkV2ZW50EhsKF0RSQUlOX0VWRU5UX1VOU1BFQ0lGSUVEEAASFwoTRFJBSU5fRVZFTlRfU1RBUlRFRBABEhwKGERSQUlOX0VWRU5UX01PVkVfU1RBUlRFRBACEh0KGURSQUlOX0VWRU5UX01PVkVfRk9MTE9XRUQQAxIeChpEUkFJTl9FVkVOVF9NT1ZFX1NVQ0NFRURFRBAEEhsKF0RSQUlOX0VWRU5UX01PVkVfRkFJTEVEEAUSGwoXRFJBSU5fRVZFTlRfVEVOQU5UX0xFRlQQBhIYChREUkFJTl9FVkVOVF9GSU5JU0hFRBAHMrkDCgtNb3ZlU2VydmljZRJqCgpNb3ZlVGVuYW50EicudGVuYW50cnkucGxhdGZvcm0udjEuTW92ZVRlbmFudFJlcXVlc3QaKC50ZW5hbnRyeS5wbGF0Zm9ybS52MS5Nb3ZlVGVuYW50UmVzcG9uc2UiCZACAMrzGAIIAxJhCgdHZXRNb3ZlEiQudGVuYW50cnkucGxhdGZvcm0udjEuR2V0TW92ZVJlcXVlc3QaJS50ZW5hbnRyeS5wbGF0Zm9ybS52MS5HZXRNb3ZlUmVzcG9uc2UiCZACAcrzGAIIAxJnCglMaXN0TW92ZXMSJi50ZW5hbnRyeS5wbGF0Zm9ybS52MS5MaXN0TW92ZXNSZXF1ZXN0GicudGVuYW50cnkucGxhdGZvcm0udjEuTGlzdE1vdmVzUmVzcG9uc2UiCZACAcrzGAIIAxJyCgxEcmFpbkNsdXN0ZXISKS50ZW5hbnRyeS5wbGF0Zm9ybS52MS5EcmFpbkNsdXN0ZXJSZXF1ZXN0GioudGVuYW50cnkucGxhdGZvcm0udjEuRHJhaW5DbHVzdGVyUmVzcG9uc2UiCZACAsrzGAIIAzABYgZwcm90bzM", [file_tenantry_options_v1_access, file_tenantry_platform_v1_move]);
 
 /**
  * Describes the message tenantry.platform.v1.MoveTenantRequest.
@@ -53,6 +53,41 @@ export const ListMovesRequestSchema = /*@__PURE__*/
  */
 export const ListMovesResponseSchema = /*@__PURE__*/
   messageDesc(file_tenantry_platform_v1_move_service, 5);
+
+/**
+ * Describes the message tenantry.platform.v1.DrainClusterRequest.
+ * Use `create(DrainClusterRequestSchema)` to create a new message.
+ */
+export const DrainClusterRequestSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_platform_v1_move_service, 6);
+
+/**
+ * Describes the message tenantry.platform.v1.DrainTotals.
+ * Use `create(DrainTotalsSchema)` to create a new message.
+ */
+export const DrainTotalsSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_platform_v1_move_service, 7);
+
+/**
+ * Describes the message tenantry.platform.v1.DrainClusterResponse.
+ * Use `create(DrainClusterResponseSchema)` to create a new message.
+ */
+export const DrainClusterResponseSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_platform_v1_move_service, 8);
+
+/**
+ * Describes the enum tenantry.platform.v1.DrainEvent.
+ */
+export const DrainEventSchema = /*@__PURE__*/
+  enumDesc(file_tenantry_platform_v1_move_service, 0);
+
+/**
+ * DrainEvent is what a DrainClusterResponse reports.
+ *
+ * @generated from enum tenantry.platform.v1.DrainEvent
+ */
+export const DrainEvent = /*@__PURE__*/
+  tsEnum(DrainEventSchema);
 
 /**
  * MoveService moves tenants' databases between clusters (PostgreSQL
