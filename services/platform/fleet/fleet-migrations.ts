@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
+import { setTimeout as sleep } from "node:timers/promises";
 import { MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
 import { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, type Logger } from "../../mesh/index.ts";
@@ -21,6 +22,9 @@ import { checkTier } from "../tenant-messages.ts";
 import { planFleetMigration, type MigrationPair } from "./fleet-plan.ts";
 
 export { MigrationOutcome };
+
+/** How often a migration waiting for a tenant's move looks whether it has ended. */
+const movePollMs = 500;
 
 /** Which tenants a fleet migration takes. */
 export interface FleetSelection {
@@ -125,19 +129,20 @@ export class FleetMigrations {
       ready.push({ tenantId: pair.tenantId, service: pair.service, outcome, fromVersion: pair.from, toVersion: latest.get(pair.service) ?? "", applied: [], addedPermissions: [], error: "", ...detail, totals: { ...totals } });
       wake?.();
     };
-    const runPair = async (pair: MigrationPair) => {
+    /** Pairs of tenants being moved when their turn came: run at the end, each once its tenant's move has ended. */
+    const waitingForMoves: MigrationPair[] = [];
+    const runPair = async (pair: MigrationPair, afterMoves = false) => {
       if (!pair.behind) {
         return emit(pair, MigrationOutcome.SKIPPED, { toVersion: pair.from });
       }
       if (selection.dryRun) {
         return emit(pair, MigrationOutcome.WOULD_MIGRATE);
       }
-      const moving = await findRunningMove(this.#orm.em.fork(), pair.tenantId);
-      if (moving !== null) {
-        // Its schemas must stay as the move's target was made: the move checks that they did, and fails otherwise.
-        const error = `tenant "${pair.tenantId}" is being moved (move ${moving.id}); migrate it once the move has ended`;
-        await recordMigrationFailure(this.#orm.em.fork(), { tenantId: pair.tenantId, service: pair.service, version: pair.from, error });
-        return emit(pair, MigrationOutcome.FAILED, { toVersion: pair.from, error });
+      if (!afterMoves && (await findRunningMove(this.#orm.em.fork(), pair.tenantId)) !== null) {
+        // Its schemas must stay as the move's target was made (the move checks that they did):
+        // migrated once the move has ended, after the other tenants.
+        waitingForMoves.push(pair);
+        return;
       }
       const client = this.#schemas.entries.find((e) => e.name === pair.service)!.client;
       const keepsCatalog = pair.service === catalogMark?.service;
@@ -175,8 +180,16 @@ export class FleetMigrations {
         }
       });
     });
+    const afterMoves = Promise.all(workers).then(async () => {
+      for (const pair of waitingForMoves) {
+        if (!(await this.#untilNotMoving(pair.tenantId, signal))) {
+          return;
+        }
+        await runPair(pair, true);
+      }
+    });
     let finished = false;
-    const all = Promise.all(workers).finally(() => {
+    const all = afterMoves.finally(() => {
       finished = true;
       wake?.();
     });
@@ -190,6 +203,14 @@ export class FleetMigrations {
       wake = undefined;
     }
     await all;
+  }
+
+  /** Waits while the tenant is being moved; false when `signal` aborted first. */
+  async #untilNotMoving(tenantId: string, signal: AbortSignal): Promise<boolean> {
+    while (!signal.aborted && (await findRunningMove(this.#orm.em.fork(), tenantId)) !== null) {
+      await sleep(movePollMs, undefined, { signal }).catch(() => undefined);
+    }
+    return !signal.aborted;
   }
 
   /** The fleet's state per service, from the ledger. */

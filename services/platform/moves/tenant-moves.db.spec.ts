@@ -3,6 +3,7 @@ import { Migration } from "@mikro-orm/migrations";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BackupService } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { ClusterService, ClusterState } from "../../../gen/tenantry/platform/v1/cluster_service_pb.js";
+import { FleetService, MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
 import { MoveMode, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
 import { MoveService } from "../../../gen/tenantry/platform/v1/move_service_pb.js";
 import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
@@ -269,6 +270,9 @@ describe("an online move under reads and writes", () => {
     const load = startLoad(tenantId, { writers: 4, readers: 2 });
     const neighbourLoad = startLoad(neighbour, { writers: 1, readers: 1 });
     let move: Awaited<ReturnType<typeof moves.moveTenant>>["move"];
+    const fleet = mesh.client("platform", FleetService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    let migrating: Promise<{ tenantId: string; service: string; outcome: MigrationOutcome }[]> | undefined;
+    let migrated = false;
     try {
       const hold = holdMovesAfter("initial-copy");
       const moving = moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE }, { timeoutMs: 120_000 });
@@ -286,11 +290,25 @@ describe("an online move under reads and writes", () => {
         expect(Number(metrics.find((l) => l.startsWith('tenantry_moves_slot_age_max_seconds{cluster="default"}'))?.split(" ").at(-1))).toBeGreaterThan(0);
         const { backup } = await backups.createBackup({ tenantId });
         expect((await failure(backups.restoreBackup({ backupId: backup!.backupId }))).code).toBe(Code.FailedPrecondition);
+        // A fleet migration that takes the tenant (behind on Backend, as the ledger says) migrates it once the move has ended.
+        await mesh.sql(mesh.platformDatabase, "update platform.tenant_schema_versions set status = 'failed' where tenant_id = $1 and service = 'backend'", [tenantId]);
+        migrating = (async () => {
+          const events = [];
+          for await (const event of fleet.migrateTenants({ tenantIds: [tenantId] }, { timeoutMs: 120_000 })) {
+            events.push(event);
+          }
+          migrated = true;
+          return events;
+        })();
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        expect(migrated).toBe(false);
       } finally {
         hold.release();
       }
 
       ({ move } = await moving);
+      const events = await migrating!;
+      expect(events.filter((e) => e.service === "backend").map((e) => [e.tenantId, MigrationOutcome[e.outcome]])).toEqual([[tenantId, "ALREADY_CURRENT"]]);
       await new Promise((resolve) => setTimeout(resolve, 500));
     } finally {
       await Promise.all([load.stop(), neighbourLoad.stop()]);

@@ -407,7 +407,9 @@ export declare const FleetService: GenService<{
    * concurrency per cluster, and streams one event per tenant and service
    * with running totals. It goes on past a failing tenant, records every
    * result in the ledger, and is safe to stop and run again: tenants the
-   * ledger shows current are skipped without connecting to them.
+   * ledger shows current are skipped without connecting to them. A tenant
+   * being moved (MoveService) when its turn comes is migrated after the
+   * others, once its move has ended.
    * Errors: INVALID_ARGUMENT for a malformed filter; UNAVAILABLE when a
    * service cannot say what its newest version is.
    *

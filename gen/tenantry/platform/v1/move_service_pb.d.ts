@@ -429,9 +429,9 @@ export declare const DrainEventSchema: GenEnum<DrainEvent>;
  * and audited: a Platform that stops anywhere goes on from the last step
  * recorded when it starts again, and a move that fails before the switch
  * is rolled back, leaving nothing on either cluster. One move per tenant
- * at a time; in-place restores, offboarding and schema migrations of a
- * moving tenant are refused until it ends (FAILED_PRECONDITION, or
- * FAILED in a fleet migration: run it again).
+ * at a time; in-place restores and offboarding of a moving tenant are
+ * refused until it ends (FAILED_PRECONDITION), and a fleet migration
+ * (FleetService) migrates it last, once its move has ended.
  *
  * Calls run to the end before they answer. Should a call's deadline pass
  * first, the move goes on: GetMove, ListMoves and GetTenant show it.
