@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { BackupService } from "../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { ClusterService } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { FleetService } from "../../gen/tenantry/platform/v1/fleet_service_pb.js";
+import { MoveService } from "../../gen/tenantry/platform/v1/move_service_pb.js";
 import { PlatformService } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../mesh/index.ts";
 import { readOperatorToken } from "./operator-token.ts";
@@ -27,10 +28,11 @@ export interface PlatformSession {
   clusters: Client<typeof ClusterService>;
   fleet: Client<typeof FleetService>;
   backups: Client<typeof BackupService>;
+  moves: Client<typeof MoveService>;
   output: Output;
   /** Options for unary calls: the --timeout deadline, or one minute. */
   call: CallOptions;
-  /** Options for calls that last as long as their work (backups, restores): the --timeout deadline, or none. */
+  /** Options for calls that last as long as their work (backups, restores, moves): the --timeout deadline, or none. */
   longCall: CallOptions;
   options: GlobalOptions;
 }
@@ -50,6 +52,7 @@ export async function withPlatform(command: Command, work: (session: PlatformSes
       clusters: createClient(ClusterService, transport),
       fleet: createClient(FleetService, transport),
       backups: createClient(BackupService, transport),
+      moves: createClient(MoveService, transport),
       output: new Output({ json: options.json === true }),
       call: { timeoutMs: options.timeout ?? defaultTimeoutMs },
       longCall: { timeoutMs: options.timeout },
