@@ -32,7 +32,7 @@ export interface PlatformSession {
   output: Output;
   /** Options for unary calls: the --timeout deadline, or one minute. */
   call: CallOptions;
-  /** Options for calls that last as long as their work (backups, restores): the --timeout deadline, or none. */
+  /** Options for calls that last as long as their work (backups, restores, moves): the --timeout deadline, or none. */
   longCall: CallOptions;
   options: GlobalOptions;
 }

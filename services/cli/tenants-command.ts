@@ -12,6 +12,7 @@ import {
   Tier,
   type Tenant,
 } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { moveModeNames, moveModeOf, runMove } from "./moves-command.ts";
 import { tierNames, tierOf } from "./option-parsers.ts";
 import { enumLabel, timeLabel, type Output } from "./output.ts";
 import { withPlatform } from "./platform-session.ts";
@@ -27,12 +28,19 @@ interface CreateOptions {
   ownerPasswordStdin?: boolean;
 }
 
+/** Options of `tenants move`. */
+interface MoveOptions {
+  to: string;
+  mode?: string;
+  compareDigests?: boolean;
+}
+
 /** The most tenants ListTenants returns in one page. */
 const pageSize = 500;
 
-/** Adds `tenants create|list|get|suspend|resume|delete`. */
+/** Adds `tenants create|list|get|suspend|resume|move|delete`. */
 export function addTenantsCommand(program: Command): void {
-  const tenants = program.command("tenants").description("provision, list, suspend, resume and offboard tenants");
+  const tenants = program.command("tenants").description("provision, list, suspend, resume, move and offboard tenants");
 
   tenants
     .command("create")
@@ -120,6 +128,26 @@ export function addTenantsCommand(program: Command): void {
     );
 
   tenants
+    .command("move")
+    .description(
+      "move an active tenant's database to another cluster while it is served, and answer once it is served from there " +
+        "(or the move failed and was rolled back); its step and tables copied shown as it goes (no deadline unless --timeout)",
+    )
+    .argument("<id>", "the tenant's id")
+    .requiredOption("--to <cluster>", "the cluster to move it to")
+    .addOption(
+      new Option("--mode <mode>", "online (logical replication; writes wait only for the cutover), copy (a snapshot copy, writes frozen throughout) or auto (online where possible)")
+        .choices(moveModeNames)
+        .default("auto"),
+    )
+    .option("--compare-digests", "also compare every table's SHA-256 on both sides at the cutover, not only its rows (the write freeze lasts longer)")
+    .action((tenantId: string, options: MoveOptions, command: Command) =>
+      withPlatform(command, (session) =>
+        runMove(session, { tenantId, targetCluster: options.to, mode: moveModeOf(options.mode ?? "auto"), compareDigests: options.compareDigests === true }),
+      ),
+    );
+
+  tenants
     .command("delete")
     .description("offboard a tenant: export its data, revoke its login, drop its database after the grace period")
     .argument("<id>", "the tenant's id")
@@ -169,5 +197,6 @@ function printTenant(output: Output, tenant: Tenant | undefined): void {
     ["purged after", timeLabel(tenant.purgeTime)],
     ["export", tenant.exportPath],
     ["final backup", tenant.finalBackupId],
+    ["moving", tenant.move === undefined ? "" : `to ${tenant.move.targetCluster}, ${tenant.move.step} (move ${tenant.move.moveId})`],
   ]);
 }
