@@ -1,5 +1,4 @@
 import { createClient } from "@connectrpc/connect";
-import { spawn } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -9,10 +8,8 @@ import { createGrpcJsTransport } from "../services/mesh/index.ts";
 import { tenantIdHeader } from "../services/mesh/index.ts";
 import { freePort } from "../services/testing/free-port.ts";
 import { newerBackendMigrations, releasedBackendVersion, upcomingBackendVersion } from "../services/testing/newer-backend.ts";
+import { cliRuns } from "../services/testing/cli-runs.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
-
-const root = path.resolve(import.meta.dirname, "..");
-const main = path.join(root, "services/cli/main.ts");
 
 const released = releasedBackendVersion;
 const upcoming = upcomingBackendVersion;
@@ -29,94 +26,7 @@ afterAll(async () => {
   await rm(scratch, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-interface RunOptions {
-  /** Settings over the defaults (this mesh's Platform and operator token); undefined removes one. */
-  env?: Record<string, string | undefined>;
-  /** What to pipe into standard input. */
-  input?: string;
-  cwd?: string;
-  /** The program to run instead of `node services/cli/main.ts`. */
-  command?: [string, ...string[]];
-}
-
-/** The CLI's environment: this mesh's Platform and operator token with `overrides` over them, and no other TENANTRY_ setting. */
-function cliEnv(overrides: Record<string, string | undefined> = {}): Record<string, string> {
-  const env: Record<string, string> = {};
-  const settings = {
-    TENANTRY_PLATFORM_ADDRESS: `127.0.0.1:${mesh.platform.grpcPort}`,
-    TENANTRY_OPERATOR_TOKEN: mesh.operatorToken,
-    ...overrides,
-  };
-  for (const [name, value] of Object.entries({ ...process.env, ...settings })) {
-    if (value !== undefined && (!name.startsWith("TENANTRY_") || name in settings)) {
-      env[name] = value;
-    }
-  }
-  return env;
-}
-
-/** Runs the CLI in a process of its own, as an operator would, against this mesh's Platform. */
-function tenantry(args: string[], options: RunOptions = {}): Promise<Run> {
-  const env = cliEnv(options.env);
-  const [program, ...programArgs] = options.command ?? [process.execPath, main];
-  return new Promise((resolve, reject) => {
-    const child = spawn(program, [...programArgs, ...args], { cwd: options.cwd ?? root, env, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(options.input ?? "");
-  });
-}
-
-/** A CLI run on a terminal: what the terminal has shown so far, and its end. */
-interface TerminalRun {
-  /** Resolves once the terminal has shown something that matches. */
-  shown(pattern: RegExp): Promise<string>;
-  /** Its exit code and everything the terminal showed (stdout and stderr together). */
-  done: Promise<{ code: number | null; screen: string }>;
-}
-
-/** Runs the CLI in a pseudo-terminal 200 columns wide (util-linux `script`), as an operator at a terminal would. */
-function tenantryOnTerminal(args: string[]): TerminalRun {
-  const quote = (word: string) => `'${word.replaceAll("'", "'\\''")}'`;
-  const line = `stty cols 200 && exec ${[process.execPath, main, ...args].map(quote).join(" ")}`;
-  const child = spawn("script", ["--quiet", "--return", "--command", line, "/dev/null"], { cwd: root, env: cliEnv(), stdio: ["ignore", "pipe", "pipe"] });
-  let screen = "";
-  const waiting: { pattern: RegExp; resolve: (screen: string) => void }[] = [];
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    screen += chunk;
-    for (const wait of waiting.filter((w) => w.pattern.test(screen))) {
-      waiting.splice(waiting.indexOf(wait), 1);
-      wait.resolve(screen);
-    }
-  });
-  const done = new Promise<{ code: number | null; screen: string }>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code) => {
-      for (const wait of waiting) {
-        wait.resolve(screen);
-      }
-      resolve({ code, screen });
-    });
-  });
-  return { shown: (pattern) => new Promise((resolve) => (pattern.test(screen) ? resolve(screen) : waiting.push({ pattern, resolve }))), done };
-}
-
-/** Runs the CLI with --json and returns its parsed stdout, expecting `code`. */
-async function json(args: string[], code = 0, options: RunOptions = {}): Promise<any> {
-  const run = await tenantry(["--json", ...args], options);
-  expect(run, run.stderr).toMatchObject({ code });
-  return JSON.parse(run.stdout);
-}
+const { tenantry, tenantryOnTerminal, json } = cliRuns(() => ({ platformAddress: `127.0.0.1:${mesh.platform.grpcPort}`, operatorToken: mesh.operatorToken }));
 
 describe("tenantry tenants", () => {
   it("creates a tenant with its owner, shows, lists, suspends, resumes and offboards it", async () => {
