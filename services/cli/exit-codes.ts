@@ -9,7 +9,7 @@ export const ExitCode = {
   Failure: 1,
   /** A usage error, or Platform answered INVALID_ARGUMENT. */
   Usage: 2,
-  /** NOT_FOUND: no such tenant, cluster or backup. */
+  /** NOT_FOUND: no such tenant, cluster, backup or move. */
   NotFound: 3,
   /** UNAUTHENTICATED or PERMISSION_DENIED, or no operator token was found. */
   Denied: 4,
