@@ -36,6 +36,7 @@ import { createGrpcJsTransport, operatorCredentialInterceptor, startEmbeddedData
 import { freePort } from "../services/testing/free-port.ts";
 import { fillTenant, words } from "./backup-tenant.ts";
 import { quantile, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
+import { startCpuMeter } from "./cpu-meter.ts";
 import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-load.ts";
 import { goalTable, table } from "./report.ts";
 
@@ -334,8 +335,19 @@ try {
       postmasterPid: servers[server]!.pid,
       ...(signal === undefined ? {} : { signal }),
     });
-  const driveBoth = (duration: number, signal?: AbortSignal) => Promise.all([load(0, duration, signal), load(1, duration, signal)]);
+  /** Platform's CPU seconds and the seconds they were measured over, per kind of round. */
+  const platformCpu = { quiet: { cpu: 0, seconds: 0 }, during: { cpu: 0, seconds: 0 } };
+  const driveBoth = async (duration: number, signal?: AbortSignal) => {
+    const started = performance.now();
+    const platformUsed = await startCpuMeter(mesh.processes.platform!.pid!, bench.database.pid);
+    const rounds = await Promise.all([load(0, duration, signal), load(1, duration, signal)]);
+    const sum = platformCpu[signal === undefined ? "quiet" : "during"];
+    sum.cpu += (await platformUsed()).server;
+    sum.seconds += (performance.now() - started) / 1000;
+    return rounds;
+  };
   await driveBoth(2);
+  Object.assign(platformCpu, { quiet: { cpu: 0, seconds: 0 } });
 
   const loadAverage = async () => (await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ");
   const loadBefore = await loadAverage();
@@ -404,6 +416,11 @@ try {
   const frozenBackend = frozenMoves.flatMap((f) => (f.backendFreeze === undefined ? [] : [f.backendFreeze]));
   const worstFreeze = Math.max(...backendFreezes, ...online.map((f) => f.gap));
   const partNames = Object.keys(online[0]?.parts ?? {});
+  /** CPU of the round's PostgreSQL server, of Backend and of this process, in cores on average over the rounds. */
+  const cores = (rounds: Round[]) => {
+    const seconds = rounds.reduce((n, r) => n + r.seconds, 0);
+    return (["postgres", "server", "client"] as const).map((key) => (rounds.reduce((n, r) => n + r.cpu[key], 0) / seconds).toFixed(2));
+  };
   const q = [summarize(quiet[0]!), summarize(quiet[1]!)];
   const d = [summarize(during[0]!), summarize(during[1]!)];
   const moveRow = (what: string, values: number[], shown: (v: number[]) => string, digits = 0) => [what, values.length === 0 ? "" : shown(values), values.length > 1 ? range(values, digits) : ""];
@@ -438,12 +455,14 @@ writes during the moves: ${[...online, ...frozenMoves].reduce((n, f) => n + f.wr
 
 GetEntry of ${othersPerServer} other tenants on each server, ${Math.max(1, Math.floor(concurrency / 2))} callers each, ${onlineMoves} pairs of rounds (one beside an online move, for its whole time; one without, as long as the median move)
 ${table(
-  ["rounds", "req/s", "p50 ms", "p99 ms", "errors"],
+  ["rounds", "req/s", "p50 ms", "p99 ms", "errors", "its PostgreSQL, cores", "Backend, cores", "bench, cores"],
   [0, 1].flatMap((s) => [
-    [`${clusterNames[s]}: without a move`, median(quiet[s]!.map(rps)).toFixed(0), q[s]!.p50.toFixed(2), q[s]!.p99.toFixed(2), String(q[s]!.errors)],
-    [`${clusterNames[s]}: during a move`, median(during[s]!.map(rps)).toFixed(0), d[s]!.p50.toFixed(2), d[s]!.p99.toFixed(2), String(d[s]!.errors)],
+    [`${clusterNames[s]}: without a move`, median(quiet[s]!.map(rps)).toFixed(0), q[s]!.p50.toFixed(2), q[s]!.p99.toFixed(2), String(q[s]!.errors), ...cores(quiet[s]!)],
+    [`${clusterNames[s]}: during a move`, median(during[s]!.map(rps)).toFixed(0), d[s]!.p50.toFixed(2), d[s]!.p99.toFixed(2), String(d[s]!.errors), ...cores(during[s]!)],
   ]),
 )}
+(Backend, PostgreSQL and the bench's own process, which drives both servers' callers and the writers: CPU over the rounds, in cores)
+Platform's CPU: ${(platformCpu.quiet.cpu / platformCpu.quiet.seconds).toFixed(2)} cores without a move, ${(platformCpu.during.cpu / platformCpu.during.seconds).toFixed(2)} during one
 machine load average (1, 5, 15 min) before the rounds: ${loadBefore}; after: ${loadAfter}; other work on the machine during the rounds without a move: ${q[0]!.othersCores.toFixed(2)} of ${os.availableParallelism()} cores on average (the second server counted as other work)
 
 Goal: moves
