@@ -15,9 +15,11 @@
 // (default 2), BENCH_ENTRIES (default 100000: ~100 MB), BENCH_WRITE_RATE
 // (default 50 writes/s, CreateEntry with a request id, retried on
 // UNAVAILABLE), BENCH_WRITERS (default 4), BENCH_CONCURRENCY (default 16
-// GetEntry callers, half on each server's tenants), BENCH_DIGESTS=1
+// GetEntry callers, half on each server's tenants; 0: no GetEntry rounds, the moves alone), BENCH_DIGESTS=1
 // (compare_digests), BENCH_EPHEMERAL=1 runs PostgreSQL without fsync,
-// BENCH_PG_BIN runs another PostgreSQL build (its bin/ folder) for both.
+// BENCH_PG_BIN runs another PostgreSQL build (its bin/ folder) for both,
+// BENCH_SYNC_WORKERS sets both servers' max_sync_workers_per_subscription
+// (tables a subscription copies at once; PostgreSQL's default is 2).
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -49,6 +51,7 @@ const writers = Number(process.env.BENCH_WRITERS ?? 4);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const digests = process.env.BENCH_DIGESTS === "1";
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
+const syncWorkers = process.env.BENCH_SYNC_WORKERS;
 /** The length of a round without a move before any move has been timed, s. */
 const firstQuietSeconds = 10;
 const othersPerServer = 10;
@@ -111,6 +114,13 @@ try {
     }),
   );
   const platformDb = new pg.Client({ connectionString: bench.database.urlFor("tenantry_platform") });
+  if (syncWorkers !== undefined) {
+    // How many tables a subscription copies at once (PostgreSQL's default: 2).
+    for (const admin of admins) {
+      await admin.query(`alter system set max_sync_workers_per_subscription = ${Number(syncWorkers)}`);
+      await admin.query("select pg_reload_conf()");
+    }
+  }
   const { rows: versionRows } = await admins[0]!.query<{ version: string }>("select current_setting('server_version') as version");
   const serverVersion = versionRows[0]!.version;
 
@@ -248,6 +258,11 @@ try {
     writes: number;
     retried: number;
     failed: number;
+    /** CPU seconds of both PostgreSQL servers, and of Platform, during the move (other tenants' reads included when they run). */
+    postgresCpu: number;
+    /** Of which the source's, s. */
+    sourceCpu: number;
+    platformCpu: number;
     /** The cutover's parts, ms (see `parts`). */
     parts: Record<string, number | undefined>;
     /** Each step's time from the one before, s. */
@@ -258,6 +273,7 @@ try {
     const { server } = await placeOf();
     const to = clusterNames[1 - server]!;
     const mb = await sizeOf();
+    const cpuUsed = await Promise.all([startCpuMeter(mesh.processes.platform!.pid!, servers[0]!.pid), startCpuMeter(mesh.backend.pid!, servers[1]!.pid)]);
     const started = now();
     let move: Move;
     try {
@@ -266,6 +282,7 @@ try {
       throw new Error(`the move to ${to} failed: ${ConnectError.from(error).rawMessage}`);
     }
     const ended = now();
+    const [onFirst, onSecond] = await Promise.all(cpuUsed.map((used) => used()));
     moveTimes.push((ended - started) / 1000);
     // The audit log's step records, each when its step was done.
     const { rows } = await platformDb.query<{ step: string; at: Date }>(
@@ -319,6 +336,9 @@ try {
       writes: during.length,
       retried: during.filter((w) => w.retries > 0).length,
       failed: during.filter((w) => !w.ok).length,
+      postgresCpu: onFirst!.postgres + onSecond!.postgres,
+      sourceCpu: server === 0 ? onFirst!.postgres : onSecond!.postgres,
+      platformCpu: onFirst!.server,
       parts,
       steps,
     };
@@ -346,7 +366,9 @@ try {
     sum.seconds += (performance.now() - started) / 1000;
     return rounds;
   };
-  await driveBoth(2);
+  if (concurrency > 0) {
+    await driveBoth(2);
+  }
   Object.assign(platformCpu, { quiet: { cpu: 0, seconds: 0 } });
 
   const loadAverage = async () => (await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ");
@@ -359,7 +381,7 @@ try {
       `${f.mode} ${f.from} → ${f.to}: ${f.total.toFixed(2)} s` +
         (f.initialCopy === undefined ? "" : `, initial copy ${f.initialCopy.toFixed(2)} s (${(f.mb / f.initialCopy).toFixed(1)} MB/s)`) +
         `, freeze ${f.backendFreeze?.toFixed(0) ?? "?"} ms held by Backend, ${f.platformFreeze.toFixed(0)} ms recorded, longest gap between writes ${f.gap.toFixed(0)} ms, slowest write ${f.cutoverMax.toFixed(0)} ms, write p99 ${f.p99.toFixed(1)} ms` +
-        ` (${f.writes} writes, ${f.retried} retried, ${f.failed} failed)\n    cutover: ${Object.entries(f.parts)
+        ` (${f.writes} writes, ${f.retried} retried, ${f.failed} failed); CPU: PostgreSQL ${f.postgresCpu.toFixed(2)} s (source ${f.sourceCpu.toFixed(2)} s, target ${(f.postgresCpu - f.sourceCpu).toFixed(2)} s), Platform ${f.platformCpu.toFixed(2)} s\n    cutover: ${Object.entries(f.parts)
           .map(([k, v]) => `${k.split(" (")[0]} ${v?.toFixed(0) ?? "?"} ms`)
           .join(", ")}\n    steps: ${Object.entries(f.steps)
           .map(([k, v]) => `${k} ${v.toFixed(2)}`)
@@ -370,7 +392,13 @@ try {
     // Both kinds of round go first in turn.
     for (const moving of round % 2 === 0 ? [false, true] : [true, false]) {
       await settle();
-      if (moving) {
+      if (concurrency === 0) {
+        if (moving) {
+          const measured = await moveOnce(MoveMode.ONLINE);
+          figures.push(measured);
+          report(measured);
+        }
+      } else if (moving) {
         const ended = new AbortController();
         const rounds = driveBoth(600, ended.signal);
         const measured = await moveOnce(MoveMode.ONLINE).finally(() => ended.abort());
@@ -421,11 +449,22 @@ try {
     const seconds = rounds.reduce((n, r) => n + r.seconds, 0);
     return (["postgres", "server", "client"] as const).map((key) => (rounds.reduce((n, r) => n + r.cpu[key], 0) / seconds).toFixed(2));
   };
-  const q = [summarize(quiet[0]!), summarize(quiet[1]!)];
-  const d = [summarize(during[0]!), summarize(during[1]!)];
+  const q = concurrency === 0 ? [] : [summarize(quiet[0]!), summarize(quiet[1]!)];
+  const d = concurrency === 0 ? [] : [summarize(during[0]!), summarize(during[1]!)];
   const moveRow = (what: string, values: number[], shown: (v: number[]) => string, digits = 0) => [what, values.length === 0 ? "" : shown(values), values.length > 1 ? range(values, digits) : ""];
+  const getEntryReport = () => `GetEntry of ${othersPerServer} other tenants on each server, ${Math.max(1, Math.floor(concurrency / 2))} callers each, ${onlineMoves} pairs of rounds (one beside an online move, for its whole time; one without, as long as the median move)
+${table(
+  ["rounds", "req/s", "p50 ms", "p99 ms", "errors", "its PostgreSQL, cores", "Backend, cores", "bench, cores"],
+  [0, 1].flatMap((s) => [
+    [`${clusterNames[s]}: without a move`, median(quiet[s]!.map(rps)).toFixed(0), q[s]!.p50.toFixed(2), q[s]!.p99.toFixed(2), String(q[s]!.errors), ...cores(quiet[s]!)],
+    [`${clusterNames[s]}: during a move`, median(during[s]!.map(rps)).toFixed(0), d[s]!.p50.toFixed(2), d[s]!.p99.toFixed(2), String(d[s]!.errors), ...cores(during[s]!)],
+  ]),
+)}
+(Backend, PostgreSQL and the bench's own process, which drives both servers' callers and the writers: CPU over the rounds, in cores)
+Platform's CPU: ${(platformCpu.quiet.cpu / platformCpu.quiet.seconds).toFixed(2)} cores without a move, ${(platformCpu.during.cpu / platformCpu.during.seconds).toFixed(2)} during one
+machine load average (1, 5, 15 min) before the rounds: ${loadBefore}; after: ${loadAfter}; other work on the machine during the rounds without a move: ${q[0]!.othersCores.toFixed(2)} of ${os.availableParallelism()} cores on average (the second server counted as other work)`;
   process.stdout.write(`
-Moves of one tenant (a ${databaseMb.toFixed(0)} MB database: ${entryCount} entries, ${userCount} users) between two PostgreSQL ${serverVersion} servers on this machine (${ephemeral ? "without fsync" : "durable"}),
+Moves of one tenant (a ${databaseMb.toFixed(0)} MB database: ${entryCount} entries, ${userCount} users) between two PostgreSQL ${serverVersion} servers on this machine (${ephemeral ? "without fsync" : "durable"}${syncWorkers === undefined ? "" : `, max_sync_workers_per_subscription=${syncWorkers}`}),
 ${writeRate} writes/s on it throughout (${writers} writers, CreateEntry retried on UNAVAILABLE)${digests ? ", comparing digests at the cutover" : ""}; medians of ${online.length} online moves and ${frozenMoves.length} under freeze, back and forth
 ${table(
   ["measure", "median", "range"],
@@ -445,31 +484,26 @@ ${table(
         ms,
       ),
     ),
+    moveRow("online: CPU of both PostgreSQL servers during the move (other tenants' reads included)", online.map((f) => f.postgresCpu), sec, 2),
+    moveRow("online: of which the source server's", online.map((f) => f.sourceCpu), sec, 2),
+    moveRow("online: CPU of Platform during the move", online.map((f) => f.platformCpu), sec, 2),
     moveRow("under freeze: MoveTenant, total", frozenMoves.map((f) => f.total), sec, 2),
     moveRow("under freeze: write freeze, as Backend held it", frozenBackend, ms),
     moveRow("under freeze: write freeze, as Platform records it (the copy)", frozenMoves.map((f) => f.platformFreeze), ms),
     moveRow("under freeze: longest gap between acknowledged writes", frozenMoves.map((f) => f.gap), ms),
+    moveRow("under freeze: CPU of both PostgreSQL servers during the move", frozenMoves.map((f) => f.postgresCpu), sec, 2),
   ],
 )}
 writes during the moves: ${[...online, ...frozenMoves].reduce((n, f) => n + f.writes, 0)}, retried after UNAVAILABLE ${[...online, ...frozenMoves].reduce((n, f) => n + f.retried, 0)}, failed ${[...online, ...frozenMoves].reduce((n, f) => n + f.failed, 0)}${writeFailures.size === 0 ? "" : ` (${[...writeFailures].map(([k, n]) => `${n}× ${k}`).join("; ")})`}
 
-GetEntry of ${othersPerServer} other tenants on each server, ${Math.max(1, Math.floor(concurrency / 2))} callers each, ${onlineMoves} pairs of rounds (one beside an online move, for its whole time; one without, as long as the median move)
-${table(
-  ["rounds", "req/s", "p50 ms", "p99 ms", "errors", "its PostgreSQL, cores", "Backend, cores", "bench, cores"],
-  [0, 1].flatMap((s) => [
-    [`${clusterNames[s]}: without a move`, median(quiet[s]!.map(rps)).toFixed(0), q[s]!.p50.toFixed(2), q[s]!.p99.toFixed(2), String(q[s]!.errors), ...cores(quiet[s]!)],
-    [`${clusterNames[s]}: during a move`, median(during[s]!.map(rps)).toFixed(0), d[s]!.p50.toFixed(2), d[s]!.p99.toFixed(2), String(d[s]!.errors), ...cores(during[s]!)],
-  ]),
-)}
-(Backend, PostgreSQL and the bench's own process, which drives both servers' callers and the writers: CPU over the rounds, in cores)
-Platform's CPU: ${(platformCpu.quiet.cpu / platformCpu.quiet.seconds).toFixed(2)} cores without a move, ${(platformCpu.during.cpu / platformCpu.during.seconds).toFixed(2)} during one
-machine load average (1, 5, 15 min) before the rounds: ${loadBefore}; after: ${loadAfter}; other work on the machine during the rounds without a move: ${q[0]!.othersCores.toFixed(2)} of ${os.availableParallelism()} cores on average (the second server counted as other work)
-
+${concurrency === 0 ? `no GetEntry rounds (BENCH_CONCURRENCY=0); machine load average (1, 5, 15 min) before the moves: ${loadBefore}; after: ${loadAfter}
+` : getEntryReport()}
 Goal: moves
 ${goalTable([
   { measure: "write freeze of an online move, longest (Backend's hold or the writers' gap), ms", figure: worstFreeze, shown: worstFreeze.toFixed(0), atMost: 1000, goal: "≤ 1000" },
-  { measure: `GetEntry of other tenants on ${clusterNames[0]} during a move / without`, figure: ratios[0]!, shown: ratios[0]!.toFixed(2), atLeast: 0.8, goal: "≥ 0.80" },
-  { measure: `GetEntry of other tenants on ${clusterNames[1]} during a move / without`, figure: ratios[1]!, shown: ratios[1]!.toFixed(2), atLeast: 0.8, goal: "≥ 0.80" },
+  ...(concurrency === 0
+    ? []
+    : [0, 1].map((s) => ({ measure: `GetEntry of other tenants on ${clusterNames[s]} during a move / without`, figure: ratios[s]!, shown: ratios[s]!.toFixed(2), atLeast: 0.8, goal: "≥ 0.80" }))),
 ])}
 `);
 } finally {
