@@ -498,6 +498,7 @@ writes during the moves: ${[...online, ...frozenMoves].reduce((n, f) => n + f.wr
 
 ${concurrency === 0 ? `no GetEntry rounds (BENCH_CONCURRENCY=0); machine load average (1, 5, 15 min) before the moves: ${loadBefore}; after: ${loadAfter}
 ` : getEntryReport()}
+
 Goal: moves
 ${goalTable([
   { measure: "write freeze of an online move, longest (Backend's hold or the writers' gap), ms", figure: worstFreeze, shown: worstFreeze.toFixed(0), atMost: 1000, goal: "≤ 1000" },
