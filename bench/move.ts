@@ -260,6 +260,8 @@ try {
     failed: number;
     /** CPU seconds of both PostgreSQL servers, and of Platform, during the move (other tenants' reads included when they run). */
     postgresCpu: number;
+    /** Every moved table's rows counted on the target after the move, one after another, ms. */
+    countMs: number;
     /** Of which the source's, s. */
     sourceCpu: number;
     platformCpu: number;
@@ -283,6 +285,24 @@ try {
     }
     const ended = now();
     const [onFirst, onSecond] = await Promise.all(cpuUsed.map((used) => used()));
+    // For reference: what the cutover's comparison costs one side, every moved table's rows counted, on the target now.
+    const counted = await (async () => {
+      const { server: at, database } = await placeOf();
+      const client = new pg.Client({ connectionString: servers[at]!.urlFor(database) });
+      await client.connect();
+      try {
+        const { rows: tables } = await client.query<{ name: string }>(
+          "select format('%I.%I', schemaname, tablename) as name from pg_tables where schemaname in ('auth', 'backend') and tablename <> 'mikro_orm_migrations'",
+        );
+        const t0 = now();
+        for (const { name } of tables) {
+          await client.query(`select count(*) from ${name}`);
+        }
+        return now() - t0;
+      } finally {
+        await client.end();
+      }
+    })();
     moveTimes.push((ended - started) / 1000);
     // The audit log's step records, each when its step was done.
     const { rows } = await platformDb.query<{ step: string; at: Date }>(
@@ -337,6 +357,7 @@ try {
       retried: during.filter((w) => w.retries > 0).length,
       failed: during.filter((w) => !w.ok).length,
       postgresCpu: onFirst!.postgres + onSecond!.postgres,
+      countMs: counted,
       sourceCpu: server === 0 ? onFirst!.postgres : onSecond!.postgres,
       platformCpu: onFirst!.server,
       parts,
@@ -383,7 +404,7 @@ try {
         `, freeze ${f.backendFreeze?.toFixed(0) ?? "?"} ms held by Backend, ${f.platformFreeze.toFixed(0)} ms recorded, longest gap between writes ${f.gap.toFixed(0)} ms, slowest write ${f.cutoverMax.toFixed(0)} ms, write p99 ${f.p99.toFixed(1)} ms` +
         ` (${f.writes} writes, ${f.retried} retried, ${f.failed} failed); CPU: PostgreSQL ${f.postgresCpu.toFixed(2)} s (source ${f.sourceCpu.toFixed(2)} s, target ${(f.postgresCpu - f.sourceCpu).toFixed(2)} s), Platform ${f.platformCpu.toFixed(2)} s\n    cutover: ${Object.entries(f.parts)
           .map(([k, v]) => `${k.split(" (")[0]} ${v?.toFixed(0) ?? "?"} ms`)
-          .join(", ")}\n    steps: ${Object.entries(f.steps)
+          .join(", ")}; rows counted on one side in ${f.countMs.toFixed(0)} ms\n    steps: ${Object.entries(f.steps)
           .map(([k, v]) => `${k} ${v.toFixed(2)}`)
           .join(", ")}\n`,
     );
@@ -484,6 +505,7 @@ ${table(
         ms,
       ),
     ),
+    moveRow("for reference: every moved table's rows counted on one side, after the move", online.map((f) => f.countMs), ms),
     moveRow("online: CPU of both PostgreSQL servers during the move (other tenants' reads included)", online.map((f) => f.postgresCpu), sec, 2),
     moveRow("online: of which the source server's", online.map((f) => f.sourceCpu), sec, 2),
     moveRow("online: CPU of Platform during the move", online.map((f) => f.platformCpu), sec, 2),
