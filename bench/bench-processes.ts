@@ -121,14 +121,17 @@ export async function startBenchMesh(bench: BenchProcesses, options: { backendFi
   const backendPlan = plan.find((s) => s.name === "backend")!;
   const startBackend = (file = options.backendFile ?? path.join(root, backendPlan.registered!.main)) => bench.start("backend", file, backendPlan.env);
   let backend: ChildProcess | undefined;
+  const processes: Record<string, ChildProcess> = {};
   for (const service of plan) {
     if (service === backendPlan) {
       backend = await startBackend();
+      processes[service.name] = backend;
     } else {
-      await bench.start(service.name, path.join(root, service.registered!.main), service.env);
+      processes[service.name] = await bench.start(service.name, path.join(root, service.registered!.main), service.env);
     }
   }
-  return { ports, backend: backend!, startBackend };
+  /** Each service's process as started first, by name (their stdout carries their logs). */
+  return { ports, backend: backend!, startBackend, processes };
 }
 
 /** The value at quantile `q` of sorted numbers. */

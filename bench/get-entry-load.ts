@@ -31,6 +31,8 @@ export interface GetEntryLoad {
   concurrency: number;
   /** Seconds. */
   duration: number;
+  /** Ends the round before `duration` when aborted (the work measured beside it has ended). */
+  signal?: AbortSignal;
   /** The server's process id, for its CPU time. */
   serverPid: number;
   /** PostgreSQL's postmaster, for the CPU time of PostgreSQL. */
@@ -61,7 +63,7 @@ export async function driveGetEntry(address: string, options: GetEntryLoad): Pro
   const started = performance.now();
   await Promise.all(
     Array.from({ length: options.concurrency }, async () => {
-      while (performance.now() < stopAt) {
+      while (performance.now() < stopAt && options.signal?.aborted !== true) {
         const i = next++ % targets.length;
         const t0 = performance.now();
         await new Promise<void>((resolve) =>

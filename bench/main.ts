@@ -1,7 +1,7 @@
 // npm run bench: every benchmark in turn, each in a process of its own and
 // each ending with one table per goal, the goal beside the figure.
 //   --profile        profile Backend's CPU during GetEntry (see bench:get-entry)
-//   --only a,b       only these: get-entry, memory, provisioning, fleet, telemetry, restart, backup
+//   --only a,b       only these: get-entry, memory, provisioning, fleet, telemetry, restart, backup, move
 // Each benchmark's own variables apply (see the head of its file).
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -17,6 +17,7 @@ const benchmarks = {
   telemetry: "bench/telemetry.ts",
   restart: "bench/database-restart.ts",
   backup: "bench/backup.ts",
+  move: "bench/move.ts",
 };
 type Name = keyof typeof benchmarks;
 
