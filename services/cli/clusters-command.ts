@@ -7,7 +7,7 @@ import { DrainClusterResponseSchema, DrainEvent, DrainTotalsSchema, type DrainCl
 import { DrainProgress } from "./drain-progress.ts";
 import { ExitCode } from "./exit-codes.ts";
 import { wholeNumber } from "./option-parsers.ts";
-import { enumLabel, timeLabel, type Output } from "./output.ts";
+import { counted, enumLabel, timeLabel, type Output } from "./output.ts";
 import { withPlatform } from "./platform-session.ts";
 import { readSecretInput } from "./secret-input.ts";
 
@@ -147,7 +147,7 @@ export function addClustersCommand(program: Command): void {
             notMoved: notMoved.map((event) => toJson(DrainClusterResponseSchema, { ...event, totals: undefined }, { alwaysEmitImplicit: true })),
           });
         } else {
-          output.line(`cluster ${name} is draining: ${totals.total} tenants, ${totals.moved} moved, ${totals.failed} failed, ${totals.left} left`);
+          output.line(`cluster ${name} is draining: ${counted(totals.total, "tenant")}, ${totals.moved} moved, ${totals.failed} failed, ${totals.left} left`);
           if (notMoved.length > 0) {
             output.line("");
             output.table(["TENANT", "EVENT", "MOVE", "ERROR"], notMoved.map((e) => [e.tenantId, DrainEvent[e.event]!.toLowerCase(), e.moveId, e.error]), "");

@@ -1,5 +1,6 @@
 import { Presets, SingleBar } from "cli-progress";
 import { DrainEvent, type DrainClusterResponse } from "../../gen/tenantry/platform/v1/move_service_pb.js";
+import { counted } from "./output.ts";
 
 /** Options of {@link DrainProgress}. */
 export interface DrainProgressOptions {
@@ -77,7 +78,7 @@ function lineOf(cluster: string, event: DrainClusterResponse): string {
   const totals = event.totals;
   switch (event.event) {
     case DrainEvent.STARTED:
-      return `draining ${cluster}: ${totals?.total ?? 0} tenants on it`;
+      return `draining ${cluster}: ${counted(totals?.total ?? 0, "tenant")} on it`;
     case DrainEvent.FINISHED:
       return `drained ${cluster}: ${totals?.moved ?? 0} moved, ${totals?.failed ?? 0} failed, ${totals?.left ?? 0} left`;
     case DrainEvent.MOVE_STARTED:

@@ -137,3 +137,8 @@ export function durationLabel(from: Timestamp | undefined, to: Timestamp | undef
   }
   return `${((timestampDate(to).getTime() - timestampDate(from).getTime()) / 1000).toFixed(1)}s`;
 }
+
+/** `count` and the noun, plural unless the count is 1: "1 tenant", "3 tenants". */
+export function counted(count: number, noun: string, plural = `${noun}s`): string {
+  return `${count} ${count === 1 ? noun : plural}`;
+}
