@@ -1,7 +1,7 @@
 // npm run bench: every benchmark in turn, each in a process of its own and
 // each ending with one table per goal, the goal beside the figure.
 //   --profile        profile Backend's CPU during GetEntry (see bench:get-entry)
-//   --only a,b       only these: get-entry, memory, provisioning, fleet, telemetry, restart, backup, move
+//   --only a,b       only these: get-entry, memory, provisioning, fleet, telemetry, restart, backup, move, cold-tenants
 // Each benchmark's own variables apply (see the head of its file).
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -18,6 +18,7 @@ const benchmarks = {
   restart: "bench/database-restart.ts",
   backup: "bench/backup.ts",
   move: "bench/move.ts",
+  "cold-tenants": "bench/cold-tenants.ts",
 };
 type Name = keyof typeof benchmarks;
 
