@@ -200,8 +200,9 @@ export class Tenancy {
             }
           }
           const applied = await migrator.up(options.to === undefined ? undefined : { to: options.to });
-          const executed = await migrator.getExecuted();
-          return { applied: applied.map((m) => m.name), version: executed.at(-1)?.name ?? "" };
+          // What this run applied is the newest in the table (ordered by id): read it only when it applied none.
+          const version = applied.at(-1)?.name ?? (await migrator.getExecuted()).at(-1)?.name ?? "";
+          return { applied: applied.map((m) => m.name), version };
         }),
       )
       .finally(() => {
