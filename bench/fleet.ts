@@ -9,6 +9,7 @@ import { FleetService, MigrationOutcome } from "../gen/tenantry/platform/v1/flee
 import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { root, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
+import { cpuSeconds, startCpuMeter } from "./cpu-meter.ts";
 import { goalTable } from "./report.ts";
 
 const tenantCount = Number(process.env.BENCH_FLEET_TENANTS ?? 1000);
@@ -35,10 +36,13 @@ try {
   process.stdout.write("rolling out Backend's next version…\n");
   mesh.backend.kill("SIGTERM");
   await once(mesh.backend, "exit");
-  await mesh.startBackend(path.join(root, "bench/backend-next.ts"));
+  const backend = await mesh.startBackend(path.join(root, "bench/backend-next.ts"));
+  const platformPid = mesh.processes.platform!.pid!;
 
   async function migrateAll() {
     const started = performance.now();
+    const platformBefore = await cpuSeconds(platformPid);
+    const meter = await startCpuMeter(backend.pid!, bench.database.pid);
     const outcomes = new Map<string, number>();
     let last;
     for await (const event of fleet.migrateTenants({ concurrencyPerCluster: concurrency })) {
@@ -46,12 +50,15 @@ try {
       outcomes.set(name, (outcomes.get(name) ?? 0) + 1);
       last = event.totals;
     }
-    return { seconds: (performance.now() - started) / 1000, outcomes: Object.fromEntries(outcomes), totals: last };
+    const seconds = (performance.now() - started) / 1000;
+    const cpu = { ...(await meter()), platform: (await cpuSeconds(platformPid)) - platformBefore };
+    return { seconds, outcomes: Object.fromEntries(outcomes), totals: last, cpu };
   }
   const first = await migrateAll();
   const again = await migrateAll();
   const status = await fleet.getFleetStatus({});
   transport.close();
+  const perTenant = (seconds: number) => ((seconds * 1000) / tenantCount).toFixed(1);
 
   process.stdout.write(`
 Fleet migration of ${tenantCount} tenants × 2 services, ${concurrency} tenants at once (PostgreSQL without fsync on this machine)
@@ -60,6 +67,8 @@ Fleet migration of ${tenantCount} tenants × 2 services, ${concurrency} tenants 
 |---------------------------------------------|---------|-----------|----------|
 | one new Backend migration for every tenant  | ${first.seconds.toFixed(2).padStart(7)} | ${(tenantCount / first.seconds).toFixed(1).padStart(9)} | ${JSON.stringify(first.outcomes)} |
 | the same call again, nothing pending        | ${again.seconds.toFixed(2).padStart(7)} | ${(tenantCount / again.seconds).toFixed(0).padStart(9)} | ${JSON.stringify(again.outcomes)} |
+
+CPU per tenant of the rollout, ms: Backend ${perTenant(first.cpu.server)}, Platform ${perTenant(first.cpu.platform)}, PostgreSQL ${perTenant(first.cpu.postgres)}, this process ${perTenant(first.cpu.client)}; other work on the machine meanwhile ${perTenant(first.cpu.others - first.cpu.platform)} (${((first.cpu.others - first.cpu.platform) / first.seconds).toFixed(2)} cores)
 
 fleet status: ${status.services.map((s) => `${s.service} ${s.latestVersion}: ${s.current} current, ${s.behind} behind, ${s.failed} failed`).join("; ")}
 

@@ -12,6 +12,7 @@ import {
   findRunningMove,
   ledgerOfServedTenants,
   recordedSchemaServices,
+  recordManyMigrated,
   recordMigrated,
   recordMigrationFailure,
   tierName,
@@ -129,6 +130,7 @@ export class FleetMigrations {
       ready.push({ tenantId: pair.tenantId, service: pair.service, outcome, fromVersion: pair.from, toVersion: latest.get(pair.service) ?? "", applied: [], addedPermissions: [], error: "", ...detail, totals: { ...totals } });
       wake?.();
     };
+    const record = this.#batchedRecorder();
     /** Pairs of tenants being moved when their turn came: run at the end, each once its tenant's move has ended. */
     const waitingForMoves: MigrationPair[] = [];
     const runPair = async (pair: MigrationPair, afterMoves = false) => {
@@ -148,7 +150,7 @@ export class FleetMigrations {
       const keepsCatalog = pair.service === catalogMark?.service;
       try {
         const result = await client.migrate({ tenantId: pair.tenantId, permissions: keepsCatalog ? catalog.permissions : [] }, { timeoutMs: this.#migrateTimeoutMs, signal });
-        await recordMigrated(this.#orm.em.fork(), {
+        await record({
           tenantId: pair.tenantId,
           service: pair.service,
           version: result.version,
@@ -203,6 +205,42 @@ export class FleetMigrations {
       wake = undefined;
     }
     await all;
+  }
+
+  /**
+   * Records successes in the ledger in batches: the first is written at
+   * once, and those that arrive while a write is under way go together in
+   * the next. Each caller's promise settles once its own entry is written;
+   * when a batch fails, its entries are written one by one, so that only
+   * the one that cannot be written fails.
+   */
+  #batchedRecorder(): (entry: Parameters<typeof recordMigrated>[1]) => Promise<void> {
+    type Waiting = { entry: Parameters<typeof recordMigrated>[1]; resolve: () => void; reject: (error: unknown) => void };
+    let queued: Waiting[] = [];
+    let writing = false;
+    const writeQueued = async () => {
+      writing = true;
+      while (queued.length > 0) {
+        const batch = queued;
+        queued = [];
+        try {
+          await recordManyMigrated(this.#orm.em.fork(), batch.map((w) => w.entry));
+          batch.forEach((w) => w.resolve());
+        } catch {
+          for (const w of batch) {
+            await recordMigrated(this.#orm.em.fork(), w.entry).then(w.resolve, w.reject);
+          }
+        }
+      }
+      writing = false;
+    };
+    return (entry) =>
+      new Promise<void>((resolve, reject) => {
+        queued.push({ entry, resolve, reject });
+        if (!writing) {
+          void writeQueued();
+        }
+      });
   }
 
   /** Waits while the tenant is being moved; false when `signal` aborted first. */

@@ -88,6 +88,7 @@ export {
   isCurrent,
   ledgerOfServedTenants,
   ledgerStates,
+  recordManyMigrated,
   recordMigrated,
   recordMigrationFailure,
   recordPermissionsMerged,

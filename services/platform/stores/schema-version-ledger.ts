@@ -72,6 +72,26 @@ export async function recordMigrated(
   );
 }
 
+/**
+ * {@link recordMigrated} for many tenant × service pairs in one statement
+ * (each pair at most once), none a new tenant's first attempt.
+ */
+export async function recordManyMigrated(em: EntityManager, entries: { tenantId: string; service: string; version: string; permissionsDigest?: string }[]): Promise<void> {
+  if (entries.length === 0) {
+    return;
+  }
+  const rows = entries.map((e) => ({ tenant_id: e.tenantId, service: e.service, version: e.version, permissions_digest: e.permissionsDigest ?? null }));
+  await em.execute(
+    `insert into platform.tenant_schema_versions (tenant_id, service, version, status, error, attempts, attempted_at, updated_at, permissions_digest)
+     select r.tenant_id, r.service, r.version, ?, null, 1, now(), now(), r.permissions_digest
+     from jsonb_to_recordset(?::jsonb) as r(tenant_id text, service text, version text, permissions_digest text)
+     on conflict (tenant_id, service) do update set version = excluded.version, status = excluded.status, error = null,
+       attempts = platform.tenant_schema_versions.attempts + 1, attempted_at = now(), updated_at = now(),
+       permissions_digest = coalesce(excluded.permissions_digest, platform.tenant_schema_versions.permissions_digest)`,
+    [ledgerStates.succeeded, JSON.stringify(rows)],
+  );
+}
+
 /** Records that a service (Auth) merged the catalog of `permissionsDigest` into a tenant's, outside a migration (bootstrap). */
 export async function recordPermissionsMerged(em: EntityManager, entry: { tenantId: string; service: string; permissionsDigest: string }): Promise<void> {
   await em.execute("update platform.tenant_schema_versions set permissions_digest = ?, updated_at = now() where tenant_id = ? and service = ?", [
