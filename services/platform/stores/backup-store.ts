@@ -1,9 +1,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { BackupState, VerifyResult } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
-import { checkTenantId, checkUuid, isUuid, pageOf, readPage } from "../../mesh/index.ts";
+import { checkUuid } from "../../mesh/index.ts";
 import { Backup, type BackupTableRecord } from "../entities/backup.ts";
 import { restoreStates } from "./restore-store.ts";
+import { pageNewestFirst } from "./newest-first.ts";
 import { registrySpelling, servedStatuses, statusNames } from "./tenant-store.ts";
 
 const stateSpelling = registrySpelling<BackupState>(BackupState);
@@ -65,17 +66,7 @@ export async function getBackup(em: EntityManager, backupId: string): Promise<Ba
 
 /** Backups newest first, optionally of one tenant, one page at a time. */
 export async function listBackups(em: EntityManager, request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ backups: Backup[]; nextPageToken: string }> {
-  const tenantId = request.tenantId === "" ? undefined : checkTenantId(request.tenantId);
-  // A page ends at a backup: its creation time and id.
-  const isCursor = (value: unknown): value is [string, string] =>
-    Array.isArray(value) && value.length === 2 && !Number.isNaN(Date.parse(String(value[0]))) && isUuid(String(value[1]));
-  const { size, after } = readPage(request, isCursor);
-  const where = {
-    ...(tenantId === undefined ? {} : { tenantId }),
-    ...(after === undefined ? {} : { $or: [{ createdAt: { $lt: new Date(after[0]) } }, { createdAt: new Date(after[0]), id: { $lt: after[1] } }] }),
-  };
-  const rows = await em.find(Backup, where, { orderBy: { createdAt: "desc", id: "desc" }, limit: size + 1 });
-  const page = pageOf(rows, size, (last) => [last.createdAt.toISOString(), last.id]);
+  const page = await pageNewestFirst(em, Backup, request);
   return { backups: page.items, nextPageToken: page.nextPageToken };
 }
 

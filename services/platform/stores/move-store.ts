@@ -1,9 +1,10 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { UniqueConstraintViolationException, type EntityManager } from "@mikro-orm/postgresql";
 import { MoveMode, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
-import { checkTenantId, checkUuid, isUuid, pageOf, readPage } from "../../mesh/index.ts";
+import { checkUuid } from "../../mesh/index.ts";
 import { Move } from "../entities/move.ts";
 import { Tenant } from "../entities/tenant.ts";
+import { pageNewestFirst } from "./newest-first.ts";
 import { registrySpelling } from "./tenant-store.ts";
 
 const modeSpelling = registrySpelling<MoveMode>(MoveMode);
@@ -133,17 +134,7 @@ export function findExpiredSources(em: EntityManager, now: Date): Promise<Move[]
 
 /** Moves newest first, optionally of one tenant, one page at a time. */
 export async function listMoves(em: EntityManager, request: { tenantId: string; pageSize: number; pageToken: string }): Promise<{ moves: Move[]; nextPageToken: string }> {
-  const tenantId = request.tenantId === "" ? undefined : checkTenantId(request.tenantId);
-  // A page ends at a move: its creation time and id.
-  const isCursor = (value: unknown): value is [string, string] =>
-    Array.isArray(value) && value.length === 2 && !Number.isNaN(Date.parse(String(value[0]))) && isUuid(String(value[1]));
-  const { size, after } = readPage(request, isCursor);
-  const where = {
-    ...(tenantId === undefined ? {} : { tenantId }),
-    ...(after === undefined ? {} : { $or: [{ createdAt: { $lt: new Date(after[0]) } }, { createdAt: new Date(after[0]), id: { $lt: after[1] } }] }),
-  };
-  const rows = await em.find(Move, where, { orderBy: { createdAt: "desc", id: "desc" }, limit: size + 1 });
-  const page = pageOf(rows, size, (last) => [last.createdAt.toISOString(), last.id]);
+  const page = await pageNewestFirst(em, Move, request);
   return { moves: page.items, nextPageToken: page.nextPageToken };
 }
 
