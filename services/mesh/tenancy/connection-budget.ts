@@ -343,7 +343,7 @@ export class ConnectionBudget {
               enterSql: [
                 `set role ${pg.escapeIdentifier(role)}`,
                 `set search_path to ${pg.escapeIdentifier(schema)}`,
-                `set application_name to ${pg.escapeLiteral(`${this.#options.applicationName}@${endpoint.tenantId}`)}`,
+                `set application_name to ${pg.escapeLiteral(sessionApplicationName(this.#options.applicationName, endpoint.tenantId))}`,
               ].join("; "),
             };
       placements.set(endpoint, placement);
@@ -703,6 +703,16 @@ const closeOnRelease = new WeakSet<pg.Client>();
 
 /** Settles when a connection has ended. */
 const ends = new WeakMap<pg.Client, Promise<void>>();
+
+/**
+ * A pooled connection's application name while it serves a tenant:
+ * `<applicationName>@<tenant id>`, so that the tenant's sessions in a pool
+ * database can be found in `pg_stat_activity`. PostgreSQL keeps 63 bytes:
+ * a long one loses the end of the service's part, never the tenant's.
+ */
+function sessionApplicationName(applicationName: string, tenantId: string): string {
+  return `${applicationName.slice(0, Math.max(0, 62 - tenantId.length))}@${tenantId}`;
+}
 
 function endOf(client: pg.Client): Promise<void> {
   return ends.get(client) ?? Promise.resolve();
