@@ -244,10 +244,12 @@ describe("pooled tenants in one pool database", () => {
     first.release();
 
     const next = await tenancy.budget.acquire(endpointB);
-    const { rows } = await next.query<{ who: string; path: string; title: string; pid: number }>(
-      "select current_user as who, current_setting('search_path') as path, title, pg_backend_pid() as pid from entries",
+    const { rows } = await next.query<{ who: string; path: string; app: string; title: string; pid: number }>(
+      "select current_user as who, current_setting('search_path') as path, current_setting('application_name') as app, title, pg_backend_pid() as pid from entries",
     );
-    expect(rows).toEqual([{ who: roleOf(b.tenantId), path: `${prefixOf(b.tenantId)}backend`, title: b.tenantId, pid: expect.any(Number) }]);
+    expect(rows).toEqual([
+      { who: roleOf(b.tenantId), path: `${prefixOf(b.tenantId)}backend`, app: `pooled-test-${suffix}@${b.tenantId}`, title: b.tenantId, pid: expect.any(Number) },
+    ]);
     expect(rows[0]!.pid).not.toBe(abortedPid);
     // Open: a transaction begun and never ended.
     const openPid = rows[0]!.pid;
@@ -298,6 +300,26 @@ describe("pooled tenants in one pool database", () => {
     }
     // And the calls of the tenants themselves are untouched by the mistakes.
     expect(await tenancy.scope.run(tenancy.endpointOf(b), () => tenancy.query("select title from entries where $1::int = 1", [1]))).toEqual([{ title: b.tenantId }]);
+  });
+
+  it("measure a pooled tenant's storage by what its role owns, not by the pool database's size", async () => {
+    const route = routes[5]!;
+    const tenancy = tenancyOf();
+    const [{ database, owned }] = (await server.sql(
+      poolDatabase,
+      `select pg_database_size(current_database())::int as database,
+              (select sum(pg_total_relation_size(c.oid))::int from pg_class c where c.relowner = $1::regrole and c.relkind in ('r', 'm', 'p')) as owned`,
+      [roleOf(route.tenantId)],
+    )) as [{ database: number; owned: number }];
+    expect(owned).toBeGreaterThan(0);
+    expect(owned * 2).toBeLessThan(database);
+    // Within a limit between the two: writable, although the pool database as a whole is over it.
+    const roomy = create(TenantRouteSchema, { ...route, maxStorageBytes: BigInt(owned * 2) });
+    await tenancy.scope.run(tenancy.endpointOf(roomy), () => tenancy.storage.checkWritable(roomy));
+    tenancy.storage.forget(route.tenantId);
+    const tight = create(TenantRouteSchema, { ...route, maxStorageBytes: BigInt(Math.floor(owned / 2)) });
+    const refused = await failureOf(tenancy.scope.run(tenancy.endpointOf(tight), () => tenancy.storage.checkWritable(tight)));
+    expect((refused as unknown as ConnectError).code).toBe(Code.ResourceExhausted);
   });
 
   it("fail a lease with UNAVAILABLE when the tenant's role is no longer granted to the pool's login, and close its connection", async () => {

@@ -151,11 +151,13 @@ export class Tenancy {
     this.storage = new StorageQuota({
       intervalMs: options.storageCheckIntervalMs ?? 60_000,
       maxEntries: 10_000,
-      measure: (route) =>
-        this.scope.run(this.endpointOf(route), async () => {
-          const [row] = await this.fork().execute<{ bytes: string }[]>("select pg_database_size(current_database()) as bytes");
+      measure: (route) => {
+        const endpoint = this.endpointOf(route);
+        return this.scope.run(endpoint, async () => {
+          const [row] = await this.fork().execute<{ bytes: string }[]>(endpoint.sessionRole ? pooledTenantSize : "select pg_database_size(current_database()) as bytes");
           return Number(row!.bytes);
-        }),
+        });
+      },
     });
     const budget = this.budget;
     const scope = this.scope;
@@ -328,6 +330,13 @@ export class Tenancy {
     await this.budget.close(timeoutMs);
   }
 }
+
+/**
+ * What a pooled tenant's data takes in its pool database: the relations its
+ * role owns (tables, with their indexes and TOAST), measured in its lease,
+ * where `current_user` is the tenant's role.
+ */
+const pooledTenantSize = `select coalesce(sum(pg_total_relation_size(oid)), 0) as bytes from pg_class where relowner = current_user::regrole and relkind in ('r', 'm', 'p')`;
 
 /** The longest name PostgreSQL keeps whole (NAMEDATALEN - 1); it would cut a longer schema name short. */
 const maxIdentifierBytes = 63;
