@@ -302,6 +302,32 @@ describe("pooled tenants in one pool database", () => {
     expect(await tenancy.scope.run(tenancy.endpointOf(b), () => tenancy.query("select title from entries where $1::int = 1", [1]))).toEqual([{ title: b.tenantId }]);
   });
 
+  it("retire a tenant's pooled connections, idle at once and leased when they come back, and keep its neighbours'", async () => {
+    const [a, b] = routes.slice(10) as [TenantRoute, TenantRoute];
+    const tenancy = tenancyOf({ maxConnections: 4, maxConnectionsPerTenant: 2 });
+    const pidOf = async (client: LeasedClient) => (await client.query<{ pid: number }>("select pg_backend_pid() as pid")).rows[0]!.pid;
+    const held = await tenancy.budget.acquire(tenancy.endpointOf(a));
+    const idleA = await tenancy.budget.acquire(tenancy.endpointOf(a));
+    const idleB = await tenancy.budget.acquire(tenancy.endpointOf(b));
+    const pidB = await pidOf(idleB);
+    idleA.release();
+    idleB.release();
+    expect(tenancy.budget.stats()).toMatchObject({ open: 3, inUse: 1 });
+
+    let retired = false;
+    const retiring = tenancy.budget.retire(a.tenantId).then(() => (retired = true));
+    await expect.poll(() => tenancy.budget.stats().open).toBe(2);
+    expect(retired).toBe(false);
+    held.release();
+    await retiring;
+    expect(tenancy.budget.stats().open).toBe(1);
+    const again = await tenancy.budget.acquire(tenancy.endpointOf(b));
+    expect(await pidOf(again)).toBe(pidB);
+    again.release();
+    // Later calls of the retired tenant open or take connections again.
+    expect(await tenancy.scope.run(tenancy.endpointOf(a), () => tenancy.query("select title from entries where $1::int = 1", [1]))).toEqual([{ title: a.tenantId }]);
+  });
+
   it("measure a pooled tenant's storage by what its role owns, not by the pool database's size", async () => {
     const route = routes[5]!;
     const tenancy = tenancyOf();
