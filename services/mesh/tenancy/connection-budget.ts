@@ -173,7 +173,12 @@ export class ConnectionBudget {
     if (this.#closed) {
       return Promise.reject(new ConnectError("the service is shutting down; retry on another instance", Code.Unavailable));
     }
-    const pool = this.#poolFor(endpoint);
+    let pool: TenantPool;
+    try {
+      pool = this.#poolFor(endpoint);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.#waiters.length === 0) {
       const granted = this.#tryGrant(pool, endpoint);
       if (granted !== undefined) {
@@ -423,9 +428,12 @@ export class ConnectionBudget {
     const { session, enterSql } = this.#placementOf(endpoint);
     if (sessions.get(client)?.key !== session!.key) {
       sessions.delete(client);
+      // Counted as the tenant's from now on, so that retiring the tenant meanwhile closes it too.
+      pool.leased.set(client, endpoint.tenantId);
       try {
         await client.query(enterSql!);
       } catch (error) {
+        pool.leased.delete(client);
         this.#countLease(pool, endpoint.tenantId, -1);
         this.#closeClient(pool, client);
         this.#pump();
