@@ -60,15 +60,19 @@ export const loadStateSchema = "tenantry_restore";
  */
 export async function loadBackup(load: BackupLoad): Promise<void> {
   const { client, manifest } = load;
-  const setAside = await setAsideForLoad(client, manifest);
-  const connections: pg.Client[] = [client];
+  // The other connections are opened while the first sets keys and indexes aside.
+  const extra = load.connect === undefined ? 0 : Math.max(0, Math.min(manifest.tables.length, load.connections ?? loadConnections) - 1);
+  const more = Array.from({ length: extra }, () => load.connect!());
+  const opened = Promise.allSettled(more);
   try {
-    if (load.connect !== undefined) {
-      const more = Math.min(manifest.tables.length, load.connections ?? loadConnections) - 1;
-      connections.push(...(await Promise.all(Array.from({ length: Math.max(0, more) }, () => load.connect!()))));
-    }
+    const setAside = await setAsideForLoad(client, manifest);
+    const connections = [client, ...(await Promise.all(more))];
+    // Each table's transaction commits without waiting for its WAL to reach the disk: the last transaction
+    // below does wait, and with it for all the WAL before it (a crash before then loads again from the start).
+    await Promise.all(connections.map((connection) => connection.query("set synchronous_commit = off")));
     const { tasks, later } = loadTasks(load, setAside);
     await runTaskGraph(connections, tasks);
+    await client.query("reset synchronous_commit");
     await inTransaction(client, async () => {
       for (const statement of later.flatMap((item) => item.rebuild)) {
         await client.query(statement);
@@ -79,7 +83,11 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
       await client.query(`drop schema ${pg.escapeIdentifier(loadStateSchema)} cascade`);
     });
   } finally {
-    await Promise.all(connections.slice(1).map((more) => more.end().catch(() => undefined)));
+    for (const outcome of await opened) {
+      if (outcome.status === "fulfilled") {
+        await outcome.value.end().catch(() => undefined);
+      }
+    }
   }
   if (load.readBack) {
     await inTransaction(client, async () => {
@@ -131,10 +139,14 @@ function loadTasks(load: BackupLoad, setAside: SetAside[]): { tasks: Task<pg.Cli
   const tables = load.manifest.tables.toSorted((a, b) => b.storedBytes - a.storedBytes);
   const tasks: Task<pg.Client>[] = [];
   const placed = new Set<SetAside>();
+  let previous: Task<pg.Client> | undefined;
   tables.forEach((table, rank) => {
     const name = quoted(table);
-    // The work of larger tables goes first: what is left of the largest is the longest to do.
-    const copy: Task<pg.Client> = { name: `load ${name}`, priority: 3 * rank, run: (client) => inTransaction(client, () => copyIn(client, load, table)) };
+    // The work of larger tables goes first: what is left of the largest is the longest to do. Tables are
+    // copied one at a time (a copy keeps PostgreSQL and Platform busy at once: two would only slow each
+    // other), while the other connections index and analyze the tables already copied.
+    const copy: Task<pg.Client> = { name: `load ${name}`, priority: 3 * rank, after: previous === undefined ? [] : [previous], run: (client) => inTransaction(client, () => copyIn(client, load, table)) };
+    previous = copy;
     const builds = setAside
       .filter((item) => item.table === name && item.kind !== "foreign-key")
       .map((item): Task<pg.Client> => {
