@@ -18,8 +18,8 @@
 // GetEntry callers, half on each server's tenants; 0: no GetEntry rounds, the moves alone), BENCH_DIGESTS=1
 // (compare_digests), BENCH_EPHEMERAL=1 runs PostgreSQL without fsync,
 // BENCH_PG_BIN runs another PostgreSQL build (its bin/ folder) for both,
-// BENCH_SYNC_WORKERS sets both servers' max_sync_workers_per_subscription
-// (tables a subscription copies at once; PostgreSQL's default is 2).
+// BENCH_MOVE_MAX_RATE sets Platform's TENANTRY_MOVE_MAX_RATE (the initial
+// copy's pace, such as 8MB; 0 for none; unset, Platform's default).
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -51,7 +51,7 @@ const writers = Number(process.env.BENCH_WRITERS ?? 4);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const digests = process.env.BENCH_DIGESTS === "1";
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
-const syncWorkers = process.env.BENCH_SYNC_WORKERS;
+const moveMaxRate = process.env.BENCH_MOVE_MAX_RATE;
 /** The length of a round without a move before any move has been timed, s. */
 const firstQuietSeconds = 10;
 const othersPerServer = 10;
@@ -114,18 +114,11 @@ try {
     }),
   );
   const platformDb = new pg.Client({ connectionString: bench.database.urlFor("tenantry_platform") });
-  if (syncWorkers !== undefined) {
-    // How many tables a subscription copies at once (PostgreSQL's default: 2).
-    for (const admin of admins) {
-      await admin.query(`alter system set max_sync_workers_per_subscription = ${Number(syncWorkers)}`);
-      await admin.query("select pg_reload_conf()");
-    }
-  }
   const { rows: versionRows } = await admins[0]!.query<{ version: string }>("select current_setting('server_version') as version");
   const serverVersion = versionRows[0]!.version;
 
   // Info level for the freeze's and the move's log lines (a handful per move).
-  const mesh = await startBenchMesh(bench, { env: { TENANTRY_LOG_LEVEL: "info" } });
+  const mesh = await startBenchMesh(bench, { env: { TENANTRY_LOG_LEVEL: "info" }, platformEnv: moveMaxRate === undefined ? {} : { TENANTRY_MOVE_MAX_RATE: moveMaxRate } });
   for (const child of Object.values(mesh.processes)) {
     watchLog(child);
   }
@@ -242,7 +235,7 @@ try {
     to: string;
     /** MoveTenant's time, s. */
     total: number;
-    /** Initial copy (online): subscribe recorded to initial-copy recorded, s. */
+    /** Initial copy (online): publish recorded to copy-tables recorded (slot, paced copy, indexes rebuilt), s. */
     initialCopy?: number;
     mb: number;
     /** Platform's write_freeze: frozen (every service acknowledged) to switched, ms. */
@@ -346,7 +339,7 @@ try {
       from: clusterNames[server]!,
       to,
       total: (ended - started) / 1000,
-      ...(at["initial-copy"] !== undefined && at.subscribe !== undefined ? { initialCopy: (at["initial-copy"] - at.subscribe) / 1000 } : {}),
+      ...(at["copy-tables"] !== undefined && at.publish !== undefined ? { initialCopy: (at["copy-tables"] - at.publish) / 1000 } : {}),
       mb,
       platformFreeze: Number(move.writeFreeze?.seconds ?? 0n) * 1000 + (move.writeFreeze?.nanos ?? 0) / 1e6,
       ...(backendFrozen !== undefined && backendThawed !== undefined ? { backendFreeze: backendThawed - backendFrozen } : {}),
@@ -485,13 +478,13 @@ ${table(
 Platform's CPU: ${(platformCpu.quiet.cpu / platformCpu.quiet.seconds).toFixed(2)} cores without a move, ${(platformCpu.during.cpu / platformCpu.during.seconds).toFixed(2)} during one
 machine load average (1, 5, 15 min) before the rounds: ${loadBefore}; after: ${loadAfter}; other work on the machine during the rounds without a move: ${q[0]!.othersCores.toFixed(2)} of ${os.availableParallelism()} cores on average (the second server counted as other work)`;
   process.stdout.write(`
-Moves of one tenant (a ${databaseMb.toFixed(0)} MB database: ${entryCount} entries, ${userCount} users) between two PostgreSQL ${serverVersion} servers on this machine (${ephemeral ? "without fsync" : "durable"}${syncWorkers === undefined ? "" : `, max_sync_workers_per_subscription=${syncWorkers}`}),
+Moves of one tenant (a ${databaseMb.toFixed(0)} MB database: ${entryCount} entries, ${userCount} users) between two PostgreSQL ${serverVersion} servers on this machine (${ephemeral ? "without fsync" : "durable"}${moveMaxRate === undefined ? "" : `, TENANTRY_MOVE_MAX_RATE=${moveMaxRate}`}),
 ${writeRate} writes/s on it throughout (${writers} writers, CreateEntry retried on UNAVAILABLE)${digests ? ", comparing digests at the cutover" : ""}; medians of ${online.length} online moves and ${frozenMoves.length} under freeze, back and forth
 ${table(
   ["measure", "median", "range"],
   [
     moveRow("online: MoveTenant, total", online.map((f) => f.total), sec, 2),
-    moveRow("online: initial copy (subscribe → every table ready)", online.flatMap((f) => (f.initialCopy === undefined ? [] : [f.initialCopy])), sec, 2),
+    moveRow("online: initial copy (slot made → every table copied, indexes rebuilt)", online.flatMap((f) => (f.initialCopy === undefined ? [] : [f.initialCopy])), sec, 2),
     moveRow("online: initial copy, MB/s of the database's size", copyRates, (v) => median(v).toFixed(1), 1),
     moveRow("online: write freeze, as Backend held it (log: frozen → thawed)", backendFreezes, ms),
     moveRow("online: write freeze, as Platform records it (acknowledged → switched)", online.map((f) => f.platformFreeze), ms),

@@ -8,7 +8,8 @@ import { qualifiedName, type BackupManifest, type ManifestTable } from "./backup
 import { fileContext, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { openStream } from "./sealed-stream.ts";
-import { columnList, constraintsToSetAside, DigestTap, listTables, quoted } from "./tenant-catalog.ts";
+import { bulkLoad } from "./bulk-load.ts";
+import { columnList, DigestTap, listTables, quoted } from "./tenant-catalog.ts";
 
 /** The size of the chunks gunzip makes: four times zlib's default, a quarter of the hand-offs to its thread and of the buffers. */
 const zlibChunkBytes = 64 * 1024;
@@ -42,19 +43,7 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
   await client.query("begin");
   try {
     await checkTables(client, manifest, schemas);
-    const setAside = await constraintsToSetAside(client, schemas);
-    for (const statement of setAside.drop) {
-      await client.query(statement);
-    }
-    if (manifest.tables.length > 0) {
-      await client.query(`truncate ${manifest.tables.map(quoted).join(", ")}`);
-    }
-    for (const table of manifest.tables) {
-      await copyIn(load, table);
-    }
-    for (const statement of setAside.rebuild) {
-      await client.query(statement);
-    }
+    await bulkLoad(client, schemas, manifest.tables, (table) => copyIn(load, table));
     for (const sequence of manifest.sequences) {
       await client.query("select setval($1::regclass, $2::bigint, $3)", [quoted(sequence), sequence.lastValue, sequence.isCalled]);
     }
