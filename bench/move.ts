@@ -75,8 +75,12 @@ interface LogLine {
   service: string;
   msg: string;
   tenantId?: string;
+  /** Of "move's tables copied": the table data's bytes, ms copying them, ms rebuilding keys and indexes. */
+  bytes?: number;
+  copyMs?: number;
+  rebuildMs?: number;
 }
-const watchedMessages = new Set(["tenant's writes frozen", "tenant's writes thawed", "tenant switched to its new cluster", "tenant moved"]);
+const watchedMessages = new Set(["tenant's writes frozen", "tenant's writes thawed", "tenant switched to its new cluster", "tenant moved", "move's tables copied"]);
 const logLines: LogLine[] = [];
 /** Keeps the lines of `child`'s JSON log that tell where a freeze or a move stands. */
 function watchLog(child: ChildProcess): void {
@@ -86,9 +90,10 @@ function watchLog(child: ChildProcess): void {
     rest = lines.pop()!;
     for (const line of lines) {
       try {
-        const entry = JSON.parse(line) as { time: number; service: string; msg: string; tenantId?: string };
+        const entry = JSON.parse(line) as LogLine;
         if (watchedMessages.has(entry.msg)) {
-          logLines.push({ time: entry.time, service: entry.service, msg: entry.msg, tenantId: entry.tenantId });
+          const { time, service, msg, tenantId, bytes, copyMs, rebuildMs } = entry;
+          logLines.push({ time, service, msg, tenantId, bytes, copyMs, rebuildMs });
         }
       } catch {
         // Not a log line.
@@ -237,6 +242,8 @@ try {
     total: number;
     /** Initial copy (online): publish recorded to copy-tables recorded (slot, paced copy, indexes rebuilt), s. */
     initialCopy?: number;
+    /** Of the initial copy (Platform's log): MB of table data (binary COPY), s copying it, s rebuilding keys and indexes. */
+    copied?: { mb: number; copy: number; rebuild: number };
     mb: number;
     /** Platform's write_freeze: frozen (every service acknowledged) to switched, ms. */
     platformFreeze: number;
@@ -315,6 +322,7 @@ try {
     const platformFrozen = logged("platform", "tenant's writes frozen", cutoverFrom, cutoverTo);
     const switched = logged("platform", "tenant switched to its new cluster", cutoverFrom);
     const platformThawed = logged("platform", "tenant's writes thawed", switched ?? cutoverFrom);
+    const copiedLine = logLines.find((l) => l.service === "platform" && l.msg === "move's tables copied" && l.tenantId === tenantId && l.time >= started && l.time <= ended);
     const minus = (a?: number, b?: number) => (a === undefined || b === undefined ? undefined : a - b);
     const parts = {
       "step begun → Backend holds writes (connect, announce)": minus(backendFrozen, cutoverFrom),
@@ -340,6 +348,7 @@ try {
       to,
       total: (ended - started) / 1000,
       ...(at["copy-tables"] !== undefined && at.publish !== undefined ? { initialCopy: (at["copy-tables"] - at.publish) / 1000 } : {}),
+      ...(copiedLine?.bytes === undefined ? {} : { copied: { mb: copiedLine.bytes / 1e6, copy: copiedLine.copyMs! / 1000, rebuild: copiedLine.rebuildMs! / 1000 } }),
       mb,
       platformFreeze: Number(move.writeFreeze?.seconds ?? 0n) * 1000 + (move.writeFreeze?.nanos ?? 0) / 1e6,
       ...(backendFrozen !== undefined && backendThawed !== undefined ? { backendFreeze: backendThawed - backendFrozen } : {}),
@@ -394,6 +403,7 @@ try {
     process.stdout.write(
       `${f.mode} ${f.from} → ${f.to}: ${f.total.toFixed(2)} s` +
         (f.initialCopy === undefined ? "" : `, initial copy ${f.initialCopy.toFixed(2)} s (${(f.mb / f.initialCopy).toFixed(1)} MB/s)`) +
+        (f.copied === undefined ? "" : ` [${f.copied.mb.toFixed(0)} MB of table data copied in ${f.copied.copy.toFixed(2)} s, keys and indexes rebuilt in ${f.copied.rebuild.toFixed(2)} s]`) +
         `, freeze ${f.backendFreeze?.toFixed(0) ?? "?"} ms held by Backend, ${f.platformFreeze.toFixed(0)} ms recorded, longest gap between writes ${f.gap.toFixed(0)} ms, slowest write ${f.cutoverMax.toFixed(0)} ms, write p99 ${f.p99.toFixed(1)} ms` +
         ` (${f.writes} writes, ${f.retried} retried, ${f.failed} failed); CPU: PostgreSQL ${f.postgresCpu.toFixed(2)} s (source ${f.sourceCpu.toFixed(2)} s, target ${(f.postgresCpu - f.sourceCpu).toFixed(2)} s), Platform ${f.platformCpu.toFixed(2)} s\n    cutover: ${Object.entries(f.parts)
           .map(([k, v]) => `${k.split(" (")[0]} ${v?.toFixed(0) ?? "?"} ms`)
@@ -486,6 +496,9 @@ ${table(
     moveRow("online: MoveTenant, total", online.map((f) => f.total), sec, 2),
     moveRow("online: initial copy (slot made → every table copied, indexes rebuilt)", online.flatMap((f) => (f.initialCopy === undefined ? [] : [f.initialCopy])), sec, 2),
     moveRow("online: initial copy, MB/s of the database's size", copyRates, (v) => median(v).toFixed(1), 1),
+    moveRow("online: initial copy: table data copied (binary COPY), MB", online.flatMap((f) => (f.copied === undefined ? [] : [f.copied.mb])), (v) => median(v).toFixed(0)),
+    moveRow("online: initial copy: time copying it", online.flatMap((f) => (f.copied === undefined ? [] : [f.copied.copy])), sec, 2),
+    moveRow("online: initial copy: then rebuilding keys and indexes", online.flatMap((f) => (f.copied === undefined ? [] : [f.copied.rebuild])), sec, 2),
     moveRow("online: write freeze, as Backend held it (log: frozen → thawed)", backendFreezes, ms),
     moveRow("online: write freeze, as Platform records it (acknowledged → switched)", online.map((f) => f.platformFreeze), ms),
     moveRow("online: longest gap between acknowledged writes across the cutover", online.map((f) => f.gap), ms),

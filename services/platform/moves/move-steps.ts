@@ -249,10 +249,11 @@ async function copyTables(context: MoveContext): Promise<void> {
           }
         };
         await progress(0);
-        await copyInSnapshot({ source, target, snapshot, tables, schemas, bytesPerSecond: copyBytesPerSecond, copied: progress });
+        const figures = await copyInSnapshot({ source, target, snapshot, tables, schemas, bytesPerSecond: copyBytesPerSecond, copied: progress });
         if (tables.length > 0) {
           await target.query(`analyze ${tables.map(quoted).join(", ")}`);
         }
+        context.log.info({ moveId: move.id, tenantId: move.tenantId, ...figures, copyMs: Math.round(figures.copyMs), rebuildMs: Math.round(figures.rebuildMs) }, "move's tables copied");
       }),
     );
   } finally {

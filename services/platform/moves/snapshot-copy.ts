@@ -1,3 +1,4 @@
+import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -21,6 +22,13 @@ export interface SnapshotCopy {
   copied: (count: number) => Promise<void>;
 }
 
+/** What a copy took: the table data's bytes (binary COPY), and its time copying and then rebuilding what was set aside, ms. */
+export interface CopyFigures {
+  bytes: number;
+  copyMs: number;
+  rebuildMs: number;
+}
+
 /**
  * Copies tables from a snapshot of the source database into the target,
  * at a pace, in one transaction on each side: the source reads in the
@@ -31,7 +39,7 @@ export interface SnapshotCopy {
  * serve meanwhile: mostly the target's, which loads and logs every row.
  * A failure or a crash leaves the target's tables as they were.
  */
-export async function copyInSnapshot(copy: SnapshotCopy): Promise<void> {
+export async function copyInSnapshot(copy: SnapshotCopy): Promise<CopyFigures> {
   const { source, target } = copy;
   await source.query("begin isolation level repeatable read read only");
   try {
@@ -40,15 +48,27 @@ export async function copyInSnapshot(copy: SnapshotCopy): Promise<void> {
     try {
       await target.query("set local max_parallel_maintenance_workers = 0");
       const pace = new BackupPace(copy.bytesPerSecond);
+      const started = performance.now();
       let count = 0;
+      let bytes = 0;
+      let copiedAt = started;
+      const counter = () =>
+        new Transform({
+          transform: (chunk: Buffer, _encoding, done) => {
+            bytes += chunk.length;
+            done(null, chunk);
+          },
+        });
       await bulkLoad(target, copy.schemas, copy.tables, async (table) => {
         const columns = columnList(table.columns);
         const rows = source.query(copyTo(`copy ${quoted(table)} (${columns}) to stdout (format binary)`));
         const load = target.query(copyFrom(`copy ${quoted(table)} (${columns}) from stdin (format binary, freeze)`));
-        await pipeline(rows, pace.through(), load);
+        await pipeline(rows, pace.through(), counter(), load);
+        copiedAt = performance.now();
         await copy.copied(++count);
       });
       await target.query("commit");
+      return { bytes, copyMs: copiedAt - started, rebuildMs: performance.now() - copiedAt };
     } catch (error) {
       await target.query("rollback").catch(() => undefined);
       throw error;
