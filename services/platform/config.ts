@@ -122,9 +122,12 @@ export const platformEnv = {
    * How much table data the initial copy of an online move copies per
    * second: its pace, which bounds what the move takes from the other
    * tenants of both servers (the target's above all, which loads, logs and
-   * indexes every row). 0 or unlimited for no limit.
+   * indexes every row, and writes it to disk: on durable servers the
+   * writes, more than the CPU, are what slows the others). 0 or unlimited
+   * for no limit. 3 MB a second kept 0.8 of other tenants' reads in
+   * bench:move, where 8 MB kept 0.6.
    */
-  TENANTRY_MOVE_MAX_RATE: bytesPerSecond.default(8 * 1024 ** 2),
+  TENANTRY_MOVE_MAX_RATE: bytesPerSecond.default(3 * 1024 ** 2),
   /** How many connections read a tenant's tables at once while it is backed up (besides the one holding the snapshot). */
   TENANTRY_BACKUP_WORKERS: positiveInt.default(2),
   /**
