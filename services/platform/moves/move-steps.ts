@@ -14,10 +14,10 @@ import { changeMove, getTenant, moveModes, recordMoveProgress, recordSwitch, typ
 import { allowConnections, migrateDatabase, readSchemaVersions, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
 import {
   createMarkerTable,
+  createSlotWithSnapshot,
   dropMarkerTable,
   dropPublication,
   dropSlot,
-  createSlotWithSnapshot,
   dropSubscription,
   markerArrived,
   markerTable,
@@ -220,9 +220,10 @@ async function publishSource(context: MoveContext): Promise<void> {
  * published table in that snapshot into the target at the move's pace
  * (see {@link copyInSnapshot}); the replication connection holding the
  * snapshot stays open, idle, until the copy ends. The snapshot dies with
- * it, so a copy that did not end (Platform stopped) starts again from
- * nothing: what it left is removed first (the slot; the rows it loaded
- * went with its transaction on the target).
+ * it, so a copy that did not end (Platform stopped, or killed) starts
+ * again from nothing: what it left is removed first (the slot; the rows
+ * it loaded went with its transaction on the target). A Platform that
+ * stops cuts the copy under way.
  */
 async function copyTables(context: MoveContext): Promise<void> {
   const { em, move, clusters, copyBytesPerSecond } = context;
@@ -249,7 +250,7 @@ async function copyTables(context: MoveContext): Promise<void> {
           }
         };
         await progress(0);
-        const figures = await copyInSnapshot({ source, target, snapshot, tables, schemas, bytesPerSecond: copyBytesPerSecond, copied: progress });
+        const figures = await copyInSnapshot({ source, target, snapshot, tables, schemas, bytesPerSecond: copyBytesPerSecond, copied: progress, signal: context.signal });
         if (tables.length > 0) {
           await target.query(`analyze ${tables.map(quoted).join(", ")}`);
         }

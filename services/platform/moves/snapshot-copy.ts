@@ -20,6 +20,8 @@ export interface SnapshotCopy {
   bytesPerSecond: number;
   /** Called once each table is copied, with how many are. */
   copied: (count: number) => Promise<void>;
+  /** Stops the copy (Platform stopping): the table under way is cut. */
+  signal: AbortSignal;
 }
 
 /** What a copy took: the table data's bytes (binary COPY), and its time copying and then rebuilding what was set aside, ms. */
@@ -36,44 +38,38 @@ export interface CopyFigures {
  * (its rows frozen), its keys and indexes set aside and rebuilt at the end
  * (see `bulkLoad`), one core at most for the rebuild. The pace (see
  * `BackupPace`) bounds what the copy takes from the tenants both servers
- * serve meanwhile: mostly the target's, which loads and logs every row.
- * A failure or a crash leaves the target's tables as they were.
+ * serve meanwhile: mostly the target's, which loads, logs and writes every
+ * row. On a failure (or `signal` aborted) both connections are left where
+ * they were, in a transaction or a COPY: end them, and the target's tables
+ * are as they were before.
  */
 export async function copyInSnapshot(copy: SnapshotCopy): Promise<CopyFigures> {
-  const { source, target } = copy;
+  const { source, target, signal } = copy;
   await source.query("begin isolation level repeatable read read only");
-  try {
-    await source.query(`set transaction snapshot ${pg.escapeLiteral(copy.snapshot)}`);
-    await target.query("begin");
-    try {
-      await target.query("set local max_parallel_maintenance_workers = 0");
-      const pace = new BackupPace(copy.bytesPerSecond);
-      const started = performance.now();
-      let count = 0;
-      let bytes = 0;
-      let copiedAt = started;
-      const counter = () =>
-        new Transform({
-          transform: (chunk: Buffer, _encoding, done) => {
-            bytes += chunk.length;
-            done(null, chunk);
-          },
-        });
-      await bulkLoad(target, copy.schemas, copy.tables, async (table) => {
-        const columns = columnList(table.columns);
-        const rows = source.query(copyTo(`copy ${quoted(table)} (${columns}) to stdout (format binary)`));
-        const load = target.query(copyFrom(`copy ${quoted(table)} (${columns}) from stdin (format binary, freeze)`));
-        await pipeline(rows, pace.through(), counter(), load);
-        copiedAt = performance.now();
-        await copy.copied(++count);
-      });
-      await target.query("commit");
-      return { bytes, copyMs: copiedAt - started, rebuildMs: performance.now() - copiedAt };
-    } catch (error) {
-      await target.query("rollback").catch(() => undefined);
-      throw error;
-    }
-  } finally {
-    await source.query("rollback").catch(() => undefined);
-  }
+  await source.query(`set transaction snapshot ${pg.escapeLiteral(copy.snapshot)}`);
+  await target.query("begin");
+  await target.query("set local max_parallel_maintenance_workers = 0");
+  const pace = new BackupPace(copy.bytesPerSecond);
+  const started = performance.now();
+  let count = 0;
+  let bytes = 0;
+  let copiedAt = started;
+  const counter = () =>
+    new Transform({
+      transform: (chunk: Buffer, _encoding, done) => {
+        bytes += chunk.length;
+        done(null, chunk);
+      },
+    });
+  await bulkLoad(target, copy.schemas, copy.tables, async (table) => {
+    const columns = columnList(table.columns);
+    const rows = source.query(copyTo(`copy ${quoted(table)} (${columns}) to stdout (format binary)`));
+    const load = target.query(copyFrom(`copy ${quoted(table)} (${columns}) from stdin (format binary, freeze)`));
+    await pipeline(rows, pace.through(), counter(), load, { signal });
+    copiedAt = performance.now();
+    await copy.copied(++count);
+  });
+  await target.query("commit");
+  await source.query("commit");
+  return { bytes, copyMs: copiedAt - started, rebuildMs: performance.now() - copiedAt };
 }
