@@ -65,7 +65,11 @@ export async function copyInSnapshot(copy: SnapshotCopy): Promise<CopyFigures> {
     const columns = columnList(table.columns);
     const rows = source.query(copyTo(`copy ${quoted(table)} (${columns}) to stdout (format binary)`));
     const load = target.query(copyFrom(`copy ${quoted(table)} (${columns}) from stdin (format binary, freeze)`));
-    await pipeline(rows, pace.through(), counter(), load, { signal });
+    await pipeline(rows, pace.through(), counter(), load, { signal }).catch((error: unknown) => {
+      // Cut by the signal: the COPY's own failure (the load was cancelled) follows from it.
+      signal.throwIfAborted();
+      throw error;
+    });
     copiedAt = performance.now();
     await copy.copied(++count);
   });
