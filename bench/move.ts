@@ -18,8 +18,8 @@
 // GetEntry callers, half on each server's tenants; 0: no GetEntry rounds, the moves alone), BENCH_DIGESTS=1
 // (compare_digests), BENCH_EPHEMERAL=1 runs PostgreSQL without fsync,
 // BENCH_PG_BIN runs another PostgreSQL build (its bin/ folder) for both,
-// BENCH_SYNC_WORKERS sets both servers' max_sync_workers_per_subscription
-// (tables a subscription copies at once; PostgreSQL's default is 2).
+// BENCH_MOVE_MAX_RATE sets Platform's TENANTRY_MOVE_MAX_RATE (the initial
+// copy's pace, such as 8MB; 0 for none; unset, Platform's default).
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -51,7 +51,7 @@ const writers = Number(process.env.BENCH_WRITERS ?? 4);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const digests = process.env.BENCH_DIGESTS === "1";
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
-const syncWorkers = process.env.BENCH_SYNC_WORKERS;
+const moveMaxRate = process.env.BENCH_MOVE_MAX_RATE;
 /** The length of a round without a move before any move has been timed, s. */
 const firstQuietSeconds = 10;
 const othersPerServer = 10;
@@ -75,8 +75,12 @@ interface LogLine {
   service: string;
   msg: string;
   tenantId?: string;
+  /** Of "move's tables copied": the table data's bytes, ms copying them, ms rebuilding keys and indexes. */
+  bytes?: number;
+  copyMs?: number;
+  rebuildMs?: number;
 }
-const watchedMessages = new Set(["tenant's writes frozen", "tenant's writes thawed", "tenant switched to its new cluster", "tenant moved"]);
+const watchedMessages = new Set(["tenant's writes frozen", "tenant's writes thawed", "tenant switched to its new cluster", "tenant moved", "move's tables copied"]);
 const logLines: LogLine[] = [];
 /** Keeps the lines of `child`'s JSON log that tell where a freeze or a move stands. */
 function watchLog(child: ChildProcess): void {
@@ -86,9 +90,10 @@ function watchLog(child: ChildProcess): void {
     rest = lines.pop()!;
     for (const line of lines) {
       try {
-        const entry = JSON.parse(line) as { time: number; service: string; msg: string; tenantId?: string };
+        const entry = JSON.parse(line) as LogLine;
         if (watchedMessages.has(entry.msg)) {
-          logLines.push({ time: entry.time, service: entry.service, msg: entry.msg, tenantId: entry.tenantId });
+          const { time, service, msg, tenantId, bytes, copyMs, rebuildMs } = entry;
+          logLines.push({ time, service, msg, tenantId, bytes, copyMs, rebuildMs });
         }
       } catch {
         // Not a log line.
@@ -114,18 +119,11 @@ try {
     }),
   );
   const platformDb = new pg.Client({ connectionString: bench.database.urlFor("tenantry_platform") });
-  if (syncWorkers !== undefined) {
-    // How many tables a subscription copies at once (PostgreSQL's default: 2).
-    for (const admin of admins) {
-      await admin.query(`alter system set max_sync_workers_per_subscription = ${Number(syncWorkers)}`);
-      await admin.query("select pg_reload_conf()");
-    }
-  }
   const { rows: versionRows } = await admins[0]!.query<{ version: string }>("select current_setting('server_version') as version");
   const serverVersion = versionRows[0]!.version;
 
   // Info level for the freeze's and the move's log lines (a handful per move).
-  const mesh = await startBenchMesh(bench, { env: { TENANTRY_LOG_LEVEL: "info" } });
+  const mesh = await startBenchMesh(bench, { env: { TENANTRY_LOG_LEVEL: "info" }, platformEnv: moveMaxRate === undefined ? {} : { TENANTRY_MOVE_MAX_RATE: moveMaxRate } });
   for (const child of Object.values(mesh.processes)) {
     watchLog(child);
   }
@@ -242,8 +240,10 @@ try {
     to: string;
     /** MoveTenant's time, s. */
     total: number;
-    /** Initial copy (online): subscribe recorded to initial-copy recorded, s. */
+    /** Initial copy (online): publish recorded to copy-tables recorded (slot, paced copy, indexes rebuilt), s. */
     initialCopy?: number;
+    /** Of the initial copy (Platform's log): MB of table data (binary COPY), s copying it, s rebuilding keys and indexes. */
+    copied?: { mb: number; copy: number; rebuild: number };
     mb: number;
     /** Platform's write_freeze: frozen (every service acknowledged) to switched, ms. */
     platformFreeze: number;
@@ -322,6 +322,7 @@ try {
     const platformFrozen = logged("platform", "tenant's writes frozen", cutoverFrom, cutoverTo);
     const switched = logged("platform", "tenant switched to its new cluster", cutoverFrom);
     const platformThawed = logged("platform", "tenant's writes thawed", switched ?? cutoverFrom);
+    const copiedLine = logLines.find((l) => l.service === "platform" && l.msg === "move's tables copied" && l.tenantId === tenantId && l.time >= started && l.time <= ended);
     const minus = (a?: number, b?: number) => (a === undefined || b === undefined ? undefined : a - b);
     const parts = {
       "step begun → Backend holds writes (connect, announce)": minus(backendFrozen, cutoverFrom),
@@ -346,7 +347,8 @@ try {
       from: clusterNames[server]!,
       to,
       total: (ended - started) / 1000,
-      ...(at["initial-copy"] !== undefined && at.subscribe !== undefined ? { initialCopy: (at["initial-copy"] - at.subscribe) / 1000 } : {}),
+      ...(at["copy-tables"] !== undefined && at.publish !== undefined ? { initialCopy: (at["copy-tables"] - at.publish) / 1000 } : {}),
+      ...(copiedLine?.bytes === undefined ? {} : { copied: { mb: copiedLine.bytes / 1e6, copy: copiedLine.copyMs! / 1000, rebuild: copiedLine.rebuildMs! / 1000 } }),
       mb,
       platformFreeze: Number(move.writeFreeze?.seconds ?? 0n) * 1000 + (move.writeFreeze?.nanos ?? 0) / 1e6,
       ...(backendFrozen !== undefined && backendThawed !== undefined ? { backendFreeze: backendThawed - backendFrozen } : {}),
@@ -401,6 +403,7 @@ try {
     process.stdout.write(
       `${f.mode} ${f.from} → ${f.to}: ${f.total.toFixed(2)} s` +
         (f.initialCopy === undefined ? "" : `, initial copy ${f.initialCopy.toFixed(2)} s (${(f.mb / f.initialCopy).toFixed(1)} MB/s)`) +
+        (f.copied === undefined ? "" : ` [${f.copied.mb.toFixed(0)} MB of table data copied in ${f.copied.copy.toFixed(2)} s, keys and indexes rebuilt in ${f.copied.rebuild.toFixed(2)} s]`) +
         `, freeze ${f.backendFreeze?.toFixed(0) ?? "?"} ms held by Backend, ${f.platformFreeze.toFixed(0)} ms recorded, longest gap between writes ${f.gap.toFixed(0)} ms, slowest write ${f.cutoverMax.toFixed(0)} ms, write p99 ${f.p99.toFixed(1)} ms` +
         ` (${f.writes} writes, ${f.retried} retried, ${f.failed} failed); CPU: PostgreSQL ${f.postgresCpu.toFixed(2)} s (source ${f.sourceCpu.toFixed(2)} s, target ${(f.postgresCpu - f.sourceCpu).toFixed(2)} s), Platform ${f.platformCpu.toFixed(2)} s\n    cutover: ${Object.entries(f.parts)
           .map(([k, v]) => `${k.split(" (")[0]} ${v?.toFixed(0) ?? "?"} ms`)
@@ -485,14 +488,17 @@ ${table(
 Platform's CPU: ${(platformCpu.quiet.cpu / platformCpu.quiet.seconds).toFixed(2)} cores without a move, ${(platformCpu.during.cpu / platformCpu.during.seconds).toFixed(2)} during one
 machine load average (1, 5, 15 min) before the rounds: ${loadBefore}; after: ${loadAfter}; other work on the machine during the rounds without a move: ${q[0]!.othersCores.toFixed(2)} of ${os.availableParallelism()} cores on average (the second server counted as other work)`;
   process.stdout.write(`
-Moves of one tenant (a ${databaseMb.toFixed(0)} MB database: ${entryCount} entries, ${userCount} users) between two PostgreSQL ${serverVersion} servers on this machine (${ephemeral ? "without fsync" : "durable"}${syncWorkers === undefined ? "" : `, max_sync_workers_per_subscription=${syncWorkers}`}),
+Moves of one tenant (a ${databaseMb.toFixed(0)} MB database: ${entryCount} entries, ${userCount} users) between two PostgreSQL ${serverVersion} servers on this machine (${ephemeral ? "without fsync" : "durable"}${moveMaxRate === undefined ? "" : `, TENANTRY_MOVE_MAX_RATE=${moveMaxRate}`}),
 ${writeRate} writes/s on it throughout (${writers} writers, CreateEntry retried on UNAVAILABLE)${digests ? ", comparing digests at the cutover" : ""}; medians of ${online.length} online moves and ${frozenMoves.length} under freeze, back and forth
 ${table(
   ["measure", "median", "range"],
   [
     moveRow("online: MoveTenant, total", online.map((f) => f.total), sec, 2),
-    moveRow("online: initial copy (subscribe → every table ready)", online.flatMap((f) => (f.initialCopy === undefined ? [] : [f.initialCopy])), sec, 2),
+    moveRow("online: initial copy (slot made → every table copied, indexes rebuilt)", online.flatMap((f) => (f.initialCopy === undefined ? [] : [f.initialCopy])), sec, 2),
     moveRow("online: initial copy, MB/s of the database's size", copyRates, (v) => median(v).toFixed(1), 1),
+    moveRow("online: initial copy: table data copied (binary COPY), MB", online.flatMap((f) => (f.copied === undefined ? [] : [f.copied.mb])), (v) => median(v).toFixed(0)),
+    moveRow("online: initial copy: time copying it", online.flatMap((f) => (f.copied === undefined ? [] : [f.copied.copy])), sec, 2),
+    moveRow("online: initial copy: then rebuilding keys and indexes", online.flatMap((f) => (f.copied === undefined ? [] : [f.copied.rebuild])), sec, 2),
     moveRow("online: write freeze, as Backend held it (log: frozen → thawed)", backendFreezes, ms),
     moveRow("online: write freeze, as Platform records it (acknowledged → switched)", online.map((f) => f.platformFreeze), ms),
     moveRow("online: longest gap between acknowledged writes across the cutover", online.map((f) => f.gap), ms),

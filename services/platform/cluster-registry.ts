@@ -135,6 +135,20 @@ export class ClusterRegistry {
     return client;
   }
 
+  /**
+   * Opens a logical replication connection (a WAL sender) to one database
+   * of the cluster, as the admin: it takes replication commands such as
+   * CREATE_REPLICATION_SLOT. The caller ends it.
+   */
+  async replicationConnection(name: string, database: string): Promise<pg.Client> {
+    const access = await this.access(name);
+    // node-postgres passes `replication` on in the startup message; its types do not list it.
+    const client = new pg.Client({ ...connectionOf(access), database, replication: "database" } as pg.ClientConfig);
+    client.on("error", () => {});
+    await client.connect();
+    return client;
+  }
+
   /** Runs `fn` on an admin connection to one database of the cluster, closed afterwards. */
   async inDatabase<T>(name: string, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
     const client = await this.connect(name, database);

@@ -221,3 +221,15 @@ describe("backup pace", () => {
     }
   });
 });
+
+describe("move pace", () => {
+  const url = { TENANTRY_DATABASE_URL: "postgres://postgres@127.0.0.1:5432/tenantry_platform" };
+  const rate = (value?: string) => readPlatformConfig({ ...url, ...(value === undefined ? {} : { TENANTRY_MOVE_MAX_RATE: value }) }).TENANTRY_MOVE_MAX_RATE;
+
+  it("is 3 MB a second unless configured, 0 for no limit", () => {
+    expect(rate()).toBe(3 * 1024 ** 2);
+    expect(rate("40MB/s")).toBe(40 * 1024 ** 2);
+    expect(rate("unlimited")).toBe(0);
+    expect(() => rate("fast")).toThrow(/TENANTRY_MOVE_MAX_RATE: expected a size/);
+  });
+});

@@ -118,6 +118,15 @@ export const platformEnv = {
   TENANTRY_RESTORE_KEEP_MS: z.coerce.number().int().min(0).default(24 * 3600 * 1000),
   /** How long a moved tenant's source database is kept, closed to connections, before it is dropped. */
   TENANTRY_MOVE_KEEP_MS: z.coerce.number().int().min(0).default(24 * 3600 * 1000),
+  /**
+   * How much table data the initial copy of an online move copies per
+   * second: its pace, which bounds what the move takes from the other
+   * tenants of both servers (the target's above all, which loads, logs and
+   * indexes every row, and writes it to disk). 0 or unlimited for no
+   * limit. At 3 MB a second other tenants kept 0.82–1.00 of their reads
+   * in bench:move (2 cores, both servers on them), at 8 MB 0.58–0.79.
+   */
+  TENANTRY_MOVE_MAX_RATE: bytesPerSecond.default(3 * 1024 ** 2),
   /** How many connections read a tenant's tables at once while it is backed up (besides the one holding the snapshot). */
   TENANTRY_BACKUP_WORKERS: positiveInt.default(2),
   /**

@@ -187,6 +187,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       migrateTimeoutMs: 60_000,
       keepMs: config.TENANTRY_MOVE_KEEP_MS,
       cutoverTimeoutMs: 30_000,
+      copyBytesPerSecond: config.TENANTRY_MOVE_MAX_RATE,
       stallMs: 60_000,
       pollMs: 100,
       log,

@@ -3,7 +3,8 @@
 // before it is recorded: a provisioning step ("migrate-schemas"), a step of
 // taking a backup ("backup:copy-tables"), or a restore's ("in_place:load",
 // "clone:adopt", "undo:switch-back"), or a move's ("move:subscribe", or
-// "move:cutover:frozen" inside the cutover). For the crash tests.
+// "move:copy-tables:copying" and "move:cutover:frozen" inside steps). For
+// the crash tests.
 import { runMain } from "../mesh/run-main.ts";
 
 const crashAfter = process.env.TENANTRY_TEST_CRASH_AFTER;

@@ -2,6 +2,8 @@ export { BackgroundGzip, type BackgroundGzipOptions } from "./background-gzip.ts
 export type { BackupEvents, CountedRestoreKind } from "./backup-events.ts";
 export { downloadBackup, downloadFormat, restoreScript, type DownloadManifest } from "./backup-download.ts";
 export { loadBackup } from "./backup-load.ts";
+export { BackupPace } from "./backup-pace.ts";
+export { bulkLoad } from "./bulk-load.ts";
 export { backupFormat, type BackupManifest } from "./backup-manifest.ts";
 export { BackupSchedule, type BackupScheduleOptions, type ScheduleRun } from "./backup-schedule.ts";
 export type { BackupKey, BackupStorage } from "./backup-storage.ts";
@@ -11,6 +13,6 @@ export { S3BackupStorage, type S3BackupStorageOptions } from "./s3-backup-storag
 export { requested, restoreSteps, undoSteps, type RestoreStep } from "./restore-steps.ts";
 export { SelfServeBackups, type SelfServeBackupsOptions } from "./self-serve-backups.ts";
 export { backupSteps, type BackupStep } from "./tenant-backup.ts";
-export { constraintsToSetAside, listSequences, listTables, quoted, type CatalogTable, type SetAside } from "./tenant-catalog.ts";
+export { columnList, constraintsToSetAside, listSequences, listTables, quoted, type CatalogTable, type SetAside } from "./tenant-catalog.ts";
 export { answerOf, keyOf, loginOf, reasonOf, TenantBackups, type BackupTaking, type TenantBackupsOptions } from "./tenant-backups.ts";
 export { refuseWhileRestoring, restoreLock, TenantRestores, type RestoreRequest, type TenantRestoresOptions } from "./tenant-restores.ts";

@@ -98,18 +98,36 @@ export function connectionString(access: PublisherAccess): string {
 
 /**
  * Subscribes the target database (on a connection to it as the admin) to
- * the publication `name` of the source, with a replication slot of that
- * name on the source: the tables are copied, then kept in step. Nothing
- * happens when the subscription exists already.
+ * the publication `name` of the source, through the replication slot of
+ * that name made by {@link createSlotWithSnapshot}: the tables were copied
+ * in the slot's snapshot, so the subscription copies nothing and applies
+ * what was committed after it. Nothing happens when the subscription
+ * exists already.
  */
 export async function subscribe(target: pg.ClientBase, name: string, source: PublisherAccess): Promise<void> {
   const { rowCount } = await target.query("select 1 from pg_subscription where subname = $1", [name]);
   if (rowCount === 0) {
     await target.query(
       `create subscription ${pg.escapeIdentifier(name)} connection ${pg.escapeLiteral(connectionString(source))} publication ${pg.escapeIdentifier(name)} ` +
-        `with (slot_name = ${pg.escapeLiteral(name)}, copy_data = true, create_slot = true)`,
+        `with (slot_name = ${pg.escapeLiteral(name)}, copy_data = false, create_slot = false)`,
     );
   }
+}
+
+/**
+ * Makes the logical replication slot `name` (pgoutput) on a replication
+ * connection to the source database (see `ClusterRegistry.replicationConnection`),
+ * exporting the snapshot it starts from: tables read in that snapshot and
+ * the changes the slot streams join without a gap or an overlap. The
+ * snapshot lasts while the connection stays open and takes no other
+ * command. `serverVersion` is the source's server_version_num (the
+ * command's options are written another way before PostgreSQL 15).
+ */
+export async function createSlotWithSnapshot(replication: pg.Client, name: string, serverVersion: number): Promise<{ snapshot: string; lsn: string }> {
+  // Replication commands take their keywords in capitals only.
+  const options = serverVersion >= 150000 ? "(SNAPSHOT 'export')" : "EXPORT_SNAPSHOT";
+  const { rows } = await replication.query<{ snapshot_name: string; consistent_point: string }>(`CREATE_REPLICATION_SLOT ${pg.escapeIdentifier(name)} LOGICAL pgoutput ${options}`);
+  return { snapshot: rows[0]!.snapshot_name, lsn: rows[0]!.consistent_point };
 }
 
 /** How far a subscription has come: tables copied and in step, of all, and the errors its workers met. */

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import type { Logger, SecretBox } from "../../mesh/index.ts";
 import { maxFreezeTtlMs } from "../freezes/index.ts";
-import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, type TenantBackups } from "../backups/index.ts";
+import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, type CatalogTable, type TenantBackups } from "../backups/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Move } from "../entities/move.ts";
 import type { Tenant } from "../entities/tenant.ts";
@@ -14,6 +14,7 @@ import { changeMove, getTenant, moveModes, recordMoveProgress, recordSwitch, typ
 import { allowConnections, migrateDatabase, readSchemaVersions, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
 import {
   createMarkerTable,
+  createSlotWithSnapshot,
   dropMarkerTable,
   dropPublication,
   dropSlot,
@@ -28,6 +29,7 @@ import {
   type SubscriptionProgress,
 } from "./logical-replication.ts";
 import { endRoleSessions } from "./role-sessions.ts";
+import { copyInSnapshot } from "./snapshot-copy.ts";
 import { compareTables, type ComparedTable } from "./table-comparison.ts";
 import type { FrozenTenant, Release, WriteFreeze } from "./write-freeze.ts";
 
@@ -48,6 +50,8 @@ export interface MoveServices {
   keepMs: number;
   /** How long the cutover waits for its marker row on the target, its writes frozen, before it gives up. */
   cutoverTimeoutMs: number;
+  /** Table data the initial copy of an online move copies per second (its pace); 0 for no limit. */
+  copyBytesPerSecond: number;
   /** How long replication may go on failing (the target's workers erring) without progress before the move gives up. */
   stallMs: number;
   /** How often replication's progress is looked at. */
@@ -62,7 +66,10 @@ export interface MoveContext extends MoveServices {
   move: Move;
   /** The tenant moved: its role and password. */
   tenant: Tenant;
-  /** Called at points inside a step (for crash tests): "cutover:frozen" once the writes are frozen. */
+  /**
+   * Called at points inside a step (for crash tests): "copy-tables:copying"
+   * once the first table is copied, "cutover:frozen" once the writes are frozen.
+   */
   reached: (point: string) => Promise<void>;
   /** Aborts when Platform stops: waits end at once (the move is resumed at the next start). */
   signal: AbortSignal;
@@ -79,10 +86,11 @@ export const rollingBack = "rollback";
 /**
  * The steps of each mode, in order, after {@link requested}. The target
  * database is made at the tenant's schema versions first, then online the
- * source publishes and the target subscribes, copies and catches up while
- * the tenant is served; the cutover freezes the tenant's writes (under
- * freeze: copies), checks, and switches the route; what replication made
- * is removed, and the source closed.
+ * source publishes, its tables are copied at a pace into the target in the
+ * snapshot of a new replication slot, and the target subscribes through
+ * that slot and catches up, all while the tenant is served; the cutover
+ * freezes the tenant's writes (under freeze: copies), checks, and switches
+ * the route; what replication made is removed, and the source closed.
  */
 export const moveSteps = {
   [moveModes.online]: [
@@ -91,6 +99,7 @@ export const moveSteps = {
     "secure-database",
     "migrate-schemas",
     "publish",
+    "copy-tables",
     "subscribe",
     "initial-copy",
     "catch-up",
@@ -206,10 +215,65 @@ async function publishSource(context: MoveContext): Promise<void> {
 }
 
 /**
- * Subscribes the target to the source's publication, which copies the
- * tables in the background. A slot of the move's name with no
- * subscription is what a Platform that stopped while subscribing left:
- * dropped, and made again.
+ * The initial copy: makes the replication slot the target will subscribe
+ * through, exporting the snapshot it starts from, and copies every
+ * published table in that snapshot into the target at the move's pace
+ * (see {@link copyInSnapshot}); the replication connection holding the
+ * snapshot stays open, idle, until the copy ends. The snapshot dies with
+ * it, so a copy that did not end (Platform stopped, or killed) starts
+ * again from nothing: what it left is removed first (the slot; the rows
+ * it loaded went with its transaction on the target). A Platform that
+ * stops cuts the copy under way.
+ */
+async function copyTables(context: MoveContext): Promise<void> {
+  const { em, move, clusters, copyBytesPerSecond } = context;
+  const name = replicationName(move.id);
+  // A subscription is what a Platform made before copies were paced: it would copy the tables too.
+  await inDatabase(context, targetDatabase(context), "admin", (target) => dropSubscription(target, name));
+  const serverVersion = await clusters.admin(move.sourceCluster, async (admin) => {
+    await dropSlot(admin, name);
+    const { rows } = await admin.query<{ version: number }>("select current_setting('server_version_num')::int as version");
+    return rows[0]!.version;
+  });
+  const schemas = [...(await sourceVersions(context)).keys()];
+  const replication = await clusters.replicationConnection(move.sourceCluster, move.sourceDatabase);
+  try {
+    const { snapshot } = await createSlotWithSnapshot(replication, name, serverVersion);
+    await inDatabase(context, sourceDatabase(context), "admin", (source) =>
+      inDatabase(context, targetDatabase(context), "owner", async (target) => {
+        const tables = await publishedTables(source, schemas);
+        const progress = async (tablesCopied: number) => {
+          Object.assign(move, { tablesCopied, tableCount: tables.length });
+          await recordMoveProgress(em, move.id, { tablesCopied, tableCount: tables.length });
+          if (tablesCopied === 1) {
+            await context.reached("copy-tables:copying");
+          }
+        };
+        await progress(0);
+        const figures = await copyInSnapshot({ source, target, snapshot, tables, schemas, bytesPerSecond: copyBytesPerSecond, copied: progress, signal: context.signal });
+        if (tables.length > 0) {
+          await target.query(`analyze ${tables.map(quoted).join(", ")}`);
+        }
+        context.log.info({ moveId: move.id, tenantId: move.tenantId, ...figures, copyMs: Math.round(figures.copyMs), rebuildMs: Math.round(figures.rebuildMs) }, "move's tables copied");
+      }),
+    );
+  } finally {
+    await replication.end().catch(() => undefined);
+  }
+}
+
+/** The tables a move's publication holds, with their columns: the services' (see {@link movedTables}) and the marker table. */
+async function publishedTables(source: pg.ClientBase, schemas: string[]): Promise<CatalogTable[]> {
+  const services = (await listTables(source, schemas)).filter((t) => t.name !== migrationTable);
+  const marker = (await listTables(source, [markerTable.schema])).filter((t) => t.name === markerTable.name);
+  return [...services, ...marker];
+}
+
+/**
+ * Subscribes the target to the source's publication through the slot the
+ * initial copy made: it streams what was committed after the copy's
+ * snapshot. FAILED_PRECONDITION when that slot is gone (dropped by hand):
+ * the copy cannot be joined with what came after it.
  */
 async function subscribeTarget(context: MoveContext): Promise<void> {
   const { move, clusters } = context;
@@ -218,7 +282,10 @@ async function subscribeTarget(context: MoveContext): Promise<void> {
   await inDatabase(context, targetDatabase(context), "admin", async (admin) => {
     const { rowCount } = await admin.query("select 1 from pg_subscription where subname = $1", [name]);
     if (rowCount === 0) {
-      await clusters.admin(move.sourceCluster, (sourceAdmin) => dropSlot(sourceAdmin, name));
+      const slot = await clusters.admin(move.sourceCluster, (sourceAdmin) => sourceAdmin.query("select 1 from pg_replication_slots where slot_name = $1", [name]));
+      if (slot.rowCount === 0) {
+        throw new ConnectError(`replication slot "${name}" of the move's copy is gone from cluster "${move.sourceCluster}"; move the tenant again`, Code.FailedPrecondition);
+      }
     }
     await subscribe(admin, name, { host: source.host, port: source.port, database: move.sourceDatabase, user: source.adminUser, password: source.adminPassword });
   });
@@ -272,7 +339,7 @@ async function untilReplicated(
   }
 }
 
-/** Waits until every table has been copied and is kept in step. */
+/** Waits until the subscription has every table in step (at once after a paced copy: it copies none). */
 async function initialCopy(context: MoveContext): Promise<void> {
   await inDatabase(context, targetDatabase(context), "admin", (target) => untilReplicated(context, target, async (p) => p.total > 0 && p.ready === p.total));
 }
@@ -496,6 +563,7 @@ export const moveStepTable: { readonly [S in MoveStep]: MoveWork } = {
   "secure-database": provisioningStep(provisioningStepTable["secure-database"].perform),
   "migrate-schemas": migrateSchemas,
   publish: publishSource,
+  "copy-tables": copyTables,
   subscribe: subscribeTarget,
   "initial-copy": initialCopy,
   "catch-up": (context) => catchUp(context),

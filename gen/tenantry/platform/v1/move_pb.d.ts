@@ -48,8 +48,9 @@ export declare type Move = Message<"tenantry.platform.v1.Move"> & {
 
   /**
    * The last step done: "requested", then create-role, create-database,
-   * secure-database, then online migrate-schemas, publish, subscribe,
-   * initial-copy, catch-up, cutover; under freeze cutover alone (it copies);
+   * secure-database, then online migrate-schemas, publish, copy-tables,
+   * subscribe, initial-copy, catch-up, cutover; under freeze cutover alone
+   * (it copies);
    * then remove-replication (online), close-source. "rollback" while a
    * failed move is undone.
    *

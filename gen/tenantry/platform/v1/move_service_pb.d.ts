@@ -406,8 +406,9 @@ export declare const DrainEventSchema: GenEnum<DrainEvent>;
  * Online (PostgreSQL logical replication, where both servers allow it: see
  * ListClusters): a database is made on the target cluster at the tenant's
  * schema versions, owned by the tenant's role; the source publishes the
- * services' tables and the target subscribes, copies them while the tenant
- * is served and catches up. Then the cutover: the tenant's writes are
+ * services' tables, Platform copies them (at TENANTRY_MOVE_MAX_RATE) in the
+ * snapshot of a replication slot while the tenant is served, and the target
+ * subscribes through that slot and catches up. Then the cutover: the tenant's writes are
  * frozen, a marker row written on the source is awaited on the target,
  * sequences are set, every table's rows (and SHA-256 on request) compared,
  * the tenant's route switched to the target, and its writes thawed.
