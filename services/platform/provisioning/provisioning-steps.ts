@@ -6,7 +6,7 @@ import { readAppliedMigrations, type Logger, type SecretBox } from "../../mesh/i
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import type { SchemaServices } from "../schema-services.ts";
-import { changeTenant, ownerPasswordContext, recordMigrated, recordPermissionsMerged, rolePasswordContext, statusNames } from "../stores/index.ts";
+import { changeTenant, ownerPasswordContext, recordMigrated, recordPermissionsMerged, rolePasswordContext, statusNames, writeRedoable } from "../stores/index.ts";
 import type { TemplateDatabases } from "./template-databases.ts";
 
 /**
@@ -119,15 +119,16 @@ async function secureDatabase({ tenant, clusters, schemas, templates, run }: Ste
   const role = pg.escapeIdentifier(tenant.role!);
   const database = pg.escapeIdentifier(tenant.database);
   run.versions = await clusters.inDatabase(tenant.cluster!, tenant.database, async (client) => {
-    await client.query(`revoke connect, temporary on database ${database} from public`);
-    await client.query(`alter database ${database} owner to ${role}`);
-    if (templates !== undefined) {
-      const copied = await client.query("select 1 from pg_roles where rolname = $1", [templates.name]);
-      if (copied.rowCount !== 0) {
+    const copied = templates !== undefined && (await client.query("select 1 from pg_roles where rolname = $1", [templates.name])).rowCount !== 0;
+    // One transaction, so one commit to wait for.
+    await client.query(
+      [
+        `revoke connect, temporary on database ${database} from public`,
+        `alter database ${database} owner to ${role}`,
         // A copy of the template: what the template's role made becomes the tenant's.
-        await client.query(`reassign owned by ${pg.escapeIdentifier(templates.name)} to ${role}`);
-      }
-    }
+        ...(copied ? [`reassign owned by ${pg.escapeIdentifier(templates.name)} to ${role}`] : []),
+      ].join(";\n"),
+    );
     return readVersions(client, schemas.entries.map((e) => e.name));
   });
 }
@@ -150,9 +151,11 @@ async function migrateSchemas({ em, tenant, clusters, schemas, migrateTimeoutMs,
       }
     }),
   );
-  for (const [service, version] of reported) {
-    await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
-  }
+  await writeRedoable(em, async () => {
+    for (const [service, version] of reported) {
+      await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
+    }
+  });
 }
 
 /**
@@ -175,7 +178,7 @@ async function bootstrap({ em, tenant, schemas, box, migrateTimeoutMs }: StepCon
     const cause = ConnectError.from(error);
     throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
   }
-  await recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest });
+  await writeRedoable(em, () => recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest }));
 }
 
 /** Makes the tenant ACTIVE, forgetting the owner's password; recorded with its work. */

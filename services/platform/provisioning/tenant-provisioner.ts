@@ -15,6 +15,7 @@ import {
   insertTenant,
   listClusters,
   ownerPasswordContext,
+  recordStepDone,
   restartProvisioning,
   restoringStep,
   rolePasswordContext,
@@ -241,7 +242,7 @@ export class TenantProvisioner {
       }
       await this.#options.afterStep?.(tenantId, step);
       if (step !== "activate") {
-        await changeTenant(em, tenant, { lifecycleStep: step });
+        await recordStepDone(em, tenant, step);
       }
     }
     this.#options.log.info({ tenantId, cluster: tenant.cluster, database: tenant.database }, "tenant provisioned");
