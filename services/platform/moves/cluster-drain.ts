@@ -52,6 +52,8 @@ export interface ClusterDrainOptions {
   orm: MikroORM;
   /** The moves a drain starts and follows. */
   moves: TenantMoves;
+  /** Told once a cluster is DRAINING: what is kept ready on it for new tenants can go. */
+  onDraining?: (cluster: string) => void;
   log: Logger;
 }
 
@@ -87,6 +89,7 @@ export class ClusterDrain {
     const em = orm.em.fork();
     await this.#checkRoom(request, await findTenantsOnCluster(em, request.cluster), await findRunningMovesOf(em, request.cluster));
     await changeClusterState(em, request.cluster, clusterStates.draining);
+    this.#options.onDraining?.(request.cluster);
     log.info({ cluster: request.cluster, concurrency, mode: MoveMode[mode], target: request.targetCluster }, "draining cluster");
 
     const totals: DrainTotals = { total: 0, moved: 0, failed: 0, left: 0, remaining: 0, moving: 0 };
