@@ -1,7 +1,8 @@
 // npm run bench:backup: Tenantry's backups and restores against pg_dump -Fc
 // and pg_restore, side by side on the same ~100 MB tenant, in one run:
 // backup time and size, restore time (as a clone and in place, against
-// pg_restore into a new database), and GetEntry throughput of other tenants
+// pg_restore into a new database; a restore loads over two connections, so
+// also against pg_restore -j 2), and GetEntry throughput of other tenants
 // while backups run against without. pg_dump must be of the server's major,
 // so PostgreSQL here is Debian's (BENCH_PG_BIN, default
 // /usr/lib/postgresql/15/bin, must hold postgres, initdb, pg_dump and
@@ -123,7 +124,7 @@ try {
   /** Flushes what earlier rounds wrote, so that no round pays for another's checkpoint. */
   const settle = () => admin.query("checkpoint");
   const dumpFile = path.join(bench.dir, "tenant.dump");
-  const figures = { dump: [] as number[], dumpFast: [] as number[], backup: [] as number[], pgRestore: [] as number[], analyze: [] as number[], clone: [] as number[], inPlace: [] as number[], dumpBytes: 0, dumpFastBytes: 0, backupBytes: 0 };
+  const figures = { dump: [] as number[], dumpFast: [] as number[], backup: [] as number[], pgRestore: [] as number[], pgRestoreJobs: [] as number[], analyze: [] as number[], clone: [] as number[], inPlace: [] as number[], dumpBytes: 0, dumpFastBytes: 0, backupBytes: 0 };
   process.stdout.write(`${rounds} rounds of backups and restores…\n`);
   for (let round = 0; round < rounds; round++) {
     const database = await databaseOf(tenantId);
@@ -168,12 +169,23 @@ try {
       figures.analyze.push(await timed(() => restoredDb.query(`analyze ${tables.map((t) => t.name).join(", ")}`)));
       await restoredDb.end();
     };
+    // For reference: pg_restore with two jobs, as a restore loads over two connections.
+    const pgRestoreJobs = async () => {
+      await settle();
+      figures.pgRestoreJobs.push(
+        await timed(async () => {
+          await admin.query(`create database ${restored}_j2`);
+          await run("pg_restore", ["-j", "2", "-d", bench.database.urlFor(`${restored}_j2`), dumpFile]);
+        }),
+      );
+      await admin.query(`drop database ${restored}_j2`);
+    };
     const clone = async () => {
       await settle();
       figures.clone.push(await timed(() => backups.restoreBackup({ backupId, targetTenantId: `clone-${round}` })));
     };
     // Both sides go first in turn.
-    const order = round % 2 === 0 ? [dump, dumpFast, backup, pgRestore, clone] : [backup, dumpFast, dump, clone, pgRestore];
+    const order = round % 2 === 0 ? [dump, dumpFast, backup, pgRestore, pgRestoreJobs, clone] : [backup, dumpFast, dump, clone, pgRestoreJobs, pgRestore];
     for (const step of order) {
       await step();
     }
@@ -187,7 +199,7 @@ try {
     await admin.query(`drop database ${restored}`);
     await backups.deleteBackup({ backupId });
     process.stdout.write(
-      `round ${round + 1}/${rounds}: pg_dump ${figures.dump.at(-1)!.toFixed(2)} s (-Z1 ${figures.dumpFast.at(-1)!.toFixed(2)} s), backup ${figures.backup.at(-1)!.toFixed(2)} s, pg_restore ${figures.pgRestore.at(-1)!.toFixed(2)} s, clone ${figures.clone.at(-1)!.toFixed(2)} s, in place ${figures.inPlace.at(-1)!.toFixed(2)} s\n`,
+      `round ${round + 1}/${rounds}: pg_dump ${figures.dump.at(-1)!.toFixed(2)} s (-Z1 ${figures.dumpFast.at(-1)!.toFixed(2)} s), backup ${figures.backup.at(-1)!.toFixed(2)} s, pg_restore ${figures.pgRestore.at(-1)!.toFixed(2)} s (-j 2 ${figures.pgRestoreJobs.at(-1)!.toFixed(2)} s), clone ${figures.clone.at(-1)!.toFixed(2)} s, in place ${figures.inPlace.at(-1)!.toFixed(2)} s\n`,
     );
   }
   await rm(dumpFile, { force: true });
@@ -262,6 +274,8 @@ ${table(
     row("backup / pg_dump -Fc -Z1 (gzip level 1 too)", sec(figures.backup), sec(figures.dumpFast), ratio(figures.backup, figures.dumpFast)),
     row("size: backup / pg_dump -Fc -Z1 file", mb(figures.backupBytes), mb(figures.dumpFastBytes), figures.backupBytes / figures.dumpFastBytes),
     row("clone / pg_restore then ANALYZE", sec(figures.clone), sec(pgRestoreAnalyzed), ratio(figures.clone, pgRestoreAnalyzed)),
+    row("clone / pg_restore -j 2 (two connections too)", sec(figures.clone), sec(figures.pgRestoreJobs), ratio(figures.clone, figures.pgRestoreJobs)),
+    row("in place / pg_restore -j 2", sec(figures.inPlace), sec(figures.pgRestoreJobs), ratio(figures.inPlace, figures.pgRestoreJobs)),
   ],
 )}
 (a restore ANALYZEs the tables it loaded before the tenant is served; pg_restore leaves that to be done)

@@ -2,9 +2,9 @@ import { Code, ConnectError, createClient, type Client } from "@connectrpc/conne
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ClusterService } from "../gen/tenantry/platform/v1/cluster_service_pb.js";
+import { ClusterService, ClusterState } from "../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { MoveMode } from "../gen/tenantry/platform/v1/move_pb.js";
-import { MoveService } from "../gen/tenantry/platform/v1/move_service_pb.js";
+import { DrainEvent, MoveService } from "../gen/tenantry/platform/v1/move_service_pb.js";
 import { TenantStatus } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { moveSteps } from "../services/platform/moves/index.ts";
@@ -123,6 +123,56 @@ for (const { mode, steps } of modes) {
     }
   });
 }
+
+describe("a drain after a kill -9", () => {
+  it("leaves its cluster DRAINING, its moves go on when Platform starts again, and the next call finishes the drain", async () => {
+    const clusters = mesh.client("platform", ClusterService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    const moves = mesh.client("platform", MoveService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    // Every tenant the specs above moved is on "second"; two more join them with entries of their own.
+    const joined: string[] = [];
+    for (const prefix of ["drain-a", "drain-b"]) {
+      const { tenantId } = await mesh.createTenant({ tenantId: mesh.uniqueTenantId(prefix), owner });
+      await mesh.entries.createEntry({ title: `entry of ${tenantId}` }, headers(tenantId));
+      await moves.moveTenant({ tenantId, targetCluster: "second", mode: MoveMode.COPY_UNDER_FREEZE });
+      expect((await settled(tenantId)).state).toBe("succeeded");
+      joined.push(tenantId);
+    }
+    const onSecond = async () => (await mesh.platformClient.listTenants({ pageSize: 500 })).tenants.filter((t) => t.cluster === "second").map((t) => t.tenantId);
+    const draining = await onSecond();
+    expect(draining).toEqual(expect.arrayContaining(joined));
+
+    await crashAfter("move:subscribe", async (client) => {
+      for await (const _event of client.drainCluster({ cluster: "second", targetCluster: "default", maxConcurrency: 2, mode: MoveMode.ONLINE })) {
+        // Runs until Platform dies in the middle of its first online move.
+      }
+    });
+    const listed = await clusters.listClusters({});
+    expect(listed.clusters.find((c) => c.name === "second")?.state).toBe(ClusterState.DRAINING);
+
+    const events: DrainEvent[] = [];
+    for await (const event of moves.drainCluster({ cluster: "second", targetCluster: "default", maxConcurrency: 2 }, { timeoutMs: 120_000 })) {
+      events.push(event.event);
+      if (event.event === DrainEvent.FINISHED) {
+        expect(event.totals).toMatchObject({ total: draining.length, failed: 0, left: 0, remaining: 0, moving: 0 });
+      }
+    }
+    expect(events.at(-1)).toBe(DrainEvent.FINISHED);
+    expect(await onSecond()).toEqual([]);
+    for (const tenantId of draining) {
+      expect(await settled(tenantId)).toMatchObject({ state: "succeeded", error: null });
+    }
+    for (const tenantId of joined) {
+      const { entries } = await retried(() => mesh.entries.listEntries({}, headers(tenantId)));
+      expect(entries.map((e) => e.title)).toEqual([`entry of ${tenantId}`]);
+      await retried(() => mesh.entries.createEntry({ title: "after the drain" }, headers(tenantId)));
+    }
+    // Nothing of the tenants is left open on the drained server, and no replication anywhere.
+    const open = await second.sql<{ datname: string }>("postgres", "select datname from pg_database where datname like 'tenant\\_%' and datallowconn");
+    expect(open).toEqual([]);
+    expect(await replicationOf(mesh)).toEqual([]);
+    expect(await replicationOf(second)).toEqual([]);
+  });
+});
 
 describe("replication a move left", () => {
   it("is found by its name and removed when Platform starts, unless its move is under way", async () => {

@@ -32,7 +32,7 @@ export function defaultRolesOf(permission: Permission): string[] {
 
 /**
  * Merges declared permissions into the catalog of the tenant in scope
- * (`auth.permissions`), inside the caller's transaction or one of its own:
+ * (its `permissions` table), inside the caller's transaction or one of its own:
  * a permission new to the catalog is added and given to the default roles
  * its declaration names; one the catalog holds keeps its grants, and its
  * description follows the declaration. The default roles in `newRoles`
@@ -47,13 +47,13 @@ export async function mergePermissions(em: EntityManager, permissions: readonly 
   return em.transactional(async (tx) => {
     const declaredRows = JSON.stringify(rows);
     const inserted = await tx.execute<{ name: string }[]>(
-      `insert into auth.permissions (name, description)
+      `insert into permissions (name, description)
        select name, description from jsonb_to_recordset(?::jsonb) as p(name text, description text)
        on conflict (name) do nothing returning name`,
       [declaredRows],
     );
     await tx.execute(
-      `update auth.permissions p set description = d.description from jsonb_to_recordset(?::jsonb) as d(name text, description text)
+      `update permissions p set description = d.description from jsonb_to_recordset(?::jsonb) as d(name text, description text)
        where p.name = d.name and p.description <> d.description`,
       [declaredRows],
     );
@@ -61,14 +61,14 @@ export async function mergePermissions(em: EntityManager, permissions: readonly 
     const newRoles = new Set(options.newRoles ?? []);
     const grants = rows.flatMap(({ name, roles }) => roles.filter((role) => added.has(name) || newRoles.has(role)).map((role) => ({ name, role })));
     await tx.execute(
-      `insert into auth.role_permissions (role_id, permission)
-       select r.id, g.name from jsonb_to_recordset(?::jsonb) as g(name text, role text) join auth.roles r on r.builtin and r.name = g.role
+      `insert into role_permissions (role_id, permission)
+       select r.id, g.name from jsonb_to_recordset(?::jsonb) as g(name text, role text) join roles r on r.builtin and r.name = g.role
        on conflict do nothing`,
       [JSON.stringify(grants)],
     );
     await tx.execute(
-      `insert into auth.role_permissions (role_id, permission)
-       select r.id, p.name from auth.roles r cross join auth.permissions p where r.builtin and r.name = ?
+      `insert into role_permissions (role_id, permission)
+       select r.id, p.name from roles r cross join permissions p where r.builtin and r.name = ?
        on conflict do nothing`,
       [ownerRole],
     );

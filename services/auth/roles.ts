@@ -12,7 +12,7 @@ export interface RoleRecord {
 }
 
 const selectRoles = `select r.name, r.description, r.builtin, array_remove(array_agg(rp.permission order by rp.permission), null) as permissions
-  from auth.roles r left join auth.role_permissions rp on rp.role_id = r.id`;
+  from roles r left join role_permissions rp on rp.role_id = r.id`;
 
 function checkName(name: string): string {
   if (!/^[a-z0-9][a-z0-9_-]{1,59}$/.test(name)) {
@@ -26,7 +26,7 @@ async function checkPermissions(em: EntityManager, permissions: string[]): Promi
   if (unique.length === 0) {
     return [];
   }
-  const known = await em.execute<{ name: string }[]>("select name from auth.permissions where name in (?)", [unique]);
+  const known = await em.execute<{ name: string }[]>("select name from permissions where name in (?)", [unique]);
   const unknown = unique.filter((p) => !known.some((k) => k.name === p));
   if (unknown.length > 0) {
     throw new ConnectError(`unknown permission "${unknown[0]!.slice(0, 100)}": see RoleService/ListPermissions`, Code.InvalidArgument);
@@ -36,7 +36,7 @@ async function checkPermissions(em: EntityManager, permissions: string[]): Promi
 
 /** A role by name that may be changed: NOT_FOUND, or FAILED_PRECONDITION for a default role. */
 async function changeableRole(em: EntityManager, name: string): Promise<string> {
-  const [role] = await em.execute<{ id: string; builtin: boolean }[]>("select id, builtin from auth.roles where name = ? for update", [name]);
+  const [role] = await em.execute<{ id: string; builtin: boolean }[]>("select id, builtin from roles where name = ? for update", [name]);
   if (role === undefined) {
     throw new ConnectError(`role "${name}" not found`, Code.NotFound);
   }
@@ -64,9 +64,9 @@ export async function createRole(em: EntityManager, request: { name: string; des
     await em.transactional(async (tx) => {
       const permissions = await checkPermissions(tx, request.permissions);
       const id = randomUUID();
-      await tx.execute("insert into auth.roles (id, name, description) values (?, ?, ?)", [id, name, request.description.trim().slice(0, 500)]);
+      await tx.execute("insert into roles (id, name, description) values (?, ?, ?)", [id, name, request.description.trim().slice(0, 500)]);
       for (const permission of permissions) {
-        await tx.execute("insert into auth.role_permissions (role_id, permission) values (?, ?)", [id, permission]);
+        await tx.execute("insert into role_permissions (role_id, permission) values (?, ?)", [id, permission]);
       }
     });
   } catch (error) {
@@ -90,13 +90,13 @@ export async function updateRole(
   await em.transactional(async (tx) => {
     const id = await changeableRole(tx, name);
     if (change.paths.includes("description")) {
-      await tx.execute("update auth.roles set description = ? where id = ?", [change.description.trim().slice(0, 500), id]);
+      await tx.execute("update roles set description = ? where id = ?", [change.description.trim().slice(0, 500), id]);
     }
     if (change.paths.includes("permissions")) {
       const permissions = await checkPermissions(tx, change.permissions);
-      await tx.execute("delete from auth.role_permissions where role_id = ?", [id]);
+      await tx.execute("delete from role_permissions where role_id = ?", [id]);
       for (const permission of permissions) {
-        await tx.execute("insert into auth.role_permissions (role_id, permission) values (?, ?)", [id, permission]);
+        await tx.execute("insert into role_permissions (role_id, permission) values (?, ?)", [id, permission]);
       }
     }
   });
@@ -106,30 +106,30 @@ export async function updateRole(
 export async function deleteRole(em: EntityManager, name: string): Promise<void> {
   await em.transactional(async (tx) => {
     const id = await changeableRole(tx, name);
-    await tx.execute("delete from auth.roles where id = ?", [id]);
+    await tx.execute("delete from roles where id = ?", [id]);
   });
 }
 
 /** Gives a user a role (again: nothing changes), or takes it away. */
 export async function setRole(em: EntityManager, userId: string, role: string, granted: boolean): Promise<void> {
   await em.transactional(async (tx) => {
-    const [user] = await tx.execute<{ id: string }[]>("select id from auth.users where id::text = ?", [userId.toLowerCase()]);
+    const [user] = await tx.execute<{ id: string }[]>("select id from users where id::text = ?", [userId.toLowerCase()]);
     if (user === undefined) {
       throw new ConnectError(`user "${userId.slice(0, 60)}" not found`, Code.NotFound);
     }
-    const [found] = await tx.execute<{ id: string }[]>("select id from auth.roles where name = ?", [role]);
+    const [found] = await tx.execute<{ id: string }[]>("select id from roles where name = ?", [role]);
     if (found === undefined) {
       throw new ConnectError(`role "${role.slice(0, 60)}" not found`, Code.NotFound);
     }
     if (granted) {
-      await tx.execute("insert into auth.user_roles (user_id, role_id) values (?, ?) on conflict do nothing", [user.id, found.id]);
+      await tx.execute("insert into user_roles (user_id, role_id) values (?, ?) on conflict do nothing", [user.id, found.id]);
       return;
     }
-    await tx.execute("delete from auth.user_roles where user_id = ? and role_id = ?", [user.id, found.id]);
+    await tx.execute("delete from user_roles where user_id = ? and role_id = ?", [user.id, found.id]);
     await keepAnOwner(tx);
   });
 }
 
 export function listPermissions(em: EntityManager): Promise<{ name: string; description: string }[]> {
-  return em.execute("select name, description from auth.permissions order by name");
+  return em.execute("select name, description from permissions order by name");
 }

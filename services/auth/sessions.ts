@@ -32,7 +32,7 @@ const invalidRefresh = () => new ConnectError("the refresh token is not valid: l
 /** Signs a user in with email and password. Run in the tenant's scope. */
 export async function login(em: EntityManager, deps: SessionDeps, tenantId: string, email: string, password: string): Promise<Tokens> {
   deps.throttle.check(tenantId, email);
-  const [user] = await em.execute<{ id: string; password_hash: string }[]>("select id, password_hash from auth.users where lower(email) = lower(?)", [email.trim()]);
+  const [user] = await em.execute<{ id: string; password_hash: string }[]>("select id, password_hash from users where lower(email) = lower(?)", [email.trim()]);
   if (!(await verifyPassword(user?.password_hash, password)) || user === undefined) {
     deps.throttle.failed(tenantId, email);
     throw invalidLogin();
@@ -45,7 +45,7 @@ export async function login(em: EntityManager, deps: SessionDeps, tenantId: stri
 export async function refresh(em: EntityManager, deps: SessionDeps, tenantId: string, refreshToken: string): Promise<Tokens> {
   const outcome = await em.transactional(async (tx) => {
     const [token] = await tx.execute<{ id: string; family: string; user_id: string; expires_at: string | Date; used_at: unknown; revoked_at: unknown }[]>(
-      "select id, family, user_id, expires_at, used_at, revoked_at from auth.refresh_tokens where token_hash = ? for update",
+      "select id, family, user_id, expires_at, used_at, revoked_at from refresh_tokens where token_hash = ? for update",
       [digest(refreshToken)],
     );
     if (token === undefined || token.revoked_at !== null || new Date(token.expires_at).getTime() < Date.now()) {
@@ -53,10 +53,10 @@ export async function refresh(em: EntityManager, deps: SessionDeps, tenantId: st
     }
     if (token.used_at !== null) {
       // Spent already: someone holds a copy. End the whole sign-in.
-      await tx.execute("update auth.refresh_tokens set revoked_at = now() where family = ? and revoked_at is null", [token.family]);
+      await tx.execute("update refresh_tokens set revoked_at = now() where family = ? and revoked_at is null", [token.family]);
       return "reused" as const;
     }
-    await tx.execute("update auth.refresh_tokens set used_at = now() where id = ?", [token.id]);
+    await tx.execute("update refresh_tokens set used_at = now() where id = ?", [token.id]);
     return issue(tx, deps, tenantId, token.user_id, token.family);
   });
   if (outcome === undefined || outcome === "reused") {
@@ -68,20 +68,20 @@ export async function refresh(em: EntityManager, deps: SessionDeps, tenantId: st
 /** Revokes a refresh token's whole sign-in; unknown tokens are ignored. Run in the tenant's scope. */
 export async function logout(em: EntityManager, refreshToken: string): Promise<void> {
   await em.execute(
-    "update auth.refresh_tokens set revoked_at = now() where revoked_at is null and family = (select family from auth.refresh_tokens where token_hash = ?)",
+    "update refresh_tokens set revoked_at = now() where revoked_at is null and family = (select family from refresh_tokens where token_hash = ?)",
     [digest(refreshToken)],
   );
 }
 
 /** Revokes every sign-in of the tenant, as when its data is a copy of another tenant's. Run in the tenant's scope. */
 export async function revokeAllSessions(em: EntityManager): Promise<void> {
-  await em.execute("update auth.refresh_tokens set revoked_at = now() where revoked_at is null");
+  await em.execute("update refresh_tokens set revoked_at = now() where revoked_at is null");
 }
 
 /** The permissions a user holds through its roles. */
 export async function permissionsOf(em: EntityManager, userId: string): Promise<string[]> {
   const rows = await em.execute<{ permission: string }[]>(
-    "select distinct rp.permission from auth.user_roles ur join auth.role_permissions rp on rp.role_id = ur.role_id where ur.user_id = ? order by 1",
+    "select distinct rp.permission from user_roles ur join role_permissions rp on rp.role_id = ur.role_id where ur.user_id = ? order by 1",
     [userId],
   );
   return rows.map((r) => r.permission);
@@ -98,7 +98,7 @@ async function issue(em: EntityManager, deps: SessionDeps, tenantId: string, use
     .setJti(randomUUID())
     .sign(current.privateKey);
   const refreshToken = randomBytes(32).toString("base64url");
-  await em.execute("insert into auth.refresh_tokens (id, family, user_id, token_hash, expires_at) values (?, ?, ?, ?, now() + interval '1 day' * ?)", [
+  await em.execute("insert into refresh_tokens (id, family, user_id, token_hash, expires_at) values (?, ?, ?, ?, now() + interval '1 day' * ?)", [
     randomUUID(),
     family,
     userId,

@@ -20,8 +20,8 @@ interface TenantKeys {
 export const signingAlgorithm = "EdDSA";
 
 /**
- * Each tenant's Ed25519 signing keys, in `auth.signing_keys` of its own
- * database: private keys sealed with the master key, public keys as JWKs.
+ * Each tenant's Ed25519 signing keys, in the `signing_keys` table of its Auth
+ * schema: private keys sealed with the master key, public keys as JWKs.
  * Kept in memory for a minute per tenant.
  */
 export class SigningKeys {
@@ -34,7 +34,7 @@ export class SigningKeys {
 
   /** Creates the tenant's first key unless it has one. Run in the tenant's scope. */
   async ensure(em: EntityManager, tenantId: string): Promise<void> {
-    const [row] = await em.execute<{ n: string }[]>("select count(*) as n from auth.signing_keys where retired_at is null");
+    const [row] = await em.execute<{ n: string }[]>("select count(*) as n from signing_keys where retired_at is null");
     if (Number(row!.n) === 0) {
       await this.#create(em, tenantId);
     }
@@ -45,7 +45,7 @@ export class SigningKeys {
     let keys = this.#cache.get(tenantId);
     if (keys === undefined) {
       const rows = await em.execute<{ kid: string; public_jwk: JWK | string; private_key: Buffer }[]>(
-        "select kid, public_jwk, private_key from auth.signing_keys where retired_at is null order by created_at desc, kid limit 2",
+        "select kid, public_jwk, private_key from signing_keys where retired_at is null order by created_at desc, kid limit 2",
       );
       const newest = rows[0];
       if (newest === undefined) {
@@ -69,8 +69,8 @@ export class SigningKeys {
     return em.transactional(async (tx) => {
       const kid = await this.#create(tx, tenantId);
       await tx.execute(
-        `update auth.signing_keys set retired_at = now() where retired_at is null and kid not in
-           (select kid from auth.signing_keys where retired_at is null order by created_at desc, kid limit 2)`,
+        `update signing_keys set retired_at = now() where retired_at is null and kid not in
+           (select kid from signing_keys where retired_at is null order by created_at desc, kid limit 2)`,
       );
       this.#cache.delete(tenantId);
       return kid;
@@ -85,7 +85,7 @@ export class SigningKeys {
    */
   async replaceCopied(em: EntityManager, tenantId: string): Promise<void> {
     await em.transactional(async (tx) => {
-      await tx.execute("delete from auth.signing_keys");
+      await tx.execute("delete from signing_keys");
       await this.#create(tx, tenantId);
     });
   }
@@ -95,7 +95,7 @@ export class SigningKeys {
     const kid = randomUUID();
     const jwk = { ...(await exportJWK(publicKey)), kid, alg: signingAlgorithm, use: "sig" };
     const sealed = this.#box.seal(await exportPKCS8(privateKey), keyContext(tenantId, kid));
-    await em.execute("insert into auth.signing_keys (kid, public_jwk, private_key, created_at) values (?, ?, ?, clock_timestamp())", [kid, JSON.stringify(jwk), sealed]);
+    await em.execute("insert into signing_keys (kid, public_jwk, private_key, created_at) values (?, ?, ?, clock_timestamp())", [kid, JSON.stringify(jwk), sealed]);
     this.#cache.delete(tenantId);
     return kid;
   }

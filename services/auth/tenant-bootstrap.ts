@@ -24,14 +24,14 @@ export async function bootstrapTenant(
     const newRoles: string[] = [];
     for (const [name, description] of Object.entries(defaultRoles)) {
       const made = await tx.execute<{ name: string }[]>(
-        "insert into auth.roles (id, name, description, builtin) values (?, ?, ?, true) on conflict (name) do nothing returning name",
+        "insert into roles (id, name, description, builtin) values (?, ?, ?, true) on conflict (name) do nothing returning name",
         [randomUUID(), name, description],
       );
       newRoles.push(...made.map((role) => role.name));
     }
     await mergePermissions(tx, permissions, { newRoles });
     const owners = await tx.execute<{ id: string; email: string }[]>(
-      "select u.id, u.email from auth.users u join auth.user_roles ur on ur.user_id = u.id join auth.roles r on r.id = ur.role_id where r.name = ?",
+      "select u.id, u.email from users u join user_roles ur on ur.user_id = u.id join roles r on r.id = ur.role_id where r.name = ?",
       [ownerRole],
     );
     let owner = owners.find((o) => o.email.toLowerCase() === email?.toLowerCase());
@@ -40,12 +40,12 @@ export async function bootstrapTenant(
     }
     if (email !== undefined && passwordHash !== undefined && owner === undefined) {
       const id = randomUUID();
-      await tx.execute("insert into auth.users (id, email, password_hash) values (?, ?, ?)", [id, email, passwordHash]);
-      await tx.execute("insert into auth.user_roles (user_id, role_id) select ?, id from auth.roles where name = ?", [id, ownerRole]);
+      await tx.execute("insert into users (id, email, password_hash) values (?, ?, ?)", [id, email, passwordHash]);
+      await tx.execute("insert into user_roles (user_id, role_id) select ?, id from roles where name = ?", [id, ownerRole]);
       owner = { id, email };
     }
     await keys.ensure(tx, request.tenantId);
-    const roles = await tx.execute<{ name: string }[]>("select name from auth.roles order by name");
+    const roles = await tx.execute<{ name: string }[]>("select name from roles order by name");
     return { ownerUserId: owner?.id ?? "", roles: roles.map((r) => r.name) };
   });
 }

@@ -25,7 +25,7 @@ interface UserRow {
 
 const selectUsers = `select u.id, u.email, u.display_name, u.created_at, u.updated_at,
     array_remove(array_agg(r.name order by r.name), null) as roles
-  from auth.users u left join auth.user_roles ur on ur.user_id = u.id left join auth.roles r on r.id = ur.role_id`;
+  from users u left join user_roles ur on ur.user_id = u.id left join roles r on r.id = ur.role_id`;
 
 function toRecord(row: UserRow): UserRecord {
   return {
@@ -56,7 +56,7 @@ async function roleIds(em: EntityManager, names: string[]): Promise<string[]> {
   if (unique.length === 0) {
     return [];
   }
-  const rows = await em.execute<{ id: string; name: string }[]>("select id, name from auth.roles where name in (?)", [unique]);
+  const rows = await em.execute<{ id: string; name: string }[]>("select id, name from roles where name in (?)", [unique]);
   const unknown = unique.filter((n) => !rows.some((r) => r.name === n));
   if (unknown.length > 0) {
     throw new ConnectError(`unknown role ${unknown.map((n) => `"${n.slice(0, 60)}"`).join(", ")}: see RoleService/ListRoles`, Code.InvalidArgument);
@@ -67,7 +67,7 @@ async function roleIds(em: EntityManager, names: string[]): Promise<string[]> {
 /** Refuses a change that leaves the tenant without any owner. Run inside the change's transaction. */
 export async function keepAnOwner(em: EntityManager): Promise<void> {
   const [row] = await em.execute<{ n: string }[]>(
-    "select count(*) as n from auth.user_roles ur join auth.roles r on r.id = ur.role_id where r.name = 'owner'",
+    "select count(*) as n from user_roles ur join roles r on r.id = ur.role_id where r.name = 'owner'",
   );
   if (Number(row!.n) === 0) {
     throw new ConnectError("the tenant would be left without an owner: give another user the owner role first", Code.FailedPrecondition);
@@ -104,18 +104,20 @@ export async function createUser(em: EntityManager, user: NewUser, maxUsers: num
   const id = randomUUID();
   try {
     await em.transactional(async (tx) => {
-      // One creation at a time per tenant, so that the limit holds under concurrency.
-      await tx.execute("select pg_advisory_xact_lock(hashtext('tenantry.auth.users'))");
+      // One creation at a time per tenant, so that the limit holds under concurrency. Advisory locks are
+      // database-wide: the key names the tenant's schema ('tenantry.auth.users' in a dedicated database),
+      // so that the tenants of a pool database do not wait for each other.
+      await tx.execute("select pg_advisory_xact_lock(hashtext('tenantry.' || current_schema() || '.users'))");
       if (maxUsers > 0) {
-        const [row] = await tx.execute<{ n: string }[]>("select count(*) as n from auth.users");
+        const [row] = await tx.execute<{ n: string }[]>("select count(*) as n from users");
         if (Number(row!.n) >= maxUsers) {
           throw new ConnectError(`the tenant has ${maxUsers} users, all its tier allows: delete one or move to a larger tier`, Code.ResourceExhausted);
         }
       }
       const roles = await roleIds(tx, user.roles);
-      await tx.execute("insert into auth.users (id, email, display_name, password_hash) values (?, ?, ?, ?)", [id, user.email, user.displayName, user.passwordHash]);
+      await tx.execute("insert into users (id, email, display_name, password_hash) values (?, ?, ?, ?)", [id, user.email, user.displayName, user.passwordHash]);
       for (const roleId of roles) {
-        await tx.execute("insert into auth.user_roles (user_id, role_id) values (?, ?)", [id, roleId]);
+        await tx.execute("insert into user_roles (user_id, role_id) values (?, ?)", [id, roleId]);
       }
     });
   } catch (error) {
@@ -158,25 +160,25 @@ export async function updateUser(
   const passwordHash = change.paths.includes("password") ? await hashPassword(checkPassword(change.password)) : undefined;
   const displayName = change.paths.includes("display_name") ? checkDisplayName(change.displayName) : undefined;
   await em.transactional(async (tx) => {
-    const [exists] = await tx.execute<{ id: string }[]>("select id from auth.users where id = ? for update", [id]);
+    const [exists] = await tx.execute<{ id: string }[]>("select id from users where id = ? for update", [id]);
     if (exists === undefined) {
       throw new ConnectError(`user "${userId}" not found`, Code.NotFound);
     }
     if (displayName !== undefined) {
-      await tx.execute("update auth.users set display_name = ?, updated_at = now() where id = ?", [displayName, id]);
+      await tx.execute("update users set display_name = ?, updated_at = now() where id = ?", [displayName, id]);
     }
     if (passwordHash !== undefined) {
-      await tx.execute("update auth.users set password_hash = ?, updated_at = now() where id = ?", [passwordHash, id]);
+      await tx.execute("update users set password_hash = ?, updated_at = now() where id = ?", [passwordHash, id]);
       // A new password ends the sign-ins made with the old one.
-      await tx.execute("update auth.refresh_tokens set revoked_at = now() where user_id = ? and revoked_at is null", [id]);
+      await tx.execute("update refresh_tokens set revoked_at = now() where user_id = ? and revoked_at is null", [id]);
     }
     if (change.paths.includes("roles")) {
       const roles = await roleIds(tx, change.roles);
-      await tx.execute("delete from auth.user_roles where user_id = ?", [id]);
+      await tx.execute("delete from user_roles where user_id = ?", [id]);
       for (const roleId of roles) {
-        await tx.execute("insert into auth.user_roles (user_id, role_id) values (?, ?)", [id, roleId]);
+        await tx.execute("insert into user_roles (user_id, role_id) values (?, ?)", [id, roleId]);
       }
-      await tx.execute("update auth.users set updated_at = now() where id = ?", [id]);
+      await tx.execute("update users set updated_at = now() where id = ?", [id]);
       await keepAnOwner(tx);
     }
   });
@@ -187,7 +189,7 @@ export async function updateUser(
 export async function deleteUser(em: EntityManager, userId: string): Promise<void> {
   const id = checkUserId(userId);
   await em.transactional(async (tx) => {
-    const deleted = await tx.execute<{ id: string }[]>("delete from auth.users where id = ? returning id", [id]);
+    const deleted = await tx.execute<{ id: string }[]>("delete from users where id = ? returning id", [id]);
     if (deleted.length === 0) {
       throw new ConnectError(`user "${userId}" not found`, Code.NotFound);
     }

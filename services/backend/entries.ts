@@ -61,10 +61,11 @@ function entryByIdSql(em: EntityManager, meta: EntityMetadata<Entry>): string {
     // The columns by name, so that a column a later migration adds changes nothing here.
     const columns = meta.props.flatMap((prop) => prop.fieldNames ?? []);
     const id = meta.properties.id.fieldNames[0]!;
-    // Typed by table name only: the names come from the metadata, not from a schema type.
+    // Typed by table name only: the names come from the metadata, not from a schema type. Unqualified: the
+    // connection's search_path is the tenant's Backend schema, so one text serves every tenant.
     const kysely = em.getKysely() as unknown as Kysely<Record<string, Record<string, unknown>>>;
     sql = kysely
-      .selectFrom(`${meta.schema ?? em.config.get("schema")}.${meta.tableName}`)
+      .selectFrom(meta.tableName)
       .select(columns)
       .where(id, "=", "")
       .compile().sql;

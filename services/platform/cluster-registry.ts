@@ -88,6 +88,18 @@ export class ClusterRegistry {
     return { name, host, port, adminUser, adminPassword: this.#box.open(adminPassword, adminPasswordContext(name)), capacity, region, state: state as ClusterStateName };
   }
 
+  /**
+   * What tells one PostgreSQL server from another: its system identifier,
+   * or its host and port while it cannot be reached. Two clusters
+   * registered on one server under different names have the same.
+   */
+  async serverIdentity(name: string): Promise<string> {
+    const access = await this.access(name);
+    return this.admin(name, async (admin) => (await admin.query<{ id: string }>("select system_identifier::text as id from pg_control_system()")).rows[0]!.id).catch(
+      () => `${access.host}:${access.port}`,
+    );
+  }
+
   /** Runs `fn` on an admin connection to the cluster's `postgres` database. */
   async admin<T>(name: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     let entry = this.#pools.get(name);

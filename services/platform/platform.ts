@@ -295,7 +295,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         { service: BackupService, impl: backupService(backups, restores, audit) },
         { service: TenantBackupService, impl: tenantBackupService(selfServe, audit) },
         { service: WriteFreezeService, impl: writeFreezeService(freezes, audit) },
-        { service: MoveService, impl: moveService(moves, new ClusterDrain({ orm, moves, log, onDraining: () => stock.refillInBackground() }), audit) },
+        { service: MoveService, impl: moveService(moves, new ClusterDrain({ orm, moves, clusters, log, onDraining: () => stock.refillInBackground() }), audit) },
       ],
       interceptors: [],
       credentials,

@@ -2,7 +2,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { MoveSchema } from "../../gen/tenantry/platform/v1/move_pb.js";
-import { Tier, type TenantRouteSchema, type TenantSchema } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, Tier, type TenantRouteSchema, type TenantSchema } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { ClusterAccess } from "./cluster-registry.ts";
 import type { Move } from "./entities/move.ts";
 import type { Tenant } from "./entities/tenant.ts";
@@ -81,6 +81,10 @@ export function routeMessage(
     password,
     maxUsers: limit?.maxUsers ?? 0,
     maxStorageBytes: BigInt(limit?.maxStorageBytes ?? 0),
+    // Every tenant Platform provisions has a database of its own, with each service's schema named after the service.
+    placement: Placement.DEDICATED,
+    sessionRole: "",
+    schemaPrefix: "",
   };
 }
 

@@ -7,7 +7,7 @@ export const releasedBackendVersion = migrations.at(-1)!.name;
 /** A newer Backend's migration: an index, which the older code does not notice. */
 class IndexEntriesByCreation extends Migration {
   override up(): void {
-    this.addSql("create index entries_created_at on backend.entries (created_at)");
+    this.addSql("create index entries_created_at on entries (created_at)");
   }
 }
 

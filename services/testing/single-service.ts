@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { TenantRouteSchema, TenantStatus, Tier, type TenantRoute } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, TenantRouteSchema, TenantStatus, Tier, type TenantRoute } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { startAuth } from "../auth/auth.ts";
 import { readAuthConfig } from "../auth/config.ts";
 import { startBackend } from "../backend/backend.ts";
@@ -46,6 +46,12 @@ export interface NewTenantOptions {
   maxUsers?: number;
   /** Default: STANDARD's 10 GB. */
   maxStorageBytes?: number;
+  /**
+   * POOLED: the tenant's role and schema in the service's pool database
+   * (made with the first such tenant), reached through the pool's login.
+   * Otherwise a database of its own, with a route that names no placement.
+   */
+  placement?: Placement;
 }
 
 /**
@@ -62,9 +68,13 @@ export interface SingleService {
    * Makes a tenant as Platform's provisioning would, without Platform: a
    * login role, a database it owns that no one else may connect to, the
    * service's schema migrated through its own `tenancy.migrate`, and an
-   * ACTIVE route. Returns the route.
+   * ACTIVE route. Returns the route. A POOLED tenant gets instead a NOLOGIN
+   * role granted to the pool database's login and its schema there, owned
+   * by that role.
    */
   createTenant(options?: NewTenantOptions): Promise<TenantRoute>;
+  /** Runs SQL in a tenant's schema of the service, as the tenant's role (its own login, or the pool's and SET ROLE). */
+  sqlAs<R extends pg.QueryResultRow = Record<string, unknown>>(route: TenantRoute, text: string, values?: unknown[]): Promise<R[]>;
   /** Changes a tenant's route; the service hears of it as from Platform's change feed. */
   changeTenant(tenantId: string, change: RouteChange): TenantRoute;
   /** A client of one of the service's RPC services on its gRPC port (over grpc-js). */
@@ -160,6 +170,8 @@ async function startSingleService(
   let service = await start();
   const transports: GrpcJsTransport[] = [];
   let counter = 0;
+  /** The pool database of this service's pooled tenants, made with the first of them. */
+  let poolDatabase: Promise<PoolDatabase> | undefined;
   const uniqueTenantId = (prefix = "t") => `${prefix}-${suffix}-${++counter}`;
 
   return {
@@ -170,7 +182,33 @@ async function startSingleService(
     meshKey,
     operatorToken,
     uniqueTenantId,
-    async createTenant({ tenantId = uniqueTenantId(), tier = Tier.STANDARD, maxUsers = 50, maxStorageBytes = 10 * 1024 ** 3 } = {}) {
+    async createTenant({ tenantId = uniqueTenantId(), tier = Tier.STANDARD, maxUsers = 50, maxStorageBytes = 10 * 1024 ** 3, placement } = {}) {
+      if (placement === Placement.POOLED) {
+        const pool = await (poolDatabase ??= makePoolDatabase(server, `tenantry_pool_${name}_${suffix}`));
+        const role = tenantDatabaseName(tenantId);
+        const schemaPrefix = `t_${tenantId.replaceAll("-", "_")}_`;
+        await server.sql("postgres", `create role ${pg.escapeIdentifier(role)} nologin`);
+        await server.sql("postgres", `grant ${pg.escapeIdentifier(role)} to ${pg.escapeIdentifier(pool.role)} with inherit false, set true`);
+        await server.sql(pool.database, `create schema ${pg.escapeIdentifier(schemaPrefix + name)} authorization ${pg.escapeIdentifier(role)}`);
+        const route = create(TenantRouteSchema, {
+          tenantId,
+          status: TenantStatus.ACTIVE,
+          tier,
+          host: server.url.hostname,
+          port: Number(server.url.port),
+          database: pool.database,
+          user: pool.role,
+          password: pool.password,
+          maxUsers,
+          maxStorageBytes: BigInt(maxStorageBytes),
+          placement: Placement.POOLED,
+          sessionRole: role,
+          schemaPrefix,
+        });
+        await service.tenancy.migrate(route);
+        directory.set(route);
+        return route;
+      }
       // As Platform names and secures them (see its provisioning steps).
       const database = tenantDatabaseName(tenantId);
       const role = database;
@@ -195,6 +233,19 @@ async function startSingleService(
       return route;
     },
     changeTenant: (tenantId, change) => directory.change(tenantId, change),
+    async sqlAs<R extends pg.QueryResultRow>(route: TenantRoute, text: string, values?: unknown[]) {
+      const client = new pg.Client({ host: route.host, port: route.port, database: route.database, user: route.user, password: route.password });
+      await client.connect();
+      try {
+        if (route.sessionRole !== "") {
+          await client.query(`set role ${pg.escapeIdentifier(route.sessionRole)}`);
+        }
+        await client.query(`set search_path to ${pg.escapeIdentifier(route.schemaPrefix + name)}`);
+        return (await client.query<R>(text, values)).rows;
+      } finally {
+        await client.end();
+      }
+    },
     client(descriptor, interceptors = []) {
       const transport = createGrpcJsTransport({ address: `127.0.0.1:${grpcPort}`, interceptors });
       transports.push(transport);
@@ -213,4 +264,28 @@ async function startSingleService(
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A pool database of pooled tenants, and its login. */
+interface PoolDatabase {
+  database: string;
+  role: string;
+  password: string;
+}
+
+/**
+ * Makes a pool database as the pooled placement lays one out: its own login
+ * role (NOINHERIT: it acts only through SET ROLE), no one else may connect,
+ * nobody may create in `public`, and the login's path is `pg_catalog`.
+ */
+async function makePoolDatabase(server: TestServer, name: string): Promise<PoolDatabase> {
+  const password = randomBytes(24).toString("base64url");
+  const id = pg.escapeIdentifier(name);
+  await server.sql("postgres", `create role ${id} login noinherit password ${pg.escapeLiteral(password)}`);
+  await server.sql("postgres", `create database ${id}`);
+  await server.sql("postgres", `revoke all on database ${id} from public`);
+  await server.sql("postgres", `grant connect on database ${id} to ${id}`);
+  await server.sql(name, "revoke all on schema public from public");
+  await server.sql("postgres", `alter role ${id} in database ${id} set search_path = pg_catalog`);
+  return { database: name, role: name, password };
 }

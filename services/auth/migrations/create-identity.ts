@@ -7,7 +7,7 @@ import { Migration } from "@mikro-orm/migrations";
  */
 export class CreateIdentity extends Migration {
   override up(): void {
-    this.addSql(`create table auth.users (
+    this.addSql(`create table users (
       id uuid primary key,
       email varchar(320) not null,
       display_name varchar(200) not null default '',
@@ -15,40 +15,40 @@ export class CreateIdentity extends Migration {
       created_at timestamptz(3) not null default now(),
       updated_at timestamptz(3) not null default now()
     )`);
-    this.addSql(`create unique index users_email on auth.users (lower(email))`);
-    this.addSql(`create table auth.permissions (
+    this.addSql(`create unique index users_email on users (lower(email))`);
+    this.addSql(`create table permissions (
       name varchar(100) primary key,
       description text not null
     )`);
-    this.addSql(`create table auth.roles (
+    this.addSql(`create table roles (
       id uuid primary key,
       name varchar(60) not null unique,
       description text not null default '',
       builtin boolean not null default false,
       created_at timestamptz(3) not null default now()
     )`);
-    this.addSql(`create table auth.role_permissions (
-      role_id uuid not null references auth.roles (id) on delete cascade,
-      permission varchar(100) not null references auth.permissions (name),
+    this.addSql(`create table role_permissions (
+      role_id uuid not null references roles (id) on delete cascade,
+      permission varchar(100) not null references permissions (name),
       primary key (role_id, permission)
     )`);
-    this.addSql(`create table auth.user_roles (
-      user_id uuid not null references auth.users (id) on delete cascade,
-      role_id uuid not null references auth.roles (id) on delete cascade,
+    this.addSql(`create table user_roles (
+      user_id uuid not null references users (id) on delete cascade,
+      role_id uuid not null references roles (id) on delete cascade,
       primary key (user_id, role_id)
     )`);
-    this.addSql(`create table auth.refresh_tokens (
+    this.addSql(`create table refresh_tokens (
       id uuid primary key,
       family uuid not null,
-      user_id uuid not null references auth.users (id) on delete cascade,
+      user_id uuid not null references users (id) on delete cascade,
       token_hash bytea not null unique,
       expires_at timestamptz(3) not null,
       created_at timestamptz(3) not null default now(),
       used_at timestamptz(3),
       revoked_at timestamptz(3)
     )`);
-    this.addSql(`create index refresh_tokens_family on auth.refresh_tokens (family)`);
-    this.addSql(`create table auth.signing_keys (
+    this.addSql(`create index refresh_tokens_family on refresh_tokens (family)`);
+    this.addSql(`create table signing_keys (
       kid varchar(40) primary key,
       public_jwk jsonb not null,
       private_key bytea not null,

@@ -1,6 +1,6 @@
 import { defineEntity, p, type InferEntity } from "@mikro-orm/core";
 
-/** One item of a tenant's domain data, in `backend.entries` of the tenant's database. */
+/** One item of a tenant's domain data, in the `entries` table of the tenant's Backend schema. */
 export const Entry = defineEntity({
   name: "Entry",
   tableName: "entries",

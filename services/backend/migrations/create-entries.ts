@@ -1,10 +1,13 @@
 import { Migration } from "@mikro-orm/migrations";
 
-/** Creates `backend.entries`, with the indexes that listing newest-first and by tag use. */
+/**
+ * Creates the `entries` table, with the indexes that listing newest-first and
+ * by tag use, in the tenant's Backend schema (the migrator's search_path).
+ * The schema exists before, so the `create schema` this once began with is gone.
+ */
 export class CreateEntries extends Migration {
   override up(): void {
-    this.addSql(`create schema if not exists backend`);
-    this.addSql(`create table backend.entries (
+    this.addSql(`create table entries (
       id uuid primary key,
       title varchar(200) not null,
       body text not null default '',
@@ -13,7 +16,7 @@ export class CreateEntries extends Migration {
       created_at timestamptz(3) not null default now(),
       updated_at timestamptz(3) not null default now()
     )`);
-    this.addSql(`create index entries_newest_idx on backend.entries (created_at desc, id desc)`);
-    this.addSql(`create index entries_tags_idx on backend.entries using gin (tags)`);
+    this.addSql(`create index entries_newest_idx on entries (created_at desc, id desc)`);
+    this.addSql(`create index entries_tags_idx on entries using gin (tags)`);
   }
 }

@@ -7,11 +7,15 @@ const serviceNamePattern = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
 const entityNamePattern = /^[a-z]+(-[a-z]+)*$/;
 
 /**
- * The longest service name: its Kubernetes objects, PostgreSQL schema and
- * `tenantry-<name>` connections' application name all stay well within 63
- * characters.
+ * The longest service name: a pooled tenant's schema of the service is
+ * `t_<tenant id>_` (up to 43 characters, a few more for a restore's new
+ * generation) followed by it, within PostgreSQL's 63; its Kubernetes objects
+ * and `tenantry-<name>` connections' application name stay well within too.
  */
-const maxServiceName = 40;
+const maxServiceName = 16;
+
+/** The longest entity name (a table name within the service's schema). */
+const maxEntityName = 40;
 
 /**
  * Every name a new service's files use, derived from its name and the name
@@ -60,7 +64,7 @@ export function checkServiceName(name: string): string {
 
 /** Checks an entity's name (the `--entity` option): lower-case words of letters joined by hyphens, singular. */
 export function checkEntityName(entity: string): string {
-  if (!entityNamePattern.test(entity) || entity.length > maxServiceName) {
+  if (!entityNamePattern.test(entity) || entity.length > maxEntityName) {
     throw new InvalidArgumentError(`use lower-case words of letters joined by single hyphens, singular, such as "invoice" or "line-item"`);
   }
   return entity;

@@ -142,6 +142,8 @@ export const tenantServiceEnv = {
   TENANTRY_DB_MAX_CONNECTIONS: positiveInt.default(40),
   /** Most database connections one tenant may hold in this process. */
   TENANTRY_DB_MAX_CONNECTIONS_PER_TENANT: positiveInt.default(5),
+  /** Most database connections the pooled tenants of one pool database hold together in this process. */
+  TENANTRY_DB_MAX_CONNECTIONS_PER_POOL: positiveInt.default(8),
   /** How long a call waits for a database connection before failing with UNAVAILABLE. */
   TENANTRY_DB_ACQUIRE_TIMEOUT_MS: positiveInt.default(5000),
   /** An idle database connection is closed after this long. */

@@ -61,7 +61,7 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
         if (target.host === "" || target.database === "" || target.user === "" || target.port === 0 || target.port > 65535) {
           throw new ConnectError("target needs host, port, database and user", Code.InvalidArgument);
         }
-        const endpoint = { ...target, tenantId: `database:${target.host}:${target.port}/${target.database}` };
+        const endpoint = tenancy.databaseEndpoint(target);
         try {
           return await migrate(endpoint, req);
         } finally {

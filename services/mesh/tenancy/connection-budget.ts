@@ -9,16 +9,37 @@ export interface TenantEndpoint {
   host: string;
   port: number;
   database: string;
+  /** The login role: the tenant's own (dedicated), or the pool database's (pooled). */
   user: string;
   password: string;
+  /**
+   * The schema the service's unqualified names resolve to (`search_path`): set
+   * at login on a dedicated database's connections, and on each lease of a
+   * pooled tenant. Absent or empty: the login's own default path.
+   */
+  schema?: string;
+  /**
+   * A pooled tenant's role, which every lease takes on (`SET ROLE`) over the
+   * pool database's login; its connections are shared by the tenants of that
+   * database. Absent or empty: a dedicated database, whose login is the
+   * tenant's own role.
+   */
+  sessionRole?: string;
+  /**
+   * The leases run migrations, which leave `search_path` reset: a pooled
+   * connection takes the tenant on again at its next lease.
+   */
+  migration?: boolean;
 }
 
 /** Options of a {@link ConnectionBudget}. */
 export interface ConnectionBudgetOptions {
   /** Most connections open at once across all tenants (the ceiling). */
   maxConnections: number;
-  /** Most connections one tenant may hold at once. */
+  /** Most connections one tenant may hold at once, in its own database or in a pool database. */
   maxConnectionsPerTenant: number;
+  /** Most connections the pooled tenants of one pool database hold at once together; `maxConnections` by default. */
+  maxConnectionsPerPoolDatabase?: number;
   /** How long a call waits for a connection before it fails with UNAVAILABLE. */
   acquireTimeoutMs: number;
   /** An idle connection is closed after this long. */
@@ -44,7 +65,7 @@ export interface ConnectionBudgetStats {
   inUse: number;
   /** Calls waiting for a connection. */
   waiting: number;
-  /** Tenants holding at least one connection. */
+  /** Tenants holding at least one connection: of their own database, or leased from a pool database. */
   tenants: number;
   /** Connections opened since start (cold tenant opens included). */
   opened: number;
@@ -52,6 +73,10 @@ export interface ConnectionBudgetStats {
   coldOpens: number;
 }
 
+/**
+ * The connections to one database as one login: a dedicated tenant's, or a
+ * pool database's, which its pooled tenants share.
+ */
 class TenantPool {
   /** Idle connections, the longest idle first. */
   readonly idle: pg.Client[] = [];
@@ -63,11 +88,20 @@ class TenantPool {
   retired = false;
   /** Called once every connection of the pool has closed (see `retire`). */
   readonly emptied = new Set<() => void>();
-  readonly tenantId: string;
+  /** Leased connections of a shared pool, with the tenant each serves. */
+  readonly leased = new Map<pg.Client, string>();
+  /** The key of the pool in the budget: the tenant's id, or the pool database's address and login. */
+  readonly key: string;
+  /** Shared by the pooled tenants of a pool database: each lease takes its tenant on. */
+  readonly shared: boolean;
+  /** What errors name: the tenant's database, or the pool database. */
+  readonly label: string;
   readonly fingerprint: string;
   readonly config: pg.ClientConfig;
-  constructor(tenantId: string, fingerprint: string, config: pg.ClientConfig) {
-    this.tenantId = tenantId;
+  constructor(key: string, shared: boolean, label: string, fingerprint: string, config: pg.ClientConfig) {
+    this.key = key;
+    this.shared = shared;
+    this.label = label;
     this.fingerprint = fingerprint;
     this.config = config;
   }
@@ -75,6 +109,7 @@ class TenantPool {
 
 interface Waiter {
   pool: TenantPool;
+  endpoint: TenantEndpoint;
   resolve: (client: LeasedClient) => void;
   reject: (error: unknown) => void;
   timer: NodeJS.Timeout;
@@ -89,13 +124,26 @@ interface Waiter {
  * order, whenever capacity frees. A call that waits longer than
  * `acquireTimeoutMs` fails with UNAVAILABLE instead of hanging.
  *
+ * Pooled tenants (an endpoint with a `sessionRole`) share the connections
+ * of their pool database. A lease takes its tenant on in one round trip
+ * (`SET ROLE`, `search_path`, `application_name`) unless the connection
+ * holds that tenant already; a connection released inside a transaction is
+ * closed, so neither an open nor an aborted transaction reaches the next
+ * lease. A tenant refused its role (42501: it was shut out of the pool
+ * database) fails with UNAVAILABLE. Each pooled tenant holds at most
+ * `maxConnectionsPerTenant` of its pool database's connections, and a
+ * freed connection goes to the waiting tenant that holds the fewest.
+ *
  * pg-pool cannot share a ceiling between pools or close one idle connection
  * of a pool on demand, which is why the connections are kept here.
  */
 export class ConnectionBudget {
   readonly #options: ConnectionBudgetOptions;
-  /** Tenant pools in least-recently-used order (oldest first). */
+  readonly #maxPerPoolDatabase: number;
+  /** Pools in least-recently-used order (oldest first), by key (see `TenantPool.key`). */
   readonly #pools = new Map<string, TenantPool>();
+  /** Leases each pooled tenant holds (a dedicated tenant's are its pool's `inUse`). */
+  readonly #tenantLeases = new Map<string, number>();
   readonly #waiters: Waiter[] = [];
   #open = 0;
   #closing = 0;
@@ -110,7 +158,11 @@ export class ConnectionBudget {
     if (options.maxConnectionsPerTenant > options.maxConnections) {
       throw new Error("maxConnectionsPerTenant cannot exceed maxConnections");
     }
+    if ((options.maxConnectionsPerPoolDatabase ?? 0) > options.maxConnections) {
+      throw new Error("maxConnectionsPerPoolDatabase cannot exceed maxConnections");
+    }
     this.#options = options;
+    this.#maxPerPoolDatabase = options.maxConnectionsPerPoolDatabase ?? options.maxConnections;
   }
 
   /**
@@ -121,9 +173,14 @@ export class ConnectionBudget {
     if (this.#closed) {
       return Promise.reject(new ConnectError("the service is shutting down; retry on another instance", Code.Unavailable));
     }
-    const pool = this.#poolFor(endpoint);
+    let pool: TenantPool;
+    try {
+      pool = this.#poolFor(endpoint);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.#waiters.length === 0) {
-      const granted = this.#tryGrant(pool);
+      const granted = this.#tryGrant(pool, endpoint);
       if (granted !== undefined) {
         return granted;
       }
@@ -131,6 +188,7 @@ export class ConnectionBudget {
     return new Promise<LeasedClient>((resolve, reject) => {
       const waiter: Waiter = {
         pool,
+        endpoint,
         resolve,
         reject,
         timer: setTimeout(() => {
@@ -154,16 +212,42 @@ export class ConnectionBudget {
     for (const pool of this.#pools.values()) {
       inUse += pool.inUse;
     }
-    return { open: this.#open, inUse, waiting: this.#waiters.length, tenants: this.#pools.size, opened: this.#opened, coldOpens: this.#coldOpens };
+    let tenants = this.#tenantLeases.size;
+    for (const pool of this.#pools.values()) {
+      tenants += pool.shared ? 0 : 1;
+    }
+    return { open: this.#open, inUse, waiting: this.#waiters.length, tenants, opened: this.#opened, coldOpens: this.#coldOpens };
   }
 
   /**
    * Closes a tenant's connections: idle ones at once, leased ones as they
-   * come back; resolves when none is open. Later calls open new ones.
+   * come back; resolves when none is open. Later calls open new ones. Of a
+   * pool database, those that hold the tenant are closed.
    */
   async retire(tenantId: string): Promise<void> {
+    const ended: Promise<void>[] = [];
+    for (const pool of this.#pools.values()) {
+      if (!pool.shared) {
+        continue;
+      }
+      for (const client of pool.idle.filter((c) => sessions.get(c)?.tenantId === tenantId)) {
+        ended.push(endOf(client));
+        this.#closeIdle(pool, client);
+      }
+      for (const [client, leasedTo] of pool.leased) {
+        if (leasedTo === tenantId) {
+          closeOnRelease.add(client);
+          ended.push(endOf(client));
+        }
+      }
+    }
+    await this.#retireDedicated(tenantId);
+    await Promise.all(ended);
+  }
+
+  async #retireDedicated(tenantId: string): Promise<void> {
     const pool = this.#pools.get(tenantId);
-    if (pool === undefined) {
+    if (pool === undefined || pool.shared) {
       return;
     }
     pool.retired = true;
@@ -211,12 +295,8 @@ export class ConnectionBudget {
   }
 
   #poolFor(endpoint: TenantEndpoint): TenantPool {
-    let fingerprint = fingerprints.get(endpoint);
-    if (fingerprint === undefined) {
-      fingerprint = `${endpoint.host}\0${endpoint.port}\0${endpoint.database}\0${endpoint.user}\0${endpoint.password}`;
-      fingerprints.set(endpoint, fingerprint);
-    }
-    let pool = this.#pools.get(endpoint.tenantId);
+    const { key, shared, fingerprint } = this.#placementOf(endpoint);
+    let pool = this.#pools.get(key);
     if (pool !== undefined && pool.fingerprint !== fingerprint) {
       // The tenant moved or its credentials changed: the old connections go as they come back.
       pool.retired = true;
@@ -226,7 +306,8 @@ export class ConnectionBudget {
       pool = undefined;
     }
     if (pool === undefined) {
-      pool = new TenantPool(endpoint.tenantId, fingerprint, {
+      const schema = endpoint.schema ?? "";
+      pool = new TenantPool(key, shared, shared ? `pool database "${endpoint.database}"` : `database of tenant "${endpoint.tenantId}"`, fingerprint, {
         host: endpoint.host,
         port: endpoint.port,
         database: endpoint.database,
@@ -234,26 +315,75 @@ export class ConnectionBudget {
         password: endpoint.password,
         application_name: this.#options.applicationName,
         connectionTimeoutMillis: this.#options.acquireTimeoutMs,
+        // A dedicated database's connections serve one tenant: its schema is their path from the start, at no cost.
+        ...(shared || schema === "" ? {} : { options: `-c search_path=${pg.escapeIdentifier(schema)}` }),
         ...(this.#options.types === undefined ? {} : { types: this.#options.types }),
       });
     } else {
-      this.#pools.delete(endpoint.tenantId);
+      this.#pools.delete(key);
     }
     // Re-inserted so that the map stays in least-recently-used order.
-    this.#pools.set(endpoint.tenantId, pool);
+    this.#pools.set(key, pool);
     return pool;
   }
 
-  #tryGrant(pool: TenantPool): Promise<LeasedClient> | undefined {
-    if (pool.inUse >= this.#options.maxConnectionsPerTenant) {
+  /** Which pool serves an endpoint, computed once per endpoint object rather than per lease. */
+  #placementOf(endpoint: TenantEndpoint): Placement {
+    let placement = placements.get(endpoint);
+    if (placement === undefined) {
+      const schema = endpoint.schema ?? "";
+      const role = endpoint.sessionRole ?? "";
+      if (/[\s\\\0]/.test(schema) || (role !== "" && schema === "")) {
+        throw new ConnectError(`tenant "${endpoint.tenantId}" has an unusable schema ${JSON.stringify(schema)} in its route`, Code.Internal);
+      }
+      const address = `${endpoint.host}\0${endpoint.port}\0${endpoint.database}\0${endpoint.user}`;
+      placement =
+        role === ""
+          ? { key: endpoint.tenantId, shared: false, fingerprint: `${address}\0${endpoint.password}\0${schema}` }
+          : {
+              key: `pool\0${address}`,
+              shared: true,
+              fingerprint: `${address}\0${endpoint.password}`,
+              session: { tenantId: endpoint.tenantId, key: `${endpoint.tenantId}\0${role}\0${schema}` },
+              enterSql: [
+                `set role ${pg.escapeIdentifier(role)}`,
+                `set search_path to ${pg.escapeIdentifier(schema)}`,
+                `set application_name to ${pg.escapeLiteral(sessionApplicationName(this.#options.applicationName, endpoint.tenantId))}`,
+              ].join("; "),
+            };
+      placements.set(endpoint, placement);
+    }
+    return placement;
+  }
+
+  /** Whether a lease of `tenantId` from `pool` stays within the limits of the tenant and of a pool database. */
+  #hasRoom(pool: TenantPool, tenantId: string): boolean {
+    if (!pool.shared) {
+      return pool.inUse < this.#options.maxConnectionsPerTenant;
+    }
+    return pool.inUse < this.#maxPerPoolDatabase && (this.#tenantLeases.get(tenantId) ?? 0) < this.#options.maxConnectionsPerTenant;
+  }
+
+  #countLease(pool: TenantPool, tenantId: string, delta: 1 | -1): void {
+    pool.inUse += delta;
+    if (pool.shared) {
+      const leases = (this.#tenantLeases.get(tenantId) ?? 0) + delta;
+      if (leases === 0) {
+        this.#tenantLeases.delete(tenantId);
+      } else {
+        this.#tenantLeases.set(tenantId, leases);
+      }
+    }
+  }
+
+  #tryGrant(pool: TenantPool, endpoint: TenantEndpoint): Promise<LeasedClient> | undefined {
+    if (!this.#hasRoom(pool, endpoint.tenantId)) {
       return undefined;
     }
-    // The connection idle for the shortest time: those idle longest are the ones to close when calls slow down.
-    const idle = pool.idle.pop();
+    const idle = this.#takeIdle(pool, endpoint);
     if (idle !== undefined) {
-      pool.idleSince.pop();
-      pool.inUse++;
-      return Promise.resolve(this.#lease(pool, idle));
+      this.#countLease(pool, endpoint.tenantId, 1);
+      return pool.shared ? this.#enter(pool, idle, endpoint) : Promise.resolve(this.#lease(pool, idle, endpoint));
     }
     if (this.#open >= this.#options.maxConnections) {
       return undefined;
@@ -261,14 +391,67 @@ export class ConnectionBudget {
     if (pool.live === 0) {
       this.#coldOpens++;
     }
-    pool.inUse++;
+    this.#countLease(pool, endpoint.tenantId, 1);
     pool.live++;
     this.#open++;
     this.#opened++;
-    return this.#connect(pool);
+    return this.#connect(pool, endpoint);
   }
 
-  async #connect(pool: TenantPool): Promise<LeasedClient> {
+  /**
+   * An idle connection for `endpoint`: of a pool database, one that holds
+   * the tenant already if there is one; otherwise the connection idle for
+   * the shortest time, since those idle longest are the ones to close when
+   * calls slow down.
+   */
+  #takeIdle(pool: TenantPool, endpoint: TenantEndpoint): pg.Client | undefined {
+    let at = pool.idle.length - 1;
+    if (pool.shared) {
+      const session = this.#placementOf(endpoint).session!.key;
+      const holding = pool.idle.findLastIndex((client) => sessions.get(client)?.key === session);
+      at = holding === -1 ? at : holding;
+    }
+    if (at < 0) {
+      return undefined;
+    }
+    const [client] = pool.idle.splice(at, 1);
+    pool.idleSince.splice(at, 1);
+    return client;
+  }
+
+  /**
+   * Has a pooled connection take on the lease's tenant (role, path and
+   * application name, in one round trip) unless it holds that tenant
+   * already. A connection that fails to is closed, never reused.
+   */
+  async #enter(pool: TenantPool, client: pg.Client, endpoint: TenantEndpoint): Promise<LeasedClient> {
+    const { session, enterSql } = this.#placementOf(endpoint);
+    if (sessions.get(client)?.key !== session!.key) {
+      sessions.delete(client);
+      // Counted as the tenant's from now on, so that retiring the tenant meanwhile closes it too.
+      pool.leased.set(client, endpoint.tenantId);
+      try {
+        await client.query(enterSql!);
+      } catch (error) {
+        pool.leased.delete(client);
+        this.#countLease(pool, endpoint.tenantId, -1);
+        this.#closeClient(pool, client);
+        this.#pump();
+        if ((error as { code?: unknown }).code === insufficientPrivilege) {
+          throw new ConnectError(
+            `tenant "${endpoint.tenantId}" may not use its ${pool.label} at the moment (it is being moved or removed); retry later`,
+            Code.Unavailable,
+          );
+        }
+        this.#options.onError?.(error, endpoint.tenantId);
+        throw new ConnectError(`the ${pool.label} of tenant "${endpoint.tenantId}" did not take the tenant on; retry later`, Code.Unavailable);
+      }
+      sessions.set(client, session!);
+    }
+    return this.#lease(pool, client, endpoint);
+  }
+
+  async #connect(pool: TenantPool, endpoint: TenantEndpoint): Promise<LeasedClient> {
     const client = new pg.Client(pool.config);
     if (this.#options.prepareStatements) {
       prepareParameterizedQueries(client);
@@ -276,10 +459,11 @@ export class ConnectionBudget {
     watchConnectionLoss(client, (error) => {
       if (!broken.has(client)) {
         broken.add(client);
-        this.#options.onError?.(error, pool.tenantId);
+        this.#options.onError?.(error, pool.leased.get(client) ?? endpoint.tenantId);
       }
       this.#closeIdle(pool, client);
     });
+    ends.set(client, new Promise<void>((resolve) => client.once("end", () => resolve())));
     // A transaction whose connection broke never returns it (Kysely releases
     // only after a commit or rollback that succeeded): once the connection
     // has ended, its lease is over.
@@ -287,34 +471,45 @@ export class ConnectionBudget {
     try {
       await client.connect();
     } catch (error) {
-      pool.inUse--;
+      this.#countLease(pool, endpoint.tenantId, -1);
       pool.live--;
       this.#open--;
       if (pool.live === 0) {
         pool.emptied.forEach((done) => done());
       }
       this.#forgetIfEmpty(pool);
-      this.#options.onError?.(error, pool.tenantId);
+      this.#options.onError?.(error, endpoint.tenantId);
       this.#pump();
       throw new ConnectError(
-        `the database of tenant "${pool.tenantId}" cannot be reached; retry later`,
+        pool.shared ? `the ${pool.label} of tenant "${endpoint.tenantId}" cannot be reached; retry later` : `the database of tenant "${endpoint.tenantId}" cannot be reached; retry later`,
         Code.Unavailable,
       );
     }
-    return this.#lease(pool, client);
+    return pool.shared ? this.#enter(pool, client, endpoint) : this.#lease(pool, client, endpoint);
   }
 
-  #lease(pool: TenantPool, client: pg.Client): LeasedClient {
+  #lease(pool: TenantPool, client: pg.Client, endpoint: TenantEndpoint): LeasedClient {
     const leased = client as LeasedClient;
     let released = false;
+    if (pool.shared) {
+      pool.leased.set(client, endpoint.tenantId);
+    }
     leased.release = (destroy?: boolean | Error) => {
       if (released) {
         return;
       }
       released = true;
       leases.delete(client);
-      pool.inUse--;
-      if (destroy || broken.has(client) || pool.retired || this.#closed) {
+      pool.leased.delete(client);
+      this.#countLease(pool, endpoint.tenantId, -1);
+      if (pool.shared && endpoint.migration) {
+        // Migrations reset search_path to the login's default: the next lease sets it again.
+        sessions.delete(client);
+      }
+      // 'T' in a transaction, 'E' in an aborted one: neither may reach another call.
+      const status = client.getTransactionStatus();
+      const inTransaction = status !== null && status !== "I";
+      if (destroy || inTransaction || broken.has(client) || closeOnRelease.has(client) || pool.retired || this.#closed) {
         this.#closeClient(pool, client);
       } else {
         pool.idle.push(client);
@@ -350,8 +545,8 @@ export class ConnectionBudget {
   }
 
   #forgetIfEmpty(pool: TenantPool): void {
-    if (pool.live === 0 && pool.inUse === 0 && this.#pools.get(pool.tenantId) === pool && !this.#waiters.some((w) => w.pool === pool)) {
-      this.#pools.delete(pool.tenantId);
+    if (pool.live === 0 && pool.inUse === 0 && this.#pools.get(pool.key) === pool && !this.#waiters.some((w) => w.pool === pool)) {
+      this.#pools.delete(pool.key);
     }
   }
 
@@ -368,35 +563,63 @@ export class ConnectionBudget {
    * take an idle connection of its own tenant does not jump ahead of an
    * earlier one held back by the ceiling: that idle connection is closed to
    * make room for the earlier one instead. Then, for waiters still held back,
-   * idle connections of tenants nobody waits for are closed.
+   * idle connections of tenants nobody waits for are closed. Among the
+   * waiters of a pool database, the next served is the one whose tenant
+   * holds the fewest of its connections (the earliest of those).
    */
   #pump(): void {
     let blocked = 0;
+    const considered = new Set<Waiter>();
     for (let i = 0; i < this.#waiters.length; ) {
-      const waiter = this.#waiters[i]!;
-      const pool = waiter.pool;
-      if (pool.inUse >= this.#options.maxConnectionsPerTenant) {
+      const first = this.#waiters[i]!;
+      if (considered.has(first)) {
         i++;
+        continue;
+      }
+      const waiter = first.pool.shared ? this.#fairest(first, i, considered) : first;
+      considered.add(waiter);
+      const pool = waiter.pool;
+      if (!this.#hasRoom(pool, waiter.endpoint.tenantId)) {
         continue;
       }
       if (blocked > this.#closing && pool.idle.length > 0) {
         this.#closeIdle(pool, pool.idle[0]!);
-        i++;
         continue;
       }
-      const granted = this.#tryGrant(pool);
+      const granted = this.#tryGrant(pool, waiter.endpoint);
       if (granted === undefined) {
         blocked++;
-        i++;
         continue;
       }
-      this.#waiters.splice(i, 1);
+      this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
       clearTimeout(waiter.timer);
       granted.then(waiter.resolve, waiter.reject);
     }
     if (blocked > this.#closing) {
       this.#reclaim(blocked - this.#closing);
     }
+  }
+
+  /**
+   * Of the waiters of `first`'s pool database from position `from` on, not
+   * considered yet, the one whose tenant holds the fewest leases and may
+   * take another (the earliest of those); `first` when none may.
+   */
+  #fairest(first: Waiter, from: number, considered: Set<Waiter>): Waiter {
+    let best: Waiter | undefined;
+    let fewest = Infinity;
+    for (let j = from; j < this.#waiters.length; j++) {
+      const waiter = this.#waiters[j]!;
+      if (waiter.pool !== first.pool || considered.has(waiter)) {
+        continue;
+      }
+      const leases = this.#tenantLeases.get(waiter.endpoint.tenantId) ?? 0;
+      if (leases < fewest && leases < this.#options.maxConnectionsPerTenant) {
+        best = waiter;
+        fewest = leases;
+      }
+    }
+    return best ?? first;
   }
 
   /** Closes up to `needed` idle connections of tenants nobody waits for, least recently used first. */
@@ -454,8 +677,54 @@ export class ConnectionBudget {
   }
 }
 
-/** What identifies an endpoint's pool, computed once per endpoint object rather than per lease. */
-const fingerprints = new WeakMap<TenantEndpoint, string>();
+/** The tenant a pooled connection holds: who it was set to, and the key of that setting. */
+interface Session {
+  tenantId: string;
+  /** Tenant, role and schema. */
+  key: string;
+}
+
+/** Which pool serves an endpoint, and how a pooled lease takes the tenant on. */
+interface Placement {
+  /** The pool's key in the budget. */
+  key: string;
+  shared: boolean;
+  /** What the pool's connections were opened with: another one retires the pool. */
+  fingerprint: string;
+  /** Pooled: the session a lease needs. */
+  session?: Session;
+  /** Pooled: the statements that take a connection to that session. */
+  enterSql?: string;
+}
+
+/** SQLSTATE of "permission denied to set role" (among others): the tenant's role is no longer granted to the pool's login. */
+const insufficientPrivilege = "42501";
+
+/** Each endpoint's placement, computed once per endpoint object rather than per lease. */
+const placements = new WeakMap<TenantEndpoint, Placement>();
+
+/** The tenant each pooled connection holds; none while it is being set or after a migration reset it. */
+const sessions = new WeakMap<pg.Client, Session>();
+
+/** Leased connections of a retired pooled tenant: closed when they come back. */
+const closeOnRelease = new WeakSet<pg.Client>();
+
+/** Settles when a connection has ended. */
+const ends = new WeakMap<pg.Client, Promise<void>>();
+
+/**
+ * A pooled connection's application name while it serves a tenant:
+ * `<applicationName>@<tenant id>`, so that the tenant's sessions in a pool
+ * database can be found in `pg_stat_activity`. PostgreSQL keeps 63 bytes:
+ * a long one loses the end of the service's part, never the tenant's.
+ */
+function sessionApplicationName(applicationName: string, tenantId: string): string {
+  return `${applicationName.slice(0, Math.max(0, 62 - tenantId.length))}@${tenantId}`;
+}
+
+function endOf(client: pg.Client): Promise<void> {
+  return ends.get(client) ?? Promise.resolve();
+}
 
 /** Connections that were lost (see `watchConnectionLoss`); they are closed instead of reused. */
 const broken = new WeakSet<pg.Client>();

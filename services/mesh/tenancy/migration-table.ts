@@ -8,11 +8,12 @@ import pg from "pg";
  */
 export type MigrationTableConnection = Pick<pg.ClientBase, "query"> | Pick<EntityManager, "execute">;
 
-const table = "mikro_orm_migrations";
+/** The table that tracks the migrations of a service's schema, in that schema. */
+export const migrationTable = "mikro_orm_migrations";
 
-/** The table that tracks the migrations of `schema`: the `tableName` to give MikroORM's Migrator. */
+/** That table in `schema`, qualified: the `tableName` to give a Migrator that always migrates one schema. */
 export function migrationTableName(schema: string): string {
-  return `${schema}.${table}`;
+  return `${schema}.${migrationTable}`;
 }
 
 /**
@@ -23,7 +24,7 @@ export function migrationTableName(schema: string): string {
  * state, Platform to learn what a copied template database already holds.
  */
 export async function readAppliedMigrations(connection: MigrationTableConnection, schema: string): Promise<string[] | undefined> {
-  const quoted = `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(table)}`;
+  const quoted = `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(migrationTable)}`;
   const [found] = await rowsOf<{ present: boolean }>(connection, `select to_regclass(${pg.escapeLiteral(quoted)}) is not null as present`);
   if (!found?.present) {
     return undefined;

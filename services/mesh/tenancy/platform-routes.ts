@@ -1,10 +1,10 @@
 import { durationMs, type Duration } from "@bufbuild/protobuf/wkt";
 import { createClient, type Transport } from "@connectrpc/connect";
-import { PlatformService, TenantStatus, type TenantRoute } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, PlatformService, TenantStatus, type TenantRoute } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { WriteFreezeService } from "../../../gen/tenantry/platform/v1/write_freeze_service_pb.js";
 import type { WriteFreezeNotice } from "./write-freezes.ts";
 
-export { TenantStatus, type TenantRoute };
+export { Placement, TenantStatus, type TenantRoute };
 
 /** A tenant's change, as Platform's change feed announces it. */
 export interface TenantChange {

@@ -3,15 +3,12 @@ import { reflect } from "@bufbuild/protobuf/reflect";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { Migration } from "@mikro-orm/migrations";
 import type { EntityManager, MigrationObject } from "@mikro-orm/postgresql";
-import pg from "pg";
 import { createHmac } from "node:crypto";
 import { isUuid } from "../wire/uuid.ts";
 import { entityManagerOf } from "./tenant-context.ts";
 
 /** Options of a {@link RequestLedger}. */
 export interface RequestLedgerOptions {
-  /** The schema the service owns in every tenant database, where its `request_ids` table is. */
-  schema: string;
   /**
    * Keys the requests' fingerprints (HMAC-SHA256). The database never holds
    * it, so whoever has only the database cannot test guesses of a request's
@@ -38,17 +35,17 @@ const purgeBatch = 16;
  * for it on the table's primary key. A create that fails leaves no id
  * behind, so the id can be sent again with a corrected request.
  *
- * Ids are kept per tenant (in its own database) for at least 24 hours: each
+ * Ids are kept per tenant (in its own schema) for at least 24 hours: each
  * create with an id removes a few expired ones, oldest first, through an
  * index on their time, so purging costs no call a scan and needs no timer.
  * Another key makes every known id's repeats ALREADY_EXISTS.
  */
 export class RequestLedger {
-  readonly #table: string;
+  /** Unqualified: the connection's search_path is the tenant's schema of the service. */
+  readonly #table = "request_ids";
   readonly #key: Uint8Array;
 
   constructor(options: RequestLedgerOptions) {
-    this.#table = `${pg.escapeIdentifier(options.schema)}.request_ids`;
     this.#key = options.key;
   }
 
@@ -126,13 +123,19 @@ function requestIdField(schema: DescMessage): DescField {
 }
 
 /**
- * The migration that creates a service's `request_ids` table in `schema`, for
- * {@link RequestLedger}. Each service lists it among its own migrations,
- * under a name of its own. Its SQL never changes once released: a later
- * change to the table is another migration.
+ * The migration that creates a service's `request_ids` table in the schema
+ * being migrated (the migrator's search_path), for {@link RequestLedger}.
+ * Each service lists it among its own migrations, under a name of its own.
+ * Its SQL never changes once released: a later change to the table is
+ * another migration. The one exception so far: when schemas became
+ * per-tenant (a prefix before the service's name, for pooled tenants),
+ * released migrations lost their schema qualifier (`backend.request_ids`
+ * became `request_ids`) and their `create schema`. Their effect on a
+ * dedicated database is the same, since they run with the search_path set
+ * to the service's schema, and tenants that ran them never run them again.
  */
-export function requestLedgerMigration(schema: string): MigrationObject["class"] {
-  const table = `${pg.escapeIdentifier(schema)}.request_ids`;
+export function requestLedgerMigration(): MigrationObject["class"] {
+  const table = "request_ids";
   return class RememberRequestIds extends Migration {
     override up(): void {
       this.addSql(`create table ${table} (

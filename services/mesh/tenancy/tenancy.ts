@@ -7,27 +7,37 @@ import pg from "pg";
 import Cursor from "pg-cursor";
 import array from "postgres-array";
 import { ConnectionBudget, type ConnectionBudgetOptions, type TenantEndpoint } from "./connection-budget.ts";
-import { migrationTableName, readAppliedMigrations } from "./migration-table.ts";
+import { migrationTable, readAppliedMigrations } from "./migration-table.ts";
 import { RequestLedger } from "./request-ledger.ts";
 import { StorageQuota } from "./storage-quota.ts";
-import type { TenantDirectory, TenantRoute } from "./tenant-directory.ts";
+import { Placement, type TenantDirectory, type TenantRoute } from "./tenant-directory.ts";
 import { TenantScope } from "./tenant-scope.ts";
 import type { WriteFreezes } from "./write-freezes.ts";
 
 /**
- * MikroORM's migration tracking, which looks for its table with
+ * MikroORM's migration tracking, in the migration table of one tenant's
+ * schema (see {@link TenantMigrator}), which looks for its table with
  * `to_regclass` rather than through information_schema: planning that view
  * costs PostgreSQL several milliseconds of CPU on a fresh connection, which
  * is what each tenant of a fleet rollout gets. Without the table, MikroORM's
- * own check runs and creates it.
+ * own check runs and creates it (and the schema, where the login may).
  */
 class TrackingStorage extends MigrationStorage {
   #present = false;
 
+  constructor(driver: ConstructorParameters<typeof MigrationStorage>[0], options: ConstructorParameters<typeof MigrationStorage>[1]) {
+    // A copy: the options are the ORM's, shared by every run, and `pin` sets the schema of this one.
+    super(driver, { ...options });
+  }
+
+  /** Tracks the migrations of `schema`. */
+  pin(schema: string): void {
+    this.options.schema = schema;
+  }
+
   override async ensureTable(): Promise<void> {
     if (!this.#present) {
-      const [schema, table] = this.options.tableName!.split(".") as [string, string];
-      const quoted = `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(table)}`;
+      const quoted = `${pg.escapeIdentifier(this.options.schema!)}.${pg.escapeIdentifier(migrationTable)}`;
       const [row] = await this.driver.getConnection().execute<{ present: boolean }[]>(`select to_regclass(${pg.escapeLiteral(quoted)}) is not null as present`);
       this.#present = row?.present === true;
     }
@@ -38,18 +48,39 @@ class TrackingStorage extends MigrationStorage {
   }
 }
 
-/** MikroORM's Migrator with {@link TrackingStorage}. */
+/**
+ * MikroORM's Migrator for one tenant's schema: its migration table is
+ * there, and `up({ schema })` runs each migration with `search_path` set
+ * there, so that the migrations' unqualified names land in it.
+ */
 class TenantMigrator extends Migrator {
+  /** Declared only: the base constructor creates a storage before this is set, and MikroORM may create another later. */
+  declare schema: string;
+
+  constructor(em: EntityManager, schema: string) {
+    super(em);
+    this.schema = schema;
+    (this.storage as TrackingStorage).pin(schema);
+  }
+
   protected override createStorage(): MigrationStorage {
-    return new TrackingStorage(this.driver as ConstructorParameters<typeof MigrationStorage>[0], this.options);
+    const storage = new TrackingStorage(this.driver as ConstructorParameters<typeof MigrationStorage>[0], this.options);
+    if (this.schema !== undefined) {
+      storage.pin(this.schema);
+    }
+    return storage;
   }
 }
 
 /** Options of a {@link Tenancy}. */
 export interface TenancyOptions {
-  /** The schema this service owns in every tenant database, such as "backend". */
+  /**
+   * The name of the schema this service owns for every tenant, such as
+   * "backend": its schema in a tenant's database is the route's schema
+   * prefix followed by it (just the name in a dedicated database).
+   */
   schema: string;
-  /** The service's entities, all in `schema`. */
+  /** The service's entities, unqualified: they resolve in the tenant's schema. */
   entities: EntitySchema[];
   /** The service's migrations, oldest first. */
   migrations: MigrationObject[];
@@ -116,15 +147,17 @@ export class Tenancy {
       types.setTypeParser(Number(oid), parser);
     }
     this.budget = new ConnectionBudget({ ...options.connections, types, prepareStatements: true });
-    this.requests = new RequestLedger({ schema: options.schema, key: options.requestKey });
+    this.requests = new RequestLedger({ key: options.requestKey });
     this.storage = new StorageQuota({
       intervalMs: options.storageCheckIntervalMs ?? 60_000,
       maxEntries: 10_000,
-      measure: (route) =>
-        this.scope.run(this.endpointOf(route), async () => {
-          const [row] = await this.fork().execute<{ bytes: string }[]>("select pg_database_size(current_database()) as bytes");
+      measure: (route) => {
+        const endpoint = this.endpointOf(route);
+        return this.scope.run(endpoint, async () => {
+          const [row] = await this.fork().execute<{ bytes: string }[]>(endpoint.sessionRole ? pooledTenantSize : "select pg_database_size(current_database()) as bytes");
           return Number(row!.bytes);
-        }),
+        });
+      },
     });
     const budget = this.budget;
     const scope = this.scope;
@@ -134,7 +167,8 @@ export class Tenancy {
       // MikroORM's Migrator still checks that `dbName` exists on the server
       // (and would create it otherwise), so name one every server has.
       dbName: "template1",
-      schema: options.schema,
+      // No schema: the entities' tables and all SQL are unqualified, resolved by each connection's
+      // search_path (the tenant's schema), so that one SQL text serves every tenant of any placement.
       ensureDatabase: false,
       allowGlobalContext: false,
       discovery: { warnWhenNoEntities: false },
@@ -156,7 +190,7 @@ export class Tenancy {
       extensions: [Migrator],
       migrations: {
         migrationsList: options.migrations,
-        tableName: migrationTableName(options.schema),
+        tableName: migrationTable,
         snapshot: false,
         silent: true,
         transactional: true,
@@ -165,10 +199,22 @@ export class Tenancy {
     });
   }
 
-  /** The connection target of a tenant's route. */
+  /**
+   * The connection target of a tenant's route: the service's schema there
+   * (the route's prefix and the service's name), and for a pooled tenant
+   * the role its leases take on. A route with no placement is dedicated.
+   */
   endpointOf(route: TenantRoute): TenantEndpoint {
     let endpoint = this.#endpoints.get(route);
     if (endpoint === undefined) {
+      const pooled = route.placement === Placement.POOLED;
+      if (pooled && route.sessionRole === "") {
+        throw new ConnectError(`the route of pooled tenant "${route.tenantId}" names no session role`, Code.Internal);
+      }
+      const schema = route.schemaPrefix + this.#schema;
+      if (Buffer.byteLength(schema) > maxIdentifierBytes) {
+        throw new ConnectError(`tenant "${route.tenantId}"'s ${this.#schema} schema "${schema}" is longer than PostgreSQL's names (${maxIdentifierBytes} bytes)`, Code.Internal);
+      }
       endpoint = {
         tenantId: route.tenantId,
         host: route.host,
@@ -176,10 +222,22 @@ export class Tenancy {
         database: route.database,
         user: route.user,
         password: route.password,
+        schema,
+        sessionRole: pooled ? route.sessionRole : "",
       };
       this.#endpoints.set(route, endpoint);
     }
     return endpoint;
+  }
+
+  /**
+   * The connection target of a database named directly, with its own login
+   * (a cluster's template database, for one): this service's schema there
+   * is its name, as in a tenant's dedicated database.
+   */
+  databaseEndpoint(target: { host: string; port: number; database: string; user: string; password: string }): TenantEndpoint {
+    const { host, port, database, user, password } = target;
+    return { tenantId: `database:${host}:${port}/${database}`, host, port, database, user, password, schema: this.#schema, sessionRole: "" };
   }
 
   /** An EntityManager of its own for one call. Use it inside the tenant's scope. */
@@ -210,7 +268,9 @@ export class Tenancy {
    * is no migration of the service, or the schema is past it.
    */
   migrate(target: TenantRoute | TenantEndpoint, options: { to?: string } = {}): Promise<MigrationOutcome> {
-    const endpoint = "status" in target ? this.endpointOf(target) : target;
+    // Its own endpoint object, so that pooled connections take the tenant on again after a run (see `TenantEndpoint.migration`).
+    const endpoint: TenantEndpoint = { ...("status" in target ? this.endpointOf(target) : target), migration: true };
+    const schema = endpoint.schema || this.#schema;
     const names = this.migrationNames();
     const last = options.to === undefined ? names.length - 1 : names.indexOf(options.to);
     if (last < 0 && options.to !== undefined) {
@@ -222,17 +282,17 @@ export class Tenancy {
       .then(() =>
         this.scope.run(endpoint, async () => {
           // A Migrator per run: one remembers its tracking table per schema name, not per database.
-          const migrator = new TenantMigrator(this.fork());
+          const migrator = new TenantMigrator(this.fork(), schema);
           if (options.to !== undefined) {
             const beyond = new Set(names.slice(last + 1));
-            const past = (await migrator.getExecuted()).find((m) => beyond.has(m.name));
+            const past = (await migrator.getExecuted({ schema })).find((m) => beyond.has(m.name));
             if (past !== undefined) {
               throw new ConnectError(`the ${this.#schema} schema is at "${past.name}" already, past "${options.to}"`, Code.FailedPrecondition);
             }
           }
-          const applied = await migrator.up(options.to === undefined ? undefined : { to: options.to });
+          const applied = await migrator.up(options.to === undefined ? { schema } : { to: options.to, schema });
           // What this run applied is the newest in the table (ordered by id): read it only when it applied none.
-          const version = applied.at(-1)?.name ?? (await migrator.getExecuted()).at(-1)?.name ?? "";
+          const version = applied.at(-1)?.name ?? (await migrator.getExecuted({ schema })).at(-1)?.name ?? "";
           return { applied: applied.map((m) => m.name), version };
         }),
       )
@@ -252,8 +312,9 @@ export class Tenancy {
 
   /** Reads a tenant's schema state without creating or changing anything. */
   schemaState(route: TenantRoute): Promise<SchemaState> {
-    return this.scope.run(this.endpointOf(route), async () => {
-      const executed = (await readAppliedMigrations(this.fork(), this.#schema)) ?? [];
+    const endpoint = this.endpointOf(route);
+    return this.scope.run(endpoint, async () => {
+      const executed = (await readAppliedMigrations(this.fork(), endpoint.schema || this.#schema)) ?? [];
       const done = new Set(executed);
       return {
         version: executed.at(-1) ?? "",
@@ -269,3 +330,13 @@ export class Tenancy {
     await this.budget.close(timeoutMs);
   }
 }
+
+/**
+ * What a pooled tenant's data takes in its pool database: the relations its
+ * role owns (tables, with their indexes and TOAST), measured in its lease,
+ * where `current_user` is the tenant's role.
+ */
+const pooledTenantSize = `select coalesce(sum(pg_total_relation_size(oid)), 0) as bytes from pg_class where relowner = current_user::regrole and relkind in ('r', 'm', 'p')`;
+
+/** The longest name PostgreSQL keeps whole (NAMEDATALEN - 1); it would cut a longer schema name short. */
+const maxIdentifierBytes = 63;

@@ -1,9 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { LRUCache } from "lru-cache";
 import { checkTenantId } from "../wire/tenant-id.ts";
-import { TenantStatus, type TenantRoute } from "./platform-routes.ts";
+import { Placement, TenantStatus, type TenantRoute } from "./platform-routes.ts";
 
-export { TenantStatus, type TenantRoute };
+export { Placement, TenantStatus, type TenantRoute };
 
 /** Options of a {@link TenantDirectory}. */
 export interface TenantDirectoryOptions {

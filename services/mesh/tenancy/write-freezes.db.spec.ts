@@ -109,7 +109,7 @@ describe("write freezes in a service", () => {
     // A write under way: its insert waits for this lock, inside its transaction.
     const lock = await holdLock(backend.databaseUrl(database), "lock table backend.entries in exclusive mode");
     const underWay = backend.entries.createEntry({ title: "under way" }, headers(tenantId));
-    await lock.waitingFor([/insert into "backend"."entries"/]);
+    await lock.waitingFor([/insert into "entries"/]);
     expect(freezes.writesUnderWay(tenantId)).toBe(1);
 
     const freezeId = backend.directory.freeze(tenantId, 600_000);

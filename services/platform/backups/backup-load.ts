@@ -8,7 +8,8 @@ import { qualifiedName, type BackupManifest, type ManifestTable } from "./backup
 import { fileContext, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { openStream } from "./sealed-stream.ts";
-import { columnList, constraintsToSetAside, DigestTap, listTables, quoted } from "./tenant-catalog.ts";
+import { runTaskGraph, type Task } from "./task-graph.ts";
+import { columnList, constraintsToSetAside, DigestTap, listTables, quoted, type SetAside } from "./tenant-catalog.ts";
 
 /** The size of the chunks gunzip makes: four times zlib's default, a quarter of the hand-offs to its thread and of the buffers. */
 const zlibChunkBytes = 64 * 1024;
@@ -17,6 +18,13 @@ const zlibChunkBytes = 64 * 1024;
 export interface BackupLoad {
   /** A connection to the database loaded, as the owner of its schemas, at the backup's schema versions. */
   client: pg.Client;
+  /**
+   * Opens another connection like `client`, to load and index tables side
+   * by side; without it every table goes through `client`.
+   */
+  connect?: () => Promise<pg.Client>;
+  /** How many connections load at once, `client` included, when `connect` is given (default {@link loadConnections}). */
+  connections?: number;
   key: BackupKey;
   manifest: BackupManifest;
   dataKey: DataKey;
@@ -25,40 +33,64 @@ export interface BackupLoad {
   readBack: boolean;
 }
 
+/** Connections a load uses by default: two keep a core each busy (one table copied while another is indexed or analyzed). */
+export const loadConnections = 2;
+
 /**
- * Loads a backup into a database migrated to the backup's versions, in
- * one transaction (a failure, or a crash, leaves the database as it was):
- * the tables' columns checked against the manifest, foreign keys, primary
- * keys, unique constraints and indexes set aside, every table emptied and
- * loaded with binary COPY from its file (its rows frozen), rows and SHA-256
- * compared with the manifest, what was set aside rebuilt, sequences set;
- * then ANALYZE of the tables loaded.
+ * The schema in which a load keeps, until it ends, what it set aside: a
+ * load started again after a crash finds there what to rebuild.
+ */
+export const loadStateSchema = "tenantry_restore";
+
+/**
+ * Loads a backup into a database migrated to the backup's versions: the
+ * tables' columns checked against the manifest; foreign keys, primary
+ * keys, unique constraints and indexes set aside (and what was set aside
+ * recorded in the database, in schema {@link loadStateSchema}); then, over
+ * the connections, the largest tables first, each table emptied and loaded
+ * with binary COPY from its file in a transaction of its own (its rows
+ * frozen, rows and SHA-256 compared with the manifest), its indexes and
+ * keys built again as soon as it is loaded, and then ANALYZEd; last,
+ * foreign keys and sequences, and the record of what was set aside
+ * dropped. A load that fails leaves the database partly loaded (the
+ * restore drops it); one started again after a crash drops what the first
+ * had rebuilt, from the record, and loads every table afresh.
  * FAILED_PRECONDITION naming the table whose columns, rows or digest differ,
  * or the file that fails its integrity check.
  */
 export async function loadBackup(load: BackupLoad): Promise<void> {
   const { client, manifest } = load;
-  const schemas = Object.keys(manifest.services);
-  await client.query("begin");
+  // The other connections are opened while the first sets keys and indexes aside.
+  const extra = load.connect === undefined ? 0 : Math.max(0, Math.min(manifest.tables.length, load.connections ?? loadConnections) - 1);
+  const more = Array.from({ length: extra }, () => load.connect!());
+  const opened = Promise.allSettled(more);
   try {
-    await checkTables(client, manifest, schemas);
-    const setAside = await constraintsToSetAside(client, schemas);
-    for (const statement of setAside.drop) {
-      await client.query(statement);
+    const setAside = await setAsideForLoad(client, manifest);
+    const connections = [client, ...(await Promise.all(more))];
+    // Each table's transaction commits without waiting for its WAL to reach the disk: the last transaction
+    // below does wait, and with it for all the WAL before it (a crash before then loads again from the start).
+    await Promise.all(connections.map((connection) => connection.query("set synchronous_commit = off")));
+    const { tasks, later } = loadTasks(load, setAside);
+    await runTaskGraph(connections, tasks);
+    await client.query("reset synchronous_commit");
+    await inTransaction(client, async () => {
+      for (const statement of later.flatMap((item) => item.rebuild)) {
+        await client.query(statement);
+      }
+      for (const sequence of manifest.sequences) {
+        await client.query("select setval($1::regclass, $2::bigint, $3)", [quoted(sequence), sequence.lastValue, sequence.isCalled]);
+      }
+      await client.query(`drop schema ${pg.escapeIdentifier(loadStateSchema)} cascade`);
+    });
+  } finally {
+    for (const outcome of await opened) {
+      if (outcome.status === "fulfilled") {
+        await outcome.value.end().catch(() => undefined);
+      }
     }
-    if (manifest.tables.length > 0) {
-      await client.query(`truncate ${manifest.tables.map(quoted).join(", ")}`);
-    }
-    for (const table of manifest.tables) {
-      await copyIn(load, table);
-    }
-    for (const statement of setAside.rebuild) {
-      await client.query(statement);
-    }
-    for (const sequence of manifest.sequences) {
-      await client.query("select setval($1::regclass, $2::bigint, $3)", [quoted(sequence), sequence.lastValue, sequence.isCalled]);
-    }
-    if (load.readBack) {
+  }
+  if (load.readBack) {
+    await inTransaction(client, async () => {
       // Freshly loaded tables hold their rows in the order loaded: a plain scan from the start reads them back in it.
       await client.query("set local synchronize_seqscans = off");
       for (const table of manifest.tables) {
@@ -67,14 +99,87 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
         await pipeline(source, tap, discard());
         compare(load.key, table, { rows: source.rowCount, sha256: tap.digest() }, "reads back");
       }
+    });
+  }
+}
+
+/**
+ * In one transaction: checks the tables against the manifest, sets aside
+ * their keys and indexes (those a load that stopped recorded, if there is
+ * such a record; else those the database has, recording them) and returns
+ * them.
+ */
+async function setAsideForLoad(client: pg.Client, manifest: BackupManifest): Promise<SetAside[]> {
+  const schemas = Object.keys(manifest.services);
+  const record = `${pg.escapeIdentifier(loadStateSchema)}.set_aside`;
+  return inTransaction(client, async () => {
+    await checkTables(client, manifest, schemas);
+    const { rows } = await client.query<{ recorded: boolean }>("select to_regclass($1) is not null as recorded", [`${loadStateSchema}.set_aside`]);
+    let items: SetAside[];
+    if (rows[0]!.recorded) {
+      items = (await client.query<{ items: SetAside[] }>(`select items from ${record}`)).rows[0]!.items;
+    } else {
+      items = await constraintsToSetAside(client, schemas);
+      await client.query(`create schema ${pg.escapeIdentifier(loadStateSchema)}; create table ${record} (items jsonb not null)`);
+      await client.query(`insert into ${record} (items) values ($1)`, [JSON.stringify(items)]);
     }
+    if (items.length > 0) {
+      await client.query(items.map((item) => item.drop).join(";\n"));
+    }
+    return items;
+  });
+}
+
+/**
+ * The tasks of loading every table, largest first, and rebuilding its
+ * indexes and keys once it is loaded, then ANALYZE of it; and what is
+ * rebuilt once all are done (foreign keys).
+ */
+function loadTasks(load: BackupLoad, setAside: SetAside[]): { tasks: Task<pg.Client>[]; later: SetAside[] } {
+  const tables = load.manifest.tables.toSorted((a, b) => b.storedBytes - a.storedBytes);
+  const tasks: Task<pg.Client>[] = [];
+  const placed = new Set<SetAside>();
+  let previous: Task<pg.Client> | undefined;
+  tables.forEach((table, rank) => {
+    const name = quoted(table);
+    // The work of larger tables goes first: what is left of the largest is the longest to do. Tables are
+    // copied one at a time (a copy keeps PostgreSQL and Platform busy at once: two would only slow each
+    // other), while the other connections index and analyze the tables already copied.
+    const copy: Task<pg.Client> = { name: `load ${name}`, priority: 3 * rank, after: previous === undefined ? [] : [previous], run: (client) => inTransaction(client, () => copyIn(client, load, table)) };
+    previous = copy;
+    const builds = setAside
+      .filter((item) => item.table === name && item.kind !== "foreign-key")
+      .map((item): Task<pg.Client> => {
+        placed.add(item);
+        return {
+          name: item.rebuild[0]!,
+          priority: 3 * rank + 1,
+          after: [copy],
+          async run(client) {
+            // Each statement its own transaction: a key's constraint waits only for the index builds of other connections.
+            for (const statement of item.rebuild) {
+              await client.query(statement);
+            }
+          },
+        };
+      });
+    // After the indexes: ANALYZE also gathers the statistics of indexed expressions.
+    const analyze: Task<pg.Client> = { name: `analyze ${name}`, priority: 3 * rank + 2, after: [copy, ...builds], run: (client) => client.query(`analyze ${name}`).then(() => undefined) };
+    tasks.push(copy, ...builds, analyze);
+  });
+  return { tasks, later: setAside.filter((item) => !placed.has(item)) };
+}
+
+/** Runs `work` in a transaction of `client`, rolled back if it fails. */
+async function inTransaction<T>(client: pg.Client, work: () => Promise<T>): Promise<T> {
+  await client.query("begin");
+  try {
+    const result = await work();
     await client.query("commit");
+    return result;
   } catch (error) {
     await client.query("rollback").catch(() => undefined);
     throw error;
-  }
-  if (manifest.tables.length > 0) {
-    await client.query(`analyze ${manifest.tables.map(quoted).join(", ")}`);
   }
 }
 
@@ -102,15 +207,16 @@ async function checkTables(client: pg.Client, manifest: BackupManifest, schemas:
   }
 }
 
-/** Loads one table from its file, checking rows and digest against the manifest. */
-async function copyIn(load: BackupLoad, table: ManifestTable): Promise<void> {
+/** Empties one table and loads it from its file, checking rows and digest against the manifest; in a transaction. */
+async function copyIn(client: pg.Client, load: BackupLoad, table: ManifestTable): Promise<void> {
   const what = `file ${table.file} (${qualifiedName(table)}) of backup "${load.key.backupId}"`;
   const file = await load.storage.get(load.key, table.file).catch((error: NodeJS.ErrnoException) => {
     throw error.code === "ENOENT" ? new ConnectError(`${what} is missing from storage`, Code.FailedPrecondition) : error;
   });
   const tap = new DigestTap();
-  // Frozen as loaded (the table was emptied in this transaction): no reader after it has hint bits to write, ANALYZE first.
-  const sink = load.client.query(copyFrom(`copy ${quoted(table)} (${columnList(table.columns)}) from stdin (format binary, freeze)`));
+  // Frozen as loaded (emptied in the same transaction): no reader after it has hint bits to write, ANALYZE first.
+  await client.query(`truncate ${quoted(table)}`);
+  const sink = client.query(copyFrom(`copy ${quoted(table)} (${columnList(table.columns)}) from stdin (format binary, freeze)`));
   try {
     await pipeline(file, openStream(load.dataKey.key, fileContext(load.key, table.file), what), createGunzip({ chunkSize: zlibChunkBytes }), tap, sink);
   } catch (error) {

@@ -53,43 +53,59 @@ export function columnList(columns: ManifestColumn[]): string {
   return columns.map((c) => pg.escapeIdentifier(c.name)).join(", ");
 }
 
+/** Something {@link constraintsToSetAside} sets aside for a load. */
+export interface SetAside {
+  /** The table it belongs to (a foreign key: the table that refers), `schema.name` quoted. */
+  table: string;
+  /** A foreign key is rebuilt once every table is loaded; an index or key as soon as its table is. */
+  kind: "index" | "key" | "foreign-key";
+  /** Drops it; nothing when it is not there. */
+  drop: string;
+  /** Makes it again, statement by statement (each its own transaction). */
+  rebuild: string[];
+}
+
 /**
  * What slows a bulk load and is rebuilt faster afterwards: foreign keys,
  * primary keys, unique and exclusion constraints, and indexes that back no
  * constraint, in the tables of `schemas` (every index: a key of random
- * UUIDs loaded row by row costs more than the rows). `drop` sets them aside
- * in a safe order (foreign keys first); `rebuild` makes them again from
- * their definitions (`pg_get_indexdef`, `pg_get_constraintdef`), foreign
- * keys last.
+ * UUIDs loaded row by row costs more than the rows), in the order to drop
+ * them (foreign keys first). Each is rebuilt from its definition
+ * (`pg_get_indexdef`, `pg_get_constraintdef`): a primary key or unique
+ * constraint as its index (built as CREATE INDEX builds, beside the
+ * table's other indexes) and then the constraint on that index.
  */
-export async function constraintsToSetAside(client: pg.ClientBase, schemas: string[]): Promise<{ drop: string[]; rebuild: string[] }> {
-  const { rows: constraints } = await client.query<{ schema: string; table: string; name: string; type: string; definition: string }>(
-    `select n.nspname as schema, t.relname as table, con.conname as name, con.contype as type, pg_get_constraintdef(con.oid) as definition
+export async function constraintsToSetAside(client: pg.ClientBase, schemas: string[]): Promise<SetAside[]> {
+  const { rows: constraints } = await client.query<{ schema: string; table: string; name: string; type: string; definition: string; index: string | null; deferrable: boolean; deferred: boolean }>(
+    `select n.nspname as schema, t.relname as table, con.conname as name, con.contype as type, pg_get_constraintdef(con.oid) as definition,
+       case when con.contype in ('p', 'u') then pg_get_indexdef(con.conindid) end as index, con.condeferrable as deferrable, con.condeferred as deferred
      from pg_constraint con join pg_class t on t.oid = con.conrelid join pg_namespace n on n.oid = t.relnamespace
      where n.nspname = any($1) and con.contype in ('f', 'p', 'u', 'x') order by con.contype = 'f' desc, 1, 2, 3`,
     [schemas],
   );
-  const { rows: indexes } = await client.query<{ schema: string; name: string; definition: string }>(
-    `select n.nspname as schema, i.relname as name, pg_get_indexdef(i.oid) as definition
+  const { rows: indexes } = await client.query<{ schema: string; table: string; name: string; definition: string }>(
+    `select n.nspname as schema, t.relname as table, i.relname as name, pg_get_indexdef(i.oid) as definition
      from pg_index x join pg_class i on i.oid = x.indexrelid join pg_class t on t.oid = x.indrelid join pg_namespace n on n.oid = t.relnamespace
      where n.nspname = any($1) and t.relkind = 'r'
        and not exists (select 1 from pg_constraint con where con.conindid = x.indexrelid and con.contype in ('p', 'u', 'x'))
-     order by 1, 2`,
+     order by 1, 2, 3`,
     [schemas],
   );
-  const alter = (c: (typeof constraints)[number]) => `alter table ${quoted({ schema: c.schema, name: c.table })}`;
-  const foreign = constraints.filter((c) => c.type === "f");
-  const keys = constraints.filter((c) => c.type !== "f");
-  return {
-    drop: [
-      ...constraints.map((c) => `${alter(c)} drop constraint ${pg.escapeIdentifier(c.name)}`),
-      ...indexes.map((i) => `drop index ${quoted(i)}`),
-    ],
-    rebuild: [
-      ...indexes.map((i) => i.definition),
-      ...[...keys, ...foreign].map((c) => `${alter(c)} add constraint ${pg.escapeIdentifier(c.name)} ${c.definition}`),
-    ],
-  };
+  return [
+    ...constraints.map((c): SetAside => {
+      const table = quoted({ schema: c.schema, name: c.table });
+      const name = pg.escapeIdentifier(c.name);
+      const drop = `alter table ${table} drop constraint if exists ${name}`;
+      if (c.index !== null) {
+        // The index of a key is named as the key; the key takes it over as it is.
+        const kind = c.type === "p" ? "primary key" : "unique";
+        const timing = `${c.deferrable ? " deferrable" : ""}${c.deferred ? " initially deferred" : ""}`;
+        return { table, kind: "key", drop, rebuild: [c.index, `alter table ${table} add constraint ${name} ${kind} using index ${name}${timing}`] };
+      }
+      return { table, kind: c.type === "f" ? "foreign-key" : "key", drop, rebuild: [`alter table ${table} add constraint ${name} ${c.definition}`] };
+    }),
+    ...indexes.map((i): SetAside => ({ table: quoted({ schema: i.schema, name: i.table }), kind: "index", drop: `drop index if exists ${quoted(i)}`, rebuild: [i.definition] })),
+  ];
 }
 
 /** A pass-through stream that hashes (SHA-256) and counts what goes through it. */

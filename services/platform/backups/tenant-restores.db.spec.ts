@@ -7,6 +7,7 @@ import { BackupService, BackupState, RestoreKind, RestoreState, VerifyResult } f
 import { TenantStatus, Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor, tenantIdHeader } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
+import { schemaShape } from "../../testing/schema-shape.ts";
 import { tableDigests } from "../../testing/table-digests.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
@@ -60,6 +61,8 @@ describe("backups", () => {
   it("hold every table in one snapshot, restore in place to equal digests, and verify", async () => {
     const tenantId = await tenantWithEntries(["one", "two", "three"]);
     const before = await tableDigests(mesh.databaseUrl(await databaseOf(tenantId)), schemas);
+    const shape = await schemaShape(mesh.databaseUrl(await databaseOf(tenantId)), schemas);
+    expect(shape.filter((line) => line.startsWith("constraint")).length).toBeGreaterThan(10);
     let started = performance.now();
     const { backup } = await backups.createBackup({ tenantId, label: "before the change" });
     console.info(`backup of a small tenant: ${(performance.now() - started).toFixed(0)} ms, ${backup!.sizeBytes} bytes`);
@@ -84,6 +87,12 @@ describe("backups", () => {
     expect(restore).toMatchObject({ kind: RestoreKind.IN_PLACE, state: RestoreState.SUCCEEDED, tenantId, previousDatabase: previous });
     expect(tenant).toMatchObject({ status: TenantStatus.ACTIVE, database: restore!.database });
     expect(await tableDigests(mesh.databaseUrl(tenant!.database), schemas)).toEqual(before);
+    // Every key, foreign key and index as it was, and nothing of the load left behind.
+    expect(await schemaShape(mesh.databaseUrl(tenant!.database), schemas)).toEqual(shape);
+    expect(await mesh.sql(tenant!.database, "select nspname from pg_namespace where nspname = 'tenantry_restore'")).toEqual([]);
+    // ANALYZEd, the indexed expressions too (once their indexes were built).
+    const analyzed = await mesh.sql(tenant!.database, "select distinct tablename from pg_stats where schemaname = any($1) and tablename in ('entries', 'users_email') order by 1", [schemas]);
+    expect(analyzed).toEqual([{ tablename: "entries" }, { tablename: "users_email" }]);
     await eventually(async () => (await titles(tenantId)).join() === "one,three,two");
     // The replaced database is kept, refusing connections.
     const [kept] = await mesh.sql<{ datallowconn: boolean }>("postgres", "select datallowconn from pg_database where datname = $1", [previous]);

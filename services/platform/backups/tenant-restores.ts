@@ -289,6 +289,7 @@ export class TenantRestores {
     const noReturn = undoing ? undoPointOfNoReturn : pointOfNoReturn[kind];
     const done = steps.indexOf(last as RestoreStep);
     for (const step of steps.slice(done + 1)) {
+      const started = performance.now();
       try {
         await restoreStepTable[step](context);
       } catch (error) {
@@ -301,6 +302,7 @@ export class TenantRestores {
         await this.#rollback(context, reasonOf(error));
         throw new ConnectError(failure(restore, undoing).rawMessage, cause.code === Code.Unknown ? Code.Internal : cause.code);
       }
+      log.debug({ restoreId, step, ms: Math.round(performance.now() - started) }, "restore step done");
       await afterStep?.(undoing ? "undo" : kind, restoreId, step);
       await changeRestore(em, restore, undoing ? { undoStep: step } : { step });
     }

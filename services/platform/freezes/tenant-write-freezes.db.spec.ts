@@ -74,7 +74,7 @@ describe("write freezes through Platform", () => {
     const { tenantId, database } = await mesh.createTenant();
     const lock = await holdLock(mesh.databaseUrl(database), "lock table backend.entries in exclusive mode");
     const underWay = mesh.entries.createEntry({ title: "under way" }, headers(tenantId));
-    await lock.waitingFor([/insert into "backend"."entries"/]);
+    await lock.waitingFor([/insert into "entries"/]);
 
     let answered = false;
     const freezing = freezes.freezeTenantWrites({ tenantId, ttl: durationFromMs(600_000) }).finally(() => (answered = true));
@@ -95,7 +95,7 @@ describe("write freezes through Platform", () => {
     const { tenantId, database } = await mesh.createTenant();
     const lock = await holdLock(mesh.databaseUrl(database), "lock table backend.entries in exclusive mode");
     const underWay = mesh.entries.createEntry({ title: "stuck" }, headers(tenantId));
-    await lock.waitingFor([/insert into "backend"."entries"/]);
+    await lock.waitingFor([/insert into "entries"/]);
 
     const failure = await outcome(freezes.freezeTenantWrites({ tenantId }));
     expect(failure).toMatch(

@@ -183,4 +183,15 @@ describe("draining a cluster", () => {
     expect([events, error?.code, error?.rawMessage]).toEqual([[], Code.FailedPrecondition, expect.stringMatching(/no other cluster accepts tenants/)]);
     expect(await stateOf("second")).toBe(ClusterState.ACCEPTING);
   });
+
+  it("never takes a cluster on the drained cluster's own server, registered under another name, for a target", async () => {
+    // Ample room, and accepting: only its server tells it apart.
+    await clusters.registerCluster(second.registration("second-twin", { capacity: 1000 }));
+    const auto = await drain({ cluster: "second" });
+    expect([auto.events, auto.error?.code, auto.error?.rawMessage]).toEqual([[], Code.FailedPrecondition, expect.stringMatching(/no other cluster accepts tenants/)]);
+    const named = await drain({ cluster: "second", targetCluster: "second-twin" });
+    expect([named.events, named.error?.code, named.error?.rawMessage]).toEqual([[], Code.FailedPrecondition, expect.stringMatching(/"second" and "second-twin" are the same PostgreSQL server/)]);
+    expect(await stateOf("second")).toBe(ClusterState.ACCEPTING);
+    expect((await moves.listMoves({})).moves.filter((m) => m.targetCluster === "second-twin")).toEqual([]);
+  });
 });

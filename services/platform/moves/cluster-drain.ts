@@ -4,6 +4,7 @@ import { MoveMode } from "../../../gen/tenantry/platform/v1/move_pb.js";
 import { DrainEvent } from "../../../gen/tenantry/platform/v1/move_service_pb.js";
 import type { Logger } from "../../mesh/index.ts";
 import type { Move } from "../entities/move.ts";
+import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import { changeClusterState, clusterStates, countArrivingMoves, findRunningMovesOf, findTenantsOnCluster, listClusters, statusNames } from "../stores/index.ts";
 import type { TenantMoves } from "./tenant-moves.ts";
@@ -52,6 +53,8 @@ export interface ClusterDrainOptions {
   orm: MikroORM;
   /** The moves a drain starts and follows. */
   moves: TenantMoves;
+  /** Tells clusters on the drained cluster's own server, which cannot take its tenants. */
+  clusters: ClusterRegistry;
   /** Told once a cluster is DRAINING: what is kept ready on it for new tenants can go. */
   onDraining?: (cluster: string) => void;
   log: Logger;
@@ -87,7 +90,8 @@ export class ClusterDrain {
     const concurrency = checkRequest(request);
     const mode = request.mode === MoveMode.UNSPECIFIED ? MoveMode.AUTO : request.mode;
     const em = orm.em.fork();
-    await this.#checkRoom(request, await findTenantsOnCluster(em, request.cluster), await findRunningMovesOf(em, request.cluster));
+    const sameServer = await this.#sameServer(request.cluster);
+    await this.#checkRoom(request, sameServer, await findTenantsOnCluster(em, request.cluster), await findRunningMovesOf(em, request.cluster));
     await changeClusterState(em, request.cluster, clusterStates.draining);
     this.#options.onDraining?.(request.cluster);
     log.info({ cluster: request.cluster, concurrency, mode: MoveMode[mode], target: request.targetCluster }, "draining cluster");
@@ -137,7 +141,7 @@ export class ClusterDrain {
     const moveAway = async (tenant: Tenant) => {
       let move: Move;
       try {
-        const targetCluster = request.targetCluster || (await this.#chooseTarget(request.cluster));
+        const targetCluster = request.targetCluster || (await this.#chooseTarget(request.cluster, sameServer));
         move = await moves.start({ tenantId: tenant.id, targetCluster, mode, compareDigests: false });
       } catch (error) {
         totals.failed++;
@@ -235,13 +239,13 @@ export class ClusterDrain {
    * FAILED_PRECONDITION or RESOURCE_EXHAUSTED when the tenants to move have
    * nowhere to go; NOT_FOUND for an unknown cluster or target.
    */
-  async #checkRoom(request: DrainRequest, tenants: Tenant[], running: Move[]): Promise<void> {
+  async #checkRoom(request: DrainRequest, sameServer: ReadonlySet<string>, tenants: Tenant[], running: Move[]): Promise<void> {
     const em = this.#options.orm.em.fork();
     const listed = await listClusters(em);
     if (!listed.some(({ cluster }) => cluster.name === request.cluster)) {
       throw new ConnectError(`cluster "${request.cluster}" is not registered; see ListClusters`, Code.NotFound);
     }
-    let targets = listed.filter(({ cluster }) => cluster.name !== request.cluster && cluster.state === clusterStates.accepting);
+    let targets = listed.filter(({ cluster }) => cluster.name !== request.cluster && !sameServer.has(cluster.name) && cluster.state === clusterStates.accepting);
     if (request.targetCluster !== "") {
       const target = listed.find(({ cluster }) => cluster.name === request.targetCluster);
       if (target === undefined) {
@@ -249,6 +253,9 @@ export class ClusterDrain {
       }
       if (target.cluster.state !== clusterStates.accepting) {
         throw new ConnectError(`cluster "${request.targetCluster}" is ${target.cluster.state} and takes no tenants; choose another target`, Code.FailedPrecondition);
+      }
+      if (sameServer.has(request.targetCluster)) {
+        throw new ConnectError(`clusters "${request.cluster}" and "${request.targetCluster}" are the same PostgreSQL server: choose a target on another server`, Code.FailedPrecondition);
       }
       targets = [target];
     }
@@ -259,7 +266,7 @@ export class ClusterDrain {
     }
     if (targets.length === 0) {
       throw new ConnectError(
-        `no other cluster accepts tenants, and ${toMove} tenants on cluster "${request.cluster}" must move: register one, or set one accepting (RegisterCluster)`,
+        `no other cluster accepts tenants, and ${toMove} tenants on cluster "${request.cluster}" must move: register one on another server, or set one accepting (RegisterCluster)`,
         Code.FailedPrecondition,
       );
     }
@@ -275,12 +282,29 @@ export class ClusterDrain {
     }
   }
 
-  /** The accepting cluster, other than `draining`, with the most room now (the first by name among equals); RESOURCE_EXHAUSTED when none has room. */
-  async #chooseTarget(draining: string): Promise<string> {
+  /** The other clusters registered on the server of cluster `name` (a server may be registered twice under different names). */
+  async #sameServer(name: string): Promise<Set<string>> {
+    const { orm, clusters } = this.#options;
+    const others = (await listClusters(orm.em.fork())).map(({ cluster }) => cluster.name).filter((other) => other !== name);
+    if (others.length === 0) {
+      return new Set();
+    }
+    const identity = await clusters.serverIdentity(name).catch(() => undefined);
+    const same = new Set<string>();
+    for (const other of others) {
+      if (identity !== undefined && (await clusters.serverIdentity(other).catch(() => undefined)) === identity) {
+        same.add(other);
+      }
+    }
+    return same;
+  }
+
+  /** The accepting cluster, other than `draining` and those on its server, with the most room now (the first by name among equals); RESOURCE_EXHAUSTED when none has room. */
+  async #chooseTarget(draining: string, sameServer: ReadonlySet<string>): Promise<string> {
     const em = this.#options.orm.em.fork();
     let chosen: { name: string; room: number } | undefined;
     for (const { cluster, tenantCount } of await listClusters(em)) {
-      if (cluster.name === draining || cluster.state !== clusterStates.accepting) {
+      if (cluster.name === draining || sameServer.has(cluster.name) || cluster.state !== clusterStates.accepting) {
         continue;
       }
       const room = cluster.capacity - tenantCount - (await countArrivingMoves(em, cluster.name));

@@ -222,16 +222,11 @@ export class TenantMoves {
    */
   async #checkDistinctServers(source: string, target: string): Promise<void> {
     const { clusters } = this.#options;
-    const identity = async (name: string) => {
-      const access = await clusters.access(name);
-      return clusters
-        .admin(name, async (admin) => (await admin.query<{ id: string }>("select system_identifier::text as id from pg_control_system()")).rows[0]!.id)
-        .catch(() => `${access.host}:${access.port}`);
-    };
-    if ((await identity(source)) === (await identity(target))) {
+    if ((await clusters.serverIdentity(source)) === (await clusters.serverIdentity(target))) {
       throw new ConnectError(`clusters "${source}" and "${target}" are the same PostgreSQL server: a tenant cannot be moved between them`, Code.FailedPrecondition);
     }
   }
+
 
   /** The mode a move runs in: online where asked or possible, else copy under freeze. */
   async #chooseMode(asked: MoveMode, source: { cluster: string; database: string; login: { user: string; password: string } }, target: string): Promise<MoveModeName> {

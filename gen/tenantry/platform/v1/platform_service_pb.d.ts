@@ -204,6 +204,32 @@ export declare type TenantRoute = Message<"tenantry.platform.v1.TenantRoute"> & 
    * @generated from field: int64 max_storage_bytes = 10;
    */
   maxStorageBytes: bigint;
+
+  /**
+   * How the tenant's data is held: its own database, or schemas in a pool
+   * database. PLACEMENT_UNSPECIFIED is read as PLACEMENT_DEDICATED.
+   *
+   * @generated from field: tenantry.platform.v1.Placement placement = 11;
+   */
+  placement: Placement;
+
+  /**
+   * The role a connection takes on (SET ROLE) for each of the tenant's
+   * calls; empty for a dedicated tenant, whose login is its own role. For a
+   * pooled tenant, user and password are the pool database's login.
+   *
+   * @generated from field: string session_role = 12;
+   */
+  sessionRole: string;
+
+  /**
+   * Prefix of the tenant's schema names: a service's schema is this prefix
+   * followed by the service's name ("backend" with an empty prefix, as in
+   * every dedicated database; "t_acme_backend" with prefix "t_acme_").
+   *
+   * @generated from field: string schema_prefix = 13;
+   */
+  schemaPrefix: string;
 };
 
 /**
@@ -989,6 +1015,42 @@ export enum Tier {
  * Describes the enum tenantry.platform.v1.Tier.
  */
 export declare const TierSchema: GenEnum<Tier>;
+
+/**
+ * Placement is how a tenant's data is held on its cluster.
+ *
+ * @generated from enum tenantry.platform.v1.Placement
+ */
+export enum Placement {
+  /**
+   * Not set: read as PLACEMENT_DEDICATED (a route from a Platform that
+   * predates placements, with an empty schema_prefix).
+   *
+   * @generated from enum value: PLACEMENT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A database of the tenant's own, reached with the tenant's own login.
+   *
+   * @generated from enum value: PLACEMENT_DEDICATED = 1;
+   */
+  DEDICATED = 1,
+
+  /**
+   * Schemas of the tenant's own inside a pool database shared with other
+   * tenants: the connections log in as the pool's role and take on the
+   * tenant's role (session_role) for each call.
+   *
+   * @generated from enum value: PLACEMENT_POOLED = 2;
+   */
+  POOLED = 2,
+}
+
+/**
+ * Describes the enum tenantry.platform.v1.Placement.
+ */
+export declare const PlacementSchema: GenEnum<Placement>;
 
 /**
  * TenantStatus is where a tenant is in its lifecycle.

@@ -1,0 +1,89 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Placement } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { startSingleBackend, type SingleBackend } from "../testing/single-service.ts";
+
+/** Backend's own code serving pooled tenants (schemas in one pool database) beside a dedicated one. */
+let backend: SingleBackend;
+beforeAll(async () => {
+  backend = await startSingleBackend({ env: { TENANTRY_STORAGE_CHECK_INTERVAL_MS: "200" } });
+});
+afterAll(() => backend?.stop());
+
+const as = (tenantId: string) => ({ headers: { "x-tenant-id": tenantId } });
+const pooled = { placement: Placement.POOLED };
+
+async function codeOf(call: Promise<unknown>): Promise<string> {
+  return call.then(
+    () => "ok",
+    (e: unknown) => Code[ConnectError.from(e).code],
+  );
+}
+
+describe("backend with pooled tenants", () => {
+  it("keeps each pooled tenant's entries in its own schema of the shared pool database, apart from its neighbours and from a dedicated tenant", async () => {
+    const [a, b, dedicated] = [await backend.createTenant(pooled), await backend.createTenant(pooled), await backend.createTenant()];
+    expect(a.database).toBe(b.database);
+    const created = new Map<string, string>();
+    for (const t of [a, b, dedicated]) {
+      const { entry } = await backend.entries.createEntry({ title: `only in ${t.tenantId}`, tags: ["x"] }, as(t.tenantId));
+      created.set(t.tenantId, entry!.id);
+    }
+    for (const t of [a, b, dedicated]) {
+      expect((await backend.entries.listEntries({}, as(t.tenantId))).entries.map((e) => e.title)).toEqual([`only in ${t.tenantId}`]);
+      expect((await backend.entries.getEntry({ id: created.get(t.tenantId)! }, as(t.tenantId))).entry?.title).toBe(`only in ${t.tenantId}`);
+      expect(await backend.sqlAs(t, "select title from entries")).toEqual([{ title: `only in ${t.tenantId}` }]);
+    }
+    expect(await codeOf(backend.entries.getEntry({ id: created.get(a.tenantId)! }, as(b.tenantId)))).toBe("NotFound");
+    expect(await backend.sql(a.database, "select schemaname, tableowner from pg_tables where tablename = 'entries' order by 1")).toEqual(
+      [a, b].map((t) => ({ schemaname: `${t.schemaPrefix}backend`, tableowner: t.sessionRole })).sort((x, y) => x.schemaname.localeCompare(y.schemaname)),
+    );
+  });
+
+  it("creates, reads, updates with an etag, lists by tag and deletes for a pooled tenant", async () => {
+    const t = await backend.createTenant(pooled);
+    const { entry } = await backend.entries.createEntry({ title: "first", body: "text", tags: ["a", "b", "a"] }, as(t.tenantId));
+    expect(entry).toMatchObject({ title: "first", body: "text", tags: ["a", "b"], etag: "1" });
+    const { entry: updated } = await backend.entries.updateEntry({ id: entry!.id, title: "renamed", updateMask: { paths: ["title"] }, etag: entry!.etag }, as(t.tenantId));
+    expect(updated).toMatchObject({ title: "renamed", etag: "2" });
+    expect(await codeOf(backend.entries.updateEntry({ id: entry!.id, body: "lost", updateMask: { paths: ["body"] }, etag: entry!.etag }, as(t.tenantId)))).toBe("Aborted");
+    await backend.entries.createEntry({ title: "second", tags: ["b"] }, as(t.tenantId));
+    expect((await backend.entries.listEntries({ tag: "b" }, as(t.tenantId))).entries.map((e) => e.title)).toEqual(["second", "renamed"]);
+    await backend.entries.deleteEntry({ id: entry!.id }, as(t.tenantId));
+    expect(await codeOf(backend.entries.getEntry({ id: entry!.id }, as(t.tenantId)))).toBe("NotFound");
+  });
+
+  it("answers a repeated request_id of a pooled tenant with the first response, and keeps each tenant's ids apart", async () => {
+    const [a, b] = [await backend.createTenant(pooled), await backend.createTenant(pooled)];
+    const requestId = randomUUID();
+    const first = await backend.entries.createEntry({ title: "once", requestId }, as(a.tenantId));
+    expect(await backend.entries.createEntry({ title: "once", requestId }, as(a.tenantId))).toEqual(first);
+    const other = await backend.entries.createEntry({ title: "once", requestId }, as(b.tenantId));
+    expect(other.entry?.id).not.toBe(first.entry?.id);
+    for (const t of [a, b]) {
+      expect(await backend.sqlAs(t, "select count(*)::int as n from entries")).toEqual([{ n: 1 }]);
+      expect(await backend.sqlAs(t, "select count(*)::int as n from request_ids")).toEqual([{ n: 1 }]);
+    }
+  });
+
+  it("holds a pooled tenant to its storage limit by what it stores, not by the pool database's size", async () => {
+    const limit = 1024 * 1024;
+    const [full, neighbour] = [await backend.createTenant({ ...pooled, maxStorageBytes: limit }), await backend.createTenant({ ...pooled, maxStorageBytes: limit })];
+    const [{ bytes }] = (await backend.sql<{ bytes: string }>(full.database, "select pg_database_size(current_database()) as bytes")) as [{ bytes: string }];
+    expect(Number(bytes)).toBeGreaterThan(limit);
+    expect(await codeOf(backend.entries.createEntry({ title: "under the limit" }, as(full.tenantId)))).toBe("ok");
+
+    // The tenant's own schema filled past its limit behind Backend's back.
+    await backend.sqlAs(full, "create table ballast as select i, repeat(md5(i::text), 40) as filler from generate_series(1, 1500) i");
+    let outcome = "ok";
+    const deadline = Date.now() + 10_000;
+    while (outcome === "ok" && Date.now() < deadline) {
+      outcome = await codeOf(backend.entries.createEntry({ title: "filling" }, as(full.tenantId)));
+      await sleep(100);
+    }
+    expect(outcome).toBe("ResourceExhausted");
+    expect(await codeOf(backend.entries.createEntry({ title: "next door" }, as(neighbour.tenantId)))).toBe("ok");
+  });
+});
