@@ -9,10 +9,25 @@ import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 let mesh: TestMesh;
 beforeAll(async () => {
-  mesh = await startTestMesh();
-  // Build the template first, so that the runs below take the fast path.
+  // With a stock of ready databases, as by default: the runs below take one.
+  mesh = await startTestMesh({ platformEnv: { TENANTRY_DATABASE_STOCK: "2" } });
   await mesh.createTenant();
 });
+
+/** The oids of the stock's ready databases once there are two. */
+async function readyStock(): Promise<number[]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const rows = await mesh.sql<{ oid: number }>("postgres", "select oid::int from pg_database where starts_with(datname, $1) and datname !~ '_b$' and not datallowconn", [`${mesh.platformDatabase}_stock_`]);
+    if (rows.length === 2) {
+      return rows.map((r) => r.oid);
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`the stock holds ${rows.length} ready databases, not 2`);
+    }
+    await sleep(50);
+  }
+}
 afterAll(() => mesh?.stop());
 
 /** Has a Platform that kills itself right after `step` create `tenantId`, and checks that it died there. */
@@ -53,13 +68,23 @@ const schemaOwners = registry.flatMap((s) => (s.schema === undefined ? [] : [s.s
 
 describe("provisioning after a kill -9", () => {
   for (const step of provisioningSteps) {
-    it(`ends ACTIVE, with its role, database, schemas and ledger, when Platform dies after "${step}" and starts again`, async () => {
+    it(`ends ACTIVE, with its role, database (from the stock), schemas and ledger, when Platform dies after "${step}" and starts again`, async () => {
+      const stock = await readyStock();
       const tenantId = mesh.uniqueTenantId(step);
       await createTenantAndCrash(tenantId, step);
       await mesh.restartPlatform();
       const tenant = await settled(tenantId);
       expect(tenant.status).toBe(TenantStatus.ACTIVE);
       expect(await leftovers(tenantId)).toEqual({ databases: 1, roles: 1 });
+      const [database] = await mesh.sql<{ oid: number; owner: string }>("postgres", "select oid::int, pg_get_userbyid(datdba) as owner from pg_database where datname = $1", [tenant.database]);
+      expect(stock).toContain(database!.oid);
+      expect(database!.owner).toBe(tenant.database);
+      // The other one is still in the stock, whole: no stock database is left half-taken.
+      const left = await mesh.sql<{ oid: number }>("postgres", "select oid::int from pg_database where oid = any($1) and starts_with(datname, $2) and not datallowconn and datdba = (select oid from pg_roles where rolname = current_user)", [
+        stock,
+        `${mesh.platformDatabase}_stock_`,
+      ]);
+      expect(left.map((r) => r.oid)).toEqual(stock.filter((oid) => oid !== database!.oid));
       const schemas = await mesh.sql(tenant.database, "select nspname from pg_namespace where nspname = any($1) order by 1", [schemaOwners]);
       expect(schemas).toEqual(schemaOwners.map((nspname) => ({ nspname })));
       const ledger = await mesh.sql(mesh.platformDatabase, "select service from platform.tenant_schema_versions where tenant_id = $1 order by 1", [tenantId]);

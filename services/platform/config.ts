@@ -108,6 +108,13 @@ export const platformEnv = {
   TENANTRY_DEFAULT_CLUSTER_REGION: z.string().regex(/^[a-z0-9-]{0,40}$/, "lower-case letters, digits and hyphens").default("local"),
   /** Copy new tenant databases from a per-cluster template ("true") or migrate each one ("false"). */
   TENANTRY_TEMPLATE_DATABASES: z.enum(["true", "false"]).default("true").transform((v) => v === "true"),
+  /**
+   * Ready databases kept on each cluster that accepts tenants, copies of its
+   * template at the newest schema versions: a new tenant takes one instead
+   * of having its database copied. Refilled in the background; 0 keeps none
+   * (and drops those left). Needs TENANTRY_TEMPLATE_DATABASES.
+   */
+  TENANTRY_DATABASE_STOCK: z.coerce.number().int().min(0).max(100).default(3),
   /** Users and storage each tier allows, carried in every tenant's route. */
   TENANTRY_TIER_LIMITS: tierLimits.default(defaultTierLimits),
   /** How long after DeleteTenant a tenant's database and role are dropped; 0 drops them at once. */

@@ -43,7 +43,7 @@ import { ClusterDrain, ServiceWriteFreeze, SessionWriteFreeze, TenantMoves, type
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
-import { TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
+import { DatabaseStock, TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { RateLimit } from "./rate-limit.ts";
 import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService, tierName } from "./stores/index.ts";
@@ -122,11 +122,20 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     const templates = config.TENANTRY_TEMPLATE_DATABASES
       ? new TemplateDatabases({ orm, clusters, schemas, locks, box, name: `${platformDatabase}_template`.slice(0, 63), log })
       : undefined;
+    const stock = new DatabaseStock({ orm, clusters, schemas, templates, locks, size: config.TENANTRY_DATABASE_STOCK, owner: platformDatabase, log });
+    // Refilled after each provisioning; the sweep builds the stock at start, follows new schema versions and drops what is not wanted.
+    const stockSweep = new PeriodicSweep(() => stock.refill(), {
+      intervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
+      onError: (error) => log.warn({ err: error }, "refilling the database stock failed; the next sweep tries again"),
+    });
+    closers.push(() => stockSweep.stop());
+    closers.push(() => stock.stop());
     const provisioner = new TenantProvisioner({
       orm,
       clusters,
       schemas,
       templates,
+      stock,
       locks,
       box,
       migrateTimeoutMs: 60_000,
@@ -287,7 +296,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
         { service: BackupService, impl: backupService(backups, restores, audit) },
         { service: TenantBackupService, impl: tenantBackupService(selfServe, audit) },
         { service: WriteFreezeService, impl: writeFreezeService(freezes, audit) },
-        { service: MoveService, impl: moveService(moves, new ClusterDrain({ orm, moves, clusters, log }), audit) },
+        { service: MoveService, impl: moveService(moves, new ClusterDrain({ orm, moves, clusters, log, onDraining: () => stock.refillInBackground() }), audit) },
       ],
       interceptors: [],
       credentials,
@@ -302,6 +311,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     backupSweep.start();
     scheduleSweep.start();
     moveSweep.start();
+    stockSweep.start();
     const resuming = provisioner.resumeUnfinished().catch((error: unknown) => log.error({ err: error }, "could not resume unfinished tenants"));
     closers.push(() => resuming);
     return meshServer;

@@ -92,6 +92,8 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
             TENANTRY_SCHEMA_SERVICES: schemaServicesSetting(members.filter((s) => !later.has(s.name)), (s) => address(s.name)),
             // Specs that test the backup schedule turn it on; no other spec wants backups of its tenants taken meanwhile.
             TENANTRY_BACKUP_SCHEDULE: "off",
+            // Specs of the database stock turn it on; the others provision by copying the template, with no stock built beside them.
+            TENANTRY_DATABASE_STOCK: "0",
             ...options.platformEnv,
           }
         : { ...own, TENANTRY_PLATFORM_ADDRESS: address("platform"), TENANTRY_AUTH_ADDRESS: address("auth"), ...options.tenantServiceEnv };

@@ -100,11 +100,11 @@ function targetOf(context: RestoreContext, tenant?: Tenant): Tenant {
 }
 
 /** Runs a provisioning step (or rollback step) on the restore's target. */
-function provisioningStep(work: (context: Parameters<RestoreWork>[0] & { tenant: Tenant; templates: undefined; run: object }) => Promise<void>): RestoreWork {
+function provisioningStep(work: (context: Parameters<RestoreWork>[0] & { tenant: Tenant; templates: undefined; stock: undefined; run: object }) => Promise<void>): RestoreWork {
   return async (context) => {
     const tenant = context.restore.kind === restoreKinds.verify ? undefined : await getTenant(context.em, context.restore.tenantId);
-    // No template: the database is made at the backup's versions, which need not be the newest.
-    await work({ ...context, tenant: targetOf(context, tenant), templates: undefined, run: {} });
+    // No template nor stock: the database is made at the backup's versions, which need not be the newest.
+    await work({ ...context, tenant: targetOf(context, tenant), templates: undefined, stock: undefined, run: {} });
   };
 }
 

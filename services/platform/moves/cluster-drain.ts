@@ -55,6 +55,8 @@ export interface ClusterDrainOptions {
   moves: TenantMoves;
   /** Tells clusters on the drained cluster's own server, which cannot take its tenants. */
   clusters: ClusterRegistry;
+  /** Told once a cluster is DRAINING: what is kept ready on it for new tenants can go. */
+  onDraining?: (cluster: string) => void;
   log: Logger;
 }
 
@@ -91,6 +93,7 @@ export class ClusterDrain {
     const sameServer = await this.#sameServer(request.cluster);
     await this.#checkRoom(request, sameServer, await findTenantsOnCluster(em, request.cluster), await findRunningMovesOf(em, request.cluster));
     await changeClusterState(em, request.cluster, clusterStates.draining);
+    this.#options.onDraining?.(request.cluster);
     log.info({ cluster: request.cluster, concurrency, mode: MoveMode[mode], target: request.targetCluster }, "draining cluster");
 
     const totals: DrainTotals = { total: 0, moved: 0, failed: 0, left: 0, remaining: 0, moving: 0 };

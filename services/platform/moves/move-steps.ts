@@ -134,9 +134,9 @@ function targetTenant({ tenant, move }: MoveContext): Tenant {
 }
 
 /** Runs a provisioning step (or rollback step) on the move's target. */
-function provisioningStep(work: (context: MoveContext & { tenant: Tenant; templates: undefined; run: object }) => Promise<void>): MoveWork {
-  // No template: the database is made at the source's versions, which need not be the newest.
-  return (context) => work({ ...context, tenant: targetTenant(context), templates: undefined, run: {} });
+function provisioningStep(work: (context: MoveContext & { tenant: Tenant; templates: undefined; stock: undefined; run: object }) => Promise<void>): MoveWork {
+  // No template nor stock: the database is made at the source's versions, which need not be the newest.
+  return (context) => work({ ...context, tenant: targetTenant(context), templates: undefined, stock: undefined, run: {} });
 }
 
 function sourceDatabase({ move, tenant, box }: MoveContext): TenantDatabase {

@@ -3,7 +3,7 @@ import { provisioningStepTable, provisioningSteps, rollbackStepTable, rollbackSt
 
 describe("provisioning steps", () => {
   it("run in order from the record to ACTIVE", () => {
-    expect(provisioningSteps.join(" > ")).toBe("register > create-role > create-database > secure-database > migrate-schemas > bootstrap > activate");
+    expect(provisioningSteps.join(" > ")).toBe("register > create-role > take-database > create-database > secure-database > migrate-schemas > bootstrap > activate");
   });
 
   it("each have their work in the table, which has no other step", () => {
@@ -11,14 +11,14 @@ describe("provisioning steps", () => {
     expect(provisioningSteps.filter((step) => typeof provisioningStepTable[step].perform !== "function")).toEqual([]);
   });
 
-  it("are undone by a rollback step where they make something: the role and the database", () => {
+  it("are undone by a rollback step where they make something: the role and the database, taken from the stock or made", () => {
     const undone = provisioningSteps.filter((step) => provisioningStepTable[step].undoneBy !== undefined).map((step) => `${step} by ${provisioningStepTable[step].undoneBy}`);
-    expect(undone).toEqual(["create-role by drop-role", "create-database by drop-database"]);
+    expect(undone).toEqual(["create-role by drop-role", "take-database by drop-database", "create-database by drop-database"]);
   });
 });
 
 describe("rollback steps", () => {
-  it("undo the later step first: the database, then the role that owns it", () => {
+  it("undo the later step first, each once: the database, then the role that owns it", () => {
     expect(rollbackSteps).toEqual(["drop-database", "drop-role"]);
   });
 

@@ -6,7 +6,8 @@ import { readAppliedMigrations, type Logger, type SecretBox } from "../../mesh/i
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import type { SchemaServices } from "../schema-services.ts";
-import { changeTenant, ownerPasswordContext, recordMigrated, recordPermissionsMerged, rolePasswordContext, statusNames } from "../stores/index.ts";
+import { changeTenant, ownerPasswordContext, recordMigrated, recordPermissionsMerged, rolePasswordContext, statusNames, writeRedoable } from "../stores/index.ts";
+import type { DatabaseStock } from "./database-stock.ts";
 import type { TemplateDatabases } from "./template-databases.ts";
 
 /**
@@ -14,7 +15,7 @@ import type { TemplateDatabases } from "./template-databases.ts";
  * last one done is recorded on the tenant, so that a Platform that stops
  * anywhere resumes from there.
  */
-export const provisioningSteps = ["register", "create-role", "create-database", "secure-database", "migrate-schemas", "bootstrap", "activate"] as const;
+export const provisioningSteps = ["register", "create-role", "take-database", "create-database", "secure-database", "migrate-schemas", "bootstrap", "activate"] as const;
 
 export type ProvisioningStep = (typeof provisioningSteps)[number];
 
@@ -30,6 +31,8 @@ export interface StepServices {
   schemas: SchemaServices;
   /** The clusters' template databases; undefined to always migrate new databases directly. */
   templates: TemplateDatabases | undefined;
+  /** The clusters' stocks of ready databases; undefined to copy or migrate every new database. */
+  stock: DatabaseStock | undefined;
   box: SecretBox;
   /** How long one service may take to migrate (or bootstrap) one tenant. */
   migrateTimeoutMs: number;
@@ -67,6 +70,26 @@ async function createRole({ tenant, clusters, box }: StepContext): Promise<void>
     const exists = await admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]);
     await admin.query(`${exists.rowCount === 0 ? "create" : "alter"} role ${role} login password ${password}`);
   });
+}
+
+/**
+ * Takes a ready database of the cluster's stock as the tenant's, owned by
+ * its role, when the stock has one at the newest schema versions; else
+ * leaves the database to create-database. The take is one transaction on
+ * the cluster: done, the database is the tenant's (and create-database
+ * finds it so); not done, the stock database is untouched.
+ */
+async function takeDatabase({ tenant, clusters, schemas, stock, run }: StepContext): Promise<void> {
+  if (stock === undefined || stock.size === 0) {
+    return;
+  }
+  const cluster = tenant.cluster!;
+  if ((await databaseOwner(clusters, cluster, tenant.database)) !== undefined) {
+    // Taken or made by an earlier run, or someone else's: create-database tells.
+    return;
+  }
+  run.latest = await schemas.latestVersions();
+  await stock.take(cluster, run.latest, { database: tenant.database, role: tenant.role! });
 }
 
 /**
@@ -113,21 +136,24 @@ async function createDatabase({ tenant, clusters, schemas, templates, log, run }
 
 /**
  * Closes the database to everyone but the tenant's role, hands the role
- * what a template copy brought, and learns which schema versions it holds.
+ * what a template copy (or a stock database, one too) brought, and learns
+ * which schema versions it holds: the check that a taken or copied
+ * database is current, whatever its name or record said.
  */
 async function secureDatabase({ tenant, clusters, schemas, templates, run }: StepContext): Promise<void> {
   const role = pg.escapeIdentifier(tenant.role!);
   const database = pg.escapeIdentifier(tenant.database);
   run.versions = await clusters.inDatabase(tenant.cluster!, tenant.database, async (client) => {
-    await client.query(`revoke connect, temporary on database ${database} from public`);
-    await client.query(`alter database ${database} owner to ${role}`);
-    if (templates !== undefined) {
-      const copied = await client.query("select 1 from pg_roles where rolname = $1", [templates.name]);
-      if (copied.rowCount !== 0) {
+    const copied = templates !== undefined && (await client.query("select 1 from pg_roles where rolname = $1", [templates.name])).rowCount !== 0;
+    // One transaction, so one commit to wait for.
+    await client.query(
+      [
+        `revoke connect, temporary on database ${database} from public`,
+        `alter database ${database} owner to ${role}`,
         // A copy of the template: what the template's role made becomes the tenant's.
-        await client.query(`reassign owned by ${pg.escapeIdentifier(templates.name)} to ${role}`);
-      }
-    }
+        ...(copied ? [`reassign owned by ${pg.escapeIdentifier(templates.name)} to ${role}`] : []),
+      ].join(";\n"),
+    );
     return readVersions(client, schemas.entries.map((e) => e.name));
   });
 }
@@ -150,9 +176,11 @@ async function migrateSchemas({ em, tenant, clusters, schemas, migrateTimeoutMs,
       }
     }),
   );
-  for (const [service, version] of reported) {
-    await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
-  }
+  await writeRedoable(em, async () => {
+    for (const [service, version] of reported) {
+      await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
+    }
+  });
 }
 
 /**
@@ -175,7 +203,7 @@ async function bootstrap({ em, tenant, schemas, box, migrateTimeoutMs }: StepCon
     const cause = ConnectError.from(error);
     throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
   }
-  await recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest });
+  await writeRedoable(em, () => recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest }));
 }
 
 /** Makes the tenant ACTIVE, forgetting the owner's password; recorded with its work. */
@@ -203,6 +231,7 @@ export const provisioningStepTable: { readonly [S in ProvisioningStep]: Provisio
   // The record is made with this step (see TenantProvisioner.create).
   register: { perform: async () => {} },
   "create-role": { perform: createRole, undoneBy: "drop-role" },
+  "take-database": { perform: takeDatabase, undoneBy: "drop-database" },
   "create-database": { perform: createDatabase, undoneBy: "drop-database" },
   "secure-database": { perform: secureDatabase },
   "migrate-schemas": { perform: migrateSchemas },
@@ -217,7 +246,7 @@ export const rollbackStepTable: { readonly [S in RollbackStep]: StepWork } = {
 };
 
 /** The rollback steps, in the order they run: the reverse of the steps they undo. */
-export const rollbackSteps: readonly RollbackStep[] = provisioningSteps.toReversed().flatMap((step) => provisioningStepTable[step].undoneBy ?? []);
+export const rollbackSteps: readonly RollbackStep[] = [...new Set(provisioningSteps.toReversed().flatMap((step) => provisioningStepTable[step].undoneBy ?? []))];
 
 /** The owner of a database on a cluster, or undefined when there is no such database. */
 async function databaseOwner(clusters: ClusterRegistry, cluster: string, database: string): Promise<string | undefined> {

@@ -15,6 +15,7 @@ import {
   insertTenant,
   listClusters,
   ownerPasswordContext,
+  recordStepDone,
   restartProvisioning,
   restoringStep,
   rolePasswordContext,
@@ -51,8 +52,9 @@ const firstStep = provisioningSteps[0];
 /**
  * Provisions tenants as a resumable state machine over the steps of
  * {@link provisioningStepTable}: the tenant is recorded with its cluster and
- * sealed role password, then its login role, its database (a copy of the
- * cluster's template, or empty), the database locked to that role, every
+ * sealed role password, then its login role, its database (one of the
+ * cluster's stock of ready databases, else a copy of the cluster's
+ * template, else empty), the database locked to that role, every
  * service's schema at its newest version with the versions in the ledger,
  * and only then ACTIVE. A failure undoes what was made (database, role) and
  * leaves the tenant FAILED with the reason.
@@ -192,7 +194,8 @@ export class TenantProvisioner {
         return this.#awaitOther(tenantId);
       }
       try {
-        return await this.#advance(tenantId);
+        const advance = () => this.#advance(tenantId);
+        return await (this.#options.stock?.whileProvisioning(advance) ?? advance());
       } finally {
         await this.#options.locks.unlock(key).catch(() => undefined);
       }
@@ -241,7 +244,7 @@ export class TenantProvisioner {
       }
       await this.#options.afterStep?.(tenantId, step);
       if (step !== "activate") {
-        await changeTenant(em, tenant, { lifecycleStep: step });
+        await recordStepDone(em, tenant, step);
       }
     }
     this.#options.log.info({ tenantId, cluster: tenant.cluster, database: tenant.database }, "tenant provisioned");
@@ -263,8 +266,8 @@ export class TenantProvisioner {
   }
 
   #context(em: EntityManager, tenant: Tenant): StepContext {
-    const { clusters, schemas, templates, box, migrateTimeoutMs, log } = this.#options;
-    return { em, tenant, clusters, schemas, templates, box, migrateTimeoutMs, log, run: {} };
+    const { clusters, schemas, templates, stock, box, migrateTimeoutMs, log } = this.#options;
+    return { em, tenant, clusters, schemas, templates, stock, box, migrateTimeoutMs, log, run: {} };
   }
 }
 

@@ -98,6 +98,7 @@ export {
   type LedgerEntry,
   type SchemaStateCounts,
 } from "./schema-version-ledger.ts";
+export { writeRedoable } from "./redoable-writes.ts";
 export {
   changeStatus,
   changeTenant,
@@ -110,6 +111,7 @@ export {
   findTenantsOnCluster,
   getTenant,
   insertTenant,
+  recordStepDone,
   listTenants,
   ownerPasswordContext,
   restartProvisioning,

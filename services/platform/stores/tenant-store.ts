@@ -3,6 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { TenantStatus, Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, isTenantId, pageOf, readPage } from "../../mesh/index.ts";
 import { Tenant } from "../entities/tenant.ts";
+import { writeRedoable } from "./redoable-writes.ts";
 
 /**
  * How the registry spells the values of an API enum: the value's name
@@ -142,6 +143,17 @@ export async function insertTenant(em: EntityManager, record: NewTenantRecord): 
 export async function changeTenant(em: EntityManager, tenant: Tenant, change: TenantChange): Promise<void> {
   Object.assign(tenant, change, { updatedAt: new Date() });
   await em.flush();
+}
+
+/**
+ * Records the step a tenant's provisioning has done, as a redoable write
+ * (see {@link writeRedoable}): the step is done again should the record be
+ * lost.
+ */
+export async function recordStepDone(em: EntityManager, tenant: Tenant, step: string): Promise<void> {
+  await writeRedoable(em, async () => {
+    Object.assign(tenant, { lifecycleStep: step, updatedAt: new Date() });
+  });
 }
 
 /**
