@@ -155,7 +155,7 @@ describe("tracing", () => {
       },
       "SQL spans under CreateEntry",
     );
-    expect(children.map((s) => s.attributes["db.query.text"] ?? s.attributes["db.statement"]).join("\n")).toMatch(/insert into "backend"\."entries"/i);
+    expect(children.map((s) => s.attributes["db.query.text"] ?? s.attributes["db.statement"]).join("\n")).toMatch(/insert into "entries"/i);
   });
 });
 
