@@ -139,6 +139,9 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       locks,
       box,
       migrateTimeoutMs: 60_000,
+      poolMaxTenants: config.TENANTRY_POOL_MAX_TENANTS,
+      poolNamePrefix: `${platformDatabase}_pool`,
+      tierPlacements: config.TENANTRY_TIER_PLACEMENTS,
       log,
       ...(hooks.afterStep === undefined ? {} : { afterStep: hooks.afterStep }),
     });
