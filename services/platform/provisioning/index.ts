@@ -1,4 +1,5 @@
 export {
+  dropPooledSchemas,
   pooledProvisioningSteps,
   pooledProvisioningStepTable,
   pooledRollbackSteps,

@@ -1,17 +1,20 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FleetService, MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
 import { BackupService } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { MoveService } from "../../../gen/tenantry/platform/v1/move_service_pb.js";
 import { Placement, TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor } from "../../mesh/index.ts";
 import { registry } from "../../registry.ts";
+import { newerBackendMigrations, upcomingBackendVersion } from "../../testing/newer-backend.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
 let mesh: TestMesh;
 beforeAll(async () => {
   // Two pooled tenants to a pool database, so that a third one opens another.
-  mesh = await startTestMesh({ platformEnv: { TENANTRY_POOL_MAX_TENANTS: "2", TENANTRY_DATABASE_STOCK: "0" } });
+  // Offboarded tenants are purged at once.
+  mesh = await startTestMesh({ platformEnv: { TENANTRY_POOL_MAX_TENANTS: "2", TENANTRY_DATABASE_STOCK: "0", TENANTRY_OFFBOARDING_GRACE_MS: "0" } });
 });
 afterAll(() => mesh?.stop());
 
@@ -113,5 +116,56 @@ describe("pooled tenants provisioned by Platform", () => {
     const move = await mesh.client("platform", MoveService, operator).moveTenant({ tenantId: tenant.tenantId, targetCluster: "elsewhere" }).then(() => undefined, (e: unknown) => ConnectError.from(e));
     expect(move?.code).toBe(Code.FailedPrecondition);
     expect(move?.rawMessage).toMatch(/not yet for pooled tenants/);
+  });
+
+  it("are suspended and resumed as any tenant: refused while SUSPENDED, served again after", async () => {
+    const tenant = await mesh.createTenant({ placement: Placement.POOLED });
+    await mesh.entries.createEntry({ title: "before" }, headers(tenant.tenantId));
+    await mesh.platformClient.suspendTenant({ tenantId: tenant.tenantId, reason: "unpaid invoice" });
+    const refused = await mesh.entries.listEntries({}, headers(tenant.tenantId)).then(() => undefined, (e: unknown) => ConnectError.from(e));
+    expect(refused?.code).toBe(Code.FailedPrecondition);
+    await mesh.platformClient.resumeTenant({ tenantId: tenant.tenantId });
+    expect((await mesh.entries.listEntries({}, headers(tenant.tenantId))).entries.map((e) => e.title)).toEqual(["before"]);
+  });
+
+  it("are offboarded with their schemas and role dropped, their pool database and its other tenants untouched", async () => {
+    const made = [await mesh.createTenant({ placement: Placement.POOLED }), await mesh.createTenant({ placement: Placement.POOLED }), await mesh.createTenant({ placement: Placement.POOLED })];
+    const [gone, kept] = made.filter((t) => made.filter((u) => u.database === t.database).length === 2) as [typeof made[number], typeof made[number]];
+    await mesh.entries.createEntry({ title: "kept's entry" }, headers(kept.tenantId));
+    await mesh.entries.createEntry({ title: "gone's entry" }, headers(gone.tenantId));
+    const { tenant: deleted } = await mesh.platformClient.deleteTenant({ tenantId: gone.tenantId });
+    expect(deleted?.status).toBe(TenantStatus.DELETED);
+    const role = `tenant_${gone.tenantId.replaceAll("-", "_")}`;
+    expect(await mesh.sql("postgres", "select 1 from pg_roles where rolname = $1", [role])).toEqual([]);
+    expect(await mesh.sql(gone.database, "select nspname from pg_namespace where starts_with(nspname, $1)", [`t_${gone.tenantId.replaceAll("-", "_")}_`])).toEqual([]);
+    const refused = await mesh.entries.listEntries({}, headers(gone.tenantId)).then(() => undefined, (e: unknown) => ConnectError.from(e));
+    expect(refused).toBeDefined();
+    expect((await mesh.entries.listEntries({}, headers(kept.tenantId))).entries.map((e) => e.title)).toEqual(["kept's entry"]);
+    expect(await mesh.sql("postgres", "select 1 from pg_database where datname = $1", [gone.database])).toHaveLength(1);
+  });
+
+  // Last: it leaves the mesh running a newer Backend.
+  it("are reached by fleet migrations: Backend migrates each pooled tenant's schema, and the ledger follows", async () => {
+    const pooled = await mesh.createTenant({ placement: Placement.POOLED });
+    const dedicated = await mesh.createTenant();
+    await mesh.restartBackend(newerBackendMigrations);
+    const fleet = mesh.client("platform", FleetService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    const events = [];
+    for await (const event of fleet.migrateTenants({ tenantIds: [pooled.tenantId, dedicated.tenantId] })) {
+      events.push(event);
+    }
+    expect(events.filter((e) => e.service === "backend").map((e) => [e.tenantId, MigrationOutcome[e.outcome], e.applied]).sort()).toEqual(
+      [
+        [pooled.tenantId, "MIGRATED", [upcomingBackendVersion]],
+        [dedicated.tenantId, "MIGRATED", [upcomingBackendVersion]],
+      ].sort(),
+    );
+    const index = await mesh.sql(pooled.database, "select schemaname from pg_indexes where indexname = 'entries_created_at' and schemaname = $1", [
+      `t_${pooled.tenantId.replaceAll("-", "_")}_backend`,
+    ]);
+    expect(index).toHaveLength(1);
+    const ledger = await mesh.sql(mesh.platformDatabase, "select version from platform.tenant_schema_versions where tenant_id = $1 and service = 'backend'", [pooled.tenantId]);
+    expect(ledger).toEqual([{ version: upcomingBackendVersion }]);
+    await mesh.entries.createEntry({ title: "after the rollout" }, headers(pooled.tenantId));
   });
 });

@@ -372,6 +372,11 @@ async function createSchemas({ tenant, clusters, schemas }: StepContext): Promis
 
 /** Drops a pooled tenant's schemas (with everything in them), only those its role owns; never the pool database. */
 async function dropSchemas({ tenant, clusters }: StepContext): Promise<void> {
+  await dropPooledSchemas(clusters, tenant);
+}
+
+/** Drops a pooled tenant's schemas (with everything in them), only those its role owns; never the pool database. */
+export async function dropPooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">): Promise<void> {
   if (tenant.database === "" || tenant.role == null || tenant.schemaPrefix === "") {
     return;
   }
