@@ -127,6 +127,8 @@ function pooledSchemas(tenantId: string, database: string): Promise<{ nspname: s
 }
 
 describe("provisioning a pooled tenant after a kill -9", () => {
+  /** The pooled tenants left FAILED below. */
+  const failed: string[] = [];
   for (const step of pooledProvisioningSteps) {
     it(`ends ACTIVE, with its role, schemas in a pool database and ledger, when Platform dies after "${step}" and starts again`, async () => {
       const tenantId = mesh.uniqueTenantId(`p-${step}`);
@@ -159,18 +161,26 @@ describe("provisioning a pooled tenant after a kill -9", () => {
       const tenant = await settled(tenantId);
       expect(tenant.status).toBe(TenantStatus.FAILED);
       expect(tenant.error).toMatch(/ledger/);
+      failed.push(tenantId);
       expect(await leftovers(tenantId)).toEqual({ databases: 0, roles: 0 });
-      expect(await pooledSchemas(tenantId, tenant.database)).toEqual([]);
-      const [pool] = await mesh.sql<{ n: number }>("postgres", "select count(*)::int as n from pg_database where datname = $1", [tenant.database]);
-      expect(pool!.n).toBe(1);
+      // Its place in the pool database is given up (a retry chooses again), the pool database kept.
+      expect(tenant.database).toBe("");
+      const pools = await mesh.sql<{ name: string }>(mesh.platformDatabase, "select name from platform.pool_databases");
+      expect(pools).toHaveLength(1);
+      expect(await pooledSchemas(tenantId, pools[0]!.name)).toEqual([]);
+      expect(await mesh.sql("postgres", "select 1 from pg_database where datname = $1", [pools[0]!.name])).toHaveLength(1);
       const ledger = await mesh.sql(mesh.platformDatabase, "select 1 from platform.tenant_schema_versions where tenant_id = $1", [tenantId]);
       expect(ledger).toEqual([]);
     });
   }
 
-  it("serves a pooled tenant made with the usual settings afterwards", async () => {
+  it("serves a pooled tenant made with the usual settings afterwards, and provisions a FAILED one again on RetryProvisioning", async () => {
     await mesh.restartPlatform();
     const tenant = await mesh.createTenant({ placement: Placement.POOLED });
     expect(tenant.status).toBe(TenantStatus.ACTIVE);
+    const { tenant: retried } = await mesh.platformClient.retryProvisioning({ tenantId: failed[0]! });
+    expect(retried).toMatchObject({ status: TenantStatus.ACTIVE, placement: Placement.POOLED, database: tenant.database });
+    const { entry } = await mesh.entries.createEntry({ title: "retried" }, { headers: { "x-tenant-id": failed[0]! } });
+    expect(entry?.title).toBe("retried");
   });
 });

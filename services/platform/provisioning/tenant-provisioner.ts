@@ -286,7 +286,9 @@ export class TenantProvisioner {
       }
     }
     await forgetVersions(em, tenant.id);
-    await changeTenant(em, tenant, { status: statusNames.failed, lifecycleStep: null });
+    // A pooled tenant holds no place in its pool database any more: a retry chooses one again.
+    const pooled = tenant.placement === placementNames.pooled;
+    await changeTenant(em, tenant, { status: statusNames.failed, lifecycleStep: null, ...(pooled ? { database: "" } : {}) });
   }
 
   #context(em: EntityManager, tenant: Tenant): StepContext {
