@@ -1,5 +1,6 @@
 export {
   dropPooledSchemas,
+  ensurePooledSchemas,
   pooledProvisioningSteps,
   pooledProvisioningStepTable,
   pooledRollbackSteps,

@@ -353,8 +353,18 @@ async function createPooledRole({ tenant, clusters }: StepContext): Promise<void
  * FAILED_PRECONDITION.
  */
 async function createSchemas({ tenant, clusters, schemas }: StepContext): Promise<void> {
+  await ensurePooledSchemas(clusters, tenant, schemas.entries.map((e) => e.name));
+}
+
+/**
+ * Creates a pooled tenant's schemas of `services` that its pool database
+ * does not hold yet, owned by its role: provisioning makes them all, and a
+ * fleet migration those of a service added since. FAILED_PRECONDITION for a
+ * schema of that name owned by anyone else.
+ */
+export async function ensurePooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">, services: string[]): Promise<void> {
   await clusters.inDatabase(tenant.cluster!, tenant.database, async (client) => {
-    for (const { name } of schemas.entries) {
+    for (const name of services) {
       const schema = tenant.schemaPrefix + name;
       const { rows } = await client.query<{ owner: string }>("select pg_get_userbyid(nspowner) as owner from pg_namespace where nspname = $1", [schema]);
       const owner = rows[0]?.owner;
