@@ -39,6 +39,7 @@ describe("tenantry tenants", () => {
     expect(created.stdout).toMatch(new RegExp(`^id: +${tenantId}$`, "m"));
     expect(created.stdout).toMatch(/^name: +Acme Inc\.$/m);
     expect(created.stdout).toMatch(/^tier: +premium$/m);
+    expect(created.stdout).toMatch(/^placement: +dedicated$/m);
     expect(created.stdout).toMatch(/^status: +active$/m);
 
     // The password arrived as typed, without the newline that ended it.
@@ -69,6 +70,15 @@ describe("tenantry tenants", () => {
     const refused = await tenantry(["tenants", "suspend", tenantId]);
     expect(refused.code).toBe(6);
     expect(refused.stderr).toMatch(/^error: FAILED_PRECONDITION: .+/);
+  });
+
+  it("creates a pooled tenant when asked, and shows its placement and pool database", async () => {
+    const tenantId = mesh.uniqueTenantId("cli-pooled");
+    const created = await tenantry(["tenants", "create", tenantId, "--placement", "pooled"]);
+    expect(created, created.stderr).toMatchObject({ code: 0 });
+    expect(created.stdout).toMatch(/^placement: +pooled$/m);
+    expect(created.stdout).toMatch(new RegExp(`^database: +${mesh.platformDatabase}_pool_1$`, "m"));
+    expect((await json(["tenants", "get", tenantId])).tenant).toMatchObject({ tenantId, placement: "PLACEMENT_POOLED", status: "TENANT_STATUS_ACTIVE" });
   });
 
   it("exits 3 for an unknown tenant, naming the code and Platform's message", async () => {

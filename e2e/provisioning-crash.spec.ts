@@ -1,8 +1,8 @@
 import { Code, createClient } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PlatformService, TenantStatus, type Tenant } from "../gen/tenantry/platform/v1/platform_service_pb.js";
-import { provisioningSteps, rollbackSteps } from "../services/platform/provisioning/index.ts";
+import { Placement, PlatformService, TenantStatus, type Tenant } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { pooledProvisioningSteps, pooledRollbackSteps, provisioningSteps, rollbackSteps } from "../services/platform/provisioning/index.ts";
 import { registry } from "../services/registry.ts";
 import { callAndCrash } from "../services/testing/platform-crash.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
@@ -31,8 +31,8 @@ async function readyStock(): Promise<number[]> {
 afterAll(() => mesh?.stop());
 
 /** Has a Platform that kills itself right after `step` create `tenantId`, and checks that it died there. */
-async function createTenantAndCrash(tenantId: string, step: string, env: Record<string, string> = {}): Promise<void> {
-  const { error, signal, reaped } = await callAndCrash(mesh, step, (transport) => createClient(PlatformService, transport).createTenant({ tenantId }, { timeoutMs: 20_000 }), env);
+async function createTenantAndCrash(tenantId: string, step: string, env: Record<string, string> = {}, placement = Placement.UNSPECIFIED): Promise<void> {
+  const { error, signal, reaped } = await callAndCrash(mesh, step, (transport) => createClient(PlatformService, transport).createTenant({ tenantId, placement }, { timeoutMs: 20_000 }), env);
   expect(signal, `Platform should have been killed after ${step}`).toBe("SIGKILL");
   expect(reaped, `Platform did not kill itself after ${step}`).toBe(false);
   // The activate step is recorded with its work, so the call may have been answered already.
@@ -118,5 +118,69 @@ describe("provisioning after a kill -9", () => {
     await mesh.restartPlatform();
     const tenant = await mesh.createTenant();
     expect(tenant.status).toBe(TenantStatus.ACTIVE);
+  });
+});
+
+/** A pooled tenant's schemas in its pool database, by name, with their owners. */
+function pooledSchemas(tenantId: string, database: string): Promise<{ nspname: string; owner: string }[]> {
+  return mesh.sql(database, "select nspname, pg_get_userbyid(nspowner) as owner from pg_namespace where starts_with(nspname, $1) order by 1", [`t_${tenantId.replaceAll("-", "_")}_`]);
+}
+
+describe("provisioning a pooled tenant after a kill -9", () => {
+  /** The pooled tenants left FAILED below. */
+  const failed: string[] = [];
+  for (const step of pooledProvisioningSteps) {
+    it(`ends ACTIVE, with its role, schemas in a pool database and ledger, when Platform dies after "${step}" and starts again`, async () => {
+      const tenantId = mesh.uniqueTenantId(`p-${step}`);
+      await createTenantAndCrash(tenantId, step, {}, Placement.POOLED);
+      await mesh.restartPlatform();
+      const tenant = await settled(tenantId);
+      expect(tenant.status).toBe(TenantStatus.ACTIVE);
+      expect(tenant.placement).toBe(Placement.POOLED);
+      // Its role, and no database of its own.
+      expect(await leftovers(tenantId)).toEqual({ databases: 0, roles: 1 });
+      const role = `tenant_${tenantId.replaceAll("-", "_")}`;
+      const prefix = `t_${tenantId.replaceAll("-", "_")}_`;
+      expect(await pooledSchemas(tenantId, tenant.database)).toEqual(schemaOwners.map((service) => ({ nspname: prefix + service, owner: role })));
+      const pools = await mesh.sql(mesh.platformDatabase, "select name, state from platform.pool_databases order by name");
+      expect(pools).toEqual([{ name: tenant.database, state: "ready" }]);
+      const ledger = await mesh.sql(mesh.platformDatabase, "select service from platform.tenant_schema_versions where tenant_id = $1 order by 1", [tenantId]);
+      expect(ledger).toEqual(schemaOwners.map((service) => ({ service })));
+      const { entry } = await mesh.entries.createEntry({ title: `survived ${step}` }, { headers: { "x-tenant-id": tenantId } });
+      expect(entry?.title).toBe(`survived ${step}`);
+    });
+  }
+
+  for (const step of pooledRollbackSteps) {
+    it(`ends FAILED with its schemas and role gone, the pool database kept, when Platform dies after rollback step "${step}"`, async () => {
+      // A schema service that cannot be reached makes provisioning fail once the role and schemas exist, and roll back.
+      const broken = { TENANTRY_SCHEMA_SERVICES: `${mesh.platformProcessEnv.TENANTRY_SCHEMA_SERVICES},ledger=127.0.0.1:1` };
+      const tenantId = mesh.uniqueTenantId(`p-${step}`);
+      await createTenantAndCrash(tenantId, step, broken, Placement.POOLED);
+      await mesh.restartPlatform(broken);
+      const tenant = await settled(tenantId);
+      expect(tenant.status).toBe(TenantStatus.FAILED);
+      expect(tenant.error).toMatch(/ledger/);
+      failed.push(tenantId);
+      expect(await leftovers(tenantId)).toEqual({ databases: 0, roles: 0 });
+      // Its place in the pool database is given up (a retry chooses again), the pool database kept.
+      expect(tenant.database).toBe("");
+      const pools = await mesh.sql<{ name: string }>(mesh.platformDatabase, "select name from platform.pool_databases");
+      expect(pools).toHaveLength(1);
+      expect(await pooledSchemas(tenantId, pools[0]!.name)).toEqual([]);
+      expect(await mesh.sql("postgres", "select 1 from pg_database where datname = $1", [pools[0]!.name])).toHaveLength(1);
+      const ledger = await mesh.sql(mesh.platformDatabase, "select 1 from platform.tenant_schema_versions where tenant_id = $1", [tenantId]);
+      expect(ledger).toEqual([]);
+    });
+  }
+
+  it("serves a pooled tenant made with the usual settings afterwards, and provisions a FAILED one again on RetryProvisioning", async () => {
+    await mesh.restartPlatform();
+    const tenant = await mesh.createTenant({ placement: Placement.POOLED });
+    expect(tenant.status).toBe(TenantStatus.ACTIVE);
+    const { tenant: retried } = await mesh.platformClient.retryProvisioning({ tenantId: failed[0]! });
+    expect(retried).toMatchObject({ status: TenantStatus.ACTIVE, placement: Placement.POOLED, database: tenant.database });
+    const { entry } = await mesh.entries.createEntry({ title: "retried" }, { headers: { "x-tenant-id": failed[0]! } });
+    expect(entry?.title).toBe("retried");
   });
 });

@@ -6,6 +6,7 @@ import {
   DeleteTenantResponseSchema,
   GetTenantResponseSchema,
   ListTenantsResponseSchema,
+  Placement,
   ResumeTenantResponseSchema,
   SuspendTenantResponseSchema,
   TenantStatus,
@@ -24,6 +25,7 @@ interface CreateOptions {
   tier?: string;
   cluster?: string;
   region?: string;
+  placement?: string;
   ownerEmail?: string;
   ownerPasswordStdin?: boolean;
 }
@@ -50,6 +52,7 @@ export function addTenantsCommand(program: Command): void {
     .addOption(new Option("--tier <tier>", "plan (default: standard)").choices(tierNames))
     .option("--cluster <name>", "place it on this cluster")
     .option("--region <region>", "place it on an accepting cluster of this region")
+    .addOption(new Option("--placement <placement>", "a database of its own (dedicated) or schemas in a shared pool database (pooled); default: its tier's").choices(["dedicated", "pooled"]))
     .option("--owner-email <email>", "the tenant's first user, who gets every permission")
     .option("--owner-password-stdin", "read the owner's password from standard input (else from TENANTRY_OWNER_PASSWORD)")
     .action(async (tenantId: string, options: CreateOptions, command: Command) => {
@@ -62,6 +65,7 @@ export function addTenantsCommand(program: Command): void {
             tier: options.tier === undefined ? Tier.UNSPECIFIED : tierOf(options.tier),
             cluster: options.cluster ?? "",
             region: options.region ?? "",
+            placement: options.placement === undefined ? Placement.UNSPECIFIED : options.placement === "pooled" ? Placement.POOLED : Placement.DEDICATED,
             ownerEmail: options.ownerEmail ?? "",
             ownerPassword,
           },
@@ -187,6 +191,7 @@ function printTenant(output: Output, tenant: Tenant | undefined): void {
     ["id", tenant.tenantId],
     ["name", tenant.displayName],
     ["tier", enumLabel(Tier, tenant.tier)],
+    ["placement", tenant.placement === Placement.UNSPECIFIED ? "" : enumLabel(Placement, tenant.placement)],
     ["status", enumLabel(TenantStatus, tenant.status)],
     ["cluster", tenant.cluster],
     ["database", tenant.database],

@@ -35,6 +35,30 @@ const tierLimits = z.string().transform((s, ctx) => {
   return limits;
 });
 
+/** Each tier's default placement unless configured otherwise: every tier dedicated. */
+const defaultTierPlacements = new Map<string, PlacementName>([
+  ["standard", "dedicated"],
+  ["premium", "dedicated"],
+  ["enterprise", "dedicated"],
+]);
+
+/** A placement as configured and recorded. */
+export type PlacementName = "dedicated" | "pooled";
+
+/** `tier=placement,…` such as `standard=pooled`. Tiers not named keep their defaults. */
+const tierPlacements = z.string().transform((s, ctx) => {
+  const placements = new Map(defaultTierPlacements);
+  for (const item of s.split(",").map((i) => i.trim()).filter((i) => i !== "")) {
+    const m = /^(standard|premium|enterprise)=(dedicated|pooled)$/i.exec(item);
+    if (m === null) {
+      ctx.addIssue({ code: "custom", message: `expected tier=placement such as standard=pooled (placements: dedicated, pooled), got "${item}"` });
+      return z.NEVER;
+    }
+    placements.set(m[1]!.toLowerCase(), m[2]!.toLowerCase() as PlacementName);
+  }
+  return placements;
+});
+
 /** A size per second such as `20MB` or `20MB/s` (B, KB, MB, GB of 1024), or `0` / `unlimited` for no limit; in bytes per second. */
 const bytesPerSecond = z.string().transform((s, ctx) => {
   const m = /^\s*(?:(\d+(?:\.\d+)?)\s*([kmg]?b)(?:\/s)?|(unlimited|0))\s*$/i.exec(s);
@@ -117,6 +141,15 @@ export const platformEnv = {
   TENANTRY_DATABASE_STOCK: z.coerce.number().int().min(0).max(100).default(3),
   /** Users and storage each tier allows, carried in every tenant's route. */
   TENANTRY_TIER_LIMITS: tierLimits.default(defaultTierLimits),
+  /**
+   * Each tier's placement for tenants created without one: `dedicated` (a
+   * database of the tenant's own) or `pooled` (schemas of its own in a
+   * pool database), as tier=placement,… such as `standard=pooled`. Tiers
+   * not named are dedicated.
+   */
+  TENANTRY_TIER_PLACEMENTS: tierPlacements.default(defaultTierPlacements),
+  /** How many pooled tenants one pool database holds at most; new pool databases are created as needed. */
+  TENANTRY_POOL_MAX_TENANTS: positiveInt.default(1000),
   /** How long after DeleteTenant a tenant's database and role are dropped; 0 drops them at once. */
   TENANTRY_OFFBOARDING_GRACE_MS: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
   /** How often Platform looks for offboarded tenants past their grace period. */

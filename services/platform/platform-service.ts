@@ -2,7 +2,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { AuditOutcome, PlatformService, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { AuditOutcome, Placement, PlatformService, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { kCaller, kPeer, readFieldMask, type SecretBox, type WriteFreezeNotice } from "../mesh/index.ts";
 import { actorOf, type AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
@@ -10,7 +10,18 @@ import type { TenantWriteFreezes } from "./freezes/index.ts";
 import { changeableTenantFields, type TenantLifecycle } from "./lifecycle/index.ts";
 import type { TenantProvisioner } from "./provisioning/index.ts";
 import type { RateLimit } from "./rate-limit.ts";
-import { auditOutcomes, findRunningMove, getTenant, listTenants, rolePasswordContext, runningMovesOf } from "./stores/index.ts";
+import {
+  auditOutcomes,
+  findPoolDatabase,
+  findRunningMove,
+  getTenant,
+  listTenants,
+  placementNames,
+  poolPasswordContext,
+  rolePasswordContext,
+  runningMovesOf,
+  statusNames,
+} from "./stores/index.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { routeMessage, tenantMessage, type TierLimit } from "./tenant-messages.ts";
 
@@ -35,7 +46,7 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
   const { orm, clusters, provisioner, lifecycle, audit, feed, freezes, box, tierLimits, signUps } = deps;
   return {
     async createTenant(req, ctx) {
-      const detail = { displayName: req.displayName, tier: Tier[req.tier], cluster: req.cluster, region: req.region };
+      const detail = { displayName: req.displayName, tier: Tier[req.tier], cluster: req.cluster, region: req.region, placement: Placement[req.placement] };
       return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, detail, () => provisioner.create(req))) };
     },
     async signUp(req, ctx) {
@@ -96,13 +107,24 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
       return { tenants: page.tenants.map((tenant) => tenantMessage(tenant, moves.get(tenant.id))), nextPageToken: page.nextPageToken };
     },
     async resolveTenant(req) {
-      const tenant = await getTenant(orm.em.fork(), req.tenantId);
+      const em = orm.em.fork();
+      const tenant = await getTenant(em, req.tenantId);
+      const noWayIn = { route: { tenantId: tenant.id, status: tenantMessage(tenant).status } };
+      if (tenant.placement === placementNames.pooled) {
+        // Its pool database's login, which takes on the tenant's role for each call.
+        const pool = tenant.cluster == null || tenant.database === "" || tenant.status === statusNames.deleted ? undefined : await findPoolDatabase(em, tenant.cluster, tenant.database);
+        if (pool === undefined) {
+          return noWayIn;
+        }
+        const login = { user: pool.role, password: box.open(pool.rolePassword, poolPasswordContext(pool.cluster, pool.name)) };
+        return { route: routeMessage(tenant, await clusters.access(tenant.cluster!), login, tierLimits) };
+      }
       if (tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
         // Deleted (or from before per-tenant roles): its status, and no way in.
-        return { route: { tenantId: tenant.id, status: tenantMessage(tenant).status } };
+        return noWayIn;
       }
-      const password = box.open(tenant.rolePassword, rolePasswordContext(tenant.id));
-      return { route: routeMessage(tenant, await clusters.access(tenant.cluster), password, tierLimits) };
+      const login = { user: tenant.role, password: box.open(tenant.rolePassword, rolePasswordContext(tenant.id)) };
+      return { route: routeMessage(tenant, await clusters.access(tenant.cluster), login, tierLimits) };
     },
     async *watchTenants(req, ctx) {
       if (req.instanceId === "") {

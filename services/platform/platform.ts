@@ -43,10 +43,10 @@ import { ClusterDrain, ServiceWriteFreeze, SessionWriteFreeze, TenantMoves, type
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
-import { DatabaseStock, TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
+import { DatabaseStock, ensurePooledSchemas, TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { RateLimit } from "./rate-limit.ts";
-import { createPlatformOrm, ensurePlatformDatabase, migratePlatformDatabase, parseDatabaseUrl, recordSchemaService, tierName } from "./stores/index.ts";
+import { createPlatformOrm, ensurePlatformDatabase, getTenant, migratePlatformDatabase, parseDatabaseUrl, placementNames, recordSchemaService, tierName } from "./stores/index.ts";
 import { TenantBackupService, tenantBackupService } from "./tenant-backup-service.ts";
 import { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { WriteFreezeService, writeFreezeService } from "./write-freeze-service.ts";
@@ -139,6 +139,9 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       locks,
       box,
       migrateTimeoutMs: 60_000,
+      poolMaxTenants: config.TENANTRY_POOL_MAX_TENANTS,
+      poolNamePrefix: `${platformDatabase}_pool`,
+      tierPlacements: config.TENANTRY_TIER_PLACEMENTS,
       log,
       ...(hooks.afterStep === undefined ? {} : { afterStep: hooks.afterStep }),
     });
@@ -270,7 +273,19 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       authTransport === undefined ? undefined : new UserTokens({ fetchKeySet: authKeySets(authTransport), issuer: config.TENANTRY_TOKEN_ISSUER, timeoutMs: 11_000 });
     const feed = new TenantChangeFeed({ connectionString: config.TENANTRY_DATABASE_URL, log });
     closers.push(() => feed.close());
-    const fleet = new FleetMigrations({ orm, schemas, migrateTimeoutMs: 60_000, log });
+    const fleet = new FleetMigrations({
+      orm,
+      schemas,
+      migrateTimeoutMs: 60_000,
+      log,
+      // A pooled tenant's role may not create schemas: Platform makes the schema of a service added since.
+      prepare: async (tenantId, service) => {
+        const tenant = await getTenant(orm.em.fork(), tenantId);
+        if (tenant.placement === placementNames.pooled && tenant.database !== "") {
+          await ensurePooledSchemas(clusters, tenant, [service]);
+        }
+      },
+    });
     closers.push(observePlatform(telemetry.meter, { orm, fleet, log }));
     closers.push(observeMoves(telemetry.meter, { orm, clusters, log }));
     const meshServer = await startMeshServer({

@@ -7,7 +7,7 @@ import type { ClusterAccess } from "./cluster-registry.ts";
 import type { Move } from "./entities/move.ts";
 import type { Tenant } from "./entities/tenant.ts";
 import { offboardingSteps } from "./lifecycle/offboarding-steps.ts";
-import { moveModeOf, moveStateOf, statusNames, statusOf, tierOf } from "./stores/index.ts";
+import { moveModeOf, moveStateOf, placementNames, statusNames, statusOf, tierOf } from "./stores/index.ts";
 
 /** A move's record as the API's Move message. */
 export function moveMessage(move: Move): MessageInitShape<typeof MoveSchema> {
@@ -43,6 +43,7 @@ export function tenantMessage(tenant: Tenant, move?: Move | null): MessageInitSh
     tier: tierOf(tenant.tier),
     status: statusOf(tenant.status),
     database: tenant.database,
+    placement: placementOf(tenant.placement),
     createTime: timestampFromDate(tenant.createdAt),
     updateTime: timestampFromDate(tenant.updatedAt),
     error: tenant.error ?? "",
@@ -56,19 +57,29 @@ export function tenantMessage(tenant: Tenant, move?: Move | null): MessageInitSh
   };
 }
 
+/** A recorded placement as the API's. */
+export function placementOf(name: string): Placement {
+  return name === placementNames.pooled ? Placement.POOLED : Placement.DEDICATED;
+}
+
 /** What a tier allows; 0 means no limit. */
 export interface TierLimit {
   maxUsers: number;
   maxStorageBytes: number;
 }
 
-/** The route services use to reach a tenant's database, as its own role. */
+/**
+ * The route services use to reach a tenant's data: a dedicated tenant's
+ * database as its own role; a pooled tenant's schemas through its pool
+ * database's `login`, taking on the tenant's role for each call.
+ */
 export function routeMessage(
   tenant: Tenant,
   cluster: ClusterAccess,
-  password: string,
+  login: { user: string; password: string },
   limits: Map<string, TierLimit>,
 ): MessageInitShape<typeof TenantRouteSchema> {
+  const pooled = tenant.placement === placementNames.pooled;
   const limit = limits.get(tenant.tier);
   return {
     tenantId: tenant.id,
@@ -77,14 +88,14 @@ export function routeMessage(
     host: cluster.host,
     port: cluster.port,
     database: tenant.database,
-    user: tenant.role ?? "",
-    password,
+    user: login.user,
+    password: login.password,
     maxUsers: limit?.maxUsers ?? 0,
     maxStorageBytes: BigInt(limit?.maxStorageBytes ?? 0),
-    // Every tenant Platform provisions has a database of its own, with each service's schema named after the service.
-    placement: Placement.DEDICATED,
-    sessionRole: "",
-    schemaPrefix: "",
+    placement: placementOf(tenant.placement),
+    sessionRole: pooled ? (tenant.role ?? "") : "",
+    // Dedicated: each service's schema is named after the service.
+    schemaPrefix: tenant.schemaPrefix,
   };
 }
 

@@ -21,6 +21,9 @@ export function tenantTokenInterceptor(tokenOf: (tenantId: string) => string | P
   };
 }
 
+/** How to reach a tenant's data: a connection, and for a pooled tenant the role to take on and its schemas' prefix. */
+export type TenantLocation = pg.ClientConfig & { sessionRole?: string; schemaPrefix?: string };
+
 /**
  * Access tokens for tests, signed with a tenant's real key (read from its
  * database and opened with the mesh's master key), so that the services
@@ -29,13 +32,13 @@ export function tenantTokenInterceptor(tokenOf: (tenantId: string) => string | P
  */
 export class TestAccessTokens {
   readonly #dataDir: string;
-  readonly #locate: (tenantId: string) => Promise<pg.ClientConfig>;
+  readonly #locate: (tenantId: string) => Promise<TenantLocation>;
   readonly #issuer: string;
   readonly #keys = new Map<string, Promise<{ kid: string; key: CryptoKey; real: boolean }>>();
   readonly #tokens = new Map<string, Promise<string>>();
 
-  /** `locate` says how to reach a tenant's database (any role that may read `auth.signing_keys`). */
-  constructor(options: { dataDir: string; locate: (tenantId: string) => Promise<pg.ClientConfig>; issuer?: string }) {
+  /** `locate` says how to reach a tenant's database (any role that may read Auth's `signing_keys`). */
+  constructor(options: { dataDir: string; locate: (tenantId: string) => Promise<TenantLocation>; issuer?: string }) {
     this.#dataDir = options.dataDir;
     this.#locate = options.locate;
     this.#issuer = options.issuer ?? "tenantry";
@@ -85,10 +88,14 @@ export class TestAccessTokens {
   async #load(tenantId: string): Promise<{ kid: string; key: CryptoKey; real: boolean }> {
     let client: pg.Client | undefined;
     try {
-      client = new pg.Client(await this.#locate(tenantId));
+      const { sessionRole, schemaPrefix, ...config } = await this.#locate(tenantId);
+      client = new pg.Client(config);
       await client.connect();
+      if (sessionRole !== undefined && sessionRole !== "") {
+        await client.query(`set role ${pg.escapeIdentifier(sessionRole)}`);
+      }
       const { rows } = await client.query<{ kid: string; private_key: Buffer }>(
-        "select kid, private_key from auth.signing_keys where retired_at is null order by created_at desc limit 1",
+        `select kid, private_key from ${pg.escapeIdentifier(`${schemaPrefix ?? ""}auth`)}.signing_keys where retired_at is null order by created_at desc limit 1`,
       );
       const row = rows[0];
       if (row === undefined) {

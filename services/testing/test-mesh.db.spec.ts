@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FleetService } from "../../gen/tenantry/platform/v1/fleet_service_pb.js";
+import { Placement } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor } from "../mesh/index.ts";
 import { startTestMesh, type TestMesh } from "./test-mesh.ts";
 
@@ -42,6 +43,11 @@ describe("a test mesh that adds a registered service later", () => {
   it("has Platform migrate its schema on tenants made after it is added, and on those made before by MigrateTenants", async () => {
     const before = await mesh.createTenant();
     expect(await backendSchema(before.database)).toEqual([]);
+    // A pooled tenant's role may not create schemas: Platform makes the new service's before it migrates.
+    const pooled = await mesh.createTenant({ placement: Placement.POOLED });
+    const pooledBackend = `t_${pooled.tenantId.replaceAll("-", "_")}_backend`;
+    const pooledSchema = () => mesh.sql(pooled.database, "select pg_get_userbyid(nspowner) as owner from pg_namespace where nspname = $1", [pooledBackend]);
+    expect(await pooledSchema()).toEqual([]);
     expect(() => mesh.backend).toThrow("backend is stopped");
 
     await mesh.addService("backend");
@@ -51,13 +57,17 @@ describe("a test mesh that adds a registered service later", () => {
 
     const fleet = mesh.client("platform", FleetService, [operatorCredentialInterceptor(mesh.operatorToken)]);
     const { services } = await fleet.getFleetStatus({});
-    expect(services.find((s) => s.service === "backend")).toMatchObject({ current: 1, behind: 1 });
+    expect(services.find((s) => s.service === "backend")).toMatchObject({ current: 1, behind: 2 });
     const migrated: string[] = [];
     for await (const event of fleet.migrateTenants({ onlyBehind: true })) {
       migrated.push(`${event.tenantId} ${event.service}`);
     }
     expect(migrated).toContain(`${before.tenantId} backend`);
     expect(await backendSchema(before.database)).toEqual([{ nspname: "backend" }]);
+    expect(migrated).toContain(`${pooled.tenantId} backend`);
+    expect(await pooledSchema()).toEqual([{ owner: `tenant_${pooled.tenantId.replaceAll("-", "_")}` }]);
+    const { entry } = await mesh.entries.createEntry({ title: "pooled, served" }, { headers: { "x-tenant-id": pooled.tenantId } });
+    expect(entry?.title).toBe("pooled, served");
     await expect(mesh.addService("backend")).rejects.toThrow("backend is added already");
   });
 });

@@ -9,7 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { PlatformService, type Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { PlatformService, type Placement, type Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import {
   createGrpcJsTransport,
   createLogger,
@@ -74,6 +74,8 @@ export interface NewTenant {
   tenantId?: string;
   /** Its owner (every permission), made as the tenant is provisioned; `login` gives their access token. */
   owner?: TenantUser;
+  /** Where its data goes; by default its tier's placement (dedicated unless Platform is told otherwise). */
+  placement?: Placement;
 }
 
 /** Platform and the other services running in this process on free ports, against the tests' PostgreSQL. */
@@ -248,7 +250,8 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
     // Through Platform's route, so that tenants on any cluster are found.
     locate: async (tenantId) => {
       const { route } = await platformMeshClient.resolveTenant({ tenantId });
-      return { host: route!.host, port: route!.port, database: route!.database, user: route!.user, password: route!.password };
+      const { host, port, database, user, password, sessionRole, schemaPrefix } = route!;
+      return { host, port, database, user, password, sessionRole, schemaPrefix };
     },
   });
   const client = <S extends DescService>(name: string, descriptor: S, interceptors = [accessTokens.interceptor()]) =>
@@ -303,8 +306,8 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       return (entries ??= client("backend", EntryService));
     },
     uniqueTenantId,
-    async createTenant({ tenantId = uniqueTenantId(), owner }: NewTenant = {}) {
-      const { tenant } = await platformClient.createTenant({ tenantId, displayName: tenantId, ownerEmail: owner?.email, ownerPassword: owner?.password });
+    async createTenant({ tenantId = uniqueTenantId(), owner, placement }: NewTenant = {}) {
+      const { tenant } = await platformClient.createTenant({ tenantId, displayName: tenantId, ownerEmail: owner?.email, ownerPassword: owner?.password, placement });
       return tenant!;
     },
     async login(tenantId, user) {

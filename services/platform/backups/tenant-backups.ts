@@ -22,6 +22,7 @@ import {
   rolePasswordContext,
   servedStatuses,
   statusNames,
+  refusePooled,
 } from "../stores/index.ts";
 import type { BackgroundGzip } from "./background-gzip.ts";
 import type { BackupEvents } from "./backup-events.ts";
@@ -97,6 +98,7 @@ export class TenantBackups {
     label = checkTextLine(label, "label", 200);
     const em = orm.em.fork();
     const tenant = await getTenant(em, tenantId);
+    refusePooled(tenant, "a backup");
     const statuses = taking.final === true ? [statusNames.offboarding] : servedStatuses;
     if (!statuses.includes(tenant.status) || tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
       const which = taking.final === true ? "only an OFFBOARDING tenant has a final backup" : "only an ACTIVE or SUSPENDED tenant can be backed up";

@@ -32,6 +32,7 @@ import {
   servedStatuses,
   tierOf,
   type RestoreKindName,
+  refusePooled,
 } from "../stores/index.ts";
 import {
   pointOfNoReturn,
@@ -107,6 +108,7 @@ export class TenantRestores {
       await em.transactional(async (tx) => {
         await lockForTransaction(tx, restoreLock(target));
         const tenant = await getTenant(tx, target);
+        refusePooled(tenant, "a restore in place");
         if (!servedStatuses.includes(tenant.status) || tenant.cluster == null) {
           throw new ConnectError(`tenant "${target}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be restored in place`, Code.FailedPrecondition);
         }

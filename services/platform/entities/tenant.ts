@@ -9,12 +9,17 @@ export const Tenant = defineEntity({
     displayName: p.string().length(200),
     tier: p.string().length(20),
     status: p.string().length(20),
+    /** Its database: its own (dedicated), or the pool database holding its schemas (pooled; empty until one is chosen). */
     database: p.string().length(63),
+    /** "dedicated" (a database of its own) or "pooled" (schemas of its own in a pool database). */
+    placement: p.string().length(20).default("dedicated"),
+    /** Prefix of its schemas' names: a service's schema is this followed by the service's name; empty for dedicated tenants. */
+    schemaPrefix: p.string().length(48).default(""),
     error: p.text().nullable(),
     cluster: p.string().length(40).nullable(),
-    /** The tenant's login role; it owns the database and everything in it. */
+    /** The tenant's role: dedicated, its login, owning the database and everything in it; pooled, a NOLOGIN role owning its schemas. */
     role: p.string().length(63).nullable(),
-    /** The role's password, sealed with the master key. */
+    /** The role's password, sealed with the master key; null for pooled tenants, whose role does not log in. */
     rolePassword: p.blob().nullable(),
     /**
      * The last step done of the transition under way: provisioning

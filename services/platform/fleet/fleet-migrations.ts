@@ -80,13 +80,20 @@ export class FleetMigrations {
   readonly #schemas: SchemaServices;
   readonly #migrateTimeoutMs: number;
   readonly #log: Logger;
+  readonly #prepare: ((tenantId: string, service: string) => Promise<void>) | undefined;
   #running = 0;
 
-  constructor(options: { orm: MikroORM; schemas: SchemaServices; migrateTimeoutMs: number; log: Logger }) {
+  /**
+   * `prepare` readies a tenant for a service's first migration of its
+   * schema (a pooled tenant's schema is made by Platform, not by the
+   * service); by default nothing.
+   */
+  constructor(options: { orm: MikroORM; schemas: SchemaServices; migrateTimeoutMs: number; log: Logger; prepare?: (tenantId: string, service: string) => Promise<void> }) {
     this.#orm = options.orm;
     this.#schemas = options.schemas;
     this.#migrateTimeoutMs = options.migrateTimeoutMs;
     this.#log = options.log;
+    this.#prepare = options.prepare;
   }
 
   /** Fleet migrations running now. */
@@ -149,6 +156,10 @@ export class FleetMigrations {
       const client = this.#schemas.entries.find((e) => e.name === pair.service)!.client;
       const keepsCatalog = pair.service === catalogMark?.service;
       try {
+        if (pair.from === "") {
+          // Never migrated for this service: a service added since the tenant was made.
+          await this.#prepare?.(pair.tenantId, pair.service);
+        }
         const result = await client.migrate({ tenantId: pair.tenantId, permissions: keepsCatalog ? catalog.permissions : [] }, { timeoutMs: this.#migrateTimeoutMs, signal });
         await record({
           tenantId: pair.tenantId,

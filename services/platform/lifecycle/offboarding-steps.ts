@@ -4,7 +4,8 @@ import pg from "pg";
 import type { TenantBackups } from "../backups/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
-import { backupStates, changeTenant, type TenantChange } from "../stores/index.ts";
+import { dropPooledSchemas } from "../provisioning/index.ts";
+import { backupStates, changeTenant, placementNames, type TenantChange } from "../stores/index.ts";
 
 /**
  * The steps of offboarding a tenant, in order. Each is idempotent, and the
@@ -43,6 +44,10 @@ export interface OffboardingStepDefinition {
  * final backup that SUCCEEDED instead of taking another.
  */
 async function takeFinalBackup({ em, tenant, backups }: OffboardingContext): Promise<TenantChange> {
+  if (tenant.placement === placementNames.pooled) {
+    // Backups are not yet for pooled tenants: a pooled tenant's data is kept only through its grace period.
+    return {};
+  }
   if (tenant.finalBackupId != null) {
     const taken = await backups.get(tenant.finalBackupId).catch(() => undefined);
     if (taken?.state === backupStates.succeeded) {
@@ -54,8 +59,24 @@ async function takeFinalBackup({ em, tenant, backups }: OffboardingContext): Pro
   return {};
 }
 
-/** Takes the login from the tenant's role and ends its sessions. */
+/**
+ * Takes the login from the tenant's role and ends its sessions. A pooled
+ * tenant's role has no login: it is taken from its pool database's login
+ * instead (a lease then fails to take it on), and the pool's sessions that
+ * serve the tenant (their application_name ends in `@<tenant id>`) end;
+ * the other tenants' sessions are left alone.
+ */
 async function revokeLogin({ tenant, clusters }: OffboardingContext): Promise<TenantChange> {
+  if (tenant.placement === placementNames.pooled) {
+    await clusters.admin(tenant.cluster!, async (admin) => {
+      const roles = await admin.query("select 1 from pg_roles where rolname = any($1)", [[tenant.database, tenant.role]]);
+      if (roles.rowCount === 2) {
+        await admin.query(`revoke ${pg.escapeIdentifier(tenant.role!)} from ${pg.escapeIdentifier(tenant.database)}`);
+      }
+      await admin.query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and application_name like $2", [tenant.database, `%@${tenant.id}`]);
+    });
+    return {};
+  }
   await clusters.admin(tenant.cluster!, async (admin) => {
     await admin.query(`alter role ${pg.escapeIdentifier(tenant.role!)} nologin`);
     await admin.query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1", [tenant.database]);
@@ -63,7 +84,12 @@ async function revokeLogin({ tenant, clusters }: OffboardingContext): Promise<Te
   return {};
 }
 
+/** Drops the tenant's database; a pooled tenant's schemas, never its pool database. */
 async function dropDatabase({ tenant, clusters }: OffboardingContext): Promise<TenantChange> {
+  if (tenant.placement === placementNames.pooled) {
+    await dropPooledSchemas(clusters, tenant);
+    return {};
+  }
   await clusters.dropDatabase(tenant.cluster!, tenant.database);
   return {};
 }

@@ -28,6 +28,7 @@ import {
   moveStates,
   statusNames,
   type MoveModeName,
+  refusePooled,
 } from "../stores/index.ts";
 import { schemaVersionsIn } from "../tenant-databases.ts";
 import { dropSlot, dropSubscription, moveIdOf, replicationPrefix } from "./logical-replication.ts";
@@ -96,6 +97,7 @@ export class TenantMoves {
     }
     const em = orm.em.fork();
     const tenant = await getTenant(em, tenantId);
+    refusePooled(tenant, "a move");
     if (tenant.status !== statusNames.active || tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
       throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE tenant can be moved`, Code.FailedPrecondition);
     }

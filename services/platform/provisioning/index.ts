@@ -1,4 +1,18 @@
-export { provisioningSteps, provisioningStepTable, rollbackSteps, rollbackStepTable, type ProvisioningStep, type RollbackStep, type StepContext } from "./provisioning-steps.ts";
+export {
+  dropPooledSchemas,
+  ensurePooledSchemas,
+  pooledProvisioningSteps,
+  pooledProvisioningStepTable,
+  pooledRollbackSteps,
+  provisioningPlanOf,
+  provisioningSteps,
+  provisioningStepTable,
+  rollbackSteps,
+  rollbackStepTable,
+  type ProvisioningStep,
+  type RollbackStep,
+  type StepContext,
+} from "./provisioning-steps.ts";
 export { DatabaseStock, type DatabaseStockOptions } from "./database-stock.ts";
 export { TemplateDatabases, type TemplateDatabasesOptions } from "./template-databases.ts";
 export { TenantProvisioner, type TenantProvisionerOptions } from "./tenant-provisioner.ts";

@@ -1,4 +1,5 @@
-import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, type Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { checkEmail, checkPassword, checkTenantId, checkTextLine } from "../../mesh/index.ts";
 import { checkTier } from "../tenant-messages.ts";
 
@@ -14,6 +15,8 @@ export interface NewTenant {
   /** The owner Auth creates; empty for none. */
   ownerEmail: string;
   ownerPassword: string;
+  /** The placement asked for; UNSPECIFIED (or none) takes the tier's. */
+  placement?: Placement;
 }
 
 /**
@@ -24,6 +27,9 @@ export interface NewTenant {
  */
 export function checkNewTenant(request: NewTenant): NewTenant {
   const tenantId = checkTenantId(request.tenantId);
+  if (request.placement !== undefined && Placement[request.placement] === undefined) {
+    throw new ConnectError(`unknown placement ${request.placement}: use PLACEMENT_DEDICATED or PLACEMENT_POOLED, or leave it unspecified for the tier's`, Code.InvalidArgument);
+  }
   return { ...request, tenantId, displayName: checkDisplayName(request.displayName, tenantId), tier: checkTier(request.tier), ...checkOwner(request) };
 }
 

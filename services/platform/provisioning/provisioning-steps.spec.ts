@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { provisioningStepTable, provisioningSteps, rollbackStepTable, rollbackSteps } from "./provisioning-steps.ts";
+import {
+  pooledProvisioningSteps,
+  pooledProvisioningStepTable,
+  pooledRollbackSteps,
+  provisioningPlanOf,
+  provisioningStepTable,
+  provisioningSteps,
+  rollbackStepTable,
+  rollbackSteps,
+} from "./provisioning-steps.ts";
 
 describe("provisioning steps", () => {
   it("run in order from the record to ACTIVE", () => {
@@ -22,8 +31,25 @@ describe("rollback steps", () => {
     expect(rollbackSteps).toEqual(["drop-database", "drop-role"]);
   });
 
-  it("each have their work", () => {
-    expect(Object.keys(rollbackStepTable).sort()).toEqual([...rollbackSteps].sort());
-    expect(rollbackSteps.every((step) => typeof rollbackStepTable[step] === "function")).toBe(true);
+  it("each have their work, for both placements", () => {
+    expect(Object.keys(rollbackStepTable).sort()).toEqual([...new Set([...rollbackSteps, ...pooledRollbackSteps])].sort());
+    expect(Object.values(rollbackStepTable).every((work) => typeof work === "function")).toBe(true);
+  });
+});
+
+describe("provisioning steps of a pooled tenant", () => {
+  it("run in order from the record to ACTIVE, with a pool database chosen before the role is granted to its login", () => {
+    expect(pooledProvisioningSteps.join(" > ")).toBe("register > choose-pool > create-role > create-schemas > migrate-schemas > bootstrap > activate");
+    expect(Object.keys(pooledProvisioningStepTable).sort()).toEqual([...pooledProvisioningSteps].sort());
+  });
+
+  it("are undone by dropping the schemas, then the role that owns them; never the shared pool database", () => {
+    expect(pooledRollbackSteps).toEqual(["drop-schemas", "drop-role"]);
+  });
+
+  it("are the plan of a pooled tenant; every other tenant has the dedicated one", () => {
+    expect(provisioningPlanOf("pooled").steps).toBe(pooledProvisioningSteps);
+    expect(provisioningPlanOf("dedicated").steps).toBe(provisioningSteps);
+    expect(provisioningPlanOf("dedicated").rollback).toBe(rollbackSteps);
   });
 });

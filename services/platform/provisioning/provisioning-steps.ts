@@ -1,12 +1,27 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
+import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { AuthService } from "../../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { readAppliedMigrations, type Logger, type SecretBox } from "../../mesh/index.ts";
+import { lockForTransaction } from "../advisory-locks.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import type { SchemaServices } from "../schema-services.ts";
-import { changeTenant, ownerPasswordContext, recordMigrated, recordPermissionsMerged, rolePasswordContext, statusNames, writeRedoable } from "../stores/index.ts";
+import {
+  changeTenant,
+  insertPoolDatabase,
+  listPoolDatabases,
+  ownerPasswordContext,
+  placementNames,
+  poolPasswordContext,
+  poolStates,
+  recordMigrated,
+  recordPermissionsMerged,
+  rolePasswordContext,
+  statusNames,
+  writeRedoable,
+} from "../stores/index.ts";
 import type { DatabaseStock } from "./database-stock.ts";
 import type { TemplateDatabases } from "./template-databases.ts";
 
@@ -17,10 +32,24 @@ import type { TemplateDatabases } from "./template-databases.ts";
  */
 export const provisioningSteps = ["register", "create-role", "take-database", "create-database", "secure-database", "migrate-schemas", "bootstrap", "activate"] as const;
 
-export type ProvisioningStep = (typeof provisioningSteps)[number];
+/**
+ * The steps of provisioning a pooled tenant, in order, as resumable as
+ * those of a dedicated one: a pool database with room (made when none
+ * has), the tenant's NOLOGIN role granted to the pool's login, its schemas
+ * owned by that role, then migrated and bootstrapped through the services.
+ */
+export const pooledProvisioningSteps = ["register", "choose-pool", "create-role", "create-schemas", "migrate-schemas", "bootstrap", "activate"] as const;
+
+/** A step of provisioning a dedicated tenant. */
+export type DedicatedProvisioningStep = (typeof provisioningSteps)[number];
+
+/** A step of provisioning a pooled tenant. */
+export type PooledProvisioningStep = (typeof pooledProvisioningSteps)[number];
+
+export type ProvisioningStep = DedicatedProvisioningStep | PooledProvisioningStep;
 
 /** The steps that undo a provisioning that failed. */
-export type RollbackStep = "drop-database" | "drop-role";
+export type RollbackStep = "drop-database" | "drop-schemas" | "drop-role";
 
 /** The step recorded on a tenant while its failed provisioning is undone. */
 export const rollingBack = "rollback";
@@ -36,6 +65,10 @@ export interface StepServices {
   box: SecretBox;
   /** How long one service may take to migrate (or bootstrap) one tenant. */
   migrateTimeoutMs: number;
+  /** How many pooled tenants one pool database holds at most; 1000 when unset. */
+  poolMaxTenants?: number;
+  /** The names of pool databases (and their roles) are this followed by `_<n>`; "tenantry_pool" when unset. */
+  poolNamePrefix?: string;
   log: Logger;
 }
 
@@ -154,14 +187,14 @@ async function secureDatabase({ tenant, clusters, schemas, templates, run }: Ste
         ...(copied ? [`reassign owned by ${pg.escapeIdentifier(templates.name)} to ${role}`] : []),
       ].join(";\n"),
     );
-    return readVersions(client, schemas.entries.map((e) => e.name));
+    return readVersions(client, schemas.entries.map((e) => e.name), tenant.schemaPrefix);
   });
 }
 
 /** Has every service migrate its schema that is not at its newest version yet, and records the versions in the ledger. */
 async function migrateSchemas({ em, tenant, clusters, schemas, migrateTimeoutMs, run }: StepContext): Promise<void> {
   const latest = run.latest ?? (await schemas.latestVersions());
-  const versions = run.versions ?? (await clusters.inDatabase(tenant.cluster!, tenant.database, (client) => readVersions(client, schemas.entries.map((e) => e.name))));
+  const versions = run.versions ?? (await clusters.inDatabase(tenant.cluster!, tenant.database, (client) => readVersions(client, schemas.entries.map((e) => e.name), tenant.schemaPrefix)));
   const reported = await Promise.all(
     schemas.entries.map(async ({ name, client }) => {
       if (versions.get(name) === latest.get(name) && latest.get(name) !== undefined) {
@@ -226,8 +259,154 @@ async function dropRole({ tenant, clusters }: StepContext): Promise<void> {
   }
 }
 
+/**
+ * Chooses the pooled tenant's pool database on its cluster: the fullest
+ * ready one with room (fill-first keeps pool databases dense), else a new
+ * one, made, locked down and recorded here. One cluster's choices are made
+ * one at a time, under a lock held until the choice is recorded, so no pool
+ * database takes more than its share. Resumable: a choice recorded is kept,
+ * and a new pool database is made again (each part checked first) if the
+ * run stopped before recording it.
+ */
+async function choosePool({ em, tenant, clusters, box, poolMaxTenants = 1000, poolNamePrefix = "tenantry_pool" }: StepContext): Promise<void> {
+  if (tenant.database !== "") {
+    // Chosen by an earlier run: the pool database was recorded with the choice.
+    return;
+  }
+  const cluster = tenant.cluster!;
+  const name = await em.transactional(async (tx) => {
+    await lockForTransaction(tx, `pool:${cluster}`);
+    const pools = await listPoolDatabases(tx, cluster);
+    const roomy = pools.filter((p) => p.state === poolStates.ready && p.tenantCount < poolMaxTenants).sort((a, b) => b.tenantCount - a.tenantCount);
+    let chosen = roomy[0]?.name;
+    if (chosen === undefined) {
+      chosen = nextPoolName(poolNamePrefix, pools.map((p) => p.name));
+      const password = randomBytes(24).toString("base64url");
+      await setUpPoolDatabase(clusters, cluster, chosen, password);
+      await insertPoolDatabase(tx, { cluster, name: chosen, role: chosen, rolePassword: box.seal(password, poolPasswordContext(cluster, chosen)), state: poolStates.ready });
+    }
+    await tx.execute("update platform.tenants set database = ?, updated_at = now() where id = ?", [chosen, tenant.id]);
+    return chosen;
+  });
+  tenant.database = name;
+}
+
+/** The first `<prefix>_<n>` not taken by `taken`. */
+function nextPoolName(prefix: string, taken: string[]): string {
+  for (let n = taken.length + 1; ; n++) {
+    const name = `${prefix.slice(0, 50)}_${n}`;
+    if (!taken.includes(name)) {
+      return name;
+    }
+  }
+}
+
+/**
+ * Makes a pool database and its login role as the pooled placement lays
+ * them out, each part only if it is not there yet: the role LOGIN NOINHERIT
+ * (it acts only through SET ROLE to a tenant's role), the only one that may
+ * connect, its path `pg_catalog` (an unqualified name finds nothing until a
+ * lease sets the tenant's schema), and nobody may create in `public`.
+ */
+async function setUpPoolDatabase(clusters: ClusterRegistry, cluster: string, name: string, password: string): Promise<void> {
+  const id = pg.escapeIdentifier(name);
+  await clusters.admin(cluster, async (admin) => {
+    const role = await admin.query("select 1 from pg_roles where rolname = $1", [name]);
+    await admin.query(`${role.rowCount === 0 ? "create" : "alter"} role ${id} login noinherit password ${pg.escapeLiteral(password)}`);
+    const database = await admin.query("select 1 from pg_database where datname = $1", [name]);
+    if (database.rowCount === 0) {
+      await admin.query(`create database ${id}`);
+    }
+    await admin.query(`revoke all on database ${id} from public`);
+    await admin.query(`grant connect on database ${id} to ${id}`);
+    await admin.query(`alter role ${id} in database ${id} set search_path = pg_catalog`);
+  });
+  await clusters.inDatabase(cluster, name, (client) => client.query("revoke all on schema public from public"));
+}
+
+/** The login role of a pooled tenant's pool database (named as the database). */
+function poolRoleOf(tenant: Tenant): string {
+  return tenant.database;
+}
+
+/**
+ * Gives a pooled tenant its role: NOLOGIN, owner of its schemas, granted to
+ * its pool database's login to be taken on with SET ROLE only (not
+ * inherited).
+ */
+async function createPooledRole({ tenant, clusters }: StepContext): Promise<void> {
+  const role = pg.escapeIdentifier(tenant.role!);
+  await clusters.admin(tenant.cluster!, async (admin) => {
+    const exists = await admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]);
+    await admin.query(`${exists.rowCount === 0 ? "create" : "alter"} role ${role} nologin`);
+    const { rows } = await admin.query<{ version: number }>("select current_setting('server_version_num')::int as version");
+    // From PostgreSQL 16 a grant says how it may be used; before, the pool role's NOINHERIT does the same.
+    const options = rows[0]!.version >= 160000 ? " with inherit false, set true" : "";
+    await admin.query(`grant ${role} to ${pg.escapeIdentifier(poolRoleOf(tenant))}${options}`);
+  });
+}
+
+/**
+ * Creates the pooled tenant's schema of every schema service in its pool
+ * database, owned by its role (which may not create schemas there itself).
+ * A schema of that name owned by anyone else is left alone:
+ * FAILED_PRECONDITION.
+ */
+async function createSchemas({ tenant, clusters, schemas }: StepContext): Promise<void> {
+  await ensurePooledSchemas(clusters, tenant, schemas.entries.map((e) => e.name));
+}
+
+/**
+ * Creates a pooled tenant's schemas of `services` that its pool database
+ * does not hold yet, owned by its role: provisioning makes them all, and a
+ * fleet migration those of a service added since. FAILED_PRECONDITION for a
+ * schema of that name owned by anyone else.
+ */
+export async function ensurePooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">, services: string[]): Promise<void> {
+  await clusters.inDatabase(tenant.cluster!, tenant.database, async (client) => {
+    for (const name of services) {
+      const schema = tenant.schemaPrefix + name;
+      const { rows } = await client.query<{ owner: string }>("select pg_get_userbyid(nspowner) as owner from pg_namespace where nspname = $1", [schema]);
+      const owner = rows[0]?.owner;
+      if (owner === undefined) {
+        await client.query(`create schema ${pg.escapeIdentifier(schema)} authorization ${pg.escapeIdentifier(tenant.role!)}`);
+      } else if (owner !== tenant.role) {
+        throw new ConnectError(
+          `a schema named "${schema}" already exists in pool database "${tenant.database}" and belongs to "${owner}", not to the tenant; drop or rename it, then retry`,
+          Code.FailedPrecondition,
+        );
+      }
+    }
+  });
+}
+
+/** Drops a pooled tenant's schemas (with everything in them), only those its role owns; never the pool database. */
+async function dropSchemas({ tenant, clusters }: StepContext): Promise<void> {
+  await dropPooledSchemas(clusters, tenant);
+}
+
+/** Drops a pooled tenant's schemas (with everything in them), only those its role owns; never the pool database. */
+export async function dropPooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">): Promise<void> {
+  if (tenant.database === "" || tenant.role == null || tenant.schemaPrefix === "") {
+    return;
+  }
+  const present = await clusters.admin(tenant.cluster!, (admin) => admin.query("select 1 from pg_database where datname = $1", [tenant.database]));
+  if (present.rowCount === 0) {
+    return;
+  }
+  await clusters.inDatabase(tenant.cluster!, tenant.database, async (client) => {
+    const { rows } = await client.query<{ schema: string }>(
+      "select nspname as schema from pg_namespace where starts_with(nspname, $1) and nspowner = (select oid from pg_roles where rolname = $2)",
+      [tenant.schemaPrefix, tenant.role],
+    );
+    for (const { schema } of rows) {
+      await client.query(`drop schema if exists ${pg.escapeIdentifier(schema)} cascade`);
+    }
+  });
+}
+
 /** What each provisioning step does, and which rollback step undoes it. */
-export const provisioningStepTable: { readonly [S in ProvisioningStep]: ProvisioningStepDefinition } = {
+export const provisioningStepTable: { readonly [S in DedicatedProvisioningStep]: ProvisioningStepDefinition } = {
   // The record is made with this step (see TenantProvisioner.create).
   register: { perform: async () => {} },
   "create-role": { perform: createRole, undoneBy: "drop-role" },
@@ -239,14 +418,43 @@ export const provisioningStepTable: { readonly [S in ProvisioningStep]: Provisio
   activate: { perform: activate },
 };
 
+/** What each step of provisioning a pooled tenant does, and which rollback step undoes it. */
+export const pooledProvisioningStepTable: { readonly [S in PooledProvisioningStep]: ProvisioningStepDefinition } = {
+  register: provisioningStepTable.register,
+  // Nothing to undo: the pool database is shared, and its record counts only tenants that hold a place in it.
+  "choose-pool": { perform: choosePool },
+  "create-role": { perform: createPooledRole, undoneBy: "drop-role" },
+  "create-schemas": { perform: createSchemas, undoneBy: "drop-schemas" },
+  "migrate-schemas": provisioningStepTable["migrate-schemas"],
+  bootstrap: provisioningStepTable.bootstrap,
+  activate: provisioningStepTable.activate,
+};
+
 /** What each rollback step does. Each is idempotent, and harmless where its step was never done. */
 export const rollbackStepTable: { readonly [S in RollbackStep]: StepWork } = {
   "drop-database": dropDatabase,
+  "drop-schemas": dropSchemas,
   "drop-role": dropRole,
 };
 
 /** The rollback steps, in the order they run: the reverse of the steps they undo. */
 export const rollbackSteps: readonly RollbackStep[] = [...new Set(provisioningSteps.toReversed().flatMap((step) => provisioningStepTable[step].undoneBy ?? []))];
+
+/** The rollback steps of a pooled tenant, in the order they run. */
+export const pooledRollbackSteps: readonly RollbackStep[] = [
+  ...new Set(pooledProvisioningSteps.toReversed().flatMap((step) => pooledProvisioningStepTable[step].undoneBy ?? [])),
+];
+
+/** The steps of provisioning a tenant of a placement, their work, and the steps undoing them. */
+export function provisioningPlanOf(placement: string): {
+  steps: readonly ProvisioningStep[];
+  table: { readonly [step: string]: ProvisioningStepDefinition };
+  rollback: readonly RollbackStep[];
+} {
+  return placement === placementNames.pooled
+    ? { steps: pooledProvisioningSteps, table: pooledProvisioningStepTable, rollback: pooledRollbackSteps }
+    : { steps: provisioningSteps, table: provisioningStepTable, rollback: rollbackSteps };
+}
 
 /** The owner of a database on a cluster, or undefined when there is no such database. */
 async function databaseOwner(clusters: ClusterRegistry, cluster: string, database: string): Promise<string | undefined> {
@@ -256,11 +464,15 @@ async function databaseOwner(clusters: ClusterRegistry, cluster: string, databas
   return rows[0]?.owner;
 }
 
-/** The newest migration of each service's schema in a database, for the services whose schema has a migration table there. */
-async function readVersions(client: pg.Client, services: string[]): Promise<Map<string, string>> {
+/**
+ * The newest migration of each service's schema in a database, for the
+ * services whose schema has a migration table there; a service's schema is
+ * `prefix` followed by its name.
+ */
+async function readVersions(client: pg.Client, services: string[], prefix = ""): Promise<Map<string, string>> {
   const versions = new Map<string, string>();
   for (const service of services) {
-    const applied = await readAppliedMigrations(client, service);
+    const applied = await readAppliedMigrations(client, prefix + service);
     if (applied !== undefined) {
       versions.set(service, applied.at(-1) ?? "");
     }

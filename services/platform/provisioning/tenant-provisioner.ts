@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { UniqueConstraintViolationException, type EntityManager, type MikroORM } from "@mikro-orm/postgresql";
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Placement } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
 import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
 import type { Tenant } from "../entities/tenant.ts";
@@ -15,6 +16,8 @@ import {
   insertTenant,
   listClusters,
   ownerPasswordContext,
+  placementNames,
+  pooledSchemaPrefix,
   recordStepDone,
   restartProvisioning,
   restoringStep,
@@ -24,11 +27,11 @@ import {
 } from "../stores/index.ts";
 import { checkNewTenant, type NewTenant } from "./new-tenant.ts";
 import { chooseCluster } from "./placement.ts";
+import type { PlacementName } from "../config.ts";
 import {
-  provisioningStepTable,
+  provisioningPlanOf,
   provisioningSteps,
   rollbackStepTable,
-  rollbackSteps,
   rollingBack,
   type ProvisioningStep,
   type RollbackStep,
@@ -45,6 +48,8 @@ export interface TenantProvisionerOptions extends StepServices {
    * is recorded with its work). Lets a test stop the process at any step.
    */
   afterStep?: (tenantId: string, step: ProvisioningStep | RollbackStep) => void | Promise<void>;
+  /** Each tier's placement (by tier name) for tenants created without one; dedicated when unset. */
+  tierPlacements?: ReadonlyMap<string, PlacementName>;
 }
 
 const firstStep = provisioningSteps[0];
@@ -99,7 +104,8 @@ export class TenantProvisioner {
    * same transaction. ALREADY_EXISTS when the id is taken.
    */
   async recordClone(request: Pick<NewTenant, "tenantId" | "displayName" | "tier">, alongside: (em: EntityManager, tenant: Tenant) => Promise<void>): Promise<Tenant> {
-    const wanted = checkNewTenant({ ...request, cluster: "", region: "", ownerEmail: "", ownerPassword: "" });
+    // A restore makes whole databases: a clone is dedicated, whatever its tier's placement.
+    const wanted = checkNewTenant({ ...request, cluster: "", region: "", ownerEmail: "", ownerPassword: "", placement: Placement.DEDICATED });
     const em = this.#options.orm.em.fork();
     const taken = () => new ConnectError(`tenant "${wanted.tenantId}" already exists; choose another id for the clone`, Code.AlreadyExists);
     if ((await findTenant(em, wanted.tenantId)) !== null) {
@@ -118,14 +124,19 @@ export class TenantProvisioner {
     return em.transactional(async (tx) => {
       // One placement at a time, so that two tenants never take a cluster's last place.
       await lockForTransaction(tx, "placement");
+      const pooled = this.#placementOf(wanted) === placementNames.pooled;
       const tenant = await insertTenant(tx, {
         id: tenantId,
         displayName: wanted.displayName,
         tier: tierName(wanted.tier),
-        database: tenantDatabaseName(tenantId),
+        // A pooled tenant's is its pool database, chosen by the choose-pool step.
+        database: pooled ? "" : tenantDatabaseName(tenantId),
         cluster: chooseCluster(await listClusters(tx), wanted),
         role: tenantDatabaseName(tenantId),
-        rolePassword: this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
+        // A pooled tenant's role does not log in: its route carries its pool database's login.
+        rolePassword: pooled ? null : this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
+        placement: pooled ? placementNames.pooled : placementNames.dedicated,
+        schemaPrefix: pooled ? pooledSchemaPrefix(tenantId) : "",
         lifecycleStep: step,
         ownerEmail: wanted.ownerEmail === "" ? null : wanted.ownerEmail,
         ownerPassword: wanted.ownerEmail === "" ? null : this.#options.box.seal(wanted.ownerPassword, ownerPasswordContext(tenantId)),
@@ -133,6 +144,17 @@ export class TenantProvisioner {
       await alongside?.(tx, tenant);
       return tenant;
     });
+  }
+
+  /** The placement a new tenant asks for, else its tier's. */
+  #placementOf(wanted: NewTenant): PlacementName {
+    if (wanted.placement === Placement.POOLED) {
+      return placementNames.pooled;
+    }
+    if (wanted.placement === Placement.DEDICATED) {
+      return placementNames.dedicated;
+    }
+    return this.#options.tierPlacements?.get(tierName(wanted.tier)) ?? placementNames.dedicated;
   }
 
   /** Provisions a FAILED tenant again from the start; FAILED_PRECONDITION for any other status. */
@@ -171,6 +193,7 @@ export class TenantProvisioner {
     const same =
       existing.displayName === wanted.displayName &&
       existing.tier === tierName(wanted.tier) &&
+      (wanted.placement === undefined || wanted.placement === Placement.UNSPECIFIED || existing.placement === this.#placementOf(wanted)) &&
       (existing.ownerEmail ?? "") === wanted.ownerEmail &&
       (wanted.cluster === "" || wanted.cluster === existing.cluster) &&
       (wanted.region === "" || (existing.cluster != null && (await this.#options.clusters.access(existing.cluster)).region === wanted.region));
@@ -232,10 +255,11 @@ export class TenantProvisioner {
       await this.#rollback(context, tenant.error ?? "provisioning was interrupted");
       throw failure(tenant, Code.Internal);
     }
-    const done = provisioningSteps.indexOf((tenant.lifecycleStep ?? firstStep) as ProvisioningStep);
-    for (const step of provisioningSteps.slice(done + 1)) {
+    const plan = provisioningPlanOf(tenant.placement);
+    const done = plan.steps.indexOf((tenant.lifecycleStep ?? firstStep) as ProvisioningStep);
+    for (const step of plan.steps.slice(done + 1)) {
       try {
-        await provisioningStepTable[step].perform(context);
+        await plan.table[step]!.perform(context);
       } catch (error) {
         const cause = error instanceof ConnectError ? error : undefined;
         this.#options.log.error({ err: error, tenantId, step }, "provisioning failed");
@@ -256,18 +280,33 @@ export class TenantProvisioner {
     const { em, tenant } = context;
     await changeTenant(em, tenant, { lifecycleStep: rollingBack, error: reason });
     if (tenant.cluster != null) {
-      for (const step of rollbackSteps) {
+      for (const step of provisioningPlanOf(tenant.placement).rollback) {
         await rollbackStepTable[step](context);
         await this.#options.afterStep?.(tenant.id, step);
       }
     }
     await forgetVersions(em, tenant.id);
-    await changeTenant(em, tenant, { status: statusNames.failed, lifecycleStep: null });
+    // A pooled tenant holds no place in its pool database any more: a retry chooses one again.
+    const pooled = tenant.placement === placementNames.pooled;
+    await changeTenant(em, tenant, { status: statusNames.failed, lifecycleStep: null, ...(pooled ? { database: "" } : {}) });
   }
 
   #context(em: EntityManager, tenant: Tenant): StepContext {
-    const { clusters, schemas, templates, stock, box, migrateTimeoutMs, log } = this.#options;
-    return { em, tenant, clusters, schemas, templates, stock, box, migrateTimeoutMs, log, run: {} };
+    const { clusters, schemas, templates, stock, box, migrateTimeoutMs, poolMaxTenants, poolNamePrefix, log } = this.#options;
+    return {
+      em,
+      tenant,
+      clusters,
+      schemas,
+      templates,
+      stock,
+      box,
+      migrateTimeoutMs,
+      ...(poolMaxTenants === undefined ? {} : { poolMaxTenants }),
+      ...(poolNamePrefix === undefined ? {} : { poolNamePrefix }),
+      log,
+      run: {},
+    };
   }
 }
 

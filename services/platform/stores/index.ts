@@ -116,6 +116,9 @@ export {
   ownerPasswordContext,
   restartProvisioning,
   restoringStep,
+  placementNames,
+  pooledSchemaPrefix,
+  refusePooled,
   rolePasswordContext,
   servedStatuses,
   startOffboarding,
@@ -141,3 +144,4 @@ export {
   type WriteFreezeAcknowledgementRecord,
   type WriteFreezeRecord,
 } from "./write-freeze-store.ts";
+export { findPoolDatabase, insertPoolDatabase, listPoolDatabases, poolPasswordContext, poolStates, type PoolDatabaseRecord } from "./pool-database-store.ts";

@@ -45,6 +45,25 @@ export const servedStatuses = [statusNames.active, statusNames.suspended];
 /** The statuses of tenants that take up no place on their cluster. */
 const placelessStatuses = [statusNames.deleted, statusNames.failed];
 
+/** The placements as recorded: a database of the tenant's own, or schemas of its own in a pool database. */
+export const placementNames = { dedicated: "dedicated", pooled: "pooled" } as const;
+
+/** The prefix of a pooled tenant's schema names: `t_<id, - as _>_`, one-to-one since ids hold no `_`, and needing no quotes. */
+export function pooledSchemaPrefix(tenantId: string): string {
+  return `t_${tenantId.replaceAll("-", "_")}_`;
+}
+
+/**
+ * Refuses to `action` a pooled tenant, FAILED_PRECONDITION: backups,
+ * restores and moves work on whole databases, and a pooled tenant's data is
+ * schemas in a shared one.
+ */
+export function refusePooled(tenant: Pick<Tenant, "id" | "placement">, action: string): void {
+  if (tenant.placement === placementNames.pooled) {
+    throw new ConnectError(`tenant "${tenant.id}" is pooled (its schemas are in a shared pool database): ${action} is not yet for pooled tenants`, Code.FailedPrecondition);
+  }
+}
+
 /** The context a tenant's role password is sealed for. */
 export function rolePasswordContext(tenantId: string): string {
   return `tenant:${tenantId}:role`;
@@ -64,8 +83,12 @@ export interface NewTenantRecord {
   database: string;
   cluster: string;
   role: string;
-  /** Sealed for {@link rolePasswordContext}. */
-  rolePassword: NonNullable<Tenant["rolePassword"]>;
+  /** Sealed for {@link rolePasswordContext}; null for a pooled tenant, whose role does not log in. */
+  rolePassword: Tenant["rolePassword"];
+  /** See {@link placementNames}. */
+  placement: string;
+  /** Its schemas' prefix; empty for a dedicated tenant. */
+  schemaPrefix: string;
   ownerEmail: string | null;
   /** Sealed for {@link ownerPasswordContext}. */
   ownerPassword: Tenant["ownerPassword"];

@@ -120,6 +120,16 @@ export declare type Tenant = Message<"tenantry.platform.v1.Tenant"> & {
    * @generated from field: tenantry.platform.v1.Move move = 14;
    */
   move?: Move | undefined;
+
+  /**
+   * How the tenant's data is held: a database of its own, or schemas of
+   * its own in a pool database shared with other tenants (then database
+   * names the pool database). PLACEMENT_UNSPECIFIED only for tenants
+   * reported by a Platform that predates placements (dedicated).
+   *
+   * @generated from field: tenantry.platform.v1.Placement placement = 15;
+   */
+  placement: Placement;
 };
 
 /**
@@ -295,6 +305,15 @@ export declare type CreateTenantRequest = Message<"tenantry.platform.v1.CreateTe
    * @generated from field: string owner_password = 7;
    */
   ownerPassword: string;
+
+  /**
+   * Where the tenant's data goes: a database of its own or schemas in a
+   * pool database. PLACEMENT_UNSPECIFIED takes the tier's default
+   * (TENANTRY_TIER_PLACEMENTS).
+   *
+   * @generated from field: tenantry.platform.v1.Placement placement = 8;
+   */
+  placement: Placement;
 };
 
 /**

@@ -1,0 +1,74 @@
+import type { EntityManager } from "@mikro-orm/postgresql";
+
+/**
+ * A pool database's states: `ready` takes pooled tenants while it has
+ * room; `full` and `draining` (set by operators, for later) take none.
+ */
+export const poolStates = { ready: "ready", full: "full", draining: "draining" } as const;
+
+/** A pool database of a cluster, with its login role (`platform.pool_databases`). */
+export interface PoolDatabaseRecord {
+  cluster: string;
+  /** The database's name, `tenantry_pool_<n>`. */
+  name: string;
+  /** Its login role: LOGIN NOINHERIT, member of each of its tenants' roles, acting only through SET ROLE. */
+  role: string;
+  /** Sealed for {@link poolPasswordContext}. */
+  rolePassword: Uint8Array;
+  /** See {@link poolStates}. */
+  state: string;
+}
+
+/** The context a pool database's role password is sealed for. */
+export function poolPasswordContext(cluster: string, name: string): string {
+  return `pool:${cluster}:${name}:role`;
+}
+
+interface PoolRow {
+  cluster: string;
+  name: string;
+  role: string;
+  role_password: Uint8Array;
+  state: string;
+  tenants: string;
+}
+
+/**
+ * The pool databases of a cluster, by name, each with how many pooled
+ * tenants it holds (those being provisioned included; failed and deleted
+ * ones, whose schemas are gone, not).
+ */
+export async function listPoolDatabases(em: EntityManager, cluster: string): Promise<(PoolDatabaseRecord & { tenantCount: number })[]> {
+  const rows = await em.execute<PoolRow[]>(
+    `select p.cluster, p.name, p.role, p.role_password, p.state,
+       (select count(*) from platform.tenants t
+         where t.cluster = p.cluster and t.database = p.name and t.placement = 'pooled' and t.status not in ('failed', 'deleted')) as tenants
+     from platform.pool_databases p where p.cluster = ? order by p.name`,
+    [cluster],
+  );
+  return rows.map((row) => ({ ...recordOf(row), tenantCount: Number(row.tenants) }));
+}
+
+/** A pool database, or undefined when the cluster has none by that name. */
+export async function findPoolDatabase(em: EntityManager, cluster: string, name: string): Promise<PoolDatabaseRecord | undefined> {
+  const [row] = await em.execute<PoolRow[]>(
+    "select cluster, name, role, role_password, state, 0 as tenants from platform.pool_databases where cluster = ? and name = ?",
+    [cluster, name],
+  );
+  return row === undefined ? undefined : recordOf(row);
+}
+
+/** Records a pool database. */
+export async function insertPoolDatabase(em: EntityManager, record: PoolDatabaseRecord): Promise<void> {
+  await em.execute("insert into platform.pool_databases (cluster, name, role, role_password, state, created_at) values (?, ?, ?, ?, ?, now())", [
+    record.cluster,
+    record.name,
+    record.role,
+    Buffer.from(record.rolePassword),
+    record.state,
+  ]);
+}
+
+function recordOf(row: PoolRow): PoolDatabaseRecord {
+  return { cluster: row.cluster, name: row.name, role: row.role, rolePassword: row.role_password, state: row.state };
+}
