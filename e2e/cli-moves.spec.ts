@@ -1,7 +1,7 @@
-import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClusterService } from "../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
+import { retried } from "../services/testing/retried.ts";
 import { startSecondServer, type SecondServer } from "../services/testing/second-server.ts";
 import { cliRuns } from "../services/testing/cli-runs.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
@@ -60,24 +60,6 @@ afterAll(async () => {
 });
 
 const { tenantry, tenantryOnTerminal, json } = cliRuns(() => ({ platformAddress: `127.0.0.1:${mesh.platform.grpcPort}`, operatorToken: mesh.operatorToken }));
-
-/**
- * Retries a call while it fails UNAVAILABLE: a service that has not yet
- * heard of the tenant's new route (the change feed tells it moments later)
- * meets the closed source meanwhile.
- */
-async function retried<T>(call: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await call();
-    } catch (error) {
-      if (ConnectError.from(error).code !== Code.Unavailable || attempt > 50) {
-        throw error;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}
 
 /** A tenant with its owner and three entries. */
 async function populatedTenant(prefix: string): Promise<string> {

@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, createClient, type Client } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,6 +9,7 @@ import { TenantStatus } from "../gen/tenantry/platform/v1/platform_service_pb.js
 import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { moveSteps } from "../services/platform/moves/index.ts";
 import { callAndCrash } from "../services/testing/platform-crash.ts";
+import { retried } from "../services/testing/retried.ts";
 import { startSecondServer, type SecondServer } from "../services/testing/second-server.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
@@ -58,25 +59,6 @@ async function settled(tenantId: string): Promise<{ state: string; step: string;
       throw new Error(`the move of ${tenantId} is still under way`);
     }
     await sleep(100);
-  }
-}
-
-/**
- * Retries a call while it fails UNAVAILABLE: a Backend whose change feed
- * the crash cut may hold the tenant's old route until the feed is back,
- * and the source refuses the tenant meanwhile.
- */
-async function retried<T>(call: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      return await call();
-    } catch (error) {
-      if (ConnectError.from(error).code !== Code.Unavailable || Date.now() > deadline) {
-        throw error;
-      }
-      await sleep(100);
-    }
   }
 }
 

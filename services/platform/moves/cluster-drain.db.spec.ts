@@ -6,6 +6,7 @@ import { MoveMode, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.j
 import { DrainEvent, MoveService, type DrainClusterRequestSchema, type DrainClusterResponse } from "../../../gen/tenantry/platform/v1/move_service_pb.js";
 import { operatorCredentialInterceptor } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
+import { retried } from "../../testing/retried.ts";
 import { startSecondServer, type SecondServer } from "../../testing/second-server.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
@@ -64,20 +65,6 @@ async function populatedTenant(prefix: string): Promise<string> {
   }
   expect((await mesh.platformClient.getTenant({ tenantId: tenant.tenantId })).tenant!.cluster).toBe("default");
   return tenant.tenantId;
-}
-
-/** Retries a call while it fails UNAVAILABLE: a service may not have heard of the tenant's new route yet. */
-async function retried<T>(call: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await call();
-    } catch (error) {
-      if (ConnectError.from(error).code !== Code.Unavailable || attempt > 50) {
-        throw error;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
 }
 
 /** Runs a drain to its end: its events, and the error it ended with (undefined for OK). */

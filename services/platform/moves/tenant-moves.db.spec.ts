@@ -10,6 +10,7 @@ import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service
 import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
 import { operatorCredentialInterceptor } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
+import { retried } from "../../testing/retried.ts";
 import { startSecondServer, type SecondServer } from "../../testing/second-server.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
@@ -85,24 +86,6 @@ async function populatedTenant(prefix: string): Promise<{ tenantId: string; data
   }
   await mesh.sql(tenant.database, "insert into backend.tickets (note) select 'before the move' from generate_series(1, 5)");
   return { tenantId: tenant.tenantId, database: tenant.database };
-}
-
-/**
- * Retries a call while it fails UNAVAILABLE: a service that has not yet
- * heard of the tenant's new route (the change feed tells it moments later)
- * meets the closed source meanwhile.
- */
-async function retried<T>(call: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await call();
-    } catch (error) {
-      if (ConnectError.from(error).code !== Code.Unavailable || attempt > 50) {
-        throw error;
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
 }
 
 /** The tenant's entry titles as Backend serves them. */
