@@ -233,11 +233,18 @@ export class Tenancy {
   /**
    * The connection target of a database named directly, with its own login
    * (a cluster's template database, for one): this service's schema there
-   * is its name, as in a tenant's dedicated database.
+   * is its name, as in a tenant's dedicated database, or `schemaPrefix`
+   * followed by its name, reached as `sessionRole` over the login (a
+   * restore's schemas in a pool database).
    */
-  databaseEndpoint(target: { host: string; port: number; database: string; user: string; password: string }): TenantEndpoint {
-    const { host, port, database, user, password } = target;
-    return { tenantId: `database:${host}:${port}/${database}`, host, port, database, user, password, schema: this.#schema, sessionRole: "" };
+  databaseEndpoint(target: { host: string; port: number; database: string; user: string; password: string; sessionRole?: string; schemaPrefix?: string }): TenantEndpoint {
+    const { host, port, database, user, password, sessionRole = "", schemaPrefix = "" } = target;
+    const schema = schemaPrefix + this.#schema;
+    if (Buffer.byteLength(schema) > maxIdentifierBytes) {
+      throw new ConnectError(`the ${this.#schema} schema "${schema}" is longer than PostgreSQL's names (${maxIdentifierBytes} bytes)`, Code.InvalidArgument);
+    }
+    const tenantId = `database:${host}:${port}/${database}${sessionRole === "" ? "" : `/${sessionRole}/${schemaPrefix}`}`;
+    return { tenantId, host, port, database, user, password, schema, sessionRole };
   }
 
   /** An EntityManager of its own for one call. Use it inside the tenant's scope. */

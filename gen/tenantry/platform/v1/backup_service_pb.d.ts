@@ -5,7 +5,7 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import type { Tenant, Tier } from "./platform_service_pb.js";
+import type { Placement, Tenant, Tier } from "./platform_service_pb.js";
 
 /**
  * Describes the file tenantry/platform/v1/backup_service.proto.
@@ -517,6 +517,17 @@ export declare type RestoreBackupRequest = Message<"tenantry.platform.v1.Restore
    * @generated from field: string display_name = 4;
    */
   displayName: string;
+
+  /**
+   * For a clone: where its data goes, whatever the backup's tenant's
+   * placement (a backup restores into either). Unspecified: the source
+   * tenant's placement when the clone keeps its tier, else the clone's
+   * tier's default placement. Ignored in place (a tenant keeps its
+   * placement; MoveTenant changes it).
+   *
+   * @generated from field: tenantry.platform.v1.Placement placement = 5;
+   */
+  placement: Placement;
 };
 
 /**

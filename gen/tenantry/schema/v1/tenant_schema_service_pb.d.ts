@@ -52,6 +52,24 @@ export declare type DatabaseTarget = Message<"tenantry.schema.v1.DatabaseTarget"
    * @generated from field: string password = 5;
    */
   password: string;
+
+  /**
+   * A role to take on (SET ROLE) over the login for the migrations, which
+   * then own what they create: a pooled tenant's role over its pool
+   * database's login. Empty: the login itself.
+   *
+   * @generated from field: string session_role = 6;
+   */
+  sessionRole: string;
+
+  /**
+   * The service's schema there is this followed by the service's name (a
+   * pooled tenant's schemas); empty: the service's name, as in a tenant's
+   * own database.
+   *
+   * @generated from field: string schema_prefix = 7;
+   */
+  schemaPrefix: string;
 };
 
 /**
