@@ -26,8 +26,14 @@ export const Restore = defineEntity({
     /** The cluster and database restored into. */
     cluster: p.string().length(40),
     database: p.string().length(63),
-    /** In place: the database the restored one replaces. */
+    /** In place: the database the restored one replaces (a pooled tenant's: its pool database, as `database`). */
     previousDatabase: p.string().length(63).nullable(),
+    /** The placement restored into: "dedicated" (a database of its own) or "pooled" (schemas in `database`, a pool database). */
+    placement: p.string().length(20).default("dedicated"),
+    /** Pooled: the prefix of the schemas restored into; empty for a dedicated restore. */
+    schemaPrefix: p.string().length(48).default(""),
+    /** Pooled, in place: the prefix of the schemas the restored ones replace. */
+    previousSchemaPrefix: p.string().length(48).nullable(),
     /** In place: the tenant's status before it was suspended for the switch. */
     previousStatus: p.string().length(20).nullable(),
     /** A drill's scratch role, and its password sealed with the master key. */

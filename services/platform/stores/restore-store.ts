@@ -30,17 +30,17 @@ export const restoreStates = {
 
 /** A new restore's record, RUNNING from its first step. */
 export type NewRestoreRecord = Pick<Restore, "id" | "backupId" | "kind" | "tenantId" | "sourceTenantId" | "cluster" | "database" | "step"> &
-  Partial<Pick<Restore, "previousDatabase" | "role" | "rolePassword">>;
+  Partial<Pick<Restore, "previousDatabase" | "role" | "rolePassword" | "placement" | "schemaPrefix" | "previousSchemaPrefix">>;
 
 /** Records a restore being started. */
 export async function insertRestore(em: EntityManager, record: NewRestoreRecord): Promise<Restore> {
-  const restore = em.create(Restore, { ...record, state: restoreStates.running, error: null, undoStep: null, previousDropped: false, createdAt: new Date() });
+  const restore = em.create(Restore, { placement: "dedicated", schemaPrefix: "", previousSchemaPrefix: null, ...record, state: restoreStates.running, error: null, undoStep: null, previousDropped: false, createdAt: new Date() });
   await em.flush();
   return restore;
 }
 
 /** What a restore's record may be changed in, once read. */
-export type RestoreChange = Partial<Pick<Restore, "state" | "step" | "undoStep" | "error" | "previousStatus" | "keepUntil" | "previousDropped" | "finishedAt">>;
+export type RestoreChange = Partial<Pick<Restore, "database" | "state" | "step" | "undoStep" | "error" | "previousStatus" | "keepUntil" | "previousDropped" | "finishedAt">>;
 
 /** Changes a restore read through `em`. */
 export async function changeRestore(em: EntityManager, restore: Restore, change: RestoreChange): Promise<void> {

@@ -54,9 +54,8 @@ export function pooledSchemaPrefix(tenantId: string): string {
 }
 
 /**
- * Refuses to `action` a pooled tenant, FAILED_PRECONDITION: backups,
- * restores and moves work on whole databases, and a pooled tenant's data is
- * schemas in a shared one.
+ * Refuses to `action` a pooled tenant, FAILED_PRECONDITION: moves work on
+ * whole databases, and a pooled tenant's data is schemas in a shared one.
  */
 export function refusePooled(tenant: Pick<Tenant, "id" | "placement">, action: string): void {
   if (tenant.placement === placementNames.pooled) {
@@ -97,7 +96,7 @@ export interface NewTenantRecord {
 }
 
 /** What a tenant's record may be changed in, once read. */
-export type TenantChange = Partial<Pick<Tenant, "displayName" | "tier" | "status" | "lifecycleStep" | "error" | "rolePassword" | "ownerPassword" | "finalBackupId" | "cluster" | "database" | "suspendedReason">>;
+export type TenantChange = Partial<Pick<Tenant, "displayName" | "tier" | "status" | "lifecycleStep" | "error" | "rolePassword" | "ownerPassword" | "finalBackupId" | "cluster" | "database" | "schemaPrefix" | "suspendedReason">>;
 
 /**
  * The step recorded on a PROVISIONING tenant that a restore is making (a
