@@ -16,3 +16,4 @@ export {
 export { DatabaseStock, type DatabaseStockOptions } from "./database-stock.ts";
 export { TemplateDatabases, type TemplateDatabasesOptions } from "./template-databases.ts";
 export { TenantProvisioner, type TenantProvisionerOptions } from "./tenant-provisioner.ts";
+export { allowGeneration, dropGeneration, freeGeneration, generationOf, generationPrefix, schemasOfGeneration, type PooledSchemas } from "./schema-generations.ts";

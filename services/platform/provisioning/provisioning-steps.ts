@@ -385,7 +385,11 @@ async function dropSchemas({ tenant, clusters }: StepContext): Promise<void> {
   await dropPooledSchemas(clusters, tenant);
 }
 
-/** Drops a pooled tenant's schemas (with everything in them), only those its role owns; never the pool database. */
+/**
+ * Drops a pooled tenant's schemas (with everything in them), every one its
+ * role owns in its pool database, of any generation (an in-place restore
+ * keeps the schemas it replaced for a while); never the pool database.
+ */
 export async function dropPooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">): Promise<void> {
   if (tenant.database === "" || tenant.role == null || tenant.schemaPrefix === "") {
     return;
@@ -396,8 +400,8 @@ export async function dropPooledSchemas(clusters: ClusterRegistry, tenant: Pick<
   }
   await clusters.inDatabase(tenant.cluster!, tenant.database, async (client) => {
     const { rows } = await client.query<{ schema: string }>(
-      "select nspname as schema from pg_namespace where starts_with(nspname, $1) and nspowner = (select oid from pg_roles where rolname = $2)",
-      [tenant.schemaPrefix, tenant.role],
+      "select nspname as schema from pg_namespace where nspowner = (select oid from pg_roles where rolname = $1)",
+      [tenant.role],
     );
     for (const { schema } of rows) {
       await client.query(`drop schema if exists ${pg.escapeIdentifier(schema)} cascade`);
