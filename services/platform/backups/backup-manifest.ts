@@ -40,8 +40,13 @@ export interface BackupManifest {
   backupId: string;
   /** When the snapshot was taken (ISO 8601). */
   createdAt: string;
-  /** Where the data was read from. */
-  placement: { cluster: string; database: string };
+  /**
+   * Where the data was read from: a pooled tenant's `database` is its pool
+   * database and `schemaPrefix` its schemas' prefix (absent or empty: a
+   * database of the tenant's own). Schemas are named by service throughout
+   * the manifest, whichever the placement.
+   */
+  placement: { cluster: string; database: string; schemaPrefix?: string };
   /** PostgreSQL's `server_version` where it was read. */
   serverVersion: string;
   /** Each service's schema: the migrations applied to it in the snapshot, oldest first. */

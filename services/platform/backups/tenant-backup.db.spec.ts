@@ -9,6 +9,7 @@ import { TestServer } from "../../testing/test-server.ts";
 import { BackgroundGzip } from "./background-gzip.ts";
 import { LocalBackupStorage } from "./local-backup-storage.ts";
 import { takeBackup } from "./tenant-backup.ts";
+import { sameNames } from "./tenant-catalog.ts";
 
 const server = new TestServer();
 const gzip = new BackgroundGzip({ threads: 2 });
@@ -78,6 +79,7 @@ describe("taking a backup", () => {
         return client;
       },
       schemas: ["alpha"],
+      names: sameNames,
       storage,
       dataKey: { key: randomBytes(32), sealed: Buffer.alloc(0) },
       workers: 2,

@@ -10,7 +10,7 @@ import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import type { BackgroundGzip } from "./background-gzip.ts";
 import { BackupPace } from "./backup-pace.ts";
 import { sealStream } from "./sealed-stream.ts";
-import { columnList, countLargeObjects, DigestTap, listSequences, listTables, quoted } from "./tenant-catalog.ts";
+import { columnList, countLargeObjects, DigestTap, listSequences, listTables, type SchemaNames } from "./tenant-catalog.ts";
 
 /** The steps of taking a backup, each reported once done (crash tests stop Platform after one). */
 export const backupSteps = ["snapshot", "copy-tables", "write-manifest", "publish"] as const;
@@ -24,11 +24,17 @@ const snapshotLost = "the backup's snapshot was lost with its connection (the te
 export interface TenantBackupRequest {
   key: BackupKey;
   /** Where the data is read from, recorded in the manifest. */
-  placement: { cluster: string; database: string };
-  /** Opens a connection to the tenant's database (as its role), which the backup ends. */
+  placement: BackupManifest["placement"];
+  /** Opens a connection to the tenant's database (as its role, its search_path leaving nothing unqualified to chance), which the backup ends. */
   connect: () => Promise<pg.Client>;
-  /** The service schemas backed up (those of the data-owning services). */
+  /** The service schemas backed up (those of the data-owning services), by service name. */
   schemas: string[];
+  /**
+   * Where those schemas are: `prefix + service` (a pooled tenant's, read as
+   * its role, which owns them); the manifest names them by service either
+   * way, so that a backup restores into either placement.
+   */
+  names: SchemaNames;
   storage: BackupStorage;
   dataKey: DataKey;
   /** Connections reading tables at once, the snapshot's own besides. */
@@ -56,7 +62,7 @@ export interface TenantBackupRequest {
  * manifest; the backup is published when it resolves.
  */
 export async function takeBackup(request: TenantBackupRequest): Promise<BackupManifest> {
-  const { key, storage, schemas } = request;
+  const { key, storage, schemas, names } = request;
   const clients: pg.Client[] = [];
   const open = async () => {
     const client = await request.connect();
@@ -70,22 +76,24 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
       "select pg_export_snapshot() as snapshot, current_setting('server_version') as version, now() as at",
     );
     const { snapshot, version, at } = rows[0]!;
-    const largeObjects = await countLargeObjects(coordinator);
+    // A pooled tenant's own only: its neighbours' are none of its backup's business.
+    const largeObjects = await countLargeObjects(coordinator, names.prefix !== "");
     if (largeObjects > 0) {
       throw new ConnectError(
-        `tenant "${key.tenantId}" has ${largeObjects} large object(s) in its database, which backups do not carry; store them in tables (bytea) and back up again`,
+        `tenant "${key.tenantId}" has ${largeObjects} large object(s) in its ${names.prefix === "" ? "database" : "pool database"}, which backups do not carry; store them in tables (bytea) and back up again`,
         Code.FailedPrecondition,
       );
     }
     const services: BackupManifest["services"] = {};
     for (const schema of schemas) {
-      const migrations = await readAppliedMigrations(coordinator, schema);
+      const migrations = await readAppliedMigrations(coordinator, names.physical(schema));
       if (migrations !== undefined) {
         services[schema] = { migrations };
       }
     }
     const schemaVersions = Object.fromEntries(Object.entries(services).map(([service, { migrations }]) => [service, migrations.at(-1) ?? ""]));
-    const catalog = await listTables(coordinator, Object.keys(services));
+    // Named by service in the manifest, whatever the placement.
+    const catalog = (await listTables(coordinator, Object.keys(services).map((s) => names.physical(s)))).map((table) => ({ ...table, schema: names.logical(table.schema)! }));
     await request.progress({ schemaVersions, tableCount: catalog.length, tables: [], sizeBytes: 0 });
     await request.afterStep?.("snapshot");
 
@@ -133,8 +141,9 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
     await request.afterStep?.("copy-tables");
 
     const sequences: BackupManifest["sequences"] = [];
-    for (const sequence of await listSequences(coordinator, Object.keys(services))) {
-      const { rows: state } = await coordinator.query<{ last_value: string; is_called: boolean }>(`select last_value::text, is_called from ${quoted(sequence)}`);
+    for (const found of await listSequences(coordinator, Object.keys(services).map((s) => names.physical(s)))) {
+      const sequence = { schema: names.logical(found.schema)!, name: found.name };
+      const { rows: state } = await coordinator.query<{ last_value: string; is_called: boolean }>(`select last_value::text, is_called from ${names.quoted(sequence)}`);
       sequences.push({ ...sequence, lastValue: state[0]!.last_value, isCalled: state[0]!.is_called });
     }
     await coordinator.query("commit");
@@ -161,7 +170,7 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
 
 /** Stores one table's COPY stream, recording its rows, digest and stored size on `table`. */
 async function copyOut(client: pg.Client, table: ManifestTable, request: TenantBackupRequest, pace: BackupPace): Promise<void> {
-  const source = client.query(copyTo(`copy ${quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`));
+  const source = client.query(copyTo(`copy ${request.names.quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`));
   const tap = new DigestTap();
   // A failure anywhere destroys every stream, so the store fails rather than waits; put reports it.
   const sealed = pipeline(source, pace.through(), tap, request.gzip.stream(), sealStream(request.dataKey.key, fileContext(request.key, table.file)), () => {});

@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { MikroORM } from "@mikro-orm/postgresql";
+import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
+import pg from "pg";
 import { randomUUID } from "node:crypto";
 import { buffer } from "node:stream/consumers";
 import { checkTextLine, isDatabaseUnreachable, type Logger, type SecretBox } from "../../mesh/index.ts";
@@ -22,7 +23,9 @@ import {
   rolePasswordContext,
   servedStatuses,
   statusNames,
-  refusePooled,
+  findPoolDatabase,
+  placementNames,
+  poolPasswordContext,
 } from "../stores/index.ts";
 import type { BackgroundGzip } from "./background-gzip.ts";
 import type { BackupEvents } from "./backup-events.ts";
@@ -30,6 +33,7 @@ import type { BackupManifest } from "./backup-manifest.ts";
 import { manifestFile, newDataKey, openManifest, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { tableRecord, takeBackup, type BackupStep } from "./tenant-backup.ts";
+import { SchemaNames } from "./tenant-catalog.ts";
 
 /** Options of {@link TenantBackups}. */
 export interface TenantBackupsOptions {
@@ -98,9 +102,8 @@ export class TenantBackups {
     label = checkTextLine(label, "label", 200);
     const em = orm.em.fork();
     const tenant = await getTenant(em, tenantId);
-    refusePooled(tenant, "a backup");
     const statuses = taking.final === true ? [statusNames.offboarding] : servedStatuses;
-    if (!statuses.includes(tenant.status) || tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
+    if (!statuses.includes(tenant.status) || tenant.cluster == null || tenant.role == null) {
       const which = taking.final === true ? "only an OFFBOARDING tenant has a final backup" : "only an ACTIVE or SUSPENDED tenant can be backed up";
       throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: ${which}`, Code.FailedPrecondition);
     }
@@ -125,11 +128,13 @@ export class TenantBackups {
       const started = Date.now();
       // Workers report tables at once: their records are written one after another, in the order reported.
       let recorded = Promise.resolve();
+      const access = await accessOf(em, box, tenant);
       const manifest = await takeBackup({
         key,
-        placement: { cluster: tenant.cluster, database: tenant.database },
-        connect: () => clusters.connect(tenant.cluster!, tenant.database, loginOf(box, tenant)),
+        placement: { cluster: tenant.cluster, database: tenant.database, ...(tenant.schemaPrefix === "" ? {} : { schemaPrefix: tenant.schemaPrefix }) },
+        connect: () => connectAs(clusters, tenant.cluster!, tenant.database, access),
         schemas: this.#options.schemas(),
+        names: new SchemaNames(tenant.schemaPrefix),
         storage,
         dataKey: newDataKey(box, key),
         workers: this.#options.workers,
@@ -277,6 +282,46 @@ export function keyOf(backup: Pick<Backup, "tenantId" | "id">): BackupKey {
 /** A tenant's role and its password, to connect as. */
 export function loginOf(box: SecretBox, tenant: Pick<Tenant, "id" | "role" | "rolePassword">): { user: string; password: string } {
   return { user: tenant.role!, password: box.open(tenant.rolePassword!, rolePasswordContext(tenant.id)) };
+}
+
+/**
+ * How a tenant's data is reached: the login, and for a pooled tenant the
+ * role taken on over its pool database's login (`sessionRole`), which owns
+ * its schemas; empty for a dedicated tenant, whose login is its role.
+ */
+export interface TenantAccess {
+  login: { user: string; password: string };
+  sessionRole: string;
+}
+
+/** How a tenant's data is reached (see {@link TenantAccess}); FAILED_PRECONDITION for a pooled tenant whose pool database is not recorded. */
+export async function accessOf(em: EntityManager, box: SecretBox, tenant: Pick<Tenant, "id" | "placement" | "cluster" | "database" | "role" | "rolePassword">): Promise<TenantAccess> {
+  if (tenant.placement !== placementNames.pooled) {
+    return { login: loginOf(box, tenant), sessionRole: "" };
+  }
+  const pool = await findPoolDatabase(em, tenant.cluster!, tenant.database);
+  if (pool === undefined) {
+    throw new ConnectError(`tenant "${tenant.id}" is pooled in "${tenant.database}", which is no pool database of cluster "${tenant.cluster}"`, Code.FailedPrecondition);
+  }
+  return { login: { user: pool.role, password: box.open(pool.rolePassword, poolPasswordContext(pool.cluster, pool.name)) }, sessionRole: tenant.role! };
+}
+
+/**
+ * Opens a connection to a database of a cluster as `access` says: a pooled
+ * tenant's takes on its role at once (the pool login's search_path is
+ * `pg_catalog`: SQL on it names its schemas). The caller ends it.
+ */
+export async function connectAs(clusters: ClusterRegistry, cluster: string, database: string, access: TenantAccess): Promise<pg.Client> {
+  const client = await clusters.connect(cluster, database, access.login);
+  if (access.sessionRole !== "") {
+    try {
+      await client.query(`set role ${pg.escapeIdentifier(access.sessionRole)}`);
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw error;
+    }
+  }
+  return client;
 }
 
 function lockOf(backupId: string): string {

@@ -37,11 +37,49 @@ export async function listSequences(client: pg.ClientBase, schemas: string[]): P
   return rows;
 }
 
-/** How many large objects the database holds (backups do not carry them). */
-export async function countLargeObjects(client: pg.ClientBase): Promise<number> {
-  const { rows } = await client.query<{ n: number }>("select count(*)::int as n from pg_largeobject_metadata");
+/**
+ * How many large objects the database holds (backups do not carry them);
+ * with `ownOnly`, only those of the role the session is (a pooled tenant's,
+ * not its pool neighbours').
+ */
+export async function countLargeObjects(client: pg.ClientBase, ownOnly = false): Promise<number> {
+  const { rows } = await client.query<{ n: number }>(
+    `select count(*)::int as n from pg_catalog.pg_largeobject_metadata${ownOnly ? " where lomowner = current_user::pg_catalog.regrole" : ""}`,
+  );
   return rows[0]!.n;
 }
+
+/**
+ * How a backup's logical schema names (each service's name, as every
+ * manifest records them) map to the schemas of one placement: the service's
+ * name in a tenant's own database, `prefix` followed by it in a pool
+ * database.
+ */
+export class SchemaNames {
+  readonly prefix: string;
+
+  constructor(prefix: string) {
+    this.prefix = prefix;
+  }
+
+  /** The schema where a service's (logical) schema is. */
+  physical(logical: string): string {
+    return this.prefix + logical;
+  }
+
+  /** The service (logical) schema of a physical one; undefined for a schema not of this prefix. */
+  logical(physical: string): string | undefined {
+    return physical.startsWith(this.prefix) ? physical.slice(this.prefix.length) : undefined;
+  }
+
+  /** A table or sequence named logically, quoted as where it is. */
+  quoted(object: { schema: string; name: string }): string {
+    return quoted({ schema: this.physical(object.schema), name: object.name });
+  }
+}
+
+/** Names as they are: a tenant's own database. */
+export const sameNames = new SchemaNames("");
 
 /** `schema.name`, each part quoted. */
 export function quoted(object: { schema: string; name: string }): string {
