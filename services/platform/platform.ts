@@ -180,6 +180,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       provisioner,
       migrateTimeoutMs: 60_000,
       keepMs: config.TENANTRY_RESTORE_KEEP_MS,
+      poolMaxTenants: config.TENANTRY_POOL_MAX_TENANTS,
+      poolNamePrefix: `${platformDatabase}_pool`,
       log,
       events: backupMetrics,
       ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),

@@ -9,6 +9,10 @@ export interface TenantDatabase {
   cluster: string;
   database: string;
   login: { user: string; password: string };
+  /** A pooled tenant's schemas: the role taken on over the login (which owns them), empty or absent for none. */
+  sessionRole?: string;
+  /** A pooled tenant's schemas: each service's is this followed by its name. */
+  schemaPrefix?: string;
 }
 
 /** What the functions below work with. */
@@ -29,7 +33,7 @@ export interface TenantDatabaseServices {
 export async function migrateDatabase(services: TenantDatabaseServices, target: TenantDatabase, versions: Map<string, string> | undefined, what: string): Promise<void> {
   const { clusters, schemas, migrateTimeoutMs } = services;
   const access = await clusters.access(target.cluster);
-  const endpoint = { host: access.host, port: access.port, database: target.database, ...target.login };
+  const endpoint = { host: access.host, port: access.port, database: target.database, ...target.login, sessionRole: target.sessionRole ?? "", schemaPrefix: target.schemaPrefix ?? "" };
   const permissions = versions === undefined ? (await schemas.permissionCatalog()).permissions : [];
   await eachService(schemas, async ({ name, client }) => {
     const toVersion = versions?.get(name);
@@ -62,17 +66,20 @@ export async function eachService(schemas: TenantDatabaseServices["schemas"], wo
 export async function schemaVersionsIn(services: Pick<TenantDatabaseServices, "clusters" | "schemas">, database: TenantDatabase): Promise<Map<string, string>> {
   const client = await services.clusters.connect(database.cluster, database.database, database.login);
   try {
-    return await readSchemaVersions(client, services.schemas.entries.map((e) => e.name));
+    if ((database.sessionRole ?? "") !== "") {
+      await client.query(`set role ${pg.escapeIdentifier(database.sessionRole!)}`);
+    }
+    return await readSchemaVersions(client, services.schemas.entries.map((e) => e.name), database.schemaPrefix);
   } finally {
     await client.end().catch(() => undefined);
   }
 }
 
-/** Each named service's schema version in the database `client` is connected to, for those that have a schema there. */
-export async function readSchemaVersions(client: pg.ClientBase, services: string[]): Promise<Map<string, string>> {
+/** Each named service's schema version in the database `client` is connected to, for those that have a schema there (`prefix` followed by its name). */
+export async function readSchemaVersions(client: pg.ClientBase, services: string[], prefix = ""): Promise<Map<string, string>> {
   const versions = new Map<string, string>();
   for (const service of services) {
-    const applied = await readAppliedMigrations(client, service);
+    const applied = await readAppliedMigrations(client, prefix + service);
     if (applied !== undefined) {
       versions.set(service, applied.at(-1) ?? "");
     }

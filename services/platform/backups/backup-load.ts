@@ -9,7 +9,7 @@ import { fileContext, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { openStream } from "./sealed-stream.ts";
 import { runTaskGraph, type Task } from "./task-graph.ts";
-import { columnList, constraintsToSetAside, DigestTap, listTables, quoted, type SetAside } from "./tenant-catalog.ts";
+import { columnList, constraintsToSetAside, DigestTap, listTables, sameNames, type SchemaNames, type SetAside } from "./tenant-catalog.ts";
 
 /** The size of the chunks gunzip makes: four times zlib's default, a quarter of the hand-offs to its thread and of the buffers. */
 const zlibChunkBytes = 64 * 1024;
@@ -31,6 +31,16 @@ export interface BackupLoad {
   storage: BackupStorage;
   /** Also read every table back once loaded and compare it with the manifest (a verification drill). */
   readBack: boolean;
+  /** Where the manifest's schemas (named by service) are loaded: by default schemas of those names. */
+  names?: SchemaNames;
+  /**
+   * A schema made for the load beforehand, owned by the role loading, in
+   * which it keeps what it set aside (a pooled tenant's role may not create
+   * schemas); the load drops its record there, and the schema is its
+   * maker's to drop. By default the load makes {@link loadStateSchema} and
+   * drops it.
+   */
+  stateSchema?: string;
 }
 
 /** Connections a load uses by default: two keep a core each busy (one table copied while another is indexed or analyzed). */
@@ -60,17 +70,18 @@ export const loadStateSchema = "tenantry_restore";
  */
 export async function loadBackup(load: BackupLoad): Promise<void> {
   const { client, manifest } = load;
+  const names = load.names ?? sameNames;
   // The other connections are opened while the first sets keys and indexes aside.
   const extra = load.connect === undefined ? 0 : Math.max(0, Math.min(manifest.tables.length, load.connections ?? loadConnections) - 1);
   const more = Array.from({ length: extra }, () => load.connect!());
   const opened = Promise.allSettled(more);
   try {
-    const setAside = await setAsideForLoad(client, manifest);
+    const setAside = await setAsideForLoad(client, manifest, names, load.stateSchema);
     const connections = [client, ...(await Promise.all(more))];
     // Each table's transaction commits without waiting for its WAL to reach the disk: the last transaction
     // below does wait, and with it for all the WAL before it (a crash before then loads again from the start).
     await Promise.all(connections.map((connection) => connection.query("set synchronous_commit = off")));
-    const { tasks, later } = loadTasks(load, setAside);
+    const { tasks, later } = loadTasks(load, names, setAside);
     await runTaskGraph(connections, tasks);
     await client.query("reset synchronous_commit");
     await inTransaction(client, async () => {
@@ -78,9 +89,11 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
         await client.query(statement);
       }
       for (const sequence of manifest.sequences) {
-        await client.query("select setval($1::regclass, $2::bigint, $3)", [quoted(sequence), sequence.lastValue, sequence.isCalled]);
+        await client.query("select pg_catalog.setval($1::pg_catalog.regclass, $2::bigint, $3)", [names.quoted(sequence), sequence.lastValue, sequence.isCalled]);
       }
-      await client.query(`drop schema ${pg.escapeIdentifier(loadStateSchema)} cascade`);
+      await client.query(
+        load.stateSchema === undefined ? `drop schema ${pg.escapeIdentifier(loadStateSchema)} cascade` : `drop table ${pg.escapeIdentifier(load.stateSchema)}.set_aside`,
+      );
     });
   } finally {
     for (const outcome of await opened) {
@@ -95,7 +108,7 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
       await client.query("set local synchronize_seqscans = off");
       for (const table of manifest.tables) {
         const tap = new DigestTap();
-        const source = client.query(copyTo(`copy ${quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`));
+        const source = client.query(copyTo(`copy ${names.quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`));
         await pipeline(source, tap, discard());
         compare(load.key, table, { rows: source.rowCount, sha256: tap.digest() }, "reads back");
       }
@@ -109,18 +122,19 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
  * such a record; else those the database has, recording them) and returns
  * them.
  */
-async function setAsideForLoad(client: pg.Client, manifest: BackupManifest): Promise<SetAside[]> {
-  const schemas = Object.keys(manifest.services);
-  const record = `${pg.escapeIdentifier(loadStateSchema)}.set_aside`;
+async function setAsideForLoad(client: pg.Client, manifest: BackupManifest, names: SchemaNames, stateSchema: string | undefined): Promise<SetAside[]> {
+  const schemas = Object.keys(manifest.services).map((s) => names.physical(s));
+  const state = stateSchema ?? loadStateSchema;
+  const record = `${pg.escapeIdentifier(state)}.set_aside`;
   return inTransaction(client, async () => {
-    await checkTables(client, manifest, schemas);
-    const { rows } = await client.query<{ recorded: boolean }>("select to_regclass($1) is not null as recorded", [`${loadStateSchema}.set_aside`]);
+    await checkTables(client, manifest, names);
+    const { rows } = await client.query<{ recorded: boolean }>("select pg_catalog.to_regclass($1) is not null as recorded", [record]);
     let items: SetAside[];
     if (rows[0]!.recorded) {
       items = (await client.query<{ items: SetAside[] }>(`select items from ${record}`)).rows[0]!.items;
     } else {
       items = await constraintsToSetAside(client, schemas);
-      await client.query(`create schema ${pg.escapeIdentifier(loadStateSchema)}; create table ${record} (items jsonb not null)`);
+      await client.query(`${stateSchema === undefined ? `create schema ${pg.escapeIdentifier(state)}; ` : ""}create table ${record} (items jsonb not null)`);
       await client.query(`insert into ${record} (items) values ($1)`, [JSON.stringify(items)]);
     }
     if (items.length > 0) {
@@ -135,17 +149,17 @@ async function setAsideForLoad(client: pg.Client, manifest: BackupManifest): Pro
  * indexes and keys once it is loaded, then ANALYZE of it; and what is
  * rebuilt once all are done (foreign keys).
  */
-function loadTasks(load: BackupLoad, setAside: SetAside[]): { tasks: Task<pg.Client>[]; later: SetAside[] } {
+function loadTasks(load: BackupLoad, names: SchemaNames, setAside: SetAside[]): { tasks: Task<pg.Client>[]; later: SetAside[] } {
   const tables = load.manifest.tables.toSorted((a, b) => b.storedBytes - a.storedBytes);
   const tasks: Task<pg.Client>[] = [];
   const placed = new Set<SetAside>();
   let previous: Task<pg.Client> | undefined;
   tables.forEach((table, rank) => {
-    const name = quoted(table);
+    const name = names.quoted(table);
     // The work of larger tables goes first: what is left of the largest is the longest to do. Tables are
     // copied one at a time (a copy keeps PostgreSQL and Platform busy at once: two would only slow each
     // other), while the other connections index and analyze the tables already copied.
-    const copy: Task<pg.Client> = { name: `load ${name}`, priority: 3 * rank, after: previous === undefined ? [] : [previous], run: (client) => inTransaction(client, () => copyIn(client, load, table)) };
+    const copy: Task<pg.Client> = { name: `load ${name}`, priority: 3 * rank, after: previous === undefined ? [] : [previous], run: (client) => inTransaction(client, () => copyIn(client, load, names, table)) };
     previous = copy;
     const builds = setAside
       .filter((item) => item.table === name && item.kind !== "foreign-key")
@@ -183,9 +197,10 @@ async function inTransaction<T>(client: pg.Client, work: () => Promise<T>): Prom
   }
 }
 
-/** Refuses a database whose tables are not the manifest's, with the same columns. */
-async function checkTables(client: pg.Client, manifest: BackupManifest, schemas: string[]): Promise<void> {
-  const present = new Map((await listTables(client, schemas)).map((t) => [qualifiedName(t), t]));
+/** Refuses a database whose tables are not the manifest's, with the same columns (each schema named by service, as in the manifest). */
+async function checkTables(client: pg.Client, manifest: BackupManifest, names: SchemaNames): Promise<void> {
+  const found = await listTables(client, Object.keys(manifest.services).map((s) => names.physical(s)));
+  const present = new Map(found.map((t) => ({ ...t, schema: names.logical(t.schema)! })).map((t) => [qualifiedName(t), t]));
   for (const table of manifest.tables) {
     const name = qualifiedName(table);
     const found = present.get(name);
@@ -208,15 +223,15 @@ async function checkTables(client: pg.Client, manifest: BackupManifest, schemas:
 }
 
 /** Empties one table and loads it from its file, checking rows and digest against the manifest; in a transaction. */
-async function copyIn(client: pg.Client, load: BackupLoad, table: ManifestTable): Promise<void> {
+async function copyIn(client: pg.Client, load: BackupLoad, names: SchemaNames, table: ManifestTable): Promise<void> {
   const what = `file ${table.file} (${qualifiedName(table)}) of backup "${load.key.backupId}"`;
   const file = await load.storage.get(load.key, table.file).catch((error: NodeJS.ErrnoException) => {
     throw error.code === "ENOENT" ? new ConnectError(`${what} is missing from storage`, Code.FailedPrecondition) : error;
   });
   const tap = new DigestTap();
   // Frozen as loaded (emptied in the same transaction): no reader after it has hint bits to write, ANALYZE first.
-  await client.query(`truncate ${quoted(table)}`);
-  const sink = client.query(copyFrom(`copy ${quoted(table)} (${columnList(table.columns)}) from stdin (format binary, freeze)`));
+  await client.query(`truncate ${names.quoted(table)}`);
+  const sink = client.query(copyFrom(`copy ${names.quoted(table)} (${columnList(table.columns)}) from stdin (format binary, freeze)`));
   try {
     await pipeline(file, openStream(load.dataKey.key, fileContext(load.key, table.file), what), createGunzip({ chunkSize: zlibChunkBytes }), tap, sink);
   } catch (error) {

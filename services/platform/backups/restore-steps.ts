@@ -1,10 +1,19 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
+import pg from "pg";
 import type { Logger, SecretBox } from "../../mesh/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Restore } from "../entities/restore.ts";
 import type { Tenant } from "../entities/tenant.ts";
-import { provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
+import {
+  allowGeneration,
+  dropGeneration,
+  ensurePooledSchemas,
+  pooledProvisioningStepTable,
+  provisioningStepTable,
+  rollbackStepTable,
+  type PooledSchemas,
+} from "../provisioning/index.ts";
 import type { SchemaServices } from "../schema-services.ts";
 import { allowConnections, eachService, migrateDatabase, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
 import {
@@ -12,6 +21,8 @@ import {
   changeStatus,
   changeTenant,
   getTenant,
+  placementNames,
+  pooledSchemaPrefix,
   recordMigrated,
   restoreKinds,
   rolePasswordContext,
@@ -22,7 +33,8 @@ import type { BackupManifest } from "./backup-manifest.ts";
 import type { DataKey } from "./backup-envelope.ts";
 import { loadBackup } from "./backup-load.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
-import { loginOf } from "./tenant-backups.ts";
+import { accessOf, connectAs, loginOf, type TenantAccess } from "./tenant-backups.ts";
+import { SchemaNames } from "./tenant-catalog.ts";
 
 /** What restore steps work with, whichever the restore. */
 export interface RestoreServices {
@@ -32,8 +44,12 @@ export interface RestoreServices {
   storage: BackupStorage;
   /** How long one service may take to migrate one database. */
   migrateTimeoutMs: number;
-  /** How long an in-place restore keeps the database it replaced, for an undo. */
+  /** How long an in-place restore keeps the database (a pooled tenant's: the schemas) it replaced, for an undo. */
   keepMs: number;
+  /** As provisioning's: how many pooled tenants one pool database holds at most (a pooled clone chooses one). */
+  poolMaxTenants?: number;
+  /** As provisioning's: the names of pool databases are this followed by `_<n>`. */
+  poolNamePrefix?: string;
   log: Logger;
 }
 
@@ -67,10 +83,49 @@ export const restoreSteps = {
   [restoreKinds.verify]: ["create-role", "create-database", "secure-database", "migrate-to-backup", "load", "drop-database", "drop-role"],
 } as const satisfies Record<RestoreKindName, readonly string[]>;
 
+/**
+ * The steps of each kind of restore into the pooled placement, after
+ * {@link requested}. In place, a new generation of the tenant's schemas is
+ * made in its pool database beside the one serving, loaded, and the
+ * tenant's schema prefix switched to it; the generation replaced is kept
+ * (its role's privileges on it revoked) for an undo. A clone is a pooled
+ * tenant made by provisioning's pooled steps with the backup loaded. (A
+ * drill loads a scratch database of its own whatever the backup's
+ * placement: the manifest names schemas by service, so that is the same
+ * load.)
+ */
+export const pooledRestoreSteps = {
+  [restoreKinds.inPlace]: ["create-schemas", "migrate-to-backup", "load", "migrate-forward", "suspend", "switch", "close-previous", "resume"],
+  [restoreKinds.clone]: ["choose-pool", "create-role", "create-schemas", "migrate-to-backup", "load", "migrate-forward", "adopt", "activate"],
+} as const satisfies Record<Exclude<RestoreKindName, "verify">, readonly string[]>;
+
 /** The steps of undoing an in-place restore, after {@link requested}. */
 export const undoSteps = ["suspend", "switch-back", "drop-restored", "resume"] as const;
 
-export type RestoreStep = (typeof restoreSteps)[RestoreKindName][number] | (typeof undoSteps)[number];
+export type RestoreStep =
+  | (typeof restoreSteps)[RestoreKindName][number]
+  | (typeof pooledRestoreSteps)[Exclude<RestoreKindName, "verify">][number]
+  | (typeof undoSteps)[number];
+
+/** Whether a restore loads into pooled schemas (of a pool database) rather than a database of its own. */
+function isPooled(restore: Pick<Restore, "placement">): boolean {
+  return restore.placement === placementNames.pooled;
+}
+
+/** The steps of a restore, by its kind and placement. */
+export function stepsOf(restore: Pick<Restore, "kind" | "placement">): readonly RestoreStep[] {
+  const kind = restore.kind as RestoreKindName;
+  return isPooled(restore) && kind !== restoreKinds.verify ? pooledRestoreSteps[kind] : restoreSteps[kind];
+}
+
+/** What undoes a failed restore, by its kind and placement (see {@link restoreRollbacks}). */
+export function rollbacksOf(restore: Pick<Restore, "kind" | "placement">, undoing: boolean): RestoreWork[] {
+  if (undoing) {
+    return restoreRollbacks.undo;
+  }
+  const kind = restore.kind as RestoreKindName;
+  return isPooled(restore) && kind !== restoreKinds.verify ? pooledRestoreRollbacks[kind] : restoreRollbacks[kind];
+}
 
 /**
  * The last step of each kind that is undone when a later one fails: from
@@ -108,18 +163,39 @@ function provisioningStep(work: (context: Parameters<RestoreWork>[0] & { tenant:
   };
 }
 
-/** The role the restored database is reached as, and its password. */
-async function loginOfTarget(context: RestoreContext): Promise<{ user: string; password: string }> {
-  const { restore, box } = context;
+/**
+ * How the restored database (or pooled schemas) is reached, as the role
+ * that owns what is restored: a drill's scratch role, the tenant's login,
+ * or a pooled tenant's role over its pool database's login.
+ */
+async function accessOfTarget(context: RestoreContext): Promise<TenantAccess> {
+  const { restore, box, em } = context;
   if (restore.kind === restoreKinds.verify) {
-    return { user: restore.role!, password: box.open(restore.rolePassword!, rolePasswordContext(restore.role!)) };
+    return { login: { user: restore.role!, password: box.open(restore.rolePassword!, rolePasswordContext(restore.role!)) }, sessionRole: "" };
   }
-  return loginOf(box, await getTenant(context.em, restore.tenantId));
+  const tenant = await getTenant(em, restore.tenantId);
+  if (isPooled(restore)) {
+    return accessOf(em, box, { id: tenant.id, placement: placementNames.pooled, cluster: restore.cluster, database: restore.database, role: tenant.role, rolePassword: null });
+  }
+  return { login: loginOf(box, tenant), sessionRole: "" };
 }
 
-/** The restored database, reached as its owner. */
-async function targetDatabase(context: RestoreContext): Promise<TenantDatabase> {
-  return { cluster: context.restore.cluster, database: context.restore.database, login: await loginOfTarget(context) };
+/** The restored database (or pooled schemas of prefix `prefix`, the restore's by default), reached as their owner. */
+async function targetDatabase(context: RestoreContext, prefix = context.restore.schemaPrefix): Promise<TenantDatabase> {
+  const access = await accessOfTarget(context);
+  return { cluster: context.restore.cluster, database: context.restore.database, login: access.login, sessionRole: access.sessionRole, schemaPrefix: isPooled(context.restore) ? prefix : "" };
+}
+
+/** The tenant's schemas in its pool database, as a pooled restore sees them. */
+async function pooledSchemasOf(context: RestoreContext): Promise<PooledSchemas & { tenantId: string }> {
+  const { restore } = context;
+  const tenant = await getTenant(context.em, restore.tenantId);
+  return { tenantId: tenant.id, cluster: restore.cluster, database: restore.database, role: tenant.role!, base: pooledSchemaPrefix(tenant.id) };
+}
+
+/** The schema a pooled load keeps what it set aside in (made with the restore's schemas, dropped after the load). */
+function loadStateSchemaOf(restore: Pick<Restore, "schemaPrefix">): string {
+  return `${restore.schemaPrefix}tenantry_load`;
 }
 
 /** Has each service migrate the restored database: up to `versions` (service → migration), or to its newest. */
@@ -144,29 +220,43 @@ async function migrateToBackup(context: RestoreContext): Promise<void> {
   await migrateTarget(context, versions);
 }
 
-/** Loads the backup into the restored database (see `loadBackup`); a drill also reads every table back. */
+/**
+ * Loads the backup into the restored database (see `loadBackup`), or into
+ * the restore's pooled schemas, each manifest schema (a service's name) as
+ * the restore's prefix followed by it; a drill also reads every table back.
+ */
 async function load(context: RestoreContext): Promise<void> {
   const { clusters, restore, storage, backup } = context;
-  const login = await loginOfTarget(context);
-  const connect = () => clusters.connect(restore.cluster, restore.database, login);
+  const access = await accessOfTarget(context);
+  const connect = () => connectAs(clusters, restore.cluster, restore.database, access);
   const client = await connect();
+  const pooled = isPooled(restore) ? { names: new SchemaNames(restore.schemaPrefix), stateSchema: loadStateSchemaOf(restore) } : {};
   try {
-    await loadBackup({ client, connect, ...backup, storage, readBack: restore.kind === restoreKinds.verify });
+    await loadBackup({ client, connect, ...backup, storage, readBack: restore.kind === restoreKinds.verify, ...pooled });
   } finally {
     await client.end().catch(() => undefined);
   }
 }
 
-/** Each service's schema version in the restored (or any) database of the restore's cluster, read as its owner. */
-async function versionsIn(context: RestoreContext, database: string): Promise<Map<string, string>> {
-  return schemaVersionsIn(context, { ...(await targetDatabase(context)), database });
+/** Has each service migrate the restored schemas to their newest; a pooled load's state schema is dropped first. */
+async function migrateForward(context: RestoreContext): Promise<void> {
+  const { clusters, restore } = context;
+  if (isPooled(restore)) {
+    await clusters.inDatabase(restore.cluster, restore.database, (client) => client.query(`drop schema if exists ${pg.escapeIdentifier(loadStateSchemaOf(restore))} cascade`));
+  }
+  await migrateTarget(context, undefined);
 }
 
-/** Records in the ledger the versions of the database the tenant is now served from (Auth's with the catalog merged by Migrate). */
-async function recordVersions(context: RestoreContext, database: string): Promise<void> {
+/** Each service's schema version in a database of the restore's cluster (or pooled schemas of `prefix` in its pool database), read as their owner. */
+async function versionsIn(context: RestoreContext, database: string, prefix?: string): Promise<Map<string, string>> {
+  return schemaVersionsIn(context, { ...(await targetDatabase(context, prefix)), database });
+}
+
+/** Records in the ledger the versions of the database (or pooled schemas) the tenant is now served from (Auth's with the catalog merged by Migrate). */
+async function recordVersions(context: RestoreContext, database: string, prefix?: string): Promise<void> {
   const { em, restore, schemas } = context;
   const catalog = await schemas.permissionCatalog();
-  for (const [service, version] of await versionsIn(context, database)) {
+  for (const [service, version] of await versionsIn(context, database, prefix)) {
     const permissionsDigest = service === schemas.auth?.name ? catalog.digest : undefined;
     await recordMigrated(em, { tenantId: restore.tenantId, service, version, ...(permissionsDigest === undefined ? {} : { permissionsDigest }) }, { firstAttempt: true });
   }
@@ -222,33 +312,95 @@ async function adopt(context: RestoreContext): Promise<void> {
 
 /** Records the clone's versions and makes it ACTIVE. */
 async function activate(context: RestoreContext): Promise<void> {
-  await recordVersions(context, context.restore.database);
+  await recordVersions(context, context.restore.database, context.restore.schemaPrefix);
   const tenant = await getTenant(context.em, context.restore.tenantId);
   await changeTenant(context.em, tenant, { status: statusNames.active, lifecycleStep: null, error: null });
 }
 
+/**
+ * Routes a pooled tenant to its schemas of `prefix` in its pool database
+ * and records their versions: services follow through the change feed,
+ * each lease then taking on the new schemas.
+ */
+async function routeToSchemas(context: RestoreContext, prefix: string): Promise<void> {
+  await recordVersions(context, context.restore.database, prefix);
+  const tenant = await getTenant(context.em, context.restore.tenantId);
+  await changeTenant(context.em, tenant, { schemaPrefix: prefix });
+}
+
+/**
+ * Chooses a pooled clone's pool database (provisioning's step, on the
+ * clone's record) and records it on the restore, whose steps work there.
+ */
+async function choosePool(context: RestoreContext): Promise<void> {
+  const { em, restore } = context;
+  const tenant = await getTenant(em, restore.tenantId);
+  await pooledProvisioningStepTable["choose-pool"].perform({ ...context, tenant, templates: undefined, stock: undefined, run: {} });
+  const chosen = (await getTenant(em.fork(), restore.tenantId)).database;
+  await changeRestore(em, restore, { database: chosen });
+}
+
+/** A pooled clone's role: provisioning's step, granted to its pool database's login. */
+async function createPooledRole(context: RestoreContext): Promise<void> {
+  const tenant = await getTenant(context.em, context.restore.tenantId);
+  await pooledProvisioningStepTable["create-role"].perform({ ...context, tenant, templates: undefined, stock: undefined, run: {} });
+}
+
+/** Makes the restore's schemas in the pool database (each service's, and one for the load's state), owned by the tenant's role. */
+async function createSchemas(context: RestoreContext): Promise<void> {
+  const { clusters, restore, schemas } = context;
+  const tenant = await getTenant(context.em, restore.tenantId);
+  await ensurePooledSchemas(clusters, { cluster: restore.cluster, database: restore.database, role: tenant.role, schemaPrefix: restore.schemaPrefix }, [
+    ...schemas.entries.map((e) => e.name),
+    "tenantry_load",
+  ]);
+}
+
+/** Drops the restore's pooled schemas (of its generation only), when it has chosen where they go. */
+async function dropSchemas(context: RestoreContext): Promise<void> {
+  if (context.restore.database === "") {
+    return;
+  }
+  await dropGeneration(context.clusters, await pooledSchemasOf(context), context.restore.schemaPrefix);
+}
+
+/** Lets the tenant's role use its schemas of `prefix` again, or stops it (and ends its pool sessions). */
+async function allowSchemas(context: RestoreContext, prefix: string, allow: boolean): Promise<void> {
+  await allowGeneration(context.clusters, await pooledSchemasOf(context), prefix, allow);
+}
+
 /** What each step does. */
 export const restoreStepTable: { readonly [S in RestoreStep]: RestoreWork } = {
-  "create-role": provisioningStep(provisioningStepTable["create-role"].perform),
+  "choose-pool": choosePool,
+  "create-role": (context) => (isPooled(context.restore) ? createPooledRole(context) : provisioningStep(provisioningStepTable["create-role"].perform)(context)),
   "create-database": provisioningStep(provisioningStepTable["create-database"].perform),
   "secure-database": provisioningStep(provisioningStepTable["secure-database"].perform),
+  "create-schemas": createSchemas,
   "migrate-to-backup": migrateToBackup,
   load,
-  "migrate-forward": (context) => migrateTarget(context, undefined),
+  "migrate-forward": migrateForward,
   suspend,
-  switch: (context) => route(context, context.restore.database),
-  "close-previous": (context) => allowConnectionsTo(context, context.restore.previousDatabase!, false),
+  switch: (context) => (isPooled(context.restore) ? routeToSchemas(context, context.restore.schemaPrefix) : route(context, context.restore.database)),
+  "close-previous": (context) =>
+    isPooled(context.restore) ? allowSchemas(context, context.restore.previousSchemaPrefix!, false) : allowConnectionsTo(context, context.restore.previousDatabase!, false),
   resume,
   adopt,
   activate,
   "drop-database": provisioningStep(rollbackStepTable["drop-database"]),
   "drop-role": provisioningStep(rollbackStepTable["drop-role"]),
   "switch-back": async (context) => {
-    await allowConnectionsTo(context, context.restore.previousDatabase!, true);
-    await route(context, context.restore.previousDatabase!);
-    await allowConnectionsTo(context, context.restore.database, false);
+    const { restore } = context;
+    if (isPooled(restore)) {
+      await allowSchemas(context, restore.previousSchemaPrefix!, true);
+      await routeToSchemas(context, restore.previousSchemaPrefix!);
+      await allowSchemas(context, restore.schemaPrefix, false);
+      return;
+    }
+    await allowConnectionsTo(context, restore.previousDatabase!, true);
+    await route(context, restore.previousDatabase!);
+    await allowConnectionsTo(context, restore.database, false);
   },
-  "drop-restored": (context) => context.clusters.dropDatabase(context.restore.cluster, context.restore.database),
+  "drop-restored": (context) => (isPooled(context.restore) ? dropSchemas(context) : context.clusters.dropDatabase(context.restore.cluster, context.restore.database)),
 };
 
 /**
@@ -262,3 +414,27 @@ export const restoreRollbacks: Record<RestoreKindName | "undo", RestoreWork[]> =
   [restoreKinds.verify]: [restoreStepTable["drop-database"], restoreStepTable["drop-role"]],
   undo: [resume],
 };
+
+/**
+ * What undoes a failed pooled restore: its generation of schemas is
+ * dropped (never the one serving, nor the pool database), and a clone's
+ * role; the tenant is as it was.
+ */
+export const pooledRestoreRollbacks: Record<Exclude<RestoreKindName, "verify">, RestoreWork[]> = {
+  [restoreKinds.inPlace]: [dropSchemas, resume],
+  [restoreKinds.clone]: [dropSchemas, restoreStepTable["drop-role"]],
+};
+
+/**
+ * Drops what an in-place restore kept past its time: the database it
+ * replaced, or a pooled tenant's generation of schemas it replaced (never
+ * the pool database).
+ */
+export async function dropKept(context: RestoreContext): Promise<void> {
+  const { restore, clusters } = context;
+  if (isPooled(restore)) {
+    await dropGeneration(clusters, await pooledSchemasOf(context), restore.previousSchemaPrefix!);
+    return;
+  }
+  await clusters.dropDatabase(restore.cluster, restore.previousDatabase!);
+}

@@ -1,13 +1,13 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
 import { randomBytes, randomUUID } from "node:crypto";
-import type { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, type Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
 import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
 import type { Backup } from "../entities/backup.ts";
 import type { Restore } from "../entities/restore.ts";
 import type { Tenant } from "../entities/tenant.ts";
-import type { TenantProvisioner } from "../provisioning/index.ts";
+import { freeGeneration, type TenantProvisioner } from "../provisioning/index.ts";
 import { SingleFlight } from "../single-flight.ts";
 import {
   changeRestore,
@@ -32,15 +32,17 @@ import {
   servedStatuses,
   tierOf,
   type RestoreKindName,
-  refusePooled,
+  placementNames,
+  pooledSchemaPrefix,
 } from "../stores/index.ts";
 import {
+  dropKept,
   pointOfNoReturn,
   requested,
-  restoreRollbacks,
-  restoreSteps,
   restoreStepTable,
+  rollbacksOf,
   rollingBack,
+  stepsOf,
   undoPointOfNoReturn,
   undoSteps,
   type RestoreContext,
@@ -71,6 +73,11 @@ export interface RestoreRequest {
   tier: Tier;
   /** A clone's display name; empty for its id. */
   displayName: string;
+  /**
+   * A clone's placement; UNSPECIFIED (or absent) for the source's when the
+   * clone keeps the source's tier, else the clone's tier's default.
+   */
+  placement?: Placement;
   /**
    * Called once the request is found good, just before the restore is
    * recorded: what it throws (a rate limit's refusal) refuses the restore,
@@ -108,23 +115,53 @@ export class TenantRestores {
       await em.transactional(async (tx) => {
         await lockForTransaction(tx, restoreLock(target));
         const tenant = await getTenant(tx, target);
-        refusePooled(tenant, "a restore in place");
         if (!servedStatuses.includes(tenant.status) || tenant.cluster == null) {
           throw new ConnectError(`tenant "${target}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be restored in place`, Code.FailedPrecondition);
         }
         await refuseWhileRestoring(tx, target);
         // Moves take the same lock to check for restores.
         await refuseWhileMoving(tx, target);
-        const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
         request.admit?.();
+        if (tenant.placement === placementNames.pooled) {
+          // A new generation of the tenant's schemas in its pool database, beside the one serving.
+          const schemaPrefix = await freeGeneration(
+            this.#options.clusters,
+            { cluster: tenant.cluster, database: tenant.database, role: tenant.role!, base: pooledSchemaPrefix(tenant.id) },
+            tenant.schemaPrefix,
+          );
+          await insertRestore(tx, {
+            ...record,
+            kind: restoreKinds.inPlace,
+            placement: placementNames.pooled,
+            cluster: tenant.cluster,
+            database: tenant.database,
+            previousDatabase: tenant.database,
+            schemaPrefix,
+            previousSchemaPrefix: tenant.schemaPrefix,
+          });
+          return;
+        }
+        const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
         await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database });
       });
     } else {
       const source = await findTenant(em, backup.tenantId);
       const tier = request.tier === 0 && source !== null ? tierOf(source.tier) : request.tier;
-      await provisioner.recordClone({ tenantId: target, displayName: request.displayName, tier }, async (tx, tenant) => {
+      const placement = request.placement ?? Placement.UNSPECIFIED;
+      // Unspecified: the source's placement for a clone of the same tier; the tier's default for another.
+      const keepsPlacement = placement === Placement.UNSPECIFIED && source !== null && tier === tierOf(source.tier);
+      const wanted = keepsPlacement ? (source.placement === placementNames.pooled ? Placement.POOLED : Placement.DEDICATED) : placement;
+      await provisioner.recordClone({ tenantId: target, displayName: request.displayName, tier, placement: wanted }, async (tx, tenant) => {
         request.admit?.();
-        await insertRestore(tx, { ...record, kind: restoreKinds.clone, cluster: tenant.cluster!, database: tenant.database });
+        await insertRestore(tx, {
+          ...record,
+          kind: restoreKinds.clone,
+          placement: tenant.placement,
+          cluster: tenant.cluster!,
+          // A pooled clone's pool database is chosen by its first step.
+          database: tenant.database,
+          schemaPrefix: tenant.schemaPrefix,
+        });
       });
     }
     const restore = await this.#run(id);
@@ -156,8 +193,11 @@ export class TenantRestores {
         if (!servedStatuses.includes(tenant.status)) {
           throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
         }
-        if (tenant.cluster !== last.cluster) {
-          throw new ConnectError(`tenant "${tenant.id}" has moved to cluster "${tenant.cluster}" since restore "${last.id}": the restore can no longer be undone`, Code.FailedPrecondition);
+        if (tenant.cluster !== last.cluster || tenant.placement !== last.placement || (tenant.placement === placementNames.pooled && tenant.database !== last.database)) {
+          throw new ConnectError(
+            `tenant "${tenant.id}" has moved (to cluster "${tenant.cluster}", ${tenant.placement}) since restore "${last.id}": the restore can no longer be undone`,
+            Code.FailedPrecondition,
+          );
         }
         await refuseWhileMoving(tx, tenant.id);
         admit?.();
@@ -238,13 +278,18 @@ export class TenantRestores {
     }
     for (const restore of await findExpiredKeeps(em, new Date())) {
       try {
-        await clusters.dropDatabase(restore.cluster, restore.previousDatabase!);
+        await dropKept(this.#context(em, restore));
         await changeRestore(em, restore, { previousDropped: true });
-        log.info({ restoreId: restore.id, tenantId: restore.tenantId, database: restore.previousDatabase }, "database kept after a restore dropped");
+        log.info({ restoreId: restore.id, tenantId: restore.tenantId, database: restore.previousDatabase, schemaPrefix: restore.previousSchemaPrefix ?? undefined }, "database kept after a restore dropped");
       } catch (error) {
         log.warn({ err: error, restoreId: restore.id }, "could not drop the database a restore replaced; will retry");
       }
     }
+  }
+
+  /** What steps work with, for work on a restore that needs none of its backup (dropping what it kept). */
+  #context(em: EntityManager, restore: Restore): RestoreContext {
+    return { ...this.#options, em, restore, backup: { key: keyOf({ tenantId: restore.sourceTenantId, id: restore.backupId }), manifest: undefined!, dataKey: undefined! } };
   }
 
   /** Drives a restore to its end, once per process, and once across Platform instances. */
@@ -287,7 +332,7 @@ export class TenantRestores {
       await this.#rollback(context, restore.error ?? `backup "${restore.backupId}" can no longer be read`);
       throw failure(restore, undoing);
     }
-    const steps: readonly RestoreStep[] = undoing ? undoSteps : restoreSteps[kind];
+    const steps: readonly RestoreStep[] = undoing ? undoSteps : stepsOf(restore);
     const noReturn = undoing ? undoPointOfNoReturn : pointOfNoReturn[kind];
     const done = steps.indexOf(last as RestoreStep);
     for (const step of steps.slice(done + 1)) {
@@ -346,7 +391,7 @@ export class TenantRestores {
     const { em, restore } = context;
     const undoing = restore.undoStep != null;
     await changeRestore(em, restore, undoing ? { undoStep: rollingBack, error: reason } : { step: rollingBack, error: reason });
-    for (const work of restoreRollbacks[undoing ? "undo" : (restore.kind as RestoreKindName)]) {
+    for (const work of rollbacksOf(restore, undoing)) {
       await work(context);
     }
     if (undoing) {

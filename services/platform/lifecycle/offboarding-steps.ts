@@ -44,10 +44,6 @@ export interface OffboardingStepDefinition {
  * final backup that SUCCEEDED instead of taking another.
  */
 async function takeFinalBackup({ em, tenant, backups }: OffboardingContext): Promise<TenantChange> {
-  if (tenant.placement === placementNames.pooled) {
-    // Backups are not yet for pooled tenants: a pooled tenant's data is kept only through its grace period.
-    return {};
-  }
   if (tenant.finalBackupId != null) {
     const taken = await backups.get(tenant.finalBackupId).catch(() => undefined);
     if (taken?.state === backupStates.succeeded) {

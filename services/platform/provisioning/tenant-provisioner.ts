@@ -103,9 +103,9 @@ export class TenantProvisioner {
    * of provisioning it needs, and records itself with `alongside`, in the
    * same transaction. ALREADY_EXISTS when the id is taken.
    */
-  async recordClone(request: Pick<NewTenant, "tenantId" | "displayName" | "tier">, alongside: (em: EntityManager, tenant: Tenant) => Promise<void>): Promise<Tenant> {
-    // A restore makes whole databases: a clone is dedicated, whatever its tier's placement.
-    const wanted = checkNewTenant({ ...request, cluster: "", region: "", ownerEmail: "", ownerPassword: "", placement: Placement.DEDICATED });
+  async recordClone(request: Pick<NewTenant, "tenantId" | "displayName" | "tier" | "placement">, alongside: (em: EntityManager, tenant: Tenant) => Promise<void>): Promise<Tenant> {
+    // The placement asked for, else its tier's: a backup restores into either.
+    const wanted = checkNewTenant({ ...request, cluster: "", region: "", ownerEmail: "", ownerPassword: "" });
     const em = this.#options.orm.em.fork();
     const taken = () => new ConnectError(`tenant "${wanted.tenantId}" already exists; choose another id for the clone`, Code.AlreadyExists);
     if ((await findTenant(em, wanted.tenantId)) !== null) {
