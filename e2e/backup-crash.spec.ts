@@ -4,9 +4,9 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BackupService, BackupState } from "../gen/tenantry/platform/v1/backup_service_pb.js";
-import { TenantStatus } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, TenantStatus } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
-import { backupSteps, restoreSteps, undoSteps } from "../services/platform/backups/index.ts";
+import { backupSteps, pooledRestoreSteps, restoreSteps, undoSteps } from "../services/platform/backups/index.ts";
 import pg from "pg";
 import { constraintsToSetAside, quoted } from "../services/platform/backups/index.ts";
 import { callAndCrash } from "../services/testing/platform-crash.ts";
@@ -38,8 +38,8 @@ async function crashAfter(step: string, call: (client: Client<typeof BackupServi
 }
 
 /** A tenant with its owner and entries, and a backup of it taken before one more entry. */
-async function backedUpTenant(prefix: string): Promise<{ tenantId: string; backupId: string }> {
-  const { tenantId } = await mesh.createTenant({ tenantId: mesh.uniqueTenantId(prefix), owner });
+async function backedUpTenant(prefix: string, placement = Placement.DEDICATED): Promise<{ tenantId: string; backupId: string }> {
+  const { tenantId } = await mesh.createTenant({ tenantId: mesh.uniqueTenantId(prefix), owner, placement });
   await mesh.entries.createEntry({ title: "in the backup" }, headers(tenantId));
   const { backup } = await backups.createBackup({ tenantId });
   await mesh.entries.createEntry({ title: "after the backup" }, headers(tenantId));
@@ -194,6 +194,94 @@ describe("an undo after a kill -9", () => {
       expect([tenant.status, tenant.database]).toEqual([TenantStatus.ACTIVE, previous]);
       expect(await databasesOf(tenantId)).toEqual([{ datname: previous, datallowconn: true }]);
       expect(await titles(tenantId)).toEqual(["after the backup", "in the backup"]);
+    });
+  }
+});
+
+/** The schemas a pooled tenant's role owns in its pool database, and whether the role may use each. */
+async function pooledSchemasOf(tenantId: string): Promise<{ nspname: string; usable: boolean }[]> {
+  const database = (await mesh.platformClient.getTenant({ tenantId })).tenant!.database;
+  const role = `tenant_${tenantId.replaceAll("-", "_")}`;
+  return mesh.sql(
+    database,
+    "select nspname, has_schema_privilege($1, oid, 'usage') as usable from pg_namespace where nspowner = (select oid from pg_roles where rolname = $1) order by 1",
+    [role],
+  );
+}
+
+/** The schemas of a pooled tenant's generation of `prefix`, each usable or not. */
+const generation = (prefix: string, usable: boolean) => ["auth", "backend"].map((s) => ({ nspname: prefix + s, usable }));
+
+/**
+ * The tenant's entries, as Backend serves them, once it does: a Backend
+ * whose change feed was cut by the crash may hold a pooled tenant's old
+ * route until the feed is back, whose schemas the tenant's role may no
+ * longer use, so every failure is retried for a while.
+ */
+async function pooledTitles(tenantId: string): Promise<string[]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const { entries } = await mesh.entries.listEntries({}, headers(tenantId));
+      return entries.map((e) => e.title).sort();
+    } catch (error) {
+      if (Date.now() > deadline) {
+        throw error;
+      }
+      await sleep(100);
+    }
+  }
+}
+
+describe("a pooled tenant's in-place restore after a kill -9", () => {
+  for (const step of pooledRestoreSteps.in_place) {
+    it(`ends restored in a new generation of schemas, the replaced one kept and unusable, when Platform dies after "${step}"`, async () => {
+      const { tenantId, backupId } = await backedUpTenant(step.slice(0, 12), Placement.POOLED);
+      const base = `t_${tenantId.replaceAll("-", "_")}_`;
+      await crashAfter(`in_place:${step}`, (client) => client.restoreBackup({ backupId }, { timeoutMs: 20_000 }));
+      expect(await settled(tenantId)).toMatchObject({ state: "succeeded", step: "resume" });
+      const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+      expect(tenant.status).toBe(TenantStatus.ACTIVE);
+      const { route } = await mesh.platformMeshClient.resolveTenant({ tenantId });
+      expect(route?.schemaPrefix).toBe(`${base}r2__`);
+      // Nothing of the load left behind: the two generations' schemas only.
+      expect(await pooledSchemasOf(tenantId)).toEqual([...generation(base, false), ...generation(`${base}r2__`, true)]);
+      expect(await pooledTitles(tenantId)).toEqual(["in the backup"]);
+    });
+  }
+});
+
+describe("a pooled clone after a kill -9", () => {
+  for (const step of pooledRestoreSteps.clone) {
+    it(`ends ACTIVE and pooled with its own role and schemas, its owner signing in, when Platform dies after "${step}"`, async () => {
+      const { backupId } = await backedUpTenant("psource", Placement.POOLED);
+      const cloneId = mesh.uniqueTenantId(`p${step.slice(0, 11)}`);
+      await crashAfter(`clone:${step}`, (client) => client.restoreBackup({ backupId, targetTenantId: cloneId }, { timeoutMs: 20_000 }));
+      expect(await settled(cloneId)).toMatchObject({ state: "succeeded" });
+      const tenant = (await mesh.platformClient.getTenant({ tenantId: cloneId })).tenant!;
+      expect([tenant.status, tenant.placement]).toEqual([TenantStatus.ACTIVE, Placement.POOLED]);
+      expect(await pooledSchemasOf(cloneId)).toEqual(generation(`t_${cloneId.replaceAll("-", "_")}_`, true));
+      expect(await databasesOf(cloneId)).toEqual([]);
+      expect(await pooledTitles(cloneId)).toEqual(["in the backup"]);
+      expect(await mesh.login(cloneId, owner)).toMatch(/^ey/);
+    });
+  }
+});
+
+describe("a pooled tenant's undo after a kill -9", () => {
+  for (const step of undoSteps) {
+    it(`ends with the replaced schemas serving and the restored ones dropped, when Platform dies after "${step}"`, async () => {
+      const { tenantId, backupId } = await backedUpTenant(step.slice(0, 12), Placement.POOLED);
+      const base = `t_${tenantId.replaceAll("-", "_")}_`;
+      await backups.restoreBackup({ backupId });
+      await crashAfter(`undo:${step}`, (client) => client.undoRestore({ tenantId }, { timeoutMs: 20_000 }));
+      expect(await settled(tenantId)).toMatchObject({ state: "undone" });
+      const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+      expect(tenant.status).toBe(TenantStatus.ACTIVE);
+      const { route } = await mesh.platformMeshClient.resolveTenant({ tenantId });
+      expect(route?.schemaPrefix).toBe(base);
+      expect(await pooledSchemasOf(tenantId)).toEqual(generation(base, true));
+      expect(await pooledTitles(tenantId)).toEqual(["after the backup", "in the backup"]);
     });
   }
 });

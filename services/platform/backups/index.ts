@@ -10,7 +10,7 @@ export type { BackupKey, BackupStorage } from "./backup-storage.ts";
 export { CronSchedule } from "./cron-schedule.ts";
 export { LocalBackupStorage } from "./local-backup-storage.ts";
 export { S3BackupStorage, type S3BackupStorageOptions } from "./s3-backup-storage.ts";
-export { requested, restoreSteps, undoSteps, type RestoreStep } from "./restore-steps.ts";
+export { pooledRestoreSteps, requested, restoreSteps, undoSteps, type RestoreStep } from "./restore-steps.ts";
 export { SelfServeBackups, type SelfServeBackupsOptions } from "./self-serve-backups.ts";
 export { backupSteps, type BackupStep } from "./tenant-backup.ts";
 export { columnList, constraintsToSetAside, listSequences, listTables, quoted, type CatalogTable, type SetAside } from "./tenant-catalog.ts";
