@@ -18,7 +18,7 @@ import {
   type BackupService,
   type Restore,
 } from "../../gen/tenantry/platform/v1/backup_service_pb.js";
-import { TenantStatus, Tier, type Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, TenantStatus, Tier, type Tenant } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { BackupProgress, rowsOf } from "./backup-progress.ts";
 import { ExitCode } from "./exit-codes.ts";
 import { tierNames, tierOf } from "./option-parsers.ts";
@@ -30,6 +30,7 @@ interface RestoreOptions {
   to?: string;
   tier?: string;
   name?: string;
+  placement?: string;
 }
 
 /** The most backups ListBackups returns in one page. */
@@ -123,10 +124,16 @@ export function addBackupsCommand(program: Command): void {
     .option("--to <tenant>", "make a new tenant of this id (a clone) instead of restoring in place")
     .addOption(new Option("--tier <tier>", "the clone's plan (default: the source's)").choices(tierNames))
     .option("--name <name>", "the clone's display name (default: its id)")
+    .addOption(
+      new Option("--placement <placement>", "the clone's placement: a database of its own (dedicated) or schemas in a pool database (pooled); default: the source's, or its tier's for another tier").choices([
+        "dedicated",
+        "pooled",
+      ]),
+    )
     .action((backupId: string, options: RestoreOptions, command: Command) =>
       withPlatform(command, async ({ backups, output, longCall }) => {
-        if (options.to === undefined && (options.tier !== undefined || options.name !== undefined)) {
-          throw new ConnectError("--tier and --name are for a clone: name it with --to", Code.InvalidArgument);
+        if (options.to === undefined && (options.tier !== undefined || options.name !== undefined || options.placement !== undefined)) {
+          throw new ConnectError("--tier, --name and --placement are for a clone: name it with --to", Code.InvalidArgument);
         }
         const response = await backups.restoreBackup(
           {
@@ -134,6 +141,7 @@ export function addBackupsCommand(program: Command): void {
             targetTenantId: options.to ?? "",
             tier: options.tier === undefined ? Tier.UNSPECIFIED : tierOf(options.tier),
             displayName: options.name ?? "",
+            placement: options.placement === undefined ? Placement.UNSPECIFIED : options.placement === "pooled" ? Placement.POOLED : Placement.DEDICATED,
           },
           longCall,
         );

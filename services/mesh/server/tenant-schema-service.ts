@@ -61,9 +61,6 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
         if (target.host === "" || target.database === "" || target.user === "" || target.port === 0 || target.port > 65535) {
           throw new ConnectError("target needs host, port, database and user", Code.InvalidArgument);
         }
-        if ((target.sessionRole === "") !== (target.schemaPrefix === "")) {
-          throw new ConnectError("target needs session_role and schema_prefix together (a pooled tenant's schemas), or neither", Code.InvalidArgument);
-        }
         const endpoint = tenancy.databaseEndpoint(target);
         try {
           return await migrate(endpoint, req);

@@ -1,4 +1,6 @@
 import { Code, type Client } from "@connectrpc/connect";
+import { readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BackupService, BackupState, RestoreKind, RestoreState, VerifyResult } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
@@ -239,5 +241,32 @@ describe("an in-place restore of a pooled tenant", () => {
     const { restore } = await selfServe.restoreBackup({ backupId: backup!.backupId }, headers(tenant.tenantId, token));
     expect(restore?.state).toBe(RestoreState.SUCCEEDED);
     await eventually(async () => (await titles(tenant.tenantId)).join() === "self-served");
+  });
+});
+
+describe("a damaged backup of a pooled tenant", () => {
+  it("is refused: a pooled clone leaves no tenant, role or schemas, and the tenant restored in place keeps serving from its schemas", async () => {
+    const tenant = await tenantWithEntries(Placement.POOLED, ["a", "b", "c"]);
+    const { backup } = await backups.createBackup({ tenantId: tenant.tenantId });
+    const entries = backup!.tables.findIndex((t) => t.name === "backend.entries");
+    const file = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenant.tenantId, backup!.backupId, `table-${String(entries + 1).padStart(4, "0")}.copy.gz`);
+    const bytes = await readFile(file);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    await writeFile(file, bytes);
+
+    const cloneId = mesh.uniqueTenantId("pdamaged");
+    const cloned = await failure(backups.restoreBackup({ backupId: backup!.backupId, targetTenantId: cloneId }));
+    expect(cloned.code).toBe(Code.FailedPrecondition);
+    expect(cloned.rawMessage).toMatch(/\(backend\.entries\) of backup "[0-9a-f-]{36}" failed its integrity check/);
+    expect((await failure(mesh.platformClient.getTenant({ tenantId: cloneId }))).code).toBe(Code.NotFound);
+    expect(await mesh.sql("postgres", "select 1 from pg_roles where rolname = $1", [roleOf(cloneId)])).toEqual([]);
+    expect(await mesh.sql(tenant.database, "select nspname from pg_namespace where starts_with(nspname, $1)", [basePrefix(cloneId)])).toEqual([]);
+
+    const refused = await failure(backups.restoreBackup({ backupId: backup!.backupId }));
+    expect(refused.code).toBe(Code.FailedPrecondition);
+    expect(await whereIs(tenant.tenantId)).toMatchObject({ prefix: basePrefix(tenant.tenantId) });
+    expect(await ownedSchemas(tenant.tenantId, tenant.database)).toEqual(services.map((s) => basePrefix(tenant.tenantId) + s));
+    expect((await mesh.platformClient.getTenant({ tenantId: tenant.tenantId })).tenant?.status).toBe(TenantStatus.ACTIVE);
+    expect(await titles(tenant.tenantId)).toEqual(["a", "b", "c"]);
   });
 });

@@ -183,7 +183,7 @@ async function accessOfTarget(context: RestoreContext): Promise<TenantAccess> {
 /** The restored database (or pooled schemas of prefix `prefix`, the restore's by default), reached as their owner. */
 async function targetDatabase(context: RestoreContext, prefix = context.restore.schemaPrefix): Promise<TenantDatabase> {
   const access = await accessOfTarget(context);
-  return { cluster: context.restore.cluster, database: context.restore.database, login: access.login, sessionRole: access.sessionRole, schemaPrefix: isPooled(context.restore) ? prefix : "" };
+  return { cluster: context.restore.cluster, database: context.restore.database, login: access.login, sessionRole: access.sessionRole, schemaPrefix: prefix };
 }
 
 /** The tenant's schemas in its pool database, as a pooled restore sees them. */
@@ -286,10 +286,11 @@ async function resume(context: RestoreContext): Promise<void> {
 }
 
 /** Routes the tenant to `database` and records its versions: services follow through the change feed. */
-async function route(context: RestoreContext, database: string): Promise<void> {
-  await recordVersions(context, database);
+async function route(context: RestoreContext, database: string, prefix: string): Promise<void> {
+  await recordVersions(context, database, prefix);
   const tenant = await getTenant(context.em, context.restore.tenantId);
-  await changeTenant(context.em, tenant, { database });
+  // A restored database's schemas are named by service; the one it replaced keeps the prefix it had (a tenant moved from a pool may have one).
+  await changeTenant(context.em, tenant, { database, schemaPrefix: prefix });
 }
 
 /** Makes a database of the restore's cluster refuse (or take again) connections, ending those it has when closed. */
@@ -380,7 +381,7 @@ export const restoreStepTable: { readonly [S in RestoreStep]: RestoreWork } = {
   load,
   "migrate-forward": migrateForward,
   suspend,
-  switch: (context) => (isPooled(context.restore) ? routeToSchemas(context, context.restore.schemaPrefix) : route(context, context.restore.database)),
+  switch: (context) => (isPooled(context.restore) ? routeToSchemas(context, context.restore.schemaPrefix) : route(context, context.restore.database, context.restore.schemaPrefix)),
   "close-previous": (context) =>
     isPooled(context.restore) ? allowSchemas(context, context.restore.previousSchemaPrefix!, false) : allowConnectionsTo(context, context.restore.previousDatabase!, false),
   resume,
@@ -397,7 +398,7 @@ export const restoreStepTable: { readonly [S in RestoreStep]: RestoreWork } = {
       return;
     }
     await allowConnectionsTo(context, restore.previousDatabase!, true);
-    await route(context, restore.previousDatabase!);
+    await route(context, restore.previousDatabase!, restore.previousSchemaPrefix ?? "");
     await allowConnectionsTo(context, restore.database, false);
   },
   "drop-restored": (context) => (isPooled(context.restore) ? dropSchemas(context) : context.clusters.dropDatabase(context.restore.cluster, context.restore.database)),

@@ -142,7 +142,8 @@ export class TenantRestores {
           return;
         }
         const database = `${tenantDatabaseName(target)}_r${id.slice(0, 8)}`;
-        await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database });
+        // The restored database's schemas are named by service: the prefix the tenant has (if it came from a pool) is kept for an undo.
+        await insertRestore(tx, { ...record, kind: restoreKinds.inPlace, cluster: tenant.cluster, database, previousDatabase: tenant.database, previousSchemaPrefix: tenant.schemaPrefix });
       });
     } else {
       const source = await findTenant(em, backup.tenantId);
