@@ -182,6 +182,49 @@ describe("a clone whose load was cut short", () => {
   });
 });
 
+describe("a pooled clone whose load was cut short", () => {
+  it("loads again from the start, rebuilding what the first load had set aside in its generation's load schema", async () => {
+    const { tenantId, backupId } = await backedUpTenant("pmidload", Placement.POOLED);
+    const sourcePrefix = `t_${tenantId.replaceAll("-", "_")}_`;
+    const pool = (await mesh.platformClient.getTenant({ tenantId })).tenant!.database;
+    const unprefixed = (lines: string[], prefix: string) => lines.map((line) => line.replaceAll(prefix, ""));
+    const source = unprefixed(await schemaShape(mesh.databaseUrl(pool), ["auth", "backend"].map((s) => sourcePrefix + s)), sourcePrefix);
+    const cloneId = mesh.uniqueTenantId("pmidload");
+    const crash = await callAndCrash(mesh, "clone:load", (t) => createClient(BackupService, t).restoreBackup({ backupId, targetTenantId: cloneId }, { timeoutMs: 20_000 }));
+    expect(crash.signal).toBe("SIGKILL");
+    // The clone's schemas as a load that stopped after setting keys and indexes aside leaves them, written as the clone's role writes them.
+    const prefix = `t_${cloneId.replaceAll("-", "_")}_`;
+    const schemas = ["auth", "backend"].map((s) => prefix + s);
+    const state = `${prefix}tenantry_load`;
+    const client = new pg.Client({ connectionString: mesh.databaseUrl(pool) });
+    await client.connect();
+    try {
+      await client.query(`set role ${pg.escapeIdentifier(`tenant_${cloneId.replaceAll("-", "_")}`)}; set search_path = pg_catalog`);
+      const items = await constraintsToSetAside(client, schemas);
+      await client.query(`create table ${pg.escapeIdentifier(state)}.set_aside (items jsonb not null)`);
+      await client.query(`insert into ${pg.escapeIdentifier(state)}.set_aside (items) values ($1)`, [JSON.stringify(items)]);
+      for (const item of items) {
+        await client.query(item.drop);
+      }
+      const entries = quoted({ schema: `${prefix}backend`, name: "entries" });
+      for (const item of items.filter((i) => i.table !== entries && i.kind !== "foreign-key").slice(0, 3)) {
+        for (const statement of item.rebuild) {
+          await client.query(statement);
+        }
+      }
+      await client.query(`truncate ${entries}`);
+    } finally {
+      await client.end();
+    }
+    await mesh.restartPlatform();
+    expect(await settled(cloneId)).toMatchObject({ state: "succeeded" });
+    expect(unprefixed(await schemaShape(mesh.databaseUrl(pool), schemas), prefix)).toEqual(source);
+    expect(await pooledSchemasOf(cloneId)).toEqual(generation(prefix, true));
+    expect(await pooledTitles(cloneId)).toEqual(["in the backup"]);
+    expect(await mesh.login(cloneId, owner)).toMatch(/^ey/);
+  });
+});
+
 describe("an undo after a kill -9", () => {
   for (const step of undoSteps) {
     it(`ends with the replaced database serving and the restored one dropped, when Platform dies after "${step}"`, async () => {
