@@ -276,7 +276,7 @@ describe("tenantry backups", () => {
     }
   });
 
-  it("restores in place and undoes it, and clones with the tier and name asked for", async () => {
+  it("restores in place and undoes it, and clones with the tier, name and placement asked for", async () => {
     const source = await mesh.createTenant({ owner });
     await mesh.entries.createEntry({ title: "in the backup" }, headers(source.tenantId));
     const { backup } = await json(["backups", "create", source.tenantId]);
@@ -314,6 +314,13 @@ describe("tenantry backups", () => {
     const tierInPlace = await tenantry(["backups", "restore", backup.backupId, "--tier", "premium"]);
     expect(tierInPlace.code).toBe(2);
     expect(tierInPlace.stderr).toContain("--to");
+
+    const pooledId = mesh.uniqueTenantId("pclone");
+    const pooled = await json(["backups", "restore", backup.backupId, "--to", pooledId, "--placement", "pooled"]);
+    expect(pooled.tenant).toMatchObject({ tenantId: pooledId, placement: "PLACEMENT_POOLED", status: "TENANT_STATUS_ACTIVE" });
+    expect(await titles(pooledId)).toEqual(["in the backup"]);
+    const placementInPlace = await tenantry(["backups", "restore", backup.backupId, "--placement", "pooled"]);
+    expect(placementInPlace.code).toBe(2);
   });
 
   it("exits 1 when a verification fails, and 6 for a restore of a damaged backup", async () => {
