@@ -4,7 +4,7 @@ import { access } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BackupService, BackupState, VerifyResult, type Backup } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
-import { Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createLogger, operatorCredentialInterceptor, startTelemetry, type MeshServer } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
 import { freePort } from "../../testing/free-port.ts";
@@ -105,9 +105,9 @@ async function scheduledFor(tenantId: string, slot: Date): Promise<Backup[]> {
   return (await backupsOf(tenantId)).filter((b) => b.scheduledTime !== undefined && timestampDate(b.scheduledTime).getTime() === slot.getTime());
 }
 
-async function newTenant(tier = Tier.STANDARD): Promise<string> {
+async function newTenant(tier = Tier.STANDARD, placement = Placement.UNSPECIFIED): Promise<string> {
   const tenantId = mesh.uniqueTenantId();
-  await mesh.platformClient.createTenant({ tenantId, displayName: tenantId, tier });
+  await mesh.platformClient.createTenant({ tenantId, displayName: tenantId, tier, placement });
   return tenantId;
 }
 
@@ -116,7 +116,8 @@ const folderOf = (tenantId: string, backupId: string) => path.join(mesh.sharedEn
 
 describe("the backup schedule", () => {
   it("backs each due tenant up once per slot across two Platforms, and not again after a restart", async () => {
-    const tenants = [await newTenant(), await newTenant(), await newTenant()];
+    // A pooled tenant among them: scheduled as any other.
+    const tenants = [await newTenant(), await newTenant(), await newTenant(Tier.STANDARD, Placement.POOLED)];
     const slot = slotStart(1);
     now = new Date(slot.getTime() + windowMs);
 

@@ -154,8 +154,6 @@ export function findDueTenants(em: EntityManager, slot: { tier: string; start: D
   return em.execute<DueTenant[]>(
     `select t.id, t.cluster from platform.tenants t
      where t.status in (?) and t.tier = ? and t.created_at <= ? and t.cluster is not null
-       -- Backups are not yet for pooled tenants.
-       and t.placement = 'dedicated'
        and not exists (select 1 from platform.backups b where b.tenant_id = t.id and b.scheduled_for = ? and b.state in (?, ?))
        and (select count(*) from platform.backups b where b.tenant_id = t.id and b.scheduled_for = ? and b.state = ?) < ?
      order by t.id`,
