@@ -108,11 +108,13 @@ describe("adding a service as docs/adding-a-service.md says", () => {
     expect(check.output).toContain("gen/ and proto/ have changes to commit together");
   });
 
-  it("has specs of its own that pass: its rules, and the service in a mesh with a tenant made before it was added", async () => {
+  it("has specs of its own that pass: its rules, and the service in a mesh with tenants made before it was added, in both placements", async () => {
     const specs = await run("npx", ["vitest", "run", `services/${service}`]);
     expect(specs.code, specs.output).toBe(0);
-    expect(specs.output).toContain(`services/${service}/item-rules.spec.ts`);
-    expect(specs.output).toContain(`services/${service}/${service}-service.db.spec.ts`);
+    const output = specs.output.replace(/\x1b\[[0-9;]*m/g, "");
+    expect(output).toContain(`services/${service}/item-rules.spec.ts`);
+    // Its three tests, each against a dedicated tenant and a pooled one.
+    expect(output).toContain(`services/${service}/${service}-service.db.spec.ts (6 tests)`);
   });
 
   it("runs in npm start, serving its contract to a tenant's owner over Connect", async () => {

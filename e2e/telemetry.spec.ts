@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
-import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, MeshCredentials, operatorCredentialInterceptor, type GrpcJsTransport } from "../services/mesh/index.ts";
 import { registry } from "../services/registry.ts";
 import { startMeshProcesses, type MeshProcesses } from "../services/testing/mesh-processes.ts";
@@ -72,13 +72,21 @@ async function eventually<T>(find: () => T | undefined, what: string, timeoutMs 
 }
 
 let receiver: Awaited<ReturnType<typeof startReceiver>>;
+
+/** Backend's span of a tenant's CreateEntry, once exported. */
+function createEntrySpan(id: string): ReceivedSpan | undefined {
+  return receiver.spans.find((s) => s.service === "tenantry-backend" && s.name === "tenantry.backend.v1.EntryService/CreateEntry" && s.attributes["tenant.id"] === id);
+}
 let mesh: MeshProcesses;
 const transports: GrpcJsTransport[] = [];
 const tenantId = `traced-${Date.now().toString(36)}`;
+/** A tenant of the other placement, with one entry: a schema of its own in a pool database. */
+const pooledTenantId = `${tenantId}-pooled`;
 const ownerPassword = "a long owner password 7f3c";
 let accessToken = "";
 let refreshToken = "";
 let rolePassword = "";
+let poolPassword = "";
 
 beforeAll(async () => {
   receiver = await startReceiver();
@@ -105,9 +113,14 @@ beforeAll(async () => {
   const withToken = { headers: { ...headers, authorization: `Bearer ${accessToken}` } };
   const { entry } = await entries.createEntry({ title: "traced entry" }, withToken);
   await entries.getEntry({ id: entry!.id }, withToken);
+  await platform.createTenant({ tenantId: pooledTenantId, displayName: "Traced, pooled", ownerEmail: "owner@traced.example", ownerPassword, placement: Placement.POOLED });
+  const pooledHeaders = { "x-tenant-id": pooledTenantId };
+  const pooledToken = (await auth.login({ email: "owner@traced.example", password: ownerPassword }, { headers: pooledHeaders })).accessToken;
+  await entries.createEntry({ title: "traced pooled entry" }, { headers: { ...pooledHeaders, authorization: `Bearer ${pooledToken}` } });
   const meshCredentials = new MeshCredentials({ meshKey: mesh.sharedEnv.TENANTRY_MESH_KEY!, operatorToken: mesh.sharedEnv.TENANTRY_OPERATOR_TOKEN!, service: "test" });
   const platformMesh = createClient(PlatformService, transport(mesh.platform.grpcPort, [meshCredentials.clientInterceptor()]));
   rolePassword = (await platformMesh.resolveTenant({ tenantId })).route!.password;
+  poolPassword = (await platformMesh.resolveTenant({ tenantId: pooledTenantId })).route!.password;
 }, 120_000);
 
 afterAll(async () => {
@@ -142,35 +155,34 @@ describe("tracing", () => {
     expect(sql.traceId).toBe(created.traceId);
   });
 
-  it("marks each call's span with its tenant and the SQL it ran beneath it", async () => {
-    const create = await eventually(
-      () => receiver.spans.find((s) => s.service === "tenantry-backend" && s.name === "tenantry.backend.v1.EntryService/CreateEntry"),
-      "CreateEntry's span",
-    );
-    expect(create.attributes["tenant.id"]).toBe(tenantId);
-    const children = await eventually(
-      () => {
-        const found = receiver.spans.filter((s) => s.parentSpanId === create.spanId && s.name.startsWith("pg."));
-        return found.length > 0 ? found : undefined;
-      },
-      "SQL spans under CreateEntry",
-    );
-    expect(children.map((s) => s.attributes["db.query.text"] ?? s.attributes["db.statement"]).join("\n")).toMatch(/insert into "entries"/i);
+  it("marks each call's span with its tenant, the tenant's placement, and the SQL it ran beneath it", async () => {
+    for (const [id, placement] of [
+      [tenantId, "dedicated"],
+      [pooledTenantId, "pooled"],
+    ]) {
+      const create = await eventually(() => createEntrySpan(id), `CreateEntry's span of ${id}`);
+      expect(create.attributes).toMatchObject({ "tenant.id": id, "tenant.placement": placement });
+      const children = await eventually(
+        () => {
+          const found = receiver.spans.filter((s) => s.parentSpanId === create.spanId && s.name.startsWith("pg."));
+          return found.length > 0 ? found : undefined;
+        },
+        `SQL spans under CreateEntry of ${id}`,
+      );
+      expect(children.map((s) => s.attributes["db.query.text"] ?? s.attributes["db.statement"]).join("\n")).toMatch(/insert into "entries"/i);
+    }
   });
 });
 
 describe("logs", () => {
   it("are JSON lines, and a line about a call carries its trace id, span id and tenant id", async () => {
-    const create = await eventually(
-      () => receiver.spans.find((s) => s.service === "tenantry-backend" && s.name === "tenantry.backend.v1.EntryService/CreateEntry"),
-      "CreateEntry's span",
-    );
+    const create = await eventually(() => createEntrySpan(tenantId), "CreateEntry's span");
     const lines = mesh.backend
       .output()
       .split("\n")
       .filter((line) => line.startsWith("{"))
       .map((line) => JSON.parse(line) as Record<string, unknown>);
-    const line = lines.find((l) => l.procedure === "tenantry.backend.v1.EntryService/CreateEntry");
+    const line = lines.find((l) => l.procedure === "tenantry.backend.v1.EntryService/CreateEntry" && l.tenant_id === tenantId);
     expect(line).toMatchObject({ service: "backend", trace_id: create.traceId, span_id: create.spanId, tenant_id: tenantId, code: "OK", msg: "call" });
   });
 
@@ -183,6 +195,7 @@ describe("logs", () => {
       "access token": accessToken,
       "refresh token": refreshToken,
       "tenant role password": rolePassword,
+      "pool login password": poolPassword,
     };
     const written = {
       "platform log": mesh.platform.output(),
@@ -207,16 +220,17 @@ describe("metrics", () => {
       expect(res.status).toBe(200);
       return res.text();
     };
+    // Two tenants, one per placement, each logged in once and with one entry created.
     const backend = await scrape(mesh.backend.httpPort);
-    expect(backend).toMatch(/rpc_server_call_duration_count\{[^}]*rpc_method="CreateEntry"[^}]*rpc_grpc_status_code="OK"[^}]*\} 1/);
+    expect(backend).toMatch(/rpc_server_call_duration_count\{[^}]*rpc_method="CreateEntry"[^}]*rpc_grpc_status_code="OK"[^}]*\} 2/);
     expect(backend).toMatch(new RegExp(`tenantry_tenant_call_duration_count\\{tenant="${tenantId}"\\} [1-9]`));
     expect(backend).toMatch(/tenantry_db_connections_open\{service="backend"\} \d+/);
     expect(backend).toMatch(/tenantry_db_cold_opens_total\{service="backend"\} [1-9]/);
     const platform = await scrape(mesh.platform.httpPort);
-    expect(platform).toMatch(/tenantry_tenants\{status="active"\} 1/);
-    expect(platform).toMatch(/tenantry_fleet_tenants\{service="backend",state="current"\} 1/);
+    expect(platform).toMatch(/tenantry_tenants\{status="active"\} 2/);
+    expect(platform).toMatch(/tenantry_fleet_tenants\{service="backend",state="current"\} 2/);
     expect(platform).toMatch(/tenantry_fleet_migrations_running 0/);
     const auth = await scrape(mesh.auth.httpPort);
-    expect(auth).toMatch(/rpc_server_call_duration_count\{[^}]*rpc_method="Login"[^}]*\} 1/);
+    expect(auth).toMatch(/rpc_server_call_duration_count\{[^}]*rpc_method="Login"[^}]*\} 2/);
   });
 });

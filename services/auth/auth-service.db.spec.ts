@@ -7,10 +7,11 @@ import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { RoleService } from "../../gen/tenantry/auth/v1/role_service_pb.js";
 import { UserService } from "../../gen/tenantry/auth/v1/user_service_pb.js";
 import { EntryService } from "../../gen/tenantry/backend/v1/entry_service_pb.js";
-import { PlatformService, TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { PlatformService, TenantStatus, Tier, type Placement } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { accessOf, AccessKind, createGrpcJsTransport, operatorCredentialInterceptor, type GrpcJsTransport } from "../mesh/index.ts";
 import { allPermissions, permissionsOfDefaultRole } from "../testing/declared-catalog.ts";
 import { failure } from "../testing/failure.ts";
+import { placements } from "../testing/placements.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 import { defaultRoles, ownerRole } from "./permission-catalog.ts";
 
@@ -28,44 +29,46 @@ afterAll(async () => {
   await mesh?.stop();
 });
 
-async function tenantWithOwner(email = "Owner@Example.com") {
+async function tenantWithOwner(placement: Placement, email = "Owner@Example.com") {
   const tenantId = mesh.uniqueTenantId("auth");
-  const { tenant } = await mesh.platformClient.createTenant({ tenantId, ownerEmail: email, ownerPassword: password });
+  const { tenant } = await mesh.platformClient.createTenant({ tenantId, ownerEmail: email, ownerPassword: password, placement });
   return { tenant: tenant!, headers: { headers: { "x-tenant-id": tenantId } } };
 }
 
-describe("tenant bootstrap", () => {
+// Each test runs against tenants of both placements, in the one mesh.
+describe.each(placements)("tenant bootstrap ($name tenants)", ({ placement }) => {
   it("gives a new tenant every declared permission, its default roles as declared, and its owner, and forgets the owner's password in Platform", async () => {
-    const { tenant } = await tenantWithOwner();
-    expect(tenant.status).toBe(TenantStatus.ACTIVE);
-    const catalog = await mesh.sql<{ name: string }>(tenant.database, "select name from auth.permissions order by name");
+    const { tenant } = await tenantWithOwner(placement);
+    expect(tenant).toMatchObject({ status: TenantStatus.ACTIVE, placement });
+    const catalog = await mesh.sqlAs<{ name: string }>(tenant.tenantId, "auth", "select name from permissions order by name");
     expect(catalog.map((p) => p.name)).toEqual([...allPermissions].sort());
-    const roles = await mesh.sql<{ name: string; permissions: string[] }>(
-      tenant.database,
-      "select r.name, array_remove(array_agg(rp.permission order by rp.permission), null) as permissions from auth.roles r left join auth.role_permissions rp on rp.role_id = r.id group by r.name order by r.name",
+    const roles = await mesh.sqlAs<{ name: string; permissions: string[] }>(
+      tenant.tenantId,
+      "auth",
+      "select r.name, array_remove(array_agg(rp.permission order by rp.permission), null) as permissions from roles r left join role_permissions rp on rp.role_id = r.id group by r.name order by r.name",
     );
     expect(roles).toEqual(Object.keys(defaultRoles).sort().map((name) => ({ name, permissions: permissionsOfDefaultRole(name) })));
     expect(roles.find((r) => r.name === ownerRole)?.permissions).toEqual([...allPermissions].sort());
-    const [owner] = await mesh.sql<{ email: string; password_hash: string }>(tenant.database, "select email, password_hash from auth.users");
+    const [owner] = await mesh.sqlAs<{ email: string; password_hash: string }>(tenant.tenantId, "auth", "select email, password_hash from users");
     expect(owner!.email).toBe("Owner@Example.com");
     expect(owner!.password_hash).toMatch(/^\$argon2id\$/);
     const [record] = await mesh.sql<{ owner_password: Buffer | null }>(mesh.platformDatabase, "select owner_password from platform.tenants where id = $1", [tenant.tenantId]);
     expect(record!.owner_password).toBeNull();
-    const [key] = await mesh.sql<{ private_key: Buffer }>(tenant.database, "select private_key from auth.signing_keys");
+    const [key] = await mesh.sqlAs<{ private_key: Buffer }>(tenant.tenantId, "auth", "select private_key from signing_keys");
     expect(key!.private_key.includes(Buffer.from("PRIVATE KEY"))).toBe(false);
   });
 
   it("refuses a malformed owner before anything is made", async () => {
     const tenantId = mesh.uniqueTenantId("bad-owner");
-    expect((await failure(mesh.platformClient.createTenant({ tenantId, ownerEmail: "nobody", ownerPassword: password }))).code).toBe(Code.InvalidArgument);
-    expect((await failure(mesh.platformClient.createTenant({ tenantId, ownerEmail: "a@b.example", ownerPassword: "short" }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(mesh.platformClient.createTenant({ tenantId, ownerEmail: "nobody", ownerPassword: password, placement }))).code).toBe(Code.InvalidArgument);
+    expect((await failure(mesh.platformClient.createTenant({ tenantId, ownerEmail: "a@b.example", ownerPassword: "short", placement }))).code).toBe(Code.InvalidArgument);
     expect((await failure(mesh.platformClient.getTenant({ tenantId }))).code).toBe(Code.NotFound);
   });
 });
 
-describe("sign-in", () => {
+describe.each(placements)("sign-in ($name tenants)", ({ placement }) => {
   it("logs the owner in with any letter case of the email, and signs tokens with the tenant's published key", async () => {
-    const { tenant, headers } = await tenantWithOwner();
+    const { tenant, headers } = await tenantWithOwner(placement);
     const tokens = await auth.login({ email: "owner@EXAMPLE.com", password }, headers);
     expect(tokens.expiresIn).toBe(900);
     const { jwks } = await auth.getJwks({}, headers);
@@ -75,13 +78,13 @@ describe("sign-in", () => {
     expect(typeof payload.jti).toBe("string");
     expect(payload.exp! - payload.iat!).toBe(900);
     // Another tenant's key set does not hold this token's key.
-    const other = await tenantWithOwner();
+    const other = await tenantWithOwner(placement);
     const { jwks: otherJwks } = await auth.getJwks({}, other.headers);
     expect(JSON.parse(otherJwks).keys.map((k: { kid: string }) => k.kid)).not.toContain(decodeProtectedHeader(tokens.accessToken).kid);
   });
 
   it("answers a wrong password and an unknown email alike, and throttles repeated failures", async () => {
-    const { headers } = await tenantWithOwner();
+    const { headers } = await tenantWithOwner(placement);
     const wrong = await failure(auth.login({ email: "owner@example.com", password: "not the password" }, headers));
     const unknown = await failure(auth.login({ email: "nobody@example.com", password: "not the password" }, headers));
     expect([wrong.code, wrong.rawMessage]).toEqual([unknown.code, unknown.rawMessage]);
@@ -96,7 +99,7 @@ describe("sign-in", () => {
   });
 
   it("rotates refresh tokens, and a reused one ends the whole sign-in", async () => {
-    const { headers } = await tenantWithOwner();
+    const { headers } = await tenantWithOwner(placement);
     const first = await auth.login({ email: "owner@example.com", password }, headers);
     const second = await auth.refresh({ refreshToken: first.refreshToken }, headers);
     expect(second.refreshToken).not.toBe(first.refreshToken);
@@ -114,21 +117,25 @@ describe("sign-in", () => {
 
   it("needs the tenant, and works over Connect too", async () => {
     expect((await failure(auth.login({ email: "owner@example.com", password }))).code).toBe(Code.InvalidArgument);
-    const { headers } = await tenantWithOwner();
+    const { headers } = await tenantWithOwner(placement);
     const connect = createClient(AuthService, createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.auth.httpPort}`, httpVersion: "1.1" }));
     const tokens = await connect.login({ email: "owner@example.com", password }, headers);
     expect(tokens.accessToken.split(".")).toHaveLength(3);
   });
 });
 
-describe("sign-up", () => {
-  it("creates a STANDARD tenant whose owner can log in, for anyone, a few times per source address", async () => {
+// Sign-up takes no placement: STANDARD's, as Platform is configured. Platform restarts with it,
+// and with a new count of sign-ups per source address.
+describe.each(placements)("sign-up (STANDARD tenants $name)", ({ name, placement }) => {
+  beforeAll(() => mesh.restartPlatform({ TENANTRY_TIER_PLACEMENTS: `standard=${name}` }));
+
+  it("creates a STANDARD tenant in its tier's placement whose owner can log in, for anyone, a few times per source address", async () => {
     const anonymous = createClient(PlatformService, createGrpcJsTransport({ address: `127.0.0.1:${mesh.platform.grpcPort}` }));
     const overConnect = createClient(PlatformService, createConnectTransport({ baseUrl: `http://127.0.0.1:${mesh.platform.httpPort}`, httpVersion: "1.1" }));
     const tenantId = mesh.uniqueTenantId("signup");
     expect((await failure(anonymous.signUp({ tenantId }))).code).toBe(Code.InvalidArgument);
     const { tenant } = await overConnect.signUp({ tenantId, displayName: "Signed Up", ownerEmail: "founder@example.com", ownerPassword: password });
-    expect(tenant).toMatchObject({ tenantId, tier: Tier.STANDARD, status: TenantStatus.ACTIVE, displayName: "Signed Up" });
+    expect(tenant).toMatchObject({ tenantId, tier: Tier.STANDARD, status: TenantStatus.ACTIVE, displayName: "Signed Up", placement });
     const tokens = await auth.login({ email: "founder@example.com", password }, { headers: { "x-tenant-id": tenantId } });
     expect(tokens.accessToken).not.toBe("");
     // Both attempts counted, whichever listener they came through.
@@ -140,7 +147,7 @@ describe("sign-up", () => {
   });
 });
 
-describe("tokens across the mesh", () => {
+describe.each(placements)("tokens across the mesh ($name tenants)", ({ placement }) => {
   // Users of a tenant of their own: the owner, and one user per other default role.
   let tenantId: string;
   let ownerToken: string;
@@ -157,7 +164,7 @@ describe("tokens across the mesh", () => {
 
   beforeAll(async () => {
     users = createClient(UserService, transportTo(mesh.auth.grpcPort));
-    ({ tenant: { tenantId } } = await tenantWithOwner("owner@example.com"));
+    ({ tenant: { tenantId } } = await tenantWithOwner(placement, "owner@example.com"));
     ownerToken = await login("owner@example.com");
   });
   afterAll(() => transports.forEach((t) => t.close()));

@@ -4,14 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthService } from "../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { RoleService } from "../../gen/tenantry/auth/v1/role_service_pb.js";
 import { UserService } from "../../gen/tenantry/auth/v1/user_service_pb.js";
+import type { TenantRoute } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { allPermissions, permissionsOfDefaultRole } from "../testing/declared-catalog.ts";
 import { holdLock } from "../testing/held-lock.ts";
+import { placements } from "../testing/placements.ts";
 import { startSingleAuth, type SingleAuth } from "../testing/single-service.ts";
 import { defaultRoles } from "./permission-catalog.ts";
 
 let single: SingleAuth;
-let tenantId: string;
-let ownerToken: string;
 const password = "correct horse battery";
 
 let auth: Client<typeof AuthService>;
@@ -23,23 +23,28 @@ beforeAll(async () => {
   auth = single.client(AuthService);
   users = single.client(UserService);
   roles = single.client(RoleService);
-  // Its tier allows 6 users.
-  ({ tenantId } = await single.createTenant({ tenantId: single.uniqueTenantId("people"), maxUsers: 6, ownerEmail: "owner@example.com", ownerPassword: password }));
-  ownerToken = await login("owner@example.com");
 });
 afterAll(() => single?.stop());
-
-const as = (token: string) => ({ headers: { "x-tenant-id": tenantId, authorization: `Bearer ${token}` } });
-
-async function login(email: string): Promise<string> {
-  return (await auth.login({ email, password }, { headers: { "x-tenant-id": tenantId } })).accessToken;
-}
 
 async function code(call: Promise<unknown>): Promise<string> {
   return call.then(() => "ok", (e: unknown) => Code[ConnectError.from(e).code]);
 }
 
-describe("users and roles", () => {
+// Each test runs against tenants of both placements, on the one Auth.
+describe.each(placements)("users and roles ($name tenants)", ({ placement }) => {
+  let tenantId: string;
+  let ownerToken: string;
+  beforeAll(async () => {
+    // Its tier allows 6 users.
+    ({ tenantId } = await single.createTenant({ tenantId: single.uniqueTenantId("people"), maxUsers: 6, ownerEmail: "owner@example.com", ownerPassword: password, placement }));
+    ownerToken = await login("owner@example.com");
+  });
+
+  const as = (token: string) => ({ headers: { "x-tenant-id": tenantId, authorization: `Bearer ${token}` } });
+  async function login(email: string): Promise<string> {
+    return (await auth.login({ email, password }, { headers: { "x-tenant-id": tenantId } })).accessToken;
+  }
+
   it("manages users: case-insensitive emails, roles, the last owner, and the tier's user limit", async () => {
     const { user } = await users.createUser({ email: "Casey@Example.com", password, displayName: "Casey", roles: ["member"] }, as(ownerToken));
     expect(user).toMatchObject({ email: "Casey@Example.com", displayName: "Casey", roles: ["member"] });
@@ -89,20 +94,20 @@ describe("users and roles", () => {
   });
 });
 
-describe("retried user creates", () => {
+describe.each(placements)("retried user creates ($name tenants)", ({ placement }) => {
   interface OwnedTenant {
-    database: string;
+    route: TenantRoute;
     /** Call options as the tenant's owner. */
     asOwner: { headers: Record<string, string> };
   }
   // Tenants of their own: the other tests count the first tenant's users.
   async function ownedTenant(): Promise<OwnedTenant> {
-    const { tenantId, database } = await single.createTenant({ tenantId: single.uniqueTenantId("retries"), ownerEmail: "owner@example.com", ownerPassword: password });
-    const token = (await auth.login({ email: "owner@example.com", password }, { headers: { "x-tenant-id": tenantId } })).accessToken;
-    return { database, asOwner: { headers: { "x-tenant-id": tenantId, authorization: `Bearer ${token}` } } };
+    const route = await single.createTenant({ tenantId: single.uniqueTenantId("retries"), ownerEmail: "owner@example.com", ownerPassword: password, placement });
+    const token = (await auth.login({ email: "owner@example.com", password }, { headers: { "x-tenant-id": route.tenantId } })).accessToken;
+    return { route, asOwner: { headers: { "x-tenant-id": route.tenantId, authorization: `Bearer ${token}` } } };
   }
   let other: OwnedTenant;
-  const count = async (table: string) => Number((await single.sql<{ n: string }>(other.database, `select count(*) as n from auth.${table}`))[0]!.n);
+  const count = async (table: string) => Number((await single.sqlAs<{ n: string }>(other.route, `select count(*) as n from ${table}`))[0]!.n);
 
   beforeAll(async () => {
     other = await ownedTenant();
@@ -112,7 +117,7 @@ describe("retried user creates", () => {
     const request = { email: "repeat@example.com", password, displayName: "Repeat", roles: ["member"], requestId: randomUUID() };
     const first = await users.createUser(request, other.asOwner);
     expect(await users.createUser(request, other.asOwner)).toEqual(first);
-    const [row] = await single.sql<{ fingerprint: Buffer; response: Buffer }>(other.database, "select fingerprint, response from auth.request_ids where request_id = $1", [
+    const [row] = await single.sqlAs<{ fingerprint: Buffer; response: Buffer }>(other.route, "select fingerprint, response from request_ids where request_id = $1", [
       request.requestId,
     ]);
     expect(row!.fingerprint).toHaveLength(32);
@@ -123,13 +128,14 @@ describe("retried user creates", () => {
     expect(await code(users.createUser({ ...request, password: `${password}!` }, other.asOwner))).toBe("AlreadyExists");
     expect(await code(users.createUser({ ...request, roles: ["viewer"] }, other.asOwner))).toBe("AlreadyExists");
     expect(await code(users.createUser({ ...request, requestId: "nope" }, other.asOwner))).toBe("InvalidArgument");
-    expect(await single.sql(other.database, "select 1 from auth.users where lower(email) = 'repeat@example.com'")).toHaveLength(1);
+    expect(await single.sqlAs(other.route, "select 1 from users where lower(email) = 'repeat@example.com'")).toHaveLength(1);
     expect(await count("request_ids")).toBe(1);
   });
 
   it("makes a repeat sent while the first call runs wait for it and answer the same", async () => {
     const before = await count("users");
-    const lock = await holdLock(single.databaseUrl(other.database), "select pg_advisory_xact_lock(hashtext('tenantry.auth.users'))");
+    // The key Auth locks user creation with, of the tenant's own schema (a pool database holds other tenants').
+    const lock = await holdLock(single.databaseUrl(other.route.database), `select pg_advisory_xact_lock(hashtext('tenantry.${other.route.schemaPrefix}auth.users'))`);
     const request = { email: "together@example.com", password, requestId: randomUUID() };
     const calls = [users.createUser(request, other.asOwner), users.createUser(request, other.asOwner)];
     // One call has recorded the id and waits for its turn to create; the other waits on the id.
@@ -144,7 +150,7 @@ describe("retried user creates", () => {
     const requestId = randomUUID();
     expect(await code(users.createUser({ email: "later@example.com", password, roles: ["pope"], requestId }, other.asOwner))).toBe("InvalidArgument");
     expect(await code(users.createUser({ email: "owner@example.com", password, requestId }, other.asOwner))).toBe("AlreadyExists");
-    expect(await single.sql(other.database, "select 1 from auth.request_ids where request_id = $1", [requestId])).toEqual([]);
+    expect(await single.sqlAs(other.route, "select 1 from request_ids where request_id = $1", [requestId])).toEqual([]);
     const corrected = await users.createUser({ email: "later@example.com", password, roles: ["member"], requestId }, other.asOwner);
     expect(corrected.user?.roles).toEqual(["member"]);
   });

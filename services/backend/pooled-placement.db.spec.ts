@@ -1,11 +1,14 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Placement } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { startSingleBackend, type SingleBackend } from "../testing/single-service.ts";
 
-/** Backend's own code serving pooled tenants (schemas in one pool database) beside a dedicated one. */
+/**
+ * What only the pooled placement has: neighbours in one pool database, and a
+ * pool database larger than any one tenant. The rest of Backend's specs run
+ * in both placements (entry-service.db.spec.ts, storage-quota.db.spec.ts).
+ */
 let backend: SingleBackend;
 beforeAll(async () => {
   backend = await startSingleBackend({ env: { TENANTRY_STORAGE_CHECK_INTERVAL_MS: "200" } });
@@ -40,32 +43,6 @@ describe("backend with pooled tenants", () => {
     expect(await backend.sql(a.database, "select schemaname, tableowner from pg_tables where tablename = 'entries' order by 1")).toEqual(
       [a, b].map((t) => ({ schemaname: `${t.schemaPrefix}backend`, tableowner: t.sessionRole })).sort((x, y) => x.schemaname.localeCompare(y.schemaname)),
     );
-  });
-
-  it("creates, reads, updates with an etag, lists by tag and deletes for a pooled tenant", async () => {
-    const t = await backend.createTenant(pooled);
-    const { entry } = await backend.entries.createEntry({ title: "first", body: "text", tags: ["a", "b", "a"] }, as(t.tenantId));
-    expect(entry).toMatchObject({ title: "first", body: "text", tags: ["a", "b"], etag: "1" });
-    const { entry: updated } = await backend.entries.updateEntry({ id: entry!.id, title: "renamed", updateMask: { paths: ["title"] }, etag: entry!.etag }, as(t.tenantId));
-    expect(updated).toMatchObject({ title: "renamed", etag: "2" });
-    expect(await codeOf(backend.entries.updateEntry({ id: entry!.id, body: "lost", updateMask: { paths: ["body"] }, etag: entry!.etag }, as(t.tenantId)))).toBe("Aborted");
-    await backend.entries.createEntry({ title: "second", tags: ["b"] }, as(t.tenantId));
-    expect((await backend.entries.listEntries({ tag: "b" }, as(t.tenantId))).entries.map((e) => e.title)).toEqual(["second", "renamed"]);
-    await backend.entries.deleteEntry({ id: entry!.id }, as(t.tenantId));
-    expect(await codeOf(backend.entries.getEntry({ id: entry!.id }, as(t.tenantId)))).toBe("NotFound");
-  });
-
-  it("answers a repeated request_id of a pooled tenant with the first response, and keeps each tenant's ids apart", async () => {
-    const [a, b] = [await backend.createTenant(pooled), await backend.createTenant(pooled)];
-    const requestId = randomUUID();
-    const first = await backend.entries.createEntry({ title: "once", requestId }, as(a.tenantId));
-    expect(await backend.entries.createEntry({ title: "once", requestId }, as(a.tenantId))).toEqual(first);
-    const other = await backend.entries.createEntry({ title: "once", requestId }, as(b.tenantId));
-    expect(other.entry?.id).not.toBe(first.entry?.id);
-    for (const t of [a, b]) {
-      expect(await backend.sqlAs(t, "select count(*)::int as n from entries")).toEqual([{ n: 1 }]);
-      expect(await backend.sqlAs(t, "select count(*)::int as n from request_ids")).toEqual([{ n: 1 }]);
-    }
   });
 
   it("holds a pooled tenant to its storage limit by what it stores, not by the pool database's size", async () => {

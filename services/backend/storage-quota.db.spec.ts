@@ -2,6 +2,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { placements } from "../testing/placements.ts";
 import { startSingleBackend, type SingleBackend } from "../testing/single-service.ts";
 
 const limit = 12 * 1024 * 1024;
@@ -15,17 +16,17 @@ async function code(call: Promise<unknown>): Promise<string> {
   return call.then(() => "ok", (e: unknown) => Code[ConnectError.from(e).code]);
 }
 
-describe("storage limit", () => {
-  it("refuses writes with RESOURCE_EXHAUSTED once the database is over the tier's storage, and lifts it with the tier", async () => {
-    const tenant = await backend.createTenant({ maxStorageBytes: limit });
+// A dedicated tenant's storage is its database's size; a pooled tenant's, what its role owns in the pool database.
+describe.each(placements)("storage limit ($name tenants)", ({ placement }) => {
+  it("refuses writes with RESOURCE_EXHAUSTED once the tenant stores more than the tier's storage, and lifts it with the tier", async () => {
+    const tenant = await backend.createTenant({ maxStorageBytes: limit, placement });
     const headers = { headers: { "x-tenant-id": tenant.tenantId } };
+    // The first write measures the tenant, and finds it under its limit.
     const { entry } = await backend.entries.createEntry({ title: "before" }, headers);
-    const [{ bytes }] = (await backend.sql<{ bytes: string }>(tenant.database, "select pg_database_size(current_database()) as bytes")) as [{ bytes: string }];
-    expect(Number(bytes)).toBeLessThan(limit);
 
-    // Fill the database past the limit behind Backend's back.
-    await backend.sql(tenant.database, "create table public.ballast as select i, repeat(md5(i::text), 40) as filler from generate_series(1, 8000) i");
-    await backend.sql(tenant.database, "vacuum public.ballast");
+    // Fill the tenant's schema past the limit behind Backend's back, as the tenant.
+    await backend.sqlAs(tenant, "create table ballast as select i, repeat(md5(i::text), 40) as filler from generate_series(1, 12000) i");
+    await backend.sqlAs(tenant, "vacuum ballast");
     let outcome = "ok";
     const deadline = Date.now() + 10_000;
     while (outcome === "ok" && Date.now() < deadline) {
@@ -40,7 +41,7 @@ describe("storage limit", () => {
     expect(await code(backend.entries.getEntry({ id: entry!.id }, headers))).toBe("ok");
     expect(await code(backend.entries.deleteEntry({ id: entry!.id }, headers))).toBe("ok");
     // Nothing refused was written.
-    expect(await backend.sql(tenant.database, "select 1 from backend.entries where title in ('refused', 'changed')")).toEqual([]);
+    expect(await backend.sqlAs(tenant, "select 1 from entries where title in ('refused', 'changed')")).toEqual([]);
 
     // Another tier, another limit: the change reaches Backend through the feed.
     backend.changeTenant(tenant.tenantId, { tier: Tier.ENTERPRISE, maxStorageBytes: 0n });
@@ -52,7 +53,7 @@ describe("storage limit", () => {
   });
 
   it("does not touch tenants under their limit", async () => {
-    const tenant = await backend.createTenant({ maxStorageBytes: limit });
+    const tenant = await backend.createTenant({ maxStorageBytes: limit, placement });
     for (let i = 0; i < 3; i++) {
       expect(await code(backend.entries.createEntry({ title: `entry ${i}` }, { headers: { "x-tenant-id": tenant.tenantId } }))).toBe("ok");
     }

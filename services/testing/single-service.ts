@@ -27,6 +27,7 @@ import {
 } from "../mesh/index.ts";
 import { declaredCatalog } from "./declared-catalog.ts";
 import { freePort } from "./free-port.ts";
+import { sqlAs } from "./sql-as.ts";
 import { StubTenantDirectory, type RouteChange } from "./stub-tenant-directory.ts";
 import { StubUserTokens } from "./stub-user-tokens.ts";
 import { TestServer } from "./test-server.ts";
@@ -49,7 +50,9 @@ export interface NewTenantOptions {
   /**
    * POOLED: the tenant's role and schema in the service's pool database
    * (made with the first such tenant), reached through the pool's login.
-   * Otherwise a database of its own, with a route that names no placement.
+   * Otherwise a database of its own; its route says DEDICATED when asked
+   * to, and otherwise names no placement, as a Platform from before
+   * placements would.
    */
   placement?: Placement;
 }
@@ -227,25 +230,14 @@ async function startSingleService(
         password,
         maxUsers,
         maxStorageBytes: BigInt(maxStorageBytes),
+        placement,
       });
       await service.tenancy.migrate(route);
       directory.set(route);
       return route;
     },
     changeTenant: (tenantId, change) => directory.change(tenantId, change),
-    async sqlAs<R extends pg.QueryResultRow>(route: TenantRoute, text: string, values?: unknown[]) {
-      const client = new pg.Client({ host: route.host, port: route.port, database: route.database, user: route.user, password: route.password });
-      await client.connect();
-      try {
-        if (route.sessionRole !== "") {
-          await client.query(`set role ${pg.escapeIdentifier(route.sessionRole)}`);
-        }
-        await client.query(`set search_path to ${pg.escapeIdentifier(route.schemaPrefix + name)}`);
-        return (await client.query<R>(text, values)).rows;
-      } finally {
-        await client.end();
-      }
-    },
+    sqlAs: <R extends pg.QueryResultRow>(route: TenantRoute, text: string, values?: unknown[]) => sqlAs<R>(route, name, text, values),
     client(descriptor, interceptors = []) {
       const transport = createGrpcJsTransport({ address: `127.0.0.1:${grpcPort}`, interceptors });
       transports.push(transport);

@@ -29,6 +29,7 @@ import type { PlatformHooks } from "../platform/platform.ts";
 import type { ServiceStart } from "../registry.ts";
 import { TestAccessTokens } from "./access-tokens.ts";
 import { planMesh, schemaServices, type PlannedService, type UnregisteredService } from "./mesh-plan.ts";
+import { sqlAs } from "./sql-as.ts";
 import { TestServer } from "./test-server.ts";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
@@ -145,6 +146,12 @@ export interface TestMesh {
   login(tenantId: string, user: TenantUser): Promise<string>;
   /** Runs SQL as the superuser in a database of the tests' server. */
   sql<R extends pg.QueryResultRow = Record<string, unknown>>(database: string, text: string, values?: unknown[]): Promise<R[]>;
+  /**
+   * Runs SQL in a tenant's schema of a service as the tenant's role, by the
+   * route Platform resolves (see `sqlAs` in sql-as.ts): the same unqualified
+   * SQL for a dedicated tenant and a pooled one.
+   */
+  sqlAs<R extends pg.QueryResultRow = Record<string, unknown>>(tenantId: string, service: string, text: string, values?: unknown[]): Promise<R[]>;
   stop(): Promise<void>;
 }
 
@@ -316,6 +323,10 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       return accessToken;
     },
     sql: server.sql.bind(server),
+    async sqlAs<R extends pg.QueryResultRow>(tenantId: string, service: string, text: string, values?: unknown[]) {
+      const { route } = await platformMeshClient.resolveTenant({ tenantId });
+      return sqlAs<R>(route!, service, text, values);
+    },
     async stop() {
       transports.forEach((t) => t.close());
       await Promise.all([...running.keys()].map(stopService));

@@ -10,7 +10,6 @@ describe("a new service's names", () => {
       camel: "auditLog",
       Pascal: "AuditLog",
       package: "audit_log",
-      schemaSql: '"audit-log"',
       entity: "lineItem",
       Entity: "LineItem",
       entities: "lineItems",

@@ -31,8 +31,6 @@ export interface ServiceNaming {
   readonly Pascal: string;
   /** The proto package's segment and the permissions' prefix ("audit_log"). */
   readonly package: string;
-  /** The schema as SQL writes it: quoted, so that a hyphen or a reserved word is no trouble (`"audit-log"`). */
-  readonly schemaSql: string;
   /** The entity in identifiers, singular and plural ("lineItem", "LineItem", "lineItems", "LineItems"). */
   readonly entity: string;
   readonly Entity: string;
@@ -51,7 +49,7 @@ export interface ServiceNaming {
 
 /**
  * Checks a new service's name (the command's argument): lower-case letters,
- * digits and hyphens, starting with a letter, at most 40 characters.
+ * digits and hyphens, starting with a letter, at most 16 characters.
  */
 export function checkServiceName(name: string): string {
   if (!serviceNamePattern.test(name) || name.length > maxServiceName) {
@@ -84,7 +82,6 @@ export function serviceNaming(name: string, entity: string): ServiceNaming {
     camel: camel(words),
     Pascal: pascal(words),
     package: words.join("_"),
-    schemaSql: `"${name}"`,
     entity: camel(entityWords),
     Entity: pascal(entityWords),
     entities: camel(pluralWords),

@@ -5,7 +5,7 @@ import { tenantCallDuration, tenantCallErrors } from "../telemetry/instrument-na
 import { kLogTenant, type Logger } from "../telemetry/logger.ts";
 import type { Telemetry } from "../telemetry/telemetry.ts";
 import { kTenant } from "../tenancy/tenant-context.ts";
-import type { TenantRoute } from "../tenancy/tenant-directory.ts";
+import { Placement, type TenantRoute } from "../tenancy/tenant-directory.ts";
 import { isTenantId, tenantIdHeader } from "../wire/tenant-id.ts";
 
 /** Histogram buckets for call latencies, in seconds. */
@@ -84,8 +84,18 @@ function tenantAttributesOf(route: TenantRoute): Attributes {
 }
 
 /**
+ * A resolved tenant's placement as its calls' spans say it (`tenant.placement`):
+ * `pooled`, or `dedicated` (as is a route that names none, from a Platform
+ * that predates placements).
+ */
+function placementAttribute(route: TenantRoute): string {
+  return route.placement === Placement.POOLED ? "pooled" : "dedicated";
+}
+
+/**
  * The outermost interceptor of every service: a server span per call (joined
- * to the caller's trace from `traceparent`), the call's latency by service,
+ * to the caller's trace from `traceparent`) with its tenant's id and, once
+ * the tenant is resolved, its placement; the call's latency by service,
  * method and code, and per tenant; the span and tenant id are the active
  * context while the call runs, so that log lines and mesh calls carry them.
  * A streaming call is measured until its stream ends, and each step of the
@@ -127,6 +137,7 @@ export function telemetryInterceptor(telemetry: Telemetry, log: Logger): Interce
       // Only a tenant the call resolved gets series: made-up ids cannot take the bounded slots.
       const tenant = req.contextValues.get(kTenant);
       if (tenant !== undefined) {
+        span.setAttribute("tenant.placement", placementAttribute(tenant));
         const attributes = tenantAttributesOf(tenant);
         tenantDuration.record(seconds, attributes);
         if (code !== undefined) {
