@@ -5,6 +5,7 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Move, MoveMode } from "./move_pb.js";
+import type { Placement } from "./platform_service_pb.js";
 
 /**
  * Describes the file tenantry/platform/v1/move_service.proto.
@@ -26,7 +27,7 @@ export declare type MoveTenantRequest = Message<"tenantry.platform.v1.MoveTenant
 
   /**
    * The cluster to move it to (see ClusterService): accepting, with room,
-   * not the tenant's own.
+   * not the tenant's own unless target_placement changes the placement.
    *
    * @generated from field: string target_cluster = 2;
    */
@@ -46,6 +47,18 @@ export declare type MoveTenantRequest = Message<"tenantry.platform.v1.MoveTenant
    * @generated from field: bool compare_digests = 4;
    */
   compareDigests: boolean;
+
+  /**
+   * The placement the tenant has once moved; unspecified keeps its
+   * placement. PLACEMENT_DEDICATED for a pooled tenant promotes it to a
+   * database of its own (online where possible, on its own cluster or
+   * another); PLACEMENT_POOLED for a dedicated tenant gives it schemas in a
+   * pool database of the target cluster (always a copy under freeze: the
+   * schemas' names differ on the two sides).
+   *
+   * @generated from field: tenantry.platform.v1.Placement target_placement = 5;
+   */
+  targetPlacement: Placement;
 };
 
 /**

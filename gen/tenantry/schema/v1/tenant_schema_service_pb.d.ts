@@ -52,6 +52,23 @@ export declare type DatabaseTarget = Message<"tenantry.schema.v1.DatabaseTarget"
    * @generated from field: string password = 5;
    */
   password: string;
+
+  /**
+   * The role each connection takes on with SET ROLE before migrating (a
+   * pooled tenant's schemas, reached through its pool database's login);
+   * empty to act as the login role itself.
+   *
+   * @generated from field: string session_role = 6;
+   */
+  sessionRole: string;
+
+  /**
+   * The service's schema there is schema_prefix followed by the service's
+   * name (as TenantRoute.schema_prefix); empty for the service's name alone.
+   *
+   * @generated from field: string schema_prefix = 7;
+   */
+  schemaPrefix: string;
 };
 
 /**
