@@ -9,6 +9,8 @@ export interface TenantDatabase {
   cluster: string;
   database: string;
   login: { user: string; password: string };
+  /** The prefix of the services' schemas there; none when unset (each service's schema is its name). */
+  schemaPrefix?: string;
 }
 
 /** What the functions below work with. */
@@ -29,7 +31,7 @@ export interface TenantDatabaseServices {
 export async function migrateDatabase(services: TenantDatabaseServices, target: TenantDatabase, versions: Map<string, string> | undefined, what: string): Promise<void> {
   const { clusters, schemas, migrateTimeoutMs } = services;
   const access = await clusters.access(target.cluster);
-  const endpoint = { host: access.host, port: access.port, database: target.database, ...target.login };
+  const endpoint = { host: access.host, port: access.port, database: target.database, ...target.login, schemaPrefix: target.schemaPrefix ?? "" };
   const permissions = versions === undefined ? (await schemas.permissionCatalog()).permissions : [];
   await eachService(schemas, async ({ name, client }) => {
     const toVersion = versions?.get(name);
@@ -62,17 +64,17 @@ export async function eachService(schemas: TenantDatabaseServices["schemas"], wo
 export async function schemaVersionsIn(services: Pick<TenantDatabaseServices, "clusters" | "schemas">, database: TenantDatabase): Promise<Map<string, string>> {
   const client = await services.clusters.connect(database.cluster, database.database, database.login);
   try {
-    return await readSchemaVersions(client, services.schemas.entries.map((e) => e.name));
+    return await readSchemaVersions(client, services.schemas.entries.map((e) => e.name), database.schemaPrefix);
   } finally {
     await client.end().catch(() => undefined);
   }
 }
 
-/** Each named service's schema version in the database `client` is connected to, for those that have a schema there. */
-export async function readSchemaVersions(client: pg.ClientBase, services: string[]): Promise<Map<string, string>> {
+/** Each named service's schema version in the database `client` is connected to (its schema named `prefix` + service), for those that have a schema there. */
+export async function readSchemaVersions(client: pg.ClientBase, services: string[], prefix = ""): Promise<Map<string, string>> {
   const versions = new Map<string, string>();
   for (const service of services) {
-    const applied = await readAppliedMigrations(client, service);
+    const applied = await readAppliedMigrations(client, prefix + service);
     if (applied !== undefined) {
       versions.set(service, applied.at(-1) ?? "");
     }

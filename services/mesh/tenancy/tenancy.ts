@@ -233,11 +233,14 @@ export class Tenancy {
   /**
    * The connection target of a database named directly, with its own login
    * (a cluster's template database, for one): this service's schema there
-   * is its name, as in a tenant's dedicated database.
+   * is its name after `schemaPrefix` (none: its name alone, as in a
+   * tenant's dedicated database), and `sessionRole`, when given, is the
+   * role each lease takes on (a pooled tenant's, through its pool's login).
    */
-  databaseEndpoint(target: { host: string; port: number; database: string; user: string; password: string }): TenantEndpoint {
-    const { host, port, database, user, password } = target;
-    return { tenantId: `database:${host}:${port}/${database}`, host, port, database, user, password, schema: this.#schema, sessionRole: "" };
+  databaseEndpoint(target: { host: string; port: number; database: string; user: string; password: string; sessionRole?: string; schemaPrefix?: string }): TenantEndpoint {
+    const { host, port, database, user, password, sessionRole = "", schemaPrefix = "" } = target;
+    const id = `database:${host}:${port}/${database}${schemaPrefix === "" ? "" : `/${schemaPrefix}`}`;
+    return { tenantId: id, host, port, database, user, password, schema: schemaPrefix + this.#schema, sessionRole };
   }
 
   /** An EntityManager of its own for one call. Use it inside the tenant's scope. */

@@ -6,6 +6,7 @@ import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
 import { AddFleetLedger } from "./add-fleet-ledger.ts";
 import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
 import { AddMoves } from "./add-moves.ts";
+import { AddMovePlacements } from "./add-move-placements.ts";
 import { AddPlacements } from "./add-placements.ts";
 import { AddPermissionCatalog } from "./add-permission-catalog.ts";
 import { AddTenantOwner } from "./add-tenant-owner.ts";
@@ -26,4 +27,5 @@ export const migrations: MigrationObject[] = [
   { name: "0010-add-write-freezes", class: AddWriteFreezes },
   { name: "0011-add-moves", class: AddMoves },
   { name: "0012-add-placements", class: AddPlacements },
+  { name: "0013-add-move-placements", class: AddMovePlacements },
 ];
