@@ -436,6 +436,14 @@ export declare const DrainEventSchema: GenEnum<DrainEvent>;
  * UNAVAILABLE. Calls that reach the source between its shut-out and the
  * services learning the new route (moments) fail UNAVAILABLE too.
  *
+ * A pooled tenant is promoted to a database of its own (target_placement
+ * PLACEMENT_DEDICATED, on its own cluster or another) online only: its
+ * database keeps the tenant's schema prefix, so nothing is renamed at the
+ * cutover; the source is shut out by taking the tenant's role from its
+ * pool database's login and ending only the sessions last leased to the
+ * tenant (its neighbours' sessions go on), and its schemas there are
+ * dropped once the route has switched.
+ *
  * At every moment one database serves the tenant: once the route has
  * switched, the source refuses the tenant's connections; it is kept,
  * closed, for TENANTRY_MOVE_KEEP_MS and then dropped. The publication,
