@@ -6,7 +6,7 @@ import { ClusterService, ClusterState } from "../../../gen/tenantry/platform/v1/
 import { FleetService, MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
 import { MoveMode, MovePlacement, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
 import { MoveService } from "../../../gen/tenantry/platform/v1/move_service_pb.js";
-import { Placement, TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, TenantStatus, Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
 import { operatorCredentialInterceptor } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
@@ -507,5 +507,28 @@ describe("a pooled tenant promoted to a database of its own", () => {
     expect(frozen.code).toBe(Code.FailedPrecondition);
     expect((await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second", targetPlacement: 7 as Placement }))).code).toBe(Code.InvalidArgument);
     expect((await moves.listMoves({ tenantId: pooled.tenantId })).moves).toEqual([]);
+  });
+});
+
+describe("a tier change", () => {
+  it("starts the move to the new tier's placement and says so; a tier of the same placement moves nothing", async () => {
+    const pooled = await pooledTenant("tier-change");
+    const { tenant, move } = await mesh.platformClient.updateTenant({ tenantId: pooled.tenantId, tier: Tier.PREMIUM, updateMask: { paths: ["tier"] } });
+    expect(tenant!.tier).toBe(Tier.PREMIUM);
+    expect(move).toMatchObject({ state: MoveState.RUNNING, tenantId: pooled.tenantId, targetCluster: "default", sourcePlacement: MovePlacement.POOLED, targetPlacement: MovePlacement.DEDICATED });
+    expect(tenant!.move?.moveId).toBe(move!.moveId);
+    const deadline = Date.now() + 60_000;
+    while ((await moves.getMove({ moveId: move!.moveId })).move!.state === MoveState.RUNNING && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await moves.getMove({ moveId: move!.moveId })).move).toMatchObject({ state: MoveState.SUCCEEDED, step: "close-source" });
+    const promoted = (await mesh.platformClient.getTenant({ tenantId: pooled.tenantId })).tenant!;
+    expect([promoted.placement, promoted.tier, promoted.database]).toEqual([Placement.DEDICATED, Tier.PREMIUM, pooled.role]);
+    expect(await titles(pooled.tenantId)).toEqual(["first", "second", "third"]);
+    expect(await retried(() => mesh.login(pooled.tenantId, owner))).toMatch(/^ey/);
+
+    const unchanged = await mesh.platformClient.updateTenant({ tenantId: pooled.tenantId, tier: Tier.ENTERPRISE, updateMask: { paths: ["tier"] } });
+    expect([unchanged.tenant!.tier, unchanged.move]).toEqual([Tier.ENTERPRISE, undefined]);
+    expect((await moves.listMoves({ tenantId: pooled.tenantId })).moves).toHaveLength(1);
   });
 });
