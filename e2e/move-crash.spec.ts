@@ -133,6 +133,27 @@ describe("a promotion of a pooled tenant after a kill -9", () => {
   }
 });
 
+describe("a move into a pool database after a kill -9", () => {
+  const inside = (step: string) => (step === "cutover" ? ["cutover:frozen", step] : [step]);
+  for (const step of (moveSteps.copy_under_freeze as readonly string[]).flatMap(inside)) {
+    it(`ends with the tenant in its pool database, its own database closed, when Platform dies after "${step}"`, async () => {
+      const { tenantId, database } = await mesh.createTenant({ tenantId: mesh.uniqueTenantId(`d-${step.replace(":", "-")}`.slice(0, 12)), owner });
+      for (const title of ["one", "two"]) {
+        await mesh.entries.createEntry({ title }, headers(tenantId));
+      }
+      await crashAfter(`move:${step}`, (client) => client.moveTenant({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED }, { timeoutMs: 30_000 }));
+      expect(await settled(tenantId)).toMatchObject({ state: "succeeded", step: "close-source", error: null });
+      const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+      expect([tenant.status, tenant.placement, tenant.cluster]).toEqual([TenantStatus.ACTIVE, Placement.POOLED, "default"]);
+      expect(await databasesOf(mesh, tenantId)).toEqual([{ datname: database, datallowconn: false }]);
+      await retried(() => mesh.entries.createEntry({ title: "three" }, headers(tenantId)));
+      const { entries } = await retried(() => mesh.entries.listEntries({}, headers(tenantId)));
+      expect(entries.map((e) => e.title).sort()).toEqual(["one", "three", "two"]);
+      expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+    });
+  }
+});
+
 describe("a drain after a kill -9", () => {
   it("leaves its cluster DRAINING, its moves go on when Platform starts again, and the next call finishes the drain", async () => {
     const clusters = mesh.client("platform", ClusterService, [operatorCredentialInterceptor(mesh.operatorToken)]);

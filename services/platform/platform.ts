@@ -200,6 +200,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       keepMs: config.TENANTRY_MOVE_KEEP_MS,
       cutoverTimeoutMs: 30_000,
       copyBytesPerSecond: config.TENANTRY_MOVE_MAX_RATE,
+      poolMaxTenants: config.TENANTRY_POOL_MAX_TENANTS,
+      poolNamePrefix: `${platformDatabase}_pool`,
       stallMs: 60_000,
       pollMs: 100,
       log,

@@ -11,6 +11,8 @@ export interface TenantDatabase {
   login: { user: string; password: string };
   /** The prefix of the services' schemas there; none when unset (each service's schema is its name). */
   schemaPrefix?: string;
+  /** The role to take on with SET ROLE after logging in (a pooled tenant's, through its pool's login); none when unset. */
+  sessionRole?: string;
 }
 
 /** What the functions below work with. */
@@ -31,7 +33,7 @@ export interface TenantDatabaseServices {
 export async function migrateDatabase(services: TenantDatabaseServices, target: TenantDatabase, versions: Map<string, string> | undefined, what: string): Promise<void> {
   const { clusters, schemas, migrateTimeoutMs } = services;
   const access = await clusters.access(target.cluster);
-  const endpoint = { host: access.host, port: access.port, database: target.database, ...target.login, schemaPrefix: target.schemaPrefix ?? "" };
+  const endpoint = { host: access.host, port: access.port, database: target.database, ...target.login, schemaPrefix: target.schemaPrefix ?? "", sessionRole: target.sessionRole ?? "" };
   const permissions = versions === undefined ? (await schemas.permissionCatalog()).permissions : [];
   await eachService(schemas, async ({ name, client }) => {
     const toVersion = versions?.get(name);

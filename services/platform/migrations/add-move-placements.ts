@@ -1,9 +1,8 @@
 import { Migration } from "@mikro-orm/migrations";
 
 /**
- * Moves between placements: each move records the tenant's placement on
- * both sides, the schema prefix its target holds the services' schemas
- * under, and, for a promotion to a database of its own, the password of
+ * Moves between placements: each move records the tenant's placement and
+ * the prefix of the services' schemas on both sides, and, for a promotion to a database of its own, the password of
  * the login its role gets there (sealed), which the tenant's record takes
  * at the switch. Moves recorded before are dedicated on both sides.
  */
@@ -12,6 +11,7 @@ export class AddMovePlacements extends Migration {
     this.addSql(`alter table platform.moves
       add column source_placement varchar(20) not null default 'dedicated',
       add column target_placement varchar(20) not null default 'dedicated',
+      add column source_schema_prefix varchar(48) not null default '',
       add column target_schema_prefix varchar(48) not null default '',
       add column target_role_password bytea`);
   }

@@ -8,9 +8,9 @@ import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, type Cat
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Move } from "../entities/move.ts";
 import type { Tenant } from "../entities/tenant.ts";
-import { dropPooledSchemas, provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
+import { dropPooledSchemas, ensurePooledSchemas, provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
 import type { SchemaServices } from "../schema-services.ts";
-import { changeMove, getTenant, moveModes, placementNames, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
+import { changeMove, findPoolDatabase, getTenant, moveModes, placementNames, poolPasswordContext, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
 import { allowConnections, migrateDatabase, readSchemaVersions, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
 import {
   createMarkerTable,
@@ -146,14 +146,49 @@ export function promotes(move: Move): boolean {
   return pooledSource(move) && move.targetPlacement === placementNames.dedicated;
 }
 
+/** Whether the tenant's schemas go into a pool database. */
+export function pooledTarget(move: Move): boolean {
+  return move.targetPlacement === placementNames.pooled;
+}
+
 /**
- * The prefix of the services' schemas at the source: the target's, since
- * a move keeps the tenant's prefix (a promotion too: logical replication
- * matches tables by their qualified names, and the route keeps its prefix,
- * so nothing is renamed under the freeze).
+ * The prefix of the services' schemas at the source. A move keeps the
+ * tenant's prefix but into a pool database (a promotion too: logical
+ * replication matches tables by their qualified names, and the route keeps
+ * its prefix, so nothing is renamed under the freeze).
  */
 function sourcePrefix(move: Move): string {
-  return move.targetSchemaPrefix;
+  return move.sourceSchemaPrefix;
+}
+
+/** The target's schema of a source's schema. */
+function targetSchemaOf(move: Move): (schema: string) => string {
+  return (schema) => move.targetSchemaPrefix + schema.slice(move.sourceSchemaPrefix.length);
+}
+
+/** The login of the target's pool database (a move into a pool database). */
+async function poolLogin({ em, move, box }: MoveContext): Promise<{ user: string; password: string }> {
+  const pool = await findPoolDatabase(em, move.targetCluster, move.targetDatabase);
+  if (pool === undefined) {
+    throw new ConnectError(`pool database "${move.targetDatabase}" of cluster "${move.targetCluster}" is not recorded`, Code.FailedPrecondition);
+  }
+  return { user: pool.role, password: box.open(pool.rolePassword, poolPasswordContext(pool.cluster, pool.name)) };
+}
+
+/** Connects to the target as the tenant's role: its own login, or into a pool database its pool's login taking on the tenant's role. */
+async function connectTarget(context: MoveContext): Promise<pg.Client> {
+  const { clusters, move, tenant } = context;
+  if (!pooledTarget(move)) {
+    return clusters.connect(move.targetCluster, move.targetDatabase, targetDatabase(context).login);
+  }
+  const client = await clusters.connect(move.targetCluster, move.targetDatabase, await poolLogin(context));
+  try {
+    await client.query(`set role ${pg.escapeIdentifier(tenant.role!)}`);
+  } catch (error) {
+    await client.end().catch(() => undefined);
+    throw error;
+  }
+  return client;
 }
 
 /** The physical schemas of `services` under `prefix`. */
@@ -178,9 +213,11 @@ function sourceDatabase({ move, tenant, box }: MoveContext): TenantDatabase {
   return { cluster: move.sourceCluster, database: move.sourceDatabase, login, schemaPrefix: sourcePrefix(move) };
 }
 
+/** The target database; into a pool database, its login is the pool's (see {@link poolLogin}) and never read here. */
 function targetDatabase(context: MoveContext): TenantDatabase {
   const { move, box } = context;
-  return { cluster: move.targetCluster, database: move.targetDatabase, login: loginOf(box, targetTenant(context)), schemaPrefix: move.targetSchemaPrefix };
+  const login = pooledTarget(move) ? { user: "", password: "" } : loginOf(box, targetTenant(context));
+  return { cluster: move.targetCluster, database: move.targetDatabase, login, schemaPrefix: move.targetSchemaPrefix };
 }
 
 /** Runs `fn` on a connection to a tenant database, as its owner (the tenant's role) or as the cluster's admin. */
@@ -228,7 +265,31 @@ async function createRole(context: MoveContext): Promise<void> {
     const { rowCount } = await clusters.admin(move.targetCluster, (admin) => admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]));
     await changeMove(em, move, { targetRoleExisted: rowCount !== 0 });
   }
+  if (pooledTarget(move)) {
+    // Into a pool database: a NOLOGIN role taken on through the pool's login. One there already (the source's, on its server) keeps its login until the source is shut out.
+    await clusters.admin(move.targetCluster, async (admin) => {
+      if (!move.targetRoleExisted) {
+        const { rowCount } = await admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]);
+        if (rowCount === 0) {
+          await admin.query(`create role ${pg.escapeIdentifier(tenant.role!)} nologin`);
+        }
+      }
+      await grantToPool(admin, tenant.role!, move.targetDatabase);
+    });
+    return;
+  }
   await provisioningStep(provisioningStepTable["create-role"].perform)(context);
+}
+
+/** Makes the target: a database of the tenant's own, or its schemas in a pool database. */
+async function createDatabase(context: MoveContext): Promise<void> {
+  const { move, clusters, schemas, tenant } = context;
+  if (pooledTarget(move)) {
+    const target = { cluster: move.targetCluster, database: move.targetDatabase, role: tenant.role, schemaPrefix: move.targetSchemaPrefix };
+    await ensurePooledSchemas(clusters, target, schemas.entries.map((e) => e.name));
+    return;
+  }
+  await provisioningStep(provisioningStepTable["create-database"].perform)(context);
 }
 
 /**
@@ -239,8 +300,11 @@ async function createRole(context: MoveContext): Promise<void> {
 async function migrateSchemas(context: MoveContext): Promise<void> {
   const { move, tenant } = context;
   const versions = await sourceVersions(context);
-  await migrateDatabase(context, targetDatabase(context), versions, "the move's target database");
-  await inDatabase(context, targetDatabase(context), "owner", async (client) => {
+  const pooled = pooledTarget(move);
+  const target = pooled ? { ...targetDatabase(context), login: await poolLogin(context), sessionRole: tenant.role! } : targetDatabase(context);
+  await migrateDatabase(context, target, versions, "the move's target database");
+  // A pool database's tables are emptied by the admin: the pool's login acts only through SET ROLE.
+  await inDatabase(context, targetDatabase(context), pooled ? "admin" : "owner", async (client) => {
     const tables = await movedTables(client, physical(versions.keys(), move.targetSchemaPrefix));
     if (tables.length > 0) {
       await client.query(`truncate ${tables.map(quoted).join(", ")}`);
@@ -427,11 +491,11 @@ export async function checkStillAtSource({ em, move }: MoveContext): Promise<voi
   }
 }
 
-/** Gives every sequence of the services' schemas on the target the source's value (logical replication does not carry them). */
-async function copySequences(source: pg.ClientBase, target: pg.ClientBase, schemas: string[]): Promise<void> {
+/** Gives every sequence of the services' schemas on the target (in `targetSchemaOf` a source's schema) the source's value (logical replication does not carry them). */
+async function copySequences(source: pg.ClientBase, target: pg.ClientBase, schemas: string[], targetSchemaOf: (schema: string) => string = (schema) => schema): Promise<void> {
   for (const sequence of await listSequences(source, schemas)) {
     const { rows } = await source.query<{ last_value: string; is_called: boolean }>(`select last_value::text, is_called from ${quoted(sequence)}`);
-    await target.query("select setval($1::regclass, $2::bigint, $3)", [quoted(sequence), rows[0]!.last_value, rows[0]!.is_called]);
+    await target.query("select setval($1::regclass, $2::bigint, $3)", [quoted({ ...sequence, schema: targetSchemaOf(sequence.schema) }), rows[0]!.last_value, rows[0]!.is_called]);
   }
 }
 
@@ -487,6 +551,10 @@ function frozenSource({ move, tenant }: MoveContext): FrozenTenant {
  */
 async function copyUnderFreeze(context: MoveContext): Promise<void> {
   const { em, move, backups } = context;
+  if (pooledTarget(move)) {
+    await copyIntoPool(context);
+    return;
+  }
   const backup = await backups.create(move.tenantId, `move ${move.id}`);
   await changeMove(em, move, { backupId: backup.id, tableCount: backup.tableCount, tablesCopied: 0 });
   const { manifest, dataKey } = await backups.open(backup);
@@ -495,6 +563,39 @@ async function copyUnderFreeze(context: MoveContext): Promise<void> {
     loadBackup({ client, key: keyOf(backup), manifest, dataKey, storage: backups.storage, readBack: false }),
   );
   await changeMove(em, move, { tablesCopied: backup.tableCount });
+}
+
+/**
+ * Copies the tenant, its writes frozen and its source read-only, into its
+ * schemas of a pool database (each source schema's tables into the
+ * target's of the same service), as the tenant's role there, with the
+ * sequences; the schemas' names differ on the two sides, which a backup's
+ * load does not map (yet), so the tables are copied as an online move's
+ * initial copy copies them (unpaced: the tenant's writes wait).
+ */
+async function copyIntoPool(context: MoveContext): Promise<void> {
+  const { em, move } = context;
+  const versions = await sourceVersions(context);
+  const schemas = physical(versions.keys(), sourcePrefix(move));
+  const targetSchemas = physical(versions.keys(), move.targetSchemaPrefix);
+  const mapped = targetSchemaOf(move);
+  await inDatabase(context, sourceDatabase(context), "owner", async (source) => {
+    const target = await connectTarget(context);
+    try {
+      const tables = (await listTables(source, schemas)).filter((t) => t.name !== migrationTable);
+      await changeMove(em, move, { tableCount: tables.length, tablesCopied: 0 });
+      const progress = (tablesCopied: number) => recordMoveProgress(em, move.id, { tablesCopied, tableCount: tables.length });
+      const figures = await copyInSnapshot({ source, target, tables, schemas: targetSchemas, targetSchemaOf: mapped, bytesPerSecond: 0, copied: progress, signal: context.signal });
+      if (tables.length > 0) {
+        await target.query(`analyze ${tables.map((t) => quoted({ ...t, schema: mapped(t.schema) })).join(", ")}`);
+      }
+      await copySequences(source, target, schemas, mapped);
+      Object.assign(move, { tablesCopied: tables.length });
+      context.log.info({ moveId: move.id, tenantId: move.tenantId, ...figures, copyMs: Math.round(figures.copyMs), rebuildMs: Math.round(figures.rebuildMs) }, "move's tables copied into its pool database");
+    } finally {
+      await target.end().catch(() => undefined);
+    }
+  });
 }
 
 /**
@@ -541,7 +642,7 @@ async function cutover(context: MoveContext): Promise<void> {
     await frozenCutover(context, async () => {
       const source = await context.clusters.connect(context.move.sourceCluster, context.move.sourceDatabase, sourceDatabase(context).login);
       opened.push(source);
-      const target = await context.clusters.connect(context.move.targetCluster, context.move.targetDatabase, targetDatabase(context).login);
+      const target = await connectTarget(context);
       opened.push(target);
       return { source, target };
     });
@@ -575,7 +676,7 @@ async function frozenCutover(context: MoveContext, connect: () => Promise<{ sour
     const versions = await readSchemaVersions(source, services, sourcePrefix(move));
     checkSameVersions(versions, await readSchemaVersions(target, services, move.targetSchemaPrefix));
     const schemaNames = physical(versions.keys(), sourcePrefix(move));
-    await compareTables(source, target, await movedTables(source, schemaNames), { digests: move.compareDigests });
+    await compareTables(source, target, await movedTables(source, schemaNames), { digests: move.compareDigests, targetSchemaOf: targetSchemaOf(move) });
     await shutSourceOut(context);
     if (online) {
       // What an instance that missed the freeze wrote before it was shut out is on the target once this marker is.
@@ -624,8 +725,9 @@ async function removeReplication(context: MoveContext): Promise<void> {
 /** What each step does. */
 export const moveStepTable: { readonly [S in MoveStep]: MoveWork } = {
   "create-role": createRole,
-  "create-database": provisioningStep(provisioningStepTable["create-database"].perform),
-  "secure-database": provisioningStep(provisioningStepTable["secure-database"].perform),
+  "create-database": createDatabase,
+  // A pool database is secured once, when made; the tenant's schemas are its role's.
+  "secure-database": (context) => (pooledTarget(context.move) ? Promise.resolve() : provisioningStep(provisioningStepTable["secure-database"].perform)(context)),
   "migrate-schemas": migrateSchemas,
   publish: publishSource,
   "copy-tables": copyTables,
@@ -646,9 +748,21 @@ export const moveStepTable: { readonly [S in MoveStep]: MoveWork } = {
 export const moveRollback: MoveWork[] = [
   removeReplication,
   letSourceIn,
-  provisioningStep(rollbackStepTable["drop-database"]),
   async (context) => {
-    if (context.move.targetRoleExisted === false) {
+    const { move, clusters, tenant } = context;
+    if (pooledTarget(move)) {
+      await dropPooledSchemas(clusters, { cluster: move.targetCluster, database: move.targetDatabase, role: tenant.role, schemaPrefix: move.targetSchemaPrefix });
+      return;
+    }
+    await provisioningStep(rollbackStepTable["drop-database"])(context);
+  },
+  async (context) => {
+    if (pooledTarget(context.move) && context.move.targetRoleExisted === true) {
+      // The role the source logs in with (on its server): it only loses the pool's login again.
+      await context.clusters.admin(context.move.targetCluster, (admin) =>
+        admin.query(`revoke ${pg.escapeIdentifier(context.tenant.role!)} from ${pg.escapeIdentifier(context.move.targetDatabase)}`).then(() => undefined),
+      );
+    } else if (context.move.targetRoleExisted === false) {
       await provisioningStep(rollbackStepTable["drop-role"])(context);
     } else if (promotes(context.move) && context.move.targetRoleExisted === true) {
       // The pooled tenant's own role, given a login for its new database: it logs in no more.
@@ -672,7 +786,12 @@ async function closeSource(context: MoveContext): Promise<void> {
   const source = { cluster: move.sourceCluster, database: move.sourceDatabase, role: tenant.role, schemaPrefix: sourcePrefix(move) };
   await dropPooledSchemas(clusters, source);
   if (move.sourceCluster !== move.targetCluster && (await clusters.serverIdentity(move.sourceCluster)) !== (await clusters.serverIdentity(move.targetCluster))) {
-    await clusters.dropRole(move.sourceCluster, tenant.role!);
+    await clusters.dropRole(move.sourceCluster, tenant.role!).catch((error: { code?: string }) => {
+      // 2BP01: it still owns a database an earlier move keeps there; dropped with that database.
+      if (error.code !== "2BP01") {
+        throw error;
+      }
+    });
   }
   await changeMove(em, move, { sourceDropped: true });
 }

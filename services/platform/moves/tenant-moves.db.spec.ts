@@ -386,7 +386,7 @@ async function leasesOf(pool: string, tenantId: string): Promise<number[]> {
   return rows.map((r) => r.pid);
 }
 
-describe("a pooled tenant promoted to a database of its own", () => {
+describe("moves between placements", () => {
   it("is promoted online on its own cluster under writes: none lost, its pool neighbours served throughout and their sessions untouched", async () => {
     const promoted = await pooledTenant("promoted");
     const neighbour = await pooledTenant("pool-neighbour");
@@ -497,6 +497,75 @@ describe("a pooled tenant promoted to a database of its own", () => {
     expect(await mesh.sql("postgres", "select rolcanlogin from pg_roles where rolname = $1", [promoted.role])).toEqual([{ rolcanlogin: false }]);
     expect(await mesh.sql(promoted.pool, "select relname from pg_class where relname like 'tenantry_move_marker%'")).toEqual([]);
     expect(await replicationLeftovers("default")).toEqual([]);
+  });
+
+  it("goes back into a pool database under freeze, on its own cluster or another, and out again online", async () => {
+    const { tenantId, database } = await populatedTenant("demoted");
+    const neighbour = await pooledTenant("demotion-neighbour");
+    const prefix = `t_${tenantId.replaceAll("-", "_")}_`;
+    const online = await failure(moves.moveTenant({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED, mode: MoveMode.ONLINE }));
+    expect([online.code, online.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/under freeze only/)]);
+
+    const { move } = await moves.moveTenant({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED, compareDigests: true });
+    expect(move).toMatchObject({
+      state: MoveState.SUCCEEDED,
+      mode: MoveMode.COPY_UNDER_FREEZE,
+      step: "close-source",
+      sourceDatabase: database,
+      targetDatabase: neighbour.pool,
+      sourcePlacement: MovePlacement.DEDICATED,
+      targetPlacement: MovePlacement.POOLED,
+    });
+    const pooled = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+    expect([pooled.placement, pooled.cluster, pooled.database]).toEqual([Placement.POOLED, "default", neighbour.pool]);
+    expect(await titles(tenantId)).toEqual(["first", "second", "third"]);
+    expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+    await retried(() => mesh.entries.createEntry({ title: "in the pool" }, headers(tenantId)));
+    await mesh.sql(neighbour.pool, `insert into ${prefix}backend.tickets (note) values ('in the pool')`);
+    expect(await mesh.sql(neighbour.pool, `select max(number)::int as last from ${prefix}backend.tickets`)).toEqual([{ last: 6 }]);
+    expect(await mesh.sql("postgres", "select datallowconn from pg_database where datname = $1", [database])).toEqual([{ datallowconn: false }]);
+    expect(await mesh.sql("postgres", "select rolcanlogin from pg_roles where rolname = $1", [database])).toEqual([{ rolcanlogin: false }]);
+    expect(await titles(neighbour.tenantId)).toEqual(["first", "second", "third"]);
+
+    // Out again online (its schema prefix kept) to another cluster, and into a pool database there, which has none yet: one is made.
+    const { move: away } = await moves.moveTenant({ tenantId, targetCluster: "second", targetPlacement: Placement.DEDICATED });
+    expect(away).toMatchObject({ state: MoveState.SUCCEEDED, mode: MoveMode.ONLINE, targetPlacement: MovePlacement.DEDICATED });
+    const { move: pooledThere } = await moves.moveTenant({ tenantId, targetCluster: "second", targetPlacement: Placement.POOLED });
+    expect(pooledThere).toMatchObject({ state: MoveState.SUCCEEDED, mode: MoveMode.COPY_UNDER_FREEZE, targetCluster: "second", targetPlacement: MovePlacement.POOLED });
+    expect(pooledThere!.targetDatabase).toMatch(/_pool_\d+$/);
+    expect(await second.sql(pooledThere!.targetDatabase, "select nspname from pg_namespace where starts_with(nspname, $1) order by 1", [prefix])).toEqual([
+      { nspname: `${prefix}auth` },
+      { nspname: `${prefix}backend` },
+    ]);
+    expect(await titles(tenantId)).toEqual(["first", "in the pool", "second", "third"]);
+    expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+    expect(await replicationLeftovers("default")).toEqual([]);
+    expect(await replicationLeftovers("second")).toEqual([]);
+  });
+
+  it("is left in its own database when its move into a pool database fails: nothing left in the pool, its role as before", async () => {
+    const { tenantId, database } = await populatedTenant("demotion-rollback");
+    const prefix = `t_${tenantId.replaceAll("-", "_")}_`;
+    const hold = holdMovesAfter("migrate-schemas");
+    const moving = failure(moves.moveTenant({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED }));
+    await hold.reached;
+    let pool = "";
+    try {
+      pool = (await moves.listMoves({ tenantId })).moves[0]!.targetDatabase;
+      // The copy cannot load a table that is gone.
+      await mesh.sql(pool, `drop table ${prefix}backend.tickets`);
+    } finally {
+      hold.release();
+    }
+    const error = await moving;
+    expect(error.rawMessage).toMatch(/rolled back/);
+    const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+    expect([tenant.placement, tenant.database, tenant.move]).toEqual([Placement.DEDICATED, database, undefined]);
+    await retried(() => mesh.entries.createEntry({ title: "after the rollback" }, headers(tenantId)));
+    expect(await titles(tenantId)).toEqual(["after the rollback", "first", "second", "third"]);
+    expect(await mesh.sql(pool, "select nspname from pg_namespace where starts_with(nspname, $1)", [prefix])).toEqual([]);
+    expect(await mesh.sql("postgres", "select rolcanlogin from pg_roles where rolname = $1", [database])).toEqual([{ rolcanlogin: true }]);
+    expect(await mesh.sql("postgres", "select 1 from pg_auth_members where roleid = $1::regrole and member = $2::regrole", [database, pool])).toEqual([]);
   });
 
   it("refuses what it cannot do: another pool database, or a copy under freeze", async () => {

@@ -9,6 +9,7 @@ import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
 import { platformActor, type AuditLog } from "../audit-log.ts";
 import { answerOf, loginOf, reasonOf, refuseWhileRestoring, restoreLock } from "../backups/index.ts";
 import type { Move } from "../entities/move.ts";
+import { choosePoolDatabase } from "../provisioning/index.ts";
 import { SingleFlight } from "../single-flight.ts";
 import {
   auditOutcomes,
@@ -30,6 +31,7 @@ import {
   statusNames,
   type MoveModeName,
   placementNames,
+  pooledSchemaPrefix,
   rolePasswordContext,
 } from "../stores/index.ts";
 import { readSchemaVersions } from "../tenant-databases.ts";
@@ -46,6 +48,10 @@ export interface TenantMovesOptions extends MoveServices {
   locks: AdvisoryLocks;
   /** Every step, and every rollback, is recorded there. */
   audit: AuditLog;
+  /** How many pooled tenants one pool database holds at most (a move into one chooses it as provisioning does); 1000 when unset. */
+  poolMaxTenants?: number;
+  /** The names of pool databases made for moves into one are this followed by `_<n>`; "tenantry_pool" when unset. */
+  poolNamePrefix?: string;
   /** Called when a step's work is done, before it is recorded, and at points inside a step (for tests). */
   afterStep?: (moveId: string, step: string) => void | Promise<void>;
 }
@@ -114,8 +120,11 @@ export class TenantMoves {
     if (pooled && !changesPlacement) {
       throw new ConnectError(`tenant "${tenant.id}" is pooled: it moves to a database of its own (target_placement PLACEMENT_DEDICATED), not to another pool database`, Code.FailedPrecondition);
     }
-    if (!pooled && changesPlacement) {
-      throw new ConnectError(`tenant "${tenant.id}" has a database of its own: a move into a pool database is not built yet`, Code.FailedPrecondition);
+    if (!pooled && changesPlacement && request.mode === MoveMode.ONLINE) {
+      throw new ConnectError(
+        `tenant "${tenant.id}" goes into a pool database under freeze only (its schemas' names differ there); use MOVE_MODE_AUTO or MOVE_MODE_COPY_UNDER_FREEZE`,
+        Code.FailedPrecondition,
+      );
     }
     if (request.targetCluster === tenant.cluster && !changesPlacement) {
       throw new ConnectError(`tenant "${tenant.id}" is on cluster "${tenant.cluster}" already`, Code.InvalidArgument);
@@ -133,14 +142,17 @@ export class TenantMoves {
     if (pooled && request.mode === MoveMode.COPY_UNDER_FREEZE) {
       throw new ConnectError(`tenant "${tenant.id}" is pooled: it is promoted online only (its copy under freeze needs backups of pooled tenants); use MOVE_MODE_AUTO or MOVE_MODE_ONLINE`, Code.FailedPrecondition);
     }
-    const mode = await this.#chooseMode(pooled ? MoveMode.ONLINE : request.mode, source, request.targetCluster);
+    const demotes = !pooled && changesPlacement;
+    const mode = demotes ? moveModes.copyUnderFreeze : await this.#chooseMode(pooled ? MoveMode.ONLINE : request.mode, source, request.targetCluster);
     const id = randomUUID();
-    const targetDatabase = await clusters.admin(request.targetCluster, async (admin) => {
-      const name = tenantDatabaseName(tenant.id);
-      const { rowCount } = await admin.query("select 1 from pg_database where datname = $1", [name]);
-      // Taken by a database kept after an earlier move away from that cluster, say.
-      return rowCount === 0 ? name : `${name}_m${id.slice(0, 8)}`;
-    });
+    const targetDatabase = demotes
+      ? await choosePoolDatabase(em, clusters, box, request.targetCluster, this.#options, async () => {})
+      : await clusters.admin(request.targetCluster, async (admin) => {
+          const name = tenantDatabaseName(tenant.id);
+          const { rowCount } = await admin.query("select 1 from pg_database where datname = $1", [name]);
+          // Taken by a database kept after an earlier move away from that cluster, say.
+          return rowCount === 0 ? name : `${name}_m${id.slice(0, 8)}`;
+        });
     await em.transactional(async (tx) => {
       // Restores, their undos and offboarding take the same lock to check for moves.
       await lockForTransaction(tx, restoreLock(tenant.id));
@@ -157,7 +169,9 @@ export class TenantMoves {
         compareDigests: request.compareDigests,
         sourcePlacement: tenant.placement,
         targetPlacement: to,
-        targetSchemaPrefix: tenant.schemaPrefix,
+        sourceSchemaPrefix: tenant.schemaPrefix,
+        // Into a pool database the services' schemas need a prefix: the tenant's own if it has one.
+        targetSchemaPrefix: demotes && tenant.schemaPrefix === "" ? pooledSchemaPrefix(tenant.id) : tenant.schemaPrefix,
         // A promotion gives the tenant's role a login of its own on the target.
         targetRolePassword: pooled ? box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenant.id)) : null,
       });

@@ -32,11 +32,11 @@ export const moveStates = {
 
 /** A new move's record, RUNNING from its first step. */
 export type NewMoveRecord = Pick<Move, "id" | "tenantId" | "mode" | "step" | "sourceCluster" | "sourceDatabase" | "targetCluster" | "targetDatabase" | "compareDigests"> &
-  Partial<Pick<Move, "sourcePlacement" | "targetPlacement" | "targetSchemaPrefix" | "targetRolePassword">>;
+  Partial<Pick<Move, "sourcePlacement" | "targetPlacement" | "sourceSchemaPrefix" | "targetSchemaPrefix" | "targetRolePassword">>;
 
 /** Records a move being started; FAILED_PRECONDITION when one of the tenant is running already. */
 export async function insertMove(em: EntityManager, record: NewMoveRecord): Promise<Move> {
-  const move = em.create(Move, { sourcePlacement: "dedicated", targetPlacement: "dedicated", targetSchemaPrefix: "", targetRolePassword: null, ...record, state: moveStates.running, error: null, targetRoleExisted: null, backupId: null, tablesCopied: 0, tableCount: 0, sourceDropped: false, createdAt: new Date() });
+  const move = em.create(Move, { sourcePlacement: "dedicated", targetPlacement: "dedicated", sourceSchemaPrefix: "", targetSchemaPrefix: "", targetRolePassword: null, ...record, state: moveStates.running, error: null, targetRoleExisted: null, backupId: null, tablesCopied: 0, tableCount: 0, sourceDropped: false, createdAt: new Date() });
   try {
     await em.flush();
   } catch (error) {
