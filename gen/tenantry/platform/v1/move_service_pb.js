@@ -120,7 +120,11 @@ export const DrainEvent = /*@__PURE__*/
  * cutover; the source is shut out by taking the tenant's role from its
  * pool database's login and ending only the sessions last leased to the
  * tenant (its neighbours' sessions go on), and its schemas there are
- * dropped once the route has switched.
+ * dropped once the route has switched. A tenant with a database of its own
+ * goes into a pool database (target_placement PLACEMENT_POOLED) under
+ * freeze only: its tables and sequences are copied from its read-only
+ * database into its schemas there (prefixed: the names differ on the two
+ * sides, so logical replication cannot carry them), without a backup.
  *
  * At every moment one database serves the tenant: once the route has
  * switched, the source refuses the tenant's connections; it is kept,
