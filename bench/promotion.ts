@@ -14,7 +14,9 @@
 // (default 4 pooled tenants of the same pool database, each with one
 // writer and one reader), BENCH_EPHEMERAL=1 runs PostgreSQL without fsync,
 // BENCH_MOVE_MAX_RATE sets Platform's TENANTRY_MOVE_MAX_RATE (unset:
-// Platform's default).
+// Platform's default). Then BENCH_DEMOTIONS (default 1) of the promoted
+// tenants go back into the pool database under freeze, under the same
+// write load: total time and write freeze.
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -36,6 +38,7 @@ const entryCount = Number(process.env.BENCH_ENTRIES ?? 20_000);
 const writeRate = Number(process.env.BENCH_WRITE_RATE ?? 50);
 const writers = Number(process.env.BENCH_WRITERS ?? 4);
 const neighbourCount = Number(process.env.BENCH_NEIGHBOURS ?? 4);
+const demotionCount = Number(process.env.BENCH_DEMOTIONS ?? 1);
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
 const moveMaxRate = process.env.BENCH_MOVE_MAX_RATE;
 const password = "bench-password";
@@ -256,6 +259,52 @@ try {
       `promotion ${round}: ${figures.mb.toFixed(1)} MB in ${figures.total.toFixed(2)} s; write freeze ${figures.platformFreeze.toFixed(0)} ms (Backend held ${figures.backendFreeze?.toFixed(0) ?? "?"} ms, writers' gap ${figures.gap.toFixed(0)} ms); cutover write max ${figures.cutoverMax.toFixed(0)} ms, p99 ${figures.p99.toFixed(0)} ms; ${figures.writes} writes, ${figures.retried} retried, ${figures.failed} failed\n`,
     );
   }
+  // The way back: each promoted tenant (a database of its own now) into the pool database again, under freeze, under the same write load.
+  interface Demotion {
+    total: number;
+    freeze: number;
+    writes: number;
+    retried: number;
+    failed: number;
+    maxWrite: number;
+  }
+  const demotions: Demotion[] = [];
+  for (let round = 1; round <= Math.min(demotionCount, promotions); round++) {
+    const tenantId = `promoted-${round}`;
+    const { accessToken } = await auth.login({ email: "owner@example.com", password }, { headers: { "x-tenant-id": tenantId } });
+    const headers = { "x-tenant-id": tenantId, authorization: `Bearer ${accessToken}` };
+    const writes = steady(writeRate, writers, () =>
+      entries.createEntry({ title: `written ${randomUUID().slice(0, 8)}`, body: words(40), tags: ["load"], requestId: randomUUID() }, { headers, timeoutMs: 30_000 }),
+    );
+    await sleep(2000);
+    const started = now();
+    let move: Move;
+    try {
+      ({ move } = (await moveService.moveTenant({ tenantId, targetCluster: (await platform.getTenant({ tenantId })).tenant!.cluster, targetPlacement: Placement.POOLED }, { timeoutMs: 600_000 })) as {
+        move: Move;
+      });
+    } catch (error) {
+      await writes.stop();
+      process.stdout.write(`back into the pool ${round} failed: ${ConnectError.from(error).rawMessage}\n`);
+      continue;
+    }
+    const ended = now();
+    await sleep(2000);
+    await writes.stop();
+    const during = writes.calls.filter((w) => w.end >= started && w.start <= ended);
+    const demotion = {
+      total: (ended - started) / 1000,
+      freeze: Number(move.writeFreeze?.seconds ?? 0n) * 1000 + (move.writeFreeze?.nanos ?? 0) / 1e6,
+      writes: during.length,
+      retried: during.filter((w) => w.retries > 0).length,
+      failed: writes.calls.filter((w) => !w.ok).length,
+      maxWrite: Math.max(0, ...during.map((w) => w.end - w.start)),
+    };
+    demotions.push(demotion);
+    process.stdout.write(
+      `back into the pool ${round}: ${demotion.total.toFixed(2)} s, writes frozen ${demotion.freeze.toFixed(0)} ms, longest write ${demotion.maxWrite.toFixed(0)} ms; ${demotion.writes} writes, ${demotion.retried} retried, ${demotion.failed} failed\n`,
+    );
+  }
   await Promise.all(neighbourLoads.map((l) => l.stop()));
   const loadAfter = (await readFile("/proc/loadavg", "utf8")).split(" ").slice(0, 3).join(" ");
   const neighbourCalls = neighbourLoads.flatMap((l) => l.calls);
@@ -289,12 +338,20 @@ try {
     ]),
   ) + "\n",
   );
+  if (demotions.length > 0) {
+    process.stdout.write(
+      table(
+        ["back into the pool (under freeze)", "total s", "freeze ms", "longest write ms", "writes", "retried", "failed"],
+        demotions.map((d, i) => [String(i + 1), d.total.toFixed(2), d.freeze.toFixed(0), d.maxWrite.toFixed(0), String(d.writes), String(d.retried), String(d.failed)]),
+      ) + "\n",
+    );
+  }
   process.stdout.write(`steps (s, median): ${Object.keys(results[0]!.steps).map((s) => `${s} ${median(results.map((r) => r.steps[s] ?? 0)).toFixed(2)}`).join(", ")}\n`);
   process.stdout.write(
     `neighbours: ${neighbourCalls.length} calls, ${neighbourCalls.filter((c) => c.retries > 0).length} retried, ${neighbourCalls.filter((c) => !c.ok).length} failed${neighbourFailures.size === 0 ? "" : ` (${JSON.stringify(Object.fromEntries(neighbourFailures))})`}, p99 ${neighbourLatencies.length === 0 ? 0 : quantile(neighbourLatencies, 0.99).toFixed(0)} ms\n`,
   );
   const worstFreeze = Math.max(...results.map((r) => Math.max(r.platformFreeze, r.backendFreeze ?? 0, r.gap)));
-  const failedWrites = results.reduce((n, r) => n + r.failed, 0) + neighbourCalls.filter((c) => !c.ok).length;
+  const failedWrites = results.reduce((n, r) => n + r.failed, 0) + demotions.reduce((n, d) => n + d.failed, 0) + neighbourCalls.filter((c) => !c.ok).length;
   process.stdout.write(
     goalTable([
       {
@@ -303,7 +360,7 @@ try {
         shown: `${worstFreeze.toFixed(0)} (median Platform ${median(results.map((r) => r.platformFreeze)).toFixed(0)})`,
         atMost: 1000,
       },
-      { measure: "calls failed: the promoted tenant's writes and its neighbours' calls", figure: failedWrites, shown: String(failedWrites), atMost: 0 },
+      { measure: "calls failed: the moved tenants' writes and their neighbours' calls", figure: failedWrites, shown: String(failedWrites), atMost: 0 },
     ]) + "\n",
   );
   await admin.end();
