@@ -137,25 +137,26 @@ function targetTenant({ tenant, move }: MoveContext): Tenant {
 }
 
 /** Whether the tenant's schemas are in a pool database at the source. */
-export function pooledSource(move: Move): boolean {
+function pooledSource(move: Move): boolean {
   return move.sourcePlacement === placementNames.pooled;
 }
 
 /** Whether the move promotes a pooled tenant to a database of its own. */
-export function promotes(move: Move): boolean {
+function promotes(move: Move): boolean {
   return pooledSource(move) && move.targetPlacement === placementNames.dedicated;
 }
 
 /** Whether the tenant's schemas go into a pool database. */
-export function pooledTarget(move: Move): boolean {
+function pooledTarget(move: Move): boolean {
   return move.targetPlacement === placementNames.pooled;
 }
 
 /**
  * The prefix of the services' schemas at the source. A move keeps the
- * tenant's prefix but into a pool database (a promotion too: logical
- * replication matches tables by their qualified names, and the route keeps
- * its prefix, so nothing is renamed under the freeze).
+ * tenant's prefix, but for a tenant without one going into a pool database
+ * (a promotion keeps it too: logical replication matches tables by their
+ * qualified names, and the route keeps its prefix, so nothing is renamed
+ * under the freeze).
  */
 function sourcePrefix(move: Move): string {
   return move.sourceSchemaPrefix;
@@ -814,7 +815,7 @@ const leasePollMs = 5;
  * revoked from the pool's login, so each must end. Sessions of the
  * tenant's neighbours carry their own names and are left alone.
  */
-export async function endTenantLeases(admin: pg.ClientBase, database: string, tenantId: string): Promise<void> {
+async function endTenantLeases(admin: pg.ClientBase, database: string, tenantId: string): Promise<void> {
   const suffix = `@${tenantId}`;
   for (let quiet = 0; quiet < 2; ) {
     const { rowCount } = await admin.query(
