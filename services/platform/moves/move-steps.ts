@@ -151,18 +151,18 @@ function pooledTarget(move: Move): boolean {
   return move.targetPlacement === placementNames.pooled;
 }
 
-/**
- * The prefix of the services' schemas at the source. A move keeps the
- * tenant's prefix, but for a tenant without one going into a pool database
- * (a promotion keeps it too: logical replication matches tables by their
- * qualified names, and the route keeps its prefix, so nothing is renamed
- * under the freeze).
- */
+/** The prefix of the services' schemas at the source: the tenant's when the move began. */
 function sourcePrefix(move: Move): string {
   return move.sourceSchemaPrefix;
 }
 
-/** The target's schema of a source's schema. */
+/**
+ * The target's schema of a source's schema. A move keeps the tenant's
+ * prefix, but for a tenant without one going into a pool database (a
+ * promotion keeps it too: logical replication matches tables by their
+ * qualified names, and the route keeps its prefix, so nothing is renamed
+ * under the freeze).
+ */
 function targetSchemaOf(move: Move): (schema: string) => string {
   return (schema) => move.targetSchemaPrefix + schema.slice(move.sourceSchemaPrefix.length);
 }
