@@ -52,7 +52,9 @@ export declare type Move = Message<"tenantry.platform.v1.Move"> & {
    * subscribe, initial-copy, catch-up, cutover; under freeze cutover alone
    * (it copies);
    * then remove-replication (online), close-source. "rollback" while a
-   * failed move is undone.
+   * failed move is undone. Into a pool database, create-database makes the
+   * tenant's schemas there and secure-database has nothing to do; out of
+   * one, close-source drops the tenant's schemas there.
    *
    * @generated from field: string step = 5;
    */
