@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClusterService } from "../gen/tenantry/platform/v1/cluster_service_pb.js";
+import { Placement } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { retried } from "../services/testing/retried.ts";
 import { startSecondServer, type SecondServer } from "../services/testing/second-server.ts";
@@ -115,6 +116,23 @@ describe("tenantry tenants move", () => {
     const everyTenant = await json(["moves", "list"]);
     expect(everyTenant.moves.map((m: { moveId: string }) => m.moveId)).toContain(moveId);
     expect((await json(["moves", "get", moveId!])).move).toMatchObject({ moveId, tenantId, state: "MOVE_STATE_SUCCEEDED", targetCluster: "second" });
+  });
+
+  it("promotes a pooled tenant to a database of its own on its cluster with --placement dedicated", async () => {
+    const { tenantId, database: pool } = await mesh.createTenant({ tenantId: mesh.uniqueTenantId("cli-promote"), owner, placement: Placement.POOLED });
+    await mesh.entries.createEntry({ title: "first" }, headers(tenantId));
+    const { cluster } = (await json(["tenants", "get", tenantId])).tenant;
+    const run = await tenantry(["tenants", "move", tenantId, "--placement", "dedicated"]);
+    expect(run, run.stderr).toMatchObject({ code: 0 });
+    expect(run.stdout).toMatch(/^state: +succeeded$/m);
+    expect(run.stdout).toMatch(new RegExp(`^from: +${cluster} ${pool} \\(pooled\\)$`, "m"));
+    expect(run.stdout).toMatch(new RegExp(`^to: +${cluster} tenant_\\S+ \\(dedicated\\)$`, "m"));
+    const after = await tenantry(["tenants", "get", tenantId]);
+    expect(after.stdout).toMatch(/^placement: +dedicated$/m);
+    expect(await titles(tenantId)).toEqual(["first"]);
+    const nowhere = await tenantry(["tenants", "move", tenantId]);
+    expect(nowhere.code).not.toBe(0);
+    expect(nowhere.stderr).toMatch(/--to <cluster>, --placement dedicated\|pooled/);
   });
 
   it("answers --json with the finished move, and moves the tenant back in the mode asked for", async () => {

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClusterService, ClusterState } from "../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { MoveMode } from "../gen/tenantry/platform/v1/move_pb.js";
 import { DrainEvent, MoveService } from "../gen/tenantry/platform/v1/move_service_pb.js";
-import { TenantStatus } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, TenantStatus } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { moveSteps } from "../services/platform/moves/index.ts";
 import { callAndCrash } from "../services/testing/platform-crash.ts";
@@ -107,6 +107,52 @@ for (const { mode, steps } of modes) {
     }
   });
 }
+
+describe("a promotion of a pooled tenant after a kill -9", () => {
+  const inside = (step: string) => (step === "copy-tables" ? ["copy-tables:copying", step] : step === "cutover" ? ["cutover:frozen", step] : [step]);
+  for (const step of (moveSteps.online as readonly string[]).flatMap(inside)) {
+    it(`ends with the tenant in a database of its own, nothing of it left in its pool database, when Platform dies after "${step}"`, async () => {
+      const { tenantId, database: pool } = await mesh.createTenant({ tenantId: mesh.uniqueTenantId(`p-${step.replace(":", "-")}`.slice(0, 12)), owner, placement: Placement.POOLED });
+      const prefix = `t_${tenantId.replaceAll("-", "_")}_`;
+      for (const title of ["one", "two"]) {
+        await mesh.entries.createEntry({ title }, headers(tenantId));
+      }
+      await crashAfter(`move:${step}`, (client) => client.moveTenant({ tenantId, targetCluster: "default", targetPlacement: Placement.DEDICATED }, { timeoutMs: 30_000 }));
+      expect(await settled(tenantId)).toMatchObject({ state: "succeeded", step: "close-source", error: null });
+      const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+      expect([tenant.status, tenant.placement, tenant.cluster]).toEqual([TenantStatus.ACTIVE, Placement.DEDICATED, "default"]);
+      expect(await databasesOf(mesh, tenantId)).toEqual([{ datname: tenant.database, datallowconn: true }]);
+      await retried(() => mesh.entries.createEntry({ title: "three" }, headers(tenantId)));
+      const { entries } = await retried(() => mesh.entries.listEntries({}, headers(tenantId)));
+      expect(entries.map((e) => e.title).sort()).toEqual(["one", "three", "two"]);
+      expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+      expect(await mesh.sql(pool, "select nspname from pg_namespace where starts_with(nspname, $1)", [prefix])).toEqual([]);
+      expect(await mesh.sql(pool, "select relname from pg_class where relname like 'tenantry\\_move\\_marker%' union all select pubname from pg_publication")).toEqual([]);
+      expect(await replicationOf(mesh)).toEqual([]);
+    });
+  }
+});
+
+describe("a move into a pool database after a kill -9", () => {
+  const inside = (step: string) => (step === "cutover" ? ["cutover:frozen", step] : [step]);
+  for (const step of (moveSteps.copy_under_freeze as readonly string[]).flatMap(inside)) {
+    it(`ends with the tenant in its pool database, its own database closed, when Platform dies after "${step}"`, async () => {
+      const { tenantId, database } = await mesh.createTenant({ tenantId: mesh.uniqueTenantId(`d-${step.replace(":", "-")}`.slice(0, 12)), owner });
+      for (const title of ["one", "two"]) {
+        await mesh.entries.createEntry({ title }, headers(tenantId));
+      }
+      await crashAfter(`move:${step}`, (client) => client.moveTenant({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED }, { timeoutMs: 30_000 }));
+      expect(await settled(tenantId)).toMatchObject({ state: "succeeded", step: "close-source", error: null });
+      const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+      expect([tenant.status, tenant.placement, tenant.cluster]).toEqual([TenantStatus.ACTIVE, Placement.POOLED, "default"]);
+      expect(await databasesOf(mesh, tenantId)).toEqual([{ datname: database, datallowconn: false }]);
+      await retried(() => mesh.entries.createEntry({ title: "three" }, headers(tenantId)));
+      const { entries } = await retried(() => mesh.entries.listEntries({}, headers(tenantId)));
+      expect(entries.map((e) => e.title).sort()).toEqual(["one", "three", "two"]);
+      expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+    });
+  }
+});
 
 describe("a drain after a kill -9", () => {
   it("leaves its cluster DRAINING, its moves go on when Platform starts again, and the next call finishes the drain", async () => {

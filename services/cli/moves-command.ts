@@ -3,7 +3,8 @@ import { durationMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { Command } from "commander";
 import { setTimeout as sleep } from "node:timers/promises";
-import { MoveMode, MoveState, type Move } from "../../gen/tenantry/platform/v1/move_pb.js";
+import { MoveMode, MovePlacement, MoveState, type Move } from "../../gen/tenantry/platform/v1/move_pb.js";
+import type { Placement } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { GetMoveResponseSchema, ListMovesResponseSchema, MoveTenantResponseSchema, type MoveService, type MoveTenantResponse } from "../../gen/tenantry/platform/v1/move_service_pb.js";
 import { ExitCode, exitCodeOf } from "./exit-codes.ts";
 import { modeLabel, MoveProgress, tablesCopiedLabel } from "./move-progress.ts";
@@ -83,6 +84,8 @@ export interface MoveRequest {
   targetCluster: string;
   mode: MoveMode;
   compareDigests: boolean;
+  /** Its placement once moved; PLACEMENT_UNSPECIFIED keeps its own. */
+  targetPlacement: Placement;
 }
 
 /** Runs `tenants move`: the move with its progress, then its record; or why it did not end here. */
@@ -250,8 +253,8 @@ export function printMove(output: Output, move: Move | undefined): void {
     ["step", move.step],
     ["error", move.error],
     ["mode", modeLabel(move.mode)],
-    ["from", `${move.sourceCluster} ${move.sourceDatabase}`.trim()],
-    ["to", `${move.targetCluster} ${move.targetDatabase}`.trim()],
+    ["from", `${move.sourceCluster} ${move.sourceDatabase}${placementNote(move, move.sourcePlacement)}`.trim()],
+    ["to", `${move.targetCluster} ${move.targetDatabase}${placementNote(move, move.targetPlacement)}`.trim()],
     ["tables copied", move.tableCount === 0 ? "" : tablesCopiedLabel(move)],
     ["compare digests", move.compareDigests ? "yes" : "no"],
     ["write freeze", move.writeFreeze === undefined ? "" : `${(durationMs(move.writeFreeze) / 1000).toFixed(3)}s`],
@@ -261,4 +264,9 @@ export function printMove(output: Output, move: Move | undefined): void {
     ["took", durationLabel(move.createTime, move.finishTime)],
     ["source", sourceKept],
   ]);
+}
+
+/** A placement of a move that changes the tenant's, as " (pooled)" after a database; nothing for a move within one placement. */
+function placementNote(move: Move, placement: MovePlacement): string {
+  return move.sourcePlacement === move.targetPlacement ? "" : ` (${enumLabel(MovePlacement, placement)})`;
 }

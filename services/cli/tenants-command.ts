@@ -32,7 +32,8 @@ interface CreateOptions {
 
 /** Options of `tenants move`. */
 interface MoveOptions {
-  to: string;
+  to?: string;
+  placement?: string;
   mode?: string;
   compareDigests?: boolean;
 }
@@ -134,11 +135,17 @@ export function addTenantsCommand(program: Command): void {
   tenants
     .command("move")
     .description(
-      "move an active tenant's database to another cluster while it is served, and answer once it is served from there " +
+      "move an active tenant's database to another cluster or placement while it is served, and answer once it is served from there " +
         "(or the move failed and was rolled back); its step and tables copied shown as it goes (no deadline unless --timeout)",
     )
     .argument("<id>", "the tenant's id")
-    .requiredOption("--to <cluster>", "the cluster to move it to")
+    .option("--to <cluster>", "the cluster to move it to; default with --placement: its own")
+    .addOption(
+      new Option("--placement <placement>", "its placement once moved: a database of its own (dedicated) or schemas in a shared pool database (pooled); default: its own").choices([
+        "dedicated",
+        "pooled",
+      ]),
+    )
     .addOption(
       new Option("--mode <mode>", "online (logical replication; writes wait only for the cutover), copy (a snapshot copy, writes frozen throughout) or auto (online where possible)")
         .choices(moveModeNames)
@@ -146,9 +153,14 @@ export function addTenantsCommand(program: Command): void {
     )
     .option("--compare-digests", "also compare every table's SHA-256 on both sides at the cutover, not only its rows (the write freeze lasts longer)")
     .action((tenantId: string, options: MoveOptions, command: Command) =>
-      withPlatform(command, (session) =>
-        runMove(session, { tenantId, targetCluster: options.to, mode: moveModeOf(options.mode ?? "auto"), compareDigests: options.compareDigests === true }),
-      ),
+      withPlatform(command, async (session) => {
+        if (options.to === undefined && options.placement === undefined) {
+          throw new ConnectError("say where the tenant goes: --to <cluster>, --placement dedicated|pooled, or both", Code.InvalidArgument);
+        }
+        const targetCluster = options.to ?? (await session.platform.getTenant({ tenantId }, session.call)).tenant?.cluster ?? "";
+        const targetPlacement = options.placement === undefined ? Placement.UNSPECIFIED : options.placement === "pooled" ? Placement.POOLED : Placement.DEDICATED;
+        await runMove(session, { tenantId, targetCluster, targetPlacement, mode: moveModeOf(options.mode ?? "auto"), compareDigests: options.compareDigests === true });
+      }),
     );
 
   tenants

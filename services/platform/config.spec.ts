@@ -82,6 +82,12 @@ describe("tier placements", () => {
       expect(() => placements(value), value).toThrow(/TENANTRY_TIER_PLACEMENTS.*expected tier=placement such as standard=pooled/s);
     }
   });
+
+  it("are moved to on a tier change unless TENANTRY_TIER_CHANGE_MOVES is false", () => {
+    expect(readPlatformConfig(base).TENANTRY_TIER_CHANGE_MOVES).toBe(true);
+    expect(readPlatformConfig({ ...base, TENANTRY_TIER_CHANGE_MOVES: "false" }).TENANTRY_TIER_CHANGE_MOVES).toBe(false);
+    expect(() => readPlatformConfig({ ...base, TENANTRY_TIER_CHANGE_MOVES: "yes" })).toThrow(/TENANTRY_TIER_CHANGE_MOVES/);
+  });
 });
 
 describe("backup storage settings", () => {

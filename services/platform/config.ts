@@ -148,6 +148,12 @@ export const platformEnv = {
    * not named are dedicated.
    */
   TENANTRY_TIER_PLACEMENTS: tierPlacements.default(defaultTierPlacements),
+  /**
+   * Whether changing a tenant's tier to one whose placement
+   * (TENANTRY_TIER_PLACEMENTS) differs from the tenant's starts a move to
+   * that placement on its cluster (UpdateTenant returns it).
+   */
+  TENANTRY_TIER_CHANGE_MOVES: z.enum(["true", "false"]).default("true").transform((v) => v === "true"),
   /** How many pooled tenants one pool database holds at most; new pool databases are created as needed. */
   TENANTRY_POOL_MAX_TENANTS: positiveInt.default(1000),
   /** How long after DeleteTenant a tenant's database and role are dropped; 0 drops them at once. */

@@ -1,6 +1,7 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { MoveMode } from "../../gen/tenantry/platform/v1/move_pb.js";
 import { MoveService } from "../../gen/tenantry/platform/v1/move_service_pb.js";
+import { Placement } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterDrain, DrainTotals, TenantMoves } from "./moves/index.ts";
 import { moveMessage } from "./tenant-messages.ts";
@@ -11,9 +12,15 @@ export { MoveService };
 export function moveService(moves: TenantMoves, drains: ClusterDrain, audit: AuditLog): ServiceImpl<typeof MoveService> {
   return {
     async moveTenant(req, ctx) {
-      const detail = { targetCluster: req.targetCluster, mode: MoveMode[req.mode], compareDigests: req.compareDigests };
+      const detail = { targetCluster: req.targetCluster, mode: MoveMode[req.mode], compareDigests: req.compareDigests, targetPlacement: Placement[req.targetPlacement] };
       const move = await audit.audited(ctx, req.tenantId, detail, () =>
-        moves.move({ tenantId: req.tenantId, targetCluster: req.targetCluster, mode: req.mode === MoveMode.UNSPECIFIED ? MoveMode.AUTO : req.mode, compareDigests: req.compareDigests }),
+        moves.move({
+          tenantId: req.tenantId,
+          targetCluster: req.targetCluster,
+          mode: req.mode === MoveMode.UNSPECIFIED ? MoveMode.AUTO : req.mode,
+          compareDigests: req.compareDigests,
+          targetPlacement: req.targetPlacement,
+        }),
       );
       return { move: moveMessage(move) };
     },

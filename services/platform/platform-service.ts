@@ -8,6 +8,7 @@ import { actorOf, type AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { TenantWriteFreezes } from "./freezes/index.ts";
 import { changeableTenantFields, type TenantLifecycle } from "./lifecycle/index.ts";
+import type { TierChangeMoves } from "./moves/index.ts";
 import type { TenantProvisioner } from "./provisioning/index.ts";
 import type { RateLimit } from "./rate-limit.ts";
 import {
@@ -23,7 +24,7 @@ import {
   statusNames,
 } from "./stores/index.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
-import { routeMessage, tenantMessage, type TierLimit } from "./tenant-messages.ts";
+import { moveMessage, routeMessage, tenantMessage, type TierLimit } from "./tenant-messages.ts";
 
 export { PlatformService };
 
@@ -39,11 +40,13 @@ export interface PlatformServiceDeps {
   box: SecretBox;
   tierLimits: Map<string, TierLimit>;
   signUps: RateLimit;
+  /** Starts the move of a tenant whose new tier has another default placement. */
+  tierChangeMoves: TierChangeMoves;
 }
 
 /** `tenantry.platform.v1.PlatformService` over the registry; every lifecycle change is audited. */
 export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof PlatformService> {
-  const { orm, clusters, provisioner, lifecycle, audit, feed, freezes, box, tierLimits, signUps } = deps;
+  const { orm, clusters, provisioner, lifecycle, audit, feed, freezes, box, tierLimits, signUps, tierChangeMoves } = deps;
   return {
     async createTenant(req, ctx) {
       const detail = { displayName: req.displayName, tier: Tier[req.tier], cluster: req.cluster, region: req.region, placement: Placement[req.placement] };
@@ -66,10 +69,10 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
     },
     async updateTenant(req, ctx) {
       const detail = { paths: req.updateMask?.paths ?? [], displayName: req.displayName, tier: Tier[req.tier] };
-      const tenant = await audit.audited(ctx, req.tenantId, detail, async () =>
-        lifecycle.update(req.tenantId, { displayName: req.displayName, tier: req.tier, paths: readFieldMask(req.updateMask, changeableTenantFields) }),
-      );
-      return { tenant: tenantMessage(tenant) };
+      const paths = readFieldMask(req.updateMask, changeableTenantFields);
+      const tenant = await audit.audited(ctx, req.tenantId, detail, async () => lifecycle.update(req.tenantId, { displayName: req.displayName, tier: req.tier, paths }));
+      const move = paths.includes("tier") ? await tierChangeMoves.afterTierChange(tenant) : undefined;
+      return move === undefined ? { tenant: tenantMessage(tenant) } : { tenant: tenantMessage(tenant, move), move: moveMessage(move) };
     },
     async suspendTenant(req, ctx) {
       return { tenant: tenantMessage(await audit.audited(ctx, req.tenantId, { reason: req.reason }, () => lifecycle.suspend(req.tenantId, req.reason))) };

@@ -39,7 +39,7 @@ import { TenantWriteFreezes } from "./freezes/index.ts";
 import { TenantLifecycle, type TenantLifecycleOptions } from "./lifecycle/index.ts";
 import { observeMoves } from "./move-metrics.ts";
 import { MoveService, moveService } from "./move-service.ts";
-import { ClusterDrain, ServiceWriteFreeze, SessionWriteFreeze, TenantMoves, type TenantMovesOptions } from "./moves/index.ts";
+import { ClusterDrain, ServiceWriteFreeze, SessionWriteFreeze, TenantMoves, TierChangeMoves, type TenantMovesOptions } from "./moves/index.ts";
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
@@ -202,6 +202,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       keepMs: config.TENANTRY_MOVE_KEEP_MS,
       cutoverTimeoutMs: 30_000,
       copyBytesPerSecond: config.TENANTRY_MOVE_MAX_RATE,
+      poolMaxTenants: config.TENANTRY_POOL_MAX_TENANTS,
+      poolNamePrefix: `${platformDatabase}_pool`,
       stallMs: 60_000,
       pollMs: 100,
       log,
@@ -305,6 +307,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
             freezes,
             box,
             tierLimits: config.TENANTRY_TIER_LIMITS,
+            tierChangeMoves: new TierChangeMoves({ moves, tierPlacements: config.TENANTRY_TIER_PLACEMENTS, enabled: config.TENANTRY_TIER_CHANGE_MOVES, log }),
             signUps: new RateLimit({ perWindow: config.TENANTRY_SIGNUP_LIMIT_PER_HOUR, windowMs: hourMs, refusal: "too many sign-ups from this address" }),
           }),
         },

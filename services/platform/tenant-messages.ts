@@ -1,7 +1,7 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { MoveSchema } from "../../gen/tenantry/platform/v1/move_pb.js";
+import { MovePlacement, type MoveSchema } from "../../gen/tenantry/platform/v1/move_pb.js";
 import { Placement, Tier, type TenantRouteSchema, type TenantSchema } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import type { ClusterAccess } from "./cluster-registry.ts";
 import type { Move } from "./entities/move.ts";
@@ -32,7 +32,14 @@ export function moveMessage(move: Move): MessageInitShape<typeof MoveSchema> {
     ...(move.finishedAt == null ? {} : { finishTime: timestampFromDate(move.finishedAt) }),
     ...(move.keepUntil == null ? {} : { sourceDropTime: timestampFromDate(move.keepUntil) }),
     sourceDropped: move.sourceDropped,
+    sourcePlacement: movePlacementOf(move.sourcePlacement),
+    targetPlacement: movePlacementOf(move.targetPlacement),
   };
+}
+
+/** A placement as a move records it, in the API. */
+function movePlacementOf(placement: string): MovePlacement {
+  return placement === placementNames.pooled ? MovePlacement.POOLED : MovePlacement.DEDICATED;
 }
 
 /** A registry record as the API's Tenant message, with its move under way if there is one. */

@@ -243,7 +243,7 @@ export class Tenancy {
     if (Buffer.byteLength(schema) > maxIdentifierBytes) {
       throw new ConnectError(`the ${this.#schema} schema "${schema}" is longer than PostgreSQL's names (${maxIdentifierBytes} bytes)`, Code.InvalidArgument);
     }
-    const tenantId = `database:${host}:${port}/${database}${sessionRole === "" ? "" : `/${sessionRole}/${schemaPrefix}`}`;
+    const tenantId = `database:${host}:${port}/${database}${schemaPrefix === "" ? "" : `/${schemaPrefix}`}${sessionRole === "" ? "" : ` as ${sessionRole}`}`;
     return { tenantId, host, port, database, user, password, schema, sessionRole };
   }
 

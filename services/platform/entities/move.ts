@@ -36,6 +36,16 @@ export const Move = defineEntity({
     /** Once succeeded: until when the source database is kept, closed. */
     keepUntil: p.datetime(3).nullable(),
     sourceDropped: p.boolean().default(false),
+    /** The tenant's placement at the source: "dedicated" or "pooled". */
+    sourcePlacement: p.string().length(20).default("dedicated"),
+    /** Its placement once moved. */
+    targetPlacement: p.string().length(20).default("dedicated"),
+    /** The prefix of the services' schemas at the source ("" for their names alone). */
+    sourceSchemaPrefix: p.string().length(48).default(""),
+    /** The prefix of the services' schemas on the target ("" for their names alone). */
+    targetSchemaPrefix: p.string().length(48).default(""),
+    /** A promotion: the password of the login the tenant's role gets on the target, sealed as a tenant's role password; the tenant's record takes it at the switch. */
+    targetRolePassword: p.blob().nullable(),
   },
 });
 

@@ -6,6 +6,7 @@ import { AddClustersAndCredentials } from "./add-clusters-and-credentials.ts";
 import { AddFleetLedger } from "./add-fleet-ledger.ts";
 import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
 import { AddMoves } from "./add-moves.ts";
+import { AddMovePlacements } from "./add-move-placements.ts";
 import { AddPlacements } from "./add-placements.ts";
 import { AddPooledRestores } from "./add-pooled-restores.ts";
 import { AddPermissionCatalog } from "./add-permission-catalog.ts";
@@ -28,4 +29,5 @@ export const migrations: MigrationObject[] = [
   { name: "0011-add-moves", class: AddMoves },
   { name: "0012-add-placements", class: AddPlacements },
   { name: "0013-add-pooled-restores", class: AddPooledRestores },
+  { name: "0014-add-move-placements", class: AddMovePlacements },
 ];

@@ -17,22 +17,37 @@ export function moveIdOf(name: string): string | undefined {
   return hex === undefined ? undefined : `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
+/** A table of a tenant database, by schema and name. */
+export interface MarkerTable {
+  schema: string;
+  name: string;
+}
+
 /**
  * The table a move writes marker rows to on the source and waits for on
  * the target: once one has arrived, every change committed on the source
  * before it has been applied. Published with the services' tables.
  */
-export const markerTable = { schema: "public", name: "tenantry_move_marker" } as const;
+export const markerTable: MarkerTable = { schema: "public", name: "tenantry_move_marker" };
 
-/** Makes the marker table in a tenant database (as the admin), owned by the tenant's role. */
-export async function createMarkerTable(client: pg.ClientBase, owner: string): Promise<void> {
-  await client.query(`create table if not exists ${quoted(markerTable)} (token uuid primary key, written_at timestamptz not null default now())`);
-  await client.query(`alter table ${quoted(markerTable)} owner to ${pg.escapeIdentifier(owner)}`);
+/**
+ * The marker table of a move out of a pool database: one per move, since
+ * moves of several tenants out of one pool database run at once, each
+ * with its own publication and its own marker rows.
+ */
+export function moveMarkerTable(moveId: string): MarkerTable {
+  return { schema: "public", name: `tenantry_move_marker_${moveId.replaceAll("-", "")}` };
 }
 
-/** Drops the marker table of a tenant database, if there. */
-export async function dropMarkerTable(client: pg.ClientBase): Promise<void> {
-  await client.query(`drop table if exists ${quoted(markerTable)}`);
+/** Makes the marker table `table` in a tenant database (as the admin), owned by the tenant's role. */
+export async function createMarkerTable(client: pg.ClientBase, owner: string, table: MarkerTable = markerTable): Promise<void> {
+  await client.query(`create table if not exists ${quoted(table)} (token uuid primary key, written_at timestamptz not null default now())`);
+  await client.query(`alter table ${quoted(table)} owner to ${pg.escapeIdentifier(owner)}`);
+}
+
+/** Drops the marker table `table` of a tenant database, if there. */
+export async function dropMarkerTable(client: pg.ClientBase, table: MarkerTable = markerTable): Promise<void> {
+  await client.query(`drop table if exists ${quoted(table)}`);
 }
 
 /**
@@ -41,12 +56,12 @@ export async function dropMarkerTable(client: pg.ClientBase): Promise<void> {
  * senders send only what is flushed, which asynchronous commits leave to
  * the WAL writer (up to wal_writer_delay later).
  */
-export async function writeMarker(source: pg.ClientBase): Promise<string> {
+export async function writeMarker(source: pg.ClientBase, table: MarkerTable = markerTable): Promise<string> {
   const token = randomUUID();
   await source.query("begin");
   try {
     await source.query("set local synchronous_commit = on");
-    await source.query(`insert into ${quoted(markerTable)} (token) values ($1)`, [token]);
+    await source.query(`insert into ${quoted(table)} (token) values ($1)`, [token]);
     await source.query("commit");
   } catch (error) {
     await source.query("rollback").catch(() => undefined);
@@ -56,8 +71,8 @@ export async function writeMarker(source: pg.ClientBase): Promise<string> {
 }
 
 /** Whether the marker row of `token` has arrived on the target. */
-export async function markerArrived(target: pg.ClientBase, token: string): Promise<boolean> {
-  const { rowCount } = await target.query(`select 1 from ${quoted(markerTable)} where token = $1`, [token]);
+export async function markerArrived(target: pg.ClientBase, token: string, table: MarkerTable = markerTable): Promise<boolean> {
+  const { rowCount } = await target.query(`select 1 from ${quoted(table)} where token = $1`, [token]);
   return rowCount !== 0;
 }
 

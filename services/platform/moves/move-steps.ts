@@ -8,9 +8,9 @@ import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, type Cat
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Move } from "../entities/move.ts";
 import type { Tenant } from "../entities/tenant.ts";
-import { provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
+import { dropPooledSchemas, ensurePooledSchemas, provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
 import type { SchemaServices } from "../schema-services.ts";
-import { changeMove, getTenant, moveModes, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
+import { changeMove, findPoolDatabase, getTenant, moveModes, placementNames, poolPasswordContext, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
 import { allowConnections, migrateDatabase, readSchemaVersions, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
 import {
   createMarkerTable,
@@ -21,11 +21,13 @@ import {
   dropSubscription,
   markerArrived,
   markerTable,
+  moveMarkerTable,
   publish,
   replicationName,
   subscribe,
   subscriptionProgress,
   writeMarker,
+  type MarkerTable,
   type SubscriptionProgress,
 } from "./logical-replication.ts";
 import { endRoleSessions } from "./role-sessions.ts";
@@ -128,9 +130,76 @@ const cutoverPollMs = 5;
 /** The migration tables are each service's own in each database; everything else of a service's schema is moved. */
 const migrationTable = "mikro_orm_migrations";
 
-/** The move's target as provisioning's steps see a tenant: its role and sealed password, the target's cluster and database. */
+/** The move's target as provisioning's steps see a tenant: its role and sealed password (a promotion's new one), the target's cluster, database and schema prefix. */
 function targetTenant({ tenant, move }: MoveContext): Tenant {
-  return { id: tenant.id, role: tenant.role, rolePassword: tenant.rolePassword, cluster: move.targetCluster, database: move.targetDatabase } as Tenant;
+  const rolePassword = promotes(move) ? move.targetRolePassword : tenant.rolePassword;
+  return { id: tenant.id, role: tenant.role, rolePassword, cluster: move.targetCluster, database: move.targetDatabase, schemaPrefix: move.targetSchemaPrefix } as Tenant;
+}
+
+/** Whether the tenant's schemas are in a pool database at the source. */
+function pooledSource(move: Move): boolean {
+  return move.sourcePlacement === placementNames.pooled;
+}
+
+/** Whether the move promotes a pooled tenant to a database of its own. */
+function promotes(move: Move): boolean {
+  return pooledSource(move) && move.targetPlacement === placementNames.dedicated;
+}
+
+/** Whether the tenant's schemas go into a pool database. */
+function pooledTarget(move: Move): boolean {
+  return move.targetPlacement === placementNames.pooled;
+}
+
+/** The prefix of the services' schemas at the source: the tenant's when the move began. */
+function sourcePrefix(move: Move): string {
+  return move.sourceSchemaPrefix;
+}
+
+/**
+ * The target's schema of a source's schema. A move keeps the tenant's
+ * prefix, but for a tenant without one going into a pool database (a
+ * promotion keeps it too: logical replication matches tables by their
+ * qualified names, and the route keeps its prefix, so nothing is renamed
+ * under the freeze).
+ */
+function targetSchemaOf(move: Move): (schema: string) => string {
+  return (schema) => move.targetSchemaPrefix + schema.slice(move.sourceSchemaPrefix.length);
+}
+
+/** The login of the target's pool database (a move into a pool database). */
+async function poolLogin({ em, move, box }: MoveContext): Promise<{ user: string; password: string }> {
+  const pool = await findPoolDatabase(em, move.targetCluster, move.targetDatabase);
+  if (pool === undefined) {
+    throw new ConnectError(`pool database "${move.targetDatabase}" of cluster "${move.targetCluster}" is not recorded`, Code.FailedPrecondition);
+  }
+  return { user: pool.role, password: box.open(pool.rolePassword, poolPasswordContext(pool.cluster, pool.name)) };
+}
+
+/** Connects to the target as the tenant's role: its own login, or into a pool database its pool's login taking on the tenant's role. */
+async function connectTarget(context: MoveContext): Promise<pg.Client> {
+  const { clusters, move, tenant } = context;
+  if (!pooledTarget(move)) {
+    return clusters.connect(move.targetCluster, move.targetDatabase, targetDatabase(context).login);
+  }
+  const client = await clusters.connect(move.targetCluster, move.targetDatabase, await poolLogin(context));
+  try {
+    await client.query(`set role ${pg.escapeIdentifier(tenant.role!)}`);
+  } catch (error) {
+    await client.end().catch(() => undefined);
+    throw error;
+  }
+  return client;
+}
+
+/** The physical schemas of `services` under `prefix`. */
+function physical(services: Iterable<string>, prefix: string): string[] {
+  return [...services].map((service) => prefix + service);
+}
+
+/** The table the move's marker rows go through: the move's own out of a pool database. */
+function markerOf(move: Move): MarkerTable {
+  return pooledSource(move) ? moveMarkerTable(move.id) : markerTable;
 }
 
 /** Runs a provisioning step (or rollback step) on the move's target. */
@@ -139,12 +208,17 @@ function provisioningStep(work: (context: MoveContext & { tenant: Tenant; templa
   return (context) => work({ ...context, tenant: targetTenant(context), templates: undefined, stock: undefined, run: {} });
 }
 
+/** The source database; a pooled source's login is never used (it is the pool's, shared): the admin reads it. */
 function sourceDatabase({ move, tenant, box }: MoveContext): TenantDatabase {
-  return { cluster: move.sourceCluster, database: move.sourceDatabase, login: loginOf(box, tenant) };
+  const login = pooledSource(move) ? { user: "", password: "" } : loginOf(box, tenant);
+  return { cluster: move.sourceCluster, database: move.sourceDatabase, login, schemaPrefix: sourcePrefix(move) };
 }
 
-function targetDatabase({ move, tenant, box }: MoveContext): TenantDatabase {
-  return { cluster: move.targetCluster, database: move.targetDatabase, login: loginOf(box, tenant) };
+/** The target database; into a pool database, its login is the pool's (see {@link poolLogin}) and never read here. */
+function targetDatabase(context: MoveContext): TenantDatabase {
+  const { move, box } = context;
+  const login = pooledTarget(move) ? { user: "", password: "" } : loginOf(box, targetTenant(context));
+  return { cluster: move.targetCluster, database: move.targetDatabase, login, schemaPrefix: move.targetSchemaPrefix };
 }
 
 /** Runs `fn` on a connection to a tenant database, as its owner (the tenant's role) or as the cluster's admin. */
@@ -170,9 +244,19 @@ async function movedTables(client: pg.ClientBase, schemas: string[]): Promise<Co
   return (await listTables(client, schemas)).filter((t) => t.name !== migrationTable).map(({ schema, name }) => ({ schema, name }));
 }
 
-/** The schemas of the services that have one in the source database, by their versions there. */
+/** The services that have a schema at the source, by their versions there (a pooled source read by the admin). */
 async function sourceVersions(context: MoveContext): Promise<Map<string, string>> {
-  return schemaVersionsIn(context, sourceDatabase(context));
+  if (!pooledSource(context.move)) {
+    return schemaVersionsIn(context, sourceDatabase(context));
+  }
+  // The pool's login reads nothing of the tenant's by itself.
+  const services = context.schemas.entries.map((e) => e.name);
+  return inDatabase(context, sourceDatabase(context), "admin", (admin) => readSchemaVersions(admin, services, sourcePrefix(context.move)));
+}
+
+/** The physical schemas of the services that have one at the source. */
+async function sourceSchemas(context: MoveContext): Promise<string[]> {
+  return physical((await sourceVersions(context)).keys(), sourcePrefix(context.move));
 }
 
 /** Gives the tenant's role to the target (as provisioning does), remembering first whether it was there, so that a rollback drops only what the move made. */
@@ -182,7 +266,31 @@ async function createRole(context: MoveContext): Promise<void> {
     const { rowCount } = await clusters.admin(move.targetCluster, (admin) => admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]));
     await changeMove(em, move, { targetRoleExisted: rowCount !== 0 });
   }
+  if (pooledTarget(move)) {
+    // Into a pool database: a NOLOGIN role taken on through the pool's login. One there already (the source's, on its server) keeps its login until the source is shut out.
+    await clusters.admin(move.targetCluster, async (admin) => {
+      if (!move.targetRoleExisted) {
+        const { rowCount } = await admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]);
+        if (rowCount === 0) {
+          await admin.query(`create role ${pg.escapeIdentifier(tenant.role!)} nologin`);
+        }
+      }
+      await grantToPool(admin, tenant.role!, move.targetDatabase);
+    });
+    return;
+  }
   await provisioningStep(provisioningStepTable["create-role"].perform)(context);
+}
+
+/** Makes the target: a database of the tenant's own, or its schemas in a pool database. */
+async function createDatabase(context: MoveContext): Promise<void> {
+  const { move, clusters, schemas, tenant } = context;
+  if (pooledTarget(move)) {
+    const target = { cluster: move.targetCluster, database: move.targetDatabase, role: tenant.role, schemaPrefix: move.targetSchemaPrefix };
+    await ensurePooledSchemas(clusters, target, schemas.entries.map((e) => e.name));
+    return;
+  }
+  await provisioningStep(provisioningStepTable["create-database"].perform)(context);
 }
 
 /**
@@ -193,24 +301,27 @@ async function createRole(context: MoveContext): Promise<void> {
 async function migrateSchemas(context: MoveContext): Promise<void> {
   const { move, tenant } = context;
   const versions = await sourceVersions(context);
-  await migrateDatabase(context, targetDatabase(context), versions, "the move's target database");
-  await inDatabase(context, targetDatabase(context), "owner", async (client) => {
-    const tables = await movedTables(client, [...versions.keys()]);
+  const pooled = pooledTarget(move);
+  const target = pooled ? { ...targetDatabase(context), login: await poolLogin(context), sessionRole: tenant.role! } : targetDatabase(context);
+  await migrateDatabase(context, target, versions, "the move's target database");
+  // A pool database's tables are emptied by the admin: the pool's login acts only through SET ROLE.
+  await inDatabase(context, targetDatabase(context), pooled ? "admin" : "owner", async (client) => {
+    const tables = await movedTables(client, physical(versions.keys(), move.targetSchemaPrefix));
     if (tables.length > 0) {
       await client.query(`truncate ${tables.map(quoted).join(", ")}`);
     }
   });
   if (move.mode === moveModes.online) {
-    await inDatabase(context, sourceDatabase(context), "admin", (admin) => createMarkerTable(admin, tenant.role!));
-    await inDatabase(context, targetDatabase(context), "admin", (admin) => createMarkerTable(admin, tenant.role!));
+    await inDatabase(context, sourceDatabase(context), "admin", (admin) => createMarkerTable(admin, tenant.role!, markerOf(move)));
+    await inDatabase(context, targetDatabase(context), "admin", (admin) => createMarkerTable(admin, tenant.role!, markerOf(move)));
   }
 }
 
 /** Publishes the services' tables (and the marker table) from the source. */
 async function publishSource(context: MoveContext): Promise<void> {
-  const schemas = [...(await sourceVersions(context)).keys()];
+  const schemas = await sourceSchemas(context);
   await inDatabase(context, sourceDatabase(context), "admin", async (admin) => {
-    await publish(admin, replicationName(context.move.id), [...(await movedTables(admin, schemas)), markerTable]);
+    await publish(admin, replicationName(context.move.id), [...(await movedTables(admin, schemas)), markerOf(context.move)]);
   });
 }
 
@@ -235,13 +346,13 @@ async function copyTables(context: MoveContext): Promise<void> {
     const { rows } = await admin.query<{ version: number }>("select current_setting('server_version_num')::int as version");
     return rows[0]!.version;
   });
-  const schemas = [...(await sourceVersions(context)).keys()];
+  const schemas = await sourceSchemas(context);
   const replication = await clusters.replicationConnection(move.sourceCluster, move.sourceDatabase);
   try {
     const { snapshot } = await createSlotWithSnapshot(replication, name, serverVersion);
     await inDatabase(context, sourceDatabase(context), "admin", (source) =>
       inDatabase(context, targetDatabase(context), "owner", async (target) => {
-        const tables = await publishedTables(source, schemas);
+        const tables = await publishedTables(source, schemas, markerOf(move));
         const progress = async (tablesCopied: number) => {
           Object.assign(move, { tablesCopied, tableCount: tables.length });
           await recordMoveProgress(em, move.id, { tablesCopied, tableCount: tables.length });
@@ -263,7 +374,7 @@ async function copyTables(context: MoveContext): Promise<void> {
 }
 
 /** The tables a move's publication holds, with their columns: the services' (see {@link movedTables}) and the marker table. */
-async function publishedTables(source: pg.ClientBase, schemas: string[]): Promise<CatalogTable[]> {
+async function publishedTables(source: pg.ClientBase, schemas: string[], markerTable: MarkerTable): Promise<CatalogTable[]> {
   const services = (await listTables(source, schemas)).filter((t) => t.name !== migrationTable);
   const marker = (await listTables(source, [markerTable.schema])).filter((t) => t.name === markerTable.name);
   return [...services, ...marker];
@@ -346,8 +457,9 @@ async function initialCopy(context: MoveContext): Promise<void> {
 
 /** Writes a marker row on the source and waits until it is on the target: the target has applied everything committed before it. */
 async function awaitMarker(context: MoveContext, source: pg.ClientBase, target: pg.ClientBase, options: { timeoutMs?: number; pollMs?: number } = {}): Promise<void> {
-  const token = await writeMarker(source);
-  await untilReplicated(context, target, () => markerArrived(target, token), options);
+  const table = markerOf(context.move);
+  const token = await writeMarker(source, table);
+  await untilReplicated(context, target, () => markerArrived(target, token, table), options);
 }
 
 /** Waits until the target has caught up with the source (a marker row arrived): the cutover's wait will be short. */
@@ -380,17 +492,31 @@ export async function checkStillAtSource({ em, move }: MoveContext): Promise<voi
   }
 }
 
-/** Gives every sequence of the services' schemas on the target the source's value (logical replication does not carry them). */
-async function copySequences(source: pg.ClientBase, target: pg.ClientBase, schemas: string[]): Promise<void> {
+/** Gives every sequence of the services' schemas on the target (in `targetSchemaOf` a source's schema) the source's value (logical replication does not carry them). */
+async function copySequences(source: pg.ClientBase, target: pg.ClientBase, schemas: string[], targetSchemaOf: (schema: string) => string = (schema) => schema): Promise<void> {
   for (const sequence of await listSequences(source, schemas)) {
     const { rows } = await source.query<{ last_value: string; is_called: boolean }>(`select last_value::text, is_called from ${quoted(sequence)}`);
-    await target.query("select setval($1::regclass, $2::bigint, $3)", [quoted(sequence), rows[0]!.last_value, rows[0]!.is_called]);
+    await target.query("select setval($1::regclass, $2::bigint, $3)", [quoted({ ...sequence, schema: targetSchemaOf(sequence.schema) }), rows[0]!.last_value, rows[0]!.is_called]);
   }
 }
 
-/** Takes the login from the tenant's role on the source cluster and ends its sessions there: services can no longer reach the source. */
+/**
+ * Takes the login from the tenant's role on the source cluster and ends its
+ * sessions there: services can no longer reach the source. Out of a pool
+ * database, whose login and sessions the tenant's neighbours share, the
+ * pool's login loses the tenant's role instead (a lease's SET ROLE then
+ * fails: UNAVAILABLE, and the mesh retries after the switch) and only the
+ * sessions last leased to the tenant are ended (see {@link endTenantLeases}).
+ */
 async function shutSourceOut(context: MoveContext): Promise<void> {
   const { clusters, move, tenant } = context;
+  if (pooledSource(move)) {
+    await clusters.admin(move.sourceCluster, async (admin) => {
+      await admin.query(`revoke ${pg.escapeIdentifier(tenant.role!)} from ${pg.escapeIdentifier(move.sourceDatabase)}`);
+      await endTenantLeases(admin, move.sourceDatabase, tenant.id);
+    });
+    return;
+  }
   await clusters.admin(move.sourceCluster, async (admin) => {
     await admin.query(`alter role ${pg.escapeIdentifier(tenant.role!)} nologin`);
     const { rows } = await admin.query<{ now: Date }>("select clock_timestamp() as now");
@@ -398,10 +524,14 @@ async function shutSourceOut(context: MoveContext): Promise<void> {
   });
 }
 
-/** Gives the login back to the tenant's role on the source cluster (a rollback), and ends any freeze of it the move left. */
+/** Gives the login back to the tenant's role on the source cluster (a rollback; out of a pool database, the role back to the pool's login), and ends any freeze of it the move left. */
 async function letSourceIn(context: MoveContext): Promise<void> {
   const { clusters, move, tenant, freeze, fence } = context;
-  await clusters.admin(move.sourceCluster, (admin) => admin.query(`alter role ${pg.escapeIdentifier(tenant.role!)} login`));
+  if (pooledSource(move)) {
+    await clusters.admin(move.sourceCluster, (admin) => grantToPool(admin, tenant.role!, move.sourceDatabase));
+  } else {
+    await clusters.admin(move.sourceCluster, (admin) => admin.query(`alter role ${pg.escapeIdentifier(tenant.role!)} login`));
+  }
   await fence.thaw(frozenSource(context), freezeHolder(move));
   await freeze.thaw(frozenSource(context), freezeHolder(move));
 }
@@ -422,6 +552,10 @@ function frozenSource({ move, tenant }: MoveContext): FrozenTenant {
  */
 async function copyUnderFreeze(context: MoveContext): Promise<void> {
   const { em, move, backups } = context;
+  if (pooledTarget(move)) {
+    await copyIntoPool(context);
+    return;
+  }
   const backup = await backups.create(move.tenantId, `move ${move.id}`);
   await changeMove(em, move, { backupId: backup.id, tableCount: backup.tableCount, tablesCopied: 0 });
   const { manifest, dataKey } = await backups.open(backup);
@@ -430,6 +564,39 @@ async function copyUnderFreeze(context: MoveContext): Promise<void> {
     loadBackup({ client, key: keyOf(backup), manifest, dataKey, storage: backups.storage, readBack: false }),
   );
   await changeMove(em, move, { tablesCopied: backup.tableCount });
+}
+
+/**
+ * Copies the tenant, its writes frozen and its source read-only, into its
+ * schemas of a pool database (each source schema's tables into the
+ * target's of the same service), as the tenant's role there, with the
+ * sequences; the schemas' names differ on the two sides, which a backup's
+ * load does not map (yet), so the tables are copied as an online move's
+ * initial copy copies them (unpaced: the tenant's writes wait).
+ */
+async function copyIntoPool(context: MoveContext): Promise<void> {
+  const { em, move } = context;
+  const versions = await sourceVersions(context);
+  const schemas = physical(versions.keys(), sourcePrefix(move));
+  const targetSchemas = physical(versions.keys(), move.targetSchemaPrefix);
+  const mapped = targetSchemaOf(move);
+  await inDatabase(context, sourceDatabase(context), "owner", async (source) => {
+    const target = await connectTarget(context);
+    try {
+      const tables = (await listTables(source, schemas)).filter((t) => t.name !== migrationTable);
+      await changeMove(em, move, { tableCount: tables.length, tablesCopied: 0 });
+      const progress = (tablesCopied: number) => recordMoveProgress(em, move.id, { tablesCopied, tableCount: tables.length });
+      const figures = await copyInSnapshot({ source, target, tables, schemas: targetSchemas, targetSchemaOf: mapped, bytesPerSecond: 0, copied: progress, signal: context.signal });
+      if (tables.length > 0) {
+        await target.query(`analyze ${tables.map((t) => quoted({ ...t, schema: mapped(t.schema) })).join(", ")}`);
+      }
+      await copySequences(source, target, schemas, mapped);
+      Object.assign(move, { tablesCopied: tables.length });
+      context.log.info({ moveId: move.id, tenantId: move.tenantId, ...figures, copyMs: Math.round(figures.copyMs), rebuildMs: Math.round(figures.rebuildMs) }, "move's tables copied into its pool database");
+    } finally {
+      await target.end().catch(() => undefined);
+    }
+  });
 }
 
 /**
@@ -476,7 +643,7 @@ async function cutover(context: MoveContext): Promise<void> {
     await frozenCutover(context, async () => {
       const source = await context.clusters.connect(context.move.sourceCluster, context.move.sourceDatabase, sourceDatabase(context).login);
       opened.push(source);
-      const target = await context.clusters.connect(context.move.targetCluster, context.move.targetDatabase, targetDatabase(context).login);
+      const target = await connectTarget(context);
       opened.push(target);
       return { source, target };
     });
@@ -507,10 +674,10 @@ async function frozenCutover(context: MoveContext, connect: () => Promise<{ sour
       await awaitMarker(context, source, target, marker);
     }
     const services = schemas.entries.map((e) => e.name);
-    const versions = await readSchemaVersions(source, services);
-    checkSameVersions(versions, await readSchemaVersions(target, services));
-    const schemaNames = [...versions.keys()];
-    await compareTables(source, target, await movedTables(source, schemaNames), { digests: move.compareDigests });
+    const versions = await readSchemaVersions(source, services, sourcePrefix(move));
+    checkSameVersions(versions, await readSchemaVersions(target, services, move.targetSchemaPrefix));
+    const schemaNames = physical(versions.keys(), sourcePrefix(move));
+    await compareTables(source, target, await movedTables(source, schemaNames), { digests: move.compareDigests, targetSchemaOf: targetSchemaOf(move) });
     await shutSourceOut(context);
     if (online) {
       // What an instance that missed the freeze wrote before it was shut out is on the target once this marker is.
@@ -541,14 +708,14 @@ async function removeReplication(context: MoveContext): Promise<void> {
   await attempt(() =>
     inExistingDatabase(context, targetDatabase(context), async (target) => {
       await dropSubscription(target, name);
-      await dropMarkerTable(target);
+      await dropMarkerTable(target, markerOf(move));
     }),
   );
   await attempt(() => clusters.admin(move.sourceCluster, (admin) => dropSlot(admin, name)));
   await attempt(() =>
     inExistingDatabase(context, sourceDatabase(context), async (source) => {
       await dropPublication(source, name);
-      await dropMarkerTable(source);
+      await dropMarkerTable(source, markerOf(move));
     }),
   );
   if (failures.length > 0) {
@@ -559,8 +726,9 @@ async function removeReplication(context: MoveContext): Promise<void> {
 /** What each step does. */
 export const moveStepTable: { readonly [S in MoveStep]: MoveWork } = {
   "create-role": createRole,
-  "create-database": provisioningStep(provisioningStepTable["create-database"].perform),
-  "secure-database": provisioningStep(provisioningStepTable["secure-database"].perform),
+  "create-database": createDatabase,
+  // A pool database is secured once, when made; the tenant's schemas are its role's.
+  "secure-database": (context) => (pooledTarget(context.move) ? Promise.resolve() : provisioningStep(provisioningStepTable["secure-database"].perform)(context)),
   "migrate-schemas": migrateSchemas,
   publish: publishSource,
   "copy-tables": copyTables,
@@ -569,7 +737,7 @@ export const moveStepTable: { readonly [S in MoveStep]: MoveWork } = {
   "catch-up": (context) => catchUp(context),
   cutover,
   "remove-replication": removeReplication,
-  "close-source": (context) => allowConnections(context.clusters, context.move.sourceCluster, context.move.sourceDatabase, false),
+  "close-source": closeSource,
 };
 
 /**
@@ -581,10 +749,80 @@ export const moveStepTable: { readonly [S in MoveStep]: MoveWork } = {
 export const moveRollback: MoveWork[] = [
   removeReplication,
   letSourceIn,
-  provisioningStep(rollbackStepTable["drop-database"]),
   async (context) => {
-    if (context.move.targetRoleExisted === false) {
+    const { move, clusters, tenant } = context;
+    if (pooledTarget(move)) {
+      await dropPooledSchemas(clusters, { cluster: move.targetCluster, database: move.targetDatabase, role: tenant.role, schemaPrefix: move.targetSchemaPrefix });
+      return;
+    }
+    await provisioningStep(rollbackStepTable["drop-database"])(context);
+  },
+  async (context) => {
+    if (pooledTarget(context.move) && context.move.targetRoleExisted === true) {
+      // The role the source logs in with (on its server): it only loses the pool's login again.
+      await context.clusters.admin(context.move.targetCluster, (admin) =>
+        admin.query(`revoke ${pg.escapeIdentifier(context.tenant.role!)} from ${pg.escapeIdentifier(context.move.targetDatabase)}`).then(() => undefined),
+      );
+    } else if (context.move.targetRoleExisted === false) {
       await provisioningStep(rollbackStepTable["drop-role"])(context);
+    } else if (promotes(context.move) && context.move.targetRoleExisted === true) {
+      // The pooled tenant's own role, given a login for its new database: it logs in no more.
+      await context.clusters.admin(context.move.targetCluster, (admin) => admin.query(`alter role ${pg.escapeIdentifier(context.tenant.role!)} nologin password null`));
     }
   },
 ];
+
+/**
+ * Closes the source to the tenant: a database of its own is closed to
+ * connections (and dropped after the keep time); out of a pool database,
+ * whose other tenants go on, the tenant's schemas there are dropped at
+ * once, and its role too when it stays behind on another cluster.
+ */
+async function closeSource(context: MoveContext): Promise<void> {
+  const { clusters, move, tenant, em } = context;
+  if (!pooledSource(move)) {
+    await allowConnections(clusters, move.sourceCluster, move.sourceDatabase, false);
+    return;
+  }
+  const source = { cluster: move.sourceCluster, database: move.sourceDatabase, role: tenant.role, schemaPrefix: sourcePrefix(move) };
+  await dropPooledSchemas(clusters, source);
+  if (move.sourceCluster !== move.targetCluster && (await clusters.serverIdentity(move.sourceCluster)) !== (await clusters.serverIdentity(move.targetCluster))) {
+    await clusters.dropRole(move.sourceCluster, tenant.role!).catch((error: { code?: string }) => {
+      // 2BP01: it still owns a database an earlier move keeps there; dropped with that database.
+      if (error.code !== "2BP01") {
+        throw error;
+      }
+    });
+  }
+  await changeMove(em, move, { sourceDropped: true });
+}
+
+/** Grants a pooled tenant's role to its pool database's login, to be taken on with SET ROLE only (as provisioning grants it). */
+async function grantToPool(admin: pg.ClientBase, role: string, poolRole: string): Promise<void> {
+  const { rows } = await admin.query<{ version: number }>("select current_setting('server_version_num')::int as version");
+  const options = rows[0]!.version >= 160000 ? " with inherit false, set true" : "";
+  await admin.query(`grant ${pg.escapeIdentifier(role)} to ${pg.escapeIdentifier(poolRole)}${options}`);
+}
+
+/** How often a pooled tenant's leases are looked for again while they end. */
+const leasePollMs = 5;
+
+/**
+ * Ends the sessions of a pool database last leased to a tenant (the
+ * mesh's leases name the tenant at the end of their application_name,
+ * `<service>@<tenant id>`), and resolves once none is found twice in a
+ * row: a session that took on the tenant's role keeps it after the role is
+ * revoked from the pool's login, so each must end. Sessions of the
+ * tenant's neighbours carry their own names and are left alone.
+ */
+async function endTenantLeases(admin: pg.ClientBase, database: string, tenantId: string): Promise<void> {
+  const suffix = `@${tenantId}`;
+  for (let quiet = 0; quiet < 2; ) {
+    const { rowCount } = await admin.query(
+      "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and right(application_name, $3) = $2 and pid <> pg_backend_pid() and backend_type = 'client backend'",
+      [database, suffix, suffix.length],
+    );
+    quiet = rowCount === 0 ? quiet + 1 : 0;
+    await sleep(leasePollMs);
+  }
+}

@@ -10,12 +10,14 @@ export interface SnapshotCopy {
   source: pg.Client;
   /** A connection to the target database as the owner of its tables (at the source's schema versions), in no transaction. */
   target: pg.Client;
-  /** The snapshot the tables are read in, exported by a connection that stays open until the copy ends. */
-  snapshot: string;
-  /** The tables copied, with their columns (generated ones left out). */
+  /** The snapshot the tables are read in, exported by a connection that stays open until the copy ends; none for a source nobody writes to (frozen). */
+  snapshot?: string;
+  /** The tables copied, with their columns (generated ones left out), as the source names them. */
   tables: CatalogTable[];
-  /** The schemas whose keys, foreign keys and indexes are set aside while the target is loaded. */
+  /** The target's schemas whose keys, foreign keys and indexes are set aside while it is loaded. */
   schemas: string[];
+  /** The target's schema of a source's schema (the same when unset): a move into a pool database prefixes the services' schemas. */
+  targetSchemaOf?: (schema: string) => string;
   /** Table data copied per second (the binary COPY streams); 0 for no limit. */
   bytesPerSecond: number;
   /** Called once each table is copied, with how many are. */
@@ -46,7 +48,11 @@ export interface CopyFigures {
 export async function copyInSnapshot(copy: SnapshotCopy): Promise<CopyFigures> {
   const { source, target, signal } = copy;
   await source.query("begin isolation level repeatable read read only");
-  await source.query(`set transaction snapshot ${pg.escapeLiteral(copy.snapshot)}`);
+  if (copy.snapshot !== undefined) {
+    await source.query(`set transaction snapshot ${pg.escapeLiteral(copy.snapshot)}`);
+  }
+  const targetSchemaOf = copy.targetSchemaOf ?? ((schema: string) => schema);
+  const sourceOf = new Map<CatalogTable, CatalogTable>(copy.tables.map((table) => [{ ...table, schema: targetSchemaOf(table.schema) }, table]));
   await target.query("begin");
   await target.query("set local max_parallel_maintenance_workers = 0");
   const pace = new BackupPace(copy.bytesPerSecond);
@@ -61,9 +67,9 @@ export async function copyInSnapshot(copy: SnapshotCopy): Promise<CopyFigures> {
         done(null, chunk);
       },
     });
-  await bulkLoad(target, copy.schemas, copy.tables, async (table) => {
+  await bulkLoad(target, copy.schemas, [...sourceOf.keys()], async (table) => {
     const columns = columnList(table.columns);
-    const rows = source.query(copyTo(`copy ${quoted(table)} (${columns}) to stdout (format binary)`));
+    const rows = source.query(copyTo(`copy ${quoted(sourceOf.get(table)!)} (${columns}) to stdout (format binary)`));
     const load = target.query(copyFrom(`copy ${quoted(table)} (${columns}) from stdin (format binary, freeze)`));
     await pipeline(rows, pace.through(), counter(), load, { signal }).catch((error: unknown) => {
       // Cut by the signal: the COPY's own failure (the load was cancelled) follows from it.

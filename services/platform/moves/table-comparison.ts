@@ -16,20 +16,27 @@ export interface ComparedTable {
  * Compares `tables` on two connections (the source and the target of a
  * move, neither written to meanwhile): the rows of each, and with
  * `digests` the SHA-256 of each one's binary COPY in primary key order.
- * FAILED_PRECONDITION naming the first table that differs. Returns the
+ * FAILED_PRECONDITION naming the first table that differs. The target's
+ * table of a source's is in `targetSchemaOf(schema)` when given. Returns the
  * rows compared.
  */
-export async function compareTables(source: pg.ClientBase, target: pg.ClientBase, tables: ComparedTable[], options: { digests: boolean }): Promise<number> {
+export async function compareTables(
+  source: pg.ClientBase,
+  target: pg.ClientBase,
+  tables: ComparedTable[],
+  options: { digests: boolean; targetSchemaOf?: (schema: string) => string },
+): Promise<number> {
   let rows = 0;
   for (const table of tables) {
-    const [here, there] = await Promise.all([countRows(source, table), countRows(target, table)]);
+    const targetTable = { ...table, schema: options.targetSchemaOf?.(table.schema) ?? table.schema };
+    const [here, there] = await Promise.all([countRows(source, table), countRows(target, targetTable)]);
     if (here !== there) {
       throw new ConnectError(`table ${table.schema}.${table.name} has ${here} rows on the source and ${there} on the target`, Code.FailedPrecondition);
     }
     rows += here;
     if (options.digests) {
       const order = await orderOf(source, table);
-      const [a, b] = await Promise.all([digestOf(source, table, order), digestOf(target, table, order)]);
+      const [a, b] = await Promise.all([digestOf(source, table, order), digestOf(target, targetTable, order)]);
       if (a !== b) {
         throw new ConnectError(`table ${table.schema}.${table.name} has the same ${here} rows on both sides but not the same content (SHA-256 ${a} on the source, ${b} on the target)`, Code.FailedPrecondition);
       }

@@ -4,9 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BackupService } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { ClusterService, ClusterState } from "../../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { FleetService, MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
-import { MoveMode, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
+import { MoveMode, MovePlacement, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
 import { MoveService } from "../../../gen/tenantry/platform/v1/move_service_pb.js";
-import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, TenantStatus, Tier } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
 import { operatorCredentialInterceptor } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
@@ -20,7 +20,8 @@ const headers = (tenantId: string) => ({ headers: { "x-tenant-id": tenantId } })
 /** A table with a sequence in Backend's schema, which no released migration makes: moves must carry its sequence. */
 class AddTicketCounter extends Migration {
   override up(): void {
-    this.addSql("create table backend.tickets (number bigserial primary key, note text not null)");
+    // Unqualified, as service migrations are: it lands in the tenant's Backend schema, in either placement.
+    this.addSql("create table tickets (number bigserial primary key, note text not null)");
   }
 }
 const migrationsWithSequence = [...backendMigrations, { name: "0002-add-ticket-counter", class: AddTicketCounter }];
@@ -364,5 +365,239 @@ describe("a moved tenant's source", () => {
     expect((await moves.getMove({ moveId: move!.moveId })).move!.sourceDropped).toBe(true);
     expect(await mesh.sql("postgres", "select datname from pg_database where datname = $1 union all select rolname from pg_roles where rolname = $1", [database])).toEqual([]);
     expect(await titles(tenantId)).toEqual(["first", "second", "third"]);
+  });
+});
+
+/** A pooled tenant with its owner, entries and tickets, in a pool database of the default cluster. */
+async function pooledTenant(prefix: string): Promise<{ tenantId: string; pool: string; schemaPrefix: string; role: string }> {
+  const tenantId = mesh.uniqueTenantId(prefix);
+  const tenant = await mesh.createTenant({ tenantId, owner, placement: Placement.POOLED });
+  const schemaPrefix = `t_${tenantId.replaceAll("-", "_")}_`;
+  for (const title of ["first", "second", "third"]) {
+    await mesh.entries.createEntry({ title }, headers(tenantId));
+  }
+  await mesh.sql(tenant.database, `insert into ${schemaPrefix}backend.tickets (note) select 'before the move' from generate_series(1, 5)`);
+  return { tenantId, pool: tenant.database, schemaPrefix, role: `tenant_${tenantId.replaceAll("-", "_")}` };
+}
+
+/** The backends of a pool database last leased to a tenant, by pid. */
+async function leasesOf(pool: string, tenantId: string): Promise<number[]> {
+  const rows = await mesh.sql<{ pid: number }>(pool, "select pid from pg_stat_activity where datname = $1 and application_name like $2", [pool, `%@${tenantId}`]);
+  return rows.map((r) => r.pid);
+}
+
+describe("moves between placements", () => {
+  it("is promoted online on its own cluster under writes: none lost, its pool neighbours served throughout and their sessions untouched", async () => {
+    const promoted = await pooledTenant("promoted");
+    const neighbour = await pooledTenant("pool-neighbour");
+    expect(neighbour.pool).toBe(promoted.pool);
+    // Writers only: held by the freeze, they lease no pool session from it to the switch, so every session last leased to the neighbour when frozen is the neighbour's at the shut-out.
+    const load = startLoad(promoted.tenantId, { writers: 3, readers: 0 });
+    const neighbourLoad = startLoad(neighbour.tenantId, { writers: 1, readers: 1 });
+    let move: Awaited<ReturnType<typeof moves.moveTenant>>["move"];
+    let neighbourSessions: number[] = [];
+    try {
+      const hold = holdMovesAfter("cutover:frozen");
+      const moving = moves.moveTenant({ tenantId: promoted.tenantId, targetCluster: "default", targetPlacement: Placement.DEDICATED }, { timeoutMs: 120_000 });
+      await hold.reached;
+      try {
+        neighbourSessions = await leasesOf(neighbour.pool, neighbour.tenantId);
+        expect(neighbourSessions.length).toBeGreaterThan(0);
+      } finally {
+        hold.release();
+      }
+      ({ move } = await moving);
+      // The neighbour's sessions of the freeze are all there after the shut-out and the switch.
+      const after = await leasesOf(neighbour.pool, neighbour.tenantId);
+      expect(neighbourSessions.filter((pid) => !after.includes(pid))).toEqual([]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    } finally {
+      await Promise.all([load.stop(), neighbourLoad.stop()]);
+    }
+    expect(move).toMatchObject({
+      state: MoveState.SUCCEEDED,
+      mode: MoveMode.ONLINE,
+      step: "close-source",
+      sourceCluster: "default",
+      targetCluster: "default",
+      sourceDatabase: promoted.pool,
+      targetDatabase: promoted.role,
+      sourcePlacement: MovePlacement.POOLED,
+      targetPlacement: MovePlacement.DEDICATED,
+      sourceDropped: true,
+    });
+    expect(load.failed).toEqual([]);
+    expect(neighbourLoad.failed).toEqual([]);
+    expect(neighbourLoad.retried).toEqual({ writes: 0, reads: 0 });
+    expect(load.acknowledged.size).toBeGreaterThan(10);
+    const stored = await mesh.sql<{ title: string; id: string; copies: number }>(
+      move!.targetDatabase,
+      `select title, min(id::text) as id, count(*)::int as copies from ${promoted.schemaPrefix}backend.entries group by title`,
+    );
+    const byTitle = new Map(stored.map((row) => [row.title, row]));
+    for (const [title, id] of load.acknowledged) {
+      expect(byTitle.get(title), `acknowledged write ${title}`).toEqual({ title, id, copies: 1 });
+    }
+    expect(stored.filter((row) => row.copies !== 1)).toEqual([]);
+    console.log(
+      `promotion under load: ${load.acknowledged.size} writes acknowledged, ${load.reads} reads; retried ${load.retried.writes} writes and ${load.retried.reads} reads on UNAVAILABLE; neighbour ${neighbourLoad.acknowledged.size} writes, ${neighbourLoad.reads} reads; writes frozen ${Number(move!.writeFreeze!.seconds) * 1000 + move!.writeFreeze!.nanos / 1e6} ms`,
+    );
+
+    // Served from its own database, under the same schema names, with its own login.
+    const tenant = (await mesh.platformClient.getTenant({ tenantId: promoted.tenantId })).tenant!;
+    expect([tenant.placement, tenant.cluster, tenant.database, tenant.move]).toEqual([Placement.DEDICATED, "default", promoted.role, undefined]);
+    expect(await retried(() => mesh.login(promoted.tenantId, owner))).toMatch(/^ey/);
+    await retried(() => mesh.entries.createEntry({ title: "after the promotion" }, headers(promoted.tenantId)));
+    expect(await titles(promoted.tenantId)).toEqual(expect.arrayContaining(["after the promotion", "first", "second", "third"]));
+    await mesh.sql(move!.targetDatabase, `insert into ${promoted.schemaPrefix}backend.tickets (note) values ('after the move')`);
+    expect(await mesh.sql(move!.targetDatabase, `select max(number)::int as last from ${promoted.schemaPrefix}backend.tickets`)).toEqual([{ last: 6 }]);
+    expect(await mesh.sql("postgres", "select rolcanlogin from pg_roles where rolname = $1", [promoted.role])).toEqual([{ rolcanlogin: true }]);
+    // Nothing of it is left in the pool database, which goes on serving its neighbour.
+    expect(await mesh.sql(promoted.pool, "select nspname from pg_namespace where starts_with(nspname, $1)", [promoted.schemaPrefix])).toEqual([]);
+    expect(await mesh.sql(promoted.pool, "select relname from pg_class where relname like 'tenantry_move_marker%'")).toEqual([]);
+    expect(await mesh.sql(promoted.pool, "select pubname from pg_publication")).toEqual([]);
+    expect(await mesh.sql("postgres", "select 1 from pg_auth_members where roleid = $1::regrole and member = $2::regrole", [promoted.role, promoted.pool])).toEqual([]);
+    expect(await replicationLeftovers("default")).toEqual([]);
+    expect(await titles(neighbour.tenantId)).toEqual(expect.arrayContaining(["first", "second", "third"]));
+    expect(await retried(() => mesh.login(neighbour.tenantId, owner))).toMatch(/^ey/);
+  });
+
+  it("is promoted online to another cluster", async () => {
+    const promoted = await pooledTenant("promoted-away");
+    const { move } = await moves.moveTenant({ tenantId: promoted.tenantId, targetCluster: "second", targetPlacement: Placement.DEDICATED });
+    expect(move).toMatchObject({ state: MoveState.SUCCEEDED, mode: MoveMode.ONLINE, targetCluster: "second", targetPlacement: MovePlacement.DEDICATED });
+    const tenant = (await mesh.platformClient.getTenant({ tenantId: promoted.tenantId })).tenant!;
+    expect([tenant.placement, tenant.cluster]).toEqual([Placement.DEDICATED, "second"]);
+    expect(await titles(promoted.tenantId)).toEqual(["first", "second", "third"]);
+    expect(await retried(() => mesh.login(promoted.tenantId, owner))).toMatch(/^ey/);
+    expect(await second.sql(move!.targetDatabase, `select count(*)::int as n from ${promoted.schemaPrefix}backend.tickets`)).toEqual([{ n: 5 }]);
+    // Its role stays behind on the source cluster no longer.
+    expect(await mesh.sql("postgres", "select rolname from pg_roles where rolname = $1", [promoted.role])).toEqual([]);
+    expect(await replicationLeftovers("default")).toEqual([]);
+    expect(await replicationLeftovers("second")).toEqual([]);
+  });
+
+  it("is rolled back when it fails before the switch: pooled and served as before, its role given back to the pool", async () => {
+    const promoted = await pooledTenant("promotion-rollback");
+    const hold = holdMovesAfter("catch-up");
+    const moving = failure(moves.moveTenant({ tenantId: promoted.tenantId, targetCluster: "default", targetPlacement: Placement.DEDICATED }));
+    await hold.reached;
+    try {
+      await mesh.sql(promoted.role, `insert into ${promoted.schemaPrefix}backend.entries (id, title) values (gen_random_uuid(), 'only on the target')`);
+    } finally {
+      hold.release();
+    }
+    const error = await moving;
+    expect([error.code, error.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/rolled back: table .*backend\.entries has 3 rows on the source and 4 on the target/)]);
+    const tenant = (await mesh.platformClient.getTenant({ tenantId: promoted.tenantId })).tenant!;
+    expect([tenant.placement, tenant.database, tenant.move]).toEqual([Placement.POOLED, promoted.pool, undefined]);
+    await retried(() => mesh.entries.createEntry({ title: "after the rollback" }, headers(promoted.tenantId)));
+    expect(await titles(promoted.tenantId)).toEqual(["after the rollback", "first", "second", "third"]);
+    expect(await mesh.sql("postgres", "select datname from pg_database where datname = $1", [promoted.role])).toEqual([]);
+    expect(await mesh.sql("postgres", "select rolcanlogin from pg_roles where rolname = $1", [promoted.role])).toEqual([{ rolcanlogin: false }]);
+    expect(await mesh.sql(promoted.pool, "select relname from pg_class where relname like 'tenantry_move_marker%'")).toEqual([]);
+    expect(await replicationLeftovers("default")).toEqual([]);
+  });
+
+  it("goes back into a pool database under freeze, on its own cluster or another, and out again online", async () => {
+    const { tenantId, database } = await populatedTenant("demoted");
+    const neighbour = await pooledTenant("demotion-neighbour");
+    const prefix = `t_${tenantId.replaceAll("-", "_")}_`;
+    const online = await failure(moves.moveTenant({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED, mode: MoveMode.ONLINE }));
+    expect([online.code, online.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/under freeze only/)]);
+
+    const { move } = await moves.moveTenant({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED, compareDigests: true });
+    expect(move).toMatchObject({
+      state: MoveState.SUCCEEDED,
+      mode: MoveMode.COPY_UNDER_FREEZE,
+      step: "close-source",
+      sourceDatabase: database,
+      targetDatabase: neighbour.pool,
+      sourcePlacement: MovePlacement.DEDICATED,
+      targetPlacement: MovePlacement.POOLED,
+    });
+    const pooled = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+    expect([pooled.placement, pooled.cluster, pooled.database]).toEqual([Placement.POOLED, "default", neighbour.pool]);
+    expect(await titles(tenantId)).toEqual(["first", "second", "third"]);
+    expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+    await retried(() => mesh.entries.createEntry({ title: "in the pool" }, headers(tenantId)));
+    await mesh.sql(neighbour.pool, `insert into ${prefix}backend.tickets (note) values ('in the pool')`);
+    expect(await mesh.sql(neighbour.pool, `select max(number)::int as last from ${prefix}backend.tickets`)).toEqual([{ last: 6 }]);
+    expect(await mesh.sql("postgres", "select datallowconn from pg_database where datname = $1", [database])).toEqual([{ datallowconn: false }]);
+    expect(await mesh.sql("postgres", "select rolcanlogin from pg_roles where rolname = $1", [database])).toEqual([{ rolcanlogin: false }]);
+    expect(await titles(neighbour.tenantId)).toEqual(["first", "second", "third"]);
+
+    // Out again online (its schema prefix kept) to another cluster, and into a pool database there, which has none yet: one is made.
+    const { move: away } = await moves.moveTenant({ tenantId, targetCluster: "second", targetPlacement: Placement.DEDICATED });
+    expect(away).toMatchObject({ state: MoveState.SUCCEEDED, mode: MoveMode.ONLINE, targetPlacement: MovePlacement.DEDICATED });
+    const { move: pooledThere } = await moves.moveTenant({ tenantId, targetCluster: "second", targetPlacement: Placement.POOLED });
+    expect(pooledThere).toMatchObject({ state: MoveState.SUCCEEDED, mode: MoveMode.COPY_UNDER_FREEZE, targetCluster: "second", targetPlacement: MovePlacement.POOLED });
+    expect(pooledThere!.targetDatabase).toMatch(/_pool_\d+$/);
+    expect(await second.sql(pooledThere!.targetDatabase, "select nspname from pg_namespace where starts_with(nspname, $1) order by 1", [prefix])).toEqual([
+      { nspname: `${prefix}auth` },
+      { nspname: `${prefix}backend` },
+    ]);
+    expect(await titles(tenantId)).toEqual(["first", "in the pool", "second", "third"]);
+    expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+    expect(await replicationLeftovers("default")).toEqual([]);
+    expect(await replicationLeftovers("second")).toEqual([]);
+  });
+
+  it("is left in its own database when its move into a pool database fails: nothing left in the pool, its role as before", async () => {
+    const { tenantId, database } = await populatedTenant("demotion-rollback");
+    const prefix = `t_${tenantId.replaceAll("-", "_")}_`;
+    const hold = holdMovesAfter("migrate-schemas");
+    const moving = failure(moves.moveTenant({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED }));
+    await hold.reached;
+    let pool = "";
+    try {
+      pool = (await moves.listMoves({ tenantId })).moves[0]!.targetDatabase;
+      // The copy cannot load a table that is gone.
+      await mesh.sql(pool, `drop table ${prefix}backend.tickets`);
+    } finally {
+      hold.release();
+    }
+    const error = await moving;
+    expect(error.rawMessage).toMatch(/rolled back/);
+    const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+    expect([tenant.placement, tenant.database, tenant.move]).toEqual([Placement.DEDICATED, database, undefined]);
+    await retried(() => mesh.entries.createEntry({ title: "after the rollback" }, headers(tenantId)));
+    expect(await titles(tenantId)).toEqual(["after the rollback", "first", "second", "third"]);
+    expect(await mesh.sql(pool, "select nspname from pg_namespace where starts_with(nspname, $1)", [prefix])).toEqual([]);
+    expect(await mesh.sql("postgres", "select rolcanlogin from pg_roles where rolname = $1", [database])).toEqual([{ rolcanlogin: true }]);
+    expect(await mesh.sql("postgres", "select 1 from pg_auth_members where roleid = $1::regrole and member = $2::regrole", [database, pool])).toEqual([]);
+  });
+
+  it("refuses what it cannot do: another pool database, or a copy under freeze", async () => {
+    const pooled = await pooledTenant("promotion-refused");
+    const again = await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second" }));
+    expect([again.code, again.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/moves to a database of its own/)]);
+    const frozen = await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second", targetPlacement: Placement.DEDICATED, mode: MoveMode.COPY_UNDER_FREEZE }));
+    expect(frozen.code).toBe(Code.FailedPrecondition);
+    expect((await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second", targetPlacement: 7 as Placement }))).code).toBe(Code.InvalidArgument);
+    expect((await moves.listMoves({ tenantId: pooled.tenantId })).moves).toEqual([]);
+  });
+});
+
+describe("a tier change", () => {
+  it("starts the move to the new tier's placement and says so; a tier of the same placement moves nothing", async () => {
+    const pooled = await pooledTenant("tier-change");
+    const { tenant, move } = await mesh.platformClient.updateTenant({ tenantId: pooled.tenantId, tier: Tier.PREMIUM, updateMask: { paths: ["tier"] } });
+    expect(tenant!.tier).toBe(Tier.PREMIUM);
+    expect(move).toMatchObject({ state: MoveState.RUNNING, tenantId: pooled.tenantId, targetCluster: "default", sourcePlacement: MovePlacement.POOLED, targetPlacement: MovePlacement.DEDICATED });
+    expect(tenant!.move?.moveId).toBe(move!.moveId);
+    const deadline = Date.now() + 60_000;
+    while ((await moves.getMove({ moveId: move!.moveId })).move!.state === MoveState.RUNNING && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await moves.getMove({ moveId: move!.moveId })).move).toMatchObject({ state: MoveState.SUCCEEDED, step: "close-source" });
+    const promoted = (await mesh.platformClient.getTenant({ tenantId: pooled.tenantId })).tenant!;
+    expect([promoted.placement, promoted.tier, promoted.database]).toEqual([Placement.DEDICATED, Tier.PREMIUM, pooled.role]);
+    expect(await titles(pooled.tenantId)).toEqual(["first", "second", "third"]);
+    expect(await retried(() => mesh.login(pooled.tenantId, owner))).toMatch(/^ey/);
+
+    const unchanged = await mesh.platformClient.updateTenant({ tenantId: pooled.tenantId, tier: Tier.ENTERPRISE, updateMask: { paths: ["tier"] } });
+    expect([unchanged.tenant!.tier, unchanged.move]).toEqual([Tier.ENTERPRISE, undefined]);
+    expect((await moves.listMoves({ tenantId: pooled.tenantId })).moves).toHaveLength(1);
   });
 });

@@ -1,13 +1,15 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager, MikroORM } from "@mikro-orm/postgresql";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { MoveMode } from "../../../gen/tenantry/platform/v1/move_pb.js";
+import { Placement } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { checkTenantId, tenantDatabaseName } from "../../mesh/index.ts";
 import { lockForTransaction, type AdvisoryLocks } from "../advisory-locks.ts";
 import { platformActor, type AuditLog } from "../audit-log.ts";
 import { answerOf, loginOf, reasonOf, refuseWhileRestoring, restoreLock } from "../backups/index.ts";
 import type { Move } from "../entities/move.ts";
+import { choosePoolDatabase } from "../provisioning/index.ts";
 import { SingleFlight } from "../single-flight.ts";
 import {
   auditOutcomes,
@@ -28,9 +30,11 @@ import {
   moveStates,
   statusNames,
   type MoveModeName,
-  refusePooled,
+  placementNames,
+  pooledSchemaPrefix,
+  rolePasswordContext,
 } from "../stores/index.ts";
-import { schemaVersionsIn } from "../tenant-databases.ts";
+import { readSchemaVersions } from "../tenant-databases.ts";
 import { dropSlot, dropSubscription, moveIdOf, replicationPrefix } from "./logical-replication.ts";
 import { moveRollback, moveSteps, moveStepTable, pointOfNoReturn, requested, rollingBack, type MoveContext, type MoveServices, type MoveStep } from "./move-steps.ts";
 import { onlineMoveSupport, tablesWithoutReplicaIdentity } from "./online-move-support.ts";
@@ -44,6 +48,10 @@ export interface TenantMovesOptions extends MoveServices {
   locks: AdvisoryLocks;
   /** Every step, and every rollback, is recorded there. */
   audit: AuditLog;
+  /** How many pooled tenants one pool database holds at most (a move into one chooses it as provisioning does); 1000 when unset. */
+  poolMaxTenants?: number;
+  /** The names of pool databases made for moves into one are this followed by `_<n>`; "tenantry_pool" when unset. */
+  poolNamePrefix?: string;
   /** Called when a step's work is done, before it is recorded, and at points inside a step (for tests). */
   afterStep?: (moveId: string, step: string) => void | Promise<void>;
 }
@@ -54,6 +62,8 @@ export interface MoveRequest {
   targetCluster: string;
   mode: MoveMode;
   compareDigests: boolean;
+  /** The placement the tenant has once moved; unset or PLACEMENT_UNSPECIFIED keeps its own. */
+  targetPlacement?: Placement;
 }
 
 /**
@@ -95,30 +105,54 @@ export class TenantMoves {
     if (MoveMode[request.mode] === undefined) {
       throw new ConnectError(`unknown mode ${request.mode}: use MOVE_MODE_AUTO, MOVE_MODE_ONLINE or MOVE_MODE_COPY_UNDER_FREEZE`, Code.InvalidArgument);
     }
+    const targetPlacement = request.targetPlacement ?? Placement.UNSPECIFIED;
+    if (Placement[targetPlacement] === undefined) {
+      throw new ConnectError(`unknown target_placement ${targetPlacement}: use PLACEMENT_DEDICATED or PLACEMENT_POOLED, or leave it unset to keep the tenant's`, Code.InvalidArgument);
+    }
     const em = orm.em.fork();
     const tenant = await getTenant(em, tenantId);
-    refusePooled(tenant, "a move");
-    if (tenant.status !== statusNames.active || tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
+    const pooled = tenant.placement === placementNames.pooled;
+    if (tenant.status !== statusNames.active || tenant.cluster == null || tenant.role == null || (!pooled && tenant.rolePassword == null)) {
       throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE tenant can be moved`, Code.FailedPrecondition);
     }
-    if (request.targetCluster === tenant.cluster) {
+    const to = targetPlacement === Placement.UNSPECIFIED ? tenant.placement : targetPlacement === Placement.POOLED ? placementNames.pooled : placementNames.dedicated;
+    const changesPlacement = to !== tenant.placement;
+    if (pooled && !changesPlacement) {
+      throw new ConnectError(`tenant "${tenant.id}" is pooled: it moves to a database of its own (target_placement PLACEMENT_DEDICATED), not to another pool database`, Code.FailedPrecondition);
+    }
+    if (!pooled && changesPlacement && request.mode === MoveMode.ONLINE) {
+      throw new ConnectError(
+        `tenant "${tenant.id}" goes into a pool database under freeze only (its schemas' names differ there); use MOVE_MODE_AUTO or MOVE_MODE_COPY_UNDER_FREEZE`,
+        Code.FailedPrecondition,
+      );
+    }
+    if (request.targetCluster === tenant.cluster && !changesPlacement) {
       throw new ConnectError(`tenant "${tenant.id}" is on cluster "${tenant.cluster}" already`, Code.InvalidArgument);
     }
     await this.#checkTarget(request.targetCluster);
-    await this.#checkDistinctServers(tenant.cluster, request.targetCluster);
+    if (!changesPlacement) {
+      // Between placements the tenant's role may be one on both sides: the source is shut out through its pool's login (or the role's login for a pooled target), not the role.
+      await this.#checkDistinctServers(tenant.cluster, request.targetCluster);
+    }
     const running = await findRunningMove(em, tenant.id);
     if (running !== null) {
       throw new ConnectError(`a move of tenant "${tenant.id}" is under way (move ${running.id}, after ${running.step}); wait for it to end`, Code.FailedPrecondition);
     }
-    const source = { cluster: tenant.cluster, database: tenant.database, login: loginOf(box, tenant) };
-    const mode = await this.#chooseMode(request.mode, source, request.targetCluster);
+    const source = { cluster: tenant.cluster, database: tenant.database, login: pooled ? undefined : loginOf(box, tenant), schemaPrefix: tenant.schemaPrefix };
+    if (pooled && request.mode === MoveMode.COPY_UNDER_FREEZE) {
+      throw new ConnectError(`tenant "${tenant.id}" is pooled: it is promoted online only (its copy under freeze needs backups of pooled tenants); use MOVE_MODE_AUTO or MOVE_MODE_ONLINE`, Code.FailedPrecondition);
+    }
+    const demotes = !pooled && changesPlacement;
+    const mode = demotes ? moveModes.copyUnderFreeze : await this.#chooseMode(pooled ? MoveMode.ONLINE : request.mode, source, request.targetCluster);
     const id = randomUUID();
-    const targetDatabase = await clusters.admin(request.targetCluster, async (admin) => {
-      const name = tenantDatabaseName(tenant.id);
-      const { rowCount } = await admin.query("select 1 from pg_database where datname = $1", [name]);
-      // Taken by a database kept after an earlier move away from that cluster, say.
-      return rowCount === 0 ? name : `${name}_m${id.slice(0, 8)}`;
-    });
+    const targetDatabase = demotes
+      ? await choosePoolDatabase(em, clusters, box, request.targetCluster, this.#options, async () => {})
+      : await clusters.admin(request.targetCluster, async (admin) => {
+          const name = tenantDatabaseName(tenant.id);
+          const { rowCount } = await admin.query("select 1 from pg_database where datname = $1", [name]);
+          // Taken by a database kept after an earlier move away from that cluster, say.
+          return rowCount === 0 ? name : `${name}_m${id.slice(0, 8)}`;
+        });
     await em.transactional(async (tx) => {
       // Restores, their undos and offboarding take the same lock to check for moves.
       await lockForTransaction(tx, restoreLock(tenant.id));
@@ -133,9 +167,16 @@ export class TenantMoves {
         targetCluster: request.targetCluster,
         targetDatabase,
         compareDigests: request.compareDigests,
+        sourcePlacement: tenant.placement,
+        targetPlacement: to,
+        sourceSchemaPrefix: tenant.schemaPrefix,
+        // Into a pool database the services' schemas need a prefix: the tenant's own if it has one.
+        targetSchemaPrefix: demotes && tenant.schemaPrefix === "" ? pooledSchemaPrefix(tenant.id) : tenant.schemaPrefix,
+        // A promotion gives the tenant's role a login of its own on the target.
+        targetRolePassword: pooled ? box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenant.id)) : null,
       });
     });
-    await this.#audit(id, tenant.id, requested, auditOutcomes.succeeded, { mode, sourceCluster: tenant.cluster, targetCluster: request.targetCluster, targetDatabase });
+    await this.#audit(id, tenant.id, requested, auditOutcomes.succeeded, { mode, sourceCluster: tenant.cluster, targetCluster: request.targetCluster, targetDatabase, sourcePlacement: tenant.placement, targetPlacement: to });
     return (await findMove(orm.em.fork(), id))!;
   }
 
@@ -231,7 +272,11 @@ export class TenantMoves {
 
 
   /** The mode a move runs in: online where asked or possible, else copy under freeze. */
-  async #chooseMode(asked: MoveMode, source: { cluster: string; database: string; login: { user: string; password: string } }, target: string): Promise<MoveModeName> {
+  async #chooseMode(
+    asked: MoveMode,
+    source: { cluster: string; database: string; login: { user: string; password: string } | undefined; schemaPrefix: string },
+    target: string,
+  ): Promise<MoveModeName> {
     if (asked === MoveMode.COPY_UNDER_FREEZE) {
       return moveModes.copyUnderFreeze;
     }
@@ -242,10 +287,11 @@ export class TenantMoves {
       ...(to.target ? [] : [`cluster "${target}" ${to.note}`]),
     ];
     if (from.source && to.target) {
-      const versions = await schemaVersionsIn({ clusters, schemas }, source);
+      // A pooled source is read by the admin: its login is its pool's, which reads nothing of the tenant's by itself.
       const client = await clusters.connect(source.cluster, source.database, source.login);
       try {
-        const keyless = await tablesWithoutReplicaIdentity(client, [...versions.keys()]);
+        const versions = await readSchemaVersions(client, schemas.entries.map((e) => e.name), source.schemaPrefix);
+        const keyless = await tablesWithoutReplicaIdentity(client, [...versions.keys()].map((service) => source.schemaPrefix + service));
         if (keyless.length > 0) {
           reasons.push(`table ${keyless.join(", ")} has no primary key, which logical replication needs to carry updates and deletes`);
         }
@@ -344,6 +390,11 @@ export class TenantMoves {
   /** Drops a moved tenant's source database, and its role there unless the tenant has come back to that cluster since. */
   async #dropSource(em: EntityManager, move: Move): Promise<void> {
     const { clusters, log } = this.#options;
+    if (move.sourcePlacement === placementNames.pooled) {
+      // A pool database is shared: the tenant's schemas there went at close-source.
+      await changeMove(em, move, { sourceDropped: true });
+      return;
+    }
     await clusters.dropDatabase(move.sourceCluster, move.sourceDatabase);
     const tenant = await findTenant(em, move.tenantId);
     if (tenant?.role != null && tenant.cluster !== move.sourceCluster) {

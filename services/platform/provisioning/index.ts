@@ -1,4 +1,5 @@
 export {
+  choosePoolDatabase,
   dropPooledSchemas,
   ensurePooledSchemas,
   pooledProvisioningSteps,

@@ -114,7 +114,7 @@ describe("pooled tenants provisioned by Platform", () => {
     expect(backup?.state).toBe(BackupState.SUCCEEDED);
     const move = await mesh.client("platform", MoveService, operator).moveTenant({ tenantId: tenant.tenantId, targetCluster: "elsewhere" }).then(() => undefined, (e: unknown) => ConnectError.from(e));
     expect(move?.code).toBe(Code.FailedPrecondition);
-    expect(move?.rawMessage).toMatch(/not yet for pooled tenants/);
+    expect(move?.rawMessage).toMatch(/moves to a database of its own \(target_placement PLACEMENT_DEDICATED\), not to another pool database/);
   });
 
   it("are suspended and resumed as any tenant: refused while SUSPENDED, served again after", async () => {

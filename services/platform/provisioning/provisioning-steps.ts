@@ -268,13 +268,31 @@ async function dropRole({ tenant, clusters }: StepContext): Promise<void> {
  * and a new pool database is made again (each part checked first) if the
  * run stopped before recording it.
  */
-async function choosePool({ em, tenant, clusters, box, poolMaxTenants = 1000, poolNamePrefix = "tenantry_pool" }: StepContext): Promise<void> {
+async function choosePool({ em, tenant, clusters, box, poolMaxTenants, poolNamePrefix }: StepContext): Promise<void> {
   if (tenant.database !== "") {
     // Chosen by an earlier run: the pool database was recorded with the choice.
     return;
   }
-  const cluster = tenant.cluster!;
-  const name = await em.transactional(async (tx) => {
+  tenant.database = await choosePoolDatabase(em, clusters, box, tenant.cluster!, { poolMaxTenants, poolNamePrefix }, async (tx, chosen) => {
+    await tx.execute("update platform.tenants set database = ?, updated_at = now() where id = ?", [chosen, tenant.id]);
+  });
+}
+
+/**
+ * Chooses a pool database of `cluster` for one more tenant, as provisioning
+ * does (see choosePool), making a new one when none has room, and has
+ * `record` record the choice in the same transaction, under the cluster's
+ * pool lock. Returns its name.
+ */
+export async function choosePoolDatabase(
+  em: EntityManager,
+  clusters: ClusterRegistry,
+  box: SecretBox,
+  cluster: string,
+  { poolMaxTenants = 1000, poolNamePrefix = "tenantry_pool" }: { poolMaxTenants?: number | undefined; poolNamePrefix?: string | undefined },
+  record: (tx: EntityManager, chosen: string) => Promise<void>,
+): Promise<string> {
+  return em.transactional(async (tx) => {
     await lockForTransaction(tx, `pool:${cluster}`);
     const pools = await listPoolDatabases(tx, cluster);
     const roomy = pools.filter((p) => p.state === poolStates.ready && p.tenantCount < poolMaxTenants).sort((a, b) => b.tenantCount - a.tenantCount);
@@ -285,10 +303,9 @@ async function choosePool({ em, tenant, clusters, box, poolMaxTenants = 1000, po
       await setUpPoolDatabase(clusters, cluster, chosen, password);
       await insertPoolDatabase(tx, { cluster, name: chosen, role: chosen, rolePassword: box.seal(password, poolPasswordContext(cluster, chosen)), state: poolStates.ready });
     }
-    await tx.execute("update platform.tenants set database = ?, updated_at = now() where id = ?", [chosen, tenant.id]);
+    await record(tx, chosen);
     return chosen;
   });
-  tenant.database = name;
 }
 
 /** The first `<prefix>_<n>` not taken by `taken`. */

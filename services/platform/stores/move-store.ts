@@ -31,11 +31,12 @@ export const moveStates = {
 };
 
 /** A new move's record, RUNNING from its first step. */
-export type NewMoveRecord = Pick<Move, "id" | "tenantId" | "mode" | "step" | "sourceCluster" | "sourceDatabase" | "targetCluster" | "targetDatabase" | "compareDigests">;
+export type NewMoveRecord = Pick<Move, "id" | "tenantId" | "mode" | "step" | "sourceCluster" | "sourceDatabase" | "targetCluster" | "targetDatabase" | "compareDigests"> &
+  Partial<Pick<Move, "sourcePlacement" | "targetPlacement" | "sourceSchemaPrefix" | "targetSchemaPrefix" | "targetRolePassword">>;
 
 /** Records a move being started; FAILED_PRECONDITION when one of the tenant is running already. */
 export async function insertMove(em: EntityManager, record: NewMoveRecord): Promise<Move> {
-  const move = em.create(Move, { ...record, state: moveStates.running, error: null, targetRoleExisted: null, backupId: null, tablesCopied: 0, tableCount: 0, sourceDropped: false, createdAt: new Date() });
+  const move = em.create(Move, { sourcePlacement: "dedicated", targetPlacement: "dedicated", sourceSchemaPrefix: "", targetSchemaPrefix: "", targetRolePassword: null, ...record, state: moveStates.running, error: null, targetRoleExisted: null, backupId: null, tablesCopied: 0, tableCount: 0, sourceDropped: false, createdAt: new Date() });
   try {
     await em.flush();
   } catch (error) {
@@ -57,13 +58,18 @@ export async function changeMove(em: EntityManager, move: Move, change: MoveChan
 }
 
 /**
- * Routes the tenant to the move's target and records the move's `step` as
+ * Routes the tenant to the move's target (in its target placement, with
+ * the target's schema prefix and login) and records the move's `step` as
  * done, in one transaction: a Platform that stops around the switch finds
  * both or neither. The change feed announces the tenant's new route.
  */
 export async function recordSwitch(em: EntityManager, move: Move, record: { step: string; switchedAt: Date; freezeMs: number }): Promise<void> {
   await em.transactional(async (tx) => {
-    await tx.nativeUpdate(Tenant, { id: move.tenantId }, { cluster: move.targetCluster, database: move.targetDatabase, updatedAt: record.switchedAt });
+    const placement =
+      move.targetPlacement === move.sourcePlacement
+        ? {}
+        : { placement: move.targetPlacement, schemaPrefix: move.targetSchemaPrefix, rolePassword: move.targetPlacement === "pooled" ? null : move.targetRolePassword };
+    await tx.nativeUpdate(Tenant, { id: move.tenantId }, { cluster: move.targetCluster, database: move.targetDatabase, ...placement, updatedAt: record.switchedAt });
     await tx.nativeUpdate(Move, { id: move.id }, record);
   });
   Object.assign(move, record);

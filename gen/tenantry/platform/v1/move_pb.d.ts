@@ -52,7 +52,9 @@ export declare type Move = Message<"tenantry.platform.v1.Move"> & {
    * subscribe, initial-copy, catch-up, cutover; under freeze cutover alone
    * (it copies);
    * then remove-replication (online), close-source. "rollback" while a
-   * failed move is undone.
+   * failed move is undone. Into a pool database, create-database makes the
+   * tenant's schemas there and secure-database has nothing to do; out of
+   * one, close-source drops the tenant's schemas there.
    *
    * @generated from field: string step = 5;
    */
@@ -154,11 +156,27 @@ export declare type Move = Message<"tenantry.platform.v1.Move"> & {
   sourceDropTime?: Timestamp | undefined;
 
   /**
-   * Whether the source database has been dropped.
+   * Whether the source database has been dropped (for a pooled source:
+   * the tenant's schemas in its pool database, dropped at close-source).
    *
    * @generated from field: bool source_dropped = 19;
    */
   sourceDropped: boolean;
+
+  /**
+   * The tenant's placement on the source side.
+   *
+   * @generated from field: tenantry.platform.v1.MovePlacement source_placement = 20;
+   */
+  sourcePlacement: MovePlacement;
+
+  /**
+   * The tenant's placement once moved; differs from source_placement for a
+   * promotion (pooled to dedicated) or the reverse.
+   *
+   * @generated from field: tenantry.platform.v1.MovePlacement target_placement = 21;
+   */
+  targetPlacement: MovePlacement;
 };
 
 /**
@@ -209,6 +227,42 @@ export enum MoveMode {
  * Describes the enum tenantry.platform.v1.MoveMode.
  */
 export declare const MoveModeSchema: GenEnum<MoveMode>;
+
+/**
+ * MovePlacement is a placement as a move records it: the same as
+ * Placement of platform_service.proto, which imports this file and so
+ * cannot be imported by it.
+ *
+ * @generated from enum tenantry.platform.v1.MovePlacement
+ */
+export enum MovePlacement {
+  /**
+   * Not set: a move recorded before placements, dedicated on both sides.
+   *
+   * @generated from enum value: MOVE_PLACEMENT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A database of the tenant's own (PLACEMENT_DEDICATED).
+   *
+   * @generated from enum value: MOVE_PLACEMENT_DEDICATED = 1;
+   */
+  DEDICATED = 1,
+
+  /**
+   * Schemas of the tenant's own inside a shared pool database
+   * (PLACEMENT_POOLED).
+   *
+   * @generated from enum value: MOVE_PLACEMENT_POOLED = 2;
+   */
+  POOLED = 2,
+}
+
+/**
+ * Describes the enum tenantry.platform.v1.MovePlacement.
+ */
+export declare const MovePlacementSchema: GenEnum<MovePlacement>;
 
 /**
  * MoveState is how far a move has come.

@@ -5,6 +5,7 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Move, MoveMode } from "./move_pb.js";
+import type { Placement } from "./platform_service_pb.js";
 
 /**
  * Describes the file tenantry/platform/v1/move_service.proto.
@@ -26,7 +27,7 @@ export declare type MoveTenantRequest = Message<"tenantry.platform.v1.MoveTenant
 
   /**
    * The cluster to move it to (see ClusterService): accepting, with room,
-   * not the tenant's own.
+   * not the tenant's own unless target_placement changes the placement.
    *
    * @generated from field: string target_cluster = 2;
    */
@@ -46,6 +47,18 @@ export declare type MoveTenantRequest = Message<"tenantry.platform.v1.MoveTenant
    * @generated from field: bool compare_digests = 4;
    */
   compareDigests: boolean;
+
+  /**
+   * The placement the tenant has once moved; unspecified keeps its
+   * placement. PLACEMENT_DEDICATED for a pooled tenant promotes it to a
+   * database of its own (online where possible, on its own cluster or
+   * another); PLACEMENT_POOLED for a dedicated tenant gives it schemas in a
+   * pool database of the target cluster (always a copy under freeze: the
+   * schemas' names differ on the two sides).
+   *
+   * @generated from field: tenantry.platform.v1.Placement target_placement = 5;
+   */
+  targetPlacement: Placement;
 };
 
 /**
@@ -422,6 +435,18 @@ export declare const DrainEventSchema: GenEnum<DrainEvent>;
  * whole copy (UNAVAILABLE), and reads under way as it begins to fail
  * UNAVAILABLE. Calls that reach the source between its shut-out and the
  * services learning the new route (moments) fail UNAVAILABLE too.
+ *
+ * A pooled tenant is promoted to a database of its own (target_placement
+ * PLACEMENT_DEDICATED, on its own cluster or another) online only: its
+ * database keeps the tenant's schema prefix, so nothing is renamed at the
+ * cutover; the source is shut out by taking the tenant's role from its
+ * pool database's login and ending only the sessions last leased to the
+ * tenant (its neighbours' sessions go on), and its schemas there are
+ * dropped once the route has switched. A tenant with a database of its own
+ * goes into a pool database (target_placement PLACEMENT_POOLED) under
+ * freeze only: its tables and sequences are copied from its read-only
+ * database into its schemas there (prefixed: the names differ on the two
+ * sides, so logical replication cannot carry them), without a backup.
  *
  * At every moment one database serves the tenant: once the route has
  * switched, the source refuses the tenant's connections; it is kept,

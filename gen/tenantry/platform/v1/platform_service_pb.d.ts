@@ -569,6 +569,16 @@ export declare type UpdateTenantResponse = Message<"tenantry.platform.v1.UpdateT
    * @generated from field: tenantry.platform.v1.Tenant tenant = 1;
    */
   tenant?: Tenant | undefined;
+
+  /**
+   * Set when the change of tier started a move to the new tier's default
+   * placement (TENANTRY_TIER_PLACEMENTS, when TENANTRY_TIER_CHANGE_MOVES is
+   * on): the move as it started, RUNNING; follow it with
+   * MoveService.GetMove. The tenant keeps being served meanwhile.
+   *
+   * @generated from field: tenantry.platform.v1.Move move = 2;
+   */
+  move?: Move | undefined;
 };
 
 /**
@@ -1241,7 +1251,10 @@ export declare const PlatformService: GenService<{
   },
   /**
    * UpdateTenant changes a tenant's display name or tier, as named by
-   * update_mask. Errors: INVALID_ARGUMENT for an empty or unknown mask path
+   * update_mask. A new tier whose default placement (TENANTRY_TIER_PLACEMENTS)
+   * differs from the tenant's starts a move to that placement when
+   * TENANTRY_TIER_CHANGE_MOVES is on (the default); the answer carries it,
+   * and the tenant keeps being served while it runs. Errors: INVALID_ARGUMENT for an empty or unknown mask path
    * or a bad value; NOT_FOUND; FAILED_PRECONDITION for a deleted tenant.
    *
    * @generated from rpc tenantry.platform.v1.PlatformService.UpdateTenant
