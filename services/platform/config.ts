@@ -128,6 +128,8 @@ export const platformEnv = {
     .optional(),
   /** Tenants the first cluster (the server of TENANTRY_DATABASE_URL) may hold, when it is registered. */
   TENANTRY_DEFAULT_CLUSTER_CAPACITY: positiveInt.default(1000),
+  /** Pooled tenants the first cluster may hold (counted apart from its capacity), when it is registered. */
+  TENANTRY_DEFAULT_CLUSTER_POOL_CAPACITY: positiveInt.default(20000),
   /** Region label of the first cluster, when it is registered. */
   TENANTRY_DEFAULT_CLUSTER_REGION: z.string().regex(/^[a-z0-9-]{0,40}$/, "lower-case letters, digits and hyphens").default("local"),
   /** Copy new tenant databases from a per-cluster template ("true") or migrate each one ("false"). */

@@ -109,6 +109,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     const { database: platformDatabase, ...server } = parseDatabaseUrl(config.TENANTRY_DATABASE_URL);
     await clusters.registerServer("default", server, {
       capacity: config.TENANTRY_DEFAULT_CLUSTER_CAPACITY,
+      poolCapacity: config.TENANTRY_DEFAULT_CLUSTER_POOL_CAPACITY,
       region: config.TENANTRY_DEFAULT_CLUSTER_REGION,
     });
     const schemas = new SchemaServices({

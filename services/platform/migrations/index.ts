@@ -7,6 +7,7 @@ import { AddFleetLedger } from "./add-fleet-ledger.ts";
 import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
 import { AddMoves } from "./add-moves.ts";
 import { AddPlacements } from "./add-placements.ts";
+import { AddPoolCapacity } from "./add-pool-capacity.ts";
 import { AddPermissionCatalog } from "./add-permission-catalog.ts";
 import { AddTenantOwner } from "./add-tenant-owner.ts";
 import { AddWriteFreezes } from "./add-write-freezes.ts";
@@ -26,4 +27,5 @@ export const migrations: MigrationObject[] = [
   { name: "0010-add-write-freezes", class: AddWriteFreezes },
   { name: "0011-add-moves", class: AddMoves },
   { name: "0012-add-placements", class: AddPlacements },
+  { name: "0013-add-pool-capacity", class: AddPoolCapacity },
 ];
