@@ -152,6 +152,8 @@ export const platformEnv = {
   TENANTRY_TIER_PLACEMENTS: tierPlacements.default(defaultTierPlacements),
   /** How many pooled tenants one pool database holds at most; new pool databases are created as needed. */
   TENANTRY_POOL_MAX_TENANTS: positiveInt.default(1000),
+  /** How many pooled tenants of one pool database a fleet migration migrates at once, at least (at most 32). */
+  TENANTRY_FLEET_POOL_CONCURRENCY: positiveInt.max(32).default(8),
   /** How long after DeleteTenant a tenant's database and role are dropped; 0 drops them at once. */
   TENANTRY_OFFBOARDING_GRACE_MS: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
   /** How often Platform looks for offboarded tenants past their grace period. */

@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { Migration } from "@mikro-orm/migrations";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FleetService, MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
@@ -167,5 +168,34 @@ describe("pooled tenants provisioned by Platform", () => {
     const ledger = await mesh.sql(mesh.platformDatabase, "select version from platform.tenant_schema_versions where tenant_id = $1 and service = 'backend'", [pooled.tenantId]);
     expect(ledger).toEqual([{ version: upcomingBackendVersion }]);
     await mesh.entries.createEntry({ title: "after the rollout" }, headers(pooled.tenantId));
+  });
+
+  // After the one above: it runs a Backend newer still.
+  it("are migrated by fleet migrations several at once in one pool database, beyond concurrency_per_cluster", async () => {
+    // Two pooled tenants to a pool database: of three new ones, at least two share one.
+    const made = [await mesh.createTenant({ placement: Placement.POOLED }), await mesh.createTenant({ placement: Placement.POOLED }), await mesh.createTenant({ placement: Placement.POOLED })];
+    const [a, b] = made.filter((t) => made.filter((u) => u.database === t.database).length === 2);
+    expect(a!.database).toBe(b!.database);
+    /** Records, in the tenant's schema, when its migration began and ended, a moment apart. */
+    class RecordMigrationWindow extends Migration {
+      override up(): void {
+        this.addSql("create table migration_window (began timestamptz not null, ended timestamptz)");
+        this.addSql("insert into migration_window (began) values (clock_timestamp())");
+        this.addSql("select pg_sleep(0.5)");
+        this.addSql("update migration_window set ended = clock_timestamp()");
+      }
+    }
+    await mesh.restartBackend([...newerBackendMigrations, { name: `${String(newerBackendMigrations.length + 1).padStart(4, "0")}-record-migration-window`, class: RecordMigrationWindow }]);
+    const fleet = mesh.client("platform", FleetService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    const outcomes = [];
+    for await (const event of fleet.migrateTenants({ tenantIds: [a!.tenantId, b!.tenantId], concurrencyPerCluster: 1 })) {
+      outcomes.push(`${event.tenantId} ${event.service} ${MigrationOutcome[event.outcome]}`);
+    }
+    expect(outcomes.filter((o) => o.includes(" backend ")).sort()).toEqual([`${a!.tenantId} backend MIGRATED`, `${b!.tenantId} backend MIGRATED`].sort());
+    const windowOf = async (tenantId: string) =>
+      (await mesh.sql<{ began: Date; ended: Date }>(a!.database, `select began, ended from ${`t_${tenantId.replaceAll("-", "_")}_backend`}.migration_window`))[0]!;
+    const [first, second] = [await windowOf(a!.tenantId), await windowOf(b!.tenantId)];
+    // One began before the other ended: they were migrated at the same time, though one at a time was asked per cluster.
+    expect(first.began < second.ended && second.began < first.ended).toBe(true);
   });
 });
