@@ -145,6 +145,31 @@ describe("pooled tenants provisioned by Platform", () => {
     expect(await mesh.sql("postgres", "select 1 from pg_database where datname = $1", [gone.database])).toHaveLength(1);
   });
 
+  it("are provisioned though the pool's login is refused the tenant's role at first: Platform grants it again and asks the services again", async () => {
+    const tenantId = mesh.uniqueTenantId("regrant");
+    const role = `tenant_${tenantId.replaceAll("-", "_")}`;
+    let revoked = 0;
+    await mesh.restartPlatform(
+      {},
+      {
+        afterStep: async (id, step) => {
+          if (id === tenantId && step === "create-role") {
+            // What a lease meets while the grant is not seen: SET ROLE refused (42501), which the services answer UNAVAILABLE.
+            const [pool] = await mesh.sql<{ database: string }>(mesh.platformDatabase, "select database from platform.tenants where id = $1", [tenantId]);
+            await mesh.sql("postgres", `revoke ${role} from ${pool!.database}`);
+            revoked++;
+          }
+        },
+      },
+    );
+    const tenant = await mesh.createTenant({ tenantId, placement: Placement.POOLED });
+    expect([revoked, tenant.status]).toEqual([1, TenantStatus.ACTIVE]);
+    const granted = await mesh.sql("postgres", "select 1 from pg_auth_members where roleid = $1::regrole and member = $2::regrole", [role, tenant.database]);
+    expect(granted).toHaveLength(1);
+    await mesh.entries.createEntry({ title: "granted again" }, headers(tenantId));
+    expect((await mesh.entries.listEntries({}, headers(tenantId))).entries.map((e) => e.title)).toEqual(["granted again"]);
+  });
+
   // Last: it leaves the mesh running a newer Backend.
   it("are reached by fleet migrations: Backend migrates each pooled tenant's schema, and the ledger follows", async () => {
     const pooled = await mesh.createTenant({ placement: Placement.POOLED });

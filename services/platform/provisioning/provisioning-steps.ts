@@ -207,6 +207,7 @@ async function migrateSchemas(context: StepContext): Promise<void> {
   const { em, tenant, clusters, schemas, migrateTimeoutMs, run } = context;
   const latest = run.latest ?? (await schemas.latestVersions());
   const versions = run.versions ?? (await clusters.inDatabase(tenant.cluster!, tenant.database, (client) => readVersions(client, schemas.entries.map((e) => e.name), tenant.schemaPrefix)));
+  let regranted: Promise<void> | undefined;
   const reported = await Promise.all(
     schemas.entries.map(async ({ name, client }) => {
       if (versions.get(name) === latest.get(name) && latest.get(name) !== undefined) {
@@ -224,7 +225,9 @@ async function migrateSchemas(context: StepContext): Promise<void> {
           context.log.warn({ tenantId: tenant.id, service: name, attempt, reason: cause.rawMessage }, "a service could not migrate the tenant's schema; asking again");
           await sleep(100 * attempt);
           if (tenant.placement === placementNames.pooled) {
-            await createPooledRole(context);
+            // Once for all the services that were refused together: two grants at once would collide.
+            regranted ??= createPooledRole(context);
+            await regranted;
           }
         }
       }
