@@ -27,5 +27,5 @@ export const migrations: MigrationObject[] = [
   { name: "0010-add-write-freezes", class: AddWriteFreezes },
   { name: "0011-add-moves", class: AddMoves },
   { name: "0012-add-placements", class: AddPlacements },
-  { name: "0013-add-pool-capacity", class: AddPoolCapacity },
+  { name: "0015-add-pool-capacity", class: AddPoolCapacity },
 ];
