@@ -106,10 +106,10 @@ export async function startBenchProcesses(options: BenchProcessesOptions): Promi
 
 /**
  * Starts every registered service as a process (see services/registry.ts),
- * Platform first; `backendFile` replaces Backend's main, `env` is given to
- * all of them.
+ * Platform first; `backendFile` replaces Backend's main (`backendArgs` go
+ * to its Node), `env` is given to all of them.
  */
-export async function startBenchMesh(bench: BenchProcesses, options: { backendFile?: string; platformEnv?: Record<string, string>; env?: Record<string, string> } = {}) {
+export async function startBenchMesh(bench: BenchProcesses, options: { backendFile?: string; backendArgs?: string[]; platformEnv?: Record<string, string>; env?: Record<string, string> } = {}) {
   const plan = await planMesh({
     sharedEnv: bench.shared,
     platformDatabaseUrl: bench.database.urlFor("tenantry_platform"),
@@ -119,7 +119,9 @@ export async function startBenchMesh(bench: BenchProcesses, options: { backendFi
   });
   const ports = Object.fromEntries(plan.map((s) => [s.name, s.grpcPort])) as Record<string, number> & { platform: number; auth: number; backend: number };
   const backendPlan = plan.find((s) => s.name === "backend")!;
-  const startBackend = (file = options.backendFile ?? path.join(root, backendPlan.registered!.main)) => bench.start("backend", file, backendPlan.env);
+  /** Starts Backend (again): `file` as its main, with `more` added to its environment and `args` given to Node. */
+  const startBackend = (file = options.backendFile ?? path.join(root, backendPlan.registered!.main), more: { env?: Record<string, string>; args?: string[] } = {}) =>
+    bench.start("backend", file, { ...backendPlan.env, ...more.env }, more.args ?? options.backendArgs);
   let backend: ChildProcess | undefined;
   const processes: Record<string, ChildProcess> = {};
   for (const service of plan) {

@@ -37,6 +37,8 @@ export interface GetEntryLoad {
   serverPid: number;
   /** PostgreSQL's postmaster, for the CPU time of PostgreSQL. */
   postmasterPid: number;
+  /** The targets' indices in the order they are called, over and over; round-robin when unset. */
+  order?: Uint32Array;
 }
 
 /** Drives GetEntry at `address` with `concurrency` callers for `duration` s, round-robin over the targets. */
@@ -64,7 +66,7 @@ export async function driveGetEntry(address: string, options: GetEntryLoad): Pro
   await Promise.all(
     Array.from({ length: options.concurrency }, async () => {
       while (performance.now() < stopAt && options.signal?.aborted !== true) {
-        const i = next++ % targets.length;
+        const i = options.order === undefined ? next++ % targets.length : options.order[next++ % options.order.length]!;
         const t0 = performance.now();
         await new Promise<void>((resolve) =>
           client.makeUnaryRequest(`/${EntryService.typeName}/GetEntry`, serialize, deserialize, requests[i]!, metadata[i]!, (error, value) => {

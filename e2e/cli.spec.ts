@@ -187,17 +187,17 @@ describe("tenantry clusters", () => {
     const { clusters } = await json(["clusters", "list"]);
     expect(clusters.map((c: { name: string }) => c.name)).toEqual(["default"]);
     const listed = await tenantry(["clusters", "list"]);
-    expect(listed.stdout).toMatch(/^default +\S+ +\d+ +local +accepting +\d+ +1000 +\S+$/m);
+    expect(listed.stdout).toMatch(/^default +\S+ +\d+ +local +accepting +\d+ +1000 +\d+ +20000 +\S+$/m);
 
     // The tests' own server again, draining so that no tenant is placed there.
     const server = new URL(inject("databaseUrl"));
     const register = (name: string, port: string) =>
-      tenantry(["--json", "clusters", "register", name, "--host", server.hostname, "--port", port, "--admin-user", decodeURIComponent(server.username), "--admin-password-stdin", "--capacity", "10", "--region", "eu", "--state", "draining"], {
+      tenantry(["--json", "clusters", "register", name, "--host", server.hostname, "--port", port, "--admin-user", decodeURIComponent(server.username), "--admin-password-stdin", "--capacity", "10", "--pool-capacity", "50", "--region", "eu", "--state", "draining"], {
         input: decodeURIComponent(server.password),
       });
     const registered = await register("second", server.port);
     expect(registered, registered.stderr).toMatchObject({ code: 0 });
-    expect(JSON.parse(registered.stdout).cluster).toMatchObject({ name: "second", region: "eu", capacity: 10, state: "CLUSTER_STATE_DRAINING", tenantCount: 0 });
+    expect(JSON.parse(registered.stdout).cluster).toMatchObject({ name: "second", region: "eu", capacity: 10, poolCapacity: 50, state: "CLUSTER_STATE_DRAINING", tenantCount: 0 });
 
     const unreachable = await register("nowhere", String(await freePort()));
     expect(unreachable.code).toBe(6);

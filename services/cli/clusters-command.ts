@@ -18,6 +18,7 @@ interface RegisterOptions {
   adminUser: string;
   adminPasswordStdin?: boolean;
   capacity: number;
+  poolCapacity?: number;
   region?: string;
   state?: "accepting" | "draining";
 }
@@ -43,8 +44,19 @@ export function addClustersCommand(program: Command): void {
         const response = await clusters.listClusters({}, call);
         output.result(ListClustersResponseSchema, response, () =>
           output.table(
-            ["NAME", "HOST", "PORT", "REGION", "STATE", "TENANTS", "CAPACITY", "ADMIN USER"],
-            response.clusters.map((c) => [c.name, c.host, String(c.port), c.region, enumLabel(ClusterState, c.state), String(c.tenantCount), String(c.capacity), c.adminUser]),
+            ["NAME", "HOST", "PORT", "REGION", "STATE", "TENANTS", "CAPACITY", "POOLED", "POOL CAPACITY", "ADMIN USER"],
+            response.clusters.map((c) => [
+              c.name,
+              c.host,
+              String(c.port),
+              c.region,
+              enumLabel(ClusterState, c.state),
+              String(c.tenantCount),
+              String(c.capacity),
+              String(c.pooledTenantCount),
+              String(c.poolCapacity),
+              c.adminUser,
+            ]),
             "no clusters",
           ),
         );
@@ -59,7 +71,8 @@ export function addClustersCommand(program: Command): void {
     .option("--port <port>", "the server's port (default: 5432)", wholeNumber(1, 65535))
     .requiredOption("--admin-user <role>", "a role that may create databases and roles (a superuser, or CREATEDB and CREATEROLE)")
     .option("--admin-password-stdin", "read that role's password from standard input (else from TENANTRY_CLUSTER_ADMIN_PASSWORD)")
-    .requiredOption("--capacity <n>", "how many tenants it may hold", wholeNumber(1, 2 ** 31 - 1))
+    .requiredOption("--capacity <n>", "how many dedicated tenants it may hold", wholeNumber(1, 2 ** 31 - 1))
+    .option("--pool-capacity <n>", "how many pooled tenants it may hold (default: what it has, 20000 for a new cluster)", wholeNumber(1, 2 ** 31 - 1))
     .option("--region <region>", "a region label that tenants can be placed by")
     .addOption(new Option("--state <state>", "whether new tenants may be placed there (default: accepting)").choices(["accepting", "draining"]))
     .action(async (name: string, options: RegisterOptions, command: Command) => {
@@ -81,6 +94,7 @@ export function addClustersCommand(program: Command): void {
             adminUser: options.adminUser,
             adminPassword,
             capacity: options.capacity,
+            poolCapacity: options.poolCapacity ?? 0,
             region: options.region ?? "",
             state: options.state === undefined ? ClusterState.UNSPECIFIED : options.state === "draining" ? ClusterState.DRAINING : ClusterState.ACCEPTING,
           },
@@ -171,9 +185,11 @@ function printCluster(output: Output, cluster: Cluster | undefined): void {
     ["port", String(cluster.port)],
     ["admin user", cluster.adminUser],
     ["capacity", String(cluster.capacity)],
+    ["pool capacity", String(cluster.poolCapacity)],
     ["region", cluster.region],
     ["state", enumLabel(ClusterState, cluster.state)],
     ["tenants", String(cluster.tenantCount)],
+    ["pooled tenants", String(cluster.pooledTenantCount)],
     ["created", timeLabel(cluster.createTime)],
   ]);
 }

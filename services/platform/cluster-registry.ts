@@ -53,7 +53,7 @@ export class ClusterRegistry {
    * is not registered yet; when it is, refreshes its address and credential
    * (they may have changed) and keeps the rest.
    */
-  async registerServer(name: string, server: { host: string; port: number; user: string; password: string }, defaults: { capacity: number; region: string }): Promise<void> {
+  async registerServer(name: string, server: { host: string; port: number; user: string; password: string }, defaults: { capacity: number; poolCapacity: number; region: string }): Promise<void> {
     const existing = await findCluster(this.#orm.em.fork(), name);
     await this.register({
       name,
@@ -62,6 +62,7 @@ export class ClusterRegistry {
       adminUser: server.user,
       adminPassword: server.password,
       capacity: existing?.capacity ?? defaults.capacity,
+      poolCapacity: existing?.poolCapacity ?? defaults.poolCapacity,
       region: existing?.region ?? defaults.region,
       state: (existing?.state as ClusterStateName | undefined) ?? clusterStates.accepting,
     });
@@ -84,8 +85,8 @@ export class ClusterRegistry {
     if (cluster === null) {
       throw new ConnectError(`cluster "${name}" is not registered`, Code.NotFound);
     }
-    const { host, port, adminUser, adminPassword, capacity, region, state } = cluster;
-    return { name, host, port, adminUser, adminPassword: this.#box.open(adminPassword, adminPasswordContext(name)), capacity, region, state: state as ClusterStateName };
+    const { host, port, adminUser, adminPassword, capacity, poolCapacity, region, state } = cluster;
+    return { name, host, port, adminUser, adminPassword: this.#box.open(adminPassword, adminPasswordContext(name)), capacity, poolCapacity, region, state: state as ClusterStateName };
   }
 
   /**
@@ -208,6 +209,9 @@ function checkSettings(settings: ClusterSettings): void {
   }
   if (!Number.isInteger(settings.capacity) || settings.capacity < 1) {
     throw new ConnectError("capacity must be a positive number of tenants", Code.InvalidArgument);
+  }
+  if (!Number.isInteger(settings.poolCapacity) || settings.poolCapacity < 1) {
+    throw new ConnectError("pool_capacity must be a positive number of pooled tenants", Code.InvalidArgument);
   }
   if (!region.test(settings.region)) {
     throw new ConnectError(`malformed region "${settings.region}": use up to 40 lower-case letters, digits and hyphens`, Code.InvalidArgument);

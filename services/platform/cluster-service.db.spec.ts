@@ -5,6 +5,7 @@ import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClusterService, ClusterState } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
+import { Placement } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor, startEmbeddedDatabase, type EmbeddedDatabase, type GrpcJsTransport } from "../mesh/index.ts";
 import { freePort } from "../testing/free-port.ts";
 import { failure } from "../testing/failure.ts";
@@ -41,7 +42,7 @@ async function onSecond<R extends pg.QueryResultRow>(database: string, text: str
   }
 }
 
-function registerSecond(settings: { capacity: number; state?: ClusterState; region?: string }) {
+function registerSecond(settings: { capacity: number; poolCapacity?: number; state?: ClusterState; region?: string }) {
   return clusters.registerCluster({
     name: "second",
     host: "127.0.0.1",
@@ -50,6 +51,7 @@ function registerSecond(settings: { capacity: number; state?: ClusterState; regi
     adminPassword: secondPassword,
     region: settings.region ?? "eu",
     capacity: settings.capacity,
+    poolCapacity: settings.poolCapacity ?? 0,
     state: settings.state ?? ClusterState.ACCEPTING,
   });
 }
@@ -102,6 +104,21 @@ describe("clusters", () => {
 
     const { clusters: listed } = await clusters.listClusters({});
     expect(listed.find((c) => c.name === "second")?.tenantCount).toBe(3);
+  });
+
+  it("counts pooled tenants against the pool capacity, apart from the dedicated ones' capacity", async () => {
+    // Full for dedicated tenants (its 3 above), room for one pooled tenant.
+    expect((await registerSecond({ capacity: 3, poolCapacity: 1 })).cluster).toMatchObject({ capacity: 3, poolCapacity: 1, tenantCount: 3, pooledTenantCount: 0 });
+    const pooled = await mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId("pooled"), cluster: "second", placement: Placement.POOLED });
+    expect(pooled.tenant).toMatchObject({ cluster: "second", placement: Placement.POOLED });
+    const dedicated = await failure(mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId("full"), cluster: "second", placement: Placement.DEDICATED }));
+    expect(dedicated.code).toBe(Code.ResourceExhausted);
+    const another = await failure(mesh.platformClient.createTenant({ tenantId: mesh.uniqueTenantId("full"), cluster: "second", placement: Placement.POOLED }));
+    expect([another.code, another.rawMessage]).toEqual([Code.ResourceExhausted, 'cluster "second" is full; raise its pool capacity (pooled tenants) or register another cluster']);
+    // Registered again without a pool capacity: it keeps the one it has.
+    await registerSecond({ capacity: 100_000 });
+    const { clusters: listed } = await clusters.listClusters({});
+    expect(listed.find((c) => c.name === "second")).toMatchObject({ capacity: 100_000, poolCapacity: 1, tenantCount: 3, pooledTenantCount: 1 });
   });
 
   it("keeps each tenant's database on its own cluster, served by Backend and closed to other tenants' roles", async () => {

@@ -6,11 +6,14 @@ import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Cluster } from "./entities/cluster.ts";
 import { onlineMoveSupport, type OnlineMoveSupport } from "./moves/index.ts";
-import { clusterStates, listClusters } from "./stores/index.ts";
+import { clusterStates, findCluster, listClusters } from "./stores/index.ts";
+
+/** The pool capacity of a cluster registered without one. */
+const defaultPoolCapacity = 20000;
 
 export { ClusterService };
 
-function clusterMessage(cluster: Cluster, tenantCount: number, online: OnlineMoveSupport) {
+function clusterMessage(cluster: Cluster, counts: { tenantCount: number; pooledCount: number }, online: OnlineMoveSupport) {
   return {
     name: cluster.name,
     host: cluster.host,
@@ -19,7 +22,9 @@ function clusterMessage(cluster: Cluster, tenantCount: number, online: OnlineMov
     capacity: cluster.capacity,
     region: cluster.region,
     state: cluster.state === clusterStates.draining ? ClusterState.DRAINING : ClusterState.ACCEPTING,
-    tenantCount,
+    tenantCount: counts.tenantCount,
+    poolCapacity: cluster.poolCapacity,
+    pooledTenantCount: counts.pooledCount,
     createTime: timestampFromDate(cluster.createdAt),
     onlineMoveSource: online.source,
     onlineMoveTarget: online.target,
@@ -32,25 +37,27 @@ export function clusterService(orm: MikroORM, clusters: ClusterRegistry, audit: 
   return {
     async registerCluster(req, ctx) {
       const detail = { name: req.name, host: req.host, port: req.port, capacity: req.capacity, region: req.region, state: ClusterState[req.state] };
-      const cluster = await audit.audited(ctx, undefined, detail, () => clusters.register({
+      const poolCapacity = req.poolCapacity === 0 ? ((await findCluster(orm.em.fork(), req.name))?.poolCapacity ?? defaultPoolCapacity) : req.poolCapacity;
+      const cluster = await audit.audited(ctx, undefined, { ...detail, poolCapacity }, () => clusters.register({
         name: req.name,
         host: req.host,
         port: req.port === 0 ? 5432 : req.port,
         adminUser: req.adminUser,
         adminPassword: req.adminPassword,
         capacity: req.capacity,
+        poolCapacity,
         region: req.region,
         state: req.state === ClusterState.DRAINING ? clusterStates.draining : clusterStates.accepting,
       }));
       const listed = await listClusters(orm.em.fork());
-      const tenantCount = listed.find((c) => c.cluster.name === cluster.name)?.tenantCount ?? 0;
-      return { cluster: clusterMessage(cluster, tenantCount, await onlineMoveSupport(clusters, cluster.name)) };
+      const counts = listed.find((c) => c.cluster.name === cluster.name) ?? { tenantCount: 0, pooledCount: 0 };
+      return { cluster: clusterMessage(cluster, counts, await onlineMoveSupport(clusters, cluster.name)) };
     },
     async listClusters() {
       const listed = await listClusters(orm.em.fork());
       // Each cluster is asked at once: one that cannot be reached costs its connect timeout, not the others'.
       const online = await Promise.all(listed.map(({ cluster }) => onlineMoveSupport(clusters, cluster.name)));
-      return { clusters: listed.map(({ cluster, tenantCount }, i) => clusterMessage(cluster, tenantCount, online[i]!)) };
+      return { clusters: listed.map((counts, i) => clusterMessage(counts.cluster, counts, online[i]!)) };
     },
   };
 }

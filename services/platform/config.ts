@@ -128,6 +128,8 @@ export const platformEnv = {
     .optional(),
   /** Tenants the first cluster (the server of TENANTRY_DATABASE_URL) may hold, when it is registered. */
   TENANTRY_DEFAULT_CLUSTER_CAPACITY: positiveInt.default(1000),
+  /** Pooled tenants the first cluster may hold (counted apart from its capacity), when it is registered. */
+  TENANTRY_DEFAULT_CLUSTER_POOL_CAPACITY: positiveInt.default(20000),
   /** Region label of the first cluster, when it is registered. */
   TENANTRY_DEFAULT_CLUSTER_REGION: z.string().regex(/^[a-z0-9-]{0,40}$/, "lower-case letters, digits and hyphens").default("local"),
   /** Copy new tenant databases from a per-cluster template ("true") or migrate each one ("false"). */
@@ -156,6 +158,8 @@ export const platformEnv = {
   TENANTRY_TIER_CHANGE_MOVES: z.enum(["true", "false"]).default("true").transform((v) => v === "true"),
   /** How many pooled tenants one pool database holds at most; new pool databases are created as needed. */
   TENANTRY_POOL_MAX_TENANTS: positiveInt.default(1000),
+  /** How many pooled tenants of one pool database a fleet migration migrates at once, at least (at most 32). */
+  TENANTRY_FLEET_POOL_CONCURRENCY: positiveInt.max(32).default(8),
   /** How long after DeleteTenant a tenant's database and role are dropped; 0 drops them at once. */
   TENANTRY_OFFBOARDING_GRACE_MS: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
   /** How often Platform looks for offboarded tenants past their grace period. */

@@ -109,6 +109,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     const { database: platformDatabase, ...server } = parseDatabaseUrl(config.TENANTRY_DATABASE_URL);
     await clusters.registerServer("default", server, {
       capacity: config.TENANTRY_DEFAULT_CLUSTER_CAPACITY,
+      poolCapacity: config.TENANTRY_DEFAULT_CLUSTER_POOL_CAPACITY,
       region: config.TENANTRY_DEFAULT_CLUSTER_REGION,
     });
     const schemas = new SchemaServices({
@@ -282,6 +283,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       schemas,
       migrateTimeoutMs: 60_000,
       log,
+      poolConcurrency: config.TENANTRY_FLEET_POOL_CONCURRENCY,
       // A pooled tenant's role may not create schemas: Platform makes the schema of a service added since.
       prepare: async (tenantId, service) => {
         const tenant = await getTenant(orm.em.fork(), tenantId);

@@ -43,6 +43,7 @@ export async function startSecondServer(): Promise<SecondServer> {
       adminUser: "postgres",
       adminPassword: password,
       capacity: 100,
+      poolCapacity: 0,
       region: "local",
       state: ClusterState.ACCEPTING,
       ...settings,

@@ -77,6 +77,11 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
         if (error instanceof ConnectError || isDatabaseUnreachable(error)) {
           throw error;
         }
+        // What the connection budget said (UNAVAILABLE: a pooled tenant refused its role), under the ORM's wrapping: answered as it is.
+        const refused = connectErrorCause(error);
+        if (refused !== undefined) {
+          throw refused;
+        }
         // For Platform's ledger and the operator: the migration was rolled back, and why.
         throw new ConnectError(`${service} migration of tenant "${req.tenantId}" failed and was rolled back: ${(error as Error).message}`, Code.Internal);
       }
@@ -99,4 +104,14 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
       return { service, ...state };
     },
   };
+}
+
+/** The ConnectError an error was caused by (the ORM wraps what the connection budget throws), if any. */
+function connectErrorCause(error: unknown): ConnectError | undefined {
+  for (let cause = error, depth = 0; typeof cause === "object" && cause !== null && depth < 8; cause = (cause as { cause?: unknown }).cause, depth++) {
+    if (cause instanceof ConnectError) {
+      return cause;
+    }
+  }
+  return undefined;
 }

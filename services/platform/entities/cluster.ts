@@ -14,6 +14,8 @@ export const Cluster = defineEntity({
     adminUser: p.string().length(63),
     adminPassword: p.blob(),
     capacity: p.integer(),
+    /** How many pooled tenants it may hold, counted apart from `capacity`. */
+    poolCapacity: p.integer(),
     region: p.string().length(40),
     state: p.string().length(20),
     /** The login role's password of the cluster's template database, sealed; null until the template exists. */

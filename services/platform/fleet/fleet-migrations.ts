@@ -70,7 +70,8 @@ export interface ServiceFleetState extends SchemaStateCounts {
  * Fleet-wide schema migrations driven from the ledger: who is behind is
  * known without connecting to any tenant database; each tenant × service is
  * migrated through the service's own Migrate RPC, with bounded concurrency
- * per cluster, and its outcome recorded as it completes. Auth's Migrate
+ * per cluster (and per pool database for pooled tenants), and its outcome
+ * recorded as it completes. Auth's Migrate
  * also gets the permission catalog every service declares, and the ledger
  * records which catalog it merged, so that a tenant whose catalog is not
  * the current one is behind on Auth.
@@ -81,19 +82,30 @@ export class FleetMigrations {
   readonly #migrateTimeoutMs: number;
   readonly #log: Logger;
   readonly #prepare: ((tenantId: string, service: string) => Promise<void>) | undefined;
+  readonly #poolConcurrency: number;
   #running = 0;
 
   /**
    * `prepare` readies a tenant for a service's first migration of its
    * schema (a pooled tenant's schema is made by Platform, not by the
-   * service); by default nothing.
+   * service); by default nothing. `poolConcurrency` (by default 8, what a
+   * service leases of a pool database at most) is how many tenants of one
+   * pool database are migrated at once, when the selection asks for fewer.
    */
-  constructor(options: { orm: MikroORM; schemas: SchemaServices; migrateTimeoutMs: number; log: Logger; prepare?: (tenantId: string, service: string) => Promise<void> }) {
+  constructor(options: {
+    orm: MikroORM;
+    schemas: SchemaServices;
+    migrateTimeoutMs: number;
+    log: Logger;
+    prepare?: (tenantId: string, service: string) => Promise<void>;
+    poolConcurrency?: number;
+  }) {
     this.#orm = options.orm;
     this.#schemas = options.schemas;
     this.#migrateTimeoutMs = options.migrateTimeoutMs;
     this.#log = options.log;
     this.#prepare = options.prepare;
+    this.#poolConcurrency = options.poolConcurrency ?? 8;
   }
 
   /** Fleet migrations running now. */
@@ -124,7 +136,7 @@ export class FleetMigrations {
     const catalogMark = catalogMarkOf(described);
     const ledger = await ledgerOfServedTenants(this.#orm.em.fork(), { tenantIds, tier, cluster: selection.cluster });
     const services = this.#schemas.entries.map((e) => e.name);
-    const { byCluster, total } = planFleetMigration(ledger, services, latest, selection.onlyBehind, catalogMark);
+    const { groups, total } = planFleetMigration(ledger, services, latest, selection.onlyBehind, catalogMark);
 
     const totals: MigrationTotals = { total, done: 0, migrated: 0, current: 0, failed: 0 };
     const ready: MigrationEvent[] = [];
@@ -183,9 +195,12 @@ export class FleetMigrations {
         emit(pair, MigrationOutcome.FAILED, { toVersion: pair.from, error: message });
       }
     };
-    const workers = [...byCluster.values()].flatMap((tenants) => {
+    const workers = [...groups.values()].flatMap(({ poolDatabase, tenants }) => {
       let next = 0;
-      return Array.from({ length: Math.min(concurrency, tenants.length) }, async () => {
+      // A pool database's tenants share its connections: each migration is a few statements on one
+      // of them, no connection of its own, so a pool database takes more at once than a cluster.
+      const width = poolDatabase === undefined ? concurrency : Math.max(concurrency, this.#poolConcurrency);
+      return Array.from({ length: Math.min(width, tenants.length) }, async () => {
         while (next < tenants.length && !signal.aborted) {
           for (const pair of tenants[next++]!) {
             await runPair(pair);

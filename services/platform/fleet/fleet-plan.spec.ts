@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { LedgerEntry } from "../stores/index.ts";
+import type { LedgerEntry, LedgerTenant } from "../stores/index.ts";
 import { planFleetMigration } from "./fleet-plan.ts";
 
 const latest = new Map([
@@ -10,7 +10,7 @@ const services = ["auth", "backend"];
 const succeeded = (version: string, permissionsDigest: string | null = null): LedgerEntry => ({ version, state: "succeeded", permissionsDigest });
 
 /** Tenants by id, in order, as the ledger store reads them. */
-const ledger = new Map([
+const ledger = new Map<string, LedgerTenant>([
   ["a", { cluster: "one", entries: new Map([["auth", succeeded("0003")], ["backend", succeeded("0007")]]) }],
   ["b", { cluster: "two", entries: new Map([["auth", succeeded("0003")], ["backend", succeeded("0006")]]) }],
   ["c", { cluster: "one", entries: new Map([["auth", succeeded("0003")], ["backend", { version: "0006", state: "failed", permissionsDigest: null }]]) }],
@@ -18,7 +18,7 @@ const ledger = new Map([
 ]);
 
 const behind = (plan: ReturnType<typeof planFleetMigration>) =>
-  [...plan.byCluster.values()].flat(2).filter((p) => p.behind).map((p) => `${p.tenantId} ${p.service} from ${p.from || "nothing"}`);
+  [...plan.groups.values()].flatMap((g) => g.tenants).flat().filter((p) => p.behind).map((p) => `${p.tenantId} ${p.service} from ${p.from || "nothing"}`);
 
 describe("fleet plan", () => {
   it("finds from the ledger alone who is behind: an older version, a failed attempt, nothing recorded", () => {
@@ -33,16 +33,32 @@ describe("fleet plan", () => {
   it("takes every tenant × service, grouped by cluster in the ledger's order", () => {
     const plan = planFleetMigration(ledger, services, latest, false);
     expect(plan.total).toBe(8);
-    expect([...plan.byCluster].map(([cluster, tenants]) => [cluster, tenants.map((pairs) => pairs[0]!.tenantId)])).toEqual([
+    expect([...plan.groups].map(([key, { tenants }]) => [key, tenants.map((pairs) => pairs[0]!.tenantId)])).toEqual([
       ["one", ["a", "c", "d"]],
       ["two", ["b"]],
+    ]);
+  });
+
+  it("groups pooled tenants by their pool database, apart from their cluster's dedicated tenants", () => {
+    const mixed = new Map<string, LedgerTenant>([
+      ...ledger,
+      ["p1", { cluster: "one", poolDatabase: "pool_1", entries: new Map() }],
+      ["p2", { cluster: "one", poolDatabase: "pool_2", entries: new Map() }],
+      ["p3", { cluster: "one", poolDatabase: "pool_1", entries: new Map() }],
+    ]);
+    const plan = planFleetMigration(mixed, services, latest, true);
+    expect([...plan.groups].map(([key, { cluster, poolDatabase, tenants }]) => [key, cluster, poolDatabase, tenants.map((pairs) => pairs[0]!.tenantId)])).toEqual([
+      ["two", "two", undefined, ["b"]],
+      ["one", "one", undefined, ["c", "d"]],
+      ["one/pool_1", "one", "pool_1", ["p1", "p3"]],
+      ["one/pool_2", "one", "pool_2", ["p2"]],
     ]);
   });
 
   it("with onlyBehind leaves out what is current, and tenants with nothing behind", () => {
     const plan = planFleetMigration(ledger, services, latest, true);
     expect(plan.total).toBe(4);
-    expect([...plan.byCluster.get("one")!].map((pairs) => pairs.map((p) => `${p.tenantId} ${p.service}`))).toEqual([["c backend"], ["d auth", "d backend"]]);
+    expect(plan.groups.get("one")!.tenants.map((pairs) => pairs.map((p) => `${p.tenantId} ${p.service}`))).toEqual([["c backend"], ["d auth", "d backend"]]);
   });
 
   it("takes Auth as behind where the catalog it last merged is not the current one, whatever its version", () => {

@@ -9,6 +9,7 @@ import { AddMoves } from "./add-moves.ts";
 import { AddMovePlacements } from "./add-move-placements.ts";
 import { AddPlacements } from "./add-placements.ts";
 import { AddPooledRestores } from "./add-pooled-restores.ts";
+import { AddPoolCapacity } from "./add-pool-capacity.ts";
 import { AddPermissionCatalog } from "./add-permission-catalog.ts";
 import { AddTenantOwner } from "./add-tenant-owner.ts";
 import { AddWriteFreezes } from "./add-write-freezes.ts";
@@ -30,4 +31,5 @@ export const migrations: MigrationObject[] = [
   { name: "0012-add-placements", class: AddPlacements },
   { name: "0013-add-pooled-restores", class: AddPooledRestores },
   { name: "0014-add-move-placements", class: AddMovePlacements },
+  { name: "0015-add-pool-capacity", class: AddPoolCapacity },
 ];

@@ -8,11 +8,15 @@ export interface PlacementCandidate {
     /** See {@link clusterStates}. */
     state: string;
     region: string;
-    /** How many tenants it may hold. */
+    /** How many dedicated tenants it may hold. */
     capacity: number;
+    /** How many pooled tenants it may hold. */
+    poolCapacity: number;
   };
-  /** How many tenants take up a place on it now. */
+  /** How many dedicated tenants take up a place on it now. */
   tenantCount: number;
+  /** How many pooled tenants take up a place on it now. */
+  pooledCount: number;
 }
 
 /** Where a new tenant is asked to go. */
@@ -21,17 +25,22 @@ export interface PlacementRequest {
   cluster: string;
   /** The region asked for when no cluster is; empty means any. */
   region: string;
+  /** Whether the tenant is pooled: its room is then the pool capacity's. */
+  pooled?: boolean;
 }
 
 /**
  * Chooses a new tenant's cluster among `clusters` (given in name order):
  * the one asked for, else the accepting one (in the region asked for) with
- * the most room, the first by name among equals. INVALID_ARGUMENT for an
+ * the most room, the first by name among equals. A pooled tenant's room is
+ * the pool capacity less the pooled tenants, a dedicated one's the
+ * capacity less the dedicated tenants: thousands of small pooled tenants
+ * never take a dedicated tenant's place. INVALID_ARGUMENT for an
  * unknown cluster, FAILED_PRECONDITION when the one asked for is draining
  * or none accepts, RESOURCE_EXHAUSTED when the chosen one is full.
  */
 export function chooseCluster(candidates: readonly PlacementCandidate[], wanted: PlacementRequest): string {
-  const room = ({ cluster, tenantCount }: PlacementCandidate) => cluster.capacity - tenantCount;
+  const room = ({ cluster, tenantCount, pooledCount }: PlacementCandidate) => (wanted.pooled === true ? cluster.poolCapacity - pooledCount : cluster.capacity - tenantCount);
   let chosen: PlacementCandidate | undefined;
   if (wanted.cluster !== "") {
     chosen = candidates.find(({ cluster }) => cluster.name === wanted.cluster);
@@ -56,7 +65,8 @@ export function chooseCluster(candidates: readonly PlacementCandidate[], wanted:
     }
   }
   if (room(chosen) <= 0) {
-    throw new ConnectError(`cluster "${chosen.cluster.name}" is full; raise its capacity or register another cluster`, Code.ResourceExhausted);
+    const what = wanted.pooled === true ? "pool capacity (pooled tenants)" : "capacity";
+    throw new ConnectError(`cluster "${chosen.cluster.name}" is full; raise its ${what} or register another cluster`, Code.ResourceExhausted);
   }
   return chosen.cluster.name;
 }

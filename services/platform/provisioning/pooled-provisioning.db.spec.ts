@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { Migration } from "@mikro-orm/migrations";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FleetService, MigrationOutcome } from "../../../gen/tenantry/platform/v1/fleet_service_pb.js";
@@ -143,6 +144,31 @@ describe("pooled tenants provisioned by Platform", () => {
     expect(await mesh.sql("postgres", "select 1 from pg_database where datname = $1", [gone.database])).toHaveLength(1);
   });
 
+  it("are provisioned though the pool's login is refused the tenant's role at first: Platform grants it again and asks the services again", async () => {
+    const tenantId = mesh.uniqueTenantId("regrant");
+    const role = `tenant_${tenantId.replaceAll("-", "_")}`;
+    let revoked = 0;
+    await mesh.restartPlatform(
+      {},
+      {
+        afterStep: async (id, step) => {
+          if (id === tenantId && step === "create-role") {
+            // What a lease meets while the grant is not seen: SET ROLE refused (42501), which the services answer UNAVAILABLE.
+            const [pool] = await mesh.sql<{ database: string }>(mesh.platformDatabase, "select database from platform.tenants where id = $1", [tenantId]);
+            await mesh.sql("postgres", `revoke ${role} from ${pool!.database}`);
+            revoked++;
+          }
+        },
+      },
+    );
+    const tenant = await mesh.createTenant({ tenantId, placement: Placement.POOLED });
+    expect([revoked, tenant.status]).toEqual([1, TenantStatus.ACTIVE]);
+    const granted = await mesh.sql("postgres", "select 1 from pg_auth_members where roleid = $1::regrole and member = $2::regrole", [role, tenant.database]);
+    expect(granted).toHaveLength(1);
+    await mesh.entries.createEntry({ title: "granted again" }, headers(tenantId));
+    expect((await mesh.entries.listEntries({}, headers(tenantId))).entries.map((e) => e.title)).toEqual(["granted again"]);
+  });
+
   // Last: it leaves the mesh running a newer Backend.
   it("are reached by fleet migrations: Backend migrates each pooled tenant's schema, and the ledger follows", async () => {
     const pooled = await mesh.createTenant({ placement: Placement.POOLED });
@@ -166,5 +192,34 @@ describe("pooled tenants provisioned by Platform", () => {
     const ledger = await mesh.sql(mesh.platformDatabase, "select version from platform.tenant_schema_versions where tenant_id = $1 and service = 'backend'", [pooled.tenantId]);
     expect(ledger).toEqual([{ version: upcomingBackendVersion }]);
     await mesh.entries.createEntry({ title: "after the rollout" }, headers(pooled.tenantId));
+  });
+
+  // After the one above: it runs a Backend newer still.
+  it("are migrated by fleet migrations several at once in one pool database, beyond concurrency_per_cluster", async () => {
+    // Two pooled tenants to a pool database: of three new ones, at least two share one.
+    const made = [await mesh.createTenant({ placement: Placement.POOLED }), await mesh.createTenant({ placement: Placement.POOLED }), await mesh.createTenant({ placement: Placement.POOLED })];
+    const [a, b] = made.filter((t) => made.filter((u) => u.database === t.database).length === 2);
+    expect(a!.database).toBe(b!.database);
+    /** Records, in the tenant's schema, when its migration began and ended, a moment apart. */
+    class RecordMigrationWindow extends Migration {
+      override up(): void {
+        this.addSql("create table migration_window (began timestamptz not null, ended timestamptz)");
+        this.addSql("insert into migration_window (began) values (clock_timestamp())");
+        this.addSql("select pg_sleep(0.5)");
+        this.addSql("update migration_window set ended = clock_timestamp()");
+      }
+    }
+    await mesh.restartBackend([...newerBackendMigrations, { name: `${String(newerBackendMigrations.length + 1).padStart(4, "0")}-record-migration-window`, class: RecordMigrationWindow }]);
+    const fleet = mesh.client("platform", FleetService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+    const outcomes = [];
+    for await (const event of fleet.migrateTenants({ tenantIds: [a!.tenantId, b!.tenantId], concurrencyPerCluster: 1 })) {
+      outcomes.push(`${event.tenantId} ${event.service} ${MigrationOutcome[event.outcome]}`);
+    }
+    expect(outcomes.filter((o) => o.includes(" backend ")).sort()).toEqual([`${a!.tenantId} backend MIGRATED`, `${b!.tenantId} backend MIGRATED`].sort());
+    const windowOf = async (tenantId: string) =>
+      (await mesh.sql<{ began: Date; ended: Date }>(a!.database, `select began, ended from ${`t_${tenantId.replaceAll("-", "_")}_backend`}.migration_window`))[0]!;
+    const [first, second] = [await windowOf(a!.tenantId), await windowOf(b!.tenantId)];
+    // One began before the other ended: they were migrated at the same time, though one at a time was asked per cluster.
+    expect(first.began < second.ended && second.began < first.ended).toBe(true);
   });
 });

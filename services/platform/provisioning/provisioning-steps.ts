@@ -1,6 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { AuthService } from "../../../gen/tenantry/auth/v1/auth_service_pb.js";
 import { readAppliedMigrations, type Logger, type SecretBox } from "../../mesh/index.ts";
@@ -191,21 +192,44 @@ async function secureDatabase({ tenant, clusters, schemas, templates, run }: Ste
   });
 }
 
-/** Has every service migrate its schema that is not at its newest version yet, and records the versions in the ledger. */
-async function migrateSchemas({ em, tenant, clusters, schemas, migrateTimeoutMs, run }: StepContext): Promise<void> {
+/** How many times provisioning asks a service to migrate a tenant that it answered UNAVAILABLE, in all. */
+const migrateAttempts = 3;
+
+/**
+ * Has every service migrate its schema that is not at its newest version
+ * yet, and records the versions in the ledger. A service that answers
+ * UNAVAILABLE (its database connection was lost, or, for a pooled tenant,
+ * the pool's login was refused the tenant's role) is asked again, a moment
+ * later, up to {@link migrateAttempts} times; a pooled tenant's role is
+ * granted to its pool's login again first.
+ */
+async function migrateSchemas(context: StepContext): Promise<void> {
+  const { em, tenant, clusters, schemas, migrateTimeoutMs, run } = context;
   const latest = run.latest ?? (await schemas.latestVersions());
   const versions = run.versions ?? (await clusters.inDatabase(tenant.cluster!, tenant.database, (client) => readVersions(client, schemas.entries.map((e) => e.name), tenant.schemaPrefix)));
+  let regranted: Promise<void> | undefined;
   const reported = await Promise.all(
     schemas.entries.map(async ({ name, client }) => {
       if (versions.get(name) === latest.get(name) && latest.get(name) !== undefined) {
         return [name, versions.get(name)!] as const;
       }
-      try {
-        const result = await client.migrate({ tenantId: tenant.id }, { timeoutMs: migrateTimeoutMs });
-        return [name, result.version] as const;
-      } catch (error) {
-        const cause = ConnectError.from(error);
-        throw new ConnectError(`${name} could not migrate the tenant's schema: ${cause.rawMessage}`, cause.code);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const result = await client.migrate({ tenantId: tenant.id }, { timeoutMs: migrateTimeoutMs });
+          return [name, result.version] as const;
+        } catch (error) {
+          const cause = ConnectError.from(error);
+          if (cause.code !== Code.Unavailable || attempt === migrateAttempts) {
+            throw new ConnectError(`${name} could not migrate the tenant's schema: ${cause.rawMessage}`, cause.code);
+          }
+          context.log.warn({ tenantId: tenant.id, service: name, attempt, reason: cause.rawMessage }, "a service could not migrate the tenant's schema; asking again");
+          await sleep(100 * attempt);
+          if (tenant.placement === placementNames.pooled) {
+            // Once for all the services that were refused together: two grants at once would collide.
+            regranted ??= createPooledRole(context);
+            await regranted;
+          }
+        }
       }
     }),
   );

@@ -131,7 +131,7 @@ export class TenantProvisioner {
         tier: tierName(wanted.tier),
         // A pooled tenant's is its pool database, chosen by the choose-pool step.
         database: pooled ? "" : tenantDatabaseName(tenantId),
-        cluster: chooseCluster(await listClusters(tx), wanted),
+        cluster: chooseCluster(await listClusters(tx), { ...wanted, pooled }),
         role: tenantDatabaseName(tenantId),
         // A pooled tenant's role does not log in: its route carries its pool database's login.
         rolePassword: pooled ? null : this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),

@@ -24,7 +24,10 @@ export interface ClusterRecord {
   port: number;
   adminUser: string;
   adminPassword: Cluster["adminPassword"];
+  /** How many dedicated tenants it may hold. */
   capacity: number;
+  /** How many pooled tenants it may hold. */
+  poolCapacity: number;
   region: string;
   state: ClusterStateName;
 }
@@ -34,23 +37,27 @@ export function findCluster(em: EntityManager, name: string): Promise<Cluster | 
   return em.findOne(Cluster, { name });
 }
 
-/** Every cluster by name, with the number of tenants that take up a place on it. */
-export async function listClusters(em: EntityManager): Promise<{ cluster: Cluster; tenantCount: number }[]> {
+/**
+ * Every cluster by name, with the number of tenants that take up a place
+ * on it: dedicated ones (`tenantCount`, against its capacity) and pooled
+ * ones (`pooledCount`, against its pool capacity).
+ */
+export async function listClusters(em: EntityManager): Promise<{ cluster: Cluster; tenantCount: number; pooledCount: number }[]> {
   const clusters = await em.find(Cluster, {}, { orderBy: { name: "asc" } });
   const counts = await countTenantsByCluster(em);
-  return clusters.map((cluster) => ({ cluster, tenantCount: counts.get(cluster.name) ?? 0 }));
+  return clusters.map((cluster) => ({ cluster, tenantCount: counts.get(cluster.name)?.dedicated ?? 0, pooledCount: counts.get(cluster.name)?.pooled ?? 0 }));
 }
 
 /** Registers a cluster, or gives a registered one these settings (its template's record is kept). */
 export async function upsertCluster(em: EntityManager, record: ClusterRecord): Promise<void> {
   const now = new Date();
   await em.execute(
-    `insert into platform.clusters (name, host, port, admin_user, admin_password, capacity, region, state, created_at, updated_at)
-     values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    `insert into platform.clusters (name, host, port, admin_user, admin_password, capacity, pool_capacity, region, state, created_at, updated_at)
+     values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      on conflict (name) do update set host = excluded.host, port = excluded.port, admin_user = excluded.admin_user,
-       admin_password = excluded.admin_password, capacity = excluded.capacity, region = excluded.region,
-       state = excluded.state, updated_at = excluded.updated_at`,
-    [record.name, record.host, record.port, record.adminUser, record.adminPassword, record.capacity, record.region, record.state, now, now],
+       admin_password = excluded.admin_password, capacity = excluded.capacity, pool_capacity = excluded.pool_capacity,
+       region = excluded.region, state = excluded.state, updated_at = excluded.updated_at`,
+    [record.name, record.host, record.port, record.adminUser, record.adminPassword, record.capacity, record.poolCapacity, record.region, record.state, now, now],
   );
 }
 

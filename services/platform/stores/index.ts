@@ -96,6 +96,7 @@ export {
   type CatalogMark,
   type FailedMigration,
   type LedgerEntry,
+  type LedgerTenant,
   type SchemaStateCounts,
 } from "./schema-version-ledger.ts";
 export { writeRedoable } from "./redoable-writes.ts";

@@ -1,5 +1,5 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { servedStatuses } from "./tenant-store.ts";
+import { placementNames, servedStatuses } from "./tenant-store.ts";
 
 /**
  * How the ledger spells the outcome of a tenant × service's last migration
@@ -123,16 +123,24 @@ export async function forgetVersions(em: EntityManager, tenantId: string): Promi
   await em.execute("delete from platform.tenant_schema_versions where tenant_id = ?", [tenantId]);
 }
 
+/** A tenant as a fleet migration plans it: where it is, and its ledger's entries by service. */
+export interface LedgerTenant {
+  cluster: string;
+  /** A pooled tenant's pool database; undefined for a dedicated tenant. */
+  poolDatabase?: string;
+  entries: Map<string, LedgerEntry>;
+}
+
 /**
  * The ledger of the served tenants (see {@link servedStatuses}), optionally
- * narrowed to some ids, a tier or a cluster: each tenant's cluster and its
- * entries by service, by tenant id in order. A tenant without entries is
- * there with none.
+ * narrowed to some ids, a tier or a cluster: each tenant's cluster (and
+ * pool database) and its entries by service, by tenant id in order. A
+ * tenant without entries is there with none.
  */
 export async function ledgerOfServedTenants(
   em: EntityManager,
   filter: { tenantIds: string[]; tier: string | undefined; cluster: string },
-): Promise<Map<string, { cluster: string; entries: Map<string, LedgerEntry> }>> {
+): Promise<Map<string, LedgerTenant>> {
   const conditions = ["t.status in (?)"];
   const values: unknown[] = [servedStatuses];
   if (filter.tenantIds.length > 0) {
@@ -147,15 +155,17 @@ export async function ledgerOfServedTenants(
     conditions.push("t.cluster = ?");
     values.push(filter.cluster);
   }
-  const rows = await em.execute<{ id: string; cluster: string; service: string | null; version: string | null; status: string | null; permissions_digest: string | null }[]>(
-    `select t.id, t.cluster, l.service, l.version, l.status, l.permissions_digest
+  const rows = await em.execute<
+    { id: string; cluster: string; placement: string; database: string; service: string | null; version: string | null; status: string | null; permissions_digest: string | null }[]
+  >(
+    `select t.id, t.cluster, t.placement, t.database, l.service, l.version, l.status, l.permissions_digest
      from platform.tenants t left join platform.tenant_schema_versions l on l.tenant_id = t.id
      where ${conditions.join(" and ")} order by t.id`,
     values,
   );
-  const byTenant = new Map<string, { cluster: string; entries: Map<string, LedgerEntry> }>();
+  const byTenant = new Map<string, LedgerTenant>();
   for (const row of rows) {
-    const tenant = byTenant.get(row.id) ?? { cluster: row.cluster, entries: new Map() };
+    const tenant = byTenant.get(row.id) ?? { cluster: row.cluster, ...(row.placement === placementNames.pooled ? { poolDatabase: row.database } : {}), entries: new Map() };
     byTenant.set(row.id, tenant);
     if (row.service !== null) {
       tenant.entries.set(row.service, { version: row.version ?? "", state: row.status ?? "", permissionsDigest: row.permissions_digest });

@@ -144,13 +144,19 @@ export async function countTenantsByStatus(em: EntityManager): Promise<Map<strin
   return new Map(rows.map((row) => [row.status, row.n]));
 }
 
-/** How many tenants take up a place on each cluster (all but deleted and failed ones), by cluster name. */
-export async function countTenantsByCluster(em: EntityManager): Promise<Map<string, number>> {
-  const rows = await em.execute<{ cluster: string; n: string }[]>(
-    "select cluster, count(*) as n from platform.tenants where status not in (?) and cluster is not null group by cluster",
+/** How many tenants of each placement take up a place on each cluster (all but deleted and failed ones), by cluster name. */
+export async function countTenantsByCluster(em: EntityManager): Promise<Map<string, { dedicated: number; pooled: number }>> {
+  const rows = await em.execute<{ cluster: string; placement: string; n: string }[]>(
+    "select cluster, placement, count(*) as n from platform.tenants where status not in (?) and cluster is not null group by cluster, placement",
     [placelessStatuses],
   );
-  return new Map(rows.map((row) => [row.cluster, Number(row.n)]));
+  const counts = new Map<string, { dedicated: number; pooled: number }>();
+  for (const row of rows) {
+    const count = counts.get(row.cluster) ?? { dedicated: 0, pooled: 0 };
+    count[row.placement === placementNames.pooled ? "pooled" : "dedicated"] += Number(row.n);
+    counts.set(row.cluster, count);
+  }
+  return counts;
 }
 
 /** Records a new PROVISIONING tenant; a UniqueConstraintViolationException when the id (or its database or role) is taken. */

@@ -48,7 +48,8 @@ export declare type Cluster = Message<"tenantry.platform.v1.Cluster"> & {
   adminUser: string;
 
   /**
-   * How many tenants the cluster may hold.
+   * How many dedicated tenants the cluster may hold (pooled ones are
+   * counted against pool_capacity).
    *
    * @generated from field: int32 capacity = 5;
    */
@@ -69,7 +70,7 @@ export declare type Cluster = Message<"tenantry.platform.v1.Cluster"> & {
   state: ClusterState;
 
   /**
-   * Tenants placed here that are not deleted.
+   * Dedicated tenants placed here that are not deleted (nor failed).
    *
    * @generated from field: int32 tenant_count = 8;
    */
@@ -108,6 +109,20 @@ export declare type Cluster = Message<"tenantry.platform.v1.Cluster"> & {
    * @generated from field: string online_move_note = 12;
    */
   onlineMoveNote: string;
+
+  /**
+   * How many pooled tenants the cluster may hold, in its pool databases.
+   *
+   * @generated from field: int32 pool_capacity = 13;
+   */
+  poolCapacity: number;
+
+  /**
+   * Pooled tenants placed here that are not deleted (nor failed).
+   *
+   * @generated from field: int32 pooled_tenant_count = 14;
+   */
+  pooledTenantCount: number;
 };
 
 /**
@@ -159,7 +174,7 @@ export declare type RegisterClusterRequest = Message<"tenantry.platform.v1.Regis
   adminPassword: string;
 
   /**
-   * How many tenants the cluster may hold; must be positive.
+   * How many dedicated tenants the cluster may hold; must be positive.
    *
    * @generated from field: int32 capacity = 6;
    */
@@ -178,6 +193,14 @@ export declare type RegisterClusterRequest = Message<"tenantry.platform.v1.Regis
    * @generated from field: tenantry.platform.v1.ClusterState state = 8;
    */
   state: ClusterState;
+
+  /**
+   * How many pooled tenants the cluster may hold; 0 keeps a registered
+   * cluster's, and gives a new one 20000.
+   *
+   * @generated from field: int32 pool_capacity = 9;
+   */
+  poolCapacity: number;
 };
 
 /**

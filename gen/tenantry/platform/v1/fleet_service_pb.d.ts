@@ -51,7 +51,9 @@ export declare type MigrateTenantsRequest = Message<"tenantry.platform.v1.Migrat
 
   /**
    * How many tenants are migrated at once on each cluster; 0 means 4,
-   * at most 32.
+   * at most 32. Pooled tenants are migrated by pool database, each taking
+   * this many at once, and at least as many as Platform's
+   * TENANTRY_FLEET_POOL_CONCURRENCY (default 8).
    *
    * @generated from field: int32 concurrency_per_cluster = 5;
    */

@@ -1,0 +1,391 @@
+// npm run bench:pooled: the pooled placement at scale, on one server.
+// BENCH_POOLED_TENANTS (default 10,000) pooled tenants are provisioned
+// through CreateTenant, BENCH_PROVISION_CONCURRENCY (default 1: one after
+// another) at once, each timed, then:
+//   disk: what the pool databases and the shared catalogs grew by, per
+//     tenant, and where it went;
+//   memory: Backend (bench/backend-pooled.ts: real routes, tokens verified
+//     against a key set made per tenant) creates one entry for each tenant,
+//     and its memory after garbage collection, its connections closed as
+//     idle, is compared with the same process when it knew 10 tenants;
+//   GetEntry: Zipf(1.1) traffic over all the tenants' entries against the
+//     same load over 10 tenants, rounds interleaved, BENCH_CONCURRENCY
+//     (default 32) callers, Backend within TENANTRY_DB_MAX_CONNECTIONS of
+//     BENCH_MAX_CONNECTIONS (default 64), the connections PostgreSQL holds
+//     for Backend sampled meanwhile;
+//   fleet: Backend's next version (one more migration) rolled out to every
+//     tenant by FleetService.MigrateTenants, BENCH_FLEET_CONCURRENCY
+//     (default 0: Platform's own choice) tenants at once per group.
+// --provisioning-only stops after provisioning (its figures only);
+// --skip-get-entry leaves out the GetEntry series (while developing).
+// BENCH_SECONDS (default 12) of GetEntry per series, in BENCH_ROUNDS
+// (default 6); BENCH_EPHEMERAL=1 runs PostgreSQL without fsync.
+import { createClient } from "@connectrpc/connect";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import { once } from "node:events";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import pg from "pg";
+import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
+import { FleetService, MigrationOutcome } from "../gen/tenantry/platform/v1/fleet_service_pb.js";
+import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
+import { quantile, root, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
+import { cpuSeconds, startCpuMeter } from "./cpu-meter.ts";
+import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-load.ts";
+import { goalTable, table } from "./report.ts";
+
+const { values: flags } = parseArgs({ options: { "provisioning-only": { type: "boolean", default: false }, "skip-get-entry": { type: "boolean", default: false } } });
+const tenantCount = Number(process.env.BENCH_POOLED_TENANTS ?? 10_000);
+const ephemeral = process.env.BENCH_EPHEMERAL === "1";
+const seconds = Number(process.env.BENCH_SECONDS ?? 12);
+const roundCount = Number(process.env.BENCH_ROUNDS ?? 6);
+const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const maxConnections = Number(process.env.BENCH_MAX_CONNECTIONS ?? 64);
+const provisionConcurrency = Number(process.env.BENCH_PROVISION_CONCURRENCY ?? 1);
+const fleetConcurrency = Number(process.env.BENCH_FLEET_CONCURRENCY ?? 0);
+const fewTenants = 10;
+const zipfExponent = 1.1;
+const backendFile = path.join(root, "bench/backend-pooled.ts");
+
+/** Tenant ids, numbered from 0. */
+const tenantIdOf = (i: number) => `pooled-${i}`;
+
+/** A generator of numbers in [0, 1) from a seed, the same sequence on every run (mulberry32). */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * `length` indices into `n` targets drawn from Zipf(`s`): rank k (from 1)
+ * with probability ∝ k^-s, the ranks given to the targets in a shuffled
+ * order, so that the busiest tenants are spread over the pool databases.
+ */
+function zipfOrder(n: number, s: number, length: number, seed: number): Uint32Array {
+  const random = seeded(seed);
+  const cdf = new Float64Array(n);
+  let sum = 0;
+  for (let k = 0; k < n; k++) {
+    sum += (k + 1) ** -s;
+    cdf[k] = sum;
+  }
+  const byRank = Uint32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [byRank[i], byRank[j]] = [byRank[j]!, byRank[i]!];
+  }
+  const order = new Uint32Array(length);
+  for (let i = 0; i < length; i++) {
+    const u = random() * sum;
+    let low = 0;
+    let high = n - 1;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (cdf[middle]! < u) low = middle + 1;
+      else high = middle;
+    }
+    order[i] = byRank[low]!;
+  }
+  return order;
+}
+
+/** Ends the run after provisioning (--provisioning-only), through the same cleanup as any other end. */
+class ProvisioningOnly extends Error {}
+
+const bench = await startBenchProcesses({ ephemeral });
+try {
+  const { privateKey, publicKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
+  const idleTimeoutMs = 1000;
+  const backendEnv = (idle: number) => ({ TENANTRY_DB_MAX_CONNECTIONS: String(maxConnections), TENANTRY_DB_IDLE_TIMEOUT_MS: String(idle) });
+  const mesh = await startBenchMesh(bench, {
+    backendFile,
+    backendArgs: ["--expose-gc"],
+    env: { BENCH_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) },
+    platformEnv: { TENANTRY_DATABASE_STOCK: "0" },
+  });
+  const transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.platform}`, interceptors: [operatorCredentialInterceptor(bench.operatorToken)] });
+  const platform = createClient(PlatformService, transport);
+  const fleet = createClient(FleetService, transport);
+  const admin = new pg.Client({ connectionString: bench.database.url });
+  await admin.connect();
+  // Ended by the server's stop when the run fails: the run's own error tells.
+  admin.on("error", () => undefined);
+  const one = async <T>(sql: string, values: unknown[] = []) => (await admin.query<T & pg.QueryResultRow>(sql, values)).rows[0]!;
+
+  // Provisioning.
+  const globalBefore = Number((await one<{ size: string }>("select pg_tablespace_size('pg_global') as size")).size);
+  const atOnce = provisionConcurrency === 1 ? "one after another" : `${provisionConcurrency} at once`;
+  process.stdout.write(`provisioning ${tenantCount} pooled tenants ${atOnce}…\n`);
+  const provisioned: number[] = [];
+  const provisionStarted = performance.now();
+  let nextTenant = 0;
+  await Promise.all(
+    Array.from({ length: provisionConcurrency }, async () => {
+      while (nextTenant < tenantCount) {
+        const i = nextTenant++;
+        const t0 = performance.now();
+        await platform.createTenant({ tenantId: tenantIdOf(i), placement: Placement.POOLED });
+        provisioned.push(performance.now() - t0);
+        if (provisioned.length % 1000 === 0) {
+          const last = provisioned.slice(-1000).sort((a, b) => a - b);
+          process.stdout.write(`  ${provisioned.length}: p50 ${quantile(last, 0.5).toFixed(1)} ms over the last 1000\n`);
+        }
+      }
+    }),
+  );
+  const provisionSeconds = (performance.now() - provisionStarted) / 1000;
+  const byThousand = Array.from({ length: Math.ceil(tenantCount / 1000) }, (_, k) => quantile(provisioned.slice(k * 1000, (k + 1) * 1000).sort((a, b) => a - b), 0.5));
+  const provisionSorted = [...provisioned].sort((a, b) => a - b);
+  process.stdout.write(`  p50 ${quantile(provisionSorted, 0.5).toFixed(1)} ms, p99 ${quantile(provisionSorted, 0.99).toFixed(1)} ms, ${(tenantCount / provisionSeconds).toFixed(1)} tenants/s\n`);
+  if (flags["provisioning-only"]) {
+    transport.close();
+    await admin.end();
+    throw new ProvisioningOnly();
+  }
+
+  // Disk.
+  const pools = (await admin.query<{ name: string; size: string }>("select datname as name, pg_database_size(datname) as size from pg_database where datname like '%\\_pool\\_%' order by oid")).rows;
+  await admin.query("create database bench_empty_pool");
+  const emptySize = Number((await one<{ size: string }>("select pg_database_size('bench_empty_pool') as size")).size);
+  const globalAfter = Number((await one<{ size: string }>("select pg_tablespace_size('pg_global') as size")).size);
+  const poolBytes = pools.reduce((n, p) => n + Number(p.size) - emptySize, 0);
+  const diskPerTenant = (poolBytes + globalAfter - globalBefore) / tenantCount;
+  // Where it went, in the first pool database: the tenants' relations, the catalogs' growth.
+  const first = new pg.Client({ connectionString: bench.database.urlFor(pools[0]!.name) });
+  await first.connect();
+  const empty = new pg.Client({ connectionString: bench.database.urlFor("bench_empty_pool") });
+  await empty.connect();
+  const tenantsInFirst = Number((await first.query<{ n: string }>("select count(*) as n from pg_namespace where nspname like 't\\_%\\_backend'")).rows[0]!.n);
+  const relations = (
+    await first.query<{ kind: string; n: string; bytes: string }>(
+      `select case when c.relkind = 'i' and n.nspname = 'pg_toast' then 'toast index' when c.relkind = 'i' then 'index' when c.relkind = 't' then 'toast table' when c.relkind = 'S' then 'sequence' else 'table' end as kind,
+         count(*) as n, sum(pg_relation_size(c.oid)) as bytes
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+       where c.relowner in (select oid from pg_roles where rolname like 'tenant\\_%') and c.relkind in ('r', 'i', 't', 'S', 'm')
+       group by 1 order by 3 desc`,
+    )
+  ).rows;
+  const catalogSizes = async (client: pg.Client) =>
+    new Map(
+      (
+        await client.query<{ name: string; bytes: string }>(
+          "select c.relname as name, pg_total_relation_size(c.oid) as bytes from pg_class c where c.relnamespace = 'pg_catalog'::regnamespace and c.relkind = 'r' and not c.relisshared",
+        )
+      ).rows.map((r) => [r.name, Number(r.bytes)]),
+    );
+  const [catalogsFull, catalogsEmpty] = [await catalogSizes(first), await catalogSizes(empty)];
+  const catalogGrowth = [...catalogsFull].map(([name, bytes]) => ({ name, bytes: bytes - (catalogsEmpty.get(name) ?? 0) })).sort((a, b) => b.bytes - a.bytes);
+  const firstSize = Number(pools[0]!.size) - emptySize;
+  await first.end();
+  await empty.end();
+  await admin.query("drop database bench_empty_pool");
+  const kb = (bytes: number) => (bytes / 1024).toFixed(1);
+  const perFirst = (bytes: number) => kb(bytes / tenantsInFirst);
+  const relationBytes = relations.reduce((n, r) => n + Number(r.bytes), 0);
+  const catalogBytes = catalogGrowth.reduce((n, c) => n + c.bytes, 0);
+
+  // Memory, and one entry for each tenant.
+  const token = (tenantId: string) =>
+    new SignJWT({ tid: tenantId, permissions: ["entries.read", "entries.write"] })
+      .setProtectedHeader({ alg: "EdDSA", kid: tenantId, typ: "at+jwt" })
+      .setIssuer("tenantry")
+      .setSubject("user-1")
+      .setIssuedAt()
+      .setExpirationTime("2h")
+      .sign(privateKey);
+  mesh.backend.kill("SIGTERM");
+  await once(mesh.backend, "exit");
+  let backend = await mesh.startBackend(backendFile, { env: backendEnv(idleTimeoutMs), args: ["--expose-gc"] });
+  const backendTransport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.backend}` });
+  const entries = createClient(EntryService, backendTransport);
+  const memory = async () => {
+    const line = new Promise<NodeJS.MemoryUsage>((resolve) => {
+      const read = (chunk: Buffer) => {
+        const found = /\{"memory":.*\}/.exec(chunk.toString());
+        if (found !== null) {
+          backend.stdout!.off("data", read);
+          resolve((JSON.parse(found[0]) as { memory: NodeJS.MemoryUsage }).memory);
+        }
+      };
+      backend.stdout!.on("data", read);
+    });
+    backend.kill("SIGUSR2");
+    return line;
+  };
+  /** Waits until the idle connections have closed (and a little more), then reads the memory: the lowest of three reads. */
+  const settledMemory = async () => {
+    await new Promise((resolve) => setTimeout(resolve, idleTimeoutMs * 3));
+    const reads = [await memory(), await memory(), await memory()];
+    return reads.reduce((low, m) => (m.heapUsed + m.external < low.heapUsed + low.external ? m : low));
+  };
+  const targets: Target[] = new Array(tenantCount);
+  let writeErrors = 0;
+  const createEntries = async (from: number, to: number) => {
+    let next = from;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < to) {
+          const i = next++;
+          const tenantId = tenantIdOf(i);
+          const jwt = await token(tenantId);
+          const headers = { "x-tenant-id": tenantId, authorization: `Bearer ${jwt}` };
+          try {
+            const { entry } = await entries.createEntry({ title: `entry of ${tenantId}`, body: "x".repeat(200), tags: ["bench", "entry"] }, { headers });
+            targets[i] = { tenantId, token: jwt, id: entry!.id };
+          } catch (error) {
+            if (writeErrors++ === 0) {
+              process.stderr.write(`first CreateEntry failure: ${String(error)}\n`);
+            }
+          }
+        }
+      }),
+    );
+  };
+  process.stdout.write(`one entry for each of ${fewTenants} tenants…\n`);
+  await createEntries(0, fewTenants);
+  const memoryBefore = await settledMemory();
+  process.stdout.write(`one entry for each of ${tenantCount - fewTenants} more…\n`);
+  await createEntries(fewTenants, tenantCount);
+  const memoryAfter = await settledMemory();
+  const known = tenantCount - fewTenants;
+  const jsPerTenant = (memoryAfter.heapUsed + memoryAfter.external - memoryBefore.heapUsed - memoryBefore.external) / 1024 / known;
+  const rssPerTenant = (memoryAfter.rss - memoryBefore.rss) / 1024 / known;
+
+  // GetEntry, Zipf(1.1) over all tenants and over 10.
+  backend.kill("SIGTERM");
+  await once(backend, "exit");
+  backend = await mesh.startBackend(backendFile, { env: backendEnv(120_000) });
+  const all = targets.filter((t) => t !== undefined);
+  const few = all.slice(0, fewTenants);
+  const series = [
+    { name: `Zipf(${zipfExponent}) over ${all.length} pooled tenants`, targets: all, order: zipfOrder(all.length, zipfExponent, 1 << 20, 1), rounds: [] as Round[] },
+    { name: `Zipf(${zipfExponent}) over ${few.length} pooled tenants`, targets: few, order: zipfOrder(few.length, zipfExponent, 1 << 16, 2), rounds: [] as Round[] },
+  ];
+  let peakConnections = 0;
+  const connectionsOfBackend = async () =>
+    Number((await one<{ n: string }>("select count(*) as n from pg_stat_activity where application_name like 'tenantry-backend%'")).n);
+  const drive = (s: (typeof series)[number], duration: number) =>
+    driveGetEntry(`127.0.0.1:${mesh.ports.backend}`, { targets: s.targets, order: s.order, concurrency, duration, serverPid: backend.pid!, postmasterPid: bench.database.pid });
+  process.stdout.write("GetEntry: warming up…\n");
+  for (const s of flags["skip-get-entry"] ? [] : series) {
+    await drive(s, 3);
+  }
+  for (let round = 0; round < (flags["skip-get-entry"] ? 0 : roundCount); round++) {
+    process.stdout.write(`GetEntry: round ${round + 1}/${roundCount}…\n`);
+    for (let i = 0; i < series.length; i++) {
+      const s = series[(round + i) % series.length]!;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          peakConnections = Math.max(peakConnections, await connectionsOfBackend());
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      s.rounds.push(await drive(s, seconds / roundCount));
+      sampling = false;
+      await sampler;
+    }
+  }
+  const [many, tenOnly] = series.map((s) => (s.rounds.length === 0 ? summarize([{ calls: 1, errors: 0, latencies: [0], seconds: 1, cpu: { server: 0, postgres: 0, client: 0, others: 0, serverReads: 0, serverWrites: 0 } }]) : summarize(s.rounds))) as [ReturnType<typeof summarize>, ReturnType<typeof summarize>];
+  const roundRatios = series[0]!.rounds.map((r, i) => r.calls / r.seconds / (series[1]!.rounds[i]!.calls / series[1]!.rounds[i]!.seconds)).sort((a, b) => a - b);
+  const ratio = roundRatios[Math.floor(roundRatios.length / 2)] ?? 0;
+  const distinct = new Set(series[0]!.order).size;
+
+  // Fleet migration of every tenant.
+  process.stdout.write("fleet migration: rolling out Backend's next version…\n");
+  backend.kill("SIGTERM");
+  await once(backend, "exit");
+  backend = await mesh.startBackend(backendFile, { env: { ...backendEnv(idleTimeoutMs), BENCH_NEXT_MIGRATION: "1" } });
+  const platformPid = mesh.processes.platform!.pid!;
+  const fleetStarted = performance.now();
+  const platformCpuBefore = await cpuSeconds(platformPid);
+  const meter = await startCpuMeter(backend.pid!, bench.database.pid);
+  const outcomes = new Map<string, number>();
+  let firstFailure = "";
+  for await (const event of fleet.migrateTenants({ concurrencyPerCluster: fleetConcurrency })) {
+    const name = MigrationOutcome[event.outcome];
+    outcomes.set(name, (outcomes.get(name) ?? 0) + 1);
+    if (event.outcome === MigrationOutcome.FAILED && firstFailure === "") {
+      firstFailure = `${event.tenantId}/${event.service}: ${event.error}`;
+    }
+  }
+  const fleetSeconds = (performance.now() - fleetStarted) / 1000;
+  const fleetCpu = { ...(await meter()), platform: (await cpuSeconds(platformPid)) - platformCpuBefore };
+  const migrated = outcomes.get("MIGRATED") ?? 0;
+  transport.close();
+  backendTransport.close();
+  await admin.end();
+
+  const ms = (value: number) => value.toFixed(1);
+  const storage = ephemeral ? "PostgreSQL without fsync" : "durable PostgreSQL";
+  const cpuMs = (s: number) => ((s * 1000) / tenantCount).toFixed(2);
+  process.stdout.write(`
+Pooled provisioning: ${tenantCount} tenants through CreateTenant ${atOnce} (${storage} on this machine), ${pools.length} pool databases
+${table(
+  ["what", "p50 ms", "p99 ms"],
+  [["CreateTenant, pooled", ms(quantile(provisionSorted, 0.5)), ms(quantile(provisionSorted, 0.99))]],
+)}
+p50 by thousand tenants, ms: ${byThousand.map(ms).join(" ")}; ${(tenantCount / provisionSeconds).toFixed(1)} tenants/s
+
+Disk per pooled tenant: pool databases grew by ${kb(poolBytes / tenantCount)} KB per tenant (${pools.length} databases, an empty one ${kb(emptySize)} KB left out), shared catalogs (roles) by ${kb((globalAfter - globalBefore) / tenantCount)} KB
+In ${pools[0]!.name} (${tenantsInFirst} tenants, ${perFirst(firstSize)} KB each):
+${table(
+  ["what, per tenant", "count", "KB"],
+  [
+    ...relations.map((r) => [r.kind, (Number(r.n) / tenantsInFirst).toFixed(0), perFirst(Number(r.bytes))]),
+    ["all the tenant's relations", "", perFirst(relationBytes)],
+    ...catalogGrowth.slice(0, 6).map((c) => [`  catalog ${c.name}`, "", perFirst(c.bytes)]),
+    ["catalogs (pg_catalog) in all", "", perFirst(catalogBytes)],
+    ["the rest (free space map, visibility map, WAL-less pages)", "", perFirst(firstSize - relationBytes - catalogBytes)],
+  ],
+)}
+
+Backend knowing ${tenantCount} pooled tenants (one CreateEntry each, tokens verified, ${maxConnections} connections, closed as idle), memory after garbage collection
+${table(
+  ["", "RSS MB", "heap used MB", "external MB"],
+  [
+    [`knowing ${fewTenants} tenants`, ...[memoryBefore.rss, memoryBefore.heapUsed, memoryBefore.external].map((b) => (b / 2 ** 20).toFixed(1))],
+    [`knowing ${tenantCount} tenants`, ...[memoryAfter.rss, memoryAfter.heapUsed, memoryAfter.external].map((b) => (b / 2 ** 20).toFixed(1))],
+  ],
+)}
+
+GetEntry over gRPC: ${concurrency} callers, ${roundCount} interleaved rounds, ${seconds} s per series; Backend's connections at most ${maxConnections} (at most 8 per pool database)
+${table(
+  ["series", "req/s", "p50 ms", "p99 ms", "errors", "Backend CPU ms/call", "PostgreSQL ms/call"],
+  [
+    [series[0]!.name, many.rps.toFixed(0), many.p50.toFixed(2), many.p99.toFixed(2), String(many.errors), many.cpuPerCall.toFixed(3), many.postgresPerCall.toFixed(3)],
+    [series[1]!.name, tenOnly.rps.toFixed(0), tenOnly.p50.toFixed(2), tenOnly.p99.toFixed(2), String(tenOnly.errors), tenOnly.cpuPerCall.toFixed(3), tenOnly.postgresPerCall.toFixed(3)],
+  ],
+)}
+${distinct} distinct tenants in the Zipf sequence of the many; round by round, many / 10: ${roundRatios.map((r) => r.toFixed(2)).join(" ")}; Backend's connections seen at most: ${peakConnections}
+
+Fleet migration: one more Backend migration for ${tenantCount} tenants × 2 services in ${fleetSeconds.toFixed(1)} s (${JSON.stringify(Object.fromEntries(outcomes))})${firstFailure === "" ? "" : `\nfirst failure: ${firstFailure}`}
+CPU per tenant, ms: Backend ${cpuMs(fleetCpu.server)}, Platform ${cpuMs(fleetCpu.platform)}, PostgreSQL ${cpuMs(fleetCpu.postgres)}
+
+Goal: pooled placement at scale
+${goalTable([
+  { measure: `CreateTenant p50, pooled, ms (${ephemeral ? "without fsync: the goal is for durable storage" : "durable storage"})`, figure: quantile(provisionSorted, 0.5), shown: ms(quantile(provisionSorted, 0.5)), atMost: 30, goal: "≤ 30" },
+  { measure: "disk per pooled tenant, KB", figure: diskPerTenant / 1024, shown: kb(diskPerTenant), atMost: 200, goal: "≤ 200" },
+  { measure: "JavaScript memory (heap and external) per known idle tenant, KB", figure: jsPerTenant, shown: jsPerTenant.toFixed(2), atMost: 10, goal: "≤ 10" },
+  { measure: "resident memory (RSS) per known idle tenant, KB", figure: rssPerTenant, shown: rssPerTenant.toFixed(2), atMost: 10, goal: "≤ 10" },
+  { measure: `GetEntry throughput, ${all.length} tenants / ${few.length}, median of the rounds`, figure: ratio, shown: ratio.toFixed(3), atLeast: 0.8, goal: "≥ 0.80" },
+  { measure: "GetEntry errors (both series) and CreateEntry errors", figure: many.errors + tenOnly.errors + writeErrors, shown: String(many.errors + tenOnly.errors + writeErrors), atMost: 0, goal: "0" },
+  { measure: "Backend's connections at most", figure: peakConnections, shown: String(peakConnections), atMost: maxConnections, goal: `≤ ${maxConnections}` },
+  { measure: "fleet migration, tenants/s", figure: migrated / fleetSeconds, shown: (migrated / fleetSeconds).toFixed(1), atLeast: 200, goal: "≥ 200" },
+  { measure: "fleet migration, tenants migrated", figure: migrated, shown: `${migrated}/${tenantCount}`, atLeast: tenantCount, goal: `${tenantCount}/${tenantCount}` },
+])}
+`);
+} catch (error) {
+  if (!(error instanceof ProvisioningOnly)) {
+    throw error;
+  }
+} finally {
+  await bench.stop();
+}
