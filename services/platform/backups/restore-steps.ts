@@ -146,12 +146,12 @@ async function migrateToBackup(context: RestoreContext): Promise<void> {
 
 /** Loads the backup into the restored database (see `loadBackup`); a drill also reads every table back. */
 async function load(context: RestoreContext): Promise<void> {
-  const { clusters, restore, storage, backup } = context;
+  const { clusters, restore, storage, backup, log } = context;
   const login = await loginOfTarget(context);
   const connect = () => clusters.connect(restore.cluster, restore.database, login);
   const client = await connect();
   try {
-    await loadBackup({ client, connect, ...backup, storage, readBack: restore.kind === restoreKinds.verify });
+    await loadBackup({ client, connect, ...backup, storage, readBack: restore.kind === restoreKinds.verify, log });
   } finally {
     await client.end().catch(() => undefined);
   }
