@@ -23,8 +23,8 @@ parentPort!.on("message", ({ id, block, length }: GzipBlock) => {
     const member = gzipSync(new Uint8Array(block, 0, length), { level: 1 });
     // The member's own memory, handed back without a copy.
     const owned = member.byteOffset === 0 && member.byteLength === member.buffer.byteLength ? member.buffer : member.buffer.slice(member.byteOffset, member.byteOffset + member.byteLength);
-    answer = { id, member: owned as ArrayBuffer };
-    parentPort!.postMessage(answer, [owned as ArrayBuffer]);
+    answer = { id, member: owned as ArrayBuffer, block };
+    parentPort!.postMessage(answer, [owned as ArrayBuffer, block]);
   } catch (error) {
     answer = { id, error: (error as Error).message };
     parentPort!.postMessage(answer);
