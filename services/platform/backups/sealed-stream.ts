@@ -55,6 +55,14 @@ export function openStream(key: Buffer, context: string, what: string): Transfor
         decipher.setAAD(Buffer.from(context));
         chunk = head.subarray(ivLength);
       }
+      if (chunk.length >= tagLength) {
+        // The chunk's last bytes are held back (they may be the tag), without copying the rest of it.
+        if (tail.length > 0) {
+          this.push(decipher.update(tail));
+        }
+        tail = chunk.subarray(chunk.length - tagLength);
+        return done(null, decipher.update(chunk.subarray(0, chunk.length - tagLength)));
+      }
       const data = Buffer.concat([tail, chunk]);
       tail = data.subarray(Math.max(0, data.length - tagLength));
       done(null, decipher.update(data.subarray(0, data.length - tail.length)));
