@@ -36,7 +36,7 @@ export interface BackupLoad {
   log?: Logger;
 }
 
-/** Connections a load uses by default: two keep a core each busy (one table copied while another is indexed or analyzed). */
+/** Connections a load uses by default: two keep a core each busy (the largest table copied while the others are copied, indexed and analyzed). */
 export const loadConnections = 2;
 
 /**
