@@ -42,7 +42,7 @@ export function openStream(key: Buffer, context: string, what: string): Transfor
   let head = Buffer.alloc(0);
   let decipher: DecipherGCM | undefined;
   /** The last bytes seen, which may be the tag. */
-  let tail = Buffer.alloc(0);
+  let tail: Buffer = Buffer.alloc(0);
   const failed = () => new Error(`${what} failed its integrity check: it was changed, cut short, or belongs to another backup`);
   return new Transform({
     transform(chunk: Buffer, _encoding, done: TransformCallback) {
