@@ -36,7 +36,7 @@ export interface BackupLoad {
   log?: Logger;
 }
 
-/** Connections a load uses by default: two keep a core each busy (the largest table copied while the others are copied, indexed and analyzed). */
+/** Connections a load uses by default: two keep a core each busy (one table copied while another is indexed or analyzed). */
 export const loadConnections = 2;
 
 /**
@@ -146,12 +146,14 @@ function loadTasks(load: BackupLoad, setAside: SetAside[]): { tasks: Task<pg.Cli
   const tables = load.manifest.tables.toSorted((a, b) => b.storedBytes - a.storedBytes);
   const tasks: Task<pg.Client>[] = [];
   const placed = new Set<SetAside>();
+  let previous: Task<pg.Client> | undefined;
   tables.forEach((table, rank) => {
     const name = quoted(table);
-    // The work of larger tables goes first: what is left of the largest is the longest to do. While the
-    // largest is copied, the other connections copy, index and analyze the others (a copy is PostgreSQL's
-    // work far more than Platform's, which gunzips on other threads).
-    const copy: Task<pg.Client> = { name: `load ${name}`, priority: 3 * rank, run: (client) => inTransaction(client, () => copyIn(client, load, table)) };
+    // The work of larger tables goes first: what is left of the largest is the longest to do. Tables are
+    // copied one at a time (a copy keeps PostgreSQL and Platform busy at once: two would only slow each
+    // other), while the other connections index and analyze the tables already copied.
+    const copy: Task<pg.Client> = { name: `load ${name}`, priority: 3 * rank, after: previous === undefined ? [] : [previous], run: (client) => inTransaction(client, () => copyIn(client, load, table)) };
+    previous = copy;
     const builds = setAside
       .filter((item) => item.table === name && item.kind !== "foreign-key")
       .map((item): Task<pg.Client> => {
