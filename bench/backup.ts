@@ -12,10 +12,12 @@
 // rounds, with and without backups), BENCH_SECONDS (default 3, per GetEntry
 // round), BENCH_CONCURRENCY (default 16), BENCH_BACKUP_MAX_RATE (Platform's
 // TENANTRY_BACKUP_MAX_RATE, its default unless set), BENCH_EPHEMERAL=1 runs
-// PostgreSQL without fsync.
+// PostgreSQL without fsync, BENCH_PHASES=1 also prints where each restore's
+// time goes (its steps, and the parts of its load) and pg_restore's
+// sections timed one by one.
 import { createClient } from "@connectrpc/connect";
 import { spawn } from "node:child_process";
-import { access, constants, rm, stat } from "node:fs/promises";
+import { access, constants, readdir, readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
@@ -26,6 +28,7 @@ import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { fillTenant, words } from "./backup-tenant.ts";
 import { startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
+import { cpuSeconds, startCpuMeter, type CpuUse } from "./cpu-meter.ts";
 import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-load.ts";
 import { goalTable, table } from "./report.ts";
 
@@ -37,6 +40,7 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 3);
 const backupRate = process.env.BENCH_BACKUP_MAX_RATE;
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
+const phases = process.env.BENCH_PHASES === "1";
 const otherTenants = 20;
 const userCount = 20_000;
 const password = "bench-password";
@@ -72,6 +76,24 @@ async function timed(work: () => Promise<unknown>): Promise<number> {
   return (performance.now() - started) / 1000;
 }
 
+/** CPU seconds of a process's threads so far: those at its priority, and those niced (Platform's compression threads). */
+async function platformThreadSeconds(pid: number): Promise<{ normal: number; niced: number }> {
+  const use = { normal: 0, niced: 0 };
+  for (const thread of await readdir(`/proc/${pid}/task`)) {
+    const stat = await readFile(`/proc/${pid}/task/${thread}/stat`, "utf8").catch(() => undefined);
+    const fields = stat?.split(") ")[1]?.split(" ");
+    if (fields !== undefined) {
+      use[Number(fields[16]) > 0 ? "niced" : "normal"] += (Number(fields[11]) + Number(fields[12])) / 100;
+    }
+  }
+  return use;
+}
+
+/** Cores kept busy on average over rounds by one of {@link CpuUse}'s parts. */
+function cores(rounds: Round[], who: keyof CpuUse): string {
+  return (rounds.reduce((n, r) => n + r.cpu[who], 0) / rounds.reduce((n, r) => n + r.seconds, 0)).toFixed(2);
+}
+
 /** The figure of the middle round. */
 function median(values: number[]): number {
   const sorted = values.toSorted((a, b) => a - b);
@@ -86,7 +108,20 @@ try {
   const { rows: versionRows } = await admin.query<{ version: string }>("select current_setting('server_version') as version");
   const serverVersion = versionRows[0]!.version;
 
-  const mesh = await startBenchMesh(bench, { platformEnv: { TENANTRY_LOG_LEVEL: "error", ...(backupRate === undefined ? {} : { TENANTRY_BACKUP_MAX_RATE: backupRate }) } });
+  const mesh = await startBenchMesh(bench, { platformEnv: { TENANTRY_LOG_LEVEL: phases ? "debug" : "error", ...(backupRate === undefined ? {} : { TENANTRY_BACKUP_MAX_RATE: backupRate }) } });
+  // With BENCH_PHASES=1: the durations Platform logs of a restore's steps and of the parts of its load, since last read.
+  let phaseLines = "";
+  mesh.processes.platform!.stdout!.on("data", (chunk) => (phaseLines += chunk));
+  const takePhases = () => {
+    const parts = phaseLines
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line) as { msg?: string; step?: string; part?: string; ms?: number })
+      .filter((line) => line.msg === "restore step done" || line.msg === "restore load part done")
+      .map((line) => `${line.step ?? line.part} ${line.ms} ms`);
+    phaseLines = "";
+    return parts.join(", ");
+  };
   const platformTransport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.platform}`, interceptors: [operatorCredentialInterceptor(bench.operatorToken)] });
   const platform = createClient(PlatformService, platformTransport);
   const backups = createClient(BackupService, platformTransport);
@@ -182,15 +217,44 @@ try {
     };
     const clone = async () => {
       await settle();
+      takePhases();
+      const used = phases ? await startCpuMeter(mesh.processes.platform!.pid!, bench.database.pid) : undefined;
       figures.clone.push(await timed(() => backups.restoreBackup({ backupId, targetTenantId: `clone-${round}` })));
+      if (used !== undefined) {
+        const cpu = await used();
+        process.stdout.write(`  clone (CPU: Platform ${cpu.server.toFixed(2)} s, PostgreSQL ${cpu.postgres.toFixed(2)} s): ${takePhases()}\n`);
+      }
+    };
+    // With BENCH_PHASES=1: pg_restore's sections one by one (schema, data, then indexes and keys), then ANALYZE.
+    const pgRestoreSections = async () => {
+      const target = `${restored}_sections`;
+      await settle();
+      await admin.query(`create database ${target}`);
+      const times = [];
+      for (const section of ["pre-data", "data", "post-data"]) {
+        const children = await cpuSeconds(process.pid, true);
+        const took = await timed(() => run("pg_restore", [`--section=${section}`, "-d", bench.database.urlFor(target), dumpFile]));
+        times.push(`${section} ${took.toFixed(2)} s (pg_restore's CPU ${((await cpuSeconds(process.pid, true)) - children).toFixed(2)} s)`);
+      }
+      const restoredDb = new pg.Client({ connectionString: bench.database.urlFor(target) });
+      await restoredDb.connect();
+      const { rows: tables } = await restoredDb.query<{ name: string }>("select format('%I.%I', schemaname, tablename) as name from pg_tables where schemaname in ('auth', 'backend')");
+      times.push(`analyze ${(await timed(() => restoredDb.query(`analyze ${tables.map((t) => t.name).join(", ")}`))).toFixed(2)} s`);
+      await restoredDb.end();
+      await admin.query(`drop database ${target}`);
+      process.stdout.write(`  pg_restore sections: ${times.join(", ")}\n`);
     };
     // Both sides go first in turn.
     const order = round % 2 === 0 ? [dump, dumpFast, backup, pgRestore, pgRestoreJobs, clone] : [backup, dumpFast, dump, clone, pgRestoreJobs, pgRestore];
-    for (const step of order) {
+    for (const step of phases ? [...order, pgRestoreSections] : order) {
       await step();
     }
     await settle();
+    takePhases();
     figures.inPlace.push(await timed(() => backups.restoreBackup({ backupId })));
+    if (phases) {
+      process.stdout.write(`  in place: ${takePhases()}\n`);
+    }
     // The restored database is read by the next round: its rows' hint bits set now, as a load by pg_restore's would be later.
     const fresh = new pg.Client({ connectionString: bench.database.urlFor(await databaseOf(tenantId)) });
     await fresh.connect();
@@ -211,6 +275,8 @@ try {
   await driveGetEntry(`127.0.0.1:${mesh.ports.backend}`, { ...load, duration: 2 });
   const quiet: Round[] = [];
   const during: Round[] = [];
+  const platformPid = mesh.processes.platform!.pid!;
+  const platformUse = { quiet: { normal: 0, niced: 0 }, during: { normal: 0, niced: 0 } };
   let backupsDuring = 0;
   const underBackups = async () => {
     let loading = true;
@@ -234,7 +300,12 @@ try {
     // Both kinds of round go first in turn.
     for (const loaded of round % 2 === 0 ? [false, true] : [true, false]) {
       await settle();
+      const before = await platformThreadSeconds(platformPid);
       (loaded ? during : quiet).push(loaded ? await underBackups() : await drive());
+      const after = await platformThreadSeconds(platformPid);
+      const use = loaded ? platformUse.during : platformUse.quiet;
+      use.normal += after.normal - before.normal;
+      use.niced += after.niced - before.niced;
     }
   }
   const rps = (r: Round) => r.calls / r.seconds;
@@ -289,6 +360,7 @@ ${table(
   ],
 )}
 other work on the machine during the rounds without backups: ${q.othersCores.toFixed(2)} of ${os.availableParallelism()} cores on average
+cores in use on average, without backups / while backups run: Backend ${cores(quiet, "server")} / ${cores(during, "server")}, PostgreSQL ${cores(quiet, "postgres")} / ${cores(during, "postgres")}, callers ${cores(quiet, "client")} / ${cores(during, "client")}, Platform at its priority ${(platformUse.quiet.normal / seconds / quiet.length).toFixed(2)} / ${(platformUse.during.normal / seconds / during.length).toFixed(2)} and niced (compression) ${(platformUse.quiet.niced / seconds / quiet.length).toFixed(2)} / ${(platformUse.during.niced / seconds / during.length).toFixed(2)}, everything else ${cores(quiet, "others")} / ${cores(during, "others")} (Platform included)
 
 Goal: backups
 ${goalTable([

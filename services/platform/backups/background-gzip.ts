@@ -8,8 +8,8 @@ export interface GzipBlock {
   length: number;
 }
 
-/** What it answers: the block as a gzip member, or why not. */
-export type GzippedBlock = { id: number; member: ArrayBuffer } | { id: number; error: string };
+/** What it answers: the block as a gzip member, and the block's memory handed back to be filled again; or why not. */
+export type GzippedBlock = { id: number; member: ArrayBuffer; block: ArrayBuffer } | { id: number; error: string };
 
 /** Options of {@link BackgroundGzip}. */
 export interface BackgroundGzipOptions {
@@ -21,6 +21,9 @@ export interface BackgroundGzipOptions {
 
 /** Blocks a stream has sent and not yet passed on; more wait. Two keep a thread busy while the next block fills. */
 const blocksInFlight = 2;
+
+/** Blocks' memory kept to be filled again, at most: enough for a few streams at once. */
+const spareBlocks = 8;
 
 /**
  * Gzip (level 1) on threads of its own that run at a low scheduling
@@ -35,6 +38,13 @@ export class BackgroundGzip {
   readonly #blockBytes: number;
   readonly #workers: Worker[] = [];
   readonly #pending = new Map<number, { resolve: (member: Buffer) => void; reject: (error: Error) => void }>();
+  /**
+   * Blocks' memory back from the threads, filled again rather than freed:
+   * memory outside the JavaScript heap counts toward V8's next full
+   * collection, and a new block for every megabyte read had Platform mark
+   * its whole heap several times a backup (CPU taken from the tenants served).
+   */
+  readonly #spare: ArrayBuffer[] = [];
   #nextId = 0;
   #closed = false;
 
@@ -45,7 +55,7 @@ export class BackgroundGzip {
 
   /** A transform that gzips what goes through it. */
   stream(): Transform {
-    let block = Buffer.allocUnsafeSlow(this.#blockBytes);
+    let block = this.#block();
     let filled = 0;
     let sent = 0;
     const inFlight: Promise<Buffer>[] = [];
@@ -55,7 +65,7 @@ export class BackgroundGzip {
       // Awaited in order below; a failure met before then is not an unhandled one.
       member.catch(() => undefined);
       inFlight.push(member);
-      block = Buffer.allocUnsafeSlow(this.#blockBytes);
+      block = this.#block();
       filled = 0;
     };
     /** Passes on the members of the oldest blocks until at most `keep` are in flight. */
@@ -93,6 +103,12 @@ export class BackgroundGzip {
     await Promise.all(this.#workers.splice(0).map((worker) => worker.terminate()));
   }
 
+  /** A block to fill: spare memory if there is some. */
+  #block(): Buffer {
+    const spare = this.#spare.pop();
+    return spare === undefined ? Buffer.allocUnsafeSlow(this.#blockBytes) : Buffer.from(spare);
+  }
+
   /** Gzips the first `length` bytes of `block` on one of the threads (the block is handed over, not copied). */
   #compress(block: Buffer, length: number): Promise<Buffer> {
     if (this.#closed) {
@@ -122,6 +138,9 @@ export class BackgroundGzip {
       if ("error" in answer) {
         waiting?.reject(new Error(`backup compression failed: ${answer.error}`));
       } else {
+        if (this.#spare.length < spareBlocks && answer.block.byteLength === this.#blockBytes) {
+          this.#spare.push(answer.block);
+        }
         waiting?.resolve(Buffer.from(answer.member));
       }
     });

@@ -4,6 +4,7 @@ import { Writable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
+import type { Logger } from "../../mesh/index.ts";
 import { qualifiedName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
 import { fileContext, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
@@ -41,6 +42,8 @@ export interface BackupLoad {
    * drops it.
    */
   stateSchema?: string;
+  /** Where each part of the load logs its duration (debug), to see where a restore's time goes. */
+  log?: Logger;
 }
 
 /** Connections a load uses by default: two keep a core each busy (one table copied while another is indexed or analyzed). */
@@ -76,15 +79,19 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
   const more = Array.from({ length: extra }, () => load.connect!());
   const opened = Promise.allSettled(more);
   try {
-    const setAside = await setAsideForLoad(client, manifest, names, load.stateSchema);
+    const setAside = await timed(load.log, "set aside", () => setAsideForLoad(client, manifest, names, load.stateSchema));
     const connections = [client, ...(await Promise.all(more))];
     // Each table's transaction commits without waiting for its WAL to reach the disk: the last transaction
     // below does wait, and with it for all the WAL before it (a crash before then loads again from the start).
     await Promise.all(connections.map((connection) => connection.query("set synchronous_commit = off")));
     const { tasks, later } = loadTasks(load, names, setAside);
+    for (const task of tasks) {
+      const run = task.run;
+      task.run = (connection) => timed(load.log, task.name, () => run(connection));
+    }
     await runTaskGraph(connections, tasks);
     await client.query("reset synchronous_commit");
-    await inTransaction(client, async () => {
+    await timed(load.log, "foreign keys and sequences", () => inTransaction(client, async () => {
       for (const statement of later.flatMap((item) => item.rebuild)) {
         await client.query(statement);
       }
@@ -94,7 +101,7 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
       await client.query(
         load.stateSchema === undefined ? `drop schema ${pg.escapeIdentifier(loadStateSchema)} cascade` : `drop table ${pg.escapeIdentifier(load.stateSchema)}.set_aside`,
       );
-    });
+    }));
   } finally {
     for (const outcome of await opened) {
       if (outcome.status === "fulfilled") {
@@ -182,6 +189,14 @@ function loadTasks(load: BackupLoad, names: SchemaNames, setAside: SetAside[]): 
     tasks.push(copy, ...builds, analyze);
   });
   return { tasks, later: setAside.filter((item) => !placed.has(item)) };
+}
+
+/** Runs `work`, logging how long it took (debug). */
+async function timed<T>(log: Logger | undefined, part: string, work: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  const result = await work();
+  log?.debug({ part, ms: Math.round(performance.now() - started) }, "restore load part done");
+  return result;
 }
 
 /** Runs `work` in a transaction of `client`, rolled back if it fails. */

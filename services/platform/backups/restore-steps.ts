@@ -226,13 +226,13 @@ async function migrateToBackup(context: RestoreContext): Promise<void> {
  * the restore's prefix followed by it; a drill also reads every table back.
  */
 async function load(context: RestoreContext): Promise<void> {
-  const { clusters, restore, storage, backup } = context;
+  const { clusters, restore, storage, backup, log } = context;
   const access = await accessOfTarget(context);
   const connect = () => connectAs(clusters, restore.cluster, restore.database, access);
   const client = await connect();
   const pooled = isPooled(restore) ? { names: new SchemaNames(restore.schemaPrefix), stateSchema: loadStateSchemaOf(restore) } : {};
   try {
-    await loadBackup({ client, connect, ...backup, storage, readBack: restore.kind === restoreKinds.verify, ...pooled });
+    await loadBackup({ client, connect, ...backup, storage, readBack: restore.kind === restoreKinds.verify, log, ...pooled });
   } finally {
     await client.end().catch(() => undefined);
   }

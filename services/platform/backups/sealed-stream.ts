@@ -42,7 +42,7 @@ export function openStream(key: Buffer, context: string, what: string): Transfor
   let head = Buffer.alloc(0);
   let decipher: DecipherGCM | undefined;
   /** The last bytes seen, which may be the tag. */
-  let tail = Buffer.alloc(0);
+  let tail: Buffer = Buffer.alloc(0);
   const failed = () => new Error(`${what} failed its integrity check: it was changed, cut short, or belongs to another backup`);
   return new Transform({
     transform(chunk: Buffer, _encoding, done: TransformCallback) {
@@ -54,6 +54,14 @@ export function openStream(key: Buffer, context: string, what: string): Transfor
         decipher = createDecipheriv("aes-256-gcm", key, head.subarray(0, ivLength));
         decipher.setAAD(Buffer.from(context));
         chunk = head.subarray(ivLength);
+      }
+      if (chunk.length >= tagLength) {
+        // The chunk's last bytes are held back (they may be the tag), without copying the rest of it.
+        if (tail.length > 0) {
+          this.push(decipher.update(tail));
+        }
+        tail = chunk.subarray(chunk.length - tagLength);
+        return done(null, decipher.update(chunk.subarray(0, chunk.length - tagLength)));
       }
       const data = Buffer.concat([tail, chunk]);
       tail = data.subarray(Math.max(0, data.length - tagLength));
