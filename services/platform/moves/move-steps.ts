@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import type { Logger, SecretBox } from "../../mesh/index.ts";
 import { maxFreezeTtlMs } from "../freezes/index.ts";
-import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, type CatalogTable, type TenantBackups } from "../backups/index.ts";
+import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, SchemaNames, type CatalogTable, type TenantBackups } from "../backups/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Move } from "../entities/move.ts";
 import type { Tenant } from "../entities/tenant.ts";
@@ -547,8 +547,10 @@ function frozenSource({ move, tenant }: MoveContext): FrozenTenant {
 
 /**
  * Copies the tenant under the freeze, as a backup (kept, labelled "move
- * <id>"), and loads it into the target: the load checks every table's rows
- * and SHA-256 against the snapshot and sets the sequences.
+ * <id>"), and loads it into the target under the target's schema prefix
+ * (a tenant promoted out of a pool keeps its prefix in a database of its
+ * own; the backup names schemas by service): the load checks every
+ * table's rows and SHA-256 against the snapshot and sets the sequences.
  */
 async function copyUnderFreeze(context: MoveContext): Promise<void> {
   const { em, move, backups } = context;
@@ -561,7 +563,7 @@ async function copyUnderFreeze(context: MoveContext): Promise<void> {
   const { manifest, dataKey } = await backups.open(backup);
   await migrateDatabase(context, targetDatabase(context), new Map(Object.entries(manifest.services).flatMap(([service, { migrations }]) => (migrations.length > 0 ? [[service, migrations.at(-1)!]] : []))), "the move's target database");
   await inDatabase(context, targetDatabase(context), "owner", (client) =>
-    loadBackup({ client, key: keyOf(backup), manifest, dataKey, storage: backups.storage, readBack: false }),
+    loadBackup({ client, key: keyOf(backup), manifest, dataKey, storage: backups.storage, readBack: false, names: new SchemaNames(move.targetSchemaPrefix) }),
   );
   await changeMove(em, move, { tablesCopied: backup.tableCount });
 }
