@@ -10,7 +10,7 @@ import type { Move } from "../entities/move.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import { dropPooledSchemas, ensurePooledSchemas, provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
 import type { SchemaServices } from "../schema-services.ts";
-import { changeMove, findPoolDatabase, getTenant, moveModes, placementNames, poolPasswordContext, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
+import { changeMove, findPoolDatabase, forgetKeptGenerations, getTenant, moveModes, placementNames, poolPasswordContext, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
 import { allowConnections, migrateDatabase, readSchemaVersions, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
 import {
   createMarkerTable,
@@ -787,7 +787,9 @@ async function closeSource(context: MoveContext): Promise<void> {
     return;
   }
   const source = { cluster: move.sourceCluster, database: move.sourceDatabase, role: tenant.role, schemaPrefix: sourcePrefix(move) };
+  // Every generation goes, those in-place restores keep for an undo too.
   await dropPooledSchemas(clusters, source);
+  await forgetKeptGenerations(em, { tenantId: tenant.id, cluster: move.sourceCluster, database: move.sourceDatabase });
   if (move.sourceCluster !== move.targetCluster && (await clusters.serverIdentity(move.sourceCluster)) !== (await clusters.serverIdentity(move.targetCluster))) {
     await clusters.dropRole(move.sourceCluster, tenant.role!).catch((error: { code?: string }) => {
       // 2BP01: it still owns a database an earlier move keeps there; dropped with that database.
