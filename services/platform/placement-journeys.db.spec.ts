@@ -39,7 +39,7 @@ beforeAll(async () => {
     startTestMesh({
       services: ["auth", "backend"],
       // Offboarded tenants are purged at once.
-      platformEnv: { TENANTRY_OFFBOARDING_GRACE_MS: "0", TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: "200" },
+      platformEnv: { TENANTRY_OFFBOARDING_GRACE_MS: "0" },
     }),
     startSecondServer(),
   ]);
@@ -263,10 +263,41 @@ describe("a pooled tenant of a later generation", () => {
     journey.rewind(atBackup);
     await journey.serves();
     expect(await ownedSchemas("default", pool, tenantId)).toEqual([]);
+
+    // Offboarded: its final backup, read from the database it was restored into, restores as a clone.
+    const { tenant: deleted } = await mesh.platformClient.deleteTenant({ tenantId });
+    expect(deleted?.status).toBe(TenantStatus.DELETED);
+    expect(await mesh.sql("postgres", "select datname from pg_database where datdba = (select oid from pg_roles where rolname = $1) union all select rolname from pg_roles where rolname = $1", [roleOf(tenantId)])).toEqual([]);
+    const clone = new Journey(mesh.uniqueTenantId("generation-afterlife"));
+    await backups.restoreBackup({ backupId: deleted!.finalBackupId, targetTenantId: clone.tenantId, placement: Placement.POOLED });
+    clone.acknowledged.push(...journey.acknowledged);
+    await clone.serves();
+  });
+});
+
+describe("a dedicated tenant restored in place, then moved away and back", () => {
+  it("cannot undo the restore (its database is another now) and keeps serving from where it was moved", async () => {
+    const journey = await journeyOf("restored-moved", Placement.DEDICATED);
+    const { tenantId } = journey;
+    const backup = await backedUp(tenantId);
+    await backups.restoreBackup({ backupId: backup.backupId });
+    await journey.serves();
+    await moved({ tenantId, targetCluster: "second" });
+    await moved({ tenantId, targetCluster: "default" });
+    const { database } = await whereIs(tenantId);
+    await journey.serves();
+    const undo = await failure(backups.undoRestore({ tenantId }));
+    expect([undo.code, undo.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/has moved .* can no longer be undone/)]);
+    expect(await whereIs(tenantId)).toMatchObject({ cluster: "default", database });
+    await journey.serves();
   });
 });
 
 describe("a pooled tenant that leaves its pool database and comes back", () => {
+  // Restores' keeps are looked at often. (Not for long: Platform's sweeps also remove the replication slots of moves it does not know, other meshes' on this server.)
+  beforeAll(() => mesh.restartPlatform({ TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: "200" }));
+  afterAll(() => mesh.restartPlatform());
+
   it("cannot undo a restore made before it left, and keeps serving when the generation that restore kept comes to its time", async () => {
     const journey = await journeyOf("returning", Placement.POOLED);
     const { tenantId } = journey;
@@ -329,6 +360,48 @@ describe("fleet migrations", () => {
       expect(migrated, journey.tenantId).toHaveLength(1);
       expect(await sqlOn(where.cluster, where.database, "select 1 from pg_indexes where schemaname = $1 and indexname = 'entries_created_at'", [`${where.prefix}backend`])).toHaveLength(1);
       await journey.serves();
+    }
+  });
+});
+
+describe("a service added after the fact", () => {
+  let later: TestMesh;
+  beforeAll(async () => {
+    // The other mesh's Platform would take this one's replication slots for leftovers of its own moves.
+    await mesh.stopPlatform();
+    later = await startTestMesh({ services: ["auth"], addedLater: ["backend"] });
+  });
+  afterAll(() => later?.stop());
+
+  it("gets its schema, under the tenant's prefix, in a promoted tenant's database and in a pooled tenant's later generation", async () => {
+    const operator = [operatorCredentialInterceptor(later.operatorToken)];
+    const laterMoves = later.client("platform", MoveService, operator);
+    const laterBackups = later.client("platform", BackupService, operator);
+    const promoted = await later.createTenant({ owner, placement: Placement.POOLED });
+    await laterMoves.moveTenant({ tenantId: promoted.tenantId, targetCluster: "default", targetPlacement: Placement.DEDICATED }, { timeoutMs: 120_000 });
+    const generation = await later.createTenant({ owner, placement: Placement.POOLED });
+    const { backup } = await laterBackups.createBackup({ tenantId: generation.tenantId });
+    await laterBackups.restoreBackup({ backupId: backup!.backupId });
+
+    await later.addService("backend");
+    const events = [];
+    for await (const event of later.client("platform", FleetService, operator).migrateTenants({ tenantIds: [promoted.tenantId, generation.tenantId] }, { timeoutMs: 120_000 })) {
+      events.push(event);
+    }
+    expect(events.filter((e) => e.service === "backend").map((e) => [e.tenantId, MigrationOutcome[e.outcome], e.error]).sort()).toEqual(
+      [promoted.tenantId, generation.tenantId].map((tenantId) => [tenantId, "MIGRATED", ""]).sort(),
+    );
+    const expected = [
+      { tenantId: promoted.tenantId, database: roleOf(promoted.tenantId), schema: `${basePrefix(promoted.tenantId)}backend` },
+      { tenantId: generation.tenantId, database: generation.database, schema: `${basePrefix(generation.tenantId)}r2__backend` },
+    ];
+    for (const { tenantId, database, schema } of expected) {
+      const { route } = await later.platformMeshClient.resolveTenant({ tenantId });
+      expect(route!.database + route!.schemaPrefix + "backend").toBe(database + schema);
+      expect(await later.sql(database, "select pg_get_userbyid(nspowner) as owner from pg_namespace where nspname = $1", [schema])).toEqual([{ owner: roleOf(tenantId) }]);
+      const { entry } = await retried(() => later.entries.createEntry({ title: "served by a service added later" }, headers(tenantId)));
+      expect(entry?.title).toBe("served by a service added later");
+      expect(await retried(() => later.login(tenantId, owner))).toMatch(/^ey/);
     }
   });
 });
