@@ -93,10 +93,13 @@ async function untilTitles(tenantId: string, expected: string[], limitMs = 15_00
  * undone), checked after each step with a Login and a new entry.
  */
 class Journey {
+  readonly tenantId: string;
   readonly acknowledged: string[] = [];
   #written = 0;
 
-  constructor(readonly tenantId: string) {}
+  constructor(tenantId: string) {
+    this.tenantId = tenantId;
+  }
 
   /** Writes an entry (retried with its request id until answered) and remembers it. */
   async write(): Promise<string> {
