@@ -278,6 +278,30 @@ describe("a pooled tenant of a later generation", () => {
   });
 });
 
+describe("a backup taken in one placement", () => {
+  it("restores in place once the tenant has moved to the other, both ways", async () => {
+    const promoted = await journeyOf("era-pooled", Placement.POOLED);
+    const pooledEra = await backedUp(promoted.tenantId);
+    const atPooledEra = promoted.acknowledged.length;
+    await moved({ tenantId: promoted.tenantId, targetCluster: "default", targetPlacement: Placement.DEDICATED });
+    await promoted.serves();
+    await backups.restoreBackup({ backupId: pooledEra.backupId });
+    promoted.rewind(atPooledEra);
+    expect(await whereIs(promoted.tenantId)).toMatchObject({ placement: Placement.DEDICATED, prefix: "" });
+    await promoted.serves();
+
+    const demoted = await journeyOf("era-dedicated", Placement.DEDICATED);
+    const dedicatedEra = await backedUp(demoted.tenantId);
+    const atDedicatedEra = demoted.acknowledged.length;
+    await moved({ tenantId: demoted.tenantId, targetCluster: "second", targetPlacement: Placement.POOLED });
+    await demoted.serves();
+    await backups.restoreBackup({ backupId: dedicatedEra.backupId });
+    demoted.rewind(atDedicatedEra);
+    expect(await whereIs(demoted.tenantId)).toMatchObject({ cluster: "second", placement: Placement.POOLED, prefix: `${basePrefix(demoted.tenantId)}r2__` });
+    await demoted.serves();
+  });
+});
+
 describe("a dedicated tenant restored in place, then moved away and back", () => {
   it("cannot undo the restore (its database is another now) and keeps serving from where it was moved", async () => {
     const journey = await journeyOf("restored-moved", Placement.DEDICATED);

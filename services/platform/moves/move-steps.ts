@@ -572,9 +572,8 @@ async function copyUnderFreeze(context: MoveContext): Promise<void> {
  * Copies the tenant, its writes frozen and its source read-only, into its
  * schemas of a pool database (each source schema's tables into the
  * target's of the same service), as the tenant's role there, with the
- * sequences; the schemas' names differ on the two sides, which a backup's
- * load does not map (yet), so the tables are copied as an online move's
- * initial copy copies them (unpaced: the tenant's writes wait).
+ * sequences, straight from the source as an online move's initial copy
+ * copies them (unpaced: the tenant's writes wait), with no backup between.
  */
 async function copyIntoPool(context: MoveContext): Promise<void> {
   const { em, move } = context;
