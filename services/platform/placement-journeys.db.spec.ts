@@ -66,9 +66,16 @@ async function whereIs(tenantId: string): Promise<{ cluster: string; database: s
   return { cluster: tenant!.cluster, database: route!.database, prefix: route!.schemaPrefix, placement: route!.placement };
 }
 
+/** Every entry's title of the tenant, page after page. */
 async function titles(tenantId: string): Promise<string[]> {
-  const { entries } = await retried(() => mesh.entries.listEntries({ pageSize: 500 }, headers(tenantId)));
-  return entries.map((e) => e.title).sort();
+  const found: string[] = [];
+  let pageToken = "";
+  do {
+    const page = await retried(() => mesh.entries.listEntries({ pageSize: 500, pageToken }, headers(tenantId)));
+    found.push(...page.entries.map((e) => e.title));
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  return found.sort();
 }
 
 /** Polls until the tenant's entries are `expected` (a switch reaching the services through the feed). */
@@ -95,6 +102,8 @@ async function untilTitles(tenantId: string, expected: string[], limitMs = 15_00
 class Journey {
   readonly tenantId: string;
   readonly acknowledged: string[] = [];
+  /** Entries written by {@link writingDuring}. */
+  writtenDuringMoves = 0;
   #written = 0;
 
   constructor(tenantId: string) {
@@ -116,6 +125,25 @@ class Journey {
     await untilTitles(this.tenantId, this.acknowledged);
     await this.write();
     await untilTitles(this.tenantId, this.acknowledged);
+  }
+
+  /** Runs `work` (a move) while entries are written one after another (see {@link write}); a write that fails otherwise than UNAVAILABLE fails it. */
+  async writingDuring<T>(work: () => Promise<T>): Promise<T> {
+    let stopping = false;
+    const writer = (async () => {
+      while (!stopping) {
+        await this.write();
+        this.writtenDuringMoves++;
+        // A client's pace, not a load test's.
+        await sleep(20);
+      }
+    })();
+    try {
+      return await work();
+    } finally {
+      stopping = true;
+      await writer;
+    }
   }
 
   /** Forgets the entries written since the `count` first (an in-place restore took the tenant back there). */
@@ -158,7 +186,7 @@ describe("a pooled tenant promoted to a database of its own, its schema prefix k
     const journey = await journeyOf("promoted", Placement.POOLED);
     const { tenantId } = journey;
     const prefix = basePrefix(tenantId);
-    await moved({ tenantId, targetCluster: "default", targetPlacement: Placement.DEDICATED });
+    await journey.writingDuring(() => moved({ tenantId, targetCluster: "default", targetPlacement: Placement.DEDICATED }));
     expect(await whereIs(tenantId)).toEqual({ cluster: "default", database: roleOf(tenantId), prefix, placement: Placement.DEDICATED });
     await journey.serves();
 
@@ -194,21 +222,22 @@ describe("a pooled tenant promoted to a database of its own, its schema prefix k
     await journey.serves();
 
     // To another cluster online, back under freeze, each keeping the prefix.
-    const online = await moved({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE, compareDigests: true });
+    const online = await journey.writingDuring(() => moved({ tenantId, targetCluster: "second", mode: MoveMode.ONLINE, compareDigests: true }));
     expect(online.mode).toBe(MoveMode.ONLINE);
     expect(await whereIs(tenantId)).toMatchObject({ cluster: "second", placement: Placement.DEDICATED, prefix });
     await journey.serves();
-    const frozen = await moved({ tenantId, targetCluster: "default", mode: MoveMode.COPY_UNDER_FREEZE, compareDigests: true });
+    const frozen = await journey.writingDuring(() => moved({ tenantId, targetCluster: "default", mode: MoveMode.COPY_UNDER_FREEZE, compareDigests: true }));
     expect(frozen.mode).toBe(MoveMode.COPY_UNDER_FREEZE);
     expect(await whereIs(tenantId)).toMatchObject({ cluster: "default", placement: Placement.DEDICATED, prefix });
     await journey.serves();
     expect(await ownedSchemas("default", frozen.targetDatabase, tenantId)).toEqual([`${prefix}auth`, `${prefix}backend`]);
 
     // Back into a pool database.
-    const pooled = await moved({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED });
+    const pooled = await journey.writingDuring(() => moved({ tenantId, targetCluster: "default", targetPlacement: Placement.POOLED }));
     expect(await whereIs(tenantId)).toMatchObject({ cluster: "default", placement: Placement.POOLED, database: pooled.targetDatabase, prefix });
     await journey.serves();
     await backedUp(tenantId, "pooled again");
+    console.log(`promoted tenant's journey: ${journey.acknowledged.length} entries acknowledged and present at the end, ${journey.writtenDuringMoves} of them written during its four moves`);
   });
 });
 
