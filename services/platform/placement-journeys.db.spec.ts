@@ -349,6 +349,34 @@ describe("a dedicated tenant restored in place, then moved away and back", () =>
   });
 });
 
+describe("a dedicated tenant restored in place, then moved to another cluster", () => {
+  // Moves' sources are dropped at once, and keeps looked at often (see below for why not for long).
+  beforeAll(() => mesh.restartPlatform({ TENANTRY_MOVE_KEEP_MS: "0", TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: "200" }));
+  afterAll(() => mesh.restartPlatform());
+
+  it("leaves no role on the cluster it left once the database the restore kept there is dropped", async () => {
+    const journey = await journeyOf("restored-away", Placement.DEDICATED);
+    const { tenantId } = journey;
+    const backup = await backedUp(tenantId);
+    const { restore } = await backups.restoreBackup({ backupId: backup.backupId });
+    await journey.serves();
+    const away = await moved({ tenantId, targetCluster: "second" });
+    await journey.serves();
+    const deadline = Date.now() + 15_000;
+    while (!(await moves.getMove({ moveId: away.moveId })).move!.sourceDropped && Date.now() < deadline) {
+      await sleep(50);
+    }
+    // The database the restore keeps on the first cluster holds the tenant's role there.
+    expect(await mesh.sql("postgres", "select rolname from pg_roles where rolname = $1", [roleOf(tenantId)])).toEqual([{ rolname: roleOf(tenantId) }]);
+    await mesh.sql(mesh.platformDatabase, "update platform.restores set keep_until = now() - interval '1 second' where id = $1", [restore!.restoreId]);
+    while ((await mesh.sql(mesh.platformDatabase, "select 1 from platform.restores where id = $1 and previous_dropped", [restore!.restoreId])).length === 0 && Date.now() < deadline + 15_000) {
+      await sleep(50);
+    }
+    expect(await mesh.sql("postgres", "select datname from pg_database where datdba = (select oid from pg_roles where rolname = $1) union all select rolname from pg_roles where rolname = $1", [roleOf(tenantId)])).toEqual([]);
+    await journey.serves();
+  });
+});
+
 describe("a pooled tenant that leaves its pool database and comes back", () => {
   // Restores' keeps are looked at often. (Not for long: Platform's sweeps also remove the replication slots of moves it does not know, other meshes' on this server.)
   beforeAll(() => mesh.restartPlatform({ TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS: "200" }));
