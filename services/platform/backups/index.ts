@@ -13,6 +13,6 @@ export { S3BackupStorage, type S3BackupStorageOptions } from "./s3-backup-storag
 export { pooledRestoreSteps, requested, restoreSteps, undoSteps, type RestoreStep } from "./restore-steps.ts";
 export { SelfServeBackups, type SelfServeBackupsOptions } from "./self-serve-backups.ts";
 export { backupSteps, type BackupStep } from "./tenant-backup.ts";
-export { columnList, constraintsToSetAside, listSequences, listTables, quoted, type CatalogTable, type SetAside } from "./tenant-catalog.ts";
+export { columnList, constraintsToSetAside, listSequences, listTables, quoted, SchemaNames, type CatalogTable, type SetAside } from "./tenant-catalog.ts";
 export { answerOf, keyOf, loginOf, reasonOf, TenantBackups, type BackupTaking, type TenantBackupsOptions } from "./tenant-backups.ts";
 export { refuseWhileRestoring, restoreLock, TenantRestores, type RestoreRequest, type TenantRestoresOptions } from "./tenant-restores.ts";

@@ -20,6 +20,7 @@ import {
   changeRestore,
   changeStatus,
   changeTenant,
+  findTenant,
   getTenant,
   placementNames,
   pooledSchemaPrefix,
@@ -438,4 +439,14 @@ export async function dropKept(context: RestoreContext): Promise<void> {
     return;
   }
   await clusters.dropDatabase(restore.cluster, restore.previousDatabase!);
+  // Moved to another cluster since: its role there, which a move leaves while it owns this database, goes with it.
+  const tenant = await findTenant(context.em, restore.tenantId);
+  if (tenant?.role != null && tenant.cluster !== restore.cluster) {
+    await clusters.dropRole(restore.cluster, tenant.role).catch((error: { code?: string }) => {
+      // 2BP01: it still owns a database a move keeps there; dropped with that database.
+      if (error.code !== "2BP01") {
+        throw error;
+      }
+    });
+  }
 }

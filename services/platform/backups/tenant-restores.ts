@@ -194,7 +194,8 @@ export class TenantRestores {
         if (!servedStatuses.includes(tenant.status)) {
           throw new ConnectError(`tenant "${tenant.id}" is ${tenant.status}: only an ACTIVE or SUSPENDED tenant can be switched back`, Code.FailedPrecondition);
         }
-        if (tenant.cluster !== last.cluster || tenant.placement !== last.placement || (tenant.placement === placementNames.pooled && tenant.database !== last.database)) {
+        // A move away and back to the same cluster leaves the tenant in another database than the restore's.
+        if (tenant.cluster !== last.cluster || tenant.placement !== last.placement || tenant.database !== last.database) {
           throw new ConnectError(
             `tenant "${tenant.id}" has moved (to cluster "${tenant.cluster}", ${tenant.placement}) since restore "${last.id}": the restore can no longer be undone`,
             Code.FailedPrecondition,

@@ -90,7 +90,19 @@ async function dropDatabase({ tenant, clusters }: OffboardingContext): Promise<T
   return {};
 }
 
+/**
+ * Drops the tenant's role, and first the databases it still owns on its
+ * cluster: those kept for a while after a move away from them (a tenant
+ * moved into a pool database of its own cluster) or an in-place restore,
+ * otherwise dropped at their time, which a tenant gone does not wait for.
+ */
 async function dropRole({ tenant, clusters }: OffboardingContext): Promise<TenantChange> {
+  const { rows } = await clusters.admin(tenant.cluster!, (admin) =>
+    admin.query<{ database: string }>("select datname as database from pg_database where datdba = (select oid from pg_roles where rolname = $1)", [tenant.role]),
+  );
+  for (const { database } of rows) {
+    await clusters.dropDatabase(tenant.cluster!, database);
+  }
   await clusters.dropRole(tenant.cluster!, tenant.role!);
   return {};
 }

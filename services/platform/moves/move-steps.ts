@@ -4,13 +4,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import type { Logger, SecretBox } from "../../mesh/index.ts";
 import { maxFreezeTtlMs } from "../freezes/index.ts";
-import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, type CatalogTable, type TenantBackups } from "../backups/index.ts";
+import { keyOf, listSequences, listTables, loadBackup, loginOf, quoted, SchemaNames, type CatalogTable, type TenantBackups } from "../backups/index.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Move } from "../entities/move.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import { dropPooledSchemas, ensurePooledSchemas, provisioningStepTable, rollbackStepTable } from "../provisioning/index.ts";
 import type { SchemaServices } from "../schema-services.ts";
-import { changeMove, findPoolDatabase, getTenant, moveModes, placementNames, poolPasswordContext, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
+import { changeMove, findPoolDatabase, forgetKeptGenerations, getTenant, moveModes, placementNames, poolPasswordContext, recordMoveProgress, recordSwitch, type MoveModeName } from "../stores/index.ts";
 import { allowConnections, migrateDatabase, readSchemaVersions, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
 import {
   createMarkerTable,
@@ -547,8 +547,10 @@ function frozenSource({ move, tenant }: MoveContext): FrozenTenant {
 
 /**
  * Copies the tenant under the freeze, as a backup (kept, labelled "move
- * <id>"), and loads it into the target: the load checks every table's rows
- * and SHA-256 against the snapshot and sets the sequences.
+ * <id>"), and loads it into the target under the target's schema prefix
+ * (a tenant promoted out of a pool keeps its prefix in a database of its
+ * own; the backup names schemas by service): the load checks every
+ * table's rows and SHA-256 against the snapshot and sets the sequences.
  */
 async function copyUnderFreeze(context: MoveContext): Promise<void> {
   const { em, move, backups } = context;
@@ -561,7 +563,7 @@ async function copyUnderFreeze(context: MoveContext): Promise<void> {
   const { manifest, dataKey } = await backups.open(backup);
   await migrateDatabase(context, targetDatabase(context), new Map(Object.entries(manifest.services).flatMap(([service, { migrations }]) => (migrations.length > 0 ? [[service, migrations.at(-1)!]] : []))), "the move's target database");
   await inDatabase(context, targetDatabase(context), "owner", (client) =>
-    loadBackup({ client, key: keyOf(backup), manifest, dataKey, storage: backups.storage, readBack: false }),
+    loadBackup({ client, key: keyOf(backup), manifest, dataKey, storage: backups.storage, readBack: false, names: new SchemaNames(move.targetSchemaPrefix) }),
   );
   await changeMove(em, move, { tablesCopied: backup.tableCount });
 }
@@ -570,9 +572,8 @@ async function copyUnderFreeze(context: MoveContext): Promise<void> {
  * Copies the tenant, its writes frozen and its source read-only, into its
  * schemas of a pool database (each source schema's tables into the
  * target's of the same service), as the tenant's role there, with the
- * sequences; the schemas' names differ on the two sides, which a backup's
- * load does not map (yet), so the tables are copied as an online move's
- * initial copy copies them (unpaced: the tenant's writes wait).
+ * sequences, straight from the source as an online move's initial copy
+ * copies them (unpaced: the tenant's writes wait), with no backup between.
  */
 async function copyIntoPool(context: MoveContext): Promise<void> {
   const { em, move } = context;
@@ -785,7 +786,9 @@ async function closeSource(context: MoveContext): Promise<void> {
     return;
   }
   const source = { cluster: move.sourceCluster, database: move.sourceDatabase, role: tenant.role, schemaPrefix: sourcePrefix(move) };
+  // Every generation goes, those in-place restores keep for an undo too.
   await dropPooledSchemas(clusters, source);
+  await forgetKeptGenerations(em, { tenantId: tenant.id, cluster: move.sourceCluster, database: move.sourceDatabase });
   if (move.sourceCluster !== move.targetCluster && (await clusters.serverIdentity(move.sourceCluster)) !== (await clusters.serverIdentity(move.targetCluster))) {
     await clusters.dropRole(move.sourceCluster, tenant.role!).catch((error: { code?: string }) => {
       // 2BP01: it still owns a database an earlier move keeps there; dropped with that database.

@@ -70,6 +70,7 @@ export {
   findRestore,
   findTenantRestoreUnderWay,
   findUnfinishedRestores,
+  forgetKeptGenerations,
   insertRestore,
   restoreKindOf,
   restoreKinds,

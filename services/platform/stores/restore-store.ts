@@ -1,7 +1,7 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { RestoreKind, RestoreState } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { Restore } from "../entities/restore.ts";
-import { registrySpelling } from "./tenant-store.ts";
+import { placementNames, registrySpelling } from "./tenant-store.ts";
 
 const kindSpelling = registrySpelling<RestoreKind>(RestoreKind);
 const stateSpelling = registrySpelling<RestoreState>(RestoreState);
@@ -90,4 +90,18 @@ export function findExpiredKeeps(em: EntityManager, now: Date): Promise<Restore[
     previousDropped: false,
     keepUntil: { $lt: now },
   });
+}
+
+/**
+ * Records as dropped the generations of a pooled tenant's schemas that its
+ * in-place restores keep in a pool database, once the tenant's schemas
+ * there are all dropped (it moved out of it): no undo switches back to
+ * them, and no keep's end drops a generation of the same name made since.
+ */
+export async function forgetKeptGenerations(em: EntityManager, where: { tenantId: string; cluster: string; database: string }): Promise<void> {
+  await em.nativeUpdate(
+    Restore,
+    { tenantId: where.tenantId, kind: restoreKinds.inPlace, placement: placementNames.pooled, cluster: where.cluster, database: where.database, previousDropped: false },
+    { previousDropped: true },
+  );
 }
