@@ -205,18 +205,31 @@ describe("a drain after a kill -9", () => {
 });
 
 describe("replication a move left", () => {
-  it("is found by its name and removed when Platform starts, unless its move is under way", async () => {
-    const name = `tenantry_move_${randomUUID().replaceAll("-", "")}`;
-    await mesh.sql("postgres", "select pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
-    await second.sql("postgres", `create subscription ${name} connection 'host=127.0.0.1 port=1 dbname=none' publication ${name} with (connect = false)`);
-    expect(await replicationOf(mesh)).toEqual([name]);
-    expect(await replicationOf(second)).toEqual([name]);
-    await mesh.restartPlatform();
-    const deadline = Date.now() + 20_000;
-    while ((await replicationOf(mesh)).length + (await replicationOf(second)).length > 0 && Date.now() < deadline) {
-      await sleep(100);
+  it("is found by its name and removed when Platform starts, unless its move is under way or its database is another registry's", async () => {
+    const { database } = await mesh.createTenant({ tenantId: mesh.uniqueTenantId("leftover"), owner });
+    const ours = `tenantry_move_${randomUUID().replaceAll("-", "")}`;
+    // Another Platform (its own registry) sharing the server: its move's slot and subscription sit in a database this registry does not know.
+    const theirs = `tenantry_move_${randomUUID().replaceAll("-", "")}`;
+    // Theirs made first, so that the server lists it before ours and the pass has looked at it once ours is gone.
+    await mesh.sql("postgres", "select pg_create_logical_replication_slot($1, 'pgoutput')", [theirs]);
+    await mesh.sql(database, "select pg_create_logical_replication_slot($1, 'pgoutput')", [ours]);
+    await mesh.sql(database, `create subscription ${ours} connection 'host=127.0.0.1 port=1 dbname=none' publication ${ours} with (connect = false)`);
+    await second.sql("postgres", `create subscription ${theirs} connection 'host=127.0.0.1 port=1 dbname=none' publication ${theirs} with (connect = false)`);
+    try {
+      expect((await replicationOf(mesh)).sort()).toEqual([ours, ours, theirs].sort());
+      expect(await replicationOf(second)).toEqual([theirs]);
+      await mesh.restartPlatform();
+      const deadline = Date.now() + 20_000;
+      while ((await replicationOf(mesh)).includes(ours) && Date.now() < deadline) {
+        await sleep(100);
+      }
+      // One pass over each cluster looks at every slot and subscription there: ours gone, theirs kept.
+      expect(await replicationOf(mesh)).toEqual([theirs]);
+      expect(await replicationOf(second)).toEqual([theirs]);
+    } finally {
+      await mesh.sql("postgres", `select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = $1`, [theirs]);
+      await second.sql("postgres", `alter subscription ${theirs} set (slot_name = none)`).catch(() => undefined);
+      await second.sql("postgres", `drop subscription if exists ${theirs}`);
     }
-    expect(await replicationOf(mesh)).toEqual([]);
-    expect(await replicationOf(second)).toEqual([]);
   });
 });

@@ -24,6 +24,7 @@ import {
   getMove,
   getTenant,
   insertMove,
+  isRegisteredDatabase,
   listClusters,
   listMoves,
   moveModes,
@@ -412,7 +413,9 @@ export class TenantMoves {
   /**
    * Removes the replication slots and subscriptions named after moves that
    * are not under way (a Platform stopped between making one and recording
-   * it, or while removing it), on every cluster it can reach.
+   * it, or while removing it), on every cluster it can reach, in databases
+   * this registry knows: another Platform sharing a server (its own
+   * registry) keeps its moves' slots.
    */
   async #removeLeftovers(): Promise<void> {
     const { orm, clusters, log } = this.#options;
@@ -421,19 +424,19 @@ export class TenantMoves {
     for (const { cluster } of await listClusters(em)) {
       try {
         const { slots, subscriptions } = await clusters.admin(cluster.name, async (admin) => ({
-          slots: (await admin.query<{ name: string }>("select slot_name as name from pg_replication_slots where slot_name like $1", [pattern])).rows,
+          slots: (await admin.query<{ name: string; database: string }>("select slot_name as name, database from pg_replication_slots where slot_name like $1", [pattern])).rows,
           subscriptions: (
             await admin.query<{ name: string; database: string }>("select s.subname as name, d.datname as database from pg_subscription s join pg_database d on d.oid = s.subdbid where s.subname like $1", [pattern])
           ).rows,
         }));
         for (const { name, database } of subscriptions) {
-          if (await this.#leftOver(name)) {
+          if ((await this.#leftOver(name)) && (await isRegisteredDatabase(em, cluster.name, database))) {
             await clusters.inDatabase(cluster.name, database, (client) => dropSubscription(client, name));
             log.warn({ cluster: cluster.name, subscription: name }, "removed a subscription a move left");
           }
         }
-        for (const { name } of slots) {
-          if (await this.#leftOver(name)) {
+        for (const { name, database } of slots) {
+          if ((await this.#leftOver(name)) && (await isRegisteredDatabase(em, cluster.name, database))) {
             await clusters.admin(cluster.name, (admin) => dropSlot(admin, name));
             log.warn({ cluster: cluster.name, slot: name }, "removed a replication slot a move left");
           }

@@ -49,6 +49,7 @@ export {
   findUnfinishedMoves,
   getMove,
   insertMove,
+  isRegisteredDatabase,
   listMoves,
   moveModeOf,
   moveModes,

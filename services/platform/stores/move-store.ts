@@ -85,6 +85,21 @@ export function findMove(em: EntityManager, id: string): Promise<Move | null> {
   return em.findOne(Move, { id });
 }
 
+/**
+ * Whether this registry knows database `database` on cluster `cluster`: a
+ * tenant's, a move's source or target, or a pool database. Another
+ * registry's Platform may share the server; what it made is not ours.
+ */
+export async function isRegisteredDatabase(em: EntityManager, cluster: string, database: string): Promise<boolean> {
+  const [row] = await em.execute<{ known: boolean }[]>(
+    `select exists (select 1 from platform.tenants where cluster = ? and database = ?)
+         or exists (select 1 from platform.moves where (source_cluster = ? and source_database = ?) or (target_cluster = ? and target_database = ?))
+         or exists (select 1 from platform.pool_databases where cluster = ? and name = ?) as known`,
+    [cluster, database, cluster, database, cluster, database, cluster, database],
+  );
+  return row?.known === true;
+}
+
 /** A move; NOT_FOUND when there is none by that id, INVALID_ARGUMENT for an id that is not a UUID. */
 export async function getMove(em: EntityManager, moveId: string): Promise<Move> {
   const id = checkUuid(moveId, "move_id");
