@@ -77,6 +77,8 @@ export interface NewTenant {
   owner?: TenantUser;
   /** Where its data goes; by default its tier's placement (dedicated unless Platform is told otherwise). */
   placement?: Placement;
+  /** The cluster it goes to; by default the one Platform chooses (the accepting one with most room). */
+  cluster?: string;
 }
 
 /** Platform and the other services running in this process on free ports, against the tests' PostgreSQL. */
@@ -313,8 +315,8 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       return (entries ??= client("backend", EntryService));
     },
     uniqueTenantId,
-    async createTenant({ tenantId = uniqueTenantId(), owner, placement }: NewTenant = {}) {
-      const { tenant } = await platformClient.createTenant({ tenantId, displayName: tenantId, ownerEmail: owner?.email, ownerPassword: owner?.password, placement });
+    async createTenant({ tenantId = uniqueTenantId(), owner, placement, cluster }: NewTenant = {}) {
+      const { tenant } = await platformClient.createTenant({ tenantId, displayName: tenantId, ownerEmail: owner?.email, ownerPassword: owner?.password, placement, cluster });
       return tenant!;
     },
     async login(tenantId, user) {
