@@ -211,7 +211,8 @@ export declare type DrainClusterRequest = Message<"tenantry.platform.v1.DrainClu
 
   /**
    * How each tenant moves (see MoveTenantRequest.mode); unspecified means
-   * MOVE_MODE_AUTO.
+   * MOVE_MODE_AUTO. Pooled tenants keep their placement and move online,
+   * into a pool database of the target, whatever this says.
    *
    * @generated from field: tenantry.platform.v1.MoveMode mode = 3;
    */
