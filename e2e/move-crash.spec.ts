@@ -133,6 +133,35 @@ describe("a promotion of a pooled tenant after a kill -9", () => {
   }
 });
 
+describe("a pooled tenant's move into another cluster's pool database after a kill -9", () => {
+  const inside = (step: string) => (step === "copy-tables" ? ["copy-tables:copying", step] : step === "cutover" ? ["cutover:frozen", step] : [step]);
+  for (const step of (moveSteps.online as readonly string[]).flatMap(inside)) {
+    it(`ends with the tenant pooled on the other cluster under its prefix, nothing of it left in its source pool database, when Platform dies after "${step}"`, async () => {
+      const tenantId = mesh.uniqueTenantId(`pp-${step.replace(":", "-")}`.slice(0, 12));
+      const { tenant: created } = await mesh.platformClient.createTenant({ tenantId, displayName: tenantId, ownerEmail: owner.email, ownerPassword: owner.password, placement: Placement.POOLED, cluster: "default" });
+      const pool = created!.database;
+      const prefix = `t_${tenantId.replaceAll("-", "_")}_`;
+      for (const title of ["one", "two"]) {
+        await mesh.entries.createEntry({ title }, headers(tenantId));
+      }
+      await crashAfter(`move:${step}`, (client) => client.moveTenant({ tenantId, targetCluster: "second" }, { timeoutMs: 30_000 }));
+      expect(await settled(tenantId)).toMatchObject({ state: "succeeded", step: "close-source", error: null });
+      const tenant = (await mesh.platformClient.getTenant({ tenantId })).tenant!;
+      expect([tenant.status, tenant.placement, tenant.cluster]).toEqual([TenantStatus.ACTIVE, Placement.POOLED, "second"]);
+      expect(await second.sql(tenant.database, "select nspname from pg_namespace where starts_with(nspname, $1) order by 1", [prefix])).toEqual([{ nspname: `${prefix}auth` }, { nspname: `${prefix}backend` }]);
+      await retried(() => mesh.entries.createEntry({ title: "three" }, headers(tenantId)));
+      const { entries } = await retried(() => mesh.entries.listEntries({}, headers(tenantId)));
+      expect(entries.map((e) => e.title).sort()).toEqual(["one", "three", "two"]);
+      expect(await retried(() => mesh.login(tenantId, owner))).toMatch(/^ey/);
+      expect(await mesh.sql(pool, "select nspname from pg_namespace where starts_with(nspname, $1)", [prefix])).toEqual([]);
+      expect(await mesh.sql(pool, "select relname from pg_class where relname like 'tenantry\\_move\\_marker%' union all select pubname from pg_publication")).toEqual([]);
+      expect(await second.sql(tenant.database, "select relname from pg_class where relname like 'tenantry\\_move\\_marker%'")).toEqual([]);
+      expect(await replicationOf(mesh)).toEqual([]);
+      expect(await replicationOf(second)).toEqual([]);
+    });
+  }
+});
+
 describe("a move into a pool database after a kill -9", () => {
   const inside = (step: string) => (step === "cutover" ? ["cutover:frozen", step] : [step]);
   for (const step of (moveSteps.copy_under_freeze as readonly string[]).flatMap(inside)) {

@@ -6,7 +6,7 @@ import type { Logger } from "../../mesh/index.ts";
 import type { Move } from "../entities/move.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
-import { changeClusterState, clusterStates, countArrivingMoves, findRunningMovesOf, findTenantsOnCluster, listClusters, statusNames } from "../stores/index.ts";
+import { changeClusterState, clusterStates, countArrivingMoves, findRunningMovesOf, findTenantsOnCluster, listClusters, placementNames, statusNames } from "../stores/index.ts";
 import type { TenantMoves } from "./tenant-moves.ts";
 
 export { DrainEvent };
@@ -142,7 +142,9 @@ export class ClusterDrain {
       let move: Move;
       try {
         const targetCluster = request.targetCluster || (await this.#chooseTarget(request.cluster, sameServer));
-        move = await moves.start({ tenantId: tenant.id, targetCluster, mode, compareDigests: false });
+        // A pooled tenant keeps its placement (into a pool database of the target) and moves online only, whatever the drain's mode.
+        const tenantMode = tenant.placement === placementNames.pooled ? MoveMode.AUTO : mode;
+        move = await moves.start({ tenantId: tenant.id, targetCluster, mode: tenantMode, compareDigests: false });
       } catch (error) {
         totals.failed++;
         emit(DrainEvent.MOVE_FAILED, { tenantId: tenant.id, error: ConnectError.from(error).rawMessage });

@@ -231,6 +231,16 @@ async function inDatabase<T>(context: MoveContext, database: TenantDatabase, as:
   }
 }
 
+/** Runs `fn` on a connection to the target as the tenant's role: its own login, or into a pool database the pool's login taking on the role (see {@link connectTarget}). */
+async function asTargetOwner<T>(context: MoveContext, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = await connectTarget(context);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 /** Like {@link inDatabase}, doing nothing when the database does not exist (what a rollback or a cleanup finds). */
 async function inExistingDatabase(context: MoveContext, database: TenantDatabase, fn: (client: pg.Client) => Promise<void>): Promise<void> {
   const { rowCount } = await context.clusters.admin(database.cluster, (admin) => admin.query("select 1 from pg_database where datname = $1 and datallowconn", [database.database]));
@@ -351,8 +361,9 @@ async function copyTables(context: MoveContext): Promise<void> {
   try {
     const { snapshot } = await createSlotWithSnapshot(replication, name, serverVersion);
     await inDatabase(context, sourceDatabase(context), "admin", (source) =>
-      inDatabase(context, targetDatabase(context), "owner", async (target) => {
-        const tables = await publishedTables(source, schemas, markerOf(move));
+      asTargetOwner(context, async (target) => {
+        // Into a pool database the tenant's role may not use `public`, where the move's marker table is: that table is empty until the catch-up, and replication (as the admin) fills it.
+        const tables = await publishedTables(source, schemas, pooledTarget(move) ? undefined : markerOf(move));
         const progress = async (tablesCopied: number) => {
           Object.assign(move, { tablesCopied, tableCount: tables.length });
           await recordMoveProgress(em, move.id, { tablesCopied, tableCount: tables.length });
@@ -373,9 +384,12 @@ async function copyTables(context: MoveContext): Promise<void> {
   }
 }
 
-/** The tables a move's publication holds, with their columns: the services' (see {@link movedTables}) and the marker table. */
-async function publishedTables(source: pg.ClientBase, schemas: string[], markerTable: MarkerTable): Promise<CatalogTable[]> {
+/** The tables a move's publication holds, with their columns: the services' (see {@link movedTables}) and the marker table, when given. */
+async function publishedTables(source: pg.ClientBase, schemas: string[], markerTable: MarkerTable | undefined): Promise<CatalogTable[]> {
   const services = (await listTables(source, schemas)).filter((t) => t.name !== migrationTable);
+  if (markerTable === undefined) {
+    return services;
+  }
   const marker = (await listTables(source, [markerTable.schema])).filter((t) => t.name === markerTable.name);
   return [...services, ...marker];
 }

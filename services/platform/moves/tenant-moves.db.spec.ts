@@ -377,8 +377,8 @@ async function pooledTenant(prefix: string): Promise<{ tenantId: string; pool: s
   for (const title of ["first", "second", "third"]) {
     await mesh.entries.createEntry({ title }, headers(tenantId));
   }
-  await mesh.sql(tenant.database, `insert into ${schemaPrefix}backend.tickets (note) select 'before the move' from generate_series(1, 5)`);
-  return { tenantId, pool: tenant.database, schemaPrefix, role: `tenant_${tenantId.replaceAll("-", "_")}` };
+  await mesh.sql(tenant!.database, `insert into ${schemaPrefix}backend.tickets (note) select 'before the move' from generate_series(1, 5)`);
+  return { tenantId, pool: tenant!.database, schemaPrefix, role: `tenant_${tenantId.replaceAll("-", "_")}` };
 }
 
 /** The backends of a pool database last leased to a tenant, by pid. */
@@ -569,10 +569,111 @@ describe("moves between placements", () => {
     expect(await mesh.sql("postgres", "select 1 from pg_auth_members where roleid = $1::regrole and member = $2::regrole", [database, pool])).toEqual([]);
   });
 
-  it("refuses what it cannot do: another pool database, or a copy under freeze", async () => {
+  it("moves online to a pool database of another cluster under writes, keeping its placement and schema prefix: none lost, its pool neighbours served", async () => {
+    const moved = await pooledTenant("pool-to-pool");
+    const neighbour = await pooledTenant("pool-to-pool-neighbour");
+    expect(neighbour.pool).toBe(moved.pool);
+    const load = startLoad(moved.tenantId, { writers: 3, readers: 1 });
+    const neighbourLoad = startLoad(neighbour.tenantId, { writers: 1, readers: 1 });
+    let move: Awaited<ReturnType<typeof moves.moveTenant>>["move"];
+    try {
+      // No target placement: the tenant keeps its own.
+      ({ move } = await moves.moveTenant({ tenantId: moved.tenantId, targetCluster: "second" }, { timeoutMs: 120_000 }));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    } finally {
+      await Promise.all([load.stop(), neighbourLoad.stop()]);
+    }
+    expect(move).toMatchObject({
+      state: MoveState.SUCCEEDED,
+      mode: MoveMode.ONLINE,
+      step: "close-source",
+      sourceCluster: "default",
+      targetCluster: "second",
+      sourceDatabase: moved.pool,
+      sourcePlacement: MovePlacement.POOLED,
+      targetPlacement: MovePlacement.POOLED,
+      sourceDropped: true,
+    });
+    expect(move!.targetDatabase).toMatch(/_pool_\d+$/);
+    expect(load.failed).toEqual([]);
+    expect(neighbourLoad.failed).toEqual([]);
+    expect(neighbourLoad.retried).toEqual({ writes: 0, reads: 0 });
+    expect(load.acknowledged.size).toBeGreaterThan(10);
+    const stored = await second.sql<{ title: string; id: string; copies: number }>(
+      move!.targetDatabase,
+      `select title, min(id::text) as id, count(*)::int as copies from ${moved.schemaPrefix}backend.entries group by title`,
+    );
+    const byTitle = new Map(stored.map((row) => [row.title, row]));
+    for (const [title, id] of load.acknowledged) {
+      expect(byTitle.get(title), `acknowledged write ${title}`).toEqual({ title, id, copies: 1 });
+    }
+    expect(stored.filter((row) => row.copies !== 1)).toEqual([]);
+    console.log(
+      `pooled move to another cluster's pool under load: ${load.acknowledged.size} writes acknowledged, ${load.reads} reads; retried ${load.retried.writes} writes and ${load.retried.reads} reads on UNAVAILABLE; neighbour ${neighbourLoad.acknowledged.size} writes, ${neighbourLoad.reads} reads; writes frozen ${Number(move!.writeFreeze!.seconds) * 1000 + move!.writeFreeze!.nanos / 1e6} ms`,
+    );
+
+    // Pooled there, under the same schema names, its NOLOGIN role taken on through that pool's login.
+    const tenant = (await mesh.platformClient.getTenant({ tenantId: moved.tenantId })).tenant!;
+    expect([tenant.placement, tenant.cluster, tenant.database, tenant.move]).toEqual([Placement.POOLED, "second", move!.targetDatabase, undefined]);
+    expect(await second.sql(move!.targetDatabase, "select nspname from pg_namespace where starts_with(nspname, $1) order by 1", [moved.schemaPrefix])).toEqual([
+      { nspname: `${moved.schemaPrefix}auth` },
+      { nspname: `${moved.schemaPrefix}backend` },
+    ]);
+    expect(await second.sql("postgres", "select rolcanlogin from pg_roles where rolname = $1", [moved.role])).toEqual([{ rolcanlogin: false }]);
+    expect(await second.sql("postgres", "select 1 as granted from pg_auth_members where roleid = $1::regrole and member = $2::regrole", [moved.role, move!.targetDatabase])).toEqual([{ granted: 1 }]);
+    expect(await retried(() => mesh.login(moved.tenantId, owner))).toMatch(/^ey/);
+    await retried(() => mesh.entries.createEntry({ title: "after the move" }, headers(moved.tenantId)));
+    expect(await titles(moved.tenantId)).toEqual(expect.arrayContaining(["after the move", "first", "second", "third"]));
+    await second.sql(move!.targetDatabase, `insert into ${moved.schemaPrefix}backend.tickets (note) values ('after the move')`);
+    expect(await second.sql(move!.targetDatabase, `select max(number)::int as last from ${moved.schemaPrefix}backend.tickets`)).toEqual([{ last: 6 }]);
+    expect(await second.sql(move!.targetDatabase, "select relname from pg_class where relname like 'tenantry_move_marker%'")).toEqual([]);
+    // Nothing of it is left on the source cluster, whose pool database goes on serving its neighbour.
+    expect(await mesh.sql(moved.pool, "select nspname from pg_namespace where starts_with(nspname, $1)", [moved.schemaPrefix])).toEqual([]);
+    expect(await mesh.sql(moved.pool, "select relname from pg_class where relname like 'tenantry_move_marker%'")).toEqual([]);
+    expect(await mesh.sql(moved.pool, "select pubname from pg_publication")).toEqual([]);
+    expect(await mesh.sql("postgres", "select rolname from pg_roles where rolname = $1", [moved.role])).toEqual([]);
+    expect(await replicationLeftovers("default")).toEqual([]);
+    expect(await replicationLeftovers("second")).toEqual([]);
+    expect(await titles(neighbour.tenantId)).toEqual(expect.arrayContaining(["first", "second", "third"]));
+    expect(await retried(() => mesh.login(neighbour.tenantId, owner))).toMatch(/^ey/);
+  });
+
+  it("is rolled back when its move to another cluster's pool fails before the switch: served from its pool as before, nothing of it left in the target pool, whose tenants stay", async () => {
+    const moving = await pooledTenant("pool-to-pool-rollback");
+    const hold = holdMovesAfter("catch-up");
+    const pending = failure(moves.moveTenant({ tenantId: moving.tenantId, targetCluster: "second" }));
+    await hold.reached;
+    let pool = "";
+    let others: { nspname: string }[] = [];
+    try {
+      pool = (await moves.listMoves({ tenantId: moving.tenantId })).moves[0]!.targetDatabase;
+      others = await second.sql(pool, "select nspname from pg_namespace where starts_with(nspname, 't_') and not starts_with(nspname, $1) order by 1", [moving.schemaPrefix]);
+      await second.sql(pool, `insert into ${moving.schemaPrefix}backend.entries (id, title) values (gen_random_uuid(), 'only on the target')`);
+    } finally {
+      hold.release();
+    }
+    const error = await pending;
+    expect([error.code, error.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/rolled back: table .*backend\.entries has 3 rows on the source and 4 on the target/)]);
+    const tenant = (await mesh.platformClient.getTenant({ tenantId: moving.tenantId })).tenant!;
+    expect([tenant.placement, tenant.cluster, tenant.database, tenant.move]).toEqual([Placement.POOLED, "default", moving.pool, undefined]);
+    await retried(() => mesh.entries.createEntry({ title: "after the rollback" }, headers(moving.tenantId)));
+    expect(await titles(moving.tenantId)).toEqual(["after the rollback", "first", "second", "third"]);
+    expect(await mesh.sql("postgres", "select 1 as granted from pg_auth_members where roleid = $1::regrole and member = $2::regrole", [moving.role, moving.pool])).toEqual([{ granted: 1 }]);
+    // The target pool database stays, with its other tenants' schemas and without the tenant's, nor its role.
+    expect(others.length).toBeGreaterThan(0);
+    expect(await second.sql("postgres", "select datname from pg_database where datname = $1", [pool])).toEqual([{ datname: pool }]);
+    expect(await second.sql(pool, "select nspname from pg_namespace where starts_with(nspname, 't_') order by 1")).toEqual(others);
+    expect(await second.sql("postgres", "select rolname from pg_roles where rolname = $1", [moving.role])).toEqual([]);
+    expect(await second.sql(pool, "select relname from pg_class where relname like 'tenantry_move_marker%'")).toEqual([]);
+    expect(await mesh.sql(moving.pool, "select relname from pg_class where relname like 'tenantry_move_marker%'")).toEqual([]);
+    expect(await replicationLeftovers("default")).toEqual([]);
+    expect(await replicationLeftovers("second")).toEqual([]);
+  });
+
+  it("refuses what it cannot do: another pool database of its own cluster, or a copy under freeze", async () => {
     const pooled = await pooledTenant("promotion-refused");
-    const again = await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second" }));
-    expect([again.code, again.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/moves to a database of its own/)]);
+    const again = await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "default", targetPlacement: Placement.POOLED }));
+    expect([again.code, again.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/is pooled on cluster "default" already: another pool database of the same cluster gains nothing/)]);
     const frozen = await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second", targetPlacement: Placement.DEDICATED, mode: MoveMode.COPY_UNDER_FREEZE }));
     expect(frozen.code).toBe(Code.FailedPrecondition);
     expect((await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second", targetPlacement: 7 as Placement }))).code).toBe(Code.InvalidArgument);

@@ -118,8 +118,11 @@ export class TenantMoves {
     }
     const to = targetPlacement === Placement.UNSPECIFIED ? tenant.placement : targetPlacement === Placement.POOLED ? placementNames.pooled : placementNames.dedicated;
     const changesPlacement = to !== tenant.placement;
-    if (pooled && !changesPlacement) {
-      throw new ConnectError(`tenant "${tenant.id}" is pooled: it moves to a database of its own (target_placement PLACEMENT_DEDICATED), not to another pool database`, Code.FailedPrecondition);
+    if (pooled && !changesPlacement && request.targetCluster === tenant.cluster) {
+      throw new ConnectError(
+        `tenant "${tenant.id}" is pooled on cluster "${tenant.cluster}" already: another pool database of the same cluster gains nothing; move it to another cluster, or to a database of its own (target_placement PLACEMENT_DEDICATED)`,
+        Code.FailedPrecondition,
+      );
     }
     if (!pooled && changesPlacement && request.mode === MoveMode.ONLINE) {
       throw new ConnectError(
@@ -141,12 +144,13 @@ export class TenantMoves {
     }
     const source = { cluster: tenant.cluster, database: tenant.database, login: pooled ? undefined : loginOf(box, tenant), schemaPrefix: tenant.schemaPrefix };
     if (pooled && request.mode === MoveMode.COPY_UNDER_FREEZE) {
-      throw new ConnectError(`tenant "${tenant.id}" is pooled: it is promoted online only (its copy under freeze needs backups of pooled tenants); use MOVE_MODE_AUTO or MOVE_MODE_ONLINE`, Code.FailedPrecondition);
+      throw new ConnectError(`tenant "${tenant.id}" is pooled: it moves online only (its copy under freeze needs backups of pooled tenants); use MOVE_MODE_AUTO or MOVE_MODE_ONLINE`, Code.FailedPrecondition);
     }
     const demotes = !pooled && changesPlacement;
     const mode = demotes ? moveModes.copyUnderFreeze : await this.#chooseMode(pooled ? MoveMode.ONLINE : request.mode, source, request.targetCluster);
     const id = randomUUID();
-    const targetDatabase = demotes
+    // Into a pool database (a demotion, or a pooled tenant to another cluster's pool): chosen as provisioning chooses one.
+    const targetDatabase = to === placementNames.pooled
       ? await choosePoolDatabase(em, clusters, box, request.targetCluster, this.#options, async () => {})
       : await clusters.admin(request.targetCluster, async (admin) => {
           const name = tenantDatabaseName(tenant.id);
@@ -174,7 +178,7 @@ export class TenantMoves {
         // Into a pool database the services' schemas need a prefix: the tenant's own if it has one.
         targetSchemaPrefix: demotes && tenant.schemaPrefix === "" ? pooledSchemaPrefix(tenant.id) : tenant.schemaPrefix,
         // A promotion gives the tenant's role a login of its own on the target.
-        targetRolePassword: pooled ? box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenant.id)) : null,
+        targetRolePassword: pooled && changesPlacement ? box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenant.id)) : null,
       });
     });
     await this.#audit(id, tenant.id, requested, auditOutcomes.succeeded, { mode, sourceCluster: tenant.cluster, targetCluster: request.targetCluster, targetDatabase, sourcePlacement: tenant.placement, targetPlacement: to });

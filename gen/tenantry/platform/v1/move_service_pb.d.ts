@@ -54,7 +54,8 @@ export declare type MoveTenantRequest = Message<"tenantry.platform.v1.MoveTenant
    * database of its own (online where possible, on its own cluster or
    * another); PLACEMENT_POOLED for a dedicated tenant gives it schemas in a
    * pool database of the target cluster (always a copy under freeze: the
-   * schemas' names differ on the two sides).
+   * schemas' names differ on the two sides). Unspecified for a pooled
+   * tenant moves it online into a pool database of another cluster.
    *
    * @generated from field: tenantry.platform.v1.Placement target_placement = 5;
    */
@@ -210,7 +211,8 @@ export declare type DrainClusterRequest = Message<"tenantry.platform.v1.DrainClu
 
   /**
    * How each tenant moves (see MoveTenantRequest.mode); unspecified means
-   * MOVE_MODE_AUTO.
+   * MOVE_MODE_AUTO. Pooled tenants keep their placement and move online,
+   * into a pool database of the target, whatever this says.
    *
    * @generated from field: tenantry.platform.v1.MoveMode mode = 3;
    */
@@ -442,7 +444,11 @@ export declare const DrainEventSchema: GenEnum<DrainEvent>;
  * cutover; the source is shut out by taking the tenant's role from its
  * pool database's login and ending only the sessions last leased to the
  * tenant (its neighbours' sessions go on), and its schemas there are
- * dropped once the route has switched. A tenant with a database of its own
+ * dropped once the route has switched. A pooled tenant moved to another
+ * cluster keeping its placement goes the same way, online, into a pool
+ * database there (chosen as provisioning chooses one), under the same
+ * schema prefix; to another pool database of its own cluster it is refused
+ * (FAILED_PRECONDITION: nothing to gain). A tenant with a database of its own
  * goes into a pool database (target_placement PLACEMENT_POOLED) under
  * freeze only: its tables and sequences are copied from its read-only
  * database into its schemas there (prefixed: the names differ on the two

@@ -120,7 +120,11 @@ export const DrainEvent = /*@__PURE__*/
  * cutover; the source is shut out by taking the tenant's role from its
  * pool database's login and ending only the sessions last leased to the
  * tenant (its neighbours' sessions go on), and its schemas there are
- * dropped once the route has switched. A tenant with a database of its own
+ * dropped once the route has switched. A pooled tenant moved to another
+ * cluster keeping its placement goes the same way, online, into a pool
+ * database there (chosen as provisioning chooses one), under the same
+ * schema prefix; to another pool database of its own cluster it is refused
+ * (FAILED_PRECONDITION: nothing to gain). A tenant with a database of its own
  * goes into a pool database (target_placement PLACEMENT_POOLED) under
  * freeze only: its tables and sequences are copied from its read-only
  * database into its schemas there (prefixed: the names differ on the two
