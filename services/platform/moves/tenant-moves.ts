@@ -15,7 +15,6 @@ import {
   auditOutcomes,
   changeMove,
   clusterStates,
-  countArrivingMoves,
   findExpiredSources,
   findMove,
   findRunningMove,
@@ -36,6 +35,7 @@ import {
   rolePasswordContext,
 } from "../stores/index.ts";
 import { readSchemaVersions } from "../tenant-databases.ts";
+import { clusterRoom } from "./cluster-room.ts";
 import { dropSlot, dropSubscription, moveIdOf, replicationPrefix } from "./logical-replication.ts";
 import { moveRollback, moveSteps, moveStepTable, pointOfNoReturn, requested, rollingBack, type MoveContext, type MoveServices, type MoveStep } from "./move-steps.ts";
 import { onlineMoveSupport, tablesWithoutReplicaIdentity } from "./online-move-support.ts";
@@ -133,7 +133,7 @@ export class TenantMoves {
     if (request.targetCluster === tenant.cluster && !changesPlacement) {
       throw new ConnectError(`tenant "${tenant.id}" is on cluster "${tenant.cluster}" already`, Code.InvalidArgument);
     }
-    await this.#checkTarget(request.targetCluster);
+    await this.#checkTarget(request.targetCluster, to === placementNames.pooled);
     if (!changesPlacement) {
       // Between placements the tenant's role may be one on both sides: the source is shut out through its pool's login (or the role's login for a pooled target), not the role.
       await this.#checkDistinctServers(tenant.cluster, request.targetCluster);
@@ -246,8 +246,12 @@ export class TenantMoves {
     this.#stopping.abort();
   }
 
-  /** FAILED_PRECONDITION, NOT_FOUND or RESOURCE_EXHAUSTED for a target that cannot take the tenant. */
-  async #checkTarget(name: string): Promise<void> {
+  /**
+   * FAILED_PRECONDITION, NOT_FOUND or RESOURCE_EXHAUSTED for a target that
+   * cannot take the tenant: a pooled one takes a place of its pool
+   * capacity, a dedicated one of its capacity.
+   */
+  async #checkTarget(name: string, pooled: boolean): Promise<void> {
     const em = this.#options.orm.em.fork();
     const target = (await listClusters(em)).find(({ cluster }) => cluster.name === name);
     if (target === undefined) {
@@ -256,9 +260,18 @@ export class TenantMoves {
     if (target.cluster.state !== clusterStates.accepting) {
       throw new ConnectError(`cluster "${name}" is ${target.cluster.state} and takes no tenants`, Code.FailedPrecondition);
     }
-    const arriving = await countArrivingMoves(em, name);
-    if (target.cluster.capacity - target.tenantCount - arriving <= 0) {
-      throw new ConnectError(`cluster "${name}" is full (${target.tenantCount} tenants, ${arriving} arriving, capacity ${target.cluster.capacity}); raise its capacity or choose another`, Code.ResourceExhausted);
+    const room = await clusterRoom(em, target);
+    if (pooled && room.pooled <= 0) {
+      throw new ConnectError(
+        `cluster "${name}" has no room for pooled tenants (pool capacity ${target.cluster.poolCapacity}, taken by pooled tenants there or moving there); raise its pool capacity or choose another`,
+        Code.ResourceExhausted,
+      );
+    }
+    if (!pooled && room.dedicated <= 0) {
+      throw new ConnectError(
+        `cluster "${name}" is full (capacity ${target.cluster.capacity}, taken by dedicated tenants there or moving there); raise its capacity or choose another`,
+        Code.ResourceExhausted,
+      );
     }
   }
 

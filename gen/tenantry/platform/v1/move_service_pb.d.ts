@@ -484,7 +484,8 @@ export declare const MoveService: GenService<{
    * it is not possible (the message says why), or when the move failed and
    * was rolled back (the message says why: the sides differed at the
    * cutover, a schema migration ran meanwhile, ...); RESOURCE_EXHAUSTED
-   * when the target is full; UNAVAILABLE when a cluster or service cannot
+   * when the target is full (its capacity for a dedicated tenant, its
+   * pool_capacity for a pooled one); UNAVAILABLE when a cluster or service cannot
    * be reached (the move goes on or rolls back by itself; see GetMove).
    *
    * @generated from rpc tenantry.platform.v1.MoveService.MoveTenant
@@ -547,7 +548,9 @@ export declare const MoveService: GenService<{
    * at the end, after DRAIN_EVENT_FINISHED, when some tenants were not
    * moved (the message says how many failed and how many were left);
    * RESOURCE_EXHAUSTED, nothing changed, when the clusters that accept
-   * tenants have too little room for the tenants to move.
+   * tenants have too little room for the tenants to move (dedicated
+   * tenants count against their capacity, pooled ones against their
+   * pool_capacity; the message says which lacks room).
    *
    * @generated from rpc tenantry.platform.v1.MoveService.DrainCluster
    */
