@@ -1,5 +1,6 @@
 import { Code, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ClusterService, PoolDatabaseState } from "../../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { MoveMode, MovePlacement, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
 import { MoveService } from "../../../gen/tenantry/platform/v1/move_service_pb.js";
 import { Placement } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
@@ -13,12 +14,15 @@ const headers = (tenantId: string) => ({ headers: { "x-tenant-id": tenantId } })
 
 let mesh: TestMesh;
 let moves: Client<typeof MoveService>;
+let clusters: Client<typeof ClusterService>;
 
 beforeAll(async () => {
   mesh = await startTestMesh({ services: ["auth", "backend"] });
   // Two tenants fill a pool database: the third makes the cluster's second.
   await mesh.restartPlatform({ TENANTRY_POOL_MAX_TENANTS: "2" });
-  moves = mesh.client("platform", MoveService, [operatorCredentialInterceptor(mesh.operatorToken)]);
+  const operator = [operatorCredentialInterceptor(mesh.operatorToken)];
+  moves = mesh.client("platform", MoveService, operator);
+  clusters = mesh.client("platform", ClusterService, operator);
 });
 afterAll(async () => {
   await mesh?.stop();
@@ -42,10 +46,12 @@ async function titles(tenantId: string): Promise<string[]> {
 const granted = async (role: string, pool: string) =>
   (await mesh.sql("postgres", "select 1 from pg_auth_members where roleid = $1::regrole and member = $2::regrole", [role, pool])).length === 1;
 
+/** Tenants of the first pool database (moved, neighbour) and of the second (other). */
+let moved: Awaited<ReturnType<typeof pooledTenant>>;
+let neighbour: Awaited<ReturnType<typeof pooledTenant>>;
+let other: Awaited<ReturnType<typeof pooledTenant>>;
+
 describe("a pooled tenant moved to another pool database of its own cluster", () => {
-  let moved: Awaited<ReturnType<typeof pooledTenant>>;
-  let neighbour: Awaited<ReturnType<typeof pooledTenant>>;
-  let other: Awaited<ReturnType<typeof pooledTenant>>;
 
   it("goes online into the pool database named, keeping its role and schema prefix: nothing of it left in the pool it leaves, whose neighbour is served", async () => {
     moved = await pooledTenant("rebalanced");
@@ -103,10 +109,46 @@ describe("a pooled tenant moved to another pool database of its own cluster", ()
       const error = await failure(moves.moveTenant(request));
       expect([request, error.code, error.rawMessage]).toEqual([request, code, expect.stringMatching(message)]);
     }
-    // A draining pool database takes no tenant, named or chosen.
-    await mesh.sql(mesh.platformDatabase, "update platform.pool_databases set state = 'draining' where name = $1", [moved.pool]);
-    const draining = await failure(moves.moveTenant({ tenantId: other.tenantId, targetCluster: "default", targetPoolDatabase: moved.pool }));
-    expect([draining.code, draining.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/is draining and takes no tenants/)]);
     expect((await moves.listMoves({})).moves).toHaveLength(1);
+  });
+});
+
+describe("a draining pool database", () => {
+  it("takes no new tenant, neither provisioned nor moved in, until it is ready again; the pool databases are listed with their states and tenants", async () => {
+    // The first pool database holds one tenant since the move: room for one more.
+    const pools = await clusters.listPoolDatabases({ cluster: "default" });
+    expect(pools.poolDatabases.map((p) => [p.name, p.state, p.tenantCount])).toEqual([
+      [neighbour.pool, PoolDatabaseState.READY, 1],
+      [other.pool, PoolDatabaseState.READY, 2],
+    ]);
+    const { poolDatabase } = await clusters.setPoolDatabaseState({ cluster: "default", poolDatabase: neighbour.pool, state: PoolDatabaseState.DRAINING });
+    expect(poolDatabase).toMatchObject({ cluster: "default", name: neighbour.pool, state: PoolDatabaseState.DRAINING, tenantCount: 1 });
+
+    // Provisioning passes it by, though it has room, and makes a third.
+    const fresh = await pooledTenant("fresh");
+    expect([fresh.pool === neighbour.pool, fresh.pool === other.pool]).toEqual([false, false]);
+    const named = await failure(moves.moveTenant({ tenantId: fresh.tenantId, targetCluster: "default", targetPoolDatabase: neighbour.pool }));
+    expect([named.code, named.rawMessage]).toEqual([Code.FailedPrecondition, `pool database "${neighbour.pool}" of cluster "default" is draining and takes no tenants; name another, or leave target_pool_database empty`]);
+    // Its tenant is served meanwhile, and moves out of it: it is empty.
+    expect(await titles(neighbour.tenantId)).toEqual(["first", "second"]);
+    await moves.moveTenant({ tenantId: neighbour.tenantId, targetCluster: "default", targetPoolDatabase: fresh.pool });
+    expect(await titles(neighbour.tenantId)).toEqual(["first", "second"]);
+    expect((await clusters.listPoolDatabases({ cluster: "default" })).poolDatabases.find((p) => p.name === neighbour.pool)?.tenantCount).toBe(0);
+
+    // Ready again, it takes the next tenant (the fullest with room, the others being full).
+    await clusters.setPoolDatabaseState({ cluster: "default", poolDatabase: neighbour.pool, state: PoolDatabaseState.READY });
+    expect((await pooledTenant("after")).pool).toBe(neighbour.pool);
+
+    const refusals: [Parameters<typeof clusters.setPoolDatabaseState>[0], Code][] = [
+      [{ cluster: "default", poolDatabase: neighbour.pool, state: PoolDatabaseState.UNSPECIFIED }, Code.InvalidArgument],
+      [{ cluster: "default", poolDatabase: neighbour.pool, state: 9 as PoolDatabaseState }, Code.InvalidArgument],
+      [{ cluster: "default", poolDatabase: "nowhere_pool_9", state: PoolDatabaseState.DRAINING }, Code.NotFound],
+      [{ cluster: "nowhere", poolDatabase: neighbour.pool, state: PoolDatabaseState.DRAINING }, Code.NotFound],
+    ];
+    for (const [request, code] of refusals) {
+      expect([request, (await failure(clusters.setPoolDatabaseState(request))).code]).toEqual([request, code]);
+    }
+    expect((await failure(clusters.listPoolDatabases({ cluster: "nowhere" }))).code).toBe(Code.NotFound);
+    expect((await clusters.listPoolDatabases({ cluster: "default" })).poolDatabases.every((p) => p.state === PoolDatabaseState.READY)).toBe(true);
   });
 });
