@@ -166,7 +166,7 @@ export class TenantMoves {
     const demotes = !pooled && changesPlacement;
     const mode = demotes ? moveModes.copyUnderFreeze : await this.#chooseMode(pooled ? MoveMode.ONLINE : request.mode, source, request.targetCluster, pooled);
     const id = randomUUID();
-    // Into a pool database (a demotion, or a pooled tenant to another cluster's pool): chosen as provisioning chooses one.
+    // Into a pool database (a demotion, or a pooled tenant to another pool): the one named, else chosen as provisioning chooses one.
     const targetDatabase = to === placementNames.pooled
       ? namedPool === ""
         ? await choosePoolDatabase(em, clusters, box, request.targetCluster, this.#options, async () => {})
@@ -304,7 +304,11 @@ export class TenantMoves {
    * not ready (draining), RESOURCE_EXHAUSTED when it is full.
    */
   async #checkPoolDatabase(em: EntityManager, cluster: string, name: string): Promise<string> {
-    const pool = (await listPoolDatabases(em, cluster)).find((p) => p.name === name);
+    // Under the lock pool choices and state changes take: a pool database set draining before is seen so.
+    const pool = await em.transactional(async (tx) => {
+      await lockForTransaction(tx, `pool:${cluster}`);
+      return (await listPoolDatabases(tx, cluster)).find((p) => p.name === name);
+    });
     if (pool === undefined) {
       throw new ConnectError(`cluster "${cluster}" has no pool database "${name}"; a pooled tenant's database (GetTenant) names one`, Code.NotFound);
     }
