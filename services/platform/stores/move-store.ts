@@ -136,10 +136,14 @@ export async function runningMovesOf(em: EntityManager, tenantIds: string[]): Pr
  * How many moves to the cluster are under way, by the placement their
  * tenants take there (each takes its place once switched): `dedicated`
  * ones count against its capacity, `pooled` ones against its pool capacity.
+ * A move between two pool databases of the cluster is not one: its tenant
+ * holds its place there already.
  */
 export async function countArrivingMoves(em: EntityManager, cluster: string): Promise<{ dedicated: number; pooled: number }> {
   const rows = await em.execute<{ placement: string; n: number }[]>(
-    "select target_placement as placement, count(*)::int as n from platform.moves where target_cluster = ? and state = ? group by target_placement",
+    `select target_placement as placement, count(*)::int as n from platform.moves
+     where target_cluster = ? and state = ? and not (source_cluster = target_cluster and source_placement = target_placement)
+     group by target_placement`,
     [cluster, moveStates.running],
   );
   const pooled = rows.find((row) => row.placement === placementNames.pooled)?.n ?? 0;

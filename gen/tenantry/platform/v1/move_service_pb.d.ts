@@ -495,11 +495,14 @@ export declare const MoveService: GenService<{
    * answers once it is served from there (the move SUCCEEDED) or the move
    * has failed and been rolled back (the error).
    * Errors: INVALID_ARGUMENT for a malformed field or the tenant's own
-   * cluster as target; NOT_FOUND for an unknown tenant or target cluster;
+   * cluster as target (but for a pooled tenant going to another pool
+   * database there, named: see target_pool_database); NOT_FOUND for an
+   * unknown tenant, target cluster or target pool database;
    * FAILED_PRECONDITION when the tenant is not ACTIVE (suspended,
    * offboarding, being provisioned), a move or in-place restore of it is
-   * under way, the target is draining or is the tenant's own server
-   * registered under another name, or MOVE_MODE_ONLINE was asked for where
+   * under way, the target (or the pool database named) is draining or is
+   * the tenant's own server registered under another name, a pooled
+   * tenant is asked to move under freeze, or MOVE_MODE_ONLINE was asked for where
    * it is not possible (the message says why), or when the move failed and
    * was rolled back (the message says why: the sides differed at the
    * cutover, a schema migration ran meanwhile, ...); RESOURCE_EXHAUSTED
