@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
+import { Placement } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport } from "../services/mesh/index.ts";
 import { tenantIdHeader } from "../services/mesh/index.ts";
 import { freePort } from "../services/testing/free-port.ts";
@@ -202,6 +203,29 @@ describe("tenantry clusters", () => {
     const unreachable = await register("nowhere", String(await freePort()));
     expect(unreachable.code).toBe(6);
     expect(JSON.parse(unreachable.stderr).error.code).toBe("FAILED_PRECONDITION");
+  });
+
+  it("lists a cluster's pool databases and sets one draining, then ready again", async () => {
+    const { database } = await mesh.createTenant({ placement: Placement.POOLED });
+    // Other tests of this file may have pooled tenants there too.
+    const held = (await json(["clusters", "pools", "default"])).poolDatabases.find((p: { name: string }) => p.name === database)?.tenantCount as number;
+    expect(held).toBeGreaterThanOrEqual(1);
+    const listed = await tenantry(["clusters", "pools", "default"]);
+    expect(listed, listed.stderr).toMatchObject({ code: 0 });
+    expect(listed.stdout).toMatch(/^NAME +STATE +TENANTS$/m);
+    expect(listed.stdout).toMatch(new RegExp(`^${database} +ready +${held}$`, "m"));
+
+    const drained = await tenantry(["clusters", "pool-state", "default", database, "draining"]);
+    expect(drained, drained.stderr).toMatchObject({ code: 0 });
+    expect(drained.stdout).toMatch(new RegExp(`^${database} +draining +${held}$`, "m"));
+    const { poolDatabases } = await json(["clusters", "pools", "default"]);
+    expect(poolDatabases).toContainEqual({ cluster: "default", name: database, state: "POOL_DATABASE_STATE_DRAINING", tenantCount: held });
+    const { poolDatabase } = await json(["clusters", "pool-state", "default", database, "ready"]);
+    expect(poolDatabase).toMatchObject({ name: database, state: "POOL_DATABASE_STATE_READY" });
+
+    const unknown = await tenantry(["--json", "clusters", "pool-state", "default", "nowhere_pool_9", "draining"]);
+    expect(JSON.parse(unknown.stderr).error.code).toBe("NOT_FOUND");
+    expect((await tenantry(["clusters", "pool-state", "default", database, "full"])).code).not.toBe(0);
   });
 });
 

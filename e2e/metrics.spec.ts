@@ -3,7 +3,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BackupService, VerifyResult } from "../gen/tenantry/platform/v1/backup_service_pb.js";
-import { Tier } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, Tier } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { failure } from "../services/testing/failure.ts";
 import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
@@ -147,5 +147,30 @@ describe("backup metrics", () => {
     expect(value(lines, 'tenantry_backup_verifications_total{result="passed"}')).toBe(1);
     expect(value(lines, 'tenantry_backup_verifications_total{result="failed"}')).toBe(1);
     expect(value(lines, 'tenantry_backups_stored{tier="premium",verify="failed"}')).toBe(1);
+  });
+});
+
+describe("pool database connection metrics", () => {
+  it("tell each pool database's shared connections apart by its name and server, never by tenant", async () => {
+    const pooled = [await mesh.createTenant({ placement: Placement.POOLED }), await mesh.createTenant({ placement: Placement.POOLED })];
+    const dedicated = await mesh.createTenant();
+    for (const { tenantId } of [...pooled, dedicated]) {
+      await mesh.entries.createEntry({ title: "counted" }, { headers: { "x-tenant-id": tenantId } });
+    }
+    const database = pooled[0]!.database;
+    expect(pooled[1]!.database).toBe(database);
+
+    const lines = (await scrape(mesh.backend.httpPort)).filter((l) => l.startsWith("tenantry_db_pool_"));
+    // Auth's budget shares this process's meter: its series say service="auth".
+    const series = (name: string) => lines.filter((l) => l.startsWith(`${name}{service="backend",`) && l.includes(`pool_database="${database}"`));
+    const values = (name: string) => series(name).map((l) => Number(l.split(" ").at(-1)));
+    // One series per pool database and server, with the service: the two tenants' connections together.
+    expect(series("tenantry_db_pool_connections_open")).toEqual([expect.stringMatching(/\{service="backend",pool_database="[^"]+",server="127\.0\.0\.1:\d+"\} \d+$/)]);
+    expect(values("tenantry_db_pool_connections_open")[0]).toBeGreaterThan(0);
+    expect(values("tenantry_db_pool_connections_in_use")).toEqual([0]);
+    expect(values("tenantry_db_pool_connections_waiting")).toEqual([0]);
+    expect(values("tenantry_db_pool_tenants_connected")).toEqual([0]);
+    // Neither a tenant nor a dedicated tenant's database is a series of its own.
+    expect(lines.filter((l) => [...pooled, dedicated].some(({ tenantId }) => l.includes(tenantId)) || l.includes(dedicated.database))).toEqual([]);
   });
 });

@@ -1,7 +1,16 @@
 import { create, toJson } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Option, type Command } from "commander";
-import { ClusterState, ListClustersResponseSchema, RegisterClusterResponseSchema, type Cluster } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
+import { Argument, Option, type Command } from "commander";
+import {
+  ClusterState,
+  ListClustersResponseSchema,
+  ListPoolDatabasesResponseSchema,
+  PoolDatabaseState,
+  RegisterClusterResponseSchema,
+  SetPoolDatabaseStateResponseSchema,
+  type Cluster,
+  type PoolDatabase,
+} from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { MoveMode } from "../../gen/tenantry/platform/v1/move_pb.js";
 import { DrainClusterResponseSchema, DrainEvent, DrainTotalsSchema, type DrainClusterResponse } from "../../gen/tenantry/platform/v1/move_service_pb.js";
 import { DrainProgress } from "./drain-progress.ts";
@@ -32,7 +41,9 @@ interface DrainOptions {
 
 const drainModes = { online: MoveMode.ONLINE, copy: MoveMode.COPY_UNDER_FREEZE, auto: MoveMode.AUTO } as const;
 
-/** Adds `clusters list|register|drain`. */
+const poolDatabaseStates = { ready: PoolDatabaseState.READY, draining: PoolDatabaseState.DRAINING } as const;
+
+/** Adds `clusters list|register|drain|pools|pool-state`. */
 export function addClustersCommand(program: Command): void {
   const clusters = program.command("clusters").description("the PostgreSQL servers that hold tenant databases");
 
@@ -60,6 +71,37 @@ export function addClustersCommand(program: Command): void {
             "no clusters",
           ),
         );
+      }),
+    );
+
+  const printPools = (output: Output, pools: PoolDatabase[]) =>
+    output.table(
+      ["NAME", "STATE", "TENANTS"],
+      pools.map((p) => [p.name, enumLabel(PoolDatabaseState, p.state), String(p.tenantCount)]),
+      "no pool databases",
+    );
+
+  clusters
+    .command("pools")
+    .description("list a cluster's pool databases (shared by its pooled tenants), ordered by name, with their states and tenant counts")
+    .argument("<cluster>", "the cluster's name")
+    .action((cluster: string, _options: object, command: Command) =>
+      withPlatform(command, async ({ clusters, output, call }) => {
+        const response = await clusters.listPoolDatabases({ cluster }, call);
+        output.result(ListPoolDatabasesResponseSchema, response, () => printPools(output, response.poolDatabases));
+      }),
+    );
+
+  clusters
+    .command("pool-state")
+    .description("set whether a pool database takes new pooled tenants: draining (it serves its tenants, takes no new ones) or ready")
+    .argument("<cluster>", "the cluster's name")
+    .argument("<pool-database>", "the pool database's name (see clusters pools)")
+    .addArgument(new Argument("<state>", "its new state").choices(Object.keys(poolDatabaseStates)))
+    .action((cluster: string, poolDatabase: string, state: keyof typeof poolDatabaseStates, _options: object, command: Command) =>
+      withPlatform(command, async ({ clusters, output, call }) => {
+        const response = await clusters.setPoolDatabaseState({ cluster, poolDatabase, state: poolDatabaseStates[state] }, call);
+        output.result(SetPoolDatabaseStateResponseSchema, response, () => printPools(output, response.poolDatabase === undefined ? [] : [response.poolDatabase]));
       }),
     );
 

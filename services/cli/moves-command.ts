@@ -86,6 +86,8 @@ export interface MoveRequest {
   compareDigests: boolean;
   /** Its placement once moved; PLACEMENT_UNSPECIFIED keeps its own. */
   targetPlacement: Placement;
+  /** The pool database it goes into, pooled; empty lets Platform choose. */
+  targetPoolDatabase: string;
 }
 
 /** Runs `tenants move`: the move with its progress, then its record; or why it did not end here. */

@@ -34,6 +34,7 @@ interface CreateOptions {
 interface MoveOptions {
   to?: string;
   placement?: string;
+  poolDatabase?: string;
   mode?: string;
   compareDigests?: boolean;
 }
@@ -139,13 +140,14 @@ export function addTenantsCommand(program: Command): void {
         "(or the move failed and was rolled back); its step and tables copied shown as it goes (no deadline unless --timeout)",
     )
     .argument("<id>", "the tenant's id")
-    .option("--to <cluster>", "the cluster to move it to; default with --placement: its own")
+    .option("--to <cluster>", "the cluster to move it to; default with --placement or --pool-database: its own")
     .addOption(
       new Option("--placement <placement>", "its placement once moved: a database of its own (dedicated) or schemas in a shared pool database (pooled); default: its own").choices([
         "dedicated",
         "pooled",
       ]),
     )
+    .option("--pool-database <name>", "the pool database of that cluster a pooled tenant goes into (another of its own cluster's, to rebalance); default: one chosen as for a new tenant")
     .addOption(
       new Option("--mode <mode>", "online (logical replication; writes wait only for the cutover), copy (a snapshot copy, writes frozen throughout) or auto (online where possible)")
         .choices(moveModeNames)
@@ -154,12 +156,19 @@ export function addTenantsCommand(program: Command): void {
     .option("--compare-digests", "also compare every table's SHA-256 on both sides at the cutover, not only its rows (the write freeze lasts longer)")
     .action((tenantId: string, options: MoveOptions, command: Command) =>
       withPlatform(command, async (session) => {
-        if (options.to === undefined && options.placement === undefined) {
-          throw new ConnectError("say where the tenant goes: --to <cluster>, --placement dedicated|pooled, or both", Code.InvalidArgument);
+        if (options.to === undefined && options.placement === undefined && options.poolDatabase === undefined) {
+          throw new ConnectError("say where the tenant goes: --to <cluster>, --placement dedicated|pooled, --pool-database <name>, or several", Code.InvalidArgument);
         }
         const targetCluster = options.to ?? (await session.platform.getTenant({ tenantId }, session.call)).tenant?.cluster ?? "";
         const targetPlacement = options.placement === undefined ? Placement.UNSPECIFIED : options.placement === "pooled" ? Placement.POOLED : Placement.DEDICATED;
-        await runMove(session, { tenantId, targetCluster, targetPlacement, mode: moveModeOf(options.mode ?? "auto"), compareDigests: options.compareDigests === true });
+        await runMove(session, {
+          tenantId,
+          targetCluster,
+          targetPlacement,
+          targetPoolDatabase: options.poolDatabase ?? "",
+          mode: moveModeOf(options.mode ?? "auto"),
+          compareDigests: options.compareDigests === true,
+        });
       }),
     );
 

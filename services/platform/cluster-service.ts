@@ -1,12 +1,14 @@
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
-import { ClusterService, ClusterState } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ClusterService, ClusterState, PoolDatabaseState } from "../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import type { AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { Cluster } from "./entities/cluster.ts";
 import { onlineMoveSupport, type OnlineMoveSupport } from "./moves/index.ts";
-import { clusterStates, findCluster, listClusters } from "./stores/index.ts";
+import { listClusterPoolDatabases, setPoolDatabaseState, type PoolDatabaseView } from "./pool-databases.ts";
+import { clusterStates, findCluster, listClusters, poolStates } from "./stores/index.ts";
 
 /** The pool capacity of a cluster registered without one. */
 const defaultPoolCapacity = 20000;
@@ -29,6 +31,15 @@ function clusterMessage(cluster: Cluster, counts: { tenantCount: number; pooledC
     onlineMoveSource: online.source,
     onlineMoveTarget: online.target,
     onlineMoveNote: online.note,
+  };
+}
+
+function poolDatabaseMessage(pool: PoolDatabaseView) {
+  return {
+    cluster: pool.cluster,
+    name: pool.name,
+    state: pool.state === poolStates.draining ? PoolDatabaseState.DRAINING : PoolDatabaseState.READY,
+    tenantCount: pool.tenantCount,
   };
 }
 
@@ -58,6 +69,19 @@ export function clusterService(orm: MikroORM, clusters: ClusterRegistry, audit: 
       // Each cluster is asked at once: one that cannot be reached costs its connect timeout, not the others'.
       const online = await Promise.all(listed.map(({ cluster }) => onlineMoveSupport(clusters, cluster.name)));
       return { clusters: listed.map((counts, i) => clusterMessage(counts.cluster, counts, online[i]!)) };
+    },
+    async listPoolDatabases(req) {
+      return { poolDatabases: (await listClusterPoolDatabases(orm, req.cluster)).map(poolDatabaseMessage) };
+    },
+    async setPoolDatabaseState(req, ctx) {
+      const detail = { cluster: req.cluster, poolDatabase: req.poolDatabase, state: PoolDatabaseState[req.state] };
+      const pool = await audit.audited(ctx, undefined, detail, async () => {
+        if (req.state !== PoolDatabaseState.READY && req.state !== PoolDatabaseState.DRAINING) {
+          throw new ConnectError(`state ${req.state} is not one to set: use POOL_DATABASE_STATE_READY or POOL_DATABASE_STATE_DRAINING`, Code.InvalidArgument);
+        }
+        return setPoolDatabaseState(orm, req.cluster, req.poolDatabase, req.state === PoolDatabaseState.DRAINING ? poolStates.draining : poolStates.ready);
+      });
+      return { poolDatabase: poolDatabaseMessage(pool) };
     },
   };
 }

@@ -12,7 +12,7 @@ export { MoveService };
 export function moveService(moves: TenantMoves, drains: ClusterDrain, audit: AuditLog): ServiceImpl<typeof MoveService> {
   return {
     async moveTenant(req, ctx) {
-      const detail = { targetCluster: req.targetCluster, mode: MoveMode[req.mode], compareDigests: req.compareDigests, targetPlacement: Placement[req.targetPlacement] };
+      const detail = { targetCluster: req.targetCluster, mode: MoveMode[req.mode], compareDigests: req.compareDigests, targetPlacement: Placement[req.targetPlacement], targetPoolDatabase: req.targetPoolDatabase };
       const move = await audit.audited(ctx, req.tenantId, detail, () =>
         moves.move({
           tenantId: req.tenantId,
@@ -20,6 +20,7 @@ export function moveService(moves: TenantMoves, drains: ClusterDrain, audit: Aud
           mode: req.mode === MoveMode.UNSPECIFIED ? MoveMode.AUTO : req.mode,
           compareDigests: req.compareDigests,
           targetPlacement: req.targetPlacement,
+          targetPoolDatabase: req.targetPoolDatabase,
         }),
       );
       return { move: moveMessage(move) };

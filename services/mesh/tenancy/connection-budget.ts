@@ -73,6 +73,22 @@ export interface ConnectionBudgetStats {
   coldOpens: number;
 }
 
+/** Counters of the connections one pool database's tenants share, for metrics: see {@link ConnectionBudget.poolDatabaseStats}. */
+export interface PoolDatabaseStats {
+  /** The pool database's name. */
+  database: string;
+  /** Its server, `host:port`: pool databases of two clusters may have one name. */
+  server: string;
+  /** Its connections open or opening. */
+  open: number;
+  /** Its connections leased to calls. */
+  inUse: number;
+  /** Calls of its tenants waiting for one of its connections. */
+  waiting: number;
+  /** Its tenants holding a lease. */
+  tenants: number;
+}
+
 /**
  * The connections to one database as one login: a dedicated tenant's, or a
  * pool database's, which its pooled tenants share.
@@ -217,6 +233,20 @@ export class ConnectionBudget {
       tenants += pool.shared ? 0 : 1;
     }
     return { open: this.#open, inUse, waiting: this.#waiters.length, tenants, opened: this.#opened, coldOpens: this.#coldOpens };
+  }
+
+  /** Current counters of each pool database the budget holds connections to (or has calls waiting for), apart from dedicated tenants' connections. */
+  poolDatabaseStats(): PoolDatabaseStats[] {
+    return [...this.#pools.values()]
+      .filter((pool) => pool.shared)
+      .map((pool) => ({
+        database: pool.config.database ?? "",
+        server: `${pool.config.host}:${pool.config.port}`,
+        open: pool.live,
+        inUse: pool.inUse,
+        waiting: this.#waiters.filter((waiter) => waiter.pool === pool).length,
+        tenants: new Set(pool.leased.values()).size,
+      }));
   }
 
   /**

@@ -14,6 +14,7 @@ import { AddPermissionCatalog } from "./add-permission-catalog.ts";
 import { AddTenantOwner } from "./add-tenant-owner.ts";
 import { AddWriteFreezes } from "./add-write-freezes.ts";
 import { CreateRegistry } from "./create-registry.ts";
+import { RemoveFullPoolState } from "./remove-full-pool-state.ts";
 
 /** Platform's migrations of its own database, oldest first. Names never change once released. */
 export const migrations: MigrationObject[] = [
@@ -32,4 +33,5 @@ export const migrations: MigrationObject[] = [
   { name: "0013-add-pooled-restores", class: AddPooledRestores },
   { name: "0014-add-move-placements", class: AddMovePlacements },
   { name: "0015-add-pool-capacity", class: AddPoolCapacity },
+  { name: "0016-remove-full-pool-state", class: RemoveFullPoolState },
 ];

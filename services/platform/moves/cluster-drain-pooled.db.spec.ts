@@ -1,4 +1,4 @@
-import { ConnectError, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ClusterService, ClusterState } from "../../../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { MoveMode, MovePlacement, MoveState } from "../../../gen/tenantry/platform/v1/move_pb.js";
@@ -39,11 +39,33 @@ async function populatedTenant(prefix: string, placement: Placement): Promise<{ 
 }
 
 describe("draining a cluster that holds a pool database", () => {
-  it("moves its dedicated tenants and, online into a pool database of the target, its pooled ones: the cluster is left empty", async () => {
-    const dedicated = await populatedTenant("drained-own", Placement.DEDICATED);
-    const pooled = [await populatedTenant("drained-pooled", Placement.POOLED), await populatedTenant("drained-pooled", Placement.POOLED)];
+  let dedicated: { tenantId: string; database: string };
+  let pooled: { tenantId: string; database: string }[];
+
+  it("counts its pooled tenants against the targets' pool capacity: refused, changing nothing, when that has too little room, whatever their capacity", async () => {
+    dedicated = await populatedTenant("drained-own", Placement.DEDICATED);
+    pooled = [await populatedTenant("drained-pooled", Placement.POOLED), await populatedTenant("drained-pooled", Placement.POOLED)];
     expect(pooled[1]!.database).toBe(pooled[0]!.database);
-    await clusters.registerCluster(second.registration("second"));
+    await clusters.registerCluster(second.registration("second", { capacity: 100, poolCapacity: 1 }));
+
+    const refused: DrainClusterResponse[] = [];
+    const error = await (async () => {
+      for await (const event of moves.drainCluster({ cluster: "default" })) {
+        refused.push(event);
+      }
+    })().catch((cause: unknown) => ConnectError.from(cause));
+    expect([refused, error?.code, error?.rawMessage]).toEqual([
+      [],
+      Code.ResourceExhausted,
+      'the clusters that accept tenants have too little room for the tenants of cluster "default": 2 pooled tenants must move and their pool capacity has room for 1; raise their pool capacity (RegisterCluster) or register another',
+    ]);
+    expect((await clusters.listClusters({})).clusters.find((c) => c.name === "default")?.state).toBe(ClusterState.ACCEPTING);
+    expect((await moves.listMoves({})).moves).toEqual([]);
+  });
+
+  it("moves its dedicated tenants and, online into a pool database of the target, its pooled ones: the cluster is left empty", async () => {
+    // Room for the one dedicated tenant only: the pooled ones take places of the pool capacity, not of this.
+    await clusters.registerCluster(second.registration("second", { capacity: 1, poolCapacity: 2 }));
 
     // Asked under freeze: the pooled tenants move online all the same, the only way they move.
     const events: DrainClusterResponse[] = [];
@@ -55,8 +77,7 @@ describe("draining a cluster that holds a pool database", () => {
     } catch (cause) {
       error = ConnectError.from(cause);
     }
-    expect([error?.code, error?.rawMessage]).toEqual([undefined, undefined]);
-    expect(events.filter((e) => e.event === DrainEvent.MOVE_FAILED)).toEqual([]);
+    expect([events.filter((e) => e.event === DrainEvent.MOVE_FAILED).map((e) => [e.tenantId, e.error]), error?.code, error?.rawMessage]).toEqual([[], undefined, undefined]);
     expect(events.at(-1)).toMatchObject({ event: DrainEvent.FINISHED, totals: { total: 3, moved: 3, failed: 0, left: 0, remaining: 0, moving: 0 } });
 
     const { moves: made } = await moves.listMoves({});

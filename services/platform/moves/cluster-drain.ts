@@ -6,7 +6,8 @@ import type { Logger } from "../../mesh/index.ts";
 import type { Move } from "../entities/move.ts";
 import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { Tenant } from "../entities/tenant.ts";
-import { changeClusterState, clusterStates, countArrivingMoves, findRunningMovesOf, findTenantsOnCluster, listClusters, placementNames, statusNames } from "../stores/index.ts";
+import { changeClusterState, clusterStates, findRunningMovesOf, findTenantsOnCluster, listClusters, placementNames, statusNames } from "../stores/index.ts";
+import { clusterRoom } from "./cluster-room.ts";
 import type { TenantMoves } from "./tenant-moves.ts";
 
 export { DrainEvent };
@@ -141,9 +142,10 @@ export class ClusterDrain {
     const moveAway = async (tenant: Tenant) => {
       let move: Move;
       try {
-        const targetCluster = request.targetCluster || (await this.#chooseTarget(request.cluster, sameServer));
         // A pooled tenant keeps its placement (into a pool database of the target) and moves online only, whatever the drain's mode.
-        const tenantMode = tenant.placement === placementNames.pooled ? MoveMode.AUTO : mode;
+        const pooled = tenant.placement === placementNames.pooled;
+        const targetCluster = request.targetCluster || (await this.#chooseTarget(request.cluster, sameServer, pooled));
+        const tenantMode = pooled ? MoveMode.AUTO : mode;
         move = await moves.start({ tenantId: tenant.id, targetCluster, mode: tenantMode, compareDigests: false });
       } catch (error) {
         totals.failed++;
@@ -262,23 +264,33 @@ export class ClusterDrain {
       targets = [target];
     }
     const moving = new Set(running.map((move) => move.tenantId));
-    const toMove = tenants.filter((tenant) => tenant.status === statusNames.active && !moving.has(tenant.id)).length;
-    if (toMove === 0) {
+    const toMove = tenants.filter((tenant) => tenant.status === statusNames.active && !moving.has(tenant.id));
+    if (toMove.length === 0) {
       return;
     }
     if (targets.length === 0) {
       throw new ConnectError(
-        `no other cluster accepts tenants, and ${toMove} tenants on cluster "${request.cluster}" must move: register one on another server, or set one accepting (RegisterCluster)`,
+        `no other cluster accepts tenants, and ${toMove.length} tenants on cluster "${request.cluster}" must move: register one on another server, or set one accepting (RegisterCluster)`,
         Code.FailedPrecondition,
       );
     }
-    let room = 0;
-    for (const { cluster, tenantCount } of targets) {
-      room += Math.max(0, cluster.capacity - tenantCount - (await countArrivingMoves(em, cluster.name)));
+    // Each placement against its own capacity: pooled tenants take places of the targets' pool capacity only.
+    const pooled = toMove.filter((tenant) => tenant.placement === placementNames.pooled).length;
+    const dedicated = toMove.length - pooled;
+    const room = { dedicated: 0, pooled: 0 };
+    for (const target of targets) {
+      const free = await clusterRoom(em, target);
+      room.dedicated += Math.max(0, free.dedicated);
+      room.pooled += Math.max(0, free.pooled);
     }
-    if (room < toMove) {
+    const lacking = [
+      ...(dedicated > room.dedicated ? [`${dedicated} dedicated tenants must move and their capacity has room for ${room.dedicated}`] : []),
+      ...(pooled > room.pooled ? [`${pooled} pooled tenants must move and their pool capacity has room for ${room.pooled}`] : []),
+    ];
+    if (lacking.length > 0) {
+      const raise = [...(dedicated > room.dedicated ? ["capacity"] : []), ...(pooled > room.pooled ? ["pool capacity"] : [])].join(" and ");
       throw new ConnectError(
-        `${toMove} tenants on cluster "${request.cluster}" must move, and the clusters that accept tenants have room for ${room}: raise their capacity or register another`,
+        `the clusters that accept tenants have too little room for the tenants of cluster "${request.cluster}": ${lacking.join("; ")}; raise their ${raise} (RegisterCluster) or register another`,
         Code.ResourceExhausted,
       );
     }
@@ -301,21 +313,29 @@ export class ClusterDrain {
     return same;
   }
 
-  /** The accepting cluster, other than `draining` and those on its server, with the most room now (the first by name among equals); RESOURCE_EXHAUSTED when none has room. */
-  async #chooseTarget(draining: string, sameServer: ReadonlySet<string>): Promise<string> {
+  /**
+   * The accepting cluster, other than `draining` and those on its server,
+   * with the most room now for a tenant of this placement (a pooled one's
+   * room is the pool capacity's), the first by name among equals;
+   * RESOURCE_EXHAUSTED when none has room.
+   */
+  async #chooseTarget(draining: string, sameServer: ReadonlySet<string>, pooled: boolean): Promise<string> {
     const em = this.#options.orm.em.fork();
     let chosen: { name: string; room: number } | undefined;
-    for (const { cluster, tenantCount } of await listClusters(em)) {
+    for (const listed of await listClusters(em)) {
+      const { cluster } = listed;
       if (cluster.name === draining || sameServer.has(cluster.name) || cluster.state !== clusterStates.accepting) {
         continue;
       }
-      const room = cluster.capacity - tenantCount - (await countArrivingMoves(em, cluster.name));
+      const free = await clusterRoom(em, listed);
+      const room = pooled ? free.pooled : free.dedicated;
       if (chosen === undefined || room > chosen.room) {
         chosen = { name: cluster.name, room };
       }
     }
     if (chosen === undefined || chosen.room <= 0) {
-      throw new ConnectError("no cluster that accepts tenants has room for this one: raise a cluster's capacity or register another", Code.ResourceExhausted);
+      const capacity = pooled ? "pool capacity (pooled tenants)" : "capacity";
+      throw new ConnectError(`no cluster that accepts tenants has room for this one: raise a cluster's ${capacity} or register another`, Code.ResourceExhausted);
     }
     return chosen.name;
   }

@@ -670,12 +670,17 @@ describe("moves between placements", () => {
     expect(await replicationLeftovers("second")).toEqual([]);
   });
 
-  it("refuses what it cannot do: another pool database of its own cluster, or a copy under freeze", async () => {
+  it("refuses what it cannot do: another pool database of its own cluster left unnamed, or a copy under freeze (its pool database cannot refuse its writes alone)", async () => {
     const pooled = await pooledTenant("promotion-refused");
     const again = await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "default", targetPlacement: Placement.POOLED }));
-    expect([again.code, again.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/is pooled on cluster "default" already: another pool database of the same cluster gains nothing/)]);
-    const frozen = await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second", targetPlacement: Placement.DEDICATED, mode: MoveMode.COPY_UNDER_FREEZE }));
-    expect(frozen.code).toBe(Code.FailedPrecondition);
+    expect([again.code, again.rawMessage]).toEqual([Code.FailedPrecondition, expect.stringMatching(/is pooled on cluster "default" already: name the pool database to move it to \(target_pool_database\)/)]);
+    for (const targetPlacement of [Placement.DEDICATED, Placement.UNSPECIFIED]) {
+      const frozen = await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second", targetPlacement, mode: MoveMode.COPY_UNDER_FREEZE }));
+      expect([frozen.code, frozen.rawMessage]).toEqual([
+        Code.FailedPrecondition,
+        `tenant "${pooled.tenantId}" is pooled: it moves online only (under freeze its pool database could not refuse its writes alone: its sessions are the pool's login's, shared with its neighbours); use MOVE_MODE_AUTO or MOVE_MODE_ONLINE`,
+      ]);
+    }
     expect((await failure(moves.moveTenant({ tenantId: pooled.tenantId, targetCluster: "second", targetPlacement: 7 as Placement }))).code).toBe(Code.InvalidArgument);
     expect((await moves.listMoves({ tenantId: pooled.tenantId })).moves).toEqual([]);
   });

@@ -15,7 +15,6 @@ import {
   auditOutcomes,
   changeMove,
   clusterStates,
-  countArrivingMoves,
   findExpiredSources,
   findMove,
   findRunningMove,
@@ -27,15 +26,18 @@ import {
   isRegisteredDatabase,
   listClusters,
   listMoves,
+  listPoolDatabases,
   moveModes,
   moveStates,
   statusNames,
   type MoveModeName,
   placementNames,
   pooledSchemaPrefix,
+  poolStates,
   rolePasswordContext,
 } from "../stores/index.ts";
 import { readSchemaVersions } from "../tenant-databases.ts";
+import { clusterRoom } from "./cluster-room.ts";
 import { dropSlot, dropSubscription, moveIdOf, replicationPrefix } from "./logical-replication.ts";
 import { moveRollback, moveSteps, moveStepTable, pointOfNoReturn, requested, rollingBack, type MoveContext, type MoveServices, type MoveStep } from "./move-steps.ts";
 import { onlineMoveSupport, tablesWithoutReplicaIdentity } from "./online-move-support.ts";
@@ -65,6 +67,8 @@ export interface MoveRequest {
   compareDigests: boolean;
   /** The placement the tenant has once moved; unset or PLACEMENT_UNSPECIFIED keeps its own. */
   targetPlacement?: Placement;
+  /** The pool database of the target cluster a tenant pooled there goes into; unset or empty lets the move choose one as provisioning does. */
+  targetPoolDatabase?: string;
 }
 
 /**
@@ -118,11 +122,20 @@ export class TenantMoves {
     }
     const to = targetPlacement === Placement.UNSPECIFIED ? tenant.placement : targetPlacement === Placement.POOLED ? placementNames.pooled : placementNames.dedicated;
     const changesPlacement = to !== tenant.placement;
-    if (pooled && !changesPlacement && request.targetCluster === tenant.cluster) {
+    const namedPool = request.targetPoolDatabase ?? "";
+    if (namedPool !== "" && to !== placementNames.pooled) {
+      throw new ConnectError(`target_pool_database names a pool database, and tenant "${tenant.id}" would have a database of its own: leave it empty, or ask for PLACEMENT_POOLED`, Code.InvalidArgument);
+    }
+    // To another pool database of its own cluster (one named): to rebalance pool databases, or to empty one.
+    const betweenPools = pooled && !changesPlacement && request.targetCluster === tenant.cluster;
+    if (betweenPools && namedPool === "") {
       throw new ConnectError(
-        `tenant "${tenant.id}" is pooled on cluster "${tenant.cluster}" already: another pool database of the same cluster gains nothing; move it to another cluster, or to a database of its own (target_placement PLACEMENT_DEDICATED)`,
+        `tenant "${tenant.id}" is pooled on cluster "${tenant.cluster}" already: name the pool database to move it to (target_pool_database), or move it to another cluster, or to a database of its own (target_placement PLACEMENT_DEDICATED)`,
         Code.FailedPrecondition,
       );
+    }
+    if (betweenPools && namedPool === tenant.database) {
+      throw new ConnectError(`tenant "${tenant.id}" is in pool database "${tenant.database}" of cluster "${tenant.cluster}" already`, Code.InvalidArgument);
     }
     if (!pooled && changesPlacement && request.mode === MoveMode.ONLINE) {
       throw new ConnectError(
@@ -130,11 +143,12 @@ export class TenantMoves {
         Code.FailedPrecondition,
       );
     }
-    if (request.targetCluster === tenant.cluster && !changesPlacement) {
+    if (request.targetCluster === tenant.cluster && !changesPlacement && !betweenPools) {
       throw new ConnectError(`tenant "${tenant.id}" is on cluster "${tenant.cluster}" already`, Code.InvalidArgument);
     }
-    await this.#checkTarget(request.targetCluster);
-    if (!changesPlacement) {
+    // Between pools of one cluster the tenant keeps its place of the pool capacity.
+    await this.#checkTarget(request.targetCluster, to === placementNames.pooled, !betweenPools);
+    if (!changesPlacement && !betweenPools) {
       // Between placements the tenant's role may be one on both sides: the source is shut out through its pool's login (or the role's login for a pooled target), not the role.
       await this.#checkDistinctServers(tenant.cluster, request.targetCluster);
     }
@@ -144,14 +158,19 @@ export class TenantMoves {
     }
     const source = { cluster: tenant.cluster, database: tenant.database, login: pooled ? undefined : loginOf(box, tenant), schemaPrefix: tenant.schemaPrefix };
     if (pooled && request.mode === MoveMode.COPY_UNDER_FREEZE) {
-      throw new ConnectError(`tenant "${tenant.id}" is pooled: it moves online only (its copy under freeze needs backups of pooled tenants); use MOVE_MODE_AUTO or MOVE_MODE_ONLINE`, Code.FailedPrecondition);
+      throw new ConnectError(
+        `tenant "${tenant.id}" is pooled: it moves online only (under freeze its pool database could not refuse its writes alone: its sessions are the pool's login's, shared with its neighbours); use MOVE_MODE_AUTO or MOVE_MODE_ONLINE`,
+        Code.FailedPrecondition,
+      );
     }
     const demotes = !pooled && changesPlacement;
-    const mode = demotes ? moveModes.copyUnderFreeze : await this.#chooseMode(pooled ? MoveMode.ONLINE : request.mode, source, request.targetCluster);
+    const mode = demotes ? moveModes.copyUnderFreeze : await this.#chooseMode(pooled ? MoveMode.ONLINE : request.mode, source, request.targetCluster, pooled);
     const id = randomUUID();
-    // Into a pool database (a demotion, or a pooled tenant to another cluster's pool): chosen as provisioning chooses one.
+    // Into a pool database (a demotion, or a pooled tenant to another pool): the one named, else chosen as provisioning chooses one.
     const targetDatabase = to === placementNames.pooled
-      ? await choosePoolDatabase(em, clusters, box, request.targetCluster, this.#options, async () => {})
+      ? namedPool === ""
+        ? await choosePoolDatabase(em, clusters, box, request.targetCluster, this.#options, async () => {})
+        : await this.#checkPoolDatabase(em, request.targetCluster, namedPool)
       : await clusters.admin(request.targetCluster, async (admin) => {
           const name = tenantDatabaseName(tenant.id);
           const { rowCount } = await admin.query("select 1 from pg_database where datname = $1", [name]);
@@ -246,8 +265,12 @@ export class TenantMoves {
     this.#stopping.abort();
   }
 
-  /** FAILED_PRECONDITION, NOT_FOUND or RESOURCE_EXHAUSTED for a target that cannot take the tenant. */
-  async #checkTarget(name: string): Promise<void> {
+  /**
+   * FAILED_PRECONDITION, NOT_FOUND or RESOURCE_EXHAUSTED for a target that
+   * cannot take the tenant: a pooled one takes a place of its pool
+   * capacity, a dedicated one of its capacity.
+   */
+  async #checkTarget(name: string, pooled: boolean, takesPlace: boolean): Promise<void> {
     const em = this.#options.orm.em.fork();
     const target = (await listClusters(em)).find(({ cluster }) => cluster.name === name);
     if (target === undefined) {
@@ -256,10 +279,47 @@ export class TenantMoves {
     if (target.cluster.state !== clusterStates.accepting) {
       throw new ConnectError(`cluster "${name}" is ${target.cluster.state} and takes no tenants`, Code.FailedPrecondition);
     }
-    const arriving = await countArrivingMoves(em, name);
-    if (target.cluster.capacity - target.tenantCount - arriving <= 0) {
-      throw new ConnectError(`cluster "${name}" is full (${target.tenantCount} tenants, ${arriving} arriving, capacity ${target.cluster.capacity}); raise its capacity or choose another`, Code.ResourceExhausted);
+    if (!takesPlace) {
+      return;
     }
+    const room = await clusterRoom(em, target);
+    if (pooled && room.pooled <= 0) {
+      throw new ConnectError(
+        `cluster "${name}" has no room for pooled tenants (pool capacity ${target.cluster.poolCapacity}, taken by pooled tenants there or moving there); raise its pool capacity or choose another`,
+        Code.ResourceExhausted,
+      );
+    }
+    if (!pooled && room.dedicated <= 0) {
+      throw new ConnectError(
+        `cluster "${name}" is full (capacity ${target.cluster.capacity}, taken by dedicated tenants there or moving there); raise its capacity or choose another`,
+        Code.ResourceExhausted,
+      );
+    }
+  }
+
+  /**
+   * The pool database `name` of `cluster`, named for a move into it, once
+   * it can take one more tenant as provisioning's choice would: NOT_FOUND
+   * when the cluster has none by that name, FAILED_PRECONDITION when it is
+   * not ready (draining), RESOURCE_EXHAUSTED when it is full.
+   */
+  async #checkPoolDatabase(em: EntityManager, cluster: string, name: string): Promise<string> {
+    // Under the lock pool choices and state changes take: a pool database set draining before is seen so.
+    const pool = await em.transactional(async (tx) => {
+      await lockForTransaction(tx, `pool:${cluster}`);
+      return (await listPoolDatabases(tx, cluster)).find((p) => p.name === name);
+    });
+    if (pool === undefined) {
+      throw new ConnectError(`cluster "${cluster}" has no pool database "${name}"; a pooled tenant's database (GetTenant) names one`, Code.NotFound);
+    }
+    if (pool.state !== poolStates.ready) {
+      throw new ConnectError(`pool database "${name}" of cluster "${cluster}" is ${pool.state} and takes no tenants; name another, or leave target_pool_database empty`, Code.FailedPrecondition);
+    }
+    const max = this.#options.poolMaxTenants ?? 1000;
+    if (pool.tenantCount >= max) {
+      throw new ConnectError(`pool database "${name}" of cluster "${cluster}" is full (${pool.tenantCount} tenants, at most ${max}); name another, or leave target_pool_database empty`, Code.ResourceExhausted);
+    }
+    return name;
   }
 
   /**
@@ -281,6 +341,7 @@ export class TenantMoves {
     asked: MoveMode,
     source: { cluster: string; database: string; login: { user: string; password: string } | undefined; schemaPrefix: string },
     target: string,
+    pooled: boolean,
   ): Promise<MoveModeName> {
     if (asked === MoveMode.COPY_UNDER_FREEZE) {
       return moveModes.copyUnderFreeze;
@@ -306,6 +367,9 @@ export class TenantMoves {
     }
     if (reasons.length === 0) {
       return moveModes.online;
+    }
+    if (pooled) {
+      throw new ConnectError(`a pooled tenant moves online only, and an online move is not possible: ${reasons.join("; ")}`, Code.FailedPrecondition);
     }
     if (asked === MoveMode.ONLINE) {
       throw new ConnectError(`an online move is not possible: ${reasons.join("; ")}; move under freeze instead (MOVE_MODE_COPY_UNDER_FREEZE)`, Code.FailedPrecondition);

@@ -115,7 +115,7 @@ describe("pooled tenants provisioned by Platform", () => {
     expect(backup?.state).toBe(BackupState.SUCCEEDED);
     const move = await mesh.client("platform", MoveService, operator).moveTenant({ tenantId: tenant.tenantId, targetCluster: tenant.cluster }).then(() => undefined, (e: unknown) => ConnectError.from(e));
     expect(move?.code).toBe(Code.FailedPrecondition);
-    expect(move?.rawMessage).toMatch(/another pool database of the same cluster gains nothing; move it to another cluster, or to a database of its own \(target_placement PLACEMENT_DEDICATED\)/);
+    expect(move?.rawMessage).toMatch(/is pooled on cluster "default" already: name the pool database to move it to \(target_pool_database\), or move it to another cluster, or to a database of its own \(target_placement PLACEMENT_DEDICATED\)/);
   });
 
   it("are suspended and resumed as any tenant: refused while SUSPENDED, served again after", async () => {

@@ -147,4 +147,13 @@ export {
   type WriteFreezeAcknowledgementRecord,
   type WriteFreezeRecord,
 } from "./write-freeze-store.ts";
-export { findPoolDatabase, insertPoolDatabase, listPoolDatabases, poolPasswordContext, poolStates, type PoolDatabaseRecord } from "./pool-database-store.ts";
+export {
+  changePoolDatabaseState,
+  findPoolDatabase,
+  insertPoolDatabase,
+  listPoolDatabases,
+  poolPasswordContext,
+  poolStates,
+  type PoolDatabaseRecord,
+  type PoolStateName,
+} from "./pool-database-store.ts";

@@ -5,7 +5,7 @@ import { checkUuid } from "../../mesh/index.ts";
 import { Move } from "../entities/move.ts";
 import { Tenant } from "../entities/tenant.ts";
 import { pageNewestFirst } from "./newest-first.ts";
-import { registrySpelling } from "./tenant-store.ts";
+import { placementNames, registrySpelling } from "./tenant-store.ts";
 
 const modeSpelling = registrySpelling<MoveMode>(MoveMode);
 const stateSpelling = registrySpelling<MoveState>(MoveState);
@@ -132,9 +132,22 @@ export async function runningMovesOf(em: EntityManager, tenantIds: string[]): Pr
   return new Map(moves.map((move) => [move.tenantId, move]));
 }
 
-/** How many moves to the cluster are under way (each tenant takes its place there once switched). */
-export function countArrivingMoves(em: EntityManager, cluster: string): Promise<number> {
-  return em.count(Move, { targetCluster: cluster, state: moveStates.running });
+/**
+ * How many moves to the cluster are under way, by the placement their
+ * tenants take there (each takes its place once switched): `dedicated`
+ * ones count against its capacity, `pooled` ones against its pool capacity.
+ * A move between two pool databases of the cluster is not one: its tenant
+ * holds its place there already.
+ */
+export async function countArrivingMoves(em: EntityManager, cluster: string): Promise<{ dedicated: number; pooled: number }> {
+  const rows = await em.execute<{ placement: string; n: number }[]>(
+    `select target_placement as placement, count(*)::int as n from platform.moves
+     where target_cluster = ? and state = ? and not (source_cluster = target_cluster and source_placement = target_placement)
+     group by target_placement`,
+    [cluster, moveStates.running],
+  );
+  const pooled = rows.find((row) => row.placement === placementNames.pooled)?.n ?? 0;
+  return { dedicated: rows.reduce((sum, row) => sum + row.n, 0) - pooled, pooled };
 }
 
 /** How many moves are under way, by mode. */

@@ -2,9 +2,12 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 
 /**
  * A pool database's states: `ready` takes pooled tenants while it has
- * room; `full` and `draining` (set by operators, for later) take none.
+ * room (counted from its tenants); `draining` (set by an operator, to
+ * empty it) takes none.
  */
-export const poolStates = { ready: "ready", full: "full", draining: "draining" } as const;
+export const poolStates = { ready: "ready", draining: "draining" } as const;
+
+export type PoolStateName = (typeof poolStates)[keyof typeof poolStates];
 
 /** A pool database of a cluster, with its login role (`platform.pool_databases`). */
 export interface PoolDatabaseRecord {
@@ -56,6 +59,12 @@ export async function findPoolDatabase(em: EntityManager, cluster: string, name:
     [cluster, name],
   );
   return row === undefined ? undefined : recordOf(row);
+}
+
+/** Records a pool database's state; returns whether the cluster has a pool database by that name. */
+export async function changePoolDatabaseState(em: EntityManager, cluster: string, name: string, state: PoolStateName): Promise<boolean> {
+  const changed = await em.execute<{ name: string }[]>("update platform.pool_databases set state = ? where cluster = ? and name = ? returning name", [state, cluster, name]);
+  return changed.length > 0;
 }
 
 /** Records a pool database. */

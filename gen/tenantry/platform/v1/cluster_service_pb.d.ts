@@ -12,6 +12,142 @@ import type { Timestamp } from "@bufbuild/protobuf/wkt";
 export declare const file_tenantry_platform_v1_cluster_service: GenFile;
 
 /**
+ * PoolDatabase is a database of a cluster shared by pooled tenants, each
+ * with its own role and schemas there.
+ *
+ * @generated from message tenantry.platform.v1.PoolDatabase
+ */
+export declare type PoolDatabase = Message<"tenantry.platform.v1.PoolDatabase"> & {
+  /**
+   * The cluster it is on.
+   *
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * Its name (as GetTenant shows a pooled tenant's database).
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Whether it takes new pooled tenants.
+   *
+   * @generated from field: tenantry.platform.v1.PoolDatabaseState state = 3;
+   */
+  state: PoolDatabaseState;
+
+  /**
+   * Pooled tenants it holds, those being provisioned included.
+   *
+   * @generated from field: int32 tenant_count = 4;
+   */
+  tenantCount: number;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.PoolDatabase.
+ * Use `create(PoolDatabaseSchema)` to create a new message.
+ */
+export declare const PoolDatabaseSchema: GenMessage<PoolDatabase>;
+
+/**
+ * ListPoolDatabasesRequest names a cluster.
+ *
+ * @generated from message tenantry.platform.v1.ListPoolDatabasesRequest
+ */
+export declare type ListPoolDatabasesRequest = Message<"tenantry.platform.v1.ListPoolDatabasesRequest"> & {
+  /**
+   * The cluster whose pool databases to list.
+   *
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.ListPoolDatabasesRequest.
+ * Use `create(ListPoolDatabasesRequestSchema)` to create a new message.
+ */
+export declare const ListPoolDatabasesRequestSchema: GenMessage<ListPoolDatabasesRequest>;
+
+/**
+ * ListPoolDatabasesResponse lists a cluster's pool databases.
+ *
+ * @generated from message tenantry.platform.v1.ListPoolDatabasesResponse
+ */
+export declare type ListPoolDatabasesResponse = Message<"tenantry.platform.v1.ListPoolDatabasesResponse"> & {
+  /**
+   * Every pool database of the cluster, ordered by name.
+   *
+   * @generated from field: repeated tenantry.platform.v1.PoolDatabase pool_databases = 1;
+   */
+  poolDatabases: PoolDatabase[];
+};
+
+/**
+ * Describes the message tenantry.platform.v1.ListPoolDatabasesResponse.
+ * Use `create(ListPoolDatabasesResponseSchema)` to create a new message.
+ */
+export declare const ListPoolDatabasesResponseSchema: GenMessage<ListPoolDatabasesResponse>;
+
+/**
+ * SetPoolDatabaseStateRequest names a pool database and its new state.
+ *
+ * @generated from message tenantry.platform.v1.SetPoolDatabaseStateRequest
+ */
+export declare type SetPoolDatabaseStateRequest = Message<"tenantry.platform.v1.SetPoolDatabaseStateRequest"> & {
+  /**
+   * The cluster the pool database is on.
+   *
+   * @generated from field: string cluster = 1;
+   */
+  cluster: string;
+
+  /**
+   * The pool database.
+   *
+   * @generated from field: string pool_database = 2;
+   */
+  poolDatabase: string;
+
+  /**
+   * Its new state.
+   *
+   * @generated from field: tenantry.platform.v1.PoolDatabaseState state = 3;
+   */
+  state: PoolDatabaseState;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.SetPoolDatabaseStateRequest.
+ * Use `create(SetPoolDatabaseStateRequestSchema)` to create a new message.
+ */
+export declare const SetPoolDatabaseStateRequestSchema: GenMessage<SetPoolDatabaseStateRequest>;
+
+/**
+ * SetPoolDatabaseStateResponse is the pool database as changed.
+ *
+ * @generated from message tenantry.platform.v1.SetPoolDatabaseStateResponse
+ */
+export declare type SetPoolDatabaseStateResponse = Message<"tenantry.platform.v1.SetPoolDatabaseStateResponse"> & {
+  /**
+   * The pool database, in its new state.
+   *
+   * @generated from field: tenantry.platform.v1.PoolDatabase pool_database = 1;
+   */
+  poolDatabase?: PoolDatabase | undefined;
+};
+
+/**
+ * Describes the message tenantry.platform.v1.SetPoolDatabaseStateResponse.
+ * Use `create(SetPoolDatabaseStateResponseSchema)` to create a new message.
+ */
+export declare const SetPoolDatabaseStateResponseSchema: GenMessage<SetPoolDatabaseStateResponse>;
+
+/**
  * Cluster is a PostgreSQL server holding tenant databases. The admin
  * credential is stored encrypted and never returned.
  *
@@ -264,6 +400,40 @@ export declare type ListClustersResponse = Message<"tenantry.platform.v1.ListClu
 export declare const ListClustersResponseSchema: GenMessage<ListClustersResponse>;
 
 /**
+ * PoolDatabaseState says whether a pool database takes new pooled tenants.
+ *
+ * @generated from enum tenantry.platform.v1.PoolDatabaseState
+ */
+export enum PoolDatabaseState {
+  /**
+   * Not set; never returned.
+   *
+   * @generated from enum value: POOL_DATABASE_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Takes new pooled tenants while it holds fewer than
+   * TENANTRY_POOL_MAX_TENANTS.
+   *
+   * @generated from enum value: POOL_DATABASE_STATE_READY = 1;
+   */
+  READY = 1,
+
+  /**
+   * Keeps serving its tenants; takes no new ones.
+   *
+   * @generated from enum value: POOL_DATABASE_STATE_DRAINING = 2;
+   */
+  DRAINING = 2,
+}
+
+/**
+ * Describes the enum tenantry.platform.v1.PoolDatabaseState.
+ */
+export declare const PoolDatabaseStateSchema: GenEnum<PoolDatabaseState>;
+
+/**
  * ClusterState says whether a cluster takes new tenants.
  *
  * @generated from enum tenantry.platform.v1.ClusterState
@@ -329,6 +499,38 @@ export declare const ClusterService: GenService<{
     methodKind: "unary";
     input: typeof ListClustersRequestSchema;
     output: typeof ListClustersResponseSchema;
+  },
+  /**
+   * ListPoolDatabases returns the pool databases of a cluster (each holds
+   * the schemas of many pooled tenants), ordered by name, with their
+   * states and tenant counts.
+   * Errors: NOT_FOUND for an unknown cluster.
+   *
+   * @generated from rpc tenantry.platform.v1.ClusterService.ListPoolDatabases
+   */
+  listPoolDatabases: {
+    methodKind: "unary";
+    input: typeof ListPoolDatabasesRequestSchema;
+    output: typeof ListPoolDatabasesResponseSchema;
+  },
+  /**
+   * SetPoolDatabaseState says whether a pool database takes new pooled
+   * tenants. DRAINING: it serves its tenants but takes no more, neither
+   * provisioned nor moved in (a MoveTenant naming it is refused), so that
+   * moving its tenants to other pool databases (MoveTenant with
+   * target_pool_database) empties it; provisioning makes a new pool
+   * database when no ready one has room. READY: it takes tenants again
+   * while it has room. Once the call answers, no new choice takes a
+   * draining pool database.
+   * Errors: INVALID_ARGUMENT for an unspecified or unknown state;
+   * NOT_FOUND for an unknown cluster or pool database.
+   *
+   * @generated from rpc tenantry.platform.v1.ClusterService.SetPoolDatabaseState
+   */
+  setPoolDatabaseState: {
+    methodKind: "unary";
+    input: typeof SetPoolDatabaseStateRequestSchema;
+    output: typeof SetPoolDatabaseStateResponseSchema;
   },
 }>;
 

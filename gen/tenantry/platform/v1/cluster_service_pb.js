@@ -10,48 +10,97 @@ import { file_tenantry_options_v1_access } from "../../options/v1/access_pb.js";
  * Describes the file tenantry/platform/v1/cluster_service.proto.
  */
 export const file_tenantry_platform_v1_cluster_service = /*@__PURE__*/
-  fileDesc("Cip0ZW5hbnRyeS9wbGF0Zm9ybS92MS9jbHVzdGVyX3NlcnZpY2UucHJvdG8SFHRlbmFudHJ5LnBsYXRmb3JtLnYxIukCCgdDbHVzdGVyEgwKBG5hbWUYASABKAkSDAoEaG9zdBgCIAEoCRIMCgRwb3J0GAMgASgNEhIKCmFkbWluX3VzZXIYBCABKAkSEAoIY2FwYWNpdHkYBSABKAUSDgoGcmVnaW9uGAYgASgJEjEKBXN0YXRlGAcgASgOMiIudGVuYW50cnkucGxhdGZvcm0udjEuQ2x1c3RlclN0YXRlEhQKDHRlbmFudF9jb3VudBgIIAEoBRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSb25saW5lX21vdmVfc291cmNlGAogASgIEhoKEm9ubGluZV9tb3ZlX3RhcmdldBgLIAEoCBIYChBvbmxpbmVfbW92ZV9ub3RlGAwgASgJEhUKDXBvb2xfY2FwYWNpdHkYDSABKAUSGwoTcG9vbGVkX3RlbmFudF9jb3VudBgOIAEoBSLaAQoWUmVnaXN0ZXJDbHVzdGVyUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGhvc3QYAiABKAkSDAoEcG9ydBgDIAEoDRISCgphZG1pbl91c2VyGAQgASgJEhYKDmFkbWluX3Bhc3N3b3JkGAUgASgJEhAKCGNhcGFjaXR5GAYgASgFEg4KBnJlZ2lvbhgHIAEoCRIxCgVzdGF0ZRgIIAEoDjIiLnRlbmFudHJ5LnBsYXRmb3JtLnYxLkNsdXN0ZXJTdGF0ZRIVCg1wb29sX2NhcGFjaXR5GAkgASgFIkkKF1JlZ2lzdGVyQ2x1c3RlclJlc3BvbnNlEi4KB2NsdXN0ZXIYASABKAsyHS50ZW5hbnRyeS5wbGF0Zm9ybS52MS5DbHVzdGVyIhUKE0xpc3RDbHVzdGVyc1JlcXVlc3QiRwoUTGlzdENsdXN0ZXJzUmVzcG9uc2USLwoIY2x1c3RlcnMYASADKAsyHS50ZW5hbnRyeS5wbGF0Zm9ybS52MS5DbHVzdGVyKmYKDENsdXN0ZXJTdGF0ZRIdChlDTFVTVEVSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXQ0xVU1RFUl9TVEFURV9BQ0NFUFRJTkcQARIaChZDTFVTVEVSX1NUQVRFX0RSQUlOSU5HEAIy/QEKDkNsdXN0ZXJTZXJ2aWNlEnkKD1JlZ2lzdGVyQ2x1c3RlchIsLnRlbmFudHJ5LnBsYXRmb3JtLnYxLlJlZ2lzdGVyQ2x1c3RlclJlcXVlc3QaLS50ZW5hbnRyeS5wbGF0Zm9ybS52MS5SZWdpc3RlckNsdXN0ZXJSZXNwb25zZSIJkAICyvMYAggDEnAKDExpc3RDbHVzdGVycxIpLnRlbmFudHJ5LnBsYXRmb3JtLnYxLkxpc3RDbHVzdGVyc1JlcXVlc3QaKi50ZW5hbnRyeS5wbGF0Zm9ybS52MS5MaXN0Q2x1c3RlcnNSZXNwb25zZSIJkAIByvMYAggDYgZwcm90bzM", [file_google_protobuf_timestamp, file_tenantry_options_v1_access]);
+  fileDesc("Cip0ZW5hbnRyeS9wbGF0Zm9ybS92MS9jbHVzdGVyX3NlcnZpY2UucHJvdG8SFHRlbmFudHJ5LnBsYXRmb3JtLnYxInsKDFBvb2xEYXRhYmFzZRIPCgdjbHVzdGVyGAEgASgJEgwKBG5hbWUYAiABKAkSNgoFc3RhdGUYAyABKA4yJy50ZW5hbnRyeS5wbGF0Zm9ybS52MS5Qb29sRGF0YWJhc2VTdGF0ZRIUCgx0ZW5hbnRfY291bnQYBCABKAUiKwoYTGlzdFBvb2xEYXRhYmFzZXNSZXF1ZXN0Eg8KB2NsdXN0ZXIYASABKAkiVwoZTGlzdFBvb2xEYXRhYmFzZXNSZXNwb25zZRI6Cg5wb29sX2RhdGFiYXNlcxgBIAMoCzIiLnRlbmFudHJ5LnBsYXRmb3JtLnYxLlBvb2xEYXRhYmFzZSJ9ChtTZXRQb29sRGF0YWJhc2VTdGF0ZVJlcXVlc3QSDwoHY2x1c3RlchgBIAEoCRIVCg1wb29sX2RhdGFiYXNlGAIgASgJEjYKBXN0YXRlGAMgASgOMicudGVuYW50cnkucGxhdGZvcm0udjEuUG9vbERhdGFiYXNlU3RhdGUiWQocU2V0UG9vbERhdGFiYXNlU3RhdGVSZXNwb25zZRI5Cg1wb29sX2RhdGFiYXNlGAEgASgLMiIudGVuYW50cnkucGxhdGZvcm0udjEuUG9vbERhdGFiYXNlIukCCgdDbHVzdGVyEgwKBG5hbWUYASABKAkSDAoEaG9zdBgCIAEoCRIMCgRwb3J0GAMgASgNEhIKCmFkbWluX3VzZXIYBCABKAkSEAoIY2FwYWNpdHkYBSABKAUSDgoGcmVnaW9uGAYgASgJEjEKBXN0YXRlGAcgASgOMiIudGVuYW50cnkucGxhdGZvcm0udjEuQ2x1c3RlclN0YXRlEhQKDHRlbmFudF9jb3VudBgIIAEoBRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSb25saW5lX21vdmVfc291cmNlGAogASgIEhoKEm9ubGluZV9tb3ZlX3RhcmdldBgLIAEoCBIYChBvbmxpbmVfbW92ZV9ub3RlGAwgASgJEhUKDXBvb2xfY2FwYWNpdHkYDSABKAUSGwoTcG9vbGVkX3RlbmFudF9jb3VudBgOIAEoBSLaAQoWUmVnaXN0ZXJDbHVzdGVyUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBGhvc3QYAiABKAkSDAoEcG9ydBgDIAEoDRISCgphZG1pbl91c2VyGAQgASgJEhYKDmFkbWluX3Bhc3N3b3JkGAUgASgJEhAKCGNhcGFjaXR5GAYgASgFEg4KBnJlZ2lvbhgHIAEoCRIxCgVzdGF0ZRgIIAEoDjIiLnRlbmFudHJ5LnBsYXRmb3JtLnYxLkNsdXN0ZXJTdGF0ZRIVCg1wb29sX2NhcGFjaXR5GAkgASgFIkkKF1JlZ2lzdGVyQ2x1c3RlclJlc3BvbnNlEi4KB2NsdXN0ZXIYASABKAsyHS50ZW5hbnRyeS5wbGF0Zm9ybS52MS5DbHVzdGVyIhUKE0xpc3RDbHVzdGVyc1JlcXVlc3QiRwoUTGlzdENsdXN0ZXJzUmVzcG9uc2USLwoIY2x1c3RlcnMYASADKAsyHS50ZW5hbnRyeS5wbGF0Zm9ybS52MS5DbHVzdGVyKnkKEVBvb2xEYXRhYmFzZVN0YXRlEiMKH1BPT0xfREFUQUJBU0VfU1RBVEVfVU5TUEVDSUZJRUQQABIdChlQT09MX0RBVEFCQVNFX1NUQVRFX1JFQURZEAESIAocUE9PTF9EQVRBQkFTRV9TVEFURV9EUkFJTklORxACKmYKDENsdXN0ZXJTdGF0ZRIdChlDTFVTVEVSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXQ0xVU1RFUl9TVEFURV9BQ0NFUFRJTkcQARIaChZDTFVTVEVSX1NUQVRFX0RSQUlOSU5HEAIyiQQKDkNsdXN0ZXJTZXJ2aWNlEnkKD1JlZ2lzdGVyQ2x1c3RlchIsLnRlbmFudHJ5LnBsYXRmb3JtLnYxLlJlZ2lzdGVyQ2x1c3RlclJlcXVlc3QaLS50ZW5hbnRyeS5wbGF0Zm9ybS52MS5SZWdpc3RlckNsdXN0ZXJSZXNwb25zZSIJkAICyvMYAggDEnAKDExpc3RDbHVzdGVycxIpLnRlbmFudHJ5LnBsYXRmb3JtLnYxLkxpc3RDbHVzdGVyc1JlcXVlc3QaKi50ZW5hbnRyeS5wbGF0Zm9ybS52MS5MaXN0Q2x1c3RlcnNSZXNwb25zZSIJkAIByvMYAggDEn8KEUxpc3RQb29sRGF0YWJhc2VzEi4udGVuYW50cnkucGxhdGZvcm0udjEuTGlzdFBvb2xEYXRhYmFzZXNSZXF1ZXN0Gi8udGVuYW50cnkucGxhdGZvcm0udjEuTGlzdFBvb2xEYXRhYmFzZXNSZXNwb25zZSIJkAIByvMYAggDEogBChRTZXRQb29sRGF0YWJhc2VTdGF0ZRIxLnRlbmFudHJ5LnBsYXRmb3JtLnYxLlNldFBvb2xEYXRhYmFzZVN0YXRlUmVxdWVzdBoyLnRlbmFudHJ5LnBsYXRmb3JtLnYxLlNldFBvb2xEYXRhYmFzZVN0YXRlUmVzcG9uc2UiCZACAsrzGAIIA2IGcHJvdG8z", [file_google_protobuf_timestamp, file_tenantry_options_v1_access]);
+
+/**
+ * Describes the message tenantry.platform.v1.PoolDatabase.
+ * Use `create(PoolDatabaseSchema)` to create a new message.
+ */
+export const PoolDatabaseSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_platform_v1_cluster_service, 0);
+
+/**
+ * Describes the message tenantry.platform.v1.ListPoolDatabasesRequest.
+ * Use `create(ListPoolDatabasesRequestSchema)` to create a new message.
+ */
+export const ListPoolDatabasesRequestSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_platform_v1_cluster_service, 1);
+
+/**
+ * Describes the message tenantry.platform.v1.ListPoolDatabasesResponse.
+ * Use `create(ListPoolDatabasesResponseSchema)` to create a new message.
+ */
+export const ListPoolDatabasesResponseSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_platform_v1_cluster_service, 2);
+
+/**
+ * Describes the message tenantry.platform.v1.SetPoolDatabaseStateRequest.
+ * Use `create(SetPoolDatabaseStateRequestSchema)` to create a new message.
+ */
+export const SetPoolDatabaseStateRequestSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_platform_v1_cluster_service, 3);
+
+/**
+ * Describes the message tenantry.platform.v1.SetPoolDatabaseStateResponse.
+ * Use `create(SetPoolDatabaseStateResponseSchema)` to create a new message.
+ */
+export const SetPoolDatabaseStateResponseSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_platform_v1_cluster_service, 4);
 
 /**
  * Describes the message tenantry.platform.v1.Cluster.
  * Use `create(ClusterSchema)` to create a new message.
  */
 export const ClusterSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_platform_v1_cluster_service, 0);
+  messageDesc(file_tenantry_platform_v1_cluster_service, 5);
 
 /**
  * Describes the message tenantry.platform.v1.RegisterClusterRequest.
  * Use `create(RegisterClusterRequestSchema)` to create a new message.
  */
 export const RegisterClusterRequestSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_platform_v1_cluster_service, 1);
+  messageDesc(file_tenantry_platform_v1_cluster_service, 6);
 
 /**
  * Describes the message tenantry.platform.v1.RegisterClusterResponse.
  * Use `create(RegisterClusterResponseSchema)` to create a new message.
  */
 export const RegisterClusterResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_platform_v1_cluster_service, 2);
+  messageDesc(file_tenantry_platform_v1_cluster_service, 7);
 
 /**
  * Describes the message tenantry.platform.v1.ListClustersRequest.
  * Use `create(ListClustersRequestSchema)` to create a new message.
  */
 export const ListClustersRequestSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_platform_v1_cluster_service, 3);
+  messageDesc(file_tenantry_platform_v1_cluster_service, 8);
 
 /**
  * Describes the message tenantry.platform.v1.ListClustersResponse.
  * Use `create(ListClustersResponseSchema)` to create a new message.
  */
 export const ListClustersResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_platform_v1_cluster_service, 4);
+  messageDesc(file_tenantry_platform_v1_cluster_service, 9);
+
+/**
+ * Describes the enum tenantry.platform.v1.PoolDatabaseState.
+ */
+export const PoolDatabaseStateSchema = /*@__PURE__*/
+  enumDesc(file_tenantry_platform_v1_cluster_service, 0);
+
+/**
+ * PoolDatabaseState says whether a pool database takes new pooled tenants.
+ *
+ * @generated from enum tenantry.platform.v1.PoolDatabaseState
+ */
+export const PoolDatabaseState = /*@__PURE__*/
+  tsEnum(PoolDatabaseStateSchema);
 
 /**
  * Describes the enum tenantry.platform.v1.ClusterState.
  */
 export const ClusterStateSchema = /*@__PURE__*/
-  enumDesc(file_tenantry_platform_v1_cluster_service, 0);
+  enumDesc(file_tenantry_platform_v1_cluster_service, 1);
 
 /**
  * ClusterState says whether a cluster takes new tenants.

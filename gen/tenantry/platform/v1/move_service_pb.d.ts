@@ -55,11 +55,27 @@ export declare type MoveTenantRequest = Message<"tenantry.platform.v1.MoveTenant
    * another); PLACEMENT_POOLED for a dedicated tenant gives it schemas in a
    * pool database of the target cluster (always a copy under freeze: the
    * schemas' names differ on the two sides). Unspecified for a pooled
-   * tenant moves it online into a pool database of another cluster.
+   * tenant moves it online into a pool database of another cluster, or
+   * of its own when target_pool_database names one.
    *
    * @generated from field: tenantry.platform.v1.Placement target_placement = 5;
    */
   targetPlacement: Placement;
+
+  /**
+   * The pool database of target_cluster the tenant goes into, when it is
+   * pooled there (as GetTenant shows a pooled tenant's database); empty
+   * lets Platform choose one as provisioning does. Naming one is how a
+   * pooled tenant moves to another pool database of its own cluster (to
+   * rebalance pool databases, or to empty one), online as to another
+   * cluster's. INVALID_ARGUMENT when the tenant is dedicated once moved or
+   * is in that pool database already; NOT_FOUND when target_cluster has no
+   * pool database by that name; FAILED_PRECONDITION when it is draining;
+   * RESOURCE_EXHAUSTED when it holds TENANTRY_POOL_MAX_TENANTS tenants.
+   *
+   * @generated from field: string target_pool_database = 6;
+   */
+  targetPoolDatabase: string;
 };
 
 /**
@@ -447,9 +463,12 @@ export declare const DrainEventSchema: GenEnum<DrainEvent>;
  * dropped once the route has switched. A pooled tenant moved to another
  * cluster keeping its placement goes the same way, online, into a pool
  * database there (chosen as provisioning chooses one), under the same
- * schema prefix; to another pool database of its own cluster it is refused
- * (FAILED_PRECONDITION: nothing to gain). A tenant with a database of its own
- * goes into a pool database (target_placement PLACEMENT_POOLED) under
+ * schema prefix; to another pool database of its own cluster likewise,
+ * when the request names it (target_pool_database: unnamed, such a move is
+ * refused). Pooled tenants move online only: under freeze their pool
+ * database could not refuse their writes alone (its sessions are its
+ * login's, shared with their neighbours). A tenant with a database of its
+ * own goes into a pool database (target_placement PLACEMENT_POOLED) under
  * freeze only: its tables and sequences are copied from its read-only
  * database into its schemas there (prefixed: the names differ on the two
  * sides, so logical replication cannot carry them), without a backup.
@@ -476,15 +495,19 @@ export declare const MoveService: GenService<{
    * answers once it is served from there (the move SUCCEEDED) or the move
    * has failed and been rolled back (the error).
    * Errors: INVALID_ARGUMENT for a malformed field or the tenant's own
-   * cluster as target; NOT_FOUND for an unknown tenant or target cluster;
+   * cluster as target (but for a pooled tenant going to another pool
+   * database there, named: see target_pool_database); NOT_FOUND for an
+   * unknown tenant, target cluster or target pool database;
    * FAILED_PRECONDITION when the tenant is not ACTIVE (suspended,
    * offboarding, being provisioned), a move or in-place restore of it is
-   * under way, the target is draining or is the tenant's own server
-   * registered under another name, or MOVE_MODE_ONLINE was asked for where
+   * under way, the target (or the pool database named) is draining or is
+   * the tenant's own server registered under another name, a pooled
+   * tenant is asked to move under freeze, or MOVE_MODE_ONLINE was asked for where
    * it is not possible (the message says why), or when the move failed and
    * was rolled back (the message says why: the sides differed at the
    * cutover, a schema migration ran meanwhile, ...); RESOURCE_EXHAUSTED
-   * when the target is full; UNAVAILABLE when a cluster or service cannot
+   * when the target is full (its capacity for a dedicated tenant, its
+   * pool_capacity for a pooled one); UNAVAILABLE when a cluster or service cannot
    * be reached (the move goes on or rolls back by itself; see GetMove).
    *
    * @generated from rpc tenantry.platform.v1.MoveService.MoveTenant
@@ -547,7 +570,9 @@ export declare const MoveService: GenService<{
    * at the end, after DRAIN_EVENT_FINISHED, when some tenants were not
    * moved (the message says how many failed and how many were left);
    * RESOURCE_EXHAUSTED, nothing changed, when the clusters that accept
-   * tenants have too little room for the tenants to move.
+   * tenants have too little room for the tenants to move (dedicated
+   * tenants count against their capacity, pooled ones against their
+   * pool_capacity; the message says which lacks room).
    *
    * @generated from rpc tenantry.platform.v1.MoveService.DrainCluster
    */
