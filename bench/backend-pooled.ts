@@ -7,6 +7,7 @@
 // it out). On SIGUSR2 it collects garbage (node --expose-gc) and prints its
 // memory as one JSON line, then, with BENCH_HEAP_SNAPSHOTS=<folder>, writes
 // a heap snapshot there. Never deploy.
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { getHeapSpaceStatistics, getHeapStatistics, writeHeapSnapshot } from "node:v8";
 import { runMain } from "../services/mesh/run-main.ts";
@@ -21,7 +22,10 @@ process.on("SIGUSR2", () => {
   const heap = getHeapStatistics();
   // What each space of the heap holds and what it keeps of the system's memory (the young generation's may be most of the difference).
   const spaces = Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, { used: s.space_used_size, physical: s.physical_space_size }]));
-  process.stdout.write(`${JSON.stringify({ memory: { ...process.memoryUsage(), mallocedMemory: heap.malloced_memory, heapCommitted: heap.total_physical_size, spaces } })}\n`);
+  // Resident memory by kind (Linux): anonymous (heap, malloc, stacks) and file-backed (the node binary's pages, touched as code runs).
+  const status = existsSync("/proc/self/status") ? readFileSync("/proc/self/status", "utf8") : "";
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
+  process.stdout.write(`${JSON.stringify({ memory: { ...process.memoryUsage(), mallocedMemory: heap.malloced_memory, heapCommitted: heap.total_physical_size, spaces, rssAnon: kb("RssAnon"), rssFile: kb("RssFile") } })}\n`);
   if (process.env.BENCH_HEAP_SNAPSHOTS !== undefined) {
     writeHeapSnapshot(path.join(process.env.BENCH_HEAP_SNAPSHOTS, `backend-${process.pid}-${++snapshots}.heapsnapshot`));
   }

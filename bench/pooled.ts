@@ -102,7 +102,7 @@ function zipfOrder(n: number, s: number, length: number, seed: number): Uint32Ar
 }
 
 /** What Backend says of its memory on SIGUSR2 (bench/backend-pooled.ts). */
-type BackendMemory = NodeJS.MemoryUsage & { heapCommitted: number; mallocedMemory: number; spaces: Record<string, { used: number; physical: number }> };
+type BackendMemory = NodeJS.MemoryUsage & { heapCommitted: number; mallocedMemory: number; spaces: Record<string, { used: number; physical: number }>; rssAnon: number; rssFile: number };
 
 /** Ends the run early (--provisioning-only, --memory-only), through the same cleanup as any other end. */
 class EndedEarly extends Error {}
@@ -270,11 +270,11 @@ try {
   const jsPerTenant = (memoryAfter.heapUsed + memoryAfter.external - memoryBefore.heapUsed - memoryBefore.external) / 1024 / known;
   const rssPerTenant = (memoryAfter.rss - memoryBefore.rss) / 1024 / known;
   const memoryTable = table(
-    ["", "RSS MB", "heap used MB", "external MB", "heap resident MB", "of it young MB", "malloc MB"],
+    ["", "RSS MB", "of it anonymous MB", "heap used MB", "external MB", "heap resident MB", "of it young MB", "malloc (V8) MB"],
     [
       [`knowing ${fewTenants} tenants`, memoryBefore] as const,
       [`knowing ${tenantCount} tenants`, memoryAfter] as const,
-    ].map(([name, m]) => [name, ...[m.rss, m.heapUsed, m.external, m.heapCommitted, m.spaces.new_space?.physical ?? 0, m.mallocedMemory].map((b) => (b / 2 ** 20).toFixed(1))]),
+    ].map(([name, m]) => [name, ...[m.rss, m.rssAnon, m.heapUsed, m.external, m.heapCommitted, m.spaces.new_space?.physical ?? 0, m.mallocedMemory].map((b) => (b / 2 ** 20).toFixed(1))]),
   );
   const memoryGoals = [
     { measure: "JavaScript memory (heap and external) per known idle tenant, KB", figure: jsPerTenant, shown: jsPerTenant.toFixed(2), atMost: 10, goal: "≤ 10" },
