@@ -7,7 +7,8 @@
 //   memory: Backend (bench/backend-pooled.ts: real routes, tokens verified
 //     against a key set made per tenant) creates one entry for each tenant,
 //     and its memory after garbage collection, its connections closed as
-//     idle, is compared with the same process when it knew 10 tenants;
+//     idle, is compared with the same process when it knew 10 tenants,
+//     after as many calls over those 10;
 //   GetEntry: Zipf(1.1) traffic over all the tenants' entries against the
 //     same load over 10 tenants, rounds interleaved, BENCH_CONCURRENCY
 //     (default 32) callers, Backend within TENANTRY_DB_MAX_CONNECTIONS of
@@ -17,7 +18,11 @@
 //     tenant by FleetService.MigrateTenants, BENCH_FLEET_CONCURRENCY
 //     (default 0: Platform's own choice) tenants at once per group.
 // --provisioning-only stops after provisioning (its figures only);
-// --skip-get-entry leaves out the GetEntry series (while developing).
+// --skip-get-entry leaves out the GetEntry series (while developing);
+// --memory-only runs provisioning and memory only (no disk, GetEntry nor
+// fleet figures). BENCH_HEAP_SNAPSHOTS=<folder> has Backend write a heap
+// snapshot there after each memory read (for finding what it keeps per
+// tenant; the RSS figures of such a run do not count).
 // BENCH_SECONDS (default 12) of GetEntry per series, in BENCH_ROUNDS
 // (default 6); BENCH_EPHEMERAL=1 runs PostgreSQL without fsync.
 import { createClient } from "@connectrpc/connect";
@@ -35,7 +40,8 @@ import { cpuSeconds, startCpuMeter } from "./cpu-meter.ts";
 import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-load.ts";
 import { goalTable, table } from "./report.ts";
 
-const { values: flags } = parseArgs({ options: { "provisioning-only": { type: "boolean", default: false }, "skip-get-entry": { type: "boolean", default: false } } });
+const { values: flags } = parseArgs({ options: { "provisioning-only": { type: "boolean", default: false }, "skip-get-entry": { type: "boolean", default: false }, "memory-only": { type: "boolean", default: false } } });
+const heapSnapshots = process.env.BENCH_HEAP_SNAPSHOTS;
 const tenantCount = Number(process.env.BENCH_POOLED_TENANTS ?? 10_000);
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
 const seconds = Number(process.env.BENCH_SECONDS ?? 12);
@@ -96,8 +102,11 @@ function zipfOrder(n: number, s: number, length: number, seed: number): Uint32Ar
   return order;
 }
 
-/** Ends the run after provisioning (--provisioning-only), through the same cleanup as any other end. */
-class ProvisioningOnly extends Error {}
+/** What Backend says of its memory on SIGUSR2 (bench/backend-pooled.ts). */
+type BackendMemory = NodeJS.MemoryUsage & { heapCommitted: number; mallocedMemory: number; spaces: Record<string, { used: number; physical: number }>; rssAnon: number; rssFile: number };
+
+/** Ends the run early (--provisioning-only, --memory-only), through the same cleanup as any other end. */
+class EndedEarly extends Error {}
 
 const bench = await startBenchProcesses({ ephemeral });
 try {
@@ -147,49 +156,53 @@ try {
   if (flags["provisioning-only"]) {
     transport.close();
     await admin.end();
-    throw new ProvisioningOnly();
+    throw new EndedEarly();
   }
 
-  // Disk.
-  const pools = (await admin.query<{ name: string; size: string }>("select datname as name, pg_database_size(datname) as size from pg_database where datname like '%\\_pool\\_%' order by oid")).rows;
-  await admin.query("create database bench_empty_pool");
-  const emptySize = Number((await one<{ size: string }>("select pg_database_size('bench_empty_pool') as size")).size);
-  const globalAfter = Number((await one<{ size: string }>("select pg_tablespace_size('pg_global') as size")).size);
-  const poolBytes = pools.reduce((n, p) => n + Number(p.size) - emptySize, 0);
-  const diskPerTenant = (poolBytes + globalAfter - globalBefore) / tenantCount;
-  // Where it went, in the first pool database: the tenants' relations, the catalogs' growth.
-  const first = new pg.Client({ connectionString: bench.database.urlFor(pools[0]!.name) });
-  await first.connect();
-  const empty = new pg.Client({ connectionString: bench.database.urlFor("bench_empty_pool") });
-  await empty.connect();
-  const tenantsInFirst = Number((await first.query<{ n: string }>("select count(*) as n from pg_namespace where nspname like 't\\_%\\_backend'")).rows[0]!.n);
-  const relations = (
-    await first.query<{ kind: string; n: string; bytes: string }>(
-      `select case when c.relkind = 'i' and n.nspname = 'pg_toast' then 'toast index' when c.relkind = 'i' then 'index' when c.relkind = 't' then 'toast table' when c.relkind = 'S' then 'sequence' else 'table' end as kind,
-         count(*) as n, sum(pg_relation_size(c.oid)) as bytes
-       from pg_class c join pg_namespace n on n.oid = c.relnamespace
-       where c.relowner in (select oid from pg_roles where rolname like 'tenant\\_%') and c.relkind in ('r', 'i', 't', 'S', 'm')
-       group by 1 order by 3 desc`,
-    )
-  ).rows;
-  const catalogSizes = async (client: pg.Client) =>
-    new Map(
-      (
-        await client.query<{ name: string; bytes: string }>(
-          "select c.relname as name, pg_total_relation_size(c.oid) as bytes from pg_class c where c.relnamespace = 'pg_catalog'::regnamespace and c.relkind = 'r' and not c.relisshared",
-        )
-      ).rows.map((r) => [r.name, Number(r.bytes)]),
-    );
-  const [catalogsFull, catalogsEmpty] = [await catalogSizes(first), await catalogSizes(empty)];
-  const catalogGrowth = [...catalogsFull].map(([name, bytes]) => ({ name, bytes: bytes - (catalogsEmpty.get(name) ?? 0) })).sort((a, b) => b.bytes - a.bytes);
-  const firstSize = Number(pools[0]!.size) - emptySize;
-  await first.end();
-  await empty.end();
-  await admin.query("drop database bench_empty_pool");
+  // Disk (not with --memory-only).
   const kb = (bytes: number) => (bytes / 1024).toFixed(1);
-  const perFirst = (bytes: number) => kb(bytes / tenantsInFirst);
-  const relationBytes = relations.reduce((n, r) => n + Number(r.bytes), 0);
-  const catalogBytes = catalogGrowth.reduce((n, c) => n + c.bytes, 0);
+  const measureDisk = async () => {
+    const pools = (await admin.query<{ name: string; size: string }>("select datname as name, pg_database_size(datname) as size from pg_database where datname like '%\\_pool\\_%' order by oid")).rows;
+    await admin.query("create database bench_empty_pool");
+    const emptySize = Number((await one<{ size: string }>("select pg_database_size('bench_empty_pool') as size")).size);
+    const globalAfter = Number((await one<{ size: string }>("select pg_tablespace_size('pg_global') as size")).size);
+    const poolBytes = pools.reduce((n, p) => n + Number(p.size) - emptySize, 0);
+    const diskPerTenant = (poolBytes + globalAfter - globalBefore) / tenantCount;
+    // Where it went, in the first pool database: the tenants' relations, the catalogs' growth.
+    const first = new pg.Client({ connectionString: bench.database.urlFor(pools[0]!.name) });
+    await first.connect();
+    const empty = new pg.Client({ connectionString: bench.database.urlFor("bench_empty_pool") });
+    await empty.connect();
+    const tenantsInFirst = Number((await first.query<{ n: string }>("select count(*) as n from pg_namespace where nspname like 't\\_%\\_backend'")).rows[0]!.n);
+    const relations = (
+      await first.query<{ kind: string; n: string; bytes: string }>(
+        `select case when c.relkind = 'i' and n.nspname = 'pg_toast' then 'toast index' when c.relkind = 'i' then 'index' when c.relkind = 't' then 'toast table' when c.relkind = 'S' then 'sequence' else 'table' end as kind,
+           count(*) as n, sum(pg_relation_size(c.oid)) as bytes
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where c.relowner in (select oid from pg_roles where rolname like 'tenant\\_%') and c.relkind in ('r', 'i', 't', 'S', 'm')
+         group by 1 order by 3 desc`,
+      )
+    ).rows;
+    const catalogSizes = async (client: pg.Client) =>
+      new Map(
+        (
+          await client.query<{ name: string; bytes: string }>(
+            "select c.relname as name, pg_total_relation_size(c.oid) as bytes from pg_class c where c.relnamespace = 'pg_catalog'::regnamespace and c.relkind = 'r' and not c.relisshared",
+          )
+        ).rows.map((r) => [r.name, Number(r.bytes)]),
+      );
+    const [catalogsFull, catalogsEmpty] = [await catalogSizes(first), await catalogSizes(empty)];
+    const catalogGrowth = [...catalogsFull].map(([name, bytes]) => ({ name, bytes: bytes - (catalogsEmpty.get(name) ?? 0) })).sort((a, b) => b.bytes - a.bytes);
+    const firstSize = Number(pools[0]!.size) - emptySize;
+    await first.end();
+    await empty.end();
+    await admin.query("drop database bench_empty_pool");
+    const perFirst = (bytes: number) => kb(bytes / tenantsInFirst);
+    const relationBytes = relations.reduce((n, r) => n + Number(r.bytes), 0);
+    const catalogBytes = catalogGrowth.reduce((n, c) => n + c.bytes, 0);
+    return { pools, emptySize, globalAfter, poolBytes, diskPerTenant, tenantsInFirst, relations, catalogGrowth, firstSize, perFirst, relationBytes, catalogBytes };
+  };
+  const disk = flags["memory-only"] ? undefined : await measureDisk();
 
   // Memory, and one entry for each tenant.
   const token = (tenantId: string) =>
@@ -202,16 +215,16 @@ try {
       .sign(privateKey);
   mesh.backend.kill("SIGTERM");
   await once(mesh.backend, "exit");
-  let backend = await mesh.startBackend(backendFile, { env: backendEnv(idleTimeoutMs), args: ["--expose-gc"] });
+  let backend = await mesh.startBackend(backendFile, { env: { ...backendEnv(idleTimeoutMs), ...(heapSnapshots === undefined ? {} : { BENCH_HEAP_SNAPSHOTS: heapSnapshots }) }, args: ["--expose-gc"] });
   const backendTransport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.backend}` });
   const entries = createClient(EntryService, backendTransport);
   const memory = async () => {
-    const line = new Promise<NodeJS.MemoryUsage>((resolve) => {
+    const line = new Promise<BackendMemory>((resolve) => {
       const read = (chunk: Buffer) => {
         const found = /\{"memory":.*\}/.exec(chunk.toString());
         if (found !== null) {
           backend.stdout!.off("data", read);
-          resolve((JSON.parse(found[0]) as { memory: NodeJS.MemoryUsage }).memory);
+          resolve((JSON.parse(found[0]) as { memory: BackendMemory }).memory);
         }
       };
       backend.stdout!.on("data", read);
@@ -248,8 +261,38 @@ try {
       }),
     );
   };
-  process.stdout.write(`one entry for each of ${fewTenants} tenants…\n`);
+  /**
+   * As many CreateEntry calls as the many tenants will make, over the few
+   * with their tokens, so that the memory the process keeps for its load
+   * alone (code compiled and optimized, pages of the node binary touched,
+   * what its allocators keep for reuse) is there in both reads, and their
+   * difference is what knowing more tenants costs.
+   */
+  const warmUp = async (calls: number) => {
+    let done = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (done < calls) {
+          const target = targets[done++ % fewTenants];
+          if (target === undefined) {
+            continue;
+          }
+          const { tenantId, token: jwt } = target;
+          try {
+            await entries.createEntry({ title: `more of ${tenantId}`, body: "x".repeat(200), tags: ["bench", "entry"] }, { headers: { "x-tenant-id": tenantId, authorization: `Bearer ${jwt}` } });
+          } catch (error) {
+            if (writeErrors++ === 0) {
+              process.stderr.write(`first CreateEntry failure: ${String(error)}\n`);
+            }
+          }
+        }
+      }),
+    );
+  };
+  process.stdout.write(`one entry for each of ${fewTenants} tenants, then ${tenantCount - fewTenants} more over them…\n`);
   await createEntries(0, fewTenants);
+  const memoryCold = await settledMemory();
+  await warmUp(tenantCount - fewTenants);
   const memoryBefore = await settledMemory();
   process.stdout.write(`one entry for each of ${tenantCount - fewTenants} more…\n`);
   await createEntries(fewTenants, tenantCount);
@@ -257,6 +300,31 @@ try {
   const known = tenantCount - fewTenants;
   const jsPerTenant = (memoryAfter.heapUsed + memoryAfter.external - memoryBefore.heapUsed - memoryBefore.external) / 1024 / known;
   const rssPerTenant = (memoryAfter.rss - memoryBefore.rss) / 1024 / known;
+  // Against the process before the warm-up: what knowing more tenants and the load of their calls cost together.
+  const rssPerTenantCold = (memoryAfter.rss - memoryCold.rss) / 1024 / known;
+  const jsPerTenantCold = (memoryAfter.heapUsed + memoryAfter.external - memoryCold.heapUsed - memoryCold.external) / 1024 / known;
+  const memoryTable = table(
+    ["", "RSS MB", "of it anonymous MB", "heap used MB", "external MB", "heap resident MB", "of it young MB", "malloc (V8) MB"],
+    [
+      [`knowing ${fewTenants} tenants, after ${fewTenants} calls`, memoryCold] as const,
+      [`knowing ${fewTenants} tenants, after ${tenantCount} calls`, memoryBefore] as const,
+      [`knowing ${tenantCount} tenants`, memoryAfter] as const,
+    ].map(([name, m]) => [name, ...[m.rss, m.rssAnon, m.heapUsed, m.external, m.heapCommitted, m.spaces.new_space?.physical ?? 0, m.mallocedMemory].map((b) => (b / 2 ** 20).toFixed(1))]),
+  );
+  const memoryGoals = [
+    { measure: "JavaScript memory (heap and external) per known idle tenant, KB", figure: jsPerTenant, shown: jsPerTenant.toFixed(2), atMost: 10, goal: "≤ 10" },
+    { measure: "resident memory (RSS) per known idle tenant, KB", figure: rssPerTenant, shown: rssPerTenant.toFixed(2), atMost: 10, goal: "≤ 10" },
+  ];
+  const memoryTitle = `Backend knowing ${tenantCount} pooled tenants (one CreateEntry each, tokens verified, ${maxConnections} connections, closed as idle), memory after garbage collection; per tenant against the process knowing ${fewTenants} after as many calls (against it after ${fewTenants} calls: JavaScript ${jsPerTenantCold.toFixed(2)} KB, RSS ${rssPerTenantCold.toFixed(2)} KB)`;
+  if (flags["memory-only"]) {
+    transport.close();
+    backendTransport.close();
+    await admin.end();
+    const errors = { measure: "CreateEntry errors", figure: writeErrors, shown: String(writeErrors), atMost: 0, goal: "0" };
+    process.stdout.write(`\n${memoryTitle}\n${memoryTable}\n\nGoal: pooled placement at scale, memory\n${goalTable([...memoryGoals, errors])}\n`);
+    throw new EndedEarly();
+  }
+  const { pools, emptySize, globalAfter, poolBytes, diskPerTenant, tenantsInFirst, relations, catalogGrowth, firstSize, perFirst, relationBytes, catalogBytes } = disk!;
 
   // GetEntry, Zipf(1.1) over all tenants and over 10.
   backend.kill("SIGTERM");
@@ -347,14 +415,8 @@ ${table(
   ],
 )}
 
-Backend knowing ${tenantCount} pooled tenants (one CreateEntry each, tokens verified, ${maxConnections} connections, closed as idle), memory after garbage collection
-${table(
-  ["", "RSS MB", "heap used MB", "external MB"],
-  [
-    [`knowing ${fewTenants} tenants`, ...[memoryBefore.rss, memoryBefore.heapUsed, memoryBefore.external].map((b) => (b / 2 ** 20).toFixed(1))],
-    [`knowing ${tenantCount} tenants`, ...[memoryAfter.rss, memoryAfter.heapUsed, memoryAfter.external].map((b) => (b / 2 ** 20).toFixed(1))],
-  ],
-)}
+${memoryTitle}
+${memoryTable}
 
 GetEntry over gRPC: ${concurrency} callers, ${roundCount} interleaved rounds, ${seconds} s per series; Backend's connections at most ${maxConnections} (at most 8 per pool database)
 ${table(
@@ -373,8 +435,7 @@ Goal: pooled placement at scale
 ${goalTable([
   { measure: `CreateTenant p50, pooled, ms (${ephemeral ? "without fsync: the goal is for durable storage" : "durable storage"})`, figure: quantile(provisionSorted, 0.5), shown: ms(quantile(provisionSorted, 0.5)), atMost: 30, goal: "≤ 30" },
   { measure: "disk per pooled tenant, KB", figure: diskPerTenant / 1024, shown: kb(diskPerTenant), atMost: 200, goal: "≤ 200" },
-  { measure: "JavaScript memory (heap and external) per known idle tenant, KB", figure: jsPerTenant, shown: jsPerTenant.toFixed(2), atMost: 10, goal: "≤ 10" },
-  { measure: "resident memory (RSS) per known idle tenant, KB", figure: rssPerTenant, shown: rssPerTenant.toFixed(2), atMost: 10, goal: "≤ 10" },
+  ...memoryGoals,
   { measure: `GetEntry throughput, ${all.length} tenants / ${few.length}, median of the rounds`, figure: ratio, shown: ratio.toFixed(3), atLeast: 0.8, goal: "≥ 0.80" },
   { measure: "GetEntry errors (both series) and CreateEntry errors", figure: many.errors + tenOnly.errors + writeErrors, shown: String(many.errors + tenOnly.errors + writeErrors), atMost: 0, goal: "0" },
   { measure: "Backend's connections at most", figure: peakConnections, shown: String(peakConnections), atMost: maxConnections, goal: `≤ ${maxConnections}` },
@@ -383,7 +444,7 @@ ${goalTable([
 ])}
 `);
 } catch (error) {
-  if (!(error instanceof ProvisioningOnly)) {
+  if (!(error instanceof EndedEarly)) {
     throw error;
   }
 } finally {

@@ -113,6 +113,42 @@ describe("user tokens", () => {
     expect(await failure(tokens.verify(acme, "acme"))).toEqual({ code: "OK", message: "" });
   });
 
+  it("verify the tokens of more tenants than it keeps key lookups for, each tenant's against its own keys", async () => {
+    const keysOf: Record<string, SigningKey[]> = { acme: [first], globex: [second] };
+    const fetched: string[] = [];
+    const tokens = new UserTokens({
+      issuer: "tenantry",
+      maxKeyLookups: 1,
+      fetchKeySet: async (tenantId) => {
+        fetched.push(tenantId);
+        return { jwks: JSON.stringify({ keys: keysOf[tenantId]!.map((k) => k.jwk) }), permissions: ["entries.read"] };
+      },
+    });
+    const acme = await token(first, { tid: "acme" });
+    await tokens.verify(acme, "acme");
+    // Globex's lookup takes the only place: acme's is made again from its kept key set, which is not fetched again.
+    await tokens.verify(await token(second, { tid: "globex" }), "globex");
+    expect(await failure(tokens.verify(await token(first, { tid: "acme", expiresIn: "6m" }), "acme"))).toEqual({ code: "OK", message: "" });
+    // Signed by another key under the name of acme's.
+    const impostor = await signingKey("k1");
+    expect(await failure(tokens.verify(await token(impostor, { tid: "acme" }), "acme"))).toEqual({ code: "Unauthenticated", message: "the access token is not valid (bad signature): log in again" });
+    expect(await failure(tokens.verify(acme, "acme"))).toEqual({ code: "OK", message: "" });
+    // Acme's keys rotate while globex holds the lookup: acme's remembered token is checked again, and refused.
+    keysOf.acme = [second];
+    await tokens.verify(await token(second, { tid: "globex", expiresIn: "7m" }), "globex");
+    await tokens.verify(await token(second, { tid: "acme", expiresIn: "8m" }), "acme");
+    expect(await failure(tokens.verify(acme, "acme"))).toMatchObject({ code: "Unauthenticated" });
+    expect(fetched).toEqual(["acme", "globex", "acme"]);
+  });
+
+  it("give users with the same permissions one set of them", async () => {
+    const { tokens } = userTokens({ current: [first] });
+    const one = await tokens.verify(await token(first, { tid: "acme" }), "acme");
+    const other = await tokens.verify(await token(first, { tid: "acme", expiresIn: "6m" }), "acme");
+    expect(other.permissions).toBe(one.permissions);
+    expect([...other.permissions]).toEqual(["entries.read"]);
+  });
+
   it("check remembered tokens against the key set fetched after it was kept its time", async () => {
     const keys = { current: [first] };
     const { tokens } = userTokens(keys, { keySetTtlMs: 200 });

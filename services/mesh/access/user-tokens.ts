@@ -17,6 +17,12 @@ export interface UserTokensOptions {
   timeoutMs?: number;
   /** How many verified tokens are remembered until they expire, so that a token's next call costs a lookup. */
   maxVerifiedTokens?: number;
+  /**
+   * How many tenants' key sets are kept ready to check signatures with (their
+   * keys imported), the most recently used; another tenant's is made again
+   * from the text of its key set when one of its tokens is first seen.
+   */
+  maxKeyLookups?: number;
 }
 
 /** The user an access token speaks for. */
@@ -42,22 +48,32 @@ export interface TokenVerifier {
   catalogHolds?(tenantId: string, permission: string): Promise<boolean | undefined>;
 }
 
-/** What is kept of a tenant: its key set and the names in its permission catalog, as fetched at `fetchedAt`. */
+/**
+ * What is kept of a tenant: its key set and the names in its permission
+ * catalog, as fetched at `fetchedAt`. The key set's lookup, with its
+ * imported keys, is kept apart (see `maxKeyLookups`): several times the
+ * size of the text, and needed only for tokens not verified yet.
+ */
 interface TenantKeys {
-  /** The key set's JSON text, as Auth sent it. */
+  /** The key set's JSON text, as Auth sent it: the same string for as long as the text stays the same. */
   jwks: string;
-  /** Looks keys up in the key set; the same function for as long as the key set's text stays the same. */
-  getKey: JWTVerifyGetKey;
+  /** Shared by the tenants whose catalogs hold the same names. */
   catalog: ReadonlySet<string>;
   fetchedAt: number;
 }
 
-/** A token that passed verification: whom it speaks for, until when, and with which of its tenant's key sets. */
+/** Looks keys up in a tenant's key set: the same function for as long as the key set's text stays the same. */
+interface KeyLookup {
+  jwks: string;
+  getKey: JWTVerifyGetKey;
+}
+
+/** A token that passed verification: whom it speaks for, until when, and with which of its tenant's key sets (its text). */
 interface VerifiedToken {
   user: TokenUser;
   /** Its `exp`, in ms. */
   expiresAt: number;
-  getKey: JWTVerifyGetKey;
+  jwks: string;
 }
 
 /** How old a tenant's kept catalog must be to be fetched again for a permission it lacks. */
@@ -73,6 +89,11 @@ const catalogTrustedMs = 250;
  * cost a lookup instead of a signature check. It is checked again once its
  * tenant's key set is fetched with other keys (a rotation), and once the
  * key set has been kept `keySetTtlMs`.
+ *
+ * What is kept per tenant is small, since a service may know tens of
+ * thousands: the key set's text, a catalog shared with the tenants that have
+ * the same, and the imported keys only of the tenants whose tokens were
+ * verified most recently (`maxKeyLookups`).
  */
 export class UserTokens implements TokenVerifier {
   readonly #options: UserTokensOptions;
@@ -81,11 +102,15 @@ export class UserTokens implements TokenVerifier {
   /** When a token with an unknown kid last made us fetch a tenant's keys: at most once per quarter second. */
   readonly #forcedAt = new LRUCache<string, number>({ max: 10_000 });
   readonly #verified: LRUCache<string, VerifiedToken>;
+  readonly #lookups: LRUCache<string, KeyLookup>;
+  /** Sets of permission names, one per list of names: tenants' catalogs and users' permissions are mostly alike. */
+  readonly #permissionSets = new LRUCache<string, ReadonlySet<string>>({ max: 1000 });
 
   constructor(options: UserTokensOptions) {
     this.#options = options;
     this.#keySets = new LRUCache({ max: 10_000, ttl: options.keySetTtlMs ?? 600_000 });
     this.#verified = new LRUCache({ max: options.maxVerifiedTokens ?? 10_000 });
+    this.#lookups = new LRUCache({ max: options.maxKeyLookups ?? 1000 });
   }
 
   /**
@@ -99,7 +124,7 @@ export class UserTokens implements TokenVerifier {
       if (known.user.tenantId !== tenantId) {
         throw wrongTenant(tenantId);
       }
-      if (Date.now() < known.expiresAt && this.#keySets.get(tenantId)?.getKey === known.getKey) {
+      if (Date.now() < known.expiresAt && this.#keySets.get(tenantId)?.jwks === known.jwks) {
         return known.user;
       }
       this.#verified.delete(token);
@@ -121,7 +146,7 @@ export class UserTokens implements TokenVerifier {
     let payload;
     for (let attempt = 0; ; attempt++) {
       try {
-        ({ payload } = await jwtVerify(token, keys.getKey, {
+        ({ payload } = await jwtVerify(token, this.#lookupOf(tenantId, keys), {
           issuer: this.#options.issuer,
           algorithms: ["EdDSA"],
           typ: "at+jwt",
@@ -142,8 +167,8 @@ export class UserTokens implements TokenVerifier {
       throw wrongTenant(tenantId);
     }
     const permissions = Array.isArray(payload.permissions) ? payload.permissions.filter((p): p is string => typeof p === "string") : [];
-    const user = { userId: payload.sub!, tenantId, permissions: new Set(permissions) };
-    this.#verified.set(token, { user, expiresAt: payload.exp! * 1000, getKey: keys.getKey });
+    const user = { userId: payload.sub!, tenantId, permissions: this.#permissionSet(permissions) };
+    this.#verified.set(token, { user, expiresAt: payload.exp! * 1000, jwks: keys.jwks });
     return user;
   }
 
@@ -170,6 +195,28 @@ export class UserTokens implements TokenVerifier {
     }
   }
 
+  /** The lookup of a tenant's key set, made again from its text when it is no longer kept. */
+  #lookupOf(tenantId: string, keys: TenantKeys): JWTVerifyGetKey {
+    const kept = this.#lookups.get(tenantId);
+    if (kept?.jwks === keys.jwks) {
+      return kept.getKey;
+    }
+    const getKey = createLocalJWKSet(JSON.parse(keys.jwks) as JSONWebKeySet);
+    this.#lookups.set(tenantId, { jwks: keys.jwks, getKey });
+    return getKey;
+  }
+
+  /** A set of `names`, shared with every list of the same names in the same order. */
+  #permissionSet(names: string[]): ReadonlySet<string> {
+    const key = JSON.stringify(names);
+    let set = this.#permissionSets.get(key);
+    if (set === undefined) {
+      set = new Set(names);
+      this.#permissionSets.set(key, set);
+    }
+    return set;
+  }
+
   async #keySet(tenantId: string, fresh: boolean): Promise<TenantKeys> {
     const cached = fresh ? undefined : this.#keySets.get(tenantId);
     if (cached !== undefined) {
@@ -187,8 +234,13 @@ export class UserTokens implements TokenVerifier {
         .then(({ jwks, permissions }) => {
           // The same keys as before keep their lookup, and the tokens verified with them stay verified.
           const previous = this.#keySets.peek(tenantId, { allowStale: true });
-          const getKey = previous?.jwks === jwks ? previous.getKey : createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet);
-          const entry = { jwks, getKey, catalog: new Set(permissions), fetchedAt: Date.now() };
+          const same = previous?.jwks === jwks;
+          const kept = this.#lookups.peek(tenantId);
+          if (!(same && kept?.jwks === previous.jwks)) {
+            // Made now, whether or not a token needs it yet, so that a malformed key set fails its fetch.
+            this.#lookups.set(tenantId, { jwks: same ? previous.jwks : jwks, getKey: createLocalJWKSet(JSON.parse(jwks) as JSONWebKeySet) });
+          }
+          const entry = { jwks: same ? previous.jwks : jwks, catalog: this.#permissionSet(permissions), fetchedAt: Date.now() };
           this.#keySets.set(tenantId, entry);
           return entry;
         })

@@ -367,23 +367,36 @@ export class ConnectionBudget {
         throw new ConnectError(`tenant "${endpoint.tenantId}" has an unusable schema ${JSON.stringify(schema)} in its route`, Code.Internal);
       }
       const address = `${endpoint.host}\0${endpoint.port}\0${endpoint.database}\0${endpoint.user}`;
-      placement =
-        role === ""
-          ? { key: endpoint.tenantId, shared: false, fingerprint: `${address}\0${endpoint.password}\0${schema}` }
-          : {
-              key: `pool\0${address}`,
-              shared: true,
-              fingerprint: `${address}\0${endpoint.password}`,
-              session: { tenantId: endpoint.tenantId, key: `${endpoint.tenantId}\0${role}\0${schema}` },
-              enterSql: [
-                `set role ${pg.escapeIdentifier(role)}`,
-                `set search_path to ${pg.escapeIdentifier(schema)}`,
-                `set application_name to ${pg.escapeLiteral(sessionApplicationName(this.#options.applicationName, endpoint.tenantId))}`,
-              ].join("; "),
-            };
+      if (role === "") {
+        placement = { key: endpoint.tenantId, shared: false, fingerprint: `${address}\0${endpoint.password}\0${schema}` };
+      } else {
+        // The pool database's strings are those of its pool when it has one: the tenants of a pool database do not each keep a copy.
+        const key = `pool\0${address}`;
+        const fingerprint = `${address}\0${endpoint.password}`;
+        const pool = this.#pools.get(key);
+        placement = {
+          key: pool?.key ?? key,
+          shared: true,
+          fingerprint: pool?.fingerprint === fingerprint ? pool.fingerprint : fingerprint,
+          session: { tenantId: endpoint.tenantId, key: `${endpoint.tenantId}\0${role}\0${schema}` },
+        };
+      }
       placements.set(endpoint, placement);
     }
     return placement;
+  }
+
+  /**
+   * The statements that take a pooled connection to an endpoint's session:
+   * made when a lease needs them (it waits for a round trip to the database
+   * then), rather than kept for each tenant.
+   */
+  #enterSql(endpoint: TenantEndpoint): string {
+    return [
+      `set role ${pg.escapeIdentifier(endpoint.sessionRole!)}`,
+      `set search_path to ${pg.escapeIdentifier(endpoint.schema!)}`,
+      `set application_name to ${pg.escapeLiteral(sessionApplicationName(this.#options.applicationName, endpoint.tenantId))}`,
+    ].join("; ");
   }
 
   /** Whether a lease of `tenantId` from `pool` stays within the limits of the tenant and of a pool database. */
@@ -455,13 +468,13 @@ export class ConnectionBudget {
    * already. A connection that fails to is closed, never reused.
    */
   async #enter(pool: TenantPool, client: pg.Client, endpoint: TenantEndpoint): Promise<LeasedClient> {
-    const { session, enterSql } = this.#placementOf(endpoint);
+    const { session } = this.#placementOf(endpoint);
     if (sessions.get(client)?.key !== session!.key) {
       sessions.delete(client);
       // Counted as the tenant's from now on, so that retiring the tenant meanwhile closes it too.
       pool.leased.set(client, endpoint.tenantId);
       try {
-        await client.query(enterSql!);
+        await client.query(this.#enterSql(endpoint));
       } catch (error) {
         pool.leased.delete(client);
         this.#countLease(pool, endpoint.tenantId, -1);
@@ -721,10 +734,8 @@ interface Placement {
   shared: boolean;
   /** What the pool's connections were opened with: another one retires the pool. */
   fingerprint: string;
-  /** Pooled: the session a lease needs. */
+  /** Pooled: the session a lease needs (see `#enterSql` for the statements that take a connection to it). */
   session?: Session;
-  /** Pooled: the statements that take a connection to that session. */
-  enterSql?: string;
 }
 
 /** SQLSTATE of "permission denied to set role" (among others): the tenant's role is no longer granted to the pool's login. */

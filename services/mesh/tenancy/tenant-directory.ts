@@ -32,6 +32,7 @@ export interface TenantDirectoryOptions {
 
 interface Entry {
   route: TenantRoute;
+  /** Date.now() when fetched. */
   fetchedAt: number;
   /** Whether the change feed was connected when the route was fetched. */
   watched: boolean;
@@ -49,6 +50,8 @@ export class TenantDirectory {
   readonly #options: Required<TenantDirectoryOptions>;
   readonly #cache: LRUCache<string, Entry>;
   readonly #inFlight = new Map<string, Promise<Entry>>();
+  /** One string for each value that tenants' routes share (a host, a pool database and its login), so that each route does not keep its own copy. */
+  readonly #shared = new LRUCache<string, string>({ max: 1000 });
   #watching = false;
   /** Platform could not be reached by the last resolve that ended: stale routes are served without waiting for it. */
   #platformUnreachable = false;
@@ -148,6 +151,31 @@ export class TenantDirectory {
     return entry?.route.status === TenantStatus.ACTIVE && Date.now() - entry.fetchedAt < this.#options.maxStalenessMs;
   }
 
+  /**
+   * `route`, its values that other tenants' routes hold too replaced with
+   * the strings kept for them: the host, and a pooled tenant's pool database,
+   * login and password. A service may keep the routes of tens of thousands
+   * of tenants, most of them sharing a few pool databases.
+   */
+  #sharing(route: TenantRoute): TenantRoute {
+    route.host = this.#sharedString(route.host);
+    if (route.placement === Placement.POOLED) {
+      route.database = this.#sharedString(route.database);
+      route.user = this.#sharedString(route.user);
+      route.password = this.#sharedString(route.password);
+    }
+    return route;
+  }
+
+  #sharedString(value: string): string {
+    const kept = this.#shared.get(value);
+    if (kept !== undefined) {
+      return kept;
+    }
+    this.#shared.set(value, value);
+    return value;
+  }
+
   /** Asks Platform, once per tenant at a time; serves a stale ACTIVE route while Platform is unreachable. */
   async #refresh(id: string, stale: Entry | undefined): Promise<TenantRoute> {
     let fetching = this.#inFlight.get(id);
@@ -156,10 +184,11 @@ export class TenantDirectory {
       const started: Promise<Entry> = this.#options
         .resolve(id, AbortSignal.timeout(10_000))
         .then((route) => {
-          const entry = { route, fetchedAt: Date.now(), watched };
+          const entry = { route: this.#sharing(route), fetchedAt: Date.now(), watched };
           // Not when the tenant changed while Platform answered (the fetch is no longer the tenant's).
           if (this.#inFlight.get(id) === started) {
-            this.#cache.set(id, entry);
+            // Keyed by the route's own id when it is the same, rather than by the string of the call that asked.
+            this.#cache.set(route.tenantId === id ? route.tenantId : id, entry);
           }
           this.#platformUnreachable = false;
           return entry;
