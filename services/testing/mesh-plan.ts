@@ -97,7 +97,7 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
   // Auth left out of the mesh is unreachable, never another mesh's: nothing listens on port 1.
   const address = (name: string) => `127.0.0.1:${ports.get(name)?.grpcPort ?? 1}`;
   const placements = options.tierPlacements === undefined ? testTierPlacements : options.tierPlacements;
-  const tierPlacements = placements === null ? {} : { TENANTRY_TIER_PLACEMENTS: placements };
+  const tierPlacements: Record<string, string> = placements === null ? {} : { TENANTRY_TIER_PLACEMENTS: placements };
   return members.map(({ name, schema, registered }) => {
     const { grpcPort, httpPort } = ports.get(name)!;
     const own = { ...options.sharedEnv, TENANTRY_GRPC_PORT: String(grpcPort), TENANTRY_HTTP_PORT: String(httpPort) };
