@@ -1,5 +1,5 @@
 // npm run bench:backup: Tenantry's backups and restores against pg_dump -Fc
-// and pg_restore, side by side on the same ~100 MB tenant, in one run:
+// and pg_restore, side by side on the same ~100 MB dedicated tenant, in one run:
 // backup time and size, restore time (as a clone and in place, against
 // pg_restore into a new database; a restore loads over two connections, so
 // also against pg_restore -j 2), and GetEntry throughput of other tenants
@@ -24,7 +24,7 @@ import pg from "pg";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
 import { BackupService } from "../gen/tenantry/platform/v1/backup_service_pb.js";
-import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { fillTenant, words } from "./backup-tenant.ts";
 import { startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
@@ -133,7 +133,7 @@ try {
   // The tenant backed up: its owner through Platform, the rest loaded straight into its database.
   const tenantId = "big";
   process.stdout.write(`loading ${entryCount} entries and ${userCount} users into tenant "${tenantId}"…\n`);
-  await platform.createTenant({ tenantId, ownerEmail: "owner@example.com", ownerPassword: password });
+  await platform.createTenant({ tenantId, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: password });
   const databaseOf = async (id: string) => (await platform.getTenant({ tenantId: id })).tenant!.database;
   const fillStarted = performance.now();
   {
@@ -150,7 +150,7 @@ try {
   const targets: Target[] = [];
   for (let i = 0; i < otherTenants; i++) {
     const id = `other-${i}`;
-    await platform.createTenant({ tenantId: id, ownerEmail: "owner@example.com", ownerPassword: password });
+    await platform.createTenant({ tenantId: id, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: password });
     const { accessToken: token } = await auth.login({ email: "owner@example.com", password }, { headers: { "x-tenant-id": id } });
     const { entry } = await entries.createEntry({ title: `entry of ${id}`, body: words(60), tags: ["bench"] }, { headers: { "x-tenant-id": id, authorization: `Bearer ${token}` } });
     targets.push({ tenantId: id, token, id: entry!.id });

@@ -107,12 +107,15 @@ export async function startBenchProcesses(options: BenchProcessesOptions): Promi
 /**
  * Starts every registered service as a process (see services/registry.ts),
  * Platform first; `backendFile` replaces Backend's main (`backendArgs` go
- * to its Node), `env` is given to all of them.
+ * to its Node), `env` is given to all of them. Platform places tenants as
+ * deployed (STANDARD pooled by default): benches that measure one placement
+ * ask for it in CreateTenant.
  */
 export async function startBenchMesh(bench: BenchProcesses, options: { backendFile?: string; backendArgs?: string[]; platformEnv?: Record<string, string>; env?: Record<string, string> } = {}) {
   const plan = await planMesh({
     sharedEnv: bench.shared,
     platformDatabaseUrl: bench.database.urlFor("tenantry_platform"),
+    tierPlacements: null,
     platformEnv: { ...options.env, ...options.platformEnv },
     tenantServiceEnv: options.env,
     pickHttpPorts: true,

@@ -1,6 +1,6 @@
 // npm run bench:restart: PostgreSQL crashing (SIGQUIT, as pg_ctl stop -m
 // immediate) and starting again under load, BENCH_RESTARTS times (default
-// 5). Backend takes CreateEntry on three tenants, Auth WhoAmI, Platform
+// 5). Backend takes CreateEntry on three dedicated tenants, Auth WhoAmI, Platform
 // GetTenant, from callers that retry at once; a watcher follows Platform's
 // WatchTenants. Measured per restart: how long the server was down, the
 // time from the server accepting connections again to each service's first
@@ -13,7 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
-import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, MeshCredentials, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { quantile, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
 import { goalTable } from "./report.ts";
@@ -48,7 +48,7 @@ try {
 
   const tokens = new Map<string, string>();
   for (const tenantId of tenantIds) {
-    await platform.createTenant({ tenantId, ownerEmail: "owner@example.com", ownerPassword: password });
+    await platform.createTenant({ tenantId, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: password });
     const { accessToken } = await auth.login({ email: "owner@example.com", password }, { headers: { "x-tenant-id": tenantId } });
     tokens.set(tenantId, accessToken);
   }

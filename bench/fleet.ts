@@ -1,12 +1,12 @@
 // npm run bench:fleet: a fleet migration that adds one migration to every
-// tenant (BENCH_FLEET_TENANTS, default 1000), then the same call again with
+// tenant (BENCH_FLEET_TENANTS dedicated ones, default 1000), then the same call again with
 // nothing pending, which the ledger answers without touching a tenant.
 // BENCH_FLEET_CONCURRENCY (default 8) tenants at once.
 import { createClient } from "@connectrpc/connect";
 import { once } from "node:events";
 import path from "node:path";
 import { FleetService, MigrationOutcome } from "../gen/tenantry/platform/v1/fleet_service_pb.js";
-import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { root, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
 import { cpuSeconds, startCpuMeter } from "./cpu-meter.ts";
@@ -27,7 +27,7 @@ try {
   await Promise.all(
     Array.from({ length: 4 }, async () => {
       while (next < tenantCount) {
-        await platform.createTenant({ tenantId: `fleet-${next++}` });
+        await platform.createTenant({ tenantId: `fleet-${next++}`, placement: Placement.DEDICATED });
       }
     }),
   );

@@ -1,5 +1,5 @@
 // npm run bench:get-entry: Backend's GetEntry over gRPC, spread over 100
-// tenants, against a bare grpc-js + pg baseline on one database, in one run:
+// dedicated tenants, against a bare grpc-js + pg baseline on one database, in one run:
 // rounds interleaved (the order turning each round), warm-up excluded, and
 // the baseline measured twice per round, so that the two series show the
 // machine's own noise. Tokens are verified and telemetry is on (defaults).
@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import pg from "pg";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
-import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { freePort } from "../services/testing/free-port.ts";
 import { root, startBenchProcesses } from "./bench-processes.ts";
@@ -130,7 +130,7 @@ for (let i = 0; i < tenantCount; i += 4) {
   await Promise.all(
     Array.from({ length: Math.min(4, tenantCount - i) }, async (_, j) => {
       const tenantId = `bench-${i + j}`;
-      await platform.createTenant({ tenantId, ownerEmail: "owner@example.com", ownerPassword: "bench-password" });
+      await platform.createTenant({ tenantId, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: "bench-password" });
       const { accessToken: token } = await auth.login({ email: "owner@example.com", password: "bench-password" }, { headers: { "x-tenant-id": tenantId } });
       const headers = { "x-tenant-id": tenantId, authorization: `Bearer ${token}` };
       const { entry } = await entries.createEntry({ title: `entry of ${tenantId}`, body: "x".repeat(200), tags: ["bench", "entry"] }, { headers });

@@ -1,4 +1,4 @@
-// npm run bench:move: moves of one ~100 MB tenant between two PostgreSQL
+// npm run bench:move: moves of one ~100 MB dedicated tenant between two PostgreSQL
 // servers (two embedded servers, each a cluster) under a steady write load
 // on that tenant: each move's total time, the initial copy's MB/s, the
 // write freeze (as Backend held it, from its logs; as Platform recorded it;
@@ -33,7 +33,7 @@ import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
 import { ClusterService } from "../gen/tenantry/platform/v1/cluster_service_pb.js";
 import { MoveMode, type Move } from "../gen/tenantry/platform/v1/move_pb.js";
 import { MoveService } from "../gen/tenantry/platform/v1/move_service_pb.js";
-import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor, startEmbeddedDatabase } from "../services/mesh/index.ts";
 import { freePort } from "../services/testing/free-port.ts";
 import { fillTenant, words } from "./backup-tenant.ts";
@@ -157,7 +157,7 @@ try {
 
   // The tenant moved: its owner through Platform, the rest loaded straight into its database.
   process.stdout.write(`loading ${entryCount} entries and ${userCount} users into tenant "${tenantId}"…\n`);
-  await platform.createTenant({ tenantId, ownerEmail: "owner@example.com", ownerPassword: password, cluster: first });
+  await platform.createTenant({ tenantId, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: password, cluster: first });
   const placeOf = async () => {
     const { tenant } = await platform.getTenant({ tenantId });
     return { server: clusterNames.indexOf(tenant!.cluster), database: tenant!.database };
@@ -182,7 +182,7 @@ try {
   for (let i = 0; i < 2 * othersPerServer; i++) {
     const id = `other-${i}`;
     const server = i % 2;
-    await platform.createTenant({ tenantId: id, ownerEmail: "owner@example.com", ownerPassword: password, cluster: clusterNames[server]! });
+    await platform.createTenant({ tenantId: id, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: password, cluster: clusterNames[server]! });
     const { accessToken: token } = await auth.login({ email: "owner@example.com", password }, { headers: { "x-tenant-id": id } });
     const { entry } = await entries.createEntry({ title: `entry of ${id}`, body: words(60), tags: ["bench"] }, { headers: { "x-tenant-id": id, authorization: `Bearer ${token}` } });
     targets[server]!.push({ tenantId: id, token, id: entry!.id });

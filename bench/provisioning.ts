@@ -1,5 +1,6 @@
-// npm run bench:provisioning: CreateTenant latency, every step recorded,
-// in two settings of the same server, each round beside a bare
+// npm run bench:provisioning: CreateTenant latency of dedicated tenants,
+// every step recorded, in two settings of the same server, each round
+// beside a bare
 // `CREATE DATABASE … TEMPLATE` of the cluster's template (the floor, what
 // a copy costs at that moment):
 //   stock warm: TENANTRY_DATABASE_STOCK=BENCH_STOCK (default 3); before
@@ -13,7 +14,7 @@
 import { createClient } from "@connectrpc/connect";
 import pg from "pg";
 import { setTimeout as sleep } from "node:timers/promises";
-import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { quantile, startBenchMesh, startBenchProcesses, type BenchProcesses } from "./bench-processes.ts";
 import { goalTable, table } from "./report.ts";
@@ -71,7 +72,7 @@ try {
   // Stock warm.
   let mesh = await startMesh(bench, stockSize);
   const firstFill = await stockOf(stockSize);
-  await mesh.platform.createTenant({ tenantId: "warm-up" });
+  await mesh.platform.createTenant({ tenantId: "warm-up", placement: Placement.DEDICATED });
   const warm: number[] = [];
   const warmFloor: number[] = [];
   const refills: number[] = [];
@@ -79,14 +80,14 @@ try {
   for (let i = 0; i < count; i++) {
     await stockOf(stockSize);
     const before = await ready();
-    warm.push(await timed(() => mesh.platform.createTenant({ tenantId: `stock-${i}` })));
+    warm.push(await timed(() => mesh.platform.createTenant({ tenantId: `stock-${i}`, placement: Placement.DEDICATED })));
     taken += before.has(await databaseOid(`stock-${i}`)) ? 1 : 0;
     refills.push(await stockOf(stockSize));
     warmFloor.push(await floorCopy());
   }
   const burstTimes: number[] = [];
   for (let i = 0; i < burst; i++) {
-    burstTimes.push(await timed(() => mesh.platform.createTenant({ tenantId: `burst-${i}` })));
+    burstTimes.push(await timed(() => mesh.platform.createTenant({ tenantId: `burst-${i}`, placement: Placement.DEDICATED })));
   }
   const burstRefill = await stockOf(stockSize);
   await dropFloorCopies();
@@ -100,7 +101,7 @@ try {
   const copiedFloor: number[] = [];
   for (let i = 0; i < count; i++) {
     copiedFloor.push(await floorCopy());
-    copied.push(await timed(() => mesh.platform.createTenant({ tenantId: `copy-${i}` })));
+    copied.push(await timed(() => mesh.platform.createTenant({ tenantId: `copy-${i}`, placement: Placement.DEDICATED })));
   }
   await dropFloorCopies();
   mesh.close();

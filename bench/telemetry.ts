@@ -3,12 +3,12 @@
 // on as by default (every call traced and measured, nothing exported), and
 // exporting every span over OTLP/HTTP to a local sink; rounds interleaved.
 // BENCH_SECONDS (default 12) per server, BENCH_CONCURRENCY (default 32),
-// BENCH_TENANTS (default 20).
+// BENCH_TENANTS (default 20 dedicated tenants).
 import { createClient } from "@connectrpc/connect";
 import path from "node:path";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
-import { PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
+import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { freePort } from "../services/testing/free-port.ts";
 import { root, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
@@ -49,7 +49,7 @@ const entries = createClient(EntryService, createGrpcJsTransport({ address: `127
 const targets: Target[] = [];
 for (let i = 0; i < tenantCount; i++) {
   const tenantId = `bench-${i}`;
-  await platform.createTenant({ tenantId, ownerEmail: "owner@example.com", ownerPassword: "bench-password" });
+  await platform.createTenant({ tenantId, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: "bench-password" });
   const { accessToken: token } = await auth.login({ email: "owner@example.com", password: "bench-password" }, { headers: { "x-tenant-id": tenantId } });
   const { entry } = await entries.createEntry({ title: `entry of ${tenantId}`, body: "x".repeat(200), tags: ["bench"] }, { headers: { "x-tenant-id": tenantId, authorization: `Bearer ${token}` } });
   targets.push({ tenantId, token, id: entry!.id });

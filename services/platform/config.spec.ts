@@ -68,13 +68,15 @@ describe("tier placements", () => {
   const base = { TENANTRY_DATABASE_URL: "postgres://postgres@127.0.0.1:5432/tenantry_platform" };
   const placements = (value?: string) => Object.fromEntries(readPlatformConfig({ ...base, ...(value === undefined ? {} : { TENANTRY_TIER_PLACEMENTS: value }) }).TENANTRY_TIER_PLACEMENTS);
 
-  it("are dedicated for every tier unless configured, with pool databases of at most 1000 tenants", () => {
-    expect(placements()).toEqual({ standard: "dedicated", premium: "dedicated", enterprise: "dedicated" });
+  it("are pooled for STANDARD and dedicated for PREMIUM and ENTERPRISE unless configured, with pool databases of at most 1000 tenants", () => {
+    expect(placements()).toEqual({ standard: "pooled", premium: "dedicated", enterprise: "dedicated" });
+    expect(placements("")).toEqual({ standard: "pooled", premium: "dedicated", enterprise: "dedicated" });
     expect(readPlatformConfig(base).TENANTRY_POOL_MAX_TENANTS).toBe(1000);
   });
 
   it("change only the tiers named", () => {
-    expect(placements("Standard=POOLED")).toEqual({ standard: "pooled", premium: "dedicated", enterprise: "dedicated" });
+    expect(placements("Standard=DEDICATED")).toEqual({ standard: "dedicated", premium: "dedicated", enterprise: "dedicated" });
+    expect(placements("premium=pooled, enterprise=pooled")).toEqual({ standard: "pooled", premium: "pooled", enterprise: "pooled" });
   });
 
   it("refuse anything but tier=dedicated or tier=pooled, naming the variable", () => {

@@ -35,9 +35,13 @@ const tierLimits = z.string().transform((s, ctx) => {
   return limits;
 });
 
-/** Each tier's default placement unless configured otherwise: every tier dedicated. */
+/**
+ * Each tier's default placement unless configured otherwise: STANDARD
+ * tenants (sign-ups among them) pooled, PREMIUM and ENTERPRISE ones in a
+ * database of their own.
+ */
 const defaultTierPlacements = new Map<string, PlacementName>([
-  ["standard", "dedicated"],
+  ["standard", "pooled"],
   ["premium", "dedicated"],
   ["enterprise", "dedicated"],
 ]);
@@ -146,8 +150,9 @@ export const platformEnv = {
   /**
    * Each tier's placement for tenants created without one: `dedicated` (a
    * database of the tenant's own) or `pooled` (schemas of its own in a
-   * pool database), as tier=placement,… such as `standard=pooled`. Tiers
-   * not named are dedicated.
+   * pool database), as tier=placement,… such as `standard=dedicated`.
+   * Tiers not named keep their defaults: standard=pooled,
+   * premium=dedicated, enterprise=dedicated.
    */
   TENANTRY_TIER_PLACEMENTS: tierPlacements.default(defaultTierPlacements),
   /**

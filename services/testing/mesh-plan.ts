@@ -25,7 +25,13 @@ export interface MeshPlanOptions {
   sharedEnv: Record<string, string>;
   /** Superuser URL of Platform's database. */
   platformDatabaseUrl: string;
-  /** Extra settings of Platform, over the planned ones. */
+  /**
+   * Platform's TENANTRY_TIER_PLACEMENTS: the placement of tenants made
+   * without one, per tier. By default {@link testTierPlacements}; null
+   * leaves it unset, for Platform's own defaults (STANDARD pooled).
+   */
+  tierPlacements?: string | null;
+  /** Extra settings of Platform, over the planned ones (a TENANTRY_TIER_PLACEMENTS among them over `tierPlacements`). */
   platformEnv?: Record<string, string>;
   /** Extra settings of every service but Platform, over the planned ones. */
   tenantServiceEnv?: Record<string, string>;
@@ -37,6 +43,15 @@ export interface MeshPlanOptions {
    */
   pickHttpPorts?: boolean;
 }
+
+/**
+ * The placement of tenants a test mesh makes without one: every tier
+ * dedicated, whatever Platform's defaults (STANDARD pooled), since most
+ * specs make STANDARD tenants and test what a database of their own does.
+ * Specs of pooled tenants ask for the placement (`placement` of
+ * CreateTenant), or set `tierPlacements` (null for Platform's defaults).
+ */
+export const testTierPlacements = "standard=dedicated,premium=dedicated,enterprise=dedicated";
 
 /** One service of a test mesh: where it listens and the settings it starts with. */
 export interface PlannedService {
@@ -81,6 +96,8 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
   }
   // Auth left out of the mesh is unreachable, never another mesh's: nothing listens on port 1.
   const address = (name: string) => `127.0.0.1:${ports.get(name)?.grpcPort ?? 1}`;
+  const placements = options.tierPlacements === undefined ? testTierPlacements : options.tierPlacements;
+  const tierPlacements: Record<string, string> = placements === null ? {} : { TENANTRY_TIER_PLACEMENTS: placements };
   return members.map(({ name, schema, registered }) => {
     const { grpcPort, httpPort } = ports.get(name)!;
     const own = { ...options.sharedEnv, TENANTRY_GRPC_PORT: String(grpcPort), TENANTRY_HTTP_PORT: String(httpPort) };
@@ -94,6 +111,7 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
             TENANTRY_BACKUP_SCHEDULE: "off",
             // Specs of the database stock turn it on; the others provision by copying the template, with no stock built beside them.
             TENANTRY_DATABASE_STOCK: "0",
+            ...tierPlacements,
             ...options.platformEnv,
           }
         : { ...own, TENANTRY_PLATFORM_ADDRESS: address("platform"), TENANTRY_AUTH_ADDRESS: address("auth"), ...options.tenantServiceEnv };

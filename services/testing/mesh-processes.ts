@@ -25,6 +25,12 @@ export interface MeshProcessesOptions {
   services?: string[];
   /** One more service, not in the registry, run from its entry (a main.ts, from the repository root) and wired like the others. */
   serviceUnderTest?: UnregisteredService & { main: string };
+  /**
+   * Platform's TENANTRY_TIER_PLACEMENTS: by default every tier dedicated
+   * (see `testTierPlacements` in mesh-plan.ts); null for Platform's own
+   * defaults (STANDARD pooled).
+   */
+  tierPlacements?: string | null;
   /** Settings given to every service, over the mesh's own. */
   env?: Record<string, string>;
 }
@@ -77,9 +83,10 @@ export async function startMeshProcesses(options: MeshProcessesOptions = {}): Pr
       unregistered: options.serviceUnderTest,
       sharedEnv,
       platformDatabaseUrl: new TestServer().databaseUrl(`tenantry_platform_${randomBytes(4).toString("hex")}`),
+      tierPlacements: options.tierPlacements,
       platformEnv: options.env,
       tenantServiceEnv: options.env,
-    pickHttpPorts: true,
+      pickHttpPorts: true,
     });
     // Platform first, as in production: the others wait for it.
     for (const service of plan) {

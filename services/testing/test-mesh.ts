@@ -58,6 +58,12 @@ export interface TestMeshOptions {
   addedLater?: string[];
   /** Extra settings for every service but Platform. */
   tenantServiceEnv?: Record<string, string>;
+  /**
+   * Platform's TENANTRY_TIER_PLACEMENTS: by default every tier dedicated
+   * (see `testTierPlacements` in mesh-plan.ts); null for Platform's own
+   * defaults (STANDARD pooled).
+   */
+  tierPlacements?: string | null;
   /** Extra settings for Platform. */
   platformEnv?: Record<string, string>;
   /** Superuser URL of the PostgreSQL server to use instead of the tests' shared one (a server a spec restarts). */
@@ -75,7 +81,7 @@ export interface NewTenant {
   tenantId?: string;
   /** Its owner (every permission), made as the tenant is provisioned; `login` gives their access token. */
   owner?: TenantUser;
-  /** Where its data goes; by default its tier's placement (dedicated unless Platform is told otherwise). */
+  /** Where its data goes; by default its tier's placement (dedicated for every tier unless the mesh's `tierPlacements` says otherwise). */
   placement?: Placement;
   /** The cluster it goes to; by default the one Platform chooses (the accepting one with most room). */
   cluster?: string;
@@ -228,6 +234,7 @@ export async function startTestMesh(options: TestMeshOptions = {}): Promise<Test
       addedLater: options.addedLater,
       sharedEnv,
       platformDatabaseUrl: databaseUrl(platformDatabase),
+      tierPlacements: options.tierPlacements,
       platformEnv: options.platformEnv,
       tenantServiceEnv: { TENANTRY_CORS_ORIGINS: "http://allowed.example", ...options.tenantServiceEnv },
     });
