@@ -56,8 +56,8 @@ describe("tenantry tenants", () => {
     const { tenants } = await json(["tenants", "list"]);
     expect(tenants.map((t: { tenantId: string }) => t.tenantId)).toContain(tenantId);
     const listed = await tenantry(["tenants", "list"]);
-    expect(listed.stdout).toMatch(/^ID +NAME +TIER +STATUS +CLUSTER +CREATED$/m);
-    expect(listed.stdout).toMatch(new RegExp(`^${tenantId} +Acme Inc\\. +premium +active +default `, "m"));
+    expect(listed.stdout).toMatch(/^ID +NAME +TIER +PLACEMENT +STATUS +CLUSTER +CREATED$/m);
+    expect(listed.stdout).toMatch(new RegExp(`^${tenantId} +Acme Inc\\. +premium +dedicated +active +default `, "m"));
 
     expect((await json(["tenants", "suspend", tenantId, "--reason", "unpaid invoice"])).tenant).toMatchObject({
       status: "TENANT_STATUS_SUSPENDED",

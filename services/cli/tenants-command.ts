@@ -91,8 +91,8 @@ export function addTenantsCommand(program: Command): void {
         } while (pageToken !== "");
         output.result(ListTenantsResponseSchema, create(ListTenantsResponseSchema, { tenants: all }), () =>
           output.table(
-            ["ID", "NAME", "TIER", "STATUS", "CLUSTER", "CREATED"],
-            all.map((t) => [t.tenantId, t.displayName, enumLabel(Tier, t.tier), enumLabel(TenantStatus, t.status), t.cluster, timeLabel(t.createTime)]),
+            ["ID", "NAME", "TIER", "PLACEMENT", "STATUS", "CLUSTER", "CREATED"],
+            all.map((t) => [t.tenantId, t.displayName, enumLabel(Tier, t.tier), placementLabel(t), enumLabel(TenantStatus, t.status), t.cluster, timeLabel(t.createTime)]),
             "no tenants",
           ),
         );
@@ -204,6 +204,11 @@ async function ownerPasswordOf(options: CreateOptions): Promise<string> {
   return password;
 }
 
+/** A tenant's placement as the CLI shows it ("dedicated", "pooled"), empty when Platform did not say. */
+function placementLabel(tenant: Tenant): string {
+  return tenant.placement === Placement.UNSPECIFIED ? "" : enumLabel(Placement, tenant.placement);
+}
+
 function printTenant(output: Output, tenant: Tenant | undefined): void {
   if (tenant === undefined) {
     return;
@@ -212,7 +217,7 @@ function printTenant(output: Output, tenant: Tenant | undefined): void {
     ["id", tenant.tenantId],
     ["name", tenant.displayName],
     ["tier", enumLabel(Tier, tenant.tier)],
-    ["placement", tenant.placement === Placement.UNSPECIFIED ? "" : enumLabel(Placement, tenant.placement)],
+    ["placement", placementLabel(tenant)],
     ["status", enumLabel(TenantStatus, tenant.status)],
     ["cluster", tenant.cluster],
     ["database", tenant.database],
