@@ -55,6 +55,7 @@ export {
   moveModes,
   moveStateOf,
   moveStates,
+  movingTenantIds,
   recordMoveProgress,
   recordSwitch,
   refuseWhileMoving,
