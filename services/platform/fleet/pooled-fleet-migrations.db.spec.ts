@@ -38,9 +38,9 @@ async function migrateMany(request: MessageInitShape<typeof MigrateManyRequestSc
   return answers;
 }
 
-/** How many calls of a method Backend has answered, from its metrics. */
-async function callsOf(method: string): Promise<number> {
-  const lines = (await (await fetch(`http://127.0.0.1:${mesh.backend.httpPort}/metrics`)).text()).split("\n");
+/** How many calls of a method a service (Backend by default) has answered, from its metrics. */
+async function callsOf(method: string, service: "backend" | "platform" = "backend"): Promise<number> {
+  const lines = (await (await fetch(`http://127.0.0.1:${mesh[service].httpPort}/metrics`)).text()).split("\n");
   return lines
     .filter((l) => l.startsWith("rpc_server_call_duration_count{") && l.includes(`rpc_method="${method}"`))
     .reduce((n, l) => n + Number(l.split(" ").at(-1)), 0);
@@ -51,7 +51,11 @@ describe("fleet migrations of pooled tenants", () => {
     const [a, b, c] = tenants as [Tenant, Tenant, Tenant];
     // Tenant b's schema has something in the way of the new index.
     await mesh.sql(b.database, `create table ${schemaOf(b, "backend")}.entries_created_at (x int)`);
+    const [resolved, resolvedMany] = [await callsOf("ResolveTenant", "platform"), await callsOf("ResolveTenants", "platform")];
     const answers = await migrateMany({ tenantIds: [a.tenantId, "no-such-tenant", b.tenantId, c.tenantId] });
+    // Backend (restarted, knowing no route) asked Platform for the routes together; for the unknown tenant again, alone, to be told NOT_FOUND.
+    expect(await callsOf("ResolveTenants", "platform")).toBe(resolvedMany + 1);
+    expect(await callsOf("ResolveTenant", "platform")).toBe(resolved + 1);
     expect(answers.map((answer) => [answer.tenantId, answer.result.case])).toEqual([
       [a.tenantId, "migrated"],
       ["no-such-tenant", "error"],
@@ -70,6 +74,17 @@ describe("fleet migrations of pooled tenants", () => {
     // Safe to repeat: nothing more to do for a.
     const [again] = await migrateMany({ tenantIds: [a.tenantId] });
     expect(again!.result).toEqual({ case: "migrated", value: expect.objectContaining({ applied: [], version: upcomingBackendVersion }) });
+  });
+
+  it("ResolveTenants answers the routes ResolveTenant answers one by one, leaving out unknown tenants", async () => {
+    const { routes } = await mesh.platformMeshClient.resolveTenants({ tenantIds: [...tenants.map((t) => t.tenantId), "no-such-tenant"] });
+    const one = await Promise.all(tenants.map(async (t) => (await mesh.platformMeshClient.resolveTenant({ tenantId: t.tenantId })).route));
+    const byId = (x: { tenantId: string }, y: { tenantId: string }) => x.tenantId.localeCompare(y.tenantId);
+    expect([...routes].sort(byId)).toEqual([...one].sort(byId as never));
+    expect(routes.every((route) => route.sessionRole !== "" && route.password !== "")).toBe(true);
+    for (const tenantIds of [["Not An Id"], Array.from({ length: 1001 }, (_, i) => `tenant-${i}`)]) {
+      expect((await failure(mesh.platformMeshClient.resolveTenants({ tenantIds }))).code).toBe(Code.InvalidArgument);
+    }
   });
 
   it("MigrateMany refuses a request it cannot take whole, with INVALID_ARGUMENT", async () => {

@@ -112,6 +112,7 @@ export {
   findOffboardingTenants,
   findProvisioningTenants,
   findTenant,
+  findTenants,
   findTenantsOnCluster,
   getTenant,
   insertTenant,
