@@ -90,7 +90,7 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
       }
       return migrateTenant(req.tenantId, req);
     },
-    async *migrateMany(req) {
+    async *migrateMany(req, ctx) {
       if (req.tenantIds.length === 0 || req.tenantIds.length > maxMigrateMany) {
         throw new ConnectError(`tenant_ids names ${req.tenantIds.length} tenants: name 1 to ${maxMigrateMany}`, Code.InvalidArgument);
       }
@@ -103,6 +103,10 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
       // Their routes in one request to Platform rather than one each.
       await tenancy.directory.prefetch(tenantIds);
       for (const tenantId of tenantIds) {
+        if (ctx.signal.aborted) {
+          // The caller is gone (stopped, or past its deadline): the tenants after are left as they are.
+          return;
+        }
         let result: MessageInitShape<typeof MigrateManyResponseSchema>["result"];
         try {
           result = { case: "migrated", value: await migrateTenant(tenantId, request) };
