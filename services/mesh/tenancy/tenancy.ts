@@ -51,7 +51,13 @@ class TrackingStorage extends MigrationStorage {
     this.#transaction = undefined;
   }
 
+  /** Set while the Migrator initialises, which looks for the table outside any transaction: the run looks inside its own instead. */
+  deferLook = false;
+
   override async ensureTable(): Promise<void> {
+    if (this.deferLook) {
+      return;
+    }
     if (!this.#present) {
       const quoted = `${pg.escapeIdentifier(this.options.schema!)}.${pg.escapeIdentifier(migrationTable)}`;
       const [row] = await this.driver.getConnection().execute<{ present: boolean }[]>(`select to_regclass(${pg.escapeLiteral(quoted)}) is not null as present`, [], "all", this.#transaction);
@@ -84,6 +90,16 @@ class TenantMigrator extends Migrator {
     super(em);
     this.schema = schema;
     (this.storage as TrackingStorage).pin(schema);
+  }
+
+  override async init(): Promise<void> {
+    const storage = this.getStorage() as TrackingStorage;
+    storage.deferLook = true;
+    try {
+      await super.init();
+    } finally {
+      storage.deferLook = false;
+    }
   }
 
   protected override createStorage(): MigrationStorage {
