@@ -18,6 +18,9 @@
 //     tenant by FleetService.MigrateTenants, BENCH_FLEET_CONCURRENCY
 //     (default 0: Platform's own choice) tenants at once per group.
 // --provisioning-only stops after provisioning (its figures only);
+// --fleet-only goes from provisioning to the fleet migration (its figures only);
+// BENCH_STATEMENTS=1 loads pg_stat_statements and prints what PostgreSQL
+// spent its time on during the fleet migration, by statement;
 // --skip-get-entry leaves out the GetEntry series (while developing);
 // --memory-only runs provisioning and memory only (no disk, GetEntry nor
 // fleet figures). BENCH_HEAP_SNAPSHOTS=<folder> has Backend write a heap
@@ -27,6 +30,7 @@
 // (default 6); BENCH_EPHEMERAL=1 runs PostgreSQL without fsync.
 import { createClient } from "@connectrpc/connect";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -40,10 +44,18 @@ import { cpuSeconds, startCpuMeter } from "./cpu-meter.ts";
 import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-load.ts";
 import { goalTable, table } from "./report.ts";
 
-const { values: flags } = parseArgs({ options: { "provisioning-only": { type: "boolean", default: false }, "skip-get-entry": { type: "boolean", default: false }, "memory-only": { type: "boolean", default: false } } });
+const { values: flags } = parseArgs({
+  options: {
+    "provisioning-only": { type: "boolean", default: false },
+    "fleet-only": { type: "boolean", default: false },
+    "skip-get-entry": { type: "boolean", default: false },
+    "memory-only": { type: "boolean", default: false },
+  },
+});
 const heapSnapshots = process.env.BENCH_HEAP_SNAPSHOTS;
 const tenantCount = Number(process.env.BENCH_POOLED_TENANTS ?? 10_000);
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
+const statements = process.env.BENCH_STATEMENTS === "1";
 const seconds = Number(process.env.BENCH_SECONDS ?? 12);
 const roundCount = Number(process.env.BENCH_ROUNDS ?? 6);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
@@ -105,11 +117,21 @@ function zipfOrder(n: number, s: number, length: number, seed: number): Uint32Ar
 /** What Backend says of its memory on SIGUSR2 (bench/backend-pooled.ts). */
 type BackendMemory = NodeJS.MemoryUsage & { heapCommitted: number; mallocedMemory: number; spaces: Record<string, { used: number; physical: number }>; rssAnon: number; rssFile: number };
 
-/** Ends the run early (--provisioning-only, --memory-only), through the same cleanup as any other end. */
+/** Ends the run early (--provisioning-only, --fleet-only, --memory-only), through the same cleanup as any other end. */
 class EndedEarly extends Error {}
 
 const bench = await startBenchProcesses({ ephemeral });
 try {
+  if (statements) {
+    const setup = new pg.Client({ connectionString: bench.database.url });
+    await setup.connect();
+    await setup.query("alter system set shared_preload_libraries = 'pg_stat_statements'");
+    await setup.query("alter system set pg_stat_statements.track = 'all'");
+    // Room for a statement per tenant (each names its own schema), so that none is evicted meanwhile.
+    await setup.query("alter system set pg_stat_statements.max = 50000");
+    await setup.end();
+    await bench.restartDatabase();
+  }
   const { privateKey, publicKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
   const idleTimeoutMs = 1000;
   const backendEnv = (idle: number) => ({ TENANTRY_DB_MAX_CONNECTIONS: String(maxConnections), TENANTRY_DB_IDLE_TIMEOUT_MS: String(idle) });
@@ -127,6 +149,65 @@ try {
   // Ended by the server's stop when the run fails: the run's own error tells.
   admin.on("error", () => undefined);
   const one = async <T>(sql: string, values: unknown[] = []) => (await admin.query<T & pg.QueryResultRow>(sql, values)).rows[0]!;
+  if (statements) {
+    await admin.query("create extension if not exists pg_stat_statements");
+  }
+
+  /** Rolls Backend's next version out to every tenant (Backend restarted from `running` with one more migration), timed. */
+  const migrateFleet = async (running: ChildProcess) => {
+    process.stdout.write("fleet migration: rolling out Backend's next version…\n");
+    running.kill("SIGTERM");
+    await once(running, "exit");
+    const backend = await mesh.startBackend(backendFile, { env: { ...backendEnv(idleTimeoutMs), BENCH_NEXT_MIGRATION: "1" } });
+    if (statements) {
+      await admin.query("select pg_stat_statements_reset()");
+    }
+    const platformPid = mesh.processes.platform!.pid!;
+    const fleetStarted = performance.now();
+    const platformCpuBefore = await cpuSeconds(platformPid);
+    const meter = await startCpuMeter(backend.pid!, bench.database.pid);
+    const outcomes = new Map<string, number>();
+    let firstFailure = "";
+    for await (const event of fleet.migrateTenants({ concurrencyPerCluster: fleetConcurrency })) {
+      const name = MigrationOutcome[event.outcome];
+      outcomes.set(name, (outcomes.get(name) ?? 0) + 1);
+      if (event.outcome === MigrationOutcome.FAILED && firstFailure === "") {
+        firstFailure = `${event.tenantId}/${event.service}: ${event.error}`;
+      }
+    }
+    const seconds = (performance.now() - fleetStarted) / 1000;
+    const cpu = { ...(await meter()), platform: (await cpuSeconds(platformPid)) - platformCpuBefore };
+    const migrated = outcomes.get("MIGRATED") ?? 0;
+    const cpuMs = (s: number) => ((s * 1000) / tenantCount).toFixed(2);
+    let text = `Fleet migration: one more Backend migration for ${tenantCount} tenants × 2 services in ${seconds.toFixed(1)} s (${JSON.stringify(Object.fromEntries(outcomes))})${firstFailure === "" ? "" : `\nfirst failure: ${firstFailure}`}
+CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)}, PostgreSQL ${cpuMs(cpu.postgres)}`;
+    if (statements) {
+      // PostgreSQL's time per tenant by statement (planning and execution), the costliest first: a
+      // tenant's own names (its schemas, role, application name) written with * for its number, so that one
+      // statement made for every tenant counts as one; the last row is every statement together.
+      const rows = (
+        await admin.query<{ query: string; calls: string; ms: string }>(
+          `with normalized as (
+             select left(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), 'pooled[-_][0-9]+', '*', 'g'), 110) as query, calls, total_exec_time + total_plan_time as ms
+             from pg_stat_statements)
+           (select query, sum(calls) as calls, sum(ms) as ms from normalized group by query order by 3 desc limit 25)
+           union all select 'all statements', sum(calls), sum(ms) from normalized`,
+        )
+      ).rows;
+      text += `\nPostgreSQL statements during the fleet migration (pg_stat_statements), per tenant:\n${table(
+        ["statement", "calls", "ms"],
+        rows.map((r) => [r.query, (Number(r.calls) / tenantCount).toFixed(2), (Number(r.ms) / tenantCount).toFixed(3)]),
+      )}`;
+    }
+    return {
+      backend,
+      text,
+      goals: [
+        { measure: "fleet migration, tenants/s", figure: migrated / seconds, shown: (migrated / seconds).toFixed(1), atLeast: 200, goal: "≥ 200" },
+        { measure: "fleet migration, tenants migrated", figure: migrated, shown: `${migrated}/${tenantCount}`, atLeast: tenantCount, goal: `${tenantCount}/${tenantCount}` },
+      ],
+    };
+  };
 
   // Provisioning.
   const globalBefore = Number((await one<{ size: string }>("select pg_tablespace_size('pg_global') as size")).size);
@@ -156,6 +237,13 @@ try {
   if (flags["provisioning-only"]) {
     transport.close();
     await admin.end();
+    throw new EndedEarly();
+  }
+  if (flags["fleet-only"]) {
+    const fleetRun = await migrateFleet(mesh.backend);
+    transport.close();
+    await admin.end();
+    process.stdout.write(`\n${fleetRun.text}\n\nGoal: fleet migration of pooled tenants\n${goalTable(fleetRun.goals)}\n`);
     throw new EndedEarly();
   }
 
@@ -366,34 +454,13 @@ try {
   const ratio = roundRatios[Math.floor(roundRatios.length / 2)] ?? 0;
   const distinct = new Set(series[0]!.order).size;
 
-  // Fleet migration of every tenant.
-  process.stdout.write("fleet migration: rolling out Backend's next version…\n");
-  backend.kill("SIGTERM");
-  await once(backend, "exit");
-  backend = await mesh.startBackend(backendFile, { env: { ...backendEnv(idleTimeoutMs), BENCH_NEXT_MIGRATION: "1" } });
-  const platformPid = mesh.processes.platform!.pid!;
-  const fleetStarted = performance.now();
-  const platformCpuBefore = await cpuSeconds(platformPid);
-  const meter = await startCpuMeter(backend.pid!, bench.database.pid);
-  const outcomes = new Map<string, number>();
-  let firstFailure = "";
-  for await (const event of fleet.migrateTenants({ concurrencyPerCluster: fleetConcurrency })) {
-    const name = MigrationOutcome[event.outcome];
-    outcomes.set(name, (outcomes.get(name) ?? 0) + 1);
-    if (event.outcome === MigrationOutcome.FAILED && firstFailure === "") {
-      firstFailure = `${event.tenantId}/${event.service}: ${event.error}`;
-    }
-  }
-  const fleetSeconds = (performance.now() - fleetStarted) / 1000;
-  const fleetCpu = { ...(await meter()), platform: (await cpuSeconds(platformPid)) - platformCpuBefore };
-  const migrated = outcomes.get("MIGRATED") ?? 0;
+  const fleetRun = await migrateFleet(backend);
   transport.close();
   backendTransport.close();
   await admin.end();
 
   const ms = (value: number) => value.toFixed(1);
   const storage = ephemeral ? "PostgreSQL without fsync" : "durable PostgreSQL";
-  const cpuMs = (s: number) => ((s * 1000) / tenantCount).toFixed(2);
   process.stdout.write(`
 Pooled provisioning: ${tenantCount} tenants through CreateTenant ${atOnce} (${storage} on this machine), ${pools.length} pool databases
 ${table(
@@ -428,8 +495,7 @@ ${table(
 )}
 ${distinct} distinct tenants in the Zipf sequence of the many; round by round, many / 10: ${roundRatios.map((r) => r.toFixed(2)).join(" ")}; Backend's connections seen at most: ${peakConnections}
 
-Fleet migration: one more Backend migration for ${tenantCount} tenants × 2 services in ${fleetSeconds.toFixed(1)} s (${JSON.stringify(Object.fromEntries(outcomes))})${firstFailure === "" ? "" : `\nfirst failure: ${firstFailure}`}
-CPU per tenant, ms: Backend ${cpuMs(fleetCpu.server)}, Platform ${cpuMs(fleetCpu.platform)}, PostgreSQL ${cpuMs(fleetCpu.postgres)}
+${fleetRun.text}
 
 Goal: pooled placement at scale
 ${goalTable([
@@ -439,8 +505,7 @@ ${goalTable([
   { measure: `GetEntry throughput, ${all.length} tenants / ${few.length}, median of the rounds`, figure: ratio, shown: ratio.toFixed(3), atLeast: 0.8, goal: "≥ 0.80" },
   { measure: "GetEntry errors (both series) and CreateEntry errors", figure: many.errors + tenOnly.errors + writeErrors, shown: String(many.errors + tenOnly.errors + writeErrors), atMost: 0, goal: "0" },
   { measure: "Backend's connections at most", figure: peakConnections, shown: String(peakConnections), atMost: maxConnections, goal: `≤ ${maxConnections}` },
-  { measure: "fleet migration, tenants/s", figure: migrated / fleetSeconds, shown: (migrated / fleetSeconds).toFixed(1), atLeast: 200, goal: "≥ 200" },
-  { measure: "fleet migration, tenants migrated", figure: migrated, shown: `${migrated}/${tenantCount}`, atLeast: tenantCount, goal: `${tenantCount}/${tenantCount}` },
+  ...fleetRun.goals,
 ])}
 `);
 } catch (error) {

@@ -93,6 +93,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
     watchedTtlMs: config.TENANTRY_TENANT_WATCHED_TTL_MS,
     maxStalenessMs: config.TENANTRY_TENANT_MAX_STALENESS_MS,
     resolve: (tenantId, signal) => platform.resolve(tenantId, { signal, timeoutMs: config.TENANTRY_PLATFORM_TIMEOUT_MS }),
+    ...(platform.resolveMany === undefined ? {} : { resolveMany: (tenantIds: string[], signal: AbortSignal) => platform.resolveMany!(tenantIds, { signal, timeoutMs: config.TENANTRY_PLATFORM_TIMEOUT_MS }) }),
   });
   // Names this process to Platform's change feed, which then waits for it to acknowledge each write freeze.
   const instanceId = randomUUID();

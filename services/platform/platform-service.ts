@@ -2,8 +2,9 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { MikroORM } from "@mikro-orm/postgresql";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { AuditOutcome, Placement, PlatformService, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
-import { kCaller, kPeer, readFieldMask, type SecretBox, type WriteFreezeNotice } from "../mesh/index.ts";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { AuditOutcome, Placement, PlatformService, Tier, type TenantRouteSchema } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
+import { checkTenantId, kCaller, kPeer, readFieldMask, type SecretBox, type WriteFreezeNotice } from "../mesh/index.ts";
 import { actorOf, type AuditLog } from "./audit-log.ts";
 import type { ClusterRegistry } from "./cluster-registry.ts";
 import type { TenantWriteFreezes } from "./freezes/index.ts";
@@ -15,6 +16,7 @@ import {
   auditOutcomes,
   findPoolDatabase,
   findRunningMove,
+  findTenants,
   getTenant,
   listTenants,
   placementNames,
@@ -23,6 +25,7 @@ import {
   runningMovesOf,
   statusNames,
 } from "./stores/index.ts";
+import type { Tenant } from "./entities/tenant.ts";
 import type { TenantChangeFeed } from "./tenant-change-feed.ts";
 import { moveMessage, routeMessage, tenantMessage, type TierLimit } from "./tenant-messages.ts";
 
@@ -44,9 +47,31 @@ export interface PlatformServiceDeps {
   tierChangeMoves: TierChangeMoves;
 }
 
+/** The most tenants one ResolveTenants names. */
+const maxResolved = 1000;
+
 /** `tenantry.platform.v1.PlatformService` over the registry; every lifecycle change is audited. */
 export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof PlatformService> {
   const { orm, clusters, provisioner, lifecycle, audit, feed, freezes, box, tierLimits, signUps, tierChangeMoves } = deps;
+  /** A tenant's route, its pool database's (for a pooled tenant) read through `poolOf`; its status alone when there is no way in. */
+  async function routeOf(tenant: Tenant, poolOf: (cluster: string, name: string) => ReturnType<typeof findPoolDatabase>): Promise<MessageInitShape<typeof TenantRouteSchema>> {
+    const noWayIn = { tenantId: tenant.id, status: tenantMessage(tenant).status };
+    if (tenant.placement === placementNames.pooled) {
+      // Its pool database's login, which takes on the tenant's role for each call.
+      const pool = tenant.cluster == null || tenant.database === "" || tenant.status === statusNames.deleted ? undefined : await poolOf(tenant.cluster, tenant.database);
+      if (pool === undefined) {
+        return noWayIn;
+      }
+      const login = { user: pool.role, password: box.open(pool.rolePassword, poolPasswordContext(pool.cluster, pool.name)) };
+      return routeMessage(tenant, await clusters.access(tenant.cluster!), login, tierLimits);
+    }
+    if (tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
+      // Deleted (or from before per-tenant roles): its status, and no way in.
+      return noWayIn;
+    }
+    const login = { user: tenant.role, password: box.open(tenant.rolePassword, rolePasswordContext(tenant.id)) };
+    return routeMessage(tenant, await clusters.access(tenant.cluster), login, tierLimits);
+  }
   return {
     async createTenant(req, ctx) {
       const detail = { displayName: req.displayName, tier: Tier[req.tier], cluster: req.cluster, region: req.region, placement: Placement[req.placement] };
@@ -111,23 +136,27 @@ export function platformService(deps: PlatformServiceDeps): ServiceImpl<typeof P
     },
     async resolveTenant(req) {
       const em = orm.em.fork();
-      const tenant = await getTenant(em, req.tenantId);
-      const noWayIn = { route: { tenantId: tenant.id, status: tenantMessage(tenant).status } };
-      if (tenant.placement === placementNames.pooled) {
-        // Its pool database's login, which takes on the tenant's role for each call.
-        const pool = tenant.cluster == null || tenant.database === "" || tenant.status === statusNames.deleted ? undefined : await findPoolDatabase(em, tenant.cluster, tenant.database);
+      return { route: await routeOf(await getTenant(em, req.tenantId), (cluster, name) => findPoolDatabase(em, cluster, name)) };
+    },
+    async resolveTenants(req) {
+      if (req.tenantIds.length > maxResolved) {
+        throw new ConnectError(`tenant_ids names ${req.tenantIds.length} tenants: name at most ${maxResolved}`, Code.InvalidArgument);
+      }
+      const ids = [...new Set(req.tenantIds.map((id, i) => checkTenantId(id, `tenant_ids[${i}]`)))];
+      const em = orm.em.fork();
+      const tenants = await findTenants(em, ids);
+      // Their pool databases, each read once.
+      const pools = new Map<string, ReturnType<typeof findPoolDatabase>>();
+      const poolOf = (cluster: string, name: string) => {
+        const key = `${cluster}\0${name}`;
+        let pool = pools.get(key);
         if (pool === undefined) {
-          return noWayIn;
+          pool = findPoolDatabase(em, cluster, name);
+          pools.set(key, pool);
         }
-        const login = { user: pool.role, password: box.open(pool.rolePassword, poolPasswordContext(pool.cluster, pool.name)) };
-        return { route: routeMessage(tenant, await clusters.access(tenant.cluster!), login, tierLimits) };
-      }
-      if (tenant.cluster == null || tenant.role == null || tenant.rolePassword == null) {
-        // Deleted (or from before per-tenant roles): its status, and no way in.
-        return noWayIn;
-      }
-      const login = { user: tenant.role, password: box.open(tenant.rolePassword, rolePasswordContext(tenant.id)) };
-      return { route: routeMessage(tenant, await clusters.access(tenant.cluster), login, tierLimits) };
+        return pool;
+      };
+      return { routes: await Promise.all(tenants.map((tenant) => routeOf(tenant, poolOf))) };
     },
     async *watchTenants(req, ctx) {
       if (req.instanceId === "") {

@@ -1,7 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { TenantSchemaService, type MigrateRequest, type MigrateResponseSchema } from "../../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
+import { TenantSchemaService, type MigrateManyResponseSchema, type MigrateRequest, type MigrateResponseSchema } from "../../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
 import type { Permission } from "../access/declared-permissions.ts";
 import type { TenantEndpoint } from "../tenancy/connection-budget.ts";
 import { checkTenantId } from "../wire/tenant-id.ts";
@@ -46,13 +46,32 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
     }
     return route;
   }
-  async function migrate(endpoint: TenantEndpoint, req: MigrateRequest): Promise<MessageInitShape<typeof MigrateResponseSchema>> {
+  async function migrate(endpoint: TenantEndpoint, req: Pick<MigrateRequest, "toVersion" | "permissions">): Promise<MessageInitShape<typeof MigrateResponseSchema>> {
     const to = req.toVersion === "" ? undefined : req.toVersion;
     const { applied, version } = await tenancy.migrate(endpoint, { to });
     const { merge } = permissions;
     // Below the newest version the catalog's tables may not be as merging expects them.
     const addedPermissions = merge === undefined || to !== undefined ? [] : await tenancy.scope.run(endpoint, () => merge(tenancy.fork(), [...permissions.declared, ...req.permissions]));
     return { service, applied, version, addedPermissions };
+  }
+  /** Migrate of a tenant by id: its errors as Migrate answers them. */
+  async function migrateTenant(tenantId: string, req: Pick<MigrateRequest, "toVersion" | "permissions">): Promise<MessageInitShape<typeof MigrateResponseSchema>> {
+    const route = await routeOf(tenantId);
+    try {
+      return await migrate(tenancy.endpointOf(route), req);
+    } catch (error) {
+      // An unreachable database is answered UNAVAILABLE (see errorInterceptor): Platform may retry.
+      if (error instanceof ConnectError || isDatabaseUnreachable(error)) {
+        throw error;
+      }
+      // What the connection budget said (UNAVAILABLE: a pooled tenant refused its role), under the ORM's wrapping: answered as it is.
+      const refused = connectErrorCause(error);
+      if (refused !== undefined) {
+        throw refused;
+      }
+      // For Platform's ledger and the operator: the migration was rolled back, and why.
+      throw new ConnectError(`${service} migration of tenant "${tenantId}" failed and was rolled back: ${(error as Error).message}`, Code.Internal);
+    }
   }
   return {
     async migrate(req) {
@@ -69,21 +88,34 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
           await tenancy.budget.retire(endpoint.tenantId);
         }
       }
-      const route = await routeOf(req.tenantId);
-      try {
-        return await migrate(tenancy.endpointOf(route), req);
-      } catch (error) {
-        // An unreachable database is answered UNAVAILABLE (see errorInterceptor): Platform may retry.
-        if (error instanceof ConnectError || isDatabaseUnreachable(error)) {
-          throw error;
+      return migrateTenant(req.tenantId, req);
+    },
+    async *migrateMany(req, ctx) {
+      if (req.tenantIds.length === 0 || req.tenantIds.length > maxMigrateMany) {
+        throw new ConnectError(`tenant_ids names ${req.tenantIds.length} tenants: name 1 to ${maxMigrateMany}`, Code.InvalidArgument);
+      }
+      const tenantIds = req.tenantIds.map((id, i) => checkTenantId(id, `tenant_ids[${i}]`));
+      const repeated = tenantIds.find((id, i) => tenantIds.indexOf(id) !== i);
+      if (repeated !== undefined) {
+        throw new ConnectError(`tenant_ids names tenant "${repeated}" more than once`, Code.InvalidArgument);
+      }
+      const request = { toVersion: "", permissions: req.permissions };
+      // Their routes in one request to Platform rather than one each.
+      await tenancy.directory.prefetch(tenantIds);
+      for (const tenantId of tenantIds) {
+        if (ctx.signal.aborted) {
+          // The caller is gone (stopped, or past its deadline): the tenants after are left as they are.
+          return;
         }
-        // What the connection budget said (UNAVAILABLE: a pooled tenant refused its role), under the ORM's wrapping: answered as it is.
-        const refused = connectErrorCause(error);
-        if (refused !== undefined) {
-          throw refused;
+        let result: MessageInitShape<typeof MigrateManyResponseSchema>["result"];
+        try {
+          result = { case: "migrated", value: await migrateTenant(tenantId, request) };
+        } catch (error) {
+          // As the error interceptor answers Migrate: a database out of reach is UNAVAILABLE (anything else is a ConnectError by now).
+          const failure = !(error instanceof ConnectError) && isDatabaseUnreachable(error) ? new ConnectError(`the database of tenant "${tenantId}" is unreachable; retry later`, Code.Unavailable) : ConnectError.from(error);
+          result = { case: "error", value: { code: failure.code, message: failure.rawMessage } };
         }
-        // For Platform's ledger and the operator: the migration was rolled back, and why.
-        throw new ConnectError(`${service} migration of tenant "${req.tenantId}" failed and was rolled back: ${(error as Error).message}`, Code.Internal);
+        yield { tenantId, result };
       }
     },
     async adoptCopy(req) {
@@ -105,6 +137,9 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
     },
   };
 }
+
+/** The most tenants one MigrateMany takes. */
+const maxMigrateMany = 1000;
 
 /** The ConnectError an error was caused by (the ORM wraps what the connection budget throws), if any. */
 function connectErrorCause(error: unknown): ConnectError | undefined {

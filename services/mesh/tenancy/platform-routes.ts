@@ -22,6 +22,8 @@ export interface TenantChange {
 export interface PlatformRoutes {
   /** A tenant's route; rejects with NOT_FOUND for an unknown tenant. */
   resolve(tenantId: string, options: { signal: AbortSignal; timeoutMs: number }): Promise<TenantRoute>;
+  /** The routes of several tenants in one request (at most 1000), those Platform does not know left out. */
+  resolveMany?(tenantIds: string[], options: { signal: AbortSignal; timeoutMs: number }): Promise<TenantRoute[]>;
   /**
    * The change feed, until `signal` is aborted or the feed breaks. Watched
    * as the service instance `instanceId`, it also announces write freezes,
@@ -33,7 +35,7 @@ export interface PlatformRoutes {
 }
 
 /**
- * Tenants' routes from Platform (`ResolveTenant`), their changes
+ * Tenants' routes from Platform (`ResolveTenant`, `ResolveTenants`), their changes
  * (`WatchTenants`) and acknowledgements of their write freezes
  * (`AcknowledgeWriteFreeze`), over a mesh transport whose calls carry a
  * service credential. The only module of the mesh runtime that knows these
@@ -49,6 +51,9 @@ export function platformRoutes(transport: Transport): PlatformRoutes {
         throw new Error(`Platform answered ResolveTenant for "${tenantId}" without a route`);
       }
       return route;
+    },
+    async resolveMany(tenantIds, { signal, timeoutMs }) {
+      return (await platform.resolveTenants({ tenantIds }, { signal, timeoutMs })).routes;
     },
     async *changes(signal, instanceId = "") {
       for await (const change of platform.watchTenants({ instanceId }, { signal })) {

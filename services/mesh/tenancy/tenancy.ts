@@ -1,6 +1,6 @@
 import { MigrationStorage, Migrator } from "@mikro-orm/migrations";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ConnectionException, MikroORM, type EntityManager, type EntitySchema, type MigrationObject } from "@mikro-orm/postgresql";
+import { ConnectionException, MikroORM, type EntityManager, type EntitySchema, type MigrationObject, type Transaction } from "@mikro-orm/postgresql";
 import { createPostgreSqlTypeParsers } from "@mikro-orm/sql";
 import { PostgresDialect } from "kysely";
 import pg from "pg";
@@ -21,9 +21,15 @@ import type { WriteFreezes } from "./write-freezes.ts";
  * costs PostgreSQL several milliseconds of CPU on a fresh connection, which
  * is what each tenant of a fleet rollout gets. Without the table, MikroORM's
  * own check runs and creates it (and the schema, where the login may).
+ * Inside a run's transaction the look goes through that transaction, so
+ * that a run takes one connection (a pooled tenant's lease takes the tenant
+ * on once), and the run remembers the newest migration it found applied.
  */
 class TrackingStorage extends MigrationStorage {
   #present = false;
+  #transaction: Transaction | undefined;
+  /** The newest migration applied, as the last read of the table found it; undefined before any read. */
+  newestRead: string | undefined;
 
   constructor(driver: ConstructorParameters<typeof MigrationStorage>[0], options: ConstructorParameters<typeof MigrationStorage>[1]) {
     // A copy: the options are the ORM's, shared by every run, and `pin` sets the schema of this one.
@@ -35,16 +41,39 @@ class TrackingStorage extends MigrationStorage {
     this.options.schema = schema;
   }
 
+  override setMasterMigration(transaction: Transaction): void {
+    super.setMasterMigration(transaction);
+    this.#transaction = transaction;
+  }
+
+  override unsetMasterMigration(): void {
+    super.unsetMasterMigration();
+    this.#transaction = undefined;
+  }
+
+  /** Set while the Migrator initialises, which looks for the table outside any transaction: the run looks inside its own instead. */
+  deferLook = false;
+
   override async ensureTable(): Promise<void> {
+    if (this.deferLook) {
+      return;
+    }
     if (!this.#present) {
       const quoted = `${pg.escapeIdentifier(this.options.schema!)}.${pg.escapeIdentifier(migrationTable)}`;
-      const [row] = await this.driver.getConnection().execute<{ present: boolean }[]>(`select to_regclass(${pg.escapeLiteral(quoted)}) is not null as present`);
+      const [row] = await this.driver.getConnection().execute<{ present: boolean }[]>(`select to_regclass(${pg.escapeLiteral(quoted)}) is not null as present`, [], "all", this.#transaction);
       this.#present = row?.present === true;
     }
     if (!this.#present) {
       await super.ensureTable();
       this.#present = true;
     }
+  }
+
+  override async getExecutedMigrations(): ReturnType<MigrationStorage["getExecutedMigrations"]> {
+    const executed = await super.getExecutedMigrations();
+    const newest = executed.at(-1);
+    this.newestRead = newest === undefined ? "" : this.getMigrationName(newest.name);
+    return executed;
   }
 }
 
@@ -61,6 +90,16 @@ class TenantMigrator extends Migrator {
     super(em);
     this.schema = schema;
     (this.storage as TrackingStorage).pin(schema);
+  }
+
+  override async init(): Promise<void> {
+    const storage = this.getStorage() as TrackingStorage;
+    storage.deferLook = true;
+    try {
+      await super.init();
+    } finally {
+      storage.deferLook = false;
+    }
   }
 
   protected override createStorage(): MigrationStorage {
@@ -298,8 +337,8 @@ export class Tenancy {
             }
           }
           const applied = await migrator.up(options.to === undefined ? { schema } : { to: options.to, schema });
-          // What this run applied is the newest in the table (ordered by id): read it only when it applied none.
-          const version = applied.at(-1)?.name ?? (await migrator.getExecuted({ schema })).at(-1)?.name ?? "";
+          // What this run applied is the newest in the table (ordered by id); when it applied none, the newest the run read there.
+          const version = applied.at(-1)?.name ?? (migrator.getStorage() as TrackingStorage).newestRead ?? "";
           return { applied: applied.map((m) => m.name), version };
         }),
       )

@@ -55,4 +55,37 @@ describe("a tenant directory", () => {
     asks[1]!(route("target"));
     expect((await after).database).toBe("target");
   });
+
+  it("prefetches the routes it lacks in one ask, keeps none of a tenant that changed meanwhile, and lets each lookup ask when the prefetch fails", async () => {
+    const routeOf = (tenantId: string, database: string) => create(TenantRouteSchema, { tenantId, status: TenantStatus.ACTIVE, database });
+    const single: string[] = [];
+    const batches: { ids: string[]; answer: (routes: TenantRoute[] | Error) => void }[] = [];
+    const directory = new TenantDirectory({
+      resolve: async (tenantId) => {
+        single.push(tenantId);
+        return routeOf(tenantId, "asked alone");
+      },
+      resolveMany: (ids) => new Promise<TenantRoute[]>((resolve, reject) => batches.push({ ids, answer: (routes) => (routes instanceof Error ? reject(routes) : resolve(routes)) })),
+      maxEntries: 10,
+      ttlMs: 60_000,
+    });
+    directory.setWatching(true);
+    await directory.lookup("cached");
+    const prefetched = directory.prefetch(["cached", "first", "second", "changed", "unknown"]);
+    // Only those it lacks are asked for.
+    expect(batches.map((b) => b.ids)).toEqual([["first", "second", "changed", "unknown"]]);
+    directory.invalidate("changed");
+    batches[0]!.answer(["first", "second", "changed"].map((id) => routeOf(id, "prefetched")));
+    await prefetched;
+    expect((await directory.lookup("first")).database).toBe("prefetched");
+    expect((await directory.lookup("second")).database).toBe("prefetched");
+    expect((await directory.lookup("changed")).database).toBe("asked alone");
+    expect((await directory.lookup("unknown")).database).toBe("asked alone");
+    expect(single).toEqual(["cached", "changed", "unknown"]);
+
+    const failed = directory.prefetch(["third"]);
+    batches[1]!.answer(new Error("Platform is unreachable"));
+    await failed;
+    expect((await directory.lookup("third")).database).toBe("asked alone");
+  });
 });

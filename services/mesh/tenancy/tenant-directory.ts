@@ -12,6 +12,8 @@ export interface TenantDirectoryOptions {
    * Rejects with NOT_FOUND for an unknown tenant.
    */
   resolve: (tenantId: string, signal: AbortSignal) => Promise<TenantRoute>;
+  /** Asks for the routes of several tenants at once (Platform's ResolveTenants), those unknown left out; without it, {@link TenantDirectory.prefetch} does nothing. */
+  resolveMany?: (tenantIds: string[], signal: AbortSignal) => Promise<TenantRoute[]>;
   /** How many tenants' routes are kept; the least recently used go first. */
   maxEntries: number;
   /** How long an ACTIVE tenant's route is trusted while no change feed is connected. */
@@ -47,11 +49,13 @@ interface Entry {
  * once: Platform is asked again in the background, not by each call.
  */
 export class TenantDirectory {
-  readonly #options: Required<TenantDirectoryOptions>;
+  readonly #options: Required<Omit<TenantDirectoryOptions, "resolveMany">> & Pick<TenantDirectoryOptions, "resolveMany">;
   readonly #cache: LRUCache<string, Entry>;
   readonly #inFlight = new Map<string, Promise<Entry>>();
   /** One string for each value that tenants' routes share (a host, a pool database and its login), so that each route does not keep its own copy. */
   readonly #shared = new LRUCache<string, string>({ max: 1000 });
+  /** Tenants a prefetch is asking for, each with a mark of that prefetch: a change meanwhile drops the mark, and the answer is not cached. */
+  readonly #prefetching = new Map<string, object>();
   #watching = false;
   /** Platform could not be reached by the last resolve that ended: stale routes are served without waiting for it. */
   #platformUnreachable = false;
@@ -82,6 +86,51 @@ export class TenantDirectory {
       return entry.route;
     }
     return this.#refresh(id, entry);
+  }
+
+  /**
+   * Asks Platform in one request for the routes of those of `tenantIds` it
+   * has no fresh route of and is not asking for already, so that their
+   * lookups that follow find them cached (a batch of tenants about to be
+   * migrated one after another). Best effort: when the request fails, each
+   * lookup asks for its own route, as it would have.
+   */
+  async prefetch(tenantIds: string[]): Promise<void> {
+    const resolveMany = this.#options.resolveMany;
+    if (resolveMany === undefined) {
+      return;
+    }
+    const wanted = tenantIds.filter((id) => {
+      const entry = this.#cache.get(id);
+      return !(entry !== undefined && Date.now() - entry.fetchedAt < this.#ttlOf(entry)) && !this.#inFlight.has(id) && !this.#prefetching.has(id);
+    });
+    if (wanted.length === 0) {
+      return;
+    }
+    const mark = {};
+    const watched = this.#watching;
+    for (const id of wanted) {
+      this.#prefetching.set(id, mark);
+    }
+    try {
+      const routes = await resolveMany(wanted, AbortSignal.timeout(10_000));
+      const fetchedAt = Date.now();
+      for (const route of routes) {
+        // Not a tenant that changed while Platform answered, nor one a lookup fetched meanwhile.
+        if (this.#prefetching.get(route.tenantId) === mark && !this.#inFlight.has(route.tenantId)) {
+          this.#cache.set(route.tenantId, { route: this.#sharing(route), fetchedAt, watched });
+        }
+      }
+      this.#platformUnreachable = false;
+    } catch {
+      // Each lookup asks on its own, and says what went wrong.
+    } finally {
+      for (const id of wanted) {
+        if (this.#prefetching.get(id) === mark) {
+          this.#prefetching.delete(id);
+        }
+      }
+    }
   }
 
   /**
@@ -119,6 +168,7 @@ export class TenantDirectory {
   invalidate(tenantId: string): void {
     this.#cache.delete(tenantId);
     this.#inFlight.delete(tenantId);
+    this.#prefetching.delete(tenantId);
   }
 
   /**
@@ -129,6 +179,7 @@ export class TenantDirectory {
     if (watching) {
       this.#cache.clear();
       this.#inFlight.clear();
+      this.#prefetching.clear();
       this.#platformUnreachable = false;
     }
     this.#watching = watching;

@@ -11,6 +11,7 @@ import {
   failedMigrations,
   findRunningMove,
   ledgerOfServedTenants,
+  movingTenantIds,
   recordedSchemaServices,
   recordManyMigrated,
   recordMigrated,
@@ -23,6 +24,12 @@ import { checkTier } from "../tenant-messages.ts";
 import { planFleetMigration, type MigrationPair } from "./fleet-plan.ts";
 
 export { MigrationOutcome };
+
+/** The most pooled tenants a service is asked to migrate in one MigrateMany. */
+const maxBatch = 50;
+
+/** A service's answer for one tenant: what it did, or why it failed. */
+type MigrateAnswer = { version: string; applied: string[]; addedPermissions: string[] } | ConnectError;
 
 /** How often a migration waiting for a tenant's move looks whether it has ended. */
 const movePollMs = 500;
@@ -83,6 +90,8 @@ export class FleetMigrations {
   readonly #log: Logger;
   readonly #prepare: ((tenantId: string, service: string) => Promise<void>) | undefined;
   readonly #poolConcurrency: number;
+  /** Services that answered MigrateMany UNIMPLEMENTED (from before it): their tenants go through Migrate one by one. */
+  readonly #oneByOne = new Set<string>();
   #running = 0;
 
   /**
@@ -150,57 +159,180 @@ export class FleetMigrations {
       wake?.();
     };
     const record = this.#batchedRecorder();
+    const isMoving = this.#batchedMoveCheck();
     /** Pairs of tenants being moved when their turn came: run at the end, each once its tenant's move has ended. */
     const waitingForMoves: MigrationPair[] = [];
-    const runPair = async (pair: MigrationPair, afterMoves = false) => {
+    /**
+     * Whether a pair is for its service to migrate now: the outcome of one
+     * that is not is emitted, and one whose tenant is being moved is put
+     * aside until the move ends.
+     */
+    const toMigrate = async (pair: MigrationPair, afterMoves: boolean): Promise<boolean> => {
       if (!pair.behind) {
-        return emit(pair, MigrationOutcome.SKIPPED, { toVersion: pair.from });
+        emit(pair, MigrationOutcome.SKIPPED, { toVersion: pair.from });
+        return false;
       }
       if (selection.dryRun) {
-        return emit(pair, MigrationOutcome.WOULD_MIGRATE);
+        emit(pair, MigrationOutcome.WOULD_MIGRATE);
+        return false;
       }
-      if (!afterMoves && (await findRunningMove(this.#orm.em.fork(), pair.tenantId)) !== null) {
+      if (!afterMoves && (await isMoving(pair.tenantId))) {
         // Its schemas must stay as the move's target was made (the move checks that they did):
         // migrated once the move has ended, after the other tenants.
         waitingForMoves.push(pair);
-        return;
+        return false;
       }
-      const client = this.#schemas.entries.find((e) => e.name === pair.service)!.client;
-      const keepsCatalog = pair.service === catalogMark?.service;
+      return true;
+    };
+    const clientOf = (service: string) => this.#schemas.entries.find((e) => e.name === service)!.client;
+    const permissionsOf = (service: string) => (service === catalogMark?.service ? catalog.permissions : []);
+    /** Readies a tenant never migrated for the service (a service added since the tenant was made); its failure, if it fails. */
+    const prepare = async (pair: MigrationPair): Promise<ConnectError | undefined> => {
       try {
         if (pair.from === "") {
-          // Never migrated for this service: a service added since the tenant was made.
           await this.#prepare?.(pair.tenantId, pair.service);
         }
-        const result = await client.migrate({ tenantId: pair.tenantId, permissions: keepsCatalog ? catalog.permissions : [] }, { timeoutMs: this.#migrateTimeoutMs, signal });
-        await record({
-          tenantId: pair.tenantId,
-          service: pair.service,
-          version: result.version,
-          ...(keepsCatalog ? { permissionsDigest: catalog.digest } : {}),
-        });
-        const changed = result.applied.length > 0 || result.addedPermissions.length > 0;
-        emit(pair, changed ? MigrationOutcome.MIGRATED : MigrationOutcome.ALREADY_CURRENT, {
-          toVersion: result.version,
-          applied: result.applied,
-          addedPermissions: result.addedPermissions,
-        });
+        return undefined;
       } catch (error) {
-        if (signal.aborted) {
-          return;
+        return ConnectError.from(error);
+      }
+    };
+    /** The service's answer for one pair through Migrate; undefined when the fleet migration was stopped meanwhile. */
+    const migrateOne = async (pair: MigrationPair): Promise<MigrateAnswer | undefined> => {
+      const unprepared = await prepare(pair);
+      if (unprepared !== undefined) {
+        return unprepared;
+      }
+      try {
+        return await clientOf(pair.service).migrate({ tenantId: pair.tenantId, permissions: permissionsOf(pair.service) }, { timeoutMs: this.#migrateTimeoutMs, signal });
+      } catch (error) {
+        return signal.aborted ? undefined : ConnectError.from(error);
+      }
+    };
+    /** Records a pair's answer in the ledger and emits its outcome. */
+    const settle = async (pair: MigrationPair, answer: MigrateAnswer | undefined) => {
+      if (answer === undefined) {
+        return;
+      }
+      let failure = answer instanceof ConnectError ? answer : undefined;
+      if (!(answer instanceof ConnectError)) {
+        try {
+          await record({
+            tenantId: pair.tenantId,
+            service: pair.service,
+            version: answer.version,
+            ...(pair.service === catalogMark?.service ? { permissionsDigest: catalog.digest } : {}),
+          });
+          const changed = answer.applied.length > 0 || answer.addedPermissions.length > 0;
+          return emit(pair, changed ? MigrationOutcome.MIGRATED : MigrationOutcome.ALREADY_CURRENT, {
+            toVersion: answer.version,
+            applied: answer.applied,
+            addedPermissions: answer.addedPermissions,
+          });
+        } catch (error) {
+          if (signal.aborted) {
+            return;
+          }
+          failure = ConnectError.from(error);
         }
-        const message = ConnectError.from(error).rawMessage;
-        await recordMigrationFailure(this.#orm.em.fork(), { tenantId: pair.tenantId, service: pair.service, version: pair.from, error: message });
-        this.#log.warn({ tenantId: pair.tenantId, service: pair.service, error: message }, "tenant migration failed");
-        emit(pair, MigrationOutcome.FAILED, { toVersion: pair.from, error: message });
+      }
+      const message = failure!.rawMessage;
+      await recordMigrationFailure(this.#orm.em.fork(), { tenantId: pair.tenantId, service: pair.service, version: pair.from, error: message });
+      this.#log.warn({ tenantId: pair.tenantId, service: pair.service, error: message }, "tenant migration failed");
+      emit(pair, MigrationOutcome.FAILED, { toVersion: pair.from, error: message });
+    };
+    const runPair = async (pair: MigrationPair, afterMoves = false) => {
+      if (await toMigrate(pair, afterMoves)) {
+        await settle(pair, await migrateOne(pair));
+      }
+    };
+    /**
+     * Migrates tenants of one pool database service after service: each
+     * service gets those it has something to do for in one MigrateMany,
+     * which migrates them one after another on the pool database's
+     * connections, and each answer is settled as it arrives (a service
+     * that does not know MigrateMany gets one Migrate each).
+     */
+    const runTenants = async (tenants: MigrationPair[][]) => {
+      for (const service of services) {
+        const pairs = tenants.flatMap((pairsOfTenant) => pairsOfTenant.filter((pair) => pair.service === service));
+        const wanted = await Promise.all(pairs.map((pair) => toMigrate(pair, false)));
+        const ready: MigrationPair[] = [];
+        for (const [i, pair] of pairs.entries()) {
+          if (!wanted[i]) {
+            continue;
+          }
+          const unprepared = await prepare(pair);
+          if (unprepared === undefined) {
+            ready.push(pair);
+          } else {
+            await settle(pair, unprepared);
+          }
+        }
+        if (ready.length === 0 || signal.aborted) {
+          continue;
+        }
+        if (this.#oneByOne.has(service)) {
+          for (const pair of ready) {
+            await settle(pair, await migrateOne(pair));
+          }
+          continue;
+        }
+        const waiting = new Map(ready.map((pair) => [pair.tenantId, pair]));
+        const settling: Promise<void>[] = [];
+        let unanswered: ConnectError | undefined;
+        try {
+          const answers = clientOf(service).migrateMany(
+            { tenantIds: ready.map((pair) => pair.tenantId), permissions: permissionsOf(service) },
+            { timeoutMs: this.#migrateTimeoutMs * ready.length, signal },
+          );
+          for await (const { tenantId, result } of answers) {
+            const pair = waiting.get(tenantId);
+            if (pair === undefined) {
+              continue;
+            }
+            waiting.delete(tenantId);
+            const answer = result.case === "migrated" ? result.value : new ConnectError(result.value?.message ?? `${service} answered no result`, (result.value?.code ?? Code.Internal) as Code);
+            settling.push(settle(pair, answer));
+          }
+        } catch (error) {
+          if (signal.aborted) {
+            await Promise.all(settling);
+            return;
+          }
+          unanswered = ConnectError.from(error);
+          if (unanswered.code === Code.Unimplemented && waiting.size === ready.length) {
+            // A service from before MigrateMany: each tenant through Migrate, as before.
+            this.#oneByOne.add(service);
+            for (const pair of ready) {
+              await settle(pair, await migrateOne(pair));
+            }
+            continue;
+          }
+        }
+        for (const pair of waiting.values()) {
+          settling.push(settle(pair, unanswered ?? new ConnectError(`${service} ended MigrateMany without an answer for tenant "${pair.tenantId}"`, Code.Internal)));
+        }
+        await Promise.all(settling);
       }
     };
     const workers = [...groups.values()].flatMap(({ poolDatabase, tenants }) => {
       let next = 0;
-      // A pool database's tenants share its connections: each migration is a few statements on one
-      // of them, no connection of its own, so a pool database takes more at once than a cluster.
-      const width = poolDatabase === undefined ? concurrency : Math.max(concurrency, this.#poolConcurrency);
-      return Array.from({ length: Math.min(width, tenants.length) }, async () => {
+      if (poolDatabase !== undefined) {
+        // A pool database's tenants share its connections: each migration is a few statements on one
+        // of them, no connection of its own, so a pool database takes more at once than a cluster,
+        // and each service gets a batch of its tenants in one call.
+        const width = Math.max(concurrency, this.#poolConcurrency);
+        const batch = Math.max(1, Math.min(maxBatch, Math.ceil(tenants.length / width)));
+        return Array.from({ length: Math.min(width, Math.ceil(tenants.length / batch)) }, async () => {
+          while (next < tenants.length && !signal.aborted) {
+            const taken = tenants.slice(next, next + batch);
+            next += taken.length;
+            await runTenants(taken);
+          }
+        });
+      }
+      return Array.from({ length: Math.min(concurrency, tenants.length) }, async () => {
         while (next < tenants.length && !signal.aborted) {
           for (const pair of tenants[next++]!) {
             await runPair(pair);
@@ -265,6 +397,41 @@ export class FleetMigrations {
         queued.push({ entry, resolve, reject });
         if (!writing) {
           void writeQueued();
+        }
+      });
+  }
+
+  /**
+   * Says whether a tenant is being moved, from the moves under way as read
+   * by a statement that starts after the question was asked: the questions
+   * that arrive while a read is under way are answered together by the
+   * next, so that tenants migrated side by side cost one read, not one each.
+   */
+  #batchedMoveCheck(): (tenantId: string) => Promise<boolean> {
+    type Waiting = { tenantId: string; resolve: (moving: boolean) => void; reject: (error: unknown) => void };
+    let queued: Waiting[] = [];
+    let reading = false;
+    const readQueued = async () => {
+      reading = true;
+      // The questions asked together (a batch of tenants) go in one read.
+      await Promise.resolve();
+      while (queued.length > 0) {
+        const batch = queued;
+        queued = [];
+        try {
+          const moving = await movingTenantIds(this.#orm.em.fork());
+          batch.forEach((w) => w.resolve(moving.has(w.tenantId)));
+        } catch (error) {
+          batch.forEach((w) => w.reject(error));
+        }
+      }
+      reading = false;
+    };
+    return (tenantId) =>
+      new Promise<boolean>((resolve, reject) => {
+        queued.push({ tenantId, resolve, reject });
+        if (!reading) {
+          void readQueued();
         }
       });
   }

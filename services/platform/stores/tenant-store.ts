@@ -109,6 +109,11 @@ export function findTenant(em: EntityManager, tenantId: string): Promise<Tenant 
   return em.findOne(Tenant, { id: tenantId });
 }
 
+/** The tenants of these ids that exist, in no particular order. */
+export function findTenants(em: EntityManager, tenantIds: string[]): Promise<Tenant[]> {
+  return tenantIds.length === 0 ? Promise.resolve([]) : em.find(Tenant, { id: { $in: tenantIds } });
+}
+
 /** A tenant; NOT_FOUND when there is none by that id, INVALID_ARGUMENT for a malformed one. */
 export async function getTenant(em: EntityManager, tenantId: string): Promise<Tenant> {
   const id = checkTenantId(tenantId);

@@ -517,6 +517,46 @@ export declare type ResolveTenantResponse = Message<"tenantry.platform.v1.Resolv
 export declare const ResolveTenantResponseSchema: GenMessage<ResolveTenantResponse>;
 
 /**
+ * ResolveTenantsRequest names tenants.
+ *
+ * @generated from message tenantry.platform.v1.ResolveTenantsRequest
+ */
+export declare type ResolveTenantsRequest = Message<"tenantry.platform.v1.ResolveTenantsRequest"> & {
+  /**
+   * The tenants' ids, at most 1000.
+   *
+   * @generated from field: repeated string tenant_ids = 1;
+   */
+  tenantIds: string[];
+};
+
+/**
+ * Describes the message tenantry.platform.v1.ResolveTenantsRequest.
+ * Use `create(ResolveTenantsRequestSchema)` to create a new message.
+ */
+export declare const ResolveTenantsRequestSchema: GenMessage<ResolveTenantsRequest>;
+
+/**
+ * ResolveTenantsResponse carries the tenants' routes.
+ *
+ * @generated from message tenantry.platform.v1.ResolveTenantsResponse
+ */
+export declare type ResolveTenantsResponse = Message<"tenantry.platform.v1.ResolveTenantsResponse"> & {
+  /**
+   * The route of each tenant asked for that exists, in no particular order.
+   *
+   * @generated from field: repeated tenantry.platform.v1.TenantRoute routes = 1;
+   */
+  routes: TenantRoute[];
+};
+
+/**
+ * Describes the message tenantry.platform.v1.ResolveTenantsResponse.
+ * Use `create(ResolveTenantsResponseSchema)` to create a new message.
+ */
+export declare const ResolveTenantsResponseSchema: GenMessage<ResolveTenantsResponse>;
+
+/**
  * UpdateTenantRequest names a tenant and the fields to change.
  *
  * @generated from message tenantry.platform.v1.UpdateTenantRequest
@@ -1328,6 +1368,20 @@ export declare const PlatformService: GenService<{
     methodKind: "unary";
     input: typeof ResolveTenantRequestSchema;
     output: typeof ResolveTenantResponseSchema;
+  },
+  /**
+   * ResolveTenants returns the routes of several tenants, as ResolveTenant
+   * returns one: a service about to migrate a batch of tenants
+   * (TenantSchemaService.MigrateMany) learns their routes in one call.
+   * Tenants it does not know are left out.
+   * Errors: INVALID_ARGUMENT for a malformed id, or more than 1000.
+   *
+   * @generated from rpc tenantry.platform.v1.PlatformService.ResolveTenants
+   */
+  resolveTenants: {
+    methodKind: "unary";
+    input: typeof ResolveTenantsRequestSchema;
+    output: typeof ResolveTenantsResponseSchema;
   },
   /**
    * WatchTenants streams every change to any tenant as it is committed, so

@@ -130,6 +130,105 @@ export declare type MigrateRequest = Message<"tenantry.schema.v1.MigrateRequest"
 export declare const MigrateRequestSchema: GenMessage<MigrateRequest>;
 
 /**
+ * MigrateManyRequest names the tenants to migrate.
+ *
+ * @generated from message tenantry.schema.v1.MigrateManyRequest
+ */
+export declare type MigrateManyRequest = Message<"tenantry.schema.v1.MigrateManyRequest"> & {
+  /**
+   * The tenants' ids, each once, at most 1000; migrated in this order.
+   *
+   * @generated from field: repeated string tenant_ids = 1;
+   */
+  tenantIds: string[];
+
+  /**
+   * As in MigrateRequest, for every tenant.
+   *
+   * @generated from field: repeated tenantry.options.v1.Permission permissions = 2;
+   */
+  permissions: Permission[];
+};
+
+/**
+ * Describes the message tenantry.schema.v1.MigrateManyRequest.
+ * Use `create(MigrateManyRequestSchema)` to create a new message.
+ */
+export declare const MigrateManyRequestSchema: GenMessage<MigrateManyRequest>;
+
+/**
+ * MigrateManyResponse is one tenant's result.
+ *
+ * @generated from message tenantry.schema.v1.MigrateManyResponse
+ */
+export declare type MigrateManyResponse = Message<"tenantry.schema.v1.MigrateManyResponse"> & {
+  /**
+   * The tenant's id.
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * What the tenant's migration did, or why it failed.
+   *
+   * @generated from oneof tenantry.schema.v1.MigrateManyResponse.result
+   */
+  result: {
+    /**
+     * What Migrate would have answered.
+     *
+     * @generated from field: tenantry.schema.v1.MigrateResponse migrated = 2;
+     */
+    value: MigrateResponse;
+    case: "migrated";
+  } | {
+    /**
+     * The error Migrate would have failed with.
+     *
+     * @generated from field: tenantry.schema.v1.MigrationError error = 3;
+     */
+    value: MigrationError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message tenantry.schema.v1.MigrateManyResponse.
+ * Use `create(MigrateManyResponseSchema)` to create a new message.
+ */
+export declare const MigrateManyResponseSchema: GenMessage<MigrateManyResponse>;
+
+/**
+ * MigrationError is why one tenant's migration failed; nothing of it was
+ * kept (its migrations were rolled back).
+ *
+ * @generated from message tenantry.schema.v1.MigrationError
+ */
+export declare type MigrationError = Message<"tenantry.schema.v1.MigrationError"> & {
+  /**
+   * The gRPC status code Migrate would have answered, such as 5 (NOT_FOUND)
+   * or 13 (INTERNAL).
+   *
+   * @generated from field: uint32 code = 1;
+   */
+  code: number;
+
+  /**
+   * Its message.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message tenantry.schema.v1.MigrationError.
+ * Use `create(MigrationErrorSchema)` to create a new message.
+ */
+export declare const MigrationErrorSchema: GenMessage<MigrationError>;
+
+/**
  * AdoptCopyRequest names the tenant and whose copy its data is.
  *
  * @generated from message tenantry.schema.v1.AdoptCopyRequest
@@ -352,6 +451,24 @@ export declare const TenantSchemaService: GenService<{
     methodKind: "unary";
     input: typeof MigrateRequestSchema;
     output: typeof MigrateResponseSchema;
+  },
+  /**
+   * MigrateMany migrates several tenants as Migrate migrates one, one
+   * tenant after another on the connections of this service, and answers
+   * one message per tenant as each is done, in the order asked: what
+   * Migrate would have answered, or the error it would have failed with
+   * (the other tenants go on). Platform's fleet migrations send it the
+   * pooled tenants of one pool database, which share its connections.
+   * Safe to repeat, as Migrate.
+   * Errors: INVALID_ARGUMENT for a malformed tenant_id, none, a repeated
+   * one, or more than 1000.
+   *
+   * @generated from rpc tenantry.schema.v1.TenantSchemaService.MigrateMany
+   */
+  migrateMany: {
+    methodKind: "server_streaming";
+    input: typeof MigrateManyRequestSchema;
+    output: typeof MigrateManyResponseSchema;
   },
   /**
    * GetSchemaStatus reports the tenant's schema version without changing it.

@@ -9,7 +9,7 @@ import { file_tenantry_options_v1_access } from "../../options/v1/access_pb.js";
  * Describes the file tenantry/schema/v1/tenant_schema_service.proto.
  */
 export const file_tenantry_schema_v1_tenant_schema_service = /*@__PURE__*/
-  fileDesc("Ci50ZW5hbnRyeS9zY2hlbWEvdjEvdGVuYW50X3NjaGVtYV9zZXJ2aWNlLnByb3RvEhJ0ZW5hbnRyeS5zY2hlbWEudjEiiwEKDkRhdGFiYXNlVGFyZ2V0EgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRIQCghkYXRhYmFzZRgDIAEoCRIMCgR1c2VyGAQgASgJEhAKCHBhc3N3b3JkGAUgASgJEhQKDHNlc3Npb25fcm9sZRgGIAEoCRIVCg1zY2hlbWFfcHJlZml4GAcgASgJIqEBCg5NaWdyYXRlUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSMgoGdGFyZ2V0GAIgASgLMiIudGVuYW50cnkuc2NoZW1hLnYxLkRhdGFiYXNlVGFyZ2V0EjQKC3Blcm1pc3Npb25zGAMgAygLMh8udGVuYW50cnkub3B0aW9ucy52MS5QZXJtaXNzaW9uEhIKCnRvX3ZlcnNpb24YBCABKAkiPwoQQWRvcHRDb3B5UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSGAoQc291cmNlX3RlbmFudF9pZBgCIAEoCSITChFBZG9wdENvcHlSZXNwb25zZSJfCg9NaWdyYXRlUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIPCgdhcHBsaWVkGAIgAygJEg8KB3ZlcnNpb24YAyABKAkSGQoRYWRkZWRfcGVybWlzc2lvbnMYBCADKAkiKwoWR2V0U2NoZW1hU3RhdHVzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkiZAoXR2V0U2NoZW1hU3RhdHVzUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhYKDmxhdGVzdF92ZXJzaW9uGAMgASgJEg8KB3BlbmRpbmcYBCADKAkiFwoVRGVzY3JpYmVTY2hlbWFSZXF1ZXN0IosBChZEZXNjcmliZVNjaGVtYVJlc3BvbnNlEg8KB3NlcnZpY2UYASABKAkSEgoKbWlncmF0aW9ucxgCIAMoCRIWCg5sYXRlc3RfdmVyc2lvbhgDIAEoCRI0CgtwZXJtaXNzaW9ucxgEIAMoCzIfLnRlbmFudHJ5Lm9wdGlvbnMudjEuUGVybWlzc2lvbjLEAwoTVGVuYW50U2NoZW1hU2VydmljZRJdCgdNaWdyYXRlEiIudGVuYW50cnkuc2NoZW1hLnYxLk1pZ3JhdGVSZXF1ZXN0GiMudGVuYW50cnkuc2NoZW1hLnYxLk1pZ3JhdGVSZXNwb25zZSIJkAICyvMYAggEEnUKD0dldFNjaGVtYVN0YXR1cxIqLnRlbmFudHJ5LnNjaGVtYS52MS5HZXRTY2hlbWFTdGF0dXNSZXF1ZXN0GisudGVuYW50cnkuc2NoZW1hLnYxLkdldFNjaGVtYVN0YXR1c1Jlc3BvbnNlIgmQAgHK8xgCCAQSYwoJQWRvcHRDb3B5EiQudGVuYW50cnkuc2NoZW1hLnYxLkFkb3B0Q29weVJlcXVlc3QaJS50ZW5hbnRyeS5zY2hlbWEudjEuQWRvcHRDb3B5UmVzcG9uc2UiCZACAsrzGAIIBBJyCg5EZXNjcmliZVNjaGVtYRIpLnRlbmFudHJ5LnNjaGVtYS52MS5EZXNjcmliZVNjaGVtYVJlcXVlc3QaKi50ZW5hbnRyeS5zY2hlbWEudjEuRGVzY3JpYmVTY2hlbWFSZXNwb25zZSIJkAIByvMYAggEYgZwcm90bzM", [file_tenantry_options_v1_access]);
+  fileDesc("Ci50ZW5hbnRyeS9zY2hlbWEvdjEvdGVuYW50X3NjaGVtYV9zZXJ2aWNlLnByb3RvEhJ0ZW5hbnRyeS5zY2hlbWEudjEiiwEKDkRhdGFiYXNlVGFyZ2V0EgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRIQCghkYXRhYmFzZRgDIAEoCRIMCgR1c2VyGAQgASgJEhAKCHBhc3N3b3JkGAUgASgJEhQKDHNlc3Npb25fcm9sZRgGIAEoCRIVCg1zY2hlbWFfcHJlZml4GAcgASgJIqEBCg5NaWdyYXRlUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSMgoGdGFyZ2V0GAIgASgLMiIudGVuYW50cnkuc2NoZW1hLnYxLkRhdGFiYXNlVGFyZ2V0EjQKC3Blcm1pc3Npb25zGAMgAygLMh8udGVuYW50cnkub3B0aW9ucy52MS5QZXJtaXNzaW9uEhIKCnRvX3ZlcnNpb24YBCABKAkiXgoSTWlncmF0ZU1hbnlSZXF1ZXN0EhIKCnRlbmFudF9pZHMYASADKAkSNAoLcGVybWlzc2lvbnMYAiADKAsyHy50ZW5hbnRyeS5vcHRpb25zLnYxLlBlcm1pc3Npb24ioAEKE01pZ3JhdGVNYW55UmVzcG9uc2USEQoJdGVuYW50X2lkGAEgASgJEjcKCG1pZ3JhdGVkGAIgASgLMiMudGVuYW50cnkuc2NoZW1hLnYxLk1pZ3JhdGVSZXNwb25zZUgAEjMKBWVycm9yGAMgASgLMiIudGVuYW50cnkuc2NoZW1hLnYxLk1pZ3JhdGlvbkVycm9ySABCCAoGcmVzdWx0Ii8KDk1pZ3JhdGlvbkVycm9yEgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCSI/ChBBZG9wdENvcHlSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIYChBzb3VyY2VfdGVuYW50X2lkGAIgASgJIhMKEUFkb3B0Q29weVJlc3BvbnNlIl8KD01pZ3JhdGVSZXNwb25zZRIPCgdzZXJ2aWNlGAEgASgJEg8KB2FwcGxpZWQYAiADKAkSDwoHdmVyc2lvbhgDIAEoCRIZChFhZGRlZF9wZXJtaXNzaW9ucxgEIAMoCSIrChZHZXRTY2hlbWFTdGF0dXNSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSJkChdHZXRTY2hlbWFTdGF0dXNSZXNwb25zZRIPCgdzZXJ2aWNlGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSFgoObGF0ZXN0X3ZlcnNpb24YAyABKAkSDwoHcGVuZGluZxgEIAMoCSIXChVEZXNjcmliZVNjaGVtYVJlcXVlc3QiiwEKFkRlc2NyaWJlU2NoZW1hUmVzcG9uc2USDwoHc2VydmljZRgBIAEoCRISCgptaWdyYXRpb25zGAIgAygJEhYKDmxhdGVzdF92ZXJzaW9uGAMgASgJEjQKC3Blcm1pc3Npb25zGAQgAygLMh8udGVuYW50cnkub3B0aW9ucy52MS5QZXJtaXNzaW9uMrEEChNUZW5hbnRTY2hlbWFTZXJ2aWNlEl0KB01pZ3JhdGUSIi50ZW5hbnRyeS5zY2hlbWEudjEuTWlncmF0ZVJlcXVlc3QaIy50ZW5hbnRyeS5zY2hlbWEudjEuTWlncmF0ZVJlc3BvbnNlIgmQAgLK8xgCCAQSawoLTWlncmF0ZU1hbnkSJi50ZW5hbnRyeS5zY2hlbWEudjEuTWlncmF0ZU1hbnlSZXF1ZXN0GicudGVuYW50cnkuc2NoZW1hLnYxLk1pZ3JhdGVNYW55UmVzcG9uc2UiCZACAsrzGAIIBDABEnUKD0dldFNjaGVtYVN0YXR1cxIqLnRlbmFudHJ5LnNjaGVtYS52MS5HZXRTY2hlbWFTdGF0dXNSZXF1ZXN0GisudGVuYW50cnkuc2NoZW1hLnYxLkdldFNjaGVtYVN0YXR1c1Jlc3BvbnNlIgmQAgHK8xgCCAQSYwoJQWRvcHRDb3B5EiQudGVuYW50cnkuc2NoZW1hLnYxLkFkb3B0Q29weVJlcXVlc3QaJS50ZW5hbnRyeS5zY2hlbWEudjEuQWRvcHRDb3B5UmVzcG9uc2UiCZACAsrzGAIIBBJyCg5EZXNjcmliZVNjaGVtYRIpLnRlbmFudHJ5LnNjaGVtYS52MS5EZXNjcmliZVNjaGVtYVJlcXVlc3QaKi50ZW5hbnRyeS5zY2hlbWEudjEuRGVzY3JpYmVTY2hlbWFSZXNwb25zZSIJkAIByvMYAggEYgZwcm90bzM", [file_tenantry_options_v1_access]);
 
 /**
  * Describes the message tenantry.schema.v1.DatabaseTarget.
@@ -26,53 +26,74 @@ export const MigrateRequestSchema = /*@__PURE__*/
   messageDesc(file_tenantry_schema_v1_tenant_schema_service, 1);
 
 /**
+ * Describes the message tenantry.schema.v1.MigrateManyRequest.
+ * Use `create(MigrateManyRequestSchema)` to create a new message.
+ */
+export const MigrateManyRequestSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 2);
+
+/**
+ * Describes the message tenantry.schema.v1.MigrateManyResponse.
+ * Use `create(MigrateManyResponseSchema)` to create a new message.
+ */
+export const MigrateManyResponseSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 3);
+
+/**
+ * Describes the message tenantry.schema.v1.MigrationError.
+ * Use `create(MigrationErrorSchema)` to create a new message.
+ */
+export const MigrationErrorSchema = /*@__PURE__*/
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 4);
+
+/**
  * Describes the message tenantry.schema.v1.AdoptCopyRequest.
  * Use `create(AdoptCopyRequestSchema)` to create a new message.
  */
 export const AdoptCopyRequestSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 2);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 5);
 
 /**
  * Describes the message tenantry.schema.v1.AdoptCopyResponse.
  * Use `create(AdoptCopyResponseSchema)` to create a new message.
  */
 export const AdoptCopyResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 3);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 6);
 
 /**
  * Describes the message tenantry.schema.v1.MigrateResponse.
  * Use `create(MigrateResponseSchema)` to create a new message.
  */
 export const MigrateResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 4);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 7);
 
 /**
  * Describes the message tenantry.schema.v1.GetSchemaStatusRequest.
  * Use `create(GetSchemaStatusRequestSchema)` to create a new message.
  */
 export const GetSchemaStatusRequestSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 5);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 8);
 
 /**
  * Describes the message tenantry.schema.v1.GetSchemaStatusResponse.
  * Use `create(GetSchemaStatusResponseSchema)` to create a new message.
  */
 export const GetSchemaStatusResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 6);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 9);
 
 /**
  * Describes the message tenantry.schema.v1.DescribeSchemaRequest.
  * Use `create(DescribeSchemaRequestSchema)` to create a new message.
  */
 export const DescribeSchemaRequestSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 7);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 10);
 
 /**
  * Describes the message tenantry.schema.v1.DescribeSchemaResponse.
  * Use `create(DescribeSchemaResponseSchema)` to create a new message.
  */
 export const DescribeSchemaResponseSchema = /*@__PURE__*/
-  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 8);
+  messageDesc(file_tenantry_schema_v1_tenant_schema_service, 11);
 
 /**
  * TenantSchemaService is implemented by every service that owns a schema in
