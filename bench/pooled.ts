@@ -17,7 +17,10 @@
 //     tenant by FleetService.MigrateTenants, BENCH_FLEET_CONCURRENCY
 //     (default 0: Platform's own choice) tenants at once per group.
 // --provisioning-only stops after provisioning (its figures only);
-// --skip-get-entry leaves out the GetEntry series (while developing).
+// --skip-get-entry leaves out the GetEntry series, --skip-fleet the fleet
+// migration (while developing). BENCH_POOL_MAX_TENANTS (default Platform's
+// own, 1,000) is how many tenants a pool database takes: with fewer tenants
+// than 10,000, a smaller one lays them over as many pool databases.
 // BENCH_SECONDS (default 12) of GetEntry per series, in BENCH_ROUNDS
 // (default 6); BENCH_EPHEMERAL=1 runs PostgreSQL without fsync.
 import { createClient } from "@connectrpc/connect";
@@ -35,7 +38,11 @@ import { cpuSeconds, startCpuMeter } from "./cpu-meter.ts";
 import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-load.ts";
 import { goalTable, table } from "./report.ts";
 
-const { values: flags } = parseArgs({ options: { "provisioning-only": { type: "boolean", default: false }, "skip-get-entry": { type: "boolean", default: false } } });
+const { values: flags } = parseArgs({ options: {
+    "provisioning-only": { type: "boolean", default: false },
+    "skip-get-entry": { type: "boolean", default: false },
+    "skip-fleet": { type: "boolean", default: false },
+  }, });
 const tenantCount = Number(process.env.BENCH_POOLED_TENANTS ?? 10_000);
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
 const seconds = Number(process.env.BENCH_SECONDS ?? 12);
@@ -44,6 +51,7 @@ const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const maxConnections = Number(process.env.BENCH_MAX_CONNECTIONS ?? 64);
 const provisionConcurrency = Number(process.env.BENCH_PROVISION_CONCURRENCY ?? 1);
 const fleetConcurrency = Number(process.env.BENCH_FLEET_CONCURRENCY ?? 0);
+const poolMaxTenants = process.env.BENCH_POOL_MAX_TENANTS;
 const fewTenants = 10;
 const zipfExponent = 1.1;
 const backendFile = path.join(root, "bench/backend-pooled.ts");
@@ -108,7 +116,7 @@ try {
     backendFile,
     backendArgs: ["--expose-gc"],
     env: { BENCH_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) },
-    platformEnv: { TENANTRY_DATABASE_STOCK: "0" },
+    platformEnv: { TENANTRY_DATABASE_STOCK: "0", ...(poolMaxTenants === undefined ? {} : { TENANTRY_POOL_MAX_TENANTS: poolMaxTenants }) },
   });
   const transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.platform}`, interceptors: [operatorCredentialInterceptor(bench.operatorToken)] });
   const platform = createClient(PlatformService, transport);
@@ -265,12 +273,15 @@ try {
   const all = targets.filter((t) => t !== undefined);
   const few = all.slice(0, fewTenants);
   const series = [
-    { name: `Zipf(${zipfExponent}) over ${all.length} pooled tenants`, targets: all, order: zipfOrder(all.length, zipfExponent, 1 << 20, 1), rounds: [] as Round[] },
-    { name: `Zipf(${zipfExponent}) over ${few.length} pooled tenants`, targets: few, order: zipfOrder(few.length, zipfExponent, 1 << 16, 2), rounds: [] as Round[] },
+    { name: `Zipf(${zipfExponent}) over ${all.length} pooled tenants`, targets: all, order: zipfOrder(all.length, zipfExponent, 1 << 20, 1), rounds: [] as Round[], opened: 0 },
+    { name: `Zipf(${zipfExponent}) over ${few.length} pooled tenants`, targets: few, order: zipfOrder(few.length, zipfExponent, 1 << 16, 2), rounds: [] as Round[], opened: 0 },
   ];
   let peakConnections = 0;
   const connectionsOfBackend = async () =>
     Number((await one<{ n: string }>("select count(*) as n from pg_stat_activity where application_name like 'tenantry-backend%'")).n);
+  /** Sessions ever opened to the pool databases (PostgreSQL's count, flushed within a second or so). */
+  const poolSessions = async () =>
+    Number((await one<{ n: string }>("select coalesce(sum(sessions), 0) as n from pg_stat_database where datname like '%\\_pool\\_%'")).n);
   const drive = (s: (typeof series)[number], duration: number) =>
     driveGetEntry(`127.0.0.1:${mesh.ports.backend}`, { targets: s.targets, order: s.order, concurrency, duration, serverPid: backend.pid!, postmasterPid: bench.database.pid });
   process.stdout.write("GetEntry: warming up…\n");
@@ -288,9 +299,11 @@ try {
           await new Promise((resolve) => setTimeout(resolve, 100));
         }
       })();
+      const sessionsBefore = await poolSessions();
       s.rounds.push(await drive(s, seconds / roundCount));
       sampling = false;
       await sampler;
+      s.opened += (await poolSessions()) - sessionsBefore;
     }
   }
   const [many, tenOnly] = series.map((s) => (s.rounds.length === 0 ? summarize([{ calls: 1, errors: 0, latencies: [0], seconds: 1, cpu: { server: 0, postgres: 0, client: 0, others: 0, serverReads: 0, serverWrites: 0 } }]) : summarize(s.rounds))) as [ReturnType<typeof summarize>, ReturnType<typeof summarize>];
@@ -299,25 +312,29 @@ try {
   const distinct = new Set(series[0]!.order).size;
 
   // Fleet migration of every tenant.
-  process.stdout.write("fleet migration: rolling out Backend's next version…\n");
-  backend.kill("SIGTERM");
-  await once(backend, "exit");
-  backend = await mesh.startBackend(backendFile, { env: { ...backendEnv(idleTimeoutMs), BENCH_NEXT_MIGRATION: "1" } });
-  const platformPid = mesh.processes.platform!.pid!;
-  const fleetStarted = performance.now();
-  const platformCpuBefore = await cpuSeconds(platformPid);
-  const meter = await startCpuMeter(backend.pid!, bench.database.pid);
   const outcomes = new Map<string, number>();
   let firstFailure = "";
-  for await (const event of fleet.migrateTenants({ concurrencyPerCluster: fleetConcurrency })) {
-    const name = MigrationOutcome[event.outcome];
-    outcomes.set(name, (outcomes.get(name) ?? 0) + 1);
-    if (event.outcome === MigrationOutcome.FAILED && firstFailure === "") {
-      firstFailure = `${event.tenantId}/${event.service}: ${event.error}`;
+  let fleetSeconds = Number.NaN;
+  let fleetCpu = { server: Number.NaN, postgres: Number.NaN, platform: Number.NaN };
+  if (!flags["skip-fleet"]) {
+    process.stdout.write("fleet migration: rolling out Backend's next version…\n");
+    backend.kill("SIGTERM");
+    await once(backend, "exit");
+    backend = await mesh.startBackend(backendFile, { env: { ...backendEnv(idleTimeoutMs), BENCH_NEXT_MIGRATION: "1" } });
+    const platformPid = mesh.processes.platform!.pid!;
+    const fleetStarted = performance.now();
+    const platformCpuBefore = await cpuSeconds(platformPid);
+    const meter = await startCpuMeter(backend.pid!, bench.database.pid);
+    for await (const event of fleet.migrateTenants({ concurrencyPerCluster: fleetConcurrency })) {
+      const name = MigrationOutcome[event.outcome];
+      outcomes.set(name, (outcomes.get(name) ?? 0) + 1);
+      if (event.outcome === MigrationOutcome.FAILED && firstFailure === "") {
+        firstFailure = `${event.tenantId}/${event.service}: ${event.error}`;
+      }
     }
+    fleetSeconds = (performance.now() - fleetStarted) / 1000;
+    fleetCpu = { ...(await meter()), platform: (await cpuSeconds(platformPid)) - platformCpuBefore };
   }
-  const fleetSeconds = (performance.now() - fleetStarted) / 1000;
-  const fleetCpu = { ...(await meter()), platform: (await cpuSeconds(platformPid)) - platformCpuBefore };
   const migrated = outcomes.get("MIGRATED") ?? 0;
   transport.close();
   backendTransport.close();
@@ -358,10 +375,10 @@ ${table(
 
 GetEntry over gRPC: ${concurrency} callers, ${roundCount} interleaved rounds, ${seconds} s per series; Backend's connections at most ${maxConnections} (at most 8 per pool database)
 ${table(
-  ["series", "req/s", "p50 ms", "p99 ms", "errors", "Backend CPU ms/call", "PostgreSQL ms/call"],
+  ["series", "req/s", "p50 ms", "p99 ms", "errors", "Backend CPU ms/call", "PostgreSQL ms/call", "connections opened"],
   [
-    [series[0]!.name, many.rps.toFixed(0), many.p50.toFixed(2), many.p99.toFixed(2), String(many.errors), many.cpuPerCall.toFixed(3), many.postgresPerCall.toFixed(3)],
-    [series[1]!.name, tenOnly.rps.toFixed(0), tenOnly.p50.toFixed(2), tenOnly.p99.toFixed(2), String(tenOnly.errors), tenOnly.cpuPerCall.toFixed(3), tenOnly.postgresPerCall.toFixed(3)],
+    [series[0]!.name, many.rps.toFixed(0), many.p50.toFixed(2), many.p99.toFixed(2), String(many.errors), many.cpuPerCall.toFixed(3), many.postgresPerCall.toFixed(3), String(series[0]!.opened)],
+    [series[1]!.name, tenOnly.rps.toFixed(0), tenOnly.p50.toFixed(2), tenOnly.p99.toFixed(2), String(tenOnly.errors), tenOnly.cpuPerCall.toFixed(3), tenOnly.postgresPerCall.toFixed(3), String(series[1]!.opened)],
   ],
 )}
 ${distinct} distinct tenants in the Zipf sequence of the many; round by round, many / 10: ${roundRatios.map((r) => r.toFixed(2)).join(" ")}; Backend's connections seen at most: ${peakConnections}
