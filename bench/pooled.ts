@@ -18,7 +18,9 @@
 //     (default 0: Platform's own choice) tenants at once per group.
 // --provisioning-only stops after provisioning (its figures only);
 // --skip-get-entry leaves out the GetEntry series, --skip-fleet the fleet
-// migration (while developing). BENCH_POOL_MAX_TENANTS (default Platform's
+// migration (while developing); --profile profiles Backend (node
+// --cpu-prof) during the GetEntry rounds and says where its CPU went in
+// each series. BENCH_POOL_MAX_TENANTS (default Platform's
 // own, 1,000) is how many tenants a pool database takes: with fewer tenants
 // than 10,000, a smaller one lays them over as many pool databases.
 // BENCH_SECONDS (default 12) of GetEntry per series, in BENCH_ROUNDS
@@ -26,6 +28,8 @@
 import { createClient } from "@connectrpc/connect";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { once } from "node:events";
+import { copyFile, mkdtemp, readdir } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
@@ -35,6 +39,7 @@ import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { quantile, root, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
 import { cpuSeconds, startCpuMeter } from "./cpu-meter.ts";
+import { nowUs, summarizeProfile, type Window } from "./cpu-profile.ts";
 import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-load.ts";
 import { goalTable, table } from "./report.ts";
 
@@ -42,6 +47,7 @@ const { values: flags } = parseArgs({ options: {
     "provisioning-only": { type: "boolean", default: false },
     "skip-get-entry": { type: "boolean", default: false },
     "skip-fleet": { type: "boolean", default: false },
+    profile: { type: "boolean", default: false },
   }, });
 const tenantCount = Number(process.env.BENCH_POOLED_TENANTS ?? 10_000);
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
@@ -269,12 +275,13 @@ try {
   // GetEntry, Zipf(1.1) over all tenants and over 10.
   backend.kill("SIGTERM");
   await once(backend, "exit");
-  backend = await mesh.startBackend(backendFile, { env: backendEnv(120_000) });
+  const profileDir = flags.profile ? await mkdtemp(path.join(os.tmpdir(), "tenantry-pooled-profile-")) : "";
+  backend = await mesh.startBackend(backendFile, { env: backendEnv(120_000), ...(flags.profile ? { args: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}) });
   const all = targets.filter((t) => t !== undefined);
   const few = all.slice(0, fewTenants);
   const series = [
-    { name: `Zipf(${zipfExponent}) over ${all.length} pooled tenants`, targets: all, order: zipfOrder(all.length, zipfExponent, 1 << 20, 1), rounds: [] as Round[], opened: 0 },
-    { name: `Zipf(${zipfExponent}) over ${few.length} pooled tenants`, targets: few, order: zipfOrder(few.length, zipfExponent, 1 << 16, 2), rounds: [] as Round[], opened: 0 },
+    { name: `Zipf(${zipfExponent}) over ${all.length} pooled tenants`, targets: all, order: zipfOrder(all.length, zipfExponent, 1 << 20, 1), rounds: [] as Round[], opened: 0, windows: [] as Window[] },
+    { name: `Zipf(${zipfExponent}) over ${few.length} pooled tenants`, targets: few, order: zipfOrder(few.length, zipfExponent, 1 << 16, 2), rounds: [] as Round[], opened: 0, windows: [] as Window[] },
   ];
   let peakConnections = 0;
   const connectionsOfBackend = async () =>
@@ -300,16 +307,33 @@ try {
         }
       })();
       const sessionsBefore = await poolSessions();
+      const from = nowUs();
       s.rounds.push(await drive(s, seconds / roundCount));
+      s.windows.push([from, nowUs()]);
       sampling = false;
       await sampler;
       s.opened += (await poolSessions()) - sessionsBefore;
     }
   }
   const [many, tenOnly] = series.map((s) => (s.rounds.length === 0 ? summarize([{ calls: 1, errors: 0, latencies: [0], seconds: 1, cpu: { server: 0, postgres: 0, client: 0, others: 0, serverReads: 0, serverWrites: 0 } }]) : summarize(s.rounds))) as [ReturnType<typeof summarize>, ReturnType<typeof summarize>];
-  const roundRatios = series[0]!.rounds.map((r, i) => r.calls / r.seconds / (series[1]!.rounds[i]!.calls / series[1]!.rounds[i]!.seconds)).sort((a, b) => a - b);
-  const ratio = roundRatios[Math.floor(roundRatios.length / 2)] ?? 0;
+  /** Many / 10, round by round, in the order the rounds ran. */
+  const roundRatios = series[0]!.rounds.map((r, i) => r.calls / r.seconds / (series[1]!.rounds[i]!.calls / series[1]!.rounds[i]!.seconds));
+  const sortedRatios = [...roundRatios].sort((a, b) => a - b);
+  const ratio = sortedRatios[Math.floor(sortedRatios.length / 2)] ?? 0;
   const distinct = new Set(series[0]!.order).size;
+  let profiles = "";
+  if (flags.profile) {
+    // Node writes the CPU profile when Backend exits.
+    backend.kill("SIGTERM");
+    await once(backend, "exit");
+    const [file] = await readdir(profileDir);
+    const kept = path.join(os.tmpdir(), `tenantry-pooled-${new Date().toISOString().replace(/[:.]/g, "-")}.cpuprofile`);
+    await copyFile(path.join(profileDir, file!), kept);
+    for (const s of series) {
+      profiles += `\nBackend's CPU profile during the rounds of ${s.name} (${kept}):\n${await summarizeProfile(kept, s.windows, root)}`;
+    }
+    backend = await mesh.startBackend(backendFile, { env: backendEnv(idleTimeoutMs) });
+  }
 
   // Fleet migration of every tenant.
   const outcomes = new Map<string, number>();
@@ -381,8 +405,8 @@ ${table(
     [series[1]!.name, tenOnly.rps.toFixed(0), tenOnly.p50.toFixed(2), tenOnly.p99.toFixed(2), String(tenOnly.errors), tenOnly.cpuPerCall.toFixed(3), tenOnly.postgresPerCall.toFixed(3), String(series[1]!.opened)],
   ],
 )}
-${distinct} distinct tenants in the Zipf sequence of the many; round by round, many / 10: ${roundRatios.map((r) => r.toFixed(2)).join(" ")}; Backend's connections seen at most: ${peakConnections}
-
+${distinct} distinct tenants in the Zipf sequence of the many; round by round in the order they ran, many / 10: ${roundRatios.map((r) => r.toFixed(2)).join(" ")}; Backend's connections seen at most: ${peakConnections}
+${profiles}
 Fleet migration: one more Backend migration for ${tenantCount} tenants × 2 services in ${fleetSeconds.toFixed(1)} s (${JSON.stringify(Object.fromEntries(outcomes))})${firstFailure === "" ? "" : `\nfirst failure: ${firstFailure}`}
 CPU per tenant, ms: Backend ${cpuMs(fleetCpu.server)}, Platform ${cpuMs(fleetCpu.platform)}, PostgreSQL ${cpuMs(fleetCpu.postgres)}
 
