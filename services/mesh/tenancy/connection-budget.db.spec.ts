@@ -185,40 +185,6 @@ describe("connection budget", () => {
     expect(b.stats()).toMatchObject({ open: 1, inUse: 0 });
     await b.close();
   });
-
-  it("has a pool database holding its share of the ceiling wait for one of its own connections rather than close another's idle one", async () => {
-    const other = `budget_share_${randomBytes(3).toString("hex")}`;
-    const admin = new pg.Client({ connectionString: server.toString() });
-    await admin.connect();
-    await admin.query(`create database ${other}`);
-    try {
-      const b = budget({ maxConnections: 4, maxConnectionsPerTenant: 4, maxConnectionsPerPoolDatabase: 4 });
-      const pooled = (tenantId: string, database: string): TenantEndpoint => ({ ...endpoint(tenantId, database), sessionRole: decodeURIComponent(server.username), schema: "public" });
-      const pidOf = async (client: LeasedClient) => (await client.query<{ pid: number }>("select pg_backend_pid() as pid")).rows[0]!.pid;
-      // One pool database holds one connection, idle; the other three, leased: the ceiling is reached.
-      const quiet = await b.acquire(pooled("quiet", other));
-      const quietPid = await pidOf(quiet);
-      quiet.release();
-      const busy = await Promise.all(["a", "b", "c"].map((tenantId) => b.acquire(pooled(tenantId, "postgres"))));
-      const busyPids = await Promise.all(busy.map(pidOf));
-      // Holding three of the four (its share is two), the busy one's next call waits for one of its own.
-      const waiting = b.acquire(pooled("d", "postgres"));
-      expect(b.stats()).toMatchObject({ open: 4, inUse: 3, waiting: 1 });
-      busy[0]!.release();
-      const served = await waiting;
-      expect(busyPids).toContain(await pidOf(served));
-      served.release();
-      busy.slice(1).forEach((client) => client.release());
-      const again = await b.acquire(pooled("quiet", other));
-      expect(await pidOf(again)).toBe(quietPid);
-      again.release();
-      expect(b.stats()).toMatchObject({ open: 4, opened: 4, inUse: 0, waiting: 0 });
-      await b.close();
-    } finally {
-      await admin.query(`drop database ${other} with (force)`);
-      await admin.end();
-    }
-  });
 });
 
 describe("connection budget under a real workload", () => {

@@ -604,17 +604,9 @@ export class ConnectionBudget {
    * idle connections of tenants nobody waits for are closed. Among the
    * waiters of a pool database, the next served is the one whose tenant
    * holds the fewest of its connections (the earliest of those).
-   *
-   * A waiter of a pool database that already holds its share of the
-   * ceiling (the ceiling over the pools holding or waiting for connections),
-   * some of them leased, is not held back by the ceiling but by its own
-   * pool: it waits for one of those to come back rather than have another
-   * pool's idle connection closed and a new one opened, a server process
-   * started and its caches filled again for a wait of one call.
    */
   #pump(): void {
     let blocked = 0;
-    let share: number | undefined;
     const considered = new Set<Waiter>();
     for (let i = 0; i < this.#waiters.length; ) {
       const first = this.#waiters[i]!;
@@ -634,10 +626,7 @@ export class ConnectionBudget {
       }
       const granted = this.#tryGrant(pool, waiter.endpoint);
       if (granted === undefined) {
-        share ??= this.#shareOfCeiling();
-        if (!pool.shared || pool.inUse === 0 || pool.live < share) {
-          blocked++;
-        }
+        blocked++;
         continue;
       }
       this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
@@ -647,20 +636,6 @@ export class ConnectionBudget {
     if (blocked > this.#closing) {
       this.#reclaim(blocked - this.#closing);
     }
-  }
-
-  /** The ceiling shared out among the pools that hold connections or wait for one, rounded up. */
-  #shareOfCeiling(): number {
-    const active = new Set<TenantPool>();
-    for (const pool of this.#pools.values()) {
-      if (pool.live > 0) {
-        active.add(pool);
-      }
-    }
-    for (const waiter of this.#waiters) {
-      active.add(waiter.pool);
-    }
-    return Math.ceil(this.#options.maxConnections / Math.max(1, active.size));
   }
 
   /**
