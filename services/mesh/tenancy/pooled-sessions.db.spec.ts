@@ -420,4 +420,28 @@ describe("pooled tenants in one pool database", () => {
     }
     expect(tenancy.budget.stats()).toMatchObject({ inUse: 0, waiting: 0 });
   });
+
+  it("serve a tenant by the same connection of the pool database call after call, and its neighbours by others, each only with its rows", async () => {
+    const some = routes.slice(0, 12);
+    const tenancy = tenancyOf({ maxConnections: 4, maxConnectionsPerTenant: 2, maxConnectionsPerPoolDatabase: 4 });
+    // The pool database's four connections, open and idle, holding other tenants.
+    const opening = await Promise.all(routes.slice(12, 16).map((route) => tenancy.budget.acquire(tenancy.endpointOf(route))));
+    opening.forEach((client) => client.release());
+    const servedBy = async () => {
+      const servers = new Map<string, number>();
+      for (const route of some) {
+        const client = await tenancy.budget.acquire(tenancy.endpointOf(route));
+        const { rows } = await client.query<{ title: string; pid: number }>("select title, pg_backend_pid() as pid from entries");
+        client.release();
+        expect(rows.map((r) => r.title)).toEqual([route.tenantId]);
+        servers.set(route.tenantId, rows[0]!.pid);
+      }
+      return servers;
+    };
+    const first = await servedBy();
+    // Each tenant came back to the server process that served it, though the one released last was another.
+    expect(await servedBy()).toEqual(first);
+    expect(new Set(first.values()).size).toBeGreaterThan(1);
+    expect(tenancy.budget.stats()).toMatchObject({ open: 4, opened: 4, inUse: 0, waiting: 0 });
+  });
 });
