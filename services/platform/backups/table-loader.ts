@@ -1,6 +1,7 @@
 import type { Readable } from "node:stream";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import type { TenantConnection } from "./table-reader.ts";
+import { WarmThreads } from "./warm-threads.ts";
 
 /** What one table's load is told: how to empty and load it, and how its file opens. */
 export interface TableLoad {
@@ -34,6 +35,9 @@ export type LoaderAnswer =
 /** Chunks of a file sent ahead of what the thread has taken. */
 export const loaderChunksAhead = 4;
 
+/** Loaders' threads kept started between restores. */
+const threads = new WarmThreads(new URL("./table-loader-worker.ts", import.meta.url), 2);
+
 /**
  * A connection of a restore's load on a thread of its own: for each table,
  * in a transaction, it empties it, opens its file (decrypts, checking the
@@ -50,17 +54,17 @@ export class TableLoader {
   #inFlight = 0;
   #taken: () => void = () => {};
   #ended: Error | undefined;
+  /** Handed back to be used again, once closed. */
+  #released = false;
 
   constructor() {
-    this.#worker = new Worker(new URL("./table-loader-worker.ts", import.meta.url));
-    this.#worker.unref();
-    this.#worker.on("message", (answer: LoaderAnswer) => this.#answer(answer));
-    const ended = (error?: Error) => {
-      this.#ended ??= error ?? new Error("the restore's loading thread stopped");
-      this.#fail(this.#ended);
-    };
-    this.#worker.on("error", ended);
-    this.#worker.on("exit", () => ended());
+    this.#worker = threads.take({
+      message: (answer: LoaderAnswer) => this.#answer(answer),
+      ended: (error?: Error) => {
+        this.#ended ??= error ?? new Error("the restore's loading thread stopped");
+        this.#fail(this.#ended);
+      },
+    });
   }
 
   /** Connects, its commits not waiting for the WAL to reach the disk (the load's last transaction does). */
@@ -106,16 +110,18 @@ export class TableLoader {
     return (await done) as { rows: number; sha256: string };
   }
 
-  /** Ends the connection and the thread. */
+  /** Ends the connection; the thread is kept for another restore. */
   async close(): Promise<void> {
-    if (this.#ended === undefined) {
-      await this.#ask({ type: "close" });
-    }
-    await this.#worker.terminate();
+    await this.#ask({ type: "close" });
+    this.#released = true;
+    threads.give(this.#worker);
   }
 
-  /** Stops the thread, cutting its connection (and rolling back the load under way). */
+  /** Stops the thread, cutting its connection (and rolling back the load under way); nothing once closed. */
   async abort(): Promise<void> {
+    if (this.#released) {
+      return;
+    }
     this.#ended ??= new Error("the load stopped");
     await this.#worker.terminate();
   }

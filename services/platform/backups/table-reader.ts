@@ -1,7 +1,8 @@
 import { Readable } from "node:stream";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import pg from "pg";
 import type { SharedPace } from "./backup-pace.ts";
+import { WarmThreads } from "./warm-threads.ts";
 
 /**
  * How a backup reaches a tenant's database, as a thread of its own can use
@@ -60,6 +61,9 @@ export const chunksAhead = 4;
 /** Raw bytes per gzip member: a table's stream is gzipped in blocks of this size. */
 const blockBytes = 1024 * 1024;
 
+/** Readers' threads kept started between backups: enough for a few backups' connections. */
+const threads = new WarmThreads(new URL("./table-reader-worker.ts", import.meta.url), 4);
+
 /**
  * One connection of a backup, read on a thread of its own that runs at a
  * low scheduling priority (on Linux), so that a backup takes the CPU the
@@ -78,18 +82,17 @@ export class TableReader {
   /** Chunks taken from the thread and not yet read by storage: it is told to send more once they are. */
   #owed = 0;
   #ended: Error | undefined;
+  /** Handed back to be used again, once closed. */
+  #released = false;
 
   constructor() {
-    this.#worker = new Worker(new URL("./table-reader-worker.ts", import.meta.url));
-    // It never keeps Platform from exiting.
-    this.#worker.unref();
-    this.#worker.on("message", (answer: ReaderAnswer) => this.#answer(answer));
-    const ended = (error?: Error) => {
-      this.#ended ??= error ?? new Error("the backup's reading thread stopped");
-      this.#fail(this.#ended);
-    };
-    this.#worker.on("error", ended);
-    this.#worker.on("exit", () => ended());
+    this.#worker = threads.take({
+      message: (answer: ReaderAnswer) => this.#answer(answer),
+      ended: (error?: Error) => {
+        this.#ended ??= error ?? new Error("the backup's reading thread stopped");
+        this.#fail(this.#ended);
+      },
+    });
   }
 
   /** Connects and takes up the snapshot, in a read-only repeatable-read transaction. */
@@ -118,13 +121,18 @@ export class TableReader {
     return { sealed, done };
   }
 
-  /** Ends the transaction and the connection. */
+  /** Ends the transaction and the connection; the thread is kept for another backup. */
   async close(): Promise<void> {
     await this.#ask({ type: "close" });
+    this.#released = true;
+    threads.give(this.#worker);
   }
 
-  /** Stops the thread, cutting its connection and any read under way. */
+  /** Stops the thread, cutting its connection and any read under way (nothing once closed). */
   async abort(): Promise<void> {
+    if (this.#released) {
+      return;
+    }
     this.#ended ??= new Error("the backup stopped");
     await this.#worker.terminate();
   }
