@@ -123,13 +123,17 @@ export class ClusterRegistry {
     }
   }
 
+  /** The settings {@link connect} opens a connection with: plain values, which another thread can be handed. */
+  async clientConfig(name: string, database: string, login?: { user: string; password: string }): Promise<pg.ClientConfig> {
+    return { ...connectionOf(await this.access(name)), database, ...login };
+  }
+
   /**
    * Opens a connection to one database of the cluster, as the admin or as
    * `login` (a tenant's own role); the caller ends it.
    */
   async connect(name: string, database: string, login?: { user: string; password: string }): Promise<pg.Client> {
-    const access = await this.access(name);
-    const client = new pg.Client({ ...connectionOf(access), database, ...login });
+    const client = new pg.Client(await this.clientConfig(name, database, login));
     // Its failure surfaces through the query in flight; unheard, the event would end the process.
     client.on("error", () => {});
     await client.connect();

@@ -19,7 +19,6 @@ import { BackupMetrics } from "./backup-metrics.ts";
 import { BackupService, backupService } from "./backup-service.ts";
 import { Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import {
-  BackgroundGzip,
   BackupSchedule,
   LocalBackupStorage,
   S3BackupStorage,
@@ -154,8 +153,6 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     log.info({ storage: storage.description }, "where backups are kept");
     const backupMetrics = new BackupMetrics(telemetry.meter, { orm, log });
     closers.push(() => backupMetrics.stop());
-    const gzip = new BackgroundGzip({ threads: config.TENANTRY_BACKUP_WORKERS });
-    closers.push(() => gzip.close());
     const backups = new TenantBackups({
       orm,
       clusters,
@@ -165,7 +162,6 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       schemas: () => schemas.entries.map((e) => e.name),
       workers: config.TENANTRY_BACKUP_WORKERS,
       maxBytesPerSecond: backupRateOf(config.TENANTRY_BACKUP_MAX_RATE, os.availableParallelism()),
-      gzip,
       log,
       events: backupMetrics,
       ...(hooks.afterBackupStep === undefined ? {} : { afterStep: hooks.afterBackupStep }),

@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { pipeline } from "node:stream/promises";
-import { Writable } from "node:stream";
+import { Writable, type Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -9,6 +9,8 @@ import { qualifiedName, type BackupManifest, type ManifestTable } from "./backup
 import { fileContext, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { openStream } from "./sealed-stream.ts";
+import { TableLoader } from "./table-loader.ts";
+import type { TenantConnection } from "./table-reader.ts";
 import { runTaskGraph, type Task } from "./task-graph.ts";
 import { columnList, constraintsToSetAside, DigestTap, listTables, sameNames, type SchemaNames, type SetAside } from "./tenant-catalog.ts";
 
@@ -26,6 +28,12 @@ export interface BackupLoad {
   connect?: () => Promise<pg.Client>;
   /** How many connections load at once, `client` included, when `connect` is given (default {@link loadConnections}). */
   connections?: number;
+  /**
+   * How to connect like `client`, from another thread: given, the tables
+   * are copied in by a thread of their own (see {@link TableLoader}), over
+   * a connection of its own, rather than by this one.
+   */
+  connection?: TenantConnection;
   key: BackupKey;
   manifest: BackupManifest;
   dataKey: DataKey;
@@ -78,13 +86,17 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
   const extra = load.connect === undefined ? 0 : Math.max(0, Math.min(manifest.tables.length, load.connections ?? loadConnections) - 1);
   const more = Array.from({ length: extra }, () => load.connect!());
   const opened = Promise.allSettled(more);
+  const loader = load.connection === undefined ? undefined : new TableLoader();
+  const loaderOpened = loader?.open(load.connection!);
+  loaderOpened?.catch(() => undefined);
   try {
     const setAside = await timed(load.log, "set aside", () => setAsideForLoad(client, manifest, names, load.stateSchema));
     const connections = [client, ...(await Promise.all(more))];
     // Each table's transaction commits without waiting for its WAL to reach the disk: the last transaction
     // below does wait, and with it for all the WAL before it (a crash before then loads again from the start).
     await Promise.all(connections.map((connection) => connection.query("set synchronous_commit = off")));
-    const { tasks, later } = loadTasks(load, names, setAside);
+    await loaderOpened;
+    const { tasks, later } = loadTasks(load, names, setAside, loader);
     for (const task of tasks) {
       const run = task.run;
       task.run = (connection) => timed(load.log, task.name, () => run(connection));
@@ -102,7 +114,9 @@ export async function loadBackup(load: BackupLoad): Promise<void> {
         load.stateSchema === undefined ? `drop schema ${pg.escapeIdentifier(loadStateSchema)} cascade` : `drop table ${pg.escapeIdentifier(load.stateSchema)}.set_aside`,
       );
     }));
+    await loader?.close();
   } finally {
+    await loader?.abort();
     for (const outcome of await opened) {
       if (outcome.status === "fulfilled") {
         await outcome.value.end().catch(() => undefined);
@@ -156,7 +170,7 @@ async function setAsideForLoad(client: pg.Client, manifest: BackupManifest, name
  * indexes and keys once it is loaded, then ANALYZE of it; and what is
  * rebuilt once all are done (foreign keys).
  */
-function loadTasks(load: BackupLoad, names: SchemaNames, setAside: SetAside[]): { tasks: Task<pg.Client>[]; later: SetAside[] } {
+function loadTasks(load: BackupLoad, names: SchemaNames, setAside: SetAside[], loader: TableLoader | undefined): { tasks: Task<pg.Client>[]; later: SetAside[] } {
   const tables = load.manifest.tables.toSorted((a, b) => b.storedBytes - a.storedBytes);
   const tasks: Task<pg.Client>[] = [];
   const placed = new Set<SetAside>();
@@ -166,7 +180,7 @@ function loadTasks(load: BackupLoad, names: SchemaNames, setAside: SetAside[]): 
     // The work of larger tables goes first: what is left of the largest is the longest to do. Tables are
     // copied one at a time (a copy keeps PostgreSQL and Platform busy at once: two would only slow each
     // other), while the other connections index and analyze the tables already copied.
-    const copy: Task<pg.Client> = { name: `load ${name}`, priority: 3 * rank, after: previous === undefined ? [] : [previous], run: (client) => inTransaction(client, () => copyIn(client, load, names, table)) };
+    const copy: Task<pg.Client> = { name: `load ${name}`, priority: 3 * rank, after: previous === undefined ? [] : [previous], run: (client) => (loader === undefined ? inTransaction(client, () => copyIn(client, load, names, table)) : copyOnThread(loader, load, names, table)) };
     previous = copy;
     const builds = setAside
       .filter((item) => item.table === name && item.kind !== "foreign-key")
@@ -239,10 +253,8 @@ async function checkTables(client: pg.Client, manifest: BackupManifest, names: S
 
 /** Empties one table and loads it from its file, checking rows and digest against the manifest; in a transaction. */
 async function copyIn(client: pg.Client, load: BackupLoad, names: SchemaNames, table: ManifestTable): Promise<void> {
-  const what = `file ${table.file} (${qualifiedName(table)}) of backup "${load.key.backupId}"`;
-  const file = await load.storage.get(load.key, table.file).catch((error: NodeJS.ErrnoException) => {
-    throw error.code === "ENOENT" ? new ConnectError(`${what} is missing from storage`, Code.FailedPrecondition) : error;
-  });
+  const what = fileOf(load, table);
+  const file = await openFile(load, table);
   const tap = new DigestTap();
   // Frozen as loaded (emptied in the same transaction): no reader after it has hint bits to write, ANALYZE first.
   await client.query(`truncate ${names.quoted(table)}`);
@@ -250,20 +262,55 @@ async function copyIn(client: pg.Client, load: BackupLoad, names: SchemaNames, t
   try {
     await pipeline(file, openStream(load.dataKey.key, fileContext(load.key, table.file), what), createGunzip({ chunkSize: zlibChunkBytes }), tap, sink);
   } catch (error) {
-    const message = (error as Error).message;
-    if (message.includes(what)) {
-      // The auth tag, checked at the end, did not match.
-      throw new ConnectError(message, Code.FailedPrecondition);
-    }
-    // Bytes decrypted from a changed file, or with another backup's key, are not gzip (or not COPY's
-    // binary format) and fail before the tag is reached: the same fault, said the same way.
-    const code = (error as { code?: string }).code;
-    if (code?.startsWith("Z_") || code === "22P04") {
-      throw new ConnectError(`${what} failed its integrity check: it was changed, cut short, or belongs to another backup (${message})`, Code.FailedPrecondition);
-    }
-    throw error;
+    throw fileFailure(error, what);
   }
   compare(load.key, table, { rows: sink.rowCount, sha256: tap.digest() }, "loads");
+}
+
+/** Loads one table as {@link copyIn} does, on `loader`'s thread and connection, in a transaction of its own there. */
+async function copyOnThread(loader: TableLoader, load: BackupLoad, names: SchemaNames, table: ManifestTable): Promise<void> {
+  const what = fileOf(load, table);
+  const file = await openFile(load, table);
+  const loaded = await loader
+    .load(file, {
+      truncate: `truncate ${names.quoted(table)}`,
+      sql: `copy ${names.quoted(table)} (${columnList(table.columns)}) from stdin (format binary, freeze)`,
+      key: load.dataKey.key,
+      context: fileContext(load.key, table.file),
+      what,
+    })
+    .catch((error: unknown) => {
+      throw fileFailure(error, what);
+    });
+  compare(load.key, table, loaded, "loads");
+}
+
+/** How errors name a table's file. */
+function fileOf(load: BackupLoad, table: ManifestTable): string {
+  return `file ${table.file} (${qualifiedName(table)}) of backup "${load.key.backupId}"`;
+}
+
+/** A table's file as stored; FAILED_PRECONDITION when it is missing. */
+function openFile(load: BackupLoad, table: ManifestTable): Promise<Readable> {
+  return load.storage.get(load.key, table.file).catch((error: NodeJS.ErrnoException) => {
+    throw error.code === "ENOENT" ? new ConnectError(`${fileOf(load, table)} is missing from storage`, Code.FailedPrecondition) : error;
+  });
+}
+
+/** What a failure to load `what` is thrown as: a file that fails its integrity check FAILED_PRECONDITION, anything else as it is. */
+function fileFailure(error: unknown, what: string): unknown {
+  const message = (error as Error).message;
+  if (message.includes(what)) {
+    // The auth tag, checked at the end, did not match.
+    return new ConnectError(message, Code.FailedPrecondition);
+  }
+  // Bytes decrypted from a changed file, or with another backup's key, are not gzip (or not COPY's
+  // binary format) and fail before the tag is reached: the same fault, said the same way.
+  const code = (error as { code?: string }).code;
+  if (code?.startsWith("Z_") || code === "22P04") {
+    return new ConnectError(`${what} failed its integrity check: it was changed, cut short, or belongs to another backup (${message})`, Code.FailedPrecondition);
+  }
+  return error;
 }
 
 function compare(key: BackupKey, table: ManifestTable, found: { rows: number; sha256: string }, doing: string): void {

@@ -1,4 +1,3 @@
-export { BackgroundGzip, type BackgroundGzipOptions } from "./background-gzip.ts";
 export type { BackupEvents, CountedRestoreKind } from "./backup-events.ts";
 export { downloadBackup, downloadFormat, restoreScript, type DownloadManifest } from "./backup-download.ts";
 export { loadBackup } from "./backup-load.ts";

@@ -233,7 +233,8 @@ async function load(context: RestoreContext): Promise<void> {
   const client = await connect();
   const pooled = isPooled(restore) ? { names: new SchemaNames(restore.schemaPrefix), stateSchema: loadStateSchemaOf(restore) } : {};
   try {
-    await loadBackup({ client, connect, ...backup, storage, readBack: restore.kind === restoreKinds.verify, log, ...pooled });
+    const connection = { config: await clusters.clientConfig(restore.cluster, restore.database, access.login), sessionRole: access.sessionRole };
+    await loadBackup({ client, connect, connection, ...backup, storage, readBack: restore.kind === restoreKinds.verify, log, ...pooled });
   } finally {
     await client.end().catch(() => undefined);
   }

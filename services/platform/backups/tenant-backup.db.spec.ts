@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -6,13 +7,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestServer } from "../../testing/test-server.ts";
-import { BackgroundGzip } from "./background-gzip.ts";
 import { LocalBackupStorage } from "./local-backup-storage.ts";
 import { takeBackup } from "./tenant-backup.ts";
 import { sameNames } from "./tenant-catalog.ts";
 
 const server = new TestServer();
-const gzip = new BackgroundGzip({ threads: 2 });
 const database = `backup_workers_${randomBytes(4).toString("hex")}`;
 const role = database;
 const password = randomBytes(12).toString("hex");
@@ -31,6 +30,8 @@ beforeAll(async () => {
     await server.sql(database, `begin; set local role ${role}; create table alpha.${table} as select g as id, repeat('x', 1000) as body from generate_series(1, ${rows}) g; commit`);
   }
   await server.sql(database, "create table alpha.c_unreadable as select g as id, repeat('x', 1000) as body from generate_series(1, 100) g");
+  await server.sql(database, `create schema beta authorization ${role}`);
+  await server.sql(database, `begin; set local role ${role}; create table beta.mikro_orm_migrations (id serial primary key, name text); create table beta.readable as select g as id, repeat('y', 1000) as body from generate_series(1, 500) g; commit`);
   await server.sql(database, "analyze");
 });
 
@@ -38,7 +39,6 @@ afterAll(async () => {
   await server.sql("postgres", `drop database if exists ${database} with (force)`);
   await server.sql("postgres", `drop role if exists ${role}`);
   await server.close();
-  await gzip.close();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -52,6 +52,16 @@ class WatchedStorage extends LocalBackupStorage {
     return put;
   }
 }
+
+/** How the backups connect: as the tenant's role. */
+const connection = {
+  get config(): pg.ClientConfig {
+    const url = new URL(server.databaseUrl(database));
+    Object.assign(url, { username: role, password });
+    return { connectionString: url.toString() };
+  },
+  sessionRole: "",
+};
 
 /** Every file below a folder. */
 async function filesUnder(folder: string): Promise<string[]> {
@@ -70,21 +80,13 @@ describe("taking a backup", () => {
     const taking = takeBackup({
       key,
       placement: { cluster: "default", database },
-      connect: async () => {
-        const url = new URL(server.databaseUrl(database));
-        Object.assign(url, { username: role, password });
-        const client = new pg.Client({ connectionString: url.toString() });
-        client.on("error", () => {});
-        await client.connect();
-        return client;
-      },
+      connection,
       schemas: ["alpha"],
       names: sameNames,
       storage,
       dataKey: { key: randomBytes(32), sealed: Buffer.alloc(0) },
       workers: 2,
       maxBytesPerSecond: 0,
-      gzip,
       progress: async ({ tables }) => {
         // The first worker to finish a table waits there until the caller has
         // cleaned up after the failure (or a while, when the backup waits for it).
@@ -111,5 +113,35 @@ describe("taking a backup", () => {
     await new Promise((resolve) => setImmediate(resolve));
     await Promise.all(storage.puts);
     expect(await filesUnder(dir)).toEqual([]);
+  });
+
+  it("reads its tables on threads of lower priority than the process's where the system has them (Linux)", async () => {
+    const storage = new LocalBackupStorage(dir);
+    const key = { tenantId: "threads", backupId: randomUUID() };
+    let niced: number[] = [];
+    const nice = (stat: string) => Number(stat.split(") ")[1]!.split(" ")[16]);
+    const manifest = await takeBackup({
+      key,
+      placement: { cluster: "default", database },
+      connection,
+      schemas: ["beta"],
+      names: sameNames,
+      storage,
+      dataKey: { key: randomBytes(32), sealed: Buffer.alloc(0) },
+      workers: 1,
+      maxBytesPerSecond: 0,
+      progress: async ({ tables }) => {
+        // Called with the first table stored, its reader still open for the next.
+        if (tables.length === 1 && existsSync("/proc/thread-self")) {
+          niced = readdirSync("/proc/self/task").map((tid) => nice(readFileSync(`/proc/self/task/${tid}/stat`, "utf8")));
+        }
+      },
+    });
+    expect(manifest.tables.map((t) => [t.name, t.rows]).toSorted()).toEqual([["mikro_orm_migrations", 0], ["readable", 500]]);
+    if (existsSync("/proc/thread-self")) {
+      expect(niced.filter((n) => n === 19).length).toBe(1);
+      expect(nice(readFileSync("/proc/self/stat", "utf8"))).toBe(0);
+    }
+    await storage.delete(key);
   });
 });

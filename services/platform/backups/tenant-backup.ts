@@ -1,16 +1,14 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { pipeline, Readable } from "node:stream";
+import { Readable } from "node:stream";
 import pg from "pg";
-import { to as copyTo } from "pg-copy-streams";
 import { readAppliedMigrations } from "../../mesh/index.ts";
 import type { BackupTableRecord } from "../stores/index.ts";
 import { backupFormat, qualifiedName, tableFileName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
 import { fileContext, manifestFile, sealManifest, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
-import type { BackgroundGzip } from "./background-gzip.ts";
 import { BackupPace } from "./backup-pace.ts";
-import { sealStream } from "./sealed-stream.ts";
-import { columnList, countLargeObjects, DigestTap, listSequences, listTables, type SchemaNames } from "./tenant-catalog.ts";
+import { connectTo, TableReader, type TenantConnection } from "./table-reader.ts";
+import { columnList, countLargeObjects, listSequences, listTables, type SchemaNames } from "./tenant-catalog.ts";
 
 /** The steps of taking a backup, each reported once done (crash tests stop Platform after one). */
 export const backupSteps = ["snapshot", "copy-tables", "write-manifest", "publish"] as const;
@@ -25,8 +23,8 @@ export interface TenantBackupRequest {
   key: BackupKey;
   /** Where the data is read from, recorded in the manifest. */
   placement: BackupManifest["placement"];
-  /** Opens a connection to the tenant's database (as its role, its search_path leaving nothing unqualified to chance), which the backup ends. */
-  connect: () => Promise<pg.Client>;
+  /** How to connect to the tenant's database (as its role, its search_path leaving nothing unqualified to chance). */
+  connection: TenantConnection;
   /** The service schemas backed up (those of the data-owning services), by service name. */
   schemas: string[];
   /**
@@ -37,12 +35,10 @@ export interface TenantBackupRequest {
   names: SchemaNames;
   storage: BackupStorage;
   dataKey: DataKey;
-  /** Connections reading tables at once, the snapshot's own besides. */
+  /** Connections reading tables at once (each on a thread of its own: see {@link TableReader}), the snapshot's own besides. */
   workers: number;
   /** Table data read per second, all workers together (the raw COPY streams); 0 for no limit. */
   maxBytesPerSecond: number;
-  /** Where the tables' streams are gzipped. */
-  gzip: BackgroundGzip;
   /** Called as the backup goes: the versions and the number of tables once the snapshot is taken, then after each table. */
   progress: (progress: { schemaVersions: Record<string, string>; tableCount: number; tables: BackupTableRecord[]; sizeBytes: number }) => Promise<void>;
   afterStep?: (step: BackupStep) => void | Promise<void>;
@@ -50,12 +46,13 @@ export interface TenantBackupRequest {
 
 /**
  * Takes a backup of a tenant's database: every table of the service
- * schemas as its binary COPY stream, gzipped (level 1, at a low priority:
- * see {@link BackgroundGzip}) and encrypted with
+ * schemas as its binary COPY stream, gzipped (level 1) and encrypted with
  * the backup's data key, one file each, then the manifest, then publishes
  * it. All tables are read in one snapshot: a read-only repeatable-read
  * transaction exports it and the workers import it, so writes go on
- * meanwhile and none is half in the backup. The tables are read at the
+ * meanwhile and none is half in the backup. The workers read, gzip and
+ * seal on threads of a low priority (see {@link TableReader}); this
+ * thread only stores what they sealed. The tables are read at the
  * request's pace (see {@link BackupPace}). Sequences are read after the
  * tables (they are not transactional; later values are the safe side).
  * FAILED_PRECONDITION when the database holds large objects. Returns the
@@ -64,13 +61,10 @@ export interface TenantBackupRequest {
 export async function takeBackup(request: TenantBackupRequest): Promise<BackupManifest> {
   const { key, storage, schemas, names } = request;
   const clients: pg.Client[] = [];
-  const open = async () => {
-    const client = await request.connect();
-    clients.push(client);
-    return client;
-  };
+  const readers: TableReader[] = [];
   try {
-    const coordinator = await open();
+    const coordinator = await connectTo(request.connection);
+    clients.push(coordinator);
     await coordinator.query("begin isolation level repeatable read read only");
     const { rows } = await coordinator.query<{ snapshot: string; version: string; at: Date }>(
       "select pg_export_snapshot() as snapshot, current_setting('server_version') as version, now() as at",
@@ -104,19 +98,19 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
     let sizeBytes = 0;
     const pace = new BackupPace(request.maxBytesPerSecond);
     const work = async () => {
-      const worker = await open();
-      await worker.query("begin isolation level repeatable read read only");
-      await worker.query(`set transaction snapshot ${pg.escapeLiteral(snapshot)}`).catch((error: { code?: string }) => {
+      const reader = new TableReader();
+      readers.push(reader);
+      await reader.open(request.connection, snapshot).catch((error: { code?: string }) => {
         // The snapshot is gone with the session that exported it (42704: no such snapshot).
         throw error.code === "42704" ? new ConnectError(snapshotLost, Code.Unavailable) : error;
       });
       for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
-        await copyOut(worker, next.table, request, pace);
+        await copyOut(reader, next.table, request, pace);
         done.push(next.table);
         sizeBytes += next.table.storedBytes;
         await request.progress({ schemaVersions, tableCount: tables.length, tables: done.toSorted((x, y) => x.file.localeCompare(y.file)).map(tableRecord), sizeBytes });
       }
-      await worker.query("commit");
+      await reader.close();
     };
     // On a failure the others stop too (no table is started, the copies under way are cut), and the
     // backup fails only once every worker has: nothing is stored after the caller has removed its files.
@@ -130,6 +124,9 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
             queue.length = 0;
             for (const client of clients) {
               client.end().catch(() => undefined);
+            }
+            for (const reader of readers) {
+              reader.abort().catch(() => undefined);
             }
           }
         }),
@@ -164,19 +161,34 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
     await request.afterStep?.("publish");
     return manifest;
   } finally {
-    await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
+    await Promise.all([...clients.map((c) => c.end().catch(() => undefined)), ...readers.map((r) => r.abort().catch(() => undefined))]);
   }
 }
 
-/** Stores one table's COPY stream, recording its rows, digest and stored size on `table`. */
-async function copyOut(client: pg.Client, table: ManifestTable, request: TenantBackupRequest, pace: BackupPace): Promise<void> {
-  const source = client.query(copyTo(`copy ${request.names.quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`));
-  const tap = new DigestTap();
-  // A failure anywhere destroys every stream, so the store fails rather than waits; put reports it.
-  const sealed = pipeline(source, pace.through(), tap, request.gzip.stream(), sealStream(request.dataKey.key, fileContext(request.key, table.file)), () => {});
-  table.storedBytes = await request.storage.put(request.key, table.file, sealed);
-  table.rows = source.rowCount;
-  table.sha256 = tap.digest();
+/** Stores one table's COPY stream, read by `reader`, recording its rows, digest and stored size on `table`. */
+async function copyOut(reader: TableReader, table: ManifestTable, request: TenantBackupRequest, pace: BackupPace): Promise<void> {
+  const { sealed, done } = reader.read({
+    sql: `copy ${request.names.quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`,
+    key: request.dataKey.key,
+    context: fileContext(request.key, table.file),
+    pace: pace.shared,
+  });
+  // A failure of the read destroys the sealed stream, so the store fails rather than waits; the read's is the cause.
+  const storing = request.storage.put(request.key, table.file, sealed).catch(async (error: unknown) => {
+    // Storage that gave up holds the thread's next chunk: the read is cut.
+    await reader.abort();
+    throw error;
+  });
+  const [stored, read] = await Promise.allSettled([storing, done]);
+  if (read.status === "rejected") {
+    throw read.reason;
+  }
+  if (stored.status === "rejected") {
+    throw stored.reason;
+  }
+  table.storedBytes = stored.value;
+  table.rows = read.value.rows;
+  table.sha256 = read.value.sha256;
 }
 
 /** A manifest table as the backup's record lists it. */

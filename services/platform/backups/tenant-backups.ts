@@ -27,7 +27,6 @@ import {
   placementNames,
   poolPasswordContext,
 } from "../stores/index.ts";
-import type { BackgroundGzip } from "./background-gzip.ts";
 import type { BackupEvents } from "./backup-events.ts";
 import type { BackupManifest } from "./backup-manifest.ts";
 import { manifestFile, newDataKey, openManifest, type DataKey } from "./backup-envelope.ts";
@@ -44,12 +43,10 @@ export interface TenantBackupsOptions {
   storage: BackupStorage;
   /** The service schemas backed up: those of the data-owning services. */
   schemas: () => string[];
-  /** Connections that read tables at once, per backup. */
+  /** Connections that read tables at once, per backup, each on a thread of its own. */
   workers: number;
   /** Table data a backup reads per second, its workers together; 0 for no limit. */
   maxBytesPerSecond?: number;
-  /** Where backups gzip their tables' streams. */
-  gzip: BackgroundGzip;
   log: Logger;
   /** Told as each backup ends. */
   events: BackupEvents;
@@ -132,14 +129,13 @@ export class TenantBackups {
       const manifest = await takeBackup({
         key,
         placement: { cluster: tenant.cluster, database: tenant.database, ...(tenant.schemaPrefix === "" ? {} : { schemaPrefix: tenant.schemaPrefix }) },
-        connect: () => connectAs(clusters, tenant.cluster!, tenant.database, access),
+        connection: { config: await clusters.clientConfig(tenant.cluster, tenant.database, access.login), sessionRole: access.sessionRole },
         schemas: this.#options.schemas(),
         names: new SchemaNames(tenant.schemaPrefix),
         storage,
         dataKey: newDataKey(box, key),
         workers: this.#options.workers,
         maxBytesPerSecond: this.#options.maxBytesPerSecond ?? 0,
-        gzip: this.#options.gzip,
         progress: (progress) => (recorded = recorded.then(() => changeBackup(em, id, progress))),
         afterStep: (step) => this.#options.afterStep?.(id, step),
       }).catch(async (failure: unknown) => {

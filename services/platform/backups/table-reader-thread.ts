@@ -1,0 +1,77 @@
+// What a thread of TableReader runs (see table-reader-worker.ts): reads a
+// backup's tables over a connection of its own and posts their sealed bytes.
+import { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { parentPort } from "node:worker_threads";
+import pg from "pg";
+import { to as copyTo } from "pg-copy-streams";
+import { BackupPace } from "./backup-pace.ts";
+import { gzipBlocks } from "./gzip-blocks.ts";
+import { sealStream } from "./sealed-stream.ts";
+import { chunksAhead, connectTo, type ReaderAnswer, type ReaderRequest } from "./table-reader.ts";
+import { DigestTap } from "./tenant-catalog.ts";
+
+const port = parentPort!;
+let client: pg.Client | undefined;
+/** Chunks that may be posted before Platform has stored those before them. */
+let credit = chunksAhead;
+let creditCame: (() => void) | undefined;
+
+function post(answer: ReaderAnswer, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(answer, transfer);
+}
+
+/** Posts each chunk written, its memory handed over (copied when shared), holding the stream while Platform is behind. */
+function toPlatform(): Writable {
+  return new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const owned = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength ? chunk.buffer : chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.byteLength);
+      post({ type: "data", chunk: owned as ArrayBuffer }, [owned as ArrayBuffer]);
+      credit--;
+      if (credit > 0) {
+        return done();
+      }
+      creditCame = () => {
+        creditCame = undefined;
+        done();
+      };
+    },
+  });
+}
+
+async function handle(request: ReaderRequest): Promise<ReaderAnswer | undefined> {
+  switch (request.type) {
+    case "open": {
+      client = await connectTo(request.connection);
+      await client.query("begin isolation level repeatable read read only");
+      await client.query(`set transaction snapshot ${pg.escapeLiteral(request.snapshot)}`);
+      return { type: "opened" };
+    }
+    case "copy": {
+      credit = chunksAhead;
+      const source = client!.query(copyTo(request.sql));
+      const tap = new DigestTap();
+      const key = Buffer.from(request.key.buffer, request.key.byteOffset, request.key.byteLength);
+      await pipeline(source, BackupPace.of(request.pace).through(), tap, gzipBlocks(request.blockBytes), sealStream(key, request.context), toPlatform());
+      return { type: "copied", rows: source.rowCount, sha256: tap.digest() };
+    }
+    case "more": {
+      credit++;
+      creditCame?.();
+      return undefined;
+    }
+    case "close": {
+      await client?.query("commit");
+      await client?.end();
+      client = undefined;
+      return { type: "closed" };
+    }
+  }
+}
+
+port.on("message", (request: ReaderRequest) => {
+  handle(request).then(
+    (answer) => answer !== undefined && post(answer),
+    (error: { message?: string; code?: unknown }) => post({ type: "failed", message: String(error.message ?? error), ...(typeof error.code === "string" ? { code: error.code } : {}) }),
+  );
+});

@@ -1,0 +1,19 @@
+// A thread of TableReader: at a low scheduling priority where the system
+// lets a thread have its own, set before anything else is loaded (its
+// modules too are loaded on what the tenants served leave of the CPU),
+// then reading a backup's tables (table-reader-thread.ts).
+import { readlinkSync } from "node:fs";
+import os from "node:os";
+
+/** The niceness of the thread: the lowest, so that it runs on what the tenants served leave of the CPU. */
+const niceness = 19;
+
+try {
+  // Linux: /proc/thread-self names this thread, whose own niceness setpriority(2) then sets.
+  const thread = Number(readlinkSync("/proc/thread-self").split("/").at(-1));
+  os.setPriority(thread, niceness);
+} catch {
+  // Elsewhere the thread runs at the process's priority.
+}
+
+await import("./table-reader-thread.ts");

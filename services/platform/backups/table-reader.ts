@@ -1,0 +1,179 @@
+import { Readable } from "node:stream";
+import type { Worker } from "node:worker_threads";
+import pg from "pg";
+import type { SharedPace } from "./backup-pace.ts";
+import { WarmThreads } from "./warm-threads.ts";
+
+/**
+ * How a backup reaches a tenant's database, as a thread of its own can use
+ * it: the client's settings (plain values, database and login included)
+ * and, for a pooled tenant, the role taken on at once (see `connectAs`).
+ */
+export interface TenantConnection {
+  config: pg.ClientConfig;
+  sessionRole: string;
+}
+
+/** Opens a connection as `connection` says; the caller ends it. */
+export async function connectTo(connection: TenantConnection): Promise<pg.Client> {
+  const client = new pg.Client(connection.config);
+  // Its failure surfaces through the query in flight; unheard, the event would end the process (or thread).
+  client.on("error", () => {});
+  await client.connect();
+  if (connection.sessionRole !== "") {
+    try {
+      await client.query(`set role ${pg.escapeIdentifier(connection.sessionRole)}`);
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw error;
+    }
+  }
+  return client;
+}
+
+/** What one table's read is told: its COPY, its key and context to seal with, and the backup's pace. */
+export interface TableRead {
+  /** `COPY … TO STDOUT (FORMAT binary)` of the table. */
+  sql: string;
+  key: Buffer;
+  context: string;
+  pace: SharedPace;
+}
+
+/** What a reader's thread is asked. */
+export type ReaderRequest =
+  | { type: "open"; connection: TenantConnection; snapshot: string }
+  | ({ type: "copy"; blockBytes: number } & Omit<TableRead, "key"> & { key: Uint8Array })
+  | { type: "more" }
+  | { type: "close" };
+
+/** What it answers. */
+export type ReaderAnswer =
+  | { type: "opened" }
+  | { type: "data"; chunk: ArrayBuffer }
+  | { type: "copied"; rows: number; sha256: string }
+  | { type: "closed" }
+  | { type: "failed"; message: string; code?: string };
+
+/** Sealed chunks a thread sends ahead of what storage has taken. */
+export const chunksAhead = 4;
+
+/** Raw bytes per gzip member: a table's stream is gzipped in blocks of this size. */
+const blockBytes = 1024 * 1024;
+
+/** Readers' threads kept started between backups: enough for a few backups' connections. */
+const threads = new WarmThreads(new URL("./table-reader-worker.ts", import.meta.url), 4);
+
+/**
+ * One connection of a backup, read on a thread of its own that runs at a
+ * low scheduling priority (on Linux), so that a backup takes the CPU the
+ * tenants being served leave, rather than theirs: the thread connects,
+ * takes up the backup's snapshot, and for each table reads its binary
+ * COPY, holds it to the pace, hashes it, gzips it (level 1, in blocks of
+ * 1 MB: consecutive members are one gzip file to every reader) and seals
+ * it; this thread sees only the sealed bytes, which it stores. A failure
+ * in the thread is thrown here with its message and code (a database
+ * error's SQLSTATE).
+ */
+export class TableReader {
+  readonly #worker: Worker;
+  #waiting: { resolve: (answer: ReaderAnswer) => void; reject: (error: Error) => void } | undefined;
+  #sealed: Readable | undefined;
+  /** Chunks taken from the thread and not yet read by storage: it is told to send more once they are. */
+  #owed = 0;
+  #ended: Error | undefined;
+  /** Handed back to be used again, once closed. */
+  #released = false;
+
+  constructor() {
+    this.#worker = threads.take({
+      message: (answer: ReaderAnswer) => this.#answer(answer),
+      ended: (error?: Error) => {
+        this.#ended ??= error ?? new Error("the backup's reading thread stopped");
+        this.#fail(this.#ended);
+      },
+    });
+  }
+
+  /** Connects and takes up the snapshot, in a read-only repeatable-read transaction. */
+  async open(connection: TenantConnection, snapshot: string): Promise<void> {
+    await this.#ask({ type: "open", connection, snapshot });
+  }
+
+  /** Reads one table: its sealed stream, to store, and its rows and digest once it has ended. */
+  read(table: TableRead): { sealed: Readable; done: Promise<{ rows: number; sha256: string }> } {
+    const sealed = new Readable({
+      read: () => {
+        for (; this.#owed > 0; this.#owed--) {
+          this.#post({ type: "more" });
+        }
+      },
+    });
+    this.#sealed = sealed;
+    this.#owed = 0;
+    const done = this.#ask({ type: "copy", blockBytes, ...table, key: new Uint8Array(table.key) }).then((answer) => {
+      sealed.push(null);
+      this.#sealed = undefined;
+      return answer as { rows: number; sha256: string };
+    });
+    // The caller awaits it beside the store; a failure met before then is not an unhandled one.
+    done.catch(() => undefined);
+    return { sealed, done };
+  }
+
+  /** Ends the transaction and the connection; the thread is kept for another backup. */
+  async close(): Promise<void> {
+    await this.#ask({ type: "close" });
+    this.#released = true;
+    threads.give(this.#worker);
+  }
+
+  /** Stops the thread, cutting its connection and any read under way (nothing once closed). */
+  async abort(): Promise<void> {
+    if (this.#released) {
+      return;
+    }
+    this.#ended ??= new Error("the backup stopped");
+    await this.#worker.terminate();
+  }
+
+  #post(request: ReaderRequest): void {
+    this.#worker.postMessage(request);
+  }
+
+  #ask(request: ReaderRequest): Promise<ReaderAnswer> {
+    if (this.#ended !== undefined) {
+      return Promise.reject(this.#ended);
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiting = { resolve, reject };
+      this.#post(request);
+    });
+  }
+
+  #answer(answer: ReaderAnswer): void {
+    if (answer.type === "data") {
+      if (this.#sealed?.push(Buffer.from(answer.chunk)) === true) {
+        this.#post({ type: "more" });
+      } else {
+        this.#owed++;
+      }
+      return;
+    }
+    if (answer.type === "failed") {
+      this.#fail(Object.assign(new Error(answer.message), answer.code === undefined ? {} : { code: answer.code }));
+      return;
+    }
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    waiting?.resolve(answer);
+  }
+
+  #fail(error: Error): void {
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    this.#sealed?.destroy(error);
+    this.#sealed = undefined;
+    waiting?.reject(error);
+  }
+}
