@@ -20,6 +20,8 @@
 // --skip-get-entry leaves out the GetEntry series (while developing).
 // BENCH_SECONDS (default 12) of GetEntry per series, in BENCH_ROUNDS
 // (default 6); BENCH_EPHEMERAL=1 runs PostgreSQL without fsync.
+// BENCH_PHASES=1 adds the p50 of each provisioning step, its work and its
+// record apart, from what Platform logs at debug level.
 import { createClient } from "@connectrpc/connect";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { once } from "node:events";
@@ -44,6 +46,7 @@ const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const maxConnections = Number(process.env.BENCH_MAX_CONNECTIONS ?? 64);
 const provisionConcurrency = Number(process.env.BENCH_PROVISION_CONCURRENCY ?? 1);
 const fleetConcurrency = Number(process.env.BENCH_FLEET_CONCURRENCY ?? 0);
+const phases = process.env.BENCH_PHASES === "1";
 const fewTenants = 10;
 const zipfExponent = 1.1;
 const backendFile = path.join(root, "bench/backend-pooled.ts");
@@ -108,8 +111,24 @@ try {
     backendFile,
     backendArgs: ["--expose-gc"],
     env: { BENCH_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) },
-    platformEnv: { TENANTRY_DATABASE_STOCK: "0" },
+    platformEnv: { TENANTRY_DATABASE_STOCK: "0", ...(phases ? { TENANTRY_LOG_LEVEL: "debug" } : {}) },
   });
+  // With BENCH_PHASES=1: the durations Platform logs of each provisioning step, by step.
+  const stepTimes = new Map<string, { ms: number[]; recordMs: number[] }>();
+  let partialLine = "";
+  if (phases) {
+    mesh.processes.platform!.stdout!.on("data", (chunk: Buffer) => {
+      const lines = (partialLine + chunk.toString()).split("\n");
+      partialLine = lines.pop()!;
+      for (const line of lines.filter((l) => l.startsWith("{") && l.includes("provisioning step done"))) {
+        const { step, ms, recordMs } = JSON.parse(line) as { step: string; ms: number; recordMs: number };
+        const times = stepTimes.get(step) ?? { ms: [], recordMs: [] };
+        times.ms.push(ms);
+        times.recordMs.push(recordMs);
+        stepTimes.set(step, times);
+      }
+    });
+  }
   const transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.platform}`, interceptors: [operatorCredentialInterceptor(bench.operatorToken)] });
   const platform = createClient(PlatformService, transport);
   const fleet = createClient(FleetService, transport);
@@ -144,6 +163,12 @@ try {
   const byThousand = Array.from({ length: Math.ceil(tenantCount / 1000) }, (_, k) => quantile(provisioned.slice(k * 1000, (k + 1) * 1000).sort((a, b) => a - b), 0.5));
   const provisionSorted = [...provisioned].sort((a, b) => a - b);
   process.stdout.write(`  p50 ${quantile(provisionSorted, 0.5).toFixed(1)} ms, p99 ${quantile(provisionSorted, 0.99).toFixed(1)} ms, ${(tenantCount / provisionSeconds).toFixed(1)} tenants/s\n`);
+  if (phases) {
+    const p50 = (values: number[]) => quantile([...values].sort((a, b) => a - b), 0.5).toFixed(1);
+    process.stdout.write(
+      `  per step, p50 ms (work + record): ${[...stepTimes].map(([step, t]) => `${step} ${p50(t.ms)} + ${p50(t.recordMs)}`).join(", ")}\n`,
+    );
+  }
   if (flags["provisioning-only"]) {
     transport.close();
     await admin.end();
