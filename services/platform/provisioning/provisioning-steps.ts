@@ -206,7 +206,11 @@ const migrateAttempts = 3;
 async function migrateSchemas(context: StepContext): Promise<void> {
   const { em, tenant, clusters, schemas, migrateTimeoutMs, run } = context;
   const latest = run.latest ?? (await schemas.latestVersions());
-  const versions = run.versions ?? (await clusters.inDatabase(tenant.cluster!, tenant.database, (client) => readVersions(client, schemas.entries.map((e) => e.name), tenant.schemaPrefix)));
+  const read = (client: pg.ClientBase) => readVersions(client, schemas.entries.map((e) => e.name), tenant.schemaPrefix);
+  // A pool database's admin connection is kept for the next tenant; a tenant's own database is left alone.
+  const versions =
+    run.versions ??
+    (await (tenant.placement === placementNames.pooled ? clusters.inDatabaseKept(tenant.cluster!, tenant.database, read) : clusters.inDatabase(tenant.cluster!, tenant.database, read)));
   let regranted: Promise<void> | undefined;
   const reported = await Promise.all(
     schemas.entries.map(async ({ name, client }) => {
@@ -404,19 +408,28 @@ async function createSchemas({ tenant, clusters, schemas }: StepContext): Promis
  * schema of that name owned by anyone else.
  */
 export async function ensurePooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">, services: string[]): Promise<void> {
-  await clusters.inDatabase(tenant.cluster!, tenant.database, async (client) => {
-    for (const name of services) {
-      const schema = tenant.schemaPrefix + name;
-      const { rows } = await client.query<{ owner: string }>("select pg_get_userbyid(nspowner) as owner from pg_namespace where nspname = $1", [schema]);
-      const owner = rows[0]?.owner;
+  await clusters.inDatabaseKept(tenant.cluster!, tenant.database, async (client) => {
+    const names = services.map((name) => tenant.schemaPrefix + name);
+    const { rows } = await client.query<{ schema: string; owner: string }>(
+      "select nspname as schema, pg_get_userbyid(nspowner) as owner from pg_namespace where nspname = any($1)",
+      [names],
+    );
+    const owners = new Map(rows.map((r) => [r.schema, r.owner]));
+    const missing: string[] = [];
+    for (const schema of names) {
+      const owner = owners.get(schema);
       if (owner === undefined) {
-        await client.query(`create schema ${pg.escapeIdentifier(schema)} authorization ${pg.escapeIdentifier(tenant.role!)}`);
+        missing.push(`create schema ${pg.escapeIdentifier(schema)} authorization ${pg.escapeIdentifier(tenant.role!)}`);
       } else if (owner !== tenant.role) {
         throw new ConnectError(
           `a schema named "${schema}" already exists in pool database "${tenant.database}" and belongs to "${owner}", not to the tenant; drop or rename it, then retry`,
           Code.FailedPrecondition,
         );
       }
+    }
+    if (missing.length > 0) {
+      // One statement list, one transaction: all made, or none.
+      await client.query(missing.join(";\n"));
     }
   });
 }
@@ -514,7 +527,7 @@ async function databaseOwner(clusters: ClusterRegistry, cluster: string, databas
  * services whose schema has a migration table there; a service's schema is
  * `prefix` followed by its name.
  */
-async function readVersions(client: pg.Client, services: string[], prefix = ""): Promise<Map<string, string>> {
+async function readVersions(client: pg.ClientBase, services: string[], prefix = ""): Promise<Map<string, string>> {
   const versions = new Map<string, string>();
   for (const service of services) {
     const applied = await readAppliedMigrations(client, prefix + service);
