@@ -21,10 +21,13 @@
 // BENCH_SECONDS (default 12) of GetEntry per series, in BENCH_ROUNDS
 // (default 6); BENCH_EPHEMERAL=1 runs PostgreSQL without fsync.
 // BENCH_PHASES=1 adds the p50 of each provisioning step, its work and its
-// record apart, from what Platform logs at debug level.
+// record apart, from what Platform logs at debug level. BENCH_PROFILE=<dir>
+// profiles every service's CPU (node --cpu-prof into <dir>) and says where
+// it went while provisioning.
 import { createClient } from "@connectrpc/connect";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { once } from "node:events";
+import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
@@ -34,6 +37,7 @@ import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { quantile, root, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
 import { cpuSeconds, startCpuMeter } from "./cpu-meter.ts";
+import { nowUs, summarizeProfile, type Window } from "./cpu-profile.ts";
 import { driveGetEntry, summarize, type Round, type Target } from "./get-entry-load.ts";
 import { goalTable, table } from "./report.ts";
 
@@ -47,6 +51,7 @@ const maxConnections = Number(process.env.BENCH_MAX_CONNECTIONS ?? 64);
 const provisionConcurrency = Number(process.env.BENCH_PROVISION_CONCURRENCY ?? 1);
 const fleetConcurrency = Number(process.env.BENCH_FLEET_CONCURRENCY ?? 0);
 const phases = process.env.BENCH_PHASES === "1";
+const profileDir = process.env.BENCH_PROFILE === undefined || process.env.BENCH_PROFILE === "" ? undefined : path.resolve(process.env.BENCH_PROFILE);
 const fewTenants = 10;
 const zipfExponent = 1.1;
 const backendFile = path.join(root, "bench/backend-pooled.ts");
@@ -102,6 +107,10 @@ function zipfOrder(n: number, s: number, length: number, seed: number): Uint32Ar
 /** Ends the run after provisioning (--provisioning-only), through the same cleanup as any other end. */
 class ProvisioningOnly extends Error {}
 
+/** When provisioning ran, and the services' pids, for BENCH_PROFILE. */
+const provisionWindow: Window = [0, 0];
+const profiledPids: Record<string, number> = {};
+
 const bench = await startBenchProcesses({ ephemeral });
 try {
   const { privateKey, publicKey } = await generateKeyPair("EdDSA", { crv: "Ed25519" });
@@ -110,9 +119,12 @@ try {
   const mesh = await startBenchMesh(bench, {
     backendFile,
     backendArgs: ["--expose-gc"],
-    env: { BENCH_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) },
+    env: { BENCH_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)), ...(profileDir === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` }) },
     platformEnv: { TENANTRY_DATABASE_STOCK: "0", ...(phases ? { TENANTRY_LOG_LEVEL: "debug" } : {}) },
   });
+  for (const [name, child] of Object.entries(mesh.processes)) {
+    profiledPids[name] = child.pid!;
+  }
   // With BENCH_PHASES=1: the durations Platform logs of each provisioning step, by step.
   const stepTimes = new Map<string, { ms: number[]; recordMs: number[] }>();
   let partialLine = "";
@@ -144,6 +156,7 @@ try {
   process.stdout.write(`provisioning ${tenantCount} pooled tenants ${atOnce}…\n`);
   const provisioned: number[] = [];
   const provisionStarted = performance.now();
+  provisionWindow[0] = nowUs();
   let nextTenant = 0;
   await Promise.all(
     Array.from({ length: provisionConcurrency }, async () => {
@@ -160,6 +173,7 @@ try {
     }),
   );
   const provisionSeconds = (performance.now() - provisionStarted) / 1000;
+  provisionWindow[1] = nowUs();
   const byThousand = Array.from({ length: Math.ceil(tenantCount / 1000) }, (_, k) => quantile(provisioned.slice(k * 1000, (k + 1) * 1000).sort((a, b) => a - b), 0.5));
   const provisionSorted = [...provisioned].sort((a, b) => a - b);
   process.stdout.write(`  p50 ${quantile(provisionSorted, 0.5).toFixed(1)} ms, p99 ${quantile(provisionSorted, 0.99).toFixed(1)} ms, ${(tenantCount / provisionSeconds).toFixed(1)} tenants/s\n`);
@@ -173,6 +187,9 @@ try {
     transport.close();
     await admin.end();
     throw new ProvisioningOnly();
+  }
+  if (profileDir !== undefined) {
+    throw new Error("BENCH_PROFILE is for --provisioning-only runs");
   }
 
   // Disk.
@@ -413,4 +430,13 @@ ${goalTable([
   }
 } finally {
   await bench.stop();
+}
+if (profileDir !== undefined) {
+  // One profile per process, written as each exited: the services' (their pids name them) and npm's, if any.
+  for (const [name, child] of Object.entries(profiledPids)) {
+    const file = (await readdir(profileDir)).find((f) => f.includes(`.${child}.`));
+    if (file !== undefined) {
+      process.stdout.write(`\nCPU of ${name} while provisioning: ${await summarizeProfile(path.join(profileDir, file), [provisionWindow], root, { packages: 12, functions: 20 })}`);
+    }
+  }
 }
