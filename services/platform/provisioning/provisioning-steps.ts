@@ -78,6 +78,13 @@ export interface StepContext extends StepServices {
   /** The EntityManager `tenant` was read through. */
   em: EntityManager;
   tenant: Tenant;
+  /**
+   * The step being performed, when it is to be recorded as done on the
+   * tenant (provisioning's run, not a restore's or a move's use of a step):
+   * a step that writes to the registry anyway records it with that write
+   * (see {@link recordWithWork}), saving a transaction.
+   */
+  recording?: { step: string; recorded: boolean };
   /** What earlier steps of this run learned, so that later ones need not ask again. */
   run: {
     /** The newest version of each service's schema. */
@@ -89,6 +96,19 @@ export interface StepContext extends StepServices {
 
 /** The work of one step. */
 export type StepWork = (context: StepContext) => Promise<void>;
+
+/**
+ * Records the step being performed as done on the tenant, as part of the
+ * registry write the step is making through `context.em` (flushed with
+ * it), when the step is to be recorded at all.
+ */
+function recordWithWork(context: StepContext): void {
+  const { recording, tenant } = context;
+  if (recording !== undefined) {
+    Object.assign(tenant, { lifecycleStep: recording.step, updatedAt: new Date() });
+    recording.recorded = true;
+  }
+}
 
 /** A step of provisioning: its work, and for a step that makes something, the rollback step that unmakes it. */
 export interface ProvisioningStepDefinition {
@@ -241,6 +261,7 @@ async function migrateSchemas(context: StepContext): Promise<void> {
     for (const [service, version] of reported) {
       await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
     }
+    recordWithWork(context);
   });
 }
 
@@ -249,7 +270,8 @@ async function migrateSchemas(context: StepContext): Promise<void> {
  * declares, its roles, and the owner asked for), when Auth is one of the
  * schema services, and records in the ledger which catalog it merged.
  */
-async function bootstrap({ em, tenant, schemas, box, migrateTimeoutMs }: StepContext): Promise<void> {
+async function bootstrap(context: StepContext): Promise<void> {
+  const { em, tenant, schemas, box, migrateTimeoutMs } = context;
   const auth = schemas.auth;
   if (auth === undefined) {
     return;
@@ -264,7 +286,10 @@ async function bootstrap({ em, tenant, schemas, box, migrateTimeoutMs }: StepCon
     const cause = ConnectError.from(error);
     throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
   }
-  await writeRedoable(em, () => recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest }));
+  await writeRedoable(em, async () => {
+    await recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest });
+    recordWithWork(context);
+  });
 }
 
 /** Makes the tenant ACTIVE, forgetting the owner's password; recorded with its work. */
@@ -296,14 +321,20 @@ async function dropRole({ tenant, clusters }: StepContext): Promise<void> {
  * and a new pool database is made again (each part checked first) if the
  * run stopped before recording it.
  */
-async function choosePool({ em, tenant, clusters, box, poolMaxTenants, poolNamePrefix }: StepContext): Promise<void> {
+async function choosePool(context: StepContext): Promise<void> {
+  const { em, tenant, clusters, box, poolMaxTenants, poolNamePrefix, recording } = context;
   if (tenant.database !== "") {
     // Chosen by an earlier run: the pool database was recorded with the choice.
     return;
   }
   tenant.database = await choosePoolDatabase(em, clusters, box, tenant.cluster!, { poolMaxTenants, poolNamePrefix }, async (tx, chosen) => {
-    await tx.execute("update platform.tenants set database = ?, updated_at = now() where id = ?", [chosen, tenant.id]);
+    // The step recorded with the choice, when it is to be.
+    await tx.execute("update platform.tenants set database = ?, lifecycle_step = coalesce(?, lifecycle_step), updated_at = now() where id = ?", [chosen, recording?.step ?? null, tenant.id]);
   });
+  if (recording !== undefined) {
+    tenant.lifecycleStep = recording.step;
+    recording.recorded = true;
+  }
 }
 
 /**

@@ -261,8 +261,10 @@ export class TenantProvisioner {
     const done = plan.steps.indexOf((tenant.lifecycleStep ?? firstStep) as ProvisioningStep);
     for (const step of plan.steps.slice(done + 1)) {
       const started = performance.now();
+      // activate is recorded with its work (the tenant ACTIVE, its step cleared).
+      const recording = step === "activate" ? undefined : { step, recorded: false };
       try {
-        await plan.table[step]!.perform(context);
+        await plan.table[step]!.perform({ ...context, ...(recording === undefined ? {} : { recording }) });
       } catch (error) {
         const cause = error instanceof ConnectError ? error : undefined;
         this.#options.log.error({ err: error, tenantId, step }, "provisioning failed");
@@ -271,7 +273,7 @@ export class TenantProvisioner {
       }
       const performed = performance.now();
       await this.#options.afterStep?.(tenantId, step);
-      if (step !== "activate") {
+      if (recording !== undefined && !recording.recorded) {
         await recordStepDone(em, tenant, step);
       }
       // What each step costs, its work and its record apart (bench:pooled with BENCH_PHASES=1 reads them).
