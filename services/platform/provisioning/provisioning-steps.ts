@@ -413,12 +413,14 @@ function poolRoleOf(tenant: Tenant): string {
 async function createPooledRole({ tenant, clusters }: StepContext): Promise<void> {
   const role = pg.escapeIdentifier(tenant.role!);
   await clusters.admin(tenant.cluster!, async (admin) => {
-    const exists = await admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]);
-    await admin.query(`${exists.rowCount === 0 ? "create" : "alter"} role ${role} nologin`);
-    const { rows } = await admin.query<{ version: number }>("select current_setting('server_version_num')::int as version");
+    const { rows } = await admin.query<{ exists: boolean; version: number }>(
+      "select exists (select 1 from pg_roles where rolname = $1) as exists, current_setting('server_version_num')::int as version",
+      [tenant.role],
+    );
     // From PostgreSQL 16 a grant says how it may be used; before, the pool role's NOINHERIT does the same.
     const options = rows[0]!.version >= 160000 ? " with inherit false, set true" : "";
-    await admin.query(`grant ${role} to ${pg.escapeIdentifier(poolRoleOf(tenant))}${options}`);
+    // One statement list, one transaction: the role is made with its grant, or not at all.
+    await admin.query(`${rows[0]!.exists ? "alter" : "create"} role ${role} nologin;\ngrant ${role} to ${pg.escapeIdentifier(poolRoleOf(tenant))}${options}`);
   });
 }
 
