@@ -430,18 +430,23 @@ async function createPooledRole({ tenant, clusters }: StepContext): Promise<void
  * A schema of that name owned by anyone else is left alone:
  * FAILED_PRECONDITION.
  */
-async function createSchemas({ tenant, clusters, schemas }: StepContext): Promise<void> {
-  await ensurePooledSchemas(clusters, tenant, schemas.entries.map((e) => e.name));
+async function createSchemas({ tenant, clusters, schemas, run }: StepContext): Promise<void> {
+  const services = schemas.entries.map((e) => e.name);
+  const made = await ensurePooledSchemas(clusters, tenant, services);
+  if (made === services.length) {
+    // All made now, so none holds a migration yet: migrate-schemas need not look.
+    run.versions = new Map();
+  }
 }
 
 /**
  * Creates a pooled tenant's schemas of `services` that its pool database
  * does not hold yet, owned by its role: provisioning makes them all, and a
  * fleet migration those of a service added since. FAILED_PRECONDITION for a
- * schema of that name owned by anyone else.
+ * schema of that name owned by anyone else. Returns how many it made.
  */
-export async function ensurePooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">, services: string[]): Promise<void> {
-  await clusters.inDatabaseKept(tenant.cluster!, tenant.database, async (client) => {
+export async function ensurePooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">, services: string[]): Promise<number> {
+  return clusters.inDatabaseKept(tenant.cluster!, tenant.database, async (client) => {
     const names = services.map((name) => tenant.schemaPrefix + name);
     const { rows } = await client.query<{ schema: string; owner: string }>(
       "select nspname as schema, pg_get_userbyid(nspowner) as owner from pg_namespace where nspname = any($1)",
@@ -464,6 +469,7 @@ export async function ensurePooledSchemas(clusters: ClusterRegistry, tenant: Pic
       // One statement list, one transaction: all made, or none.
       await client.query(missing.join(";\n"));
     }
+    return missing.length;
   });
 }
 
