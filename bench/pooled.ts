@@ -16,6 +16,8 @@
 //   fleet: Backend's next version (one more migration) rolled out to every
 //     tenant by FleetService.MigrateTenants, BENCH_FLEET_CONCURRENCY
 //     (default 0: Platform's own choice) tenants at once per group.
+// BENCH_PROVISION_PAUSE_MS (default 0) pauses each caller between two
+// CreateTenant calls, as sign-ups that do not come back to back.
 // --provisioning-only stops after provisioning (its figures only);
 // --skip-get-entry leaves out the GetEntry series (while developing).
 // BENCH_SECONDS (default 12) of GetEntry per series, in BENCH_ROUNDS
@@ -27,6 +29,7 @@
 import { createClient } from "@connectrpc/connect";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { once } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -50,6 +53,7 @@ const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const maxConnections = Number(process.env.BENCH_MAX_CONNECTIONS ?? 64);
 const provisionConcurrency = Number(process.env.BENCH_PROVISION_CONCURRENCY ?? 1);
 const fleetConcurrency = Number(process.env.BENCH_FLEET_CONCURRENCY ?? 0);
+const provisionPauseMs = Number(process.env.BENCH_PROVISION_PAUSE_MS ?? 0);
 const phases = process.env.BENCH_PHASES === "1";
 const profileDir = process.env.BENCH_PROFILE === undefined || process.env.BENCH_PROFILE === "" ? undefined : path.resolve(process.env.BENCH_PROFILE);
 const fewTenants = 10;
@@ -153,7 +157,8 @@ try {
   // Provisioning.
   const globalBefore = Number((await one<{ size: string }>("select pg_tablespace_size('pg_global') as size")).size);
   const atOnce = provisionConcurrency === 1 ? "one after another" : `${provisionConcurrency} at once`;
-  process.stdout.write(`provisioning ${tenantCount} pooled tenants ${atOnce}…\n`);
+  const pause = provisionPauseMs > 0 ? `, ${provisionPauseMs} ms apart per caller` : "";
+  process.stdout.write(`provisioning ${tenantCount} pooled tenants ${atOnce}${pause}…\n`);
   const provisioned: number[] = [];
   const provisionStarted = performance.now();
   provisionWindow[0] = nowUs();
@@ -165,6 +170,9 @@ try {
         const t0 = performance.now();
         await platform.createTenant({ tenantId: tenantIdOf(i), placement: Placement.POOLED });
         provisioned.push(performance.now() - t0);
+        if (provisionPauseMs > 0) {
+          await sleep(provisionPauseMs);
+        }
         if (provisioned.length % 1000 === 0) {
           const last = provisioned.slice(-1000).sort((a, b) => a - b);
           process.stdout.write(`  ${provisioned.length}: p50 ${quantile(last, 0.5).toFixed(1)} ms over the last 1000\n`);
