@@ -28,7 +28,8 @@ import type { TemplateDatabases } from "./template-databases.ts";
 
 /**
  * The steps of provisioning a tenant, in order. Each is idempotent, and the
- * last one done is recorded on the tenant, so that a Platform that stops
+ * last one done is recorded on the tenant (but for those cheaper to redo
+ * than to record: see `redoneOnResume`), so that a Platform that stops
  * anywhere resumes from there.
  */
 export const provisioningSteps = ["register", "create-role", "take-database", "create-database", "secure-database", "migrate-schemas", "bootstrap", "activate"] as const;
@@ -114,6 +115,13 @@ function recordWithWork(context: StepContext): void {
 export interface ProvisioningStepDefinition {
   perform: StepWork;
   undoneBy?: RollbackStep;
+  /**
+   * Not recorded as done on its own: its work costs less than a record (a
+   * transaction of the registry), and a Platform that stops after it does
+   * it again on resuming (every step is idempotent); the next step's record
+   * covers it.
+   */
+  redoneOnResume?: true;
 }
 
 /** Gives the tenant its login role, with the password sealed on its record (again, if the role exists). */
@@ -520,8 +528,9 @@ export const pooledProvisioningStepTable: { readonly [S in PooledProvisioningSte
   register: provisioningStepTable.register,
   // Nothing to undo: the pool database is shared, and its record counts only tenants that hold a place in it.
   "choose-pool": { perform: choosePool },
-  "create-role": { perform: createPooledRole, undoneBy: "drop-role" },
-  "create-schemas": { perform: createSchemas, undoneBy: "drop-schemas" },
+  // Two catalog statements each, on connections kept open: redone sooner than recorded.
+  "create-role": { perform: createPooledRole, undoneBy: "drop-role", redoneOnResume: true },
+  "create-schemas": { perform: createSchemas, undoneBy: "drop-schemas", redoneOnResume: true },
   "migrate-schemas": provisioningStepTable["migrate-schemas"],
   bootstrap: provisioningStepTable.bootstrap,
   activate: provisioningStepTable.activate,

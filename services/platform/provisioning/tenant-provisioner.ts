@@ -273,7 +273,7 @@ export class TenantProvisioner {
       }
       const performed = performance.now();
       await this.#options.afterStep?.(tenantId, step);
-      if (recording !== undefined && !recording.recorded) {
+      if (recording !== undefined && !recording.recorded && plan.table[step]!.redoneOnResume !== true) {
         await recordStepDone(em, tenant, step);
       }
       // What each step costs, its work and its record apart (bench:pooled with BENCH_PHASES=1 reads them).
