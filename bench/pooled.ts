@@ -19,6 +19,8 @@
 //   fleet: Backend's next version (one more migration) rolled out to every
 //     tenant by FleetService.MigrateTenants, BENCH_FLEET_CONCURRENCY
 //     (default 0: Platform's own choice) tenants at once per group.
+// BENCH_PROVISION_PAUSE_MS (default 0) pauses each caller between two
+// CreateTenant calls, as sign-ups that do not come back to back.
 // --provisioning-only stops after provisioning (its figures only);
 // --fleet-only goes from provisioning to the fleet migration (its figures only);
 // BENCH_STATEMENTS=1 loads pg_stat_statements and prints what PostgreSQL
@@ -37,12 +39,17 @@
 // than 10,000, a smaller one lays them over as many pool databases.
 // BENCH_SECONDS (default 12) of GetEntry per series, in BENCH_ROUNDS
 // (default 6); BENCH_EPHEMERAL=1 runs PostgreSQL without fsync.
+// BENCH_PHASES=1 adds the p50 of each provisioning step, its work and its
+// record apart, from what Platform logs at debug level. BENCH_PROFILE=<dir>
+// profiles every service's CPU (node --cpu-prof into <dir>) and says where
+// it went while provisioning.
 import { createClient } from "@connectrpc/connect";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { copyFile, mkdtemp, readdir } from "node:fs/promises";
 import os from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
@@ -78,6 +85,9 @@ const maxConnections = Number(process.env.BENCH_MAX_CONNECTIONS ?? 64);
 const provisionConcurrency = Number(process.env.BENCH_PROVISION_CONCURRENCY ?? 1);
 const fleetConcurrency = Number(process.env.BENCH_FLEET_CONCURRENCY ?? 0);
 const poolMaxTenants = process.env.BENCH_POOL_MAX_TENANTS;
+const provisionPauseMs = Number(process.env.BENCH_PROVISION_PAUSE_MS ?? 0);
+const phases = process.env.BENCH_PHASES === "1";
+const profileDir = process.env.BENCH_PROFILE === undefined || process.env.BENCH_PROFILE === "" ? undefined : path.resolve(process.env.BENCH_PROFILE);
 const fewTenants = 10;
 const zipfExponent = 1.1;
 const backendFile = path.join(root, "bench/backend-pooled.ts");
@@ -136,6 +146,10 @@ type BackendMemory = NodeJS.MemoryUsage & { heapCommitted: number; mallocedMemor
 /** Ends the run early (--provisioning-only, --fleet-only, --memory-only), through the same cleanup as any other end. */
 class EndedEarly extends Error {}
 
+/** When provisioning ran, and the services' pids, for BENCH_PROFILE. */
+const provisionWindow: Window = [0, 0];
+const profiledPids: Record<string, number> = {};
+
 const bench = await startBenchProcesses({ ephemeral });
 try {
   if (statements) {
@@ -154,9 +168,28 @@ try {
   const mesh = await startBenchMesh(bench, {
     backendFile,
     backendArgs: ["--expose-gc"],
-    env: { BENCH_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)) },
-    platformEnv: { TENANTRY_DATABASE_STOCK: "0", ...(poolMaxTenants === undefined ? {} : { TENANTRY_POOL_MAX_TENANTS: poolMaxTenants }) },
+    env: { BENCH_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)), ...(profileDir === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` }) },
+    platformEnv: { TENANTRY_DATABASE_STOCK: "0", ...(poolMaxTenants === undefined ? {} : { TENANTRY_POOL_MAX_TENANTS: poolMaxTenants }), ...(phases ? { TENANTRY_LOG_LEVEL: "debug" } : {}) },
   });
+  for (const [name, child] of Object.entries(mesh.processes)) {
+    profiledPids[name] = child.pid!;
+  }
+  // With BENCH_PHASES=1: the durations Platform logs of each provisioning step, by step.
+  const stepTimes = new Map<string, { ms: number[]; recordMs: number[] }>();
+  let partialLine = "";
+  if (phases) {
+    mesh.processes.platform!.stdout!.on("data", (chunk: Buffer) => {
+      const lines = (partialLine + chunk.toString()).split("\n");
+      partialLine = lines.pop()!;
+      for (const line of lines.filter((l) => l.startsWith("{") && l.includes("provisioning step done"))) {
+        const { step, ms, recordMs } = JSON.parse(line) as { step: string; ms: number; recordMs: number };
+        const times = stepTimes.get(step) ?? { ms: [], recordMs: [] };
+        times.ms.push(ms);
+        times.recordMs.push(recordMs);
+        stepTimes.set(step, times);
+      }
+    });
+  }
   const transport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.platform}`, interceptors: [operatorCredentialInterceptor(bench.operatorToken)] });
   const platform = createClient(PlatformService, transport);
   const fleet = createClient(FleetService, transport);
@@ -228,9 +261,11 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
   // Provisioning.
   const globalBefore = Number((await one<{ size: string }>("select pg_tablespace_size('pg_global') as size")).size);
   const atOnce = provisionConcurrency === 1 ? "one after another" : `${provisionConcurrency} at once`;
-  process.stdout.write(`provisioning ${tenantCount} pooled tenants ${atOnce}…\n`);
+  const pause = provisionPauseMs > 0 ? `, ${provisionPauseMs} ms apart per caller` : "";
+  process.stdout.write(`provisioning ${tenantCount} pooled tenants ${atOnce}${pause}…\n`);
   const provisioned: number[] = [];
   const provisionStarted = performance.now();
+  provisionWindow[0] = nowUs();
   let nextTenant = 0;
   await Promise.all(
     Array.from({ length: provisionConcurrency }, async () => {
@@ -239,6 +274,9 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
         const t0 = performance.now();
         await platform.createTenant({ tenantId: tenantIdOf(i), placement: Placement.POOLED });
         provisioned.push(performance.now() - t0);
+        if (provisionPauseMs > 0) {
+          await sleep(provisionPauseMs);
+        }
         if (provisioned.length % 1000 === 0) {
           const last = provisioned.slice(-1000).sort((a, b) => a - b);
           process.stdout.write(`  ${provisioned.length}: p50 ${quantile(last, 0.5).toFixed(1)} ms over the last 1000\n`);
@@ -247,9 +285,16 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
     }),
   );
   const provisionSeconds = (performance.now() - provisionStarted) / 1000;
+  provisionWindow[1] = nowUs();
   const byThousand = Array.from({ length: Math.ceil(tenantCount / 1000) }, (_, k) => quantile(provisioned.slice(k * 1000, (k + 1) * 1000).sort((a, b) => a - b), 0.5));
   const provisionSorted = [...provisioned].sort((a, b) => a - b);
   process.stdout.write(`  p50 ${quantile(provisionSorted, 0.5).toFixed(1)} ms, p99 ${quantile(provisionSorted, 0.99).toFixed(1)} ms, ${(tenantCount / provisionSeconds).toFixed(1)} tenants/s\n`);
+  if (phases) {
+    const p50 = (values: number[]) => quantile([...values].sort((a, b) => a - b), 0.5).toFixed(1);
+    process.stdout.write(
+      `  per step, p50 ms (work + record): ${[...stepTimes].map(([step, t]) => `${step} ${p50(t.ms)} + ${p50(t.recordMs)}`).join(", ")}\n`,
+    );
+  }
   if (flags["provisioning-only"]) {
     transport.close();
     await admin.end();
@@ -261,6 +306,9 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
     await admin.end();
     process.stdout.write(`\n${fleetRun.text}\n\nGoal: fleet migration of pooled tenants\n${goalTable(fleetRun.goals)}\n`);
     throw new EndedEarly();
+  }
+  if (profileDir !== undefined) {
+    throw new Error("BENCH_PROFILE is for --provisioning-only runs");
   }
 
   // Disk (not with --memory-only).
@@ -598,4 +646,13 @@ ${goalTable([
   }
 } finally {
   await bench.stop();
+}
+if (profileDir !== undefined) {
+  // One profile per process, written as each exited: the services' (their pids name them) and npm's, if any.
+  for (const [name, child] of Object.entries(profiledPids)) {
+    const file = (await readdir(profileDir)).find((f) => f.includes(`.${child}.`));
+    if (file !== undefined) {
+      process.stdout.write(`\nCPU of ${name} while provisioning: ${await summarizeProfile(path.join(profileDir, file), [provisionWindow], root, { packages: 12, functions: 20 })}`);
+    }
+  }
 }

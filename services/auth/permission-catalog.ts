@@ -44,7 +44,9 @@ export function defaultRolesOf(permission: Permission): string[] {
  */
 export async function mergePermissions(em: EntityManager, permissions: readonly Permission[], options: { newRoles?: readonly string[] } = {}): Promise<string[]> {
   const rows = uniquePermissions(permissions).filter((p) => p.name !== "").map((p) => ({ name: p.name, description: p.description, roles: defaultRolesOf(p) }));
-  return em.transactional(async (tx) => {
+  // Inside a caller's transaction (BootstrapTenant's), its work is already all or nothing: no savepoint of its own.
+  const transactional = <T>(work: (tx: EntityManager) => Promise<T>) => (em.isInTransaction() ? work(em) : em.transactional(work));
+  return transactional(async (tx) => {
     const declaredRows = JSON.stringify(rows);
     const inserted = await tx.execute<{ name: string }[]>(
       `insert into permissions (name, description)

@@ -21,14 +21,14 @@ export async function bootstrapTenant(
   const email = request.ownerEmail === "" ? undefined : checkEmail(request.ownerEmail, "owner_email");
   const passwordHash = email === undefined ? undefined : await hashPassword(checkPassword(request.ownerPassword, "owner_password"));
   return em.transactional(async (tx) => {
-    const newRoles: string[] = [];
-    for (const [name, description] of Object.entries(defaultRoles)) {
-      const made = await tx.execute<{ name: string }[]>(
-        "insert into roles (id, name, description, builtin) values (?, ?, ?, true) on conflict (name) do nothing returning name",
-        [randomUUID(), name, description],
-      );
-      newRoles.push(...made.map((role) => role.name));
-    }
+    // Every default role in one statement, each made only if missing.
+    const made = await tx.execute<{ name: string }[]>(
+      `insert into roles (id, name, description, builtin)
+       select id, name, description, true from jsonb_to_recordset(?::jsonb) as r(id uuid, name text, description text)
+       on conflict (name) do nothing returning name`,
+      [JSON.stringify(Object.entries(defaultRoles).map(([name, description]) => ({ id: randomUUID(), name, description })))],
+    );
+    const newRoles = made.map((role) => role.name);
     await mergePermissions(tx, permissions, { newRoles });
     const owners = await tx.execute<{ id: string; email: string }[]>(
       "select u.id, u.email from users u join user_roles ur on ur.user_id = u.id join roles r on r.id = ur.role_id where r.name = ?",

@@ -23,6 +23,8 @@ export class ClusterRegistry {
   readonly #box: SecretBox;
   readonly #log: Logger;
   readonly #pools = new Map<string, { pool: pg.Pool; access: ClusterAccess }>();
+  /** Admin connections to other databases than `postgres` kept for a while, by cluster, then database. */
+  readonly #kept = new Map<string, Map<string, pg.Pool>>();
   /**
    * Opened settings by cluster name, kept for a minute (ResolveTenant needs
    * them on every call; another Platform instance may re-register a cluster).
@@ -164,6 +166,42 @@ export class ClusterRegistry {
     }
   }
 
+  /**
+   * Runs `fn` on an admin connection to one database of the cluster, kept
+   * open for the next call a few seconds (a pool database, which
+   * provisioning reaches for every pooled tenant, so as not to open one
+   * each time). `fn` must leave the connection as it found it: no
+   * transaction open, no session setting changed; one that fails is
+   * closed.
+   */
+  async inDatabaseKept<T>(name: string, database: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    let byDatabase = this.#kept.get(name);
+    if (byDatabase === undefined) {
+      byDatabase = new Map();
+      this.#kept.set(name, byDatabase);
+    }
+    let pool = byDatabase.get(database);
+    if (pool === undefined) {
+      const access = await this.access(name);
+      pool = byDatabase.get(database);
+      if (pool === undefined) {
+        pool = new pg.Pool({ ...connectionOf(access), database, max: 2, idleTimeoutMillis: 5000 });
+        pool.on("error", (error) => this.#log.warn({ err: error, cluster: name, database }, "cluster admin connection failed"));
+        discardLostConnections(pool);
+        byDatabase.set(database, pool);
+      }
+    }
+    const client = await pool.connect();
+    try {
+      const result = await fn(client);
+      client.release();
+      return result;
+    } catch (error) {
+      client.release(true);
+      throw error;
+    }
+  }
+
   /** Drops a database of the cluster, if it exists, ending its sessions. */
   async dropDatabase(name: string, database: string): Promise<void> {
     await this.admin(name, (admin) => admin.query(`drop database if exists ${pg.escapeIdentifier(database)} with (force)`));
@@ -176,7 +214,7 @@ export class ClusterRegistry {
 
   /** Closes the admin connections. */
   async close(): Promise<void> {
-    await Promise.all([...this.#pools.keys()].map((name) => this.#forget(name)));
+    await Promise.all([...new Set([...this.#pools.keys(), ...this.#kept.keys()])].map((name) => this.#forget(name)));
   }
 
   async #forget(name: string): Promise<void> {
@@ -184,6 +222,9 @@ export class ClusterRegistry {
     const entry = this.#pools.get(name);
     this.#pools.delete(name);
     await entry?.pool.end().catch(() => undefined);
+    const kept = this.#kept.get(name);
+    this.#kept.delete(name);
+    await Promise.all([...(kept?.values() ?? [])].map((pool) => pool.end().catch(() => undefined)));
   }
 }
 

@@ -1,4 +1,4 @@
-import { MigrationStorage, Migrator } from "@mikro-orm/migrations";
+import { Migration, MigrationStorage, Migrator } from "@mikro-orm/migrations";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ConnectionException, MikroORM, type EntityManager, type EntitySchema, type MigrationObject, type Transaction } from "@mikro-orm/postgresql";
 import { createPostgreSqlTypeParsers } from "@mikro-orm/sql";
@@ -54,6 +54,11 @@ class TrackingStorage extends MigrationStorage {
   /** Set while the Migrator initialises, which looks for the table outside any transaction: the run looks inside its own instead. */
   deferLook = false;
 
+  /** The table is known to be there: no need to look. */
+  knowPresent(): void {
+    this.#present = true;
+  }
+
   override async ensureTable(): Promise<void> {
     if (this.deferLook) {
       return;
@@ -86,10 +91,14 @@ class TenantMigrator extends Migrator {
   /** Declared only: the base constructor creates a storage before this is set, and MikroORM may create another later. */
   declare schema: string;
 
-  constructor(em: EntityManager, schema: string) {
+  /** `tracked`: the schema is known to have its migration table. */
+  constructor(em: EntityManager, schema: string, tracked = false) {
     super(em);
     this.schema = schema;
     (this.storage as TrackingStorage).pin(schema);
+    if (tracked) {
+      (this.storage as TrackingStorage).knowPresent();
+    }
   }
 
   override async init(): Promise<void> {
@@ -173,6 +182,8 @@ export class Tenancy {
   readonly #schema: string;
   readonly #migrations: MigrationObject[];
   readonly #migrating = new Map<string, Promise<MigrationOutcome>>();
+  /** Each migration's statements, by name, collected once (see `#migrateNew`); null for one the Migrator must run. */
+  readonly #statements = new Map<string, string[] | null>();
   /** Endpoints by route: routes are cached by the directory, so each call need not build one. */
   readonly #endpoints = new WeakMap<TenantRoute, TenantEndpoint>();
 
@@ -327,8 +338,12 @@ export class Tenancy {
       .catch(() => undefined)
       .then(() =>
         this.scope.run(endpoint, async () => {
+          const fresh = await this.#migrateNew(endpoint, schema, this.#migrations.slice(0, last + 1));
+          if (typeof fresh === "object") {
+            return fresh;
+          }
           // A Migrator per run: one remembers its tracking table per schema name, not per database.
-          const migrator = new TenantMigrator(this.fork(), schema);
+          const migrator = new TenantMigrator(this.fork(), schema, fresh === "tracked");
           if (options.to !== undefined) {
             const beyond = new Set(names.slice(last + 1));
             const past = (await migrator.getExecuted({ schema })).find((m) => beyond.has(m.name));
@@ -349,6 +364,79 @@ export class Tenancy {
       });
     this.#migrating.set(endpoint.tenantId, next);
     return next;
+  }
+
+  /**
+   * Migrates a schema that was never migrated (it has no migration table:
+   * a new tenant's) in one round trip rather than the Migrator's dozens: its
+   * migration table made as the Migrator makes it, the statements of
+   * `migrations`, and their rows in that table, in one multi-statement query,
+   * which PostgreSQL runs as one transaction, as the Migrator runs them
+   * (`allOrNothing`): all applied and recorded, or nothing. The schema is
+   * made first where it is missing (a dedicated database's), as the
+   * Migrator does. Otherwise the Migrator does the work: "tracked" when the
+   * schema has a migration table; undefined when a migration is not made of
+   * statements alone (it runs SQL itself or outside a transaction), or when
+   * the query failed: nothing was changed, and the Migrator meets the same
+   * failure and reports it as it always has (or finds the schema migrated
+   * by a run elsewhere meanwhile).
+   */
+  async #migrateNew(endpoint: TenantEndpoint, schema: string, migrations: MigrationObject[]): Promise<MigrationOutcome | "tracked" | undefined> {
+    if (migrations.length === 0) {
+      return undefined;
+    }
+    const statements: string[] = [];
+    for (const migration of migrations) {
+      const own = await this.#statementsOf(migration);
+      if (own === null) {
+        return undefined;
+      }
+      statements.push(...own);
+    }
+    const quotedSchema = pg.escapeIdentifier(schema);
+    const table = `${quotedSchema}.${pg.escapeIdentifier(migrationTable)}`;
+    const client = await this.budget.acquire(endpoint);
+    try {
+      const { rows } = await client.query<{ tracked: boolean; present: boolean }>(
+        `select to_regclass(${pg.escapeLiteral(table)}) is not null as tracked, to_regnamespace(${pg.escapeLiteral(quotedSchema)}) is not null as present`,
+      );
+      if (rows[0]!.tracked) {
+        return "tracked";
+      }
+      const names = migrations.map((m) => m.name);
+      const sql = [
+        ...(rows[0]!.present ? [] : [`create schema ${quotedSchema}`]),
+        // The Migrator's statements: unqualified names land in the schema; the lease sets its path again after (see `TenantEndpoint.migration`).
+        `set search_path to ${quotedSchema}`,
+        // MikroORM's MigrationStorage.ensureTable makes it so (a spec compares the two).
+        `create table ${table} ("id" serial primary key, "name" varchar(255) not null, "executed_at" timestamptz(6) not null default current_timestamp(6))`,
+        ...statements,
+        `insert into ${table} ("name") values ${names.map((name) => `(${pg.escapeLiteral(name)})`).join(", ")}`,
+        "reset search_path",
+      ].join("\n;\n"); // a line of its own for each semicolon: a statement may end in a comment
+      try {
+        await client.query(sql);
+      } catch (error) {
+        if (typeof (error as { code?: unknown }).code === "string" && /^[0-9A-Z]{5}$/.test((error as { code: string }).code)) {
+          // PostgreSQL refused a statement and rolled it all back: the Migrator runs them one by one and says which.
+          return undefined;
+        }
+        throw error;
+      }
+      return { applied: names, version: names.at(-1)! };
+    } finally {
+      client.release();
+    }
+  }
+
+  /** A migration's statements, or null when it does more than add statements (see `#migrateNew`). */
+  async #statementsOf({ name, class: MigrationClass }: MigrationObject): Promise<string[] | null> {
+    let statements = this.#statements.get(name);
+    if (statements === undefined) {
+      statements = await collectStatements(new (MigrationClass as new (...args: ConstructorParameters<typeof Migration>) => Migration)(this.orm.em.getDriver(), this.orm.config));
+      this.#statements.set(name, statements);
+    }
+    return statements;
   }
 
   /** The migrations this service knows, oldest first. */
@@ -375,6 +463,44 @@ export class Tenancy {
     await this.orm.close();
     await this.budget.close(timeoutMs);
   }
+}
+
+/** Thrown by a migration that runs SQL itself while its statements are collected. */
+class RunsSql extends Error {}
+
+/**
+ * The statements a migration adds (`addSql`) when it is asked to go up,
+ * without running any; null when it runs outside a transaction, runs SQL
+ * itself (`execute`, an EntityManager) or adds anything but SQL text.
+ */
+async function collectStatements(migration: Migration): Promise<string[] | null> {
+  if (!migration.isTransactional()) {
+    return null;
+  }
+  const refuse = () => {
+    throw new RunsSql();
+  };
+  migration.execute = refuse;
+  migration.getEntityManager = refuse;
+  try {
+    await migration.up();
+  } catch (error) {
+    if (error instanceof RunsSql) {
+      return null;
+    }
+    throw error;
+  }
+  const statements: string[] = [];
+  for (const statement of migration.getQueries()) {
+    if (typeof statement !== "string") {
+      return null;
+    }
+    const text = statement.trim().replace(/;+$/, "");
+    if (text !== "") {
+      statements.push(text);
+    }
+  }
+  return statements;
 }
 
 /**

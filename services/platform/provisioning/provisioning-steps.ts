@@ -28,7 +28,8 @@ import type { TemplateDatabases } from "./template-databases.ts";
 
 /**
  * The steps of provisioning a tenant, in order. Each is idempotent, and the
- * last one done is recorded on the tenant, so that a Platform that stops
+ * last one done is recorded on the tenant (but for those cheaper to redo
+ * than to record: see `redoneOnResume`), so that a Platform that stops
  * anywhere resumes from there.
  */
 export const provisioningSteps = ["register", "create-role", "take-database", "create-database", "secure-database", "migrate-schemas", "bootstrap", "activate"] as const;
@@ -78,6 +79,13 @@ export interface StepContext extends StepServices {
   /** The EntityManager `tenant` was read through. */
   em: EntityManager;
   tenant: Tenant;
+  /**
+   * The step being performed, when it is to be recorded as done on the
+   * tenant (provisioning's run, not a restore's or a move's use of a step):
+   * a step that writes to the registry anyway records it with that write
+   * (see {@link recordWithWork}), saving a transaction.
+   */
+  recording?: { step: string; recorded: boolean };
   /** What earlier steps of this run learned, so that later ones need not ask again. */
   run: {
     /** The newest version of each service's schema. */
@@ -90,10 +98,30 @@ export interface StepContext extends StepServices {
 /** The work of one step. */
 export type StepWork = (context: StepContext) => Promise<void>;
 
+/**
+ * Records the step being performed as done on the tenant, as part of the
+ * registry write the step is making through `context.em` (flushed with
+ * it), when the step is to be recorded at all.
+ */
+function recordWithWork(context: StepContext): void {
+  const { recording, tenant } = context;
+  if (recording !== undefined) {
+    Object.assign(tenant, { lifecycleStep: recording.step, updatedAt: new Date() });
+    recording.recorded = true;
+  }
+}
+
 /** A step of provisioning: its work, and for a step that makes something, the rollback step that unmakes it. */
 export interface ProvisioningStepDefinition {
   perform: StepWork;
   undoneBy?: RollbackStep;
+  /**
+   * Not recorded as done on its own: its work costs less than a record (a
+   * transaction of the registry), and a Platform that stops after it does
+   * it again on resuming (every step is idempotent); the next step's record
+   * covers it.
+   */
+  redoneOnResume?: true;
 }
 
 /** Gives the tenant its login role, with the password sealed on its record (again, if the role exists). */
@@ -206,7 +234,11 @@ const migrateAttempts = 3;
 async function migrateSchemas(context: StepContext): Promise<void> {
   const { em, tenant, clusters, schemas, migrateTimeoutMs, run } = context;
   const latest = run.latest ?? (await schemas.latestVersions());
-  const versions = run.versions ?? (await clusters.inDatabase(tenant.cluster!, tenant.database, (client) => readVersions(client, schemas.entries.map((e) => e.name), tenant.schemaPrefix)));
+  const read = (client: pg.ClientBase) => readVersions(client, schemas.entries.map((e) => e.name), tenant.schemaPrefix);
+  // A pool database's admin connection is kept for the next tenant; a tenant's own database is left alone.
+  const versions =
+    run.versions ??
+    (await (tenant.placement === placementNames.pooled ? clusters.inDatabaseKept(tenant.cluster!, tenant.database, read) : clusters.inDatabase(tenant.cluster!, tenant.database, read)));
   let regranted: Promise<void> | undefined;
   const reported = await Promise.all(
     schemas.entries.map(async ({ name, client }) => {
@@ -237,6 +269,7 @@ async function migrateSchemas(context: StepContext): Promise<void> {
     for (const [service, version] of reported) {
       await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
     }
+    recordWithWork(context);
   });
 }
 
@@ -245,7 +278,8 @@ async function migrateSchemas(context: StepContext): Promise<void> {
  * declares, its roles, and the owner asked for), when Auth is one of the
  * schema services, and records in the ledger which catalog it merged.
  */
-async function bootstrap({ em, tenant, schemas, box, migrateTimeoutMs }: StepContext): Promise<void> {
+async function bootstrap(context: StepContext): Promise<void> {
+  const { em, tenant, schemas, box, migrateTimeoutMs } = context;
   const auth = schemas.auth;
   if (auth === undefined) {
     return;
@@ -260,7 +294,10 @@ async function bootstrap({ em, tenant, schemas, box, migrateTimeoutMs }: StepCon
     const cause = ConnectError.from(error);
     throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
   }
-  await writeRedoable(em, () => recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest }));
+  await writeRedoable(em, async () => {
+    await recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest });
+    recordWithWork(context);
+  });
 }
 
 /** Makes the tenant ACTIVE, forgetting the owner's password; recorded with its work. */
@@ -292,14 +329,20 @@ async function dropRole({ tenant, clusters }: StepContext): Promise<void> {
  * and a new pool database is made again (each part checked first) if the
  * run stopped before recording it.
  */
-async function choosePool({ em, tenant, clusters, box, poolMaxTenants, poolNamePrefix }: StepContext): Promise<void> {
+async function choosePool(context: StepContext): Promise<void> {
+  const { em, tenant, clusters, box, poolMaxTenants, poolNamePrefix, recording } = context;
   if (tenant.database !== "") {
     // Chosen by an earlier run: the pool database was recorded with the choice.
     return;
   }
   tenant.database = await choosePoolDatabase(em, clusters, box, tenant.cluster!, { poolMaxTenants, poolNamePrefix }, async (tx, chosen) => {
-    await tx.execute("update platform.tenants set database = ?, updated_at = now() where id = ?", [chosen, tenant.id]);
+    // The step recorded with the choice, when it is to be.
+    await tx.execute("update platform.tenants set database = ?, lifecycle_step = coalesce(?, lifecycle_step), updated_at = now() where id = ?", [chosen, recording?.step ?? null, tenant.id]);
   });
+  if (recording !== undefined) {
+    tenant.lifecycleStep = recording.step;
+    recording.recorded = true;
+  }
 }
 
 /**
@@ -378,12 +421,14 @@ function poolRoleOf(tenant: Tenant): string {
 async function createPooledRole({ tenant, clusters }: StepContext): Promise<void> {
   const role = pg.escapeIdentifier(tenant.role!);
   await clusters.admin(tenant.cluster!, async (admin) => {
-    const exists = await admin.query("select 1 from pg_roles where rolname = $1", [tenant.role]);
-    await admin.query(`${exists.rowCount === 0 ? "create" : "alter"} role ${role} nologin`);
-    const { rows } = await admin.query<{ version: number }>("select current_setting('server_version_num')::int as version");
+    const { rows } = await admin.query<{ exists: boolean; version: number }>(
+      "select exists (select 1 from pg_roles where rolname = $1) as exists, current_setting('server_version_num')::int as version",
+      [tenant.role],
+    );
     // From PostgreSQL 16 a grant says how it may be used; before, the pool role's NOINHERIT does the same.
     const options = rows[0]!.version >= 160000 ? " with inherit false, set true" : "";
-    await admin.query(`grant ${role} to ${pg.escapeIdentifier(poolRoleOf(tenant))}${options}`);
+    // One statement list, one transaction: the role is made with its grant, or not at all.
+    await admin.query(`${rows[0]!.exists ? "alter" : "create"} role ${role} nologin;\ngrant ${role} to ${pg.escapeIdentifier(poolRoleOf(tenant))}${options}`);
   });
 }
 
@@ -393,24 +438,34 @@ async function createPooledRole({ tenant, clusters }: StepContext): Promise<void
  * A schema of that name owned by anyone else is left alone:
  * FAILED_PRECONDITION.
  */
-async function createSchemas({ tenant, clusters, schemas }: StepContext): Promise<void> {
-  await ensurePooledSchemas(clusters, tenant, schemas.entries.map((e) => e.name));
+async function createSchemas({ tenant, clusters, schemas, run }: StepContext): Promise<void> {
+  const services = schemas.entries.map((e) => e.name);
+  const made = await ensurePooledSchemas(clusters, tenant, services);
+  if (made === services.length) {
+    // All made now, so none holds a migration yet: migrate-schemas need not look.
+    run.versions = new Map();
+  }
 }
 
 /**
  * Creates a pooled tenant's schemas of `services` that its pool database
  * does not hold yet, owned by its role: provisioning makes them all, and a
  * fleet migration those of a service added since. FAILED_PRECONDITION for a
- * schema of that name owned by anyone else.
+ * schema of that name owned by anyone else. Returns how many it made.
  */
-export async function ensurePooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">, services: string[]): Promise<void> {
-  await clusters.inDatabase(tenant.cluster!, tenant.database, async (client) => {
-    for (const name of services) {
-      const schema = tenant.schemaPrefix + name;
-      const { rows } = await client.query<{ owner: string }>("select pg_get_userbyid(nspowner) as owner from pg_namespace where nspname = $1", [schema]);
-      const owner = rows[0]?.owner;
+export async function ensurePooledSchemas(clusters: ClusterRegistry, tenant: Pick<Tenant, "cluster" | "database" | "role" | "schemaPrefix">, services: string[]): Promise<number> {
+  return clusters.inDatabaseKept(tenant.cluster!, tenant.database, async (client) => {
+    const names = services.map((name) => tenant.schemaPrefix + name);
+    const { rows } = await client.query<{ schema: string; owner: string }>(
+      "select nspname as schema, pg_get_userbyid(nspowner) as owner from pg_namespace where nspname = any($1)",
+      [names],
+    );
+    const owners = new Map(rows.map((r) => [r.schema, r.owner]));
+    const missing: string[] = [];
+    for (const schema of names) {
+      const owner = owners.get(schema);
       if (owner === undefined) {
-        await client.query(`create schema ${pg.escapeIdentifier(schema)} authorization ${pg.escapeIdentifier(tenant.role!)}`);
+        missing.push(`create schema ${pg.escapeIdentifier(schema)} authorization ${pg.escapeIdentifier(tenant.role!)}`);
       } else if (owner !== tenant.role) {
         throw new ConnectError(
           `a schema named "${schema}" already exists in pool database "${tenant.database}" and belongs to "${owner}", not to the tenant; drop or rename it, then retry`,
@@ -418,6 +473,11 @@ export async function ensurePooledSchemas(clusters: ClusterRegistry, tenant: Pic
         );
       }
     }
+    if (missing.length > 0) {
+      // One statement list, one transaction: all made, or none.
+      await client.query(missing.join(";\n"));
+    }
+    return missing.length;
   });
 }
 
@@ -468,8 +528,9 @@ export const pooledProvisioningStepTable: { readonly [S in PooledProvisioningSte
   register: provisioningStepTable.register,
   // Nothing to undo: the pool database is shared, and its record counts only tenants that hold a place in it.
   "choose-pool": { perform: choosePool },
-  "create-role": { perform: createPooledRole, undoneBy: "drop-role" },
-  "create-schemas": { perform: createSchemas, undoneBy: "drop-schemas" },
+  // Two catalog statements each, on connections kept open: redone sooner than recorded.
+  "create-role": { perform: createPooledRole, undoneBy: "drop-role", redoneOnResume: true },
+  "create-schemas": { perform: createSchemas, undoneBy: "drop-schemas", redoneOnResume: true },
   "migrate-schemas": provisioningStepTable["migrate-schemas"],
   bootstrap: provisioningStepTable.bootstrap,
   activate: provisioningStepTable.activate,
@@ -514,7 +575,7 @@ async function databaseOwner(clusters: ClusterRegistry, cluster: string, databas
  * services whose schema has a migration table there; a service's schema is
  * `prefix` followed by its name.
  */
-async function readVersions(client: pg.Client, services: string[], prefix = ""): Promise<Map<string, string>> {
+async function readVersions(client: pg.ClientBase, services: string[], prefix = ""): Promise<Map<string, string>> {
   const versions = new Map<string, string>();
   for (const service of services) {
     const applied = await readAppliedMigrations(client, prefix + service);
