@@ -127,9 +127,8 @@ describe("a schema never migrated", () => {
     const route = await newDatabase("broken");
     const broken = [...backendMigrations, { name: "0003-make-entries-again", class: MakeEntriesAgain }];
     await expect(tenancyOf(route, broken).migrate(route)).rejects.toThrow(/entries/);
-    // The Migrator, which reported the failure, makes its (empty) migration table before its transaction, as it always has.
-    expect(await server.sql(route.database, "select table_name from information_schema.tables where table_schema = 'backend' and table_name <> 'mikro_orm_migrations'")).toEqual([]);
-    expect(await server.sql(route.database, "select count(*)::int as n from backend.mikro_orm_migrations")).toEqual([{ n: 0 }]);
+    // The Migrator, which reported the failure, makes its migration table inside the run's transaction: nothing at all is left.
+    expect(await server.sql(route.database, "select table_name from information_schema.tables where table_schema = 'backend'")).toEqual([]);
 
     expect((await tenancyOf(route, backendMigrations).migrate(route)).applied).toEqual(backendMigrations.map((m) => m.name));
     expect((await server.sql<{ name: string }>(route.database, "select name from backend.mikro_orm_migrations order by id")).map((r) => r.name)).toEqual(backendMigrations.map((m) => m.name));
