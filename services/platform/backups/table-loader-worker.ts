@@ -10,6 +10,7 @@ import { openStream } from "./sealed-stream.ts";
 import type { LoaderAnswer, LoaderRequest } from "./table-loader.ts";
 import { connectTo } from "./table-reader.ts";
 import { DigestTap } from "./tenant-catalog.ts";
+import { answerEach, handedOver } from "./thread-conversation.ts";
 
 /** The size of the chunks gunzip makes: four times zlib's default, a quarter of the hand-offs to its thread and of the buffers. */
 const zlibChunkBytes = 64 * 1024;
@@ -81,9 +82,4 @@ async function handle(request: LoaderRequest): Promise<LoaderAnswer | undefined>
   }
 }
 
-port.on("message", (request: LoaderRequest) => {
-  handle(request).then(
-    (answer) => answer !== undefined && post(answer),
-    (error: { message?: string; code?: unknown }) => post({ type: "failed", message: String(error.message ?? error), ...(typeof error.code === "string" ? { code: error.code } : {}) }),
-  );
-});
+answerEach(port, handle);

@@ -1,6 +1,6 @@
 import type { Readable } from "node:stream";
-import type { Worker } from "node:worker_threads";
 import type { TenantConnection } from "./table-reader.ts";
+import { handedOver, ThreadConversation, type ThreadFailure } from "./thread-conversation.ts";
 import { WarmThreads } from "./warm-threads.ts";
 
 /** What one table's load is told: how to empty and load it, and how its file opens. */
@@ -30,7 +30,7 @@ export type LoaderAnswer =
   | { type: "more" }
   | { type: "loaded"; rows: number; sha256: string }
   | { type: "closed" }
-  | { type: "failed"; message: string; code?: string };
+  | ThreadFailure;
 
 /** Chunks of a file sent ahead of what the thread has taken. */
 export const loaderChunksAhead = 4;
@@ -49,33 +49,32 @@ const threads = new WarmThreads(new URL("./table-loader-worker.ts", import.meta.
  * zlib error's).
  */
 export class TableLoader {
-  readonly #worker: Worker;
-  #waiting: { resolve: (answer: LoaderAnswer) => void; reject: (error: Error) => void } | undefined;
+  readonly #thread: ThreadConversation<LoaderRequest, LoaderAnswer>;
   #inFlight = 0;
   #taken: () => void = () => {};
-  #ended: Error | undefined;
-  /** Handed back to be used again, once closed. */
-  #released = false;
 
   constructor() {
-    this.#worker = threads.take({
-      message: (answer: LoaderAnswer) => this.#answer(answer),
-      ended: (error?: Error) => {
-        this.#ended ??= error ?? new Error("the restore's loading thread stopped");
-        this.#fail(this.#ended);
+    this.#thread = new ThreadConversation<LoaderRequest, LoaderAnswer>(threads, "the restore's loading thread stopped", {
+      streamed: (answer) => {
+        if (answer.type !== "more") {
+          return false;
+        }
+        this.#inFlight--;
+        this.#taken();
+        return true;
       },
     });
   }
 
   /** Connects, its commits not waiting for the WAL to reach the disk (the load's last transaction does). */
   async open(connection: TenantConnection): Promise<void> {
-    await this.#ask({ type: "open", connection });
+    await this.#thread.ask({ type: "open", connection });
   }
 
   /** Loads one table from `file` in a transaction of its own; resolves with the rows and the digest loaded. */
   async load(file: Readable, table: TableLoad): Promise<{ rows: number; sha256: string }> {
     let settled = false;
-    const done = this.#ask({ type: "load", ...table, key: new Uint8Array(table.key) }).finally(() => {
+    const done = this.#thread.ask({ type: "load", ...table, key: new Uint8Array(table.key) }).finally(() => {
       settled = true;
       this.#taken();
     });
@@ -86,21 +85,20 @@ export class TableLoader {
         if (settled) {
           break;
         }
-        // The chunk's memory handed over; copied when it is shared with other buffers.
-        const owned = (chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength ? chunk.buffer : chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.byteLength)) as ArrayBuffer;
-        this.#worker.postMessage({ type: "chunk", chunk: owned } satisfies LoaderRequest, [owned]);
+        const owned = handedOver(chunk);
+        this.#thread.tell({ type: "chunk", chunk: owned }, [owned]);
         this.#inFlight++;
         while (this.#inFlight >= loaderChunksAhead && !settled) {
           await new Promise<void>((resolve) => (this.#taken = resolve));
         }
       }
       if (!settled) {
-        this.#worker.postMessage({ type: "end" } satisfies LoaderRequest);
+        this.#thread.tell({ type: "end" });
       }
     } catch (error) {
       // The file could not be read: the load fails with that.
       if (!settled) {
-        this.#worker.postMessage({ type: "abort", message: (error as Error).message } satisfies LoaderRequest);
+        this.#thread.tell({ type: "abort", message: (error as Error).message });
       }
       await done.catch(() => undefined);
       throw error;
@@ -112,48 +110,11 @@ export class TableLoader {
 
   /** Ends the connection; the thread is kept for another restore. */
   async close(): Promise<void> {
-    await this.#ask({ type: "close" });
-    this.#released = true;
-    threads.give(this.#worker);
+    await this.#thread.close({ type: "close" });
   }
 
   /** Stops the thread, cutting its connection (and rolling back the load under way); nothing once closed. */
   async abort(): Promise<void> {
-    if (this.#released) {
-      return;
-    }
-    this.#ended ??= new Error("the load stopped");
-    await this.#worker.terminate();
-  }
-
-  #ask(request: LoaderRequest): Promise<LoaderAnswer> {
-    if (this.#ended !== undefined) {
-      return Promise.reject(this.#ended);
-    }
-    return new Promise((resolve, reject) => {
-      this.#waiting = { resolve, reject };
-      this.#worker.postMessage(request);
-    });
-  }
-
-  #answer(answer: LoaderAnswer): void {
-    if (answer.type === "more") {
-      this.#inFlight--;
-      this.#taken();
-      return;
-    }
-    if (answer.type === "failed") {
-      this.#fail(Object.assign(new Error(answer.message), answer.code === undefined ? {} : { code: answer.code }));
-      return;
-    }
-    const waiting = this.#waiting;
-    this.#waiting = undefined;
-    waiting?.resolve(answer);
-  }
-
-  #fail(error: Error): void {
-    const waiting = this.#waiting;
-    this.#waiting = undefined;
-    waiting?.reject(error);
+    await this.#thread.abort("the load stopped");
   }
 }

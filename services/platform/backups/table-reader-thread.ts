@@ -10,6 +10,7 @@ import { gzipBlocks } from "./gzip-blocks.ts";
 import { sealStream } from "./sealed-stream.ts";
 import { chunksAhead, connectTo, type ReaderAnswer, type ReaderRequest } from "./table-reader.ts";
 import { DigestTap } from "./tenant-catalog.ts";
+import { answerEach, handedOver } from "./thread-conversation.ts";
 
 const port = parentPort!;
 let client: pg.Client | undefined;
@@ -25,8 +26,8 @@ function post(answer: ReaderAnswer, transfer: ArrayBuffer[] = []): void {
 function toPlatform(): Writable {
   return new Writable({
     write(chunk: Buffer, _encoding, done) {
-      const owned = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength ? chunk.buffer : chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.byteLength);
-      post({ type: "data", chunk: owned as ArrayBuffer }, [owned as ArrayBuffer]);
+      const owned = handedOver(chunk);
+      post({ type: "data", chunk: owned }, [owned]);
       credit--;
       if (credit > 0) {
         return done();
@@ -69,9 +70,4 @@ async function handle(request: ReaderRequest): Promise<ReaderAnswer | undefined>
   }
 }
 
-port.on("message", (request: ReaderRequest) => {
-  handle(request).then(
-    (answer) => answer !== undefined && post(answer),
-    (error: { message?: string; code?: unknown }) => post({ type: "failed", message: String(error.message ?? error), ...(typeof error.code === "string" ? { code: error.code } : {}) }),
-  );
-});
+answerEach(port, handle);

@@ -1,7 +1,7 @@
 import { Readable } from "node:stream";
-import type { Worker } from "node:worker_threads";
 import pg from "pg";
 import type { SharedPace } from "./backup-pace.ts";
+import { ThreadConversation, type ThreadFailure } from "./thread-conversation.ts";
 import { WarmThreads } from "./warm-threads.ts";
 
 /**
@@ -53,7 +53,7 @@ export type ReaderAnswer =
   | { type: "data"; chunk: ArrayBuffer }
   | { type: "copied"; rows: number; sha256: string }
   | { type: "closed" }
-  | { type: "failed"; message: string; code?: string };
+  | ThreadFailure;
 
 /** Sealed chunks a thread sends ahead of what storage has taken. */
 export const chunksAhead = 4;
@@ -76,28 +76,34 @@ const threads = new WarmThreads(new URL("./table-reader-worker.ts", import.meta.
  * error's SQLSTATE).
  */
 export class TableReader {
-  readonly #worker: Worker;
-  #waiting: { resolve: (answer: ReaderAnswer) => void; reject: (error: Error) => void } | undefined;
+  readonly #thread: ThreadConversation<ReaderRequest, ReaderAnswer>;
   #sealed: Readable | undefined;
   /** Chunks taken from the thread and not yet read by storage: it is told to send more once they are. */
   #owed = 0;
-  #ended: Error | undefined;
-  /** Handed back to be used again, once closed. */
-  #released = false;
 
   constructor() {
-    this.#worker = threads.take({
-      message: (answer: ReaderAnswer) => this.#answer(answer),
-      ended: (error?: Error) => {
-        this.#ended ??= error ?? new Error("the backup's reading thread stopped");
-        this.#fail(this.#ended);
+    this.#thread = new ThreadConversation<ReaderRequest, ReaderAnswer>(threads, "the backup's reading thread stopped", {
+      streamed: (answer) => {
+        if (answer.type !== "data") {
+          return false;
+        }
+        if (this.#sealed?.push(Buffer.from(answer.chunk)) === true) {
+          this.#thread.tell({ type: "more" });
+        } else {
+          this.#owed++;
+        }
+        return true;
+      },
+      failed: (error) => {
+        this.#sealed?.destroy(error);
+        this.#sealed = undefined;
       },
     });
   }
 
   /** Connects and takes up the snapshot, in a read-only repeatable-read transaction. */
   async open(connection: TenantConnection, snapshot: string): Promise<void> {
-    await this.#ask({ type: "open", connection, snapshot });
+    await this.#thread.ask({ type: "open", connection, snapshot });
   }
 
   /** Reads one table: its sealed stream, to store, and its rows and digest once it has ended. */
@@ -105,13 +111,13 @@ export class TableReader {
     const sealed = new Readable({
       read: () => {
         for (; this.#owed > 0; this.#owed--) {
-          this.#post({ type: "more" });
+          this.#thread.tell({ type: "more" });
         }
       },
     });
     this.#sealed = sealed;
     this.#owed = 0;
-    const done = this.#ask({ type: "copy", blockBytes, ...table, key: new Uint8Array(table.key) }).then((answer) => {
+    const done = this.#thread.ask({ type: "copy", blockBytes, ...table, key: new Uint8Array(table.key) }).then((answer) => {
       sealed.push(null);
       this.#sealed = undefined;
       return answer as { rows: number; sha256: string };
@@ -123,57 +129,11 @@ export class TableReader {
 
   /** Ends the transaction and the connection; the thread is kept for another backup. */
   async close(): Promise<void> {
-    await this.#ask({ type: "close" });
-    this.#released = true;
-    threads.give(this.#worker);
+    await this.#thread.close({ type: "close" });
   }
 
   /** Stops the thread, cutting its connection and any read under way (nothing once closed). */
   async abort(): Promise<void> {
-    if (this.#released) {
-      return;
-    }
-    this.#ended ??= new Error("the backup stopped");
-    await this.#worker.terminate();
-  }
-
-  #post(request: ReaderRequest): void {
-    this.#worker.postMessage(request);
-  }
-
-  #ask(request: ReaderRequest): Promise<ReaderAnswer> {
-    if (this.#ended !== undefined) {
-      return Promise.reject(this.#ended);
-    }
-    return new Promise((resolve, reject) => {
-      this.#waiting = { resolve, reject };
-      this.#post(request);
-    });
-  }
-
-  #answer(answer: ReaderAnswer): void {
-    if (answer.type === "data") {
-      if (this.#sealed?.push(Buffer.from(answer.chunk)) === true) {
-        this.#post({ type: "more" });
-      } else {
-        this.#owed++;
-      }
-      return;
-    }
-    if (answer.type === "failed") {
-      this.#fail(Object.assign(new Error(answer.message), answer.code === undefined ? {} : { code: answer.code }));
-      return;
-    }
-    const waiting = this.#waiting;
-    this.#waiting = undefined;
-    waiting?.resolve(answer);
-  }
-
-  #fail(error: Error): void {
-    const waiting = this.#waiting;
-    this.#waiting = undefined;
-    this.#sealed?.destroy(error);
-    this.#sealed = undefined;
-    waiting?.reject(error);
+    await this.#thread.abort("the backup stopped");
   }
 }
