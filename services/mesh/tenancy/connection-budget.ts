@@ -161,12 +161,10 @@ interface Waiter {
  * freed connection goes to the waiting tenant that holds the fewest.
  * Pooled leases in use on one database server, over all its pool
  * databases, are at most `maxPooledLeasesPerServer`: a call beyond it waits
- * here, with its connection open, rather than in the server's run queue.
- * Many small tenants spread over many pool databases would otherwise keep
- * as many server processes busy at once as there are calls, each woken for
- * one query and sharing the server's cores and caches with all the others,
- * which cost PostgreSQL and this process more CPU per call than the same
- * calls over a few processes.
+ * here, with the connections open. Calls spread over many pool databases
+ * would otherwise want a connection in each at once, more than the
+ * ceiling allows, and close one another's idle connections to open their
+ * own: a new server process, its caches empty, for one call.
  *
  * pg-pool cannot share a ceiling between pools or close one idle connection
  * of a pool on demand, which is why the connections are kept here.
