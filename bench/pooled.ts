@@ -70,6 +70,7 @@ const { values: flags } = parseArgs({
     "memory-only": { type: "boolean", default: false },
     "skip-get-entry": { type: "boolean", default: false },
     "skip-fleet": { type: "boolean", default: false },
+    "get-entry-only": { type: "boolean", default: false },
     profile: { type: "boolean", default: false },
     compare: { type: "string" },
   },
@@ -157,6 +158,7 @@ try {
     await setup.connect();
     await setup.query("alter system set shared_preload_libraries = 'pg_stat_statements'");
     await setup.query("alter system set pg_stat_statements.track = 'all'");
+    await setup.query("alter system set pg_stat_statements.track_planning = on");
     // Room for a statement per tenant (each names its own schema), so that none is evicted meanwhile.
     await setup.query("alter system set pg_stat_statements.max = 50000");
     await setup.end();
@@ -354,7 +356,7 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
     const catalogBytes = catalogGrowth.reduce((n, c) => n + c.bytes, 0);
     return { pools, emptySize, globalAfter, poolBytes, diskPerTenant, tenantsInFirst, relations, catalogGrowth, firstSize, perFirst, relationBytes, catalogBytes };
   };
-  const disk = flags["memory-only"] ? undefined : await measureDisk();
+  const disk = flags["memory-only"] || flags["get-entry-only"] ? undefined : await measureDisk();
 
   // Memory, and one entry for each tenant.
   const token = (tenantId: string) =>
@@ -443,12 +445,26 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
   };
   process.stdout.write(`one entry for each of ${fewTenants} tenants, then ${tenantCount - fewTenants} more over them…\n`);
   await createEntries(0, fewTenants);
-  const memoryCold = await settledMemory();
-  await warmUp(tenantCount - fewTenants);
-  const memoryBefore = await settledMemory();
+  // --get-entry-only: the entries without the memory reads (nor the warm-up they need).
+  const quick = flags["get-entry-only"];
+  const memoryCold = quick ? undefined : await settledMemory();
+  if (!quick) {
+    await warmUp(tenantCount - fewTenants);
+  }
+  const memoryBefore = quick ? undefined : await settledMemory();
   process.stdout.write(`one entry for each of ${tenantCount - fewTenants} more…\n`);
   await createEntries(fewTenants, tenantCount);
-  const memoryAfter = await settledMemory();
+  const memoryAfter = quick ? undefined : await settledMemory();
+  const memoryFigures = quick ? undefined : memoryFiguresOf(memoryCold!, memoryBefore!, memoryAfter!);
+  if (memoryFigures !== undefined && flags["memory-only"]) {
+    transport.close();
+    backendTransport.close();
+    await admin.end();
+    const errors = { measure: "CreateEntry errors", figure: writeErrors, shown: String(writeErrors), atMost: 0, goal: "0" };
+    process.stdout.write(`\n${memoryFigures.memoryTitle}\n${memoryFigures.memoryTable}\n\nGoal: pooled placement at scale, memory\n${goalTable([...memoryFigures.memoryGoals, errors])}\n`);
+    throw new EndedEarly();
+  }
+  function memoryFiguresOf(memoryCold: BackendMemory, memoryBefore: BackendMemory, memoryAfter: BackendMemory) {
   const known = tenantCount - fewTenants;
   const jsPerTenant = (memoryAfter.heapUsed + memoryAfter.external - memoryBefore.heapUsed - memoryBefore.external) / 1024 / known;
   const rssPerTenant = (memoryAfter.rss - memoryBefore.rss) / 1024 / known;
@@ -468,15 +484,8 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
     { measure: "resident memory (RSS) per known idle tenant, KB", figure: rssPerTenant, shown: rssPerTenant.toFixed(2), atMost: 10, goal: "≤ 10" },
   ];
   const memoryTitle = `Backend knowing ${tenantCount} pooled tenants (one CreateEntry each, tokens verified, ${maxConnections} connections, closed as idle), memory after garbage collection; per tenant against the process knowing ${fewTenants} after as many calls (against it after ${fewTenants} calls: JavaScript ${jsPerTenantCold.toFixed(2)} KB, RSS ${rssPerTenantCold.toFixed(2)} KB)`;
-  if (flags["memory-only"]) {
-    transport.close();
-    backendTransport.close();
-    await admin.end();
-    const errors = { measure: "CreateEntry errors", figure: writeErrors, shown: String(writeErrors), atMost: 0, goal: "0" };
-    process.stdout.write(`\n${memoryTitle}\n${memoryTable}\n\nGoal: pooled placement at scale, memory\n${goalTable([...memoryGoals, errors])}\n`);
-    throw new EndedEarly();
+    return { memoryTitle, memoryTable, memoryGoals };
   }
-  const { pools, emptySize, globalAfter, poolBytes, diskPerTenant, tenantsInFirst, relations, catalogGrowth, firstSize, perFirst, relationBytes, catalogBytes } = disk!;
 
   // GetEntry, Zipf(1.1) over all tenants and over 10: this checkout's Backend, then each compared one's.
   backend.kill("SIGTERM");
@@ -485,18 +494,104 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
   const few = all.slice(0, fewTenants);
   const orders = [zipfOrder(all.length, zipfExponent, 1 << 20, 1), zipfOrder(few.length, zipfExponent, 1 << 16, 2)] as const;
   const distinct = new Set(orders[0]).size;
-  const connectionsOfBackend = async () =>
-    Number((await one<{ n: string }>("select count(*) as n from pg_stat_activity where application_name like 'tenantry-backend%'")).n);
   /** Sessions ever opened to the pool databases (PostgreSQL's count, flushed within a second or so). */
   const poolSessions = async () =>
     Number((await one<{ n: string }>("select coalesce(sum(sessions), 0) as n from pg_stat_database where datname like '%\\_pool\\_%'")).n);
+  /** Backend's server processes now: each one's pool database and CPU time so far (seconds), by pid. */
+  const backendProcesses = async () => {
+    const rows = (await admin.query<{ pid: number; db: string }>("select pid, datname as db from pg_stat_activity where application_name like 'tenantry-backend%'")).rows;
+    const processes = new Map<number, { db: string; cpu: number }>();
+    for (const { pid, db } of rows) {
+      const cpu = await cpuSeconds(pid).catch(() => undefined);
+      if (cpu !== undefined) {
+        processes.set(pid, { db, cpu });
+      }
+    }
+    return processes;
+  };
+  /**
+   * PostgreSQL's statements so far (pg_stat_statements, BENCH_STATEMENTS=1),
+   * a tenant's own names written with * so that a statement made for every
+   * tenant counts as one.
+   */
+  const statementTotals = async () => {
+    if (!statements) {
+      return new Map<string, { calls: number; plans: number; planMs: number; execMs: number }>();
+    }
+    const rows = (
+      await admin.query<{ query: string; calls: string; plans: string; plan_ms: string; exec_ms: string }>(
+        `select left(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), 'pooled[-_][0-9]+', '*', 'g'), 100) as query,
+           sum(calls) as calls, sum(plans) as plans, sum(total_plan_time) as plan_ms, sum(total_exec_time) as exec_ms
+         from pg_stat_statements group by 1`,
+      )
+    ).rows;
+    return new Map(rows.map((r) => [r.query, { calls: Number(r.calls), plans: Number(r.plans), planMs: Number(r.plan_ms), execMs: Number(r.exec_ms) }]));
+  };
+  /** What PostgreSQL did for one series over its rounds: its server processes' CPU and its statements. */
+  class PostgresLook {
+    /** CPU seconds of Backend's server processes, by pool database. */
+    readonly cpuByDatabase = new Map<string, number>();
+    /** Server processes that used CPU, by pool database (a process counted once). */
+    readonly processesByDatabase = new Map<string, Set<number>>();
+    readonly statements = new Map<string, { calls: number; plans: number; planMs: number; execMs: number }>();
+    /** Tenants each server process was seen serving (sampled every 100 ms). */
+    readonly tenantsByProcess = new Map<number, Set<string>>();
+    async start() {
+      const [processes, totals] = [await backendProcesses(), await statementTotals()];
+      return async () => {
+        const [after, totalsAfter] = [await backendProcesses(), await statementTotals()];
+        for (const [pid, { db, cpu }] of after) {
+          const used = cpu - (processes.get(pid)?.cpu ?? 0);
+          if (used > 0) {
+            this.cpuByDatabase.set(db, (this.cpuByDatabase.get(db) ?? 0) + used);
+            const set = this.processesByDatabase.get(db) ?? new Set<number>();
+            set.add(pid);
+            this.processesByDatabase.set(db, set);
+          }
+        }
+        for (const [query, t] of totalsAfter) {
+          const b = totals.get(query) ?? { calls: 0, plans: 0, planMs: 0, execMs: 0 };
+          const sum = this.statements.get(query) ?? { calls: 0, plans: 0, planMs: 0, execMs: 0 };
+          this.statements.set(query, { calls: sum.calls + t.calls - b.calls, plans: sum.plans + t.plans - b.plans, planMs: sum.planMs + t.planMs - b.planMs, execMs: sum.execMs + t.execMs - b.execMs });
+        }
+      };
+    }
+    async sample() {
+      const rows = (await admin.query<{ pid: number; name: string }>("select pid, application_name as name from pg_stat_activity where application_name like 'tenantry-backend%'")).rows;
+      for (const { pid, name } of rows) {
+        const set = this.tenantsByProcess.get(pid) ?? new Set<string>();
+        set.add(name);
+        this.tenantsByProcess.set(pid, set);
+      }
+      return rows.length;
+    }
+    report(calls: number): string {
+      const perCall = (value: number) => ((value * 1000) / calls).toFixed(3);
+      const databases = [...this.cpuByDatabase].sort(([a], [b]) => a.localeCompare(b));
+      const cpu = databases.reduce((n, [, c]) => n + c, 0);
+      const tenantsSeen = [...this.tenantsByProcess.values()].map((t) => t.size).sort((a, b) => a - b);
+      const lines = [
+        `  Backend's server processes: ${perCall(cpu)} ms CPU/call, in ${databases.length} pool databases (processes that worked, per database: ${databases.map(([db]) => this.processesByDatabase.get(db)!.size).join(" ")}; share of CPU: ${databases.map(([, c]) => ((100 * c) / cpu).toFixed(0)).join(" ")} %); tenants seen per process (sampled), median ${tenantsSeen[Math.floor(tenantsSeen.length / 2)] ?? 0}, max ${tenantsSeen.at(-1) ?? 0}`,
+      ];
+      if (this.statements.size > 0) {
+        const rows = [...this.statements].filter(([, t]) => t.calls > 0).sort(([, a], [, b]) => b.planMs + b.execMs - a.planMs - a.execMs).slice(0, 8);
+        lines.push(
+          table(
+            ["statement", "calls/call", "plans/call", "plan ms/call", "exec ms/call"],
+            rows.map(([query, t]) => [query, (t.calls / calls).toFixed(2), (t.plans / calls).toFixed(2), perCall(t.planMs / 1000), perCall(t.execMs / 1000)]),
+          ),
+        );
+      }
+      return lines.join("\n");
+    }
+  }
   /** Both series against the Backend of `file`, started afresh and stopped after; their figures and their report. */
   const measureGetEntry = async (file: string, title: string) => {
     const profileDir = flags.profile ? await mkdtemp(path.join(os.tmpdir(), "tenantry-pooled-profile-")) : "";
     const server = await mesh.startBackend(file, { env: backendEnv(120_000), ...(flags.profile ? { args: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}) });
     const series = [
-      { name: `Zipf(${zipfExponent}) over ${all.length} pooled tenants`, targets: all, order: orders[0], rounds: [] as Round[], steady: [] as Round[], opened: 0, windows: [] as Window[] },
-      { name: `Zipf(${zipfExponent}) over ${few.length} pooled tenants`, targets: few, order: orders[1], rounds: [] as Round[], steady: [] as Round[], opened: 0, windows: [] as Window[] },
+      { name: `Zipf(${zipfExponent}) over ${all.length} pooled tenants`, targets: all, order: orders[0], rounds: [] as Round[], steady: [] as Round[], opened: 0, windows: [] as Window[], postgres: new PostgresLook() },
+      { name: `Zipf(${zipfExponent}) over ${few.length} pooled tenants`, targets: few, order: orders[1], rounds: [] as Round[], steady: [] as Round[], opened: 0, windows: [] as Window[], postgres: new PostgresLook() },
     ];
     let peakConnections = 0;
     const drive = (s: (typeof series)[number], duration: number) =>
@@ -514,15 +609,17 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
           let sampling = true;
           const sampler = (async () => {
             while (sampling) {
-              peakConnections = Math.max(peakConnections, await connectionsOfBackend());
+              peakConnections = Math.max(peakConnections, await s.postgres.sample());
               await new Promise((resolve) => setTimeout(resolve, 100));
             }
           })();
           const sessionsBefore = await poolSessions();
+          const looked = into === "rounds" ? await s.postgres.start() : undefined;
           const from = nowUs();
           s[into].push(await drive(s, seconds / roundCount));
           sampling = false;
           await sampler;
+          await looked?.();
           if (into === "rounds") {
             s.windows.push([from, nowUs()]);
             s.opened += (await poolSessions()) - sessionsBefore;
@@ -579,6 +676,10 @@ ${table(
   ],
 )}
 many / 10, median of the rounds: ${ratio.toFixed(3)}; round by round in the order they ran: ${roundRatios.map((r) => r.toFixed(2)).join(" ")}; ${distinct} distinct tenants in the Zipf sequence of the many; Backend's connections seen at most: ${peakConnections}
+PostgreSQL during the rounds of ${series[0]!.name}:
+${series[0]!.postgres.report(many.calls)}
+PostgreSQL during the rounds of ${series[1]!.name}:
+${series[1]!.postgres.report(tenOnly.calls)}
 ${
   manySteady === undefined || tenSteady === undefined
     ? ""
@@ -592,6 +693,20 @@ ${
   for (const dir of flags.compare?.split(",") ?? []) {
     compared.push(await measureGetEntry(path.resolve(dir, "bench/backend-pooled.ts"), `the Backend of ${dir}`));
   }
+  const getEntryGoals = [
+    { measure: `GetEntry throughput, ${all.length} tenants / ${few.length}, median of the rounds`, figure: getEntry.ratio, shown: getEntry.ratio.toFixed(3), atLeast: 0.8, goal: "≥ 0.80" },
+    { measure: "GetEntry errors (both series, steady state included) and CreateEntry errors", figure: getEntry.errors + writeErrors, shown: String(getEntry.errors + writeErrors), atMost: 0, goal: "0" },
+    { measure: "Backend's connections at most", figure: getEntry.peakConnections, shown: String(getEntry.peakConnections), atMost: maxConnections, goal: `≤ ${maxConnections}` },
+  ];
+  if (memoryFigures === undefined || disk === undefined) {
+    transport.close();
+    backendTransport.close();
+    await admin.end();
+    process.stdout.write(`\n${[getEntry, ...compared].map((g) => g.report).join("\n")}\nGoal: pooled placement at scale, GetEntry\n${goalTable(getEntryGoals)}\n`);
+    throw new EndedEarly();
+  }
+  const { memoryTitle, memoryTable, memoryGoals } = memoryFigures;
+  const { pools, emptySize, globalAfter, poolBytes, diskPerTenant, tenantsInFirst, relations, catalogGrowth, firstSize, perFirst, relationBytes, catalogBytes } = disk;
   backend = await mesh.startBackend(backendFile, { env: backendEnv(idleTimeoutMs) });
 
   const fleetRun = flags["skip-fleet"] ? undefined : await migrateFleet(backend);
@@ -600,7 +715,6 @@ ${
   await admin.end();
 
   const ms = (value: number) => value.toFixed(1);
-  const allErrors = getEntry.errors + writeErrors;
   const storage = ephemeral ? "PostgreSQL without fsync" : "durable PostgreSQL";
   process.stdout.write(`
 Pooled provisioning: ${tenantCount} tenants through CreateTenant ${atOnce} (${storage} on this machine), ${pools.length} pool databases
@@ -634,9 +748,7 @@ ${goalTable([
   { measure: `CreateTenant p50, pooled, ms (${ephemeral ? "without fsync: the goal is for durable storage" : "durable storage"})`, figure: quantile(provisionSorted, 0.5), shown: ms(quantile(provisionSorted, 0.5)), atMost: 30, goal: "≤ 30" },
   { measure: "disk per pooled tenant, KB", figure: diskPerTenant / 1024, shown: kb(diskPerTenant), atMost: 200, goal: "≤ 200" },
   ...memoryGoals,
-  { measure: `GetEntry throughput, ${all.length} tenants / ${few.length}, median of the rounds`, figure: getEntry.ratio, shown: getEntry.ratio.toFixed(3), atLeast: 0.8, goal: "≥ 0.80" },
-  { measure: "GetEntry errors (both series, steady state included) and CreateEntry errors", figure: allErrors, shown: String(allErrors), atMost: 0, goal: "0" },
-  { measure: "Backend's connections at most", figure: getEntry.peakConnections, shown: String(getEntry.peakConnections), atMost: maxConnections, goal: `≤ ${maxConnections}` },
+  ...getEntryGoals,
   ...(fleetRun?.goals ?? []),
 ])}
 `);

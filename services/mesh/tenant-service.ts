@@ -115,6 +115,7 @@ export async function startTenantService(options: TenantServiceOptions): Promise
       maxConnections: config.TENANTRY_DB_MAX_CONNECTIONS,
       maxConnectionsPerTenant: Math.min(config.TENANTRY_DB_MAX_CONNECTIONS_PER_TENANT, config.TENANTRY_DB_MAX_CONNECTIONS),
       maxConnectionsPerPoolDatabase: Math.min(config.TENANTRY_DB_MAX_CONNECTIONS_PER_POOL, config.TENANTRY_DB_MAX_CONNECTIONS),
+      maxPooledLeasesPerServer: Math.min(config.TENANTRY_DB_MAX_POOLED_LEASES_PER_SERVER, config.TENANTRY_DB_MAX_CONNECTIONS),
       acquireTimeoutMs: config.TENANTRY_DB_ACQUIRE_TIMEOUT_MS,
       idleTimeoutMs: config.TENANTRY_DB_IDLE_TIMEOUT_MS,
       applicationName: `tenantry-${options.name}`,

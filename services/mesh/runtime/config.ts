@@ -144,6 +144,11 @@ export const tenantServiceEnv = {
   TENANTRY_DB_MAX_CONNECTIONS_PER_TENANT: positiveInt.default(5),
   /** Most database connections the pooled tenants of one pool database hold together in this process. */
   TENANTRY_DB_MAX_CONNECTIONS_PER_POOL: positiveInt.default(8),
+  /**
+   * Most pooled leases in use at once on one database server, over all its
+   * pool databases, in this process: calls beyond it wait for one to come back.
+   */
+  TENANTRY_DB_MAX_POOLED_LEASES_PER_SERVER: positiveInt.default(16),
   /** How long a call waits for a database connection before failing with UNAVAILABLE. */
   TENANTRY_DB_ACQUIRE_TIMEOUT_MS: positiveInt.default(5000),
   /** An idle database connection is closed after this long. */

@@ -40,6 +40,11 @@ export interface ConnectionBudgetOptions {
   maxConnectionsPerTenant: number;
   /** Most connections the pooled tenants of one pool database hold at once together; `maxConnections` by default. */
   maxConnectionsPerPoolDatabase?: number;
+  /**
+   * Most pooled leases in use at once on one database server, over all its
+   * pool databases; `maxConnections` by default. See {@link ConnectionBudget}.
+   */
+  maxPooledLeasesPerServer?: number;
   /** How long a call waits for a connection before it fails with UNAVAILABLE. */
   acquireTimeoutMs: number;
   /** An idle connection is closed after this long. */
@@ -110,6 +115,8 @@ class TenantPool {
   readonly places = new Map<pg.Client, number>();
   /** The key of the pool in the budget: the tenant's id, or the pool database's address and login. */
   readonly key: string;
+  /** Its database server, `host:port`. */
+  readonly server: string;
   /** Shared by the pooled tenants of a pool database: each lease takes its tenant on. */
   readonly shared: boolean;
   /** What errors name: the tenant's database, or the pool database. */
@@ -122,6 +129,7 @@ class TenantPool {
     this.label = label;
     this.fingerprint = fingerprint;
     this.config = config;
+    this.server = `${config.host}:${config.port}`;
   }
 }
 
@@ -151,6 +159,12 @@ interface Waiter {
  * database) fails with UNAVAILABLE. Each pooled tenant holds at most
  * `maxConnectionsPerTenant` of its pool database's connections, and a
  * freed connection goes to the waiting tenant that holds the fewest.
+ * Pooled leases in use on one database server, over all its pool
+ * databases, are at most `maxPooledLeasesPerServer`: a call beyond it waits
+ * here, with the connections open. Calls spread over many pool databases
+ * would otherwise want a connection in each at once, more than the
+ * ceiling allows, and close one another's idle connections to open their
+ * own: a new server process, its caches empty, for one call.
  *
  * pg-pool cannot share a ceiling between pools or close one idle connection
  * of a pool on demand, which is why the connections are kept here.
@@ -158,6 +172,9 @@ interface Waiter {
 export class ConnectionBudget {
   readonly #options: ConnectionBudgetOptions;
   readonly #maxPerPoolDatabase: number;
+  readonly #maxPooledPerServer: number;
+  /** Pooled leases in use on each database server (see `maxPooledLeasesPerServer`). */
+  readonly #pooledInUse = new Map<string, number>();
   /** Pools in least-recently-used order (oldest first), by key (see `TenantPool.key`). */
   readonly #pools = new Map<string, TenantPool>();
   /** Leases each pooled tenant holds (a dedicated tenant's are its pool's `inUse`). */
@@ -181,6 +198,7 @@ export class ConnectionBudget {
     }
     this.#options = options;
     this.#maxPerPoolDatabase = options.maxConnectionsPerPoolDatabase ?? options.maxConnections;
+    this.#maxPooledPerServer = options.maxPooledLeasesPerServer ?? options.maxConnections;
   }
 
   /**
@@ -407,7 +425,11 @@ export class ConnectionBudget {
     if (!pool.shared) {
       return pool.inUse < this.#options.maxConnectionsPerTenant;
     }
-    return pool.inUse < this.#maxPerPoolDatabase && (this.#tenantLeases.get(tenantId) ?? 0) < this.#options.maxConnectionsPerTenant;
+    return (
+      pool.inUse < this.#maxPerPoolDatabase &&
+      (this.#tenantLeases.get(tenantId) ?? 0) < this.#options.maxConnectionsPerTenant &&
+      (this.#pooledInUse.get(pool.server) ?? 0) < this.#maxPooledPerServer
+    );
   }
 
   #countLease(pool: TenantPool, tenantId: string, delta: 1 | -1): void {
@@ -418,6 +440,12 @@ export class ConnectionBudget {
         this.#tenantLeases.delete(tenantId);
       } else {
         this.#tenantLeases.set(tenantId, leases);
+      }
+      const onServer = (this.#pooledInUse.get(pool.server) ?? 0) + delta;
+      if (onServer === 0) {
+        this.#pooledInUse.delete(pool.server);
+      } else {
+        this.#pooledInUse.set(pool.server, onServer);
       }
     }
   }

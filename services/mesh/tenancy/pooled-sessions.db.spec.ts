@@ -421,6 +421,24 @@ describe("pooled tenants in one pool database", () => {
     expect(tenancy.budget.stats()).toMatchObject({ inUse: 0, waiting: 0 });
   });
 
+  it("keep the pooled leases in use on one database server within their ceiling: calls beyond it wait, then are served, each with its rows", async () => {
+    const some = routes.slice(0, 8);
+    const tenancy = tenancyOf({ maxConnections: 4, maxConnectionsPerTenant: 2, maxConnectionsPerPoolDatabase: 4, maxPooledLeasesPerServer: 2 });
+    const held = [await tenancy.budget.acquire(tenancy.endpointOf(some[0]!)), await tenancy.budget.acquire(tenancy.endpointOf(some[1]!))];
+    const queued = some.slice(2).map((route) => tenancy.budget.acquire(tenancy.endpointOf(route)).then((client) => ({ route, client })));
+    // The pool database may have two more connections, but the server has its two leases.
+    expect(tenancy.budget.stats()).toMatchObject({ inUse: 2, waiting: 6, open: 2 });
+    held.forEach((client) => client.release());
+    for (const next of queued) {
+      const { route, client } = await next;
+      expect(tenancy.budget.stats().inUse).toBeLessThanOrEqual(2);
+      expect((await client.query("select title, current_user as who from entries")).rows).toEqual([{ title: route.tenantId, who: roleOf(route.tenantId) }]);
+      client.release();
+    }
+    expect(tenancy.budget.stats()).toMatchObject({ inUse: 0, waiting: 0 });
+    expect(tenancy.budget.stats().open).toBeLessThanOrEqual(2);
+  });
+
   it("serve a tenant by the same connection of the pool database call after call, and its neighbours by others, each only with its rows", async () => {
     const some = routes.slice(0, 12);
     const tenancy = tenancyOf({ maxConnections: 4, maxConnectionsPerTenant: 2, maxConnectionsPerPoolDatabase: 4 });

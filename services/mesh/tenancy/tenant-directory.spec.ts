@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { TenantRouteSchema } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { TenantDirectory, TenantStatus, type TenantRoute } from "./tenant-directory.ts";
@@ -87,5 +88,52 @@ describe("a tenant directory", () => {
     batches[1]!.answer(new Error("Platform is unreachable"));
     await failed;
     expect((await directory.lookup("third")).database).toBe("asked alone");
+  });
+
+  it("asks for the tenants looked up in the same turn in one ResolveTenants, and for those it leaves out, or when it fails, one by one", async () => {
+    const routeOf = (tenantId: string, database: string) => create(TenantRouteSchema, { tenantId, status: TenantStatus.ACTIVE, database });
+    const single: string[] = [];
+    const batches: { ids: string[]; answer: (routes: TenantRoute[] | Error) => void }[] = [];
+    const directory = new TenantDirectory({
+      resolve: async (tenantId) => {
+        single.push(tenantId);
+        if (tenantId.startsWith("unknown")) {
+          throw new ConnectError(`tenant "${tenantId}" not found`, Code.NotFound);
+        }
+        return routeOf(tenantId, "asked alone");
+      },
+      resolveMany: (ids) => new Promise<TenantRoute[]>((resolve, reject) => batches.push({ ids, answer: (routes) => (routes instanceof Error ? reject(routes) : resolve(routes)) })),
+      maxEntries: 20,
+      ttlMs: 60_000,
+    });
+    directory.setWatching(true);
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+    const first = ["acme", "bolt", "acme", "unknown-1"].map((id) => directory.resolveActive(id).then((r) => r.database, (e: unknown) => ConnectError.from(e).code));
+    await turn();
+    expect(batches.map((b) => b.ids)).toEqual([["acme", "bolt", "unknown-1"]]);
+    batches[0]!.answer([routeOf("acme", "together"), routeOf("bolt", "together")]);
+    expect(await Promise.all(first)).toEqual(["together", "together", "together", Code.NotFound]);
+    expect(single).toEqual(["unknown-1"]);
+    // Kept: asked for no more.
+    expect((await directory.lookup("bolt")).database).toBe("together");
+
+    // One tenant alone is asked for with ResolveTenant.
+    expect((await directory.lookup("core")).database).toBe("asked alone");
+    expect(batches).toHaveLength(1);
+
+    // Platform unreachable: every lookup of the batch fails as it would have alone, none asked again.
+    const unreachable = ["dune", "echo"].map((id) => directory.lookup(id).catch((e: unknown) => ConnectError.from(e).code));
+    await turn();
+    batches[1]!.answer(new ConnectError("connection refused", Code.Unavailable));
+    expect(await Promise.all(unreachable)).toEqual([Code.Unavailable, Code.Unavailable]);
+    expect(single).toEqual(["unknown-1", "core"]);
+
+    // Any other failure (a Platform without ResolveTenants): each is asked for alone.
+    const refused = ["fern", "gale"].map((id) => directory.lookup(id).then((r) => r.database));
+    await turn();
+    batches[2]!.answer(new ConnectError("no such method", Code.Unimplemented));
+    expect(await Promise.all(refused)).toEqual(["asked alone", "asked alone"]);
+    expect(single).toEqual(["unknown-1", "core", "fern", "gale"]);
   });
 });

@@ -32,6 +32,15 @@ export interface TenantDirectoryOptions {
   maxStalenessMs?: number;
 }
 
+/** A lookup waiting for a route asked for with others' (see `TenantDirectory.#ask`). */
+interface Asker {
+  resolve: (route: TenantRoute) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Most tenants one ResolveTenants names (Platform's limit). */
+const maxResolvedAtOnce = 1000;
+
 interface Entry {
   route: TenantRoute;
   /** Date.now() when fetched. */
@@ -57,6 +66,8 @@ export class TenantDirectory {
   /** Tenants a prefetch is asking for, each with a mark of that prefetch: a change meanwhile drops the mark, and the answer is not cached. */
   readonly #prefetching = new Map<string, object>();
   #watching = false;
+  /** Tenants to be asked for together at the end of this turn of the event loop (see `#ask`), with the lookups waiting for each. */
+  #asking: Map<string, Asker[]> | undefined;
   /** Platform could not be reached by the last resolve that ended: stale routes are served without waiting for it. */
   #platformUnreachable = false;
 
@@ -227,28 +238,93 @@ export class TenantDirectory {
     return value;
   }
 
+  /**
+   * Asks Platform for a tenant's route. The tenants asked for in the same
+   * turn of the event loop (the first calls of many tenants, as a service
+   * starts or as traffic reaches tenants it has not served yet) are asked
+   * for in one ResolveTenants rather than a ResolveTenant each: one request
+   * and two queries of Platform's for all of them. A tenant the answer
+   * leaves out (unknown to Platform) is asked for on its own, so that its
+   * lookup fails as it always has; so is each tenant when ResolveTenants
+   * fails for any reason but Platform being unreachable.
+   */
+  #ask(id: string): Promise<TenantRoute> {
+    const resolveMany = this.#options.resolveMany;
+    if (resolveMany === undefined) {
+      return this.#options.resolve(id, AbortSignal.timeout(10_000));
+    }
+    let batch = this.#asking;
+    if (batch === undefined) {
+      batch = new Map();
+      this.#asking = batch;
+      setImmediate(() => {
+        this.#asking = undefined;
+        this.#askTogether(batch!, resolveMany);
+      });
+    }
+    const waiting = batch.get(id) ?? [];
+    batch.set(id, waiting);
+    return new Promise<TenantRoute>((resolve, reject) => waiting.push({ resolve, reject }));
+  }
+
+  #askTogether(batch: Map<string, Asker[]>, resolveMany: NonNullable<TenantDirectoryOptions["resolveMany"]>): void {
+    const alone = (id: string, askers: Asker[]) =>
+      this.#options.resolve(id, AbortSignal.timeout(10_000)).then(
+        (route) => askers.forEach((a) => a.resolve(route)),
+        (error: unknown) => askers.forEach((a) => a.reject(error)),
+      );
+    const ids = [...batch.keys()];
+    if (ids.length === 1) {
+      void alone(ids[0]!, batch.get(ids[0]!)!);
+      return;
+    }
+    for (let from = 0; from < ids.length; from += maxResolvedAtOnce) {
+      const chunk = ids.slice(from, from + maxResolvedAtOnce);
+      resolveMany(chunk, AbortSignal.timeout(10_000)).then(
+        (routes) => {
+          const found = new Map(routes.map((route) => [route.tenantId, route]));
+          for (const id of chunk) {
+            const route = found.get(id);
+            if (route === undefined) {
+              void alone(id, batch.get(id)!);
+            } else {
+              batch.get(id)!.forEach((a) => a.resolve(route));
+            }
+          }
+        },
+        (error: unknown) => {
+          const code = ConnectError.from(error).code;
+          for (const id of chunk) {
+            if (code === Code.Unavailable || code === Code.DeadlineExceeded) {
+              batch.get(id)!.forEach((a) => a.reject(error));
+            } else {
+              void alone(id, batch.get(id)!);
+            }
+          }
+        },
+      );
+    }
+  }
+
   /** Asks Platform, once per tenant at a time; serves a stale ACTIVE route while Platform is unreachable. */
   async #refresh(id: string, stale: Entry | undefined): Promise<TenantRoute> {
     let fetching = this.#inFlight.get(id);
     if (fetching === undefined) {
       const watched = this.#watching;
-      const started: Promise<Entry> = this.#options
-        .resolve(id, AbortSignal.timeout(10_000))
-        .then((route) => {
-          const entry = { route: this.#sharing(route), fetchedAt: Date.now(), watched };
-          // Not when the tenant changed while Platform answered (the fetch is no longer the tenant's).
-          if (this.#inFlight.get(id) === started) {
-            // Keyed by the route's own id when it is the same, rather than by the string of the call that asked.
-            this.#cache.set(route.tenantId === id ? route.tenantId : id, entry);
-          }
-          this.#platformUnreachable = false;
-          return entry;
-        })
-        .finally(() => {
-          if (this.#inFlight.get(id) === started) {
-            this.#inFlight.delete(id);
-          }
-        });
+      const started: Promise<Entry> = this.#ask(id).then((route) => {
+        const entry = { route: this.#sharing(route), fetchedAt: Date.now(), watched };
+        // Not when the tenant changed while Platform answered (the fetch is no longer the tenant's).
+        if (this.#inFlight.get(id) === started) {
+          // Keyed by the route's own id when it is the same, rather than by the string of the call that asked.
+          this.#cache.set(route.tenantId === id ? route.tenantId : id, entry);
+        }
+        this.#platformUnreachable = false;
+        return entry;
+      }).finally(() => {
+        if (this.#inFlight.get(id) === started) {
+          this.#inFlight.delete(id);
+        }
+      });
       fetching = started;
       this.#inFlight.set(id, fetching);
     }
