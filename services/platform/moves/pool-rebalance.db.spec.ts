@@ -6,6 +6,7 @@ import { MoveService } from "../../../gen/tenantry/platform/v1/move_service_pb.j
 import { Placement } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
+import { holdLock } from "../../testing/held-lock.ts";
 import { retried } from "../../testing/retried.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
 
@@ -150,5 +151,37 @@ describe("a draining pool database", () => {
     }
     expect((await failure(clusters.listPoolDatabases({ cluster: "nowhere" }))).code).toBe(Code.NotFound);
     expect((await clusters.listPoolDatabases({ cluster: "default" })).poolDatabases.every((p) => p.state === PoolDatabaseState.READY)).toBe(true);
+  });
+});
+
+describe("a move into a pool database", () => {
+  it("holds its place there while under way: a second move named there is refused, and provisioning passes it by", async () => {
+    // The first pool database holds one tenant ("after"): room for one more, which the move takes.
+    const roomy = (await clusters.listPoolDatabases({ cluster: "default" })).poolDatabases.find((p) => p.name === neighbour.pool)!;
+    expect(roomy.tenantCount).toBe(1);
+    // The move goes as far as its first read of the tenant's tables, and waits there while the others are asked
+    // ("moved" is in the second pool database since the first move).
+    const lock = await holdLock(mesh.databaseUrl(other.pool), `lock table ${moved.schemaPrefix}backend.entries in access exclusive mode`);
+    let moving: ReturnType<typeof moves.moveTenant>;
+    try {
+      moving = moves.moveTenant({ tenantId: moved.tenantId, targetCluster: "default", targetPoolDatabase: roomy.name });
+      moving.catch(() => undefined);
+      // Its first read of the tenant's tables (their sizes) waits for the lock.
+      await lock.waitingFor([/pg_total_relation_size/]);
+      expect((await moves.listMoves({ tenantId: moved.tenantId })).moves.filter((m) => m.state === MoveState.RUNNING).map((m) => m.targetDatabase)).toEqual([roomy.name]);
+
+      const named = await failure(moves.moveTenant({ tenantId: neighbour.tenantId, targetCluster: "default", targetPoolDatabase: roomy.name }));
+      expect([named.code, named.rawMessage]).toEqual([Code.ResourceExhausted, `pool database "${roomy.name}" of cluster "default" is full (1 tenant and 1 moving in, at most 2); name another, or leave target_pool_database empty`]);
+      const meanwhile = await pooledTenant("meanwhile");
+      expect(meanwhile.pool).not.toBe(roomy.name);
+    } finally {
+      await lock.release();
+    }
+
+    expect((await moving).move).toMatchObject({ state: MoveState.SUCCEEDED, targetDatabase: roomy.name });
+    const pools = (await clusters.listPoolDatabases({ cluster: "default" })).poolDatabases;
+    expect(pools.find((p) => p.name === roomy.name)?.tenantCount).toBe(2);
+    expect(pools.every((p) => p.tenantCount <= 2)).toBe(true);
+    expect(await titles(moved.tenantId)).toEqual(["after the move", "first", "second"]);
   });
 });

@@ -166,18 +166,7 @@ export class TenantMoves {
     const demotes = !pooled && changesPlacement;
     const mode = demotes ? moveModes.copyUnderFreeze : await this.#chooseMode(pooled ? MoveMode.ONLINE : request.mode, source, request.targetCluster, pooled);
     const id = randomUUID();
-    // Into a pool database (a demotion, or a pooled tenant to another pool): the one named, else chosen as provisioning chooses one.
-    const targetDatabase = to === placementNames.pooled
-      ? namedPool === ""
-        ? await choosePoolDatabase(em, clusters, box, request.targetCluster, this.#options, async () => {})
-        : await this.#checkPoolDatabase(em, request.targetCluster, namedPool)
-      : await clusters.admin(request.targetCluster, async (admin) => {
-          const name = tenantDatabaseName(tenant.id);
-          const { rowCount } = await admin.query("select 1 from pg_database where datname = $1", [name]);
-          // Taken by a database kept after an earlier move away from that cluster, say.
-          return rowCount === 0 ? name : `${name}_m${id.slice(0, 8)}`;
-        });
-    await em.transactional(async (tx) => {
+    const record = async (tx: EntityManager, targetDatabase: string) => {
       // Restores, their undos and offboarding take the same lock to check for moves.
       await lockForTransaction(tx, restoreLock(tenant.id));
       await refuseWhileRestoring(tx, tenant.id);
@@ -199,7 +188,22 @@ export class TenantMoves {
         // A promotion gives the tenant's role a login of its own on the target.
         targetRolePassword: pooled && changesPlacement ? box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenant.id)) : null,
       });
-    });
+    };
+    // Into a pool database (a demotion, or a pooled tenant to another pool): the one named, else chosen as provisioning
+    // chooses one; the move recorded under the pool lock of the choice, so that it holds its place there from then on.
+    const targetDatabase = to === placementNames.pooled
+      ? namedPool === ""
+        ? await choosePoolDatabase(em, clusters, box, request.targetCluster, this.#options, record)
+        : await this.#checkPoolDatabase(em, request.targetCluster, namedPool, record)
+      : await clusters.admin(request.targetCluster, async (admin) => {
+          const name = tenantDatabaseName(tenant.id);
+          const { rowCount } = await admin.query("select 1 from pg_database where datname = $1", [name]);
+          // Taken by a database kept after an earlier move away from that cluster, say.
+          return rowCount === 0 ? name : `${name}_m${id.slice(0, 8)}`;
+        });
+    if (to !== placementNames.pooled) {
+      await em.transactional((tx) => record(tx, targetDatabase));
+    }
     await this.#audit(id, tenant.id, requested, auditOutcomes.succeeded, { mode, sourceCluster: tenant.cluster, targetCluster: request.targetCluster, targetDatabase, sourcePlacement: tenant.placement, targetPlacement: to });
     return (await findMove(orm.em.fork(), id))!;
   }
@@ -299,26 +303,30 @@ export class TenantMoves {
 
   /**
    * The pool database `name` of `cluster`, named for a move into it, once
-   * it can take one more tenant as provisioning's choice would: NOT_FOUND
-   * when the cluster has none by that name, FAILED_PRECONDITION when it is
-   * not ready (draining), RESOURCE_EXHAUSTED when it is full.
+   * it can take one more tenant as provisioning's choice would (its tenants
+   * and those moving in short of its capacity), `record` recording the move
+   * under the lock pool choices take: NOT_FOUND when the cluster has none by
+   * that name, FAILED_PRECONDITION when it is not ready (draining),
+   * RESOURCE_EXHAUSTED when it is full.
    */
-  async #checkPoolDatabase(em: EntityManager, cluster: string, name: string): Promise<string> {
-    // Under the lock pool choices and state changes take: a pool database set draining before is seen so.
-    const pool = await em.transactional(async (tx) => {
-      await lockForTransaction(tx, `pool:${cluster}`);
-      return (await listPoolDatabases(tx, cluster)).find((p) => p.name === name);
-    });
-    if (pool === undefined) {
-      throw new ConnectError(`cluster "${cluster}" has no pool database "${name}"; a pooled tenant's database (GetTenant) names one`, Code.NotFound);
-    }
-    if (pool.state !== poolStates.ready) {
-      throw new ConnectError(`pool database "${name}" of cluster "${cluster}" is ${pool.state} and takes no tenants; name another, or leave target_pool_database empty`, Code.FailedPrecondition);
-    }
+  async #checkPoolDatabase(em: EntityManager, cluster: string, name: string, record: (tx: EntityManager, name: string) => Promise<void>): Promise<string> {
     const max = this.#options.poolMaxTenants ?? 1000;
-    if (pool.tenantCount >= max) {
-      throw new ConnectError(`pool database "${name}" of cluster "${cluster}" is full (${pool.tenantCount} tenants, at most ${max}); name another, or leave target_pool_database empty`, Code.ResourceExhausted);
-    }
+    await em.transactional(async (tx) => {
+      // Under the lock pool choices and state changes take: a pool database set draining before is seen so.
+      await lockForTransaction(tx, `pool:${cluster}`);
+      const pool = (await listPoolDatabases(tx, cluster)).find((p) => p.name === name);
+      if (pool === undefined) {
+        throw new ConnectError(`cluster "${cluster}" has no pool database "${name}"; a pooled tenant's database (GetTenant) names one`, Code.NotFound);
+      }
+      if (pool.state !== poolStates.ready) {
+        throw new ConnectError(`pool database "${name}" of cluster "${cluster}" is ${pool.state} and takes no tenants; name another, or leave target_pool_database empty`, Code.FailedPrecondition);
+      }
+      if (pool.tenantCount + pool.arriving >= max) {
+        const held = `${pool.tenantCount} ${pool.tenantCount === 1 ? "tenant" : "tenants"}${pool.arriving === 0 ? "" : ` and ${pool.arriving} moving in`}`;
+        throw new ConnectError(`pool database "${name}" of cluster "${cluster}" is full (${held}, at most ${max}); name another, or leave target_pool_database empty`, Code.ResourceExhausted);
+      }
+      await record(tx, name);
+    });
     return name;
   }
 

@@ -362,7 +362,8 @@ export async function choosePoolDatabase(
   return em.transactional(async (tx) => {
     await lockForTransaction(tx, `pool:${cluster}`);
     const pools = await listPoolDatabases(tx, cluster);
-    const roomy = pools.filter((p) => p.state === poolStates.ready && p.tenantCount < poolMaxTenants).sort((a, b) => b.tenantCount - a.tenantCount);
+    // Tenants moving in count as held: each takes its place once switched.
+    const roomy = pools.filter((p) => p.state === poolStates.ready && p.tenantCount + p.arriving < poolMaxTenants).sort((a, b) => b.tenantCount + b.arriving - (a.tenantCount + a.arriving));
     let chosen = roomy[0]?.name;
     if (chosen === undefined) {
       chosen = nextPoolName(poolNamePrefix, pools.map((p) => p.name));

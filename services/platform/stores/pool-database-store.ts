@@ -39,17 +39,21 @@ interface PoolRow {
 /**
  * The pool databases of a cluster, by name, each with how many pooled
  * tenants it holds (those being provisioned included; failed and deleted
- * ones, whose schemas are gone, not).
+ * ones, whose schemas are gone, not) and how many are moving into it
+ * (moves under way, whose tenants take their place there once switched):
+ * its room is what both leave of its capacity.
  */
-export async function listPoolDatabases(em: EntityManager, cluster: string): Promise<(PoolDatabaseRecord & { tenantCount: number })[]> {
-  const rows = await em.execute<PoolRow[]>(
+export async function listPoolDatabases(em: EntityManager, cluster: string): Promise<(PoolDatabaseRecord & { tenantCount: number; arriving: number })[]> {
+  const rows = await em.execute<(PoolRow & { arriving: string })[]>(
     `select p.cluster, p.name, p.role, p.role_password, p.state,
        (select count(*) from platform.tenants t
-         where t.cluster = p.cluster and t.database = p.name and t.placement = 'pooled' and t.status not in ('failed', 'deleted')) as tenants
+         where t.cluster = p.cluster and t.database = p.name and t.placement = 'pooled' and t.status not in ('failed', 'deleted')) as tenants,
+       (select count(*) from platform.moves m
+         where m.target_cluster = p.cluster and m.target_database = p.name and m.target_placement = 'pooled' and m.state = 'running') as arriving
      from platform.pool_databases p where p.cluster = ? order by p.name`,
     [cluster],
   );
-  return rows.map((row) => ({ ...recordOf(row), tenantCount: Number(row.tenants) }));
+  return rows.map((row) => ({ ...recordOf(row), tenantCount: Number(row.tenants), arriving: Number(row.arriving) }));
 }
 
 /** A pool database, or undefined when the cluster has none by that name. */
