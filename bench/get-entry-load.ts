@@ -39,6 +39,8 @@ export interface GetEntryLoad {
   postmasterPid: number;
   /** The targets' indices in the order they are called, over and over; round-robin when unset. */
   order?: Uint32Array;
+  /** Ends the round once this many calls have been made, before `duration` if it comes first. */
+  calls?: number;
 }
 
 /** Drives GetEntry at `address` with `concurrency` callers for `duration` s, round-robin over the targets. */
@@ -65,7 +67,7 @@ export async function driveGetEntry(address: string, options: GetEntryLoad): Pro
   const started = performance.now();
   await Promise.all(
     Array.from({ length: options.concurrency }, async () => {
-      while (performance.now() < stopAt && options.signal?.aborted !== true) {
+      while (performance.now() < stopAt && options.signal?.aborted !== true && next < (options.calls ?? Infinity)) {
         const i = options.order === undefined ? next++ % targets.length : options.order[next++ % options.order.length]!;
         const t0 = performance.now();
         await new Promise<void>((resolve) =>
