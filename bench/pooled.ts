@@ -201,6 +201,9 @@ try {
   if (statements) {
     await admin.query("create extension if not exists pg_stat_statements");
   }
+  /** Sessions ever opened to the pool databases (PostgreSQL's count, flushed within a second or so). */
+  const poolSessions = async () =>
+    Number((await one<{ n: string }>("select coalesce(sum(sessions), 0) as n from pg_stat_database where datname like '%\\_pool\\_%'")).n);
 
   /** Rolls Backend's next version out to every tenant (Backend restarted from `running` with one more migration), timed. */
   const migrateFleet = async (running: ChildProcess) => {
@@ -212,6 +215,7 @@ try {
       await admin.query("select pg_stat_statements_reset()");
     }
     const platformPid = mesh.processes.platform!.pid!;
+    const sessionsBefore = await poolSessions();
     const fleetStarted = performance.now();
     const platformCpuBefore = await cpuSeconds(platformPid);
     const meter = await startCpuMeter(backend.pid!, bench.database.pid);
@@ -226,10 +230,13 @@ try {
     }
     const seconds = (performance.now() - fleetStarted) / 1000;
     const cpu = { ...(await meter()), platform: (await cpuSeconds(platformPid)) - platformCpuBefore };
+    // PostgreSQL counts a session as it ends or within a second or so: wait for the count to settle.
+    await sleep(1500);
+    const sessionsOpened = (await poolSessions()) - sessionsBefore;
     const migrated = outcomes.get("MIGRATED") ?? 0;
     const cpuMs = (s: number) => ((s * 1000) / tenantCount).toFixed(2);
     let text = `Fleet migration: one more Backend migration for ${tenantCount} tenants × 2 services in ${seconds.toFixed(1)} s (${JSON.stringify(Object.fromEntries(outcomes))})${firstFailure === "" ? "" : `\nfirst failure: ${firstFailure}`}
-CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)}, PostgreSQL ${cpuMs(cpu.postgres)}`;
+CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)}, PostgreSQL ${cpuMs(cpu.postgres)}; sessions opened to the pool databases: ${sessionsOpened}`;
     if (statements) {
       // PostgreSQL's time per tenant by statement (planning and execution), the costliest first: a
       // tenant's own names (its schemas, role, application name) written with * for its number, so that one
@@ -487,9 +494,6 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
   const distinct = new Set(orders[0]).size;
   const connectionsOfBackend = async () =>
     Number((await one<{ n: string }>("select count(*) as n from pg_stat_activity where application_name like 'tenantry-backend%'")).n);
-  /** Sessions ever opened to the pool databases (PostgreSQL's count, flushed within a second or so). */
-  const poolSessions = async () =>
-    Number((await one<{ n: string }>("select coalesce(sum(sessions), 0) as n from pg_stat_database where datname like '%\\_pool\\_%'")).n);
   /** Both series against the Backend of `file`, started afresh and stopped after; their figures and their report. */
   const measureGetEntry = async (file: string, title: string) => {
     const profileDir = flags.profile ? await mkdtemp(path.join(os.tmpdir(), "tenantry-pooled-profile-")) : "";
