@@ -103,7 +103,8 @@ class TenantMigrator extends Migrator {
    * migration table, which the run looks for inside its transaction.
    */
   override async init(): Promise<void> {
-    await AbstractMigrator.prototype.init.call(this);
+    // Migrator.init, less what it adds to AbstractMigrator.init (bracketed: protected).
+    await AbstractMigrator.prototype["init"].call(this);
   }
 
   protected override createStorage(): MigrationStorage {
