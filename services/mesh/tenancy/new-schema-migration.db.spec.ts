@@ -155,6 +155,35 @@ describe("a schema never migrated", () => {
 });
 
 describe("a schema migrated before", () => {
+  it("gets the migrations it lacks in one query, and ends as the Migrator leaves one", async () => {
+    const quick = await newDatabase("quick");
+    const stepwise = await newDatabase("stepwise_tracked");
+    for (const route of [quick, stepwise]) {
+      await tenancyOf(route, backendMigrations).migrate(route);
+    }
+    const tenancy = tenancyOf(quick, newerBackendMigrations);
+    const leases = countLeases(tenancy);
+    expect(await tenancy.migrate(quick)).toEqual({ applied: [upcomingBackendVersion], version: upcomingBackendVersion });
+    expect(leases.count).toBe(1);
+    // A migration that reads the database itself has the Migrator run them all, one by one.
+    const withLook = [...newerBackendMigrations, { name: "0099-look-first", class: LookFirst }];
+    expect((await tenancyOf(stepwise, withLook).migrate(stepwise)).applied).toEqual([upcomingBackendVersion, "0099-look-first"]);
+
+    expect(await columnsOf(quick.database)).toEqual(await columnsOf(stepwise.database));
+    expect(await indexesOf(quick.database)).toEqual(await indexesOf(stepwise.database));
+    const tracked = (database: string) => server.sql<{ id: number; name: string }>(database, "select id, name from backend.mikro_orm_migrations order by id");
+    expect(await tracked(quick.database)).toEqual((await tracked(stepwise.database)).filter((row) => row.name !== "0099-look-first"));
+    // Nothing more to do: the newest in the table, nothing applied.
+    expect(await tenancy.migrate(quick)).toEqual({ applied: [], version: upcomingBackendVersion });
+  });
+
+  it("up to a migration, is checked by the Migrator for being past it", async () => {
+    const route = await newDatabase("past");
+    await tenancyOf(route, newerBackendMigrations).migrate(route);
+    const released = backendMigrations.at(-1)!.name;
+    await expect(tenancyOf(route, newerBackendMigrations).migrate(route, { to: released })).rejects.toThrow(new RegExp(`at "${upcomingBackendVersion}" already, past "${released}"`));
+  });
+
   it("is looked at and migrated on one lease, and the lease comes back after", async () => {
     const route = await newDatabase("tracked");
     await tenancyOf(route, backendMigrations).migrate(route);

@@ -178,12 +178,12 @@ export class Tenancy {
   readonly #schema: string;
   readonly #migrations: MigrationObject[];
   readonly #migrating = new Map<string, Promise<MigrationOutcome>>();
-  /** Each migration's statements, by name, collected once (see `#migrateNew`); null for one the Migrator must run. */
+  /** Each migration's statements, by name, collected once (see `#migrateByStatements`); null for one the Migrator must run. */
   readonly #statements = new Map<string, string[] | null>();
   /** Endpoints by route: routes are cached by the directory, so each call need not build one. */
   readonly #endpoints = new WeakMap<TenantRoute, TenantEndpoint>();
   /**
-   * The lease a migration run looked at its schema on (see `#migrateNew`),
+   * The lease a migration run looked at its schema on (see `#migrateByStatements`),
    * by the run's endpoint: the run's first connection is that one, rather
    * than a second lease (for a pooled tenant, the tenant taken on again).
    */
@@ -348,7 +348,7 @@ export class Tenancy {
       .catch(() => undefined)
       .then(() =>
         this.scope.run(endpoint, async () => {
-          const fresh = await this.#migrateNew(endpoint, schema, this.#migrations.slice(0, last + 1));
+          const fresh = await this.#migrateByStatements(endpoint, schema, this.#migrations.slice(0, last + 1), options.to !== undefined);
           if (typeof fresh === "object") {
             return fresh;
           }
@@ -383,32 +383,29 @@ export class Tenancy {
   }
 
   /**
-   * Migrates a schema that was never migrated (it has no migration table:
-   * a new tenant's) in one round trip rather than the Migrator's dozens: its
-   * migration table made as the Migrator makes it, the statements of
-   * `migrations`, and their rows in that table, in one multi-statement query,
-   * which PostgreSQL runs as one transaction, as the Migrator runs them
-   * (`allOrNothing`): all applied and recorded, or nothing. The schema is
-   * made first where it is missing (a dedicated database's), as the
-   * Migrator does. Otherwise the Migrator does the work: "tracked" when the
-   * schema has a migration table; undefined when a migration is not made of
+   * Migrates a schema in one round trip rather than the Migrator's dozens,
+   * when every migration it lacks is made of statements alone: those
+   * statements and their rows in the migration table, in one
+   * multi-statement query, which PostgreSQL runs as one transaction, as the
+   * Migrator runs them (`allOrNothing`): all applied and recorded, or
+   * nothing. A schema never migrated (a new tenant's) gets its migration
+   * table in the same query, made as the Migrator makes it, and the schema
+   * itself first where it is missing (a dedicated database's), as the
+   * Migrator does; one migrated before has its migration table read first
+   * for what it lacks (applied by the migrations found there, as the
+   * Migrator reads it). Otherwise the Migrator does the work: "tracked" when
+   * the schema has a migration table; undefined when it has none. That is
+   * when `upTo` (a run up to some migration: the Migrator checks the schema
+   * is not past it), when a migration the schema lacks is not made of
    * statements alone (it runs SQL itself or outside a transaction), or when
    * the query failed: nothing was changed, and the Migrator meets the same
-   * failure and reports it as it always has (or finds the schema migrated
-   * by a run elsewhere meanwhile). Then the lease this took goes on to the
+   * failure and reports it as it always has (or finds the schema migrated by
+   * a run elsewhere meanwhile). Then the lease this took goes on to the
    * Migrator's run (see `#handoffs`): the look and the run share one.
    */
-  async #migrateNew(endpoint: TenantEndpoint, schema: string, migrations: MigrationObject[]): Promise<MigrationOutcome | "tracked" | undefined> {
+  async #migrateByStatements(endpoint: TenantEndpoint, schema: string, migrations: MigrationObject[], upTo: boolean): Promise<MigrationOutcome | "tracked" | undefined> {
     if (migrations.length === 0) {
       return undefined;
-    }
-    const statements: string[] = [];
-    for (const migration of migrations) {
-      const own = await this.#statementsOf(migration);
-      if (own === null) {
-        return undefined;
-      }
-      statements.push(...own);
     }
     const quotedSchema = pg.escapeIdentifier(schema);
     const table = `${quotedSchema}.${pg.escapeIdentifier(migrationTable)}`;
@@ -423,17 +420,37 @@ export class Tenancy {
       const { rows } = await client.query<{ tracked: boolean; present: boolean }>(
         `select to_regclass(${pg.escapeLiteral(table)}) is not null as tracked, to_regnamespace(${pg.escapeLiteral(quotedSchema)}) is not null as present`,
       );
-      if (rows[0]!.tracked) {
+      const { tracked, present } = rows[0]!;
+      if (tracked && upTo) {
         handOff();
         return "tracked";
       }
-      const names = migrations.map((m) => m.name);
+      let pending = migrations;
+      if (tracked) {
+        // As the Migrator reads it: by id, the newest last.
+        const executed = (await client.query<{ name: string }>(`select "name" from ${table} order by "id"`)).rows.map((row) => row.name);
+        const done = new Set(executed);
+        pending = migrations.filter((m) => !done.has(m.name));
+        if (pending.length === 0) {
+          return { applied: [], version: executed.at(-1) ?? "" };
+        }
+      }
+      const statements: string[] = [];
+      for (const migration of pending) {
+        const own = await this.#statementsOf(migration);
+        if (own === null) {
+          handOff();
+          return tracked ? "tracked" : undefined;
+        }
+        statements.push(...own);
+      }
+      const names = pending.map((m) => m.name);
       const sql = [
-        ...(rows[0]!.present ? [] : [`create schema ${quotedSchema}`]),
+        ...(present ? [] : [`create schema ${quotedSchema}`]),
         // The Migrator's statements: unqualified names land in the schema; the lease sets its path again after (see `TenantEndpoint.migration`).
         `set search_path to ${quotedSchema}`,
         // MikroORM's MigrationStorage.ensureTable makes it so (a spec compares the two).
-        `create table ${table} ("id" serial primary key, "name" varchar(255) not null, "executed_at" timestamptz(6) not null default current_timestamp(6))`,
+        ...(tracked ? [] : [`create table ${table} ("id" serial primary key, "name" varchar(255) not null, "executed_at" timestamptz(6) not null default current_timestamp(6))`]),
         ...statements,
         `insert into ${table} ("name") values ${names.map((name) => `(${pg.escapeLiteral(name)})`).join(", ")}`,
         "reset search_path",
@@ -444,7 +461,7 @@ export class Tenancy {
         if (typeof (error as { code?: unknown }).code === "string" && /^[0-9A-Z]{5}$/.test((error as { code: string }).code)) {
           // PostgreSQL refused a statement and rolled it all back: the Migrator runs them one by one and says which.
           handOff();
-          return undefined;
+          return tracked ? "tracked" : undefined;
         }
         throw error;
       }
@@ -456,7 +473,7 @@ export class Tenancy {
     }
   }
 
-  /** A migration's statements, or null when it does more than add statements (see `#migrateNew`). */
+  /** A migration's statements, or null when it does more than add statements (see `#migrateByStatements`). */
   async #statementsOf({ name, class: MigrationClass }: MigrationObject): Promise<string[] | null> {
     let statements = this.#statements.get(name);
     if (statements === undefined) {
