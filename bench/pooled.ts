@@ -203,6 +203,9 @@ try {
   if (statements) {
     await admin.query("create extension if not exists pg_stat_statements");
   }
+  /** Sessions ever opened to the pool databases (PostgreSQL's count, flushed within a second or so). */
+  const poolSessions = async () =>
+    Number((await one<{ n: string }>("select coalesce(sum(sessions), 0) as n from pg_stat_database where datname like '%\\_pool\\_%'")).n);
 
   /** Rolls Backend's next version out to every tenant (Backend restarted from `running` with one more migration), timed. */
   const migrateFleet = async (running: ChildProcess) => {
@@ -214,6 +217,7 @@ try {
       await admin.query("select pg_stat_statements_reset()");
     }
     const platformPid = mesh.processes.platform!.pid!;
+    const sessionsBefore = await poolSessions();
     const fleetStarted = performance.now();
     const platformCpuBefore = await cpuSeconds(platformPid);
     const meter = await startCpuMeter(backend.pid!, bench.database.pid);
@@ -228,10 +232,13 @@ try {
     }
     const seconds = (performance.now() - fleetStarted) / 1000;
     const cpu = { ...(await meter()), platform: (await cpuSeconds(platformPid)) - platformCpuBefore };
+    // PostgreSQL counts a session as it ends or within a second or so: wait for the count to settle.
+    await sleep(1500);
+    const sessionsOpened = (await poolSessions()) - sessionsBefore;
     const migrated = outcomes.get("MIGRATED") ?? 0;
     const cpuMs = (s: number) => ((s * 1000) / tenantCount).toFixed(2);
     let text = `Fleet migration: one more Backend migration for ${tenantCount} tenants × 2 services in ${seconds.toFixed(1)} s (${JSON.stringify(Object.fromEntries(outcomes))})${firstFailure === "" ? "" : `\nfirst failure: ${firstFailure}`}
-CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)}, PostgreSQL ${cpuMs(cpu.postgres)}`;
+CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)}, PostgreSQL ${cpuMs(cpu.postgres)}; sessions opened to the pool databases: ${sessionsOpened}`;
     if (statements) {
       // PostgreSQL's time per tenant by statement (planning and execution), the costliest first: a
       // tenant's own names (its schemas, role, application name) written with * for its number, so that one
@@ -494,9 +501,6 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
   const few = all.slice(0, fewTenants);
   const orders = [zipfOrder(all.length, zipfExponent, 1 << 20, 1), zipfOrder(few.length, zipfExponent, 1 << 16, 2)] as const;
   const distinct = new Set(orders[0]).size;
-  /** Sessions ever opened to the pool databases (PostgreSQL's count, flushed within a second or so). */
-  const poolSessions = async () =>
-    Number((await one<{ n: string }>("select coalesce(sum(sessions), 0) as n from pg_stat_database where datname like '%\\_pool\\_%'")).n);
   /** Backend's server processes now: each one's pool database and CPU time so far (seconds), by pid. */
   const backendProcesses = async () => {
     const rows = (await admin.query<{ pid: number; db: string }>("select pid, datname as db from pg_stat_activity where application_name like 'tenantry-backend%'")).rows;

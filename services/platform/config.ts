@@ -165,6 +165,13 @@ export const platformEnv = {
   TENANTRY_POOL_MAX_TENANTS: positiveInt.default(1000),
   /** How many pooled tenants of one pool database a fleet migration migrates at once, at least (at most 32). */
   TENANTRY_FLEET_POOL_CONCURRENCY: positiveInt.max(32).default(8),
+  /**
+   * How many pooled tenants a fleet migration migrates at once in all, over
+   * every pool database (each taking TENANTRY_FLEET_POOL_CONCURRENCY or
+   * more): a service's connections to the pool databases must hold them
+   * beside its traffic.
+   */
+  TENANTRY_FLEET_POOLED_CONCURRENCY: positiveInt.max(256).default(16),
   /** How long after DeleteTenant a tenant's database and role are dropped; 0 drops them at once. */
   TENANTRY_OFFBOARDING_GRACE_MS: z.coerce.number().int().min(0).default(7 * 24 * 3600 * 1000),
   /** How often Platform looks for offboarded tenants past their grace period. */

@@ -280,6 +280,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       migrateTimeoutMs: 60_000,
       log,
       poolConcurrency: config.TENANTRY_FLEET_POOL_CONCURRENCY,
+      pooledConcurrency: config.TENANTRY_FLEET_POOLED_CONCURRENCY,
       // A pooled tenant's role may not create schemas: Platform makes the schema of a service added since.
       prepare: async (tenantId, service) => {
         const tenant = await getTenant(orm.em.fork(), tenantId);

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { Placement, TenantRouteSchema, TenantStatus, type TenantRoute } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { Entry } from "../../backend/entities/entry.ts";
 import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
+import { newerBackendMigrations, upcomingBackendVersion } from "../../testing/newer-backend.ts";
 import { TestServer } from "../../testing/test-server.ts";
 import { createLogger } from "../telemetry/logger.ts";
 import { Tenancy } from "./tenancy.ts";
@@ -78,6 +79,17 @@ function tenancyOf(route: TenantRoute, migrations: MigrationObject[]): Tenancy {
   return tenancy;
 }
 
+/** Counts the leases `tenancy` takes of its connection budget from now on. */
+function countLeases(tenancy: Tenancy): { count: number } {
+  const leases = { count: 0 };
+  const acquire = tenancy.budget.acquire.bind(tenancy.budget);
+  tenancy.budget.acquire = (endpoint) => {
+    leases.count++;
+    return acquire(endpoint);
+  };
+  return leases;
+}
+
 /** Every column of the tables of schema `backend`, as PostgreSQL describes them. */
 async function columnsOf(database: string) {
   return server.sql(
@@ -139,5 +151,60 @@ describe("a schema never migrated", () => {
     const first = backendMigrations[0]!.name;
     expect(await tenancyOf(route, backendMigrations).migrate(route, { to: first })).toEqual({ applied: [first], version: first });
     expect(await tenancyOf(route, backendMigrations).migrate(route)).toEqual({ applied: backendMigrations.slice(1).map((m) => m.name), version: backendMigrations.at(-1)!.name });
+  });
+});
+
+describe("a schema migrated before", () => {
+  it("gets the migrations it lacks in one query, and ends as the Migrator leaves one", async () => {
+    const quick = await newDatabase("quick");
+    const stepwise = await newDatabase("stepwise_tracked");
+    for (const route of [quick, stepwise]) {
+      await tenancyOf(route, backendMigrations).migrate(route);
+    }
+    const tenancy = tenancyOf(quick, newerBackendMigrations);
+    const leases = countLeases(tenancy);
+    expect(await tenancy.migrate(quick)).toEqual({ applied: [upcomingBackendVersion], version: upcomingBackendVersion });
+    expect(leases.count).toBe(1);
+    // A migration that reads the database itself has the Migrator run them all, one by one.
+    const withLook = [...newerBackendMigrations, { name: "0099-look-first", class: LookFirst }];
+    expect((await tenancyOf(stepwise, withLook).migrate(stepwise)).applied).toEqual([upcomingBackendVersion, "0099-look-first"]);
+
+    expect(await columnsOf(quick.database)).toEqual(await columnsOf(stepwise.database));
+    expect(await indexesOf(quick.database)).toEqual(await indexesOf(stepwise.database));
+    const tracked = (database: string) => server.sql<{ id: number; name: string }>(database, "select id, name from backend.mikro_orm_migrations order by id");
+    expect(await tracked(quick.database)).toEqual((await tracked(stepwise.database)).filter((row) => row.name !== "0099-look-first"));
+    // Nothing more to do: the newest in the table, nothing applied.
+    expect(await tenancy.migrate(quick)).toEqual({ applied: [], version: upcomingBackendVersion });
+  });
+
+  it("up to a migration, is checked by the Migrator for being past it", async () => {
+    const route = await newDatabase("past");
+    await tenancyOf(route, newerBackendMigrations).migrate(route);
+    const released = backendMigrations.at(-1)!.name;
+    await expect(tenancyOf(route, newerBackendMigrations).migrate(route, { to: released })).rejects.toThrow(new RegExp(`at "${upcomingBackendVersion}" already, past "${released}"`));
+  });
+
+  it("is looked at and migrated on one lease, and the lease comes back after", async () => {
+    const route = await newDatabase("tracked");
+    await tenancyOf(route, backendMigrations).migrate(route);
+    const tenancy = tenancyOf(route, newerBackendMigrations);
+    const leases = countLeases(tenancy);
+    expect(await tenancy.migrate(route)).toEqual({ applied: [upcomingBackendVersion], version: upcomingBackendVersion });
+    expect(leases.count).toBe(1);
+    // Nothing to do: one lease again, given back.
+    expect(await tenancy.migrate(route)).toEqual({ applied: [], version: upcomingBackendVersion });
+    expect(leases.count).toBe(2);
+    expect(tenancy.budget.stats()).toMatchObject({ inUse: 0, waiting: 0 });
+  });
+
+  it("gives the lease back when the run fails", async () => {
+    const route = await newDatabase("tracked_broken");
+    await tenancyOf(route, backendMigrations).migrate(route);
+    const tenancy = tenancyOf(route, [...backendMigrations, { name: "0003-make-entries-again", class: MakeEntriesAgain }]);
+    const leases = countLeases(tenancy);
+    await expect(tenancy.migrate(route)).rejects.toThrow(/entries/);
+    expect(leases.count).toBe(1);
+    expect(tenancy.budget.stats()).toMatchObject({ inUse: 0, waiting: 0 });
+    expect((await server.sql<{ name: string }>(route.database, "select name from backend.mikro_orm_migrations order by id")).map((r) => r.name)).toEqual(backendMigrations.map((m) => m.name));
   });
 });

@@ -1,3 +1,4 @@
+import { AbstractMigrator } from "@mikro-orm/core/migrations";
 import { Migration, MigrationStorage, Migrator } from "@mikro-orm/migrations";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ConnectionException, MikroORM, type EntityManager, type EntitySchema, type MigrationObject, type Transaction } from "@mikro-orm/postgresql";
@@ -6,7 +7,7 @@ import { PostgresDialect } from "kysely";
 import pg from "pg";
 import Cursor from "pg-cursor";
 import array from "postgres-array";
-import { ConnectionBudget, type ConnectionBudgetOptions, type TenantEndpoint } from "./connection-budget.ts";
+import { ConnectionBudget, type ConnectionBudgetOptions, type LeasedClient, type TenantEndpoint } from "./connection-budget.ts";
 import { migrationTable, readAppliedMigrations } from "./migration-table.ts";
 import { RequestLedger } from "./request-ledger.ts";
 import { StorageQuota } from "./storage-quota.ts";
@@ -51,18 +52,12 @@ class TrackingStorage extends MigrationStorage {
     this.#transaction = undefined;
   }
 
-  /** Set while the Migrator initialises, which looks for the table outside any transaction: the run looks inside its own instead. */
-  deferLook = false;
-
   /** The table is known to be there: no need to look. */
   knowPresent(): void {
     this.#present = true;
   }
 
   override async ensureTable(): Promise<void> {
-    if (this.deferLook) {
-      return;
-    }
     if (!this.#present) {
       const quoted = `${pg.escapeIdentifier(this.options.schema!)}.${pg.escapeIdentifier(migrationTable)}`;
       const [row] = await this.driver.getConnection().execute<{ present: boolean }[]>(`select to_regclass(${pg.escapeLiteral(quoted)}) is not null as present`, [], "all", this.#transaction);
@@ -101,14 +96,15 @@ class TenantMigrator extends Migrator {
     }
   }
 
+  /**
+   * What MikroORM's Migrator does as it initialises but look for its
+   * database on the server (the routed connection is always a tenant's
+   * database, there already; the look took a lease of its own) and for its
+   * migration table, which the run looks for inside its transaction.
+   */
   override async init(): Promise<void> {
-    const storage = this.getStorage() as TrackingStorage;
-    storage.deferLook = true;
-    try {
-      await super.init();
-    } finally {
-      storage.deferLook = false;
-    }
+    // Migrator.init, less what it adds to AbstractMigrator.init (bracketed: protected).
+    await AbstractMigrator.prototype["init"].call(this);
   }
 
   protected override createStorage(): MigrationStorage {
@@ -182,10 +178,16 @@ export class Tenancy {
   readonly #schema: string;
   readonly #migrations: MigrationObject[];
   readonly #migrating = new Map<string, Promise<MigrationOutcome>>();
-  /** Each migration's statements, by name, collected once (see `#migrateNew`); null for one the Migrator must run. */
+  /** Each migration's statements, by name, collected once (see `#migrateByStatements`); null for one the Migrator must run. */
   readonly #statements = new Map<string, string[] | null>();
   /** Endpoints by route: routes are cached by the directory, so each call need not build one. */
   readonly #endpoints = new WeakMap<TenantRoute, TenantEndpoint>();
+  /**
+   * The lease a migration run looked at its schema on (see `#migrateByStatements`),
+   * by the run's endpoint: the run's first connection is that one, rather
+   * than a second lease (for a pooled tenant, the tenant taken on again).
+   */
+  readonly #handoffs = new WeakMap<TenantEndpoint, LeasedClient>();
 
   constructor(options: TenancyOptions) {
     this.directory = options.directory;
@@ -211,6 +213,7 @@ export class Tenancy {
     });
     const budget = this.budget;
     const scope = this.scope;
+    const handoffs = this.#handoffs;
     this.orm = new MikroORM({
       entities: options.entities,
       // The routed connection always points at an existing tenant database.
@@ -224,14 +227,21 @@ export class Tenancy {
       discovery: { warnWhenNoEntities: false },
       driverOptions: new PostgresDialect({
         pool: {
-          connect: () =>
-            budget.acquire(scope.current()).catch((error: unknown) => {
+          connect: () => {
+            const endpoint = scope.current();
+            const held = handoffs.get(endpoint);
+            if (held !== undefined) {
+              handoffs.delete(endpoint);
+              return Promise.resolve(held);
+            }
+            return budget.acquire(endpoint).catch((error: unknown) => {
               // MikroORM turns whatever is not a DriverException into one that
               // copies its fields: what the budget said (a ConnectError, such as
               // UNAVAILABLE) would reach the error interceptor as an unknown
               // error. One of its own kind passes untouched, with the cause kept.
               throw Object.assign(new ConnectionException(error as Error), { cause: error });
-            }),
+            });
+          },
           end: async () => {},
           options: {},
         },
@@ -338,23 +348,29 @@ export class Tenancy {
       .catch(() => undefined)
       .then(() =>
         this.scope.run(endpoint, async () => {
-          const fresh = await this.#migrateNew(endpoint, schema, this.#migrations.slice(0, last + 1));
+          const fresh = await this.#migrateByStatements(endpoint, schema, this.#migrations.slice(0, last + 1), options.to !== undefined);
           if (typeof fresh === "object") {
             return fresh;
           }
-          // A Migrator per run: one remembers its tracking table per schema name, not per database.
-          const migrator = new TenantMigrator(this.fork(), schema, fresh === "tracked");
-          if (options.to !== undefined) {
-            const beyond = new Set(names.slice(last + 1));
-            const past = (await migrator.getExecuted({ schema })).find((m) => beyond.has(m.name));
-            if (past !== undefined) {
-              throw new ConnectError(`the ${this.#schema} schema is at "${past.name}" already, past "${options.to}"`, Code.FailedPrecondition);
+          try {
+            // A Migrator per run: one remembers its tracking table per schema name, not per database.
+            const migrator = new TenantMigrator(this.fork(), schema, fresh === "tracked");
+            if (options.to !== undefined) {
+              const beyond = new Set(names.slice(last + 1));
+              const past = (await migrator.getExecuted({ schema })).find((m) => beyond.has(m.name));
+              if (past !== undefined) {
+                throw new ConnectError(`the ${this.#schema} schema is at "${past.name}" already, past "${options.to}"`, Code.FailedPrecondition);
+              }
             }
+            const applied = await migrator.up(options.to === undefined ? { schema } : { to: options.to, schema });
+            // What this run applied is the newest in the table (ordered by id); when it applied none, the newest the run read there.
+            const version = applied.at(-1)?.name ?? (migrator.getStorage() as TrackingStorage).newestRead ?? "";
+            return { applied: applied.map((m) => m.name), version };
+          } finally {
+            // The look's lease, if the run never asked for a connection.
+            this.#handoffs.get(endpoint)?.release();
+            this.#handoffs.delete(endpoint);
           }
-          const applied = await migrator.up(options.to === undefined ? { schema } : { to: options.to, schema });
-          // What this run applied is the newest in the table (ordered by id); when it applied none, the newest the run read there.
-          const version = applied.at(-1)?.name ?? (migrator.getStorage() as TrackingStorage).newestRead ?? "";
-          return { applied: applied.map((m) => m.name), version };
         }),
       )
       .finally(() => {
@@ -367,49 +383,74 @@ export class Tenancy {
   }
 
   /**
-   * Migrates a schema that was never migrated (it has no migration table:
-   * a new tenant's) in one round trip rather than the Migrator's dozens: its
-   * migration table made as the Migrator makes it, the statements of
-   * `migrations`, and their rows in that table, in one multi-statement query,
-   * which PostgreSQL runs as one transaction, as the Migrator runs them
-   * (`allOrNothing`): all applied and recorded, or nothing. The schema is
-   * made first where it is missing (a dedicated database's), as the
-   * Migrator does. Otherwise the Migrator does the work: "tracked" when the
-   * schema has a migration table; undefined when a migration is not made of
+   * Migrates a schema in one round trip rather than the Migrator's dozens,
+   * when every migration it lacks is made of statements alone: those
+   * statements and their rows in the migration table, in one
+   * multi-statement query, which PostgreSQL runs as one transaction, as the
+   * Migrator runs them (`allOrNothing`): all applied and recorded, or
+   * nothing. A schema never migrated (a new tenant's) gets its migration
+   * table in the same query, made as the Migrator makes it, and the schema
+   * itself first where it is missing (a dedicated database's), as the
+   * Migrator does; one migrated before has its migration table read first
+   * for what it lacks (applied by the migrations found there, as the
+   * Migrator reads it). Otherwise the Migrator does the work: "tracked" when
+   * the schema has a migration table; undefined when it has none. That is
+   * when `upTo` (a run up to some migration: the Migrator checks the schema
+   * is not past it), when a migration the schema lacks is not made of
    * statements alone (it runs SQL itself or outside a transaction), or when
    * the query failed: nothing was changed, and the Migrator meets the same
-   * failure and reports it as it always has (or finds the schema migrated
-   * by a run elsewhere meanwhile).
+   * failure and reports it as it always has (or finds the schema migrated by
+   * a run elsewhere meanwhile). Then the lease this took goes on to the
+   * Migrator's run (see `#handoffs`): the look and the run share one.
    */
-  async #migrateNew(endpoint: TenantEndpoint, schema: string, migrations: MigrationObject[]): Promise<MigrationOutcome | "tracked" | undefined> {
+  async #migrateByStatements(endpoint: TenantEndpoint, schema: string, migrations: MigrationObject[], upTo: boolean): Promise<MigrationOutcome | "tracked" | undefined> {
     if (migrations.length === 0) {
       return undefined;
-    }
-    const statements: string[] = [];
-    for (const migration of migrations) {
-      const own = await this.#statementsOf(migration);
-      if (own === null) {
-        return undefined;
-      }
-      statements.push(...own);
     }
     const quotedSchema = pg.escapeIdentifier(schema);
     const table = `${quotedSchema}.${pg.escapeIdentifier(migrationTable)}`;
     const client = await this.budget.acquire(endpoint);
+    let handedOff = false;
+    /** The Migrator's run goes on on this lease (see `#handoffs`). */
+    const handOff = () => {
+      this.#handoffs.set(endpoint, client);
+      handedOff = true;
+    };
     try {
       const { rows } = await client.query<{ tracked: boolean; present: boolean }>(
         `select to_regclass(${pg.escapeLiteral(table)}) is not null as tracked, to_regnamespace(${pg.escapeLiteral(quotedSchema)}) is not null as present`,
       );
-      if (rows[0]!.tracked) {
+      const { tracked, present } = rows[0]!;
+      if (tracked && upTo) {
+        handOff();
         return "tracked";
       }
-      const names = migrations.map((m) => m.name);
+      let pending = migrations;
+      if (tracked) {
+        // As the Migrator reads it: by id, the newest last.
+        const executed = (await client.query<{ name: string }>(`select "name" from ${table} order by "id"`)).rows.map((row) => row.name);
+        const done = new Set(executed);
+        pending = migrations.filter((m) => !done.has(m.name));
+        if (pending.length === 0) {
+          return { applied: [], version: executed.at(-1) ?? "" };
+        }
+      }
+      const statements: string[] = [];
+      for (const migration of pending) {
+        const own = await this.#statementsOf(migration);
+        if (own === null) {
+          handOff();
+          return tracked ? "tracked" : undefined;
+        }
+        statements.push(...own);
+      }
+      const names = pending.map((m) => m.name);
       const sql = [
-        ...(rows[0]!.present ? [] : [`create schema ${quotedSchema}`]),
+        ...(present ? [] : [`create schema ${quotedSchema}`]),
         // The Migrator's statements: unqualified names land in the schema; the lease sets its path again after (see `TenantEndpoint.migration`).
         `set search_path to ${quotedSchema}`,
         // MikroORM's MigrationStorage.ensureTable makes it so (a spec compares the two).
-        `create table ${table} ("id" serial primary key, "name" varchar(255) not null, "executed_at" timestamptz(6) not null default current_timestamp(6))`,
+        ...(tracked ? [] : [`create table ${table} ("id" serial primary key, "name" varchar(255) not null, "executed_at" timestamptz(6) not null default current_timestamp(6))`]),
         ...statements,
         `insert into ${table} ("name") values ${names.map((name) => `(${pg.escapeLiteral(name)})`).join(", ")}`,
         "reset search_path",
@@ -419,17 +460,20 @@ export class Tenancy {
       } catch (error) {
         if (typeof (error as { code?: unknown }).code === "string" && /^[0-9A-Z]{5}$/.test((error as { code: string }).code)) {
           // PostgreSQL refused a statement and rolled it all back: the Migrator runs them one by one and says which.
-          return undefined;
+          handOff();
+          return tracked ? "tracked" : undefined;
         }
         throw error;
       }
       return { applied: names, version: names.at(-1)! };
     } finally {
-      client.release();
+      if (!handedOff) {
+        client.release();
+      }
     }
   }
 
-  /** A migration's statements, or null when it does more than add statements (see `#migrateNew`). */
+  /** A migration's statements, or null when it does more than add statements (see `#migrateByStatements`). */
   async #statementsOf({ name, class: MigrationClass }: MigrationObject): Promise<string[] | null> {
     let statements = this.#statements.get(name);
     if (statements === undefined) {

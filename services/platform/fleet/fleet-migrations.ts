@@ -21,7 +21,7 @@ import {
   type SchemaStateCounts,
 } from "../stores/index.ts";
 import { checkTier } from "../tenant-messages.ts";
-import { planFleetMigration, type MigrationPair } from "./fleet-plan.ts";
+import { planFleetMigration, runPoolBatches, type MigrationPair } from "./fleet-plan.ts";
 
 export { MigrationOutcome };
 
@@ -90,6 +90,7 @@ export class FleetMigrations {
   readonly #log: Logger;
   readonly #prepare: ((tenantId: string, service: string) => Promise<void>) | undefined;
   readonly #poolConcurrency: number;
+  readonly #pooledConcurrency: number;
   /** Services that answered MigrateMany UNIMPLEMENTED (from before it): their tenants go through Migrate one by one. */
   readonly #oneByOne = new Set<string>();
   #running = 0;
@@ -99,7 +100,11 @@ export class FleetMigrations {
    * schema (a pooled tenant's schema is made by Platform, not by the
    * service); by default nothing. `poolConcurrency` (by default 8, what a
    * service leases of a pool database at most) is how many tenants of one
-   * pool database are migrated at once, when the selection asks for fewer.
+   * pool database are migrated at once, when the selection asks for fewer;
+   * `pooledConcurrency` (by default 16) how many pooled tenants are
+   * migrated at once in all, over every pool database (one pool database
+   * takes its own width all the same): what a service's connections hold
+   * beside its traffic.
    */
   constructor(options: {
     orm: MikroORM;
@@ -108,6 +113,7 @@ export class FleetMigrations {
     log: Logger;
     prepare?: (tenantId: string, service: string) => Promise<void>;
     poolConcurrency?: number;
+    pooledConcurrency?: number;
   }) {
     this.#orm = options.orm;
     this.#schemas = options.schemas;
@@ -115,6 +121,7 @@ export class FleetMigrations {
     this.#log = options.log;
     this.#prepare = options.prepare;
     this.#poolConcurrency = options.poolConcurrency ?? 8;
+    this.#pooledConcurrency = options.pooledConcurrency ?? 16;
   }
 
   /** Fleet migrations running now. */
@@ -316,22 +323,20 @@ export class FleetMigrations {
         await Promise.all(settling);
       }
     };
-    const workers = [...groups.values()].flatMap(({ poolDatabase, tenants }) => {
+    // A pool database's tenants share its connections: each migration is a few statements on one of
+    // them, no connection of its own, so a pool database takes more at once than a cluster, and each
+    // service gets a batch of its tenants in one call. The pool databases of the whole fleet together
+    // take no more than the fleet's pooled width at once: a service's connections to them all come
+    // from one budget, which would otherwise close one pool database's to open another's, on nearly
+    // every migration (a server process started and its catalog caches filled for each).
+    const width = Math.max(concurrency, this.#poolConcurrency);
+    const pooled = runPoolBatches(
+      [...groups.values()].filter((group) => group.poolDatabase !== undefined).map((group) => group.tenants),
+      { perPool: width, total: Math.max(width, this.#pooledConcurrency), maxBatch, stopped: () => signal.aborted },
+      runTenants,
+    );
+    const dedicated = [...groups.values()].filter((group) => group.poolDatabase === undefined).flatMap(({ tenants }) => {
       let next = 0;
-      if (poolDatabase !== undefined) {
-        // A pool database's tenants share its connections: each migration is a few statements on one
-        // of them, no connection of its own, so a pool database takes more at once than a cluster,
-        // and each service gets a batch of its tenants in one call.
-        const width = Math.max(concurrency, this.#poolConcurrency);
-        const batch = Math.max(1, Math.min(maxBatch, Math.ceil(tenants.length / width)));
-        return Array.from({ length: Math.min(width, Math.ceil(tenants.length / batch)) }, async () => {
-          while (next < tenants.length && !signal.aborted) {
-            const taken = tenants.slice(next, next + batch);
-            next += taken.length;
-            await runTenants(taken);
-          }
-        });
-      }
       return Array.from({ length: Math.min(concurrency, tenants.length) }, async () => {
         while (next < tenants.length && !signal.aborted) {
           for (const pair of tenants[next++]!) {
@@ -340,7 +345,7 @@ export class FleetMigrations {
         }
       });
     });
-    const afterMoves = Promise.all(workers).then(async () => {
+    const afterMoves = Promise.all([pooled, ...dedicated]).then(async () => {
       for (const pair of waitingForMoves) {
         if (!(await this.#untilNotMoving(pair.tenantId, signal))) {
           return;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { LedgerEntry, LedgerTenant } from "../stores/index.ts";
-import { planFleetMigration } from "./fleet-plan.ts";
+import { planFleetMigration, runPoolBatches } from "./fleet-plan.ts";
 
 const latest = new Map([
   ["auth", "0003"],
@@ -76,5 +76,55 @@ describe("fleet plan", () => {
 
   it("takes a service whose newest version is unknown as behind on every tenant", () => {
     expect(planFleetMigration(ledger, ["auth"], new Map(), true).total).toBe(ledger.size);
+  });
+});
+
+describe("pool batches", () => {
+  /** Runs `pools` (tenant counts) through runPoolBatches, each batch held until the test lets it go; what ran, and how many at once. */
+  async function spreadOf(counts: number[], spread: { perPool: number; total: number; maxBatch: number }, stopAfter = Infinity) {
+    const pools = counts.map((n, p) => Array.from({ length: n }, (_, i) => `${p}/${i}`));
+    const running = new Map<number, number>();
+    const batches: string[][] = [];
+    let atOnce = 0;
+    let peakByPool = counts.map(() => 0);
+    const done = runPoolBatches(pools, { ...spread, stopped: () => batches.length >= stopAfter }, async (batch) => {
+      const pool = Number(batch[0]!.split("/")[0]);
+      batches.push(batch);
+      running.set(pool, (running.get(pool) ?? 0) + 1);
+      atOnce = Math.max(atOnce, [...running.values()].reduce((n, r) => n + r, 0));
+      peakByPool = peakByPool.map((peak, p) => Math.max(peak, running.get(p) ?? 0));
+      // Let every other batch that can start start before this one ends.
+      await new Promise((resolve) => setImmediate(resolve));
+      running.set(pool, running.get(pool)! - 1);
+    });
+    await done;
+    return { batches, atOnce, peakByPool };
+  }
+
+  it("runs every tenant once, no more batches at once than the total, spread evenly over the pool databases", async () => {
+    const { batches, atOnce, peakByPool } = await spreadOf([300, 300, 300, 300, 300, 300, 300, 300, 300, 300], { perPool: 8, total: 16, maxBatch: 50 });
+    expect(batches.flat().sort()).toEqual(Array.from({ length: 10 }, (_, p) => Array.from({ length: 300 }, (_, i) => `${p}/${i}`)).flat().sort());
+    // Each pool database's tenants in batches that 8 at once would take (300 / 8, rounded up).
+    expect(Math.max(...batches.map((b) => b.length))).toBe(38);
+    expect(atOnce).toBe(16);
+    expect(Math.max(...peakByPool)).toBe(2);
+  });
+
+  it("gives no pool database more than its width, whatever the total", async () => {
+    const { atOnce, peakByPool } = await spreadOf([400, 400], { perPool: 8, total: 32, maxBatch: 50 });
+    expect(atOnce).toBe(16);
+    expect(peakByPool).toEqual([8, 8]);
+  });
+
+  it("cuts no batch larger than the most a batch takes", async () => {
+    const { batches } = await spreadOf([1000], { perPool: 2, total: 16, maxBatch: 50 });
+    expect(batches).toHaveLength(20);
+    expect(batches.every((b) => b.length === 50)).toBe(true);
+  });
+
+  it("takes no batch once stopped", async () => {
+    const { batches } = await spreadOf([300, 300], { perPool: 8, total: 16, maxBatch: 10 }, 5);
+    expect(batches.length).toBeLessThan(60);
+    expect(batches.length).toBeGreaterThanOrEqual(5);
   });
 });

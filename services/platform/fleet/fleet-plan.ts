@@ -61,3 +61,64 @@ export function planFleetMigration(ledger: Map<string, LedgerTenant>, services: 
   }
   return { groups, total };
 }
+
+/** How {@link runPoolBatches} spreads the pooled tenants of a fleet migration over their pool databases. */
+export interface PoolSpread {
+  /** Batches of one pool database run at once, at most. */
+  perPool: number;
+  /** Batches run at once in all, over every pool database. */
+  total: number;
+  /** The most tenants in one batch. */
+  maxBatch: number;
+  /** Whether to stop taking batches (the run was stopped). */
+  stopped: () => boolean;
+}
+
+/**
+ * Runs the tenants of each pool database in batches (`run` takes one batch,
+ * a few tenants, and settles once they are done), `spread.total` batches at
+ * once in all and `spread.perPool` at once of any one pool database. A pool
+ * database's tenants are cut into batches of at most `spread.maxBatch`, as
+ * many as `spread.perPool` would take at once. Each batch that ends makes
+ * room for the next one of the pool database with the fewest running (the
+ * one with the most tenants left among those), so that the batches running
+ * at once are spread evenly over the pool databases and each stays with
+ * about as many as before: a service migrating them keeps about as many
+ * connections to each pool database, and in all no more than `total`
+ * needs, rather than closing the connections of one pool database to open
+ * some to another.
+ */
+export async function runPoolBatches<T>(pools: T[][], spread: PoolSpread, run: (batch: T[]) => Promise<void>): Promise<void> {
+  const states = pools
+    .filter((tenants) => tenants.length > 0)
+    .map((tenants) => ({ tenants, next: 0, running: 0, batch: Math.max(1, Math.min(spread.maxBatch, Math.ceil(tenants.length / spread.perPool))) }));
+  /** The pool database whose next batch goes now; undefined when none may take one more. */
+  const nextPool = () => {
+    let best: (typeof states)[number] | undefined;
+    for (const state of states) {
+      if (state.next >= state.tenants.length || state.running >= spread.perPool) {
+        continue;
+      }
+      if (best === undefined || state.running < best.running || (state.running === best.running && state.tenants.length - state.next > best.tenants.length - best.next)) {
+        best = state;
+      }
+    }
+    return best;
+  };
+  const batches = states.reduce((n, s) => n + Math.min(spread.perPool, Math.ceil(s.tenants.length / s.batch)), 0);
+  await Promise.all(
+    Array.from({ length: Math.min(spread.total, batches) }, async () => {
+      // A worker stops when every pool database left is running as many batches as it may: those go on with its tenants.
+      for (let state = nextPool(); state !== undefined && !spread.stopped(); state = nextPool()) {
+        const taken = state.tenants.slice(state.next, state.next + state.batch);
+        state.next += taken.length;
+        state.running++;
+        try {
+          await run(taken);
+        } finally {
+          state.running--;
+        }
+      }
+    }),
+  );
+}

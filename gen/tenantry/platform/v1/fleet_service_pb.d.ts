@@ -53,7 +53,9 @@ export declare type MigrateTenantsRequest = Message<"tenantry.platform.v1.Migrat
    * How many tenants are migrated at once on each cluster; 0 means 4,
    * at most 32. Pooled tenants are migrated by pool database, each taking
    * this many at once, and at least as many as Platform's
-   * TENANTRY_FLEET_POOL_CONCURRENCY (default 8).
+   * TENANTRY_FLEET_POOL_CONCURRENCY (default 8); all pool databases
+   * together take Platform's TENANTRY_FLEET_POOLED_CONCURRENCY (default 16)
+   * at once, or one pool database's width when that is more.
    *
    * @generated from field: int32 concurrency_per_cluster = 5;
    */
