@@ -39,7 +39,7 @@ describe("rollback steps", () => {
 
 describe("provisioning steps of a pooled tenant", () => {
   it("run in order from the record to ACTIVE, with a pool database chosen before the role is granted to its login", () => {
-    expect(pooledProvisioningSteps.join(" > ")).toBe("register > choose-pool > create-role > create-schemas > migrate-schemas > bootstrap > activate");
+    expect(pooledProvisioningSteps.join(" > ")).toBe("register > choose-pool > take-slot > create-role > create-schemas > migrate-schemas > bootstrap > activate");
     expect(Object.keys(pooledProvisioningStepTable).sort()).toEqual([...pooledProvisioningSteps].sort());
   });
 

@@ -24,6 +24,7 @@ import {
   writeRedoable,
 } from "../stores/index.ts";
 import type { DatabaseStock } from "./database-stock.ts";
+import type { PooledStock } from "./pooled-stock.ts";
 import type { TemplateDatabases } from "./template-databases.ts";
 
 /**
@@ -37,10 +38,11 @@ export const provisioningSteps = ["register", "create-role", "take-database", "c
 /**
  * The steps of provisioning a pooled tenant, in order, as resumable as
  * those of a dedicated one: a pool database with room (made when none
- * has), the tenant's NOLOGIN role granted to the pool's login, its schemas
- * owned by that role, then migrated and bootstrapped through the services.
+ * has), a ready slot of its stock taken when there is one, else the
+ * tenant's NOLOGIN role granted to the pool's login and its schemas owned
+ * by that role, then migrated and bootstrapped through the services.
  */
-export const pooledProvisioningSteps = ["register", "choose-pool", "create-role", "create-schemas", "migrate-schemas", "bootstrap", "activate"] as const;
+export const pooledProvisioningSteps = ["register", "choose-pool", "take-slot", "create-role", "create-schemas", "migrate-schemas", "bootstrap", "activate"] as const;
 
 /** A step of provisioning a dedicated tenant. */
 export type DedicatedProvisioningStep = (typeof provisioningSteps)[number];
@@ -64,6 +66,8 @@ export interface StepServices {
   templates: TemplateDatabases | undefined;
   /** The clusters' stocks of ready databases; undefined to copy or migrate every new database. */
   stock: DatabaseStock | undefined;
+  /** The pool databases' stocks of ready slots; undefined to make every pooled tenant's role and schemas. */
+  pooledStock?: PooledStock | undefined;
   box: SecretBox;
   /** How long one service may take to migrate (or bootstrap) one tenant. */
   migrateTimeoutMs: number;
@@ -92,6 +96,8 @@ export interface StepContext extends StepServices {
     latest?: Map<string, string>;
     /** The version each service's schema has in the tenant's database. */
     versions?: Map<string, string>;
+    /** A pooled tenant's role and schemas are a slot of its pool database's stock, taken by this run. */
+    tookSlot?: boolean;
   };
 }
 
@@ -258,7 +264,7 @@ async function migrateSchemas(context: StepContext): Promise<void> {
           await sleep(100 * attempt);
           if (tenant.placement === placementNames.pooled) {
             // Once for all the services that were refused together: two grants at once would collide.
-            regranted ??= createPooledRole(context);
+            regranted ??= grantPooledRole(context);
             await regranted;
           }
         }
@@ -418,7 +424,16 @@ function poolRoleOf(tenant: Tenant): string {
  * its pool database's login to be taken on with SET ROLE only (not
  * inherited).
  */
-async function createPooledRole({ tenant, clusters }: StepContext): Promise<void> {
+async function createPooledRole({ tenant, clusters, run }: StepContext): Promise<void> {
+  if (run.tookSlot === true) {
+    // The slot's role, renamed, keeps its grant to the pool's login.
+    return;
+  }
+  await grantPooledRole({ tenant, clusters });
+}
+
+/** Makes a pooled tenant's role NOLOGIN (creating it if needed) and grants it to its pool's login again. */
+async function grantPooledRole({ tenant, clusters }: Pick<StepContext, "tenant" | "clusters">): Promise<void> {
   const role = pg.escapeIdentifier(tenant.role!);
   await clusters.admin(tenant.cluster!, async (admin) => {
     const { rows } = await admin.query<{ exists: boolean; version: number }>(
@@ -433,12 +448,42 @@ async function createPooledRole({ tenant, clusters }: StepContext): Promise<void
 }
 
 /**
+ * Takes a ready slot of the pool database's stock as the tenant's, when
+ * the stock has one at the newest schema versions: its role and schemas
+ * renamed the tenant's in one transaction on the pool database, so that
+ * create-role, create-schemas and migrate-schemas find them made (and
+ * this run skips their checks). Not taken, nothing changed: those steps
+ * make them.
+ */
+async function takeSlot({ tenant, clusters, schemas, pooledStock, run }: StepContext): Promise<void> {
+  if (pooledStock === undefined || pooledStock.size === 0) {
+    return;
+  }
+  // Services that do not answer leave the tenant's role and schemas to be made; migrate-schemas tells them.
+  // Asked afresh: a slot is handed out only at the versions the services have now, never behind a deploy.
+  const latest = await schemas.latestVersions({ fresh: true }).catch(() => undefined);
+  if (latest === undefined) {
+    return;
+  }
+  run.latest = latest;
+  const versions = await pooledStock.take(tenant.cluster!, tenant.database, latest, { role: tenant.role!, schemaPrefix: tenant.schemaPrefix });
+  if (versions !== undefined) {
+    run.versions = versions;
+    run.tookSlot = true;
+  }
+}
+
+/**
  * Creates the pooled tenant's schema of every schema service in its pool
  * database, owned by its role (which may not create schemas there itself).
  * A schema of that name owned by anyone else is left alone:
  * FAILED_PRECONDITION.
  */
 async function createSchemas({ tenant, clusters, schemas, run }: StepContext): Promise<void> {
+  if (run.tookSlot === true) {
+    // Renamed from the slot's, owned by the tenant's role, in the take's transaction.
+    return;
+  }
   const services = schemas.entries.map((e) => e.name);
   const made = await ensurePooledSchemas(clusters, tenant, services);
   if (made === services.length) {
@@ -528,6 +573,8 @@ export const pooledProvisioningStepTable: { readonly [S in PooledProvisioningSte
   register: provisioningStepTable.register,
   // Nothing to undo: the pool database is shared, and its record counts only tenants that hold a place in it.
   "choose-pool": { perform: choosePool },
+  // A slot renamed the tenant's in one transaction of the pool database; taken again (or not) on resuming.
+  "take-slot": { perform: takeSlot, undoneBy: "drop-schemas", redoneOnResume: true },
   // Two catalog statements each, on connections kept open: redone sooner than recorded.
   "create-role": { perform: createPooledRole, undoneBy: "drop-role", redoneOnResume: true },
   "create-schemas": { perform: createSchemas, undoneBy: "drop-schemas", redoneOnResume: true },

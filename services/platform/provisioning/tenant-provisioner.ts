@@ -220,7 +220,9 @@ export class TenantProvisioner {
       }
       try {
         const advance = () => this.#advance(tenantId);
-        return await (this.#options.stock?.whileProvisioning(advance) ?? advance());
+        const { stock, pooledStock } = this.#options;
+        const withStock = () => stock?.whileProvisioning(advance) ?? advance();
+        return await (pooledStock?.whileProvisioning(withStock) ?? withStock());
       } finally {
         await this.#options.locks.unlock(key).catch(() => undefined);
       }
@@ -300,7 +302,7 @@ export class TenantProvisioner {
   }
 
   #context(em: EntityManager, tenant: Tenant): StepContext {
-    const { clusters, schemas, templates, stock, box, migrateTimeoutMs, poolMaxTenants, poolNamePrefix, log } = this.#options;
+    const { clusters, schemas, templates, stock, pooledStock, box, migrateTimeoutMs, poolMaxTenants, poolNamePrefix, log } = this.#options;
     return {
       em,
       tenant,
@@ -308,6 +310,7 @@ export class TenantProvisioner {
       schemas,
       templates,
       stock,
+      pooledStock,
       box,
       migrateTimeoutMs,
       ...(poolMaxTenants === undefined ? {} : { poolMaxTenants }),

@@ -1,0 +1,397 @@
+import type { MikroORM } from "@mikro-orm/postgresql";
+import pg from "pg";
+import { createHash, randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger, SecretBox } from "../../mesh/index.ts";
+import type { AdvisoryLocks } from "../advisory-locks.ts";
+import type { ClusterRegistry } from "../cluster-registry.ts";
+import type { SchemaServices } from "../schema-services.ts";
+import { clusterStates, listClusters, listPoolDatabases, poolPasswordContext, poolStates } from "../stores/index.ts";
+import { migrateDatabase, readSchemaVersions } from "../tenant-databases.ts";
+
+/** Options of {@link PooledStock}. */
+export interface PooledStockOptions {
+  orm: MikroORM;
+  clusters: ClusterRegistry;
+  schemas: SchemaServices;
+  locks: AdvisoryLocks;
+  box: SecretBox;
+  /** Ready slots kept in each pool database with room; 0 keeps none and drops those left. */
+  size: number;
+  /** How many pooled tenants one pool database holds at most: a full one keeps no slots. */
+  poolMaxTenants: number;
+  /** How long one service may take to migrate one slot. */
+  migrateTimeoutMs: number;
+  log: Logger;
+}
+
+/** The hex digits of a slot role's name that say which pool database keeps it. */
+const poolTagLength = 8;
+/** The hex digits of a slot role's name that say which schema versions it holds. */
+const digestLength = 10;
+/** The hex digits that tell slots apart; a slot's schemas are named with them. */
+const idLength = 8;
+/** What a slot role's name ends with while it is being built. */
+const buildingMark = "_b";
+/** The longest wait before asking services that did not answer for their versions again. */
+const maxRetryMs = 30_000;
+/** The longest a refill waits for provisionings under way before it builds a slot anyway. */
+const maxQuietWaitMs = 1000;
+
+/** How a slot's role spells the schema versions it holds: a digest of every service's newest migration. */
+function versionsDigest(versions: Map<string, string>): string {
+  const sorted = [...versions].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return createHash("sha256").update(JSON.stringify(sorted)).digest("hex").slice(0, digestLength);
+}
+
+/**
+ * What a slot's schemas are named with, `s_<id>_`: no tenant's prefix
+ * (`t_<id>_`, see schema-generations.ts) starts so, nor the reverse.
+ */
+function slotSchemaPrefix(id: string): string {
+  return `s_${id}_`;
+}
+
+/** One slot of a pool database's stock, as its role's name tells it. */
+interface Slot {
+  role: string;
+  digest: string;
+  id: string;
+  ready: boolean;
+}
+
+/**
+ * A few ready slots in every pool database with room: a NOLOGIN role
+ * granted to the pool's login (to be taken on with SET ROLE only) and its
+ * schema of every service, already migrated to the newest versions, so
+ * that provisioning a pooled tenant renames one (`ALTER ROLE … RENAME`,
+ * `ALTER SCHEMA … RENAME`: catalog-only) instead of creating the role and
+ * schemas and having every service migrate them.
+ *
+ * The stock lives in the pool databases alone: a slot's role is named
+ * `slot_<pool tag>_<versions digest>_<id>` (with `_b` at the end while it
+ * is being built, and so never taken), its schemas `s_<id>_<service>`.
+ * Taking one is a single transaction on the pool database (role and
+ * schemas renamed, their versions read), under a transaction-scoped
+ * advisory lock of the slot there, so that it is whole or not at all and
+ * two takers, in one Platform or two, never take the same one. A take
+ * never waits for the stock: with none at the newest versions, the
+ * caller makes the role and schemas as before. Refills run in the
+ * background, one pool database at a time under an advisory lock, after
+ * each provisioning, at start and every sweep: they build what is
+ * missing and drop slots at other versions (a service deployed with new
+ * migrations), half-built, in a pool database that is full or not ready,
+ * or on a cluster that no longer accepts tenants.
+ */
+export class PooledStock {
+  readonly #options: PooledStockOptions;
+  #refilling: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+  #retry: NodeJS.Timeout | undefined;
+  #retryMs = 0;
+  #provisioning = 0;
+  #quiet: (() => void)[] = [];
+
+  constructor(options: PooledStockOptions) {
+    this.#options = options;
+  }
+
+  /** How many ready slots each pool database with room keeps. */
+  get size(): number {
+    return this.#options.size;
+  }
+
+  /** What the names of a pool database's slot roles start with. */
+  #prefixOf(pool: string): string {
+    return `slot_${createHash("sha256").update(pool).digest("hex").slice(0, poolTagLength)}_`;
+  }
+
+  /** The slots of a pool database, by role name, read through `client` (any connection to the cluster). */
+  async #list(client: pg.ClientBase, pool: string): Promise<Slot[]> {
+    const prefix = this.#prefixOf(pool);
+    const { rows } = await client.query<{ role: string }>("select rolname as role from pg_roles where starts_with(rolname, $1) order by rolname", [prefix]);
+    const pattern = new RegExp(`^${prefix}([0-9a-f]{${digestLength}})_([0-9a-f]{${idLength}})(${buildingMark})?$`);
+    return rows.map(({ role }) => {
+      const match = pattern.exec(role);
+      return { role, digest: match?.[1] ?? "", id: match?.[2] ?? "", ready: match !== null && match[3] === undefined };
+    });
+  }
+
+  /**
+   * Makes a ready slot of pool database `pool` holding `latest` the
+   * tenant's: its role renamed `target.role`, its schemas renamed with
+   * `target.schemaPrefix`. Returns the versions the tenant's schemas hold;
+   * undefined, changing nothing, when the stock has none (or the role or a
+   * schema name is taken already).
+   */
+  async take(cluster: string, pool: string, latest: Map<string, string>, target: { role: string; schemaPrefix: string }): Promise<Map<string, string> | undefined> {
+    if (this.size === 0) {
+      return undefined;
+    }
+    const { clusters, schemas, log } = this.#options;
+    const services = schemas.entries.map((e) => e.name);
+    const digest = versionsDigest(latest);
+    try {
+      return await clusters.inDatabase(cluster, pool, async (client) => {
+        const taken = await client.query("select 1 from pg_roles where rolname = $1", [target.role]);
+        if (taken.rowCount !== 0) {
+          // Taken or made by an earlier run, or someone else's: the next steps tell.
+          return undefined;
+        }
+        const ready = (await this.#list(client, pool)).filter((slot) => slot.ready && slot.digest === digest);
+        for (const slot of ready) {
+          await client.query("begin");
+          try {
+            const { rows } = await client.query<{ locked: boolean }>("select pg_try_advisory_xact_lock(hashtext($1)) as locked", [slotLockKey(slot.role)]);
+            const present = rows[0]!.locked && (await client.query("select 1 from pg_roles where rolname = $1", [slot.role])).rowCount !== 0;
+            if (!present) {
+              // Another taker holds it, or had it first, or a refill dropped it.
+              await client.query("rollback");
+              continue;
+            }
+            await client.query(
+              [
+                `alter role ${pg.escapeIdentifier(slot.role)} rename to ${pg.escapeIdentifier(target.role)}`,
+                ...services.map((s) => `alter schema ${pg.escapeIdentifier(slotSchemaPrefix(slot.id) + s)} rename to ${pg.escapeIdentifier(target.schemaPrefix + s)}`),
+              ].join(";\n"),
+            );
+            const versions = await readSchemaVersions(client, services, target.schemaPrefix);
+            if (!sameVersions(versions, latest)) {
+              await client.query("rollback");
+              log.warn({ cluster, pool, slot: slot.role }, "a slot of the stock does not hold the versions its name says; left to the next refill");
+              continue;
+            }
+            await client.query("commit");
+            log.info({ cluster, pool, slot: slot.role, role: target.role }, "took a slot of the pooled stock");
+            return versions;
+          } catch (error) {
+            await client.query("rollback").catch(() => undefined);
+            const code = (error as { code?: unknown }).code;
+            if (code === "42710" || code === "42P06") {
+              // The tenant's role or one of its schema names exists: not the stock's to decide.
+              return undefined;
+            }
+            log.warn({ err: error, cluster, pool, slot: slot.role }, "could not take a slot of the pooled stock; trying another");
+          }
+        }
+        return undefined;
+      });
+    } catch (error) {
+      log.warn({ err: error, cluster, pool }, "could not look into the pooled stock; making the tenant's role and schemas instead");
+      return undefined;
+    }
+  }
+
+  /**
+   * Runs a provisioning. Refills wait for the provisionings under way in
+   * this process to end before they build another slot (at most
+   * {@link maxQuietWaitMs}), and one starts when it ends.
+   */
+  async whileProvisioning<T>(work: () => Promise<T>): Promise<T> {
+    this.#provisioning++;
+    try {
+      return await work();
+    } finally {
+      if (--this.#provisioning === 0) {
+        this.#quiet.splice(0).forEach((resume) => resume());
+      }
+      if (this.size > 0) {
+        this.refillInBackground();
+      }
+    }
+  }
+
+  /**
+   * Brings every pool database's stock to its size at the newest versions,
+   * one slot at a time. A refill asked for while one runs makes it go round
+   * once more; the promise settles once no more is asked.
+   */
+  refill(): Promise<void> {
+    if (this.#refilling !== undefined) {
+      this.#again = true;
+      return this.#refilling;
+    }
+    this.#refilling = (async () => {
+      do {
+        this.#again = false;
+        await this.#refillAll();
+      } while (this.#again && !this.#stopped);
+    })().finally(() => (this.#refilling = undefined));
+    return this.#refilling;
+  }
+
+  /** Refills in the background (see {@link refill}); a failure is logged, and the next sweep tries again. */
+  refillInBackground(): void {
+    if (!this.#stopped) {
+      this.refill().catch((error: unknown) => this.#options.log.warn({ err: error }, "refilling the pooled stock failed; the next sweep tries again"));
+    }
+  }
+
+  /** Stops refilling: the slot being built is finished, no other is started. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#retry);
+    await this.#refilling?.catch(() => undefined);
+  }
+
+  async #refillAll(): Promise<void> {
+    const { orm, log, poolMaxTenants } = this.#options;
+    const em = orm.em.fork();
+    const clusters = await listClusters(em);
+    let latest: Map<string, string> | undefined;
+    if (this.size > 0 && clusters.some(({ cluster }) => cluster.state === clusterStates.accepting)) {
+      latest = await this.#latestVersions();
+      if (latest === undefined) {
+        return;
+      }
+    }
+    for (const { cluster } of clusters) {
+      for (const pool of await listPoolDatabases(em, cluster.name)) {
+        if (this.#stopped) {
+          return;
+        }
+        const roomy = cluster.state === clusterStates.accepting && pool.state === poolStates.ready && pool.tenantCount < poolMaxTenants;
+        const wanted = latest !== undefined && roomy ? this.size : 0;
+        try {
+          await this.#refillPool(cluster.name, pool, wanted, latest);
+        } catch (error) {
+          log.warn({ err: error, cluster: cluster.name, pool: pool.name }, "could not refill the pool database's stock; the next sweep tries again");
+        }
+      }
+    }
+  }
+
+  /** The services' newest versions; undefined while they do not answer, with a refill tried again soon. */
+  async #latestVersions(): Promise<Map<string, string> | undefined> {
+    try {
+      const latest = await this.#options.schemas.latestVersions();
+      this.#retryMs = 0;
+      return latest;
+    } catch (error) {
+      this.#retryMs = Math.min(Math.max(2 * this.#retryMs, 1000), maxRetryMs);
+      const level = this.#retryMs < maxRetryMs ? "debug" : "warn";
+      this.#options.log[level]({ err: error, retryInMs: this.#retryMs }, "the schema services do not answer; the pooled stock is refilled once they do");
+      clearTimeout(this.#retry);
+      this.#retry = setTimeout(() => this.refillInBackground(), this.#retryMs).unref();
+      return undefined;
+    }
+  }
+
+  /** Resolves once no provisioning runs in this process, or after {@link maxQuietWaitMs}. */
+  async #provisioningsEnded(): Promise<void> {
+    if (this.#provisioning > 0) {
+      await Promise.race([new Promise<void>((resume) => this.#quiet.push(resume)), sleep(maxQuietWaitMs, undefined, { ref: false })]);
+    }
+  }
+
+  async #refillPool(cluster: string, pool: { name: string; role: string; rolePassword: Uint8Array }, wanted: number, latest: Map<string, string> | undefined): Promise<void> {
+    const { clusters, locks } = this.#options;
+    const lockKey = `pooled-stock:${cluster}:${pool.name}`;
+    if (!(await locks.tryLock(lockKey))) {
+      // Another Platform instance is refilling it.
+      return;
+    }
+    try {
+      const digest = latest === undefined ? undefined : versionsDigest(latest);
+      const stock = await clusters.inDatabase(cluster, pool.name, (client) => this.#list(client, pool.name));
+      // Under the lock, one not ready was left half-built.
+      const current = stock.filter((s) => s.ready && s.digest === digest);
+      const surplus = [...stock.filter((s) => !current.includes(s)), ...current.slice(wanted)];
+      for (const slot of surplus) {
+        await this.#drop(cluster, pool.name, slot);
+      }
+      for (let count = current.length; count < wanted && !this.#stopped; count++) {
+        await this.#provisioningsEnded();
+        await this.#build(cluster, pool, latest!, digest!);
+      }
+    } finally {
+      await locks.unlock(lockKey).catch(() => undefined);
+    }
+  }
+
+  /** Drops a slot, its schemas and its role, in one transaction; one being taken meanwhile is waited for, then found gone. */
+  async #drop(cluster: string, pool: string, slot: Slot): Promise<void> {
+    const { clusters, log } = this.#options;
+    await clusters.inDatabase(cluster, pool, async (client) => {
+      await client.query("begin");
+      try {
+        await client.query("select pg_advisory_xact_lock(hashtext($1))", [slotLockKey(slot.role)]);
+        if ((await client.query("select 1 from pg_roles where rolname = $1", [slot.role])).rowCount !== 0) {
+          const role = pg.escapeIdentifier(slot.role);
+          await client.query(`drop owned by ${role} cascade; drop role ${role}`);
+        }
+        await client.query("commit");
+      } catch (error) {
+        await client.query("rollback").catch(() => undefined);
+        throw error;
+      }
+    });
+    log.info({ cluster, pool, slot: slot.role }, "dropped a slot of the pooled stock");
+  }
+
+  /**
+   * Builds one slot: its role (marked as being built) granted to the
+   * pool's login and its schemas in one transaction, migrated by every
+   * service through the pool's login as that role, checked to hold
+   * `latest` (else dropped), then marked ready by renaming its role.
+   */
+  async #build(cluster: string, pool: { name: string; role: string; rolePassword: Uint8Array }, latest: Map<string, string>, digest: string): Promise<void> {
+    const { clusters, schemas, box, migrateTimeoutMs, log } = this.#options;
+    const id = randomBytes(idLength / 2).toString("hex");
+    const ready = `${this.#prefixOf(pool.name)}${digest}_${id}`;
+    const building: Slot = { role: `${ready}${buildingMark}`, digest, id, ready: false };
+    const schemaPrefix = slotSchemaPrefix(id);
+    const services = schemas.entries.map((e) => e.name);
+    const role = pg.escapeIdentifier(building.role);
+    await clusters.inDatabase(cluster, pool.name, async (client) => {
+      await client.query(
+        // One statement list is one transaction: a slot is built whole from the start, or not at all.
+        [
+          `create role ${role} nologin`,
+          `grant ${role} to ${pg.escapeIdentifier(pool.role)}${await poolGrantOptions(client)}`,
+          ...services.map((s) => `create schema ${pg.escapeIdentifier(schemaPrefix + s)} authorization ${role}`),
+        ].join(";\n"),
+      );
+    });
+    try {
+      const password = box.open(pool.rolePassword, poolPasswordContext(cluster, pool.name));
+      await migrateDatabase(
+        { clusters, schemas, migrateTimeoutMs },
+        { cluster, database: pool.name, login: { user: pool.role, password }, sessionRole: building.role, schemaPrefix },
+        undefined,
+        "a slot of the pooled stock",
+      );
+      await clusters.inDatabase(cluster, pool.name, async (client) => {
+        const versions = await readSchemaVersions(client, services, schemaPrefix);
+        if (!sameVersions(versions, latest)) {
+          throw new Error(`a slot of pool database "${pool.name}" was migrated to other versions than the newest the services describe`);
+        }
+        await client.query(`alter role ${role} rename to ${pg.escapeIdentifier(ready)}`);
+      });
+    } catch (error) {
+      await this.#drop(cluster, pool.name, building).catch(() => undefined);
+      throw error;
+    }
+    log.info({ cluster, pool: pool.name, slot: ready }, "stocked a ready pooled slot");
+  }
+}
+
+/** The key of a slot's transaction-scoped advisory lock in its pool database. */
+function slotLockKey(role: string): string {
+  return `tenantry-slot:${role}`;
+}
+
+/**
+ * How a role is granted to a pool's login: from PostgreSQL 16 a grant
+ * says it may be taken on with SET ROLE only; before, the login's
+ * NOINHERIT does the same.
+ */
+export async function poolGrantOptions(client: pg.ClientBase): Promise<string> {
+  const { rows } = await client.query<{ version: number }>("select current_setting('server_version_num')::int as version");
+  return rows[0]!.version >= 160000 ? " with inherit false, set true" : "";
+}
+
+function sameVersions(versions: Map<string, string>, latest: Map<string, string>): boolean {
+  return versions.size === latest.size && [...latest].every(([service, version]) => versions.get(service) === version);
+}
