@@ -131,6 +131,28 @@ describe("the pooled stock", () => {
     await slotsOf(size);
   });
 
+  it("undoes a provisioning that fails after taking a slot: the slot's schemas are dropped with the role, the tenant FAILED", async () => {
+    const slots = await slotsOf(size);
+    // Spoil the stock while Platform is down: Auth cannot bootstrap a tenant without its table of users' roles.
+    await mesh.stopPlatform();
+    for (const slot of slots) {
+      const auth = (await schemasOf(slot.role)).find((s) => s.nspname.endsWith("_auth"))!;
+      await mesh.sql(pool, `drop table ${pg.escapeIdentifier(auth.nspname)}.user_roles`);
+    }
+    await mesh.restartPlatform();
+    const tenantId = mesh.uniqueTenantId("spoilt");
+    await expect(mesh.platformClient.createTenant({ tenantId, placement: Placement.POOLED })).rejects.toThrow(/provisioning tenant .* failed/);
+    const { tenant } = await mesh.platformClient.getTenant({ tenantId });
+    expect(tenant).toMatchObject({ status: TenantStatus.FAILED, error: expect.stringMatching(/auth could not bootstrap/) });
+    expect(await mesh.sql("postgres", "select 1 from pg_roles where rolname = $1 or oid = $2", [roleOf({ tenantId }), slots[0]!.oid])).toEqual([]);
+    expect(await mesh.sql(pool, "select 1 from pg_namespace where starts_with(nspname, $1)", [prefixOf({ tenantId })])).toEqual([]);
+    // The other spoilt one goes; the stock is built again.
+    await mesh.stopPlatform();
+    await mesh.sql(pool, `drop owned by ${pg.escapeIdentifier(slots[1]!.role)} cascade; drop role ${pg.escapeIdentifier(slots[1]!.role)}`);
+    await mesh.restartPlatform();
+    await slotsOf(size);
+  });
+
   it("drops what a refill left half-built", async () => {
     const slots = await slotsOf(size);
     const halfBuilt = `${slots[0]!.role.slice(0, -8)}0badc0de_b`;
