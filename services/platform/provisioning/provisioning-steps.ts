@@ -292,13 +292,24 @@ async function bootstrap(context: StepContext): Promise<void> {
   }
   const catalog = await schemas.permissionCatalog();
   const ownerPassword = tenant.ownerPassword == null ? "" : box.open(tenant.ownerPassword, ownerPasswordContext(tenant.id));
-  try {
-    await auth
-      .clientOf(AuthService)
-      .bootstrapTenant({ tenantId: tenant.id, ownerEmail: tenant.ownerEmail ?? "", ownerPassword, permissions: catalog.permissions }, { timeoutMs: migrateTimeoutMs });
-  } catch (error) {
-    const cause = ConnectError.from(error);
-    throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
+  // Asked again on UNAVAILABLE as migrate-schemas does (a pooled tenant taking a slot meets its first SET ROLE here).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await auth
+        .clientOf(AuthService)
+        .bootstrapTenant({ tenantId: tenant.id, ownerEmail: tenant.ownerEmail ?? "", ownerPassword, permissions: catalog.permissions }, { timeoutMs: migrateTimeoutMs });
+      break;
+    } catch (error) {
+      const cause = ConnectError.from(error);
+      if (cause.code !== Code.Unavailable || attempt === migrateAttempts) {
+        throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
+      }
+      context.log.warn({ tenantId: tenant.id, attempt, reason: cause.rawMessage }, "auth could not bootstrap the tenant; asking again");
+      await sleep(100 * attempt);
+      if (tenant.placement === placementNames.pooled) {
+        await grantPooledRole(context);
+      }
+    }
   }
   await writeRedoable(em, async () => {
     await recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest });
