@@ -238,16 +238,20 @@ export class PooledStock {
   async #refillAll(): Promise<void> {
     const { orm, log, poolMaxTenants } = this.#options;
     const em = orm.em.fork();
-    const clusters = await listClusters(em);
+    const clusters: { cluster: Awaited<ReturnType<typeof listClusters>>[number]["cluster"]; pools: Awaited<ReturnType<typeof listPoolDatabases>> }[] = [];
+    for (const { cluster } of await listClusters(em)) {
+      clusters.push({ cluster, pools: await listPoolDatabases(em, cluster.name) });
+    }
     let latest: Map<string, string> | undefined;
-    if (this.size > 0 && clusters.some(({ cluster }) => cluster.state === clusterStates.accepting)) {
+    // Asked only when some pool database may keep a stock: before the first pooled tenant, a sweep asks no service.
+    if (this.size > 0 && clusters.some(({ cluster, pools }) => cluster.state === clusterStates.accepting && pools.length > 0)) {
       latest = await this.#latestVersions();
       if (latest === undefined) {
         return;
       }
     }
-    for (const { cluster } of clusters) {
-      for (const pool of await listPoolDatabases(em, cluster.name)) {
+    for (const { cluster, pools } of clusters) {
+      for (const pool of pools) {
         if (this.#stopped) {
           return;
         }
