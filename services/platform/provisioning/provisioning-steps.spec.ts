@@ -43,8 +43,8 @@ describe("provisioning steps of a pooled tenant", () => {
     expect(Object.keys(pooledProvisioningStepTable).sort()).toEqual([...pooledProvisioningSteps].sort());
   });
 
-  it("are each recorded once done, but for the role and the schemas, made again by a resumed run rather than recorded", () => {
-    expect(pooledProvisioningSteps.filter((step) => pooledProvisioningStepTable[step].redoneOnResume === true)).toEqual(["create-role", "create-schemas"]);
+  it("are each recorded once done, but for the slot take, the role and the schemas, made again by a resumed run rather than recorded", () => {
+    expect(pooledProvisioningSteps.filter((step) => pooledProvisioningStepTable[step].redoneOnResume === true)).toEqual(["take-slot", "create-role", "create-schemas"]);
   });
 
   it("are undone by dropping the schemas, then the role that owns them; never the shared pool database", () => {
