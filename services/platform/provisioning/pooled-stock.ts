@@ -87,6 +87,10 @@ export class PooledStock {
   readonly #options: PooledStockOptions;
   #refilling: Promise<void> | undefined;
   #again = false;
+  /** Whether the refill asked for while one runs is to build every pool database's stock whole, not only those down to half. */
+  #againFull = false;
+  /** Whether a take since the last refill left a stock at half or less. */
+  #low = false;
   #stopped = false;
   #retry: NodeJS.Timeout | undefined;
   #retryMs = 0;
@@ -140,6 +144,8 @@ export class PooledStock {
           return undefined;
         }
         const ready = (await this.#list(client, pool)).filter((slot) => slot.ready && slot.digest === digest);
+        // This take leaves the stock at half or less (or found it empty): the provisioning's end starts a refill.
+        this.#low ||= ready.length - 1 <= Math.floor(this.size / 2);
         for (const slot of ready) {
           await client.query("begin");
           try {
@@ -196,35 +202,43 @@ export class PooledStock {
       if (--this.#provisioning === 0) {
         this.#quiet.splice(0).forEach((resume) => resume());
       }
-      if (this.size > 0) {
-        this.refillInBackground();
+      // Refilled once a take left a pool database's stock at half or less (or found it empty), not after every tenant.
+      if (this.size > 0 && this.#low) {
+        this.#low = false;
+        this.refillInBackground({ onlyLow: true });
       }
     }
   }
 
   /**
    * Brings every pool database's stock to its size at the newest versions,
-   * one slot at a time. A refill asked for while one runs makes it go round
-   * once more; the promise settles once no more is asked.
+   * the missing slots of each built as one batch; with `onlyLow`, only the
+   * stocks down to half their size or less (as after a take). A refill
+   * asked for while one runs makes it go round once more; the promise
+   * settles once no more is asked.
    */
-  refill(): Promise<void> {
+  refill(options: { onlyLow?: boolean } = {}): Promise<void> {
     if (this.#refilling !== undefined) {
       this.#again = true;
+      this.#againFull ||= options.onlyLow !== true;
       return this.#refilling;
     }
+    let onlyLow = options.onlyLow === true;
     this.#refilling = (async () => {
       do {
         this.#again = false;
-        await this.#refillAll();
+        await this.#refillAll(onlyLow);
+        onlyLow = !this.#againFull;
+        this.#againFull = false;
       } while (this.#again && !this.#stopped);
     })().finally(() => (this.#refilling = undefined));
     return this.#refilling;
   }
 
   /** Refills in the background (see {@link refill}); a failure is logged, and the next sweep tries again. */
-  refillInBackground(): void {
+  refillInBackground(options: { onlyLow?: boolean } = {}): void {
     if (!this.#stopped) {
-      this.refill().catch((error: unknown) => this.#options.log.warn({ err: error }, "refilling the pooled stock failed; the next sweep tries again"));
+      this.refill(options).catch((error: unknown) => this.#options.log.warn({ err: error }, "refilling the pooled stock failed; the next sweep tries again"));
     }
   }
 
@@ -235,7 +249,7 @@ export class PooledStock {
     await this.#refilling?.catch(() => undefined);
   }
 
-  async #refillAll(): Promise<void> {
+  async #refillAll(onlyLow: boolean): Promise<void> {
     const { orm, log, poolMaxTenants } = this.#options;
     const em = orm.em.fork();
     const clusters: { cluster: Awaited<ReturnType<typeof listClusters>>[number]["cluster"]; pools: Awaited<ReturnType<typeof listPoolDatabases>> }[] = [];
@@ -258,7 +272,7 @@ export class PooledStock {
         const roomy = cluster.state === clusterStates.accepting && pool.state === poolStates.ready && pool.tenantCount < poolMaxTenants;
         const wanted = latest !== undefined && roomy ? this.size : 0;
         try {
-          await this.#refillPool(cluster.name, pool, wanted, latest);
+          await this.#refillPool(cluster.name, pool, wanted, latest, onlyLow);
         } catch (error) {
           log.warn({ err: error, cluster: cluster.name, pool: pool.name }, "could not refill the pool database's stock; the next sweep tries again");
         }
@@ -289,7 +303,7 @@ export class PooledStock {
     }
   }
 
-  async #refillPool(cluster: string, pool: { name: string; role: string; rolePassword: Uint8Array }, wanted: number, latest: Map<string, string> | undefined): Promise<void> {
+  async #refillPool(cluster: string, pool: { name: string; role: string; rolePassword: Uint8Array }, wanted: number, latest: Map<string, string> | undefined, onlyLow: boolean): Promise<void> {
     const { clusters, locks } = this.#options;
     const lockKey = `pooled-stock:${cluster}:${pool.name}`;
     if (!(await locks.tryLock(lockKey))) {
@@ -298,16 +312,18 @@ export class PooledStock {
     }
     try {
       const digest = latest === undefined ? undefined : versionsDigest(latest);
-      const stock = await clusters.inDatabase(cluster, pool.name, (client) => this.#list(client, pool.name));
+      const stock = await clusters.inDatabaseKept(cluster, pool.name, (client) => this.#list(client, pool.name));
       // Under the lock, one not ready was left half-built.
       const current = stock.filter((s) => s.ready && s.digest === digest);
       const surplus = [...stock.filter((s) => !current.includes(s)), ...current.slice(wanted)];
       for (const slot of surplus) {
         await this.#drop(cluster, pool.name, slot);
       }
-      for (let count = current.length; count < wanted && !this.#stopped; count++) {
+      const missing = wanted - current.length;
+      // After a take, the stock is refilled once it is down to half: one batch of slots rather than one slot per tenant.
+      if (missing > 0 && !this.#stopped && (!onlyLow || current.length <= Math.floor(wanted / 2))) {
         await this.#provisioningsEnded();
-        await this.#build(cluster, pool, latest!, digest!);
+        await this.#buildBatch(cluster, pool, latest!, digest!, missing);
       }
     } finally {
       await locks.unlock(lockKey).catch(() => undefined);
@@ -335,49 +351,83 @@ export class PooledStock {
   }
 
   /**
-   * Builds one slot: its role (marked as being built) granted to the
-   * pool's login and its schemas in one transaction, migrated by every
-   * service through the pool's login as that role, checked to hold
-   * `latest` (else dropped), then marked ready by renaming its role.
+   * Builds `count` slots as one batch: their roles (marked as being built)
+   * granted to the pool's login and their schemas in one transaction, each
+   * migrated by every service through the pool's login as its role (one
+   * slot at a time, each after the provisionings under way in this process
+   * have ended: the stock gives way to the tenants it serves), then checked
+   * to hold `latest` and marked ready by renaming their roles, all in one
+   * transaction. A slot that fails is dropped; the others are kept.
    */
-  async #build(cluster: string, pool: { name: string; role: string; rolePassword: Uint8Array }, latest: Map<string, string>, digest: string): Promise<void> {
+  async #buildBatch(cluster: string, pool: { name: string; role: string; rolePassword: Uint8Array }, latest: Map<string, string>, digest: string, count: number): Promise<void> {
     const { clusters, schemas, box, migrateTimeoutMs, log } = this.#options;
-    const id = randomBytes(idLength / 2).toString("hex");
-    const ready = `${this.#prefixOf(pool.name)}${digest}_${id}`;
-    const building: Slot = { role: `${ready}${buildingMark}`, digest, id, ready: false };
-    const schemaPrefix = slotSchemaPrefix(id);
     const services = schemas.entries.map((e) => e.name);
-    const role = pg.escapeIdentifier(building.role);
-    await clusters.inDatabase(cluster, pool.name, async (client) => {
+    const batch = Array.from({ length: count }, () => {
+      const id = randomBytes(idLength / 2).toString("hex");
+      const ready = `${this.#prefixOf(pool.name)}${digest}_${id}`;
+      return { ready, building: { role: `${ready}${buildingMark}`, digest, id, ready: false } satisfies Slot };
+    });
+    await clusters.inDatabaseKept(cluster, pool.name, async (client) => {
+      const options = await poolGrantOptions(client);
       await client.query(
-        // One statement list is one transaction: a slot is built whole from the start, or not at all.
-        [
-          `create role ${role} nologin`,
-          `grant ${role} to ${pg.escapeIdentifier(pool.role)}${await poolGrantOptions(client)}`,
-          ...services.map((s) => `create schema ${pg.escapeIdentifier(schemaPrefix + s)} authorization ${role}`),
-        ].join(";\n"),
+        // One statement list is one transaction: the batch's slots are made whole from the start, or none is.
+        batch
+          .flatMap(({ building }) => {
+            const role = pg.escapeIdentifier(building.role);
+            return [
+              `create role ${role} nologin`,
+              `grant ${role} to ${pg.escapeIdentifier(pool.role)}${options}`,
+              ...services.map((s) => `create schema ${pg.escapeIdentifier(slotSchemaPrefix(building.id) + s)} authorization ${role}`),
+            ];
+          })
+          .join(";\n"),
       );
     });
-    try {
-      const password = box.open(pool.rolePassword, poolPasswordContext(cluster, pool.name));
-      await migrateDatabase(
-        { clusters, schemas, migrateTimeoutMs },
-        { cluster, database: pool.name, login: { user: pool.role, password }, sessionRole: building.role, schemaPrefix },
-        undefined,
-        "a slot of the pooled stock",
-      );
-      await clusters.inDatabase(cluster, pool.name, async (client) => {
-        const versions = await readSchemaVersions(client, services, schemaPrefix);
-        if (!sameVersions(versions, latest)) {
-          throw new Error(`a slot of pool database "${pool.name}" was migrated to other versions than the newest the services describe`);
-        }
-        await client.query(`alter role ${role} rename to ${pg.escapeIdentifier(ready)}`);
-      });
-    } catch (error) {
-      await this.#drop(cluster, pool.name, building).catch(() => undefined);
-      throw error;
+    const password = box.open(pool.rolePassword, poolPasswordContext(cluster, pool.name));
+    const migrated: typeof batch = [];
+    let failure: unknown;
+    for (const slot of batch) {
+      if (this.#stopped || failure !== undefined) {
+        await this.#drop(cluster, pool.name, slot.building).catch(() => undefined);
+        continue;
+      }
+      await this.#provisioningsEnded();
+      try {
+        await migrateDatabase(
+          { clusters, schemas, migrateTimeoutMs },
+          { cluster, database: pool.name, login: { user: pool.role, password }, sessionRole: slot.building.role, schemaPrefix: slotSchemaPrefix(slot.building.id) },
+          undefined,
+          "a slot of the pooled stock",
+        );
+        migrated.push(slot);
+      } catch (error) {
+        // The services do not answer or refuse: the rest of the batch would fare no better.
+        failure = error;
+        await this.#drop(cluster, pool.name, slot.building).catch(() => undefined);
+      }
     }
-    log.info({ cluster, pool: pool.name, slot: ready }, "stocked a ready pooled slot");
+    if (migrated.length > 0) {
+      const wrong = await clusters.inDatabaseKept(cluster, pool.name, async (client) => {
+        const checked = [];
+        for (const slot of migrated) {
+          checked.push({ slot, current: sameVersions(await readSchemaVersions(client, services, slotSchemaPrefix(slot.building.id)), latest) });
+        }
+        const renames = checked.filter((c) => c.current).map(({ slot }) => `alter role ${pg.escapeIdentifier(slot.building.role)} rename to ${pg.escapeIdentifier(slot.ready)}`);
+        if (renames.length > 0) {
+          // One statement list, one transaction (one commit to wait for): the batch's slots become ready together.
+          await client.query(renames.join(";\n"));
+        }
+        return checked.filter((c) => !c.current).map(({ slot }) => slot);
+      });
+      for (const slot of wrong) {
+        await this.#drop(cluster, pool.name, slot.building).catch(() => undefined);
+        failure ??= new Error(`a slot of pool database "${pool.name}" was migrated to other versions than the newest the services describe`);
+      }
+      log.info({ cluster, pool: pool.name, slots: migrated.length - wrong.length }, "stocked ready pooled slots");
+    }
+    if (failure !== undefined) {
+      throw failure;
+    }
   }
 }
 
