@@ -242,7 +242,7 @@ export class PooledStock {
     }
   }
 
-  /** Stops refilling: the slot being built is finished, no other is started. */
+  /** Stops refilling: the slot being migrated is finished, the rest of its batch dropped, no other started. */
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#retry);

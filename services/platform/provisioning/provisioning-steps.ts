@@ -89,13 +89,15 @@ export interface StepContext extends StepServices {
    * a step that writes to the registry anyway records it with that write
    * (see {@link recordWithWork}), saving a transaction.
    */
-  recording?: { step: string; recorded: boolean };
+  recording?: { step: string; recorded: boolean; deferred?: boolean };
   /** What earlier steps of this run learned, so that later ones need not ask again. */
   run: {
     /** The newest version of each service's schema. */
     latest?: Map<string, string>;
     /** The version each service's schema has in the tenant's database. */
     versions?: Map<string, string>;
+    /** The versions migrate-schemas found (a slot taken: nothing to migrate), for bootstrap's registry write to record with its own. */
+    ledger?: (readonly [service: string, version: string])[];
     /** A pooled tenant's role and schemas are a slot of its pool database's stock, taken by this run. */
     tookSlot?: boolean;
   };
@@ -271,12 +273,23 @@ async function migrateSchemas(context: StepContext): Promise<void> {
       }
     }),
   );
-  await writeRedoable(em, async () => {
-    for (const [service, version] of reported) {
-      await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
-    }
-    recordWithWork(context);
-  });
+  if (run.tookSlot === true && context.recording !== undefined && schemas.auth !== undefined) {
+    // Nothing was migrated: bootstrap's registry write records the versions with its own, one transaction fewer.
+    // Should that write be lost, a resumed run finds the slot's schemas the tenant's and current, and records them then.
+    run.ledger = reported;
+    context.recording.deferred = true;
+    return;
+  }
+  await writeRedoable(em, () => recordLedger(context, reported));
+}
+
+/** Records the versions a tenant's schemas hold in the ledger, and the step being performed with them. */
+async function recordLedger(context: StepContext, reported: readonly (readonly [service: string, version: string])[]): Promise<void> {
+  const { em, tenant } = context;
+  for (const [service, version] of reported) {
+    await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
+  }
+  recordWithWork(context);
 }
 
 /**
@@ -311,15 +324,38 @@ async function bootstrap(context: StepContext): Promise<void> {
       }
     }
   }
-  await writeRedoable(em, async () => {
+  const record = async () => {
+    await recordLedger(context, context.run.ledger ?? []);
     await recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest });
-    recordWithWork(context);
-  });
+  };
+  if (context.recording?.step !== "bootstrap") {
+    await writeRedoable(em, record);
+    return;
+  }
+  // Provisioning's last step but activate: the tenant is made ACTIVE in the same transaction, durably, leaving activate nothing to write.
+  await em.begin();
+  try {
+    await record();
+    Object.assign(tenant, activation());
+    context.recording.recorded = true;
+    await em.commit();
+  } catch (error) {
+    await em.rollback().catch(() => undefined);
+    throw error;
+  }
 }
 
-/** Makes the tenant ACTIVE, forgetting the owner's password; recorded with its work. */
+/** What activating a tenant changes on its record: ACTIVE, its step cleared, the owner's password forgotten. */
+function activation(): Pick<Tenant, "ownerPassword" | "status" | "lifecycleStep" | "error" | "updatedAt"> {
+  return { ownerPassword: null, status: statusNames.active, lifecycleStep: null, error: null, updatedAt: new Date() };
+}
+
+/** Makes the tenant ACTIVE, forgetting the owner's password; recorded with its work (or already, with bootstrap's). */
 async function activate({ em, tenant }: StepContext): Promise<void> {
-  await changeTenant(em, tenant, { ownerPassword: null, status: statusNames.active, lifecycleStep: null, error: null });
+  if (tenant.status === statusNames.active) {
+    return;
+  }
+  await changeTenant(em, tenant, activation());
 }
 
 /** Drops the tenant's database, only if provisioning made it: then it is owned by the tenant's role. */

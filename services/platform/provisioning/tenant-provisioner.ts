@@ -264,7 +264,7 @@ export class TenantProvisioner {
     for (const step of plan.steps.slice(done + 1)) {
       const started = performance.now();
       // activate is recorded with its work (the tenant ACTIVE, its step cleared).
-      const recording = step === "activate" ? undefined : { step, recorded: false };
+      const recording: StepContext["recording"] = step === "activate" ? undefined : { step, recorded: false };
       try {
         await plan.table[step]!.perform({ ...context, ...(recording === undefined ? {} : { recording }) });
       } catch (error) {
@@ -275,7 +275,7 @@ export class TenantProvisioner {
       }
       const performed = performance.now();
       await this.#options.afterStep?.(tenantId, step);
-      if (recording !== undefined && !recording.recorded && plan.table[step]!.redoneOnResume !== true) {
+      if (recording !== undefined && !recording.recorded && recording.deferred !== true && plan.table[step]!.redoneOnResume !== true) {
         await recordStepDone(em, tenant, step);
       }
       // What each step costs, its work and its record apart (bench:pooled with BENCH_PHASES=1 reads them).
