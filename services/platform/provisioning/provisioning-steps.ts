@@ -385,7 +385,10 @@ async function dropRole({ tenant, clusters }: StepContext): Promise<void> {
 async function choosePool(context: StepContext): Promise<void> {
   const { em, tenant, clusters, box, poolMaxTenants, poolNamePrefix, recording } = context;
   if (tenant.database !== "") {
-    // Chosen by an earlier run: the pool database was recorded with the choice.
+    // Chosen with the tenant's record (see TenantProvisioner.create) or by an earlier run: recorded with the choice.
+    if (recording !== undefined) {
+      recording.deferred = true;
+    }
     return;
   }
   tenant.database = await choosePoolDatabase(em, clusters, box, tenant.cluster!, { poolMaxTenants, poolNamePrefix }, async (tx, chosen) => {
@@ -413,19 +416,35 @@ export async function choosePoolDatabase(
   record: (tx: EntityManager, chosen: string) => Promise<void>,
 ): Promise<string> {
   return em.transactional(async (tx) => {
-    await lockForTransaction(tx, `pool:${cluster}`);
-    const pools = await listPoolDatabases(tx, cluster);
-    const roomy = pools.filter((p) => p.state === poolStates.ready && p.tenantCount < poolMaxTenants).sort((a, b) => b.tenantCount - a.tenantCount);
-    let chosen = roomy[0]?.name;
-    if (chosen === undefined) {
-      chosen = nextPoolName(poolNamePrefix, pools.map((p) => p.name));
-      const password = randomBytes(24).toString("base64url");
-      await setUpPoolDatabase(clusters, cluster, chosen, password);
-      await insertPoolDatabase(tx, { cluster, name: chosen, role: chosen, rolePassword: box.seal(password, poolPasswordContext(cluster, chosen)), state: poolStates.ready });
-    }
+    const chosen = await choosePoolDatabaseIn(tx, clusters, box, cluster, { poolMaxTenants, poolNamePrefix });
     await record(tx, chosen);
     return chosen;
   });
+}
+
+/**
+ * {@link choosePoolDatabase} inside the caller's transaction `tx`, which
+ * holds the cluster's pool lock from here on and is to record the choice
+ * (the tenant's record with its pool database's name, counted there).
+ */
+export async function choosePoolDatabaseIn(
+  tx: EntityManager,
+  clusters: ClusterRegistry,
+  box: SecretBox,
+  cluster: string,
+  { poolMaxTenants = 1000, poolNamePrefix = "tenantry_pool" }: { poolMaxTenants?: number | undefined; poolNamePrefix?: string | undefined },
+): Promise<string> {
+  await lockForTransaction(tx, `pool:${cluster}`);
+  const pools = await listPoolDatabases(tx, cluster);
+  const roomy = pools.filter((p) => p.state === poolStates.ready && p.tenantCount < poolMaxTenants).sort((a, b) => b.tenantCount - a.tenantCount);
+  let chosen = roomy[0]?.name;
+  if (chosen === undefined) {
+    chosen = nextPoolName(poolNamePrefix, pools.map((p) => p.name));
+    const password = randomBytes(24).toString("base64url");
+    await setUpPoolDatabase(clusters, cluster, chosen, password);
+    await insertPoolDatabase(tx, { cluster, name: chosen, role: chosen, rolePassword: box.seal(password, poolPasswordContext(cluster, chosen)), state: poolStates.ready });
+  }
+  return chosen;
 }
 
 /** The first `<prefix>_<n>` not taken by `taken`. */
