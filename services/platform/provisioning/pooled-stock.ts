@@ -77,9 +77,10 @@ interface Slot {
  * two takers, in one Platform or two, never take the same one. A take
  * never waits for the stock: with none at the newest versions, the
  * caller makes the role and schemas as before. Refills run in the
- * background, one pool database at a time under an advisory lock, after
- * each provisioning, at start and every sweep: they build what is
- * missing and drop slots at other versions (a service deployed with new
+ * background, one pool database at a time under an advisory lock, once a
+ * take leaves a stock at half its size or less, at start and every
+ * sweep: they build what is missing as one batch and drop slots at other
+ * versions (a service deployed with new
  * migrations), half-built, in a pool database that is full or not ready,
  * or on a cluster that no longer accepts tenants.
  */
