@@ -35,8 +35,14 @@ const idLength = 8;
 const buildingMark = "_b";
 /** The longest wait before asking services that did not answer for their versions again. */
 const maxRetryMs = 30_000;
-/** The longest a refill waits for provisionings under way before it builds a slot anyway. */
-const maxQuietWaitMs = 1000;
+/**
+ * How long no provisioning must have run in this process before a refill
+ * migrates a slot: tenants arriving back to back leave no such gap, and
+ * the stock then waits rather than compete with them for the same cores.
+ */
+const quietMs = 50;
+/** The longest a refill waits for such a gap before it migrates a slot anyway. */
+const maxQuietWaitMs = 10_000;
 
 /** How a slot's role spells the schema versions it holds: a digest of every service's newest migration. */
 function versionsDigest(versions: Map<string, string>): string {
@@ -96,6 +102,8 @@ export class PooledStock {
   #retry: NodeJS.Timeout | undefined;
   #retryMs = 0;
   #provisioning = 0;
+  /** How many provisionings have started in this process: a gap is quiet only if none started in it. */
+  #started = 0;
   #quiet: (() => void)[] = [];
 
   constructor(options: PooledStockOptions) {
@@ -191,12 +199,13 @@ export class PooledStock {
   }
 
   /**
-   * Runs a provisioning. Refills wait for the provisionings under way in
-   * this process to end before they build another slot (at most
-   * {@link maxQuietWaitMs}), and one starts when it ends.
+   * Runs a provisioning. Refills wait for a gap of {@link quietMs} without
+   * provisioning in this process before they migrate another slot (at most
+   * {@link maxQuietWaitMs}), and one starts when a take leaves a stock low.
    */
   async whileProvisioning<T>(work: () => Promise<T>): Promise<T> {
     this.#provisioning++;
+    this.#started++;
     try {
       return await work();
     } finally {
@@ -297,10 +306,26 @@ export class PooledStock {
     }
   }
 
-  /** Resolves once no provisioning runs in this process, or after {@link maxQuietWaitMs}. */
+  /**
+   * Resolves once no provisioning has run in this process for
+   * {@link quietMs}, or after {@link maxQuietWaitMs} (or once stopped).
+   */
   async #provisioningsEnded(): Promise<void> {
-    if (this.#provisioning > 0) {
-      await Promise.race([new Promise<void>((resume) => this.#quiet.push(resume)), sleep(maxQuietWaitMs, undefined, { ref: false })]);
+    const deadline = performance.now() + maxQuietWaitMs;
+    for (;;) {
+      const left = deadline - performance.now();
+      if (left <= 0 || this.#stopped) {
+        return;
+      }
+      if (this.#provisioning > 0) {
+        await Promise.race([new Promise<void>((resume) => this.#quiet.push(resume)), sleep(left, undefined, { ref: false })]);
+        continue;
+      }
+      const started = this.#started;
+      await sleep(Math.min(quietMs, left), undefined, { ref: false });
+      if (this.#provisioning === 0 && this.#started === started) {
+        return;
+      }
     }
   }
 
@@ -323,7 +348,6 @@ export class PooledStock {
       const missing = wanted - current.length;
       // After a take, the stock is refilled once it is down to half: one batch of slots rather than one slot per tenant.
       if (missing > 0 && !this.#stopped && (!onlyLow || current.length <= Math.floor(wanted / 2))) {
-        await this.#provisioningsEnded();
         await this.#buildBatch(cluster, pool, latest!, digest!, missing);
       }
     } finally {
