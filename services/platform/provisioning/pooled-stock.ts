@@ -132,27 +132,45 @@ export class PooledStock {
   }
 
   /**
-   * Makes a ready slot of pool database `pool` holding `latest` the
+   * Makes a ready slot of pool database `pool` at the newest versions the
    * tenant's: its role renamed `target.role`, its schemas renamed with
-   * `target.schemaPrefix`. Returns the versions the tenant's schemas hold;
-   * undefined, changing nothing, when the stock has none (or the role or a
-   * schema name is taken already).
+   * `target.schemaPrefix`. Asks `newest` for the services' newest versions
+   * only when the stock holds a ready slot at all. Returns them and the
+   * versions the tenant's schemas hold (undefined, changing nothing, when
+   * no slot is at those versions); undefined when the stock is dry, the
+   * services do not answer, or the role or a schema name is taken already.
    */
-  async take(cluster: string, pool: string, latest: Map<string, string>, target: { role: string; schemaPrefix: string }): Promise<Map<string, string> | undefined> {
+  async take(
+    cluster: string,
+    pool: string,
+    newest: () => Promise<Map<string, string> | undefined>,
+    target: { role: string; schemaPrefix: string },
+  ): Promise<{ latest: Map<string, string>; versions: Map<string, string> | undefined } | undefined> {
     if (this.size === 0) {
       return undefined;
     }
     const { clusters, schemas, log } = this.#options;
     const services = schemas.entries.map((e) => e.name);
-    const digest = versionsDigest(latest);
     try {
-      return await clusters.inDatabase(cluster, pool, async (client) => {
+      // Left as found: each transaction below ends with a commit or a rollback.
+      return await clusters.inDatabaseKept(cluster, pool, async (client) => {
         const taken = await client.query("select 1 from pg_roles where rolname = $1", [target.role]);
         if (taken.rowCount !== 0) {
           // Taken or made by an earlier run, or someone else's: the next steps tell.
           return undefined;
         }
-        const ready = (await this.#list(client, pool)).filter((slot) => slot.ready && slot.digest === digest);
+        const listed = (await this.#list(client, pool)).filter((slot) => slot.ready);
+        if (listed.length === 0) {
+          // A dry stock: the services are not asked for their versions (the caller makes the role and schemas).
+          this.#low = true;
+          return undefined;
+        }
+        const latest = await newest();
+        if (latest === undefined) {
+          return undefined;
+        }
+        const digest = versionsDigest(latest);
+        const ready = listed.filter((slot) => slot.digest === digest);
         // This take leaves the stock at half or less (or found it empty): the provisioning's end starts a refill.
         this.#low ||= ready.length - 1 <= Math.floor(this.size / 2);
         for (const slot of ready) {
@@ -179,7 +197,7 @@ export class PooledStock {
             }
             await client.query("commit");
             log.info({ cluster, pool, slot: slot.role, role: target.role }, "took a slot of the pooled stock");
-            return versions;
+            return { latest, versions };
           } catch (error) {
             await client.query("rollback").catch(() => undefined);
             const code = (error as { code?: unknown }).code;
@@ -190,7 +208,7 @@ export class PooledStock {
             log.warn({ err: error, cluster, pool, slot: slot.role }, "could not take a slot of the pooled stock; trying another");
           }
         }
-        return undefined;
+        return { latest, versions: undefined };
       });
     } catch (error) {
       log.warn({ err: error, cluster, pool }, "could not look into the pooled stock; making the tenant's role and schemas instead");

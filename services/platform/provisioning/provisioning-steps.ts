@@ -525,16 +525,15 @@ async function takeSlot({ tenant, clusters, schemas, pooledStock, run }: StepCon
   if (pooledStock === undefined || pooledStock.size === 0) {
     return;
   }
+  // Asked only when the stock has a slot, and afresh: a slot is handed out only at the versions the services have now, never behind a deploy.
   // Services that do not answer leave the tenant's role and schemas to be made; migrate-schemas tells them.
-  // Asked afresh: a slot is handed out only at the versions the services have now, never behind a deploy.
-  const latest = await schemas.latestVersions({ fresh: true }).catch(() => undefined);
-  if (latest === undefined) {
-    return;
+  const newest = () => schemas.latestVersions({ fresh: true }).catch(() => undefined);
+  const taken = await pooledStock.take(tenant.cluster!, tenant.database, newest, { role: tenant.role!, schemaPrefix: tenant.schemaPrefix });
+  if (taken !== undefined) {
+    run.latest = taken.latest;
   }
-  run.latest = latest;
-  const versions = await pooledStock.take(tenant.cluster!, tenant.database, latest, { role: tenant.role!, schemaPrefix: tenant.schemaPrefix });
-  if (versions !== undefined) {
-    run.versions = versions;
+  if (taken?.versions !== undefined) {
+    run.versions = taken.versions;
     run.tookSlot = true;
   }
 }
