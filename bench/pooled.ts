@@ -19,8 +19,10 @@
 //   fleet: Backend's next version (one more migration) rolled out to every
 //     tenant by FleetService.MigrateTenants, BENCH_FLEET_CONCURRENCY
 //     (default 0: Platform's own choice) tenants at once per group.
-// BENCH_PROVISION_PAUSE_MS (default 0) pauses each caller between two
-// CreateTenant calls, as sign-ups that do not come back to back.
+// BENCH_POOLED_STOCK (default 3, as TENANTRY_POOLED_STOCK) ready slots are
+// kept in each pool database; BENCH_PROVISION_PAUSE_MS (default 0) pauses
+// each caller between two CreateTenant calls, as sign-ups that do not come
+// back to back, giving the stock's refill room.
 // --provisioning-only stops after provisioning (its figures only);
 // --fleet-only goes from provisioning to the fleet migration (its figures only);
 // BENCH_STATEMENTS=1 loads pg_stat_statements and prints what PostgreSQL
@@ -89,6 +91,7 @@ const poolMaxTenants = process.env.BENCH_POOL_MAX_TENANTS;
 const provisionPauseMs = Number(process.env.BENCH_PROVISION_PAUSE_MS ?? 0);
 const phases = process.env.BENCH_PHASES === "1";
 const profileDir = process.env.BENCH_PROFILE === undefined || process.env.BENCH_PROFILE === "" ? undefined : path.resolve(process.env.BENCH_PROFILE);
+const pooledStock = Number(process.env.BENCH_POOLED_STOCK ?? 3);
 const fewTenants = 10;
 const zipfExponent = 1.1;
 const backendFile = path.join(root, "bench/backend-pooled.ts");
@@ -171,7 +174,7 @@ try {
     backendFile,
     backendArgs: ["--expose-gc"],
     env: { BENCH_PUBLIC_JWK: JSON.stringify(await exportJWK(publicKey)), ...(profileDir === undefined ? {} : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` }) },
-    platformEnv: { TENANTRY_DATABASE_STOCK: "0", ...(poolMaxTenants === undefined ? {} : { TENANTRY_POOL_MAX_TENANTS: poolMaxTenants }), ...(phases ? { TENANTRY_LOG_LEVEL: "debug" } : {}) },
+    platformEnv: { TENANTRY_DATABASE_STOCK: "0", TENANTRY_POOLED_STOCK: String(pooledStock), ...(poolMaxTenants === undefined ? {} : { TENANTRY_POOL_MAX_TENANTS: poolMaxTenants }), ...(phases ? { TENANTRY_LOG_LEVEL: "debug" } : {}) },
   });
   for (const [name, child] of Object.entries(mesh.processes)) {
     profiledPids[name] = child.pid!;
@@ -271,7 +274,7 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
   const globalBefore = Number((await one<{ size: string }>("select pg_tablespace_size('pg_global') as size")).size);
   const atOnce = provisionConcurrency === 1 ? "one after another" : `${provisionConcurrency} at once`;
   const pause = provisionPauseMs > 0 ? `, ${provisionPauseMs} ms apart per caller` : "";
-  process.stdout.write(`provisioning ${tenantCount} pooled tenants ${atOnce}${pause}…\n`);
+  process.stdout.write(`provisioning ${tenantCount} pooled tenants ${atOnce}${pause}, a stock of ${pooledStock} slots per pool database…\n`);
   const provisioned: number[] = [];
   const provisionStarted = performance.now();
   provisionWindow[0] = nowUs();

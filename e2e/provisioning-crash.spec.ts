@@ -1,4 +1,5 @@
 import { Code, createClient } from "@connectrpc/connect";
+import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Placement, PlatformService, TenantStatus, type Tenant } from "../gen/tenantry/platform/v1/platform_service_pb.js";
@@ -9,9 +10,11 @@ import { startTestMesh, type TestMesh } from "../services/testing/test-mesh.ts";
 
 let mesh: TestMesh;
 beforeAll(async () => {
-  // With a stock of ready databases, as by default: the runs below take one.
-  mesh = await startTestMesh({ platformEnv: { TENANTRY_DATABASE_STOCK: "2" } });
+  // With a stock of ready databases and of pooled slots, as by default: the runs below take one.
+  mesh = await startTestMesh({ platformEnv: { TENANTRY_DATABASE_STOCK: "2", TENANTRY_POOLED_STOCK: "2" } });
   await mesh.createTenant();
+  // The pool database the pooled runs below use, and so its stock of slots.
+  await mesh.createTenant({ placement: Placement.POOLED });
 });
 
 /** The oids of the stock's ready databases once there are two. */
@@ -121,6 +124,44 @@ describe("provisioning after a kill -9", () => {
   });
 });
 
+/** The slot roles of the pool database's stock that are ready (not being built), by oid. */
+async function readySlots(pool: string): Promise<{ oid: number; role: string }[]> {
+  const prefix = `slot_${createHash("sha256").update(pool).digest("hex").slice(0, 8)}_`;
+  return mesh.sql("postgres", "select oid::int, rolname as role from pg_roles where starts_with(rolname, $1) and rolname !~ '_b$' order by 1", [prefix]);
+}
+
+/** The pool database's ready slots once there are two. */
+async function twoSlots(pool: string): Promise<{ oid: number; role: string }[]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const slots = await readySlots(pool);
+    if (slots.length === 2) {
+      return slots;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`the pooled stock holds ${slots.length} ready slots, not 2`);
+    }
+    await sleep(50);
+  }
+}
+
+/** How a role is granted to the pool's login (taken on with SET ROLE only), and whether it logs in. */
+async function grantToPool(pool: string, role: string): Promise<unknown> {
+  const [grant] = await mesh.sql(
+    "postgres",
+    "select r.rolcanlogin as login, m.inherit_option as inherit, m.set_option as set from pg_roles r join pg_auth_members m on m.roleid = r.oid where r.rolname = $1 and m.member = (select oid from pg_roles where rolname = $2)",
+    [role, pool],
+  );
+  return grant;
+}
+
+/** A slot is whole: its role NOLOGIN, granted to the pool's login for SET ROLE only, owning one schema per service. */
+async function expectWholeSlot(pool: string, role: string): Promise<void> {
+  expect(await grantToPool(pool, role)).toEqual({ login: false, inherit: false, set: true });
+  const schemas = await mesh.sql<{ nspname: string }>(pool, "select nspname from pg_namespace where nspowner = (select oid from pg_roles where rolname = $1) order by 1", [role]);
+  expect(schemas.map((s) => s.nspname.replace(/^s_[0-9a-f]{8}_/, ""))).toEqual(schemaOwners);
+}
+
 /** A pooled tenant's schemas in its pool database, by name, with their owners. */
 function pooledSchemas(tenantId: string, database: string): Promise<{ nspname: string; owner: string }[]> {
   return mesh.sql(database, "select nspname, pg_get_userbyid(nspowner) as owner from pg_namespace where starts_with(nspname, $1) order by 1", [`t_${tenantId.replaceAll("-", "_")}_`]);
@@ -130,7 +171,9 @@ describe("provisioning a pooled tenant after a kill -9", () => {
   /** The pooled tenants left FAILED below. */
   const failed: string[] = [];
   for (const step of pooledProvisioningSteps) {
-    it(`ends ACTIVE, with its role, schemas in a pool database and ledger, when Platform dies after "${step}" and starts again`, async () => {
+    it(`ends ACTIVE, with its role and schemas (a slot of the stock), pool database and ledger, when Platform dies after "${step}" and starts again`, async () => {
+      const [pool] = await mesh.sql<{ name: string }>(mesh.platformDatabase, "select name from platform.pool_databases");
+      const slots = await twoSlots(pool!.name);
       const tenantId = mesh.uniqueTenantId(`p-${step}`);
       await createTenantAndCrash(tenantId, step, {}, Placement.POOLED);
       await mesh.restartPlatform();
@@ -144,6 +187,13 @@ describe("provisioning a pooled tenant after a kill -9", () => {
       expect(await pooledSchemas(tenantId, tenant.database)).toEqual(schemaOwners.map((service) => ({ nspname: prefix + service, owner: role })));
       const pools = await mesh.sql(mesh.platformDatabase, "select name, state from platform.pool_databases order by name");
       expect(pools).toEqual([{ name: tenant.database, state: "ready" }]);
+      // Its role is a slot of the stock, renamed with its grant to the pool's login; the other slot is still in the stock, whole.
+      const [taken] = await mesh.sql<{ oid: number }>("postgres", "select oid::int from pg_roles where rolname = $1", [role]);
+      expect(slots.map((s) => s.oid)).toContain(taken!.oid);
+      expect(await grantToPool(tenant.database, role)).toEqual({ login: false, inherit: false, set: true });
+      const other = slots.find((s) => s.oid !== taken!.oid)!;
+      expect((await readySlots(tenant.database)).map((s) => s.oid)).toContain(other.oid);
+      await expectWholeSlot(tenant.database, other.role);
       const ledger = await mesh.sql(mesh.platformDatabase, "select service from platform.tenant_schema_versions where tenant_id = $1 order by 1", [tenantId]);
       expect(ledger).toEqual(schemaOwners.map((service) => ({ service })));
       const { entry } = await mesh.entries.createEntry({ title: `survived ${step}` }, { headers: { "x-tenant-id": tenantId } });

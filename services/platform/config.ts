@@ -145,6 +145,13 @@ export const platformEnv = {
    * (and drops those left). Needs TENANTRY_TEMPLATE_DATABASES.
    */
   TENANTRY_DATABASE_STOCK: z.coerce.number().int().min(0).max(100).default(3),
+  /**
+   * Ready slots kept in each pool database with room: a NOLOGIN role and
+   * its schemas, migrated to the newest versions, that a new pooled tenant
+   * takes by renaming them instead of having them made and migrated.
+   * Refilled in the background; 0 keeps none (and drops those left).
+   */
+  TENANTRY_POOLED_STOCK: z.coerce.number().int().min(0).max(100).default(3),
   /** Users and storage each tier allows, carried in every tenant's route. */
   TENANTRY_TIER_LIMITS: tierLimits.default(defaultTierLimits),
   /**

@@ -42,7 +42,7 @@ import { ClusterDrain, ServiceWriteFreeze, SessionWriteFreeze, TenantMoves, Tier
 import { PeriodicSweep } from "./periodic-sweep.ts";
 import { observePlatform } from "./platform-metrics.ts";
 import { PlatformService, platformService } from "./platform-service.ts";
-import { DatabaseStock, ensurePooledSchemas, TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
+import { DatabaseStock, ensurePooledSchemas, PooledStock, TemplateDatabases, TenantProvisioner, type TenantProvisionerOptions } from "./provisioning/index.ts";
 import { SchemaServices } from "./schema-services.ts";
 import { RateLimit } from "./rate-limit.ts";
 import { createPlatformOrm, ensurePlatformDatabase, getTenant, migratePlatformDatabase, parseDatabaseUrl, placementNames, recordSchemaService, tierName } from "./stores/index.ts";
@@ -130,12 +130,31 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     });
     closers.push(() => stockSweep.stop());
     closers.push(() => stock.stop());
+    const pooledStock = new PooledStock({
+      orm,
+      clusters,
+      schemas,
+      locks,
+      box,
+      size: config.TENANTRY_POOLED_STOCK,
+      poolMaxTenants: config.TENANTRY_POOL_MAX_TENANTS,
+      migrateTimeoutMs: 60_000,
+      log,
+    });
+    // Refilled after each pooled provisioning; the sweep builds it at start, follows new schema versions and drops what is not wanted.
+    const pooledStockSweep = new PeriodicSweep(() => pooledStock.refill(), {
+      intervalMs: config.TENANTRY_OFFBOARDING_CHECK_INTERVAL_MS,
+      onError: (error) => log.warn({ err: error }, "refilling the pooled stock failed; the next sweep tries again"),
+    });
+    closers.push(() => pooledStockSweep.stop());
+    closers.push(() => pooledStock.stop());
     const provisioner = new TenantProvisioner({
       orm,
       clusters,
       schemas,
       templates,
       stock,
+      pooledStock,
       locks,
       box,
       migrateTimeoutMs: 60_000,
@@ -331,6 +350,7 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
     scheduleSweep.start();
     moveSweep.start();
     stockSweep.start();
+    pooledStockSweep.start();
     const resuming = provisioner.resumeUnfinished().catch((error: unknown) => log.error({ err: error }, "could not resume unfinished tenants"));
     closers.push(() => resuming);
     return meshServer;

@@ -111,6 +111,8 @@ export async function planMesh(options: MeshPlanOptions): Promise<PlannedService
             TENANTRY_BACKUP_SCHEDULE: "off",
             // Specs of the database stock turn it on; the others provision by copying the template, with no stock built beside them.
             TENANTRY_DATABASE_STOCK: "0",
+            // Likewise the pooled stock: its own spec turns it on.
+            TENANTRY_POOLED_STOCK: "0",
             ...tierPlacements,
             ...options.platformEnv,
           }

@@ -39,12 +39,12 @@ describe("rollback steps", () => {
 
 describe("provisioning steps of a pooled tenant", () => {
   it("run in order from the record to ACTIVE, with a pool database chosen before the role is granted to its login", () => {
-    expect(pooledProvisioningSteps.join(" > ")).toBe("register > choose-pool > create-role > create-schemas > migrate-schemas > bootstrap > activate");
+    expect(pooledProvisioningSteps.join(" > ")).toBe("register > choose-pool > take-slot > create-role > create-schemas > migrate-schemas > bootstrap > activate");
     expect(Object.keys(pooledProvisioningStepTable).sort()).toEqual([...pooledProvisioningSteps].sort());
   });
 
-  it("are each recorded once done, but for the role and the schemas, made again by a resumed run rather than recorded", () => {
-    expect(pooledProvisioningSteps.filter((step) => pooledProvisioningStepTable[step].redoneOnResume === true)).toEqual(["create-role", "create-schemas"]);
+  it("are each recorded once done, but for the slot take, the role and the schemas, made again by a resumed run rather than recorded", () => {
+    expect(pooledProvisioningSteps.filter((step) => pooledProvisioningStepTable[step].redoneOnResume === true)).toEqual(["take-slot", "create-role", "create-schemas"]);
   });
 
   it("are undone by dropping the schemas, then the role that owns them; never the shared pool database", () => {

@@ -24,6 +24,7 @@ import {
   writeRedoable,
 } from "../stores/index.ts";
 import type { DatabaseStock } from "./database-stock.ts";
+import type { PooledStock } from "./pooled-stock.ts";
 import type { TemplateDatabases } from "./template-databases.ts";
 
 /**
@@ -37,10 +38,11 @@ export const provisioningSteps = ["register", "create-role", "take-database", "c
 /**
  * The steps of provisioning a pooled tenant, in order, as resumable as
  * those of a dedicated one: a pool database with room (made when none
- * has), the tenant's NOLOGIN role granted to the pool's login, its schemas
- * owned by that role, then migrated and bootstrapped through the services.
+ * has), a ready slot of its stock taken when there is one, else the
+ * tenant's NOLOGIN role granted to the pool's login and its schemas owned
+ * by that role, then migrated and bootstrapped through the services.
  */
-export const pooledProvisioningSteps = ["register", "choose-pool", "create-role", "create-schemas", "migrate-schemas", "bootstrap", "activate"] as const;
+export const pooledProvisioningSteps = ["register", "choose-pool", "take-slot", "create-role", "create-schemas", "migrate-schemas", "bootstrap", "activate"] as const;
 
 /** A step of provisioning a dedicated tenant. */
 export type DedicatedProvisioningStep = (typeof provisioningSteps)[number];
@@ -64,6 +66,8 @@ export interface StepServices {
   templates: TemplateDatabases | undefined;
   /** The clusters' stocks of ready databases; undefined to copy or migrate every new database. */
   stock: DatabaseStock | undefined;
+  /** The pool databases' stocks of ready slots; undefined to make every pooled tenant's role and schemas. */
+  pooledStock?: PooledStock | undefined;
   box: SecretBox;
   /** How long one service may take to migrate (or bootstrap) one tenant. */
   migrateTimeoutMs: number;
@@ -85,13 +89,17 @@ export interface StepContext extends StepServices {
    * a step that writes to the registry anyway records it with that write
    * (see {@link recordWithWork}), saving a transaction.
    */
-  recording?: { step: string; recorded: boolean };
+  recording?: { step: string; recorded: boolean; deferred?: boolean };
   /** What earlier steps of this run learned, so that later ones need not ask again. */
   run: {
     /** The newest version of each service's schema. */
     latest?: Map<string, string>;
     /** The version each service's schema has in the tenant's database. */
     versions?: Map<string, string>;
+    /** The versions migrate-schemas found (a slot taken: nothing to migrate), for bootstrap's registry write to record with its own. */
+    ledger?: (readonly [service: string, version: string])[];
+    /** A pooled tenant's role and schemas are a slot of its pool database's stock, taken by this run. */
+    tookSlot?: boolean;
   };
 }
 
@@ -258,19 +266,30 @@ async function migrateSchemas(context: StepContext): Promise<void> {
           await sleep(100 * attempt);
           if (tenant.placement === placementNames.pooled) {
             // Once for all the services that were refused together: two grants at once would collide.
-            regranted ??= createPooledRole(context);
+            regranted ??= grantPooledRole(context);
             await regranted;
           }
         }
       }
     }),
   );
-  await writeRedoable(em, async () => {
-    for (const [service, version] of reported) {
-      await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
-    }
-    recordWithWork(context);
-  });
+  if (run.tookSlot === true && context.recording !== undefined && schemas.auth !== undefined) {
+    // Nothing was migrated: bootstrap's registry write records the versions with its own, one transaction fewer.
+    // Should that write be lost, a resumed run finds the slot's schemas the tenant's and current, and records them then.
+    run.ledger = reported;
+    context.recording.deferred = true;
+    return;
+  }
+  await writeRedoable(em, () => recordLedger(context, reported));
+}
+
+/** Records the versions a tenant's schemas hold in the ledger, and the step being performed with them. */
+async function recordLedger(context: StepContext, reported: readonly (readonly [service: string, version: string])[]): Promise<void> {
+  const { em, tenant } = context;
+  for (const [service, version] of reported) {
+    await recordMigrated(em, { tenantId: tenant.id, service, version }, { firstAttempt: true });
+  }
+  recordWithWork(context);
 }
 
 /**
@@ -286,23 +305,57 @@ async function bootstrap(context: StepContext): Promise<void> {
   }
   const catalog = await schemas.permissionCatalog();
   const ownerPassword = tenant.ownerPassword == null ? "" : box.open(tenant.ownerPassword, ownerPasswordContext(tenant.id));
-  try {
-    await auth
-      .clientOf(AuthService)
-      .bootstrapTenant({ tenantId: tenant.id, ownerEmail: tenant.ownerEmail ?? "", ownerPassword, permissions: catalog.permissions }, { timeoutMs: migrateTimeoutMs });
-  } catch (error) {
-    const cause = ConnectError.from(error);
-    throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
+  // Asked again on UNAVAILABLE as migrate-schemas does (a pooled tenant taking a slot meets its first SET ROLE here).
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await auth
+        .clientOf(AuthService)
+        .bootstrapTenant({ tenantId: tenant.id, ownerEmail: tenant.ownerEmail ?? "", ownerPassword, permissions: catalog.permissions }, { timeoutMs: migrateTimeoutMs });
+      break;
+    } catch (error) {
+      const cause = ConnectError.from(error);
+      if (cause.code !== Code.Unavailable || attempt === migrateAttempts) {
+        throw new ConnectError(`auth could not bootstrap the tenant: ${cause.rawMessage}`, cause.code);
+      }
+      context.log.warn({ tenantId: tenant.id, attempt, reason: cause.rawMessage }, "auth could not bootstrap the tenant; asking again");
+      await sleep(100 * attempt);
+      if (tenant.placement === placementNames.pooled) {
+        await grantPooledRole(context);
+      }
+    }
   }
-  await writeRedoable(em, async () => {
+  const record = async () => {
+    await recordLedger(context, context.run.ledger ?? []);
     await recordPermissionsMerged(em, { tenantId: tenant.id, service: auth.name, permissionsDigest: catalog.digest });
-    recordWithWork(context);
-  });
+  };
+  if (context.recording?.step !== "bootstrap") {
+    await writeRedoable(em, record);
+    return;
+  }
+  // Provisioning's last step but activate: the tenant is made ACTIVE in the same transaction, durably, leaving activate nothing to write.
+  await em.begin();
+  try {
+    await record();
+    Object.assign(tenant, activation());
+    context.recording.recorded = true;
+    await em.commit();
+  } catch (error) {
+    await em.rollback().catch(() => undefined);
+    throw error;
+  }
 }
 
-/** Makes the tenant ACTIVE, forgetting the owner's password; recorded with its work. */
+/** What activating a tenant changes on its record: ACTIVE, its step cleared, the owner's password forgotten. */
+function activation(): Pick<Tenant, "ownerPassword" | "status" | "lifecycleStep" | "error" | "updatedAt"> {
+  return { ownerPassword: null, status: statusNames.active, lifecycleStep: null, error: null, updatedAt: new Date() };
+}
+
+/** Makes the tenant ACTIVE, forgetting the owner's password; recorded with its work (or already, with bootstrap's). */
 async function activate({ em, tenant }: StepContext): Promise<void> {
-  await changeTenant(em, tenant, { ownerPassword: null, status: statusNames.active, lifecycleStep: null, error: null });
+  if (tenant.status === statusNames.active) {
+    return;
+  }
+  await changeTenant(em, tenant, activation());
 }
 
 /** Drops the tenant's database, only if provisioning made it: then it is owned by the tenant's role. */
@@ -332,7 +385,10 @@ async function dropRole({ tenant, clusters }: StepContext): Promise<void> {
 async function choosePool(context: StepContext): Promise<void> {
   const { em, tenant, clusters, box, poolMaxTenants, poolNamePrefix, recording } = context;
   if (tenant.database !== "") {
-    // Chosen by an earlier run: the pool database was recorded with the choice.
+    // Chosen with the tenant's record (see TenantProvisioner.create) or by an earlier run: recorded with the choice.
+    if (recording !== undefined) {
+      recording.deferred = true;
+    }
     return;
   }
   tenant.database = await choosePoolDatabase(em, clusters, box, tenant.cluster!, { poolMaxTenants, poolNamePrefix }, async (tx, chosen) => {
@@ -360,20 +416,36 @@ export async function choosePoolDatabase(
   record: (tx: EntityManager, chosen: string) => Promise<void>,
 ): Promise<string> {
   return em.transactional(async (tx) => {
-    await lockForTransaction(tx, `pool:${cluster}`);
-    const pools = await listPoolDatabases(tx, cluster);
-    // Tenants moving in count as held: each takes its place once switched.
-    const roomy = pools.filter((p) => p.state === poolStates.ready && p.tenantCount + p.arriving < poolMaxTenants).sort((a, b) => b.tenantCount + b.arriving - (a.tenantCount + a.arriving));
-    let chosen = roomy[0]?.name;
-    if (chosen === undefined) {
-      chosen = nextPoolName(poolNamePrefix, pools.map((p) => p.name));
-      const password = randomBytes(24).toString("base64url");
-      await setUpPoolDatabase(clusters, cluster, chosen, password);
-      await insertPoolDatabase(tx, { cluster, name: chosen, role: chosen, rolePassword: box.seal(password, poolPasswordContext(cluster, chosen)), state: poolStates.ready });
-    }
+    const chosen = await choosePoolDatabaseIn(tx, clusters, box, cluster, { poolMaxTenants, poolNamePrefix });
     await record(tx, chosen);
     return chosen;
   });
+}
+
+/**
+ * {@link choosePoolDatabase} inside the caller's transaction `tx`, which
+ * holds the cluster's pool lock from here on and is to record the choice
+ * (the tenant's record with its pool database's name, counted there).
+ */
+export async function choosePoolDatabaseIn(
+  tx: EntityManager,
+  clusters: ClusterRegistry,
+  box: SecretBox,
+  cluster: string,
+  { poolMaxTenants = 1000, poolNamePrefix = "tenantry_pool" }: { poolMaxTenants?: number | undefined; poolNamePrefix?: string | undefined },
+): Promise<string> {
+  await lockForTransaction(tx, `pool:${cluster}`);
+  const pools = await listPoolDatabases(tx, cluster);
+  // Tenants moving in count as held: each takes its place once switched.
+  const roomy = pools.filter((p) => p.state === poolStates.ready && p.tenantCount + p.arriving < poolMaxTenants).sort((a, b) => b.tenantCount + b.arriving - (a.tenantCount + a.arriving));
+  let chosen = roomy[0]?.name;
+  if (chosen === undefined) {
+    chosen = nextPoolName(poolNamePrefix, pools.map((p) => p.name));
+    const password = randomBytes(24).toString("base64url");
+    await setUpPoolDatabase(clusters, cluster, chosen, password);
+    await insertPoolDatabase(tx, { cluster, name: chosen, role: chosen, rolePassword: box.seal(password, poolPasswordContext(cluster, chosen)), state: poolStates.ready });
+  }
+  return chosen;
 }
 
 /** The first `<prefix>_<n>` not taken by `taken`. */
@@ -419,7 +491,16 @@ function poolRoleOf(tenant: Tenant): string {
  * its pool database's login to be taken on with SET ROLE only (not
  * inherited).
  */
-async function createPooledRole({ tenant, clusters }: StepContext): Promise<void> {
+async function createPooledRole({ tenant, clusters, run }: StepContext): Promise<void> {
+  if (run.tookSlot === true) {
+    // The slot's role, renamed, keeps its grant to the pool's login.
+    return;
+  }
+  await grantPooledRole({ tenant, clusters });
+}
+
+/** Makes a pooled tenant's role NOLOGIN (creating it if needed) and grants it to its pool's login again. */
+async function grantPooledRole({ tenant, clusters }: Pick<StepContext, "tenant" | "clusters">): Promise<void> {
   const role = pg.escapeIdentifier(tenant.role!);
   await clusters.admin(tenant.cluster!, async (admin) => {
     const { rows } = await admin.query<{ exists: boolean; version: number }>(
@@ -434,12 +515,41 @@ async function createPooledRole({ tenant, clusters }: StepContext): Promise<void
 }
 
 /**
+ * Takes a ready slot of the pool database's stock as the tenant's, when
+ * the stock has one at the newest schema versions: its role and schemas
+ * renamed the tenant's in one transaction on the pool database, so that
+ * create-role, create-schemas and migrate-schemas find them made (and
+ * this run skips their checks). Not taken, nothing changed: those steps
+ * make them.
+ */
+async function takeSlot({ tenant, clusters, schemas, pooledStock, run }: StepContext): Promise<void> {
+  if (pooledStock === undefined || pooledStock.size === 0) {
+    return;
+  }
+  // Asked only when the stock has a slot, and afresh: a slot is handed out only at the versions the services have now, never behind a deploy.
+  // Services that do not answer leave the tenant's role and schemas to be made; migrate-schemas tells them.
+  const newest = () => schemas.latestVersions({ fresh: true }).catch(() => undefined);
+  const taken = await pooledStock.take(tenant.cluster!, tenant.database, newest, { role: tenant.role!, schemaPrefix: tenant.schemaPrefix });
+  if (taken !== undefined) {
+    run.latest = taken.latest;
+  }
+  if (taken?.versions !== undefined) {
+    run.versions = taken.versions;
+    run.tookSlot = true;
+  }
+}
+
+/**
  * Creates the pooled tenant's schema of every schema service in its pool
  * database, owned by its role (which may not create schemas there itself).
  * A schema of that name owned by anyone else is left alone:
  * FAILED_PRECONDITION.
  */
 async function createSchemas({ tenant, clusters, schemas, run }: StepContext): Promise<void> {
+  if (run.tookSlot === true) {
+    // Renamed from the slot's, owned by the tenant's role, in the take's transaction.
+    return;
+  }
   const services = schemas.entries.map((e) => e.name);
   const made = await ensurePooledSchemas(clusters, tenant, services);
   if (made === services.length) {
@@ -529,6 +639,8 @@ export const pooledProvisioningStepTable: { readonly [S in PooledProvisioningSte
   register: provisioningStepTable.register,
   // Nothing to undo: the pool database is shared, and its record counts only tenants that hold a place in it.
   "choose-pool": { perform: choosePool },
+  // A slot renamed the tenant's in one transaction of the pool database; taken again (or not) on resuming.
+  "take-slot": { perform: takeSlot, undoneBy: "drop-schemas", redoneOnResume: true },
   // Two catalog statements each, on connections kept open: redone sooner than recorded.
   "create-role": { perform: createPooledRole, undoneBy: "drop-role", redoneOnResume: true },
   "create-schemas": { perform: createSchemas, undoneBy: "drop-schemas", redoneOnResume: true },

@@ -29,6 +29,7 @@ import { checkNewTenant, type NewTenant } from "./new-tenant.ts";
 import { chooseCluster } from "./placement.ts";
 import type { PlacementName } from "../config.ts";
 import {
+  choosePoolDatabaseIn,
   provisioningPlanOf,
   provisioningSteps,
   rollbackStepTable,
@@ -86,7 +87,7 @@ export class TenantProvisioner {
       return this.#again(existing, wanted);
     }
     try {
-      await this.#record(em, wanted, firstStep);
+      await this.#record(em, wanted, firstStep, undefined, { choosePool: true });
     } catch (error) {
       if (error instanceof UniqueConstraintViolationException) {
         return this.#again(await getTenant(this.#options.orm.em.fork(), tenantId), wanted);
@@ -120,20 +121,35 @@ export class TenantProvisioner {
     }
   }
 
-  /** Records a new tenant on the cluster placement chooses, at `step`, and whatever goes `alongside` it. */
-  async #record(em: EntityManager, wanted: NewTenant, step: string, alongside?: (em: EntityManager, tenant: Tenant) => Promise<void>): Promise<Tenant> {
+  /**
+   * Records a new tenant on the cluster placement chooses, at `step`, and
+   * whatever goes `alongside` it; with `choosePool`, a pooled tenant's pool
+   * database too (as the choose-pool step would, in the same transaction:
+   * one registry write fewer; that step then finds it chosen).
+   */
+  async #record(
+    em: EntityManager,
+    wanted: NewTenant,
+    step: string,
+    alongside?: (em: EntityManager, tenant: Tenant) => Promise<void>,
+    { choosePool = false }: { choosePool?: boolean } = {},
+  ): Promise<Tenant> {
     const { tenantId } = wanted;
+    const { clusters, box, poolMaxTenants, poolNamePrefix } = this.#options;
     return em.transactional(async (tx) => {
       // One placement at a time, so that two tenants never take a cluster's last place.
       await lockForTransaction(tx, "placement");
       const pooled = this.#placementOf(wanted) === placementNames.pooled;
+      const cluster = chooseCluster(await listClusters(tx), { ...wanted, pooled });
+      // Else a pooled tenant's is chosen by the choose-pool step (a restore's clone, by the restore). Taken after
+      // "placement" (never before it), the cluster's pool lock is held to the commit; a new pool database is made under both.
+      const pool = pooled && choosePool ? await choosePoolDatabaseIn(tx, clusters, box, cluster, { poolMaxTenants, poolNamePrefix }) : "";
       const tenant = await insertTenant(tx, {
         id: tenantId,
         displayName: wanted.displayName,
         tier: tierName(wanted.tier),
-        // A pooled tenant's is its pool database, chosen by the choose-pool step.
-        database: pooled ? "" : tenantDatabaseName(tenantId),
-        cluster: chooseCluster(await listClusters(tx), { ...wanted, pooled }),
+        database: pooled ? pool : tenantDatabaseName(tenantId),
+        cluster,
         role: tenantDatabaseName(tenantId),
         // A pooled tenant's role does not log in: its route carries its pool database's login.
         rolePassword: pooled ? null : this.#options.box.seal(randomBytes(24).toString("base64url"), rolePasswordContext(tenantId)),
@@ -220,7 +236,9 @@ export class TenantProvisioner {
       }
       try {
         const advance = () => this.#advance(tenantId);
-        return await (this.#options.stock?.whileProvisioning(advance) ?? advance());
+        const { stock, pooledStock } = this.#options;
+        const withStock = () => stock?.whileProvisioning(advance) ?? advance();
+        return await (pooledStock?.whileProvisioning(withStock) ?? withStock());
       } finally {
         await this.#options.locks.unlock(key).catch(() => undefined);
       }
@@ -262,7 +280,7 @@ export class TenantProvisioner {
     for (const step of plan.steps.slice(done + 1)) {
       const started = performance.now();
       // activate is recorded with its work (the tenant ACTIVE, its step cleared).
-      const recording = step === "activate" ? undefined : { step, recorded: false };
+      const recording: StepContext["recording"] = step === "activate" ? undefined : { step, recorded: false };
       try {
         await plan.table[step]!.perform({ ...context, ...(recording === undefined ? {} : { recording }) });
       } catch (error) {
@@ -273,7 +291,7 @@ export class TenantProvisioner {
       }
       const performed = performance.now();
       await this.#options.afterStep?.(tenantId, step);
-      if (recording !== undefined && !recording.recorded && plan.table[step]!.redoneOnResume !== true) {
+      if (recording !== undefined && !recording.recorded && recording.deferred !== true && plan.table[step]!.redoneOnResume !== true) {
         await recordStepDone(em, tenant, step);
       }
       // What each step costs, its work and its record apart (bench:pooled with BENCH_PHASES=1 reads them).
@@ -300,7 +318,7 @@ export class TenantProvisioner {
   }
 
   #context(em: EntityManager, tenant: Tenant): StepContext {
-    const { clusters, schemas, templates, stock, box, migrateTimeoutMs, poolMaxTenants, poolNamePrefix, log } = this.#options;
+    const { clusters, schemas, templates, stock, pooledStock, box, migrateTimeoutMs, poolMaxTenants, poolNamePrefix, log } = this.#options;
     return {
       em,
       tenant,
@@ -308,6 +326,7 @@ export class TenantProvisioner {
       schemas,
       templates,
       stock,
+      pooledStock,
       box,
       migrateTimeoutMs,
       ...(poolMaxTenants === undefined ? {} : { poolMaxTenants }),
