@@ -11,15 +11,18 @@
 // (default 100000: ~100 MB), BENCH_LOAD_ROUNDS (default 8 pairs of GetEntry
 // rounds, with and without backups), BENCH_SECONDS (default 3, per GetEntry
 // round), BENCH_CONCURRENCY (default 16), BENCH_BACKUP_MAX_RATE (Platform's
-// TENANTRY_BACKUP_MAX_RATE, its default unless set), BENCH_EPHEMERAL=1 runs
+// TENANTRY_BACKUP_MAX_RATE, its default unless set), BENCH_DATABASE_STOCK
+// (Platform's TENANTRY_DATABASE_STOCK, default 3 as deployed; 0 has every
+// restore create and migrate its database), BENCH_EPHEMERAL=1 runs
 // PostgreSQL without fsync, BENCH_PHASES=1 also prints where each restore's
 // time goes (its steps, and the parts of its load) and pg_restore's
 // sections timed one by one.
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { spawn } from "node:child_process";
 import { access, constants, readdir, readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { AuthService } from "../gen/tenantry/auth/v1/auth_service_pb.js";
 import { EntryService } from "../gen/tenantry/backend/v1/entry_service_pb.js";
@@ -41,6 +44,8 @@ const backupRate = process.env.BENCH_BACKUP_MAX_RATE;
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 16);
 const ephemeral = process.env.BENCH_EPHEMERAL === "1";
 const phases = process.env.BENCH_PHASES === "1";
+/** Platform's TENANTRY_DATABASE_STOCK (its default, 3); 0 has every restore create its database. */
+const stockSize = Number(process.env.BENCH_DATABASE_STOCK ?? 3);
 const otherTenants = 20;
 const userCount = 20_000;
 const password = "bench-password";
@@ -108,7 +113,14 @@ try {
   const { rows: versionRows } = await admin.query<{ version: string }>("select current_setting('server_version') as version");
   const serverVersion = versionRows[0]!.version;
 
-  const mesh = await startBenchMesh(bench, { platformEnv: { TENANTRY_LOG_LEVEL: phases ? "debug" : "error", ...(backupRate === undefined ? {} : { TENANTRY_BACKUP_MAX_RATE: backupRate }) } });
+  const mesh = await startBenchMesh(bench, {
+    platformEnv: {
+      TENANTRY_LOG_LEVEL: phases ? "debug" : "error",
+      // As deployed: a stock of ready databases (bench meshes keep none unless asked).
+      TENANTRY_DATABASE_STOCK: String(stockSize),
+      ...(backupRate === undefined ? {} : { TENANTRY_BACKUP_MAX_RATE: backupRate }),
+    },
+  });
   // With BENCH_PHASES=1: the durations Platform logs of a restore's steps and of the parts of its load, since last read.
   let phaseLines = "";
   mesh.processes.platform!.stdout!.on("data", (chunk) => (phaseLines += chunk));
@@ -130,10 +142,29 @@ try {
   const backendTransport = createGrpcJsTransport({ address: `127.0.0.1:${mesh.ports.backend}` });
   const entries = createClient(EntryService, backendTransport);
 
+  /**
+   * Creates a tenant, asking again while Platform answers UNAVAILABLE: just
+   * started, it may not reach the services yet (its stock asks them for
+   * their versions as soon as it starts, before they listen).
+   */
+  const createTenant = async (tenantId: string) => {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        return await platform.createTenant({ tenantId, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: password });
+      } catch (error) {
+        if (ConnectError.from(error).code !== Code.Unavailable || Date.now() > deadline) {
+          throw error;
+        }
+        await sleep(200);
+      }
+    }
+  };
+
   // The tenant backed up: its owner through Platform, the rest loaded straight into its database.
   const tenantId = "big";
   process.stdout.write(`loading ${entryCount} entries and ${userCount} users into tenant "${tenantId}"…\n`);
-  await platform.createTenant({ tenantId, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: password });
+  await createTenant(tenantId);
   const databaseOf = async (id: string) => (await platform.getTenant({ tenantId: id })).tenant!.database;
   const fillStarted = performance.now();
   {
@@ -150,16 +181,33 @@ try {
   const targets: Target[] = [];
   for (let i = 0; i < otherTenants; i++) {
     const id = `other-${i}`;
-    await platform.createTenant({ tenantId: id, placement: Placement.DEDICATED, ownerEmail: "owner@example.com", ownerPassword: password });
+    await createTenant(id);
     const { accessToken: token } = await auth.login({ email: "owner@example.com", password }, { headers: { "x-tenant-id": id } });
     const { entry } = await entries.createEntry({ title: `entry of ${id}`, body: words(60), tags: ["bench"] }, { headers: { "x-tenant-id": id, authorization: `Bearer ${token}` } });
     targets.push({ tenantId: id, token, id: entry!.id });
   }
 
-  /** Flushes what earlier rounds wrote, so that no round pays for another's checkpoint. */
-  const settle = () => admin.query("checkpoint");
+  /**
+   * Waits for the cluster's stock of ready databases to be whole again (a
+   * clone or restore may have taken one; provisioning refills it behind
+   * them), then flushes what earlier rounds wrote: no round pays for another's
+   * refill or checkpoint.
+   */
+  const settle = async () => {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const { rows } = await admin.query<{ ready: number; building: number }>(
+        "select count(*) filter (where datname !~ '_b$')::int as ready, count(*) filter (where datname ~ '_b$')::int as building from pg_database where starts_with(datname, 'tenantry_platform_stock_')",
+      );
+      if ((rows[0]!.ready >= stockSize && rows[0]!.building === 0) || Date.now() > deadline) {
+        break;
+      }
+      await sleep(50);
+    }
+    await admin.query("checkpoint");
+  };
   const dumpFile = path.join(bench.dir, "tenant.dump");
-  const figures = { dump: [] as number[], dumpFast: [] as number[], backup: [] as number[], pgRestore: [] as number[], pgRestoreJobs: [] as number[], analyze: [] as number[], clone: [] as number[], inPlace: [] as number[], dumpBytes: 0, dumpFastBytes: 0, backupBytes: 0 };
+  const figures = { dump: [] as number[], dumpFast: [] as number[], backup: [] as number[], pgRestore: [] as number[], pgRestoreJobs: [] as number[], pgRestoreReady: [] as number[], analyze: [] as number[], clone: [] as number[], inPlace: [] as number[], dumpBytes: 0, dumpFastBytes: 0, backupBytes: 0 };
   process.stdout.write(`${rounds} rounds of backups and restores…\n`);
   for (let round = 0; round < rounds; round++) {
     const database = await databaseOf(tenantId);
@@ -204,6 +252,13 @@ try {
       figures.analyze.push(await timed(() => restoredDb.query(`analyze ${tables.map((t) => t.name).join(", ")}`)));
       await restoredDb.end();
     };
+    // For reference: pg_restore into a database made beforehand, as a restore into a database of the stock.
+    const pgRestoreReady = async () => {
+      await admin.query(`create database ${restored}_ready`);
+      await settle();
+      figures.pgRestoreReady.push(await timed(() => run("pg_restore", ["-d", bench.database.urlFor(`${restored}_ready`), dumpFile])));
+      await admin.query(`drop database ${restored}_ready`);
+    };
     // For reference: pg_restore with two jobs, as a restore loads over two connections.
     const pgRestoreJobs = async () => {
       await settle();
@@ -245,7 +300,7 @@ try {
       process.stdout.write(`  pg_restore sections: ${times.join(", ")}\n`);
     };
     // Both sides go first in turn.
-    const order = round % 2 === 0 ? [dump, dumpFast, backup, pgRestore, pgRestoreJobs, clone] : [backup, dumpFast, dump, clone, pgRestoreJobs, pgRestore];
+    const order = round % 2 === 0 ? [dump, dumpFast, backup, pgRestore, pgRestoreJobs, pgRestoreReady, clone] : [backup, dumpFast, dump, clone, pgRestoreReady, pgRestoreJobs, pgRestore];
     for (const step of phases ? [...order, pgRestoreSections] : order) {
       await step();
     }
@@ -345,11 +400,14 @@ ${table(
     row("backup / pg_dump -Fc -Z1 (gzip level 1 too)", sec(figures.backup), sec(figures.dumpFast), ratio(figures.backup, figures.dumpFast)),
     row("size: backup / pg_dump -Fc -Z1 file", mb(figures.backupBytes), mb(figures.dumpFastBytes), figures.backupBytes / figures.dumpFastBytes),
     row("clone / pg_restore then ANALYZE", sec(figures.clone), sec(pgRestoreAnalyzed), ratio(figures.clone, pgRestoreAnalyzed)),
+    row("clone / pg_restore into a database made before", sec(figures.clone), sec(figures.pgRestoreReady), ratio(figures.clone, figures.pgRestoreReady)),
     row("clone / pg_restore -j 2 (two connections too)", sec(figures.clone), sec(figures.pgRestoreJobs), ratio(figures.clone, figures.pgRestoreJobs)),
     row("in place / pg_restore -j 2", sec(figures.inPlace), sec(figures.pgRestoreJobs), ratio(figures.inPlace, figures.pgRestoreJobs)),
   ],
 )}
-(a restore ANALYZEs the tables it loaded before the tenant is served; pg_restore leaves that to be done)
+(a restore ANALYZEs the tables it loaded before the tenant is served; pg_restore leaves that to be done;
+a restore of a backup at the versions the cluster's stock of ready databases holds, TENANTRY_DATABASE_STOCK=${stockSize}, takes one of them
+instead of creating and migrating a database, and the next round waits for the stock to be refilled)
 
 GetEntry of ${targets.length} other tenants, ${concurrency} callers, ${loadRounds} pairs of ${seconds} s rounds; ${backupsDuring} backups of "${tenantId}" ran one after another in the loaded rounds
 ${table(

@@ -198,6 +198,8 @@ export async function startPlatform(config: PlatformConfig, log: Logger, telemet
       keepMs: config.TENANTRY_RESTORE_KEEP_MS,
       poolMaxTenants: config.TENANTRY_POOL_MAX_TENANTS,
       poolNamePrefix: `${platformDatabase}_pool`,
+      stock,
+      templates,
       log,
       events: backupMetrics,
       ...(hooks.afterRestoreStep === undefined ? {} : { afterStep: hooks.afterRestoreStep }),

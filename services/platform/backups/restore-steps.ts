@@ -7,12 +7,14 @@ import type { Restore } from "../entities/restore.ts";
 import type { Tenant } from "../entities/tenant.ts";
 import {
   allowGeneration,
+  type DatabaseStock,
   dropGeneration,
   ensurePooledSchemas,
   pooledProvisioningStepTable,
   provisioningStepTable,
   rollbackStepTable,
   type PooledSchemas,
+  type TemplateDatabases,
 } from "../provisioning/index.ts";
 import type { SchemaServices } from "../schema-services.ts";
 import { allowConnections, eachService, migrateDatabase, schemaVersionsIn, type TenantDatabase } from "../tenant-databases.ts";
@@ -51,6 +53,14 @@ export interface RestoreServices {
   poolMaxTenants?: number;
   /** As provisioning's: the names of pool databases are this followed by `_<n>`. */
   poolNamePrefix?: string;
+  /**
+   * The clusters' stocks of ready databases: a restore of a backup taken at
+   * the versions a stock database holds takes one instead of creating and
+   * migrating a database. Undefined to create every restored database.
+   */
+  stock?: DatabaseStock;
+  /** What the stock's databases are copies of (their objects, the template's role's, are handed over as provisioning hands them). */
+  templates?: TemplateDatabases;
   log: Logger;
 }
 
@@ -155,13 +165,48 @@ function targetOf(context: RestoreContext, tenant?: Tenant): Tenant {
   return { id: tenant!.id, role: tenant!.role, rolePassword: tenant!.rolePassword, cluster: restore.cluster, database: restore.database } as Tenant;
 }
 
-/** Runs a provisioning step (or rollback step) on the restore's target. */
-function provisioningStep(work: (context: Parameters<RestoreWork>[0] & { tenant: Tenant; templates: undefined; stock: undefined; run: object }) => Promise<void>): RestoreWork {
+/**
+ * Runs a provisioning step (or rollback step) on the restore's target.
+ * Without the template: the database is made at the backup's versions,
+ * which need not be the newest (a stock database is taken in
+ * create-database only when it holds those versions).
+ */
+function provisioningStep(
+  work: (context: Parameters<RestoreWork>[0] & { tenant: Tenant; templates: TemplateDatabases | undefined; stock: undefined; run: object }) => Promise<void>,
+  options: { templates?: boolean } = {},
+): RestoreWork {
   return async (context) => {
     const tenant = context.restore.kind === restoreKinds.verify ? undefined : await getTenant(context.em, context.restore.tenantId);
-    // No template nor stock: the database is made at the backup's versions, which need not be the newest.
-    await work({ ...context, tenant: targetOf(context, tenant), templates: undefined, stock: undefined, run: {} });
+    await work({ ...context, tenant: targetOf(context, tenant), templates: options.templates === true ? context.templates : undefined, stock: undefined, run: {} });
   };
+}
+
+/** Each service's newest migration in the backup, by service (a service whose schema had none is left out). */
+function backupVersions(manifest: BackupManifest): Map<string, string> {
+  const versions = new Map<string, string>();
+  for (const [service, { migrations }] of Object.entries(manifest.services)) {
+    if (migrations.length > 0) {
+      versions.set(service, migrations.at(-1)!);
+    }
+  }
+  return versions;
+}
+
+/**
+ * Makes the restored database: a ready database of the cluster's stock
+ * when one holds exactly the backup's versions (the newest, unless a
+ * service was deployed since), taken in one transaction on the cluster as
+ * provisioning takes one; else an empty database. Done again after a
+ * stop, it finds the database the target's already.
+ */
+async function createDatabase(context: RestoreContext): Promise<void> {
+  const { stock, restore, backup } = context;
+  if (stock !== undefined && stock.size > 0) {
+    const role = restore.kind === restoreKinds.verify ? restore.role! : (await getTenant(context.em, restore.tenantId)).role!;
+    // False when the target exists already (taken before a stop, say): create-database then tells whose it is.
+    await stock.take(restore.cluster, backupVersions(backup.manifest), { database: restore.database, role });
+  }
+  await provisioningStep(provisioningStepTable["create-database"].perform)(context);
 }
 
 /**
@@ -205,17 +250,23 @@ async function migrateTarget(context: RestoreContext, versions: Map<string, stri
   await migrateDatabase(context, await targetDatabase(context), versions, "the restored database");
 }
 
-/** Migrates the restored database to the versions the backup was taken at. */
+/**
+ * Migrates the restored database to the versions the backup was taken at;
+ * a database that holds them already (a stock database's) is left as it is.
+ */
 async function migrateToBackup(context: RestoreContext): Promise<void> {
   const { manifest } = context.backup;
   const known = new Set(context.schemas.entries.map((e) => e.name));
-  const versions = new Map<string, string>();
-  for (const [service, { migrations }] of Object.entries(manifest.services)) {
+  for (const service of Object.keys(manifest.services)) {
     if (!known.has(service)) {
       throw new ConnectError(`backup "${manifest.backupId}" holds schema ${service} of a service this Platform does not know (TENANTRY_SCHEMA_SERVICES)`, Code.FailedPrecondition);
     }
-    if (migrations.length > 0) {
-      versions.set(service, migrations.at(-1)!);
+  }
+  const versions = backupVersions(manifest);
+  if (!isPooled(context.restore)) {
+    const held = await versionsIn(context, context.restore.database);
+    if (held.size === versions.size && [...versions].every(([service, version]) => held.get(service) === version)) {
+      return;
     }
   }
   await migrateTarget(context, versions);
@@ -376,8 +427,9 @@ async function allowSchemas(context: RestoreContext, prefix: string, allow: bool
 export const restoreStepTable: { readonly [S in RestoreStep]: RestoreWork } = {
   "choose-pool": choosePool,
   "create-role": (context) => (isPooled(context.restore) ? createPooledRole(context) : provisioningStep(provisioningStepTable["create-role"].perform)(context)),
-  "create-database": provisioningStep(provisioningStepTable["create-database"].perform),
-  "secure-database": provisioningStep(provisioningStepTable["secure-database"].perform),
+  "create-database": createDatabase,
+  // With the template known: a stock database's objects are the template's role's until handed over.
+  "secure-database": provisioningStep(provisioningStepTable["secure-database"].perform, { templates: true }),
   "create-schemas": createSchemas,
   "migrate-to-backup": migrateToBackup,
   load,

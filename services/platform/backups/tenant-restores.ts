@@ -303,7 +303,9 @@ export class TenantRestores {
         throw new ConnectError(`tenant "${restore!.tenantId}" is being worked on by another Platform instance; retry shortly`, Code.Unavailable);
       }
       try {
-        return await this.#advance(restoreId);
+        // As a provisioning: the stock's refills wait for it to end, and one follows it (it may have taken a database).
+        const stock = this.#options.stock;
+        return await (stock === undefined ? this.#advance(restoreId) : stock.whileProvisioning(() => this.#advance(restoreId)));
       } finally {
         await this.#options.locks.unlock(key).catch(() => undefined);
       }
