@@ -32,6 +32,8 @@ export class SchemaServices {
   readonly #transports: GrpcJsTransport[] = [];
   readonly #ttlMs: number;
   #described: { at: number; descriptions: Promise<Map<string, SchemaDescription>> } | undefined;
+  /** The newest versions last asked afresh, with the connections they were answered on (see {@link connectedVersions}). */
+  #connected: { at: number; connections: number[]; latest: Map<string, string> } | undefined;
 
   readonly #record: ((service: SchemaServiceRecord) => Promise<void>) | undefined;
 
@@ -92,6 +94,35 @@ export class SchemaServices {
     return latestVersionsOf(await this.describe(options));
   }
 
+  /**
+   * The newest migration of every service, as the services on the
+   * connections open now answer: what they answered when last asked
+   * afresh, if every service has been on that same connection since and
+   * for at most the few seconds {@link describe} keeps an answer, else
+   * asked afresh. A service deployed with new migrations is a new process,
+   * on a new connection: it is asked again, never answered for by the one
+   * it replaced.
+   */
+  async connectedVersions(): Promise<Map<string, string>> {
+    const kept = this.#connected;
+    if (kept !== undefined && Date.now() - kept.at <= this.#ttlMs && sameConnections(kept.connections, this.#connections())) {
+      return kept.latest;
+    }
+    const at = Date.now();
+    const before = this.#connections();
+    const latest = await this.latestVersions({ fresh: true });
+    // Kept only when every answer came over a connection that was open before asking and still is.
+    if (before.every((c) => c !== undefined) && sameConnections(before, this.#connections())) {
+      this.#connected = { at, connections: before, latest };
+    }
+    return latest;
+  }
+
+  /** Which connection each service's channel holds now (see GrpcJsTransport.connection). */
+  #connections(): (number | undefined)[] {
+    return this.#transports.map((t) => t.connection());
+  }
+
   /** The permissions every service declares, Platform included (see {@link describe}). */
   async permissionCatalog(options: { fresh?: boolean } = {}): Promise<PermissionCatalog> {
     return meshCatalogOf((await this.describe(options)).values());
@@ -101,6 +132,11 @@ export class SchemaServices {
   close(): void {
     this.#transports.forEach((t) => t.close());
   }
+}
+
+/** Whether two lists of connections name the same open ones. */
+function sameConnections(kept: readonly (number | undefined)[], now: readonly (number | undefined)[]): boolean {
+  return kept.length === now.length && kept.every((c, i) => c !== undefined && c === now[i]);
 }
 
 /** Each service's newest migration, by service name. */

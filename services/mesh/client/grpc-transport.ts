@@ -26,6 +26,13 @@ export interface GrpcJsTransportOptions {
 /** A Connect transport over a grpc-js channel; `close()` releases the channel. */
 export interface GrpcJsTransport extends Transport {
   close(): void;
+  /**
+   * Which connection the channel holds: a number that changes whenever its
+   * state does (the peer restarted or the connection was lost, then made
+   * again), undefined while it is not READY. Two equal numbers mean that
+   * every call made between them went over the one same connection.
+   */
+  connection(): number | undefined;
 }
 
 /**
@@ -44,6 +51,19 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
     ...options.channelOptions,
   });
   const interceptors = [clientTelemetryInterceptor(), ...(options.interceptors ?? [])];
+  const channel = client.getChannel();
+  let changes = 0;
+  const watch = (): void => {
+    const state = channel.getConnectivityState(false);
+    if (state !== grpc.connectivityState.SHUTDOWN) {
+      // No deadline: no timer, nothing keeps the process alive.
+      channel.watchConnectivityState(state, Infinity, () => {
+        changes++;
+        watch();
+      });
+    }
+  };
+  watch();
 
   function metadataOf(header: Headers): grpc.Metadata {
     const metadata = metadataFromHeaders(header);
@@ -70,6 +90,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
 
   return {
     close: () => client.close(),
+    connection: () => (channel.getConnectivityState(false) === grpc.connectivityState.READY ? changes : undefined),
     unary<I extends DescMessage, O extends DescMessage>(
       method: DescMethodUnary<I, O>,
       signal: AbortSignal | undefined,

@@ -526,9 +526,10 @@ async function takeSlot({ tenant, clusters, schemas, pooledStock, run }: StepCon
   if (pooledStock === undefined || pooledStock.size === 0) {
     return;
   }
-  // Asked only when the stock has a slot, and afresh: a slot is handed out only at the versions the services have now, never behind a deploy.
+  // Asked only when the stock has a slot, as the services on the connections open now answer: a slot is handed out only at the
+  // versions the services have now, never behind a deploy (a redeployed service is on a new connection, and asked afresh).
   // Services that do not answer leave the tenant's role and schemas to be made; migrate-schemas tells them.
-  const newest = () => schemas.latestVersions({ fresh: true }).catch(() => undefined);
+  const newest = () => schemas.connectedVersions().catch(() => undefined);
   const taken = await pooledStock.take(tenant.cluster!, tenant.database, newest, { role: tenant.role!, schemaPrefix: tenant.schemaPrefix });
   if (taken !== undefined) {
     run.latest = taken.latest;
