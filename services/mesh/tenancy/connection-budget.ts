@@ -139,12 +139,7 @@ interface Waiter {
   resolve: (client: LeasedClient) => void;
   reject: (error: unknown) => void;
   timer: NodeJS.Timeout;
-  /** How many times a waiter of the same pool database was served before this one for affinity (see `#fairest`). */
-  passed: number;
 }
-
-/** How many times the waiter next in fairness may be passed over for one nearer an idle connection (see `#fairest`). */
-const maxPasses = 3;
 
 /**
  * The database connections of one service process, across all tenants. It
@@ -232,7 +227,6 @@ export class ConnectionBudget {
         endpoint,
         resolve,
         reject,
-        passed: 0,
         timer: setTimeout(() => {
           this.#removeWaiter(waiter);
           reject(
@@ -717,26 +711,15 @@ export class ConnectionBudget {
 
   /**
    * Of the waiters of `first`'s pool database from position `from` on, not
-   * considered yet, the one to serve next: by fairness, the one whose
-   * tenant holds the fewest leases and may take another (the earliest of
-   * those); `first` when none may. When the pool database has an idle
-   * connection, a waiter nearer it may go first (affinity): one whose
-   * tenant the connection holds already (no `SET`, its plans still valid),
-   * else one whose tenant's home place is nearest the connection's place
-   * (see `#takeIdle`), so that each server process keeps serving the same
-   * few tenants. Only a waiter whose tenant holds fewer leases than its
-   * fair share (the pool database's connections over the tenants holding
-   * or waiting for them, at least one) may go first, and the waiter next
-   * in fairness is passed over at most `maxPasses` times: no tenant takes
-   * more by affinity, and none waits for long.
+   * considered yet, the one whose tenant holds the fewest leases and may
+   * take another (the earliest of those); `first` when none may.
    */
   #fairest(first: Waiter, from: number, considered: Set<Waiter>): Waiter {
     let best: Waiter | undefined;
     let fewest = Infinity;
-    const pool = first.pool;
     for (let j = from; j < this.#waiters.length; j++) {
       const waiter = this.#waiters[j]!;
-      if (waiter.pool !== pool || considered.has(waiter)) {
+      if (waiter.pool !== first.pool || considered.has(waiter)) {
         continue;
       }
       const leases = this.#tenantLeases.get(waiter.endpoint.tenantId) ?? 0;
@@ -745,57 +728,7 @@ export class ConnectionBudget {
         fewest = leases;
       }
     }
-    if (best === undefined || pool.idle.length === 0 || best.passed >= maxPasses) {
-      return best ?? first;
-    }
-    const affine = this.#nearestIdle(pool, best.endpoint);
-    if (affine === 0) {
-      return best;
-    }
-    const wanting = new Set(pool.leased.values());
-    for (let j = from; j < this.#waiters.length; j++) {
-      const waiter = this.#waiters[j]!;
-      if (waiter.pool === pool) {
-        wanting.add(waiter.endpoint.tenantId);
-      }
-    }
-    const fairShare = Math.min(this.#options.maxConnectionsPerTenant, Math.max(1, Math.floor(this.#maxPerPoolDatabase / wanting.size)));
-    let nearest = best;
-    let distance = affine;
-    for (let j = from; j < this.#waiters.length && distance > 0; j++) {
-      const waiter = this.#waiters[j]!;
-      if (waiter.pool !== pool || considered.has(waiter) || waiter === best || (this.#tenantLeases.get(waiter.endpoint.tenantId) ?? 0) >= fairShare) {
-        continue;
-      }
-      const d = this.#nearestIdle(pool, waiter.endpoint);
-      if (d < distance) {
-        nearest = waiter;
-        distance = d;
-      }
-    }
-    if (nearest !== best) {
-      best.passed++;
-    }
-    return nearest;
-  }
-
-  /**
-   * How near a lease of `endpoint` the pool database's nearest idle
-   * connection (fresh or not) is: 0 when one holds the tenant, else 1 plus
-   * the distance round the ring from the tenant's home place to the
-   * nearest idle connection's place.
-   */
-  #nearestIdle(pool: TenantPool, endpoint: TenantEndpoint): number {
-    const { session, home } = this.#placementOf(endpoint);
-    const ring = this.#maxPerPoolDatabase;
-    let nearest = Infinity;
-    for (const client of pool.idle) {
-      if (sessions.get(client)?.key === session!.key) {
-        return 0;
-      }
-      nearest = Math.min(nearest, 1 + ((((pool.places.get(client) ?? 0) - home!) % ring) + ring) % ring);
-    }
-    return nearest;
+    return best ?? first;
   }
 
   /** Closes up to `needed` idle connections of tenants nobody waits for, least recently used first. */
