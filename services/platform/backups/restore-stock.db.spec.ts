@@ -1,10 +1,11 @@
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BackupService, RestoreKind, RestoreState } from "../../../gen/tenantry/platform/v1/backup_service_pb.js";
 import { TenantStatus } from "../../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor, tenantIdHeader } from "../../mesh/index.ts";
 import { callAndCrash } from "../../testing/platform-crash.ts";
+import { retried } from "../../testing/retried.ts";
 import { schemaShape } from "../../testing/schema-shape.ts";
 import { tableDigests } from "../../testing/table-digests.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
@@ -73,19 +74,10 @@ async function backedUpTenant(prefix: string): Promise<{ tenantId: string; backu
   return { tenantId, backupId: backup!.backupId, database, digests };
 }
 
+/** The tenant's entries as Backend serves them (asked again while a route switched by the restore reaches it). */
 async function titles(tenantId: string): Promise<string[]> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const { entries } = await mesh.entries.listEntries({}, headers(tenantId));
-      return entries.map((e) => e.title).sort();
-    } catch (error) {
-      if (ConnectError.from(error).code !== Code.Unavailable || Date.now() > deadline) {
-        throw error;
-      }
-      await sleep(100);
-    }
-  }
+  const { entries } = await retried(() => mesh.entries.listEntries({}, headers(tenantId)));
+  return entries.map((e) => e.title).sort();
 }
 
 describe("a restore with a stock of ready databases", () => {
