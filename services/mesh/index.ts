@@ -48,7 +48,7 @@ export { tenantInterceptor } from "./tenancy/tenant-interceptor.ts";
 export { TenantScope } from "./tenancy/tenant-scope.ts";
 export { WriteFreezes, type WriteFreezeNotice, type WriteFreezesOptions } from "./tenancy/write-freezes.ts";
 
-export { createGrpcJsTransport, type GrpcJsTransport } from "./client/grpc-transport.ts";
+export { createGrpcJsTransport, waitForReadyKey, type GrpcJsTransport } from "./client/grpc-transport.ts";
 
 export { listenerOptions, startMeshServer, type MeshServer, type ServiceRegistration } from "./server/mesh-server.ts";
 export { kPeer } from "./server/peer-context.ts";

@@ -1,5 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import { Migration } from "@mikro-orm/migrations";
+import { setTimeout } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TenantStatus, Tier } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { migrations as authMigrations } from "../auth/migrations/index.ts";
@@ -130,5 +131,16 @@ describe("a service under test, not registered", () => {
     expect(databases).toEqual([]);
     const calls = await failure(withLedger.entries.listEntries({}, { headers: { "x-tenant-id": tenantId } }));
     expect(calls.code).toBe(Code.FailedPrecondition);
+  });
+
+  it("when it is back, is asked at once: a tenant created the moment it listens again is ACTIVE", async () => {
+    // Down long enough for Platform's channel to it to back off to the longest wait between attempts.
+    await withLedger.stopService("ledger");
+    await withLedger.restartPlatform();
+    await failure(withLedger.platformClient.createTenant({ tenantId: withLedger.uniqueTenantId("early") }));
+    await setTimeout(6000);
+    await withLedger.restartService("ledger");
+    const tenant = await withLedger.createTenant({ tenantId: withLedger.uniqueTenantId("back") });
+    expect(tenant.status).toBe(TenantStatus.ACTIVE);
   });
 });

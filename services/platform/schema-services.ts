@@ -1,7 +1,7 @@
 import type { DescService } from "@bufbuild/protobuf";
-import { ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, createContextValues, type Client } from "@connectrpc/connect";
 import { TenantSchemaService } from "../../gen/tenantry/schema/v1/tenant_schema_service_pb.js";
-import { createGrpcJsTransport, type GrpcJsTransport, type MeshCredentials } from "../mesh/index.ts";
+import { createGrpcJsTransport, waitForReadyKey, type GrpcJsTransport, type MeshCredentials } from "../mesh/index.ts";
 import { meshCatalogOf, type PermissionCatalog } from "./permission-catalog.ts";
 import type { CatalogMark, SchemaDescription, SchemaServiceRecord } from "./stores/index.ts";
 
@@ -20,6 +20,9 @@ export interface SchemaServiceEntry {
   /** A client of another RPC service of the same process. */
   clientOf<S extends DescService>(service: S): Client<S>;
 }
+
+/** How long a service is waited for to answer DescribeSchema, reachable or not yet. */
+const describeTimeoutMs = 5000;
 
 /**
  * The services that own a schema in every tenant database: their clients,
@@ -69,11 +72,19 @@ export class SchemaServices {
       const descriptions = Promise.all(
         this.entries.map(async ({ name, address, client }) => {
           try {
-            const { latestVersion, migrations, permissions } = await client.describeSchema({}, { timeoutMs: 5000 });
+            // Waits for a service not reachable yet (just started, or this channel still backing off
+            // from attempts made before it was up) rather than failing at once.
+            const { latestVersion, migrations, permissions } = await client.describeSchema(
+              {},
+              { timeoutMs: describeTimeoutMs, contextValues: createContextValues().set(waitForReadyKey, true) },
+            );
             await this.#record?.({ name, address, latestVersion, migrations, permissions });
             return [name, { latestVersion, permissions }] as const;
           } catch (error) {
             const cause = ConnectError.from(error);
+            if (cause.code === Code.DeadlineExceeded) {
+              throw new ConnectError(`${name} cannot be asked for its schema: it did not answer within ${describeTimeoutMs / 1000} s at ${address}`, Code.Unavailable);
+            }
             throw new ConnectError(`${name} cannot be asked for its schema: ${cause.rawMessage}`, cause.code);
           }
         }),

@@ -1,5 +1,5 @@
 import { fromBinary, toBinary, type DescMessage, type DescMethod, type DescMethodStreaming, type DescMethodUnary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type ContextValues, type Interceptor, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, createContextValues, type ContextValues, type Interceptor, type StreamResponse, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import { runStreamingCall, runUnaryCall } from "@connectrpc/connect/protocol";
 import * as grpc from "@grpc/grpc-js";
 import { headersFromMetadata, metadataFromHeaders } from "../wire/metadata.ts";
@@ -23,6 +23,14 @@ export interface GrpcJsTransportOptions {
   waitForReady?: boolean;
 }
 
+/**
+ * A call's own say on waiting for its peer (see
+ * {@link GrpcJsTransportOptions.waitForReady}), given in the call's
+ * `contextValues`: true makes this one call wait, whatever its transport's
+ * default.
+ */
+export const waitForReadyKey = createContextKey<boolean>(false, { description: "wait for the peer to be reachable" });
+
 /** A Connect transport over a grpc-js channel; `close()` releases the channel. */
 export interface GrpcJsTransport extends Transport {
   close(): void;
@@ -43,9 +51,10 @@ export interface GrpcJsTransport extends Transport {
  */
 export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTransport {
   const client = new grpc.Client(options.address, grpc.credentials.createInsecure(), {
-    // A mesh peer that restarts is back within seconds: do not wait minutes to try again.
+    // A mesh peer that restarts is back within seconds: do not wait minutes to try again, nor more
+    // than 2 s (2.4 with jitter) after it is back, which calls waiting for it (up to their deadline) sit out.
     "grpc.initial_reconnect_backoff_ms": 250,
-    "grpc.max_reconnect_backoff_ms": 5000,
+    "grpc.max_reconnect_backoff_ms": 2000,
     // Its own connections: one client's failed attempts must not fail fast another's calls.
     "grpc.use_local_subchannel_pool": 1,
     ...options.channelOptions,
@@ -65,9 +74,9 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
   };
   watch();
 
-  function metadataOf(header: Headers): grpc.Metadata {
+  function metadataOf(header: Headers, contextValues: ContextValues): grpc.Metadata {
     const metadata = metadataFromHeaders(header);
-    if (options.waitForReady) {
+    if (options.waitForReady || contextValues.get(waitForReadyKey)) {
       metadata.setOptions({ waitForReady: true });
     }
     return metadata;
@@ -113,7 +122,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
               (m: unknown) => Buffer.from(toBinary(method.input, m as never)),
               (b: Buffer) => fromBinary(method.output, b),
               req.message,
-              metadataOf(req.header),
+              metadataOf(req.header, req.contextValues),
               callOptions(timeoutMs),
               (error, value) => {
                 output = value;
@@ -156,7 +165,7 @@ export function createGrpcJsTransport(options: GrpcJsTransportOptions): GrpcJsTr
           const path = `/${method.parent.typeName}/${method.name}`;
           const serialize = (m: unknown) => Buffer.from(toBinary(method.input, m as never));
           const deserialize = (b: Buffer) => fromBinary(method.output, b);
-          const metadata = metadataOf(req.header);
+          const metadata = metadataOf(req.header, req.contextValues);
           let call: grpc.ClientReadableStream<unknown> | grpc.ClientDuplexStream<unknown, unknown>;
           if (method.methodKind === "server_streaming") {
             let single: unknown;
