@@ -76,7 +76,7 @@ const bytesPerSecond = z.string().transform((s, ctx) => {
 /**
  * A backup's pace, in bytes per second: TENANTRY_BACKUP_MAX_RATE, or by
  * default 10 MB a second per core. A backup takes about 18 ms of CPU per
- * MB of table data (reading, hashing, gzipping, encrypting; measured on
+ * MB of table data (reading, hashing, compressing, encrypting; measured on
  * bench:backup's tenant), so that is about a fifth of the machine's CPU at
  * most, however many cores it has; 0 for no limit.
  */
