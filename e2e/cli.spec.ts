@@ -352,7 +352,7 @@ describe("tenantry backups", () => {
     await mesh.entries.createEntry({ title: "x".repeat(200) }, headers(tenantId));
     const { backup } = await json(["backups", "create", tenantId]);
     const entries = backup.tables.findIndex((t: { name: string }) => t.name === "backend.entries");
-    const file = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenantId, backup.backupId, `table-${String(entries + 1).padStart(4, "0")}.copy.gz`);
+    const file = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenantId, backup.backupId, `table-${String(entries + 1).padStart(4, "0")}.copy.zst`);
     const bytes = await readFile(file);
     bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
     await writeFile(file, bytes);

@@ -126,7 +126,7 @@ describe("backup metrics", () => {
 
     // A damaged file: the drill fails, and so does a clone of it (rolled back).
     const entries = backup!.tables.findIndex((t) => t.name === "backend.entries");
-    const file = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenantId, backup!.backupId, `table-${String(entries + 1).padStart(4, "0")}.copy.gz`);
+    const file = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenantId, backup!.backupId, `table-${String(entries + 1).padStart(4, "0")}.copy.zst`);
     const bytes = await readFile(file);
     bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
     await writeFile(file, bytes);

@@ -75,10 +75,11 @@ const bytesPerSecond = z.string().transform((s, ctx) => {
 
 /**
  * A backup's pace, in bytes per second: TENANTRY_BACKUP_MAX_RATE, or by
- * default 10 MB a second per core. A backup takes about 18 ms of CPU per
- * MB of table data (reading, hashing, gzipping, encrypting; measured on
- * bench:backup's tenant), so that is about a fifth of the machine's CPU at
- * most, however many cores it has; 0 for no limit.
+ * default 10 MB a second per core. A backup took about 18 ms of CPU per
+ * MB of table data when it gzipped (reading, hashing, compressing,
+ * encrypting; measured on bench:backup's tenant; its compressing threads
+ * take 0.7 of theirs with zstd), so that is at most about a fifth of the
+ * machine's CPU, however many cores it has; 0 for no limit.
  */
 export function backupRateOf(configured: number | undefined, cores: number): number {
   return configured ?? 10 * 1024 ** 2 * cores;

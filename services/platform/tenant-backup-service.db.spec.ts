@@ -1,12 +1,12 @@
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { open, rm } from "node:fs/promises";
 import path from "node:path";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
-import { gunzipSync } from "node:zlib";
 import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
 import { extract } from "tar-stream";
@@ -120,18 +120,19 @@ async function untar(archive: Buffer): Promise<Map<string, Buffer>> {
 
 /**
  * Runs a download's restore.sql in a database as psql would: its SQL
- * statements as they are, each `\copy … from program 'gzip -dc FILE'` as
- * COPY FROM STDIN fed with that file of the archive, gunzipped.
+ * statements as they are, each `\copy … from program 'zstd -dc FILE'` (or
+ * `gzip -dc`) as COPY FROM STDIN fed with what that program makes of that
+ * file of the archive.
  */
 async function runRestoreScript(url: string, files: Map<string, Buffer>): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     for (const line of files.get("restore.sql")!.toString("utf8").split("\n")) {
-      const copy = /^\\copy (.+) from program 'gzip -dc ([a-z0-9.-]+)' with \(format binary\)$/.exec(line);
+      const copy = /^\\copy (.+) from program '(zstd|gzip) -dc ([a-z0-9.-]+)' with \(format binary\)$/.exec(line);
       if (copy !== null) {
         const sink = client.query(copyFrom(`copy ${copy[1]} from stdin (format binary)`));
-        await pipeline(Readable.from([gunzipSync(files.get(copy[2]!)!)]), sink);
+        await pipeline(Readable.from([execFileSync(copy[2]!, ["-dc"], { input: files.get(copy[3]!)!, maxBuffer: 1 << 28 })]), sink);
       } else if (!line.startsWith("--") && !line.startsWith("\\set") && line.trim() !== "") {
         await client.query(line);
       }
@@ -238,11 +239,12 @@ describe("tenants' own backups", () => {
 
     const files = await untar(overGrpc.bytes);
     const manifest = JSON.parse(files.get("manifest.json")!.toString("utf8")) as DownloadManifest;
-    expect(manifest).toMatchObject({ format: "tenantry-download/1", tenantId, backupId: backup!.backupId });
+    expect(manifest).toMatchObject({ format: "tenantry-download/1.1", tenantId, backupId: backup!.backupId, compression: "zstd" });
     expect(Object.keys(manifest.services).sort()).toEqual(schemas);
     expect([...files.keys()]).toEqual(["manifest.json", "restore.sql", ...manifest.tables.map((t) => t.file)]);
+    expect(manifest.tables.every((t) => t.file.endsWith(".copy.zst"))).toBe(true);
     for (const table of manifest.tables) {
-      const data = gunzipSync(files.get(table.file)!);
+      const data = execFileSync("zstd", ["-dc"], { input: files.get(table.file)!, maxBuffer: 1 << 28 });
       // The file holds exactly the COPY stream the backup recorded.
       expect(createHash("sha256").update(data).digest("hex")).toBe(table.sha256);
       expect(backup!.tables.find((t) => t.name === `${table.schema}.${table.name}`)?.sha256).toBe(table.sha256);
@@ -262,19 +264,19 @@ describe("tenants' own backups", () => {
     const { tenantId, admin } = await tenantWithUsers(["damaged"]);
     const { backup } = await selfServe.createBackup({}, as(tenantId, admin));
     const dir = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR!, "backups", tenantId, backup!.backupId);
-    const file = await open(path.join(dir, "table-0001.copy.gz"), "r+");
+    const file = await open(path.join(dir, "table-0001.copy.zst"), "r+");
     const [byte] = [Buffer.alloc(1)];
     await file.read(byte, 0, 1, 20);
     await file.write(Buffer.from([byte[0]! ^ 0xff]), 0, 1, 20);
     await file.close();
     const damaged = await failure(download(selfServe.downloadBackup({ backupId: backup!.backupId }, as(tenantId, admin))));
     expect(damaged.code).toBe(Code.FailedPrecondition);
-    expect(damaged.rawMessage).toMatch(/^file table-0001\.copy\.gz \(.+\) of backup ".+" failed its integrity check/);
+    expect(damaged.rawMessage).toMatch(/^file table-0001\.copy\.zst \(.+\) of backup ".+" failed its integrity check/);
 
-    await rm(path.join(dir, "table-0001.copy.gz"));
+    await rm(path.join(dir, "table-0001.copy.zst"));
     const missing = await failure(download(selfServe.downloadBackup({ backupId: backup!.backupId }, as(tenantId, admin))));
     expect(missing.code).toBe(Code.FailedPrecondition);
-    expect(missing.rawMessage).toMatch(/^file table-0001\.copy\.gz \(.+\) of backup ".+" is missing from storage$/);
+    expect(missing.rawMessage).toMatch(/^file table-0001\.copy\.zst \(.+\) of backup ".+" is missing from storage$/);
   });
 
   it("are limited per tenant and hour: past the limit RESOURCE_EXHAUSTED with when to retry; other tenants are not held back", async () => {

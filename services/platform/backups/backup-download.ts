@@ -3,14 +3,22 @@ import { once } from "node:events";
 import type { Readable } from "node:stream";
 import pg from "pg";
 import { pack, type Pack } from "tar-stream";
-import { qualifiedName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
+import { compressionOf, qualifiedName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
 import { fileContext, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { openStream } from "./sealed-stream.ts";
 import { columnList, quoted } from "./tenant-catalog.ts";
 
-/** The format of a download's manifest.json; a reader takes any `tenantry-download/1.x`. */
-export const downloadFormat = "tenantry-download/1";
+/**
+ * The format of a download's manifest.json; a reader takes any
+ * `tenantry-download/1.x`. A backup whose tables are gzipped downloads as
+ * 1.0 (written `tenantry-download/1`); one whose are compressed with
+ * zstd as 1.1, which says so (`compression`).
+ */
+export const downloadFormat = "tenantry-download/1.1";
+
+/** The format of the download of a backup whose tables are gzipped. */
+export const gzipDownloadFormat = "tenantry-download/1";
 
 /** The manifest of a download: a backup's manifest as the tenant may read it, without where it was stored. */
 export interface DownloadManifest {
@@ -19,6 +27,8 @@ export interface DownloadManifest {
   backupId: string;
   createdAt: string;
   serverVersion: string;
+  /** How the tables' files are compressed (format 1.1 on); absent: gzip. */
+  compression?: "zstd";
   services: BackupManifest["services"];
   tables: { schema: string; name: string; file: string; columns: ManifestTable["columns"]; rows: number; sha256: string }[];
   sequences: BackupManifest["sequences"];
@@ -47,7 +57,8 @@ const blockBytes = 512;
 /**
  * A backup as one tar archive of plain files (see the contract's
  * DownloadBackup): manifest.json, restore.sql, then every table's file,
- * decrypted (still gzipped). `size` is the archive's length in bytes,
+ * decrypted (still compressed, as stored: their size is known before
+ * they are read). `size` is the archive's length in bytes,
  * known before it is sent; `bytes()` reads it from storage as it is
  * consumed, checking every file's auth tag, and fails (FAILED_PRECONDITION
  * naming the file) on a file that is missing or damaged.
@@ -138,12 +149,14 @@ async function writeFiles(archive: Pack, files: ArchiveFile[], mtime: Date, sign
 
 /** The manifest a download holds. */
 export function downloadManifest(manifest: BackupManifest): DownloadManifest {
+  const zstd = compressionOf(manifest) === "zstd";
   return {
-    format: downloadFormat,
+    format: zstd ? downloadFormat : gzipDownloadFormat,
     tenantId: manifest.tenantId,
     backupId: manifest.backupId,
     createdAt: manifest.createdAt,
     serverVersion: manifest.serverVersion,
+    ...(zstd ? { compression: "zstd" as const } : {}),
     services: manifest.services,
     tables: manifest.tables.map(({ schema, name, file, columns, rows, sha256 }) => ({ schema, name, file, columns, rows, sha256 })),
     sequences: manifest.sequences,
@@ -153,19 +166,22 @@ export function downloadManifest(manifest: BackupManifest): DownloadManifest {
 /**
  * The psql script of a download: in one transaction, the schemas, the
  * tables with their columns (no constraints, indexes or defaults: the
- * data, not the services' schema), every table loaded from its file, and
- * the sequences at their values.
+ * data, not the services' schema), every table loaded from its file
+ * (through `zstd -dc` or `gzip -dc`, as it is compressed), and the
+ * sequences at their values.
  */
 export function restoreScript(manifest: BackupManifest): string {
+  const decompress = compressionOf(manifest) === "zstd" ? "zstd -dc" : "gzip -dc";
   const lines = [
     `-- Backup ${manifest.backupId} of tenant "${manifest.tenantId}", taken ${manifest.createdAt} (PostgreSQL ${manifest.serverVersion}).`,
     "-- Loads it into the database psql is connected to; run it in the folder it was unpacked in:",
     "--   psql -v ON_ERROR_STOP=1 -d DATABASE -f restore.sql",
+    ...(decompress === "zstd -dc" ? ["-- It reads the tables' files with the zstd command (Debian's and Ubuntu's package zstd)."] : []),
     "\\set ON_ERROR_STOP on",
     "begin;",
     ...Object.keys(manifest.services).map((schema) => `create schema if not exists ${pg.escapeIdentifier(schema)};`),
     ...manifest.tables.map((table) => `create table ${quoted(table)} (${table.columns.map((c) => `${pg.escapeIdentifier(c.name)} ${c.type}`).join(", ")});`),
-    ...manifest.tables.map((table) => `\\copy ${quoted(table)}${table.columns.length === 0 ? "" : ` (${columnList(table.columns)})`} from program 'gzip -dc ${table.file}' with (format binary)`),
+    ...manifest.tables.map((table) => `\\copy ${quoted(table)}${table.columns.length === 0 ? "" : ` (${columnList(table.columns)})`} from program '${decompress} ${table.file}' with (format binary)`),
     ...manifest.sequences.flatMap((sequence) => [
       `create sequence if not exists ${quoted(sequence)};`,
       `select setval(${pg.escapeLiteral(quoted(sequence))}, ${BigInt(sequence.lastValue)}, ${sequence.isCalled});`,

@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
 import { SecretBox } from "../../mesh/index.ts";
-import { backupFormat, checkFormat, type BackupManifest } from "./backup-manifest.ts";
+import { checkFormat, gzipBackupFormat, type BackupManifest } from "./backup-manifest.ts";
 import type { BackupKey } from "./backup-storage.ts";
 
 /** The file every backup has: its manifest, stored last. */
@@ -33,9 +33,13 @@ function dataKeyContext(key: BackupKey): string {
   return `backup:${key.tenantId}:${key.backupId}:data-key`;
 }
 
-/** The context (associated data) a file of a backup is encrypted for: a file moved to another table, backup or tenant does not open. */
+/**
+ * The context (associated data) a file of a backup is encrypted for: a
+ * file moved to another table, backup or tenant does not open. The same
+ * for every format 1.x (it names the major version only, as 1.0 wrote it).
+ */
 export function fileContext(key: BackupKey, file: string): string {
-  return `${backupFormat}:${key.tenantId}:${key.backupId}:${file}`;
+  return `${gzipBackupFormat}:${key.tenantId}:${key.backupId}:${file}`;
 }
 
 /** A new random data key for a backup. */

@@ -113,7 +113,7 @@ describe("a damaged backup", () => {
       const backup = await backupOfNewTenant();
       const { backup: record } = await backups.getBackup({ backupId: backup.backupId });
       const entries = record!.tables.findIndex((t) => t.name === "backend.entries");
-      await change(path.join(folderOf(backup), `table-${String(entries + 1).padStart(4, "0")}.copy.gz`), backup.tenantId);
+      await change(path.join(folderOf(backup), `table-${String(entries + 1).padStart(4, "0")}.copy.zst`), backup.tenantId);
 
       const cloneId = mesh.uniqueTenantId("damaged");
       const cloned = await failure(backups.restoreBackup({ backupId: backup.backupId, targetTenantId: cloneId }));

@@ -1,21 +1,18 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { pipeline } from "node:stream/promises";
 import { Writable, type Readable } from "node:stream";
-import { createGunzip } from "node:zlib";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import type { Logger } from "../../mesh/index.ts";
-import { qualifiedName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
+import { compressionOf, qualifiedName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
 import { fileContext, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
+import { decompressing, isDecompressionError } from "./compressed-blocks.ts";
 import { openStream } from "./sealed-stream.ts";
 import { TableLoader } from "./table-loader.ts";
 import type { TenantConnection } from "./table-reader.ts";
 import { runTaskGraph, type Task } from "./task-graph.ts";
 import { columnList, constraintsToSetAside, DigestTap, listTables, sameNames, type SchemaNames, type SetAside } from "./tenant-catalog.ts";
-
-/** The size of the chunks gunzip makes: four times zlib's default, a quarter of the hand-offs to its thread and of the buffers. */
-const zlibChunkBytes = 64 * 1024;
 
 /** What {@link loadBackup} loads, and where. */
 export interface BackupLoad {
@@ -260,7 +257,7 @@ async function copyIn(client: pg.Client, load: BackupLoad, names: SchemaNames, t
   await client.query(`truncate ${names.quoted(table)}`);
   const sink = client.query(copyFrom(`copy ${names.quoted(table)} (${columnList(table.columns)}) from stdin (format binary, freeze)`));
   try {
-    await pipeline(file, openStream(load.dataKey.key, fileContext(load.key, table.file), what), createGunzip({ chunkSize: zlibChunkBytes }), tap, sink);
+    await pipeline(file, openStream(load.dataKey.key, fileContext(load.key, table.file), what), decompressing(compressionOf(load.manifest)), tap, sink);
   } catch (error) {
     throw fileFailure(error, what);
   }
@@ -275,6 +272,7 @@ async function copyOnThread(loader: TableLoader, load: BackupLoad, names: Schema
     .load(file, {
       truncate: `truncate ${names.quoted(table)}`,
       sql: `copy ${names.quoted(table)} (${columnList(table.columns)}) from stdin (format binary, freeze)`,
+      compression: compressionOf(load.manifest),
       key: load.dataKey.key,
       context: fileContext(load.key, table.file),
       what,
@@ -304,10 +302,9 @@ function fileFailure(error: unknown, what: string): unknown {
     // The auth tag, checked at the end, did not match.
     return new ConnectError(message, Code.FailedPrecondition);
   }
-  // Bytes decrypted from a changed file, or with another backup's key, are not gzip (or not COPY's
-  // binary format) and fail before the tag is reached: the same fault, said the same way.
-  const code = (error as { code?: string }).code;
-  if (code?.startsWith("Z_") || code === "22P04") {
+  // Bytes decrypted from a changed file, or with another backup's key, are not gzip or zstd (or not
+  // COPY's binary format) and fail before the tag is reached: the same fault, said the same way.
+  if (isDecompressionError(error) || (error as { code?: string }).code === "22P04") {
     return new ConnectError(`${what} failed its integrity check: it was changed, cut short, or belongs to another backup (${message})`, Code.FailedPrecondition);
   }
   return error;

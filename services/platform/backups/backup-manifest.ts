@@ -1,7 +1,15 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { compressedFileEnding, type BackupCompression } from "./compressed-blocks.ts";
 
-/** The format written: major version 1. A reader takes any `tenantry-backup/1.x` and refuses other majors. */
-export const backupFormat = "tenantry-backup/1";
+/**
+ * The format written: version 1.1, whose tables are compressed with zstd
+ * (1.0, written `tenantry-backup/1`, gzipped them). A reader takes any
+ * `tenantry-backup/1.x` and refuses other majors.
+ */
+export const backupFormat = "tenantry-backup/1.1";
+
+/** The format of the backups whose tables are gzipped, as Platforms before 1.1 wrote it. */
+export const gzipBackupFormat = "tenantry-backup/1";
 
 /** A column of a backed-up table, as PostgreSQL formats its type (`format_type`). */
 export interface ManifestColumn {
@@ -13,7 +21,7 @@ export interface ManifestColumn {
 export interface ManifestTable {
   schema: string;
   name: string;
-  /** The file in the backup, a binary COPY stream, gzipped, then encrypted. */
+  /** The file in the backup, a binary COPY stream, compressed (see {@link BackupManifest.compression}), then encrypted. */
   file: string;
   /** Its columns in order (generated columns left out: they are computed again). */
   columns: ManifestColumn[];
@@ -49,15 +57,22 @@ export interface BackupManifest {
   placement: { cluster: string; database: string; schemaPrefix?: string };
   /** PostgreSQL's `server_version` where it was read. */
   serverVersion: string;
+  /** How the tables' files are compressed (format 1.1 on); absent: gzip. */
+  compression?: "zstd";
   /** Each service's schema: the migrations applied to it in the snapshot, oldest first. */
   services: Record<string, { migrations: string[] }>;
   tables: ManifestTable[];
   sequences: ManifestSequence[];
 }
 
-/** The name of a table's file in a backup. */
-export function tableFileName(index: number): string {
-  return `table-${String(index + 1).padStart(4, "0")}.copy.gz`;
+/** The name of a table's file in a backup whose files are compressed with `compression`. */
+export function tableFileName(index: number, compression: BackupCompression): string {
+  return `table-${String(index + 1).padStart(4, "0")}.copy${compressedFileEnding[compression]}`;
+}
+
+/** How a backup's table files are compressed. */
+export function compressionOf(manifest: Pick<BackupManifest, "compression">): BackupCompression {
+  return manifest.compression ?? "gzip";
 }
 
 /** The schema-qualified name of a manifest table, as the API shows it. */
@@ -73,10 +88,11 @@ export function manifestVersions(manifest: Pick<BackupManifest, "services">): Re
 /** Refuses a backup of another major format version: FAILED_PRECONDITION naming it. */
 export function checkFormat(format: unknown, backupId: string): void {
   const [name, version] = String(format).split("/");
-  const [major] = backupFormat.split("/")[1]!.split(".");
-  if (name !== backupFormat.split("/")[0] || version === undefined || version.split(".")[0] !== major) {
+  const [ours, ourVersion] = backupFormat.split("/");
+  const major = ourVersion!.split(".")[0];
+  if (name !== ours || version === undefined || version.split(".")[0] !== major) {
     throw new ConnectError(
-      `backup "${backupId}" is in format "${String(format)}", which this Platform does not read (it reads ${backupFormat}); restore it with a Platform of that version`,
+      `backup "${backupId}" is in format "${String(format)}", which this Platform does not read (it reads ${ours}/${major}.x); restore it with a Platform of that version`,
       Code.FailedPrecondition,
     );
   }

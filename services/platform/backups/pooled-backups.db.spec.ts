@@ -249,7 +249,7 @@ describe("a damaged backup of a pooled tenant", () => {
     const tenant = await tenantWithEntries(Placement.POOLED, ["a", "b", "c"]);
     const { backup } = await backups.createBackup({ tenantId: tenant.tenantId });
     const entries = backup!.tables.findIndex((t) => t.name === "backend.entries");
-    const file = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenant.tenantId, backup!.backupId, `table-${String(entries + 1).padStart(4, "0")}.copy.gz`);
+    const file = path.join(mesh.sharedEnv.TENANTRY_DATA_DIR, "backups", tenant.tenantId, backup!.backupId, `table-${String(entries + 1).padStart(4, "0")}.copy.zst`);
     const bytes = await readFile(file);
     bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
     await writeFile(file, bytes);

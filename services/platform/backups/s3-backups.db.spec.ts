@@ -66,7 +66,7 @@ describe("backups in S3", () => {
     console.info(`backup of a small tenant to S3 (s3rver): ${(performance.now() - started).toFixed(0)} ms, ${backup!.sizeBytes} bytes`);
     expect(backup).toMatchObject({ tenantId, state: BackupState.SUCCEEDED, failureReason: "" });
     const id = backup!.backupId;
-    const files = ["manifest.json", ...Array.from({ length: backup!.tables.length }, (_, i) => `table-${String(i + 1).padStart(4, "0")}.copy.gz`)];
+    const files = ["manifest.json", ...Array.from({ length: backup!.tables.length }, (_, i) => `table-${String(i + 1).padStart(4, "0")}.copy.zst`)];
     expect(await keysUnder(`${prefix}/${tenantId}/`)).toEqual([`${prefix}/${tenantId}/.published/${id}`, ...files.map((f) => `${prefix}/${tenantId}/${id}/${f}`)].sort());
     // Nothing went to the data directory.
     expect(existsSync(path.join(mesh.sharedEnv.TENANTRY_DATA_DIR!, "backups"))).toBe(false);
@@ -97,7 +97,7 @@ describe("backups in S3", () => {
     const { tenantId } = await mesh.createTenant({ owner });
     await mesh.entries.createEntry({ title: "soon missing" }, headers(tenantId));
     const { backup } = await backups.createBackup({ tenantId });
-    await bucket.send(new DeleteObjectCommand({ Bucket: server.bucket, Key: `${prefix}/${tenantId}/${backup!.backupId}/table-0001.copy.gz` }));
+    await bucket.send(new DeleteObjectCommand({ Bucket: server.bucket, Key: `${prefix}/${tenantId}/${backup!.backupId}/table-0001.copy.zst` }));
 
     const cloneId = mesh.uniqueTenantId("s3-clone");
     const refused = await failure(backups.restoreBackup({ backupId: backup!.backupId, targetTenantId: cloneId }));

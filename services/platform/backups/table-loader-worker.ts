@@ -3,17 +3,14 @@
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { parentPort } from "node:worker_threads";
-import { createGunzip } from "node:zlib";
 import type pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
+import { decompressing } from "./compressed-blocks.ts";
 import { openStream } from "./sealed-stream.ts";
 import type { LoaderAnswer, LoaderRequest } from "./table-loader.ts";
 import { connectTo } from "./table-reader.ts";
 import { DigestTap } from "./tenant-catalog.ts";
 import { answerEach, handedOver } from "./thread-conversation.ts";
-
-/** The size of the chunks gunzip makes: four times zlib's default, a quarter of the hand-offs to its thread and of the buffers. */
-const zlibChunkBytes = 64 * 1024;
 
 const port = parentPort!;
 let client: pg.Client | undefined;
@@ -43,7 +40,7 @@ async function load(request: Extract<LoaderRequest, { type: "load" }>): Promise<
     await client!.query(request.truncate);
     const sink = client!.query(copyFrom(request.sql));
     const tap = new DigestTap();
-    await pipeline(file, openStream(key, request.context, request.what), createGunzip({ chunkSize: zlibChunkBytes }), tap, sink);
+    await pipeline(file, openStream(key, request.context, request.what), decompressing(request.compression), tap, sink);
     await client!.query("commit");
     return { type: "loaded", rows: sink.rowCount, sha256: tap.digest() };
   } catch (error) {

@@ -1,4 +1,5 @@
 import type { Readable } from "node:stream";
+import type { BackupCompression } from "./compressed-blocks.ts";
 import type { TenantConnection } from "./table-reader.ts";
 import { handedOver, ThreadConversation, type ThreadFailure } from "./thread-conversation.ts";
 import { WarmThreads } from "./warm-threads.ts";
@@ -9,6 +10,8 @@ export interface TableLoad {
   truncate: string;
   /** `COPY … FROM STDIN (FORMAT binary, FREEZE)` of the table. */
   sql: string;
+  /** How the file is compressed. */
+  compression: BackupCompression;
   key: Buffer;
   context: string;
   /** The file, as errors name it. */
@@ -41,12 +44,12 @@ const threads = new WarmThreads(new URL("./table-loader-worker.ts", import.meta.
 /**
  * A connection of a restore's load on a thread of its own: for each table,
  * in a transaction, it empties it, opens its file (decrypts, checking the
- * auth tag), gunzips it, hashes it and COPYs it in, frozen; this thread
+ * auth tag), decompresses it, hashes it and COPYs it in, frozen; this thread
  * only reads the file from storage and passes its bytes on. The work and
  * the garbage of a load are the thread's, whose heap is small, rather than
  * this one's, whose collections would be long. A failure in the thread is
  * thrown here with its message and code (a database error's SQLSTATE, a
- * zlib error's).
+ * zlib or zstd error's).
  */
 export class TableLoader {
   readonly #thread: ThreadConversation<LoaderRequest, LoaderAnswer>;

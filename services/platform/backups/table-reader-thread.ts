@@ -6,7 +6,7 @@ import { parentPort } from "node:worker_threads";
 import pg from "pg";
 import { to as copyTo } from "pg-copy-streams";
 import { BackupPace } from "./backup-pace.ts";
-import { gzipBlocks } from "./gzip-blocks.ts";
+import { compressedBlocks } from "./compressed-blocks.ts";
 import { sealStream } from "./sealed-stream.ts";
 import { chunksAhead, connectTo, type ReaderAnswer, type ReaderRequest } from "./table-reader.ts";
 import { DigestTap } from "./tenant-catalog.ts";
@@ -53,7 +53,7 @@ async function handle(request: ReaderRequest): Promise<ReaderAnswer | undefined>
       const source = client!.query(copyTo(request.sql));
       const tap = new DigestTap();
       const key = Buffer.from(request.key.buffer, request.key.byteOffset, request.key.byteLength);
-      await pipeline(source, BackupPace.of(request.pace).through(), tap, gzipBlocks(request.blockBytes), sealStream(key, request.context), toPlatform());
+      await pipeline(source, BackupPace.of(request.pace).through(), tap, compressedBlocks(request.compression, request.blockBytes), sealStream(key, request.context), toPlatform());
       return { type: "copied", rows: source.rowCount, sha256: tap.digest() };
     }
     case "more": {

@@ -1,6 +1,7 @@
 import { Readable } from "node:stream";
 import pg from "pg";
 import type { SharedPace } from "./backup-pace.ts";
+import { compressedBlockBytes, type BackupCompression } from "./compressed-blocks.ts";
 import { ThreadConversation, type ThreadFailure } from "./thread-conversation.ts";
 import { WarmThreads } from "./warm-threads.ts";
 
@@ -31,10 +32,11 @@ export async function connectTo(connection: TenantConnection): Promise<pg.Client
   return client;
 }
 
-/** What one table's read is told: its COPY, its key and context to seal with, and the backup's pace. */
+/** What one table's read is told: its COPY, how to compress it, its key and context to seal with, and the backup's pace. */
 export interface TableRead {
   /** `COPY … TO STDOUT (FORMAT binary)` of the table. */
   sql: string;
+  compression: BackupCompression;
   key: Buffer;
   context: string;
   pace: SharedPace;
@@ -58,9 +60,6 @@ export type ReaderAnswer =
 /** Sealed chunks a thread sends ahead of what storage has taken. */
 export const chunksAhead = 4;
 
-/** Raw bytes per gzip member: a table's stream is gzipped in blocks of this size. */
-const blockBytes = 1024 * 1024;
-
 /** Readers' threads kept started between backups: enough for a few backups' connections. */
 const threads = new WarmThreads(new URL("./table-reader-worker.ts", import.meta.url), 4);
 
@@ -69,8 +68,8 @@ const threads = new WarmThreads(new URL("./table-reader-worker.ts", import.meta.
  * low scheduling priority (on Linux), so that a backup takes the CPU the
  * tenants being served leave, rather than theirs: the thread connects,
  * takes up the backup's snapshot, and for each table reads its binary
- * COPY, holds it to the pace, hashes it, gzips it (level 1, in blocks of
- * 1 MB: consecutive members are one gzip file to every reader) and seals
+ * COPY, holds it to the pace, hashes it, compresses it (zstd level 1, in
+ * frames of 1 MiB: consecutive frames are one zstd file) and seals
  * it; this thread sees only the sealed bytes, which it stores. A failure
  * in the thread is thrown here with its message and code (a database
  * error's SQLSTATE).
@@ -117,7 +116,7 @@ export class TableReader {
     });
     this.#sealed = sealed;
     this.#owed = 0;
-    const done = this.#thread.ask({ type: "copy", blockBytes, ...table, key: new Uint8Array(table.key) }).then((answer) => {
+    const done = this.#thread.ask({ type: "copy", blockBytes: compressedBlockBytes, ...table, key: new Uint8Array(table.key) }).then((answer) => {
       sealed.push(null);
       this.#sealed = undefined;
       return answer as { rows: number; sha256: string };

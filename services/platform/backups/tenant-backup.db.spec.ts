@@ -1,13 +1,22 @@
-import { randomBytes, randomUUID } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Code } from "@connectrpc/connect";
 import pg from "pg";
+import { extract } from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { failure } from "../../testing/failure.ts";
 import { TestServer } from "../../testing/test-server.ts";
 import { LocalBackupStorage } from "./local-backup-storage.ts";
+import { downloadBackup } from "./backup-download.ts";
+import { loadBackup } from "./backup-load.ts";
+import { compressionOf } from "./backup-manifest.ts";
 import { takeBackup } from "./tenant-backup.ts";
 import { sameNames } from "./tenant-catalog.ts";
 
@@ -32,6 +41,9 @@ beforeAll(async () => {
   await server.sql(database, "create table alpha.c_unreadable as select g as id, repeat('x', 1000) as body from generate_series(1, 100) g");
   await server.sql(database, `create schema beta authorization ${role}`);
   await server.sql(database, `begin; set local role ${role}; create table beta.mikro_orm_migrations (id serial primary key, name text); create table beta.readable as select g as id, repeat('y', 1000) as body from generate_series(1, 500) g; commit`);
+  // More than a compressed block's worth (1 MiB) of rows: files of several gzip members or zstd frames.
+  await server.sql(database, `create schema gamma authorization ${role}`);
+  await server.sql(database, `begin; set local role ${role}; create table gamma.mikro_orm_migrations (id serial primary key, name text); create table gamma.rows (id int primary key, body text); insert into gamma.rows select g, repeat(md5(g::text), 1 + g % 40) from generate_series(1, 6000) g; commit`);
   await server.sql(database, "analyze");
 });
 
@@ -144,4 +156,90 @@ describe("taking a backup", () => {
     }
     await storage.delete(key);
   });
+});
+
+/** The files of a tar archive, by name, in order. */
+async function untar(archive: AsyncIterable<Buffer>): Promise<Map<string, Buffer>> {
+  const files = new Map<string, Buffer>();
+  const reader = extract();
+  const read = (async () => {
+    for await (const entry of reader) {
+      const parts: Buffer[] = [];
+      for await (const part of entry) {
+        parts.push(part as Buffer);
+      }
+      files.set(entry.header.name, Buffer.concat(parts));
+    }
+  })();
+  await pipeline(Readable.from(archive), reader);
+  await read;
+  return files;
+}
+
+describe("a backup's compression", () => {
+  for (const [compression, format, ending, tool] of [
+    ["zstd", "tenantry-backup/1.1", ".copy.zst", "zstd"],
+    // What Platforms wrote before format 1.1: such backups restore, verify and download as they always did.
+    ["gzip", "tenantry-backup/1", ".copy.gz", "gzip"],
+  ] as const) {
+    it(`${compression} (format ${format}): its tables load back, on this thread and on a loader's, and download as files ${tool} -dc reads`, async () => {
+      const storage = new LocalBackupStorage(dir);
+      const key = { tenantId: `compression-${compression}`, backupId: randomUUID() };
+      const dataKey = { key: randomBytes(32), sealed: Buffer.alloc(0) };
+      const manifest = await takeBackup({
+        key,
+        placement: { cluster: "default", database },
+        connection,
+        schemas: ["gamma"],
+        names: sameNames,
+        storage,
+        dataKey,
+        workers: 1,
+        maxBytesPerSecond: 0,
+        ...(compression === "gzip" ? { compression } : {}),
+        progress: async () => {},
+      });
+      expect(manifest.format).toBe(format);
+      expect(compressionOf(manifest)).toBe(compression);
+      expect("compression" in manifest).toBe(compression === "zstd");
+      expect(manifest.tables.map((t) => t.file).toSorted()).toEqual([`table-0001${ending}`, `table-0002${ending}`]);
+      const rows = manifest.tables.find((t) => t.name === "rows")!;
+      expect(rows.storedBytes).toBeLessThan(1024 * 1024);
+
+      const client = new pg.Client(connection.config);
+      await client.connect();
+      try {
+        // Loaded again into the tables it was taken from, then read back and compared with the manifest.
+        await loadBackup({ client, key, manifest, dataKey, storage, readBack: true });
+        await loadBackup({ client, connection, key, manifest, dataKey, storage, readBack: true });
+
+        const files = await untar(downloadBackup({ key, manifest, dataKey, storage }).bytes());
+        const script = files.get("restore.sql")!.toString("utf8");
+        expect(script).toContain(`from program '${tool} -dc ${rows.file}' with (format binary)`);
+        expect(JSON.parse(files.get("manifest.json")!.toString("utf8"))).toMatchObject(
+          compression === "zstd" ? { format: "tenantry-download/1.1", compression } : { format: "tenantry-download/1" },
+        );
+        for (const table of manifest.tables) {
+          const data = execFileSync(tool, ["-dc"], { input: files.get(table.file)!, maxBuffer: 1 << 26 });
+          expect(createHash("sha256").update(data).digest("hex")).toBe(table.sha256);
+          if (table === rows) {
+            expect(data.length).toBeGreaterThan(2 * 1024 * 1024);
+          }
+        }
+
+        // A changed byte fails the load, whichever way the decompression meets it.
+        const file = path.join(dir, key.tenantId, key.backupId, rows.file);
+        const bytes = await readFile(file);
+        bytes[Math.floor(bytes.length / 3)]! ^= 0x10;
+        await writeFile(file, bytes);
+        const error = await failure(loadBackup({ client, connection, key, manifest, dataKey, storage, readBack: false }));
+        expect(error.code).toBe(Code.FailedPrecondition);
+        expect(error.rawMessage).toMatch(new RegExp(`^file ${rows.file.replace(".", "\\.")} \\(gamma\\.rows\\) of backup ".+" failed its integrity check`));
+      } finally {
+        await client.query("drop schema if exists tenantry_restore cascade").catch(() => undefined);
+        await client.end();
+        await storage.delete(key);
+      }
+    });
+  }
 });

@@ -3,10 +3,11 @@ import { Readable } from "node:stream";
 import pg from "pg";
 import { readAppliedMigrations } from "../../mesh/index.ts";
 import type { BackupTableRecord } from "../stores/index.ts";
-import { backupFormat, qualifiedName, tableFileName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
+import { backupFormat, gzipBackupFormat, qualifiedName, tableFileName, type BackupManifest, type ManifestTable } from "./backup-manifest.ts";
 import { fileContext, manifestFile, sealManifest, type DataKey } from "./backup-envelope.ts";
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { BackupPace } from "./backup-pace.ts";
+import type { BackupCompression } from "./compressed-blocks.ts";
 import { connectTo, TableReader, type TenantConnection } from "./table-reader.ts";
 import { columnList, countLargeObjects, listSequences, listTables, type SchemaNames } from "./tenant-catalog.ts";
 
@@ -39,6 +40,11 @@ export interface TenantBackupRequest {
   workers: number;
   /** Table data read per second, all workers together (the raw COPY streams); 0 for no limit. */
   maxBytesPerSecond: number;
+  /**
+   * How the tables' files are compressed: by default zstd (format 1.1);
+   * gzip writes a backup of format 1.0, as Platforms before 1.1 did.
+   */
+  compression?: BackupCompression;
   /** Called as the backup goes: the versions and the number of tables once the snapshot is taken, then after each table. */
   progress: (progress: { schemaVersions: Record<string, string>; tableCount: number; tables: BackupTableRecord[]; sizeBytes: number }) => Promise<void>;
   afterStep?: (step: BackupStep) => void | Promise<void>;
@@ -46,11 +52,11 @@ export interface TenantBackupRequest {
 
 /**
  * Takes a backup of a tenant's database: every table of the service
- * schemas as its binary COPY stream, gzipped (level 1) and encrypted with
- * the backup's data key, one file each, then the manifest, then publishes
+ * schemas as its binary COPY stream, compressed (zstd level 1) and
+ * encrypted with the backup's data key, one file each, then the manifest, then publishes
  * it. All tables are read in one snapshot: a read-only repeatable-read
  * transaction exports it and the workers import it, so writes go on
- * meanwhile and none is half in the backup. The workers read, gzip and
+ * meanwhile and none is half in the backup. The workers read, compress and
  * seal on threads of a low priority (see {@link TableReader}); this
  * thread only stores what they sealed. The tables are read at the
  * request's pace (see {@link BackupPace}). Sequences are read after the
@@ -60,6 +66,7 @@ export interface TenantBackupRequest {
  */
 export async function takeBackup(request: TenantBackupRequest): Promise<BackupManifest> {
   const { key, storage, schemas, names } = request;
+  const compression = request.compression ?? "zstd";
   const clients: pg.Client[] = [];
   const readers: TableReader[] = [];
   try {
@@ -91,7 +98,7 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
     await request.progress({ schemaVersions, tableCount: catalog.length, tables: [], sizeBytes: 0 });
     await request.afterStep?.("snapshot");
 
-    const tables: ManifestTable[] = catalog.map((table, index) => ({ schema: table.schema, name: table.name, file: tableFileName(index), columns: table.columns, rows: 0, sha256: "", storedBytes: 0 }));
+    const tables: ManifestTable[] = catalog.map((table, index) => ({ schema: table.schema, name: table.name, file: tableFileName(index, compression), columns: table.columns, rows: 0, sha256: "", storedBytes: 0 }));
     // The largest first, so that the workers end together.
     const queue = tables.map((table, index) => ({ table, bytes: catalog[index]!.bytes })).sort((a, b) => b.bytes - a.bytes);
     const done: ManifestTable[] = [];
@@ -105,7 +112,7 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
         throw error.code === "42704" ? new ConnectError(snapshotLost, Code.Unavailable) : error;
       });
       for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
-        await copyOut(reader, next.table, request, pace);
+        await copyOut(reader, next.table, request, compression, pace);
         done.push(next.table);
         sizeBytes += next.table.storedBytes;
         await request.progress({ schemaVersions, tableCount: tables.length, tables: done.toSorted((x, y) => x.file.localeCompare(y.file)).map(tableRecord), sizeBytes });
@@ -145,12 +152,13 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
     }
     await coordinator.query("commit");
     const manifest: BackupManifest = {
-      format: backupFormat,
+      format: compression === "zstd" ? backupFormat : gzipBackupFormat,
       tenantId: key.tenantId,
       backupId: key.backupId,
       createdAt: at.toISOString(),
       placement: request.placement,
       serverVersion: version,
+      ...(compression === "zstd" ? { compression } : {}),
       services,
       tables,
       sequences,
@@ -166,9 +174,10 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
 }
 
 /** Stores one table's COPY stream, read by `reader`, recording its rows, digest and stored size on `table`. */
-async function copyOut(reader: TableReader, table: ManifestTable, request: TenantBackupRequest, pace: BackupPace): Promise<void> {
+async function copyOut(reader: TableReader, table: ManifestTable, request: TenantBackupRequest, compression: BackupCompression, pace: BackupPace): Promise<void> {
   const { sealed, done } = reader.read({
     sql: `copy ${request.names.quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`,
+    compression,
     key: request.dataKey.key,
     context: fileContext(request.key, table.file),
     pace: pace.shared,

@@ -1,7 +1,7 @@
 import type { MessagePort, TransferListItem, Worker } from "node:worker_threads";
 import type { WarmThreads } from "./warm-threads.ts";
 
-/** What every thread of a conversation may answer besides its own answers: a failure, with a database error's SQLSTATE or a zlib error's code. */
+/** What every thread of a conversation may answer besides its own answers: a failure, with a database error's SQLSTATE or a zlib or zstd error's code. */
 export interface ThreadFailure {
   type: "failed";
   message: string;

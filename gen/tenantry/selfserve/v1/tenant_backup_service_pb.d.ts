@@ -523,20 +523,25 @@ export declare const TenantBackupService: GenService<{
    * file, for the tenant to keep or to load into any PostgreSQL: a tar
    * archive (POSIX ustar) of plain, unencrypted files.
    *
-   *   manifest.json      format "tenantry-download/1"; the tenant and backup
+   *   manifest.json      format "tenantry-download/1.1"; the tenant and backup
    *                      ids; when it was taken ("createdAt"); PostgreSQL's
-   *                      version ("serverVersion"); each service's schema
+   *                      version ("serverVersion"); how the tables' files
+   *                      are compressed ("compression": "zstd"; absent:
+   *                      gzip, format 1.0); each service's schema
    *                      migrations ("services"); per table ("tables") its
    *                      schema, name, file, columns (name and type), rows
    *                      and the SHA-256 of its uncompressed COPY data; the
    *                      sequences' values ("sequences").
    *   restore.sql        a psql script that makes the schemas, tables
    *                      (columns only) and sequences, and loads every
-   *                      table: in the unpacked folder,
+   *                      table (each file through zstd -dc, or gzip -dc):
+   *                      in the unpacked folder,
    *                      psql -v ON_ERROR_STOP=1 -d DATABASE -f restore.sql
-   *   table-0001.copy.gz one per table, in the manifest's order: its rows in
-   *   ...                PostgreSQL's binary COPY format, gzipped; load one
-   *                      with COPY ... FROM ... (FORMAT binary).
+   *   table-0001.copy.zst one per table, in the manifest's order: its rows
+   *   ...                 in PostgreSQL's binary COPY format, compressed
+   *                       with zstd (backups taken before format 1.1:
+   *                       table-0001.copy.gz, gzipped); load one with
+   *                       COPY ... FROM ... (FORMAT binary).
    *
    * It holds all of the tenant's data, its users' password hashes included
    * (and its signing keys, still sealed with Platform's key): keep it as a
