@@ -393,7 +393,22 @@ async function leasesOf(pool: string, tenantId: string): Promise<number[]> {
   return rows.map((r) => r.pid);
 }
 
+/**
+ * Restarts Auth and Backend with `env`. Their connections idle for
+ * TENANTRY_DB_IDLE_TIMEOUT_MS (10 s by default) close, and a slow run closes
+ * so a pool neighbour's session idle since the neighbour was made (its
+ * owner's, in Auth): no doing of a move. Where a spec watches the
+ * neighbours' sessions, none closes for being idle.
+ */
+async function restartTenantServices(env: Record<string, string>): Promise<void> {
+  await mesh.restartService("auth", { env });
+  await mesh.restartService("backend", { env, overrides: { migrations: migrationsWithSequence } });
+}
+
 describe("moves between placements", () => {
+  beforeAll(() => restartTenantServices({ TENANTRY_DB_IDLE_TIMEOUT_MS: String(60 * 60_000) }));
+  afterAll(() => restartTenantServices({}));
+
   it("is promoted online on its own cluster under writes: none lost, its pool neighbours served throughout and their sessions untouched", async () => {
     const promoted = await pooledTenant("promoted");
     const neighbour = await pooledTenant("pool-neighbour");
