@@ -15,7 +15,7 @@ export async function cpuSeconds(pid: number, children = false): Promise<number>
 }
 
 /** CPU seconds of PostgreSQL: its postmaster, its live backends, and the backends that have ended. */
-async function postgresSeconds(postmasterPid: number): Promise<number> {
+export async function postgresSeconds(postmasterPid: number): Promise<number> {
   let total = await cpuSeconds(postmasterPid, true);
   for (const name of await readdir("/proc")) {
     if (!/^\d+$/.test(name)) {

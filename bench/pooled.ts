@@ -26,7 +26,7 @@
 // --provisioning-only stops after provisioning (its figures only);
 // --fleet-only goes from provisioning to the fleet migration (its figures only);
 // BENCH_STATEMENTS=1 loads pg_stat_statements and prints what PostgreSQL
-// spent its time on during the fleet migration, by statement;
+// spent its time on during the fleet migration (with --provisioning-only, while provisioning), by statement;
 // --memory-only runs provisioning and memory only (no disk, GetEntry nor
 // fleet figures). BENCH_HEAP_SNAPSHOTS=<folder> has Backend write a heap
 // snapshot there after each memory read (for finding what it keeps per
@@ -60,7 +60,7 @@ import { FleetService, MigrationOutcome } from "../gen/tenantry/platform/v1/flee
 import { Placement, PlatformService } from "../gen/tenantry/platform/v1/platform_service_pb.js";
 import { createGrpcJsTransport, operatorCredentialInterceptor } from "../services/mesh/index.ts";
 import { quantile, root, startBenchMesh, startBenchProcesses } from "./bench-processes.ts";
-import { cpuSeconds, startCpuMeter } from "./cpu-meter.ts";
+import { cpuSeconds, postgresSeconds, startCpuMeter } from "./cpu-meter.ts";
 import { nowUs, summarizeProfile, type Window } from "./cpu-profile.ts";
 import { driveGetEntry, summarize, type Round, type Summary, type Target } from "./get-entry-load.ts";
 import { goalTable, table } from "./report.ts";
@@ -210,6 +210,27 @@ try {
   const poolSessions = async () =>
     Number((await one<{ n: string }>("select coalesce(sum(sessions), 0) as n from pg_stat_database where datname like '%\\_pool\\_%'")).n);
 
+  /**
+   * PostgreSQL's time per tenant by statement since the last reset (planning and execution), the costliest
+   * first: a tenant's own names (its schemas, role, application name) written with * for its number, so that
+   * one statement made for every tenant counts as one; the last row is every statement together.
+   */
+  const statementTable = async () => {
+    const rows = (
+      await admin.query<{ query: string; calls: string; ms: string }>(
+        `with normalized as (
+           select left(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), '(pooled[-_][0-9]+|s_[0-9a-f]{8}_|slot_[0-9a-f_]+)', '*', 'g'), 110) as query, calls, total_exec_time + total_plan_time as ms
+           from pg_stat_statements)
+         (select query, sum(calls) as calls, sum(ms) as ms from normalized group by query order by 3 desc limit 25)
+         union all select 'all statements', sum(calls), sum(ms) from normalized`,
+      )
+    ).rows;
+    return table(
+      ["statement", "calls", "ms"],
+      rows.map((r) => [r.query, (Number(r.calls) / tenantCount).toFixed(2), (Number(r.ms) / tenantCount).toFixed(3)]),
+    );
+  };
+
   /** Rolls Backend's next version out to every tenant (Backend restarted from `running` with one more migration), timed. */
   const migrateFleet = async (running: ChildProcess) => {
     process.stdout.write("fleet migration: rolling out Backend's next version…\n");
@@ -243,22 +264,7 @@ try {
     let text = `Fleet migration: one more Backend migration for ${tenantCount} tenants × 2 services in ${seconds.toFixed(1)} s (${JSON.stringify(Object.fromEntries(outcomes))})${firstFailure === "" ? "" : `\nfirst failure: ${firstFailure}`}
 CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)}, PostgreSQL ${cpuMs(cpu.postgres)}; sessions opened to the pool databases: ${sessionsOpened}`;
     if (statements) {
-      // PostgreSQL's time per tenant by statement (planning and execution), the costliest first: a
-      // tenant's own names (its schemas, role, application name) written with * for its number, so that one
-      // statement made for every tenant counts as one; the last row is every statement together.
-      const rows = (
-        await admin.query<{ query: string; calls: string; ms: string }>(
-          `with normalized as (
-             select left(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), 'pooled[-_][0-9]+', '*', 'g'), 110) as query, calls, total_exec_time + total_plan_time as ms
-             from pg_stat_statements)
-           (select query, sum(calls) as calls, sum(ms) as ms from normalized group by query order by 3 desc limit 25)
-           union all select 'all statements', sum(calls), sum(ms) from normalized`,
-        )
-      ).rows;
-      text += `\nPostgreSQL statements during the fleet migration (pg_stat_statements), per tenant:\n${table(
-        ["statement", "calls", "ms"],
-        rows.map((r) => [r.query, (Number(r.calls) / tenantCount).toFixed(2), (Number(r.ms) / tenantCount).toFixed(3)]),
-      )}`;
+      text += `\nPostgreSQL statements during the fleet migration (pg_stat_statements), per tenant:\n${await statementTable()}`;
     }
     return {
       backend,
@@ -276,6 +282,15 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
   const pause = provisionPauseMs > 0 ? `, ${provisionPauseMs} ms apart per caller` : "";
   process.stdout.write(`provisioning ${tenantCount} pooled tenants ${atOnce}${pause}, a stock of ${pooledStock} slots per pool database…\n`);
   const provisioned: number[] = [];
+  // CPU per tenant of each process while provisioning: back to back on two cores, their sum is what a tenant waits for.
+  const cpuOf = async () => ({
+    ...Object.fromEntries(await Promise.all(Object.entries(mesh.processes).map(async ([name, child]) => [name, await cpuSeconds(child.pid!)] as const))),
+    postgres: await postgresSeconds(bench.database.pid),
+  });
+  if (statements) {
+    await admin.query("select pg_stat_statements_reset()");
+  }
+  const cpuBefore = await cpuOf();
   const provisionStarted = performance.now();
   provisionWindow[0] = nowUs();
   let nextTenant = 0;
@@ -297,10 +312,16 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
     }),
   );
   const provisionSeconds = (performance.now() - provisionStarted) / 1000;
+  const cpuAfter = await cpuOf();
   provisionWindow[1] = nowUs();
   const byThousand = Array.from({ length: Math.ceil(tenantCount / 1000) }, (_, k) => quantile(provisioned.slice(k * 1000, (k + 1) * 1000).sort((a, b) => a - b), 0.5));
   const provisionSorted = [...provisioned].sort((a, b) => a - b);
   process.stdout.write(`  p50 ${quantile(provisionSorted, 0.5).toFixed(1)} ms, p99 ${quantile(provisionSorted, 0.99).toFixed(1)} ms, ${(tenantCount / provisionSeconds).toFixed(1)} tenants/s\n`);
+  process.stdout.write(
+    `  CPU per tenant, ms: ${Object.entries(cpuAfter)
+      .map(([name, seconds]) => `${name} ${(((seconds - (cpuBefore as Record<string, number>)[name]!) * 1000) / tenantCount).toFixed(1)}`)
+      .join(", ")}\n`,
+  );
   if (phases) {
     const p50 = (values: number[]) => quantile([...values].sort((a, b) => a - b), 0.5).toFixed(1);
     process.stdout.write(
@@ -308,6 +329,9 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
     );
   }
   if (flags["provisioning-only"]) {
+    if (statements) {
+      process.stdout.write(`PostgreSQL statements while provisioning (pg_stat_statements), per tenant:\n${await statementTable()}\n`);
+    }
     transport.close();
     await admin.end();
     throw new EndedEarly();

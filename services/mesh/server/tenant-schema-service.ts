@@ -81,6 +81,11 @@ export function tenantSchemaService(service: string, tenancy: Tenancy, permissio
           throw new ConnectError("target needs host, port, database and user", Code.InvalidArgument);
         }
         const endpoint = tenancy.databaseEndpoint(target);
+        if (endpoint.sessionRole !== "") {
+          // Schemas in a pool database (a slot of its stock, a restore's, a move's target), never a template: its shared
+          // connections stay open, and, as after a migration, none keeps the target's role and path for its next lease.
+          return await migrate({ ...endpoint, migration: true }, req);
+        }
         try {
           return await migrate(endpoint, req);
         } finally {
