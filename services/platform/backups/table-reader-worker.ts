@@ -2,6 +2,7 @@
 // lets a thread have its own, set before anything else is loaded (its
 // modules too are loaded on what the tenants served leave of the CPU),
 // then reading a backup's tables (table-reader-thread.ts).
+import { execFileSync } from "node:child_process";
 import { readlinkSync } from "node:fs";
 import os from "node:os";
 
@@ -12,6 +13,7 @@ try {
   // Linux: /proc/thread-self names this thread, whose own niceness setpriority(2) then sets.
   const thread = Number(readlinkSync("/proc/thread-self").split("/").at(-1));
   os.setPriority(thread, niceness);
+  execFileSync("chrt", ["--idle", "-p", "0", String(thread)], { stdio: "ignore" });
 } catch {
   // Elsewhere the thread runs at the process's priority.
 }
