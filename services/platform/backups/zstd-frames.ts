@@ -1,5 +1,9 @@
 import { Transform, type TransformCallback } from "node:stream";
-import { zstdDecompressSync } from "node:zlib";
+import { promisify } from "node:util";
+import { zstdDecompress } from "node:zlib";
+
+/** zstd's one-shot decompression on libuv's pool, as gunzip's stream ran: the thread meanwhile sends what came before. */
+const zstdDecompressAsync = promisify(zstdDecompress);
 
 /** The magic number of a zstd frame, and of a skippable one (any of 16): RFC 8878 §3.1.1 and §3.1.2. */
 const frameMagic = 0xfd2fb528;
@@ -95,7 +99,7 @@ export function zstdFramesDecompress(maxFrameBytes: number): Transform {
     transform(chunk: Buffer, _encoding, done: TransformCallback) {
       pieces.push(chunk);
       heldBytes += chunk.length;
-      try {
+      void (async () => {
         for (let length = frameLength(); length !== undefined; length = frameLength()) {
           if (length > maxFrameBytes) {
             throw zstdError(`a zstd frame is longer than ${maxFrameBytes} bytes`, corrupt);
@@ -105,16 +109,13 @@ export function zstdFramesDecompress(maxFrameBytes: number): Transform {
           }
           const held = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, heldBytes);
           if (!walk!.skippable) {
-            this.push(decompressed(held.subarray(0, length), maxFrameBytes));
+            this.push(await decompressed(held.subarray(0, length), maxFrameBytes));
           }
           pieces = length < held.length ? [held.subarray(length)] : [];
           heldBytes = held.length - length;
           walk = undefined;
         }
-        done();
-      } catch (error) {
-        done(error as Error);
-      }
+      })().then(() => done(), (error: unknown) => done(error as Error));
     },
     flush(done: TransformCallback) {
       done(heldBytes === 0 ? null : zstdError(`the zstd data ends inside a frame (${heldBytes} bytes of it)`, "Z_BUF_ERROR"));
@@ -123,9 +124,9 @@ export function zstdFramesDecompress(maxFrameBytes: number): Transform {
 }
 
 /** One frame's content; more than `maxBytes` of it fails as corrupt. */
-function decompressed(frame: Buffer, maxBytes: number): Buffer {
+async function decompressed(frame: Buffer, maxBytes: number): Promise<Buffer> {
   try {
-    return zstdDecompressSync(frame, { maxOutputLength: maxBytes });
+    return await zstdDecompressAsync(frame, { maxOutputLength: maxBytes });
   } catch (error) {
     throw (error as { code?: string }).code === "ERR_BUFFER_TOO_LARGE" ? zstdError(`a zstd frame holds more than ${maxBytes} bytes`, corrupt) : error;
   }
