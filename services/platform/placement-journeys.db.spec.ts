@@ -10,6 +10,7 @@ import { MoveService } from "../../gen/tenantry/platform/v1/move_service_pb.js";
 import { Placement, TenantStatus } from "../../gen/tenantry/platform/v1/platform_service_pb.js";
 import { operatorCredentialInterceptor } from "../mesh/index.ts";
 import { newerBackendMigrations, upcomingBackendVersion } from "../testing/newer-backend.ts";
+import { entryTitles } from "../testing/entry-titles.ts";
 import { retried } from "../testing/retried.ts";
 import { startSecondServer, type SecondServer } from "../testing/second-server.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
@@ -66,17 +67,8 @@ async function whereIs(tenantId: string): Promise<{ cluster: string; database: s
   return { cluster: tenant!.cluster, database: route!.database, prefix: route!.schemaPrefix, placement: route!.placement };
 }
 
-/** Every entry's title of the tenant, page after page. */
-async function titles(tenantId: string): Promise<string[]> {
-  const found: string[] = [];
-  let pageToken = "";
-  do {
-    const page = await retried(() => mesh.entries.listEntries({ pageSize: 500, pageToken }, headers(tenantId)));
-    found.push(...page.entries.map((e) => e.title));
-    pageToken = page.nextPageToken;
-  } while (pageToken !== "");
-  return found.sort();
-}
+/** The tenant's entry titles as Backend serves them, every page. */
+const titles = (tenantId: string) => entryTitles(mesh.entries, tenantId);
 
 /** Polls until the tenant's entries are `expected` (a switch reaching the services through the feed). */
 async function untilTitles(tenantId: string, expected: string[], limitMs = 15_000): Promise<void> {

@@ -9,7 +9,6 @@ import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { from as copyFrom } from "pg-copy-streams";
-import { extract } from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UserService } from "../../gen/tenantry/auth/v1/user_service_pb.js";
 import { BackupService, BackupState, RestoreState } from "../../gen/tenantry/platform/v1/backup_service_pb.js";
@@ -17,6 +16,7 @@ import { TenantBackupService, type DownloadBackupResponse } from "../../gen/tena
 import { operatorCredentialInterceptor, tenantIdHeader } from "../mesh/index.ts";
 import { failure } from "../testing/failure.ts";
 import { tableDigests } from "../testing/table-digests.ts";
+import { untar } from "../testing/untar.ts";
 import { startTestMesh, type TestMesh } from "../testing/test-mesh.ts";
 import type { DownloadManifest } from "./backups/index.ts";
 
@@ -98,24 +98,6 @@ async function download(stream: AsyncIterable<DownloadBackupResponse>): Promise<
     parts.push(message.chunk);
   }
   return { bytes: Buffer.concat(parts), announced, messages: parts.length };
-}
-
-/** The files of a tar archive, by name, in order. */
-async function untar(archive: Buffer): Promise<Map<string, Buffer>> {
-  const files = new Map<string, Buffer>();
-  const reader = extract();
-  const read = (async () => {
-    for await (const entry of reader) {
-      const parts: Buffer[] = [];
-      for await (const part of entry) {
-        parts.push(part as Buffer);
-      }
-      files.set(entry.header.name, Buffer.concat(parts));
-    }
-  })();
-  await pipeline(Readable.from([archive]), reader);
-  await read;
-  return files;
 }
 
 /**

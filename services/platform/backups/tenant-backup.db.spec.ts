@@ -4,15 +4,13 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
-import { extract } from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { failure } from "../../testing/failure.ts";
 import { TestServer } from "../../testing/test-server.ts";
+import { untar } from "../../testing/untar.ts";
 import { LocalBackupStorage } from "./local-backup-storage.ts";
 import { downloadBackup } from "./backup-download.ts";
 import { loadBackup } from "./backup-load.ts";
@@ -165,24 +163,6 @@ describe("taking a backup", () => {
     await storage.delete(key);
   });
 });
-
-/** The files of a tar archive, by name, in order. */
-async function untar(archive: AsyncIterable<Buffer>): Promise<Map<string, Buffer>> {
-  const files = new Map<string, Buffer>();
-  const reader = extract();
-  const read = (async () => {
-    for await (const entry of reader) {
-      const parts: Buffer[] = [];
-      for await (const part of entry) {
-        parts.push(part as Buffer);
-      }
-      files.set(entry.header.name, Buffer.concat(parts));
-    }
-  })();
-  await pipeline(Readable.from(archive), reader);
-  await read;
-  return files;
-}
 
 describe("a backup's compression", () => {
   for (const [compression, format, ending, tool] of [

@@ -10,6 +10,7 @@ import { Placement, TenantStatus, Tier } from "../../../gen/tenantry/platform/v1
 import { migrations as backendMigrations } from "../../backend/migrations/index.ts";
 import { operatorCredentialInterceptor } from "../../mesh/index.ts";
 import { failure } from "../../testing/failure.ts";
+import { entryTitles } from "../../testing/entry-titles.ts";
 import { retried } from "../../testing/retried.ts";
 import { startSecondServer, type SecondServer } from "../../testing/second-server.ts";
 import { startTestMesh, type TestMesh } from "../../testing/test-mesh.ts";
@@ -89,17 +90,8 @@ async function populatedTenant(prefix: string): Promise<{ tenantId: string; data
   return { tenantId: tenant.tenantId, database: tenant.database };
 }
 
-/** The tenant's entry titles as Backend serves them, page after page: a tenant under load has more than a page (500). */
-async function titles(tenantId: string): Promise<string[]> {
-  const found: string[] = [];
-  let pageToken = "";
-  do {
-    const page = await retried(() => mesh.entries.listEntries({ pageSize: 500, pageToken }, headers(tenantId)));
-    found.push(...page.entries.map((e) => e.title));
-    pageToken = page.nextPageToken;
-  } while (pageToken !== "");
-  return found.sort();
-}
+/** The tenant's entry titles as Backend serves them, every page. */
+const titles = (tenantId: string) => entryTitles(mesh.entries, tenantId);
 
 /** What moves leave on a server: replication slots, subscriptions and publications named after moves. */
 async function replicationLeftovers(cluster: string): Promise<string[]> {
