@@ -19,6 +19,13 @@ export interface BackupStorage {
   readonly description: string;
   /** Stores one file of an unpublished backup from `body`; resolves with the bytes stored. */
   put(key: BackupKey, file: string, body: Readable): Promise<number>;
+  /**
+   * Where a file of an unpublished backup may be written directly, by
+   * whatever has its bytes (a backup's reading thread, which then needs no
+   * `put`), as a file of this machine: storage that keeps files elsewhere
+   * has no such method.
+   */
+  stagedPath?(key: BackupKey, file: string): Promise<string>;
   /** Makes a backup whose files are all put visible at once. */
   publish(key: BackupKey): Promise<void>;
   /** One file of a published backup; rejects with a NotFound error (`code` "ENOENT") when it is not there. */

@@ -25,11 +25,16 @@ export class LocalBackupStorage implements BackupStorage {
   }
 
   async put(key: BackupKey, file: string, body: Readable): Promise<number> {
-    const dir = this.#staged(key);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const out = createWriteStream(path.join(dir, checkFile(file)), { mode: 0o600 });
+    const out = createWriteStream(await this.stagedPath(key, file), { mode: 0o600 });
     await pipeline(body, out);
     return out.bytesWritten;
+  }
+
+  /** Staged files are written with mode 0600 (see `put`) by whoever writes them. */
+  async stagedPath(key: BackupKey, file: string): Promise<string> {
+    const dir = this.#staged(key);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return path.join(dir, checkFile(file));
   }
 
   async publish(key: BackupKey): Promise<void> {

@@ -1,5 +1,7 @@
 // What a thread of TableReader runs (see table-reader-worker.ts): reads a
-// backup's tables over a connection of its own and posts their sealed bytes.
+// backup's tables over a connection of its own and posts their sealed bytes,
+// or writes them to a file itself.
+import { closeSync, openSync, writeSync } from "node:fs";
 import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { parentPort } from "node:worker_threads";
@@ -40,6 +42,53 @@ function toPlatform(): Writable {
   });
 }
 
+/**
+ * Writes each chunk to a new file at `path` (mode 0600) on this thread,
+ * synchronously, so that the writing too runs at the thread's priority
+ * rather than on libuv's pool.
+ */
+function toFile(path: string): Writable & { bytesWritten: number } {
+  const fd = openSync(path, "w", 0o600);
+  let closed = false;
+  const close = () => {
+    if (!closed) {
+      closed = true;
+      closeSync(fd);
+    }
+  };
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      try {
+        for (let at = 0; at < chunk.length; ) {
+          at += writeSync(fd, chunk, at);
+        }
+        sink.bytesWritten += chunk.length;
+        done();
+      } catch (error) {
+        done(error as Error);
+      }
+    },
+    final(done) {
+      try {
+        close();
+        done();
+      } catch (error) {
+        done(error as Error);
+      }
+    },
+    destroy(error, done) {
+      try {
+        close();
+      } catch {
+        // The stream's own error, if any, is the one told.
+      }
+      done(error);
+    },
+  }) as Writable & { bytesWritten: number };
+  sink.bytesWritten = 0;
+  return sink;
+}
+
 async function handle(request: ReaderRequest): Promise<ReaderAnswer | undefined> {
   switch (request.type) {
     case "open": {
@@ -53,8 +102,10 @@ async function handle(request: ReaderRequest): Promise<ReaderAnswer | undefined>
       const source = client!.query(copyTo(request.sql));
       const tap = new DigestTap();
       const key = Buffer.from(request.key.buffer, request.key.byteOffset, request.key.byteLength);
-      await pipeline(source, BackupPace.of(request.pace).through(), tap, compressedBlocks(request.compression, request.blockBytes), sealStream(key, request.context), toPlatform());
-      return { type: "copied", rows: source.rowCount, sha256: tap.digest() };
+      const sink = request.path === undefined ? toPlatform() : toFile(request.path);
+      await pipeline(source, BackupPace.of(request.pace).through(), tap, compressedBlocks(request.compression, request.blockBytes), sealStream(key, request.context), sink);
+      const storedBytes = "bytesWritten" in sink ? (sink.bytesWritten as number) : undefined;
+      return { type: "copied", rows: source.rowCount, sha256: tap.digest(), storedBytes };
     }
     case "more": {
       credit++;

@@ -45,7 +45,7 @@ export interface TableRead {
 /** What a reader's thread is asked. */
 export type ReaderRequest =
   | { type: "open"; connection: TenantConnection; snapshot: string }
-  | ({ type: "copy"; blockBytes: number } & Omit<TableRead, "key"> & { key: Uint8Array })
+  | ({ type: "copy"; blockBytes: number; path?: string } & Omit<TableRead, "key"> & { key: Uint8Array })
   | { type: "more" }
   | { type: "close" };
 
@@ -53,7 +53,7 @@ export type ReaderRequest =
 export type ReaderAnswer =
   | { type: "opened" }
   | { type: "data"; chunk: ArrayBuffer }
-  | { type: "copied"; rows: number; sha256: string }
+  | { type: "copied"; rows: number; sha256: string; storedBytes?: number }
   | { type: "closed" }
   | ThreadFailure;
 
@@ -70,7 +70,10 @@ const threads = new WarmThreads(new URL("./table-reader-worker.ts", import.meta.
  * takes up the backup's snapshot, and for each table reads its binary
  * COPY, holds it to the pace, hashes it, compresses it (zstd level 1, in
  * frames of 1 MiB: consecutive frames are one zstd file) and seals
- * it; this thread sees only the sealed bytes, which it stores. A failure
+ * it; this thread sees only the sealed bytes, which it stores, or, when
+ * storage keeps the file on this machine, nothing: the reading thread
+ * writes it (`readToFile`), so that no work of a backup is left at the
+ * process's priority. A failure
  * in the thread is thrown here with its message and code (a database
  * error's SQLSTATE).
  */
@@ -124,6 +127,13 @@ export class TableReader {
     // The caller awaits it beside the store; a failure met before then is not an unhandled one.
     done.catch(() => undefined);
     return { sealed, done };
+  }
+
+  /** Reads one table into the file at `path` (created, mode 0600), written by the thread: its rows, digest and the bytes written. */
+  async readToFile(table: TableRead, path: string): Promise<{ rows: number; sha256: string; storedBytes: number }> {
+    const answer = await this.#thread.ask({ type: "copy", blockBytes: compressedBlockBytes, ...table, key: new Uint8Array(table.key), path });
+    const { rows, sha256, storedBytes } = answer as { rows: number; sha256: string; storedBytes: number };
+    return { rows, sha256, storedBytes };
   }
 
   /** Ends the transaction and the connection; the thread is kept for another backup. */

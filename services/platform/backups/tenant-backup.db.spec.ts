@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -52,14 +52,27 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Local storage that keeps every put's promise, so that a test can wait for the puts it started. */
+/**
+ * Local storage that keeps every put's promise, so that a test can wait for
+ * the puts it started, and counts the files handed out to be written
+ * directly (by a reading thread) once `closed` is set.
+ */
 class WatchedStorage extends LocalBackupStorage {
   readonly puts: Promise<unknown>[] = [];
+  closed = false;
+  stagedAfterClosing = 0;
 
   override put(...args: Parameters<LocalBackupStorage["put"]>): Promise<number> {
     const put = super.put(...args);
     this.puts.push(put.catch(() => undefined));
     return put;
+  }
+
+  override stagedPath(...args: Parameters<LocalBackupStorage["stagedPath"]>): Promise<string> {
+    if (this.closed) {
+      this.stagedAfterClosing++;
+    }
+    return super.stagedPath(...args);
   }
 }
 
@@ -117,11 +130,14 @@ describe("taking a backup", () => {
     expect(failure?.message).toMatch(/permission denied for table c_unreadable/);
     // What the caller of a failed backup does: remove whatever it stored.
     await storage.delete(key);
+    storage.closed = true;
     cleanedUp = true;
     await afterHold;
     // A worker still going would start on the next table as soon as it resumed: wait for what it stored.
     await new Promise((resolve) => setImmediate(resolve));
     await Promise.all(storage.puts);
+    await sleep(100);
+    expect(storage.stagedAfterClosing).toBe(0);
     expect(await filesUnder(dir)).toEqual([]);
   });
 
@@ -154,6 +170,12 @@ describe("taking a backup", () => {
       },
     });
     expect(manifest.tables.map((t) => [t.name, t.rows]).toSorted()).toEqual([["mikro_orm_migrations", 0], ["readable", 500]]);
+    // The threads wrote the files themselves, as storage's own would: the owner's only, of the sizes recorded.
+    const files = await filesUnder(dir);
+    for (const table of manifest.tables) {
+      const file = statSync(path.join(dir, files.find((f) => f.endsWith(table.file))!));
+      expect([file.mode & 0o777, file.size]).toEqual([0o600, table.storedBytes]);
+    }
     if (existsSync("/proc/thread-self")) {
       // SCHED_IDLE (5) as well where chrt is installed, as on this project's CI; the process keeps SCHED_OTHER (0).
       const idlePolicy = existsSync("/usr/bin/chrt") ? 5 : 0;

@@ -8,7 +8,7 @@ import { fileContext, manifestFile, sealManifest, type DataKey } from "./backup-
 import type { BackupKey, BackupStorage } from "./backup-storage.ts";
 import { BackupPace } from "./backup-pace.ts";
 import type { BackupCompression } from "./compressed-blocks.ts";
-import { connectTo, TableReader, type TenantConnection } from "./table-reader.ts";
+import { connectTo, TableReader, type TableRead, type TenantConnection } from "./table-reader.ts";
 import { columnList, countLargeObjects, listSequences, listTables, type SchemaNames } from "./tenant-catalog.ts";
 
 /** The steps of taking a backup, each reported once done (crash tests stop Platform after one). */
@@ -173,31 +173,37 @@ export async function takeBackup(request: TenantBackupRequest): Promise<BackupMa
   }
 }
 
-/** Stores one table's COPY stream, read by `reader`, recording its rows, digest and stored size on `table`. */
+/** Stores one table's COPY stream, read by `reader` (which writes it itself where storage has a local path for it), recording its rows, digest and stored size on `table`. */
 async function copyOut(reader: TableReader, table: ManifestTable, request: TenantBackupRequest, compression: BackupCompression, pace: BackupPace): Promise<void> {
-  const { sealed, done } = reader.read({
+  const read: TableRead = {
     sql: `copy ${request.names.quoted(table)} (${columnList(table.columns)}) to stdout (format binary)`,
     compression,
     key: request.dataKey.key,
     context: fileContext(request.key, table.file),
     pace: pace.shared,
-  });
+  };
+  const localPath = await request.storage.stagedPath?.(request.key, table.file);
+  if (localPath !== undefined) {
+    ({ rows: table.rows, sha256: table.sha256, storedBytes: table.storedBytes } = await reader.readToFile(read, localPath));
+    return;
+  }
+  const { sealed, done } = reader.read(read);
   // A failure of the read destroys the sealed stream, so the store fails rather than waits; the read's is the cause.
   const storing = request.storage.put(request.key, table.file, sealed).catch(async (error: unknown) => {
     // Storage that gave up holds the thread's next chunk: the read is cut.
     await reader.abort();
     throw error;
   });
-  const [stored, read] = await Promise.allSettled([storing, done]);
-  if (read.status === "rejected") {
-    throw read.reason;
+  const [stored, copied] = await Promise.allSettled([storing, done]);
+  if (copied.status === "rejected") {
+    throw copied.reason;
   }
   if (stored.status === "rejected") {
     throw stored.reason;
   }
   table.storedBytes = stored.value;
-  table.rows = read.value.rows;
-  table.sha256 = read.value.sha256;
+  table.rows = copied.value.rows;
+  table.sha256 = copied.value.sha256;
 }
 
 /** A manifest table as the backup's record lists it. */
