@@ -421,6 +421,38 @@ describe("pooled tenants in one pool database", () => {
     expect(tenancy.budget.stats()).toMatchObject({ inUse: 0, waiting: 0 });
   });
 
+  it("give a freed connection to a waiting call of the tenant it holds before earlier calls of tenants holding as few, at most twice in a row for each of those", async () => {
+    const [held, other] = routes as [TenantRoute, TenantRoute];
+    const tenancy = tenancyOf({ maxConnections: 1, maxConnectionsPerTenant: 1, maxConnectionsPerPoolDatabase: 1 });
+    const granted: string[] = [];
+    const acquire = (route: TenantRoute, label: string) =>
+      tenancy.budget.acquire(tenancy.endpointOf(route)).then((client) => {
+        granted.push(label);
+        return client;
+      });
+    const first = await acquire(held, "held 1");
+    const firstPid = (await first.query<{ pid: number }>("select pg_backend_pid() as pid")).rows[0]!.pid;
+    // Another tenant's call waits first, then three of the tenant the one connection holds.
+    const calls = [acquire(other, "other"), acquire(held, "held 2"), acquire(held, "held 3"), acquire(held, "held 4")];
+    expect(tenancy.budget.stats().waiting).toBe(4);
+    first.release();
+    for (let served = 0; served < 4; served++) {
+      // Each call in turn, in the order granted: the others wait for the one connection.
+      const label = await new Promise<string>((resolve) => {
+        const look = () => (granted.length > served + 1 ? resolve(granted[served + 1]!) : setTimeout(look, 5));
+        look();
+      });
+      const client = await calls[["other", "held 2", "held 3", "held 4"].indexOf(label)]!;
+      const route = label === "other" ? other : held;
+      const { rows } = await client.query<{ title: string; who: string; pid: number }>("select title, current_user as who, pg_backend_pid() as pid from entries");
+      expect(rows).toEqual([{ title: route.tenantId, who: roleOf(route.tenantId), pid: firstPid }]);
+      client.release();
+    }
+    // The other tenant's call was passed over twice, then served before the held tenant's third.
+    expect(granted).toEqual(["held 1", "held 2", "held 3", "other", "held 4"]);
+    expect(tenancy.budget.stats()).toMatchObject({ inUse: 0, waiting: 0, open: 1, opened: 1 });
+  });
+
   it("keep the pooled leases in use on one database server within their ceiling: calls beyond it wait, then are served, each with its rows", async () => {
     const some = routes.slice(0, 8);
     const tenancy = tenancyOf({ maxConnections: 4, maxConnectionsPerTenant: 2, maxConnectionsPerPoolDatabase: 4, maxPooledLeasesPerServer: 2 });
