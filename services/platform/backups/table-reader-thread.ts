@@ -1,7 +1,7 @@
 // What a thread of TableReader runs (see table-reader-worker.ts): reads a
 // backup's tables over a connection of its own and posts their sealed bytes,
 // or writes them to a file itself.
-import { closeSync, openSync, writeSync } from "node:fs";
+import { writeSync } from "node:fs";
 import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { parentPort } from "node:worker_threads";
@@ -43,19 +43,13 @@ function toPlatform(): Writable {
 }
 
 /**
- * Writes each chunk to a new file at `path` (mode 0600) on this thread,
- * synchronously, so that the writing too runs at the thread's priority
- * rather than on libuv's pool.
+ * Writes each chunk to the open file `fd` on this thread, synchronously,
+ * so that the writing too runs at the thread's priority rather than on
+ * libuv's pool. The file is opened and closed by Platform's thread (see
+ * `TableReader.readToFile`): a thread stopped in the middle leaves no
+ * descriptor behind.
  */
-function toFile(path: string): Writable & { bytesWritten: number } {
-  const fd = openSync(path, "w", 0o600);
-  let closed = false;
-  const close = () => {
-    if (!closed) {
-      closed = true;
-      closeSync(fd);
-    }
-  };
+function toFile(fd: number): Writable & { bytesWritten: number } {
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
       try {
@@ -67,22 +61,6 @@ function toFile(path: string): Writable & { bytesWritten: number } {
       } catch (error) {
         done(error as Error);
       }
-    },
-    final(done) {
-      try {
-        close();
-        done();
-      } catch (error) {
-        done(error as Error);
-      }
-    },
-    destroy(error, done) {
-      try {
-        close();
-      } catch {
-        // The stream's own error, if any, is the one told.
-      }
-      done(error);
     },
   }) as Writable & { bytesWritten: number };
   sink.bytesWritten = 0;
@@ -102,7 +80,7 @@ async function handle(request: ReaderRequest): Promise<ReaderAnswer | undefined>
       const source = client!.query(copyTo(request.sql));
       const tap = new DigestTap();
       const key = Buffer.from(request.key.buffer, request.key.byteOffset, request.key.byteLength);
-      const sink = request.path === undefined ? toPlatform() : toFile(request.path);
+      const sink = request.fd === undefined ? toPlatform() : toFile(request.fd);
       await pipeline(source, BackupPace.of(request.pace).through(), tap, compressedBlocks(request.compression, request.blockBytes), sealStream(key, request.context), sink);
       const storedBytes = "bytesWritten" in sink ? (sink.bytesWritten as number) : undefined;
       return { type: "copied", rows: source.rowCount, sha256: tap.digest(), storedBytes };

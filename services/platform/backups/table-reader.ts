@@ -1,3 +1,4 @@
+import { open } from "node:fs/promises";
 import { Readable } from "node:stream";
 import pg from "pg";
 import type { SharedPace } from "./backup-pace.ts";
@@ -45,7 +46,7 @@ export interface TableRead {
 /** What a reader's thread is asked. */
 export type ReaderRequest =
   | { type: "open"; connection: TenantConnection; snapshot: string }
-  | ({ type: "copy"; blockBytes: number; path?: string } & Omit<TableRead, "key"> & { key: Uint8Array })
+  | ({ type: "copy"; blockBytes: number; fd?: number } & Omit<TableRead, "key"> & { key: Uint8Array })
   | { type: "more" }
   | { type: "close" };
 
@@ -129,11 +130,21 @@ export class TableReader {
     return { sealed, done };
   }
 
-  /** Reads one table into the file at `path` (created, mode 0600), written by the thread: its rows, digest and the bytes written. */
+  /**
+   * Reads one table into the file at `path` (created, mode 0600), written
+   * by the thread: its rows, digest and the bytes written. The file is
+   * opened and closed here, once the thread has answered or stopped, so
+   * that a thread stopped in the middle leaves no descriptor open.
+   */
   async readToFile(table: TableRead, path: string): Promise<{ rows: number; sha256: string; storedBytes: number }> {
-    const answer = await this.#thread.ask({ type: "copy", blockBytes: compressedBlockBytes, ...table, key: new Uint8Array(table.key), path });
-    const { rows, sha256, storedBytes } = answer as { rows: number; sha256: string; storedBytes: number };
-    return { rows, sha256, storedBytes };
+    const file = await open(path, "w", 0o600);
+    try {
+      const answer = await this.#thread.ask({ type: "copy", blockBytes: compressedBlockBytes, ...table, key: new Uint8Array(table.key), fd: file.fd });
+      const { rows, sha256, storedBytes } = answer as { rows: number; sha256: string; storedBytes: number };
+      return { rows, sha256, storedBytes };
+    } finally {
+      await file.close();
+    }
   }
 
   /** Ends the transaction and the connection; the thread is kept for another backup. */

@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -15,6 +15,8 @@ import { LocalBackupStorage } from "./local-backup-storage.ts";
 import { downloadBackup } from "./backup-download.ts";
 import { loadBackup } from "./backup-load.ts";
 import { compressionOf } from "./backup-manifest.ts";
+import { BackupPace } from "./backup-pace.ts";
+import { TableReader } from "./table-reader.ts";
 import { takeBackup } from "./tenant-backup.ts";
 import { sameNames } from "./tenant-catalog.ts";
 
@@ -139,6 +141,47 @@ describe("taking a backup", () => {
     await sleep(100);
     expect(storage.stagedAfterClosing).toBe(0);
     expect(await filesUnder(dir)).toEqual([]);
+  });
+
+  it("stopped in the middle of a table its thread writes, leaves no file descriptor of it open", async () => {
+    const storage = new LocalBackupStorage(dir);
+    const key = { tenantId: "stopped", backupId: randomUUID() };
+    const coordinator = new pg.Client(connection.config);
+    await coordinator.connect();
+    await coordinator.query("begin isolation level repeatable read read only");
+    const snapshot = (await coordinator.query<{ id: string }>("select pg_export_snapshot() as id")).rows[0]!.id;
+    const reader = new TableReader();
+    const file = await storage.stagedPath(key, "table-0001.copy.zst");
+    const openOnFile = () =>
+      readdirSync("/proc/self/fd").filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`).startsWith(file);
+        } catch {
+          return false; // closed meanwhile
+        }
+      }).length;
+    try {
+      await reader.open(connection, snapshot);
+      // At 20 KB a second the table's 300 KB take some 15 s: the thread is in the middle when stopped.
+      const reading = reader.readToFile({ sql: "copy alpha.a_first to stdout (format binary)", compression: "zstd", key: randomBytes(32), context: "stopped", pace: new BackupPace(20_000).shared }, file);
+      const failed = reading.then(
+        () => undefined,
+        (error: Error) => error,
+      );
+      while (openOnFile() === 0) {
+        await sleep(20);
+      }
+      // Its first frame (1 MiB) is not out yet: the thread is reading, its file open.
+      await sleep(300);
+      expect([openOnFile(), statSync(file).size]).toEqual([1, 0]);
+      await reader.abort();
+      expect((await failed)?.message).toMatch(/the backup stopped/);
+      expect(openOnFile()).toBe(0);
+    } finally {
+      await reader.abort();
+      await coordinator.end();
+      await storage.delete(key);
+    }
   });
 
   it("reads its tables on threads of lower priority than the process's (niced, SCHED_IDLE) where the system has them (Linux)", async () => {
