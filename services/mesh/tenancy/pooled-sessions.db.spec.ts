@@ -81,6 +81,17 @@ function tenancyOf(connections: Partial<ConnectionBudgetOptions> = {}): Tenancy 
 }
 
 /** A connection of the pool database's login, as a leak would use it. */
+/** Leases of `tenancy`, each labelled: `granted` lists the labels in the order the leases were granted. */
+function grantsOf(tenancy: Tenancy): { granted: string[]; acquire: (route: TenantRoute, label: string) => Promise<LeasedClient> } {
+  const granted: string[] = [];
+  const acquire = (route: TenantRoute, label: string) =>
+    tenancy.budget.acquire(tenancy.endpointOf(route)).then((client) => {
+      granted.push(label);
+      return client;
+    });
+  return { granted, acquire };
+}
+
 async function poolLogin(): Promise<pg.Client> {
   const client = new pg.Client({ host: server.url.hostname, port: Number(server.url.port), database: poolDatabase, user: poolRole, password: poolPassword });
   await client.connect();
@@ -391,12 +402,7 @@ describe("pooled tenants in one pool database", () => {
   it("grant a freed connection to the waiting tenant that holds the fewest, not to the longest queue", async () => {
     const [busy, other, quiet] = routes as [TenantRoute, TenantRoute, TenantRoute];
     const tenancy = tenancyOf({ maxConnections: 2, maxConnectionsPerTenant: 2, maxConnectionsPerPoolDatabase: 2 });
-    const granted: string[] = [];
-    const acquire = (route: TenantRoute, label: string) =>
-      tenancy.budget.acquire(tenancy.endpointOf(route)).then((client) => {
-        granted.push(label);
-        return client;
-      });
+    const { granted, acquire } = grantsOf(tenancy);
     // The busy tenant holds both connections, with 20 more calls queued before another tenant's and the quiet one's.
     const [first, second] = [await acquire(busy, "busy"), await acquire(busy, "busy")];
     const busyQueue = Array.from({ length: 20 }, () => acquire(busy, "busy"));
@@ -424,12 +430,7 @@ describe("pooled tenants in one pool database", () => {
   it("give a freed connection to a waiting call of the tenant it holds before earlier calls of tenants holding as few, at most twice in a row for each of those", async () => {
     const [held, other] = routes as [TenantRoute, TenantRoute];
     const tenancy = tenancyOf({ maxConnections: 1, maxConnectionsPerTenant: 1, maxConnectionsPerPoolDatabase: 1 });
-    const granted: string[] = [];
-    const acquire = (route: TenantRoute, label: string) =>
-      tenancy.budget.acquire(tenancy.endpointOf(route)).then((client) => {
-        granted.push(label);
-        return client;
-      });
+    const { granted, acquire } = grantsOf(tenancy);
     const first = await acquire(held, "held 1");
     const firstPid = (await first.query<{ pid: number }>("select pg_backend_pid() as pid")).rows[0]!.pid;
     // Another tenant's call waits first, then three of the tenant the one connection holds.
