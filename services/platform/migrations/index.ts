@@ -7,6 +7,7 @@ import { AddFleetLedger } from "./add-fleet-ledger.ts";
 import { AddLifecycleAndAudit } from "./add-lifecycle-and-audit.ts";
 import { AddMoves } from "./add-moves.ts";
 import { AddMovePlacements } from "./add-move-placements.ts";
+import { AddPlacementCounts } from "./add-placement-counts.ts";
 import { AddPlacements } from "./add-placements.ts";
 import { AddPooledRestores } from "./add-pooled-restores.ts";
 import { AddPoolCapacity } from "./add-pool-capacity.ts";
@@ -34,4 +35,5 @@ export const migrations: MigrationObject[] = [
   { name: "0014-add-move-placements", class: AddMovePlacements },
   { name: "0015-add-pool-capacity", class: AddPoolCapacity },
   { name: "0016-remove-full-pool-state", class: RemoveFullPoolState },
+  { name: "0017-add-placement-counts", class: AddPlacementCounts },
 ];

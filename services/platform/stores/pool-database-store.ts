@@ -46,8 +46,8 @@ interface PoolRow {
 export async function listPoolDatabases(em: EntityManager, cluster: string): Promise<(PoolDatabaseRecord & { tenantCount: number; arriving: number })[]> {
   const rows = await em.execute<(PoolRow & { arriving: string })[]>(
     `select p.cluster, p.name, p.role, p.role_password, p.state,
-       (select count(*) from platform.tenants t
-         where t.cluster = p.cluster and t.database = p.name and t.placement = 'pooled' and t.status not in ('failed', 'deleted')) as tenants,
+       coalesce((select c.tenants from platform.placement_counts c
+         where c.cluster = p.cluster and c.placement = 'pooled' and c.database = p.name), 0) as tenants,
        (select count(*) from platform.moves m
          where m.target_cluster = p.cluster and m.target_database = p.name and m.target_placement = 'pooled' and m.state = 'running') as arriving
      from platform.pool_databases p where p.cluster = ? order by p.name`,
