@@ -291,6 +291,7 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
     await admin.query("select pg_stat_statements_reset()");
   }
   const cpuBefore = await cpuOf();
+  let cpuMark: Record<string, number> = cpuBefore;
   const provisionStarted = performance.now();
   provisionWindow[0] = nowUs();
   let nextTenant = 0;
@@ -306,7 +307,11 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
         }
         if (provisioned.length % 1000 === 0) {
           const last = provisioned.slice(-1000).sort((a, b) => a - b);
-          process.stdout.write(`  ${provisioned.length}: p50 ${quantile(last, 0.5).toFixed(1)} ms over the last 1000\n`);
+          // Where the CPU of the last thousand went, per tenant: what grows with the fleet, and where.
+          const cpu = await cpuOf();
+          const perTenant = Object.entries(cpu).map(([name, seconds]) => `${name} ${(((seconds - cpuMark[name]!) * 1000) / 1000).toFixed(1)}`);
+          cpuMark = cpu;
+          process.stdout.write(`  ${provisioned.length}: p50 ${quantile(last, 0.5).toFixed(1)} ms over the last 1000; CPU per tenant, ms: ${perTenant.join(", ")}\n`);
         }
       }
     }),
@@ -327,6 +332,9 @@ CPU per tenant, ms: Backend ${cpuMs(cpu.server)}, Platform ${cpuMs(cpu.platform)
     process.stdout.write(
       `  per step, p50 ms (work + record): ${[...stepTimes].map(([step, t]) => `${step} ${p50(t.ms)} + ${p50(t.recordMs)}`).join(", ")}\n`,
     );
+    // Each tenant logs each step it runs once, in the order they were made: its n-th thousand of lines is about the n-th thousand's.
+    const thousands = (values: number[]) => Array.from({ length: Math.ceil(values.length / 1000) }, (_, k) => p50(values.slice(k * 1000, (k + 1) * 1000)));
+    process.stdout.write(`  per step by thousand, p50 ms (work): ${[...stepTimes].map(([step, t]) => `${step} ${thousands(t.ms).join(" ")}`).join("; ")}\n`);
   }
   if (flags["provisioning-only"]) {
     if (statements) {

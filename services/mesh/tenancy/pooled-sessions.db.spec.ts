@@ -350,11 +350,12 @@ describe("pooled tenants in one pool database", () => {
     )) as [{ database: number; owned: number }];
     expect(owned).toBeGreaterThan(0);
     expect(owned * 2).toBeLessThan(database);
-    // Within a limit between the two: writable, although the pool database as a whole is over it.
-    const roomy = create(TenantRouteSchema, { ...route, maxStorageBytes: BigInt(owned * 2) });
+    // Measured at exactly what its role owns: writable at that limit, although the pool database as a whole is
+    // over it, and not a byte below.
+    const roomy = create(TenantRouteSchema, { ...route, maxStorageBytes: BigInt(owned) });
     await tenancy.scope.run(tenancy.endpointOf(roomy), () => tenancy.storage.checkWritable(roomy));
     tenancy.storage.forget(route.tenantId);
-    const tight = create(TenantRouteSchema, { ...route, maxStorageBytes: BigInt(Math.floor(owned / 2)) });
+    const tight = create(TenantRouteSchema, { ...route, maxStorageBytes: BigInt(owned - 1) });
     const refused = await failureOf(tenancy.scope.run(tenancy.endpointOf(tight), () => tenancy.storage.checkWritable(tight)));
     expect((refused as unknown as ConnectError).code).toBe(Code.ResourceExhausted);
   });

@@ -550,9 +550,17 @@ async function collectStatements(migration: Migration): Promise<string[] | null>
 /**
  * What a pooled tenant's data takes in its pool database: the relations its
  * role owns (tables, with their indexes and TOAST), measured in its lease,
- * where `current_user` is the tenant's role.
+ * where `current_user` is the tenant's role. Found through the role's owner
+ * dependencies (pg_shdepend, indexed by the role) rather than by reading
+ * every relation of the pool database (pg_class has no index by owner: 30
+ * ms per measurement with 1,000 tenants in it); the CTE leaves the planner
+ * no other index to take.
  */
-const pooledTenantSize = `select coalesce(sum(pg_total_relation_size(oid)), 0) as bytes from pg_class where relowner = current_user::regrole and relkind in ('r', 'm', 'p')`;
+const pooledTenantSize = `with owned as materialized (
+    select classid, objid, dbid from pg_shdepend where refclassid = 'pg_authid'::regclass and refobjid = current_user::regrole and deptype = 'o'
+  )
+  select coalesce(sum(pg_total_relation_size(c.oid)), 0) as bytes from owned o join pg_class c on c.oid = o.objid
+  where o.classid = 'pg_class'::regclass and o.dbid = (select oid from pg_database where datname = current_database()) and c.relkind in ('r', 'm', 'p')`;
 
 /** The longest name PostgreSQL keeps whole (NAMEDATALEN - 1); it would cut a longer schema name short. */
 const maxIdentifierBytes = 63;

@@ -8,6 +8,7 @@ import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { SchemaServices } from "../schema-services.ts";
 import { clusterStates, listClusters } from "../stores/index.ts";
 import { readSchemaVersions } from "../tenant-databases.ts";
+import { namePrefixBounds } from "./name-prefix.ts";
 import type { TemplateDatabases } from "./template-databases.ts";
 
 /** Options of {@link DatabaseStock}. */
@@ -172,7 +173,7 @@ export class DatabaseStock {
   async #list(cluster: string): Promise<{ name: string; digest: string; ready: boolean }[]> {
     const prefix = this.#prefixOf(cluster);
     const { rows } = await this.#options.clusters.admin(cluster, (admin) =>
-      admin.query<{ name: string; open: boolean }>("select datname as name, datallowconn as open from pg_database where starts_with(datname, $1) order by datname", [prefix]),
+      admin.query<{ name: string; open: boolean }>("select datname as name, datallowconn as open from pg_database where datname >= $1::name and datname < $2::name order by datname", namePrefixBounds(prefix)),
     );
     const pattern = new RegExp(`^${escapeRegExp(prefix)}([0-9a-f]{${digestLength}})_[0-9a-f]{${idLength}}$`);
     return rows.map(({ name, open }) => {

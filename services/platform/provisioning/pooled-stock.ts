@@ -8,6 +8,7 @@ import type { ClusterRegistry } from "../cluster-registry.ts";
 import type { SchemaServices } from "../schema-services.ts";
 import { clusterStates, listClusters, listPoolDatabases, poolPasswordContext, poolStates } from "../stores/index.ts";
 import { migrateDatabase, readSchemaVersions } from "../tenant-databases.ts";
+import { namePrefixBounds } from "./name-prefix.ts";
 
 /** Options of {@link PooledStock}. */
 export interface PooledStockOptions {
@@ -123,7 +124,7 @@ export class PooledStock {
   /** The slots of a pool database, by role name, read through `client` (any connection to the cluster). */
   async #list(client: pg.ClientBase, pool: string): Promise<Slot[]> {
     const prefix = this.#prefixOf(pool);
-    const { rows } = await client.query<{ role: string }>("select rolname as role from pg_roles where starts_with(rolname, $1) order by rolname", [prefix]);
+    const { rows } = await client.query<{ role: string }>("select rolname as role from pg_roles where rolname >= $1::name and rolname < $2::name order by rolname", namePrefixBounds(prefix));
     const pattern = new RegExp(`^${prefix}([0-9a-f]{${digestLength}})_([0-9a-f]{${idLength}})(${buildingMark})?$`);
     return rows.map(({ role }) => {
       const match = pattern.exec(role);
