@@ -11,8 +11,8 @@ import { Migration } from "@mikro-orm/migrations";
  * and each of its pool databases (`database` its name). A tenant counts
  * while it has a cluster and is neither failed nor deleted, as the queries
  * this replaces counted. A change moving a tenant between two places
- * updates the smaller key first, so that two such changes never wait on
- * each other in a cycle.
+ * updates the smaller key first, so that two transactions changing one
+ * tenant each never wait on each other in a cycle.
  */
 export class AddPlacementCounts extends Migration {
   override up(): void {
